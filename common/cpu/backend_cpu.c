@@ -1,0 +1,304 @@
+/* backend_cpu.c — the CPU backend: host memory, OpenBLAS GEMMs, the simple
+ * elementwise operations, AdamW and the operation table. Layer norm, GELU and
+ * cross-entropy are in nn_cpu.c, attention in attention_cpu.c.
+ *
+ * Every operation is synchronous. OpenBLAS is the OpenMP build, so its GEMMs
+ * and the OpenMP loops here share one thread pool; loops over independent
+ * rows or chunks are split with OpenMP, and every cross-thread reduction is
+ * combined in a fixed order.
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "cpu_ops.h"
+
+#define ALIGN 64
+#define CHUNK 8192         /* elements per parallel work item */
+#define SUMSQ_CHUNKS 256   /* sumsq splits x into at most this many pieces */
+#define SUMSQ_MIN 16384    /* ... of at least this many elements */
+
+typedef struct cpu_backend {
+	sc_backend be;
+	int threads; /* 0: OpenMP's and OpenBLAS's defaults */
+} cpu_backend;
+
+void sc_cpu_enter(sc_backend *be)
+{
+	int threads = ((cpu_backend *)be->ctx)->threads;
+	if (threads > 0 && omp_get_max_threads() != threads)
+		omp_set_num_threads(threads);
+}
+
+/* ---- memory ---- */
+
+static sc_err cpu_alloc(sc_backend *be, void **out, size_t bytes)
+{
+	*out = NULL;
+	void *p = NULL;
+	if (posix_memalign(&p, ALIGN, bytes ? bytes : 1) != 0)
+		return sc_errf(SC_ENOMEM, "cpu: cannot allocate %zu bytes", bytes);
+	memset(p, 0, bytes);
+	*out = p;
+	return SC_OK;
+}
+
+static void cpu_free_buf(sc_backend *be, void *p)
+{
+	free(p);
+}
+
+static sc_err cpu_copy(sc_backend *be, void *dst, const void *src, size_t bytes)
+{
+	if (bytes && (!dst || !src))
+		return sc_errf(SC_EINVAL, "cpu: copy of %zu bytes with a NULL buffer", bytes);
+	if (bytes)
+		memmove(dst, src, bytes);
+	return SC_OK;
+}
+
+static sc_err cpu_zero(sc_backend *be, void *dst, size_t bytes)
+{
+	if (bytes && !dst)
+		return sc_errf(SC_EINVAL, "cpu: zero of %zu bytes with a NULL buffer", bytes);
+	if (bytes)
+		memset(dst, 0, bytes);
+	return SC_OK;
+}
+
+static sc_err cpu_sync(sc_backend *be)
+{
+	return SC_OK;
+}
+
+/* ---- dense algebra ---- */
+
+static sc_err cpu_gemm(sc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
+		       const float *a, int lda, const float *b, int ldb, float beta, float *c,
+		       int ldc)
+{
+	/* The checks OpenBLAS would make, as an error value instead of a
+	 * message on stderr. */
+	int a_cols = trans_a ? m : k, b_cols = trans_b ? k : n;
+	if (m < 0 || n < 0 || k < 0 || lda < (a_cols > 1 ? a_cols : 1) ||
+	    ldb < (b_cols > 1 ? b_cols : 1) || ldc < (n > 1 ? n : 1))
+		return sc_errf(SC_EINVAL, "gemm: bad shape m=%d n=%d k=%d lda=%d ldb=%d ldc=%d", m,
+			       n, k, lda, ldb, ldc);
+	if (m == 0 || n == 0)
+		return SC_OK;
+	sc_cpu_enter(be);
+	cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+		    trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+	return SC_OK;
+}
+
+/* ---- elementwise ---- */
+
+static sc_err cpu_encoder_forward(sc_backend *be, float *out, const int32_t *tokens,
+				  const float *wte, const float *wpe, int B, int T, int C)
+{
+	if (B < 0 || T < 0 || C <= 0)
+		return sc_errf(SC_EINVAL, "encoder: bad shape B=%d T=%d C=%d", B, T, C);
+	int N = B * T;
+	for (int i = 0; i < N; i++)
+		if (tokens[i] < 0)
+			return sc_errf(SC_ERANGE, "encoder: negative token %d at %d", (int)tokens[i],
+				       i);
+	sc_cpu_enter(be);
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= SC_CPU_PAR_MIN)
+	for (int i = 0; i < N; i++) {
+		float *o = out + (size_t)i * C;
+		const float *e = wte + (size_t)tokens[i] * C, *p = wpe + (size_t)(i % T) * C;
+#pragma omp simd
+		for (int j = 0; j < C; j++)
+			o[j] = e[j] + p[j];
+	}
+	return SC_OK;
+}
+
+static void add_range(float *out, const float *a, const float *b, size_t n)
+{
+#pragma omp simd
+	for (size_t i = 0; i < n; i++)
+		out[i] = a[i] + b[i];
+}
+
+static sc_err cpu_add(sc_backend *be, float *out, const float *a, const float *b, size_t n)
+{
+	sc_cpu_enter(be);
+	long chunks = (long)((n + CHUNK - 1) / CHUNK);
+#pragma omp parallel for schedule(static) if (n >= SC_CPU_PAR_MIN)
+	for (long c = 0; c < chunks; c++) {
+		size_t i = (size_t)c * CHUNK;
+		add_range(out + i, a + i, b + i, n - i < CHUNK ? n - i : CHUNK);
+	}
+	return SC_OK;
+}
+
+static sc_err cpu_add_bias(sc_backend *be, float *out, const float *bias, int N, int OC)
+{
+	if (N < 0 || OC < 0)
+		return sc_errf(SC_EINVAL, "add_bias: bad shape N=%d OC=%d", N, OC);
+	sc_cpu_enter(be);
+#pragma omp parallel for schedule(static) if ((size_t)N * OC >= SC_CPU_PAR_MIN)
+	for (int i = 0; i < N; i++) {
+		float *o = out + (size_t)i * OC;
+#pragma omp simd
+		for (int j = 0; j < OC; j++)
+			o[j] += bias[j];
+	}
+	return SC_OK;
+}
+
+/* ---- optimizer ---- */
+
+/* The double a hyperparameter most likely was before it became a float: the
+ * shortest decimal that rounds to f (0.9f -> 0.9). torch keeps them as Python
+ * floats and does its scalar arithmetic (1 - beta1 ** t, lr / bias
+ * correction, ...) in double. */
+static double intended_double(float f)
+{
+	char buf[32];
+	for (int prec = 1; prec <= 9; prec++) {
+		snprintf(buf, sizeof(buf), "%.*g", prec, (double)f);
+		if (strtof(buf, NULL) == f)
+			return strtod(buf, NULL);
+	}
+	return f;
+}
+
+/* torch.optim.AdamW, the single-tensor path (foreach=False, fused=False,
+ * amsgrad=False, maximize=False) on float32 tensors, operation by operation:
+ *   grad = grad * grad_scale                    (as a clip_grad_norm_ would)
+ *   param.mul_(1 - lr * weight_decay)           scalar in double, op in float
+ *   exp_avg.lerp_(grad, 1 - beta1)              m + w (g - m) for w < 0.5,
+ *                                               else g - (g - m)(1 - w); the
+ *                                               CPU kernel's vector body fuses
+ *                                               it into one FMA, as here
+ *   exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+ *                                               v * b2, then + ((1 - b2) g) g
+ *   bias_correction1 = 1 - beta1 ** step; bias_correction2 = 1 - beta2 ** step
+ *   step_size = lr / bias_correction1           (all three in double)
+ *   denom = (exp_avg_sq.sqrt() / sqrt(bias_correction2)).add_(eps)
+ *   param.addcdiv_(exp_avg, denom, value=-step_size)   p + ((-step_size) m) / denom
+ * Python-scalar operands enter the float kernels rounded to float. Where a
+ * torch build contracts other steps into FMAs, a result may still differ
+ * from torch's in the last bit. */
+static sc_err cpu_adamw(sc_backend *be, float *param, float *m, float *v, const float *grad,
+			size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+			float grad_scale, int t)
+{
+	if (t < 1)
+		return sc_errf(SC_EINVAL, "adamw: step %d is not 1-based", t);
+	double lr_d = intended_double(lr), b1 = intended_double(beta1);
+	double b2 = intended_double(beta2), wd = intended_double(weight_decay);
+	float decay = (float)(1.0 - lr_d * wd);
+	float w1 = (float)(1.0 - b1), beta2_f = (float)b2, w2 = (float)(1.0 - b2);
+	float step = (float)-(lr_d / (1.0 - pow(b1, t)));
+	float bc2_sqrt = (float)sqrt(1.0 - pow(b2, t));
+	float eps_f = (float)intended_double(eps);
+	int small = fabsf(w1) < 0.5f;
+	sc_cpu_enter(be);
+#pragma omp parallel for schedule(static) if (n >= SC_CPU_PAR_MIN)
+	for (size_t i = 0; i < n; i++) {
+		float g = grad[i] * grad_scale;
+		float p = param[i] * decay;
+		float mi = m[i];
+		mi = small ? fmaf(w1, g - mi, mi) : fmaf(w1 - 1.0f, g - mi, g);
+		float vi = v[i] * beta2_f;
+		vi = vi + (w2 * g) * g;
+		float denom = sqrtf(vi) / bc2_sqrt + eps_f;
+		param[i] = p + (step * mi) / denom;
+		m[i] = mi;
+		v[i] = vi;
+	}
+	return SC_OK;
+}
+
+static sc_err cpu_sumsq(sc_backend *be, double *out_host, const float *x, size_t n)
+{
+	/* Fixed pieces, a function of n alone, summed in order. */
+	size_t piece = (n + SUMSQ_CHUNKS - 1) / SUMSQ_CHUNKS;
+	if (piece < SUMSQ_MIN)
+		piece = SUMSQ_MIN;
+	long pieces = (long)((n + piece - 1) / piece);
+	double part[SUMSQ_CHUNKS];
+	sc_cpu_enter(be);
+#pragma omp parallel for schedule(static) if (pieces > 1)
+	for (long c = 0; c < pieces; c++) {
+		size_t lo = (size_t)c * piece, hi = lo + piece < n ? lo + piece : n;
+		double s = 0.0;
+#pragma omp simd reduction(+ : s)
+		for (size_t i = lo; i < hi; i++)
+			s += (double)x[i] * x[i];
+		part[c] = s;
+	}
+	double total = 0.0;
+	for (long c = 0; c < pieces; c++)
+		total += part[c];
+	*out_host = total;
+	return SC_OK;
+}
+
+/* ---- lifetime ---- */
+
+static void cpu_destroy(sc_backend *be)
+{
+	free(be->ctx);
+}
+
+static const sc_backend_ops cpu_ops = {
+	.alloc = cpu_alloc,
+	.free_buf = cpu_free_buf,
+	.upload = cpu_copy,
+	.download = cpu_copy,
+	.copy = cpu_copy,
+	.zero = cpu_zero,
+	.sync = cpu_sync,
+	.gemm = cpu_gemm,
+	.encoder_forward = cpu_encoder_forward,
+	.layernorm_forward = sc_cpu_layernorm_forward,
+	.layernorm_backward = sc_cpu_layernorm_backward,
+	.attention_forward = sc_cpu_attention_forward,
+	.attention_backward = sc_cpu_attention_backward,
+	.gelu_forward = sc_cpu_gelu_forward,
+	.gelu_backward = sc_cpu_gelu_backward,
+	.add = cpu_add,
+	.add_bias = cpu_add_bias,
+	.crossentropy = sc_cpu_crossentropy,
+	.adamw = cpu_adamw,
+	.sumsq = cpu_sumsq,
+	.destroy = cpu_destroy,
+};
+
+sc_err sc_backend_cpu_open(sc_backend **out, int threads)
+{
+	*out = NULL;
+	if (threads < 0)
+		return sc_errf(SC_EINVAL, "cpu: bad thread count %d", threads);
+	cpu_backend *cb = calloc(1, sizeof(*cb));
+	if (!cb)
+		return sc_errf(SC_ENOMEM, "cpu: cannot allocate the backend");
+	cb->threads = threads;
+	cb->be.ops = &cpu_ops;
+	cb->be.name = "cpu";
+	cb->be.ctx = cb;
+	if (threads > 0) {
+		openblas_set_num_threads(threads);
+		omp_set_num_threads(threads);
+	}
+	*out = &cb->be;
+	return SC_OK;
+}
+
+const char *sc_backend_cpu_describe(void)
+{
+	static _Thread_local char buf[256];
+	snprintf(buf, sizeof(buf), "%s, core %s, %d threads", openblas_get_config(),
+		 openblas_get_corename(), omp_get_max_threads());
+	return buf;
+}

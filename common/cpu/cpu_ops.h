@@ -1,0 +1,77 @@
+/* cpu_ops.h — private to the CPU backend: the operations that live outside
+ * backend_cpu.c, with the signatures of their sc_backend_ops entries (see
+ * sc_backend.h for each one's contract), and the helpers they share.
+ */
+#ifndef SC_CPU_OPS_H
+#define SC_CPU_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "sc_backend.h"
+
+/* Loops marked SC_CPU_VEC may be vectorised with their selects computed on
+ * both sides: GCC's default -ftrapping-math otherwise refuses to if-convert a
+ * loop whose float comparisons pick between computed values. No value
+ * changes; only the ordering of possible floating-point exceptions. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define SC_CPU_VEC __attribute__((optimize("no-trapping-math")))
+#else
+#define SC_CPU_VEC
+#endif
+
+/* expf for vectorised loops (plain C that GCC vectorises): relative error
+ * under 1.5 ulp for results in [2^-126, 2^127]; x < -87 gives 0, x > 88
+ * saturates at e^88, NaN stays NaN. Cody-Waite reduction by ln 2, then a
+ * degree-7 polynomial (Cephes' expf coefficients). */
+SC_CPU_VEC static inline float sc_cpu_expf(float x)
+{
+	const float lo = -87.0f, hi = 88.0f;
+	float xc = x >= lo ? x : lo;
+	xc = xc <= hi ? xc : hi;
+	/* n = round(xc / ln 2), by adding and removing 1.5 * 2^23. */
+	float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+	float r = xc - n * 0.693359375f;
+	r = r - n * -2.12194440e-4f;
+	float p = 1.9875691500e-4f;
+	p = p * r + 1.3981999507e-3f;
+	p = p * r + 8.3334519073e-3f;
+	p = p * r + 4.1665795894e-2f;
+	p = p * r + 1.6666665459e-1f;
+	p = p * r + 5.0000001201e-1f;
+	p = p * r * r + r + 1.0f;
+	int32_t bits = ((int32_t)n + 127) * (1 << 23); /* 2^n, n in [-126, 127] */
+	float scale;
+	memcpy(&scale, &bits, sizeof(scale));
+	/* Both arms of these selects are plain values, so they vectorise. */
+	float keep = x >= lo ? 1.0f : 0.0f;
+	float nan = x == x ? 0.0f : x;
+	return p * scale * keep + nan;
+}
+
+/* Elementwise loops below this many elements run on the calling thread. */
+#define SC_CPU_PAR_MIN 32768
+
+/* Makes OpenMP regions (and OpenBLAS, which follows omp_get_max_threads()
+ * of the calling thread in its OpenMP build) on this thread use be's thread
+ * count. Called at the top of every operation: the thread that runs the
+ * operations need not be the one that opened the backend. */
+void sc_cpu_enter(sc_backend *be);
+
+sc_err sc_cpu_layernorm_forward(sc_backend *be, float *out, float *mean, float *rstd,
+				const float *inp, const float *w, const float *b, int N, int C,
+				float eps);
+sc_err sc_cpu_layernorm_backward(sc_backend *be, float *dinp, const float *dout, const float *inp,
+				 const float *w, const float *mean, const float *rstd, int N, int C);
+sc_err sc_cpu_attention_forward(sc_backend *be, float *out, float *att, const float *qkv, int B,
+				int T, int C, int NH);
+sc_err sc_cpu_attention_backward(sc_backend *be, float *dqkv, float *datt, const float *dout,
+				 const float *qkv, const float *att, int B, int T, int C, int NH);
+sc_err sc_cpu_gelu_forward(sc_backend *be, float *out, const float *inp, size_t n);
+sc_err sc_cpu_gelu_backward(sc_backend *be, float *dinp, const float *inp, const float *dout,
+			    size_t n);
+sc_err sc_cpu_crossentropy(sc_backend *be, float *losses, float *logits, const int32_t *targets,
+			   int N, int V, float dscale);
+
+#endif

@@ -1,0 +1,252 @@
+/* backend_cuda.cu — the CUDA backend's lifetime, memory and GEMM, and its
+ * ops table. Owns the stream, the cuBLAS handle and the scratch buffers of a
+ * backend context (sc_cuda_ctx). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_impl.h"
+
+sc_err sc_cuda_fail(const char *file, int line, const char *what, const char *reason)
+{
+	const char *base = strrchr(file, '/');
+	return sc_errf(SC_EBACKEND, "%s:%d: %s: %s", base ? base + 1 : file, line, what, reason);
+}
+
+/* ---- memory ---- */
+
+static sc_err cuda_alloc(sc_backend *be, void **out, size_t bytes)
+{
+	*out = NULL;
+	SC_CUDA_ENTER(be, c);
+	void *p = NULL;
+	cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+	if (e == cudaErrorMemoryAllocation) {
+		size_t free_b = 0, total_b = 0;
+		(void)cudaGetLastError(); /* not sticky: clear it for the next call */
+		(void)cudaMemGetInfo(&free_b, &total_b);
+		return sc_errf(SC_ENOMEM, "%s: cudaMalloc of %zu bytes failed (%zu of %zu MiB free)",
+			       c->name, bytes, free_b >> 20, total_b >> 20);
+	}
+	if (e != cudaSuccess)
+		return sc_cuda_fail(__FILE__, __LINE__, "cudaMalloc", cudaGetErrorString(e));
+	e = cudaMemsetAsync(p, 0, bytes, c->stream);
+	if (e != cudaSuccess) {
+		(void)cudaFree(p);
+		return sc_cuda_fail(__FILE__, __LINE__, "cudaMemsetAsync", cudaGetErrorString(e));
+	}
+	*out = p;
+	return SC_OK;
+}
+
+/* Waits for the stream first: queued kernels may still use p. Errors are
+ * dropped here; a sticky one surfaces at the next checked call. */
+static void cuda_free_buf(sc_backend *be, void *p)
+{
+	sc_cuda_ctx *c = (sc_cuda_ctx *)be->ctx;
+	if (!p)
+		return;
+	(void)cudaSetDevice(c->device);
+	(void)cudaStreamSynchronize(c->stream);
+	(void)cudaFree(p);
+}
+
+/* Synchronous: the caller may reuse src_host as soon as this returns, even
+ * when it is pinned memory. */
+static sc_err cuda_upload(sc_backend *be, void *dst_dev, const void *src_host, size_t bytes)
+{
+	if (!bytes)
+		return SC_OK;
+	SC_CUDA_ENTER(be, c);
+	SC_CUDA_CHECK(cudaMemcpyAsync(dst_dev, src_host, bytes, cudaMemcpyHostToDevice, c->stream));
+	SC_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+	return SC_OK;
+}
+
+static sc_err cuda_download(sc_backend *be, void *dst_host, const void *src_dev, size_t bytes)
+{
+	SC_CUDA_ENTER(be, c);
+	if (bytes)
+		SC_CUDA_CHECK(cudaMemcpyAsync(dst_host, src_dev, bytes, cudaMemcpyDeviceToHost,
+					      c->stream));
+	SC_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+	return SC_OK;
+}
+
+static sc_err cuda_copy(sc_backend *be, void *dst_dev, const void *src_dev, size_t bytes)
+{
+	if (!bytes)
+		return SC_OK;
+	SC_CUDA_ENTER(be, c);
+	SC_CUDA_CHECK(cudaMemcpyAsync(dst_dev, src_dev, bytes, cudaMemcpyDeviceToDevice, c->stream));
+	return SC_OK;
+}
+
+static sc_err cuda_zero(sc_backend *be, void *dst_dev, size_t bytes)
+{
+	if (!bytes)
+		return SC_OK;
+	SC_CUDA_ENTER(be, c);
+	SC_CUDA_CHECK(cudaMemsetAsync(dst_dev, 0, bytes, c->stream));
+	return SC_OK;
+}
+
+static sc_err cuda_sync(sc_backend *be)
+{
+	SC_CUDA_ENTER(be, c);
+	SC_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+	SC_CUDA_CHECK(cudaGetLastError());
+	return SC_OK;
+}
+
+/* ---- GEMM ---- */
+
+/* Row-major c = op(a) @ op(b) is column-major c^T = op(b)^T @ op(a)^T, and a
+ * row-major matrix is its transpose in column-major: so cuBLAS gets the
+ * operands swapped, each with its own transpose flag, and n, m exchanged. */
+sc_err sc_cuda_gemm_batched(sc_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k,
+			    float alpha, const float *a, int lda, long long stride_a, const float *b,
+			    int ldb, long long stride_b, float beta, float *out, int ldc,
+			    long long stride_c, int batch)
+{
+	cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+	cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+	if (batch == 1)
+		SC_CUBLAS_CHECK(cublasSgemm(c->blas, op_b, op_a, n, m, k, &alpha, b, ldb, a, lda,
+					    &beta, out, ldc));
+	else
+		SC_CUBLAS_CHECK(cublasSgemmStridedBatched(c->blas, op_b, op_a, n, m, k, &alpha, b,
+							  ldb, stride_b, a, lda, stride_a, &beta,
+							  out, ldc, stride_c, batch));
+	return SC_OK;
+}
+
+static sc_err cuda_gemm(sc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
+			const float *a, int lda, const float *b, int ldb, float beta, float *c_,
+			int ldc)
+{
+	int a_cols = trans_a ? m : k, b_cols = trans_b ? k : n;
+	if (m < 0 || n < 0 || k < 0)
+		return sc_errf(SC_EINVAL, "gemm: negative size m=%d n=%d k=%d", m, n, k);
+	if (lda < (a_cols > 1 ? a_cols : 1) || ldb < (b_cols > 1 ? b_cols : 1) ||
+	    ldc < (n > 1 ? n : 1))
+		return sc_errf(SC_EINVAL, "gemm: row stride too small (lda=%d ldb=%d ldc=%d for "
+					  "m=%d n=%d k=%d)", lda, ldb, ldc, m, n, k);
+	if (m == 0 || n == 0)
+		return SC_OK;
+	SC_CUDA_ENTER(be, c);
+	return sc_cuda_gemm_batched(c, trans_a, trans_b, m, n, k, alpha, a, lda, 0, b, ldb, 0,
+				    beta, c_, ldc, 0, 1);
+}
+
+/* ---- lifetime ---- */
+
+static void cuda_destroy(sc_backend *be)
+{
+	sc_cuda_ctx *c;
+	if (!be)
+		return;
+	c = (sc_cuda_ctx *)be->ctx;
+	if (c) {
+		(void)cudaSetDevice(c->device);
+		if (c->stream)
+			(void)cudaStreamSynchronize(c->stream);
+		sc_cuda_attention_release(c);
+		if (c->sumsq_partial)
+			(void)cudaFree(c->sumsq_partial);
+		if (c->blas)
+			(void)cublasDestroy(c->blas);
+		if (c->stream)
+			(void)cudaStreamDestroy(c->stream);
+		free(c);
+	}
+	free(be);
+}
+
+static const sc_backend_ops cuda_ops = {
+	.alloc = cuda_alloc,
+	.free_buf = cuda_free_buf,
+	.upload = cuda_upload,
+	.download = cuda_download,
+	.copy = cuda_copy,
+	.zero = cuda_zero,
+	.sync = cuda_sync,
+	.gemm = cuda_gemm,
+	.encoder_forward = sc_cuda_encoder_forward,
+	.layernorm_forward = sc_cuda_layernorm_forward,
+	.layernorm_backward = sc_cuda_layernorm_backward,
+	.attention_forward = sc_cuda_attention_forward,
+	.attention_backward = sc_cuda_attention_backward,
+	.gelu_forward = sc_cuda_gelu_forward,
+	.gelu_backward = sc_cuda_gelu_backward,
+	.add = sc_cuda_add,
+	.add_bias = sc_cuda_add_bias,
+	.crossentropy = sc_cuda_crossentropy,
+	.adamw = sc_cuda_adamw,
+	.sumsq = sc_cuda_sumsq,
+	.destroy = cuda_destroy,
+};
+
+/* The stream, the cuBLAS handle bound to it, and fixed scratch. On failure
+ * the caller releases whatever was made (cuda_destroy). */
+static sc_err cuda_init(sc_cuda_ctx *c)
+{
+	SC_CUDA_CHECK(cudaSetDevice(c->device));
+	SC_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+	SC_CUBLAS_CHECK(cublasCreate(&c->blas));
+	SC_CUBLAS_CHECK(cublasSetStream(c->blas, c->stream));
+	SC_CUBLAS_CHECK(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+							   : CUBLAS_DEFAULT_MATH));
+	SC_CUDA_CHECK(cudaMalloc((void **)&c->sumsq_partial,
+				 (SC_CUDA_SUMSQ_BLOCKS + 1) * sizeof(double)));
+	return SC_OK;
+}
+
+extern "C" sc_err sc_backend_cuda_open(sc_backend **out, int device, int tf32)
+{
+	sc_backend *be = NULL;
+	sc_cuda_ctx *c = NULL;
+	int count = 0;
+	sc_err rc;
+	cudaError_t e;
+
+	*out = NULL;
+	e = cudaGetDeviceCount(&count);
+	if (e != cudaSuccess) {
+		(void)cudaGetLastError();
+		return sc_errf(SC_ENODEV, "cuda:%d: no usable CUDA device (%s)", device,
+			       cudaGetErrorString(e));
+	}
+	if (count <= 0)
+		return sc_errf(SC_ENODEV, "cuda:%d: no CUDA device visible", device);
+	if (device < 0 || device >= count)
+		return sc_errf(SC_ENODEV, "cuda:%d: no such device (%d visible: cuda:0..cuda:%d)",
+			       device, count, count - 1);
+
+	be = (sc_backend *)calloc(1, sizeof(*be));
+	c = (sc_cuda_ctx *)calloc(1, sizeof(*c));
+	if (!be || !c) {
+		free(be);
+		free(c);
+		return sc_errf(SC_ENOMEM, "cuda:%d: out of host memory", device);
+	}
+	c->device = device;
+	c->tf32 = tf32 != 0;
+	snprintf(c->name, sizeof(c->name), "cuda:%d", device);
+	be->ops = &cuda_ops;
+	be->name = c->name;
+	be->ctx = c;
+	rc = cuda_init(c);
+	if (rc != SC_OK) {
+		sc_err_wrap(rc, "opening %s", c->name);
+		cuda_destroy(be);
+		return rc;
+	}
+	*out = be;
+	return SC_OK;
+}
+
+extern "C" int sc_backend_has_cuda(void)
+{
+	return 1;
+}

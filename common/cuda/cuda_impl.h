@@ -1,0 +1,167 @@
+/* cuda_impl.h — private to the CUDA backend (included by the .cu files in
+ * this folder only): the backend context, the one error-check macro family,
+ * shared device helpers and the operations that backend_cuda.cu puts in the
+ * ops table.
+ *
+ * Errors: every CUDA runtime call, cuBLAS call and kernel launch goes through
+ * SC_CUDA_CHECK / SC_CUBLAS_CHECK / SC_LAUNCH_CHECK, which return
+ * SC_EBACKEND with "file:line: call: reason" from the enclosing function.
+ * Kernels run on the backend's one stream, so a fault inside a kernel
+ * surfaces at the next synchronising call (sync, download, sumsq).
+ *
+ * Threads: a backend is used by one host thread at a time; each entry point
+ * makes its device current first (the current device is per host thread).
+ */
+#ifndef SC_CUDA_IMPL_H
+#define SC_CUDA_IMPL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "sc_backend.h"
+}
+
+/* Attention scratch: per slot B*NH*T*hs floats; forward uses q, k, v, y,
+ * backward q, k, v, dy (then dq), dk, dv. */
+enum { SC_CUDA_ATTN_SLOTS = 6 };
+
+/* sumsq's first pass uses at most this many blocks: a constant, so that the
+ * reduction tree depends on n alone. */
+enum { SC_CUDA_SUMSQ_BLOCKS = 512, SC_CUDA_SUMSQ_THREADS = 256 };
+
+typedef struct sc_cuda_ctx {
+	int device;
+	int tf32;              /* cuBLAS may use TF32 tensor cores */
+	cudaStream_t stream;   /* every operation is queued here */
+	cublasHandle_t blas;   /* bound to stream */
+	float *attn;           /* SC_CUDA_ATTN_SLOTS * attn_slot floats, grown on demand */
+	size_t attn_slot;      /* floats per slot */
+	double *sumsq_partial; /* (SC_CUDA_SUMSQ_BLOCKS + 1) */
+	char name[24];         /* "cuda:N" */
+} sc_cuda_ctx;
+
+/* Records "file:line: what: reason" and returns SC_EBACKEND. */
+sc_err sc_cuda_fail(const char *file, int line, const char *what, const char *reason);
+
+#define SC_CUDA_CHECK(call)                                                                    \
+	do {                                                                                   \
+		cudaError_t sc_cuda_e_ = (call);                                               \
+		if (sc_cuda_e_ != cudaSuccess)                                                 \
+			return sc_cuda_fail(__FILE__, __LINE__, #call,                         \
+					    cudaGetErrorString(sc_cuda_e_));                   \
+	} while (0)
+
+#define SC_CUBLAS_CHECK(call)                                                                  \
+	do {                                                                                   \
+		cublasStatus_t sc_cublas_s_ = (call);                                          \
+		if (sc_cublas_s_ != CUBLAS_STATUS_SUCCESS)                                     \
+			return sc_cuda_fail(__FILE__, __LINE__, #call,                         \
+					    cublasGetStatusString(sc_cublas_s_));              \
+	} while (0)
+
+/* After every kernel launch; kernel names the kernel for the detail. */
+#define SC_LAUNCH_CHECK(kernel)                                                                \
+	do {                                                                                   \
+		cudaError_t sc_cuda_e_ = cudaGetLastError();                                   \
+		if (sc_cuda_e_ != cudaSuccess)                                                 \
+			return sc_cuda_fail(__FILE__, __LINE__, "launch " #kernel,             \
+					    cudaGetErrorString(sc_cuda_e_));                   \
+	} while (0)
+
+/* The context of be, with its device made current for this host thread. */
+#define SC_CUDA_ENTER(be, c)                                                                   \
+	sc_cuda_ctx *c = (sc_cuda_ctx *)(be)->ctx;                                             \
+	SC_CUDA_CHECK(cudaSetDevice(c->device))
+
+/* Blocks for a grid-stride loop over n elements (n > 0). */
+static inline unsigned sc_cuda_grid(size_t n, unsigned threads)
+{
+	size_t blocks = (n + threads - 1) / threads;
+	return blocks > 65535 ? 65535u : (unsigned)blocks;
+}
+
+/* ---- warp and block reductions (every thread gets the result) ---- */
+
+template <typename F> __device__ inline F sc_warp_sum(F v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+__device__ inline float sc_warp_max(float v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+
+/* blockDim.x must be a multiple of 32; sh holds 32 elements. All threads of
+ * the block must call it; sh may be reused by the next call. */
+template <typename F> __device__ inline F sc_block_sum(F v, F *sh)
+{
+	int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+	v = sc_warp_sum(v);
+	__syncthreads(); /* the previous call's readers are done with sh */
+	if (lane == 0)
+		sh[warp] = v;
+	__syncthreads();
+	return sc_warp_sum(lane < nwarps ? sh[lane] : (F)0);
+}
+
+__device__ inline float sc_block_max(float v, float *sh)
+{
+	int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+	v = sc_warp_max(v);
+	__syncthreads();
+	if (lane == 0)
+		sh[warp] = v;
+	__syncthreads();
+	return sc_warp_max(lane < nwarps ? sh[lane] : -INFINITY);
+}
+
+/* ---- row-major GEMM on cuBLAS (backend_cuda.cu) ---- */
+
+/* For each of batch matrices: c = alpha * op(a) (m,k) @ op(b) (k,n) + beta * c,
+ * row-major, the i-th matrices at a + i*stride_a etc. Queued on c's stream. */
+sc_err sc_cuda_gemm_batched(sc_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k,
+			    float alpha, const float *a, int lda, long long stride_a, const float *b,
+			    int ldb, long long stride_b, float beta, float *out, int ldc,
+			    long long stride_c, int batch);
+
+/* ---- the table's operations; semantics as in sc_backend.h ---- */
+
+/* ops_cuda.cu */
+sc_err sc_cuda_encoder_forward(sc_backend *be, float *out, const int32_t *tokens, const float *wte,
+			       const float *wpe, int B, int T, int C);
+sc_err sc_cuda_layernorm_forward(sc_backend *be, float *out, float *mean, float *rstd,
+				 const float *inp, const float *w, const float *b, int N, int C,
+				 float eps);
+sc_err sc_cuda_layernorm_backward(sc_backend *be, float *dinp, const float *dout, const float *inp,
+				  const float *w, const float *mean, const float *rstd, int N, int C);
+sc_err sc_cuda_gelu_forward(sc_backend *be, float *out, const float *inp, size_t n);
+sc_err sc_cuda_gelu_backward(sc_backend *be, float *dinp, const float *inp, const float *dout,
+			     size_t n);
+sc_err sc_cuda_add(sc_backend *be, float *out, const float *a, const float *b, size_t n);
+sc_err sc_cuda_add_bias(sc_backend *be, float *out, const float *bias, int N, int OC);
+sc_err sc_cuda_crossentropy(sc_backend *be, float *losses, float *logits, const int32_t *targets,
+			    int N, int V, float dscale);
+sc_err sc_cuda_adamw(sc_backend *be, float *param, float *m, float *v, const float *grad, size_t n,
+		     float lr, float beta1, float beta2, float eps, float weight_decay,
+		     float grad_scale, int t);
+sc_err sc_cuda_sumsq(sc_backend *be, double *out_host, const float *x, size_t n);
+
+/* attention_cuda.cu */
+sc_err sc_cuda_attention_forward(sc_backend *be, float *out, float *att, const float *qkv, int B,
+				 int T, int C, int NH);
+sc_err sc_cuda_attention_backward(sc_backend *be, float *dqkv, float *datt, const float *dout,
+				  const float *qkv, const float *att, int B, int T, int C, int NH);
+/* Releases the attention scratch (destroy). */
+void sc_cuda_attention_release(sc_cuda_ctx *c);
+
+#endif

@@ -1,0 +1,230 @@
+/* data.c — token files, byte-level text, and the seeded sample order. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "sc_data.h"
+#include "sc_rng.h"
+
+#define HEADER_INTS 256
+
+static sc_err read_all(const char *path, unsigned char **out, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	struct stat st;
+	unsigned char *buf = NULL;
+
+	*out = NULL;
+	if (!f)
+		return sc_errf(errno == ENOENT ? SC_ENOENT : SC_EIO, "%s: %s", path, strerror(errno));
+	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+		fclose(f);
+		return sc_errf(SC_EIO, "%s: not a regular file", path);
+	}
+	buf = malloc(st.st_size > 0 ? (size_t)st.st_size : 1);
+	if (!buf) {
+		fclose(f);
+		return sc_errf(SC_ENOMEM, "%s: cannot allocate %lld bytes", path, (long long)st.st_size);
+	}
+	if (fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
+		fclose(f);
+		free(buf);
+		return sc_errf(SC_EIO, "%s: short read", path);
+	}
+	fclose(f);
+	*out = buf;
+	*len = (size_t)st.st_size;
+	return SC_OK;
+}
+
+static int32_t le32(const unsigned char *p)
+{
+	return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+			 (uint32_t)p[3] << 24);
+}
+
+sc_err sc_tokens_load(sc_tokens **out, const char *path, int vocab_size)
+{
+	unsigned char *raw;
+	size_t len = 0, n;
+	sc_tokens *tk;
+	sc_err rc;
+
+	*out = NULL;
+	SC_TRY(read_all(path, &raw, &len));
+	tk = calloc(1, sizeof(*tk));
+	if (!tk) {
+		free(raw);
+		return sc_errf(SC_ENOMEM, "out of memory");
+	}
+	if (len >= 4 && le32(raw) == SC_TOKENS_MAGIC) {
+		int32_t count;
+		if (len < HEADER_INTS * 4) {
+			rc = sc_errf(SC_EFORMAT, "%s: token file header truncated (%zu bytes)", path, len);
+			goto fail;
+		}
+		if (le32(raw + 4) != SC_TOKENS_VERSION) {
+			rc = sc_errf(SC_EFORMAT, "%s: token file version %d not supported (want %d)",
+				     path, le32(raw + 4), SC_TOKENS_VERSION);
+			goto fail;
+		}
+		count = le32(raw + 8);
+		if (count < 0 || (size_t)count != (len - HEADER_INTS * 4) / 2 ||
+		    (len - HEADER_INTS * 4) % 2) {
+			rc = sc_errf(SC_EFORMAT, "%s: header says %d tokens but the file holds %zu bytes "
+						 "of tokens", path, count, len - HEADER_INTS * 4);
+			goto fail;
+		}
+		n = (size_t)count;
+		tk->ids = malloc((n ? n : 1) * sizeof(uint16_t));
+		if (!tk->ids) {
+			rc = sc_errf(SC_ENOMEM, "%s: out of memory for %zu tokens", path, n);
+			goto fail;
+		}
+		for (size_t i = 0; i < n; i++) {
+			const unsigned char *p = raw + HEADER_INTS * 4 + 2 * i;
+			tk->ids[i] = (uint16_t)(p[0] | p[1] << 8);
+		}
+	} else {
+		if (vocab_size < 256) {
+			rc = sc_errf(SC_ERANGE, "%s: plain text needs a vocabulary of at least 256 byte "
+						"tokens, the model has %d", path, vocab_size);
+			goto fail;
+		}
+		n = len;
+		tk->ids = malloc((n ? n : 1) * sizeof(uint16_t));
+		if (!tk->ids) {
+			rc = sc_errf(SC_ENOMEM, "%s: out of memory for %zu tokens", path, n);
+			goto fail;
+		}
+		for (size_t i = 0; i < n; i++)
+			tk->ids[i] = raw[i];
+	}
+	tk->n = n;
+	for (size_t i = 0; i < n; i++) {
+		if (tk->ids[i] >= vocab_size) {
+			rc = sc_errf(SC_ERANGE, "%s: token id %u at position %zu is outside the model's "
+						"vocabulary (size %d)", path, tk->ids[i], i, vocab_size);
+			goto fail;
+		}
+	}
+	free(raw);
+	*out = tk;
+	return SC_OK;
+fail:
+	free(raw);
+	sc_tokens_free(tk);
+	return rc;
+}
+
+void sc_tokens_free(sc_tokens *tk)
+{
+	if (!tk)
+		return;
+	free(tk->ids);
+	free(tk);
+}
+
+sc_err sc_tokens_save(const char *path, const uint16_t *ids, size_t n)
+{
+	int32_t header[HEADER_INTS] = {SC_TOKENS_MAGIC, SC_TOKENS_VERSION};
+	FILE *f;
+	int bad;
+
+	if (n > INT32_MAX)
+		return sc_errf(SC_ERANGE, "%s: %zu tokens exceed the format's limit", path, n);
+	header[2] = (int32_t)n;
+	f = fopen(path, "wb");
+	if (!f)
+		return sc_errf(SC_EIO, "%s: %s", path, strerror(errno));
+	/* The format is little-endian; so is every machine splitchain targets. */
+	bad = fwrite(header, sizeof(header), 1, f) != 1 ||
+	      (n && fwrite(ids, sizeof(uint16_t), n, f) != n);
+	bad |= fclose(f) != 0;
+	return bad ? sc_errf(SC_EIO, "%s: write failed", path) : SC_OK;
+}
+
+struct sc_loader {
+	const sc_tokens *tk;
+	int T;
+	uint64_t seed;
+	size_t windows;   /* W */
+	uint64_t epoch;   /* epoch whose permutation perm holds */
+	uint32_t *perm;   /* (W) */
+};
+
+static void make_perm(sc_loader *ld, uint64_t epoch)
+{
+	uint64_t keys[2] = {ld->seed, epoch};
+	sc_rng r;
+
+	sc_rng_seed(&r, keys, 2);
+	for (size_t i = 0; i < ld->windows; i++)
+		ld->perm[i] = (uint32_t)i;
+	for (size_t i = ld->windows - 1; i > 0; i--) { /* Fisher-Yates */
+		size_t j = (size_t)sc_rng_below(&r, i + 1);
+		uint32_t t = ld->perm[i];
+		ld->perm[i] = ld->perm[j];
+		ld->perm[j] = t;
+	}
+	ld->epoch = epoch;
+}
+
+sc_err sc_loader_new(sc_loader **out, const sc_tokens *tk, int T, uint64_t seed)
+{
+	sc_loader *ld;
+
+	*out = NULL;
+	if (T < 1 || tk->n < (size_t)T + 1)
+		return sc_errf(SC_EINVAL, "the data holds %zu tokens, fewer than one sequence of %d "
+					  "plus its target", tk->n, T);
+	if ((tk->n - 1) / (size_t)T > UINT32_MAX)
+		return sc_errf(SC_ERANGE, "too many windows in the data");
+	ld = calloc(1, sizeof(*ld));
+	if (!ld)
+		return sc_errf(SC_ENOMEM, "out of memory");
+	ld->tk = tk;
+	ld->T = T;
+	ld->seed = seed;
+	ld->windows = (tk->n - 1) / (size_t)T;
+	ld->perm = malloc(ld->windows * sizeof(uint32_t));
+	if (!ld->perm) {
+		free(ld);
+		return sc_errf(SC_ENOMEM, "out of memory for %zu windows", (size_t)(tk->n - 1) / T);
+	}
+	make_perm(ld, 0);
+	*out = ld;
+	return SC_OK;
+}
+
+void sc_loader_free(sc_loader *ld)
+{
+	if (!ld)
+		return;
+	free(ld->perm);
+	free(ld);
+}
+
+size_t sc_loader_windows(const sc_loader *ld)
+{
+	return ld->windows;
+}
+
+void sc_loader_batch(sc_loader *ld, uint64_t first, int B, int32_t *inputs, int32_t *targets)
+{
+	for (int b = 0; b < B; b++) {
+		uint64_t i = first + (uint64_t)b;
+		uint64_t epoch = i / ld->windows;
+		const uint16_t *src;
+
+		if (epoch != ld->epoch)
+			make_perm(ld, epoch);
+		src = ld->tk->ids + (size_t)ld->perm[i % ld->windows] * (size_t)ld->T;
+		for (int t = 0; t < ld->T; t++) {
+			inputs[(size_t)b * ld->T + t] = src[t];
+			targets[(size_t)b * ld->T + t] = src[t + 1];
+		}
+	}
+}

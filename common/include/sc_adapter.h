@@ -1,0 +1,47 @@
+/* sc_adapter.h — a whole model's LoRA adapters in host memory, and their
+ * files in the Hugging Face PEFT layout: DIR/adapter_model.safetensors with
+ * tensors "base_model.model.transformer.h.<i>.<target>.lora_A.weight" (r, in)
+ * and "...lora_B.weight" (out, r), plus DIR/adapter_config.json
+ * (peft_type LORA, task_type CAUSAL_LM, r, lora_alpha, target_modules,
+ * fan_in_fan_out true — GPT-2's Conv1D layout).
+ */
+#ifndef SC_ADAPTER_H
+#define SC_ADAPTER_H
+
+#include "sc_config.h"
+#include "sc_lora.h"
+
+#define SC_ADAPTER_MAX_LAYERS 256
+
+typedef struct sc_adapter {
+	sc_lora_config lora;
+	int n_layer; /* L */
+	int n_embd;  /* C */
+	/* a[l][t] (r, in) and b[l][t] (out, r) for each target in lora.targets,
+	 * NULL for the others. All in one allocation (data). */
+	float *a[SC_ADAPTER_MAX_LAYERS][SC_T_COUNT];
+	float *b[SC_ADAPTER_MAX_LAYERS][SC_T_COUNT];
+	float *data;
+	size_t n_floats;
+} sc_adapter;
+
+/* *out = new adapter for L layers of C channels, zero-filled; free with
+ * sc_adapter_free. */
+sc_err sc_adapter_new(sc_adapter **out, const sc_lora_config *lora, int n_layer, int n_embd);
+void sc_adapter_free(sc_adapter *ad);
+
+/* Sets every A from sc_lora_init_a and every B to zero. */
+void sc_adapter_init(sc_adapter *ad);
+
+/* Writes ad to dir (created if missing) in PEFT's layout. base_model is
+ * recorded as base_model_name_or_path (may be NULL). */
+sc_err sc_adapter_save(const sc_adapter *ad, const char *dir, const char *base_model);
+
+/* Reads a PEFT LoRA adapter from dir for a model of cfg's shape. *out = new
+ * adapter (free with sc_adapter_free). Rank, alpha and targets come from
+ * adapter_config.json; every tensor is checked for presence and shape; a
+ * non-LoRA peft_type, fan_in_fan_out false with Conv1D targets, or layers
+ * beyond cfg give a clear error. */
+sc_err sc_adapter_load(sc_adapter **out, const char *dir, const sc_model_config *cfg);
+
+#endif

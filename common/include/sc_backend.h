@@ -1,0 +1,138 @@
+/* sc_backend.h — the compute backend interface: a table of operations plus an
+ * opaque context. The CPU backend (OpenBLAS + plain C) is the numerical ground
+ * truth; the CUDA backend implements the same table on a GPU. Nothing above
+ * this interface knows which one it runs on.
+ *
+ * Dimension legend, used on every tensor argument below and in sc_model.h:
+ *   B  micro-batch size            T  sequence length
+ *   C  channels (n_embd)           NH number of heads, hs = C / NH
+ *   L  layers                      V  vocabulary size
+ *   r  LoRA rank                   N  rows = B * T
+ *
+ * Memory: every float / int32 pointer passed to an operation is *device*
+ * memory of that backend, from ops.alloc (for the CPU backend that is host
+ * memory). Row-major throughout. Arguments go outputs, inputs, sizes; the
+ * backward of an op is the d-prefixed mirror of its forward.
+ *
+ * Errors: every operation returns sc_err. An operation may be asynchronous
+ * (CUDA: queued on the backend's one stream); its failure may then surface at
+ * the next ops.sync or ops.download, which every caller of results performs.
+ *
+ * Optional entries: none today. When one is added, mark it here and check it
+ * for NULL in sc_backend_* helpers only.
+ */
+#ifndef SC_BACKEND_H
+#define SC_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sc_err.h"
+
+typedef struct sc_backend sc_backend;
+
+typedef struct sc_backend_ops {
+	/* ---- memory ---- */
+	/* *out = new zero-filled device buffer of bytes bytes; free with free_buf. */
+	sc_err (*alloc)(sc_backend *be, void **out, size_t bytes);
+	/* Releases a buffer from alloc. Accepts NULL. */
+	void (*free_buf)(sc_backend *be, void *p);
+	/* Host -> device and device -> host copies; download waits for all
+	 * queued work, so its data (and any earlier error) is final. */
+	sc_err (*upload)(sc_backend *be, void *dst_dev, const void *src_host, size_t bytes);
+	sc_err (*download)(sc_backend *be, void *dst_host, const void *src_dev, size_t bytes);
+	/* Device -> device copy. */
+	sc_err (*copy)(sc_backend *be, void *dst_dev, const void *src_dev, size_t bytes);
+	sc_err (*zero)(sc_backend *be, void *dst_dev, size_t bytes);
+	/* Waits for all queued work; returns the first error it raised. */
+	sc_err (*sync)(sc_backend *be);
+
+	/* ---- dense algebra ---- */
+	/* c (m,n) = alpha * op(a) (m,k) @ op(b) (k,n) + beta * c, row-major;
+	 * op(x) = x^T when trans_x is nonzero. lda/ldb/ldc are row strides of
+	 * the matrices as stored. */
+	sc_err (*gemm)(sc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
+		       const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+	/* ---- GPT-2 operations ---- */
+	/* out (B,T,C) = wte[tokens] + wpe[t]; tokens (B,T) must be < V (checked
+	 * by the caller on the host). */
+	sc_err (*encoder_forward)(sc_backend *be, float *out, const int32_t *tokens, const float *wte,
+				  const float *wpe, int B, int T, int C);
+	/* out (N,C), mean (N), rstd (N) = LayerNorm(inp (N,C)) * w (C) + b (C). */
+	sc_err (*layernorm_forward)(sc_backend *be, float *out, float *mean, float *rstd, const float *inp,
+				    const float *w, const float *b, int N, int C, float eps);
+	/* dinp (N,C) += dLayerNorm given dout (N,C). No weight gradients: the
+	 * norm's weights are frozen. */
+	sc_err (*layernorm_backward)(sc_backend *be, float *dinp, const float *dout, const float *inp,
+				     const float *w, const float *mean, const float *rstd, int N, int C);
+	/* Causal self-attention. qkv (B,T,3C) holds q | k | v per position, heads
+	 * split along C. out (B,T,C); att (B,NH,T,T) the softmaxed scores (only
+	 * t2 <= t1 defined), kept for backward. Scale 1/sqrt(hs). */
+	sc_err (*attention_forward)(sc_backend *be, float *out, float *att, const float *qkv, int B, int T,
+				    int C, int NH);
+	/* dqkv (B,T,3C) = dAttention (overwritten, not accumulated), given dout
+	 * (B,T,C); datt (B,NH,T,T) is scratch. */
+	sc_err (*attention_backward)(sc_backend *be, float *dqkv, float *datt, const float *dout,
+				     const float *qkv, const float *att, int B, int T, int C, int NH);
+	/* out (n) = GELU(inp), the tanh approximation ("gelu_new"). */
+	sc_err (*gelu_forward)(sc_backend *be, float *out, const float *inp, size_t n);
+	/* dinp (n) = dout * GELU'(inp) (overwritten). dinp may alias dout. */
+	sc_err (*gelu_backward)(sc_backend *be, float *dinp, const float *inp, const float *dout, size_t n);
+	/* out (n) = a + b; out may alias a or b. */
+	sc_err (*add)(sc_backend *be, float *out, const float *a, const float *b, size_t n);
+	/* out (N,OC) += bias (OC) broadcast over rows. */
+	sc_err (*add_bias)(sc_backend *be, float *out, const float *bias, int N, int OC);
+	/* Fused softmax + cross-entropy over logits (N,V), in place: losses (N)
+	 * gets -log p[target] per row, and logits becomes dlogits = (p - onehot) *
+	 * dscale. Rows with target < 0 are ignored: loss 0, gradient 0. Targets
+	 * must be < V (checked by the caller on the host). */
+	sc_err (*crossentropy)(sc_backend *be, float *losses, float *logits, const int32_t *targets, int N,
+			       int V, float dscale);
+
+	/* ---- optimizer ---- */
+	/* AdamW on n parameters (torch.optim.AdamW's formula, decoupled weight
+	 * decay): g = grad * grad_scale; m, v updated; param updated. t is the
+	 * 1-based step count for bias correction. */
+	sc_err (*adamw)(sc_backend *be, float *param, float *m, float *v, const float *grad, size_t n,
+			float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+			int t);
+	/* *out_host = sum of x[i]^2 over n floats, accumulated in double in a
+	 * fixed order (the result is a function of x alone). Synchronous. */
+	sc_err (*sumsq)(sc_backend *be, double *out_host, const float *x, size_t n);
+
+	/* ---- lifetime ---- */
+	/* Releases the backend and its context. */
+	void (*destroy)(sc_backend *be);
+} sc_backend_ops;
+
+struct sc_backend {
+	const sc_backend_ops *ops;
+	const char *name; /* "cpu", "cuda:0" */
+	void *ctx;        /* backend-private */
+};
+
+/* Creates the backend named by device: "cpu" or "cuda[:N]". threads is the
+ * number of CPU threads for the CPU backend (0 = leave the default).
+ * *out = new backend; free with sc_backend_free. A CUDA device asked for in
+ * a build without CUDA, or absent at run time, gives SC_ENODEV. */
+sc_err sc_backend_open(sc_backend **out, const char *device, int threads);
+
+/* Releases be. Accepts NULL. */
+void sc_backend_free(sc_backend *be);
+
+/* The CPU backend; *out = new backend, free with sc_backend_free. */
+sc_err sc_backend_cpu_open(sc_backend **out, int threads);
+
+/* The CUDA backend on GPU ordinal device (defined in the CUDA target; in a
+ * build without CUDA it returns SC_ENODEV). */
+sc_err sc_backend_cuda_open(sc_backend **out, int device, int tf32);
+
+/* Nonzero when this build contains the CUDA backend. */
+int sc_backend_has_cuda(void);
+
+/* Describes the BLAS in use, e.g. "OpenBLAS 0.3.21 (Haswell, 2 threads)".
+ * Borrowed static string. */
+const char *sc_backend_cpu_describe(void);
+
+#endif

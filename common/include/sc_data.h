@@ -1,0 +1,55 @@
+/* sc_data.h — training data: token files and plain text, and the
+ * deterministic order in which a job reads them.
+ *
+ * Token file (as nanoGPT / llm.c .bin files): a header of 256 little-endian
+ * int32 — [0] magic 20240520, [1] version 1, [2] number of tokens — then the
+ * tokens as uint16. Any other file is plain text, tokenized byte by byte
+ * (token id = byte value; the model's vocabulary must cover 256 ids).
+ *
+ * Order: the stream is cut into W = (n - 1) / T windows of T + 1 tokens
+ * (inputs and shifted targets). Sample i of a job reads window
+ * perm_e[i mod W], where e = i / W is the epoch and perm_e a permutation
+ * drawn from (seed, e). The sample index of step s, micro-batch m, row b is
+ * (s * M + m) * B + b, so any step's data is a function of (seed, s) alone —
+ * which a resumed job relies on.
+ */
+#ifndef SC_DATA_H
+#define SC_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sc_err.h"
+
+#define SC_TOKENS_MAGIC 20240520
+#define SC_TOKENS_VERSION 1
+
+typedef struct sc_tokens {
+	uint16_t *ids; /* (n) owned */
+	size_t n;
+} sc_tokens;
+
+/* Reads path (token file or text, see above); every id must be < vocab_size
+ * (else SC_ERANGE naming the first offending position). *out = new tokens,
+ * free with sc_tokens_free. A token file whose header or size is wrong gives
+ * SC_EFORMAT. */
+sc_err sc_tokens_load(sc_tokens **out, const char *path, int vocab_size);
+void sc_tokens_free(sc_tokens *tk);
+
+/* Writes n ids as a token file at path. */
+sc_err sc_tokens_save(const char *path, const uint16_t *ids, size_t n);
+
+typedef struct sc_loader sc_loader;
+
+/* *out = new loader over tk (borrowed: must outlive it) for windows of T;
+ * SC_EINVAL when tk holds fewer than T + 1 tokens. Free with sc_loader_free. */
+sc_err sc_loader_new(sc_loader **out, const sc_tokens *tk, int T, uint64_t seed);
+void sc_loader_free(sc_loader *ld);
+
+/* Fills inputs (B,T) and targets (B,T) with samples first .. first + B - 1. */
+void sc_loader_batch(sc_loader *ld, uint64_t first, int B, int32_t *inputs, int32_t *targets);
+
+/* Number of windows W. */
+size_t sc_loader_windows(const sc_loader *ld);
+
+#endif

@@ -1,0 +1,116 @@
+/* sc_segment.h — a contiguous range of GPT-2 layers [first, last) on one
+ * backend: the unit a worker holds. The first segment (first == 0) also
+ * holds the token and position embeddings; the last (last == L) also holds
+ * the final LayerNorm, the LM head (tied to the token embedding) and the
+ * loss. A chain of segments computes exactly what the whole model computes:
+ * each layer runs the same operations on the same data wherever it lives.
+ *
+ * Memory, one allocation per tensor group (all device memory of the backend):
+ *   base    frozen weights of the segment's layers (+ wte/wpe, ln_f)
+ *   lora    adapters of the segment's layers, laid out layer by layer, then
+ *           target by target, A (r, in) then B (out, r): one flat vector
+ *   grad    LoRA gradients, same layout;  m, v   AdamW moments, same layout
+ *   acts    one block per activation slot (an in-flight micro-batch)
+ *   scratch backward buffers shared by all slots
+ * No gradient buffers exist for frozen weights; backward computes input
+ * gradients and LoRA gradients only.
+ *
+ * Host interface: inputs and outputs of forward/backward are host arrays,
+ * so the caller (a worker, the single-process trainer, a test) need not know
+ * the backend. Not thread-safe: one caller at a time per segment.
+ */
+#ifndef SC_SEGMENT_H
+#define SC_SEGMENT_H
+
+#include <stdint.h>
+
+#include "sc_adapter.h"
+#include "sc_backend.h"
+#include "sc_config.h"
+#include "sc_lora.h"
+#include "sc_safetensors.h"
+
+typedef struct sc_segment sc_segment;
+
+typedef struct sc_segment_spec {
+	sc_model_config model;
+	sc_lora_config lora;
+	int first, last; /* layer range [first, last), 0 <= first < last <= L */
+	int B, T;        /* micro-batch shape; T <= n_positions */
+	int slots;       /* activation slots (in-flight micro-batches), >= 1 */
+} sc_segment_spec;
+
+/* *out = new segment on be (borrowed: must outlive the segment) with all
+ * memory allocated once, weights zero; free with sc_segment_free. */
+sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *spec);
+void sc_segment_free(sc_segment *seg);
+
+const sc_segment_spec *sc_segment_get_spec(const sc_segment *seg);
+int sc_segment_is_first(const sc_segment *seg);
+int sc_segment_is_last(const sc_segment *seg);
+
+/* Loads the segment's frozen weights from a Hugging Face GPT-2 safetensors
+ * file (names with or without the "transformer." prefix; F32, F16 or BF16).
+ * Only the segment's own tensors are read. Missing tensors or wrong shapes
+ * give SC_EFORMAT naming the tensor. */
+sc_err sc_segment_load_base(sc_segment *seg, const sc_st_file *weights);
+
+/* Copies the segment's layers' adapters from ad (global layer indices) and
+ * resets the optimizer state. ad's rank and targets must match. */
+sc_err sc_segment_set_lora(sc_segment *seg, const sc_adapter *ad);
+/* Copies the segment's adapters into the matching layers of ad. */
+sc_err sc_segment_get_lora(const sc_segment *seg, sc_adapter *ad);
+
+/* Number of floats in the flat LoRA vector (and in grad, m, v). */
+size_t sc_segment_lora_floats(const sc_segment *seg);
+/* Reads / writes a whole group as a flat host vector of
+ * sc_segment_lora_floats floats: which = 0 params, 1 grad, 2 adam m, 3 adam v. */
+enum sc_segment_group { SC_G_LORA, SC_G_GRAD, SC_G_ADAM_M, SC_G_ADAM_V };
+sc_err sc_segment_read_group(const sc_segment *seg, enum sc_segment_group g, float *host);
+sc_err sc_segment_write_group(sc_segment *seg, enum sc_segment_group g, const float *host);
+
+/* Copies group g of the segment's layers into the matching layers of ad,
+ * shaped as adapters (A (r,in), B (out,r)) — e.g. the gradients or AdamW
+ * moments keyed by global layer, for checkpoints and tests. ad's rank and
+ * targets must match. sc_segment_get_lora is export of SC_G_LORA. */
+sc_err sc_segment_export(const sc_segment *seg, enum sc_segment_group g, sc_adapter *ad);
+/* The inverse: copies group g of ad's matching layers into the segment. */
+sc_err sc_segment_import(sc_segment *seg, enum sc_segment_group g, const sc_adapter *ad);
+
+/* Forward one micro-batch into activation slot `slot` (0 <= slot < slots).
+ *   first segment: in = tokens (B,T) int32, each < V (else SC_ERANGE);
+ *   otherwise:     in = x (B,T,C) float, the previous segment's output.
+ *   last segment:  targets (B,T) int32 (< 0: ignored position, else < V);
+ *                  *loss = mean cross-entropy over the micro-batch's valid
+ *                  positions; the output gradient for backward is computed
+ *                  here and kept in the slot, already multiplied by
+ *                  grad_scale (e.g. 1/M for M accumulated micro-batches).
+ *   otherwise:     out = y (B,T,C) float, for the next segment.
+ * Unused arguments may be NULL. */
+sc_err sc_segment_forward(sc_segment *seg, int slot, const void *in, const int32_t *targets,
+			  float grad_scale, float *out, double *loss);
+
+/* Backward for the micro-batch in slot: dout (B,T,C) is the gradient of the
+ * segment's output (NULL for the last segment, which kept its own); dx
+ * (B,T,C) receives the gradient of the segment's input (NULL for the first
+ * segment: embeddings are frozen). LoRA gradients are accumulated (+=). */
+sc_err sc_segment_backward(sc_segment *seg, int slot, const float *dout, float *dx);
+
+/* Zeroes the LoRA gradients (start of an optimizer step). */
+sc_err sc_segment_zero_grad(sc_segment *seg);
+
+/* per_layer[i] = sum of squares of layer (first + i)'s LoRA gradients, in
+ * double, in a fixed order. The caller sums layers in global order. */
+sc_err sc_segment_grad_sumsq(sc_segment *seg, double *per_layer);
+
+/* AdamW on every adapter of the segment, with gradients multiplied by
+ * grad_scale (the global clip factor); t is the 1-based step. */
+typedef struct sc_adamw_hparams {
+	float beta1, beta2, eps, weight_decay;
+} sc_adamw_hparams;
+sc_err sc_segment_adamw(sc_segment *seg, const sc_adamw_hparams *hp, float lr, float grad_scale, int t);
+
+/* Bytes of device memory the segment holds (base, LoRA, optimizer, acts). */
+size_t sc_segment_device_bytes(const sc_segment *seg);
+
+#endif

@@ -1,0 +1,84 @@
+/* sc_train.h — the optimizer step: learning-rate schedule, gradient
+ * accumulation over micro-batches, global-norm clipping, AdamW; and the
+ * single-process trainer that runs a chain of segments in one process
+ * (the reference every distributed run must match bit for bit).
+ */
+#ifndef SC_TRAIN_H
+#define SC_TRAIN_H
+
+#include <stdint.h>
+
+#include "sc_adapter.h"
+#include "sc_backend.h"
+#include "sc_config.h"
+#include "sc_data.h"
+#include "sc_segment.h"
+
+typedef struct sc_train_config {
+	int steps;         /* optimizer steps */
+	int B, T;          /* micro-batch shape */
+	int micro_batches; /* M micro-batches accumulated per step */
+	float lr;          /* peak learning rate */
+	float min_lr;      /* floor of the cosine decay */
+	int warmup;        /* linear warm-up steps */
+	float weight_decay;
+	float beta1, beta2, eps;
+	float grad_clip;   /* max global norm; <= 0 disables clipping */
+	uint64_t seed;     /* data order */
+} sc_train_config;
+
+/* Fills tc with the defaults (lr 2e-4, min_lr 2e-5, warmup 10, wd 0,
+ * betas 0.9/0.999, eps 1e-8, clip 1.0, M 1, B 4, T 64, steps 100, seed 1). */
+void sc_train_config_defaults(sc_train_config *tc);
+
+/* Checks ranges (sizes >= 1, lr > 0, betas in [0,1), ...); SC_EINVAL
+ * naming the field. */
+sc_err sc_train_config_validate(const sc_train_config *tc);
+
+/* Learning rate of 0-based step s: linear warm-up over the first `warmup`
+ * steps to lr, then cosine decay to min_lr at step `steps - 1`. */
+float sc_lr_at(const sc_train_config *tc, int step);
+
+/* Clip factor min(1, clip / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_. */
+float sc_clip_factor(double norm, float clip);
+
+/* Global gradient norm from per-layer sums of squares, summed in layer order. */
+double sc_global_norm(const double *per_layer, int n_layer);
+
+typedef struct sc_step_stats {
+	int step;         /* 0-based */
+	double loss;      /* mean of the micro-batches' losses */
+	double grad_norm; /* before clipping */
+	float lr;
+	double seconds;   /* wall time of the step */
+	long tokens;      /* B * T * M */
+} sc_step_stats;
+
+typedef struct sc_trainer sc_trainer;
+
+/* A chain of nstages segments in this process, with stage boundaries
+ * bounds[0] = 0 < bounds[1] < ... < bounds[nstages] = L (NULL: one stage).
+ * Loads base weights from weights (borrowed for the call), adapters from
+ * init (borrowed; NULL = fresh sc_adapter_init), reads data from tk
+ * (borrowed; must outlive the trainer). *out = new trainer, free with
+ * sc_trainer_free. */
+sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *mc,
+		      const sc_lora_config *lc, const sc_train_config *tc, const sc_st_file *weights,
+		      const sc_adapter *init, const sc_tokens *tk, int nstages, const int *bounds);
+void sc_trainer_free(sc_trainer *tr);
+
+/* Runs 0-based optimizer step `step` (data and lr are functions of it). */
+sc_err sc_trainer_step(sc_trainer *tr, int step, sc_step_stats *st);
+
+/* Computes loss and LoRA gradients for step's data without updating
+ * anything (gradients left in the segments). *loss as in sc_step_stats. */
+sc_err sc_trainer_grad(sc_trainer *tr, int step, double *loss);
+
+/* Copies the current adapters of every stage into ad (L layers). */
+sc_err sc_trainer_get_lora(const sc_trainer *tr, sc_adapter *ad);
+
+/* The chain's stage i segment (borrowed). */
+sc_segment *sc_trainer_stage(sc_trainer *tr, int i);
+int sc_trainer_stages(const sc_trainer *tr);
+
+#endif

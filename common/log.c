@@ -1,0 +1,66 @@
+/* log.c — one-line log records to stderr. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sc_log.h"
+
+static int level = -1; /* -1: not yet read from SPLITCHAIN_LOG */
+
+static enum sc_log_level env_level(void)
+{
+	const char *s = getenv("SPLITCHAIN_LOG");
+	if (!s)
+		return SC_LOG_INFO;
+	if (!strcasecmp(s, "debug"))
+		return SC_LOG_DEBUG;
+	if (!strcasecmp(s, "warn"))
+		return SC_LOG_WARN;
+	if (!strcasecmp(s, "error"))
+		return SC_LOG_ERROR;
+	if (!strcasecmp(s, "off"))
+		return SC_LOG_OFF;
+	return SC_LOG_INFO;
+}
+
+void sc_log_set_level(enum sc_log_level l)
+{
+	level = (int)l;
+}
+
+enum sc_log_level sc_log_get_level(void)
+{
+	if (level < 0)
+		level = (int)env_level();
+	return (enum sc_log_level)level;
+}
+
+void sc_log(enum sc_log_level l, const char *module, const char *fmt, ...)
+{
+	static const char *const names[] = {"debug", "info", "warn", "error", "off"};
+	char line[2048];
+	struct timespec ts;
+	struct tm tm;
+	int n;
+	va_list ap;
+
+	if (l < sc_log_get_level())
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ",
+		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		     ts.tv_nsec / 1000000, names[l], module);
+	va_start(ap, fmt);
+	n += vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof(line) - 2)
+		n = (int)sizeof(line) - 2;
+	line[n++] = '\n';
+	if (write(STDERR_FILENO, line, (size_t)n) < 0)
+		return; /* nowhere left to report it */
+}

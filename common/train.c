@@ -1,0 +1,242 @@
+/* train.c — learning-rate schedule, clipping, and the single-process
+ * trainer: a chain of segments driven micro-batch by micro-batch in one
+ * process, the reference that every distributed run reproduces. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sc_train.h"
+
+void sc_train_config_defaults(sc_train_config *tc)
+{
+	memset(tc, 0, sizeof(*tc));
+	tc->steps = 100;
+	tc->B = 4;
+	tc->T = 64;
+	tc->micro_batches = 1;
+	tc->lr = 2e-4f;
+	tc->min_lr = 2e-5f;
+	tc->warmup = 10;
+	tc->weight_decay = 0.0f;
+	tc->beta1 = 0.9f;
+	tc->beta2 = 0.999f;
+	tc->eps = 1e-8f;
+	tc->grad_clip = 1.0f;
+	tc->seed = 1;
+}
+
+sc_err sc_train_config_validate(const sc_train_config *tc)
+{
+	if (tc->steps < 0)
+		return sc_errf(SC_EINVAL, "steps %d must be >= 0", tc->steps);
+	if (tc->B < 1 || tc->T < 1 || tc->micro_batches < 1)
+		return sc_errf(SC_EINVAL, "batch %d, sequence length %d and micro-batches %d must all "
+					  "be >= 1", tc->B, tc->T, tc->micro_batches);
+	if (!(tc->lr > 0) || !isfinite(tc->lr) || tc->min_lr < 0 || tc->min_lr > tc->lr)
+		return sc_errf(SC_EINVAL, "learning rate %g must be > 0 and min-lr %g in [0, lr]",
+			       tc->lr, tc->min_lr);
+	if (tc->warmup < 0)
+		return sc_errf(SC_EINVAL, "warm-up %d must be >= 0", tc->warmup);
+	if (tc->weight_decay < 0 || !(tc->beta1 >= 0 && tc->beta1 < 1) ||
+	    !(tc->beta2 >= 0 && tc->beta2 < 1) || !(tc->eps > 0))
+		return sc_errf(SC_EINVAL, "AdamW: weight decay %g must be >= 0, betas (%g, %g) in "
+					  "[0, 1), eps %g > 0", tc->weight_decay, tc->beta1, tc->beta2,
+			       tc->eps);
+	if (isnan(tc->grad_clip))
+		return sc_errf(SC_EINVAL, "gradient clip must be a number");
+	return SC_OK;
+}
+
+float sc_lr_at(const sc_train_config *tc, int step)
+{
+	double progress, span;
+
+	if (step < tc->warmup)
+		return (float)((double)tc->lr * (step + 1) / tc->warmup);
+	span = (double)(tc->steps - 1 - tc->warmup);
+	progress = (step - tc->warmup) / (span > 1 ? span : 1.0);
+	if (progress > 1)
+		progress = 1;
+	return (float)(tc->min_lr + 0.5 * (1.0 + cos(M_PI * progress)) * (tc->lr - tc->min_lr));
+}
+
+float sc_clip_factor(double norm, float clip)
+{
+	double f;
+	if (!(clip > 0))
+		return 1.0f;
+	f = clip / (norm + 1e-6);
+	return f < 1.0 ? (float)f : 1.0f;
+}
+
+double sc_global_norm(const double *per_layer, int n_layer)
+{
+	double s = 0;
+	for (int l = 0; l < n_layer; l++)
+		s += per_layer[l];
+	return sqrt(s);
+}
+
+struct sc_trainer {
+	sc_backend *be;
+	sc_model_config mc;
+	sc_lora_config lc;
+	sc_train_config tc;
+	int nstages;
+	sc_segment **stages;
+	sc_loader *loader;
+	int32_t *inputs, *targets; /* (B,T) */
+	float *act, *grad;         /* (B,T,C) the hand-over between stages */
+	double *layer_sumsq;       /* (L) */
+};
+
+sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *mc,
+		      const sc_lora_config *lc, const sc_train_config *tc, const sc_st_file *weights,
+		      const sc_adapter *init, const sc_tokens *tk, int nstages, const int *bounds)
+{
+	sc_trainer *tr;
+	sc_adapter *fresh = NULL;
+	size_t BTC;
+	sc_err rc;
+
+	*out = NULL;
+	SC_TRY(sc_train_config_validate(tc));
+	SC_TRY(sc_lora_config_validate(lc));
+	if (nstages < 1 || nstages > mc->n_layer)
+		return sc_errf(SC_EINVAL, "%d stages for a model of %d layers: need 1..%d", nstages,
+			       mc->n_layer, mc->n_layer);
+	for (int i = 0; bounds && i < nstages; i++)
+		if (bounds[i] >= bounds[i + 1] || (i == 0 && bounds[0] != 0) ||
+		    (i == nstages - 1 && bounds[nstages] != mc->n_layer))
+			return sc_errf(SC_EINVAL, "stage boundaries must rise from 0 to %d",
+				       mc->n_layer);
+	tr = calloc(1, sizeof(*tr));
+	if (!tr)
+		return sc_errf(SC_ENOMEM, "out of memory");
+	tr->be = be;
+	tr->mc = *mc;
+	tr->lc = *lc;
+	tr->tc = *tc;
+	tr->nstages = nstages;
+	BTC = (size_t)tc->B * tc->T * mc->n_embd;
+	tr->stages = calloc((size_t)nstages, sizeof(*tr->stages));
+	tr->inputs = malloc((size_t)tc->B * tc->T * sizeof(int32_t));
+	tr->targets = malloc((size_t)tc->B * tc->T * sizeof(int32_t));
+	tr->act = malloc(BTC * sizeof(float));
+	tr->grad = malloc(BTC * sizeof(float));
+	tr->layer_sumsq = calloc((size_t)mc->n_layer, sizeof(double));
+	if (!tr->stages || !tr->inputs || !tr->targets || !tr->act || !tr->grad ||
+	    !tr->layer_sumsq) {
+		rc = sc_errf(SC_ENOMEM, "out of memory");
+		goto fail;
+	}
+	if ((rc = sc_loader_new(&tr->loader, tk, tc->T, tc->seed)))
+		goto fail;
+	if (!init) {
+		if ((rc = sc_adapter_new(&fresh, lc, mc->n_layer, mc->n_embd)))
+			goto fail;
+		sc_adapter_init(fresh);
+		init = fresh;
+	}
+	for (int i = 0; i < nstages; i++) {
+		sc_segment_spec sp = {.model = *mc, .lora = *lc, .B = tc->B, .T = tc->T, .slots = 1};
+		sp.first = bounds ? bounds[i] : (int)((long)mc->n_layer * i / nstages);
+		sp.last = bounds ? bounds[i + 1] : (int)((long)mc->n_layer * (i + 1) / nstages);
+		if ((rc = sc_segment_new(&tr->stages[i], be, &sp)) ||
+		    (rc = sc_segment_load_base(tr->stages[i], weights)) ||
+		    (rc = sc_segment_set_lora(tr->stages[i], init)))
+			goto fail;
+	}
+	sc_adapter_free(fresh);
+	*out = tr;
+	return SC_OK;
+fail:
+	sc_adapter_free(fresh);
+	sc_trainer_free(tr);
+	return rc;
+}
+
+void sc_trainer_free(sc_trainer *tr)
+{
+	if (!tr)
+		return;
+	for (int i = 0; tr->stages && i < tr->nstages; i++)
+		sc_segment_free(tr->stages[i]);
+	free(tr->stages);
+	sc_loader_free(tr->loader);
+	free(tr->inputs);
+	free(tr->targets);
+	free(tr->act);
+	free(tr->grad);
+	free(tr->layer_sumsq);
+	free(tr);
+}
+
+sc_err sc_trainer_grad(sc_trainer *tr, int step, double *loss)
+{
+	int M = tr->tc.micro_batches, S = tr->nstages;
+	double sum = 0;
+
+	for (int i = 0; i < S; i++)
+		SC_TRY(sc_segment_zero_grad(tr->stages[i]));
+	for (int m = 0; m < M; m++) {
+		double lm = 0;
+		uint64_t first = ((uint64_t)step * M + m) * tr->tc.B;
+		sc_loader_batch(tr->loader, first, tr->tc.B, tr->inputs, tr->targets);
+		for (int i = 0; i < S; i++) {
+			const void *in = i == 0 ? (const void *)tr->inputs : tr->act;
+			SC_TRY(sc_segment_forward(tr->stages[i], 0, in, tr->targets, 1.0f / M, tr->act,
+						  &lm));
+		}
+		for (int i = S - 1; i >= 0; i--)
+			SC_TRY(sc_segment_backward(tr->stages[i], 0, i == S - 1 ? NULL : tr->grad,
+						   i == 0 ? NULL : tr->grad));
+		sum += lm; /* micro-batch order: fixed */
+	}
+	*loss = sum / M;
+	return SC_OK;
+}
+
+sc_err sc_trainer_step(sc_trainer *tr, int step, sc_step_stats *st)
+{
+	sc_adamw_hparams hp = {tr->tc.beta1, tr->tc.beta2, tr->tc.eps, tr->tc.weight_decay};
+	struct timespec t0, t1;
+	float clip, lr;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	memset(st, 0, sizeof(*st));
+	SC_TRY(sc_trainer_grad(tr, step, &st->loss));
+	for (int i = 0; i < tr->nstages; i++) {
+		const sc_segment_spec *sp = sc_segment_get_spec(tr->stages[i]);
+		SC_TRY(sc_segment_grad_sumsq(tr->stages[i], tr->layer_sumsq + sp->first));
+	}
+	st->grad_norm = sc_global_norm(tr->layer_sumsq, tr->mc.n_layer);
+	clip = sc_clip_factor(st->grad_norm, tr->tc.grad_clip);
+	lr = sc_lr_at(&tr->tc, step);
+	for (int i = 0; i < tr->nstages; i++)
+		SC_TRY(sc_segment_adamw(tr->stages[i], &hp, lr, clip, step + 1));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	st->step = step;
+	st->lr = lr;
+	st->tokens = (long)tr->tc.B * tr->tc.T * tr->tc.micro_batches;
+	st->seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+	return SC_OK;
+}
+
+sc_err sc_trainer_get_lora(const sc_trainer *tr, sc_adapter *ad)
+{
+	for (int i = 0; i < tr->nstages; i++)
+		SC_TRY(sc_segment_get_lora(tr->stages[i], ad));
+	return SC_OK;
+}
+
+sc_segment *sc_trainer_stage(sc_trainer *tr, int i)
+{
+	return (i >= 0 && i < tr->nstages) ? tr->stages[i] : NULL;
+}
+
+int sc_trainer_stages(const sc_trainer *tr)
+{
+	return tr->nstages;
+}

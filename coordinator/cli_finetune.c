@@ -1,0 +1,238 @@
+/* cli_finetune.c — `splitchain finetune`: LoRA fine-tuning in one process,
+ * through the same segment engine the workers run, optionally split into a
+ * chain of in-process stages. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "sc_adapter.h"
+#include "sc_backend.h"
+#include "sc_train.h"
+
+static const char finetune_help[] =
+	"usage: splitchain finetune --model DIR --data FILE [options]\n"
+	"\n"
+	"Fine-tunes LoRA adapters on a GPT-2 model (DIR/config.json +\n"
+	"DIR/model.safetensors) with the data in FILE (a token file, or plain text\n"
+	"read as bytes), printing one progress line per step.\n"
+	"\n"
+	"model and data:\n"
+	"  --model DIR          Hugging Face GPT-2 checkpoint                     (required)\n"
+	"  --data FILE          token file (.bin) or text                         (required)\n"
+	"  --init-adapter DIR   start from this PEFT adapter instead of a fresh one\n"
+	"  --out DIR            write the trained adapter here (PEFT format)\n"
+	"  --metrics FILE       append one JSON line per step (loss, lr, grad_norm, ...)\n"
+	"LoRA:\n"
+	"  --rank N             adapter rank                                      (default 8)\n"
+	"  --alpha X            scale = alpha / rank                              (default 16)\n"
+	"  --targets LIST       all, or a comma list of attn.c_attn, attn.c_proj,\n"
+	"                       mlp.c_fc, mlp.c_proj                              (default all)\n"
+	"schedule:\n"
+	"  --steps N            optimizer steps                                   (default 100)\n"
+	"  --batch N            sequences per micro-batch                         (default 4)\n"
+	"  --seq N              tokens per sequence                               (default 64)\n"
+	"  --micro N            micro-batches accumulated per step                (default 1)\n"
+	"  --lr X               peak learning rate                                (default 2e-4)\n"
+	"  --min-lr X           end of the cosine decay                           (default 2e-5)\n"
+	"  --warmup N           linear warm-up steps                              (default 10)\n"
+	"  --weight-decay X     AdamW decoupled weight decay                      (default 0)\n"
+	"  --clip X             clip the global gradient norm at X, 0 = off       (default 1)\n"
+	"  --seed N             seeds the data order and the adapters' init       (default 1)\n"
+	"execution:\n"
+	"  --stages N           split the layers into N in-process stages         (default 1)\n"
+	"  --device D           cpu or cuda:N                                     (default cpu)\n"
+	"  --threads N          CPU threads, 0 = all cores                        (default 0)\n"
+	"  --quiet              no progress lines\n";
+
+typedef struct ft_args {
+	const char *model, *data, *init, *out, *metrics, *device;
+	sc_lora_config lora;
+	sc_train_config tc;
+	int stages, threads, quiet;
+} ft_args;
+
+static int parse(ft_args *a, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"model", required_argument, 0, 'm'},  {"data", required_argument, 0, 'd'},
+		{"init-adapter", required_argument, 0, 'I'}, {"out", required_argument, 0, 'o'},
+		{"metrics", required_argument, 0, 'M'}, {"rank", required_argument, 0, 'r'},
+		{"alpha", required_argument, 0, 'a'},  {"targets", required_argument, 0, 't'},
+		{"steps", required_argument, 0, 'n'},  {"batch", required_argument, 0, 'b'},
+		{"seq", required_argument, 0, 'T'},    {"micro", required_argument, 0, 'u'},
+		{"lr", required_argument, 0, 'l'},     {"min-lr", required_argument, 0, 'L'},
+		{"warmup", required_argument, 0, 'w'}, {"weight-decay", required_argument, 0, 'W'},
+		{"clip", required_argument, 0, 'c'},   {"seed", required_argument, 0, 's'},
+		{"stages", required_argument, 0, 'S'}, {"device", required_argument, 0, 'D'},
+		{"threads", required_argument, 0, 'j'}, {"quiet", no_argument, 0, 'q'},
+		{"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
+	};
+	const char *cmd = "finetune";
+	long v;
+	int c;
+
+	memset(a, 0, sizeof(*a));
+	sc_train_config_defaults(&a->tc);
+	a->lora = (sc_lora_config){.rank = 8, .alpha = 16.0f, .targets = SC_T_ALL, .seed = 1};
+	a->stages = 1;
+	a->device = "cpu";
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		int bad = 0;
+		switch (c) {
+		case 'm': a->model = optarg; break;
+		case 'd': a->data = optarg; break;
+		case 'I': a->init = optarg; break;
+		case 'o': a->out = optarg; break;
+		case 'M': a->metrics = optarg; break;
+		case 'D': a->device = optarg; break;
+		case 'q': a->quiet = 1; break;
+		case 'r': bad = cli_int(cmd, "--rank", optarg, 1, 4096, &v); a->lora.rank = (int)v; break;
+		case 'a': bad = cli_float(cmd, "--alpha", optarg, 1e-6, 1e6, &a->lora.alpha); break;
+		case 't':
+			if (sc_lora_parse_targets(&a->lora.targets, optarg))
+				return cli_usage(cmd, "--targets: %s", sc_err_detail());
+			break;
+		case 'n': bad = cli_int(cmd, "--steps", optarg, 0, 100000000, &v); a->tc.steps = (int)v; break;
+		case 'b': bad = cli_int(cmd, "--batch", optarg, 1, 65536, &v); a->tc.B = (int)v; break;
+		case 'T': bad = cli_int(cmd, "--seq", optarg, 1, 1 << 20, &v); a->tc.T = (int)v; break;
+		case 'u': bad = cli_int(cmd, "--micro", optarg, 1, 65536, &v); a->tc.micro_batches = (int)v; break;
+		case 'l': bad = cli_float(cmd, "--lr", optarg, 1e-12, 10, &a->tc.lr); break;
+		case 'L': bad = cli_float(cmd, "--min-lr", optarg, 0, 10, &a->tc.min_lr); break;
+		case 'w': bad = cli_int(cmd, "--warmup", optarg, 0, 100000000, &v); a->tc.warmup = (int)v; break;
+		case 'W': bad = cli_float(cmd, "--weight-decay", optarg, 0, 100, &a->tc.weight_decay); break;
+		case 'c': bad = cli_float(cmd, "--clip", optarg, 0, 1e12, &a->tc.grad_clip); break;
+		case 's': bad = cli_int(cmd, "--seed", optarg, 0, 0x7FFFFFFFFFFFFFFFL, &v);
+			a->tc.seed = a->lora.seed = (uint64_t)v; break;
+		case 'S': bad = cli_int(cmd, "--stages", optarg, 1, 256, &v); a->stages = (int)v; break;
+		case 'j': bad = cli_int(cmd, "--threads", optarg, 0, 1024, &v); a->threads = (int)v; break;
+		case 'h': fputs(finetune_help, stdout); return -1;
+		default: return cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+		if (bad)
+			return CLI_USAGE;
+	}
+	if (optind < argc)
+		return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+	if (!a->model || !a->data)
+		return cli_usage(cmd, "--model DIR and --data FILE are required");
+	if (a->tc.min_lr > a->tc.lr)
+		a->tc.min_lr = a->tc.lr;
+	return 0;
+}
+
+static void progress(const ft_args *a, const sc_step_stats *st, FILE *metrics)
+{
+	double tps = st->seconds > 0 ? (double)st->tokens / st->seconds : 0;
+	if (!a->quiet) {
+		int eta = (int)(st->seconds * (a->tc.steps - st->step - 1));
+		printf("step %5d/%d | loss %.4f | lr %.2e | grad-norm %.4f | %.0f tok/s | %.2f s | "
+		       "eta %dm%02ds\n", st->step + 1, a->tc.steps, st->loss, st->lr, st->grad_norm,
+		       tps, st->seconds, eta / 60, eta % 60);
+		fflush(stdout);
+	}
+	if (metrics) {
+		fprintf(metrics, "{\"step\":%d,\"loss\":%.17g,\"lr\":%.9g,\"grad_norm\":%.17g,"
+				 "\"tokens\":%ld,\"seconds\":%.6f,\"tokens_per_s\":%.1f}\n",
+			st->step, st->loss, st->lr, st->grad_norm, st->tokens, st->seconds, tps);
+		fflush(metrics);
+	}
+}
+
+int cli_finetune(int argc, char **argv)
+{
+	const char *cmd = "finetune";
+	char path[4096];
+	ft_args a;
+	sc_model_config mc;
+	sc_st_file *weights = NULL;
+	sc_tokens *tk = NULL;
+	sc_adapter *init = NULL, *ad = NULL;
+	sc_backend *be = NULL;
+	sc_trainer *tr = NULL;
+	FILE *metrics = NULL;
+	int ret = CLI_ERROR, p;
+	sc_err rc;
+
+	if ((p = parse(&a, argc, argv)))
+		return p < 0 ? CLI_OK : p;
+	snprintf(path, sizeof(path), "%s/config.json", a.model);
+	if ((rc = sc_config_load(&mc, path))) {
+		cli_fail(cmd, rc, "cannot use the model");
+		goto out;
+	}
+	if (a.stages > mc.n_layer) {
+		ret = cli_usage(cmd, "--stages %d exceeds the model's %d layers", a.stages, mc.n_layer);
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/model.safetensors", a.model);
+	if ((rc = sc_st_open(&weights, path))) {
+		cli_fail(cmd, rc, "cannot read the model weights");
+		goto out;
+	}
+	if ((rc = sc_tokens_load(&tk, a.data, mc.vocab_size))) {
+		cli_fail(cmd, rc, "cannot read the data");
+		goto out;
+	}
+	if (a.init) {
+		if ((rc = sc_adapter_load(&init, a.init, &mc))) {
+			cli_fail(cmd, rc, "cannot read the initial adapter");
+			goto out;
+		}
+		a.lora.rank = init->lora.rank;
+		a.lora.alpha = init->lora.alpha;
+		a.lora.targets = init->lora.targets;
+	}
+	if ((rc = sc_backend_open(&be, a.device, a.threads))) {
+		cli_fail(cmd, rc, "cannot open the device");
+		goto out;
+	}
+	if ((rc = sc_trainer_new(&tr, be, &mc, &a.lora, &a.tc, weights, init, tk, a.stages, NULL))) {
+		cli_fail(cmd, rc, "cannot set up training");
+		goto out;
+	}
+	if (a.metrics && !(metrics = fopen(a.metrics, "a"))) {
+		rc = sc_errf(SC_EIO, "%s: cannot open for appending", a.metrics);
+		cli_fail(cmd, rc, "metrics");
+		goto out;
+	}
+	if (!a.quiet)
+		printf("splitchain finetune: %d layers x %d channels, LoRA rank %d on %s, %d stage(s), "
+		       "%d x %d tokens x %d micro-batches per step, %s (%s)\n",
+		       mc.n_layer, mc.n_embd, a.lora.rank,
+		       a.lora.targets == SC_T_ALL ? "all targets" : "selected targets", a.stages,
+		       a.tc.B, a.tc.T, a.tc.micro_batches, be->name,
+		       strcmp(be->name, "cpu") ? "gpu" : sc_backend_cpu_describe());
+	for (int s = 0; s < a.tc.steps; s++) {
+		sc_step_stats st;
+		if ((rc = sc_trainer_step(tr, s, &st))) {
+			cli_fail(cmd, rc, "training step failed");
+			goto out;
+		}
+		progress(&a, &st, metrics);
+	}
+	if (a.out) {
+		if ((rc = sc_adapter_new(&ad, &a.lora, mc.n_layer, mc.n_embd)) ||
+		    (rc = sc_trainer_get_lora(tr, ad)) || (rc = sc_adapter_save(ad, a.out, a.model))) {
+			cli_fail(cmd, rc, "cannot write the adapter");
+			goto out;
+		}
+		if (!a.quiet)
+			printf("adapter written to %s (PEFT format)\n", a.out);
+	}
+	ret = CLI_OK;
+out:
+	if (metrics)
+		fclose(metrics);
+	sc_adapter_free(ad);
+	sc_trainer_free(tr);
+	sc_backend_free(be);
+	sc_adapter_free(init);
+	sc_tokens_free(tk);
+	sc_st_close(weights);
+	return ret;
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# install-deps.sh — installs every Debian package splitchain's build, tests
+# and demo need. Idempotent: packages already present are left alone, and
+# nothing is fetched when all are. Run as root (or with sudo) on Debian 12.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config git
+  libnng-dev libprotobuf-c-dev protobuf-c-compiler
+  libsqlite3-dev sqlite3
+  libopenblas-openmp-dev libcjson-dev libcmocka-dev
+  clang-format
+  # test side: the PyTorch reference and the venv for transformers + peft
+  python3 python3-venv python3-pip python3-torch python3-numpy
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

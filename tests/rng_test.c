@@ -1,0 +1,111 @@
+/* rng_test.c — the deterministic stream and LoRA initialisation. */
+#include <math.h>
+#include <string.h>
+
+#include "sc_lora.h"
+#include "sc_rng.h"
+#include "testutil.h"
+
+static void same_keys_same_stream(void **state)
+{
+	uint64_t k[3] = {7, 3, 1};
+	sc_rng a, b;
+	sc_rng_seed(&a, k, 3);
+	sc_rng_seed(&b, k, 3);
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(sc_rng_u64(&a), sc_rng_u64(&b));
+	k[2] = 2;
+	sc_rng_seed(&b, k, 3);
+	sc_rng_seed(&a, (uint64_t[]){7, 3, 1}, 3);
+	assert_true(sc_rng_u64(&a) != sc_rng_u64(&b));
+}
+
+static void uniform_and_normal_moments(void **state)
+{
+	uint64_t k = 11;
+	sc_rng r;
+	double su = 0, sn = 0, sn2 = 0;
+	int n = 200000;
+	sc_rng_seed(&r, &k, 1);
+	for (int i = 0; i < n; i++) {
+		float u = sc_rng_uniform(&r), z = sc_rng_normal(&r);
+		assert_true(u >= 0.0f && u < 1.0f);
+		su += u;
+		sn += z;
+		sn2 += (double)z * z;
+	}
+	assert_true(fabs(su / n - 0.5) < 0.01);
+	assert_true(fabs(sn / n) < 0.01);
+	assert_true(fabs(sn2 / n - 1.0) < 0.02);
+}
+
+static void below_stays_below(void **state)
+{
+	uint64_t k = 5;
+	sc_rng r;
+	int hits[7] = {0};
+	sc_rng_seed(&r, &k, 1);
+	for (int i = 0; i < 70000; i++) {
+		uint64_t x = sc_rng_below(&r, 7);
+		assert_true(x < 7);
+		hits[x]++;
+	}
+	for (int i = 0; i < 7; i++)
+		assert_true(hits[i] > 9000 && hits[i] < 11000);
+}
+
+static void lora_init_depends_only_on_seed_layer_target(void **state)
+{
+	float a[4 * 32], b[4 * 32], c[4 * 32];
+	sc_lora_init_a(a, 42, 5, SC_T_MLP_FC, 4, 32);
+	sc_lora_init_a(b, 42, 5, SC_T_MLP_FC, 4, 32);
+	assert_memory_equal(a, b, sizeof(a));
+	sc_lora_init_a(c, 42, 6, SC_T_MLP_FC, 4, 32);
+	assert_memory_not_equal(a, c, sizeof(a));
+	sc_lora_init_a(c, 42, 5, SC_T_ATTN_QKV, 4, 32);
+	assert_memory_not_equal(a, c, sizeof(a));
+	for (int i = 0; i < 4 * 32; i++)
+		assert_true(fabsf(a[i]) <= 1.0f / sqrtf(32.0f));
+}
+
+static void targets_parse(void **state)
+{
+	unsigned m;
+	SC_ASSERT_OK(sc_lora_parse_targets(&m, "all"));
+	assert_int_equal(m, SC_T_ALL);
+	SC_ASSERT_OK(sc_lora_parse_targets(&m, "attn.c_attn,mlp.c_proj"));
+	assert_int_equal(m, (1u << SC_T_ATTN_QKV) | (1u << SC_T_MLP_PROJ));
+	SC_ASSERT_OK(sc_lora_parse_targets(&m, "c_attn,c_fc"));
+	assert_int_equal(m, (1u << SC_T_ATTN_QKV) | (1u << SC_T_MLP_FC));
+	SC_ASSERT_ERR(sc_lora_parse_targets(&m, "attn.c_attn,lm_head"), SC_EINVAL);
+	assert_non_null(strstr(sc_err_detail(), "lm_head"));
+	SC_ASSERT_ERR(sc_lora_parse_targets(&m, ""), SC_EINVAL);
+}
+
+static void lora_config_rejects_rank_zero(void **state)
+{
+	sc_lora_config lc = {.rank = 0, .alpha = 16, .targets = SC_T_ALL};
+	SC_ASSERT_ERR(sc_lora_config_validate(&lc), SC_EINVAL);
+	assert_non_null(strstr(sc_err_detail(), "rank"));
+	lc.rank = 8;
+	lc.alpha = -1;
+	SC_ASSERT_ERR(sc_lora_config_validate(&lc), SC_EINVAL);
+	lc.alpha = 16;
+	lc.targets = 0;
+	SC_ASSERT_ERR(sc_lora_config_validate(&lc), SC_EINVAL);
+	lc.targets = SC_T_ALL;
+	SC_ASSERT_OK(sc_lora_config_validate(&lc));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(same_keys_same_stream),
+		cmocka_unit_test(uniform_and_normal_moments),
+		cmocka_unit_test(below_stays_below),
+		cmocka_unit_test(lora_init_depends_only_on_seed_layer_target),
+		cmocka_unit_test(targets_parse),
+		cmocka_unit_test(lora_config_rejects_rank_zero),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

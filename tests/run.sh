@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# run.sh — the whole test suite, as CI runs it on a fresh Debian 12 machine:
+# installs what it needs, checks formatting, builds with -Werror (with the
+# CUDA backend whenever nvcc is present), runs every test, then rebuilds
+# with AddressSanitizer + UBSan and runs the unit and CLI tests again.
+#   bash tests/run.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+JOBS=$(nproc)
+
+bash deploy/install-deps.sh
+
+echo "== clang-format"
+files=$(git ls-files '*.c' '*.h' '*.cu' '*.cuh' 2>/dev/null || find . -name '*.[ch]' -not -path './build*')
+clang-format --dry-run --Werror $files
+echo "formatting ok"
+
+echo "== venv for the PyTorch / PEFT reference tests"
+bash tests/ref/setup-venv.sh "$ROOT/build/pyenv"
+
+echo "== build"
+cmake -S . -B build -DSC_WERROR=ON -DSC_TEST_VENV="$ROOT/build/pyenv" >/dev/null
+cmake --build build -j"$JOBS"
+
+echo "== tests"
+(cd build && ctest --output-on-failure -j1)
+
+echo "== AddressSanitizer + UBSan: unit and CLI tests"
+cmake -S . -B build-asan -DSC_WERROR=ON -DSC_SANITIZE=ON -DSC_CUDA=OFF \
+  -DCMAKE_BUILD_TYPE=Debug -DSC_TEST_VENV="$ROOT/build/pyenv" >/dev/null
+cmake --build build-asan -j"$JOBS"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -L 'unit|cli')

@@ -1,0 +1,287 @@
+/* segment_test.c — a segment's forward and backward: gradients against
+ * finite differences, chains of segments against the whole model bit for
+ * bit, and bad input. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sc_modelgen.h"
+#include "sc_rng.h"
+#include "sc_segment.h"
+#include "testutil.h"
+
+enum { L = 3, NH = 2, C = 16, V = 64, P = 16, B = 2, T = 8, R = 4 };
+
+typedef struct fixture {
+	sc_model_config mc;
+	sc_lora_config lc;
+	sc_backend *be;
+	sc_st_file *weights;
+	sc_adapter *ad; /* random A and B: every gradient is nonzero */
+	int32_t tokens[B * T], targets[B * T];
+} fixture;
+
+static int setup(void **state)
+{
+	fixture *f = calloc(1, sizeof(*f));
+	char dir[512], path[600];
+	sc_modelgen_opts o = {.seed = 3, .dtype = SC_F32, .random_norms = 1};
+	sc_rng r;
+	uint64_t k = 77;
+
+	f->mc = (sc_model_config){L, NH, C, V, P, 1e-5f};
+	f->lc = (sc_lora_config){.rank = R, .alpha = 8.0f, .targets = SC_T_ALL, .seed = 5};
+	sc_test_path(dir, sizeof(dir), "segmodel");
+	SC_ASSERT_OK(sc_modelgen_write(dir, &f->mc, &o));
+	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+	SC_ASSERT_OK(sc_st_open(&f->weights, path));
+	SC_ASSERT_OK(sc_backend_cpu_open(&f->be, 1));
+	SC_ASSERT_OK(sc_adapter_new(&f->ad, &f->lc, L, C));
+	sc_test_fill_normal(f->ad->data, f->ad->n_floats, 99, 0.2f);
+	sc_rng_seed(&r, &k, 1);
+	for (int i = 0; i < B * T; i++) {
+		f->tokens[i] = (int32_t)sc_rng_below(&r, V);
+		f->targets[i] = (int32_t)sc_rng_below(&r, V);
+	}
+	f->targets[3] = -1; /* an ignored position */
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fixture *f = *state;
+	sc_adapter_free(f->ad);
+	sc_backend_free(f->be);
+	sc_st_close(f->weights);
+	free(f);
+	return 0;
+}
+
+static sc_segment *make(fixture *f, int first, int last, const sc_adapter *ad)
+{
+	sc_segment_spec sp = {.model = f->mc, .lora = f->lc, .first = first, .last = last,
+			      .B = B, .T = T, .slots = 2};
+	sc_segment *seg;
+	SC_ASSERT_OK(sc_segment_new(&seg, f->be, &sp));
+	SC_ASSERT_OK(sc_segment_load_base(seg, f->weights));
+	SC_ASSERT_OK(sc_segment_set_lora(seg, ad));
+	SC_ASSERT_OK(sc_segment_zero_grad(seg));
+	return seg;
+}
+
+/* Runs the chain bounds[0..n] on one micro-batch: loss and all gradients. */
+static double run_chain(fixture *f, const int *bounds, int n, sc_adapter *grads, int slot)
+{
+	sc_segment *segs[L];
+	float act[B * T * C], grad[B * T * C];
+	double loss = -1;
+	for (int i = 0; i < n; i++)
+		segs[i] = make(f, bounds[i], bounds[i + 1], f->ad);
+	for (int i = 0; i < n; i++)
+		SC_ASSERT_OK(sc_segment_forward(segs[i], slot, i ? (void *)act : f->tokens, f->targets,
+						 1.0f, act, &loss));
+	for (int i = n - 1; i >= 0; i--)
+		SC_ASSERT_OK(sc_segment_backward(segs[i], slot, i == n - 1 ? NULL : grad,
+						 i ? grad : NULL));
+	for (int i = 0; i < n; i++) {
+		SC_ASSERT_OK(sc_segment_export(segs[i], SC_G_GRAD, grads));
+		sc_segment_free(segs[i]);
+	}
+	return loss;
+}
+
+static void chains_equal_whole_model_bit_for_bit(void **state)
+{
+	fixture *f = *state;
+	static const int whole[] = {0, L}, two[] = {0, 1, L}, three[] = {0, 1, 2, L};
+	sc_adapter *g1, *g2, *g3;
+	SC_ASSERT_OK(sc_adapter_new(&g1, &f->lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&g2, &f->lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&g3, &f->lc, L, C));
+	double l1 = run_chain(f, whole, 1, g1, 0);
+	double l2 = run_chain(f, two, 2, g2, 1);
+	double l3 = run_chain(f, three, 3, g3, 0);
+	assert_true(l1 > 0 && isfinite(l1));
+	assert_memory_equal(&l1, &l2, sizeof(double));
+	assert_memory_equal(&l1, &l3, sizeof(double));
+	assert_memory_equal(g1->data, g2->data, g1->n_floats * sizeof(float));
+	assert_memory_equal(g1->data, g3->data, g1->n_floats * sizeof(float));
+	/* and the gradients are not trivially zero */
+	double s = 0;
+	for (size_t i = 0; i < g1->n_floats; i++)
+		s += fabs(g1->data[i]);
+	assert_true(s > 1e-3);
+	sc_adapter_free(g1);
+	sc_adapter_free(g2);
+	sc_adapter_free(g3);
+}
+
+static double loss_at(fixture *f, const sc_adapter *ad)
+{
+	sc_segment *seg = make(f, 0, L, ad);
+	double loss;
+	SC_ASSERT_OK(sc_segment_forward(seg, 0, f->tokens, f->targets, 1.0f, NULL, &loss));
+	sc_segment_free(seg);
+	return loss;
+}
+
+/* The LoRA gradient projected on a random direction d against the central
+ * difference (L(p + h d) - L(p - h d)) / 2h. */
+static void lora_gradient_matches_finite_differences(void **state)
+{
+	fixture *f = *state;
+	static const int whole[] = {0, L};
+	sc_adapter *g, *plus, *minus;
+	float *d = malloc(f->ad->n_floats * sizeof(float));
+	double h = 2e-3, analytic = 0, numeric;
+	SC_ASSERT_OK(sc_adapter_new(&g, &f->lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&plus, &f->lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&minus, &f->lc, L, C));
+	run_chain(f, whole, 1, g, 0);
+	sc_test_fill_normal(d, f->ad->n_floats, 1234, 1.0f);
+	for (size_t i = 0; i < f->ad->n_floats; i++) {
+		analytic += (double)g->data[i] * d[i];
+		plus->data[i] = f->ad->data[i] + (float)h * d[i];
+		minus->data[i] = f->ad->data[i] - (float)h * d[i];
+	}
+	numeric = (loss_at(f, plus) - loss_at(f, minus)) / (2 * h);
+	print_message("directional derivative: analytic %.6e numeric %.6e\n", analytic, numeric);
+	assert_true(fabs(analytic - numeric) <= 2e-2 * fabs(numeric) + 1e-5);
+	free(d);
+	sc_adapter_free(g);
+	sc_adapter_free(plus);
+	sc_adapter_free(minus);
+}
+
+/* A middle-to-last segment's input gradient against finite differences. */
+static void input_gradient_matches_finite_differences(void **state)
+{
+	fixture *f = *state;
+	sc_segment *seg = make(f, 1, L, f->ad);
+	float x[B * T * C], dx[B * T * C], xp[B * T * C], u[B * T * C];
+	double loss, lp, lm, analytic = 0, h = 1e-2;
+	sc_test_fill_normal(x, B * T * C, 8, 1.0f);
+	sc_test_fill_normal(u, B * T * C, 9, 1.0f);
+	SC_ASSERT_OK(sc_segment_forward(seg, 0, x, f->targets, 1.0f, NULL, &loss));
+	SC_ASSERT_OK(sc_segment_backward(seg, 0, NULL, dx));
+	for (int i = 0; i < B * T * C; i++) {
+		analytic += (double)dx[i] * u[i];
+		xp[i] = x[i] + (float)h * u[i];
+	}
+	SC_ASSERT_OK(sc_segment_forward(seg, 1, xp, f->targets, 1.0f, NULL, &lp));
+	for (int i = 0; i < B * T * C; i++)
+		xp[i] = x[i] - (float)h * u[i];
+	SC_ASSERT_OK(sc_segment_forward(seg, 1, xp, f->targets, 1.0f, NULL, &lm));
+	double numeric = (lp - lm) / (2 * h);
+	print_message("input derivative: analytic %.6e numeric %.6e\n", analytic, numeric);
+	assert_true(fabs(analytic - numeric) <= 2e-2 * fabs(numeric) + 1e-5);
+	sc_segment_free(seg);
+}
+
+/* With B = 0 (a fresh adapter) the model is exactly the base model, and the
+ * A-gradients are zero while the B-gradients are not. */
+static void fresh_adapter_is_identity(void **state)
+{
+	fixture *f = *state;
+	sc_adapter *fresh, *g;
+	static const int whole[] = {0, L};
+	SC_ASSERT_OK(sc_adapter_new(&fresh, &f->lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&g, &f->lc, L, C));
+	sc_adapter_init(fresh);
+	sc_adapter *saved = f->ad;
+	f->ad = fresh;
+	run_chain(f, whole, 1, g, 0);
+	f->ad = saved;
+	for (int l = 0; l < L; l++) {
+		int in, out;
+		double sa = 0, sb = 0;
+		sc_lora_target_dims(SC_T_MLP_FC, C, &in, &out);
+		for (int i = 0; i < R * in; i++)
+			sa += fabs(g->a[l][SC_T_MLP_FC][i]);
+		for (int i = 0; i < R * out; i++)
+			sb += fabs(g->b[l][SC_T_MLP_FC][i]);
+		assert_true(sa == 0.0);
+		assert_true(sb > 0.0);
+	}
+	sc_adapter_free(fresh);
+	sc_adapter_free(g);
+}
+
+static void bad_input_is_refused(void **state)
+{
+	fixture *f = *state;
+	sc_segment *seg = make(f, 0, L, f->ad), *bad;
+	int32_t tok[B * T];
+	double loss;
+	sc_segment_spec sp = {.model = f->mc, .lora = f->lc, .first = 0, .last = L, .B = B,
+			      .T = T, .slots = 1};
+
+	memcpy(tok, f->tokens, sizeof(tok));
+	tok[5] = V; /* one past the vocabulary */
+	SC_ASSERT_ERR(sc_segment_forward(seg, 0, tok, f->targets, 1.0f, NULL, &loss), SC_ERANGE);
+	tok[5] = -2;
+	SC_ASSERT_ERR(sc_segment_forward(seg, 0, tok, f->targets, 1.0f, NULL, &loss), SC_ERANGE);
+	memcpy(tok, f->targets, sizeof(tok));
+	tok[0] = V + 7;
+	SC_ASSERT_ERR(sc_segment_forward(seg, 0, f->tokens, tok, 1.0f, NULL, &loss), SC_ERANGE);
+	SC_ASSERT_ERR(sc_segment_forward(seg, 2, f->tokens, f->targets, 1.0f, NULL, &loss),
+		      SC_EINVAL);
+	sc_segment_free(seg);
+
+	sp.lora.rank = 0;
+	SC_ASSERT_ERR(sc_segment_new(&bad, f->be, &sp), SC_EINVAL);
+	sp.lora.rank = R;
+	sp.first = 2;
+	sp.last = 2;
+	SC_ASSERT_ERR(sc_segment_new(&bad, f->be, &sp), SC_EINVAL);
+	sp.first = 0;
+	sp.last = L + 1;
+	SC_ASSERT_ERR(sc_segment_new(&bad, f->be, &sp), SC_EINVAL);
+	sp.last = L;
+	sp.T = P + 1;
+	SC_ASSERT_ERR(sc_segment_new(&bad, f->be, &sp), SC_EINVAL);
+}
+
+/* Weights of a smaller model lack this model's layers: named in the error. */
+static void missing_weights_are_named(void **state)
+{
+	fixture *f = *state;
+	sc_model_config small = {1, NH, C, V, P, 1e-5f};
+	sc_modelgen_opts o = {.seed = 1, .dtype = SC_F16};
+	char dir[512], path[600];
+	sc_st_file *wf;
+	sc_segment *seg;
+	sc_segment_spec sp = {.model = f->mc, .lora = f->lc, .first = 1, .last = 2, .B = B,
+			      .T = T, .slots = 1};
+	sc_test_path(dir, sizeof(dir), "small");
+	SC_ASSERT_OK(sc_modelgen_write(dir, &small, &o));
+	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+	SC_ASSERT_OK(sc_st_open(&wf, path));
+	SC_ASSERT_OK(sc_segment_new(&seg, f->be, &sp));
+	SC_ASSERT_ERR(sc_segment_load_base(seg, wf), SC_EFORMAT);
+	assert_non_null(strstr(sc_err_detail(), "h.1.ln_1.weight"));
+	sc_segment_free(seg);
+	/* layer 0 of the f16 file loads (converted to f32) */
+	sp.first = 0;
+	sp.last = 1;
+	sp.model.n_layer = 1;
+	SC_ASSERT_OK(sc_segment_new(&seg, f->be, &sp));
+	SC_ASSERT_OK(sc_segment_load_base(seg, wf));
+	sc_segment_free(seg);
+	sc_st_close(wf);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(chains_equal_whole_model_bit_for_bit),
+		cmocka_unit_test(lora_gradient_matches_finite_differences),
+		cmocka_unit_test(input_gradient_matches_finite_differences),
+		cmocka_unit_test(fresh_adapter_is_identity),
+		cmocka_unit_test(bad_input_is_refused),
+		cmocka_unit_test(missing_weights_are_named),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

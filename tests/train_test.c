@@ -1,0 +1,168 @@
+/* train_test.c — schedule, clipping, and the single-process trainer: any
+ * split into stages trains bit-identical adapters. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sc_modelgen.h"
+#include "sc_train.h"
+#include "testutil.h"
+
+static void schedule_warms_up_then_decays(void **state)
+{
+	sc_train_config tc;
+	sc_train_config_defaults(&tc);
+	tc.steps = 111;
+	tc.warmup = 10;
+	tc.lr = 1e-3f;
+	tc.min_lr = 1e-4f;
+	assert_float_equal(sc_lr_at(&tc, 0), 1e-4, 1e-9);
+	assert_float_equal(sc_lr_at(&tc, 9), 1e-3, 1e-9);
+	assert_float_equal(sc_lr_at(&tc, 10), 1e-3, 1e-9);
+	assert_float_equal(sc_lr_at(&tc, 60), 5.5e-4, 1e-8); /* half way down the cosine */
+	assert_float_equal(sc_lr_at(&tc, 110), 1e-4, 1e-9);
+	for (int s = 11; s < 111; s++)
+		assert_true(sc_lr_at(&tc, s) <= sc_lr_at(&tc, s - 1));
+	tc.warmup = 0;
+	assert_float_equal(sc_lr_at(&tc, 0), 1e-3, 1e-9);
+}
+
+static void clip_factor_as_torch(void **state)
+{
+	assert_float_equal(sc_clip_factor(0.5, 1.0f), 1.0, 0);
+	assert_float_equal(sc_clip_factor(4.0, 1.0f), 1.0 / (4.0 + 1e-6), 1e-7);
+	assert_float_equal(sc_clip_factor(4.0, 0.0f), 1.0, 0);
+	double per_layer[3] = {1, 4, 4};
+	assert_float_equal(sc_global_norm(per_layer, 3), 3.0, 1e-12);
+}
+
+static void config_rejects_nonsense(void **state)
+{
+	sc_train_config tc;
+	sc_train_config_defaults(&tc);
+	SC_ASSERT_OK(sc_train_config_validate(&tc));
+	tc.micro_batches = 0;
+	SC_ASSERT_ERR(sc_train_config_validate(&tc), SC_EINVAL);
+	sc_train_config_defaults(&tc);
+	tc.lr = -1;
+	SC_ASSERT_ERR(sc_train_config_validate(&tc), SC_EINVAL);
+	sc_train_config_defaults(&tc);
+	tc.beta2 = 1.0f;
+	SC_ASSERT_ERR(sc_train_config_validate(&tc), SC_EINVAL);
+}
+
+enum { L = 4, C = 16, V = 256 };
+
+typedef struct run {
+	double losses[4];
+	sc_adapter *ad;
+} run;
+
+static void train(run *out, int nstages, const int *bounds)
+{
+	static const char text[] = "splitchain trains LoRA adapters across a chain of edge "
+				   "workers; every chain computes what one process computes. ";
+	char dir[512], path[600];
+	sc_model_config mc = {L, 2, C, V, 32, 1e-5f};
+	sc_lora_config lc = {.rank = 2, .alpha = 4, .targets = SC_T_ALL, .seed = 3};
+	sc_modelgen_opts o = {.seed = 2, .dtype = SC_F32, .random_norms = 1};
+	sc_train_config tc;
+	sc_backend *be;
+	sc_st_file *wf;
+	sc_tokens *tk;
+	sc_trainer *tr;
+
+	sc_test_path(dir, sizeof(dir), "trainmodel");
+	SC_ASSERT_OK(sc_modelgen_write(dir, &mc, &o));
+	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+	SC_ASSERT_OK(sc_st_open(&wf, path));
+	sc_test_path(path, sizeof(path), "train.txt");
+	assert_int_equal(sc_test_write_file(path, text, sizeof(text) - 1), 0);
+	SC_ASSERT_OK(sc_tokens_load(&tk, path, V));
+	sc_train_config_defaults(&tc);
+	tc.steps = 4;
+	tc.B = 2;
+	tc.T = 8;
+	tc.micro_batches = 3;
+	tc.warmup = 1;
+	tc.lr = 1e-2f;
+	tc.weight_decay = 0.1f;
+	tc.grad_clip = 0.05f; /* small enough to clip */
+	SC_ASSERT_OK(sc_backend_cpu_open(&be, 1));
+	SC_ASSERT_OK(sc_trainer_new(&tr, be, &mc, &lc, &tc, wf, NULL, tk, nstages, bounds));
+	for (int s = 0; s < tc.steps; s++) {
+		sc_step_stats st;
+		SC_ASSERT_OK(sc_trainer_step(tr, s, &st));
+		assert_int_equal(st.tokens, 2 * 8 * 3);
+		assert_true(isfinite(st.loss) && st.grad_norm > 0);
+		out->losses[s] = st.loss;
+	}
+	SC_ASSERT_OK(sc_adapter_new(&out->ad, &lc, L, C));
+	SC_ASSERT_OK(sc_trainer_get_lora(tr, out->ad));
+	sc_trainer_free(tr);
+	sc_backend_free(be);
+	sc_tokens_free(tk);
+	sc_st_close(wf);
+}
+
+static void stages_train_bit_identical_adapters(void **state)
+{
+	static const int b2[] = {0, 3, 4}, b4[] = {0, 1, 2, 3, 4};
+	run one, two, four;
+	train(&one, 1, NULL);
+	train(&two, 2, b2);
+	train(&four, 4, b4);
+	assert_memory_equal(one.losses, two.losses, sizeof(one.losses));
+	assert_memory_equal(one.losses, four.losses, sizeof(one.losses));
+	assert_memory_equal(one.ad->data, two.ad->data, one.ad->n_floats * sizeof(float));
+	assert_memory_equal(one.ad->data, four.ad->data, one.ad->n_floats * sizeof(float));
+	/* training moved the adapters: B is no longer zero, and the loss fell */
+	double sb = 0;
+	for (int t = 0; t < SC_T_COUNT; t++)
+		sb += fabs(one.ad->b[0][t][0]);
+	assert_true(sb > 0);
+	assert_true(one.losses[3] < one.losses[0]);
+	sc_adapter_free(one.ad);
+	sc_adapter_free(two.ad);
+	sc_adapter_free(four.ad);
+}
+
+static void trainer_refuses_bad_stages(void **state)
+{
+	static const int bad[] = {0, 2, 2, 4};
+	char dir[512], path[600];
+	sc_model_config mc = {L, 2, C, V, 32, 1e-5f};
+	sc_lora_config lc = {.rank = 2, .alpha = 4, .targets = SC_T_ALL, .seed = 3};
+	sc_modelgen_opts o = {.seed = 2, .dtype = SC_F32};
+	sc_train_config tc;
+	sc_backend *be;
+	sc_st_file *wf;
+	sc_tokens tk = {.ids = (uint16_t[64]){0}, .n = 64};
+	sc_trainer *tr;
+	sc_test_path(dir, sizeof(dir), "trainmodel2");
+	SC_ASSERT_OK(sc_modelgen_write(dir, &mc, &o));
+	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+	SC_ASSERT_OK(sc_st_open(&wf, path));
+	sc_train_config_defaults(&tc);
+	tc.T = 8;
+	SC_ASSERT_OK(sc_backend_cpu_open(&be, 1));
+	SC_ASSERT_ERR(sc_trainer_new(&tr, be, &mc, &lc, &tc, wf, NULL, &tk, 5, NULL), SC_EINVAL);
+	SC_ASSERT_ERR(sc_trainer_new(&tr, be, &mc, &lc, &tc, wf, NULL, &tk, 3, bad), SC_EINVAL);
+	tc.T = 40; /* beyond the model's 32 positions */
+	SC_ASSERT_ERR(sc_trainer_new(&tr, be, &mc, &lc, &tc, wf, NULL, &tk, 1, NULL), SC_EINVAL);
+	sc_backend_free(be);
+	sc_st_close(wf);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(schedule_warms_up_then_decays),
+		cmocka_unit_test(clip_factor_as_torch),
+		cmocka_unit_test(config_rejects_nonsense),
+		cmocka_unit_test(stages_train_bit_identical_adapters),
+		cmocka_unit_test(trainer_refuses_bad_stages),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
