@@ -135,7 +135,8 @@ def main():
         step()
     elapsed = time.perf_counter() - t0
     step_s = elapsed / max(1, a.steps)
-    print(json.dumps({"impl": "pytorch", "threads": a.threads,
+    impl = "pytorch" if a.impl == "hf" else "pytorch-ref"
+    print(json.dumps({"impl": impl, "threads": a.threads,
                       "tokens_per_s": a.batch * a.seq / step_s, "step_s": step_s},
                      separators=(",", ":")))
 

@@ -16,9 +16,9 @@
 #include "sc_safetensors.h"
 
 #define MAX_JSON_BYTES (1 << 20)
-#define MAX_EMBD (1 << 16)
-#define NAME_PREFIX "base_model.model.transformer.h."
-#define NAME_MAX_LEN 96
+#define MAX_EMBD       (1 << 16)
+#define NAME_PREFIX    "base_model.model.transformer.h."
+#define NAME_MAX_LEN   96
 
 sc_err sc_adapter_new(sc_adapter **out, const sc_lora_config *lora, int n_layer, int n_embd)
 {
@@ -164,7 +164,10 @@ static void tensor_name(char *buf, int layer, int t, int ab)
 		 sc_lora_target_name(t), ab ? 'B' : 'A');
 }
 
-/* adapter_config.json as PEFT writes it for a LoRA adapter (keys sorted). */
+/* adapter_config.json as PEFT 0.7 writes it for a LoRA adapter (keys sorted).
+ * Only keys that PEFT 0.7's LoraConfig knows: it refuses any other (later
+ * versions' use_rslora and use_dora included), while later versions read
+ * these. */
 static cJSON *peft_config(const sc_adapter *ad, const char *base_model)
 {
 	cJSON *o = cJSON_CreateObject(), *mods = cJSON_CreateArray();
@@ -182,8 +185,11 @@ static cJSON *peft_config(const sc_adapter *ad, const char *base_model)
 	ok = ok && cJSON_AddTrueToObject(o, "init_lora_weights");
 	ok = ok && cJSON_AddNullToObject(o, "layers_pattern");
 	ok = ok && cJSON_AddNullToObject(o, "layers_to_transform");
+	ok = ok && cJSON_AddObjectToObject(o, "loftq_config");
 	ok = ok && cJSON_AddNumberToObject(o, "lora_alpha", short_float(ad->lora.alpha));
 	ok = ok && cJSON_AddNumberToObject(o, "lora_dropout", 0.0);
+	ok = ok && cJSON_AddNullToObject(o, "megatron_config");
+	ok = ok && cJSON_AddStringToObject(o, "megatron_core", "megatron.core");
 	ok = ok && cJSON_AddNullToObject(o, "modules_to_save");
 	ok = ok && cJSON_AddStringToObject(o, "peft_type", "LORA");
 	ok = ok && cJSON_AddNumberToObject(o, "r", ad->lora.rank);
@@ -193,8 +199,6 @@ static cJSON *peft_config(const sc_adapter *ad, const char *base_model)
 	if (!ok)
 		cJSON_Delete(mods);
 	ok = ok && cJSON_AddStringToObject(o, "task_type", "CAUSAL_LM");
-	ok = ok && cJSON_AddFalseToObject(o, "use_dora");
-	ok = ok && cJSON_AddFalseToObject(o, "use_rslora");
 	if (!ok) {
 		cJSON_Delete(o);
 		return NULL;
@@ -230,7 +234,7 @@ static sc_err save_tensors(const sc_adapter *ad, const char *path)
 			if (!(ad->lora.targets & (1u << t)))
 				continue;
 			sc_lora_target_dims(t, ad->n_embd, &in, &out);
-			int64_t sa[2] = {r, in}, sb[2] = {out, r};
+			int64_t sa[2] = { r, in }, sb[2] = { out, r };
 			tensor_name(names[n], l, t, 0);
 			rc = sc_st_writer_add(w, names[n++], SC_F32, 2, sa, ad->a[l][t]);
 			tensor_name(names[n], l, t, 1);
@@ -276,8 +280,8 @@ static unsigned match_targets(const char *entry)
 	for (int t = 0; t < SC_T_COUNT; t++) {
 		const char *full = sc_lora_target_name(t);
 		size_t m = strlen(full);
-		if (strcmp(full, entry) == 0 || (n < m && full[m - n - 1] == '.' &&
-						 strcmp(full + m - n, entry) == 0))
+		if (strcmp(full, entry) == 0 ||
+		    (n < m && full[m - n - 1] == '.' && strcmp(full + m - n, entry) == 0))
 			mask |= 1u << t;
 	}
 	return mask;
@@ -349,7 +353,8 @@ static sc_err parse_peft(struct peft_info *pi, const cJSON *root)
 		cJSON_ArrayForEach(e, v)
 		{
 			if (!cJSON_IsString(e))
-				return sc_errf(SC_EFORMAT, "target_modules entries must be strings");
+				return sc_errf(SC_EFORMAT,
+					       "target_modules entries must be strings");
 			pi->listed |= match_targets(e->valuestring);
 		}
 		if (!pi->listed)
@@ -419,9 +424,10 @@ static sc_err index_tensors(int (*idx)[SC_T_COUNT][2], unsigned *found, const sc
 				       "mlp.c_fc|mlp.c_proj>.lora_<A|B>.weight)",
 				       path, name);
 		if (l >= n_layer)
-			return sc_errf(SC_EFORMAT,
-				       "%s: tensor '%s' is for layer %d, but the model has %d layers",
-				       path, name, l, n_layer);
+			return sc_errf(
+			    SC_EFORMAT,
+			    "%s: tensor '%s' is for layer %d, but the model has %d layers", path,
+			    name, l, n_layer);
 		if (idx[l][t][ab] >= 0)
 			return sc_errf(SC_EFORMAT, "%s: tensors '%s' and '%s' are the same weight",
 				       path, sc_st_at(f, idx[l][t][ab])->name, name);
@@ -441,7 +447,7 @@ static sc_err load_tensors(sc_adapter *ad, int (*idx)[SC_T_COUNT][2], const sc_s
 			for (int ab = 0; ab < 2 && ad->a[l][t]; ab++) {
 				int in, out;
 				sc_lora_target_dims(t, ad->n_embd, &in, &out);
-				int64_t shape[2] = {ab ? out : r, ab ? r : in};
+				int64_t shape[2] = { ab ? out : r, ab ? r : in };
 				float *dst = ab ? ad->b[l][t] : ad->a[l][t];
 				if (idx[l][t][ab] < 0) {
 					char name[NAME_MAX_LEN];
@@ -476,7 +482,7 @@ static sc_err read_peft(struct peft_info *pi, const char *path)
 sc_err sc_adapter_load(sc_adapter **out, const char *dir, const sc_model_config *cfg)
 {
 	char cpath[4096], tpath[4096];
-	struct peft_info pi = {0};
+	struct peft_info pi = { 0 };
 	sc_st_file *f = NULL;
 	sc_adapter *ad = NULL;
 	int(*idx)[SC_T_COUNT][2] = NULL;
@@ -505,12 +511,15 @@ sc_err sc_adapter_load(sc_adapter **out, const char *dir, const sc_model_config 
 		goto fail;
 	if (pi.has_list && (found & ~pi.listed)) {
 		int t = __builtin_ctz(found & ~pi.listed);
-		rc = sc_errf(SC_EFORMAT, "%s: has tensors for %s, which target_modules in %s "
-					 "does not select", tpath, sc_lora_target_name(t), cpath);
+		rc = sc_errf(SC_EFORMAT,
+			     "%s: has tensors for %s, which target_modules in %s "
+			     "does not select",
+			     tpath, sc_lora_target_name(t), cpath);
 		goto fail;
 	}
-	sc_lora_config lc = {.rank = pi.rank, .alpha = pi.alpha,
-			     .targets = pi.has_list ? pi.listed : found};
+	sc_lora_config lc = { .rank = pi.rank,
+			      .alpha = pi.alpha,
+			      .targets = pi.has_list ? pi.listed : found };
 	if (!lc.targets) {
 		rc = sc_errf(SC_EFORMAT, "%s: no LoRA tensors", tpath);
 		goto fail;

@@ -15,9 +15,9 @@
 #include "sc_config.h"
 
 #define MAX_CONFIG_BYTES (1 << 20)
-#define MAX_VOCAB (1 << 24)
-#define MAX_EMBD (1 << 16)
-#define MAX_POSITIONS (1 << 20)
+#define MAX_VOCAB        (1 << 24)
+#define MAX_EMBD         (1 << 16)
+#define MAX_POSITIONS    (1 << 20)
 
 /* The first of keys present and not null, or NULL; *key names it (or the
  * first key when none is present). */
@@ -64,12 +64,12 @@ static sc_err check_bool(const cJSON *root, const char *key, int want, const cha
 
 static sc_err parse_root(sc_model_config *c, const cJSON *root)
 {
-	static const char *const k_layer[] = {"n_layer", "num_hidden_layers", NULL};
-	static const char *const k_head[] = {"n_head", "num_attention_heads", NULL};
-	static const char *const k_embd[] = {"n_embd", "hidden_size", NULL};
-	static const char *const k_vocab[] = {"vocab_size", NULL};
-	static const char *const k_pos[] = {"n_positions", "n_ctx", "max_position_embeddings",
-					    NULL};
+	static const char *const k_layer[] = { "n_layer", "num_hidden_layers", NULL };
+	static const char *const k_head[] = { "n_head", "num_attention_heads", NULL };
+	static const char *const k_embd[] = { "n_embd", "hidden_size", NULL };
+	static const char *const k_vocab[] = { "vocab_size", NULL };
+	static const char *const k_pos[] = { "n_positions", "n_ctx", "max_position_embeddings",
+					     NULL };
 	if (!cJSON_IsObject(root))
 		return sc_errf(SC_EFORMAT, "config is not a JSON object");
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "model_type");
@@ -110,14 +110,15 @@ static sc_err parse_root(sc_model_config *c, const cJSON *root)
 	SC_TRY(check_bool(root, "add_cross_attention", 0, "decoder-only model"));
 	v = cJSON_GetObjectItemCaseSensitive(root, "n_inner");
 	if (v && !cJSON_IsNull(v)) {
-		static const char *const k_inner[] = {"n_inner", NULL};
+		static const char *const k_inner[] = { "n_inner", NULL };
 		int inner;
 		SC_TRY(get_int(root, k_inner, &inner));
 		if (inner != 4 * c->n_embd)
-			return sc_errf(SC_ENOTSUP,
-				       "n_inner %d is not supported (the MLP width must be 4 * n_embd "
-				       "= %d)",
-				       inner, 4 * c->n_embd);
+			return sc_errf(
+			    SC_ENOTSUP,
+			    "n_inner %d is not supported (the MLP width must be 4 * n_embd "
+			    "= %d)",
+			    inner, 4 * c->n_embd);
 	}
 	return sc_config_validate(c);
 }
@@ -131,7 +132,7 @@ sc_err sc_config_parse(sc_model_config *out, const char *text, size_t len)
 	if (!root)
 		return sc_errf(SC_EFORMAT, "config is not valid JSON (error near byte %ld)",
 			       end && text ? (long)(end - text) : 0L);
-	sc_model_config c = {0};
+	sc_model_config c = { 0 };
 	sc_err rc = parse_root(&c, root);
 	cJSON_Delete(root);
 	if (rc == SC_OK)

@@ -26,8 +26,8 @@ static const struct {
 	const char *name;
 	size_t size;
 } dtypes[SC_DTYPE_COUNT] = {
-	[SC_F32] = {"F32", 4}, [SC_F16] = {"F16", 2}, [SC_BF16] = {"BF16", 2},
-	[SC_I32] = {"I32", 4}, [SC_I64] = {"I64", 8}, [SC_U8] = {"U8", 1},
+	[SC_F32] = { "F32", 4 }, [SC_F16] = { "F16", 2 }, [SC_BF16] = { "BF16", 2 },
+	[SC_I32] = { "I32", 4 }, [SC_I64] = { "I64", 8 }, [SC_U8] = { "U8", 1 },
 };
 
 /* Dtypes of the format that this project does not read (SC_ENOTSUP, not
@@ -62,7 +62,8 @@ static const char *fmt_shape(char *buf, size_t size, int ndim, const int64_t *sh
 {
 	size_t k = (size_t)snprintf(buf, size, "(");
 	for (int i = 0; i < ndim && k < size; i++)
-		k += (size_t)snprintf(buf + k, size - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
+		k += (size_t)snprintf(buf + k, size - k, "%s%lld", i ? ", " : "",
+				      (long long)shape[i]);
 	if (k < size)
 		snprintf(buf + k, size - k, ")");
 	return buf;
@@ -93,10 +94,11 @@ static sc_err parse_dtype(enum sc_dtype *out, const cJSON *v, const char *path, 
 	}
 	for (int i = 0; foreign_dtypes[i]; i++) {
 		if (strcmp(v->valuestring, foreign_dtypes[i]) == 0)
-			return sc_errf(SC_ENOTSUP,
-				       "%s: tensor '%s': dtype %s is not supported (supported: F32, "
-				       "F16, BF16, I32, I64, U8)",
-				       path, name, v->valuestring);
+			return sc_errf(
+			    SC_ENOTSUP,
+			    "%s: tensor '%s': dtype %s is not supported (supported: F32, "
+			    "F16, BF16, I32, I64, U8)",
+			    path, name, v->valuestring);
 	}
 	return sc_errf(SC_EFORMAT, "%s: tensor '%s': unknown dtype '%.32s'", path, name,
 		       v->valuestring);
@@ -109,12 +111,14 @@ static sc_err parse_tensor(sc_st_tensor *t, const cJSON *item, const unsigned ch
 {
 	const char *name = t->name;
 	if (!cJSON_IsObject(item))
-		return sc_errf(SC_EFORMAT, "%s: tensor '%s': entry is not a JSON object", path, name);
+		return sc_errf(SC_EFORMAT, "%s: tensor '%s': entry is not a JSON object", path,
+			       name);
 	SC_TRY(parse_dtype(&t->dtype, cJSON_GetObjectItemCaseSensitive(item, "dtype"), path, name));
 
 	const cJSON *shape = cJSON_GetObjectItemCaseSensitive(item, "shape");
 	if (!cJSON_IsArray(shape))
-		return sc_errf(SC_EFORMAT, "%s: tensor '%s': shape missing or not a list", path, name);
+		return sc_errf(SC_EFORMAT, "%s: tensor '%s': shape missing or not a list", path,
+			       name);
 	int ndim = cJSON_GetArraySize(shape);
 	if (ndim > SC_ST_MAX_DIMS)
 		return sc_errf(SC_ENOTSUP, "%s: tensor '%s': %d dimensions (at most %d supported)",
@@ -135,9 +139,12 @@ static sc_err parse_tensor(sc_st_tensor *t, const cJSON *item, const unsigned ch
 	}
 	overflow |= __builtin_mul_overflow(numel, (uint64_t)dtypes[t->dtype].size, &nbytes);
 	/* A zero dimension makes any overflow elsewhere harmless. */
-	for (int k = 0; k < ndim; k++)
-		if (t->shape[k] == 0)
-			overflow = 0, nbytes = 0;
+	for (int k = 0; k < ndim; k++) {
+		if (t->shape[k] == 0) {
+			overflow = 0;
+			nbytes = 0;
+		}
+	}
 	if (overflow)
 		return sc_errf(SC_EFORMAT, "%s: tensor '%s': the size of its shape overflows", path,
 			       name);
@@ -152,8 +159,9 @@ static sc_err parse_tensor(sc_st_tensor *t, const cJSON *item, const unsigned ch
 			       "integers",
 			       path, name);
 	if (begin > end)
-		return sc_errf(SC_EFORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] are reversed",
-			       path, name, (unsigned long long)begin, (unsigned long long)end);
+		return sc_errf(SC_EFORMAT,
+			       "%s: tensor '%s': data_offsets [%llu, %llu] are reversed", path,
+			       name, (unsigned long long)begin, (unsigned long long)end);
 	if (end > data_len)
 		return sc_errf(SC_EFORMAT,
 			       "%s: tensor '%s': data_offsets [%llu, %llu] run past the end of the "
@@ -210,8 +218,8 @@ static sc_err check_names_and_overlap(sc_st_file *f)
 	qsort(order, (size_t)m, sizeof(*order), cmp_by_data);
 	sc_err rc = SC_OK;
 	for (int i = 1; i < m && !rc; i++) {
-		const unsigned char *prev_end = (const unsigned char *)order[i - 1]->data +
-						order[i - 1]->nbytes;
+		const unsigned char *prev_end =
+		    (const unsigned char *)order[i - 1]->data + order[i - 1]->nbytes;
 		if ((const unsigned char *)order[i]->data < prev_end)
 			rc = sc_errf(SC_EFORMAT, "%s: tensors '%s' and '%s' overlap", f->path,
 				     order[i - 1]->name, order[i]->name);
@@ -311,9 +319,9 @@ sc_err sc_st_open(sc_st_file **out, const char *path)
 	}
 	if (st.st_size < 8) {
 		rc = st.st_size == 0
-			     ? sc_errf(SC_EFORMAT, "%s: empty file", path)
-			     : sc_errf(SC_EFORMAT, "%s: %lld bytes, too short for the header length",
-				       path, (long long)st.st_size);
+			 ? sc_errf(SC_EFORMAT, "%s: empty file", path)
+			 : sc_errf(SC_EFORMAT, "%s: %lld bytes, too short for the header length",
+				   path, (long long)st.st_size);
 		goto fail;
 	}
 	f->map_len = (size_t)st.st_size;
@@ -498,8 +506,8 @@ sc_err sc_st_writer_add(sc_st_writer *w, const char *name, enum sc_dtype dtype, 
 	if ((unsigned)dtype >= SC_DTYPE_COUNT)
 		return sc_errf(SC_EINVAL, "tensor '%s': bad dtype %d", name, (int)dtype);
 	if (ndim < 0 || ndim > SC_ST_MAX_DIMS)
-		return sc_errf(SC_EINVAL, "tensor '%s': %d dimensions (0 to %d allowed)", name, ndim,
-			       SC_ST_MAX_DIMS);
+		return sc_errf(SC_EINVAL, "tensor '%s': %d dimensions (0 to %d allowed)", name,
+			       ndim, SC_ST_MAX_DIMS);
 	for (int i = 0; i < w->n; i++)
 		if (strcmp(w->t[i].name, name) == 0)
 			return sc_errf(SC_EINVAL, "duplicate tensor name '%s'", name);
@@ -553,7 +561,7 @@ sc_err sc_st_writer_meta(sc_st_writer *w, const char *key, const char *value)
 static cJSON *tensor_entry(const struct wtensor *t)
 {
 	cJSON *e = cJSON_CreateObject(), *shape = cJSON_AddArrayToObject(e, "shape");
-	double offs[2] = {(double)t->begin, (double)(t->begin + t->nbytes)};
+	double offs[2] = { (double)t->begin, (double)(t->begin + t->nbytes) };
 	cJSON *o = cJSON_CreateDoubleArray(offs, 2);
 	int ok = shape && cJSON_AddStringToObject(e, "dtype", dtypes[t->dtype].name);
 	for (int k = 0; ok && k < t->ndim; k++)
@@ -658,8 +666,7 @@ sc_err sc_st_writer_save(sc_st_writer *w, const char *path)
 	int fd = -1;
 	char *json = NULL, *tmp = NULL;
 	cJSON *root = build_header(w);
-	if (!root || !(json = cJSON_PrintUnformatted(root)) ||
-	    !(tmp = malloc(strlen(path) + 5))) {
+	if (!root || !(json = cJSON_PrintUnformatted(root)) || !(tmp = malloc(strlen(path) + 5))) {
 		rc = sc_errf(SC_ENOMEM, "%s: out of memory for the header", path);
 		goto fail;
 	}

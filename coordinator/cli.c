@@ -69,6 +69,87 @@ int cli_float(const char *cmd, const char *flag, const char *s, double lo, doubl
 	return 0;
 }
 
+const char cli_train_help[] =
+	"LoRA:\n"
+	"  --rank N             adapter rank                                      (default 8)\n"
+	"  --alpha X            scale = alpha / rank                              (default 16)\n"
+	"  --targets LIST       all, or a comma list of attn.c_attn, attn.c_proj,\n"
+	"                       mlp.c_fc, mlp.c_proj                              (default all)\n"
+	"schedule:\n"
+	"  --steps N            optimizer steps                                   (default 100)\n"
+	"  --batch N            sequences per micro-batch                         (default 4)\n"
+	"  --seq N              tokens per sequence                               (default 64)\n"
+	"  --micro N            micro-batches accumulated per step                (default 1)\n"
+	"  --lr X               peak learning rate                                (default 2e-4)\n"
+	"  --min-lr X           end of the cosine decay                           (default 2e-5)\n"
+	"  --warmup N           linear warm-up steps                              (default 10)\n"
+	"  --weight-decay X     AdamW decoupled weight decay                      (default 0)\n"
+	"  --clip X             clip the global gradient norm at X, 0 = off       (default 1)\n"
+	"  --seed N             seeds the data order and the adapters' init       (default 1)\n";
+
+void cli_train_defaults(sc_lora_config *lc, sc_train_config *tc)
+{
+	sc_train_config_defaults(tc);
+	*lc = (sc_lora_config){.rank = 8, .alpha = 16.0f, .targets = SC_T_ALL, .seed = 1};
+}
+
+int cli_train_option(const char *cmd, int c, const char *arg, sc_lora_config *lc,
+		     sc_train_config *tc)
+{
+	long v = 0;
+	int bad = 0;
+
+	switch (c) {
+	case 'r':
+		if (!(bad = cli_int(cmd, "--rank", arg, 1, 4096, &v)))
+			lc->rank = (int)v;
+		return bad;
+	case 'a': return cli_float(cmd, "--alpha", arg, 1e-6, 1e6, &lc->alpha);
+	case 't':
+		if (sc_lora_parse_targets(&lc->targets, arg)) {
+			cli_usage(cmd, "--targets: %s", sc_err_detail());
+			return 1;
+		}
+		return 0;
+	case 'n':
+		if (!(bad = cli_int(cmd, "--steps", arg, 0, 100000000, &v)))
+			tc->steps = (int)v;
+		return bad;
+	case 'b':
+		if (!(bad = cli_int(cmd, "--batch", arg, 1, 65536, &v)))
+			tc->B = (int)v;
+		return bad;
+	case 'T':
+		if (!(bad = cli_int(cmd, "--seq", arg, 1, 1 << 20, &v)))
+			tc->T = (int)v;
+		return bad;
+	case 'u':
+		if (!(bad = cli_int(cmd, "--micro", arg, 1, 65536, &v)))
+			tc->micro_batches = (int)v;
+		return bad;
+	case 'l': return cli_float(cmd, "--lr", arg, 1e-12, 10, &tc->lr);
+	case 'L': return cli_float(cmd, "--min-lr", arg, 0, 10, &tc->min_lr);
+	case 'w':
+		if (!(bad = cli_int(cmd, "--warmup", arg, 0, 100000000, &v)))
+			tc->warmup = (int)v;
+		return bad;
+	case 'W': return cli_float(cmd, "--weight-decay", arg, 0, 100, &tc->weight_decay);
+	case 'c': return cli_float(cmd, "--clip", arg, 0, 1e12, &tc->grad_clip);
+	case 's':
+		if (!(bad = cli_int(cmd, "--seed", arg, 0, 0x7FFFFFFFFFFFFFFFL, &v)))
+			tc->seed = lc->seed = (uint64_t)v;
+		return bad;
+	default: return -1;
+	}
+}
+
+void cli_train_finish(sc_lora_config *lc, sc_train_config *tc)
+{
+	(void)lc;
+	if (tc->min_lr > tc->lr)
+		tc->min_lr = tc->lr;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {

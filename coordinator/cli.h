@@ -6,6 +6,8 @@
 #include <stdint.h>
 
 #include "sc_err.h"
+#include "sc_lora.h"
+#include "sc_train.h"
 
 enum { CLI_OK = 0, CLI_ERROR = 1, CLI_USAGE = 2 };
 
@@ -24,5 +26,29 @@ int cli_float(const char *cmd, const char *flag, const char *s, double lo, doubl
 
 /* Prints "splitchain <cmd>: <msg>" and a pointer to --help; returns CLI_USAGE. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The LoRA and schedule options shared by finetune and submit (option codes
+ * 'r' 'a' 't' 'n' 'b' 'T' 'u' 'l' 'L' 'w' 'W' 'c' 's'). */
+#define CLI_TRAIN_OPTIONS                                                                          \
+	{"rank", 1, 0, 'r'}, {"alpha", 1, 0, 'a'}, {"targets", 1, 0, 't'}, {"steps", 1, 0, 'n'},   \
+		{"batch", 1, 0, 'b'}, {"seq", 1, 0, 'T'}, {"micro", 1, 0, 'u'}, {"lr", 1, 0, 'l'}, \
+		{"min-lr", 1, 0, 'L'}, {"warmup", 1, 0, 'w'}, {"weight-decay", 1, 0, 'W'},         \
+		{"clip", 1, 0, 'c'}, {"seed", 1, 0, 's'}
+extern const char cli_train_help[];
+void cli_train_defaults(sc_lora_config *lc, sc_train_config *tc);
+/* Handles option c of CLI_TRAIN_OPTIONS: 0 done, 1 bad value (usage
+ * printed), -1 not a training option. */
+int cli_train_option(const char *cmd, int c, const char *arg, sc_lora_config *lc,
+		     sc_train_config *tc);
+/* Final adjustments after parsing (min-lr capped at lr). */
+void cli_train_finish(sc_lora_config *lc, sc_train_config *tc);
+
+int cli_submit(int argc, char **argv);
+int cli_jobs(int argc, char **argv);
+int cli_status(int argc, char **argv);
+int cli_watch(int argc, char **argv);
+int cli_cancel(int argc, char **argv);
+int cli_workers(int argc, char **argv);
+int cli_export(int argc, char **argv);
 
 #endif

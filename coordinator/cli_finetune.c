@@ -17,30 +17,16 @@ static const char finetune_help[] =
 	"\n"
 	"Fine-tunes LoRA adapters on a GPT-2 model (DIR/config.json +\n"
 	"DIR/model.safetensors) with the data in FILE (a token file, or plain text\n"
-	"read as bytes), printing one progress line per step.\n"
+	"read as bytes) in this process, printing one progress line per step.\n"
 	"\n"
 	"model and data:\n"
 	"  --model DIR          Hugging Face GPT-2 checkpoint                     (required)\n"
 	"  --data FILE          token file (.bin) or text                         (required)\n"
 	"  --init-adapter DIR   start from this PEFT adapter instead of a fresh one\n"
 	"  --out DIR            write the trained adapter here (PEFT format)\n"
-	"  --metrics FILE       append one JSON line per step (loss, lr, grad_norm, ...)\n"
-	"LoRA:\n"
-	"  --rank N             adapter rank                                      (default 8)\n"
-	"  --alpha X            scale = alpha / rank                              (default 16)\n"
-	"  --targets LIST       all, or a comma list of attn.c_attn, attn.c_proj,\n"
-	"                       mlp.c_fc, mlp.c_proj                              (default all)\n"
-	"schedule:\n"
-	"  --steps N            optimizer steps                                   (default 100)\n"
-	"  --batch N            sequences per micro-batch                         (default 4)\n"
-	"  --seq N              tokens per sequence                               (default 64)\n"
-	"  --micro N            micro-batches accumulated per step                (default 1)\n"
-	"  --lr X               peak learning rate                                (default 2e-4)\n"
-	"  --min-lr X           end of the cosine decay                           (default 2e-5)\n"
-	"  --warmup N           linear warm-up steps                              (default 10)\n"
-	"  --weight-decay X     AdamW decoupled weight decay                      (default 0)\n"
-	"  --clip X             clip the global gradient norm at X, 0 = off       (default 1)\n"
-	"  --seed N             seeds the data order and the adapters' init       (default 1)\n"
+	"  --metrics FILE       append one JSON line per step (loss, lr, grad_norm, ...)\n";
+
+static const char finetune_exec_help[] =
 	"execution:\n"
 	"  --stages N           split the layers into N in-process stages         (default 1)\n"
 	"  --device D           cpu or cuda:N                                     (default cpu)\n"
@@ -57,26 +43,25 @@ typedef struct ft_args {
 static int parse(ft_args *a, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"model", required_argument, 0, 'm'},  {"data", required_argument, 0, 'd'},
-		{"init-adapter", required_argument, 0, 'I'}, {"out", required_argument, 0, 'o'},
-		{"metrics", required_argument, 0, 'M'}, {"rank", required_argument, 0, 'r'},
-		{"alpha", required_argument, 0, 'a'},  {"targets", required_argument, 0, 't'},
-		{"steps", required_argument, 0, 'n'},  {"batch", required_argument, 0, 'b'},
-		{"seq", required_argument, 0, 'T'},    {"micro", required_argument, 0, 'u'},
-		{"lr", required_argument, 0, 'l'},     {"min-lr", required_argument, 0, 'L'},
-		{"warmup", required_argument, 0, 'w'}, {"weight-decay", required_argument, 0, 'W'},
-		{"clip", required_argument, 0, 'c'},   {"seed", required_argument, 0, 's'},
-		{"stages", required_argument, 0, 'S'}, {"device", required_argument, 0, 'D'},
-		{"threads", required_argument, 0, 'j'}, {"quiet", no_argument, 0, 'q'},
-		{"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
+		{"model", required_argument, 0, 'm'},
+		{"data", required_argument, 0, 'd'},
+		{"init-adapter", required_argument, 0, 'I'},
+		{"out", required_argument, 0, 'o'},
+		{"metrics", required_argument, 0, 'M'},
+		{"stages", required_argument, 0, 'S'},
+		{"device", required_argument, 0, 'D'},
+		{"threads", required_argument, 0, 'j'},
+		{"quiet", no_argument, 0, 'q'},
+		{"help", no_argument, 0, 'h'},
+		CLI_TRAIN_OPTIONS,
+		{0, 0, 0, 0},
 	};
 	const char *cmd = "finetune";
 	long v;
 	int c;
 
 	memset(a, 0, sizeof(*a));
-	sc_train_config_defaults(&a->tc);
-	a->lora = (sc_lora_config){.rank = 8, .alpha = 16.0f, .targets = SC_T_ALL, .seed = 1};
+	cli_train_defaults(&a->lora, &a->tc);
 	a->stages = 1;
 	a->device = "cpu";
 	optind = 1;
@@ -91,27 +76,18 @@ static int parse(ft_args *a, int argc, char **argv)
 		case 'M': a->metrics = optarg; break;
 		case 'D': a->device = optarg; break;
 		case 'q': a->quiet = 1; break;
-		case 'r': bad = cli_int(cmd, "--rank", optarg, 1, 4096, &v); a->lora.rank = (int)v; break;
-		case 'a': bad = cli_float(cmd, "--alpha", optarg, 1e-6, 1e6, &a->lora.alpha); break;
-		case 't':
-			if (sc_lora_parse_targets(&a->lora.targets, optarg))
-				return cli_usage(cmd, "--targets: %s", sc_err_detail());
-			break;
-		case 'n': bad = cli_int(cmd, "--steps", optarg, 0, 100000000, &v); a->tc.steps = (int)v; break;
-		case 'b': bad = cli_int(cmd, "--batch", optarg, 1, 65536, &v); a->tc.B = (int)v; break;
-		case 'T': bad = cli_int(cmd, "--seq", optarg, 1, 1 << 20, &v); a->tc.T = (int)v; break;
-		case 'u': bad = cli_int(cmd, "--micro", optarg, 1, 65536, &v); a->tc.micro_batches = (int)v; break;
-		case 'l': bad = cli_float(cmd, "--lr", optarg, 1e-12, 10, &a->tc.lr); break;
-		case 'L': bad = cli_float(cmd, "--min-lr", optarg, 0, 10, &a->tc.min_lr); break;
-		case 'w': bad = cli_int(cmd, "--warmup", optarg, 0, 100000000, &v); a->tc.warmup = (int)v; break;
-		case 'W': bad = cli_float(cmd, "--weight-decay", optarg, 0, 100, &a->tc.weight_decay); break;
-		case 'c': bad = cli_float(cmd, "--clip", optarg, 0, 1e12, &a->tc.grad_clip); break;
-		case 's': bad = cli_int(cmd, "--seed", optarg, 0, 0x7FFFFFFFFFFFFFFFL, &v);
-			a->tc.seed = a->lora.seed = (uint64_t)v; break;
 		case 'S': bad = cli_int(cmd, "--stages", optarg, 1, 256, &v); a->stages = (int)v; break;
 		case 'j': bad = cli_int(cmd, "--threads", optarg, 0, 1024, &v); a->threads = (int)v; break;
-		case 'h': fputs(finetune_help, stdout); return -1;
-		default: return cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+		case 'h':
+			fputs(finetune_help, stdout);
+			fputs(cli_train_help, stdout);
+			fputs(finetune_exec_help, stdout);
+			return -1;
+		default:
+			bad = cli_train_option(cmd, c, optarg, &a->lora, &a->tc);
+			if (bad < 0)
+				return cli_usage(cmd, "unknown or incomplete option '%s'",
+						 argv[optind - 1]);
 		}
 		if (bad)
 			return CLI_USAGE;
@@ -120,8 +96,7 @@ static int parse(ft_args *a, int argc, char **argv)
 		return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
 	if (!a->model || !a->data)
 		return cli_usage(cmd, "--model DIR and --data FILE are required");
-	if (a->tc.min_lr > a->tc.lr)
-		a->tc.min_lr = a->tc.lr;
+	cli_train_finish(&a->lora, &a->tc);
 	return 0;
 }
 

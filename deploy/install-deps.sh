@@ -11,7 +11,8 @@ PKGS=(
   libopenblas-openmp-dev libcjson-dev libcmocka-dev
   clang-format
   # test side: the PyTorch reference and the venv for transformers + peft
-  python3 python3-venv python3-pip python3-torch python3-numpy
+  python3 python3-venv python3-pip python3-torch python3-numpy python3-yaml python3-requests
+  python3-psutil python3-typing-extensions
 )
 
 missing=()

@@ -10,15 +10,15 @@
 
 /* The config.json of Hugging Face's gpt2 checkpoint. */
 static const char gpt2_json[] =
-	"{\"activation_function\": \"gelu_new\", \"architectures\": [\"GPT2LMHeadModel\"],"
-	" \"attn_pdrop\": 0.1, \"bos_token_id\": 50256, \"embd_pdrop\": 0.1,"
-	" \"eos_token_id\": 50256, \"initializer_range\": 0.02, \"layer_norm_epsilon\": 1e-05,"
-	" \"model_type\": \"gpt2\", \"n_ctx\": 1024, \"n_embd\": 768, \"n_head\": 12,"
-	" \"n_layer\": 12, \"n_positions\": 1024, \"resid_pdrop\": 0.1,"
-	" \"summary_activation\": null, \"summary_first_dropout\": 0.1,"
-	" \"summary_proj_to_labels\": true, \"summary_type\": \"cls_index\","
-	" \"summary_use_proj\": true, \"task_specific_params\": {\"text-generation\":"
-	" {\"do_sample\": true, \"max_length\": 50}}, \"vocab_size\": 50257}";
+    "{\"activation_function\": \"gelu_new\", \"architectures\": [\"GPT2LMHeadModel\"],"
+    " \"attn_pdrop\": 0.1, \"bos_token_id\": 50256, \"embd_pdrop\": 0.1,"
+    " \"eos_token_id\": 50256, \"initializer_range\": 0.02, \"layer_norm_epsilon\": 1e-05,"
+    " \"model_type\": \"gpt2\", \"n_ctx\": 1024, \"n_embd\": 768, \"n_head\": 12,"
+    " \"n_layer\": 12, \"n_positions\": 1024, \"resid_pdrop\": 0.1,"
+    " \"summary_activation\": null, \"summary_first_dropout\": 0.1,"
+    " \"summary_proj_to_labels\": true, \"summary_type\": \"cls_index\","
+    " \"summary_use_proj\": true, \"task_specific_params\": {\"text-generation\":"
+    " {\"do_sample\": true, \"max_length\": 50}}, \"vocab_size\": 50257}";
 
 static sc_err parse(sc_model_config *c, const char *text)
 {
@@ -103,7 +103,7 @@ static void test_unknown_model_type(void **state)
 static void test_missing_field(void **state)
 {
 	(void)state;
-	static const char *const fields[] = {"n_layer", "n_head", "n_embd", "vocab_size"};
+	static const char *const fields[] = { "n_layer", "n_head", "n_embd", "vocab_size" };
 	sc_model_config c;
 	for (int i = 0; i < 4; i++) {
 		SC_ASSERT_ERR(parse_edited(&c, fields[i], NULL), SC_EFORMAT);
@@ -199,8 +199,12 @@ static void test_save_load_roundtrip(void **state)
 	(void)state;
 	char path[512];
 	sc_test_path(path, sizeof(path), "config.json");
-	sc_model_config c = {.n_layer = 3, .n_head = 4, .n_embd = 64, .vocab_size = 100,
-			     .n_positions = 32, .ln_eps = 1e-5f};
+	sc_model_config c = { .n_layer = 3,
+			      .n_head = 4,
+			      .n_embd = 64,
+			      .vocab_size = 100,
+			      .n_positions = 32,
+			      .ln_eps = 1e-5f };
 	SC_ASSERT_OK(sc_config_save(&c, path));
 	sc_model_config got;
 	SC_ASSERT_OK(sc_config_load(&got, path));
@@ -217,8 +221,8 @@ static void test_save_load_roundtrip(void **state)
 	assert_non_null(root);
 	assert_string_equal(cJSON_GetObjectItem(root, "model_type")->valuestring, "gpt2");
 	assert_string_equal(
-		cJSON_GetArrayItem(cJSON_GetObjectItem(root, "architectures"), 0)->valuestring,
-		"GPT2LMHeadModel");
+	    cJSON_GetArrayItem(cJSON_GetObjectItem(root, "architectures"), 0)->valuestring,
+	    "GPT2LMHeadModel");
 	assert_string_equal(cJSON_GetObjectItem(root, "activation_function")->valuestring,
 			    "gelu_new");
 	assert_true(cJSON_IsNull(cJSON_GetObjectItem(root, "n_inner")));

@@ -59,11 +59,11 @@ static void test_roundtrip_all_dtypes(void **state)
 {
 	(void)state;
 	float f32[6], scalar = 3.25f;
-	uint16_t f16[5] = {0x3c00, 0xc000, 0x7bff, 0x0001, 0x8000};
-	uint16_t bf16[3] = {0x3f80, 0xc0a0, 0x0001};
-	int32_t i32[4] = {1, -2, 2147483647, -2147483647 - 1};
-	int64_t i64[3] = {1, -1, 9007199254740993ll};
-	uint8_t u8[7] = {0, 1, 2, 3, 250, 255, 7};
+	uint16_t f16[5] = { 0x3c00, 0xc000, 0x7bff, 0x0001, 0x8000 };
+	uint16_t bf16[3] = { 0x3f80, 0xc0a0, 0x0001 };
+	int32_t i32[4] = { 1, -2, 2147483647, -2147483647 - 1 };
+	int64_t i64[3] = { 1, -1, 9007199254740993ll };
+	uint8_t u8[7] = { 0, 1, 2, 3, 250, 255, 7 };
 	sc_test_fill_normal(f32, 6, 1, 1.0f);
 	struct {
 		const char *name;
@@ -72,16 +72,16 @@ static void test_roundtrip_all_dtypes(void **state)
 		int64_t shape[SC_ST_MAX_DIMS];
 		const void *data;
 	} in[] = {
-		{"odd.u8", SC_U8, 1, {7}, u8},
-		{"w.f32", SC_F32, 2, {2, 3}, f32},
-		{"h.f16", SC_F16, 1, {5}, f16},
-		{"b.bf16", SC_BF16, 3, {1, 1, 3}, bf16},
-		{"i.i32", SC_I32, 1, {4}, i32},
-		{"l.i64", SC_I64, 1, {3}, i64},
-		{"scalar", SC_F32, 0, {0}, &scalar},
-		{"empty", SC_F32, 1, {0}, NULL},
-		{"empty2d", SC_I64, 2, {3, 0}, NULL},
-		{"eight", SC_F32, 8, {1, 1, 1, 2, 1, 3, 1, 1}, f32},
+		{ "odd.u8", SC_U8, 1, { 7 }, u8 },
+		{ "w.f32", SC_F32, 2, { 2, 3 }, f32 },
+		{ "h.f16", SC_F16, 1, { 5 }, f16 },
+		{ "b.bf16", SC_BF16, 3, { 1, 1, 3 }, bf16 },
+		{ "i.i32", SC_I32, 1, { 4 }, i32 },
+		{ "l.i64", SC_I64, 1, { 3 }, i64 },
+		{ "scalar", SC_F32, 0, { 0 }, &scalar },
+		{ "empty", SC_F32, 1, { 0 }, NULL },
+		{ "empty2d", SC_I64, 2, { 3, 0 }, NULL },
+		{ "eight", SC_F32, 8, { 1, 1, 1, 2, 1, 3, 1, 1 }, f32 },
 	};
 	int n = (int)(sizeof(in) / sizeof(in[0]));
 	const char *path = tpath("all.safetensors");
@@ -194,7 +194,7 @@ static void check_conv(enum sc_dtype dtype, const struct conv *c, int n, const c
 {
 	uint16_t bits[16];
 	float got[16];
-	int64_t shape[1] = {n};
+	int64_t shape[1] = { n };
 	for (int i = 0; i < n; i++)
 		bits[i] = c[i].bits;
 	const char *path = tpath(name);
@@ -221,20 +221,20 @@ static void test_f16_to_f32(void **state)
 {
 	(void)state;
 	static const struct conv c[] = {
-		{0x3c00, 1.0f},
-		{0xc000, -2.0f},
-		{0x3555, 0.333251953125f},
-		{0x7bff, 65504.0f},            /* largest normal */
-		{0x0400, 0x1p-14f},            /* smallest normal */
-		{0x0001, 0x1p-24f},            /* smallest subnormal */
-		{0x03ff, 1023 * 0x1p-24f},     /* largest subnormal */
-		{0x8200, -512 * 0x1p-24f},     /* negative subnormal */
-		{0x0000, 0.0f},
-		{0x8000, -0.0f},
-		{0x7c00, INFINITY},
-		{0xfc00, -INFINITY},
-		{0x7e00, NAN},
-		{0xfd01, NAN},
+		{ 0x3c00, 1.0f },
+		{ 0xc000, -2.0f },
+		{ 0x3555, 0.333251953125f },
+		{ 0x7bff, 65504.0f },        /* largest normal */
+		{ 0x0400, 0x1p-14f },        /* smallest normal */
+		{ 0x0001, 0x1p-24f },        /* smallest subnormal */
+		{ 0x03ff, 1023 * 0x1p-24f }, /* largest subnormal */
+		{ 0x8200, -512 * 0x1p-24f }, /* negative subnormal */
+		{ 0x0000, 0.0f },
+		{ 0x8000, -0.0f },
+		{ 0x7c00, INFINITY },
+		{ 0xfc00, -INFINITY },
+		{ 0x7e00, NAN },
+		{ 0xfd01, NAN },
 	};
 	check_conv(SC_F16, c, (int)(sizeof(c) / sizeof(c[0])), "f16.safetensors");
 }
@@ -243,9 +243,9 @@ static void test_bf16_to_f32(void **state)
 {
 	(void)state;
 	static const struct conv c[] = {
-		{0x3f80, 1.0f},       {0xc0a0, -5.0f},      {0x3eaa, 0.33203125f},
-		{0x0001, 0x1p-133f},  {0x8000, -0.0f},      {0x7f80, INFINITY},
-		{0xff80, -INFINITY},  {0x7fc0, NAN},        {0x7f7f, 0x1.fep127f},
+		{ 0x3f80, 1.0f },      { 0xc0a0, -5.0f }, { 0x3eaa, 0.33203125f },
+		{ 0x0001, 0x1p-133f }, { 0x8000, -0.0f }, { 0x7f80, INFINITY },
+		{ 0xff80, -INFINITY }, { 0x7fc0, NAN },   { 0x7f7f, 0x1.fep127f },
 	};
 	check_conv(SC_BF16, c, (int)(sizeof(c) / sizeof(c[0])), "bf16.safetensors");
 }
@@ -253,9 +253,9 @@ static void test_bf16_to_f32(void **state)
 static void test_read_errors(void **state)
 {
 	(void)state;
-	int32_t i32[4] = {1, 2, 3, 4};
-	float f32[4] = {1, 2, 3, 4}, got[4];
-	int64_t s4[1] = {4}, s22[2] = {2, 2}, s41[2] = {4, 1};
+	int32_t i32[4] = { 1, 2, 3, 4 };
+	float f32[4] = { 1, 2, 3, 4 }, got[4];
+	int64_t s4[1] = { 4 }, s22[2] = { 2, 2 }, s41[2] = { 4, 1 };
 	const char *path = tpath("errs.safetensors");
 	sc_st_writer *w;
 	SC_ASSERT_OK(sc_st_writer_new(&w));
@@ -280,8 +280,8 @@ static void test_read_errors(void **state)
 static void test_writer_errors(void **state)
 {
 	(void)state;
-	float x[4] = {0};
-	int64_t s[SC_ST_MAX_DIMS + 1] = {1, 1, 1, 1, 1, 1, 1, 1, 1}, neg[1] = {-1};
+	float x[4] = { 0 };
+	int64_t s[SC_ST_MAX_DIMS + 1] = { 1, 1, 1, 1, 1, 1, 1, 1, 1 }, neg[1] = { -1 };
 	sc_st_writer *w;
 	SC_ASSERT_OK(sc_st_writer_new(&w));
 	SC_ASSERT_OK(sc_st_writer_add(w, "a", SC_F32, 1, s, x));
@@ -308,82 +308,30 @@ static void test_open_missing(void **state)
 /* ---- malformed files: each gives its error with a detail, never a crash ---- */
 
 struct bad {
-	const char *json;
-	uint64_t hlen; /* UINT64_MAX: the JSON's length */
+	const char *json; /* ' stands for " */
+	uint64_t hlen;    /* AUTO: the JSON's length */
 	size_t data_len;
 	sc_err want;
-	const char *mention; /* a word the detail must contain, or NULL */
+	const char *mention; /* a word the detail must contain */
 };
 
-#define T_F32(off0, off1) "{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[" off0 "," off1 "]}"
-
-static const struct bad bad_header_not_json = {"{\"w\": oops}", UINT64_MAX, 0, SC_EFORMAT,
-					       "JSON"};
-static const struct bad bad_json_not_object = {"[1, 2]", UINT64_MAX, 0, SC_EFORMAT, "object"};
-static const struct bad bad_header_length_beyond_file = {"{}", 4096, 0, SC_EFORMAT, "4096"};
-static const struct bad bad_header_too_large = {"{}", 200u << 20, 0, SC_EFORMAT, "100 MiB"};
-static const struct bad bad_trailing_bytes = {"{}  x", UINT64_MAX, 0, SC_EFORMAT, NULL};
-static const struct bad bad_unknown_dtype = {
-	"{\"w\":{\"dtype\":\"F99\",\"shape\":[1],\"data_offsets\":[0,4]}}", UINT64_MAX, 4,
-	SC_EFORMAT, "F99"};
-static const struct bad bad_unsupported_dtype = {
-	"{\"w\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}}", UINT64_MAX, 8,
-	SC_ENOTSUP, "F64"};
-static const struct bad bad_offsets_past_end = {
-	"{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", UINT64_MAX, 8,
-	SC_EFORMAT, "'w'"};
-static const struct bad bad_offsets_reversed = {"{\"w\":" T_F32("8", "4") "}", UINT64_MAX, 8,
-						SC_EFORMAT, "reversed"};
-static const struct bad bad_offsets_not_integers = {"{\"w\":" T_F32("0", "4.5") "}",
-						    UINT64_MAX, 8, SC_EFORMAT, "'w'"};
-static const struct bad bad_offsets_huge = {"{\"w\":" T_F32("0", "1e300") "}", UINT64_MAX, 8,
-					    SC_EFORMAT, "'w'"};
-static const struct bad bad_offsets_missing = {
-	"{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", UINT64_MAX, 4,
-	SC_EFORMAT, "data_offsets"};
-static const struct bad bad_size_mismatch = {
-	"{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,16]}}", UINT64_MAX, 16,
-	SC_EFORMAT, "12 bytes"};
-static const struct bad bad_shape_overflow = {
-	"{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
-	"\"data_offsets\":[0,16]}}",
-	UINT64_MAX, 16, SC_EFORMAT, "overflow"};
-static const struct bad bad_shape_negative = {
-	"{\"w\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", UINT64_MAX, 4,
-	SC_EFORMAT, "shape[0]"};
-static const struct bad bad_shape_fractional = {
-	"{\"w\":{\"dtype\":\"F32\",\"shape\":[2, 1.5],\"data_offsets\":[0,12]}}", UINT64_MAX, 12,
-	SC_EFORMAT, "shape[1]"};
-static const struct bad bad_shape_not_list = {
-	"{\"w\":{\"dtype\":\"F32\",\"shape\":4,\"data_offsets\":[0,16]}}", UINT64_MAX, 16,
-	SC_EFORMAT, "shape"};
-static const struct bad bad_too_many_dims = {
-	"{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}",
-	UINT64_MAX, 4, SC_ENOTSUP, "dimensions"};
-static const struct bad bad_missing_dtype = {"{\"w\":{\"shape\":[1],\"data_offsets\":[0,4]}}",
-					     UINT64_MAX, 4, SC_EFORMAT, "dtype"};
-static const struct bad bad_entry_not_object = {"{\"w\": 3}", UINT64_MAX, 0, SC_EFORMAT, "'w'"};
-static const struct bad bad_duplicate_name = {"{\"w\":" T_F32("0", "4") ",\"w\":" T_F32("4", "8")
-					      "}",
-					      UINT64_MAX, 8, SC_EFORMAT, "duplicate"};
-static const struct bad bad_overlap = {"{\"a\":" T_F32("0", "4") ",\"b\":{\"dtype\":\"F32\","
-				       "\"shape\":[2],\"data_offsets\":[2,10]}}",
-				       UINT64_MAX, 12, SC_EFORMAT, "overlap"};
-static const struct bad bad_metadata_not_strings = {"{\"__metadata__\":{\"k\":1}}", UINT64_MAX,
-						    0, SC_EFORMAT, "__metadata__"};
-static const struct bad bad_metadata_twice = {"{\"__metadata__\":{},\"__metadata__\":{}}",
-					      UINT64_MAX, 0, SC_EFORMAT, "__metadata__"};
+#define AUTO UINT64_MAX
 
 static void test_bad(void **state)
 {
 	const struct bad *b = *state;
 	const char *path = tpath("bad.safetensors");
-	write_raw(path, b->json, b->hlen, b->data_len);
+	char json[512];
+	snprintf(json, sizeof(json), "%s", b->json);
+	for (char *q = json; *q; q++)
+		if (*q == '\'')
+			*q = '"';
+	write_raw(path, json, b->hlen, b->data_len);
 	sc_st_file *f = NULL;
 	SC_ASSERT_ERR(sc_st_open(&f, path), b->want);
 	assert_null(f);
 	assert_non_null(strstr(sc_err_detail(), path));
-	if (b->mention && !strstr(sc_err_detail(), b->mention))
+	if (!strstr(sc_err_detail(), b->mention))
 		fail_msg("detail '%s' does not mention '%s'", sc_err_detail(), b->mention);
 }
 
@@ -409,9 +357,9 @@ static void test_bad_truncated_header_length(void **state)
 /* A small valid file with three tensors and metadata; returns its bytes. */
 static unsigned char *valid_file(const char *path, long *len)
 {
-	float a[6] = {1, 2, 3, 4, 5, 6};
-	uint16_t h[3] = {0x3c00, 0x4000, 0x4200};
-	int64_t sa[2] = {2, 3}, sh[1] = {3};
+	float a[6] = { 1, 2, 3, 4, 5, 6 };
+	uint16_t h[3] = { 0x3c00, 0x4000, 0x4200 };
+	int64_t sa[2] = { 2, 3 }, sh[1] = { 3 };
 	sc_st_writer *w;
 	SC_ASSERT_OK(sc_st_writer_new(&w));
 	SC_ASSERT_OK(sc_st_writer_add(w, "a", SC_F32, 2, sa, a));
@@ -474,8 +422,8 @@ static void test_every_truncation(void **state)
 static void test_header_byte_flips(void **state)
 {
 	(void)state;
-	static const unsigned char subst[] = {'{', '}', '[', ']', '"', ':', ',', '9', '-', '.',
-					      'e', ' ', 0, 0x80, 0xff};
+	static const unsigned char subst[] = { '{', '}', '[', ']', '"', ':',  ',', '9',
+					       '-', '.', 'e', ' ', 0,   0x80, 0xff };
 	long len;
 	const char *path = tpath("flip.safetensors");
 	unsigned char *raw = valid_file(path, &len);
@@ -494,7 +442,14 @@ static void test_header_byte_flips(void **state)
 	free(raw);
 }
 
-#define BAD(c) {"bad_" #c, test_bad, NULL, NULL, (void *)&bad_##c}
+/* A named case of test_bad; the compound literal lives as long as main. */
+#define BAD(name, json, hlen, data_len, want, mention)                                             \
+	{                                                                                          \
+		"bad_" #name, test_bad, NULL, NULL, (void *)&(const struct bad)                    \
+		{                                                                                  \
+			json, hlen, data_len, want, mention                                        \
+		}                                                                                  \
+	}
 
 int main(void)
 {
@@ -509,30 +464,56 @@ int main(void)
 		cmocka_unit_test(test_open_missing),
 		cmocka_unit_test(test_bad_empty_file),
 		cmocka_unit_test(test_bad_truncated_header_length),
-		BAD(header_length_beyond_file),
-		BAD(header_too_large),
-		BAD(header_not_json),
-		BAD(json_not_object),
-		BAD(trailing_bytes),
-		BAD(unknown_dtype),
-		BAD(unsupported_dtype),
-		BAD(offsets_past_end),
-		BAD(offsets_reversed),
-		BAD(offsets_not_integers),
-		BAD(offsets_huge),
-		BAD(offsets_missing),
-		BAD(size_mismatch),
-		BAD(shape_overflow),
-		BAD(shape_negative),
-		BAD(shape_fractional),
-		BAD(shape_not_list),
-		BAD(too_many_dims),
-		BAD(missing_dtype),
-		BAD(entry_not_object),
-		BAD(duplicate_name),
-		BAD(overlap),
-		BAD(metadata_not_strings),
-		BAD(metadata_twice),
+		BAD(header_length_beyond_file, "{}", 4096, 0, SC_EFORMAT, "4096"),
+		BAD(header_too_large, "{}", 200u << 20, 0, SC_EFORMAT, "100 MiB"),
+		BAD(header_not_json, "{'w': oops}", AUTO, 0, SC_EFORMAT, "JSON"),
+		BAD(json_not_object, "[1, 2]", AUTO, 0, SC_EFORMAT, "object"),
+		BAD(trailing_bytes, "{}  x", AUTO, 0, SC_EFORMAT, "after"),
+		BAD(unknown_dtype, "{'w':{'dtype':'F99','shape':[1],'data_offsets':[0,4]}}", AUTO,
+		    4, SC_EFORMAT, "F99"),
+		BAD(unsupported_dtype, "{'w':{'dtype':'F64','shape':[1],'data_offsets':[0,8]}}",
+		    AUTO, 8, SC_ENOTSUP, "F64"),
+		BAD(offsets_past_end, "{'w':{'dtype':'F32','shape':[4],'data_offsets':[0,16]}}",
+		    AUTO, 8, SC_EFORMAT, "past the end"),
+		BAD(offsets_reversed, "{'w':{'dtype':'F32','shape':[1],'data_offsets':[8,4]}}",
+		    AUTO, 8, SC_EFORMAT, "reversed"),
+		BAD(offsets_not_integers,
+		    "{'w':{'dtype':'F32','shape':[1],'data_offsets':[0,4.5]}}", AUTO, 8, SC_EFORMAT,
+		    "'w'"),
+		BAD(offsets_huge, "{'w':{'dtype':'F32','shape':[1],'data_offsets':[0,1e300]}}",
+		    AUTO, 8, SC_EFORMAT, "'w'"),
+		BAD(offsets_missing, "{'w':{'dtype':'F32','shape':[1],'data_offsets':[0]}}", AUTO,
+		    4, SC_EFORMAT, "data_offsets"),
+		BAD(size_mismatch, "{'w':{'dtype':'F32','shape':[3],'data_offsets':[0,16]}}", AUTO,
+		    16, SC_EFORMAT, "12 bytes"),
+		BAD(shape_overflow,
+		    "{'w':{'dtype':'F32','shape':[4294967296,4294967296,4294967296],"
+		    "'data_offsets':[0,16]}}",
+		    AUTO, 16, SC_EFORMAT, "overflow"),
+		BAD(shape_negative, "{'w':{'dtype':'F32','shape':[-1],'data_offsets':[0,4]}}", AUTO,
+		    4, SC_EFORMAT, "shape[0]"),
+		BAD(shape_fractional, "{'w':{'dtype':'F32','shape':[2,1.5],'data_offsets':[0,12]}}",
+		    AUTO, 12, SC_EFORMAT, "shape[1]"),
+		BAD(shape_not_list, "{'w':{'dtype':'F32','shape':4,'data_offsets':[0,16]}}", AUTO,
+		    16, SC_EFORMAT, "shape"),
+		BAD(too_many_dims,
+		    "{'w':{'dtype':'F32','shape':[1,1,1,1,1,1,1,1,1],'data_offsets':[0,4]}}", AUTO,
+		    4, SC_ENOTSUP, "dimensions"),
+		BAD(missing_dtype, "{'w':{'shape':[1],'data_offsets':[0,4]}}", AUTO, 4, SC_EFORMAT,
+		    "dtype"),
+		BAD(entry_not_object, "{'w': 3}", AUTO, 0, SC_EFORMAT, "'w'"),
+		BAD(duplicate_name,
+		    "{'w':{'dtype':'F32','shape':[1],'data_offsets':[0,4]},"
+		    "'w':{'dtype':'F32','shape':[1],'data_offsets':[4,8]}}",
+		    AUTO, 8, SC_EFORMAT, "duplicate"),
+		BAD(overlap,
+		    "{'a':{'dtype':'F32','shape':[1],'data_offsets':[0,4]},"
+		    "'b':{'dtype':'F32','shape':[2],'data_offsets':[2,10]}}",
+		    AUTO, 12, SC_EFORMAT, "overlap"),
+		BAD(metadata_not_strings, "{'__metadata__':{'k':1}}", AUTO, 0, SC_EFORMAT,
+		    "__metadata__"),
+		BAD(metadata_twice, "{'__metadata__':{},'__metadata__':{}}", AUTO, 0, SC_EFORMAT,
+		    "__metadata__"),
 		cmocka_unit_test(test_bad_truncated_data),
 		cmocka_unit_test(test_every_truncation),
 		cmocka_unit_test(test_header_byte_flips),

@@ -9,16 +9,11 @@
 
 enum { EW_THREADS = 256, ROW_THREADS = 256, ROWS_PER_BLOCK = ROW_THREADS / 32 };
 
-#define FOR_EACH(i, n)                                                                         \
-	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n);                 \
-	     i += (size_t)gridDim.x * blockDim.x)
-
 /* dst (B,NH,T,hs) = src viewed as (B,T,NH,hs), ld floats between positions. */
 __global__ void split_heads_kernel(float *dst, const float *src, int ld, int T, int NH, int hs,
 				   size_t n)
 {
-	FOR_EACH(i, n)
-	{
+	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride()) {
 		size_t d = i % hs, r = i / hs;
 		size_t t = r % T;
 		r /= T;
@@ -31,8 +26,7 @@ __global__ void split_heads_kernel(float *dst, const float *src, int ld, int T, 
 __global__ void merge_heads_kernel(float *dst, int ld, const float *src, int T, int NH, int hs,
 				   size_t n)
 {
-	FOR_EACH(i, n)
-	{
+	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride()) {
 		size_t d = i % hs, r = i / hs;
 		size_t t = r % T;
 		r /= T;
@@ -69,10 +63,9 @@ __global__ void softmax_causal_kernel(float *att, int T, size_t rows)
 }
 
 /* In place: datt (the gradient of the probabilities) becomes the gradient
- * of the scaled-by-scale scores, scale * att * (datt - sum(att * datt)) for
- * t2 <= t1, 0 above. One warp per row. */
-__global__ void softmax_causal_backward_kernel(float *datt, const float *att, int T, float scale,
-					       size_t rows)
+ * of the scores before scaling, att * (datt - sum(att * datt)) for t2 <= t1,
+ * 0 above. One warp per row. */
+__global__ void softmax_causal_backward_kernel(float *datt, const float *att, int T, size_t rows)
 {
 	int lane = threadIdx.x % 32;
 	size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
@@ -87,7 +80,7 @@ __global__ void softmax_causal_backward_kernel(float *datt, const float *att, in
 		dot += a[t2] * d[t2];
 	dot = sc_warp_sum(dot);
 	for (int t2 = lane; t2 < T; t2 += 32)
-		d[t2] = t2 <= t1 ? scale * a[t2] * (d[t2] - dot) : 0.0f;
+		d[t2] = t2 <= t1 ? a[t2] * (d[t2] - dot) : 0.0f;
 }
 
 void sc_cuda_attention_release(sc_cuda_ctx *c)
@@ -124,8 +117,9 @@ static sc_err attn_scratch(sc_cuda_ctx *c, size_t slot)
 static sc_err check_shape(const char *op, int B, int T, int C, int NH)
 {
 	if (B < 0 || T < 0 || C <= 0 || NH <= 0 || C % NH != 0)
-		return sc_errf(SC_EINVAL, "%s: bad shape B=%d T=%d C=%d NH=%d (C must divide by NH)",
-			       op, B, T, C, NH);
+		return sc_errf(SC_EINVAL,
+			       "%s: bad shape B=%d T=%d C=%d NH=%d (C must divide by NH)", op, B, T,
+			       C, NH);
 	return SC_OK;
 }
 
@@ -133,8 +127,8 @@ static sc_err split_heads(sc_cuda_ctx *c, float *dst, const float *src, int ld, 
 			  int NH, int hs)
 {
 	size_t n = (size_t)B * T * NH * hs;
-	split_heads_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(
-		dst, src, ld, T, NH, hs, n);
+	split_heads_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(dst, src, ld,
+										      T, NH, hs, n);
 	SC_LAUNCH_CHECK(split_heads_kernel);
 	return SC_OK;
 }
@@ -143,8 +137,8 @@ static sc_err merge_heads(sc_cuda_ctx *c, float *dst, int ld, const float *src, 
 			  int NH, int hs)
 {
 	size_t n = (size_t)B * T * NH * hs;
-	merge_heads_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(
-		dst, ld, src, T, NH, hs, n);
+	merge_heads_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(dst, ld, src,
+										      T, NH, hs, n);
 	SC_LAUNCH_CHECK(merge_heads_kernel);
 	return SC_OK;
 }
@@ -163,7 +157,7 @@ sc_err sc_cuda_attention_forward(sc_backend *be, float *out, float *att, const f
 		return SC_OK;
 	int hs = C / NH, BH = B * NH;
 	long long s_head = (long long)T * hs, s_att = (long long)T * T;
-	float scale = 1.0f / sqrtf((float)hs);
+	float scale = (float)(1.0 / sqrt((double)hs)); /* as the CPU */
 	SC_CUDA_ENTER(be, c);
 	SC_TRY(attn_scratch(c, n));
 	float *q = c->attn, *k = q + n, *v = k + n, *y = v + n; /* each (B,NH,T,hs) */
@@ -191,7 +185,7 @@ sc_err sc_cuda_attention_backward(sc_backend *be, float *dqkv, float *datt, cons
 		return SC_OK;
 	int hs = C / NH, BH = B * NH;
 	long long s_head = (long long)T * hs, s_att = (long long)T * T;
-	float scale = 1.0f / sqrtf((float)hs);
+	float scale = (float)(1.0 / sqrt((double)hs)); /* as the CPU */
 	SC_CUDA_ENTER(be, c);
 	SC_TRY(attn_scratch(c, n));
 	/* each (B,NH,T,hs); dq reuses dy's slot, dead once datt and dv exist */
@@ -208,14 +202,14 @@ sc_err sc_cuda_attention_backward(sc_backend *be, float *dqkv, float *datt, cons
 	/* dv (T,hs) = att^T (T,T) @ dy (T,hs) */
 	SC_TRY(sc_cuda_gemm_batched(c, 1, 0, T, hs, T, 1.0f, att, T, s_att, dy, hs, s_head, 0.0f,
 				    dv, hs, s_head, BH));
-	/* datt becomes the gradient of the scaled scores */
-	softmax_causal_backward_kernel<<<row_blocks(rows), ROW_THREADS, 0, c->stream>>>(
-		datt, att, T, scale, rows);
+	/* datt becomes the gradient of the unscaled scores q.k */
+	softmax_causal_backward_kernel<<<row_blocks(rows), ROW_THREADS, 0, c->stream>>>(datt, att,
+											T, rows);
 	SC_LAUNCH_CHECK(softmax_causal_backward_kernel);
-	/* dq (T,hs) = dscores (T,T) @ k (T,hs); dk (T,hs) = dscores^T @ q */
-	SC_TRY(sc_cuda_gemm_batched(c, 0, 0, T, hs, T, 1.0f, datt, T, s_att, k, hs, s_head, 0.0f,
+	/* dq (T,hs) = scale * dscores (T,T) @ k (T,hs); dk = scale * dscores^T @ q */
+	SC_TRY(sc_cuda_gemm_batched(c, 0, 0, T, hs, T, scale, datt, T, s_att, k, hs, s_head, 0.0f,
 				    dq, hs, s_head, BH));
-	SC_TRY(sc_cuda_gemm_batched(c, 1, 0, T, hs, T, 1.0f, datt, T, s_att, q, hs, s_head, 0.0f,
+	SC_TRY(sc_cuda_gemm_batched(c, 1, 0, T, hs, T, scale, datt, T, s_att, q, hs, s_head, 0.0f,
 				    dk, hs, s_head, BH));
 	SC_TRY(merge_heads(c, dqkv, 3 * C, dq, B, T, NH, hs));
 	SC_TRY(merge_heads(c, dqkv + C, 3 * C, dk, B, T, NH, hs));

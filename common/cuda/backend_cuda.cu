@@ -25,8 +25,9 @@ static sc_err cuda_alloc(sc_backend *be, void **out, size_t bytes)
 		size_t free_b = 0, total_b = 0;
 		(void)cudaGetLastError(); /* not sticky: clear it for the next call */
 		(void)cudaMemGetInfo(&free_b, &total_b);
-		return sc_errf(SC_ENOMEM, "%s: cudaMalloc of %zu bytes failed (%zu of %zu MiB free)",
-			       c->name, bytes, free_b >> 20, total_b >> 20);
+		return sc_errf(SC_ENOMEM,
+			       "%s: cudaMalloc of %zu bytes failed (%zu of %zu MiB free)", c->name,
+			       bytes, free_b >> 20, total_b >> 20);
 	}
 	if (e != cudaSuccess)
 		return sc_cuda_fail(__FILE__, __LINE__, "cudaMalloc", cudaGetErrorString(e));
@@ -67,8 +68,8 @@ static sc_err cuda_download(sc_backend *be, void *dst_host, const void *src_dev,
 {
 	SC_CUDA_ENTER(be, c);
 	if (bytes)
-		SC_CUDA_CHECK(cudaMemcpyAsync(dst_host, src_dev, bytes, cudaMemcpyDeviceToHost,
-					      c->stream));
+		SC_CUDA_CHECK(
+		    cudaMemcpyAsync(dst_host, src_dev, bytes, cudaMemcpyDeviceToHost, c->stream));
 	SC_CUDA_CHECK(cudaStreamSynchronize(c->stream));
 	return SC_OK;
 }
@@ -78,7 +79,8 @@ static sc_err cuda_copy(sc_backend *be, void *dst_dev, const void *src_dev, size
 	if (!bytes)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
-	SC_CUDA_CHECK(cudaMemcpyAsync(dst_dev, src_dev, bytes, cudaMemcpyDeviceToDevice, c->stream));
+	SC_CUDA_CHECK(
+	    cudaMemcpyAsync(dst_dev, src_dev, bytes, cudaMemcpyDeviceToDevice, c->stream));
 	return SC_OK;
 }
 
@@ -105,9 +107,9 @@ static sc_err cuda_sync(sc_backend *be)
  * row-major matrix is its transpose in column-major: so cuBLAS gets the
  * operands swapped, each with its own transpose flag, and n, m exchanged. */
 sc_err sc_cuda_gemm_batched(sc_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k,
-			    float alpha, const float *a, int lda, long long stride_a, const float *b,
-			    int ldb, long long stride_b, float beta, float *out, int ldc,
-			    long long stride_c, int batch)
+			    float alpha, const float *a, int lda, long long stride_a,
+			    const float *b, int ldb, long long stride_b, float beta, float *out,
+			    int ldc, long long stride_c, int batch)
 {
 	cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
 	cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -130,13 +132,15 @@ static sc_err cuda_gemm(sc_backend *be, int trans_a, int trans_b, int m, int n, 
 		return sc_errf(SC_EINVAL, "gemm: negative size m=%d n=%d k=%d", m, n, k);
 	if (lda < (a_cols > 1 ? a_cols : 1) || ldb < (b_cols > 1 ? b_cols : 1) ||
 	    ldc < (n > 1 ? n : 1))
-		return sc_errf(SC_EINVAL, "gemm: row stride too small (lda=%d ldb=%d ldc=%d for "
-					  "m=%d n=%d k=%d)", lda, ldb, ldc, m, n, k);
+		return sc_errf(SC_EINVAL,
+			       "gemm: row stride too small (lda=%d ldb=%d ldc=%d for "
+			       "m=%d n=%d k=%d)",
+			       lda, ldb, ldc, m, n, k);
 	if (m == 0 || n == 0)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
-	return sc_cuda_gemm_batched(c, trans_a, trans_b, m, n, k, alpha, a, lda, 0, b, ldb, 0,
-				    beta, c_, ldc, 0, 1);
+	return sc_cuda_gemm_batched(c, trans_a, trans_b, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta,
+				    c_, ldc, 0, 1);
 }
 
 /* ---- lifetime ---- */
@@ -195,10 +199,10 @@ static sc_err cuda_init(sc_cuda_ctx *c)
 	SC_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
 	SC_CUBLAS_CHECK(cublasCreate(&c->blas));
 	SC_CUBLAS_CHECK(cublasSetStream(c->blas, c->stream));
-	SC_CUBLAS_CHECK(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
-							   : CUBLAS_DEFAULT_MATH));
-	SC_CUDA_CHECK(cudaMalloc((void **)&c->sumsq_partial,
-				 (SC_CUDA_SUMSQ_BLOCKS + 1) * sizeof(double)));
+	SC_CUBLAS_CHECK(
+	    cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+	SC_CUDA_CHECK(
+	    cudaMalloc((void **)&c->sumsq_partial, (SC_CUDA_SUMSQ_BLOCKS + 1) * sizeof(double)));
 	return SC_OK;
 }
 

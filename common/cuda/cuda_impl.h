@@ -48,34 +48,34 @@ typedef struct sc_cuda_ctx {
 /* Records "file:line: what: reason" and returns SC_EBACKEND. */
 sc_err sc_cuda_fail(const char *file, int line, const char *what, const char *reason);
 
-#define SC_CUDA_CHECK(call)                                                                    \
-	do {                                                                                   \
-		cudaError_t sc_cuda_e_ = (call);                                               \
-		if (sc_cuda_e_ != cudaSuccess)                                                 \
-			return sc_cuda_fail(__FILE__, __LINE__, #call,                         \
-					    cudaGetErrorString(sc_cuda_e_));                   \
+#define SC_CUDA_CHECK(call)                                                                        \
+	do {                                                                                       \
+		cudaError_t sc_cuda_e_ = (call);                                                   \
+		if (sc_cuda_e_ != cudaSuccess)                                                     \
+			return sc_cuda_fail(__FILE__, __LINE__, #call,                             \
+					    cudaGetErrorString(sc_cuda_e_));                       \
 	} while (0)
 
-#define SC_CUBLAS_CHECK(call)                                                                  \
-	do {                                                                                   \
-		cublasStatus_t sc_cublas_s_ = (call);                                          \
-		if (sc_cublas_s_ != CUBLAS_STATUS_SUCCESS)                                     \
-			return sc_cuda_fail(__FILE__, __LINE__, #call,                         \
-					    cublasGetStatusString(sc_cublas_s_));              \
+#define SC_CUBLAS_CHECK(call)                                                                      \
+	do {                                                                                       \
+		cublasStatus_t sc_cublas_s_ = (call);                                              \
+		if (sc_cublas_s_ != CUBLAS_STATUS_SUCCESS)                                         \
+			return sc_cuda_fail(__FILE__, __LINE__, #call,                             \
+					    cublasGetStatusString(sc_cublas_s_));                  \
 	} while (0)
 
 /* After every kernel launch; kernel names the kernel for the detail. */
-#define SC_LAUNCH_CHECK(kernel)                                                                \
-	do {                                                                                   \
-		cudaError_t sc_cuda_e_ = cudaGetLastError();                                   \
-		if (sc_cuda_e_ != cudaSuccess)                                                 \
-			return sc_cuda_fail(__FILE__, __LINE__, "launch " #kernel,             \
-					    cudaGetErrorString(sc_cuda_e_));                   \
+#define SC_LAUNCH_CHECK(kernel)                                                                    \
+	do {                                                                                       \
+		cudaError_t sc_cuda_e_ = cudaGetLastError();                                       \
+		if (sc_cuda_e_ != cudaSuccess)                                                     \
+			return sc_cuda_fail(__FILE__, __LINE__, "launch " #kernel,                 \
+					    cudaGetErrorString(sc_cuda_e_));                       \
 	} while (0)
 
 /* The context of be, with its device made current for this host thread. */
-#define SC_CUDA_ENTER(be, c)                                                                   \
-	sc_cuda_ctx *c = (sc_cuda_ctx *)(be)->ctx;                                             \
+#define SC_CUDA_ENTER(be, c)                                                                       \
+	sc_cuda_ctx *c = (sc_cuda_ctx *)(be)->ctx;                                                 \
 	SC_CUDA_CHECK(cudaSetDevice(c->device))
 
 /* Blocks for a grid-stride loop over n elements (n > 0). */
@@ -83,6 +83,17 @@ static inline unsigned sc_cuda_grid(size_t n, unsigned threads)
 {
 	size_t blocks = (n + threads - 1) / threads;
 	return blocks > 65535 ? 65535u : (unsigned)blocks;
+}
+
+/* Grid-stride loops: for (i = sc_thread_index(); i < n; i += sc_grid_stride()). */
+__device__ inline size_t sc_thread_index(void)
+{
+	return blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+}
+
+__device__ inline size_t sc_grid_stride(void)
+{
+	return (size_t)gridDim.x * blockDim.x;
 }
 
 /* ---- warp and block reductions (every thread gets the result) ---- */
@@ -130,9 +141,9 @@ __device__ inline float sc_block_max(float v, float *sh)
 /* For each of batch matrices: c = alpha * op(a) (m,k) @ op(b) (k,n) + beta * c,
  * row-major, the i-th matrices at a + i*stride_a etc. Queued on c's stream. */
 sc_err sc_cuda_gemm_batched(sc_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k,
-			    float alpha, const float *a, int lda, long long stride_a, const float *b,
-			    int ldb, long long stride_b, float beta, float *out, int ldc,
-			    long long stride_c, int batch);
+			    float alpha, const float *a, int lda, long long stride_a,
+			    const float *b, int ldb, long long stride_b, float beta, float *out,
+			    int ldc, long long stride_c, int batch);
 
 /* ---- the table's operations; semantics as in sc_backend.h ---- */
 
@@ -143,7 +154,8 @@ sc_err sc_cuda_layernorm_forward(sc_backend *be, float *out, float *mean, float 
 				 const float *inp, const float *w, const float *b, int N, int C,
 				 float eps);
 sc_err sc_cuda_layernorm_backward(sc_backend *be, float *dinp, const float *dout, const float *inp,
-				  const float *w, const float *mean, const float *rstd, int N, int C);
+				  const float *w, const float *mean, const float *rstd, int N,
+				  int C);
 sc_err sc_cuda_gelu_forward(sc_backend *be, float *out, const float *inp, size_t n);
 sc_err sc_cuda_gelu_backward(sc_backend *be, float *dinp, const float *inp, const float *dout,
 			     size_t n);

@@ -2,25 +2,22 @@
  * operations of the CUDA backend (attention is in attention_cuda.cu). Each
  * mirrors the CPU backend's formula; semantics in sc_backend.h. */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "cuda_impl.h"
 
 enum { EW_THREADS = 256, ROW_THREADS = 256, CE_THREADS = 512 };
 
-#define GELU_SCALE 0.7978845608028654f /* sqrt(2 / pi) */
-
-/* Grid-stride loop over [0, n). */
-#define FOR_EACH(i, n)                                                                         \
-	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n);                 \
-	     i += (size_t)gridDim.x * blockDim.x)
+#define GELU_K0 0.7978845608028654f /* sqrt(2 / pi) */
+#define GELU_K1 0.044715f
 
 /* ---- encoder ---- */
 
 __global__ void encoder_forward_kernel(float *out, const int32_t *tokens, const float *wte,
 				       const float *wpe, int T, int C, size_t n)
 {
-	FOR_EACH(i, n)
-	{
+	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride()) {
 		size_t bt = i / C;
 		size_t c = i % C, t = bt % T;
 		out[i] = wte[(size_t)tokens[bt] * C + c] + wpe[t * C + c];
@@ -37,12 +34,12 @@ sc_err sc_cuda_encoder_forward(sc_backend *be, float *out, const int32_t *tokens
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
 	encoder_forward_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(
-		out, tokens, wte, wpe, T, C, n);
+	    out, tokens, wte, wpe, T, C, n);
 	SC_LAUNCH_CHECK(encoder_forward_kernel);
 	return SC_OK;
 }
 
-/* ---- layernorm: one warp per row ---- */
+/* ---- layernorm: one warp per row, statistics in double (as the CPU) ---- */
 
 __global__ void layernorm_forward_kernel(float *out, float *mean, float *rstd, const float *inp,
 					 const float *w, const float *b, int N, int C, float eps)
@@ -54,21 +51,21 @@ __global__ void layernorm_forward_kernel(float *out, float *mean, float *rstd, c
 	const float *x = inp + (size_t)row * C;
 	float *y = out + (size_t)row * C;
 
-	float s = 0.0f;
+	double s = 0.0;
 	for (int i = lane; i < C; i += 32)
 		s += x[i];
-	float m = sc_warp_sum(s) / C;
-	float v = 0.0f;
+	double m = sc_warp_sum(s) / C;
+	double ss = 0.0;
 	for (int i = lane; i < C; i += 32) {
-		float d = x[i] - m;
-		v += d * d;
+		double d = x[i] - m;
+		ss += d * d;
 	}
-	float rs = 1.0f / sqrtf(sc_warp_sum(v) / C + eps);
+	double rs = 1.0 / sqrt(sc_warp_sum(ss) / C + eps);
 	for (int i = lane; i < C; i += 32)
-		y[i] = (x[i] - m) * rs * w[i] + b[i];
+		y[i] = __fadd_rn(__fmul_rn((float)((x[i] - m) * rs), w[i]), b[i]);
 	if (lane == 0) {
-		mean[row] = m;
-		rstd[row] = rs;
+		mean[row] = (float)m;
+		rstd[row] = (float)rs;
 	}
 }
 
@@ -89,7 +86,7 @@ sc_err sc_cuda_layernorm_forward(sc_backend *be, float *out, float *mean, float 
 }
 
 /* dinp += rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)), where
- * norm = (x - mean) * rstd and dnorm = w * dout. */
+ * norm = (x - mean) * rstd and dnorm = w * dout; in double, as the CPU. */
 __global__ void layernorm_backward_kernel(float *dinp, const float *dout, const float *inp,
 					  const float *w, const float *mean, const float *rstd,
 					  int N, int C)
@@ -100,24 +97,26 @@ __global__ void layernorm_backward_kernel(float *dinp, const float *dout, const 
 		return;
 	const float *x = inp + (size_t)row * C, *dy = dout + (size_t)row * C;
 	float *dx = dinp + (size_t)row * C;
-	float m = mean[row], rs = rstd[row];
+	double m = mean[row], rs = rstd[row];
 
-	float sum_dn = 0.0f, sum_dn_n = 0.0f;
+	double sum_dn = 0.0, sum_dn_n = 0.0;
 	for (int i = lane; i < C; i += 32) {
-		float nrm = (x[i] - m) * rs, dn = w[i] * dy[i];
+		double dn = (double)w[i] * dy[i];
 		sum_dn += dn;
-		sum_dn_n += dn * nrm;
+		sum_dn_n += dn * ((x[i] - m) * rs);
 	}
-	float mean_dn = sc_warp_sum(sum_dn) / C;
-	float mean_dn_n = sc_warp_sum(sum_dn_n) / C;
+	double mean_dn = sc_warp_sum(sum_dn) / C;
+	double mean_dn_n = sc_warp_sum(sum_dn_n) / C;
 	for (int i = lane; i < C; i += 32) {
-		float nrm = (x[i] - m) * rs, dn = w[i] * dy[i];
-		dx[i] += (dn - mean_dn - nrm * mean_dn_n) * rs;
+		double dn = (double)w[i] * dy[i];
+		double nrm = (x[i] - m) * rs;
+		dx[i] += (float)((dn - mean_dn - nrm * mean_dn_n) * rs);
 	}
 }
 
 sc_err sc_cuda_layernorm_backward(sc_backend *be, float *dinp, const float *dout, const float *inp,
-				  const float *w, const float *mean, const float *rstd, int N, int C)
+				  const float *w, const float *mean, const float *rstd, int N,
+				  int C)
 {
 	const int rows_per_block = ROW_THREADS / 32;
 	if (N < 0 || C <= 0)
@@ -133,28 +132,34 @@ sc_err sc_cuda_layernorm_backward(sc_backend *be, float *dinp, const float *dout
 
 /* ---- GELU, tanh approximation ---- */
 
+/* 0.5 x (1 + tanh u) = x s, s = 1 / (1 + e), e = e^(-2u), u = K0 (x + K1 x^3):
+ * the CPU's form, with no cancellation for negative x. The exponent is
+ * capped at 88 as the CPU's expf saturates, so e stays finite. */
+__device__ inline float gelu_exp(float x, float *du)
+{
+	float u = GELU_K0 * (x + GELU_K1 * x * x * x);
+	*du = GELU_K0 * (1.0f + 3.0f * GELU_K1 * x * x);
+	return expf(fminf(-2.0f * u, 88.0f));
+}
+
 __global__ void gelu_forward_kernel(float *out, const float *inp, size_t n)
 {
-	FOR_EACH(i, n)
-	{
-		float x = inp[i];
-		float u = GELU_SCALE * (x + 0.044715f * x * x * x);
-		out[i] = 0.5f * x * (1.0f + tanhf(u));
+	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride()) {
+		float x = inp[i], du;
+		out[i] = x / (1.0f + gelu_exp(x, &du));
 	}
 }
 
-/* Each element is read before it is written by the same thread, so dinp may
- * alias dout. */
+/* d/dx = s + x (1 - tanh^2 u) / 2 du/dx, and (1 - tanh^2 u) / 2 = 2 s (e s).
+ * Each element is read before the same thread writes it: dinp may alias
+ * dout. */
 __global__ void gelu_backward_kernel(float *dinp, const float *inp, const float *dout, size_t n)
 {
-	FOR_EACH(i, n)
-	{
-		float x = inp[i];
-		float u = GELU_SCALE * (x + 0.044715f * x * x * x);
-		float th = tanhf(u);
-		float sech2 = 1.0f - th * th;
-		float grad = 0.5f * (1.0f + th) +
-			     0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride()) {
+		float x = inp[i], du;
+		float e = gelu_exp(x, &du);
+		float s = 1.0f / (1.0f + e);
+		float grad = s + 2.0f * x * s * (e * s) * du;
 		dinp[i] = grad * dout[i];
 	}
 }
@@ -175,8 +180,8 @@ sc_err sc_cuda_gelu_backward(sc_backend *be, float *dinp, const float *inp, cons
 	if (!n)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
-	gelu_backward_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(
-		dinp, inp, dout, n);
+	gelu_backward_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(dinp, inp,
+											dout, n);
 	SC_LAUNCH_CHECK(gelu_backward_kernel);
 	return SC_OK;
 }
@@ -185,14 +190,14 @@ sc_err sc_cuda_gelu_backward(sc_backend *be, float *dinp, const float *inp, cons
 
 __global__ void add_kernel(float *out, const float *a, const float *b, size_t n)
 {
-	FOR_EACH(i, n)
-	out[i] = a[i] + b[i];
+	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride())
+		out[i] = a[i] + b[i];
 }
 
 __global__ void add_bias_kernel(float *out, const float *bias, int OC, size_t n)
 {
-	FOR_EACH(i, n)
-	out[i] += bias[i % OC];
+	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride())
+		out[i] += bias[i % OC];
 }
 
 sc_err sc_cuda_add(sc_backend *be, float *out, const float *a, const float *b, size_t n)
@@ -214,17 +219,21 @@ sc_err sc_cuda_add_bias(sc_backend *be, float *out, const float *bias, int N, in
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
 	add_bias_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(out, bias, OC,
-										     n);
+										   n);
 	SC_LAUNCH_CHECK(add_bias_kernel);
 	return SC_OK;
 }
 
 /* ---- fused softmax + cross-entropy: one block per row ---- */
 
+/* The CPU's arithmetic: max in float, the sum of e^(x - max) in double,
+ * dlogits = e * (dscale / sum) with dscale taken off at the target, loss =
+ * max + log(sum) - x[target]. */
 __global__ void crossentropy_kernel(float *losses, float *logits, const int32_t *targets, int V,
 				    float dscale)
 {
-	__shared__ float sh[32];
+	__shared__ float shf[32];
+	__shared__ double shd[32];
 	size_t row = blockIdx.x;
 	float *x = logits + row * V;
 	int target = targets[row];
@@ -236,26 +245,26 @@ __global__ void crossentropy_kernel(float *losses, float *logits, const int32_t 
 			losses[row] = 0.0f;
 		return;
 	}
-	/* Read before the block starts overwriting the row (the reductions
-	 * below hold the barriers that order it). */
-	float x_target = x[target];
+	/* Read before the row is overwritten; the barriers inside the
+	 * reductions below order it before every write. */
+	double x_target = x[target];
 
 	float mx = -INFINITY;
 	for (int i = threadIdx.x; i < V; i += blockDim.x)
 		mx = fmaxf(mx, x[i]);
-	mx = sc_block_max(mx, sh);
-	float sum = 0.0f;
+	mx = sc_block_max(mx, shf);
+	double sum = 0.0;
 	for (int i = threadIdx.x; i < V; i += blockDim.x)
 		sum += expf(x[i] - mx);
-	sum = sc_block_sum(sum, sh);
+	sum = sc_block_sum(sum, shd);
 
-	float inv = 1.0f / sum;
+	float scale = (float)(dscale / sum);
 	for (int i = threadIdx.x; i < V; i += blockDim.x) {
-		float p = expf(x[i] - mx) * inv;
-		x[i] = (p - (i == target ? 1.0f : 0.0f)) * dscale;
+		float g = __fmul_rn(expf(x[i] - mx), scale);
+		x[i] = i == target ? g - dscale : g;
 	}
 	if (threadIdx.x == 0)
-		losses[row] = logf(sum) - (x_target - mx); /* -log p[target] */
+		losses[row] = (float)((double)mx + log(sum) - x_target);
 }
 
 sc_err sc_cuda_crossentropy(sc_backend *be, float *losses, float *logits, const int32_t *targets,
@@ -273,21 +282,38 @@ sc_err sc_cuda_crossentropy(sc_backend *be, float *losses, float *logits, const 
 
 /* ---- AdamW, torch.optim.AdamW's (non-fused) arithmetic ---- */
 
+/* The CPU backend's operation order, step by step (see cpu_adamw): the
+ * explicit fmaf where torch fuses, and the _rn intrinsics elsewhere so that
+ * nvcc contracts nothing else into an FMA. step is -lr / bias_correction1. */
 __global__ void adamw_kernel(float *param, float *m, float *v, const float *grad, size_t n,
-			     float beta1, float beta2, float eps, float decay, float grad_scale,
-			     float step_size, float bc2_sqrt)
+			     float w1, int small, float beta2, float w2, float eps, float decay,
+			     float grad_scale, float step, float bc2_sqrt)
 {
-	FOR_EACH(i, n)
-	{
-		float g = grad[i] * grad_scale;
-		float mi = m[i] + (1.0f - beta1) * (g - m[i]);
-		float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
-		float p = param[i] * decay;
-		float denom = sqrtf(vi) / bc2_sqrt + eps;
-		param[i] = p - step_size * (mi / denom);
+	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride()) {
+		float g = __fmul_rn(grad[i], grad_scale);
+		float p = __fmul_rn(param[i], decay);
+		float mi = m[i];
+		mi = small ? fmaf(w1, __fsub_rn(g, mi), mi) : fmaf(w1 - 1.0f, __fsub_rn(g, mi), g);
+		float vi = __fadd_rn(__fmul_rn(v[i], beta2), __fmul_rn(__fmul_rn(w2, g), g));
+		float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2_sqrt), eps);
+		param[i] = __fadd_rn(p, __fdiv_rn(__fmul_rn(step, mi), denom));
 		m[i] = mi;
 		v[i] = vi;
 	}
+}
+
+/* The double a hyperparameter most likely was before it became a float (the
+ * shortest decimal that rounds to f: 0.9f -> 0.9): torch does its scalar
+ * arithmetic on Python floats, in double. */
+static double intended_double(float f)
+{
+	char buf[32];
+	for (int prec = 1; prec <= 9; prec++) {
+		snprintf(buf, sizeof(buf), "%.*g", prec, (double)f);
+		if (strtof(buf, NULL) == f)
+			return strtod(buf, NULL);
+	}
+	return f;
 }
 
 sc_err sc_cuda_adamw(sc_backend *be, float *param, float *m, float *v, const float *grad, size_t n,
@@ -298,14 +324,17 @@ sc_err sc_cuda_adamw(sc_backend *be, float *param, float *m, float *v, const flo
 		return sc_errf(SC_EINVAL, "adamw: step %d, expected >= 1", t);
 	if (!n)
 		return SC_OK;
-	/* The bias corrections in double on the host, as torch does with its
-	 * Python scalars. */
-	double bc1 = 1.0 - pow((double)beta1, t), bc2 = 1.0 - pow((double)beta2, t);
-	float step_size = (float)((double)lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-	float decay = (float)(1.0 - (double)lr * weight_decay);
+	double lr_d = intended_double(lr), b1 = intended_double(beta1);
+	double b2 = intended_double(beta2), wd = intended_double(weight_decay);
+	float decay = (float)(1.0 - lr_d * wd);
+	float w1 = (float)(1.0 - b1), beta2_f = (float)b2, w2 = (float)(1.0 - b2);
+	float step = (float)-(lr_d / (1.0 - pow(b1, t)));
+	float bc2_sqrt = (float)sqrt(1.0 - pow(b2, t));
+	float eps_f = (float)intended_double(eps);
+	int small = fabsf(w1) < 0.5f;
 	SC_CUDA_ENTER(be, c);
 	adamw_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(
-		param, m, v, grad, n, beta1, beta2, eps, decay, grad_scale, step_size, bc2_sqrt);
+	    param, m, v, grad, n, w1, small, beta2_f, w2, eps_f, decay, grad_scale, step, bc2_sqrt);
 	SC_LAUNCH_CHECK(adamw_kernel);
 	return SC_OK;
 }
@@ -318,8 +347,7 @@ __global__ void sumsq_partial_kernel(double *partial, const float *x, size_t n)
 {
 	__shared__ double sh[32];
 	double s = 0.0;
-	FOR_EACH(i, n)
-	{
+	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride()) {
 		double xi = x[i];
 		s += xi * xi;
 	}
@@ -351,13 +379,13 @@ sc_err sc_cuda_sumsq(sc_backend *be, double *out_host, const float *x, size_t n)
 	SC_CUDA_ENTER(be, c);
 	double *total = c->sumsq_partial + SC_CUDA_SUMSQ_BLOCKS;
 	sumsq_partial_kernel<<<nparts, SC_CUDA_SUMSQ_THREADS, 0, c->stream>>>(c->sumsq_partial, x,
-									       n);
+									      n);
 	SC_LAUNCH_CHECK(sumsq_partial_kernel);
 	sumsq_final_kernel<<<1, SC_CUDA_SUMSQ_THREADS, 0, c->stream>>>(total, c->sumsq_partial,
-									nparts);
+								       nparts);
 	SC_LAUNCH_CHECK(sumsq_final_kernel);
-	SC_CUDA_CHECK(cudaMemcpyAsync(&result, total, sizeof(result), cudaMemcpyDeviceToHost,
-				      c->stream));
+	SC_CUDA_CHECK(
+	    cudaMemcpyAsync(&result, total, sizeof(result), cudaMemcpyDeviceToHost, c->stream));
 	SC_CUDA_CHECK(cudaStreamSynchronize(c->stream));
 	*out_host = result;
 	return SC_OK;

@@ -44,4 +44,25 @@ sc_err sc_adapter_save(const sc_adapter *ad, const char *dir, const char *base_m
  * beyond cfg give a clear error. */
 sc_err sc_adapter_load(sc_adapter **out, const char *dir, const sc_model_config *cfg);
 
+/* One adapter matrix seen by name, for moving adapters, gradients or
+ * optimizer moments between processes and into checkpoints. Names are
+ * "h.<layer>.<target>.lora_A" (r, in) and "h.<layer>.<target>.lora_B"
+ * (out, r), keyed by the global layer index. */
+typedef struct sc_adapter_tensor {
+	char name[64];
+	int layer;
+	int64_t shape[2];
+	float *data; /* borrowed from the adapter */
+	size_t numel;
+} sc_adapter_tensor;
+
+/* Lists the matrices of layers [first, last) of ad, layer by layer, target
+ * by target, A before B. *out = new array of *n entries (free with free());
+ * the data pointers borrow ad. */
+sc_err sc_adapter_tensors(sc_adapter *ad, int first, int last, sc_adapter_tensor **out, int *n);
+
+/* Finds the matrix called name in ad; SC_ENOENT when ad has no such
+ * matrix (unknown layer or target, or a malformed name). *t borrows ad. */
+sc_err sc_adapter_find(sc_adapter *ad, const char *name, sc_adapter_tensor *t);
+
 #endif

@@ -67,8 +67,10 @@ sc_err sc_st_writer_add(sc_st_writer *w, const char *name, enum sc_dtype dtype, 
 			const int64_t *shape, const void *data);
 /* Adds a __metadata__ string pair (copied). */
 sc_err sc_st_writer_meta(sc_st_writer *w, const char *key, const char *value);
-/* Writes the file atomically (to path.tmp, fsync, rename). Tensors are laid
- * out in the order they were added, each 8-byte aligned. */
+/* Writes the file atomically (to path.tmp, fsync, rename). The data section
+ * starts 8-byte aligned and tensors follow each other without gaps (as the
+ * Hugging Face reader requires), larger element sizes first, so each tensor
+ * is aligned to its element size; within a size, in the order added. */
 sc_err sc_st_writer_save(sc_st_writer *w, const char *path);
 
 #endif

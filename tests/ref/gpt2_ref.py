@@ -252,11 +252,11 @@ def load_adapter(adapter_dir, dtype=torch.float64):
     return lora
 
 
-def random_lora(cfg, rank, alpha, targets, seed, a_scale=0.2, b_scale=0.2, layers=None):
+def random_lora(cfg, rank, alpha, targets, seed, a_scale=0.2, b_scale=0.2):
     """An adapter with random nonzero A and B (float64)."""
     g = torch.Generator().manual_seed(seed)
     lora = Lora(rank, alpha, targets)
-    for i in layers if layers is not None else range(cfg.n_layer):
+    for i in range(cfg.n_layer):
         for t in targets:
             n_in, n_out = target_dims(t, cfg.n_embd)
             lora.A[(i, t)] = torch.randn(rank, n_in, generator=g, dtype=torch.float64) * a_scale

@@ -39,14 +39,21 @@ if ! "$py" -c "import torch, numpy" 2>/dev/null; then
 fi
 
 stamp=$venv/.sc-requirements
-if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && cmp -s "$stamp" "$req" && check; then
+if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && cmp -s "$stamp" "$req" && check 2>/dev/null
+then
 	echo "$venv is up to date"
 	exit 0
 fi
 
-if [ ! -x "$venv/bin/python" ]; then
+# A venv that cannot see the system's torch (another interpreter, or made
+# without --system-site-packages) is made anew.
+if [ -x "$venv/bin/python" ] && ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+	echo "$venv does not see the system's torch: recreating it"
+	"$py" -m venv --clear --system-site-packages "$venv"
+elif [ ! -x "$venv/bin/python" ]; then
 	"$py" -m venv --system-site-packages "$venv"
 fi
+rm -f "$stamp"
 # Names and versions only, comments stripped.
 pkgs=$(sed -e 's/#.*//' "$req" | tr -s ' \t' '\n' | grep -v '^$')
 # shellcheck disable=SC2086

@@ -12,6 +12,8 @@ Losses must agree to 1e-4 relative (float32 on both sides, eval mode).
 Environment (set by ctest): SC_SPLITCHAIN, SC_REFTOOL, SC_REF_TMP.
 """
 
+import dataclasses
+import json
 import os
 
 import gpt2_ref as R
@@ -20,6 +22,7 @@ R.offline()
 
 import torch  # noqa: E402
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model  # noqa: E402
+from peft import __version__ as peft_version  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import GPT2LMHeadModel  # noqa: E402
@@ -90,6 +93,30 @@ def case_base_model():
     compare("base model, HF GPT2LMHeadModel", loss, model_loss(hf_model(), x, y))
 
 
+def case_half_models():
+    """f16 and bf16 checkpoints: splitchain and HF both widen them to float32."""
+    for dt in ("f16", "bf16"):
+        d = R.make_model(splitchain, os.path.join(tmp, "model-" + dt), 2, NH, C, V, P,
+                         seed=32, dtype=dt)
+        st = load_file(os.path.join(d, "model.safetensors"))
+        want_dt = torch.float16 if dt == "f16" else torch.bfloat16
+        assert st["transformer.wte.weight"].dtype == want_dt, st["transformer.wte.weight"].dtype
+        zero = os.path.join(tmp, "zero-" + dt)
+        R.run([splitchain, "finetune", "--model", d, "--data", data, "--steps", 0,
+               "--batch", B, "--seq", T, "--micro", M, "--rank", 2, "--alpha", 4,
+               "--targets", "all", "--seed", SEED, "--out", zero])
+        out = os.path.join(tmp, "grad-%s.safetensors" % dt)
+        R.run([reftool, "grad", "--model", d, "--data", data, "--batch", B, "--seq", T,
+               "--micro", M, "--step", 0, "--seed", SEED, "--adapter", zero, "--out", out])
+        with safe_open(out, framework="pt") as f:
+            loss = float(f.metadata()["loss"])
+        ts = load_file(out)
+        m = GPT2LMHeadModel.from_pretrained(d, torch_dtype=torch.float32)
+        m.eval()
+        compare("%s model in HF" % dt, loss,
+                model_loss(m, ts["inputs"].long(), ts["targets"].long()))
+
+
 def trained_case(tag, targets):
     def case():
         adapter_dir = os.path.join(tmp, "trained-" + tag)
@@ -97,7 +124,13 @@ def trained_case(tag, targets):
                "--batch", B, "--seq", T, "--micro", M, "--rank", 4, "--alpha", 8,
                "--targets", targets, "--lr", 1e-2, "--min-lr", 1e-3, "--warmup", 2,
                "--weight-decay", 0.01, "--clip", 1.0, "--seed", SEED, "--out", adapter_dir])
-        # splitchain's adapter_config.json as PEFT reads it
+        # splitchain's adapter_config.json as PEFT reads it: this PEFT passes
+        # every field to LoraConfig(), so a field it does not know is an error
+        with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
+            fields = set(json.load(f))
+        unknown = fields - {fl.name for fl in dataclasses.fields(LoraConfig)}
+        assert not unknown, "adapter_config.json has fields PEFT %s rejects: %s" % (
+            peft_version, sorted(unknown))
         pc = PeftConfig.from_pretrained(adapter_dir)
         assert pc.peft_type == "LORA" and pc.r == 4 and pc.lora_alpha == 8, pc
         assert pc.fan_in_fan_out, "fan_in_fan_out must be true for GPT-2's Conv1D"
@@ -126,6 +159,7 @@ def peft_case(tag, target_modules, rank, alpha):
         cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=target_modules,
                          fan_in_fan_out=True, lora_dropout=0.0, bias="none",
                          task_type="CAUSAL_LM")
+        torch.manual_seed(rank)  # PEFT draws A from torch's global stream
         model = get_peft_model(hf_model(), cfg)
         g = torch.Generator().manual_seed(rank * 100 + alpha)
         with torch.no_grad():
@@ -142,6 +176,7 @@ def peft_case(tag, target_modules, rank, alpha):
 
 R.run_cases([
     ("splitchain model in HF GPT2LMHeadModel", case_base_model),
+    ("f16 and bf16 checkpoints in HF", case_half_models),
     ("splitchain adapter (all targets) in PEFT", trained_case("all", "all")),
     ("splitchain adapter (attn.c_attn, mlp.c_fc) in PEFT",
      trained_case("subset", "attn.c_attn,mlp.c_fc")),

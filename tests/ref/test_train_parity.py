@@ -60,6 +60,37 @@ def case_batches():
     assert torch.equal(inputs[..., 1:], targets[..., :-1]), "targets are not shifted inputs"
 
 
+def case_token_file():
+    """A token file (llm.c header, uint16 ids, some >= 256): one epoch of samples
+    visits each window stream[w*T : w*T + T + 1] exactly once."""
+    n_win = 40
+    g = torch.Generator().manual_seed(4)
+    stream = torch.randint(0, V, (n_win * T + 1,), generator=g)
+    path = os.path.join(tmp, "tokens.bin")
+    header = torch.zeros(256, dtype=torch.int32)
+    header[0], header[1], header[2] = 20240520, 1, stream.numel()
+    with open(path, "wb") as f:
+        f.write(header.numpy().tobytes())
+        f.write(stream.to(torch.int32).numpy().astype("<u2").tobytes())
+    steps = n_win // (M * B)
+    out = os.path.join(tmp, "token-batches.safetensors")
+    R.run([reftool, "batches", "--data", path, "--vocab", V, "--batch", B, "--seq", T,
+           "--micro", M, "--steps", steps, "--seed", SEED, "--out", out])
+    ts = load_file(out)
+    x = ts["inputs"].long().reshape(-1, T)
+    y = ts["targets"].long().reshape(-1, T)
+    windows = {tuple(stream[w * T:w * T + T + 1].tolist()): w for w in range(n_win)}
+    seen = []
+    for i in range(x.shape[0]):
+        row = tuple(x[i].tolist()) + (int(y[i, -1]),)
+        assert row in windows, "sample %d is not a window of the stream" % i
+        assert torch.equal(x[i, 1:], y[i, :-1]), "sample %d: targets not shifted" % i
+        seen.append(windows[row])
+    assert sorted(seen) == list(range(n_win)), "one epoch does not visit every window once"
+    assert seen != list(range(n_win)), "the epoch is not shuffled"
+    print("%d samples: a permutation of the %d windows" % (len(seen), n_win))
+
+
 def case_init_adapter():
     init = R.load_adapter(init_dir)
     assert init.rank == RANK and init.alpha == ALPHA, (init.rank, init.alpha)
@@ -102,7 +133,7 @@ def case_losses():
     got = R.load_adapter(sc_out)
     errs = [R.max_rel_err(got.tensors()[n], t) for n, t in lora.tensors().items()]
     print("final adapter: worst rel err %.2e over %d tensors" % (max(errs), len(errs)))
-    assert max(errs) <= 1e-2, "final adapter differs by %.3e relative" % max(errs)
+    assert max(errs) <= 1e-3, "final adapter differs by %.3e relative" % max(errs)
 
 
 def case_stages():
@@ -119,6 +150,7 @@ def case_stages():
 
 R.run_cases([
     ("batches are shifted windows", case_batches),
+    ("token file: windows, one epoch a permutation", case_token_file),
     ("initial adapter: Kaiming-uniform A, zero B", case_init_adapter),
     ("per-step losses vs torch AdamW loop", case_losses),
     ("2 stages train bit-identically", case_stages),

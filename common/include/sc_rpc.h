@@ -1,0 +1,103 @@
+/* sc_rpc.h — gRPC-like request/response over nng.
+ *
+ * Every message is a protobuf Envelope (proto/splitchain.proto): magic and
+ * version (anything else is dropped and logged), method name, request id,
+ * deadline, and in replies a gRPC status code with a message. The server
+ * runs several nng REP contexts at once, so one process serves many
+ * callers; a handler runs on an nng worker thread. The server remembers the
+ * replies to recent request ids: a retried request is answered from that
+ * memory and never executed twice. Every socket has a maximum receive size
+ * and every call a deadline; malformed input gets an error reply or is
+ * dropped with a log line, never a crash.
+ */
+#ifndef SC_RPC_H
+#define SC_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sc_err.h"
+
+#define SC_RPC_MAGIC 0x53504C43u /* "SPLC" */
+#define SC_RPC_VERSION 1u
+#define SC_RPC_MAX_MSG (512u << 20) /* largest message a socket accepts */
+
+/* gRPC's status codes. */
+enum sc_status {
+	SC_STATUS_OK = 0,
+	SC_STATUS_CANCELLED = 1,
+	SC_STATUS_UNKNOWN = 2,
+	SC_STATUS_INVALID_ARGUMENT = 3,
+	SC_STATUS_DEADLINE_EXCEEDED = 4,
+	SC_STATUS_NOT_FOUND = 5,
+	SC_STATUS_ALREADY_EXISTS = 6,
+	SC_STATUS_PERMISSION_DENIED = 7,
+	SC_STATUS_RESOURCE_EXHAUSTED = 8,
+	SC_STATUS_FAILED_PRECONDITION = 9,
+	SC_STATUS_ABORTED = 10,
+	SC_STATUS_OUT_OF_RANGE = 11,
+	SC_STATUS_UNIMPLEMENTED = 12,
+	SC_STATUS_INTERNAL = 13,
+	SC_STATUS_UNAVAILABLE = 14,
+	SC_STATUS_DATA_LOSS = 15,
+};
+
+/* "OK", "INVALID_ARGUMENT", ... Static. */
+const char *sc_status_name(int status);
+
+/* ------------------------------------------------------------ server */
+
+/* What a handler returns: status (SC_STATUS_OK or an error code), a message
+ * for errors (copied), and on success a reply body the handler allocated
+ * with malloc (the server takes ownership and frees it). */
+typedef struct sc_rpc_reply {
+	int status;
+	char message[512];
+	uint8_t *body; /* malloc'd, or NULL for an empty body */
+	size_t len;
+} sc_rpc_reply;
+
+/* A method handler. req/len are borrowed for the call. Called on an nng
+ * thread, possibly concurrently with other handlers: the handler does its
+ * own locking. */
+typedef void (*sc_rpc_handler)(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+
+typedef struct sc_rpc_method {
+	const char *name; /* "Coordinator.Submit" */
+	sc_rpc_handler fn;
+} sc_rpc_method;
+
+typedef struct sc_rpc_server sc_rpc_server;
+
+/* Listens on url with nctx concurrent contexts. methods (terminated by a
+ * {NULL, NULL} entry) and arg are borrowed for the server's lifetime.
+ * *out = new server; stop and free with sc_rpc_server_close. */
+sc_err sc_rpc_server_open(sc_rpc_server **out, const char *url, const sc_rpc_method *methods,
+			  void *arg, int nctx);
+/* Stops serving (waits for handlers in flight) and frees. Accepts NULL. */
+void sc_rpc_server_close(sc_rpc_server *srv);
+/* The address actually bound (useful with tcp://127.0.0.1:0). Borrowed. */
+const char *sc_rpc_server_url(const sc_rpc_server *srv);
+
+/* ------------------------------------------------------------ client */
+
+typedef struct sc_rpc_client sc_rpc_client;
+
+/* Dials url (asynchronously: the peer may come up later). *out = new
+ * client; free with sc_rpc_client_close. Thread-safe: calls from several
+ * threads run concurrently. */
+sc_err sc_rpc_client_open(sc_rpc_client **out, const char *url);
+void sc_rpc_client_close(sc_rpc_client *cl);
+
+/* Calls method with request body req/len, waiting at most timeout_ms.
+ * On return *status holds the server's status (or UNAVAILABLE /
+ * DEADLINE_EXCEEDED when no reply came) and msg (msg_size bytes, may be
+ * NULL) its message; on SC_STATUS_OK *reply / *reply_len hold the reply
+ * body (malloc'd, caller frees; NULL when empty). Returns SC_OK whenever a
+ * status was obtained, including error statuses; an sc_err only for local
+ * failures (out of memory). */
+sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, size_t len,
+		   int timeout_ms, int *status, char *msg, size_t msg_size, uint8_t **reply,
+		   size_t *reply_len);
+
+#endif
