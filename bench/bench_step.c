@@ -40,8 +40,8 @@ static double sgemm_gflops(int n, int c)
 		    out, 4 * c);
 	t0 = now();
 	do {
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, 4 * c, c, 1, a, c, b, 4 * c,
-			    0, out, 4 * c);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, 4 * c, c, 1, a, c, b,
+			    4 * c, 0, out, 4 * c);
 		reps++;
 		t = now() - t0;
 	} while (t < 2.0 || reps < 3);
@@ -64,20 +64,20 @@ static double flops_per_token(const sc_model_config *mc, int T, int r)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"shape", 1, 0, 's'}, {"threads", 1, 0, 'j'}, {"steps", 1, 0, 'n'},
-		{"dir", 1, 0, 'd'},   {0, 0, 0, 0},
+		{ "shape", 1, 0, 's' }, { "threads", 1, 0, 'j' }, { "steps", 1, 0, 'n' },
+		{ "dir", 1, 0, 'd' },   { 0, 0, 0, 0 },
 	};
 	const char *shape = "small", *dir = "bench-model";
 	int threads = 1, steps = 2, c;
 	sc_model_config mc;
-	sc_lora_config lc = {.rank = 8, .alpha = 16, .targets = SC_T_ALL, .seed = 1};
+	sc_lora_config lc = { .rank = 8, .alpha = 16, .targets = SC_T_ALL, .seed = 1 };
 	sc_train_config tc;
-	sc_modelgen_opts mo = {.seed = 1, .dtype = SC_F32};
+	sc_modelgen_opts mo = { .seed = 1, .dtype = SC_F32 };
 	char path[4096];
 	sc_backend *be = NULL;
 	sc_st_file *wf = NULL;
 	sc_trainer *tr = NULL;
-	sc_tokens tk = {0};
+	sc_tokens tk = { 0 };
 	sc_step_stats st;
 	double t0, secs;
 	sc_err rc;
@@ -88,18 +88,19 @@ int main(int argc, char **argv)
 		case 'j': threads = atoi(optarg); break;
 		case 'n': steps = atoi(optarg); break;
 		case 'd': dir = optarg; break;
-		default: fprintf(stderr, "usage: sc_bench_step --shape gpt2|small --threads N "
-					 "[--steps K] [--dir DIR]\n");
+		default:
+			fprintf(stderr, "usage: sc_bench_step --shape gpt2|small --threads N "
+					"[--steps K] [--dir DIR]\n");
 			return 2;
 		}
 	}
 	sc_train_config_defaults(&tc);
 	if (!strcmp(shape, "gpt2")) {
-		mc = (sc_model_config){12, 12, 768, 50257, 1024, 1e-5f};
+		mc = (sc_model_config){ 12, 12, 768, 50257, 1024, 1e-5f };
 		tc.B = 4;
 		tc.T = 256;
 	} else {
-		mc = (sc_model_config){4, 4, 256, 8192, 256, 1e-5f};
+		mc = (sc_model_config){ 4, 4, 256, 8192, 256, 1e-5f };
 		tc.B = 4;
 		tc.T = 128;
 	}
@@ -130,10 +131,12 @@ int main(int argc, char **argv)
 			goto fail;
 	secs = (now() - t0) / steps;
 	{
-		double tokens = (double)tc.B * tc.T, gf = flops_per_token(&mc, tc.T, lc.rank) * tokens;
+		double tokens = (double)tc.B * tc.T,
+		       gf = flops_per_token(&mc, tc.T, lc.rank) * tokens;
 		printf("{\"impl\":\"splitchain\",\"shape\":\"%s\",\"threads\":%d,\"step_s\":%.4f,"
 		       "\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"sgemm_gflops\":%.2f,"
-		       "\"blas\":\"%s\"}\n", shape, threads, secs, tokens / secs, gf / secs / 1e9,
+		       "\"blas\":\"%s\"}\n",
+		       shape, threads, secs, tokens / secs, gf / secs / 1e9,
 		       sgemm_gflops(tc.B * tc.T, mc.n_embd), sc_backend_cpu_describe());
 	}
 	sc_trainer_free(tr);

@@ -16,9 +16,11 @@ sc_err sc_backend_open(sc_backend **out, const char *device, int threads)
 			char *end;
 			ord = strtol(p + 1, &end, 10);
 			if (end == p + 1 || *end || ord < 0 || ord > 255)
-				return sc_errf(SC_EINVAL, "bad device '%s': expected cuda:N", device);
+				return sc_errf(SC_EINVAL, "bad device '%s': expected cuda:N",
+					       device);
 		} else if (*p) {
-			return sc_errf(SC_EINVAL, "bad device '%s': expected cpu or cuda:N", device);
+			return sc_errf(SC_EINVAL, "bad device '%s': expected cpu or cuda:N",
+				       device);
 		}
 		return sc_backend_cuda_open(out, (int)ord, 0);
 	}

@@ -4,8 +4,10 @@
 sc_err sc_backend_cuda_open(sc_backend **out, int device, int tf32)
 {
 	*out = NULL;
-	return sc_errf(SC_ENODEV, "cuda:%d requested, but this build has no CUDA backend "
-			       "(rebuild with the CUDA toolkit installed)", device);
+	return sc_errf(SC_ENODEV,
+		       "cuda:%d requested, but this build has no CUDA backend "
+		       "(rebuild with the CUDA toolkit installed)",
+		       device);
 }
 
 int sc_backend_has_cuda(void)

@@ -18,7 +18,8 @@ static sc_err read_all(const char *path, unsigned char **out, size_t *len)
 
 	*out = NULL;
 	if (!f)
-		return sc_errf(errno == ENOENT ? SC_ENOENT : SC_EIO, "%s: %s", path, strerror(errno));
+		return sc_errf(errno == ENOENT ? SC_ENOENT : SC_EIO, "%s: %s", path,
+			       strerror(errno));
 	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
 		fclose(f);
 		return sc_errf(SC_EIO, "%s: not a regular file", path);
@@ -26,7 +27,8 @@ static sc_err read_all(const char *path, unsigned char **out, size_t *len)
 	buf = malloc(st.st_size > 0 ? (size_t)st.st_size : 1);
 	if (!buf) {
 		fclose(f);
-		return sc_errf(SC_ENOMEM, "%s: cannot allocate %lld bytes", path, (long long)st.st_size);
+		return sc_errf(SC_ENOMEM, "%s: cannot allocate %lld bytes", path,
+			       (long long)st.st_size);
 	}
 	if (fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
 		fclose(f);
@@ -62,19 +64,23 @@ sc_err sc_tokens_load(sc_tokens **out, const char *path, int vocab_size)
 	if (len >= 4 && le32(raw) == SC_TOKENS_MAGIC) {
 		int32_t count;
 		if (len < HEADER_INTS * 4) {
-			rc = sc_errf(SC_EFORMAT, "%s: token file header truncated (%zu bytes)", path, len);
+			rc = sc_errf(SC_EFORMAT, "%s: token file header truncated (%zu bytes)",
+				     path, len);
 			goto fail;
 		}
 		if (le32(raw + 4) != SC_TOKENS_VERSION) {
-			rc = sc_errf(SC_EFORMAT, "%s: token file version %d not supported (want %d)",
-				     path, le32(raw + 4), SC_TOKENS_VERSION);
+			rc =
+			    sc_errf(SC_EFORMAT, "%s: token file version %d not supported (want %d)",
+				    path, le32(raw + 4), SC_TOKENS_VERSION);
 			goto fail;
 		}
 		count = le32(raw + 8);
 		if (count < 0 || (size_t)count != (len - HEADER_INTS * 4) / 2 ||
 		    (len - HEADER_INTS * 4) % 2) {
-			rc = sc_errf(SC_EFORMAT, "%s: header says %d tokens but the file holds %zu bytes "
-						 "of tokens", path, count, len - HEADER_INTS * 4);
+			rc = sc_errf(SC_EFORMAT,
+				     "%s: header says %d tokens but the file holds %zu bytes "
+				     "of tokens",
+				     path, count, len - HEADER_INTS * 4);
 			goto fail;
 		}
 		n = (size_t)count;
@@ -89,8 +95,10 @@ sc_err sc_tokens_load(sc_tokens **out, const char *path, int vocab_size)
 		}
 	} else {
 		if (vocab_size < 256) {
-			rc = sc_errf(SC_ERANGE, "%s: plain text needs a vocabulary of at least 256 byte "
-						"tokens, the model has %d", path, vocab_size);
+			rc = sc_errf(SC_ERANGE,
+				     "%s: plain text needs a vocabulary of at least 256 byte "
+				     "tokens, the model has %d",
+				     path, vocab_size);
 			goto fail;
 		}
 		n = len;
@@ -105,8 +113,10 @@ sc_err sc_tokens_load(sc_tokens **out, const char *path, int vocab_size)
 	tk->n = n;
 	for (size_t i = 0; i < n; i++) {
 		if (tk->ids[i] >= vocab_size) {
-			rc = sc_errf(SC_ERANGE, "%s: token id %u at position %zu is outside the model's "
-						"vocabulary (size %d)", path, tk->ids[i], i, vocab_size);
+			rc = sc_errf(SC_ERANGE,
+				     "%s: token id %u at position %zu is outside the model's "
+				     "vocabulary (size %d)",
+				     path, tk->ids[i], i, vocab_size);
 			goto fail;
 		}
 	}
@@ -129,7 +139,7 @@ void sc_tokens_free(sc_tokens *tk)
 
 sc_err sc_tokens_save(const char *path, const uint16_t *ids, size_t n)
 {
-	int32_t header[HEADER_INTS] = {SC_TOKENS_MAGIC, SC_TOKENS_VERSION};
+	int32_t header[HEADER_INTS] = { SC_TOKENS_MAGIC, SC_TOKENS_VERSION };
 	FILE *f;
 	int bad;
 
@@ -150,14 +160,14 @@ struct sc_loader {
 	const sc_tokens *tk;
 	int T;
 	uint64_t seed;
-	size_t windows;   /* W */
-	uint64_t epoch;   /* epoch whose permutation perm holds */
-	uint32_t *perm;   /* (W) */
+	size_t windows; /* W */
+	uint64_t epoch; /* epoch whose permutation perm holds */
+	uint32_t *perm; /* (W) */
 };
 
 static void make_perm(sc_loader *ld, uint64_t epoch)
 {
-	uint64_t keys[2] = {ld->seed, epoch};
+	uint64_t keys[2] = { ld->seed, epoch };
 	sc_rng r;
 
 	sc_rng_seed(&r, keys, 2);
@@ -178,8 +188,10 @@ sc_err sc_loader_new(sc_loader **out, const sc_tokens *tk, int T, uint64_t seed)
 
 	*out = NULL;
 	if (T < 1 || tk->n < (size_t)T + 1)
-		return sc_errf(SC_EINVAL, "the data holds %zu tokens, fewer than one sequence of %d "
-					  "plus its target", tk->n, T);
+		return sc_errf(SC_EINVAL,
+			       "the data holds %zu tokens, fewer than one sequence of %d "
+			       "plus its target",
+			       tk->n, T);
 	if ((tk->n - 1) / (size_t)T > UINT32_MAX)
 		return sc_errf(SC_ERANGE, "too many windows in the data");
 	ld = calloc(1, sizeof(*ld));

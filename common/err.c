@@ -10,9 +10,9 @@ static _Thread_local char detail[1024];
 const char *sc_err_name(sc_err code)
 {
 	static const char *const names[SC_ECOUNT_] = {
-		[SC_OK] = "OK",           [SC_ENOMEM] = "ENOMEM",     [SC_EINVAL] = "EINVAL",
-		[SC_EIO] = "EIO",         [SC_EFORMAT] = "EFORMAT",   [SC_ERANGE] = "ERANGE",
-		[SC_ENOTSUP] = "ENOTSUP", [SC_ENOENT] = "ENOENT",     [SC_EBACKEND] = "EBACKEND",
+		[SC_OK] = "OK",           [SC_ENOMEM] = "ENOMEM",   [SC_EINVAL] = "EINVAL",
+		[SC_EIO] = "EIO",         [SC_EFORMAT] = "EFORMAT", [SC_ERANGE] = "ERANGE",
+		[SC_ENOTSUP] = "ENOTSUP", [SC_ENOENT] = "ENOENT",   [SC_EBACKEND] = "EBACKEND",
 		[SC_ENODEV] = "ENODEV",
 	};
 	if (code < 0 || code >= SC_ECOUNT_)

@@ -41,7 +41,7 @@ enum sc_log_level sc_log_get_level(void)
 
 void sc_log(enum sc_log_level l, const char *module, const char *fmt, ...)
 {
-	static const char *const names[] = {"debug", "info", "warn", "error", "off"};
+	static const char *const names[] = { "debug", "info", "warn", "error", "off" };
 	char line[2048];
 	struct timespec ts;
 	struct tm tm;
@@ -52,8 +52,9 @@ void sc_log(enum sc_log_level l, const char *module, const char *fmt, ...)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ",
-		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	n = snprintf(line, sizeof(line),
+		     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", tm.tm_year + 1900,
+		     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
 		     ts.tv_nsec / 1000000, names[l], module);
 	va_start(ap, fmt);
 	n += vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);

@@ -45,8 +45,10 @@ sc_err sc_lora_parse_targets(unsigned *out, const char *list)
 		size_t n = strcspn(p, ",");
 		unsigned bits = target_bits(p, n);
 		if (!bits)
-			return sc_errf(SC_EINVAL, "unknown LoRA target '%.*s' (known: all, attn.c_attn, "
-						  "attn.c_proj, mlp.c_fc, mlp.c_proj)", (int)n, p);
+			return sc_errf(SC_EINVAL,
+				       "unknown LoRA target '%.*s' (known: all, attn.c_attn, "
+				       "attn.c_proj, mlp.c_fc, mlp.c_proj)",
+				       (int)n, p);
 		mask |= bits;
 		p += n;
 		if (*p == ',')
@@ -58,8 +60,8 @@ sc_err sc_lora_parse_targets(unsigned *out, const char *list)
 
 void sc_lora_target_dims(enum sc_lora_target t, int C, int *in, int *out)
 {
-	static const int mul_in[SC_T_COUNT] = {1, 1, 1, 4};
-	static const int mul_out[SC_T_COUNT] = {3, 1, 4, 1};
+	static const int mul_in[SC_T_COUNT] = { 1, 1, 1, 4 };
+	static const int mul_out[SC_T_COUNT] = { 3, 1, 4, 1 };
 	*in = mul_in[t] * C;
 	*out = mul_out[t] * C;
 }
@@ -78,7 +80,7 @@ sc_err sc_lora_config_validate(const sc_lora_config *lc)
 
 void sc_lora_init_a(float *A, uint64_t seed, int layer, enum sc_lora_target t, int r, int in)
 {
-	uint64_t keys[3] = {seed, (uint64_t)layer, (uint64_t)t};
+	uint64_t keys[3] = { seed, (uint64_t)layer, (uint64_t)t };
 	float bound = 1.0f / sqrtf((float)in);
 	sc_rng rng;
 

@@ -60,7 +60,7 @@ enum fill { FILL_NORMAL, FILL_ONE, FILL_ZERO };
 static sc_err add(gen *g, const char *name, int ndim, int64_t d0, int64_t d1, enum fill how,
 		  float std)
 {
-	int64_t shape[2] = {d0, d1};
+	int64_t shape[2] = { d0, d1 };
 	size_t n = (size_t)d0 * (size_t)(ndim == 2 ? d1 : 1), es = sc_dtype_size(g->dtype);
 	void *buf;
 	char *nm;
@@ -104,7 +104,7 @@ static sc_err add(gen *g, const char *name, int ndim, int64_t d0, int64_t d1, en
 
 sc_err sc_modelgen_write(const char *dir, const sc_model_config *cfg, const sc_modelgen_opts *o)
 {
-	gen g = {0};
+	gen g = { 0 };
 	char path[4096], name[128];
 	int64_t C = cfg->n_embd;
 	float jitter = o->random_norms ? 0.1f : 0.0f;
@@ -128,7 +128,7 @@ sc_err sc_modelgen_write(const char *dir, const sc_model_config *cfg, const sc_m
 	    (rc = add(&g, "transformer.wpe.weight", 2, cfg->n_positions, C, FILL_NORMAL, 0.01f)))
 		goto out;
 	for (int l = 0; l < cfg->n_layer; l++) {
-		static const char *const ln[2] = {"ln_1", "ln_2"};
+		static const char *const ln[2] = { "ln_1", "ln_2" };
 		for (int k = 0; k < 2; k++) {
 			snprintf(name, sizeof(name), "transformer.h.%d.%s.weight", l, ln[k]);
 			if ((rc = add(&g, name, 1, C, 0, FILL_ONE, jitter)))

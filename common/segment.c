@@ -114,7 +114,7 @@ static void layout_scratch(sc_segment *seg, arena *a)
 static sc_err alloc_laid_out(sc_segment *seg, void **mem, void (*fn)(sc_segment *, void *, arena *),
 			     void *arg)
 {
-	arena a = {NULL, 0};
+	arena a = { NULL, 0 };
 	fn(seg, arg, &a);
 	seg->device_bytes += a.used * sizeof(float);
 	SC_TRY(seg->be->ops->alloc(seg->be, mem, a.used * sizeof(float)));
@@ -144,18 +144,21 @@ static sc_err validate_spec(const sc_segment_spec *sp)
 	SC_TRY(sc_config_validate(&sp->model));
 	SC_TRY(sc_lora_config_validate(&sp->lora));
 	if (sp->first < 0 || sp->first >= sp->last || sp->last > sp->model.n_layer)
-		return sc_errf(SC_EINVAL, "layer range [%d, %d) is not within the model's %d layers",
+		return sc_errf(SC_EINVAL,
+			       "layer range [%d, %d) is not within the model's %d layers",
 			       sp->first, sp->last, sp->model.n_layer);
 	if (sp->B < 1 || sp->T < 1 || sp->slots < 1)
-		return sc_errf(SC_EINVAL, "batch %d, sequence %d and slots %d must all be >= 1", sp->B,
-			       sp->T, sp->slots);
+		return sc_errf(SC_EINVAL, "batch %d, sequence %d and slots %d must all be >= 1",
+			       sp->B, sp->T, sp->slots);
 	if (sp->T > sp->model.n_positions)
-		return sc_errf(SC_EINVAL, "sequence length %d exceeds the model's %d positions", sp->T,
-			       sp->model.n_positions);
+		return sc_errf(SC_EINVAL, "sequence length %d exceeds the model's %d positions",
+			       sp->T, sp->model.n_positions);
 	if ((double)sp->B * sp->T * sp->model.vocab_size > 2e9 ||
 	    (double)sp->B * sp->model.n_head * sp->T * sp->T > 2e9)
-		return sc_errf(SC_EINVAL, "micro-batch %dx%d is too large for one buffer; use more "
-					  "micro-batches of fewer rows", sp->B, sp->T);
+		return sc_errf(SC_EINVAL,
+			       "micro-batch %dx%d is too large for one buffer; use more "
+			       "micro-batches of fewer rows",
+			       sp->B, sp->T);
 	return SC_OK;
 }
 

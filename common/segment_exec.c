@@ -7,7 +7,7 @@
 
 #include "segment_impl.h"
 
-#define OPS(seg) ((seg)->be->ops)
+#define OPS(seg)             ((seg)->be->ops)
 #define TRY_OP(seg, op, ...) SC_TRY(OPS(seg)->op((seg)->be, __VA_ARGS__))
 
 static const float *lora_a(const sc_segment *seg, int g, int l, int t)
@@ -63,8 +63,8 @@ static sc_err layer_forward(sc_segment *seg, int l, layer_acts *a, const float *
 	size_t NC = (size_t)N * C;
 	float eps = sp->model.ln_eps;
 
-	TRY_OP(seg, layernorm_forward, a->ln1, a->ln1_mean, a->ln1_rstd, x, lb->ln1_w, lb->ln1_b, N, C,
-	       eps);
+	TRY_OP(seg, layernorm_forward, a->ln1, a->ln1_mean, a->ln1_rstd, x, lb->ln1_w, lb->ln1_b, N,
+	       C, eps);
 	SC_TRY(linear_forward(seg, l, SC_T_ATTN_QKV, a->qkv, a->u[SC_T_ATTN_QKV], a->ln1));
 	TRY_OP(seg, attention_forward, a->atty, a->att, a->qkv, sp->B, sp->T, C, sp->model.n_head);
 	SC_TRY(linear_forward(seg, l, SC_T_ATTN_PROJ, a->res2, a->u[SC_T_ATTN_PROJ], a->atty));
@@ -89,7 +89,8 @@ static sc_err layer_backward(sc_segment *seg, int l, const layer_acts *a, const 
 	float *dln = seg->dln, *dbig = seg->dbig;
 
 	/* MLP: res3 = res2 + c_proj(gelu(c_fc(ln2(res2)))) */
-	SC_TRY(linear_backward(seg, l, SC_T_MLP_PROJ, dbig, dcur, a->fch_gelu, a->u[SC_T_MLP_PROJ]));
+	SC_TRY(
+	    linear_backward(seg, l, SC_T_MLP_PROJ, dbig, dcur, a->fch_gelu, a->u[SC_T_MLP_PROJ]));
 	TRY_OP(seg, gelu_backward, dbig, a->fch, dbig, (size_t)4 * N * C);
 	SC_TRY(linear_backward(seg, l, SC_T_MLP_FC, dln, dbig, a->ln2, a->u[SC_T_MLP_FC]));
 	TRY_OP(seg, layernorm_backward, dcur, dln, a->res2, lb->ln2_w, a->ln2_mean, a->ln2_rstd, N,
@@ -112,8 +113,10 @@ static sc_err check_ids(const int32_t *ids, size_t n, int V, int allow_negative,
 {
 	for (size_t i = 0; i < n; i++)
 		if (ids[i] >= V || (ids[i] < 0 && !allow_negative))
-			return sc_errf(SC_ERANGE, "%s id %d at position %zu is outside the "
-						  "vocabulary [0, %d)", what, ids[i], i, V);
+			return sc_errf(SC_ERANGE,
+				       "%s id %d at position %zu is outside the "
+				       "vocabulary [0, %d)",
+				       what, ids[i], i, V);
 	return SC_OK;
 }
 
@@ -131,8 +134,8 @@ static sc_err head_forward(sc_segment *seg, slot *s, const int32_t *targets, flo
 	for (int i = 0; i < N; i++)
 		valid += targets[i] >= 0;
 	TRY_OP(seg, upload, s->targets, targets, (size_t)N * sizeof(int32_t));
-	TRY_OP(seg, layernorm_forward, s->lnf, s->lnf_mean, s->lnf_rstd, xl, seg->lnf_w, seg->lnf_b, N,
-	       C, sp->model.ln_eps);
+	TRY_OP(seg, layernorm_forward, s->lnf, s->lnf_mean, s->lnf_rstd, xl, seg->lnf_w, seg->lnf_b,
+	       N, C, sp->model.ln_eps);
 	TRY_OP(seg, gemm, 0, 1, N, V, C, 1.0f, s->lnf, C, seg->wte, C, 0.0f, seg->logits, V);
 	TRY_OP(seg, crossentropy, seg->losses, seg->logits, s->targets, N, V,
 	       valid ? grad_scale / (float)valid : 0.0f);
@@ -143,8 +146,8 @@ static sc_err head_forward(sc_segment *seg, slot *s, const int32_t *targets, flo
 	/* dlnf = dlogits @ wte, then through the final norm. */
 	TRY_OP(seg, gemm, 0, 0, N, C, V, 1.0f, seg->logits, V, seg->wte, C, 0.0f, seg->dln, C);
 	TRY_OP(seg, zero, s->dlast, (size_t)N * C * sizeof(float));
-	TRY_OP(seg, layernorm_backward, s->dlast, seg->dln, xl, seg->lnf_w, s->lnf_mean, s->lnf_rstd,
-	       N, C);
+	TRY_OP(seg, layernorm_backward, s->dlast, seg->dln, xl, seg->lnf_w, s->lnf_mean,
+	       s->lnf_rstd, N, C);
 	return SC_OK;
 }
 
@@ -156,7 +159,8 @@ sc_err sc_segment_forward(sc_segment *seg, int slot_i, const void *in, const int
 	slot *s;
 
 	if (slot_i < 0 || slot_i >= sp->slots)
-		return sc_errf(SC_EINVAL, "activation slot %d out of range [0, %d)", slot_i, sp->slots);
+		return sc_errf(SC_EINVAL, "activation slot %d out of range [0, %d)", slot_i,
+			       sp->slots);
 	if (!in || (sc_segment_is_last(seg) && (!targets || !loss)) ||
 	    (!sc_segment_is_last(seg) && !out))
 		return sc_errf(SC_EINVAL, "segment forward: missing input, targets or output");
@@ -166,7 +170,8 @@ sc_err sc_segment_forward(sc_segment *seg, int slot_i, const void *in, const int
 	if (sc_segment_is_first(seg)) {
 		SC_TRY(check_ids(in, N, sp->model.vocab_size, 0, "token"));
 		TRY_OP(seg, upload, s->tokens, in, N * sizeof(int32_t));
-		TRY_OP(seg, encoder_forward, s->x, s->tokens, seg->wte, seg->wpe, sp->B, sp->T, (int)C);
+		TRY_OP(seg, encoder_forward, s->x, s->tokens, seg->wte, seg->wpe, sp->B, sp->T,
+		       (int)C);
 	} else {
 		TRY_OP(seg, upload, s->x, in, N * C * sizeof(float));
 	}
@@ -185,7 +190,8 @@ sc_err sc_segment_backward(sc_segment *seg, int slot_i, const float *dout, float
 	slot *s;
 
 	if (slot_i < 0 || slot_i >= sp->slots)
-		return sc_errf(SC_EINVAL, "activation slot %d out of range [0, %d)", slot_i, sp->slots);
+		return sc_errf(SC_EINVAL, "activation slot %d out of range [0, %d)", slot_i,
+			       sp->slots);
 	if ((!sc_segment_is_last(seg) && !dout) || (!sc_segment_is_first(seg) && !dx))
 		return sc_errf(SC_EINVAL, "segment backward: missing output gradient or input "
 					  "gradient buffer");
@@ -218,7 +224,8 @@ sc_err sc_segment_grad_sumsq(sc_segment *seg, double *per_layer)
 	return SC_OK;
 }
 
-sc_err sc_segment_adamw(sc_segment *seg, const sc_adamw_hparams *hp, float lr, float grad_scale, int t)
+sc_err sc_segment_adamw(sc_segment *seg, const sc_adamw_hparams *hp, float lr, float grad_scale,
+			int t)
 {
 	if (t < 1)
 		return sc_errf(SC_EINVAL, "AdamW step count %d must be >= 1", t);

@@ -30,11 +30,11 @@ typedef struct layer_acts {
 } layer_acts;
 
 typedef struct slot {
-	void *mem;          /* the slot's one allocation */
-	int32_t *tokens;    /* (B,T) first segment */
-	int32_t *targets;   /* (B,T) last segment */
-	float *x;           /* (B,T,C) the segment's input (encoded tokens on the first) */
-	float *lnf;         /* (B,T,C) last segment: final norm output */
+	void *mem;                  /* the slot's one allocation */
+	int32_t *tokens;            /* (B,T) first segment */
+	int32_t *targets;           /* (B,T) last segment */
+	float *x;                   /* (B,T,C) the segment's input (encoded tokens on the first) */
+	float *lnf;                 /* (B,T,C) last segment: final norm output */
 	float *lnf_mean, *lnf_rstd; /* (B,T) */
 	float *dlast;       /* (B,T,C) last segment: loss gradient at the last layer's output */
 	layer_acts *layers; /* (nl) host array of views */
@@ -43,22 +43,22 @@ typedef struct slot {
 struct sc_segment {
 	sc_backend *be;
 	sc_segment_spec spec;
-	int nl;       /* layers held: last - first */
-	float scale;  /* LoRA alpha / r */
+	int nl;      /* layers held: last - first */
+	float scale; /* LoRA alpha / r */
 
-	void *base_mem;     /* frozen weights */
-	float *wte;         /* (V,C) first or last segment */
-	float *wpe;         /* (P,C) first segment */
+	void *base_mem;       /* frozen weights */
+	float *wte;           /* (V,C) first or last segment */
+	float *wpe;           /* (P,C) first segment */
 	float *lnf_w, *lnf_b; /* (C) last segment */
-	layer_base *base;   /* (nl) */
+	layer_base *base;     /* (nl) */
 
 	/* LoRA groups: one flat vector each, lora_floats long. */
 	size_t lora_floats;
-	size_t *layer_off;              /* (nl + 1) start of each layer in the vector */
-	size_t (*tgt_off)[SC_T_COUNT];  /* (nl) start of A of each target; B follows */
-	float *group[4];                /* params, grad, m, v (sc_segment_group order) */
+	size_t *layer_off;             /* (nl + 1) start of each layer in the vector */
+	size_t (*tgt_off)[SC_T_COUNT]; /* (nl) start of A of each target; B follows */
+	float *group[4];               /* params, grad, m, v (sc_segment_group order) */
 
-	slot *slots;  /* (spec.slots) */
+	slot *slots; /* (spec.slots) */
 
 	void *scratch_mem;
 	float *dcur;   /* (B,T,C) gradient flowing down the layers */
@@ -69,8 +69,8 @@ struct sc_segment {
 	float *logits; /* (B,T,V) last segment */
 	float *losses; /* (B,T) last segment */
 
-	float *host_losses;   /* (B,T) */
-	float *host_stage;    /* staging for weight loads: the largest tensor */
+	float *host_losses; /* (B,T) */
+	float *host_stage;  /* staging for weight loads: the largest tensor */
 	size_t host_stage_floats;
 	size_t device_bytes;
 };

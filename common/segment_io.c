@@ -24,7 +24,7 @@ static sc_err load_weight(sc_segment *seg, const sc_st_file *f, float *dst, cons
 			  int ndim, int64_t d0, int64_t d1)
 {
 	const sc_st_tensor *t = find_weight(f, name);
-	int64_t shape[2] = {d0, d1};
+	int64_t shape[2] = { d0, d1 };
 	size_t numel = (size_t)d0 * (size_t)(ndim == 2 ? d1 : 1);
 
 	if (!t)
@@ -59,10 +59,10 @@ sc_err sc_segment_load_base(sc_segment *seg, const sc_st_file *f)
 	for (int l = 0; l < seg->nl; l++) {
 		const layer_base *lb = &seg->base[l];
 		int g = seg->spec.first + l;
-#define LOAD(ptr, suffix, ...)                                                                 \
-	do {                                                                                   \
-		snprintf(name, sizeof(name), "h.%d.%s", g, suffix);                             \
-		SC_TRY(load_weight(seg, f, ptr, name, __VA_ARGS__));                           \
+#define LOAD(ptr, suffix, ...)                                                                     \
+	do {                                                                                       \
+		snprintf(name, sizeof(name), "h.%d.%s", g, suffix);                                \
+		SC_TRY(load_weight(seg, f, ptr, name, __VA_ARGS__));                               \
 	} while (0)
 		LOAD(lb->ln1_w, "ln_1.weight", 1, C, 0);
 		LOAD(lb->ln1_b, "ln_1.bias", 1, C, 0);
@@ -90,14 +90,16 @@ static sc_err check_adapter(const sc_segment *seg, const sc_adapter *ad)
 {
 	const sc_lora_config *a = &ad->lora, *s = &seg->spec.lora;
 	if (a->rank != s->rank || a->targets != s->targets || a->alpha != s->alpha)
-		return sc_errf(SC_EINVAL, "adapter (rank %d, alpha %g, targets 0x%x) does not match "
-					  "the segment's LoRA configuration (rank %d, alpha %g, "
-					  "targets 0x%x)", a->rank, a->alpha, a->targets, s->rank,
-			       s->alpha, s->targets);
+		return sc_errf(SC_EINVAL,
+			       "adapter (rank %d, alpha %g, targets 0x%x) does not match "
+			       "the segment's LoRA configuration (rank %d, alpha %g, "
+			       "targets 0x%x)",
+			       a->rank, a->alpha, a->targets, s->rank, s->alpha, s->targets);
 	if (ad->n_layer < seg->spec.last || ad->n_embd != seg->spec.model.n_embd)
-		return sc_errf(SC_EINVAL, "adapter covers %d layers of %d channels; the segment needs "
-					  "layers up to %d of %d channels", ad->n_layer, ad->n_embd,
-			       seg->spec.last, seg->spec.model.n_embd);
+		return sc_errf(SC_EINVAL,
+			       "adapter covers %d layers of %d channels; the segment needs "
+			       "layers up to %d of %d channels",
+			       ad->n_layer, ad->n_embd, seg->spec.last, seg->spec.model.n_embd);
 	return SC_OK;
 }
 
@@ -127,11 +129,13 @@ static sc_err transfer(const sc_segment *seg, enum sc_segment_group g, sc_adapte
 			sc_lora_target_dims(t, seg->spec.model.n_embd, &in, &out);
 			dev = seg->group[g] + seg->tgt_off[l][t];
 			if (to_device) {
-				SC_TRY(be->ops->upload(be, dev, ad->a[gl][t], r * in * sizeof(float)));
+				SC_TRY(
+				    be->ops->upload(be, dev, ad->a[gl][t], r * in * sizeof(float)));
 				SC_TRY(be->ops->upload(be, dev + r * in, ad->b[gl][t],
 						       out * r * sizeof(float)));
 			} else {
-				SC_TRY(be->ops->download(be, ad->a[gl][t], dev, r * in * sizeof(float)));
+				SC_TRY(be->ops->download(be, ad->a[gl][t], dev,
+							 r * in * sizeof(float)));
 				SC_TRY(be->ops->download(be, ad->b[gl][t], dev + r * in,
 							 out * r * sizeof(float)));
 			}
@@ -154,7 +158,8 @@ sc_err sc_segment_set_lora(sc_segment *seg, const sc_adapter *ad)
 {
 	SC_TRY(sc_segment_import(seg, SC_G_LORA, ad));
 	for (int g = SC_G_GRAD; g <= SC_G_ADAM_V; g++)
-		SC_TRY(seg->be->ops->zero(seg->be, seg->group[g], seg->lora_floats * sizeof(float)));
+		SC_TRY(
+		    seg->be->ops->zero(seg->be, seg->group[g], seg->lora_floats * sizeof(float)));
 	return seg->be->ops->sync(seg->be);
 }
 
@@ -166,12 +171,14 @@ sc_err sc_segment_get_lora(const sc_segment *seg, sc_adapter *ad)
 sc_err sc_segment_read_group(const sc_segment *seg, enum sc_segment_group g, float *host)
 {
 	SC_TRY(check_group(g));
-	return seg->be->ops->download(seg->be, host, seg->group[g], seg->lora_floats * sizeof(float));
+	return seg->be->ops->download(seg->be, host, seg->group[g],
+				      seg->lora_floats * sizeof(float));
 }
 
 sc_err sc_segment_write_group(sc_segment *seg, enum sc_segment_group g, const float *host)
 {
 	SC_TRY(check_group(g));
-	SC_TRY(seg->be->ops->upload(seg->be, seg->group[g], host, seg->lora_floats * sizeof(float)));
+	SC_TRY(
+	    seg->be->ops->upload(seg->be, seg->group[g], host, seg->lora_floats * sizeof(float)));
 	return seg->be->ops->sync(seg->be);
 }

@@ -31,8 +31,10 @@ sc_err sc_train_config_validate(const sc_train_config *tc)
 	if (tc->steps < 0)
 		return sc_errf(SC_EINVAL, "steps %d must be >= 0", tc->steps);
 	if (tc->B < 1 || tc->T < 1 || tc->micro_batches < 1)
-		return sc_errf(SC_EINVAL, "batch %d, sequence length %d and micro-batches %d must all "
-					  "be >= 1", tc->B, tc->T, tc->micro_batches);
+		return sc_errf(SC_EINVAL,
+			       "batch %d, sequence length %d and micro-batches %d must all "
+			       "be >= 1",
+			       tc->B, tc->T, tc->micro_batches);
 	if (!(tc->lr > 0) || !isfinite(tc->lr) || tc->min_lr < 0 || tc->min_lr > tc->lr)
 		return sc_errf(SC_EINVAL, "learning rate %g must be > 0 and min-lr %g in [0, lr]",
 			       tc->lr, tc->min_lr);
@@ -40,9 +42,10 @@ sc_err sc_train_config_validate(const sc_train_config *tc)
 		return sc_errf(SC_EINVAL, "warm-up %d must be >= 0", tc->warmup);
 	if (tc->weight_decay < 0 || !(tc->beta1 >= 0 && tc->beta1 < 1) ||
 	    !(tc->beta2 >= 0 && tc->beta2 < 1) || !(tc->eps > 0))
-		return sc_errf(SC_EINVAL, "AdamW: weight decay %g must be >= 0, betas (%g, %g) in "
-					  "[0, 1), eps %g > 0", tc->weight_decay, tc->beta1, tc->beta2,
-			       tc->eps);
+		return sc_errf(SC_EINVAL,
+			       "AdamW: weight decay %g must be >= 0, betas (%g, %g) in "
+			       "[0, 1), eps %g > 0",
+			       tc->weight_decay, tc->beta1, tc->beta2, tc->eps);
 	if (isnan(tc->grad_clip))
 		return sc_errf(SC_EINVAL, "gradient clip must be a number");
 	return SC_OK;
@@ -92,8 +95,9 @@ struct sc_trainer {
 };
 
 sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *mc,
-		      const sc_lora_config *lc, const sc_train_config *tc, const sc_st_file *weights,
-		      const sc_adapter *init, const sc_tokens *tk, int nstages, const int *bounds)
+		      const sc_lora_config *lc, const sc_train_config *tc,
+		      const sc_st_file *weights, const sc_adapter *init, const sc_tokens *tk,
+		      int nstages, const int *bounds)
 {
 	sc_trainer *tr;
 	sc_adapter *fresh = NULL;
@@ -140,7 +144,9 @@ sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *m
 		init = fresh;
 	}
 	for (int i = 0; i < nstages; i++) {
-		sc_segment_spec sp = {.model = *mc, .lora = *lc, .B = tc->B, .T = tc->T, .slots = 1};
+		sc_segment_spec sp = {
+			.model = *mc, .lora = *lc, .B = tc->B, .T = tc->T, .slots = 1
+		};
 		sp.first = bounds ? bounds[i] : (int)((long)mc->n_layer * i / nstages);
 		sp.last = bounds ? bounds[i + 1] : (int)((long)mc->n_layer * (i + 1) / nstages);
 		if ((rc = sc_segment_new(&tr->stages[i], be, &sp)) ||
@@ -186,8 +192,8 @@ sc_err sc_trainer_grad(sc_trainer *tr, int step, double *loss)
 		sc_loader_batch(tr->loader, first, tr->tc.B, tr->inputs, tr->targets);
 		for (int i = 0; i < S; i++) {
 			const void *in = i == 0 ? (const void *)tr->inputs : tr->act;
-			SC_TRY(sc_segment_forward(tr->stages[i], 0, in, tr->targets, 1.0f / M, tr->act,
-						  &lm));
+			SC_TRY(sc_segment_forward(tr->stages[i], 0, in, tr->targets, 1.0f / M,
+						  tr->act, &lm));
 		}
 		for (int i = S - 1; i >= 0; i--)
 			SC_TRY(sc_segment_backward(tr->stages[i], 0, i == S - 1 ? NULL : tr->grad,
@@ -200,7 +206,7 @@ sc_err sc_trainer_grad(sc_trainer *tr, int step, double *loss)
 
 sc_err sc_trainer_step(sc_trainer *tr, int step, sc_step_stats *st)
 {
-	sc_adamw_hparams hp = {tr->tc.beta1, tr->tc.beta2, tr->tc.eps, tr->tc.weight_decay};
+	sc_adamw_hparams hp = { tr->tc.beta1, tr->tc.beta2, tr->tc.eps, tr->tc.weight_decay };
 	struct timespec t0, t1;
 	float clip, lr;
 

@@ -11,17 +11,26 @@
 #include "sc_version.h"
 
 static const char usage_text[] =
-	"usage: splitchain <command> [options]\n"
-	"\n"
-	"LoRA fine-tuning of GPT-2 models split across a chain of edge workers.\n"
-	"\n"
-	"commands:\n"
-	"  finetune     fine-tune LoRA adapters in this process and export them (PEFT format)\n"
-	"  make-model   write a randomly initialised GPT-2 checkpoint (Hugging Face layout)\n"
-	"  tokenize     turn a text file into a token file (byte-level tokens)\n"
-	"  version      print the version\n"
-	"\n"
-	"Run 'splitchain <command> --help' for a command's options.\n";
+    "usage: splitchain <command> [options]\n"
+    "\n"
+    "LoRA fine-tuning of GPT-2 models split across a chain of edge workers.\n"
+    "\n"
+    "commands (talk to the coordinator; --coordinator URL or $SPLITCHAIN_COORDINATOR):\n"
+    "  submit       submit a fine-tuning job; prints its id\n"
+    "  jobs         list jobs\n"
+    "  status JOB   a job's state, step, loss, speed and placement\n"
+    "  watch JOB    follow a job until it ends\n"
+    "  cancel JOB   cancel a job\n"
+    "  workers      list registered workers\n"
+    "  export JOB   write the latest checkpoint's adapter (PEFT format)\n"
+    "\n"
+    "local commands:\n"
+    "  finetune     fine-tune LoRA adapters in this process and export them (PEFT format)\n"
+    "  make-model   write a randomly initialised GPT-2 checkpoint (Hugging Face layout)\n"
+    "  tokenize     turn a text file into a token file (byte-level tokens)\n"
+    "  version      print the version\n"
+    "\n"
+    "Run 'splitchain <command> --help' for a command's options.\n";
 
 int cli_usage(const char *cmd, const char *fmt, ...)
 {
@@ -48,7 +57,8 @@ int cli_int(const char *cmd, const char *flag, const char *s, long lo, long hi, 
 	errno = 0;
 	v = strtol(s, &end, 10);
 	if (errno || end == s || *end || v < lo || v > hi) {
-		cli_usage(cmd, "%s expects a whole number in [%ld, %ld], got '%s'", flag, lo, hi, s);
+		cli_usage(cmd, "%s expects a whole number in [%ld, %ld], got '%s'", flag, lo, hi,
+			  s);
 		return 1;
 	}
 	*out = v;
@@ -70,27 +80,27 @@ int cli_float(const char *cmd, const char *flag, const char *s, double lo, doubl
 }
 
 const char cli_train_help[] =
-	"LoRA:\n"
-	"  --rank N             adapter rank                                      (default 8)\n"
-	"  --alpha X            scale = alpha / rank                              (default 16)\n"
-	"  --targets LIST       all, or a comma list of attn.c_attn, attn.c_proj,\n"
-	"                       mlp.c_fc, mlp.c_proj                              (default all)\n"
-	"schedule:\n"
-	"  --steps N            optimizer steps                                   (default 100)\n"
-	"  --batch N            sequences per micro-batch                         (default 4)\n"
-	"  --seq N              tokens per sequence                               (default 64)\n"
-	"  --micro N            micro-batches accumulated per step                (default 1)\n"
-	"  --lr X               peak learning rate                                (default 2e-4)\n"
-	"  --min-lr X           end of the cosine decay                           (default 2e-5)\n"
-	"  --warmup N           linear warm-up steps                              (default 10)\n"
-	"  --weight-decay X     AdamW decoupled weight decay                      (default 0)\n"
-	"  --clip X             clip the global gradient norm at X, 0 = off       (default 1)\n"
-	"  --seed N             seeds the data order and the adapters' init       (default 1)\n";
+    "LoRA:\n"
+    "  --rank N             adapter rank                                      (default 8)\n"
+    "  --alpha X            scale = alpha / rank                              (default 16)\n"
+    "  --targets LIST       all, or a comma list of attn.c_attn, attn.c_proj,\n"
+    "                       mlp.c_fc, mlp.c_proj                              (default all)\n"
+    "schedule:\n"
+    "  --steps N            optimizer steps                                   (default 100)\n"
+    "  --batch N            sequences per micro-batch                         (default 4)\n"
+    "  --seq N              tokens per sequence                               (default 64)\n"
+    "  --micro N            micro-batches accumulated per step                (default 1)\n"
+    "  --lr X               peak learning rate                                (default 2e-4)\n"
+    "  --min-lr X           end of the cosine decay                           (default 2e-5)\n"
+    "  --warmup N           linear warm-up steps                              (default 10)\n"
+    "  --weight-decay X     AdamW decoupled weight decay                      (default 0)\n"
+    "  --clip X             clip the global gradient norm at X, 0 = off       (default 1)\n"
+    "  --seed N             seeds the data order and the adapters' init       (default 1)\n";
 
 void cli_train_defaults(sc_lora_config *lc, sc_train_config *tc)
 {
 	sc_train_config_defaults(tc);
-	*lc = (sc_lora_config){.rank = 8, .alpha = 16.0f, .targets = SC_T_ALL, .seed = 1};
+	*lc = (sc_lora_config){ .rank = 8, .alpha = 16.0f, .targets = SC_T_ALL, .seed = 1 };
 }
 
 int cli_train_option(const char *cmd, int c, const char *arg, sc_lora_config *lc,
@@ -156,9 +166,11 @@ int main(int argc, char **argv)
 		const char *name;
 		int (*fn)(int, char **);
 	} cmds[] = {
-		{"finetune", cli_finetune},
-		{"make-model", cli_make_model},
-		{"tokenize", cli_tokenize},
+		{ "submit", cli_submit },         { "jobs", cli_jobs },
+		{ "status", cli_status },         { "watch", cli_watch },
+		{ "cancel", cli_cancel },         { "workers", cli_workers },
+		{ "export", cli_export },         { "finetune", cli_finetune },
+		{ "make-model", cli_make_model }, { "tokenize", cli_tokenize },
 	};
 
 	if (argc < 2) {

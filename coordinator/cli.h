@@ -30,10 +30,13 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 /* The LoRA and schedule options shared by finetune and submit (option codes
  * 'r' 'a' 't' 'n' 'b' 'T' 'u' 'l' 'L' 'w' 'W' 'c' 's'). */
 #define CLI_TRAIN_OPTIONS                                                                          \
-	{"rank", 1, 0, 'r'}, {"alpha", 1, 0, 'a'}, {"targets", 1, 0, 't'}, {"steps", 1, 0, 'n'},   \
-		{"batch", 1, 0, 'b'}, {"seq", 1, 0, 'T'}, {"micro", 1, 0, 'u'}, {"lr", 1, 0, 'l'}, \
-		{"min-lr", 1, 0, 'L'}, {"warmup", 1, 0, 'w'}, {"weight-decay", 1, 0, 'W'},         \
-		{"clip", 1, 0, 'c'}, {"seed", 1, 0, 's'}
+	{ "rank", 1, 0, 'r' }, { "alpha", 1, 0, 'a' }, { "targets", 1, 0, 't' },                   \
+	    { "steps", 1, 0, 'n' }, { "batch", 1, 0, 'b' }, { "seq", 1, 0, 'T' },                  \
+	    { "micro", 1, 0, 'u' }, { "lr", 1, 0, 'l' }, { "min-lr", 1, 0, 'L' },                  \
+	    { "warmup", 1, 0, 'w' }, { "weight-decay", 1, 0, 'W' }, { "clip", 1, 0, 'c' },         \
+	{                                                                                          \
+		"seed", 1, 0, 's'                                                                  \
+	}
 extern const char cli_train_help[];
 void cli_train_defaults(sc_lora_config *lc, sc_train_config *tc);
 /* Handles option c of CLI_TRAIN_OPTIONS: 0 done, 1 bad value (usage

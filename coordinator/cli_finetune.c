@@ -13,25 +13,25 @@
 #include "sc_train.h"
 
 static const char finetune_help[] =
-	"usage: splitchain finetune --model DIR --data FILE [options]\n"
-	"\n"
-	"Fine-tunes LoRA adapters on a GPT-2 model (DIR/config.json +\n"
-	"DIR/model.safetensors) with the data in FILE (a token file, or plain text\n"
-	"read as bytes) in this process, printing one progress line per step.\n"
-	"\n"
-	"model and data:\n"
-	"  --model DIR          Hugging Face GPT-2 checkpoint                     (required)\n"
-	"  --data FILE          token file (.bin) or text                         (required)\n"
-	"  --init-adapter DIR   start from this PEFT adapter instead of a fresh one\n"
-	"  --out DIR            write the trained adapter here (PEFT format)\n"
-	"  --metrics FILE       append one JSON line per step (loss, lr, grad_norm, ...)\n";
+    "usage: splitchain finetune --model DIR --data FILE [options]\n"
+    "\n"
+    "Fine-tunes LoRA adapters on a GPT-2 model (DIR/config.json +\n"
+    "DIR/model.safetensors) with the data in FILE (a token file, or plain text\n"
+    "read as bytes) in this process, printing one progress line per step.\n"
+    "\n"
+    "model and data:\n"
+    "  --model DIR          Hugging Face GPT-2 checkpoint                     (required)\n"
+    "  --data FILE          token file (.bin) or text                         (required)\n"
+    "  --init-adapter DIR   start from this PEFT adapter instead of a fresh one\n"
+    "  --out DIR            write the trained adapter here (PEFT format)\n"
+    "  --metrics FILE       append one JSON line per step (loss, lr, grad_norm, ...)\n";
 
 static const char finetune_exec_help[] =
-	"execution:\n"
-	"  --stages N           split the layers into N in-process stages         (default 1)\n"
-	"  --device D           cpu or cuda:N                                     (default cpu)\n"
-	"  --threads N          CPU threads, 0 = all cores                        (default 0)\n"
-	"  --quiet              no progress lines\n";
+    "execution:\n"
+    "  --stages N           split the layers into N in-process stages         (default 1)\n"
+    "  --device D           cpu or cuda:N                                     (default cpu)\n"
+    "  --threads N          CPU threads, 0 = all cores                        (default 0)\n"
+    "  --quiet              no progress lines\n";
 
 typedef struct ft_args {
 	const char *model, *data, *init, *out, *metrics, *device;
@@ -43,18 +43,18 @@ typedef struct ft_args {
 static int parse(ft_args *a, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"model", required_argument, 0, 'm'},
-		{"data", required_argument, 0, 'd'},
-		{"init-adapter", required_argument, 0, 'I'},
-		{"out", required_argument, 0, 'o'},
-		{"metrics", required_argument, 0, 'M'},
-		{"stages", required_argument, 0, 'S'},
-		{"device", required_argument, 0, 'D'},
-		{"threads", required_argument, 0, 'j'},
-		{"quiet", no_argument, 0, 'q'},
-		{"help", no_argument, 0, 'h'},
+		{ "model", required_argument, 0, 'm' },
+		{ "data", required_argument, 0, 'd' },
+		{ "init-adapter", required_argument, 0, 'I' },
+		{ "out", required_argument, 0, 'o' },
+		{ "metrics", required_argument, 0, 'M' },
+		{ "stages", required_argument, 0, 'S' },
+		{ "device", required_argument, 0, 'D' },
+		{ "threads", required_argument, 0, 'j' },
+		{ "quiet", no_argument, 0, 'q' },
+		{ "help", no_argument, 0, 'h' },
 		CLI_TRAIN_OPTIONS,
-		{0, 0, 0, 0},
+		{ 0, 0, 0, 0 },
 	};
 	const char *cmd = "finetune";
 	long v;
@@ -76,8 +76,14 @@ static int parse(ft_args *a, int argc, char **argv)
 		case 'M': a->metrics = optarg; break;
 		case 'D': a->device = optarg; break;
 		case 'q': a->quiet = 1; break;
-		case 'S': bad = cli_int(cmd, "--stages", optarg, 1, 256, &v); a->stages = (int)v; break;
-		case 'j': bad = cli_int(cmd, "--threads", optarg, 0, 1024, &v); a->threads = (int)v; break;
+		case 'S':
+			bad = cli_int(cmd, "--stages", optarg, 1, 256, &v);
+			a->stages = (int)v;
+			break;
+		case 'j':
+			bad = cli_int(cmd, "--threads", optarg, 0, 1024, &v);
+			a->threads = (int)v;
+			break;
 		case 'h':
 			fputs(finetune_help, stdout);
 			fputs(cli_train_help, stdout);
@@ -106,13 +112,15 @@ static void progress(const ft_args *a, const sc_step_stats *st, FILE *metrics)
 	if (!a->quiet) {
 		int eta = (int)(st->seconds * (a->tc.steps - st->step - 1));
 		printf("step %5d/%d | loss %.4f | lr %.2e | grad-norm %.4f | %.0f tok/s | %.2f s | "
-		       "eta %dm%02ds\n", st->step + 1, a->tc.steps, st->loss, st->lr, st->grad_norm,
-		       tps, st->seconds, eta / 60, eta % 60);
+		       "eta %dm%02ds\n",
+		       st->step + 1, a->tc.steps, st->loss, st->lr, st->grad_norm, tps, st->seconds,
+		       eta / 60, eta % 60);
 		fflush(stdout);
 	}
 	if (metrics) {
-		fprintf(metrics, "{\"step\":%d,\"loss\":%.17g,\"lr\":%.9g,\"grad_norm\":%.17g,"
-				 "\"tokens\":%ld,\"seconds\":%.6f,\"tokens_per_s\":%.1f}\n",
+		fprintf(metrics,
+			"{\"step\":%d,\"loss\":%.17g,\"lr\":%.9g,\"grad_norm\":%.17g,"
+			"\"tokens\":%ld,\"seconds\":%.6f,\"tokens_per_s\":%.1f}\n",
 			st->step, st->loss, st->lr, st->grad_norm, st->tokens, st->seconds, tps);
 		fflush(metrics);
 	}
@@ -141,7 +149,8 @@ int cli_finetune(int argc, char **argv)
 		goto out;
 	}
 	if (a.stages > mc.n_layer) {
-		ret = cli_usage(cmd, "--stages %d exceeds the model's %d layers", a.stages, mc.n_layer);
+		ret = cli_usage(cmd, "--stages %d exceeds the model's %d layers", a.stages,
+				mc.n_layer);
 		goto out;
 	}
 	snprintf(path, sizeof(path), "%s/model.safetensors", a.model);
@@ -166,7 +175,8 @@ int cli_finetune(int argc, char **argv)
 		cli_fail(cmd, rc, "cannot open the device");
 		goto out;
 	}
-	if ((rc = sc_trainer_new(&tr, be, &mc, &a.lora, &a.tc, weights, init, tk, a.stages, NULL))) {
+	if ((rc =
+		 sc_trainer_new(&tr, be, &mc, &a.lora, &a.tc, weights, init, tk, a.stages, NULL))) {
 		cli_fail(cmd, rc, "cannot set up training");
 		goto out;
 	}
@@ -176,7 +186,8 @@ int cli_finetune(int argc, char **argv)
 		goto out;
 	}
 	if (!a.quiet)
-		printf("splitchain finetune: %d layers x %d channels, LoRA rank %d on %s, %d stage(s), "
+		printf("splitchain finetune: %d layers x %d channels, LoRA rank %d on %s, %d "
+		       "stage(s), "
 		       "%d x %d tokens x %d micro-batches per step, %s (%s)\n",
 		       mc.n_layer, mc.n_embd, a.lora.rank,
 		       a.lora.targets == SC_T_ALL ? "all targets" : "selected targets", a.stages,
@@ -192,7 +203,8 @@ int cli_finetune(int argc, char **argv)
 	}
 	if (a.out) {
 		if ((rc = sc_adapter_new(&ad, &a.lora, mc.n_layer, mc.n_embd)) ||
-		    (rc = sc_trainer_get_lora(tr, ad)) || (rc = sc_adapter_save(ad, a.out, a.model))) {
+		    (rc = sc_trainer_get_lora(tr, ad)) ||
+		    (rc = sc_adapter_save(ad, a.out, a.model))) {
 			cli_fail(cmd, rc, "cannot write the adapter");
 			goto out;
 		}

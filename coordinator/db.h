@@ -38,7 +38,7 @@
 #define SC_DB_SCHEMA_VERSION 1
 /* PRAGMA application_id of a splitchain database: "SPLD". */
 #define SC_DB_APPLICATION_ID 0x53504C44
-#define SC_DB_MAX_DIMS 8
+#define SC_DB_MAX_DIMS       8
 
 typedef struct sc_db sc_db;
 
@@ -65,14 +65,14 @@ sc_err sc_worker_state_parse(const char *name, enum sc_worker_state *out);
 
 typedef struct sc_db_worker {
 	int64_t id;
-	const char *name;         /* unique */
-	const char *device;       /* "cpu", "cuda:0" */
+	const char *name;   /* unique */
+	const char *device; /* "cpu", "cuda:0" */
 	uint64_t memory_bytes;
 	double gflops;            /* measured compute rate */
 	const char *control_addr; /* the worker's RPC address */
 	const char *data_addr;    /* its data-plane listen address */
 	enum sc_worker_state state;
-	int64_t registered_ms;    /* this incarnation's registration */
+	int64_t registered_ms; /* this incarnation's registration */
 	int64_t last_seen_ms;
 } sc_db_worker;
 
@@ -93,7 +93,7 @@ sc_err sc_db_workers_list(sc_db *db, sc_db_worker **out, int *n);
 enum sc_job_state {
 	SC_JOB_QUEUED,
 	SC_JOB_RUNNING,
-	SC_JOB_DONE,      /* finished: done, failed and cancelled are final */
+	SC_JOB_DONE, /* finished: done, failed and cancelled are final */
 	SC_JOB_FAILED,
 	SC_JOB_CANCELLED,
 	SC_JOB_STATE_COUNT
@@ -109,13 +109,13 @@ typedef struct sc_db_job {
 	enum sc_job_state state;
 	const char *model_path;
 	const char *data_path;
-	const void *spec;         /* the packed SubmitRequest protobuf */
+	const void *spec; /* the packed SubmitRequest protobuf */
 	size_t spec_len;
 	uint32_t stages;
 	uint32_t steps;
-	uint32_t step_done;       /* steps completed */
-	double last_loss;         /* NAN until the first step */
-	const char *error;        /* "" unless failed */
+	uint32_t step_done; /* steps completed */
+	double last_loss;   /* NAN until the first step */
+	const char *error;  /* "" unless failed */
 	int64_t created_ms, started_ms, finished_ms;
 } sc_db_job;
 
@@ -133,8 +133,7 @@ sc_err sc_db_jobs_resumable(sc_db *db, sc_db_job **out, int *n);
  * Entering running sets started_ms the first time; entering a final state
  * sets finished_ms. A final state is never left: SC_EINVAL. SC_ENOENT for
  * an unknown id. Durable. */
-sc_err sc_db_job_set_state(sc_db *db, int64_t job_id, enum sc_job_state state,
-			   const char *error);
+sc_err sc_db_job_set_state(sc_db *db, int64_t job_id, enum sc_job_state state, const char *error);
 /* Records that step_done steps are complete, the last with loss last_loss. */
 sc_err sc_db_job_progress(sc_db *db, int64_t job_id, uint32_t step_done, double last_loss);
 
@@ -143,12 +142,12 @@ sc_err sc_db_job_progress(sc_db *db, int64_t job_id, uint32_t step_done, double 
 typedef struct sc_db_stage {
 	uint32_t stage;
 	int64_t worker_id;
-	const char *worker_name;  /* output only: the worker's name */
-	uint32_t first_layer;     /* global layer range [first_layer, last_layer) */
+	const char *worker_name; /* output only: the worker's name */
+	uint32_t first_layer;    /* global layer range [first_layer, last_layer) */
 	uint32_t last_layer;
-	double predicted_step_s;  /* the planner's predicted time of one step */
-	double worker_gflops;     /* the rate the planner assumed */
-	const char *reason;       /* why the planner chose this; may be NULL */
+	double predicted_step_s; /* the planner's predicted time of one step */
+	double worker_gflops;    /* the rate the planner assumed */
+	const char *reason;      /* why the planner chose this; may be NULL */
 } sc_db_stage;
 
 /* Records a new placement of job: stages[i] for i in [0, n), with
@@ -170,23 +169,23 @@ const char *sc_tensor_kind_name(enum sc_tensor_kind k);
 
 /* A float32 tensor of a checkpoint, keyed by (kind, name). */
 typedef struct sc_db_tensor {
-	const char *name;         /* PEFT-style, "h.3.attn.c_attn.lora_A" */
+	const char *name; /* PEFT-style, "h.3.attn.c_attn.lora_A" */
 	enum sc_tensor_kind kind;
-	int32_t layer;            /* global layer index */
+	int32_t layer; /* global layer index */
 	int ndim;
 	int64_t shape[SC_DB_MAX_DIMS];
-	const float *data;        /* prod(shape) floats */
+	const float *data; /* prod(shape) floats */
 } sc_db_tensor;
 
 typedef struct sc_db_checkpoint {
 	int64_t id;
 	int64_t job_id;
-	uint32_t step;            /* steps completed when taken */
+	uint32_t step; /* steps completed when taken */
 	uint32_t placement_version;
 	int64_t created_ms;
-	int64_t bytes;            /* tensor data, all tensors */
+	int64_t bytes; /* tensor data, all tensors */
 	int n_tensors;
-	sc_db_tensor *tensors;    /* in the order written */
+	sc_db_tensor *tensors; /* in the order written */
 } sc_db_checkpoint;
 
 /* Writes a checkpoint of job after step steps: its row, every tensor, and
@@ -196,9 +195,9 @@ typedef struct sc_db_checkpoint {
  * transaction. Borrows tensors. SC_EINVAL for a tensor without a name or
  * data, a bad shape or a duplicate (kind, name); SC_ENOENT for an unknown
  * job. *id_out (may be NULL) = the new checkpoint's id. */
-sc_err sc_db_checkpoint_write(sc_db *db, int64_t job_id, uint32_t step,
-			      uint32_t placement_version, double loss, const sc_db_tensor *tensors,
-			      int n, int keep, int64_t *id_out);
+sc_err sc_db_checkpoint_write(sc_db *db, int64_t job_id, uint32_t step, uint32_t placement_version,
+			      double loss, const sc_db_tensor *tensors, int n, int keep,
+			      int64_t *id_out);
 /* The job's newest checkpoint (highest step, then highest id) with every
  * tensor. *out = new block; free with free(). SC_ENOENT if none;
  * SC_EFORMAT if a stored tensor's shape and data disagree. */
@@ -206,7 +205,7 @@ sc_err sc_db_checkpoint_latest(sc_db *db, int64_t job_id, sc_db_checkpoint **out
 
 /* ---- metrics and events ---- */
 typedef struct sc_db_metric {
-	uint32_t step;            /* 1-based: the step just completed */
+	uint32_t step; /* 1-based: the step just completed */
 	double loss, lr, grad_norm, tokens_per_s, step_s;
 	const uint64_t *bytes_per_hop; /* n_hops entries: data bytes each stage sent */
 	int n_hops;

@@ -37,14 +37,14 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 		double head_gflop, sc_place_stage *out, char *reason, size_t reason_size)
 {
 	const sc_place_worker **pick;
-	double *best;  /* best[s * (L + 1) + l]: min-max time of stages [0, s) over layers [0, l) */
-	int *split;    /* argmin split point */
+	double *best; /* best[s * (L + 1) + l]: min-max time of stages [0, s) over layers [0, l) */
+	int *split;   /* argmin split point */
 	int L = n_layer, S = stages;
 	sc_err rc = SC_OK;
 
 	if (S < 1 || S > nw || S > L)
-		return sc_errf(SC_EINVAL, "cannot place %d stages on %d workers for %d layers", S, nw,
-			       L);
+		return sc_errf(SC_EINVAL, "cannot place %d stages on %d workers for %d layers", S,
+			       nw, L);
 	pick = malloc((size_t)nw * sizeof(*pick));
 	best = malloc((size_t)(S + 1) * (L + 1) * sizeof(double));
 	split = malloc((size_t)(S + 1) * (L + 1) * sizeof(int));
@@ -86,10 +86,11 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 		l = a;
 	}
 	if (reason)
-		snprintf(reason, reason_size,
-			 "min-max balance of %d layers (%.2f GFLOP each, head %.2f GFLOP on the last "
-			 "stage) over the %d fastest of %d workers: slowest stage %.3f s/step",
-			 L, layer_gflop, head_gflop, S, nw, best[S * (L + 1) + L]);
+		snprintf(
+		    reason, reason_size,
+		    "min-max balance of %d layers (%.2f GFLOP each, head %.2f GFLOP on the last "
+		    "stage) over the %d fastest of %d workers: slowest stage %.3f s/step",
+		    L, layer_gflop, head_gflop, S, nw, best[S * (L + 1) + L]);
 out:
 	free(pick);
 	free(best);

@@ -41,7 +41,7 @@ static void token_file_round_trip(void **state)
 static void bad_token_files(void **state)
 {
 	char p[512];
-	int32_t hdr[256] = {SC_TOKENS_MAGIC, 1, 10};
+	int32_t hdr[256] = { SC_TOKENS_MAGIC, 1, 10 };
 	unsigned char buf[1024 + 20];
 	sc_tokens *tk;
 	sc_test_path(p, sizeof(p), "bad.bin");
@@ -86,7 +86,7 @@ static void order_is_seeded_and_covers_each_window(void **state)
 	sc_tokens *tk = counting_tokens(W * T + 1);
 	sc_loader *a, *b, *c;
 	int32_t in1[W * T], tg1[W * T], in2[W * T], tg2[W * T];
-	int seen[W] = {0};
+	int seen[W] = { 0 };
 
 	SC_ASSERT_OK(sc_loader_new(&a, tk, T, 9));
 	SC_ASSERT_OK(sc_loader_new(&b, tk, T, 9));

@@ -29,16 +29,23 @@ static int die(sc_err rc, const char *what)
 static int parse(args *a, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"model", 1, 0, 'm'}, {"data", 1, 0, 'd'},    {"adapter", 1, 0, 'a'},
-		{"out", 1, 0, 'o'},   {"batch", 1, 0, 'b'},   {"seq", 1, 0, 'T'},
-		{"micro", 1, 0, 'M'}, {"step", 1, 0, 's'},    {"steps", 1, 0, 'n'},
-		{"seed", 1, 0, 'S'},  {"stages", 1, 0, 'k'},  {"threads", 1, 0, 'j'},
-		{"rank", 1, 0, 'r'},  {"alpha", 1, 0, 'A'},   {"targets", 1, 0, 't'},
-		{"vocab", 1, 0, 'v'}, {0, 0, 0, 0},
+		{ "model", 1, 0, 'm' }, { "data", 1, 0, 'd' },   { "adapter", 1, 0, 'a' },
+		{ "out", 1, 0, 'o' },   { "batch", 1, 0, 'b' },  { "seq", 1, 0, 'T' },
+		{ "micro", 1, 0, 'M' }, { "step", 1, 0, 's' },   { "steps", 1, 0, 'n' },
+		{ "seed", 1, 0, 'S' },  { "stages", 1, 0, 'k' }, { "threads", 1, 0, 'j' },
+		{ "rank", 1, 0, 'r' },  { "alpha", 1, 0, 'A' },  { "targets", 1, 0, 't' },
+		{ "vocab", 1, 0, 'v' }, { 0, 0, 0, 0 },
 	};
 	int c;
-	*a = (args){.B = 2, .T = 16, .M = 1, .stages = 1, .rank = 4, .alpha = 8, .seed = 1,
-		    .targets = "all", .steps = 1};
+	*a = (args){ .B = 2,
+		     .T = 16,
+		     .M = 1,
+		     .stages = 1,
+		     .rank = 4,
+		     .alpha = 8,
+		     .seed = 1,
+		     .targets = "all",
+		     .steps = 1 };
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -75,8 +82,9 @@ static int cmd_batches(args *a)
 	sc_loader *ld = NULL;
 	sc_st_writer *w = NULL;
 	size_t rows = (size_t)a->steps * a->M, BT = (size_t)a->B * a->T;
-	int32_t *in = malloc(rows * BT * sizeof(int32_t)), *tg = malloc(rows * BT * sizeof(int32_t));
-	int64_t shape[4] = {a->steps, a->M, a->B, a->T};
+	int32_t *in = malloc(rows * BT * sizeof(int32_t)),
+		*tg = malloc(rows * BT * sizeof(int32_t));
+	int64_t shape[4] = { a->steps, a->M, a->B, a->T };
 	sc_err rc;
 	int ret = 1;
 
@@ -91,7 +99,8 @@ static int cmd_batches(args *a)
 	}
 	for (size_t i = 0; i < rows; i++)
 		sc_loader_batch(ld, i * a->B, a->B, in + i * BT, tg + i * BT);
-	if ((rc = sc_st_writer_new(&w)) || (rc = sc_st_writer_add(w, "inputs", SC_I32, 4, shape, in)) ||
+	if ((rc = sc_st_writer_new(&w)) ||
+	    (rc = sc_st_writer_add(w, "inputs", SC_I32, 4, shape, in)) ||
 	    (rc = sc_st_writer_add(w, "targets", SC_I32, 4, shape, tg)) ||
 	    (rc = sc_st_writer_save(w, a->out))) {
 		ret = die(rc, "writing");
@@ -122,10 +131,12 @@ static sc_err add_lora(sc_st_writer *w, const sc_adapter *ad, char (*names)[128]
 			sa[0] = sb[1] = ad->lora.rank;
 			sa[1] = in;
 			sb[0] = out;
-			snprintf(names[k], 128, "base_model.model.transformer.h.%d.%s.lora_A.weight", l,
+			snprintf(names[k], 128,
+				 "base_model.model.transformer.h.%d.%s.lora_A.weight", l,
 				 sc_lora_target_name(t));
 			SC_TRY(sc_st_writer_add(w, names[k++], SC_F32, 2, sa, ad->a[l][t]));
-			snprintf(names[k], 128, "base_model.model.transformer.h.%d.%s.lora_B.weight", l,
+			snprintf(names[k], 128,
+				 "base_model.model.transformer.h.%d.%s.lora_B.weight", l,
 				 sc_lora_target_name(t));
 			SC_TRY(sc_st_writer_add(w, names[k++], SC_F32, 2, sb, ad->b[l][t]));
 		}
@@ -137,7 +148,7 @@ static int cmd_grad(args *a)
 {
 	char path[4096], loss_s[64];
 	sc_model_config mc;
-	sc_lora_config lc = {.rank = a->rank, .alpha = a->alpha, .seed = a->seed};
+	sc_lora_config lc = { .rank = a->rank, .alpha = a->alpha, .seed = a->seed };
 	sc_train_config tc;
 	sc_st_file *wf = NULL;
 	sc_tokens *tk = NULL;
@@ -149,7 +160,7 @@ static int cmd_grad(args *a)
 	char(*names)[128] = NULL;
 	size_t BT = (size_t)a->B * a->T;
 	int32_t *in = malloc((size_t)a->M * BT * 4), *tg = malloc((size_t)a->M * BT * 4);
-	int64_t shape[3] = {a->M, a->B, a->T};
+	int64_t shape[3] = { a->M, a->B, a->T };
 	double loss;
 	sc_err rc;
 	int ret = 1;
@@ -199,7 +210,8 @@ static int cmd_grad(args *a)
 	}
 	sc_loader_new(&ld, tk, a->T, a->seed);
 	for (int m = 0; m < a->M; m++)
-		sc_loader_batch(ld, ((uint64_t)a->step * a->M + m) * a->B, a->B, in + m * BT, tg + m * BT);
+		sc_loader_batch(ld, ((uint64_t)a->step * a->M + m) * a->B, a->B, in + m * BT,
+				tg + m * BT);
 	names = calloc((size_t)mc.n_layer * SC_T_COUNT * 2, sizeof(*names));
 	snprintf(loss_s, sizeof(loss_s), "%.17g", loss);
 	if (!names || (rc = sc_st_writer_new(&w)) || (rc = sc_st_writer_meta(w, "loss", loss_s)) ||

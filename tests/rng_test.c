@@ -8,7 +8,7 @@
 
 static void same_keys_same_stream(void **state)
 {
-	uint64_t k[3] = {7, 3, 1};
+	uint64_t k[3] = { 7, 3, 1 };
 	sc_rng a, b;
 	sc_rng_seed(&a, k, 3);
 	sc_rng_seed(&b, k, 3);
@@ -16,7 +16,7 @@ static void same_keys_same_stream(void **state)
 		assert_int_equal(sc_rng_u64(&a), sc_rng_u64(&b));
 	k[2] = 2;
 	sc_rng_seed(&b, k, 3);
-	sc_rng_seed(&a, (uint64_t[]){7, 3, 1}, 3);
+	sc_rng_seed(&a, (uint64_t[]){ 7, 3, 1 }, 3);
 	assert_true(sc_rng_u64(&a) != sc_rng_u64(&b));
 }
 
@@ -43,7 +43,7 @@ static void below_stays_below(void **state)
 {
 	uint64_t k = 5;
 	sc_rng r;
-	int hits[7] = {0};
+	int hits[7] = { 0 };
 	sc_rng_seed(&r, &k, 1);
 	for (int i = 0; i < 70000; i++) {
 		uint64_t x = sc_rng_below(&r, 7);
@@ -84,7 +84,7 @@ static void targets_parse(void **state)
 
 static void lora_config_rejects_rank_zero(void **state)
 {
-	sc_lora_config lc = {.rank = 0, .alpha = 16, .targets = SC_T_ALL};
+	sc_lora_config lc = { .rank = 0, .alpha = 16, .targets = SC_T_ALL };
 	SC_ASSERT_ERR(sc_lora_config_validate(&lc), SC_EINVAL);
 	assert_non_null(strstr(sc_err_detail(), "rank"));
 	lc.rank = 8;

@@ -26,12 +26,12 @@ static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof(*f));
 	char dir[512], path[600];
-	sc_modelgen_opts o = {.seed = 3, .dtype = SC_F32, .random_norms = 1};
+	sc_modelgen_opts o = { .seed = 3, .dtype = SC_F32, .random_norms = 1 };
 	sc_rng r;
 	uint64_t k = 77;
 
-	f->mc = (sc_model_config){L, NH, C, V, P, 1e-5f};
-	f->lc = (sc_lora_config){.rank = R, .alpha = 8.0f, .targets = SC_T_ALL, .seed = 5};
+	f->mc = (sc_model_config){ L, NH, C, V, P, 1e-5f };
+	f->lc = (sc_lora_config){ .rank = R, .alpha = 8.0f, .targets = SC_T_ALL, .seed = 5 };
 	sc_test_path(dir, sizeof(dir), "segmodel");
 	SC_ASSERT_OK(sc_modelgen_write(dir, &f->mc, &o));
 	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
@@ -61,8 +61,13 @@ static int teardown(void **state)
 
 static sc_segment *make(fixture *f, int first, int last, const sc_adapter *ad)
 {
-	sc_segment_spec sp = {.model = f->mc, .lora = f->lc, .first = first, .last = last,
-			      .B = B, .T = T, .slots = 2};
+	sc_segment_spec sp = { .model = f->mc,
+			       .lora = f->lc,
+			       .first = first,
+			       .last = last,
+			       .B = B,
+			       .T = T,
+			       .slots = 2 };
 	sc_segment *seg;
 	SC_ASSERT_OK(sc_segment_new(&seg, f->be, &sp));
 	SC_ASSERT_OK(sc_segment_load_base(seg, f->weights));
@@ -80,11 +85,11 @@ static double run_chain(fixture *f, const int *bounds, int n, sc_adapter *grads,
 	for (int i = 0; i < n; i++)
 		segs[i] = make(f, bounds[i], bounds[i + 1], f->ad);
 	for (int i = 0; i < n; i++)
-		SC_ASSERT_OK(sc_segment_forward(segs[i], slot, i ? (void *)act : f->tokens, f->targets,
-						 1.0f, act, &loss));
+		SC_ASSERT_OK(sc_segment_forward(segs[i], slot, i ? (void *)act : f->tokens,
+						f->targets, 1.0f, act, &loss));
 	for (int i = n - 1; i >= 0; i--)
-		SC_ASSERT_OK(sc_segment_backward(segs[i], slot, i == n - 1 ? NULL : grad,
-						 i ? grad : NULL));
+		SC_ASSERT_OK(
+		    sc_segment_backward(segs[i], slot, i == n - 1 ? NULL : grad, i ? grad : NULL));
 	for (int i = 0; i < n; i++) {
 		SC_ASSERT_OK(sc_segment_export(segs[i], SC_G_GRAD, grads));
 		sc_segment_free(segs[i]);
@@ -95,7 +100,7 @@ static double run_chain(fixture *f, const int *bounds, int n, sc_adapter *grads,
 static void chains_equal_whole_model_bit_for_bit(void **state)
 {
 	fixture *f = *state;
-	static const int whole[] = {0, L}, two[] = {0, 1, L}, three[] = {0, 1, 2, L};
+	static const int whole[] = { 0, L }, two[] = { 0, 1, L }, three[] = { 0, 1, 2, L };
 	sc_adapter *g1, *g2, *g3;
 	SC_ASSERT_OK(sc_adapter_new(&g1, &f->lc, L, C));
 	SC_ASSERT_OK(sc_adapter_new(&g2, &f->lc, L, C));
@@ -132,7 +137,7 @@ static double loss_at(fixture *f, const sc_adapter *ad)
 static void lora_gradient_matches_finite_differences(void **state)
 {
 	fixture *f = *state;
-	static const int whole[] = {0, L};
+	static const int whole[] = { 0, L };
 	sc_adapter *g, *plus, *minus;
 	float *d = malloc(f->ad->n_floats * sizeof(float));
 	double h = 2e-3, analytic = 0, numeric;
@@ -186,7 +191,7 @@ static void fresh_adapter_is_identity(void **state)
 {
 	fixture *f = *state;
 	sc_adapter *fresh, *g;
-	static const int whole[] = {0, L};
+	static const int whole[] = { 0, L };
 	SC_ASSERT_OK(sc_adapter_new(&fresh, &f->lc, L, C));
 	SC_ASSERT_OK(sc_adapter_new(&g, &f->lc, L, C));
 	sc_adapter_init(fresh);
@@ -215,8 +220,9 @@ static void bad_input_is_refused(void **state)
 	sc_segment *seg = make(f, 0, L, f->ad), *bad;
 	int32_t tok[B * T];
 	double loss;
-	sc_segment_spec sp = {.model = f->mc, .lora = f->lc, .first = 0, .last = L, .B = B,
-			      .T = T, .slots = 1};
+	sc_segment_spec sp = {
+		.model = f->mc, .lora = f->lc, .first = 0, .last = L, .B = B, .T = T, .slots = 1
+	};
 
 	memcpy(tok, f->tokens, sizeof(tok));
 	tok[5] = V; /* one past the vocabulary */
@@ -248,13 +254,14 @@ static void bad_input_is_refused(void **state)
 static void missing_weights_are_named(void **state)
 {
 	fixture *f = *state;
-	sc_model_config small = {1, NH, C, V, P, 1e-5f};
-	sc_modelgen_opts o = {.seed = 1, .dtype = SC_F16};
+	sc_model_config small = { 1, NH, C, V, P, 1e-5f };
+	sc_modelgen_opts o = { .seed = 1, .dtype = SC_F16 };
 	char dir[512], path[600];
 	sc_st_file *wf;
 	sc_segment *seg;
-	sc_segment_spec sp = {.model = f->mc, .lora = f->lc, .first = 1, .last = 2, .B = B,
-			      .T = T, .slots = 1};
+	sc_segment_spec sp = {
+		.model = f->mc, .lora = f->lc, .first = 1, .last = 2, .B = B, .T = T, .slots = 1
+	};
 	sc_test_path(dir, sizeof(dir), "small");
 	SC_ASSERT_OK(sc_modelgen_write(dir, &small, &o));
 	snprintf(path, sizeof(path), "%s/model.safetensors", dir);

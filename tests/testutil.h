@@ -13,23 +13,23 @@
 
 /* Fails the test, printing the expression, its error name and detail, when
  * expr does not return SC_OK. */
-#define SC_ASSERT_OK(expr)                                                                     \
-	do {                                                                                   \
-		sc_err rc_ = (expr);                                                           \
-		if (rc_ != SC_OK)                                                              \
-			fail_msg("%s -> %s: %s", #expr, sc_err_name(rc_), sc_err_detail());    \
+#define SC_ASSERT_OK(expr)                                                                         \
+	do {                                                                                       \
+		sc_err rc_ = (expr);                                                               \
+		if (rc_ != SC_OK)                                                                  \
+			fail_msg("%s -> %s: %s", #expr, sc_err_name(rc_), sc_err_detail());        \
 	} while (0)
 
 /* Asserts that expr fails with code want, and that a detail was recorded. */
-#define SC_ASSERT_ERR(expr, want)                                                              \
-	do {                                                                                   \
-		sc_errf(SC_OK, "%s", "");                                                      \
-		sc_err rc_ = (expr);                                                           \
-		if (rc_ != (want))                                                             \
-			fail_msg("%s -> %s (want %s): %s", #expr, sc_err_name(rc_),             \
-				 sc_err_name(want), sc_err_detail());                          \
-		if (sc_err_detail()[0] == '\0')                                                \
-			fail_msg("%s failed with no detail for the user", #expr);              \
+#define SC_ASSERT_ERR(expr, want)                                                                  \
+	do {                                                                                       \
+		sc_errf(SC_OK, "%s", "");                                                          \
+		sc_err rc_ = (expr);                                                               \
+		if (rc_ != (want))                                                                 \
+			fail_msg("%s -> %s (want %s): %s", #expr, sc_err_name(rc_),                \
+				 sc_err_name(want), sc_err_detail());                              \
+		if (sc_err_detail()[0] == '\0')                                                    \
+			fail_msg("%s failed with no detail for the user", #expr);                  \
 	} while (0)
 
 /* A fresh directory for this test process under $SC_TEST_TMP (or /tmp),

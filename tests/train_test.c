@@ -33,7 +33,7 @@ static void clip_factor_as_torch(void **state)
 	assert_float_equal(sc_clip_factor(0.5, 1.0f), 1.0, 0);
 	assert_float_equal(sc_clip_factor(4.0, 1.0f), 1.0 / (4.0 + 1e-6), 1e-7);
 	assert_float_equal(sc_clip_factor(4.0, 0.0f), 1.0, 0);
-	double per_layer[3] = {1, 4, 4};
+	double per_layer[3] = { 1, 4, 4 };
 	assert_float_equal(sc_global_norm(per_layer, 3), 3.0, 1e-12);
 }
 
@@ -64,9 +64,9 @@ static void train(run *out, int nstages, const int *bounds)
 	static const char text[] = "splitchain trains LoRA adapters across a chain of edge "
 				   "workers; every chain computes what one process computes. ";
 	char dir[512], path[600];
-	sc_model_config mc = {L, 2, C, V, 32, 1e-5f};
-	sc_lora_config lc = {.rank = 2, .alpha = 4, .targets = SC_T_ALL, .seed = 3};
-	sc_modelgen_opts o = {.seed = 2, .dtype = SC_F32, .random_norms = 1};
+	sc_model_config mc = { L, 2, C, V, 32, 1e-5f };
+	sc_lora_config lc = { .rank = 2, .alpha = 4, .targets = SC_T_ALL, .seed = 3 };
+	sc_modelgen_opts o = { .seed = 2, .dtype = SC_F32, .random_norms = 1 };
 	sc_train_config tc;
 	sc_backend *be;
 	sc_st_file *wf;
@@ -108,7 +108,7 @@ static void train(run *out, int nstages, const int *bounds)
 
 static void stages_train_bit_identical_adapters(void **state)
 {
-	static const int b2[] = {0, 3, 4}, b4[] = {0, 1, 2, 3, 4};
+	static const int b2[] = { 0, 3, 4 }, b4[] = { 0, 1, 2, 3, 4 };
 	run one, two, four;
 	train(&one, 1, NULL);
 	train(&two, 2, b2);
@@ -130,15 +130,15 @@ static void stages_train_bit_identical_adapters(void **state)
 
 static void trainer_refuses_bad_stages(void **state)
 {
-	static const int bad[] = {0, 2, 2, 4};
+	static const int bad[] = { 0, 2, 2, 4 };
 	char dir[512], path[600];
-	sc_model_config mc = {L, 2, C, V, 32, 1e-5f};
-	sc_lora_config lc = {.rank = 2, .alpha = 4, .targets = SC_T_ALL, .seed = 3};
-	sc_modelgen_opts o = {.seed = 2, .dtype = SC_F32};
+	sc_model_config mc = { L, 2, C, V, 32, 1e-5f };
+	sc_lora_config lc = { .rank = 2, .alpha = 4, .targets = SC_T_ALL, .seed = 3 };
+	sc_modelgen_opts o = { .seed = 2, .dtype = SC_F32 };
 	sc_train_config tc;
 	sc_backend *be;
 	sc_st_file *wf;
-	sc_tokens tk = {.ids = (uint16_t[64]){0}, .n = 64};
+	sc_tokens tk = { .ids = (uint16_t[64]){ 0 }, .n = 64 };
 	sc_trainer *tr;
 	sc_test_path(dir, sizeof(dir), "trainmodel2");
 	SC_ASSERT_OK(sc_modelgen_write(dir, &mc, &o));

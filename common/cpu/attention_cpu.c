@@ -23,10 +23,10 @@ static int min_int(int a, int b)
 }
 
 /* Row t of the scores: softmax over columns 0..t, zeros after. */
-SC_CPU_VEC static void softmax_row(float *p, int t, int T)
+SC_CPU_HOT static void softmax_row(float *p, int t, int T)
 {
 	float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
+	SC_CPU_SIMD_MAX(mx)
 	for (int j = 0; j <= t; j++)
 		mx = p[j] > mx ? p[j] : mx;
 	float sum = 0.0f;
@@ -60,7 +60,7 @@ static void head_forward(float *out, int ldo, float *att, const float *q, const 
 }
 
 /* Row t: d[j] = a[j] * (d[j] - sum_j a[j] d[j]) for j <= t, zeros after. */
-SC_CPU_VEC static void softmax_backward_row(float *d, const float *a, int t, int T)
+SC_CPU_HOT static void softmax_backward_row(float *d, const float *a, int t, int T)
 {
 	float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
@@ -101,7 +101,8 @@ static void head_backward(float *dq, float *dk, float *dv, float *datt, const fl
 			    att + diag, T, dout + (size_t)j0 * ldo, ldo, 0.0f, dv + (size_t)j0 * ld,
 			    ld);
 		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, j1 - j0, hs, T - j0, scale,
-			    datt + diag, T, q + (size_t)j0 * ld, ld, 0.0f, dk + (size_t)j0 * ld, ld);
+			    datt + diag, T, q + (size_t)j0 * ld, ld, 0.0f, dk + (size_t)j0 * ld,
+			    ld);
 	}
 }
 

@@ -17,10 +17,10 @@
 
 #include "cpu_ops.h"
 
-#define ALIGN 64
-#define CHUNK 8192         /* elements per parallel work item */
+#define ALIGN        64
+#define CHUNK        8192  /* elements per parallel work item */
 #define SUMSQ_CHUNKS 256   /* sumsq splits x into at most this many pieces */
-#define SUMSQ_MIN 16384    /* ... of at least this many elements */
+#define SUMSQ_MIN    16384 /* ... of at least this many elements */
 
 typedef struct cpu_backend {
 	sc_backend be;
@@ -92,7 +92,8 @@ static sc_err cpu_gemm(sc_backend *be, int trans_a, int trans_b, int m, int n, i
 		return SC_OK;
 	sc_cpu_enter(be);
 	cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-		    trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+		    trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c,
+		    ldc);
 	return SC_OK;
 }
 
@@ -106,8 +107,8 @@ static sc_err cpu_encoder_forward(sc_backend *be, float *out, const int32_t *tok
 	int N = B * T;
 	for (int i = 0; i < N; i++)
 		if (tokens[i] < 0)
-			return sc_errf(SC_ERANGE, "encoder: negative token %d at %d", (int)tokens[i],
-				       i);
+			return sc_errf(SC_ERANGE, "encoder: negative token %d at %d",
+				       (int)tokens[i], i);
 	sc_cpu_enter(be);
 #pragma omp parallel for schedule(static) if ((size_t)N * C >= SC_CPU_PAR_MIN)
 	for (int i = 0; i < N; i++) {

@@ -2,7 +2,8 @@
  * layer norm, GELU and the fused softmax + cross-entropy. Rows (or chunks of
  * elements) are split over OpenMP threads; every row is computed by one
  * thread in a fixed order, so results do not depend on the thread count.
- * Per-row statistics are accumulated in double.
+ * Per-row sums are accumulated in double (cross-entropy's in float runs of
+ * SUM_RUN elements, added up in double).
  */
 #include <math.h>
 #include <string.h>
@@ -11,9 +12,10 @@
 
 #define GELU_K0 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_K1 0.044715f
-#define CHUNK 8192 /* elements per parallel work item */
+#define CHUNK   8192 /* elements per parallel work item */
+#define SUM_RUN 1024
 
-SC_CPU_VEC static void layernorm_row(float *y, float *mean, float *rstd, const float *x,
+SC_CPU_HOT static void layernorm_row(float *y, float *mean, float *rstd, const float *x,
 				     const float *w, const float *b, int C, float eps)
 {
 	double s = 0.0;
@@ -50,7 +52,7 @@ sc_err sc_cpu_layernorm_forward(sc_backend *be, float *out, float *mean, float *
 }
 
 /* dx += (dn - mean(dn) - norm * mean(dn * norm)) * rstd, dn = dout * w. */
-SC_CPU_VEC static void layernorm_backward_row(float *dx, const float *dy, const float *x,
+SC_CPU_HOT static void layernorm_backward_row(float *dx, const float *dy, const float *x,
 					      const float *w, float mean, float rstd, int C)
 {
 	double m = mean, rs = rstd;
@@ -88,7 +90,7 @@ sc_err sc_cpu_layernorm_backward(sc_backend *be, float *dinp, const float *dout,
 /* GELU, tanh form: 0.5 x (1 + tanh u), u = K0 (x + K1 x^3). Written as
  * x * s with s = 1 / (1 + e^(-2u)) = (1 + tanh u) / 2, which has no
  * cancellation for negative x. */
-SC_CPU_VEC static void gelu_range(float *out, const float *inp, size_t n)
+SC_CPU_HOT static void gelu_range(float *out, const float *inp, size_t n)
 {
 #pragma omp simd
 	for (size_t i = 0; i < n; i++) {
@@ -100,7 +102,7 @@ SC_CPU_VEC static void gelu_range(float *out, const float *inp, size_t n)
 
 /* d/dx = s + x * (1 - tanh^2 u) / 2 * du/dx, and (1 - tanh^2 u) / 2 =
  * 2 s (1 - s) with 1 - s = e s, e = e^(-2u). dinp may alias dout. */
-SC_CPU_VEC static void gelu_backward_range(float *dinp, const float *inp, const float *dout,
+SC_CPU_HOT static void gelu_backward_range(float *dinp, const float *inp, const float *dout,
 					   size_t n)
 {
 #pragma omp simd
@@ -142,19 +144,24 @@ sc_err sc_cpu_gelu_backward(sc_backend *be, float *dinp, const float *inp, const
 
 /* One row of logits, in place: returns -log softmax(row)[target] and leaves
  * (softmax - onehot(target)) * dscale in row. */
-SC_CPU_VEC static float crossentropy_row(float *row, int V, int target, float dscale)
+SC_CPU_HOT static float crossentropy_row(float *row, int V, int target, float dscale)
 {
 	float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
+	SC_CPU_SIMD_MAX(mx)
 	for (int j = 0; j < V; j++)
 		mx = row[j] > mx ? row[j] : mx;
 	double xt = row[target];
 	double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-	for (int j = 0; j < V; j++) {
-		float e = sc_cpu_expf(row[j] - mx);
-		row[j] = e;
-		sum += e;
+	for (int j0 = 0; j0 < V; j0 += SUM_RUN) {
+		int j1 = j0 + SUM_RUN < V ? j0 + SUM_RUN : V;
+		float part = 0.0f;
+#pragma omp simd reduction(+ : part)
+		for (int j = j0; j < j1; j++) {
+			float e = sc_cpu_expf(row[j] - mx);
+			row[j] = e;
+			part += e;
+		}
+		sum += part;
 	}
 	float scale = (float)(dscale / sum);
 #pragma omp simd

@@ -52,33 +52,38 @@ typedef struct sc_backend_ops {
 	 * op(x) = x^T when trans_x is nonzero. lda/ldb/ldc are row strides of
 	 * the matrices as stored. */
 	sc_err (*gemm)(sc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
-		       const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+		       const float *a, int lda, const float *b, int ldb, float beta, float *c,
+		       int ldc);
 
 	/* ---- GPT-2 operations ---- */
 	/* out (B,T,C) = wte[tokens] + wpe[t]; tokens (B,T) must be < V (checked
 	 * by the caller on the host). */
-	sc_err (*encoder_forward)(sc_backend *be, float *out, const int32_t *tokens, const float *wte,
-				  const float *wpe, int B, int T, int C);
+	sc_err (*encoder_forward)(sc_backend *be, float *out, const int32_t *tokens,
+				  const float *wte, const float *wpe, int B, int T, int C);
 	/* out (N,C), mean (N), rstd (N) = LayerNorm(inp (N,C)) * w (C) + b (C). */
-	sc_err (*layernorm_forward)(sc_backend *be, float *out, float *mean, float *rstd, const float *inp,
-				    const float *w, const float *b, int N, int C, float eps);
+	sc_err (*layernorm_forward)(sc_backend *be, float *out, float *mean, float *rstd,
+				    const float *inp, const float *w, const float *b, int N, int C,
+				    float eps);
 	/* dinp (N,C) += dLayerNorm given dout (N,C). No weight gradients: the
 	 * norm's weights are frozen. */
-	sc_err (*layernorm_backward)(sc_backend *be, float *dinp, const float *dout, const float *inp,
-				     const float *w, const float *mean, const float *rstd, int N, int C);
+	sc_err (*layernorm_backward)(sc_backend *be, float *dinp, const float *dout,
+				     const float *inp, const float *w, const float *mean,
+				     const float *rstd, int N, int C);
 	/* Causal self-attention. qkv (B,T,3C) holds q | k | v per position, heads
 	 * split along C. out (B,T,C); att (B,NH,T,T) the softmaxed scores (only
 	 * t2 <= t1 defined), kept for backward. Scale 1/sqrt(hs). */
-	sc_err (*attention_forward)(sc_backend *be, float *out, float *att, const float *qkv, int B, int T,
-				    int C, int NH);
+	sc_err (*attention_forward)(sc_backend *be, float *out, float *att, const float *qkv, int B,
+				    int T, int C, int NH);
 	/* dqkv (B,T,3C) = dAttention (overwritten, not accumulated), given dout
 	 * (B,T,C); datt (B,NH,T,T) is scratch. */
 	sc_err (*attention_backward)(sc_backend *be, float *dqkv, float *datt, const float *dout,
-				     const float *qkv, const float *att, int B, int T, int C, int NH);
+				     const float *qkv, const float *att, int B, int T, int C,
+				     int NH);
 	/* out (n) = GELU(inp), the tanh approximation ("gelu_new"). */
 	sc_err (*gelu_forward)(sc_backend *be, float *out, const float *inp, size_t n);
 	/* dinp (n) = dout * GELU'(inp) (overwritten). dinp may alias dout. */
-	sc_err (*gelu_backward)(sc_backend *be, float *dinp, const float *inp, const float *dout, size_t n);
+	sc_err (*gelu_backward)(sc_backend *be, float *dinp, const float *inp, const float *dout,
+				size_t n);
 	/* out (n) = a + b; out may alias a or b. */
 	sc_err (*add)(sc_backend *be, float *out, const float *a, const float *b, size_t n);
 	/* out (N,OC) += bias (OC) broadcast over rows. */
@@ -87,16 +92,16 @@ typedef struct sc_backend_ops {
 	 * gets -log p[target] per row, and logits becomes dlogits = (p - onehot) *
 	 * dscale. Rows with target < 0 are ignored: loss 0, gradient 0. Targets
 	 * must be < V (checked by the caller on the host). */
-	sc_err (*crossentropy)(sc_backend *be, float *losses, float *logits, const int32_t *targets, int N,
-			       int V, float dscale);
+	sc_err (*crossentropy)(sc_backend *be, float *losses, float *logits, const int32_t *targets,
+			       int N, int V, float dscale);
 
 	/* ---- optimizer ---- */
 	/* AdamW on n parameters (torch.optim.AdamW's formula, decoupled weight
 	 * decay): g = grad * grad_scale; m, v updated; param updated. t is the
 	 * 1-based step count for bias correction. */
-	sc_err (*adamw)(sc_backend *be, float *param, float *m, float *v, const float *grad, size_t n,
-			float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
-			int t);
+	sc_err (*adamw)(sc_backend *be, float *param, float *m, float *v, const float *grad,
+			size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+			float grad_scale, int t);
 	/* *out_host = sum of x[i]^2 over n floats, accumulated in double in a
 	 * fixed order (the result is a function of x alone). Synchronous. */
 	sc_err (*sumsq)(sc_backend *be, double *out_host, const float *x, size_t n);

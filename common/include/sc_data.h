@@ -21,7 +21,7 @@
 
 #include "sc_err.h"
 
-#define SC_TOKENS_MAGIC 20240520
+#define SC_TOKENS_MAGIC   20240520
 #define SC_TOKENS_VERSION 1
 
 typedef struct sc_tokens {

@@ -41,11 +41,11 @@ sc_err sc_err_wrap(sc_err code, const char *fmt, ...) __attribute__((format(prin
 const char *sc_err_detail(void);
 
 /* Propagates a failure: evaluates expr once and returns its code if nonzero. */
-#define SC_TRY(expr)                                                            \
-	do {                                                                    \
-		sc_err sc_try_rc_ = (expr);                                     \
-		if (sc_try_rc_ != SC_OK)                                        \
-			return sc_try_rc_;                                      \
+#define SC_TRY(expr)                                                                               \
+	do {                                                                                       \
+		sc_err sc_try_rc_ = (expr);                                                        \
+		if (sc_try_rc_ != SC_OK)                                                           \
+			return sc_try_rc_;                                                         \
 	} while (0)
 
 #endif

@@ -12,11 +12,11 @@ enum sc_log_level { SC_LOG_DEBUG, SC_LOG_INFO, SC_LOG_WARN, SC_LOG_ERROR, SC_LOG
 void sc_log_set_level(enum sc_log_level level);
 enum sc_log_level sc_log_get_level(void);
 void sc_log(enum sc_log_level level, const char *module, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #define sc_debug(mod, ...) sc_log(SC_LOG_DEBUG, mod, __VA_ARGS__)
-#define sc_info(mod, ...) sc_log(SC_LOG_INFO, mod, __VA_ARGS__)
-#define sc_warn(mod, ...) sc_log(SC_LOG_WARN, mod, __VA_ARGS__)
+#define sc_info(mod, ...)  sc_log(SC_LOG_INFO, mod, __VA_ARGS__)
+#define sc_warn(mod, ...)  sc_log(SC_LOG_WARN, mod, __VA_ARGS__)
 #define sc_error(mod, ...) sc_log(SC_LOG_ERROR, mod, __VA_ARGS__)
 
 #endif

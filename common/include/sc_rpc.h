@@ -18,7 +18,7 @@
 
 #include "sc_err.h"
 
-#define SC_RPC_MAGIC 0x53504C43u /* "SPLC" */
+#define SC_RPC_MAGIC   0x53504C43u /* "SPLC" */
 #define SC_RPC_VERSION 1u
 #define SC_RPC_MAX_MSG (512u << 20) /* largest message a socket accepts */
 

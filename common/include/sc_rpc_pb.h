@@ -27,6 +27,6 @@ void sc_rpc_reply_pb(sc_rpc_reply *rep, const ProtobufCMessage *msg);
 
 /* Sets an error status with a printf-style message. */
 void sc_rpc_reply_err(sc_rpc_reply *rep, int status, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -108,7 +108,8 @@ sc_err sc_segment_grad_sumsq(sc_segment *seg, double *per_layer);
 typedef struct sc_adamw_hparams {
 	float beta1, beta2, eps, weight_decay;
 } sc_adamw_hparams;
-sc_err sc_segment_adamw(sc_segment *seg, const sc_adamw_hparams *hp, float lr, float grad_scale, int t);
+sc_err sc_segment_adamw(sc_segment *seg, const sc_adamw_hparams *hp, float lr, float grad_scale,
+			int t);
 
 /* Bytes of device memory the segment holds (base, LoRA, optimizer, acts). */
 size_t sc_segment_device_bytes(const sc_segment *seg);

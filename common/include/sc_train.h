@@ -23,8 +23,8 @@ typedef struct sc_train_config {
 	int warmup;        /* linear warm-up steps */
 	float weight_decay;
 	float beta1, beta2, eps;
-	float grad_clip;   /* max global norm; <= 0 disables clipping */
-	uint64_t seed;     /* data order */
+	float grad_clip; /* max global norm; <= 0 disables clipping */
+	uint64_t seed;   /* data order */
 } sc_train_config;
 
 /* Fills tc with the defaults (lr 2e-4, min_lr 2e-5, warmup 10, wd 0,
@@ -50,8 +50,8 @@ typedef struct sc_step_stats {
 	double loss;      /* mean of the micro-batches' losses */
 	double grad_norm; /* before clipping */
 	float lr;
-	double seconds;   /* wall time of the step */
-	long tokens;      /* B * T * M */
+	double seconds; /* wall time of the step */
+	long tokens;    /* B * T * M */
 } sc_step_stats;
 
 typedef struct sc_trainer sc_trainer;
@@ -63,8 +63,9 @@ typedef struct sc_trainer sc_trainer;
  * (borrowed; must outlive the trainer). *out = new trainer, free with
  * sc_trainer_free. */
 sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *mc,
-		      const sc_lora_config *lc, const sc_train_config *tc, const sc_st_file *weights,
-		      const sc_adapter *init, const sc_tokens *tk, int nstages, const int *bounds);
+		      const sc_lora_config *lc, const sc_train_config *tc,
+		      const sc_st_file *weights, const sc_adapter *init, const sc_tokens *tk,
+		      int nstages, const int *bounds);
 void sc_trainer_free(sc_trainer *tr);
 
 /* Runs 0-based optimizer step `step` (data and lr are functions of it). */

@@ -1,0 +1,109 @@
+/* sc_dataplane.h — tensors between adjacent stages of a chain.
+ *
+ * One nng message per tensor:
+ *   4 bytes   little-endian length h of the header
+ *   h bytes   a packed TensorHeader (proto/splitchain.proto): magic
+ *             0x53504454, job, step, micro-batch, direction, dtype, shape,
+ *             zlib crc32 of the payload, payload_bytes
+ *   payload   payload_bytes raw little-endian float32 values
+ * The payload is copied once into the nng message, which nng then sends
+ * without copying again.
+ *
+ * Sockets are nng pair0, one per hop: the downstream stage listens on its
+ * data address, the upstream stage dials it; activations go down
+ * (SC_DP_FORWARD) and gradients come back up (SC_DP_BACKWARD) on the same
+ * socket. A receive checks everything before a byte reaches the caller —
+ * length prefix, header, magic, dtype, shape against what the caller
+ * expects, payload size, job / step / micro-batch / direction against the
+ * schedule, checksum — and fails with SC_EFORMAT naming what was wrong;
+ * bad input never crashes. Every socket has a maximum message size, and a
+ * send or receive that waits longer than its timeout fails with SC_EIO
+ * naming the peer's address. Float data is assumed little-endian (the host
+ * order of every supported platform).
+ */
+#ifndef SC_DATAPLANE_H
+#define SC_DATAPLANE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sc_err.h"
+
+#define SC_DP_MAGIC      0x53504454u /* "SPDT" */
+#define SC_DP_MAX_DIMS   8
+#define SC_DP_MAX_HEADER 1024u /* a longer header is refused */
+
+enum sc_dp_direction { SC_DP_FORWARD = 0, SC_DP_BACKWARD = 1 };
+
+/* Which tensor of which step a message carries. */
+typedef struct sc_dp_tag {
+	uint64_t job;
+	uint64_t step;
+	uint32_t micro_batch;
+	enum sc_dp_direction direction;
+} sc_dp_tag;
+
+typedef struct sc_dp_opts {
+	int timeout_ms; /* longest wait of one send or receive (default 120000) */
+	size_t max_msg; /* largest message a receive accepts (default 1 GiB) */
+	int queue;      /* messages buffered each way in the socket (default 16) */
+	/* Nonzero: a well-formed message of the same job but an earlier step
+	 * (left over from a failed step) is dropped with a log line instead
+	 * of failing the receive. Default 0. */
+	int drop_stale;
+	/* Borrowed, may be NULL: once *cancel is nonzero, a send or receive
+	 * that is waiting gives up with SC_EIO within about 100 ms. */
+	const atomic_int *cancel;
+} sc_dp_opts;
+
+/* Fills o with the defaults above. */
+void sc_dp_opts_defaults(sc_dp_opts *o);
+
+typedef struct sc_dp_socket sc_dp_socket;
+
+/* Opens a pair socket listening on url ("tcp://host:0" picks a free port).
+ * o is copied (NULL: defaults). *out = new socket; close with sc_dp_close. */
+sc_err sc_dp_listen(sc_dp_socket **out, const char *url, const sc_dp_opts *o);
+
+/* Opens a pair socket dialing url in the background: the peer may come up
+ * later, and a lost connection is redialed. o as for sc_dp_listen. */
+sc_err sc_dp_dial(sc_dp_socket **out, const char *url, const sc_dp_opts *o);
+
+/* Closes the socket (queued messages are discarded). Accepts NULL. */
+void sc_dp_close(sc_dp_socket *s);
+
+/* The address: for a listener the one actually bound (a tcp port 0
+ * replaced by the port chosen), for a dialer the peer's. Borrowed. */
+const char *sc_dp_url(const sc_dp_socket *s);
+
+/* Sends tensor (shape[0..ndim), float32, data borrowed for the call) with
+ * tag. Returns once nng has queued the message, so the caller's next
+ * computation overlaps the transfer. Thread-safe. */
+sc_err sc_dp_send(sc_dp_socket *s, const sc_dp_tag *tag, int ndim, const int64_t *shape,
+		  const float *data);
+
+/* Waits for the next tensor and checks it is exactly want (tag) of shape
+ * shape[0..ndim); on success its values are in data (numel floats). On
+ * SC_EFORMAT data may hold garbage; the message has been consumed. One
+ * receiver at a time. */
+sc_err sc_dp_recv(sc_dp_socket *s, const sc_dp_tag *want, int ndim, const int64_t *shape,
+		  float *data);
+
+/* Bytes (whole messages) sent / received since the socket opened. */
+uint64_t sc_dp_bytes_sent(const sc_dp_socket *s);
+uint64_t sc_dp_bytes_received(const sc_dp_socket *s);
+
+/* ---- the wire format alone, for tests and tools ---- */
+
+/* Encodes a message as sc_dp_send would send it. *out = new buffer of
+ * *len bytes (free with free()). */
+sc_err sc_dp_encode(uint8_t **out, size_t *len, const sc_dp_tag *tag, int ndim,
+		    const int64_t *shape, const float *data);
+
+/* Checks msg (len bytes, borrowed) as sc_dp_recv does and copies its
+ * payload into data. */
+sc_err sc_dp_decode(const uint8_t *msg, size_t len, const sc_dp_tag *want, int ndim,
+		    const int64_t *shape, float *data);
+
+#endif

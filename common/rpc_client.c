@@ -1,0 +1,288 @@
+/* rpc_client.c — the RPC client of sc_rpc.h: one nng REQ socket, one context per call.
+ *
+ * A call packs an Envelope with a fresh request id (a random per-client base plus a counter)
+ * and a deadline of now + timeout. nng's REQ protocol resends the same message, same id,
+ * after RESEND_MS or when a connection is lost, so a request that a restarting peer missed
+ * reaches it later, and the server's retry memory keeps it from running twice.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "sc_rpc.h"
+#include "splitchain.pb-c.h"
+
+#define RESEND_MS 1000		     /* resend a small request after this long */
+#define RESEND_BYTES_PER_S (32u << 20) /* a big one: 1 s more per 32 MiB, not to flood */
+#define REQUEST_MAX (SC_RPC_MAX_MSG - 64) /* room for the SP routing header */
+
+struct sc_rpc_client {
+	nng_socket sock;
+	int sock_open;
+	uint64_t id_base;	 /* random, per client */
+	atomic_uint_fast64_t seq; /* calls so far */
+	atomic_int npipes;	 /* live connections, for the timeout message */
+	char url[256];
+};
+
+const char *sc_status_name(int status)
+{
+	static const char *const names[] = {
+		"OK",
+		"CANCELLED",
+		"UNKNOWN",
+		"INVALID_ARGUMENT",
+		"DEADLINE_EXCEEDED",
+		"NOT_FOUND",
+		"ALREADY_EXISTS",
+		"PERMISSION_DENIED",
+		"RESOURCE_EXHAUSTED",
+		"FAILED_PRECONDITION",
+		"ABORTED",
+		"OUT_OF_RANGE",
+		"UNIMPLEMENTED",
+		"INTERNAL",
+		"UNAVAILABLE",
+		"DATA_LOSS",
+	};
+	if (status < 0 || status >= (int)(sizeof(names) / sizeof(names[0])))
+		return "INVALID_STATUS";
+	return names[status];
+}
+
+static uint64_t clock_ms(clockid_t clock)
+{
+	struct timespec ts;
+
+	clock_gettime(clock, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Runs on an nng thread when a connection comes or goes. */
+static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	sc_rpc_client *cl = arg;
+
+	(void)p;
+	atomic_fetch_add(&cl->npipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1);
+}
+
+static uint64_t random_base(void)
+{
+	uint64_t b = 0;
+
+	if (getrandom(&b, sizeof(b), 0) != (ssize_t)sizeof(b)) /* mix what is at hand */
+		b = clock_ms(CLOCK_REALTIME) * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid() << 32 ^
+		    (uint64_t)(uintptr_t)&b;
+	return b;
+}
+
+sc_err sc_rpc_client_open(sc_rpc_client **out, const char *url)
+{
+	sc_rpc_client *cl;
+	sc_err err;
+	int rv;
+
+	*out = NULL;
+	if (!url)
+		return sc_errf(SC_EINVAL, "rpc client: no url");
+	if (!(cl = calloc(1, sizeof(*cl))))
+		return sc_errf(SC_ENOMEM, "rpc client: out of memory");
+	snprintf(cl->url, sizeof(cl->url), "%s", url);
+	cl->id_base = random_base();
+	if ((rv = nng_req0_open(&cl->sock)) != 0) {
+		err = sc_errf(rv == NNG_ENOMEM ? SC_ENOMEM : SC_EIO, "rpc client: open socket: %s",
+			      nng_strerror(rv));
+		goto fail;
+	}
+	cl->sock_open = 1;
+	if ((rv = nng_socket_set_size(cl->sock, NNG_OPT_RECVMAXSZ, SC_RPC_MAX_MSG)) != 0 ||
+	    (rv = nng_socket_set_ms(cl->sock, NNG_OPT_REQ_RESENDTIME, RESEND_MS)) != 0 ||
+	    (rv = nng_socket_set_ms(cl->sock, NNG_OPT_RECONNMINT, 50)) != 0 ||
+	    (rv = nng_socket_set_ms(cl->sock, NNG_OPT_RECONNMAXT, 1000)) != 0 ||
+	    (rv = nng_pipe_notify(cl->sock, NNG_PIPE_EV_ADD_POST, on_pipe, cl)) != 0 ||
+	    (rv = nng_pipe_notify(cl->sock, NNG_PIPE_EV_REM_POST, on_pipe, cl)) != 0) {
+		err = sc_errf(SC_EIO, "rpc client: socket options: %s", nng_strerror(rv));
+		goto fail;
+	}
+	/* Non-blocking: the dialer keeps retrying in the background until the peer is up. */
+	if ((rv = nng_dial(cl->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+		err = sc_errf(rv == NNG_ENOMEM ? SC_ENOMEM : SC_EINVAL, "rpc client: dial %s: %s",
+			      url, nng_strerror(rv));
+		goto fail;
+	}
+	*out = cl;
+	return SC_OK;
+fail:
+	sc_rpc_client_close(cl);
+	return err;
+}
+
+void sc_rpc_client_close(sc_rpc_client *cl)
+{
+	if (!cl)
+		return;
+	if (cl->sock_open)
+		nng_close(cl->sock);
+	free(cl);
+}
+
+/* Sets *status and the caller's message buffer; returns SC_OK. */
+static sc_err give(int *status, char *msg, size_t msg_size, int code, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+static sc_err give(int *status, char *msg, size_t msg_size, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	*status = code;
+	if (msg && msg_size) {
+		va_start(ap, fmt);
+		vsnprintf(msg, msg_size, fmt, ap);
+		va_end(ap);
+	}
+	return SC_OK;
+}
+
+/* Checks the reply envelope in m (borrowed) and hands out its status and body. */
+static sc_err take_reply(sc_rpc_client *cl, nng_msg *m, uint64_t id, int *status, char *msg,
+			 size_t msg_size, uint8_t **reply, size_t *reply_len)
+{
+	Splitchain__Envelope *env;
+	sc_err err;
+
+	env = splitchain__envelope__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
+	if (!env)
+		return give(status, msg, msg_size, SC_STATUS_INTERNAL,
+			    "%s sent a malformed reply (%zu bytes)", cl->url, nng_msg_len(m));
+	if (env->magic != SC_RPC_MAGIC || env->version != SC_RPC_VERSION)
+		err = give(status, msg, msg_size, SC_STATUS_INTERNAL,
+			   "%s replied with magic 0x%08" PRIx32 " version %" PRIu32
+			   " (want 0x%08x version %u)", cl->url, env->magic, env->version,
+			   SC_RPC_MAGIC, SC_RPC_VERSION);
+	else if (env->request_id != id)
+		err = give(status, msg, msg_size, SC_STATUS_INTERNAL,
+			   "%s answered request %016" PRIx64 " instead of %016" PRIx64, cl->url,
+			   env->request_id, id);
+	else if (env->status < 0 || env->status > SC_STATUS_DATA_LOSS)
+		err = give(status, msg, msg_size, SC_STATUS_UNKNOWN, "status %d from %s: %s",
+			   (int)env->status, cl->url, env->status_message);
+	else
+		err = give(status, msg, msg_size, env->status, "%s", env->status_message);
+	if (*status == SC_STATUS_OK && env->body.len > 0) {
+		/* protobuf-c's default allocator is malloc: the body is the caller's to free. */
+		if (reply && reply_len) {
+			*reply = env->body.data;
+			*reply_len = env->body.len;
+			env->body.data = NULL;
+			env->body.len = 0;
+		}
+	}
+	splitchain__envelope__free_unpacked(env, NULL);
+	return err;
+}
+
+sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, size_t len,
+		   int timeout_ms, int *status, char *msg, size_t msg_size, uint8_t **reply,
+		   size_t *reply_len)
+{
+	Splitchain__Envelope env = SPLITCHAIN__ENVELOPE__INIT;
+	nng_aio *aio = NULL;
+	nng_msg *m = NULL;
+	nng_ctx ctx;
+	uint64_t t0, spent;
+	size_t size;
+	sc_err err;
+	int rv;
+
+	if (reply)
+		*reply = NULL;
+	if (reply_len)
+		*reply_len = 0;
+	if (msg && msg_size)
+		msg[0] = '\0';
+	if (!cl || !method || !status || (len && !req) || timeout_ms <= 0)
+		return sc_errf(SC_EINVAL, "rpc call: need a client, a method, a status and a "
+			       "positive timeout (got %d ms)", timeout_ms);
+	*status = SC_STATUS_UNKNOWN;
+
+	env.magic = SC_RPC_MAGIC;
+	env.version = SC_RPC_VERSION;
+	env.method = (char *)method;
+	do
+		env.request_id = cl->id_base + atomic_fetch_add(&cl->seq, 1);
+	while (env.request_id == 0); /* 0 means "no id" to the server */
+	t0 = clock_ms(CLOCK_MONOTONIC);
+	env.deadline_unix_ms = clock_ms(CLOCK_REALTIME) + (uint64_t)timeout_ms;
+	env.body.data = (uint8_t *)req;
+	env.body.len = len;
+	size = splitchain__envelope__get_packed_size(&env);
+	if (size > REQUEST_MAX)
+		return give(status, msg, msg_size, SC_STATUS_RESOURCE_EXHAUSTED,
+			    "%s request of %zu bytes exceeds the %u-byte message limit", method,
+			    size, SC_RPC_MAX_MSG);
+	if ((rv = nng_msg_alloc(&m, size)) != 0)
+		return sc_errf(SC_ENOMEM, "rpc call %s: %zu-byte message: %s", method, size,
+			       nng_strerror(rv));
+	splitchain__envelope__pack(&env, nng_msg_body(m));
+
+	if ((rv = nng_ctx_open(&ctx, cl->sock)) != 0) {
+		nng_msg_free(m);
+		if (rv == NNG_ENOMEM)
+			return sc_errf(SC_ENOMEM, "rpc call %s: context: out of memory", method);
+		return give(status, msg, msg_size, SC_STATUS_UNAVAILABLE, "client for %s: %s",
+			    cl->url, nng_strerror(rv));
+	}
+	nng_ctx_set_ms(ctx, NNG_OPT_REQ_RESENDTIME,
+		       RESEND_MS + (nng_duration)(size / RESEND_BYTES_PER_S * 1000u));
+	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
+		nng_msg_free(m);
+		err = sc_errf(SC_ENOMEM, "rpc call %s: aio: out of memory", method);
+		goto out;
+	}
+	/* Send: completes once the request is handed to a connection. */
+	nng_aio_set_timeout(aio, timeout_ms);
+	nng_aio_set_msg(aio, m);
+	nng_ctx_send(ctx, aio);
+	nng_aio_wait(aio);
+	if ((rv = nng_aio_result(aio)) == 0) {
+		spent = clock_ms(CLOCK_MONOTONIC) - t0;
+		nng_aio_set_timeout(aio, spent < (uint64_t)timeout_ms ?
+						 timeout_ms - (nng_duration)spent : 1);
+		nng_ctx_recv(ctx, aio);
+		nng_aio_wait(aio);
+		rv = nng_aio_result(aio);
+	} else {
+		nng_msg_free(nng_aio_get_msg(aio));
+	}
+	if (rv == NNG_ETIMEDOUT && atomic_load(&cl->npipes) == 0)
+		err = give(status, msg, msg_size, SC_STATUS_UNAVAILABLE,
+			   "%s: no connection to %s within %d ms: is the server running?", method,
+			   cl->url, timeout_ms);
+	else if (rv == NNG_ETIMEDOUT)
+		err = give(status, msg, msg_size, SC_STATUS_DEADLINE_EXCEEDED,
+			   "%s: no reply from %s within %d ms", method, cl->url, timeout_ms);
+	else if (rv == NNG_ENOMEM)
+		err = sc_errf(SC_ENOMEM, "rpc call %s: out of memory", method);
+	else if (rv != 0)
+		err = give(status, msg, msg_size, SC_STATUS_UNAVAILABLE, "%s to %s: %s", method,
+			   cl->url, nng_strerror(rv));
+	else {
+		m = nng_aio_get_msg(aio);
+		err = take_reply(cl, m, env.request_id, status, msg, msg_size, reply, reply_len);
+		nng_msg_free(m);
+	}
+out:
+	if (aio)
+		nng_aio_free(aio);
+	nng_ctx_close(ctx);
+	return err;
+}

@@ -1,0 +1,74 @@
+/* coord.h — the coordinator daemon's state, shared by its RPC handlers
+ * (coord_rpc.c), its scheduler and job runners (coord_job.c) and main
+ * (coord_main.c).
+ *
+ * Locking: `mu` guards the live registry (workers[]) and the live jobs
+ * list; it is never held across an RPC or a database call that may block
+ * for long. The database has its own lock (db.h).
+ */
+#ifndef SC_COORD_H
+#define SC_COORD_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "db.h"
+#include "sc_rpc.h"
+
+typedef struct live_worker {
+	int64_t id;
+	int64_t last_seen_ms; /* 0 until it registers with this incarnation */
+	int64_t job;          /* job it serves, 0 when free */
+	double gflops;
+	char name[128];
+	char control_addr[256];
+	char data_addr[256];
+} live_worker;
+
+typedef struct live_job {
+	int64_t id;
+	volatile int cancel; /* set by Coordinator.Cancel */
+	uint32_t step;       /* steps completed */
+	uint32_t steps;
+	double loss;
+	double tokens_per_s;
+	double step_s; /* recent step time, for the ETA */
+	int done;      /* the runner thread has finished */
+	pthread_t thread;
+	struct live_job *next;
+} live_job;
+
+typedef struct coord {
+	sc_db *db;
+	sc_rpc_server *srv;
+	pthread_mutex_t mu;
+	pthread_cond_t wake;  /* a worker registered, a job was submitted or ended */
+	live_worker *workers; /* (nworkers) */
+	int nworkers, capworkers;
+	live_job *jobs; /* running jobs */
+	int heartbeat_ms;
+	int lost_after_ms;
+	int step_timeout_ms;
+	int checkpoint_keep;
+	volatile int stopping;
+} coord;
+
+/* The RPC method table (coord_rpc.c). */
+extern const sc_rpc_method coord_methods[];
+
+/* The scheduler loop (coord_job.c): places waiting jobs on free live
+ * workers and starts a runner thread per job; returns when c->stopping. */
+void *coord_scheduler(void *c);
+
+/* Stops every runner thread and waits for them (coord_job.c). */
+void coord_join_jobs(coord *c);
+
+/* Monotonic-free wall clock in ms (the database's clock). */
+int64_t coord_now_ms(void);
+
+/* Called with mu held: the live record of worker id, or NULL. */
+live_worker *coord_worker(coord *c, int64_t id);
+/* Called with mu held: the live record of job id, or NULL. */
+live_job *coord_live_job(coord *c, int64_t id);
+
+#endif

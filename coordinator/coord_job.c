@@ -1,0 +1,714 @@
+/* coord_job.c — the scheduler and the job runners. The scheduler reserves
+ * free live workers for each waiting job and starts a runner thread; the
+ * runner places the layers, assigns segments, restores the last checkpoint
+ * and drives the steps: Step on every stage at once, the global gradient
+ * norm from the per-layer sums, Apply with the clip factor, metrics, and a
+ * checkpoint every N steps in one transaction. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "coord.h"
+#include "placement.h"
+#include "sc_config.h"
+#include "sc_data.h"
+#include "sc_rpc_pb.h"
+#include "sc_train.h"
+#include "splitchain.pb-c.h"
+
+#define MAX_STAGES        256
+#define ASSIGN_TIMEOUT_MS 300000
+
+int64_t coord_now_ms(void)
+{
+	return sc_db_now_ms();
+}
+
+static double mono_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* One stage of a running job and the call in flight to its worker. */
+typedef struct stage {
+	int64_t worker_id;
+	char name[128], control[256], data[256];
+	double gflops;
+	uint32_t first, last;
+	sc_rpc_client *cl;
+	/* the current call */
+	const char *method;
+	const ProtobufCMessage *req;
+	const ProtobufCMessageDescriptor *desc;
+	ProtobufCMessage *rep;
+	int timeout_ms, status;
+	char msg[512];
+	sc_err rc;
+	pthread_t th;
+	int threaded;
+} stage;
+
+typedef struct runner {
+	coord *c;
+	live_job *lj;
+	sc_db_job *job;
+	Splitchain__SubmitRequest *spec;
+	sc_model_config mc;
+	sc_train_config tc;
+	int n;
+	stage st[MAX_STAGES];
+	uint32_t version;
+	sc_tokens *tk;
+	sc_loader *ld;
+} runner;
+
+static void *call_thread(void *p)
+{
+	stage *s = p;
+	s->rep = NULL;
+	s->msg[0] = '\0';
+	s->rc = sc_rpc_call_pb(s->cl, s->method, s->req, s->desc, s->timeout_ms, &s->status, s->msg,
+			       sizeof(s->msg), &s->rep);
+	return NULL;
+}
+
+/* Calls every stage at once (each stage's method/req/desc set by the
+ * caller); returns the index of the first stage that failed, or -1. */
+static int call_all(runner *r, int timeout_ms)
+{
+	int bad = -1;
+	for (int i = 0; i < r->n; i++) {
+		r->st[i].timeout_ms = timeout_ms;
+		r->st[i].threaded = pthread_create(&r->st[i].th, NULL, call_thread, &r->st[i]) == 0;
+		if (!r->st[i].threaded)
+			call_thread(&r->st[i]); /* no thread to be had: call inline */
+	}
+	for (int i = 0; i < r->n; i++)
+		if (r->st[i].threaded)
+			pthread_join(r->st[i].th, NULL);
+	for (int i = 0; i < r->n; i++)
+		if (bad < 0 && (r->st[i].rc || r->st[i].status != SC_STATUS_OK))
+			bad = i;
+	return bad;
+}
+
+static void free_replies(runner *r)
+{
+	for (int i = 0; i < r->n; i++) {
+		if (r->st[i].rep)
+			protobuf_c_message_free_unpacked(r->st[i].rep, NULL);
+		r->st[i].rep = NULL;
+	}
+}
+
+/* How a failed call ends the run: a worker's refusal of the job itself is
+ * final; a lost or slow worker only sends the job back to the queue. */
+static int permanent(const stage *s)
+{
+	return !s->rc &&
+	       (s->status == SC_STATUS_INVALID_ARGUMENT || s->status == SC_STATUS_NOT_FOUND ||
+		s->status == SC_STATUS_FAILED_PRECONDITION || s->status == SC_STATUS_OUT_OF_RANGE);
+}
+
+static void describe(const stage *s, int i, char *buf, size_t size)
+{
+	snprintf(buf, size, "stage %d on worker %lld (%s): %s: %s", i, (long long)s->worker_id,
+		 s->name, s->rc ? "local error" : sc_status_name(s->status),
+		 s->rc ? sc_err_detail() : s->msg);
+}
+
+static void lora_msg(const Splitchain__SubmitRequest *spec, Splitchain__LoraConfig *out)
+{
+	*out = *spec->lora;
+}
+
+/* Places the layers on the reserved workers and records the placement. */
+static sc_err place(runner *r)
+{
+	sc_place_worker pw[MAX_STAGES];
+	sc_place_stage ps[MAX_STAGES];
+	sc_db_stage ds[MAX_STAGES];
+	stage tmp[MAX_STAGES];
+	double lg, hg;
+	char reason[512];
+
+	for (int i = 0; i < r->n; i++)
+		pw[i] = (sc_place_worker){ (uint64_t)r->st[i].worker_id, r->st[i].gflops };
+	sc_place_costs(&r->mc, r->tc.T, (int)r->spec->lora->rank,
+		       (double)r->tc.B * r->tc.T * r->tc.micro_batches, &lg, &hg);
+	SC_TRY(sc_place(pw, r->n, r->n, r->mc.n_layer, lg, hg, ps, reason, sizeof(reason)));
+	for (int i = 0; i < r->n; i++)
+		tmp[i] = r->st[ps[i].worker];
+	for (int i = 0; i < r->n; i++) {
+		r->st[i] = tmp[i];
+		r->st[i].first = (uint32_t)ps[i].first;
+		r->st[i].last = (uint32_t)ps[i].last;
+		ds[i] = (sc_db_stage){ .stage = (uint32_t)i,
+				       .worker_id = r->st[i].worker_id,
+				       .first_layer = r->st[i].first,
+				       .last_layer = r->st[i].last,
+				       .predicted_step_s = ps[i].predicted_s,
+				       .worker_gflops = r->st[i].gflops,
+				       .reason = reason };
+	}
+	SC_TRY(sc_db_placement_insert(r->c->db, r->job->id, ds, r->n, &r->version));
+	sc_db_event(r->c->db, r->job->id, 0, SC_LOG_INFO, "placement", "version %u: %s", r->version,
+		    reason);
+	return SC_OK;
+}
+
+/* Assigns every stage its segment. */
+static int assign(runner *r, char *err, size_t esize)
+{
+	Splitchain__AssignRequest req[MAX_STAGES];
+	Splitchain__LoraConfig lora;
+	int bad;
+
+	lora_msg(r->spec, &lora);
+	for (int i = 0; i < r->n; i++) {
+		splitchain__assign_request__init(&req[i]);
+		req[i].job_id = (uint64_t)r->job->id;
+		req[i].placement_version = r->version;
+		req[i].stage = (uint32_t)i;
+		req[i].n_stages = (uint32_t)r->n;
+		req[i].model_path = (char *)r->job->model_path;
+		req[i].first_layer = r->st[i].first;
+		req[i].last_layer = r->st[i].last;
+		req[i].lora = &lora;
+		req[i].train = r->spec->train;
+		req[i].schedule = r->spec->schedule;
+		req[i].prev_data_addr = i > 0 ? r->st[i - 1].data : "";
+		req[i].next_data_addr = i < r->n - 1 ? r->st[i + 1].data : "";
+		r->st[i].method = "Worker.Assign";
+		r->st[i].req = &req[i].base;
+		r->st[i].desc = &splitchain__assign_reply__descriptor;
+	}
+	bad = call_all(r, ASSIGN_TIMEOUT_MS);
+	if (bad >= 0)
+		describe(&r->st[bad], bad, err, esize);
+	free_replies(r);
+	return bad;
+}
+
+/* Restores every stage from the job's newest checkpoint, if any; *start =
+ * the steps it holds. */
+static int restore(runner *r, uint32_t *start, char *err, size_t esize)
+{
+	Splitchain__RestoreRequest req[MAX_STAGES];
+	Splitchain__NamedTensor *nts = NULL, **lists = NULL;
+	int64_t(*shapes)[2] = NULL;
+	sc_db_checkpoint *ck = NULL;
+	size_t *count[3];
+	int bad = -1;
+	sc_err rc;
+
+	*start = 0;
+	rc = sc_db_checkpoint_latest(r->c->db, r->job->id, &ck);
+	if (rc == SC_ENOENT)
+		return -1; /* a fresh job: workers start from the seeded init */
+	if (rc) {
+		snprintf(err, esize, "reading the checkpoint: %s", sc_err_detail());
+		return r->n; /* not a stage's fault */
+	}
+	nts = calloc((size_t)ck->n_tensors + 1, sizeof(*nts));
+	lists = calloc((size_t)ck->n_tensors + 3 * (size_t)r->n + 1, sizeof(*lists));
+	shapes = calloc((size_t)ck->n_tensors + 1, sizeof(*shapes));
+	if (!nts || !lists || !shapes) {
+		snprintf(err, esize, "out of memory");
+		bad = r->n;
+		goto out;
+	}
+	/* Each stage's request lists its layers' tensors, by kind, in file order. */
+	Splitchain__NamedTensor **cursor = lists;
+	for (int i = 0; i < r->n; i++) {
+		splitchain__restore_request__init(&req[i]);
+		req[i].job_id = (uint64_t)r->job->id;
+		Splitchain__NamedTensor ***dst[3] = { &req[i].lora, &req[i].adam_m,
+						      &req[i].adam_v };
+		count[0] = &req[i].n_lora;
+		count[1] = &req[i].n_adam_m;
+		count[2] = &req[i].n_adam_v;
+		for (int kind = 0; kind < 3; kind++) {
+			*dst[kind] = cursor;
+			for (int k = 0; k < ck->n_tensors; k++) {
+				sc_db_tensor *t = &ck->tensors[k];
+				if ((int)t->kind != kind || t->layer < (int)r->st[i].first ||
+				    t->layer >= (int)r->st[i].last || t->ndim != 2)
+					continue;
+				splitchain__named_tensor__init(&nts[k]);
+				nts[k].name = (char *)t->name;
+				shapes[k][0] = t->shape[0];
+				shapes[k][1] = t->shape[1];
+				nts[k].n_shape = 2;
+				nts[k].shape = shapes[k];
+				nts[k].data.data = (uint8_t *)t->data;
+				nts[k].data.len =
+				    (size_t)(t->shape[0] * t->shape[1]) * sizeof(float);
+				*cursor++ = &nts[k];
+				(*count[kind])++;
+			}
+		}
+		r->st[i].method = "Worker.Restore";
+		r->st[i].req = &req[i].base;
+		r->st[i].desc = &splitchain__empty__descriptor;
+	}
+	bad = call_all(r, ASSIGN_TIMEOUT_MS);
+	if (bad >= 0)
+		describe(&r->st[bad], bad, err, esize);
+	else
+		*start = ck->step;
+	free_replies(r);
+	if (bad < 0)
+		sc_db_event(r->c->db, r->job->id, 0, SC_LOG_INFO, "restored",
+			    "from the checkpoint of step %u", ck->step);
+out:
+	free(shapes);
+	free(lists);
+	free(nts);
+	free(ck);
+	return bad;
+}
+
+/* Takes a checkpoint of `step` completed steps with loss: every stage's
+ * adapters and AdamW moments, written in one transaction. */
+static int checkpoint(runner *r, uint32_t step, double loss, char *err, size_t esize)
+{
+	Splitchain__JobRef ref = SPLITCHAIN__JOB_REF__INIT;
+	sc_db_tensor *ts = NULL;
+	int n = 0, cap = 0, bad;
+	sc_err rc;
+
+	ref.job_id = (uint64_t)r->job->id;
+	for (int i = 0; i < r->n; i++) {
+		r->st[i].method = "Worker.GetState";
+		r->st[i].req = &ref.base;
+		r->st[i].desc = &splitchain__state_reply__descriptor;
+	}
+	bad = call_all(r, ASSIGN_TIMEOUT_MS);
+	if (bad >= 0) {
+		describe(&r->st[bad], bad, err, esize);
+		goto out;
+	}
+	for (int i = 0; i < r->n; i++) {
+		Splitchain__StateReply *s = (Splitchain__StateReply *)r->st[i].rep;
+		Splitchain__NamedTensor **lists[3] = { s->lora, s->adam_m, s->adam_v };
+		size_t counts[3] = { s->n_lora, s->n_adam_m, s->n_adam_v };
+		for (int kind = 0; kind < 3; kind++) {
+			for (size_t k = 0; k < counts[kind]; k++) {
+				Splitchain__NamedTensor *nt = lists[kind][k];
+				int layer = -1;
+				if (n == cap) {
+					cap = cap ? 2 * cap : 64;
+					sc_db_tensor *p = realloc(ts, (size_t)cap * sizeof(*ts));
+					if (!p) {
+						snprintf(err, esize, "out of memory");
+						bad = r->n;
+						goto out;
+					}
+					ts = p;
+				}
+				if (sscanf(nt->name, "h.%d.", &layer) != 1 || nt->n_shape != 2 ||
+				    nt->shape[0] <= 0 || nt->shape[1] <= 0 ||
+				    nt->data.len != (size_t)(nt->shape[0] * nt->shape[1]) * 4) {
+					snprintf(err, esize,
+						 "stage %d sent a malformed tensor '%s'", i,
+						 nt->name);
+					bad = i;
+					goto out;
+				}
+				ts[n] = (sc_db_tensor){ .name = nt->name,
+							.kind = (enum sc_tensor_kind)kind,
+							.layer = layer,
+							.ndim = 2,
+							.data = (const float *)nt->data.data };
+				ts[n].shape[0] = nt->shape[0];
+				ts[n].shape[1] = nt->shape[1];
+				n++;
+			}
+		}
+	}
+	rc = sc_db_checkpoint_write(r->c->db, r->job->id, step, r->version, loss, ts, n,
+				    r->c->checkpoint_keep, NULL);
+	if (rc) {
+		snprintf(err, esize, "writing the checkpoint: %s", sc_err_detail());
+		bad = r->n;
+	}
+out:
+	free(ts);
+	free_replies(r);
+	return bad;
+}
+
+/* Runs 0-based step s; fills the step's figures. */
+static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr, uint64_t *bytes,
+		    char *err, size_t esize)
+{
+	size_t BT = (size_t)r->tc.B * r->tc.T, rows = BT * (size_t)r->tc.micro_batches;
+	Splitchain__StepRequest req[MAX_STAGES];
+	Splitchain__ApplyRequest apply = SPLITCHAIN__APPLY_REQUEST__INIT;
+	int32_t *tokens = malloc(rows * 4), *targets = malloc(rows * 4);
+	double per_layer[SC_ADAPTER_MAX_LAYERS];
+	float clip;
+	int bad = -1, L = 0;
+
+	if (!tokens || !targets) {
+		snprintf(err, esize, "out of memory");
+		bad = r->n;
+		goto out;
+	}
+	for (int m = 0; m < r->tc.micro_batches; m++)
+		sc_loader_batch(r->ld, ((uint64_t)s * r->tc.micro_batches + m) * r->tc.B, r->tc.B,
+				tokens + m * BT, targets + m * BT);
+	for (int i = 0; i < r->n; i++) {
+		splitchain__step_request__init(&req[i]);
+		req[i].job_id = (uint64_t)r->job->id;
+		req[i].step = s;
+		if (i == 0) {
+			req[i].tokens.data = (uint8_t *)tokens;
+			req[i].tokens.len = rows * 4;
+		}
+		if (i == r->n - 1) {
+			req[i].targets.data = (uint8_t *)targets;
+			req[i].targets.len = rows * 4;
+		}
+		r->st[i].method = "Worker.Step";
+		r->st[i].req = &req[i].base;
+		r->st[i].desc = &splitchain__step_reply__descriptor;
+	}
+	bad = call_all(r, r->c->step_timeout_ms);
+	if (bad >= 0) {
+		describe(&r->st[bad], bad, err, esize);
+		goto out;
+	}
+	/* The global norm sums per-layer squares in layer order, as one process does. */
+	for (int i = 0; i < r->n; i++) {
+		Splitchain__StepReply *sr = (Splitchain__StepReply *)r->st[i].rep;
+		if (sr->n_layer_sumsq != r->st[i].last - r->st[i].first) {
+			snprintf(err, esize, "stage %d reported %zu layer sums for %u layers", i,
+				 sr->n_layer_sumsq, r->st[i].last - r->st[i].first);
+			bad = i;
+			goto out;
+		}
+		for (size_t k = 0; k < sr->n_layer_sumsq; k++)
+			per_layer[L++] = sr->layer_sumsq[k];
+		bytes[i] = sr->bytes_sent;
+		if (i == r->n - 1)
+			*loss = sr->loss;
+	}
+	free_replies(r);
+	*norm = sc_global_norm(per_layer, L);
+	clip = sc_clip_factor(*norm, r->tc.grad_clip);
+	*lr = sc_lr_at(&r->tc, (int)s);
+	apply.job_id = (uint64_t)r->job->id;
+	apply.step = s;
+	apply.lr = *lr;
+	apply.clip_factor = clip;
+	for (int i = 0; i < r->n; i++) {
+		r->st[i].method = "Worker.Apply";
+		r->st[i].req = &apply.base;
+		r->st[i].desc = &splitchain__empty__descriptor;
+	}
+	bad = call_all(r, r->c->step_timeout_ms);
+	if (bad >= 0)
+		describe(&r->st[bad], bad, err, esize);
+out:
+	free_replies(r);
+	free(tokens);
+	free(targets);
+	return bad;
+}
+
+/* Ends the run: frees the workers and records how the job ended. */
+static void finish(runner *r, enum sc_job_state state, const char *error)
+{
+	coord *c = r->c;
+	if (sc_db_job_set_state(c->db, r->job->id, state, error))
+		sc_error("coordinator", "job %lld: recording state %s: %s", (long long)r->job->id,
+			 sc_job_state_name(state), sc_err_detail());
+	sc_db_event(c->db, r->job->id, 0, state == SC_JOB_DONE ? SC_LOG_INFO : SC_LOG_WARN,
+		    "job_state", "%s%s%s", sc_job_state_name(state), error && *error ? ": " : "",
+		    error ? error : "");
+	sc_info("coordinator", "job %lld %s%s%s", (long long)r->job->id, sc_job_state_name(state),
+		error && *error ? ": " : "", error ? error : "");
+}
+
+static void *run_job(void *arg)
+{
+	runner *r = arg;
+	coord *c = r->c;
+	char err[1024] = "", path[4096];
+	uint32_t start = 0;
+	int bad = -1;
+	enum sc_job_state end = SC_JOB_QUEUED;
+
+	snprintf(path, sizeof(path), "%s/config.json", r->job->model_path);
+	r->spec = splitchain__submit_request__unpack(NULL, r->job->spec_len, r->job->spec);
+	if (!r->spec || !r->spec->lora || !r->spec->train) {
+		snprintf(err, sizeof(err), "the stored job specification does not decode");
+		end = SC_JOB_FAILED;
+		goto out;
+	}
+	r->tc = (sc_train_config){ .steps = (int)r->spec->train->steps,
+				   .B = (int)r->spec->train->batch,
+				   .T = (int)r->spec->train->seq,
+				   .micro_batches = (int)r->spec->train->micro_batches,
+				   .lr = r->spec->train->lr,
+				   .min_lr = r->spec->train->min_lr,
+				   .warmup = (int)r->spec->train->warmup,
+				   .weight_decay = r->spec->train->weight_decay,
+				   .beta1 = r->spec->train->beta1,
+				   .beta2 = r->spec->train->beta2,
+				   .eps = r->spec->train->eps,
+				   .grad_clip = r->spec->train->grad_clip,
+				   .seed = r->spec->train->seed };
+	if (sc_config_load(&r->mc, path) ||
+	    sc_tokens_load(&r->tk, r->job->data_path, r->mc.vocab_size) ||
+	    sc_loader_new(&r->ld, r->tk, r->tc.T, r->tc.seed) || place(r)) {
+		snprintf(err, sizeof(err), "%s", sc_err_detail());
+		end = SC_JOB_FAILED;
+		goto out;
+	}
+	for (int i = 0; i < r->n; i++)
+		if (sc_rpc_client_open(&r->st[i].cl, r->st[i].control)) {
+			snprintf(err, sizeof(err), "%s", sc_err_detail());
+			goto out;
+		}
+	if ((bad = assign(r, err, sizeof(err))) >= 0 ||
+	    (bad = restore(r, &start, err, sizeof(err))) >= 0) {
+		end = bad < r->n && permanent(&r->st[bad]) ? SC_JOB_FAILED : SC_JOB_QUEUED;
+		goto out;
+	}
+	sc_db_job_set_state(c->db, r->job->id, SC_JOB_RUNNING, NULL);
+	pthread_mutex_lock(&c->mu);
+	r->lj->step = start;
+	pthread_mutex_unlock(&c->mu);
+	sc_info("coordinator", "job %lld running on %d stage(s) from step %u",
+		(long long)r->job->id, r->n, start);
+	for (uint32_t s = start; s < (uint32_t)r->tc.steps; s++) {
+		uint64_t bytes[MAX_STAGES] = { 0 };
+		double loss = 0, norm = 0, t0 = mono_s(), secs;
+		float lr = 0;
+		int every = (int)r->spec->checkpoint_every;
+
+		if (r->lj->cancel || c->stopping) {
+			end = r->lj->cancel ? SC_JOB_CANCELLED : SC_JOB_QUEUED;
+			goto out;
+		}
+		if ((bad = run_step(r, s, &loss, &norm, &lr, bytes, err, sizeof(err))) >= 0) {
+			end = bad < r->n && permanent(&r->st[bad]) ? SC_JOB_FAILED : SC_JOB_QUEUED;
+			goto out;
+		}
+		secs = mono_s() - t0;
+		sc_db_metric m = { .step = s + 1,
+				   .loss = loss,
+				   .lr = lr,
+				   .grad_norm = norm,
+				   .tokens_per_s =
+				       (double)r->tc.B * r->tc.T * r->tc.micro_batches / secs,
+				   .step_s = secs,
+				   .bytes_per_hop = bytes,
+				   .n_hops = r->n };
+		sc_db_metric_insert(c->db, r->job->id, &m);
+		pthread_mutex_lock(&c->mu);
+		r->lj->step = s + 1;
+		r->lj->loss = loss;
+		r->lj->tokens_per_s = m.tokens_per_s;
+		r->lj->step_s = r->lj->step_s > 0 ? 0.7 * r->lj->step_s + 0.3 * secs : secs;
+		pthread_mutex_unlock(&c->mu);
+		if ((s + 1) % (uint32_t)every == 0 || s + 1 == (uint32_t)r->tc.steps) {
+			if ((bad = checkpoint(r, s + 1, loss, err, sizeof(err))) >= 0) {
+				end = SC_JOB_QUEUED;
+				goto out;
+			}
+		} else {
+			sc_db_job_progress(c->db, r->job->id, s + 1, loss);
+		}
+	}
+	end = SC_JOB_DONE;
+out:
+	if (end == SC_JOB_QUEUED && !c->stopping) {
+		/* A worker was lost or failed: wait for workers and resume from
+		 * the last checkpoint. */
+		sc_db_event(c->db, r->job->id, bad >= 0 && bad < r->n ? r->st[bad].worker_id : 0,
+			    SC_LOG_WARN, "job_interrupted", "%s; back to the queue", err);
+		sc_warn("coordinator", "job %lld interrupted: %s", (long long)r->job->id, err);
+		sc_db_job_set_state(c->db, r->job->id, SC_JOB_QUEUED, NULL);
+	} else if (end != SC_JOB_QUEUED) {
+		finish(r, end, end == SC_JOB_FAILED ? err : NULL);
+	}
+	pthread_mutex_lock(&c->mu);
+	for (int i = 0; i < r->n; i++) {
+		live_worker *lw = coord_worker(c, r->st[i].worker_id);
+		if (!lw)
+			continue;
+		lw->job = 0;
+		/* A worker that failed a call is only trusted again once it heartbeats. */
+		if (bad == i && !permanent(&r->st[i]))
+			lw->last_seen_ms = 0;
+	}
+	r->lj->done = 1;
+	pthread_cond_broadcast(&c->wake);
+	pthread_mutex_unlock(&c->mu);
+	for (int i = 0; i < r->n; i++)
+		sc_rpc_client_close(r->st[i].cl);
+	if (r->spec)
+		splitchain__submit_request__free_unpacked(r->spec, NULL);
+	sc_loader_free(r->ld);
+	sc_tokens_free(r->tk);
+	free(r->job);
+	free(r);
+	return NULL;
+}
+
+static int by_gflops_desc(const void *a, const void *b)
+{
+	const live_worker *x = *(const live_worker *const *)a, *y = *(const live_worker *const *)b;
+	if (x->gflops != y->gflops)
+		return x->gflops < y->gflops ? 1 : -1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int by_id(const void *a, const void *b)
+{
+	const live_worker *x = *(const live_worker *const *)a, *y = *(const live_worker *const *)b;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Called with mu held: reserves the job's stages on the fastest free live
+ * workers and starts its runner. Returns 1 when started. */
+static int try_start(coord *c, sc_db_job *job)
+{
+	live_worker *freew[1024];
+	int nfree = 0, S = (int)job->stages;
+	int64_t now = coord_now_ms();
+	runner *r;
+
+	for (int i = 0; i < c->nworkers && nfree < 1024; i++) {
+		live_worker *w = &c->workers[i];
+		if (!w->job && w->last_seen_ms > 0 && now - w->last_seen_ms <= c->lost_after_ms)
+			freew[nfree++] = w;
+	}
+	if (nfree < S || S > MAX_STAGES)
+		return 0;
+	qsort(freew, (size_t)nfree, sizeof(*freew), by_gflops_desc);
+	qsort(freew, (size_t)S, sizeof(*freew), by_id); /* the chain in id order */
+	r = calloc(1, sizeof(*r));
+	live_job *lj = calloc(1, sizeof(*lj));
+	if (!r || !lj) {
+		free(r);
+		free(lj);
+		return 0;
+	}
+	r->c = c;
+	r->lj = lj;
+	r->job = job;
+	r->n = S;
+	for (int i = 0; i < S; i++) {
+		stage *s = &r->st[i];
+		s->worker_id = freew[i]->id;
+		s->gflops = freew[i]->gflops;
+		snprintf(s->name, sizeof(s->name), "%s", freew[i]->name);
+		snprintf(s->control, sizeof(s->control), "%s", freew[i]->control_addr);
+		snprintf(s->data, sizeof(s->data), "%s", freew[i]->data_addr);
+		freew[i]->job = job->id;
+	}
+	lj->id = job->id;
+	lj->steps = job->steps;
+	lj->step = job->step_done;
+	lj->next = c->jobs;
+	c->jobs = lj;
+	if (pthread_create(&lj->thread, NULL, run_job, r) != 0) {
+		c->jobs = lj->next;
+		for (int i = 0; i < S; i++)
+			freew[i]->job = 0;
+		free(lj);
+		free(r);
+		return 0;
+	}
+	return 1;
+}
+
+/* Called with mu held: joins finished runners. */
+static void reap(coord *c)
+{
+	for (live_job **p = &c->jobs; *p;) {
+		live_job *j = *p;
+		if (j->done) {
+			*p = j->next;
+			pthread_mutex_unlock(&c->mu);
+			pthread_join(j->thread, NULL);
+			pthread_mutex_lock(&c->mu);
+			free(j);
+		} else {
+			p = &j->next;
+		}
+	}
+}
+
+void *coord_scheduler(void *arg)
+{
+	coord *c = arg;
+	pthread_mutex_lock(&c->mu);
+	while (!c->stopping) {
+		sc_db_job *jobs = NULL;
+		int n = 0;
+		int64_t now = coord_now_ms();
+
+		reap(c);
+		for (int i = 0; i < c->nworkers; i++) {
+			live_worker *w = &c->workers[i];
+			if (w->last_seen_ms > 0 && now - w->last_seen_ms > c->lost_after_ms) {
+				w->last_seen_ms = 0;
+				sc_db_worker_set_state(c->db, w->id, SC_WORKER_LOST);
+				sc_db_event(c->db, 0, w->id, SC_LOG_WARN, "worker_lost",
+					    "%s missed heartbeats for %d ms", w->name,
+					    c->lost_after_ms);
+			}
+		}
+		pthread_mutex_unlock(&c->mu);
+		sc_db_jobs_resumable(c->db, &jobs, &n);
+		pthread_mutex_lock(&c->mu);
+		for (int i = 0; i < n && !c->stopping; i++) {
+			sc_db_job *one;
+			if (coord_live_job(c, jobs[i].id))
+				continue;
+			/* The runner owns its own copy of the record. */
+			pthread_mutex_unlock(&c->mu);
+			int got = sc_db_job_get(c->db, jobs[i].id, &one) == SC_OK;
+			pthread_mutex_lock(&c->mu);
+			if (got && (coord_live_job(c, one->id) || !try_start(c, one)))
+				free(one);
+		}
+		free(jobs);
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 300 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&c->wake, &c->mu, &ts);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+void coord_join_jobs(coord *c)
+{
+	/* Runners see c->stopping at their next step boundary. */
+	pthread_mutex_lock(&c->mu);
+	while (c->jobs) {
+		reap(c);
+		if (c->jobs) {
+			pthread_mutex_unlock(&c->mu);
+			struct timespec ts = { 0, 50 * 1000000L };
+			nanosleep(&ts, NULL);
+			pthread_mutex_lock(&c->mu);
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+}

@@ -1,0 +1,151 @@
+/* coord_main.c — splitchain-coordinator: the database's only writer, the
+ * worker registry, the job queue, placement and the step loop. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "coord.h"
+#include "sc_log.h"
+#include "sc_version.h"
+
+static const char help[] =
+    "usage: splitchain-coordinator [options]\n"
+    "\n"
+    "Runs the splitchain coordinator: workers register with it, the CLI submits\n"
+    "jobs to it, and it keeps every durable fact in one SQLite database.\n"
+    "\n"
+    "options:\n"
+    "  --listen URL          RPC address for workers and the CLI (default tcp://127.0.0.1:7700)\n"
+    "  --db PATH             the SQLite database (default splitchain.db)\n"
+    "  --heartbeat-ms N      workers' heartbeat interval            (default 1000)\n"
+    "  --lost-after-ms N     a worker silent this long is lost      (default 10000)\n"
+    "  --step-timeout-ms N   longest a stage may take for one step  (default 600000)\n"
+    "  --keep-checkpoints N  checkpoints kept per job               (default 3)\n"
+    "  --help\n";
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+static int int_opt(const char *flag, const char *s, long lo, long hi, int *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (end == s || *end || v < lo || v > hi) {
+		fprintf(stderr,
+			"splitchain-coordinator: %s expects a whole number in [%ld, %ld], got "
+			"'%s'\n",
+			flag, lo, hi, s);
+		return 1;
+	}
+	*out = (int)v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", 1, 0, 'l' },
+		{ "db", 1, 0, 'd' },
+		{ "heartbeat-ms", 1, 0, 'H' },
+		{ "lost-after-ms", 1, 0, 'L' },
+		{ "step-timeout-ms", 1, 0, 'S' },
+		{ "keep-checkpoints", 1, 0, 'K' },
+		{ "help", 0, 0, 'h' },
+		{ "version", 0, 0, 'V' },
+		{ 0, 0, 0, 0 },
+	};
+	const char *listen = "tcp://127.0.0.1:7700", *dbpath = "splitchain.db";
+	coord c = { .heartbeat_ms = 1000,
+		    .lost_after_ms = 10000,
+		    .step_timeout_ms = 600000,
+		    .checkpoint_keep = 3 };
+	pthread_t sched;
+	struct sigaction sa;
+	int ch;
+	sc_err rc;
+
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		int bad = 0;
+		switch (ch) {
+		case 'l': listen = optarg; break;
+		case 'd': dbpath = optarg; break;
+		case 'H':
+			bad = int_opt("--heartbeat-ms", optarg, 10, 3600000, &c.heartbeat_ms);
+			break;
+		case 'L':
+			bad = int_opt("--lost-after-ms", optarg, 100, 86400000, &c.lost_after_ms);
+			break;
+		case 'S':
+			bad =
+			    int_opt("--step-timeout-ms", optarg, 100, 86400000, &c.step_timeout_ms);
+			break;
+		case 'K':
+			bad = int_opt("--keep-checkpoints", optarg, 1, 1000000, &c.checkpoint_keep);
+			break;
+		case 'h': fputs(help, stdout); return 0;
+		case 'V': printf("splitchain-coordinator %s\n", SC_VERSION); return 0;
+		default:
+			fprintf(stderr,
+				"splitchain-coordinator: unknown or incomplete option '%s'\n"
+				"Run 'splitchain-coordinator --help' for usage.\n",
+				argv[optind - 1]);
+			return 2;
+		}
+		if (bad)
+			return 2;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "splitchain-coordinator: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	pthread_mutex_init(&c.mu, NULL);
+	pthread_cond_init(&c.wake, NULL);
+	if ((rc = sc_db_open(&c.db, dbpath))) {
+		fprintf(stderr, "splitchain-coordinator: %s\n", sc_err_detail());
+		return 1;
+	}
+	if ((rc = sc_rpc_server_open(&c.srv, listen, coord_methods, &c, 8))) {
+		fprintf(stderr, "splitchain-coordinator: cannot listen on %s: %s\n", listen,
+			sc_err_detail());
+		sc_db_close(c.db);
+		return 1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sc_db_event(c.db, 0, 0, SC_LOG_INFO, "coordinator_started", "listening on %s",
+		    sc_rpc_server_url(c.srv));
+	sc_info("coordinator", "splitchain-coordinator %s listening on %s, database %s", SC_VERSION,
+		sc_rpc_server_url(c.srv), dbpath);
+	if (pthread_create(&sched, NULL, coord_scheduler, &c) != 0) {
+		fprintf(stderr, "splitchain-coordinator: cannot start the scheduler\n");
+		sc_rpc_server_close(c.srv);
+		sc_db_close(c.db);
+		return 1;
+	}
+	while (!stop_signal)
+		pause();
+	sc_info("coordinator", "signal %d: stopping (running jobs resume at the next start)",
+		(int)stop_signal);
+	pthread_mutex_lock(&c.mu);
+	c.stopping = 1;
+	pthread_cond_broadcast(&c.wake);
+	pthread_mutex_unlock(&c.mu);
+	pthread_join(sched, NULL);
+	coord_join_jobs(&c);
+	sc_rpc_server_close(c.srv);
+	sc_db_event(c.db, 0, 0, SC_LOG_INFO, "coordinator_stopped", "clean shutdown");
+	sc_db_close(c.db);
+	free(c.workers);
+	return 0;
+}

@@ -1,0 +1,526 @@
+/* coord_rpc.c — the coordinator's RPC methods: worker registration and
+ * heartbeats, and the CLI's submit, jobs, status, cancel, workers, export. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "coord.h"
+#include "sc_config.h"
+#include "sc_lora.h"
+#include "sc_rpc_pb.h"
+#include "sc_train.h"
+#include "splitchain.pb-c.h"
+
+live_worker *coord_worker(coord *c, int64_t id)
+{
+	for (int i = 0; i < c->nworkers; i++)
+		if (c->workers[i].id == id)
+			return &c->workers[i];
+	return NULL;
+}
+
+live_job *coord_live_job(coord *c, int64_t id)
+{
+	for (live_job *j = c->jobs; j; j = j->next)
+		if (j->id == id)
+			return j;
+	return NULL;
+}
+
+static int nonempty(const char *s)
+{
+	return s && *s;
+}
+
+static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	coord *c = arg;
+	Splitchain__RegisterRequest *r;
+	Splitchain__RegisterReply out = SPLITCHAIN__REGISTER_REPLY__INIT;
+	sc_db_worker w = { 0 };
+	live_worker *lw;
+	int64_t id;
+
+	if (sc_rpc_unpack(&splitchain__register_request__descriptor, req, len,
+			  (ProtobufCMessage **)&r, rep))
+		return;
+	if (!nonempty(r->name) || strlen(r->name) >= sizeof(lw->name) ||
+	    !nonempty(r->control_addr) || strlen(r->control_addr) >= sizeof(lw->control_addr) ||
+	    !nonempty(r->data_addr) || strlen(r->data_addr) >= sizeof(lw->data_addr) ||
+	    !(r->gflops > 0) || !isfinite(r->gflops)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "a worker registers with a name, control and data addresses and "
+				 "a positive compute rate");
+		goto out;
+	}
+	w.name = r->name;
+	w.device = nonempty(r->device) ? r->device : "cpu";
+	w.memory_bytes = r->memory_bytes;
+	w.gflops = r->gflops;
+	w.control_addr = r->control_addr;
+	w.data_addr = r->data_addr;
+	w.state = SC_WORKER_IDLE;
+	if (sc_db_worker_upsert(c->db, &w, &id)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "database: %s", sc_err_detail());
+		goto out;
+	}
+	pthread_mutex_lock(&c->mu);
+	lw = coord_worker(c, id);
+	if (!lw) {
+		if (c->nworkers == c->capworkers) {
+			int cap = c->capworkers ? 2 * c->capworkers : 16;
+			live_worker *nw = realloc(c->workers, (size_t)cap * sizeof(*nw));
+			if (!nw) {
+				pthread_mutex_unlock(&c->mu);
+				sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED,
+						 "out of memory");
+				goto out;
+			}
+			c->workers = nw;
+			c->capworkers = cap;
+		}
+		lw = &c->workers[c->nworkers++];
+		memset(lw, 0, sizeof(*lw));
+		lw->id = id;
+	}
+	/* A re-registering worker has restarted: whatever it served is gone. */
+	lw->last_seen_ms = coord_now_ms();
+	lw->gflops = r->gflops;
+	snprintf(lw->name, sizeof(lw->name), "%s", r->name);
+	snprintf(lw->control_addr, sizeof(lw->control_addr), "%s", r->control_addr);
+	snprintf(lw->data_addr, sizeof(lw->data_addr), "%s", r->data_addr);
+	pthread_cond_broadcast(&c->wake);
+	pthread_mutex_unlock(&c->mu);
+	sc_db_event(c->db, 0, id, SC_LOG_INFO, "worker_registered", "%s (%s, %.1f GFLOP/s) at %s",
+		    r->name, w.device, r->gflops, r->control_addr);
+	out.worker_id = (uint64_t)id;
+	out.heartbeat_ms = (uint32_t)c->heartbeat_ms;
+	sc_rpc_reply_pb(rep, &out.base);
+out:
+	splitchain__register_request__free_unpacked(r, NULL);
+}
+
+static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	coord *c = arg;
+	Splitchain__HeartbeatRequest *r;
+	Splitchain__HeartbeatReply out = SPLITCHAIN__HEARTBEAT_REPLY__INIT;
+	live_worker *lw;
+
+	if (sc_rpc_unpack(&splitchain__heartbeat_request__descriptor, req, len,
+			  (ProtobufCMessage **)&r, rep))
+		return;
+	pthread_mutex_lock(&c->mu);
+	lw = coord_worker(c, (int64_t)r->worker_id);
+	if (lw)
+		lw->last_seen_ms = coord_now_ms();
+	pthread_mutex_unlock(&c->mu);
+	if (!lw)
+		sc_rpc_reply_err(rep, SC_STATUS_NOT_FOUND,
+				 "worker %llu is not registered with this coordinator: register "
+				 "again",
+				 (unsigned long long)r->worker_id);
+	else
+		sc_rpc_reply_pb(rep, &out.base);
+	splitchain__heartbeat_request__free_unpacked(r, NULL);
+}
+
+/* Converts and checks a submitted job; returns 0 or fills rep. */
+static int check_submit(const Splitchain__SubmitRequest *r, sc_model_config *mc, sc_rpc_reply *rep)
+{
+	char path[4096];
+	struct stat st;
+	sc_lora_config lc;
+	sc_train_config tc;
+
+	if (!r->lora || !r->train || !nonempty(r->model_path) || !nonempty(r->data_path)) {
+		sc_rpc_reply_err(
+		    rep, SC_STATUS_INVALID_ARGUMENT,
+		    "a job needs a model path, a data path, LoRA and training settings");
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/config.json", r->model_path);
+	if (sc_config_load(mc, path)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "model: %s", sc_err_detail());
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/model.safetensors", r->model_path);
+	if (stat(path, &st) != 0) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "model weights %s not found",
+				 path);
+		return 1;
+	}
+	if (stat(r->data_path, &st) != 0 || !S_ISREG(st.st_mode)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "data file %s not found",
+				 r->data_path);
+		return 1;
+	}
+	if (r->stages < 1 || (int)r->stages > mc->n_layer) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "%u stages for a model of %d layers: need 1..%d", r->stages,
+				 mc->n_layer, mc->n_layer);
+		return 1;
+	}
+	if (r->checkpoint_every < 1) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "checkpoint interval must be >= 1");
+		return 1;
+	}
+	lc =
+	    (sc_lora_config){ (int)r->lora->rank, r->lora->alpha, r->lora->targets, r->lora->seed };
+	tc = (sc_train_config){ .steps = (int)r->train->steps,
+				.B = (int)r->train->batch,
+				.T = (int)r->train->seq,
+				.micro_batches = (int)r->train->micro_batches,
+				.lr = r->train->lr,
+				.min_lr = r->train->min_lr,
+				.warmup = (int)r->train->warmup,
+				.weight_decay = r->train->weight_decay,
+				.beta1 = r->train->beta1,
+				.beta2 = r->train->beta2,
+				.eps = r->train->eps,
+				.grad_clip = r->train->grad_clip,
+				.seed = r->train->seed };
+	if (sc_lora_config_validate(&lc) || sc_train_config_validate(&tc)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "%s", sc_err_detail());
+		return 1;
+	}
+	if (tc.T > mc->n_positions || tc.steps < 1 || r->train->steps > 100000000 ||
+	    r->train->batch > 65536 || r->train->micro_batches > 65536) {
+		sc_rpc_reply_err(
+		    rep, SC_STATUS_INVALID_ARGUMENT,
+		    "sizes out of range: steps %u (>= 1), sequence %u (<= %d positions)",
+		    r->train->steps, r->train->seq, mc->n_positions);
+		return 1;
+	}
+	return 0;
+}
+
+static void m_submit(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	coord *c = arg;
+	Splitchain__SubmitRequest *r;
+	Splitchain__SubmitReply out = SPLITCHAIN__SUBMIT_REPLY__INIT;
+	sc_model_config mc;
+	sc_db_job job = { 0 };
+	int64_t id;
+
+	if (sc_rpc_unpack(&splitchain__submit_request__descriptor, req, len,
+			  (ProtobufCMessage **)&r, rep))
+		return;
+	if (check_submit(r, &mc, rep))
+		goto out;
+	job.name = r->name ? r->name : "";
+	job.model_path = r->model_path;
+	job.data_path = r->data_path;
+	job.spec = req; /* the exact request: the job resumes from it */
+	job.spec_len = len;
+	job.stages = r->stages;
+	job.steps = r->train->steps;
+	if (sc_db_job_insert(c->db, &job, &id)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "database: %s", sc_err_detail());
+		goto out;
+	}
+	sc_db_event(c->db, id, 0, SC_LOG_INFO, "job_submitted",
+		    "%u steps of %ux%ux%u tokens on %u stages", r->train->steps, r->train->batch,
+		    r->train->seq, r->train->micro_batches, r->stages);
+	pthread_mutex_lock(&c->mu);
+	pthread_cond_broadcast(&c->wake);
+	pthread_mutex_unlock(&c->mu);
+	out.job_id = (uint64_t)id;
+	sc_rpc_reply_pb(rep, &out.base);
+out:
+	splitchain__submit_request__free_unpacked(r, NULL);
+}
+
+/* Fills info from a job record, its live progress and its newest placement.
+ * Strings borrow job and stages (which must outlive info). */
+static void job_info(coord *c, const sc_db_job *job, Splitchain__JobInfo *info,
+		     Splitchain__StageInfo *si, Splitchain__StageInfo **sip, sc_db_stage **stages)
+{
+	live_job *lj;
+	uint32_t version;
+	int n = 0;
+
+	splitchain__job_info__init(info);
+	info->job_id = (uint64_t)job->id;
+	info->name = (char *)job->name;
+	info->state = (char *)sc_job_state_name(job->state);
+	info->step = job->step_done;
+	info->steps = job->steps;
+	info->loss = isnan(job->last_loss) ? 0 : job->last_loss;
+	info->error = (char *)job->error;
+	info->model_path = (char *)job->model_path;
+	info->stages = job->stages;
+	info->created_unix_ms = job->created_ms;
+	pthread_mutex_lock(&c->mu);
+	lj = coord_live_job(c, job->id);
+	if (lj && !lj->done) {
+		info->step = lj->step;
+		info->loss = lj->loss;
+		info->tokens_per_s = lj->tokens_per_s;
+		info->eta_s = lj->step_s * (lj->steps - lj->step);
+	}
+	pthread_mutex_unlock(&c->mu);
+	*stages = NULL;
+	if (sc_db_placement_latest(c->db, job->id, &version, stages, &n) == SC_OK) {
+		for (int i = 0; i < n && i < 256; i++) {
+			splitchain__stage_info__init(&si[i]);
+			si[i].stage = (*stages)[i].stage;
+			si[i].worker_id = (uint64_t)(*stages)[i].worker_id;
+			si[i].worker_name =
+			    (char *)((*stages)[i].worker_name ? (*stages)[i].worker_name : "");
+			si[i].first_layer = (*stages)[i].first_layer;
+			si[i].last_layer = (*stages)[i].last_layer;
+			sip[i] = &si[i];
+		}
+		info->n_placement = (size_t)(n < 256 ? n : 256);
+		info->placement = sip;
+	}
+}
+
+/* Reads the JobRef of a request and its job record; 0 or fills rep. */
+static int find_job(coord *c, const uint8_t *req, size_t len, sc_rpc_reply *rep, sc_db_job **job)
+{
+	Splitchain__JobRef *r;
+	sc_err rc;
+	if (sc_rpc_unpack(&splitchain__job_ref__descriptor, req, len, (ProtobufCMessage **)&r, rep))
+		return 1;
+	rc = sc_db_job_get(c->db, (int64_t)r->job_id, job);
+	if (rc == SC_ENOENT)
+		sc_rpc_reply_err(rep, SC_STATUS_NOT_FOUND, "no job %llu (see 'splitchain jobs')",
+				 (unsigned long long)r->job_id);
+	else if (rc)
+		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "database: %s", sc_err_detail());
+	splitchain__job_ref__free_unpacked(r, NULL);
+	return rc != SC_OK;
+}
+
+static void reply_job(coord *c, const sc_db_job *job, sc_rpc_reply *rep)
+{
+	static _Thread_local Splitchain__StageInfo si[256];
+	static _Thread_local Splitchain__StageInfo *sip[256];
+	Splitchain__JobInfo info;
+	sc_db_stage *stages;
+	job_info(c, job, &info, si, sip, &stages);
+	sc_rpc_reply_pb(rep, &info.base);
+	free(stages);
+}
+
+static void m_status(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	coord *c = arg;
+	sc_db_job *job;
+	if (find_job(c, req, len, rep, &job))
+		return;
+	reply_job(c, job, rep);
+	free(job);
+}
+
+static void m_cancel(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	coord *c = arg;
+	sc_db_job *job, *now = NULL;
+	live_job *lj;
+	int live;
+
+	if (find_job(c, req, len, rep, &job))
+		return;
+	pthread_mutex_lock(&c->mu);
+	lj = coord_live_job(c, job->id);
+	live = lj && !lj->done;
+	if (live)
+		lj->cancel = 1; /* the runner stops at the next step boundary */
+	pthread_mutex_unlock(&c->mu);
+	if (!live && (job->state == SC_JOB_QUEUED || job->state == SC_JOB_RUNNING)) {
+		if (sc_db_job_set_state(c->db, job->id, SC_JOB_CANCELLED, NULL)) {
+			sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "database: %s", sc_err_detail());
+			free(job);
+			return;
+		}
+		sc_db_event(c->db, job->id, 0, SC_LOG_INFO, "job_cancelled",
+			    "cancelled while queued");
+	} else if (!live) {
+		sc_rpc_reply_err(rep, SC_STATUS_FAILED_PRECONDITION, "job %lld is already %s",
+				 (long long)job->id, sc_job_state_name(job->state));
+		free(job);
+		return;
+	}
+	if (sc_db_job_get(c->db, job->id, &now) == SC_OK) {
+		reply_job(c, now, rep);
+		free(now);
+	} else {
+		reply_job(c, job, rep);
+	}
+	free(job);
+}
+
+static void m_jobs(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	coord *c = arg;
+	Splitchain__JobsReply out = SPLITCHAIN__JOBS_REPLY__INIT;
+	Splitchain__JobInfo *infos = NULL, **ptrs = NULL;
+	Splitchain__StageInfo(*si)[256] = NULL, *(*sip)[256] = NULL;
+	sc_db_stage **stages = NULL;
+	sc_db_job *jobs = NULL;
+	int n = 0;
+
+	if (sc_db_jobs_list(c->db, &jobs, &n)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "database: %s", sc_err_detail());
+		return;
+	}
+	infos = calloc((size_t)n + 1, sizeof(*infos));
+	ptrs = calloc((size_t)n + 1, sizeof(*ptrs));
+	si = calloc((size_t)n + 1, sizeof(*si));
+	sip = calloc((size_t)n + 1, sizeof(*sip));
+	stages = calloc((size_t)n + 1, sizeof(*stages));
+	if (!infos || !ptrs || !si || !sip || !stages) {
+		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		job_info(c, &jobs[i], &infos[i], si[i], sip[i], &stages[i]);
+		ptrs[i] = &infos[i];
+	}
+	out.n_jobs = (size_t)n;
+	out.jobs = ptrs;
+	sc_rpc_reply_pb(rep, &out.base);
+out:
+	for (int i = 0; stages && i < n; i++)
+		free(stages[i]);
+	free(stages);
+	free(sip);
+	free(si);
+	free(ptrs);
+	free(infos);
+	free(jobs);
+	(void)req;
+	(void)len;
+}
+
+static void m_workers(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	coord *c = arg;
+	Splitchain__WorkersReply out = SPLITCHAIN__WORKERS_REPLY__INIT;
+	Splitchain__WorkerInfo *infos = NULL, **ptrs = NULL;
+	sc_db_worker *ws = NULL;
+	int n = 0;
+
+	if (sc_db_workers_list(c->db, &ws, &n)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "database: %s", sc_err_detail());
+		return;
+	}
+	infos = calloc((size_t)n + 1, sizeof(*infos));
+	ptrs = calloc((size_t)n + 1, sizeof(*ptrs));
+	if (!infos || !ptrs) {
+		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		splitchain__worker_info__init(&infos[i]);
+		infos[i].worker_id = (uint64_t)ws[i].id;
+		infos[i].name = (char *)ws[i].name;
+		infos[i].device = (char *)ws[i].device;
+		infos[i].state = (char *)sc_worker_state_name(ws[i].state);
+		infos[i].gflops = ws[i].gflops;
+		infos[i].memory_bytes = ws[i].memory_bytes;
+		infos[i].last_seen_unix_ms = ws[i].last_seen_ms;
+		infos[i].control_addr = (char *)ws[i].control_addr;
+		ptrs[i] = &infos[i];
+	}
+	out.n_workers = (size_t)n;
+	out.workers = ptrs;
+	sc_rpc_reply_pb(rep, &out.base);
+out:
+	free(ptrs);
+	free(infos);
+	free(ws);
+	(void)req;
+	(void)len;
+}
+
+static void m_export(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	coord *c = arg;
+	Splitchain__ExportReply out = SPLITCHAIN__EXPORT_REPLY__INIT;
+	Splitchain__LoraConfig lora = SPLITCHAIN__LORA_CONFIG__INIT;
+	Splitchain__SubmitRequest *spec = NULL;
+	Splitchain__NamedTensor *nts = NULL, **ptrs = NULL;
+	int64_t(*shapes)[2] = NULL;
+	sc_db_checkpoint *ck = NULL;
+	sc_model_config mc;
+	sc_db_job *job;
+	char path[4096];
+	size_t k = 0;
+
+	if (find_job(c, req, len, rep, &job))
+		return;
+	spec = splitchain__submit_request__unpack(NULL, job->spec_len, job->spec);
+	snprintf(path, sizeof(path), "%s/config.json", job->model_path);
+	if (!spec || !spec->lora || sc_config_load(&mc, path)) {
+		sc_rpc_reply_err(rep, SC_STATUS_FAILED_PRECONDITION,
+				 "job %lld's model or specification cannot be read",
+				 (long long)job->id);
+		goto out;
+	}
+	if (sc_db_checkpoint_latest(c->db, job->id, &ck)) {
+		sc_rpc_reply_err(rep, SC_STATUS_FAILED_PRECONDITION,
+				 "job %lld has no checkpoint yet (state %s, step %u): try again "
+				 "after its first checkpoint",
+				 (long long)job->id, sc_job_state_name(job->state), job->step_done);
+		goto out;
+	}
+	nts = calloc((size_t)ck->n_tensors + 1, sizeof(*nts));
+	ptrs = calloc((size_t)ck->n_tensors + 1, sizeof(*ptrs));
+	shapes = calloc((size_t)ck->n_tensors + 1, sizeof(*shapes));
+	if (!nts || !ptrs || !shapes) {
+		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < ck->n_tensors; i++) {
+		const sc_db_tensor *t = &ck->tensors[i];
+		if (t->kind != SC_TENSOR_LORA || t->ndim != 2)
+			continue;
+		splitchain__named_tensor__init(&nts[k]);
+		nts[k].name = (char *)t->name;
+		shapes[k][0] = t->shape[0];
+		shapes[k][1] = t->shape[1];
+		nts[k].n_shape = 2;
+		nts[k].shape = shapes[k];
+		nts[k].data.len = (size_t)(t->shape[0] * t->shape[1]) * sizeof(float);
+		nts[k].data.data = (uint8_t *)t->data;
+		ptrs[k] = &nts[k];
+		k++;
+	}
+	lora = *spec->lora;
+	out.step = ck->step;
+	out.lora = &lora;
+	out.n_layer = (uint32_t)mc.n_layer;
+	out.n_embd = (uint32_t)mc.n_embd;
+	out.n_tensors = k;
+	out.tensors = ptrs;
+	out.model_path = (char *)job->model_path;
+	sc_rpc_reply_pb(rep, &out.base);
+out:
+	free(shapes);
+	free(ptrs);
+	free(nts);
+	free(ck);
+	if (spec)
+		splitchain__submit_request__free_unpacked(spec, NULL);
+	free(job);
+}
+
+const sc_rpc_method coord_methods[] = {
+	{ "Coordinator.Register", m_register },
+	{ "Coordinator.Heartbeat", m_heartbeat },
+	{ "Coordinator.Submit", m_submit },
+	{ "Coordinator.Jobs", m_jobs },
+	{ "Coordinator.Status", m_status },
+	{ "Coordinator.Cancel", m_cancel },
+	{ "Coordinator.Workers", m_workers },
+	{ "Coordinator.Export", m_export },
+	{ NULL, NULL },
+};

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# launch.sh — a coordinator and N workers on this machine, as separate
+# processes, for trying splitchain or testing it; stops them cleanly.
+#   deploy/launch.sh start DIR [N]   start in DIR (database, logs, pid files)
+#   deploy/launch.sh stop DIR        stop all of them (SIGTERM, then SIGKILL)
+#   deploy/launch.sh status DIR
+# Environment: SC_BIN (folder of the binaries, default build/), SC_PORT
+# (coordinator port, default 7700), SC_THREADS (BLAS threads per worker, 1).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${SC_BIN:-$ROOT/build}
+PORT=${SC_PORT:-7700}
+THREADS=${SC_THREADS:-1}
+cmd=${1:-}
+DIR=${2:-}
+[ -n "$cmd" ] && [ -n "$DIR" ] || { sed -n '2,8p' "$0" >&2; exit 2; }
+
+coordinator_bin() { echo "$BIN/coordinator/splitchain-coordinator"; }
+worker_bin() { echo "$BIN/worker/splitchain-worker"; }
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+case $cmd in
+start)
+  N=${3:-3}
+  mkdir -p "$DIR"
+  DIR=$(cd "$DIR" && pwd)
+  if alive "$DIR/coordinator.pid"; then
+    echo "launch: a coordinator already runs for $DIR (pid $(cat "$DIR/coordinator.pid"))" >&2
+    exit 1
+  fi
+  URL="tcp://127.0.0.1:$PORT"
+  "$(coordinator_bin)" --listen "$URL" --db "$DIR/splitchain.db" \
+    >>"$DIR/coordinator.log" 2>&1 &
+  echo $! > "$DIR/coordinator.pid"
+  for i in $(seq 1 "$N"); do
+    OMP_NUM_THREADS=$THREADS "$(worker_bin)" --coordinator "$URL" --name "worker-$i" \
+      --listen "tcp://127.0.0.1:0" --data "tcp://127.0.0.1:0" --threads "$THREADS" \
+      >>"$DIR/worker-$i.log" 2>&1 &
+    echo $! > "$DIR/worker-$i.pid"
+  done
+  # Ready when every worker is registered.
+  for _ in $(seq 1 100); do
+    n=$("$BIN/coordinator/splitchain" workers --coordinator "$URL" --json 2>/dev/null |
+        grep -o '"state":"idle"' | wc -l || true)
+    [ "$n" -ge "$N" ] && break
+    sleep 0.2
+  done
+  echo "launch: coordinator at $URL (database $DIR/splitchain.db), $N workers; logs in $DIR"
+  ;;
+stop)
+  for f in "$DIR"/worker-*.pid "$DIR"/coordinator.pid; do
+    [ -f "$f" ] || continue
+    if alive "$f"; then kill -TERM "$(cat "$f")" 2>/dev/null || true; fi
+  done
+  for _ in $(seq 1 50); do
+    left=0
+    for f in "$DIR"/*.pid; do [ -f "$f" ] && alive "$f" && left=1; done
+    [ $left -eq 0 ] && break
+    sleep 0.2
+  done
+  for f in "$DIR"/*.pid; do
+    [ -f "$f" ] || continue
+    if alive "$f"; then kill -KILL "$(cat "$f")" 2>/dev/null || true; fi
+    rm -f "$f"
+  done
+  echo "launch: stopped"
+  ;;
+status)
+  for f in "$DIR"/*.pid; do
+    [ -f "$f" ] || continue
+    if alive "$f"; then echo "$(basename "$f" .pid): running (pid $(cat "$f"))"
+    else echo "$(basename "$f" .pid): not running"; fi
+  done
+  ;;
+*) sed -n '2,8p' "$0" >&2; exit 2 ;;
+esac

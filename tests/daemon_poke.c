@@ -1,0 +1,221 @@
+/* daemon_poke.c — bad input sent to a running coordinator's (and a
+ * worker's) RPC socket: random bytes, truncated and oversized messages,
+ * valid envelopes with bodies that do not decode, and well-formed requests
+ * with nonsense fields. Each must be answered with an error status or
+ * dropped, and the daemon must go on serving: every case is followed by a
+ * normal request that must succeed.
+ *   daemon_poke COORDINATOR_URL [WORKER_URL MODEL_DIR]
+ * Prints one line per case and "N passed, N failed". */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "sc_rpc_pb.h"
+#include "splitchain.pb-c.h"
+
+static int passed, failed;
+
+static void check(const char *name, int ok, const char *detail)
+{
+	printf("%s %s%s%s\n", ok ? "ok  " : "FAIL", name, detail[0] ? ": " : "", detail);
+	if (ok)
+		passed++;
+	else
+		failed++;
+}
+
+/* Sends raw bytes on a fresh REQ socket; returns 1 if any reply came. */
+static int send_raw(const char *url, const void *buf, size_t len, int wait_ms, char *reply_status,
+		    size_t rs)
+{
+	nng_socket s;
+	nng_msg *m;
+	int got = 0;
+
+	reply_status[0] = '\0';
+	if (nng_req0_open(&s) != 0)
+		return 0;
+	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, wait_ms);
+	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 5000);
+	nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, 60000);
+	nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 0);
+	if (nng_dial(s, url, NULL, 0) == 0 && nng_msg_alloc(&m, 0) == 0) {
+		nng_msg_append(m, buf, len);
+		if (nng_sendmsg(s, m, 0) != 0) {
+			nng_msg_free(m);
+		} else if (nng_recvmsg(s, &m, 0) == 0) {
+			Splitchain__Envelope *e =
+			    splitchain__envelope__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
+			got = 1;
+			if (e) {
+				snprintf(reply_status, rs, "%s: %s", sc_status_name(e->status),
+					 e->status_message);
+				splitchain__envelope__free_unpacked(e, NULL);
+			}
+			nng_msg_free(m);
+		}
+	}
+	nng_close(s);
+	return got;
+}
+
+/* An Envelope for method with body, packed into a malloc'd buffer. */
+static uint8_t *envelope(const char *method, const void *body, size_t blen, uint64_t id,
+			 size_t *len)
+{
+	Splitchain__Envelope e = SPLITCHAIN__ENVELOPE__INIT;
+	uint8_t *buf;
+	e.magic = SC_RPC_MAGIC;
+	e.version = SC_RPC_VERSION;
+	e.method = (char *)method;
+	e.request_id = id;
+	e.body.data = (uint8_t *)body;
+	e.body.len = blen;
+	*len = splitchain__envelope__get_packed_size(&e);
+	buf = malloc(*len);
+	splitchain__envelope__pack(&e, buf);
+	return buf;
+}
+
+/* Calls method with a packed protobuf and expects status want. */
+static void expect(sc_rpc_client *cl, const char *name, const char *method,
+		   const ProtobufCMessage *req, int want)
+{
+	char msg[512] = "", line[700];
+	int status = -1;
+	ProtobufCMessage *rep = NULL;
+	sc_rpc_call_pb(cl, method, req, &splitchain__empty__descriptor, 10000, &status, msg,
+		       sizeof(msg), &rep);
+	if (rep)
+		protobuf_c_message_free_unpacked(rep, NULL);
+	snprintf(line, sizeof(line), "%s (want %s): %s", sc_status_name(status),
+		 sc_status_name(want), msg);
+	check(name, status == want && (want == SC_STATUS_OK || msg[0]), line);
+}
+
+/* The daemon still answers a normal request. */
+static void still_serving(sc_rpc_client *cl, const char *after, const char *method)
+{
+	Splitchain__Empty e = SPLITCHAIN__EMPTY__INIT;
+	Splitchain__JobRef ref = SPLITCHAIN__JOB_REF__INIT;
+	char name[128], msg[512] = "";
+	int status = -1;
+	ProtobufCMessage *rep = NULL;
+	const ProtobufCMessage *req = strcmp(method, "Coordinator.Jobs") ? &ref.base : &e.base;
+	const ProtobufCMessageDescriptor *d = strcmp(method, "Coordinator.Jobs")
+						  ? &splitchain__state_reply__descriptor
+						  : &splitchain__jobs_reply__descriptor;
+	ref.job_id = 424242;
+	sc_rpc_call_pb(cl, method, req, d, 10000, &status, msg, sizeof(msg), &rep);
+	if (rep)
+		protobuf_c_message_free_unpacked(rep, NULL);
+	snprintf(name, sizeof(name), "serving after %s", after);
+	/* A worker answers its state request for an unknown job with NOT_FOUND:
+	 * an answer is what proves it serves. */
+	check(name, status == SC_STATUS_OK || status == SC_STATUS_NOT_FOUND, msg);
+}
+
+/* Bytes that are no splitchain message at all, and broken envelopes. */
+static void garbage(const char *url, sc_rpc_client *cl, const char *healthy, const char *method)
+{
+	uint8_t junk[4096], *env;
+	char st[600];
+	size_t len;
+	unsigned seed = 12345;
+	int got;
+
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (uint8_t)(rand_r(&seed) >> 7);
+	got = send_raw(url, junk, sizeof(junk), 700, st, sizeof(st));
+	check("random bytes dropped or refused", !got || strstr(st, "INVALID_ARGUMENT") != NULL,
+	      st);
+	still_serving(cl, "random bytes", healthy);
+
+	env = envelope(method, junk, 64, 777, &len);
+	got = send_raw(url, env, len / 2, 700, st, sizeof(st));
+	check("truncated envelope dropped or refused", !got || strstr(st, "INVALID_ARGUMENT"), st);
+	still_serving(cl, "a truncated envelope", healthy);
+
+	got = send_raw(url, env, len, 3000, st, sizeof(st));
+	check("body that does not decode -> INVALID_ARGUMENT",
+	      got && strstr(st, "INVALID_ARGUMENT") != NULL, st);
+	free(env);
+	still_serving(cl, "an undecodable body", healthy);
+
+	env = envelope("Nobody.Knows", NULL, 0, 778, &len);
+	got = send_raw(url, env, len, 3000, st, sizeof(st));
+	check("unknown method -> UNIMPLEMENTED", got && strstr(st, "UNIMPLEMENTED") != NULL, st);
+	free(env);
+
+	{
+		Splitchain__Envelope e = SPLITCHAIN__ENVELOPE__INIT;
+		uint8_t buf[256];
+		e.magic = 0xDEADBEEF;
+		e.version = 1;
+		e.method = (char *)healthy;
+		e.request_id = 779;
+		len = splitchain__envelope__pack(&e, buf);
+		got = send_raw(url, buf, len, 700, st, sizeof(st));
+		check("wrong magic dropped or refused", !got || strstr(st, "INVALID_ARGUMENT"), st);
+	}
+	/* Over the socket's maximum receive size: nng drops the connection. */
+	len = SC_RPC_MAX_MSG + 4096;
+	env = calloc(1, len);
+	if (env) {
+		got = send_raw(url, env, len, 2000, st, sizeof(st));
+		check("oversized message dropped", !got, st);
+		free(env);
+	}
+	still_serving(cl, "an oversized message", healthy);
+}
+
+static void poke_coordinator(const char *url)
+{
+	sc_rpc_client *cl;
+	Splitchain__SubmitRequest sub = SPLITCHAIN__SUBMIT_REQUEST__INIT;
+	Splitchain__LoraConfig lora = SPLITCHAIN__LORA_CONFIG__INIT;
+	Splitchain__TrainConfig train = SPLITCHAIN__TRAIN_CONFIG__INIT;
+	Splitchain__JobRef ref = SPLITCHAIN__JOB_REF__INIT;
+	Splitchain__RegisterRequest reg = SPLITCHAIN__REGISTER_REQUEST__INIT;
+	Splitchain__HeartbeatRequest hb = SPLITCHAIN__HEARTBEAT_REQUEST__INIT;
+
+	if (sc_rpc_client_open(&cl, url)) {
+		check("connect to the coordinator", 0, sc_err_detail());
+		return;
+	}
+	garbage(url, cl, "Coordinator.Jobs", "Coordinator.Submit");
+
+	expect(cl, "submit without model -> INVALID_ARGUMENT", "Coordinator.Submit", &sub.base,
+	       SC_STATUS_INVALID_ARGUMENT);
+	sub.model_path = "/nonexistent/model";
+	sub.data_path = "/nonexistent/data";
+	sub.lora = &lora;
+	sub.train = &train;
+	sub.stages = 2;
+	expect(cl, "submit with a missing model -> INVALID_ARGUMENT", "Coordinator.Submit",
+	       &sub.base, SC_STATUS_INVALID_ARGUMENT);
+	ref.job_id = 987654321;
+	expect(cl, "status of an unknown job -> NOT_FOUND", "Coordinator.Status", &ref.base,
+	       SC_STATUS_NOT_FOUND);
+	expect(cl, "cancel of an unknown job -> NOT_FOUND", "Coordinator.Cancel", &ref.base,
+	       SC_STATUS_NOT_FOUND);
+	expect(cl, "export of an unknown job -> NOT_FOUND", "Coordinator.Export", &ref.base,
+	       SC_STATUS_NOT_FOUND);
+	expect(cl, "register without name -> INVALID_ARGUMENT", "Coordinator.Register", &reg.base,
+	       SC_STATUS_INVALID_ARGUMENT);
+	reg.name = "poke";
+	reg.control_addr = "tcp://127.0.0.1:1";
+	reg.data_addr = "tcp://127.0.0.1:2";
+	reg.gflops = -5;
+	expect(cl, "register with a negative rate -> INVALID_ARGUMENT", "Coordinator.Register",
+	       &reg.base, SC_STATUS_INVALID_ARGUMENT);
+	hb.worker_id = 99999;
+	expect(cl, "heartbeat of an unknown worker -> NOT_FOUND", "Coordinator.Heartbeat", &hb.base,
+	       SC_STATUS_NOT_FOUND);
+	still_serving(cl, "nonsense fields", "Coordinator.Jobs");
+	sc_rpc_client_close(cl);
+}

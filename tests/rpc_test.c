@@ -1,0 +1,684 @@
+/* rpc_test.c — the RPC layer: round trips, concurrency, statuses, deadlines, the retry
+ * memory, malformed and oversized input, a late server and closing under load. Everything runs
+ * in this process over inproc:// or tcp://127.0.0.1:0, with a timeout on every call. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "sc_rpc.h"
+#include "splitchain.pb-c.h"
+#include "testutil.h"
+
+/* What the handlers count. */
+typedef struct counters {
+	atomic_int calls;
+	atomic_int running;
+	atomic_int peak;
+} counters;
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/* ---------------------------------------------------------- handlers */
+
+static void h_echo(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	counters *c = arg;
+	int now = atomic_fetch_add(&c->running, 1) + 1, peak = atomic_load(&c->peak);
+	while (now > peak && !atomic_compare_exchange_weak(&c->peak, &peak, now))
+		;
+	atomic_fetch_add(&c->calls, 1);
+	if (len >= 5 && !memcmp(req, "wait:", 5))
+		sleep_ms(3);
+	if (len) {
+		rep->body = malloc(len);
+		memcpy(rep->body, req, len);
+		rep->len = len;
+	}
+	atomic_fetch_sub(&c->running, 1);
+}
+
+static void h_fail(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	rep->status = SC_STATUS_NOT_FOUND;
+	snprintf(rep->message, sizeof(rep->message), "job %d not found", 42);
+}
+
+/* Sleeps for the number of milliseconds in the body (decimal text), then answers "call <n>". */
+static void h_slow(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	counters *c = arg;
+	char text[32] = {0};
+	int n = atomic_fetch_add(&c->calls, 1) + 1;
+	memcpy(text, req, len < sizeof(text) - 1 ? len : sizeof(text) - 1);
+	sleep_ms(atoi(text));
+	rep->body = malloc(32);
+	rep->len = (size_t)snprintf((char *)rep->body, 32, "call %d", n);
+}
+
+static const sc_rpc_method methods[] = {
+	{"Test.Echo", h_echo},
+	{"Test.Fail", h_fail},
+	{"Test.Slow", h_slow},
+	{NULL, NULL},
+};
+
+/* ---------------------------------------------------------- helpers */
+
+static const char *inproc_url(void)
+{
+	static char url[64];
+	static unsigned n;
+	snprintf(url, sizeof(url), "inproc://rpc_test-%d-%u-%ld", (int)getpid(), n++,
+		 (long)(mono_ms() % 100000));
+	return url;
+}
+
+/* A call that must come back OK with body `want`. */
+static void call_ok(sc_rpc_client *cl, const char *method, const char *body, const char *want)
+{
+	char msg[256];
+	uint8_t *rep;
+	size_t n;
+	int st;
+	SC_ASSERT_OK(sc_rpc_call(cl, method, (const uint8_t *)body, strlen(body), 5000, &st, msg,
+				 sizeof(msg), &rep, &n));
+	if (st != SC_STATUS_OK)
+		fail_msg("%s: %s: %s", method, sc_status_name(st), msg);
+	assert_int_equal(n, strlen(want));
+	assert_memory_equal(rep, want, n);
+	free(rep);
+}
+
+/* A packed envelope (malloc'd) for the raw-socket cases. */
+static uint8_t *pack_env(size_t *len, uint32_t magic, uint32_t version, const char *method,
+			 uint64_t id, uint64_t deadline, const char *body)
+{
+	Splitchain__Envelope env = SPLITCHAIN__ENVELOPE__INIT;
+	uint8_t *buf;
+	env.magic = magic;
+	env.version = version;
+	env.method = (char *)method;
+	env.request_id = id;
+	env.deadline_unix_ms = deadline;
+	env.body.data = (uint8_t *)body;
+	env.body.len = strlen(body);
+	*len = splitchain__envelope__get_packed_size(&env);
+	buf = malloc(*len);
+	splitchain__envelope__pack(&env, buf);
+	return buf;
+}
+
+static nng_socket raw_socket(const char *url, int timeout_ms, int resend_ms)
+{
+	nng_socket s;
+	assert_int_equal(nng_req0_open(&s), 0);
+	assert_int_equal(nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, timeout_ms), 0);
+	assert_int_equal(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, timeout_ms), 0);
+	assert_int_equal(nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, resend_ms), 0);
+	assert_int_equal(nng_dial(s, url, NULL, 0), 0);
+	return s;
+}
+
+/* Sends buf on s and waits for the reply: 0 and *reply (new), or nng's error. */
+static int raw_exchange(nng_socket s, const void *buf, size_t len, nng_msg **reply)
+{
+	nng_msg *m;
+	int rv;
+	*reply = NULL;
+	assert_int_equal(nng_msg_alloc(&m, len), 0);
+	memcpy(nng_msg_body(m), buf, len);
+	if ((rv = nng_sendmsg(s, m, 0)) != 0) {
+		nng_msg_free(m);
+		return rv;
+	}
+	return nng_recvmsg(s, reply, 0);
+}
+
+static Splitchain__Envelope *unpack_reply(nng_msg *m)
+{
+	Splitchain__Envelope *e = splitchain__envelope__unpack(NULL, nng_msg_len(m),
+							       nng_msg_body(m));
+	assert_non_null(e);
+	assert_int_equal(e->magic, SC_RPC_MAGIC);
+	assert_int_equal(e->version, SC_RPC_VERSION);
+	return e;
+}
+
+/* ---------------------------------------------------------- cases */
+
+static void test_status_names(void **state)
+{
+	assert_string_equal(sc_status_name(SC_STATUS_OK), "OK");
+	assert_string_equal(sc_status_name(SC_STATUS_DEADLINE_EXCEEDED), "DEADLINE_EXCEEDED");
+	assert_string_equal(sc_status_name(SC_STATUS_UNAVAILABLE), "UNAVAILABLE");
+	assert_string_equal(sc_status_name(SC_STATUS_DATA_LOSS), "DATA_LOSS");
+	assert_string_equal(sc_status_name(-1), "INVALID_STATUS");
+	assert_string_equal(sc_status_name(99), "INVALID_STATUS");
+}
+
+static void test_open_errors(void **state)
+{
+	sc_rpc_server *srv;
+	sc_rpc_client *cl;
+	int st;
+	SC_ASSERT_ERR(sc_rpc_server_open(&srv, inproc_url(), methods, NULL, 0), SC_EINVAL);
+	assert_null(srv);
+	SC_ASSERT_ERR(sc_rpc_server_open(&srv, "nosuch://where", methods, NULL, 2), SC_EINVAL);
+	SC_ASSERT_ERR(sc_rpc_client_open(&cl, "nosuch://where"), SC_EINVAL);
+	assert_null(cl);
+	SC_ASSERT_OK(sc_rpc_client_open(&cl, inproc_url()));
+	SC_ASSERT_ERR(sc_rpc_call(cl, "Test.Echo", NULL, 0, 0, &st, NULL, 0, NULL, NULL),
+		      SC_EINVAL);
+	sc_rpc_client_close(cl);
+	sc_rpc_server_close(NULL);
+	sc_rpc_client_close(NULL);
+}
+
+static void test_server_url(void **state)
+{
+	sc_rpc_server *srv, *dup;
+	const char *url = inproc_url();
+	unsigned port = 0;
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, url, methods, NULL, 1));
+	assert_string_equal(sc_rpc_server_url(srv), url);
+	sc_rpc_server_close(srv);
+
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tcp://127.0.0.1:0", methods, NULL, 1));
+	assert_int_equal(sscanf(sc_rpc_server_url(srv), "tcp://127.0.0.1:%u", &port), 1);
+	assert_true(port > 0 && port < 65536);
+	/* The bound address is taken: a second server there fails with a message. */
+	SC_ASSERT_ERR(sc_rpc_server_open(&dup, sc_rpc_server_url(srv), methods, NULL, 1), SC_EIO);
+	sc_rpc_server_close(srv);
+}
+
+static void test_echo_round_trip(void **state)
+{
+	counters c = {0};
+	sc_rpc_server *srv;
+	sc_rpc_client *cl;
+	uint8_t *rep = (uint8_t *)"x";
+	size_t n = 7;
+	int st;
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, inproc_url(), methods, &c, 2));
+	SC_ASSERT_OK(sc_rpc_client_open(&cl, sc_rpc_server_url(srv)));
+	call_ok(cl, "Test.Echo", "hello, chain", "hello, chain");
+	/* An empty body comes back as NULL; msg may be NULL. */
+	SC_ASSERT_OK(sc_rpc_call(cl, "Test.Echo", NULL, 0, 2000, &st, NULL, 0, &rep, &n));
+	assert_int_equal(st, SC_STATUS_OK);
+	assert_null(rep);
+	assert_int_equal(n, 0);
+	assert_int_equal(atomic_load(&c.calls), 2);
+	sc_rpc_client_close(cl);
+	sc_rpc_server_close(srv);
+}
+
+typedef struct caller {
+	sc_rpc_client *cl;
+	int id, ok;
+	char why[256];
+} caller;
+
+static void *caller_main(void *p)
+{
+	caller *a = p;
+	for (int i = 0; i < 25; i++) {
+		char body[64], msg[128];
+		uint8_t *rep = NULL;
+		size_t n = 0;
+		int st = -1;
+		snprintf(body, sizeof(body), "wait: caller %d call %d", a->id, i);
+		if (sc_rpc_call(a->cl, "Test.Echo", (uint8_t *)body, strlen(body), 5000, &st, msg,
+				sizeof(msg), &rep, &n) != SC_OK || st != SC_STATUS_OK) {
+			snprintf(a->why, sizeof(a->why), "call %d: %s %s", i, sc_status_name(st),
+				 msg);
+			return NULL;
+		}
+		if (n != strlen(body) || memcmp(rep, body, n)) {
+			snprintf(a->why, sizeof(a->why), "call %d: someone else's answer", i);
+			free(rep);
+			return NULL;
+		}
+		free(rep);
+		a->ok++;
+	}
+	return NULL;
+}
+
+static void test_concurrent_callers(void **state)
+{
+	counters c = {0};
+	sc_rpc_server *srv;
+	sc_rpc_client *cl;
+	pthread_t th[8];
+	caller a[8];
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tcp://127.0.0.1:0", methods, &c, 4));
+	SC_ASSERT_OK(sc_rpc_client_open(&cl, sc_rpc_server_url(srv)));
+	for (int i = 0; i < 8; i++) {
+		a[i] = (caller){.cl = cl, .id = i};
+		assert_int_equal(pthread_create(&th[i], NULL, caller_main, &a[i]), 0);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(th[i], NULL);
+		if (a[i].ok != 25)
+			fail_msg("caller %d: %s", i, a[i].why);
+	}
+	assert_int_equal(atomic_load(&c.calls), 8 * 25);
+	assert_true(atomic_load(&c.peak) >= 2); /* the contexts did serve at once */
+	assert_true(atomic_load(&c.peak) <= 4);
+	sc_rpc_client_close(cl);
+	sc_rpc_server_close(srv);
+}
+
+static void test_error_status_and_unimplemented(void **state)
+{
+	sc_rpc_server *srv;
+	sc_rpc_client *cl;
+	char msg[256];
+	uint8_t *rep = (uint8_t *)"x";
+	size_t n = 3;
+	int st;
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, inproc_url(), methods, NULL, 1));
+	SC_ASSERT_OK(sc_rpc_client_open(&cl, sc_rpc_server_url(srv)));
+	SC_ASSERT_OK(sc_rpc_call(cl, "Test.Fail", NULL, 0, 2000, &st, msg, sizeof(msg), &rep, &n));
+	assert_int_equal(st, SC_STATUS_NOT_FOUND);
+	assert_string_equal(msg, "job 42 not found");
+	assert_null(rep);
+	assert_int_equal(n, 0);
+	SC_ASSERT_OK(sc_rpc_call(cl, "No.Such", NULL, 0, 2000, &st, msg, sizeof(msg), &rep, &n));
+	assert_int_equal(st, SC_STATUS_UNIMPLEMENTED);
+	assert_non_null(strstr(msg, "No.Such"));
+	/* A short message buffer is cut, never overrun. */
+	SC_ASSERT_OK(sc_rpc_call(cl, "Test.Fail", NULL, 0, 2000, &st, msg, 5, NULL, NULL));
+	assert_string_equal(msg, "job ");
+	sc_rpc_client_close(cl);
+	sc_rpc_server_close(srv);
+}
+
+static void test_deadline_exceeded(void **state)
+{
+	counters c = {0};
+	sc_rpc_server *srv;
+	sc_rpc_client *cl;
+	Splitchain__Envelope *e;
+	nng_socket s;
+	nng_msg *m;
+	char msg[256];
+	uint8_t *rep, *buf;
+	size_t n, len;
+	uint64_t t0, took;
+	int st;
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, inproc_url(), methods, &c, 2));
+	SC_ASSERT_OK(sc_rpc_client_open(&cl, sc_rpc_server_url(srv)));
+	/* The handler outlives the call's timeout. */
+	t0 = mono_ms();
+	SC_ASSERT_OK(sc_rpc_call(cl, "Test.Slow", (const uint8_t *)"800", 3, 200, &st, msg,
+				 sizeof(msg), &rep, &n));
+	took = mono_ms() - t0;
+	assert_int_equal(st, SC_STATUS_DEADLINE_EXCEEDED);
+	assert_non_null(strstr(msg, "200 ms"));
+	assert_true(took >= 150 && took < 700);
+	assert_null(rep);
+
+	/* A request already past its deadline on arrival is refused without running. */
+	buf = pack_env(&len, SC_RPC_MAGIC, SC_RPC_VERSION, "Test.Slow", 77,
+		       (uint64_t)time(NULL) * 1000u - 5000u, "0");
+	s = raw_socket(sc_rpc_server_url(srv), 2000, 60000);
+	assert_int_equal(raw_exchange(s, buf, len, &m), 0);
+	e = unpack_reply(m);
+	assert_int_equal(e->status, SC_STATUS_DEADLINE_EXCEEDED);
+	assert_int_equal(e->request_id, 77);
+	assert_int_equal(atomic_load(&c.calls), 1);
+	splitchain__envelope__free_unpacked(e, NULL);
+	nng_msg_free(m);
+	nng_close(s);
+	free(buf);
+	sc_rpc_client_close(cl);
+	sc_rpc_server_close(srv); /* waits for the slow handler */
+	assert_int_equal(atomic_load(&c.calls), 1);
+}
+
+static void test_retry_runs_once(void **state)
+{
+	counters c = {0};
+	sc_rpc_server *srv;
+	nng_socket s;
+	nng_msg *m1, *m2, *m3;
+	uint8_t *buf;
+	size_t len;
+	Splitchain__Envelope *e;
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, inproc_url(), methods, &c, 2));
+	s = raw_socket(sc_rpc_server_url(srv), 2000, 60000);
+	buf = pack_env(&len, SC_RPC_MAGIC, SC_RPC_VERSION, "Test.Slow", 0x5eed1234abcdull, 0, "1");
+	assert_int_equal(raw_exchange(s, buf, len, &m1), 0);
+	assert_int_equal(raw_exchange(s, buf, len, &m2), 0);
+	assert_int_equal(atomic_load(&c.calls), 1);
+	assert_int_equal(nng_msg_len(m1), nng_msg_len(m2));
+	assert_memory_equal(nng_msg_body(m1), nng_msg_body(m2), nng_msg_len(m1));
+	e = unpack_reply(m1);
+	assert_int_equal(e->status, SC_STATUS_OK);
+	assert_int_equal(e->request_id, 0x5eed1234abcdull);
+	assert_string_equal(e->method, "Test.Slow");
+	assert_int_equal(e->body.len, 6);
+	assert_memory_equal(e->body.data, "call 1", 6);
+	splitchain__envelope__free_unpacked(e, NULL);
+	free(buf);
+	/* Another id runs. */
+	buf = pack_env(&len, SC_RPC_MAGIC, SC_RPC_VERSION, "Test.Slow", 0x5eed1234abceull, 0, "1");
+	assert_int_equal(raw_exchange(s, buf, len, &m3), 0);
+	assert_int_equal(atomic_load(&c.calls), 2);
+	nng_msg_free(m1);
+	nng_msg_free(m2);
+	nng_msg_free(m3);
+	free(buf);
+	nng_close(s);
+	sc_rpc_server_close(srv);
+}
+
+typedef struct raw_job {
+	const char *url;
+	const uint8_t *buf;
+	size_t len;
+	int rv;
+	nng_msg *reply;
+} raw_job;
+
+static void *raw_job_main(void *p)
+{
+	raw_job *j = p;
+	nng_socket s;
+	nng_msg *m;
+	nng_req0_open(&s);
+	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000);
+	if ((j->rv = nng_dial(s, j->url, NULL, 0)) == 0 && (j->rv = nng_msg_alloc(&m, j->len)) == 0) {
+		memcpy(nng_msg_body(m), j->buf, j->len);
+		if ((j->rv = nng_sendmsg(s, m, 0)) != 0)
+			nng_msg_free(m);
+		else
+			j->rv = nng_recvmsg(s, &j->reply, 0);
+	}
+	nng_close(s);
+	return NULL;
+}
+
+/* A copy arriving while the first is still running is not run either: it gets the same
+ * answer once the first is done. */
+static void test_retry_while_running(void **state)
+{
+	counters c = {0};
+	sc_rpc_server *srv;
+	pthread_t th;
+	raw_job first = {0};
+	nng_socket s;
+	nng_msg *m;
+	uint8_t *buf;
+	size_t len;
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tcp://127.0.0.1:0", methods, &c, 3));
+	buf = pack_env(&len, SC_RPC_MAGIC, SC_RPC_VERSION, "Test.Slow", 0xfeedull, 0, "400");
+	first = (raw_job){.url = sc_rpc_server_url(srv), .buf = buf, .len = len};
+	assert_int_equal(pthread_create(&th, NULL, raw_job_main, &first), 0);
+	sleep_ms(100);
+	s = raw_socket(sc_rpc_server_url(srv), 5000, 200); /* resends the same envelope */
+	assert_int_equal(raw_exchange(s, buf, len, &m), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(first.rv, 0);
+	assert_int_equal(atomic_load(&c.calls), 1);
+	assert_int_equal(nng_msg_len(m), nng_msg_len(first.reply));
+	assert_memory_equal(nng_msg_body(m), nng_msg_body(first.reply), nng_msg_len(m));
+	nng_msg_free(m);
+	nng_msg_free(first.reply);
+	nng_close(s);
+	free(buf);
+	sc_rpc_server_close(srv);
+}
+
+/* Malformed input: each case is dropped (no reply) or answered with an error, and the server
+ * goes on serving. want: -1 = dropped, else the status of the reply. */
+static void test_malformed_input(void **state)
+{
+	counters c = {0};
+	sc_rpc_server *srv;
+	sc_rpc_client *cl;
+	uint8_t garbage[97];
+	uint64_t x = 0x243F6A8885A308D3ull;
+	size_t good_len;
+	uint8_t *good = pack_env(&good_len, SC_RPC_MAGIC, SC_RPC_VERSION, "Test.Echo", 9, 0,
+				 "a body long enough to cut in the middle");
+	size_t len[3];
+	uint8_t *bad[3] = {
+		pack_env(&len[0], 0x12345678u, SC_RPC_VERSION, "Test.Echo", 10, 0, "x"),
+		pack_env(&len[1], SC_RPC_MAGIC, 7, "Test.Echo", 11, 0, "x"),
+		pack_env(&len[2], SC_RPC_MAGIC, SC_RPC_VERSION, "", 12, 0, "x"),
+	};
+	const struct {
+		const char *name;
+		const uint8_t *buf;
+		size_t len;
+		int want;
+	} cases[] = {
+		{"random bytes", garbage, sizeof(garbage), -1},
+		{"truncated envelope", good, good_len - 10, -1},
+		{"empty message", garbage, 0, -1},
+		{"wrong magic", bad[0], len[0], -1},
+		{"wrong version", bad[1], len[1], SC_STATUS_INVALID_ARGUMENT},
+		{"no method", bad[2], len[2], SC_STATUS_INVALID_ARGUMENT},
+	};
+	for (size_t i = 0; i < sizeof(garbage); i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		garbage[i] = (uint8_t)x;
+	}
+	garbage[0] = 0xff; /* wire type 7: there is no such wire type */
+
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tcp://127.0.0.1:0", methods, &c, 2));
+	for (int round = 0; round < 2; round++) { /* more bad messages than contexts */
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			nng_socket s = raw_socket(sc_rpc_server_url(srv), 300, 60000);
+			nng_msg *m = NULL;
+			int rv = raw_exchange(s, cases[i].buf, cases[i].len, &m);
+			if (cases[i].want < 0) {
+				if (rv != NNG_ETIMEDOUT)
+					fail_msg("%s: expected no reply, got %s", cases[i].name,
+						 rv ? nng_strerror(rv) : "a reply");
+			} else {
+				Splitchain__Envelope *e;
+				if (rv != 0)
+					fail_msg("%s: no reply: %s", cases[i].name, nng_strerror(rv));
+				e = unpack_reply(m);
+				assert_int_equal(e->status, cases[i].want);
+				assert_true(e->status_message[0] != '\0');
+				splitchain__envelope__free_unpacked(e, NULL);
+				nng_msg_free(m);
+			}
+			nng_close(s);
+		}
+	}
+	assert_int_equal(atomic_load(&c.calls), 0);
+	SC_ASSERT_OK(sc_rpc_client_open(&cl, sc_rpc_server_url(srv)));
+	for (int i = 0; i < 4; i++)
+		call_ok(cl, "Test.Echo", "still serving", "still serving");
+	sc_rpc_client_close(cl);
+	sc_rpc_server_close(srv);
+	for (int i = 0; i < 3; i++)
+		free(bad[i]);
+	free(good);
+}
+
+/* A message over SC_RPC_MAX_MSG is refused by the transport; the server goes on serving. The
+ * client refuses to send one. Neither touches the big buffer's pages. */
+static void test_oversized_message(void **state)
+{
+	counters c = {0};
+	sc_rpc_server *srv;
+	sc_rpc_client *cl;
+	nng_socket s;
+	nng_msg *m, *rep = NULL;
+	char msg[256];
+	uint8_t *big;
+	int st, rv;
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tcp://127.0.0.1:0", methods, &c, 2));
+	s = raw_socket(sc_rpc_server_url(srv), 2000, 60000);
+	assert_int_equal(nng_msg_alloc(&m, (size_t)SC_RPC_MAX_MSG + 16), 0);
+	if ((rv = nng_sendmsg(s, m, 0)) != 0)
+		nng_msg_free(m);
+	rv = nng_recvmsg(s, &rep, 0);
+	assert_int_not_equal(rv, 0); /* the server cut the connection: no reply */
+	nng_close(s);
+
+	SC_ASSERT_OK(sc_rpc_client_open(&cl, sc_rpc_server_url(srv)));
+	call_ok(cl, "Test.Echo", "after the big one", "after the big one");
+	big = malloc(SC_RPC_MAX_MSG);
+	assert_non_null(big);
+	SC_ASSERT_OK(sc_rpc_call(cl, "Test.Echo", big, SC_RPC_MAX_MSG, 2000, &st, msg, sizeof(msg),
+				 NULL, NULL));
+	assert_int_equal(st, SC_STATUS_RESOURCE_EXHAUSTED);
+	assert_non_null(strstr(msg, "limit"));
+	free(big);
+	sc_rpc_client_close(cl);
+	sc_rpc_server_close(srv);
+}
+
+/* A client that starts before its server: UNAVAILABLE within the timeout, then served once the
+ * server is up, over inproc and over tcp. */
+static void test_late_server(void **state)
+{
+	char url[2][128], msg[256];
+	counters c = {0};
+	sc_rpc_server *srv;
+	sc_rpc_client *cl;
+	uint64_t t0, took;
+	int st;
+	snprintf(url[0], sizeof(url[0]), "%s", inproc_url());
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tcp://127.0.0.1:0", methods, NULL, 1));
+	snprintf(url[1], sizeof(url[1]), "%s", sc_rpc_server_url(srv));
+	sc_rpc_server_close(srv); /* a port with nobody behind it */
+	for (int i = 0; i < 2; i++) {
+		SC_ASSERT_OK(sc_rpc_client_open(&cl, url[i]));
+		t0 = mono_ms();
+		SC_ASSERT_OK(sc_rpc_call(cl, "Test.Echo", NULL, 0, 300, &st, msg, sizeof(msg),
+					 NULL, NULL));
+		took = mono_ms() - t0;
+		if (st != SC_STATUS_UNAVAILABLE)
+			fail_msg("%s: %s %s", url[i], sc_status_name(st), msg);
+		assert_non_null(strstr(msg, url[i]));
+		assert_non_null(strstr(msg, "is the server running?"));
+		assert_true(took >= 250 && took < 1000);
+		SC_ASSERT_OK(sc_rpc_server_open(&srv, url[i], methods, &c, 1));
+		call_ok(cl, "Test.Echo", "you came", "you came");
+		sc_rpc_client_close(cl);
+		sc_rpc_server_close(srv);
+	}
+}
+
+typedef struct slow_caller {
+	sc_rpc_client *cl;
+	int timeout_ms;
+	int status;
+	sc_err err;
+	uint64_t took_ms;
+} slow_caller;
+
+static void *slow_caller_main(void *p)
+{
+	slow_caller *a = p;
+	uint8_t *rep = NULL;
+	size_t n;
+	uint64_t t0 = mono_ms();
+	a->err = sc_rpc_call(a->cl, "Test.Slow", (const uint8_t *)"300", 3, a->timeout_ms,
+			     &a->status, NULL, 0, &rep, &n);
+	a->took_ms = mono_ms() - t0;
+	free(rep);
+	return NULL;
+}
+
+static void test_close_with_calls_in_flight(void **state)
+{
+	counters c = {0};
+	sc_rpc_server *srv;
+	sc_rpc_client *cl;
+	pthread_t th[4];
+	slow_caller a[4];
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tcp://127.0.0.1:0", methods, &c, 2));
+	SC_ASSERT_OK(sc_rpc_client_open(&cl, sc_rpc_server_url(srv)));
+	for (int i = 0; i < 4; i++) {
+		a[i] = (slow_caller){.cl = cl, .timeout_ms = 1000, .status = -1};
+		assert_int_equal(pthread_create(&th[i], NULL, slow_caller_main, &a[i]), 0);
+	}
+	sleep_ms(100);
+	sc_rpc_server_close(srv); /* two handlers are running */
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		SC_ASSERT_OK(a[i].err);
+		if (a[i].status != SC_STATUS_OK && a[i].status != SC_STATUS_UNAVAILABLE &&
+		    a[i].status != SC_STATUS_DEADLINE_EXCEEDED)
+			fail_msg("caller %d: %s", i, sc_status_name(a[i].status));
+	}
+	assert_true(atomic_load(&c.calls) <= 2);
+	sc_rpc_client_close(cl);
+}
+
+/* The server goes away mid-call and comes back on the same address: nng resends the request
+ * on the new connection and the call still succeeds within its timeout. */
+static void test_server_restart_mid_call(void **state)
+{
+	counters c1 = {0}, c2 = {0};
+	sc_rpc_server *srv;
+	sc_rpc_client *cl;
+	pthread_t th;
+	slow_caller a = {.status = -1};
+	char url[128];
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tcp://127.0.0.1:0", methods, &c1, 2));
+	snprintf(url, sizeof(url), "%s", sc_rpc_server_url(srv));
+	SC_ASSERT_OK(sc_rpc_client_open(&cl, url));
+	a.cl = cl;
+	a.timeout_ms = 5000;
+	assert_int_equal(pthread_create(&th, NULL, slow_caller_main, &a), 0);
+	sleep_ms(100);
+	sc_rpc_server_close(srv); /* its handler finishes, but the reply has nowhere to go */
+	assert_int_equal(atomic_load(&c1.calls), 1);
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, url, methods, &c2, 2));
+	pthread_join(th, NULL);
+	SC_ASSERT_OK(a.err);
+	assert_int_equal(a.status, SC_STATUS_OK);
+	assert_true(a.took_ms < 3000); /* resent on the new connection, not after a timeout */
+	assert_int_equal(atomic_load(&c2.calls), 1);
+	sc_rpc_client_close(cl);
+	sc_rpc_server_close(srv);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_status_names),
+		cmocka_unit_test(test_open_errors),
+		cmocka_unit_test(test_server_url),
+		cmocka_unit_test(test_echo_round_trip),
+		cmocka_unit_test(test_concurrent_callers),
+		cmocka_unit_test(test_error_status_and_unimplemented),
+		cmocka_unit_test(test_deadline_exceeded),
+		cmocka_unit_test(test_retry_runs_once),
+		cmocka_unit_test(test_retry_while_running),
+		cmocka_unit_test(test_malformed_input),
+		cmocka_unit_test(test_oversized_message),
+		cmocka_unit_test(test_late_server),
+		cmocka_unit_test(test_close_with_calls_in_flight),
+		cmocka_unit_test(test_server_restart_mid_call),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,215 @@
+/* schedule.c — Worker.Step: one optimizer step's forward and backward
+ * passes of this stage over M micro-batches, in the 1F1B or GPipe order,
+ * with activations and gradients moving over the data plane.
+ *
+ * 1F1B, stage k of p: min(p - k - 1, M) warm-up forwards, then one forward
+ * and one backward alternately, then the remaining backwards. GPipe: all M
+ * forwards, then all M backwards. Micro-batch m lives in activation slot
+ * m % slots. Both orders compute exactly what the single-process trainer
+ * computes: each stage runs its backwards in micro-batch order (so LoRA
+ * gradients accumulate in the same order), the last stage scales its output
+ * gradient by 1/M, and the loss is the sum of the micro-batch losses, in
+ * order, divided by M.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sc_log.h"
+#include "sc_rpc_pb.h"
+#include "splitchain.pb-c.h"
+#include "worker.h"
+
+typedef struct step_run {
+	worker *w;
+	job *j;
+	uint64_t step;
+	int first, last;
+	int64_t shape[3]; /* (B,T,C) */
+	size_t bt;        /* B * T */
+	double loss_sum;  /* last stage: sum of micro-batch losses, in order */
+	double compute_s;
+	int failed_in_dataplane; /* the error came from a neighbour or the wire */
+} step_run;
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static sc_dp_tag tag_of(const step_run *s, int m, enum sc_dp_direction d)
+{
+	return (sc_dp_tag){
+		.job = s->j->id, .step = s->step, .micro_batch = (uint32_t)m, .direction = d
+	};
+}
+
+/* The data plane's calls, remembering that a failure came from there. */
+static sc_err dp(step_run *s, sc_err rc)
+{
+	if (rc)
+		s->failed_in_dataplane = 1;
+	return rc;
+}
+
+static sc_err forward(step_run *s, int m)
+{
+	job *j = s->j;
+	sc_dp_tag tg = tag_of(s, m, SC_DP_FORWARD);
+	const void *in = j->tokens + (size_t)m * s->bt;
+	double lm = 0, t0;
+
+	if (!s->first) {
+		SC_TRY(dp(s, sc_dp_recv(s->w->up, &tg, 3, s->shape, j->x)));
+		in = j->x;
+	}
+	t0 = now_s();
+	SC_TRY(sc_segment_forward(j->seg, m % j->slots, in,
+				  s->last ? j->targets + (size_t)m * s->bt : NULL,
+				  1.0f / (float)j->M, s->last ? NULL : j->y, &lm));
+	s->compute_s += now_s() - t0;
+	if (s->last)
+		s->loss_sum += lm; /* forwards run in micro-batch order */
+	else
+		SC_TRY(dp(s, sc_dp_send(s->w->down, &tg, 3, s->shape, j->y)));
+	return SC_OK;
+}
+
+static sc_err backward(step_run *s, int m)
+{
+	job *j = s->j;
+	sc_dp_tag tg = tag_of(s, m, SC_DP_BACKWARD);
+	double t0;
+
+	if (!s->last)
+		SC_TRY(dp(s, sc_dp_recv(s->w->down, &tg, 3, s->shape, j->dy)));
+	t0 = now_s();
+	SC_TRY(sc_segment_backward(j->seg, m % j->slots, s->last ? NULL : j->dy,
+				   s->first ? NULL : j->dx));
+	s->compute_s += now_s() - t0;
+	if (!s->first)
+		SC_TRY(dp(s, sc_dp_send(s->w->up, &tg, 3, s->shape, j->dx)));
+	return SC_OK;
+}
+
+static sc_err run(step_run *s)
+{
+	job *j = s->j;
+	int M = j->M, nf = 0, nb = 0;
+	int warmup = j->gpipe ? M : j->n_stages - j->stage - 1;
+
+	if (warmup > M)
+		warmup = M;
+	SC_TRY(sc_segment_zero_grad(j->seg));
+	while (nf < warmup)
+		SC_TRY(forward(s, nf++));
+	while (nf < M) {
+		SC_TRY(forward(s, nf++));
+		SC_TRY(backward(s, nb++));
+	}
+	while (nb < M)
+		SC_TRY(backward(s, nb++));
+	return SC_OK;
+}
+
+/* Copies an (M,B,T) int32 field into dst, checking its length and that
+ * every id is in [lo, V). 0 ok, else rep set. */
+static int take_ids(int32_t *dst, const ProtobufCBinaryData *f, const job *j, int32_t lo,
+		    const char *what, sc_rpc_reply *rep)
+{
+	size_t n = (size_t)j->M * j->B * j->T;
+	if (f->len != n * sizeof(int32_t)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "%s: %zu bytes, want M x B x T x 4 = %d x %d x %d x 4 = %zu", what,
+				 f->len, j->M, j->B, j->T, n * sizeof(int32_t));
+		return 1;
+	}
+	memcpy(dst, f->data, f->len); /* little-endian hosts only (see sc_dataplane.h) */
+	for (size_t i = 0; i < n; i++)
+		if (dst[i] < lo || dst[i] >= j->mc.vocab_size) {
+			sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+					 "%s: id %d at position %zu is outside [%d, %d)", what,
+					 dst[i], i, lo, j->mc.vocab_size);
+			return 1;
+		}
+	return 0;
+}
+
+static uint64_t bytes_sent(const worker *w)
+{
+	return (w->up ? sc_dp_bytes_sent(w->up) : 0) + (w->down ? sc_dp_bytes_sent(w->down) : 0);
+}
+
+void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	worker *w = arg;
+	Splitchain__StepRequest *r = NULL;
+	Splitchain__StepReply out = SPLITCHAIN__STEP_REPLY__INIT;
+	double *sumsq = NULL, t0 = now_s();
+	step_run s = { .w = w };
+	uint64_t sent0;
+	job *j;
+	sc_err rc;
+
+	if (sc_rpc_unpack(&splitchain__step_request__descriptor, req, len, (ProtobufCMessage **)&r,
+			  rep))
+		return;
+	pthread_mutex_lock(&w->mu);
+	if (!(j = worker_job_get(w, r->job_id, rep)))
+		goto out;
+	s.j = j;
+	s.step = r->step;
+	s.first = sc_segment_is_first(j->seg);
+	s.last = sc_segment_is_last(j->seg);
+	s.shape[0] = j->B, s.shape[1] = j->T, s.shape[2] = j->mc.n_embd;
+	s.bt = (size_t)j->B * j->T;
+	/* Tokens may be any id of the vocabulary; targets below 0 are ignored
+	 * positions. Fields a stage does not use are ignored. */
+	if ((s.first && take_ids(j->tokens, &r->tokens, j, 0, "tokens", rep)) ||
+	    (s.last && take_ids(j->targets, &r->targets, j, INT32_MIN, "targets", rep)))
+		goto out;
+	if (!(sumsq = calloc((size_t)j->mc.n_layer, sizeof(double)))) {
+		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	atomic_store(&w->busy, 1);
+	sent0 = bytes_sent(w);
+	j->grads_step = -1;
+	rc = run(&s);
+	if (!rc)
+		rc = sc_segment_grad_sumsq(j->seg, sumsq);
+	out.bytes_sent = bytes_sent(w) - sent0;
+	atomic_store(&w->busy, 0);
+	if (rc) {
+		int st = !s.failed_in_dataplane    ? SC_STATUS_INTERNAL
+			 : rc == SC_EFORMAT        ? SC_STATUS_DATA_LOSS
+			 : atomic_load(&w->cancel) ? SC_STATUS_ABORTED
+						   : SC_STATUS_UNAVAILABLE;
+		sc_rpc_reply_err(rep, st, "job %" PRIu64 " step %" PRIu64 " stage %d: %s", j->id,
+				 s.step, j->stage, sc_err_detail());
+		sc_warn("worker", "%s", rep->message);
+		/* Drop whatever the failed step left queued on either socket. */
+		if (worker_reset_dataplane(w, j))
+			sc_warn("worker", "resetting the data plane: %s", sc_err_detail());
+		goto out;
+	}
+	j->grads_step = (int64_t)s.step;
+	out.loss = s.last ? s.loss_sum / j->M : 0.0;
+	out.n_layer_sumsq =
+	    (size_t)sc_segment_get_spec(j->seg)->last - (size_t)sc_segment_get_spec(j->seg)->first;
+	out.layer_sumsq = sumsq;
+	out.compute_s = s.compute_s;
+	sc_rpc_reply_pb(rep, &out.base);
+	sc_debug("worker",
+		 "job %" PRIu64 " step %" PRIu64 ": loss %.6f, %.3f s compute of %.3f s, "
+		 "%" PRIu64 " bytes sent",
+		 j->id, s.step, out.loss, s.compute_s, now_s() - t0, out.bytes_sent);
+out:
+	pthread_mutex_unlock(&w->mu);
+	free(sumsq);
+	protobuf_c_message_free_unpacked(&r->base, NULL);
+}

@@ -1,0 +1,535 @@
+/* worker.c — the job a worker holds: Worker.Assign builds it, Restore loads
+ * adapters and optimizer state into it, Apply runs AdamW on it, GetState
+ * reads it back for a checkpoint. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sc_adapter.h"
+#include "sc_log.h"
+#include "sc_rpc_pb.h"
+#include "sc_safetensors.h"
+#include "sc_train.h"
+#include "splitchain.pb-c.h"
+#include "worker.h"
+
+#define UNPACK(name, out)                                                                          \
+	sc_rpc_unpack(&name##__descriptor, req, len, (ProtobufCMessage **)&(out), rep)
+#define FREE_MSG(m)                                                                                \
+	((m) ? protobuf_c_message_free_unpacked((ProtobufCMessage *)(m), NULL) : (void)0)
+
+/* Sets INVALID_ARGUMENT with a message and returns 1 from a check function. */
+#define REFUSE(...)                                                                                \
+	do {                                                                                       \
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, __VA_ARGS__);                    \
+		return 1;                                                                          \
+	} while (0)
+
+/* Limits that keep every size well inside int and an RPC message. */
+#define MAX_TOKENS_BYTES (SC_RPC_MAX_MSG / 4)
+#define MAX_ACT_BYTES    ((size_t)1 << 30)
+
+void worker_job_free(job *j)
+{
+	if (!j)
+		return;
+	sc_segment_free(j->seg);
+	free(j->x);
+	free(j->y);
+	free(j->dy);
+	free(j->dx);
+	free(j->tokens);
+	free(j->targets);
+	free(j);
+}
+
+int worker_status_of(sc_err rc)
+{
+	switch (rc) {
+	case SC_EINVAL:
+	case SC_ERANGE: return SC_STATUS_INVALID_ARGUMENT;
+	case SC_ENOMEM: return SC_STATUS_RESOURCE_EXHAUSTED;
+	case SC_EIO:
+	case SC_ENOENT:
+	case SC_EFORMAT:
+	case SC_ENOTSUP:
+	case SC_ENODEV: return SC_STATUS_FAILED_PRECONDITION;
+	default: return SC_STATUS_INTERNAL;
+	}
+}
+
+job *worker_job_get(worker *w, uint64_t job_id, sc_rpc_reply *rep)
+{
+	if (!w->job) {
+		sc_rpc_reply_err(rep, SC_STATUS_FAILED_PRECONDITION,
+				 "no job is assigned to worker %s: call Worker.Assign first",
+				 w->name);
+		return NULL;
+	}
+	if (w->job->id != job_id) {
+		sc_rpc_reply_err(rep, SC_STATUS_NOT_FOUND,
+				 "job %" PRIu64 " is not on worker %s (it holds job %" PRIu64 ")",
+				 job_id, w->name, w->job->id);
+		return NULL;
+	}
+	return w->job;
+}
+
+sc_err worker_reset_dataplane(worker *w, const job *j)
+{
+	sc_dp_opts o;
+
+	sc_dp_opts_defaults(&o);
+	o.timeout_ms = w->o.data_timeout_ms;
+	o.max_msg = (size_t)j->B * j->T * j->mc.n_embd * sizeof(float) + 4 + SC_DP_MAX_HEADER;
+	o.queue = j->M + 2;
+	o.drop_stale = 1;
+	o.cancel = &w->cancel;
+	sc_dp_close(w->down);
+	w->down = NULL;
+	sc_dp_close(w->up);
+	w->up = NULL;
+	SC_TRY(sc_dp_listen(&w->up, w->data_bind, &o));
+	if (j->next_addr[0])
+		SC_TRY(sc_dp_dial(&w->down, j->next_addr, &o));
+	return SC_OK;
+}
+
+/* ---------------------------------------------------------------- Assign */
+
+/* Checks the fields that need no model; fills lc and tc. 0 ok, else rep set. */
+static int check_assign(const Splitchain__AssignRequest *r, sc_lora_config *lc, sc_train_config *tc,
+			sc_rpc_reply *rep)
+{
+	const Splitchain__TrainConfig *t = r->train;
+
+	if (r->job_id == 0)
+		REFUSE("job_id 0 is not a job");
+	if (r->n_stages < 1 || r->stage >= r->n_stages || r->n_stages > SC_ADAPTER_MAX_LAYERS)
+		REFUSE("stage %u of %u stages is impossible", r->stage, r->n_stages);
+	if (!r->model_path[0] || strlen(r->model_path) > 3800)
+		REFUSE("model_path is empty or too long");
+	if (r->first_layer >= r->last_layer)
+		REFUSE("layer range [%u, %u) is empty", r->first_layer, r->last_layer);
+	if ((r->stage == 0) != (r->first_layer == 0))
+		REFUSE("stage %u starts at layer %u: only stage 0 starts at layer 0", r->stage,
+		       r->first_layer);
+	if ((r->stage + 1 < r->n_stages) != (r->next_data_addr[0] != '\0'))
+		REFUSE("next_data_addr must be set on every stage but the "
+		       "last (stage %u of %u has '%s')",
+		       r->stage, r->n_stages, r->next_data_addr);
+	if (strlen(r->next_data_addr) >= WORKER_URL_MAX)
+		REFUSE("next_data_addr is too long");
+	if (r->schedule != SPLITCHAIN__SCHEDULE__SCHEDULE_1F1B &&
+	    r->schedule != SPLITCHAIN__SCHEDULE__SCHEDULE_GPIPE)
+		REFUSE("unknown schedule %d", (int)r->schedule);
+	if (!r->lora || !t)
+		REFUSE("the lora and train configurations are required");
+	*lc = (sc_lora_config){ .rank = (int)r->lora->rank,
+				.alpha = r->lora->alpha,
+				.targets = r->lora->targets,
+				.seed = r->lora->seed };
+	if (r->lora->rank > 65536 || sc_lora_config_validate(lc))
+		REFUSE("lora: %s", sc_err_detail());
+	if (t->steps > 1u << 30 || t->batch > 1u << 20 || t->seq > 1u << 20 ||
+	    t->micro_batches > 1u << 16 || t->warmup > 1u << 30)
+		REFUSE("train: a size is absurdly large");
+	*tc = (sc_train_config){ .steps = (int)t->steps,
+				 .B = (int)t->batch,
+				 .T = (int)t->seq,
+				 .micro_batches = (int)t->micro_batches,
+				 .lr = t->lr,
+				 .min_lr = t->min_lr,
+				 .warmup = (int)t->warmup,
+				 .weight_decay = t->weight_decay,
+				 .beta1 = t->beta1,
+				 .beta2 = t->beta2,
+				 .eps = t->eps,
+				 .grad_clip = t->grad_clip,
+				 .seed = t->seed };
+	if (sc_train_config_validate(tc))
+		REFUSE("train: %s", sc_err_detail());
+	if ((uint64_t)tc->micro_batches * tc->B * tc->T * 4 > MAX_TOKENS_BYTES)
+		REFUSE("train: %d x %d x %d tokens per step do not fit one request",
+		       tc->micro_batches, tc->B, tc->T);
+	return 0;
+}
+
+/* The checks that need the model's configuration. */
+static int check_against_model(const Splitchain__AssignRequest *r, const sc_model_config *mc,
+			       const sc_train_config *tc, sc_rpc_reply *rep)
+{
+	int L = mc->n_layer;
+
+	if (r->last_layer > (uint32_t)L || L > SC_ADAPTER_MAX_LAYERS)
+		REFUSE("layer range [%u, %u) is outside the model's %d layers", r->first_layer,
+		       r->last_layer, L);
+	if ((r->stage + 1 == r->n_stages) != (r->last_layer == (uint32_t)L))
+		REFUSE("stage %u of %u ends at layer %u: exactly the last stage ends at layer %d",
+		       r->stage, r->n_stages, r->last_layer, L);
+	if (tc->T > mc->n_positions)
+		REFUSE("sequence length %d exceeds the model's %d positions", tc->T,
+		       mc->n_positions);
+	if ((uint64_t)tc->B * tc->T * mc->n_embd * sizeof(float) > MAX_ACT_BYTES)
+		REFUSE("micro-batch %d x %d x %d is too large for the data plane", tc->B, tc->T,
+		       mc->n_embd);
+	return 0;
+}
+
+static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_model_config *mc,
+			const sc_lora_config *lc, const sc_train_config *tc, job **out)
+{
+	sc_st_file *wf = NULL;
+	sc_adapter *ad = NULL;
+	sc_segment_spec sp;
+	char path[4096];
+	size_t btc, mbt;
+	job *j;
+	sc_err rc;
+
+	*out = NULL;
+	if (!(j = calloc(1, sizeof(*j))))
+		return sc_errf(SC_ENOMEM, "out of memory");
+	j->id = r->job_id;
+	j->version = r->placement_version;
+	j->stage = (int)r->stage;
+	j->n_stages = (int)r->n_stages;
+	j->gpipe = r->schedule == SPLITCHAIN__SCHEDULE__SCHEDULE_GPIPE;
+	j->M = tc->micro_batches;
+	j->B = tc->B;
+	j->T = tc->T;
+	j->slots =
+	    j->gpipe ? j->M : (j->n_stages - j->stage < j->M ? j->n_stages - j->stage : j->M);
+	j->mc = *mc;
+	j->lc = *lc;
+	j->hp = (sc_adamw_hparams){ tc->beta1, tc->beta2, tc->eps, tc->weight_decay };
+	j->grads_step = j->applied_step = -1;
+	snprintf(j->next_addr, sizeof(j->next_addr), "%s", r->next_data_addr);
+	btc = (size_t)j->B * j->T * mc->n_embd;
+	mbt = (size_t)j->M * j->B * j->T;
+	j->x = malloc(btc * sizeof(float));
+	j->y = malloc(btc * sizeof(float));
+	j->dy = malloc(btc * sizeof(float));
+	j->dx = malloc(btc * sizeof(float));
+	j->tokens = malloc(mbt * sizeof(int32_t));
+	j->targets = malloc(mbt * sizeof(int32_t));
+	if (!j->x || !j->y || !j->dy || !j->dx || !j->tokens || !j->targets) {
+		rc = sc_errf(SC_ENOMEM, "out of memory for %zu-float buffers", btc);
+		goto fail;
+	}
+	sp = (sc_segment_spec){ .model = *mc,
+				.lora = *lc,
+				.first = (int)r->first_layer,
+				.last = (int)r->last_layer,
+				.B = j->B,
+				.T = j->T,
+				.slots = j->slots };
+	snprintf(path, sizeof(path), "%s/model.safetensors", r->model_path);
+	if ((rc = sc_segment_new(&j->seg, w->be, &sp)) || (rc = sc_st_open(&wf, path)) ||
+	    (rc = sc_segment_load_base(j->seg, wf)))
+		goto fail;
+	sc_st_close(wf);
+	wf = NULL;
+	/* Fresh adapters: a job that starts from scratch needs no Restore. */
+	if ((rc = sc_adapter_new(&ad, lc, mc->n_layer, mc->n_embd)))
+		goto fail;
+	sc_adapter_init(ad);
+	if ((rc = sc_segment_set_lora(j->seg, ad)))
+		goto fail;
+	sc_adapter_free(ad);
+	*out = j;
+	return SC_OK;
+fail:
+	sc_adapter_free(ad);
+	sc_st_close(wf);
+	worker_job_free(j);
+	return rc;
+}
+
+void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	worker *w = arg;
+	Splitchain__AssignRequest *r = NULL;
+	Splitchain__AssignReply out = SPLITCHAIN__ASSIGN_REPLY__INIT;
+	sc_lora_config lc;
+	sc_train_config tc;
+	sc_model_config mc;
+	char path[4096];
+	job *j = NULL;
+	sc_err rc;
+
+	if (UNPACK(splitchain__assign_request, r))
+		return;
+	if (check_assign(r, &lc, &tc, rep))
+		goto out;
+	snprintf(path, sizeof(path), "%s/config.json", r->model_path);
+	if ((rc = sc_config_load(&mc, path))) {
+		sc_rpc_reply_err(rep, worker_status_of(rc), "model %s: %s", r->model_path,
+				 sc_err_detail());
+		goto out;
+	}
+	if (check_against_model(r, &mc, &tc, rep))
+		goto out;
+
+	/* A Step of the old placement may be waiting on a neighbour that is
+	 * gone: ask it to give up, then replace the job. */
+	atomic_store(&w->cancel, 1);
+	pthread_mutex_lock(&w->mu);
+	atomic_store(&w->cancel, atomic_load(&w->stop));
+	worker_job_free(w->job);
+	w->job = NULL;
+	if ((rc = build_job(w, r, &mc, &lc, &tc, &j))) {
+		sc_rpc_reply_err(rep, worker_status_of(rc), "job %" PRIu64 " stage %u: %s",
+				 r->job_id, r->stage, sc_err_detail());
+		goto unlock;
+	}
+	if ((rc = worker_reset_dataplane(w, j))) {
+		sc_rpc_reply_err(rep, SC_STATUS_UNAVAILABLE, "job %" PRIu64 " stage %u: %s",
+				 r->job_id, r->stage, sc_err_detail());
+		worker_job_free(j);
+		goto unlock;
+	}
+	w->job = j;
+	sc_info("worker",
+		"job %" PRIu64 " placement %u: stage %d of %d, layers [%u, %u), %s, "
+		"M=%d B=%d T=%d, %d slots, next %s",
+		j->id, j->version, j->stage, j->n_stages, r->first_layer, r->last_layer,
+		j->gpipe ? "GPipe" : "1F1B", j->M, j->B, j->T, j->slots,
+		j->next_addr[0] ? j->next_addr : "(last stage)");
+	out.device_bytes = sc_segment_device_bytes(j->seg);
+	sc_rpc_reply_pb(rep, &out.base);
+unlock:
+	pthread_mutex_unlock(&w->mu);
+out:
+	FREE_MSG(r);
+}
+
+/* --------------------------------------------------------------- Restore */
+
+/* Copies the named tensors into ad, checking each name and size, and that
+ * every matrix of the job's layers arrives exactly once; tensors of other
+ * layers are ignored. 0 ok, else rep set. */
+static int fill_adapter(sc_adapter *ad, const job *j, Splitchain__NamedTensor **ts, size_t n,
+			const char *what, sc_rpc_reply *rep)
+{
+	const sc_segment_spec *sp = sc_segment_get_spec(j->seg);
+	const int bad = SC_STATUS_INVALID_ARGUMENT;
+	sc_adapter_tensor *list = NULL, at;
+	char *seen = NULL;
+	int nl = 0, ret = 1;
+
+	if (sc_adapter_tensors(ad, sp->first, sp->last, &list, &nl) ||
+	    !(seen = calloc((size_t)nl + 1, 1))) {
+		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const Splitchain__NamedTensor *t = ts[i];
+		int k = 0;
+		if (sc_adapter_find(ad, t->name, &at)) {
+			sc_rpc_reply_err(rep, bad, "%s: unknown tensor '%.100s'", what, t->name);
+			goto out;
+		}
+		if (at.layer < sp->first || at.layer >= sp->last)
+			continue;
+		if (t->n_shape != 2 || t->shape[0] != at.shape[0] || t->shape[1] != at.shape[1] ||
+		    t->data.len != at.numel * sizeof(float)) {
+			sc_rpc_reply_err(rep, bad,
+					 "%s %s: want shape (%" PRId64 ", %" PRId64 ") and "
+					 "%zu bytes, got %zu dimensions and %zu bytes",
+					 what, at.name, at.shape[0], at.shape[1],
+					 at.numel * sizeof(float), t->n_shape, t->data.len);
+			goto out;
+		}
+		while (k < nl && strcmp(list[k].name, at.name))
+			k++;
+		if (k == nl || seen[k]) {
+			sc_rpc_reply_err(rep, bad, "%s: %s appears twice", what, at.name);
+			goto out;
+		}
+		seen[k] = 1;
+		memcpy(at.data, t->data.data, t->data.len);
+	}
+	for (int k = 0; k < nl; k++)
+		if (!seen[k]) {
+			sc_rpc_reply_err(rep, bad, "%s lacks %s", what, list[k].name);
+			goto out;
+		}
+	ret = 0;
+out:
+	free(seen);
+	free(list);
+	return ret;
+}
+
+void worker_restore(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	worker *w = arg;
+	Splitchain__RestoreRequest *r = NULL;
+	Splitchain__Empty out = SPLITCHAIN__EMPTY__INIT;
+	sc_adapter *ad[3] = { NULL, NULL, NULL };
+	static const enum sc_segment_group groups[3] = { SC_G_LORA, SC_G_ADAM_M, SC_G_ADAM_V };
+	int fresh;
+	sc_err rc;
+	job *j;
+
+	if (UNPACK(splitchain__restore_request, r))
+		return;
+	pthread_mutex_lock(&w->mu);
+	if (!(j = worker_job_get(w, r->job_id, rep)))
+		goto out;
+	for (int g = 0; g < 3; g++)
+		if (sc_adapter_new(&ad[g], &j->lc, j->mc.n_layer, j->mc.n_embd)) {
+			sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+			goto out;
+		}
+	fresh = r->n_adam_m == 0 && r->n_adam_v == 0; /* zero moments */
+	if (fill_adapter(ad[0], j, r->lora, r->n_lora, "lora", rep) ||
+	    (!fresh && fill_adapter(ad[1], j, r->adam_m, r->n_adam_m, "adam_m", rep)) ||
+	    (!fresh && fill_adapter(ad[2], j, r->adam_v, r->n_adam_v, "adam_v", rep)))
+		goto out;
+	for (int g = 0; g < 3; g++)
+		if ((rc = sc_segment_import(j->seg, groups[g], ad[g]))) {
+			sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "restore: %s", sc_err_detail());
+			goto out;
+		}
+	if ((rc = sc_segment_zero_grad(j->seg))) {
+		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "restore: %s", sc_err_detail());
+		goto out;
+	}
+	j->grads_step = -1;
+	sc_info("worker", "job %" PRIu64 ": restored %zu adapter tensors (%s optimizer state)",
+		j->id, r->n_lora, fresh ? "fresh" : "saved");
+	sc_rpc_reply_pb(rep, &out.base);
+out:
+	pthread_mutex_unlock(&w->mu);
+	for (int g = 0; g < 3; g++)
+		sc_adapter_free(ad[g]);
+	FREE_MSG(r);
+}
+
+/* ----------------------------------------------------------------- Apply */
+
+void worker_apply(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	worker *w = arg;
+	Splitchain__ApplyRequest *r = NULL;
+	Splitchain__Empty out = SPLITCHAIN__EMPTY__INIT;
+	job *j;
+
+	if (UNPACK(splitchain__apply_request, r))
+		return;
+	if (!isfinite(r->lr) || r->lr < 0 || !isfinite(r->clip_factor) || !(r->clip_factor > 0)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "lr %g must be >= 0 and clip factor %g > 0, both finite", r->lr,
+				 r->clip_factor);
+		goto free;
+	}
+	pthread_mutex_lock(&w->mu);
+	if (!(j = worker_job_get(w, r->job_id, rep)))
+		goto out;
+	if (j->grads_step != (int64_t)r->step) {
+		if (j->applied_step == (int64_t)r->step)
+			sc_rpc_reply_err(rep, SC_STATUS_FAILED_PRECONDITION,
+					 "step %u of job %" PRIu64 " is already applied", r->step,
+					 j->id);
+		else
+			sc_rpc_reply_err(rep, SC_STATUS_FAILED_PRECONDITION,
+					 "no gradients for step "
+					 "%u of job %" PRIu64 ": run Worker.Step for it first",
+					 r->step, j->id);
+		goto out;
+	}
+	if (sc_segment_adamw(j->seg, &j->hp, r->lr, r->clip_factor, (int)r->step + 1)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "AdamW: %s", sc_err_detail());
+		goto out;
+	}
+	j->grads_step = -1;
+	j->applied_step = r->step;
+	sc_rpc_reply_pb(rep, &out.base);
+out:
+	pthread_mutex_unlock(&w->mu);
+free:
+	FREE_MSG(r);
+}
+
+/* -------------------------------------------------------------- GetState */
+
+/* Fills nt / ptr (n entries each) with the matrices of list. */
+static void named(Splitchain__NamedTensor *nt, Splitchain__NamedTensor **ptr, int64_t *shapes,
+		  sc_adapter_tensor *list, int n)
+{
+	for (int i = 0; i < n; i++) {
+		splitchain__named_tensor__init(&nt[i]);
+		nt[i].name = list[i].name;
+		shapes[2 * i] = list[i].shape[0];
+		shapes[2 * i + 1] = list[i].shape[1];
+		nt[i].n_shape = 2;
+		nt[i].shape = &shapes[2 * i];
+		nt[i].data.len = list[i].numel * sizeof(float);
+		nt[i].data.data = (uint8_t *)list[i].data;
+		ptr[i] = &nt[i];
+	}
+}
+
+void worker_get_state(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	static const enum sc_segment_group groups[3] = { SC_G_LORA, SC_G_ADAM_M, SC_G_ADAM_V };
+	worker *w = arg;
+	Splitchain__JobRef *r = NULL;
+	Splitchain__StateReply out = SPLITCHAIN__STATE_REPLY__INIT;
+	sc_adapter *ad[3] = { NULL, NULL, NULL };
+	sc_adapter_tensor *list[3] = { NULL, NULL, NULL };
+	Splitchain__NamedTensor *nt = NULL, **ptr = NULL;
+	int64_t *shapes = NULL;
+	int n[3] = { 0, 0, 0 };
+	const sc_segment_spec *sp;
+	job *j;
+
+	if (UNPACK(splitchain__job_ref, r))
+		return;
+	pthread_mutex_lock(&w->mu);
+	if (!(j = worker_job_get(w, r->job_id, rep)))
+		goto out;
+	sp = sc_segment_get_spec(j->seg);
+	for (int g = 0; g < 3; g++) {
+		if (sc_adapter_new(&ad[g], &j->lc, j->mc.n_layer, j->mc.n_embd) ||
+		    sc_adapter_tensors(ad[g], sp->first, sp->last, &list[g], &n[g])) {
+			sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+			goto out;
+		}
+		if (sc_segment_export(j->seg, groups[g], ad[g])) {
+			sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "state: %s", sc_err_detail());
+			goto out;
+		}
+	}
+	nt = calloc((size_t)(n[0] + n[1] + n[2]) + 1, sizeof(*nt));
+	ptr = calloc((size_t)(n[0] + n[1] + n[2]) + 1, sizeof(*ptr));
+	shapes = calloc(2 * (size_t)(n[0] + n[1] + n[2]) + 1, sizeof(*shapes));
+	if (!nt || !ptr || !shapes) {
+		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	named(nt, ptr, shapes, list[0], n[0]);
+	named(nt + n[0], ptr + n[0], shapes + 2 * n[0], list[1], n[1]);
+	named(nt + n[0] + n[1], ptr + n[0] + n[1], shapes + 2 * (n[0] + n[1]), list[2], n[2]);
+	out.n_lora = (size_t)n[0];
+	out.lora = ptr;
+	out.n_adam_m = (size_t)n[1];
+	out.adam_m = ptr + n[0];
+	out.n_adam_v = (size_t)n[2];
+	out.adam_v = ptr + n[0] + n[1];
+	sc_rpc_reply_pb(rep, &out.base);
+out:
+	pthread_mutex_unlock(&w->mu);
+	free(nt);
+	free(ptr);
+	free(shapes);
+	for (int g = 0; g < 3; g++) {
+		free(list[g]);
+		sc_adapter_free(ad[g]);
+	}
+	FREE_MSG(r);
+}

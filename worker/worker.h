@@ -1,0 +1,114 @@
+/* worker.h — the splitchain-worker daemon: its state and the pieces its
+ * files share.
+ *
+ * Files: main.c (flags, start-up, compute-rate probe, shutdown), announce.c
+ * (Coordinator.Register and the heartbeat thread), worker.c (the
+ * Worker.Assign / Restore / Apply / GetState handlers and the job's
+ * lifetime), schedule.c (Worker.Step: the 1F1B and GPipe schedules over the
+ * data plane).
+ *
+ * Concurrency: RPC handlers run on the RPC server's context threads. The
+ * job (segment, data-plane sockets, host buffers) is guarded by worker.mu;
+ * every handler that touches it takes mu for its whole run, so a Step that
+ * runs for minutes holds it and other job methods wait. The heartbeat
+ * thread never takes mu. `cancel` asks a Step blocked on the data plane to
+ * give up (a new Assign, shutdown).
+ */
+#ifndef SC_WORKER_H
+#define SC_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "sc_backend.h"
+#include "sc_dataplane.h"
+#include "sc_rpc.h"
+#include "sc_segment.h"
+
+#define WORKER_URL_MAX 300
+
+typedef struct worker_opts {
+	const char *coordinator; /* RPC address of the coordinator */
+	const char *listen;      /* our RPC listen address */
+	const char *data;        /* our data-plane listen address */
+	const char *name;        /* NULL: hostname-pid */
+	const char *device;      /* "cpu", "cuda:N" */
+	int threads;             /* CPU threads, 0 = default */
+	int data_timeout_ms;     /* longest wait for a neighbour's tensor */
+} worker_opts;
+
+/* The assigned job: one segment of one placement. */
+typedef struct job {
+	uint64_t id;
+	uint32_t version; /* placement version */
+	int stage, n_stages;
+	int gpipe; /* 0: 1F1B, 1: GPipe */
+	int M, B, T, slots;
+	sc_model_config mc;
+	sc_lora_config lc;
+	sc_adamw_hparams hp;
+	sc_segment *seg;
+	float *x, *y, *dy, *dx;         /* (B,T,C) host hand-over buffers */
+	int32_t *tokens;                /* (M,B,T) first stage */
+	int32_t *targets;               /* (M,B,T) last stage */
+	int64_t grads_step;             /* step whose gradients the segment holds, -1: none */
+	int64_t applied_step;           /* last step applied, -1: none */
+	char next_addr[WORKER_URL_MAX]; /* the next stage's data address, "" on the last */
+} job;
+
+typedef struct worker {
+	worker_opts o;
+	char name[128];
+	sc_backend *be;
+	double gflops;
+	uint64_t memory_bytes;
+	char control_addr[WORKER_URL_MAX]; /* advertised to the coordinator */
+	char data_addr[WORKER_URL_MAX];    /* advertised to the coordinator */
+	char data_bind[WORKER_URL_MAX];    /* where the data listener is bound */
+	sc_rpc_server *srv;
+	sc_rpc_client *coord;
+
+	pthread_mutex_t mu; /* guards everything below */
+	job *job;
+	sc_dp_socket *up;   /* listener: the previous stage dials it */
+	sc_dp_socket *down; /* dialer to the next stage */
+
+	atomic_int cancel; /* nonzero: a running Step gives up */
+	atomic_int busy;   /* a Step is running */
+	atomic_int stop;   /* shutting down */
+	pthread_mutex_t stop_mu;
+	pthread_cond_t stop_cv; /* signalled when stop is set */
+	pthread_t announcer;
+	int announcer_started;
+} worker;
+
+/* RPC handlers (arg is the worker). */
+void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+void worker_restore(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+void worker_apply(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+void worker_get_state(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+
+/* Frees j and its segment. Accepts NULL. */
+void worker_job_free(job *j);
+
+/* Called with mu held: the job for job_id, or NULL with rep set to
+ * FAILED_PRECONDITION (nothing assigned) or NOT_FOUND (another job). */
+job *worker_job_get(worker *w, uint64_t job_id, sc_rpc_reply *rep);
+
+/* Called with mu held: closes the data-plane sockets and opens fresh ones
+ * for j (listening on data_bind; dialing j->next_addr unless j is the last
+ * stage). Queued tensors are discarded. */
+sc_err worker_reset_dataplane(worker *w, const job *j);
+
+/* The gRPC status for a failed sc_err in a job method. */
+int worker_status_of(sc_err rc);
+
+/* Runs the registration / heartbeat loop until w->stop (thread body). */
+void *worker_announce_main(void *arg);
+
+/* Sleeps ms milliseconds or until w->stop is set; returns w->stop. */
+int worker_sleep(worker *w, int ms);
+
+#endif
