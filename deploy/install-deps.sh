@@ -6,7 +6,7 @@ set -euo pipefail
 
 PKGS=(
   build-essential cmake pkg-config git
-  libnng-dev libprotobuf-c-dev protobuf-c-compiler
+  libnng-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev
   libsqlite3-dev sqlite3
   libopenblas-openmp-dev libcjson-dev libcmocka-dev
   clang-format

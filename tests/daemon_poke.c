@@ -114,9 +114,11 @@ static void still_serving(sc_rpc_client *cl, const char *after, const char *meth
 	if (rep)
 		protobuf_c_message_free_unpacked(rep, NULL);
 	snprintf(name, sizeof(name), "serving after %s", after);
-	/* A worker answers its state request for an unknown job with NOT_FOUND:
-	 * an answer is what proves it serves. */
-	check(name, status == SC_STATUS_OK || status == SC_STATUS_NOT_FOUND, msg);
+	/* An idle worker refuses a state request for a job it does not hold:
+	 * any answer with a message proves it serves. */
+	check(name, status == SC_STATUS_OK || (status > 0 && status != SC_STATUS_UNAVAILABLE &&
+					       status != SC_STATUS_DEADLINE_EXCEEDED && msg[0]),
+	      msg);
 }
 
 /* Bytes that are no splitchain message at all, and broken envelopes. */
@@ -218,4 +220,67 @@ static void poke_coordinator(const char *url)
 	       SC_STATUS_NOT_FOUND);
 	still_serving(cl, "nonsense fields", "Coordinator.Jobs");
 	sc_rpc_client_close(cl);
+}
+
+static void poke_worker(const char *url)
+{
+	sc_rpc_client *cl;
+	Splitchain__AssignRequest as = SPLITCHAIN__ASSIGN_REQUEST__INIT;
+	Splitchain__LoraConfig lora = SPLITCHAIN__LORA_CONFIG__INIT;
+	Splitchain__TrainConfig train = SPLITCHAIN__TRAIN_CONFIG__INIT;
+	Splitchain__StepRequest step = SPLITCHAIN__STEP_REQUEST__INIT;
+	Splitchain__JobRef ref = SPLITCHAIN__JOB_REF__INIT;
+
+	if (sc_rpc_client_open(&cl, url)) {
+		check("connect to the worker", 0, sc_err_detail());
+		return;
+	}
+	garbage(url, cl, "Worker.GetState", "Worker.Assign");
+	step.job_id = 5;
+	step.tokens.data = (uint8_t *)"abc";
+	step.tokens.len = 3;
+	expect(cl, "step before any assignment -> FAILED_PRECONDITION", "Worker.Step", &step.base,
+	       SC_STATUS_FAILED_PRECONDITION);
+	ref.job_id = 5;
+	expect(cl, "state of a job it does not hold -> FAILED_PRECONDITION", "Worker.GetState",
+	       &ref.base, SC_STATUS_FAILED_PRECONDITION);
+	as.job_id = 5;
+	as.model_path = "/nonexistent/model";
+	as.first_layer = 3;
+	as.last_layer = 1;
+	as.n_stages = 1;
+	as.lora = &lora;
+	as.train = &train;
+	expect(cl, "assign with a reversed layer range -> INVALID_ARGUMENT", "Worker.Assign",
+	       &as.base, SC_STATUS_INVALID_ARGUMENT);
+	as.first_layer = 0;
+	as.last_layer = 1;
+	lora.rank = 4;
+	lora.alpha = 8;
+	lora.targets = 15;
+	train.batch = 0x7FFFFFFF;
+	train.seq = 0x7FFFFFFF;
+	train.micro_batches = 1;
+	train.steps = 1;
+	train.lr = 1e-3f;
+	train.beta1 = 0.9f;
+	train.beta2 = 0.999f;
+	train.eps = 1e-8f;
+	expect(cl, "assign with absurd sizes -> INVALID_ARGUMENT", "Worker.Assign", &as.base,
+	       SC_STATUS_INVALID_ARGUMENT);
+	still_serving(cl, "nonsense fields", "Worker.GetState");
+	sc_rpc_client_close(cl);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fprintf(stderr, "usage: daemon_poke COORDINATOR_URL [WORKER_URL]\n");
+		return 2;
+	}
+	poke_coordinator(argv[1]);
+	if (argc > 2)
+		poke_worker(argv[2]);
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed != 0;
 }

@@ -172,6 +172,11 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	if ((s.first && take_ids(j->tokens, &r->tokens, j, 0, "tokens", rep)) ||
 	    (s.last && take_ids(j->targets, &r->targets, j, INT32_MIN, "targets", rep)))
 		goto out;
+	/* A reset after an earlier failure may have failed too: try again. */
+	if (((!s.first && !w->up) || (!s.last && !w->down)) && worker_reset_dataplane(w, j)) {
+		sc_rpc_reply_err(rep, SC_STATUS_UNAVAILABLE, "data plane: %s", sc_err_detail());
+		goto out;
+	}
 	if (!(sumsq = calloc((size_t)j->mc.n_layer, sizeof(double)))) {
 		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		goto out;
@@ -193,7 +198,7 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 				 s.step, j->stage, sc_err_detail());
 		sc_warn("worker", "%s", rep->message);
 		/* Drop whatever the failed step left queued on either socket. */
-		if (worker_reset_dataplane(w, j))
+		if (!atomic_load(&w->stop) && worker_reset_dataplane(w, j))
 			sc_warn("worker", "resetting the data plane: %s", sc_err_detail());
 		goto out;
 	}

@@ -149,6 +149,10 @@ static int check_assign(const Splitchain__AssignRequest *r, sc_lora_config *lc, 
 				 .eps = t->eps,
 				 .grad_clip = t->grad_clip,
 				 .seed = t->seed };
+	if (!isfinite(t->lr) || !isfinite(t->min_lr) || !isfinite(t->weight_decay) ||
+	    !isfinite(t->beta1) || !isfinite(t->beta2) || !isfinite(t->eps) ||
+	    !isfinite(t->grad_clip))
+		REFUSE("train: every rate and AdamW parameter must be a finite number");
 	if (sc_train_config_validate(tc))
 		REFUSE("train: %s", sc_err_detail());
 	if ((uint64_t)tc->micro_batches * tc->B * tc->T * 4 > MAX_TOKENS_BYTES)
@@ -280,6 +284,8 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	atomic_store(&w->cancel, atomic_load(&w->stop));
 	worker_job_free(w->job);
 	w->job = NULL;
+	sc_dp_close(w->down); /* stop talking to the old placement's next stage */
+	w->down = NULL;
 	if ((rc = build_job(w, r, &mc, &lc, &tc, &j))) {
 		sc_rpc_reply_err(rep, worker_status_of(rc), "job %" PRIu64 " stage %u: %s",
 				 r->job_id, r->stage, sc_err_detail());

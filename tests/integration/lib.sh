@@ -1,0 +1,61 @@
+# lib.sh — shared helpers of the integration tests: a cluster of real
+# processes on this machine (deploy/launch.sh), small models, and checks.
+#   source lib.sh BUILD_DIR WORK_DIR
+set -u
+BUILD=$1
+WORK=$2
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SC=$BUILD/coordinator/splitchain
+REFTOOL=$BUILD/tests/sc_reftool
+export SC_BIN=$BUILD SC_THREADS=1 OMP_NUM_THREADS=1
+export SC_PORT=$((20000 + RANDOM % 20000))
+export SPLITCHAIN_COORDINATOR=tcp://127.0.0.1:$SC_PORT
+rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK" || exit 1
+PASS=0
+FAIL=0
+
+ok() { echo "ok   $*"; PASS=$((PASS + 1)); }
+bad() { echo "FAIL $*"; FAIL=$((FAIL + 1)); }
+finish() {
+  "$ROOT/deploy/launch.sh" stop "$WORK/cluster" >/dev/null 2>&1 || true
+  echo "$PASS passed, $FAIL failed"
+  if [ "$FAIL" -ne 0 ]; then
+    for f in "$WORK"/cluster/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -20 "$f"; }; done
+  fi
+  [ "$FAIL" -eq 0 ]
+}
+trap '"$ROOT/deploy/launch.sh" stop "$WORK/cluster" >/dev/null 2>&1 || true' EXIT
+
+# A small model and data every test shares.
+make_fixture() {
+  "$SC" make-model --out model --layers 4 --heads 4 --embd 64 --vocab 300 --positions 64 \
+    --random-norms --seed 7 >/dev/null
+  find "$ROOT/docs" "$ROOT/common/include" -type f | sort | xargs cat | head -c 60000 > data.txt
+}
+
+# Job options shared by the single-process reference and the cluster.
+JOB_OPTS=(--steps 6 --batch 2 --seq 16 --micro 4 --rank 4 --alpha 8 --targets all
+          --lr 3e-3 --min-lr 3e-4 --warmup 2 --weight-decay 0.01 --clip 0.5 --seed 11)
+
+# reference OUT_DIR: the single-process engine's adapter after the job.
+reference() {
+  "$SC" finetune --model model --data data.txt "${JOB_OPTS[@]}" --threads 1 --quiet --out "$1"
+}
+
+# state JOB: the job's state word.
+state() { "$SC" status "$1" --json | sed -n 's/.*"state":"\([a-z]*\)".*/\1/p'; }
+# step JOB: steps completed.
+step_of() { "$SC" status "$1" --json | sed -n 's/.*"step":\([0-9]*\).*/\1/p'; }
+
+# wait_state JOB STATE SECONDS
+wait_state() {
+  local i
+  for i in $(seq 1 $(($3 * 5))); do
+    [ "$(state "$1")" = "$2" ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# same_adapter A B: the two PEFT adapters hold bit-identical tensors.
+same_adapter() { cmp -s "$1/adapter_model.safetensors" "$2/adapter_model.safetensors"; }
