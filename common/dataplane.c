@@ -113,7 +113,7 @@ static sc_err pack_prefix(uint8_t *buf, size_t *n, const sc_dp_tag *tag, int ndi
 
 static sc_err payload_size(int ndim, const int64_t *shape, size_t *bytes)
 {
-	size_t numel;
+	size_t numel = 0;
 	if (ndim < 0 || ndim > SC_DP_MAX_DIMS)
 		return sc_errf(SC_EINVAL, "data plane: %d dimensions (at most %d)", ndim,
 			       SC_DP_MAX_DIMS);
@@ -148,7 +148,7 @@ static sc_err decode(const uint8_t *msg, size_t len, const sc_dp_tag *want, int 
 {
 	Splitchain__TensorHeader *h = NULL;
 	char s1[160], s2[160];
-	size_t hlen, rest, numel;
+	size_t hlen, rest, numel = 0;
 	uint32_t crc;
 	sc_err rc = SC_EFORMAT;
 

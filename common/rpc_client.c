@@ -21,16 +21,16 @@
 #include "sc_rpc.h"
 #include "splitchain.pb-c.h"
 
-#define RESEND_MS 1000		     /* resend a small request after this long */
-#define RESEND_BYTES_PER_S (32u << 20) /* a big one: 1 s more per 32 MiB, not to flood */
-#define REQUEST_MAX (SC_RPC_MAX_MSG - 64) /* room for the SP routing header */
+#define RESEND_MS          1000                  /* resend a small request after this long */
+#define RESEND_BYTES_PER_S (32u << 20)           /* a big one: 1 s more per 32 MiB, not to flood */
+#define REQUEST_MAX        (SC_RPC_MAX_MSG - 64) /* room for the SP routing header */
 
 struct sc_rpc_client {
 	nng_socket sock;
 	int sock_open;
-	uint64_t id_base;	 /* random, per client */
+	uint64_t id_base;         /* random, per client */
 	atomic_uint_fast64_t seq; /* calls so far */
-	atomic_int npipes;	 /* live connections, for the timeout message */
+	atomic_int npipes;        /* live connections, for the timeout message */
 	char url[256];
 };
 
@@ -138,7 +138,7 @@ void sc_rpc_client_close(sc_rpc_client *cl)
 
 /* Sets *status and the caller's message buffer; returns SC_OK. */
 static sc_err give(int *status, char *msg, size_t msg_size, int code, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
+    __attribute__((format(printf, 5, 6)));
 static sc_err give(int *status, char *msg, size_t msg_size, int code, const char *fmt, ...)
 {
 	va_list ap;
@@ -166,8 +166,8 @@ static sc_err take_reply(sc_rpc_client *cl, nng_msg *m, uint64_t id, int *status
 	if (env->magic != SC_RPC_MAGIC || env->version != SC_RPC_VERSION)
 		err = give(status, msg, msg_size, SC_STATUS_INTERNAL,
 			   "%s replied with magic 0x%08" PRIx32 " version %" PRIu32
-			   " (want 0x%08x version %u)", cl->url, env->magic, env->version,
-			   SC_RPC_MAGIC, SC_RPC_VERSION);
+			   " (want 0x%08x version %u)",
+			   cl->url, env->magic, env->version, SC_RPC_MAGIC, SC_RPC_VERSION);
 	else if (env->request_id != id)
 		err = give(status, msg, msg_size, SC_STATUS_INTERNAL,
 			   "%s answered request %016" PRIx64 " instead of %016" PRIx64, cl->url,
@@ -210,8 +210,10 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 	if (msg && msg_size)
 		msg[0] = '\0';
 	if (!cl || !method || !status || (len && !req) || timeout_ms <= 0)
-		return sc_errf(SC_EINVAL, "rpc call: need a client, a method, a status and a "
-			       "positive timeout (got %d ms)", timeout_ms);
+		return sc_errf(SC_EINVAL,
+			       "rpc call: need a client, a method, a status and a "
+			       "positive timeout (got %d ms)",
+			       timeout_ms);
 	*status = SC_STATUS_UNKNOWN;
 
 	env.magic = SC_RPC_MAGIC;
@@ -255,8 +257,8 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 	nng_aio_wait(aio);
 	if ((rv = nng_aio_result(aio)) == 0) {
 		spent = clock_ms(CLOCK_MONOTONIC) - t0;
-		nng_aio_set_timeout(aio, spent < (uint64_t)timeout_ms ?
-						 timeout_ms - (nng_duration)spent : 1);
+		nng_aio_set_timeout(
+		    aio, spent < (uint64_t)timeout_ms ? timeout_ms - (nng_duration)spent : 1);
 		nng_ctx_recv(ctx, aio);
 		nng_aio_wait(aio);
 		rv = nng_aio_result(aio);

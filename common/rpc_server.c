@@ -30,16 +30,16 @@
 #include "sc_rpc.h"
 #include "splitchain.pb-c.h"
 
-#define MEMO_CAP 4096		/* request ids remembered */
-#define MEMO_BYTES (64u << 20)	/* packed replies kept, in bytes (plus the newest one) */
-#define MAX_CTX 256
-#define REPLY_MAX (SC_RPC_MAX_MSG - 64) /* room for the SP routing header */
+#define MEMO_CAP   4096        /* request ids remembered */
+#define MEMO_BYTES (64u << 20) /* packed replies kept, in bytes (plus the newest one) */
+#define MAX_CTX    256
+#define REPLY_MAX  (SC_RPC_MAX_MSG - 64) /* room for the SP routing header */
 
 enum { MEMO_NEW, MEMO_RUNNING, MEMO_DONE, MEMO_FORGOTTEN };
 
 typedef struct memo_entry {
 	uint64_t id;
-	int state;	/* MEMO_RUNNING, MEMO_DONE or MEMO_FORGOTTEN */
+	int state;      /* MEMO_RUNNING, MEMO_DONE or MEMO_FORGOTTEN */
 	nng_msg *reply; /* MEMO_DONE: the packed reply envelope, owned */
 } memo_entry;
 
@@ -63,8 +63,8 @@ struct sc_rpc_server {
 	nng_socket sock;
 	int sock_open;
 	const sc_rpc_method *methods; /* borrowed */
-	void *arg;		      /* borrowed */
-	rpc_ctx *ctxs;		      /* nctx */
+	void *arg;                    /* borrowed */
+	rpc_ctx *ctxs;                /* nctx */
 	int nctx;
 	memo memo;
 	atomic_int closing;
@@ -82,14 +82,11 @@ static uint64_t wall_ms(void)
 static sc_err nng_to_err(int rv)
 {
 	switch (rv) {
-	case NNG_ENOMEM:
-		return SC_ENOMEM;
+	case NNG_ENOMEM: return SC_ENOMEM;
 	case NNG_EADDRINVAL:
 	case NNG_EINVAL:
-	case NNG_ENOTSUP:
-		return SC_EINVAL;
-	default:
-		return SC_EIO;
+	case NNG_ENOTSUP: return SC_EINVAL;
+	default: return SC_EIO;
 	}
 }
 
@@ -139,7 +136,7 @@ static int memo_begin(memo *m, uint64_t id, nng_msg **cached)
 		m->n--;
 	}
 	e = &m->e[(m->head + m->n++) % MEMO_CAP];
-	*e = (memo_entry){.id = id, .state = MEMO_RUNNING};
+	*e = (memo_entry){ .id = id, .state = MEMO_RUNNING };
 	pthread_mutex_unlock(&m->mu);
 	return MEMO_NEW;
 }
@@ -202,8 +199,9 @@ static nng_msg *pack_reply(const Splitchain__Envelope *req, int status, const ch
 	rep.body.len = status == SC_STATUS_OK ? len : 0;
 	size = splitchain__envelope__get_packed_size(&rep);
 	if (size > REPLY_MAX) {
-		snprintf(big, sizeof(big), "the reply of %zu bytes exceeds the %u-byte message limit",
-			 size, SC_RPC_MAX_MSG);
+		snprintf(big, sizeof(big),
+			 "the reply of %zu bytes exceeds the %u-byte message limit", size,
+			 SC_RPC_MAX_MSG);
 		sc_warn("rpc", "%.64s: %s", req->method, big);
 		rep.status = SC_STATUS_RESOURCE_EXHAUSTED;
 		rep.status_message = big;
@@ -229,7 +227,7 @@ static const sc_rpc_method *find_method(const sc_rpc_server *srv, const char *na
 static nng_msg *run_handler(sc_rpc_server *srv, const sc_rpc_method *m,
 			    const Splitchain__Envelope *req)
 {
-	sc_rpc_reply rep = {.status = SC_STATUS_OK};
+	sc_rpc_reply rep = { .status = SC_STATUS_OK };
 	nng_msg *msg;
 
 	m->fn(srv->arg, req->body.data, req->body.len, &rep);
@@ -238,8 +236,8 @@ static nng_msg *run_handler(sc_rpc_server *srv, const sc_rpc_method *m,
 		sc_warn("rpc", "%s returned status %d, not a status code", m->name, rep.status);
 		rep.status = SC_STATUS_UNKNOWN;
 	}
-	msg = pack_reply(req, rep.status, rep.status == SC_STATUS_OK ? "" : rep.message,
-			 rep.body, rep.len);
+	msg = pack_reply(req, rep.status, rep.status == SC_STATUS_OK ? "" : rep.message, rep.body,
+			 rep.len);
 	free(rep.body);
 	return msg;
 }
@@ -308,8 +306,10 @@ static nng_msg *handle(sc_rpc_server *srv, nng_msg *msg)
 		sc_debug("rpc", "request %016" PRIx64 " (%s) is running: dropped its copy",
 			 req->request_id, m->name);
 	} else if (state == MEMO_FORGOTTEN) {
-		snprintf(text, sizeof(text), "request %016" PRIx64 " (%.64s) already ran; its "
-			 "reply is no longer kept", req->request_id, m->name);
+		snprintf(text, sizeof(text),
+			 "request %016" PRIx64 " (%.64s) already ran; its "
+			 "reply is no longer kept",
+			 req->request_id, m->name);
 		sc_warn("rpc", "%s", text);
 		rep = pack_reply(req, SC_STATUS_ABORTED, text, NULL, 0);
 	}
@@ -388,9 +388,12 @@ sc_err sc_rpc_server_open(sc_rpc_server **out, const char *url, const sc_rpc_met
 
 	*out = NULL;
 	if (!url || !methods || nctx < 1 || nctx > MAX_CTX)
-		return sc_errf(SC_EINVAL, "rpc server: need a url, a method table and 1..%d "
-			       "contexts (got %d)", MAX_CTX, nctx);
-	if (!(srv = calloc(1, sizeof(*srv))) || !(srv->ctxs = calloc((size_t)nctx, sizeof(rpc_ctx))) ||
+		return sc_errf(SC_EINVAL,
+			       "rpc server: need a url, a method table and 1..%d "
+			       "contexts (got %d)",
+			       MAX_CTX, nctx);
+	if (!(srv = calloc(1, sizeof(*srv))) ||
+	    !(srv->ctxs = calloc((size_t)nctx, sizeof(rpc_ctx))) ||
 	    !(srv->memo.e = calloc(MEMO_CAP, sizeof(memo_entry)))) {
 		err = sc_errf(SC_ENOMEM, "rpc server: out of memory");
 		goto fail;
@@ -407,8 +410,8 @@ sc_err sc_rpc_server_open(sc_rpc_server **out, const char *url, const sc_rpc_met
 	if ((rv = nng_socket_set_size(srv->sock, NNG_OPT_RECVMAXSZ, SC_RPC_MAX_MSG)) != 0 ||
 	    (rv = nng_listener_create(&l, srv->sock, url)) != 0 ||
 	    (rv = nng_listener_start(l, 0)) != 0) {
-		err = sc_errf(nng_to_err(rv), "rpc server: listen on %s: %s", url,
-			      nng_strerror(rv));
+		err =
+		    sc_errf(nng_to_err(rv), "rpc server: listen on %s: %s", url, nng_strerror(rv));
 		goto fail;
 	}
 	bound_url(srv, l, url);

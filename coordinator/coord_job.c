@@ -473,6 +473,8 @@ static void *run_job(void *arg)
 		goto out;
 	}
 	for (int i = 0; i < r->n; i++)
+		sc_db_worker_set_state(c->db, r->st[i].worker_id, SC_WORKER_BUSY);
+	for (int i = 0; i < r->n; i++)
 		if (sc_rpc_client_open(&r->st[i].cl, r->st[i].control)) {
 			snprintf(err, sizeof(err), "%s", sc_err_detail());
 			goto out;
@@ -553,6 +555,10 @@ out:
 	r->lj->done = 1;
 	pthread_cond_broadcast(&c->wake);
 	pthread_mutex_unlock(&c->mu);
+	for (int i = 0; i < r->n; i++)
+		sc_db_worker_set_state(c->db, r->st[i].worker_id,
+				       bad == i && !permanent(&r->st[i]) ? SC_WORKER_LOST
+									 : SC_WORKER_IDLE);
 	for (int i = 0; i < r->n; i++)
 		sc_rpc_client_close(r->st[i].cl);
 	if (r->spec)

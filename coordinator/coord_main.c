@@ -112,6 +112,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "splitchain-coordinator: %s\n", sc_err_detail());
 		return 1;
 	}
+	/* Workers known from an earlier run count as lost until they register. */
+	{
+		sc_db_worker *ws = NULL;
+		int n = 0;
+		if (sc_db_workers_list(c.db, &ws, &n) == SC_OK)
+			for (int i = 0; i < n; i++)
+				if (ws[i].state != SC_WORKER_LOST)
+					sc_db_worker_set_state(c.db, ws[i].id, SC_WORKER_LOST);
+		free(ws);
+	}
 	if ((rc = sc_rpc_server_open(&c.srv, listen, coord_methods, &c, 8))) {
 		fprintf(stderr, "splitchain-coordinator: cannot listen on %s: %s\n", listen,
 			sc_err_detail());

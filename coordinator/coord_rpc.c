@@ -108,15 +108,27 @@ static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply 
 	Splitchain__HeartbeatRequest *r;
 	Splitchain__HeartbeatReply out = SPLITCHAIN__HEARTBEAT_REPLY__INIT;
 	live_worker *lw;
+	int back = 0, busy = 0;
 
 	if (sc_rpc_unpack(&splitchain__heartbeat_request__descriptor, req, len,
 			  (ProtobufCMessage **)&r, rep))
 		return;
 	pthread_mutex_lock(&c->mu);
 	lw = coord_worker(c, (int64_t)r->worker_id);
-	if (lw)
+	if (lw) {
+		back = lw->last_seen_ms == 0; /* it had been counted lost */
+		busy = lw->job != 0;
 		lw->last_seen_ms = coord_now_ms();
+		if (back)
+			pthread_cond_broadcast(&c->wake);
+	}
 	pthread_mutex_unlock(&c->mu);
+	if (back) {
+		sc_db_worker_set_state(c->db, (int64_t)r->worker_id,
+				       busy ? SC_WORKER_BUSY : SC_WORKER_IDLE);
+		sc_db_event(c->db, 0, (int64_t)r->worker_id, SC_LOG_INFO, "worker_back",
+			    "heartbeats resumed");
+	}
 	if (!lw)
 		sc_rpc_reply_err(rep, SC_STATUS_NOT_FOUND,
 				 "worker %llu is not registered with this coordinator: register "
@@ -264,6 +276,11 @@ static void job_info(coord *c, const sc_db_job *job, Splitchain__JobInfo *info,
 		info->eta_s = lj->step_s * (lj->steps - lj->step);
 	}
 	pthread_mutex_unlock(&c->mu);
+	if (!info->tokens_per_s) {
+		sc_db_metric m;
+		if (sc_db_metric_latest(c->db, job->id, &m) == SC_OK)
+			info->tokens_per_s = m.tokens_per_s;
+	}
 	*stages = NULL;
 	if (sc_db_placement_latest(c->db, job->id, &version, stages, &n) == SC_OK) {
 		for (int i = 0; i < n && i < 256; i++) {

@@ -128,6 +128,9 @@ static const char *const sql[ST_COUNT] = {
 		      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
 	[ST_EVENT] = "INSERT INTO events (job_id, worker_id, time_ms, level, kind, message)"
 		     " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[ST_METRIC_LATEST] =
+	    "SELECT step, loss, tokens_per_s, step_s FROM metrics WHERE job_id = ?1"
+	    " ORDER BY step DESC LIMIT 1",
 };
 
 const char *const db_worker_states[SC_WORKER_STATE_COUNT] = { "idle", "busy", "lost" };

@@ -215,6 +215,10 @@ typedef struct sc_db_metric {
  * replaces its earlier row. Borrows m. */
 sc_err sc_db_metric_insert(sc_db *db, int64_t job_id, const sc_db_metric *m);
 
+/* The newest metric row of job (step, loss, tokens_per_s and step_s are
+ * filled; bytes_per_hop is not). SC_ENOENT when the job has none. */
+sc_err sc_db_metric_latest(sc_db *db, int64_t job_id, sc_db_metric *out);
+
 /* Appends an event: job_id and worker_id may be 0 (none), kind is a short
  * tag ("placement", "worker_lost"), the message a printf format. */
 sc_err sc_db_event(sc_db *db, int64_t job_id, int64_t worker_id, enum sc_log_level level,

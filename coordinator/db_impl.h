@@ -37,6 +37,7 @@ enum st {
 	ST_TENSORS,
 	ST_METRIC,
 	ST_EVENT,
+	ST_METRIC_LATEST,
 	ST_COUNT
 };
 

@@ -109,7 +109,7 @@ sc_err sc_db_checkpoint_write(sc_db *db, int64_t job_id, uint32_t step, uint32_t
 			      double loss, const sc_db_tensor *tensors, int n, int keep,
 			      int64_t *id_out)
 {
-	uint64_t numel, bytes = 0;
+	uint64_t numel = 0, bytes = 0;
 	if (n < 1 || !tensors || keep < 1)
 		return sc_errf(SC_EINVAL,
 			       "%s: a checkpoint needs tensors (got %d) and keep >= 1 "
@@ -254,6 +254,34 @@ sc_err sc_db_metric_insert(sc_db *db, int64_t job_id, const sc_db_metric *m)
 	}
 	pthread_mutex_unlock(&db->mu);
 	free(hops);
+	return err;
+}
+
+sc_err sc_db_metric_latest(sc_db *db, int64_t job_id, sc_db_metric *out)
+{
+	sqlite3_stmt *st = NULL;
+	sc_err err;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&db->mu);
+	if ((err = db_stmt(db, ST_METRIC_LATEST, &st)) == SC_OK) {
+		sqlite3_bind_int64(st, 1, job_id);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			out->step = (uint32_t)sqlite3_column_int64(st, 0);
+			out->loss = sqlite3_column_double(st, 1);
+			out->tokens_per_s = sqlite3_column_double(st, 2);
+			out->step_s = sqlite3_column_double(st, 3);
+		} else if (rc == SQLITE_DONE) {
+			err = sc_errf(SC_ENOENT, "%s: job %lld has no metrics", db->path,
+				      (long long)job_id);
+		} else {
+			err = db_fail(db, rc, "reading the newest metric row");
+		}
+		db_finish(st);
+	}
+	pthread_mutex_unlock(&db->mu);
 	return err;
 }
 

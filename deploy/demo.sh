@@ -1,29 +1,49 @@
 #!/usr/bin/env bash
 # demo.sh — splitchain end to end on one machine, with embedded defaults:
 # installs the Debian packages, builds, writes a small random GPT-2 in the
-# Hugging Face layout, fine-tunes LoRA adapters on this repository's own
-# text, and exports the adapter in the PEFT format.
+# Hugging Face layout, starts a coordinator and 3 workers (separate
+# processes), fine-tunes LoRA adapters across the 3-stage chain on this
+# repository's own text while showing progress, exports the adapter in the
+# PEFT format, and stops the processes. The state stays in
+# OUT_DIR/cluster/splitchain.db.
 #   bash deploy/demo.sh [OUT_DIR]        (default: demo-run)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${1:-$ROOT/demo-run}
-BUILD=${SC_BUILD_DIR:-$ROOT/build}
+BUILD=${SC_BUILD_DIR:-$ROOT/build-demo}
+STEPS=${SC_DEMO_STEPS:-60}
 
 bash "$ROOT/deploy/install-deps.sh"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target splitchain >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target splitchain splitchain-coordinator splitchain-worker >/dev/null
 SC="$BUILD/coordinator/splitchain"
+export SC_BIN=$BUILD SC_THREADS=1 SC_PORT=${SC_PORT:-7700}
+export SPLITCHAIN_COORDINATOR=tcp://127.0.0.1:$SC_PORT
 
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 # Training text: the project's own documentation and sources, read as bytes.
 find "$ROOT" -path "$ROOT/build*" -prune -o -path "$OUT" -prune -o \
   \( -name '*.md' -o -name '*.c' -o -name '*.h' \) -type f -print | sort | xargs cat > "$OUT/corpus.txt"
-"$SC" make-model --out "$OUT/model" --layers 6 --heads 6 --embd 192 --vocab 512 --positions 256
-"$SC" finetune --model "$OUT/model" --data "$OUT/corpus.txt" \
-  --steps "${SC_DEMO_STEPS:-60}" --batch 8 --seq 128 --micro 2 --stages 3 \
-  --rank 8 --alpha 16 --targets all --lr 3e-3 --min-lr 3e-4 --warmup 5 \
-  --out "$OUT/adapter" --metrics "$OUT/metrics.jsonl"
-echo
-echo "model:    $OUT/model (config.json + model.safetensors)"
-echo "adapter:  $OUT/adapter (adapter_config.json + adapter_model.safetensors, PEFT format)"
-echo "metrics:  $OUT/metrics.jsonl (one JSON line per step)"
+[ -f "$OUT/model/model.safetensors" ] ||
+  "$SC" make-model --out "$OUT/model" --layers 6 --heads 6 --embd 192 --vocab 512 --positions 256
+
+"$ROOT/deploy/launch.sh" stop "$OUT/cluster" >/dev/null 2>&1 || true
+"$ROOT/deploy/launch.sh" start "$OUT/cluster" 3
+trap '"$ROOT/deploy/launch.sh" stop "$OUT/cluster" >/dev/null' EXIT
+"$SC" workers
+job=$("$SC" submit --model "$OUT/model" --data "$OUT/corpus.txt" --name demo --stages 3 \
+  --steps "$STEPS" --batch 8 --seq 128 --micro 4 --rank 8 --alpha 16 --targets all \
+  --lr 3e-3 --min-lr 3e-4 --warmup 5 --checkpoint-every 10)
+echo "submitted job $job"
+"$SC" watch "$job"
+"$SC" status "$job"
+"$SC" export "$job" --out "$OUT/adapter"
+cat <<MSG
+
+model:     $OUT/model (config.json + model.safetensors)
+adapter:   $OUT/adapter (adapter_config.json + adapter_model.safetensors, PEFT format)
+state:     $OUT/cluster/splitchain.db, e.g.
+  sqlite3 -header -column $OUT/cluster/splitchain.db 'select * from v_job_progress'
+  sqlite3 -header -column $OUT/cluster/splitchain.db 'select step, loss, tokens_per_s from v_loss_curve where job_id = $job'
+MSG

@@ -1,11 +1,16 @@
 /* rpc_test.c — the RPC layer: round trips, concurrency, statuses, deadlines, the retry
  * memory, malformed and oversized input, a late server and closing under load. Everything runs
  * in this process over inproc:// or tcp://127.0.0.1:0, with a timeout on every call. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,7 +37,7 @@ static uint64_t mono_ms(void)
 
 static void sleep_ms(int ms)
 {
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
 	nanosleep(&ts, NULL);
 }
 
@@ -65,7 +70,7 @@ static void h_fail(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 static void h_slow(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 {
 	counters *c = arg;
-	char text[32] = {0};
+	char text[32] = { 0 };
 	int n = atomic_fetch_add(&c->calls, 1) + 1;
 	memcpy(text, req, len < sizeof(text) - 1 ? len : sizeof(text) - 1);
 	sleep_ms(atoi(text));
@@ -74,10 +79,10 @@ static void h_slow(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 }
 
 static const sc_rpc_method methods[] = {
-	{"Test.Echo", h_echo},
-	{"Test.Fail", h_fail},
-	{"Test.Slow", h_slow},
-	{NULL, NULL},
+	{ "Test.Echo", h_echo },
+	{ "Test.Fail", h_fail },
+	{ "Test.Slow", h_slow },
+	{ NULL, NULL },
 };
 
 /* ---------------------------------------------------------- helpers */
@@ -107,9 +112,9 @@ static void call_ok(sc_rpc_client *cl, const char *method, const char *body, con
 	free(rep);
 }
 
-/* A packed envelope (malloc'd) for the raw-socket cases. */
-static uint8_t *pack_env(size_t *len, uint32_t magic, uint32_t version, const char *method,
-			 uint64_t id, uint64_t deadline, const char *body)
+/* A packed envelope (malloc'd) for the raw-socket cases; body borrowed. */
+static uint8_t *pack_env_bytes(size_t *len, uint32_t magic, uint32_t version, const char *method,
+			       uint64_t id, uint64_t deadline, const void *body, size_t body_len)
 {
 	Splitchain__Envelope env = SPLITCHAIN__ENVELOPE__INIT;
 	uint8_t *buf;
@@ -119,11 +124,18 @@ static uint8_t *pack_env(size_t *len, uint32_t magic, uint32_t version, const ch
 	env.request_id = id;
 	env.deadline_unix_ms = deadline;
 	env.body.data = (uint8_t *)body;
-	env.body.len = strlen(body);
+	env.body.len = body_len;
 	*len = splitchain__envelope__get_packed_size(&env);
 	buf = malloc(*len);
+	assert_non_null(buf);
 	splitchain__envelope__pack(&env, buf);
 	return buf;
+}
+
+static uint8_t *pack_env(size_t *len, uint32_t magic, uint32_t version, const char *method,
+			 uint64_t id, uint64_t deadline, const char *body)
+{
+	return pack_env_bytes(len, magic, version, method, id, deadline, body, strlen(body));
 }
 
 static nng_socket raw_socket(const char *url, int timeout_ms, int resend_ms)
@@ -154,8 +166,8 @@ static int raw_exchange(nng_socket s, const void *buf, size_t len, nng_msg **rep
 
 static Splitchain__Envelope *unpack_reply(nng_msg *m)
 {
-	Splitchain__Envelope *e = splitchain__envelope__unpack(NULL, nng_msg_len(m),
-							       nng_msg_body(m));
+	Splitchain__Envelope *e =
+	    splitchain__envelope__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
 	assert_non_null(e);
 	assert_int_equal(e->magic, SC_RPC_MAGIC);
 	assert_int_equal(e->version, SC_RPC_VERSION);
@@ -211,7 +223,7 @@ static void test_server_url(void **state)
 
 static void test_echo_round_trip(void **state)
 {
-	counters c = {0};
+	counters c = { 0 };
 	sc_rpc_server *srv;
 	sc_rpc_client *cl;
 	uint8_t *rep = (uint8_t *)"x";
@@ -246,7 +258,8 @@ static void *caller_main(void *p)
 		int st = -1;
 		snprintf(body, sizeof(body), "wait: caller %d call %d", a->id, i);
 		if (sc_rpc_call(a->cl, "Test.Echo", (uint8_t *)body, strlen(body), 5000, &st, msg,
-				sizeof(msg), &rep, &n) != SC_OK || st != SC_STATUS_OK) {
+				sizeof(msg), &rep, &n) != SC_OK ||
+		    st != SC_STATUS_OK) {
 			snprintf(a->why, sizeof(a->why), "call %d: %s %s", i, sc_status_name(st),
 				 msg);
 			return NULL;
@@ -264,7 +277,7 @@ static void *caller_main(void *p)
 
 static void test_concurrent_callers(void **state)
 {
-	counters c = {0};
+	counters c = { 0 };
 	sc_rpc_server *srv;
 	sc_rpc_client *cl;
 	pthread_t th[8];
@@ -272,7 +285,7 @@ static void test_concurrent_callers(void **state)
 	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tcp://127.0.0.1:0", methods, &c, 4));
 	SC_ASSERT_OK(sc_rpc_client_open(&cl, sc_rpc_server_url(srv)));
 	for (int i = 0; i < 8; i++) {
-		a[i] = (caller){.cl = cl, .id = i};
+		a[i] = (caller){ .cl = cl, .id = i };
 		assert_int_equal(pthread_create(&th[i], NULL, caller_main, &a[i]), 0);
 	}
 	for (int i = 0; i < 8; i++) {
@@ -314,7 +327,7 @@ static void test_error_status_and_unimplemented(void **state)
 
 static void test_deadline_exceeded(void **state)
 {
-	counters c = {0};
+	counters c = { 0 };
 	sc_rpc_server *srv;
 	sc_rpc_client *cl;
 	Splitchain__Envelope *e;
@@ -357,7 +370,7 @@ static void test_deadline_exceeded(void **state)
 
 static void test_retry_runs_once(void **state)
 {
-	counters c = {0};
+	counters c = { 0 };
 	sc_rpc_server *srv;
 	nng_socket s;
 	nng_msg *m1, *m2, *m3;
@@ -392,6 +405,61 @@ static void test_retry_runs_once(void **state)
 	sc_rpc_server_close(srv);
 }
 
+/* Sends an Echo envelope with id and a body of body_len zero bytes on s; returns the reply's
+ * status and, through *msg_out (may be NULL), a copy of its message. */
+static int raw_echo(nng_socket s, uint64_t id, size_t body_len, char *msg_out, size_t msg_size)
+{
+	uint8_t *body = calloc(1, body_len + 1), *buf;
+	Splitchain__Envelope *e;
+	nng_msg *m;
+	size_t len;
+	int st;
+	buf =
+	    pack_env_bytes(&len, SC_RPC_MAGIC, SC_RPC_VERSION, "Test.Echo", id, 0, body, body_len);
+	assert_int_equal(raw_exchange(s, buf, len, &m), 0);
+	e = unpack_reply(m);
+	assert_int_equal(e->request_id, id);
+	st = e->status;
+	if (st == SC_STATUS_OK)
+		assert_int_equal(e->body.len, body_len);
+	if (msg_out)
+		snprintf(msg_out, msg_size, "%s", e->status_message);
+	splitchain__envelope__free_unpacked(e, NULL);
+	nng_msg_free(m);
+	free(buf);
+	free(body);
+	return st;
+}
+
+/* The retry memory is bounded in bytes (the oldest big replies are forgotten: a retry of one
+ * is refused, not run again) and in ids (the oldest ids go). */
+static void test_retry_memory_bounds(void **state)
+{
+	counters c = { 0 };
+	sc_rpc_server *srv;
+	nng_socket s;
+	char msg[256];
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, inproc_url(), methods, &c, 1));
+	s = raw_socket(sc_rpc_server_url(srv), 10000, 60000);
+	for (uint64_t id = 1; id <= 3; id++)
+		assert_int_equal(raw_echo(s, id, 30u << 20, NULL, 0), SC_STATUS_OK);
+	assert_int_equal(atomic_load(&c.calls), 3);
+	assert_int_equal(raw_echo(s, 1, 30u << 20, msg, sizeof(msg)), SC_STATUS_ABORTED);
+	assert_non_null(strstr(msg, "no longer kept"));
+	assert_int_equal(raw_echo(s, 3, 30u << 20, NULL, 0), SC_STATUS_OK);
+	assert_int_equal(atomic_load(&c.calls), 3);
+
+	for (uint64_t id = 100; id < 100 + 4096; id++)
+		assert_int_equal(raw_echo(s, id, 8, NULL, 0), SC_STATUS_OK);
+	assert_int_equal(atomic_load(&c.calls), 3 + 4096);
+	assert_int_equal(raw_echo(s, 100 + 4095, 8, NULL, 0), SC_STATUS_OK); /* remembered */
+	assert_int_equal(atomic_load(&c.calls), 3 + 4096);
+	assert_int_equal(raw_echo(s, 3, 30u << 20, NULL, 0), SC_STATUS_OK); /* pushed out: runs */
+	assert_int_equal(atomic_load(&c.calls), 3 + 4096 + 1);
+	nng_close(s);
+	sc_rpc_server_close(srv);
+}
+
 typedef struct raw_job {
 	const char *url;
 	const uint8_t *buf;
@@ -407,7 +475,8 @@ static void *raw_job_main(void *p)
 	nng_msg *m;
 	nng_req0_open(&s);
 	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000);
-	if ((j->rv = nng_dial(s, j->url, NULL, 0)) == 0 && (j->rv = nng_msg_alloc(&m, j->len)) == 0) {
+	if ((j->rv = nng_dial(s, j->url, NULL, 0)) == 0 &&
+	    (j->rv = nng_msg_alloc(&m, j->len)) == 0) {
 		memcpy(nng_msg_body(m), j->buf, j->len);
 		if ((j->rv = nng_sendmsg(s, m, 0)) != 0)
 			nng_msg_free(m);
@@ -422,17 +491,17 @@ static void *raw_job_main(void *p)
  * answer once the first is done. */
 static void test_retry_while_running(void **state)
 {
-	counters c = {0};
+	counters c = { 0 };
 	sc_rpc_server *srv;
 	pthread_t th;
-	raw_job first = {0};
+	raw_job first = { 0 };
 	nng_socket s;
 	nng_msg *m;
 	uint8_t *buf;
 	size_t len;
 	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tcp://127.0.0.1:0", methods, &c, 3));
 	buf = pack_env(&len, SC_RPC_MAGIC, SC_RPC_VERSION, "Test.Slow", 0xfeedull, 0, "400");
-	first = (raw_job){.url = sc_rpc_server_url(srv), .buf = buf, .len = len};
+	first = (raw_job){ .url = sc_rpc_server_url(srv), .buf = buf, .len = len };
 	assert_int_equal(pthread_create(&th, NULL, raw_job_main, &first), 0);
 	sleep_ms(100);
 	s = raw_socket(sc_rpc_server_url(srv), 5000, 200); /* resends the same envelope */
@@ -453,7 +522,7 @@ static void test_retry_while_running(void **state)
  * goes on serving. want: -1 = dropped, else the status of the reply. */
 static void test_malformed_input(void **state)
 {
-	counters c = {0};
+	counters c = { 0 };
 	sc_rpc_server *srv;
 	sc_rpc_client *cl;
 	uint8_t garbage[97];
@@ -473,12 +542,12 @@ static void test_malformed_input(void **state)
 		size_t len;
 		int want;
 	} cases[] = {
-		{"random bytes", garbage, sizeof(garbage), -1},
-		{"truncated envelope", good, good_len - 10, -1},
-		{"empty message", garbage, 0, -1},
-		{"wrong magic", bad[0], len[0], -1},
-		{"wrong version", bad[1], len[1], SC_STATUS_INVALID_ARGUMENT},
-		{"no method", bad[2], len[2], SC_STATUS_INVALID_ARGUMENT},
+		{ "random bytes", garbage, sizeof(garbage), -1 },
+		{ "truncated envelope", good, good_len - 10, -1 },
+		{ "empty message", garbage, 0, -1 },
+		{ "wrong magic", bad[0], len[0], -1 },
+		{ "wrong version", bad[1], len[1], SC_STATUS_INVALID_ARGUMENT },
+		{ "no method", bad[2], len[2], SC_STATUS_INVALID_ARGUMENT },
 	};
 	for (size_t i = 0; i < sizeof(garbage); i++) {
 		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -499,7 +568,8 @@ static void test_malformed_input(void **state)
 			} else {
 				Splitchain__Envelope *e;
 				if (rv != 0)
-					fail_msg("%s: no reply: %s", cases[i].name, nng_strerror(rv));
+					fail_msg("%s: no reply: %s", cases[i].name,
+						 nng_strerror(rv));
 				e = unpack_reply(m);
 				assert_int_equal(e->status, cases[i].want);
 				assert_true(e->status_message[0] != '\0');
@@ -520,29 +590,75 @@ static void test_malformed_input(void **state)
 	free(good);
 }
 
-/* A message over SC_RPC_MAX_MSG is refused by the transport; the server goes on serving. The
- * client refuses to send one. Neither touches the big buffer's pages. */
+/* Connects a plain TCP socket to the tcp:// url and does the SP handshake as a REQ peer;
+ * returns the descriptor. */
+static int sp_connect(const char *url)
+{
+	static const uint8_t hello[8] = { 0, 'S', 'P', 0, 0, NNG_REQ0_SELF, 0, 0 };
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct timeval tv = { 2, 0 };
+	uint8_t peer[8];
+	unsigned port;
+	int fd;
+	assert_int_equal(sscanf(url, "tcp://127.0.0.1:%u", &port), 1);
+	sa.sin_port = htons((uint16_t)port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_true((fd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(send(fd, hello, sizeof(hello), MSG_NOSIGNAL), sizeof(hello));
+	assert_int_equal(recv(fd, peer, sizeof(peer), MSG_WAITALL), sizeof(peer));
+	assert_int_equal(peer[5], NNG_REQ0_PEER);
+	return fd;
+}
+
+/* A message over SC_RPC_MAX_MSG is refused by the transport, which drops the connection as
+ * soon as it reads the length; the server goes on serving. The client refuses to send one
+ * (without touching the big buffer's pages). */
 static void test_oversized_message(void **state)
 {
-	counters c = {0};
+	counters c = { 0 };
 	sc_rpc_server *srv;
 	sc_rpc_client *cl;
-	nng_socket s;
-	nng_msg *m, *rep = NULL;
+	uint64_t big_len = (uint64_t)SC_RPC_MAX_MSG + 16;
+	uint8_t frame[8 + 4 + 16] = { 0 }, byte;
 	char msg[256];
 	uint8_t *big;
-	int st, rv;
+	ssize_t got;
+	int fd, st;
 	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tcp://127.0.0.1:0", methods, &c, 2));
-	s = raw_socket(sc_rpc_server_url(srv), 2000, 60000);
-	assert_int_equal(nng_msg_alloc(&m, (size_t)SC_RPC_MAX_MSG + 16), 0);
-	if ((rv = nng_sendmsg(s, m, 0)) != 0)
-		nng_msg_free(m);
-	rv = nng_recvmsg(s, &rep, 0);
-	assert_int_not_equal(rv, 0); /* the server cut the connection: no reply */
-	nng_close(s);
+	/* A length prefix (big-endian) and the first bytes of a REQ message that big. */
+	for (int i = 0; i < 8; i++)
+		frame[i] = (uint8_t)(big_len >> (56 - 8 * i));
+	frame[8] = 0x80;
+	fd = sp_connect(sc_rpc_server_url(srv));
+	assert_int_equal(send(fd, frame, sizeof(frame), MSG_NOSIGNAL), sizeof(frame));
+	got = recv(fd, &byte, 1, 0);
+	if (got != 0 && !(got < 0 && errno == ECONNRESET))
+		fail_msg("the connection stayed open after an oversized message (recv: %zd, %s)",
+			 got, strerror(errno));
+	close(fd);
+	assert_int_equal(atomic_load(&c.calls), 0);
 
 	SC_ASSERT_OK(sc_rpc_client_open(&cl, sc_rpc_server_url(srv)));
 	call_ok(cl, "Test.Echo", "after the big one", "after the big one");
+	/* Bigger than nng's default limit (1 MiB) both ways, well under ours. */
+	big = malloc(3u << 20);
+	assert_non_null(big);
+	for (size_t i = 0; i < (3u << 20); i++)
+		big[i] = (uint8_t)(i * 7 + (i >> 11));
+	{
+		uint8_t *rep;
+		size_t n;
+		SC_ASSERT_OK(sc_rpc_call(cl, "Test.Echo", big, 3u << 20, 5000, &st, msg,
+					 sizeof(msg), &rep, &n));
+		if (st != SC_STATUS_OK)
+			fail_msg("3 MiB echo: %s: %s", sc_status_name(st), msg);
+		assert_int_equal(n, 3u << 20);
+		assert_memory_equal(rep, big, n);
+		free(rep);
+	}
+	free(big);
 	big = malloc(SC_RPC_MAX_MSG);
 	assert_non_null(big);
 	SC_ASSERT_OK(sc_rpc_call(cl, "Test.Echo", big, SC_RPC_MAX_MSG, 2000, &st, msg, sizeof(msg),
@@ -559,7 +675,7 @@ static void test_oversized_message(void **state)
 static void test_late_server(void **state)
 {
 	char url[2][128], msg[256];
-	counters c = {0};
+	counters c = { 0 };
 	sc_rpc_server *srv;
 	sc_rpc_client *cl;
 	uint64_t t0, took;
@@ -571,8 +687,8 @@ static void test_late_server(void **state)
 	for (int i = 0; i < 2; i++) {
 		SC_ASSERT_OK(sc_rpc_client_open(&cl, url[i]));
 		t0 = mono_ms();
-		SC_ASSERT_OK(sc_rpc_call(cl, "Test.Echo", NULL, 0, 300, &st, msg, sizeof(msg),
-					 NULL, NULL));
+		SC_ASSERT_OK(
+		    sc_rpc_call(cl, "Test.Echo", NULL, 0, 300, &st, msg, sizeof(msg), NULL, NULL));
 		took = mono_ms() - t0;
 		if (st != SC_STATUS_UNAVAILABLE)
 			fail_msg("%s: %s %s", url[i], sc_status_name(st), msg);
@@ -609,7 +725,7 @@ static void *slow_caller_main(void *p)
 
 static void test_close_with_calls_in_flight(void **state)
 {
-	counters c = {0};
+	counters c = { 0 };
 	sc_rpc_server *srv;
 	sc_rpc_client *cl;
 	pthread_t th[4];
@@ -617,7 +733,7 @@ static void test_close_with_calls_in_flight(void **state)
 	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tcp://127.0.0.1:0", methods, &c, 2));
 	SC_ASSERT_OK(sc_rpc_client_open(&cl, sc_rpc_server_url(srv)));
 	for (int i = 0; i < 4; i++) {
-		a[i] = (slow_caller){.cl = cl, .timeout_ms = 1000, .status = -1};
+		a[i] = (slow_caller){ .cl = cl, .timeout_ms = 1000, .status = -1 };
 		assert_int_equal(pthread_create(&th[i], NULL, slow_caller_main, &a[i]), 0);
 	}
 	sleep_ms(100);
@@ -637,11 +753,11 @@ static void test_close_with_calls_in_flight(void **state)
  * on the new connection and the call still succeeds within its timeout. */
 static void test_server_restart_mid_call(void **state)
 {
-	counters c1 = {0}, c2 = {0};
+	counters c1 = { 0 }, c2 = { 0 };
 	sc_rpc_server *srv;
 	sc_rpc_client *cl;
 	pthread_t th;
-	slow_caller a = {.status = -1};
+	slow_caller a = { .status = -1 };
 	char url[128];
 	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tcp://127.0.0.1:0", methods, &c1, 2));
 	snprintf(url, sizeof(url), "%s", sc_rpc_server_url(srv));
@@ -674,6 +790,7 @@ int main(void)
 		cmocka_unit_test(test_deadline_exceeded),
 		cmocka_unit_test(test_retry_runs_once),
 		cmocka_unit_test(test_retry_while_running),
+		cmocka_unit_test(test_retry_memory_bounds),
 		cmocka_unit_test(test_malformed_input),
 		cmocka_unit_test(test_oversized_message),
 		cmocka_unit_test(test_late_server),

@@ -4,7 +4,8 @@
  * version (anything else is dropped and logged), method name, request id,
  * deadline, and in replies a gRPC status code with a message. The server
  * runs several nng REP contexts at once, so one process serves many
- * callers; a handler runs on an nng worker thread. The server remembers the
+ * callers; each context has its own thread, on which its handlers run (so a
+ * handler may block, e.g. for a whole pipelined step). The server remembers the
  * replies to recent request ids: a retried request is answered from that
  * memory and never executed twice. Every socket has a maximum receive size
  * and every call a deadline; malformed input gets an error reply or is
@@ -57,8 +58,8 @@ typedef struct sc_rpc_reply {
 	size_t len;
 } sc_rpc_reply;
 
-/* A method handler. req/len are borrowed for the call. Called on an nng
- * thread, possibly concurrently with other handlers: the handler does its
+/* A method handler. req/len are borrowed for the call. Called on one of the
+ * server's threads, possibly concurrently with other handlers: the handler does its
  * own locking. */
 typedef void (*sc_rpc_handler)(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
 

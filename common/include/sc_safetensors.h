@@ -21,11 +21,11 @@ enum sc_dtype { SC_F32, SC_F16, SC_BF16, SC_I32, SC_I64, SC_U8, SC_DTYPE_COUNT }
 #define SC_ST_MAX_DIMS 8
 
 typedef struct sc_st_tensor {
-	const char *name;        /* borrowed from the file object */
+	const char *name; /* borrowed from the file object */
 	enum sc_dtype dtype;
 	int ndim;
 	int64_t shape[SC_ST_MAX_DIMS];
-	const void *data;        /* into the mapping; valid until sc_st_close */
+	const void *data; /* into the mapping; valid until sc_st_close */
 	size_t nbytes;
 } sc_st_tensor;
 
