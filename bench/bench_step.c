@@ -51,13 +51,13 @@ static double sgemm_gflops(int n, int c)
 	return flops * reps / t / 1e9;
 }
 
-/* Floating-point work of one step per token, as computed: frozen GEMMs
- * forward (24 C^2) and input-gradient backward (24 C^2) per layer, the full
- * T x T attention products (4 T C forward, 8 T C backward), LoRA (6 r (in +
+/* Useful floating-point work of one step per token: frozen GEMMs forward
+ * (24 C^2) and input-gradient backward (24 C^2) per layer, the causal half
+ * of the attention products (2 T C forward, 4 T C backward), LoRA (6 r (in +
  * out) per target), the tied head forward and backward (4 C V). */
 static double flops_per_token(const sc_model_config *mc, int T, int r)
 {
-	double C = mc->n_embd, layer = 48 * C * C + 12.0 * T * C + 6.0 * r * 16 * C;
+	double C = mc->n_embd, layer = 48 * C * C + 6.0 * T * C + 6.0 * r * 16 * C;
 	return mc->n_layer * layer + 4 * C * mc->vocab_size;
 }
 

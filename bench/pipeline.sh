@@ -30,10 +30,10 @@ cd "$WORK"
 "$SC" make-model --out model --layers "$L" --heads "$NH" --embd "$C" --vocab "$V" \
   --positions "$T" >/dev/null
 head -c 300000 /dev/urandom | base64 > data.txt   # byte-level tokens
-OPTS=(--steps 2 --batch "$B" --seq "$T" --rank 8 --alpha 16 --targets all --warmup 0 --seed 3)
+OPTS=(--steps 4 --batch "$B" --seq "$T" --rank 8 --alpha 16 --targets all --warmup 0 --seed 3)
 "$ROOT/deploy/launch.sh" start cluster 2 >/dev/null
 
-printf "\n2-stage pipeline vs one process (L=%s C=%s V=%s T=%s B=%s, r=8, 1 BLAS thread per process)\n" \
+printf "\n2-stage pipeline vs one process, steps 2-4 of 4 (L=%s C=%s V=%s T=%s B=%s, r=8, 1 BLAS thread per process)\n" \
   "$L" "$C" "$V" "$T" "$B"
 printf "BLAS: %s\n\n" "$(OMP_NUM_THREADS=1 "$SC" finetune --model model --data data.txt --steps 0 --threads 1 --seq "$T" --batch "$B" | sed -n 's/.*(\(OpenBLAS.*\)).*/\1/p')"
 echo "| M | 1 process tok/s | 2-stage tok/s | speed-up | ideal 2M/(M+1) | % of ideal | bytes/hop/step | ideal bytes | ratio |"
@@ -42,11 +42,15 @@ for M in $MICRO; do
   rm -f single.jsonl
   OMP_NUM_THREADS=1 "$SC" finetune --model model --data data.txt "${OPTS[@]}" --micro "$M" \
     --threads 1 --quiet --metrics single.jsonl
-  one=$(sed -n '2p' single.jsonl | sed -n 's/.*"tokens_per_s":\([0-9.]*\).*/\1/p')
+  # steps 2..4 (the first warms up), as total tokens over total time
+  one=$(sed -n '2,4p' single.jsonl | sed -n 's/.*"tokens":\([0-9]*\).*"seconds":\([0-9.]*\).*/\1 \2/p' |
+        awk '{t += $1; s += $2} END {print t / s}')
   job=$("$SC" submit --model model --data data.txt "${OPTS[@]}" --micro "$M" --stages 2 \
         --checkpoint-every 100)
   "$SC" watch "$job" >/dev/null
-  row=$(sqlite3 cluster/splitchain.db "select tokens_per_s, bytes_per_hop from metrics where job_id = $job and step = 2")
+  row=$(sqlite3 cluster/splitchain.db "select 3 * $B * $T * $M / sum(step_s),
+    (select bytes_per_hop from metrics where job_id = $job and step = 4)
+    from metrics where job_id = $job and step >= 2")
   two=${row%%|*}
   hops=${row#*|}
   sent=$(echo "$hops" | tr -d '[] ' | awk -F, '{print $1 + $2}')
@@ -56,3 +60,8 @@ for M in $MICRO; do
     printf "| %d | %.0f | %.0f | %.2fx | %.2fx | %.0f%% | %d | %d | %.4f |\n",
       m, one, two, s, ideal, 100 * s / ideal, sent, ib, sent / ib }'
 done
+echo
+echo "placement of the last job (stage: layers, the worker's measured GFLOP/s, predicted s/step):"
+sqlite3 cluster/splitchain.db "select '  ' || stage || ': [' || first_layer || ', ' || last_layer || ')  ' ||
+  printf('%.1f', worker_gflops) || '  ' || printf('%.3f', predicted_step_s) from placements
+  where job_id = (select max(job_id) from placements) order by stage"

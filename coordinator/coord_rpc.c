@@ -247,16 +247,30 @@ out:
 	splitchain__submit_request__free_unpacked(r, NULL);
 }
 
-/* Fills info from a job record, its live progress and its newest placement.
- * Strings borrow job and stages (which must outlive info). */
-static void job_info(coord *c, const sc_db_job *job, Splitchain__JobInfo *info,
-		     Splitchain__StageInfo *si, Splitchain__StageInfo **sip, sc_db_stage **stages)
+/* A job's newest placement as reply fields; release with view_free. */
+typedef struct placement_view {
+	sc_db_stage *stages;        /* from the database; the strings live here */
+	Splitchain__StageInfo *si;  /* (n) */
+	Splitchain__StageInfo **sp; /* (n) pointers into si */
+} placement_view;
+
+static void view_free(placement_view *v)
+{
+	free(v->stages);
+	free(v->si);
+	free(v->sp);
+}
+
+/* Fills info from a job record, its live progress and its newest placement
+ * (kept in *v). Strings borrow job and *v, which must outlive info. */
+static void job_info(coord *c, const sc_db_job *job, Splitchain__JobInfo *info, placement_view *v)
 {
 	live_job *lj;
 	uint32_t version;
 	int n = 0;
 
 	splitchain__job_info__init(info);
+	memset(v, 0, sizeof(*v));
 	info->job_id = (uint64_t)job->id;
 	info->name = (char *)job->name;
 	info->state = (char *)sc_job_state_name(job->state);
@@ -281,21 +295,24 @@ static void job_info(coord *c, const sc_db_job *job, Splitchain__JobInfo *info,
 		if (sc_db_metric_latest(c->db, job->id, &m) == SC_OK)
 			info->tokens_per_s = m.tokens_per_s;
 	}
-	*stages = NULL;
-	if (sc_db_placement_latest(c->db, job->id, &version, stages, &n) == SC_OK) {
-		for (int i = 0; i < n && i < 256; i++) {
-			splitchain__stage_info__init(&si[i]);
-			si[i].stage = (*stages)[i].stage;
-			si[i].worker_id = (uint64_t)(*stages)[i].worker_id;
-			si[i].worker_name =
-			    (char *)((*stages)[i].worker_name ? (*stages)[i].worker_name : "");
-			si[i].first_layer = (*stages)[i].first_layer;
-			si[i].last_layer = (*stages)[i].last_layer;
-			sip[i] = &si[i];
-		}
-		info->n_placement = (size_t)(n < 256 ? n : 256);
-		info->placement = sip;
+	if (sc_db_placement_latest(c->db, job->id, &version, &v->stages, &n) != SC_OK || n < 1)
+		return;
+	v->si = calloc((size_t)n, sizeof(*v->si));
+	v->sp = calloc((size_t)n, sizeof(*v->sp));
+	if (!v->si || !v->sp)
+		return; /* the reply goes out without its placement */
+	for (int i = 0; i < n; i++) {
+		const sc_db_stage *st = &v->stages[i];
+		splitchain__stage_info__init(&v->si[i]);
+		v->si[i].stage = st->stage;
+		v->si[i].worker_id = (uint64_t)st->worker_id;
+		v->si[i].worker_name = (char *)(st->worker_name ? st->worker_name : "");
+		v->si[i].first_layer = st->first_layer;
+		v->si[i].last_layer = st->last_layer;
+		v->sp[i] = &v->si[i];
 	}
+	info->n_placement = (size_t)n;
+	info->placement = v->sp;
 }
 
 /* Reads the JobRef of a request and its job record; 0 or fills rep. */
@@ -317,13 +334,11 @@ static int find_job(coord *c, const uint8_t *req, size_t len, sc_rpc_reply *rep,
 
 static void reply_job(coord *c, const sc_db_job *job, sc_rpc_reply *rep)
 {
-	static _Thread_local Splitchain__StageInfo si[256];
-	static _Thread_local Splitchain__StageInfo *sip[256];
 	Splitchain__JobInfo info;
-	sc_db_stage *stages;
-	job_info(c, job, &info, si, sip, &stages);
+	placement_view v;
+	job_info(c, job, &info, &v);
 	sc_rpc_reply_pb(rep, &info.base);
-	free(stages);
+	view_free(&v);
 }
 
 static void m_status(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
@@ -379,8 +394,7 @@ static void m_jobs(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	coord *c = arg;
 	Splitchain__JobsReply out = SPLITCHAIN__JOBS_REPLY__INIT;
 	Splitchain__JobInfo *infos = NULL, **ptrs = NULL;
-	Splitchain__StageInfo(*si)[256] = NULL, *(*sip)[256] = NULL;
-	sc_db_stage **stages = NULL;
+	placement_view *views = NULL;
 	sc_db_job *jobs = NULL;
 	int n = 0;
 
@@ -390,26 +404,22 @@ static void m_jobs(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	}
 	infos = calloc((size_t)n + 1, sizeof(*infos));
 	ptrs = calloc((size_t)n + 1, sizeof(*ptrs));
-	si = calloc((size_t)n + 1, sizeof(*si));
-	sip = calloc((size_t)n + 1, sizeof(*sip));
-	stages = calloc((size_t)n + 1, sizeof(*stages));
-	if (!infos || !ptrs || !si || !sip || !stages) {
+	views = calloc((size_t)n + 1, sizeof(*views));
+	if (!infos || !ptrs || !views) {
 		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		goto out;
 	}
 	for (int i = 0; i < n; i++) {
-		job_info(c, &jobs[i], &infos[i], si[i], sip[i], &stages[i]);
+		job_info(c, &jobs[i], &infos[i], &views[i]);
 		ptrs[i] = &infos[i];
 	}
 	out.n_jobs = (size_t)n;
 	out.jobs = ptrs;
 	sc_rpc_reply_pb(rep, &out.base);
 out:
-	for (int i = 0; stages && i < n; i++)
-		free(stages[i]);
-	free(stages);
-	free(sip);
-	free(si);
+	for (int i = 0; views && i < n; i++)
+		view_free(&views[i]);
+	free(views);
 	free(ptrs);
 	free(infos);
 	free(jobs);

@@ -11,9 +11,9 @@ void sc_place_costs(const sc_model_config *mc, int T, int r, double tokens_per_s
 		    double *layer_gflop, double *head_gflop)
 {
 	double C = mc->n_embd;
-	/* per token: frozen GEMMs forward + input-gradient backward, attention
-	 * products, LoRA; the tied head forward and backward */
-	*layer_gflop = (48 * C * C + 12.0 * T * C + 96.0 * r * C) * tokens_per_step / 1e9;
+	/* per token: frozen GEMMs forward + input-gradient backward, the causal
+	 * attention products, LoRA; the tied head forward and backward */
+	*layer_gflop = (48 * C * C + 6.0 * T * C + 96.0 * r * C) * tokens_per_step / 1e9;
 	*head_gflop = 4 * C * mc->vocab_size * tokens_per_step / 1e9;
 }
 
