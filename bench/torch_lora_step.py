@@ -7,7 +7,13 @@ after --warmup-steps untimed ones and prints one line of JSON:
   {"impl":"pytorch","threads":N,"tokens_per_s":..,"step_s":..}
 
 Runs with the reference tests' venv (tests/ref/setup-venv.sh). --impl ref
-uses the independent module of tests/ref/gpt2_ref.py instead of HF + PEFT.
+uses the independent module of tests/ref/gpt2_ref.py instead of HF + PEFT;
+--impl auto uses HF + PEFT where both import, else ref.
+
+--device cuda[:N] runs the same step on a GPU (the model is built on the
+CPU, then moved), float32 with TF32 matrix products off unless --tf32, and
+synchronizes before reading the clock; the JSON line then also carries
+"device", "tf32", "B" and "T". Exits 77 when no CUDA device is usable.
 """
 
 import argparse
@@ -40,9 +46,24 @@ def parse_args():
     p.add_argument("--warmup-steps", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--impl", choices=["hf", "ref"], default="hf",
-                   help="hf: transformers + PEFT (default); ref: tests/ref/gpt2_ref.py")
+    p.add_argument("--impl", choices=["hf", "ref", "auto"], default="hf",
+                   help="hf: transformers + PEFT (default); ref: tests/ref/gpt2_ref.py; "
+                   "auto: hf where transformers and peft import, else ref")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--tf32", action="store_true",
+                   help="on a GPU, let float32 matrix products use TF32 tensor cores")
     return p.parse_args()
+
+
+def hf_importable():
+    try:
+        import peft  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:
+        print("torch_lora_step: transformers/peft not importable (%s): using --impl ref" % e,
+              file=sys.stderr)
+        return False
+    return True
 
 
 def build_hf(a):
@@ -60,6 +81,7 @@ def build_hf(a):
                       fan_in_fan_out=True, lora_dropout=0.0, bias="none",
                       task_type="CAUSAL_LM")
     model = get_peft_model(model, lcfg)
+    model.to(a.device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     ce = torch.nn.CrossEntropyLoss()
@@ -74,6 +96,20 @@ def build_hf(a):
 def build_ref(a):
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, os.path.join(here, "..", "tests", "ref"))
+    try:
+        import safetensors.torch  # noqa: F401
+    except ImportError:
+        # gpt2_ref reads and writes files with safetensors; this step does
+        # neither, so a machine without the package can still run it.
+        import types
+
+        def absent(*_args, **_kw):
+            raise RuntimeError("safetensors is not installed")
+
+        st = types.ModuleType("safetensors.torch")
+        st.load_file = st.save_file = absent
+        sys.modules.setdefault("safetensors", types.ModuleType("safetensors"))
+        sys.modules["safetensors.torch"] = st
     import gpt2_ref as R
 
     cfg = R.Config({"n_layer": a.layers, "n_head": a.heads, "n_embd": a.embd,
@@ -94,31 +130,60 @@ def build_ref(a):
             n_in, n_out = R.target_dims(t, C)
             w["h.%d.%s.weight" % (i, t)] = rnd(n_in, n_out)
             w["h.%d.%s.bias" % (i, t)] = torch.zeros(n_out)
+    w = {k: v.to(a.device) for k, v in w.items()}
     model = R.GPT2.from_tensors(cfg, w)
     lora = R.Lora(a.rank, a.alpha, TARGETS)
     for i in range(a.layers):
         for t in TARGETS:
             n_in, n_out = R.target_dims(t, C)
             bound = 1.0 / n_in ** 0.5
-            lora.A[(i, t)] = (torch.rand(a.rank, n_in, generator=g) * 2 - 1) * bound
-            lora.B[(i, t)] = torch.zeros(n_out, a.rank)
+            lora.A[(i, t)] = ((torch.rand(a.rank, n_in, generator=g) * 2 - 1) * bound).to(
+                a.device)
+            lora.B[(i, t)] = torch.zeros(n_out, a.rank).to(a.device)
     lora = lora.to(torch.float32, requires_grad=True)
 
     def loss_fn(x, y):
-        return model.loss(x, y, lora)
+        if a.device == "cpu":
+            return model.loss(x, y, lora)
+        # the module makes its causal mask and row indices without naming a
+        # device: make them on the GPU
+        with torch.device(a.device):
+            return model.loss(x, y, lora)
 
     return loss_fn, lora.params()
+
+
+def setup_device(a):
+    """Checks --device; sets the TF32 switches on a GPU. Exits 77 without one."""
+    if a.device == "cpu":
+        return lambda: None
+    if not a.device.startswith("cuda"):
+        sys.exit("torch_lora_step: unknown device %r: expected cpu or cuda[:N]" % a.device)
+    if not torch.cuda.is_available():
+        print("torch_lora_step: no CUDA device: skipping", file=sys.stderr)
+        sys.exit(77)
+    if ":" in a.device:
+        torch.cuda.set_device(torch.device(a.device))
+    try:  # PyTorch >= 2.9; older ones raise AssertionError on unknown names
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if a.tf32 else "ieee"
+    except (AttributeError, AssertionError):
+        torch.backends.cuda.matmul.allow_tf32 = a.tf32
+    return torch.cuda.synchronize
 
 
 def main():
     a = parse_args()
     torch.set_num_threads(a.threads)
+    sync = setup_device(a)
     torch.manual_seed(a.seed)
+    if a.impl == "auto":
+        a.impl = "hf" if hf_importable() else "ref"
     loss_fn, params = (build_hf if a.impl == "hf" else build_ref)(a)
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     g = torch.Generator().manual_seed(a.seed + 1)
     tokens = torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=g)
     x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+    x, y = x.to(a.device), y.to(a.device)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -130,15 +195,19 @@ def main():
 
     for _ in range(a.warmup_steps):
         step()
+    sync()
     t0 = time.perf_counter()
     for _ in range(a.steps):
         step()
+    sync()
     elapsed = time.perf_counter() - t0
     step_s = elapsed / max(1, a.steps)
     impl = "pytorch" if a.impl == "hf" else "pytorch-ref"
-    print(json.dumps({"impl": impl, "threads": a.threads,
-                      "tokens_per_s": a.batch * a.seq / step_s, "step_s": step_s},
-                     separators=(",", ":")))
+    out = {"impl": impl, "threads": a.threads,
+           "tokens_per_s": a.batch * a.seq / step_s, "step_s": step_s}
+    if a.device != "cpu":
+        out.update({"device": a.device, "tf32": int(a.tf32), "B": a.batch, "T": a.seq})
+    print(json.dumps(out, separators=(",", ":")))
 
 
 if __name__ == "__main__":

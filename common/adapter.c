@@ -1,18 +1,15 @@
 /* adapter.c — a model's LoRA adapters in one allocation, and their files in
  * Hugging Face PEFT's layout (adapter_model.safetensors, adapter_config.json). */
 #include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "sc_adapter.h"
+#include "sc_file.h"
 #include "sc_safetensors.h"
 
 #define MAX_JSON_BYTES (1 << 20)
@@ -79,54 +76,6 @@ void sc_adapter_init(sc_adapter *ad)
 
 /* ---- files ---- */
 
-static sc_err read_text(const char *path, size_t max, char **out, size_t *len)
-{
-	FILE *fp = fopen(path, "rb");
-	if (!fp)
-		return sc_errf(errno == ENOENT ? SC_ENOENT : SC_EIO, "%s: %s", path,
-			       strerror(errno));
-	char *buf = malloc(max + 1);
-	size_t n = buf ? fread(buf, 1, max + 1, fp) : 0;
-	int bad = !buf || ferror(fp);
-	fclose(fp);
-	if (bad || n > max) {
-		sc_err code = !buf ? SC_ENOMEM : bad ? SC_EIO : SC_EFORMAT;
-		free(buf);
-		return sc_errf(code, "%s: %s", path, n > max ? "too large" : "read failed");
-	}
-	*out = buf;
-	*len = n;
-	return SC_OK;
-}
-
-/* Writes len bytes of text to path atomically (path.tmp, fsync, rename). */
-static sc_err write_atomic(const char *path, const char *text, size_t len)
-{
-	char tmp[4096];
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
-		return sc_errf(SC_EINVAL, "%s: path too long", path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return sc_errf(SC_EIO, "%s: %s", tmp, strerror(errno));
-	while (len > 0) {
-		ssize_t k = write(fd, text, len);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			break;
-		text += k;
-		len -= (size_t)k;
-	}
-	int bad = len > 0 || fsync(fd) != 0;
-	bad |= close(fd) != 0;
-	if (bad || rename(tmp, path) != 0) {
-		sc_err rc = sc_errf(SC_EIO, "%s: write: %s", path, strerror(errno));
-		unlink(tmp);
-		return rc;
-	}
-	return SC_OK;
-}
-
 /* The shortest decimal that reads back as f, as a double. */
 static double short_float(float f)
 {
@@ -137,18 +86,6 @@ static double short_float(float f)
 			break;
 	}
 	return strtod(buf, NULL);
-}
-
-static sc_err make_dir(const char *dir)
-{
-	struct stat st;
-	if (mkdir(dir, 0755) == 0)
-		return SC_OK;
-	if (errno != EEXIST)
-		return sc_errf(SC_EIO, "%s: mkdir: %s", dir, strerror(errno));
-	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-		return sc_errf(SC_EIO, "%s: exists and is not a directory", dir);
-	return SC_OK;
 }
 
 static sc_err join(char *buf, size_t size, const char *dir, const char *file)
@@ -213,7 +150,7 @@ static sc_err save_config(const sc_adapter *ad, const char *path, const char *ba
 	cJSON_Delete(o);
 	if (!text)
 		return sc_errf(SC_ENOMEM, "%s: out of memory", path);
-	sc_err rc = write_atomic(path, text, strlen(text));
+	sc_err rc = sc_file_write_atomic(path, text, strlen(text));
 	cJSON_free(text);
 	return rc;
 }
@@ -256,7 +193,7 @@ sc_err sc_adapter_save(const sc_adapter *ad, const char *dir, const char *base_m
 	char path[4096];
 	if (!ad || !dir)
 		return sc_errf(SC_EINVAL, "sc_adapter_save: NULL argument");
-	SC_TRY(make_dir(dir));
+	SC_TRY(sc_file_mkdir(dir));
 	SC_TRY(join(path, sizeof(path), dir, "adapter_model.safetensors"));
 	SC_TRY(save_tensors(ad, path));
 	SC_TRY(join(path, sizeof(path), dir, "adapter_config.json"));
@@ -469,7 +406,7 @@ static sc_err read_peft(struct peft_info *pi, const char *path)
 {
 	char *text = NULL;
 	size_t len = 0;
-	SC_TRY(read_text(path, MAX_JSON_BYTES, &text, &len));
+	SC_TRY(sc_file_read(path, MAX_JSON_BYTES, &text, &len));
 	cJSON *root = cJSON_ParseWithLength(text, len);
 	free(text);
 	if (!root)

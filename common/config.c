@@ -1,18 +1,15 @@
 /* config.c — the model architecture, read from and written as a Hugging Face
  * GPT-2 config.json. */
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "sc_adapter.h"
 #include "sc_config.h"
+#include "sc_file.h"
 
 #define MAX_CONFIG_BYTES (1 << 20)
 #define MAX_VOCAB        (1 << 24)
@@ -171,38 +168,13 @@ sc_err sc_config_validate(const sc_model_config *c)
 	return SC_OK;
 }
 
-/* Reads the whole file at path (at most max bytes) into a new buffer. */
-static sc_err read_text(const char *path, size_t max, char **out, size_t *len)
-{
-	FILE *fp = fopen(path, "rb");
-	if (!fp)
-		return sc_errf(errno == ENOENT ? SC_ENOENT : SC_EIO, "%s: %s", path,
-			       strerror(errno));
-	char *buf = malloc(max + 1);
-	size_t n = buf ? fread(buf, 1, max + 1, fp) : 0;
-	int bad = !buf || ferror(fp);
-	fclose(fp);
-	if (bad) {
-		sc_err code = buf ? SC_EIO : SC_ENOMEM;
-		free(buf);
-		return sc_errf(code, "%s: read failed", path);
-	}
-	if (n > max) {
-		free(buf);
-		return sc_errf(SC_EFORMAT, "%s: larger than %zu bytes", path, max);
-	}
-	*out = buf;
-	*len = n;
-	return SC_OK;
-}
-
 sc_err sc_config_load(sc_model_config *out, const char *path)
 {
 	char *text = NULL;
 	size_t len = 0;
 	if (!out || !path)
 		return sc_errf(SC_EINVAL, "sc_config_load: NULL argument");
-	SC_TRY(read_text(path, MAX_CONFIG_BYTES, &text, &len));
+	SC_TRY(sc_file_read(path, MAX_CONFIG_BYTES, &text, &len));
 	sc_err rc = sc_config_parse(out, text, len);
 	free(text);
 	if (rc != SC_OK)
@@ -221,36 +193,6 @@ static double short_float(float f)
 			break;
 	}
 	return strtod(buf, NULL);
-}
-
-/* Writes len bytes of text to path atomically (path.tmp, fsync, rename). */
-static sc_err write_atomic(const char *path, const char *text, size_t len)
-{
-	char tmp[4096];
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
-		return sc_errf(SC_EINVAL, "%s: path too long", path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return sc_errf(SC_EIO, "%s: %s", tmp, strerror(errno));
-	const char *p = text;
-	size_t left = len;
-	while (left > 0) {
-		ssize_t k = write(fd, p, left);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			break;
-		p += k;
-		left -= (size_t)k;
-	}
-	int bad = left > 0 || fsync(fd) != 0;
-	bad |= close(fd) != 0;
-	if (bad || rename(tmp, path) != 0) {
-		sc_err rc = sc_errf(SC_EIO, "%s: write: %s", path, strerror(errno));
-		unlink(tmp);
-		return rc;
-	}
-	return SC_OK;
 }
 
 static cJSON *config_json(const sc_model_config *c)
@@ -304,17 +246,16 @@ sc_err sc_config_save(const sc_model_config *cfg, const char *path)
 	cJSON_Delete(o);
 	if (!text)
 		return sc_errf(SC_ENOMEM, "%s: out of memory", path);
-	size_t len = strlen(text);
-	char *buf = malloc(len + 1);
-	sc_err rc = SC_OK;
-	if (buf) {
-		memcpy(buf, text, len);
-		buf[len] = '\n';
-		rc = write_atomic(path, buf, len + 1);
-	} else {
-		rc = sc_errf(SC_ENOMEM, "%s: out of memory", path);
-	}
-	free(buf);
+	sc_file_atomic *f = NULL;
+	sc_err rc = sc_file_begin(&f, path);
+	if (rc == SC_OK)
+		rc = sc_file_put(f, text, strlen(text));
+	if (rc == SC_OK)
+		rc = sc_file_put(f, "\n", 1); /* cJSON_Print ends without one */
+	if (rc == SC_OK)
+		rc = sc_file_commit(f);
+	else
+		sc_file_abort(f);
 	cJSON_free(text);
 	return rc;
 }

@@ -3,43 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "sc_data.h"
+#include "sc_file.h"
 #include "sc_rng.h"
 
 #define HEADER_INTS 256
-
-static sc_err read_all(const char *path, unsigned char **out, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	struct stat st;
-	unsigned char *buf = NULL;
-
-	*out = NULL;
-	if (!f)
-		return sc_errf(errno == ENOENT ? SC_ENOENT : SC_EIO, "%s: %s", path,
-			       strerror(errno));
-	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-		fclose(f);
-		return sc_errf(SC_EIO, "%s: not a regular file", path);
-	}
-	buf = malloc(st.st_size > 0 ? (size_t)st.st_size : 1);
-	if (!buf) {
-		fclose(f);
-		return sc_errf(SC_ENOMEM, "%s: cannot allocate %lld bytes", path,
-			       (long long)st.st_size);
-	}
-	if (fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
-		fclose(f);
-		free(buf);
-		return sc_errf(SC_EIO, "%s: short read", path);
-	}
-	fclose(f);
-	*out = buf;
-	*len = (size_t)st.st_size;
-	return SC_OK;
-}
 
 static int32_t le32(const unsigned char *p)
 {
@@ -49,13 +18,15 @@ static int32_t le32(const unsigned char *p)
 
 sc_err sc_tokens_load(sc_tokens **out, const char *path, int vocab_size)
 {
+	char *text;
 	unsigned char *raw;
 	size_t len = 0, n;
 	sc_tokens *tk;
 	sc_err rc;
 
 	*out = NULL;
-	SC_TRY(read_all(path, &raw, &len));
+	SC_TRY(sc_file_read(path, SIZE_MAX, &text, &len));
+	raw = (unsigned char *)text;
 	tk = calloc(1, sizeof(*tk));
 	if (!tk) {
 		free(raw);

@@ -1,14 +1,11 @@
 /* safetensors_write.c — the safetensors writer: tensors laid out contiguous
- * and aligned, saved atomically (temporary file, fsync, rename). */
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
+ * and aligned, saved atomically through sc_file. */
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
+#include "sc_file.h"
 #include "sc_safetensors.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -165,54 +162,20 @@ static cJSON *build_header(sc_st_writer *w)
 	return root;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	while (len > 0) {
-		ssize_t k = write(fd, p, len);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		p += k;
-		len -= (size_t)k;
-	}
-	return 0;
-}
-
-/* fsync of the directory holding path, so a rename survives a crash. */
-static void sync_parent(const char *path)
-{
-	char dir[4096];
-	const char *slash = strrchr(path, '/');
-	if (!slash)
-		snprintf(dir, sizeof(dir), ".");
-	else if ((size_t)(slash - path) < sizeof(dir))
-		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
-	else
-		return;
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
-}
-
-static sc_err write_file(sc_st_writer *w, int fd, const char *json, size_t jlen)
+static sc_err write_file(sc_st_writer *w, sc_file_atomic *f, const char *json, size_t jlen)
 {
 	size_t hlen = (jlen + 7) & ~(size_t)7;
 	unsigned char len8[8];
 	for (int i = 0; i < 8; i++)
 		len8[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
 	static const char spaces[8] = "        ";
-	if (write_all(fd, len8, 8) || write_all(fd, json, jlen) ||
-	    write_all(fd, spaces, hlen - jlen))
-		return SC_EIO;
+	SC_TRY(sc_file_put(f, len8, 8));
+	SC_TRY(sc_file_put(f, json, jlen));
+	SC_TRY(sc_file_put(f, spaces, hlen - jlen));
 	for (size_t size = 8; size >= 1; size /= 2)
 		for (int i = 0; i < w->n; i++)
-			if (sc_dtype_size(w->t[i].dtype) == size && w->t[i].nbytes &&
-			    write_all(fd, w->t[i].data, w->t[i].nbytes))
-				return SC_EIO;
+			if (sc_dtype_size(w->t[i].dtype) == size)
+				SC_TRY(sc_file_put(f, w->t[i].data, w->t[i].nbytes));
 	return SC_OK;
 }
 
@@ -221,38 +184,19 @@ sc_err sc_st_writer_save(sc_st_writer *w, const char *path)
 	if (!w || !path)
 		return sc_errf(SC_EINVAL, "sc_st_writer_save: NULL argument");
 	sc_err rc = SC_OK;
-	int fd = -1;
-	char *json = NULL, *tmp = NULL;
+	sc_file_atomic *f = NULL;
+	char *json = NULL;
 	cJSON *root = build_header(w);
-	if (!root || !(json = cJSON_PrintUnformatted(root)) || !(tmp = malloc(strlen(path) + 5))) {
+	if (!root || !(json = cJSON_PrintUnformatted(root)))
 		rc = sc_errf(SC_ENOMEM, "%s: out of memory for the header", path);
-		goto fail;
-	}
-	sprintf(tmp, "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		rc = sc_errf(SC_EIO, "%s: %s", tmp, strerror(errno));
-		goto fail;
-	}
-	if (write_file(w, fd, json, strlen(json)) || fsync(fd) != 0) {
-		rc = sc_errf(SC_EIO, "%s: write: %s", tmp, strerror(errno));
-		goto fail;
-	}
-	int crc = close(fd);
-	fd = -1;
-	if (crc != 0 || rename(tmp, path) != 0) {
-		rc = sc_errf(SC_EIO, "%s: %s", path, strerror(errno));
-		goto fail;
-	}
-	sync_parent(path);
-	goto done;
-fail:
-	if (fd >= 0)
-		close(fd);
-	if (tmp)
-		unlink(tmp);
-done:
-	free(tmp);
+	if (rc == SC_OK)
+		rc = sc_file_begin(&f, path);
+	if (rc == SC_OK)
+		rc = write_file(w, f, json, strlen(json));
+	if (rc == SC_OK)
+		rc = sc_file_commit(f);
+	else
+		sc_file_abort(f);
 	cJSON_free(json);
 	cJSON_Delete(root);
 	return rc;

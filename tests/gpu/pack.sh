@@ -6,6 +6,9 @@
 #   OUT_DIR/lib/  every shared library they load (as ldd resolves it here)
 #                 except the C runtime's and CUDA's own: libcjson, libcmocka,
 #                 OpenBLAS (the OpenMP build), libgomp, libgfortran, ...
+#   OUT_DIR/py/   the Python scripts gpu_tests.txt names, at their paths in
+#                 the source tree, with tests/ref/gpt2_ref.py (the independent
+#                 PyTorch model that bench/torch_lora_step.py can fall back to)
 #   OUT_DIR/run.sh, OUT_DIR/gpu_tests.txt
 # cuBLAS is not copied (its libraries weigh ~600 MB); the GPU machine's CUDA
 # 13 provides it, and run.sh finds it there.
@@ -17,7 +20,17 @@ fi
 build=$1
 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/../.." && pwd)
+# Python modules the scripts import from the source tree.
+py_support="tests/ref/gpt2_ref.py"
 [ -d "$build" ] || { echo "pack: no build directory $build" >&2; exit 1; }
+mkdir -p "$out"
+case "$src/" in
+"$(cd "$out" && pwd)"/*)
+	echo "pack: OUT_DIR must not hold the source tree; use a fresh directory" >&2
+	exit 1
+	;;
+esac
 
 # Loaded from the GPU machine's own system or CUDA install.
 system_lib() {
@@ -29,11 +42,31 @@ system_lib() {
 	return 1
 }
 
-rm -rf "${out:?}/bin" "${out:?}/lib"
-mkdir -p "$out/bin" "$out/lib"
+rm -rf "${out:?}/bin" "${out:?}/lib" "${out:?}/py"
+mkdir -p "$out/bin" "$out/lib" "$out/py"
 packed=0
+copy_source() { # path relative to the source tree
+	mkdir -p "$out/py/$(dirname "$1")"
+	cp "$src/$1" "$out/py/$1"
+}
 while read -r name bin _args; do
 	case "$name" in '' | '#'*) continue ;; esac
+	if [ -e "$out/bin/$bin" ] || [ -e "$out/py/$bin" ]; then
+		echo "pack: $name: $bin (packed already)"
+		continue
+	fi
+	if [[ $bin == *.py ]]; then
+		if [ ! -f "$src/$bin" ]; then
+			echo "pack: $name: no $bin in the source tree (absent, skipped)"
+			continue
+		fi
+		copy_source "$bin"
+		for f in $py_support; do
+			[ -e "$out/py/$f" ] || copy_source "$f"
+		done
+		echo "pack: $name: py/$bin"
+		continue
+	fi
 	path=$(find "$build" -type f -name "$bin" -perm -u+x -not -path '*/CMakeFiles/*' | head -n 1)
 	if [ -z "$path" ]; then
 		echo "pack: $name: no $bin in $build (absent, skipped)"
@@ -57,5 +90,6 @@ if [ "$packed" -eq 0 ]; then
 	echo "pack: none of the programs in gpu_tests.txt is built in $build" >&2
 	exit 1
 fi
-echo "pack: $packed program(s); libraries: $(find "$out/lib" -type f -printf "%f ")"
+echo "pack: $packed program(s), scripts: $(cd "$out/py" && find . -name '*.py' -printf "%P ")"
+echo "pack: libraries: $(find "$out/lib" -type f -printf "%f ")"
 echo "pack: $(du -sh "$out" | cut -f1) in $out"

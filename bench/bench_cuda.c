@@ -1,0 +1,183 @@
+/* bench_cuda.c — one LoRA training step (forward + backward + AdamW through
+ * the single-process trainer) on the CUDA backend: tokens/s and achieved
+ * TFLOP/s. Prints one JSON line, as sc_bench_step does on the CPU; the GPU
+ * script (tests/gpu/run.sh) puts it beside PyTorch's figures.
+ *
+ *   sc_bench_cuda [--device cuda:N] [--tf32] [--shape gpt2|small]
+ *                 [--batch B] [--seq T] [--steps K] [--dir DIR]
+ *
+ * Defaults: cuda:0, fp32 GEMMs, GPT-2 124M with B = 8, T = 1024, LoRA r = 8
+ * on all four targets, one untimed step then K = 3 timed. The random model
+ * is written to DIR (default $SC_TEST_TMP/bench-cuda-model, else
+ * ./bench-cuda-model). Exits 77 when no CUDA device is usable.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sc_modelgen.h"
+#include "sc_rng.h"
+#include "sc_train.h"
+
+#define EXIT_SKIP 77
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Useful floating-point work of one step per token, as bench_step.c counts
+ * it: frozen GEMMs forward (24 C^2) and input-gradient backward (24 C^2) per
+ * layer, the causal half of the attention products (2 T C forward, 4 T C
+ * backward), LoRA (6 r (in + out) per target), the tied head forward and
+ * backward (4 C V). */
+static double flops_per_token(const sc_model_config *mc, int T, int r)
+{
+	double C = mc->n_embd, layer = 48 * C * C + 6.0 * T * C + 6.0 * r * 16 * C;
+	return mc->n_layer * layer + 4 * C * mc->vocab_size;
+}
+
+/* "cuda" or "cuda:N" -> N; -1 when device names something else. */
+static int cuda_ordinal(const char *device)
+{
+	char *end;
+	long n;
+	if (!strcmp(device, "cuda"))
+		return 0;
+	if (strncmp(device, "cuda:", 5))
+		return -1;
+	n = strtol(device + 5, &end, 10);
+	return (end == device + 5 || *end || n < 0 || n > 255) ? -1 : (int)n;
+}
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: sc_bench_cuda [--device cuda:N] [--tf32] [--shape gpt2|small] "
+			"[--batch B] [--seq T] [--steps K] [--dir DIR]\n");
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "device", 1, 0, 'D' }, { "tf32", 0, 0, 'f' }, { "shape", 1, 0, 's' },
+		{ "batch", 1, 0, 'b' },  { "seq", 1, 0, 't' },  { "steps", 1, 0, 'n' },
+		{ "dir", 1, 0, 'd' },    { 0, 0, 0, 0 },
+	};
+	const char *device = "cuda:0", *shape = "gpt2", *dir = NULL, *tmp = getenv("SC_TEST_TMP");
+	int tf32 = 0, steps = 3, batch = 0, seq = 0, ord, c;
+	sc_model_config mc;
+	sc_lora_config lc = { .rank = 8, .alpha = 16, .targets = SC_T_ALL, .seed = 1 };
+	sc_train_config tc;
+	sc_modelgen_opts mo = { .seed = 1, .dtype = SC_F32 };
+	char dirbuf[4096], path[4200];
+	sc_backend *be = NULL;
+	sc_st_file *wf = NULL;
+	sc_trainer *tr = NULL;
+	sc_tokens tk = { 0 };
+	sc_step_stats st;
+	double t0, secs, loss0;
+	sc_err rc;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'D': device = optarg; break;
+		case 'f': tf32 = 1; break;
+		case 's': shape = optarg; break;
+		case 'b': batch = atoi(optarg); break;
+		case 't': seq = atoi(optarg); break;
+		case 'n': steps = atoi(optarg); break;
+		case 'd': dir = optarg; break;
+		default: return usage();
+		}
+	}
+	if (optind < argc || (ord = cuda_ordinal(device)) < 0 || steps < 1 || batch < 0 ||
+	    seq < 0 || (strcmp(shape, "gpt2") && strcmp(shape, "small")))
+		return usage();
+	sc_train_config_defaults(&tc);
+	if (!strcmp(shape, "gpt2")) {
+		mc = (sc_model_config){ 12, 12, 768, 50257, 1024, 1e-5f };
+		tc.B = 8;
+		tc.T = 1024;
+	} else {
+		mc = (sc_model_config){ 4, 4, 256, 8192, 256, 1e-5f };
+		tc.B = 8;
+		tc.T = 256;
+	}
+	if (batch)
+		tc.B = batch;
+	if (seq)
+		tc.T = seq;
+	tc.steps = steps + 1;
+	tc.warmup = 0;
+
+	rc = sc_backend_cuda_open(&be, ord, tf32);
+	if (rc == SC_ENODEV) {
+		printf("sc_bench_cuda: no CUDA device: skipping (%s)\n", sc_err_detail());
+		return EXIT_SKIP;
+	}
+	if (rc)
+		goto fail;
+	if (!dir) {
+		snprintf(dirbuf, sizeof(dirbuf), "%s%sbench-cuda-model", tmp && *tmp ? tmp : "",
+			 tmp && *tmp ? "/" : "");
+		dir = dirbuf;
+	}
+	if ((rc = sc_modelgen_write(dir, &mc, &mo)))
+		goto fail;
+	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+	tk.n = (size_t)tc.B * tc.T * (steps + 2) + 1;
+	tk.ids = malloc(tk.n * sizeof(uint16_t));
+	if (!tk.ids) {
+		rc = sc_errf(SC_ENOMEM, "out of memory for %zu tokens", tk.n);
+		goto fail;
+	}
+	{
+		sc_rng r;
+		uint64_t k = 4;
+		sc_rng_seed(&r, &k, 1);
+		for (size_t i = 0; i < tk.n; i++)
+			tk.ids[i] = (uint16_t)sc_rng_below(&r, (uint64_t)mc.vocab_size);
+	}
+	if ((rc = sc_st_open(&wf, path)) ||
+	    (rc = sc_trainer_new(&tr, be, &mc, &lc, &tc, wf, NULL, &tk, 1, NULL)))
+		goto fail;
+	/* untimed: cuBLAS heuristics, first-touch of the buffers */
+	if ((rc = sc_trainer_step(tr, 0, &st)) || (rc = be->ops->sync(be)))
+		goto fail;
+	loss0 = st.loss;
+	t0 = now();
+	for (int s = 1; s <= steps; s++)
+		if ((rc = sc_trainer_step(tr, s, &st)))
+			goto fail;
+	if ((rc = be->ops->sync(be))) /* the last AdamW may still be queued */
+		goto fail;
+	secs = (now() - t0) / steps;
+	{
+		double tokens = (double)tc.B * tc.T,
+		       flops = flops_per_token(&mc, tc.T, lc.rank) * tokens;
+		size_t bytes = sc_segment_device_bytes(sc_trainer_stage(tr, 0));
+		printf("{\"impl\":\"splitchain-cuda\",\"shape\":\"%s\",\"device\":\"%s\","
+		       "\"tf32\":%d,\"B\":%d,\"T\":%d,\"rank\":%d,\"step_s\":%.4f,"
+		       "\"tokens_per_s\":%.1f,\"tflops\":%.3f,\"device_mib\":%.0f,"
+		       "\"loss_first\":%.4f,\"loss_last\":%.4f}\n",
+		       shape, be->name, tf32, tc.B, tc.T, lc.rank, secs, tokens / secs,
+		       flops / secs / 1e12, (double)bytes / (1 << 20), loss0, st.loss);
+	}
+	sc_trainer_free(tr);
+	sc_backend_free(be);
+	sc_st_close(wf);
+	free(tk.ids);
+	return 0;
+fail:
+	fprintf(stderr, "sc_bench_cuda: %s: %s\n", sc_err_name(rc), sc_err_detail());
+	sc_trainer_free(tr);
+	sc_backend_free(be);
+	sc_st_close(wf);
+	free(tk.ids);
+	return 1;
+}

@@ -1,0 +1,424 @@
+/* segment_cuda_test.c — whole segments and the trainer on the CUDA backend
+ * against the CPU backend. The same model, adapter (random nonzero A and
+ * B), tokens and targets go to both; the loss, the output activations, the
+ * input gradient and the LoRA gradients must agree to FP32_TOL (max error
+ * relative to the largest reference value; each LoRA matrix on its own to
+ * MATRIX_TOL_FACTOR times that), and to TF32_TOL (TF32_GRAD_TOL for the
+ * LoRA gradients) on a backend opened with TF32 GEMMs. Then 20 optimizer
+ * steps of the single-process trainer on each: per-step losses to
+ * TRAIN_LOSS_TOL, final adapters to TRAIN_LORA_TOL. Nothing is asserted bit
+ * for bit: the two backends sum in different orders. Exits 77 (skipped)
+ * where no CUDA device is visible. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sc_modelgen.h"
+#include "sc_rng.h"
+#include "sc_segment.h"
+#include "sc_train.h"
+#include "testutil.h"
+
+#define FP32_TOL          1e-5
+#define TF32_TOL          2e-3
+#define TF32_GRAD_TOL     1e-2
+#define TRAIN_LOSS_TOL    1e-4
+#define TRAIN_LORA_TOL    1e-3
+#define MATRIX_TOL_FACTOR 10
+#define REL_FLOOR         1e-6
+#define TRAIN_CLIP        0.2f
+/* TF32_GRAD_TOL: a LoRA gradient ends a backward pass through every layer
+ * of the segment. The CPU backend with GEMM inputs rounded to TF32 (10
+ * mantissa bits) differed from plain fp32 by 1.8e-3 on the whole model when
+ * rounding to nearest, 3.7e-3 when truncating. MATRIX_TOL_FACTOR: each LoRA
+ * matrix against its own largest value, so that a wrong small matrix next
+ * to large ones still shows (see expect_lora_close). */
+
+enum { L = 4, NH = 4, C = 64, V = 160, P = 48, B = 2, T = 40, R = 4 };
+enum { NTOK = B * T, NACT = B * T * C, STEPS = 20 };
+
+static sc_backend *cpu, *gpu, *gpu_tf32;
+
+typedef struct fixture {
+	sc_model_config mc;
+	sc_lora_config lc;
+	sc_st_file *weights;
+	sc_adapter *ad; /* random A and B: every gradient is nonzero */
+	int32_t tokens[NTOK], targets[NTOK];
+	float x[NACT], dout[NACT]; /* a middle segment's input, its output's gradient */
+} fixture;
+
+static int setup(void **state)
+{
+	fixture *f = calloc(1, sizeof(*f));
+	char dir[512], path[600];
+	sc_modelgen_opts o = { .seed = 11, .dtype = SC_F32, .random_norms = 1 };
+	sc_rng r;
+	uint64_t k = 12;
+
+	assert_non_null(f);
+	f->mc = (sc_model_config){ L, NH, C, V, P, 1e-5f };
+	f->lc = (sc_lora_config){ .rank = R, .alpha = 8.0f, .targets = SC_T_ALL, .seed = 13 };
+	sc_test_path(dir, sizeof(dir), "segcudamodel");
+	SC_ASSERT_OK(sc_modelgen_write(dir, &f->mc, &o));
+	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+	SC_ASSERT_OK(sc_st_open(&f->weights, path));
+	SC_ASSERT_OK(sc_adapter_new(&f->ad, &f->lc, L, C));
+	sc_test_fill_normal(f->ad->data, f->ad->n_floats, 14, 0.1f);
+	sc_rng_seed(&r, &k, 1);
+	for (int i = 0; i < NTOK; i++) {
+		f->tokens[i] = (int32_t)sc_rng_below(&r, V);
+		f->targets[i] = (int32_t)sc_rng_below(&r, V);
+	}
+	f->targets[5] = -1; /* ignored positions */
+	f->targets[NTOK - 1] = -1;
+	sc_test_fill_normal(f->x, NACT, 15, 1.0f);
+	sc_test_fill_normal(f->dout, NACT, 16, 1.0f);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fixture *f = *state;
+	sc_adapter_free(f->ad);
+	sc_st_close(f->weights);
+	free(f);
+	return 0;
+}
+
+/* ---- comparisons ---- */
+
+static void expect_finite(const char *what, const float *x, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!isfinite(x[i]))
+			fail_msg("%s: element %zu is %g", what, i, (double)x[i]);
+}
+
+/* Fails unless got is finite and within tol of want (max rel err). */
+static void expect_close(const char *what, const float *got, const float *want, size_t n,
+			 double tol)
+{
+	double err;
+	expect_finite(what, got, n);
+	expect_finite(what, want, n);
+	err = sc_test_max_rel_err(got, want, n, REL_FLOOR);
+	print_message("    %-34s max rel err %.3g (tol %.0e)\n", what, err, tol);
+	if (!(err <= tol))
+		fail_msg("%s: GPU and CPU differ: max rel err %.3g > %.0e", what, err, tol);
+}
+
+static void expect_loss(const char *what, double got, double want, double tol)
+{
+	double err = fabs(got - want) / fabs(want);
+	print_message("    %-34s gpu %.9f cpu %.9f rel err %.3g\n", what, got, want, err);
+	if (!isfinite(got) || !(want > 0) || !(err <= tol))
+		fail_msg("%s: gpu %.9g cpu %.9g: rel err %.3g > %.0e", what, got, want, err, tol);
+}
+
+/* LoRA gradients or adapters of layers [first, last): all of them as one
+ * vector within tol (max error relative to the largest reference value),
+ * and each A and B matrix against its own largest value within
+ * MATRIX_TOL_FACTOR * tol, so that one wrong matrix among large ones shows. */
+static void expect_lora_close(const char *what, const sc_adapter *got, const sc_adapter *want,
+			      int first, int last, double tol)
+{
+	double whole, worst = 0, nonzero = 0;
+	char name[96], worst_name[96] = "-";
+
+	for (int l = first; l < last; l++) {
+		for (int t = 0; t < SC_T_COUNT; t++) {
+			int in, out;
+			if (!want->a[l][t])
+				continue;
+			sc_lora_target_dims(t, C, &in, &out);
+			for (int ab = 0; ab < 2; ab++) {
+				const float *g = ab ? got->b[l][t] : got->a[l][t];
+				const float *w = ab ? want->b[l][t] : want->a[l][t];
+				size_t n = (size_t)R * (ab ? out : in);
+				double err;
+				snprintf(name, sizeof(name), "%s: layer %d target %d %c", what, l,
+					 t, ab ? 'B' : 'A');
+				expect_finite(name, g, n);
+				expect_finite(name, w, n);
+				err = sc_test_max_rel_err(g, w, n, REL_FLOOR);
+				for (size_t i = 0; i < n; i++)
+					nonzero += fabs(w[i]);
+				if (err > worst) {
+					worst = err;
+					snprintf(worst_name, sizeof(worst_name), "%s", name);
+				}
+			}
+		}
+	}
+	/* layers outside [first, last) are zero on both sides */
+	whole = sc_test_max_rel_err(got->data, want->data, want->n_floats, REL_FLOOR);
+	print_message("    %-34s max rel err %.3g (tol %.0e); worst matrix %.3g (tol %.0e)\n", what,
+		      whole, tol, worst, MATRIX_TOL_FACTOR * tol);
+	if (!(nonzero > 0))
+		fail_msg("%s: all zero: the comparison proves nothing", what);
+	if (!(whole <= tol))
+		fail_msg("%s: GPU and CPU differ: max rel err %.3g > %.0e", what, whole, tol);
+	if (!(worst <= MATRIX_TOL_FACTOR * tol))
+		fail_msg("%s: GPU and CPU differ: max rel err %.3g > %.0e", worst_name, worst,
+			 MATRIX_TOL_FACTOR * tol);
+}
+
+/* ---- one segment on one backend ---- */
+
+typedef struct side {
+	double loss;
+	float out[NACT], dx[NACT];
+	sc_adapter *grad; /* LoRA gradients by global layer */
+} side;
+
+static sc_segment *make(fixture *f, sc_backend *be, int first, int last)
+{
+	sc_segment_spec sp = { .model = f->mc,
+			       .lora = f->lc,
+			       .first = first,
+			       .last = last,
+			       .B = B,
+			       .T = T,
+			       .slots = 2 };
+	sc_segment *seg;
+	SC_ASSERT_OK(sc_segment_new(&seg, be, &sp));
+	SC_ASSERT_OK(sc_segment_load_base(seg, f->weights));
+	SC_ASSERT_OK(sc_segment_set_lora(seg, f->ad));
+	SC_ASSERT_OK(sc_segment_zero_grad(seg));
+	return seg;
+}
+
+/* Forward and backward of [first, last) in slot 1: the first segment reads
+ * the tokens, others f->x; the last computes the loss (grad scale 0.5),
+ * others take f->dout as their output's gradient. */
+static void run_segment(fixture *f, sc_backend *be, int first, int last, side *s)
+{
+	sc_segment *seg = make(f, be, first, last);
+	int is_last = last == L;
+
+	memset(s, 0, sizeof(*s));
+	SC_ASSERT_OK(sc_adapter_new(&s->grad, &f->lc, L, C));
+	SC_ASSERT_OK(sc_segment_forward(seg, 1, first ? (const void *)f->x : f->tokens, f->targets,
+					0.5f, is_last ? NULL : s->out, &s->loss));
+	SC_ASSERT_OK(sc_segment_backward(seg, 1, is_last ? NULL : f->dout, first ? s->dx : NULL));
+	SC_ASSERT_OK(sc_segment_export(seg, SC_G_GRAD, s->grad));
+	sc_segment_free(seg);
+}
+
+static void compare_segment(fixture *f, sc_backend *gb, int first, int last, double tol,
+			    double grad_tol)
+{
+	side *c = calloc(1, sizeof(*c)), *g = calloc(1, sizeof(*g));
+	assert_true(c && g);
+	print_message("  layers [%d, %d) on %s%s\n", first, last, gb->name,
+		      gb == gpu_tf32 ? " (tf32)" : "");
+	run_segment(f, cpu, first, last, c);
+	run_segment(f, gb, first, last, g);
+	if (last == L)
+		expect_loss("loss", g->loss, c->loss, tol);
+	else
+		expect_close("output activations", g->out, c->out, NACT, tol);
+	if (first)
+		expect_close("input gradient dx", g->dx, c->dx, NACT, tol);
+	expect_lora_close("LoRA gradients", g->grad, c->grad, first, last, grad_tol);
+	sc_adapter_free(c->grad);
+	sc_adapter_free(g->grad);
+	free(c);
+	free(g);
+}
+
+static void whole_model_matches_cpu(void **state)
+{
+	compare_segment(*state, gpu, 0, L, FP32_TOL, FP32_TOL);
+}
+
+static void first_segment_matches_cpu(void **state)
+{
+	compare_segment(*state, gpu, 0, 1, FP32_TOL, FP32_TOL);
+}
+
+static void middle_segment_matches_cpu(void **state)
+{
+	compare_segment(*state, gpu, 1, 3, FP32_TOL, FP32_TOL);
+}
+
+static void last_segment_matches_cpu(void **state)
+{
+	compare_segment(*state, gpu, 2, L, FP32_TOL, FP32_TOL);
+}
+
+/* The chain [0, 2) -> [2, L) on each backend, activations and gradients
+ * handed over through the host as a worker does. */
+static void split_chain_matches_cpu(void **state)
+{
+	fixture *f = *state;
+	sc_backend *bes[2] = { cpu, gpu };
+	side *s[2];
+
+	for (int i = 0; i < 2; i++) {
+		sc_segment *head = make(f, bes[i], 0, 2), *tail = make(f, bes[i], 2, L);
+		s[i] = calloc(1, sizeof(*s[i]));
+		assert_non_null(s[i]);
+		SC_ASSERT_OK(sc_adapter_new(&s[i]->grad, &f->lc, L, C));
+		SC_ASSERT_OK(
+		    sc_segment_forward(head, 0, f->tokens, NULL, 1.0f, s[i]->out, &s[i]->loss));
+		SC_ASSERT_OK(
+		    sc_segment_forward(tail, 0, s[i]->out, f->targets, 1.0f, NULL, &s[i]->loss));
+		SC_ASSERT_OK(sc_segment_backward(tail, 0, NULL, s[i]->dx));
+		SC_ASSERT_OK(sc_segment_backward(head, 0, s[i]->dx, NULL));
+		SC_ASSERT_OK(sc_segment_export(head, SC_G_GRAD, s[i]->grad));
+		SC_ASSERT_OK(sc_segment_export(tail, SC_G_GRAD, s[i]->grad));
+		sc_segment_free(head);
+		sc_segment_free(tail);
+	}
+	print_message("  chain [0, 2) -> [2, %d)\n", L);
+	expect_loss("loss", s[1]->loss, s[0]->loss, FP32_TOL);
+	expect_close("hand-over activations", s[1]->out, s[0]->out, NACT, FP32_TOL);
+	expect_close("hand-over gradient", s[1]->dx, s[0]->dx, NACT, FP32_TOL);
+	expect_lora_close("LoRA gradients", s[1]->grad, s[0]->grad, 0, L, FP32_TOL);
+	for (int i = 0; i < 2; i++) {
+		sc_adapter_free(s[i]->grad);
+		free(s[i]);
+	}
+}
+
+static void whole_model_tf32(void **state)
+{
+	if (!gpu_tf32)
+		skip();
+	compare_segment(*state, gpu_tf32, 0, L, TF32_TOL, TF32_GRAD_TOL);
+}
+
+static void middle_segment_tf32(void **state)
+{
+	if (!gpu_tf32)
+		skip();
+	compare_segment(*state, gpu_tf32, 1, 3, TF32_TOL, TF32_GRAD_TOL);
+}
+
+/* ---- the trainer ---- */
+
+typedef struct run {
+	sc_step_stats st[STEPS];
+	sc_adapter *ad;
+} run;
+
+static void train(fixture *f, sc_backend *be, int nstages, const int *bounds, run *out)
+{
+	sc_train_config tc;
+	sc_tokens tk = { 0 };
+	sc_trainer *tr;
+	sc_rng r;
+	uint64_t k = 21;
+
+	tk.n = 4000;
+	tk.ids = malloc(tk.n * sizeof(uint16_t));
+	assert_non_null(tk.ids);
+	sc_rng_seed(&r, &k, 1);
+	for (size_t i = 0; i < tk.n; i++) /* a skewed distribution: something to learn */
+		tk.ids[i] =
+		    (uint16_t)(sc_rng_below(&r, 4) ? sc_rng_below(&r, V / 8) : sc_rng_below(&r, V));
+	sc_train_config_defaults(&tc);
+	tc.steps = STEPS;
+	tc.B = B;
+	tc.T = T;
+	tc.micro_batches = 2;
+	tc.warmup = 4;
+	tc.lr = 2e-3f;
+	tc.min_lr = 2e-4f;
+	tc.weight_decay = 0.1f;
+	tc.grad_clip = TRAIN_CLIP;
+	tc.seed = 7;
+	SC_ASSERT_OK(
+	    sc_trainer_new(&tr, be, &f->mc, &f->lc, &tc, f->weights, NULL, &tk, nstages, bounds));
+	for (int s = 0; s < STEPS; s++)
+		SC_ASSERT_OK(sc_trainer_step(tr, s, &out->st[s]));
+	SC_ASSERT_OK(sc_adapter_new(&out->ad, &f->lc, L, C));
+	SC_ASSERT_OK(sc_trainer_get_lora(tr, out->ad));
+	sc_trainer_free(tr);
+	free(tk.ids);
+}
+
+/* 20 steps with warm-up, cosine decay, clipping, weight decay and two
+ * micro-batches: the CPU in one stage, the GPU in two. */
+static void training_matches_cpu(void **state)
+{
+	static const int two[] = { 0, 2, L };
+	fixture *f = *state;
+	run *c = calloc(1, sizeof(*c)), *g = calloc(1, sizeof(*g));
+	int clipped = 0;
+	double worst = 0;
+
+	assert_true(c && g);
+	train(f, cpu, 1, NULL, c);
+	train(f, gpu, 2, two, g);
+	print_message(
+	    "  step  lr         cpu loss      gpu loss      rel err   cpu norm  gpu norm\n");
+	for (int s = 0; s < STEPS; s++) {
+		double lc = c->st[s].loss, lg = g->st[s].loss, err = fabs(lg - lc) / fabs(lc);
+		print_message("  %4d  %.3e  %.9f  %.9f  %.2e  %.5f   %.5f\n", s,
+			      (double)c->st[s].lr, lc, lg, err, c->st[s].grad_norm,
+			      g->st[s].grad_norm);
+		if (!isfinite(lg) || !(err <= TRAIN_LOSS_TOL))
+			fail_msg("step %d: gpu loss %.9g, cpu %.9g: rel err %.3g > %.0e", s, lg, lc,
+				 err, TRAIN_LOSS_TOL);
+		if (err > worst)
+			worst = err;
+		clipped += c->st[s].grad_norm > TRAIN_CLIP;
+	}
+	print_message("    %-34s max rel err %.3g (tol %.0e)\n", "per-step losses", worst,
+		      TRAIN_LOSS_TOL);
+	assert_true(clipped > 0);                           /* clipping took part */
+	assert_true(c->st[STEPS - 1].loss < c->st[0].loss); /* and training moved */
+	expect_lora_close("final adapters", g->ad, c->ad, 0, L, TRAIN_LORA_TOL);
+	sc_adapter_free(c->ad);
+	sc_adapter_free(g->ad);
+	free(c);
+	free(g);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(whole_model_matches_cpu),
+		cmocka_unit_test(first_segment_matches_cpu),
+		cmocka_unit_test(middle_segment_matches_cpu),
+		cmocka_unit_test(last_segment_matches_cpu),
+		cmocka_unit_test(split_chain_matches_cpu),
+		cmocka_unit_test(whole_model_tf32),
+		cmocka_unit_test(middle_segment_tf32),
+		cmocka_unit_test(training_matches_cpu),
+	};
+	sc_err rc = sc_backend_cuda_open(&gpu, 0, 0);
+	int failed;
+
+	if (rc == SC_ENODEV) {
+		printf("no CUDA device: skipping (%s)\n", sc_err_detail());
+		return 77;
+	}
+	if (rc != SC_OK) {
+		fprintf(stderr, "segment_cuda_test: opening cuda:0: %s: %s\n", sc_err_name(rc),
+			sc_err_detail());
+		return 1;
+	}
+	if ((rc = sc_backend_cpu_open(&cpu, 0)) != SC_OK) {
+		fprintf(stderr, "segment_cuda_test: opening the CPU backend: %s: %s\n",
+			sc_err_name(rc), sc_err_detail());
+		sc_backend_free(gpu);
+		return 1;
+	}
+	if ((rc = sc_backend_cuda_open(&gpu_tf32, 0, 1)) != SC_OK) {
+		printf("segment_cuda_test: cuda:0 with tf32 refused (%s: %s): tf32 cases skipped\n",
+		       sc_err_name(rc), sc_err_detail());
+		gpu_tf32 = NULL;
+	}
+	printf("segment_cuda_test: %s against %s\n", gpu->name, cpu->name);
+	failed = cmocka_run_group_tests_name("segment_cuda", tests, setup, teardown);
+	sc_backend_free(gpu_tf32);
+	sc_backend_free(cpu);
+	sc_backend_free(gpu);
+	return failed ? 1 : 0;
+}
