@@ -111,20 +111,20 @@ void sc_tokens_free(sc_tokens *tk)
 sc_err sc_tokens_save(const char *path, const uint16_t *ids, size_t n)
 {
 	int32_t header[HEADER_INTS] = { SC_TOKENS_MAGIC, SC_TOKENS_VERSION };
-	FILE *f;
-	int bad;
+	sc_file_atomic *f;
+	sc_err rc;
 
 	if (n > INT32_MAX)
 		return sc_errf(SC_ERANGE, "%s: %zu tokens exceed the format's limit", path, n);
 	header[2] = (int32_t)n;
-	f = fopen(path, "wb");
-	if (!f)
-		return sc_errf(SC_EIO, "%s: %s", path, strerror(errno));
+	SC_TRY(sc_file_begin(&f, path));
 	/* The format is little-endian; so is every machine splitchain targets. */
-	bad = fwrite(header, sizeof(header), 1, f) != 1 ||
-	      (n && fwrite(ids, sizeof(uint16_t), n, f) != n);
-	bad |= fclose(f) != 0;
-	return bad ? sc_errf(SC_EIO, "%s: write failed", path) : SC_OK;
+	if ((rc = sc_file_put(f, header, sizeof(header))) ||
+	    (rc = sc_file_put(f, ids, n * sizeof(uint16_t)))) {
+		sc_file_abort(f);
+		return rc;
+	}
+	return sc_file_commit(f);
 }
 
 struct sc_loader {
