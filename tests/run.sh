@@ -20,7 +20,7 @@ echo "== venv for the PyTorch / PEFT reference tests"
 bash tests/ref/setup-venv.sh "$ROOT/build/pyenv"
 
 echo "== build"
-cmake -S . -B build -DSC_WERROR=ON -DSC_TEST_VENV="$ROOT/build/pyenv" >/dev/null
+cmake -S . -B build -DSC_WERROR=ON -DSC_TEST_VENV="$ROOT/build/pyenv" | grep "splitchain:" || true
 cmake --build build -j"$JOBS"
 
 echo "== tests"
