@@ -20,7 +20,9 @@ echo "== venv for the PyTorch / PEFT reference tests"
 bash tests/ref/setup-venv.sh "$ROOT/build/pyenv"
 
 echo "== build"
-cmake -S . -B build -DSC_WERROR=ON -DSC_TEST_VENV="$ROOT/build/pyenv" | grep "splitchain:" || true
+cmake -S . -B build -DSC_WERROR=ON -DSC_TEST_VENV="$ROOT/build/pyenv" > build-configure.log ||
+  { cat build-configure.log; exit 1; }
+grep "splitchain:" build-configure.log
 cmake --build build -j"$JOBS"
 
 echo "== tests"
