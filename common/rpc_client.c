@@ -28,6 +28,7 @@
 struct sc_rpc_client {
 	nng_socket sock;
 	int sock_open;
+	atomic_int aborted;       /* sc_rpc_client_abort closed the socket */
 	uint64_t id_base;         /* random, per client */
 	atomic_uint_fast64_t seq; /* calls so far */
 	atomic_int npipes;        /* live connections, for the timeout message */
@@ -127,11 +128,17 @@ fail:
 	return err;
 }
 
+void sc_rpc_client_abort(sc_rpc_client *cl)
+{
+	if (cl && cl->sock_open && atomic_exchange(&cl->aborted, 1) == 0)
+		nng_close(cl->sock); /* pending receives fail with NNG_ECLOSED */
+}
+
 void sc_rpc_client_close(sc_rpc_client *cl)
 {
 	if (!cl)
 		return;
-	if (cl->sock_open)
+	if (cl->sock_open && atomic_exchange(&cl->aborted, 1) == 0)
 		nng_close(cl->sock);
 	free(cl);
 }

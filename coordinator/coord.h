@@ -34,6 +34,7 @@ typedef struct live_job {
 	double tokens_per_s;
 	double step_s; /* recent step time, for the ETA */
 	int done;      /* the runner thread has finished */
+	void *runner;  /* its runner (coord_job.c) while done == 0 */
 	pthread_t thread;
 	struct live_job *next;
 } live_job;
@@ -59,6 +60,11 @@ extern const sc_rpc_method coord_methods[];
 /* The scheduler loop (coord_job.c): places waiting jobs on free live
  * workers and starts a runner thread per job; returns when c->stopping. */
 void *coord_scheduler(void *c);
+
+/* Called with mu held: a worker of job j was lost; fails the job's calls in
+ * flight so that it returns to the queue at once instead of waiting out
+ * its step timeout (coord_job.c). */
+void coord_abort_job(coord *c, live_job *j);
 
 /* Stops every runner thread and waits for them (coord_job.c). */
 void coord_join_jobs(coord *c);

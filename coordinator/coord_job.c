@@ -64,6 +64,7 @@ typedef struct runner {
 	uint32_t version;
 	sc_tokens *tk;
 	sc_loader *ld;
+	int clients_live; /* under c->mu: the clients may be aborted */
 } runner;
 
 static void *call_thread(void *p)
@@ -479,6 +480,9 @@ static void *run_job(void *arg)
 			snprintf(err, sizeof(err), "%s", sc_err_detail());
 			goto out;
 		}
+	pthread_mutex_lock(&c->mu);
+	r->clients_live = 1;
+	pthread_mutex_unlock(&c->mu);
 	if ((bad = assign(r, err, sizeof(err))) >= 0 ||
 	    (bad = restore(r, &start, err, sizeof(err))) >= 0) {
 		end = bad < r->n && permanent(&r->st[bad]) ? SC_JOB_FAILED : SC_JOB_QUEUED;
@@ -542,23 +546,26 @@ out:
 	} else if (end != SC_JOB_QUEUED) {
 		finish(r, end, end == SC_JOB_FAILED ? err : NULL);
 	}
+	enum sc_worker_state after[MAX_STAGES];
 	pthread_mutex_lock(&c->mu);
 	for (int i = 0; i < r->n; i++) {
 		live_worker *lw = coord_worker(c, r->st[i].worker_id);
+		after[i] = SC_WORKER_LOST;
 		if (!lw)
 			continue;
 		lw->job = 0;
 		/* A worker that failed a call is only trusted again once it heartbeats. */
 		if (bad == i && !permanent(&r->st[i]))
 			lw->last_seen_ms = 0;
+		after[i] = lw->last_seen_ms > 0 ? SC_WORKER_IDLE : SC_WORKER_LOST;
 	}
 	r->lj->done = 1;
+	r->lj->runner = NULL;
+	r->clients_live = 0;
 	pthread_cond_broadcast(&c->wake);
 	pthread_mutex_unlock(&c->mu);
 	for (int i = 0; i < r->n; i++)
-		sc_db_worker_set_state(c->db, r->st[i].worker_id,
-				       bad == i && !permanent(&r->st[i]) ? SC_WORKER_LOST
-									 : SC_WORKER_IDLE);
+		sc_db_worker_set_state(c->db, r->st[i].worker_id, after[i]);
 	for (int i = 0; i < r->n; i++)
 		sc_rpc_client_close(r->st[i].cl);
 	if (r->spec)
@@ -623,6 +630,7 @@ static int try_start(coord *c, sc_db_job *job)
 		freew[i]->job = job->id;
 	}
 	lj->id = job->id;
+	lj->runner = r;
 	lj->steps = job->steps;
 	lj->step = job->step_done;
 	lj->next = c->jobs;
@@ -636,6 +644,15 @@ static int try_start(coord *c, sc_db_job *job)
 		return 0;
 	}
 	return 1;
+}
+
+void coord_abort_job(coord *c, live_job *j)
+{
+	runner *r = j->runner;
+	if (j->done || !r || !r->clients_live)
+		return;
+	for (int i = 0; i < r->n; i++)
+		sc_rpc_client_abort(r->st[i].cl);
 }
 
 /* Called with mu held: joins finished runners. */
@@ -668,7 +685,10 @@ void *coord_scheduler(void *arg)
 		for (int i = 0; i < c->nworkers; i++) {
 			live_worker *w = &c->workers[i];
 			if (w->last_seen_ms > 0 && now - w->last_seen_ms > c->lost_after_ms) {
+				live_job *lj = w->job ? coord_live_job(c, w->job) : NULL;
 				w->last_seen_ms = 0;
+				if (lj)
+					coord_abort_job(c, lj);
 				sc_db_worker_set_state(c->db, w->id, SC_WORKER_LOST);
 				sc_db_event(c->db, 0, w->id, SC_LOG_WARN, "worker_lost",
 					    "%s missed heartbeats for %d ms", w->name,

@@ -749,6 +749,41 @@ static void test_close_with_calls_in_flight(void **state)
 	sc_rpc_client_close(cl);
 }
 
+/* sc_rpc_client_abort fails the calls in flight at once (the coordinator's
+ * answer to a worker known to be dead) and every later call on the client. */
+static void test_client_abort(void **state)
+{
+	counters c = { 0 };
+	sc_rpc_server *srv;
+	sc_rpc_client *cl;
+	pthread_t th[2];
+	slow_caller a[2];
+	int st = -1;
+	uint8_t *rep = NULL;
+	size_t n;
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tcp://127.0.0.1:0", methods, &c, 2));
+	SC_ASSERT_OK(sc_rpc_client_open(&cl, sc_rpc_server_url(srv)));
+	for (int i = 0; i < 2; i++) {
+		a[i] = (slow_caller){ .cl = cl, .timeout_ms = 20000, .status = -1 };
+		assert_int_equal(pthread_create(&th[i], NULL, slow_caller_main, &a[i]), 0);
+	}
+	sleep_ms(100);
+	sc_rpc_client_abort(cl);
+	sc_rpc_client_abort(cl); /* idempotent */
+	for (int i = 0; i < 2; i++) {
+		pthread_join(th[i], NULL);
+		SC_ASSERT_OK(a[i].err);
+		assert_int_equal(a[i].status, SC_STATUS_UNAVAILABLE);
+		assert_true(a[i].took_ms < 2000);
+	}
+	SC_ASSERT_OK(
+	    sc_rpc_call(cl, "Test.Echo", (const uint8_t *)"x", 1, 5000, &st, NULL, 0, &rep, &n));
+	assert_int_equal(st, SC_STATUS_UNAVAILABLE);
+	free(rep);
+	sc_rpc_client_close(cl);
+	sc_rpc_server_close(srv);
+}
+
 /* The server goes away mid-call and comes back on the same address: nng resends the request
  * on the new connection and the call still succeeds within its timeout. */
 static void test_server_restart_mid_call(void **state)
@@ -788,6 +823,7 @@ int main(void)
 		cmocka_unit_test(test_concurrent_callers),
 		cmocka_unit_test(test_error_status_and_unimplemented),
 		cmocka_unit_test(test_deadline_exceeded),
+		cmocka_unit_test(test_client_abort),
 		cmocka_unit_test(test_retry_runs_once),
 		cmocka_unit_test(test_retry_while_running),
 		cmocka_unit_test(test_retry_memory_bounds),

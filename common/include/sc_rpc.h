@@ -90,6 +90,12 @@ typedef struct sc_rpc_client sc_rpc_client;
 sc_err sc_rpc_client_open(sc_rpc_client **out, const char *url);
 void sc_rpc_client_close(sc_rpc_client *cl);
 
+/* Makes every call in flight on cl, and every later one, return at once
+ * with SC_STATUS_UNAVAILABLE — e.g. when its peer is known to be dead.
+ * Safe from any thread while calls run; cl must still be freed with
+ * sc_rpc_client_close once no call uses it. */
+void sc_rpc_client_abort(sc_rpc_client *cl);
+
 /* Calls method with request body req/len, waiting at most timeout_ms.
  * On return *status holds the server's status (or UNAVAILABLE /
  * DEADLINE_EXCEEDED when no reply came) and msg (msg_size bytes, may be
