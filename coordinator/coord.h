@@ -57,16 +57,21 @@ typedef struct coord {
 /* The RPC method table (coord_rpc.c). */
 extern const sc_rpc_method coord_methods[];
 
-/* The scheduler loop (coord_job.c): places waiting jobs on free live
+/* The scheduler loop (coord_sched.c): places waiting jobs on free live
  * workers and starts a runner thread per job; returns when c->stopping. */
 void *coord_scheduler(void *c);
+
+/* Called with mu held: starts a runner for job (which it then owns) on the
+ * n reserved workers w, in chain order. Returns 1 when started, 0 when not
+ * (the caller keeps job). (coord_job.c) */
+int coord_start_job(coord *c, sc_db_job *job, live_worker *const *w, int n);
 
 /* Called with mu held: a worker of job j was lost; fails the job's calls in
  * flight so that it returns to the queue at once instead of waiting out
  * its step timeout (coord_job.c). */
 void coord_abort_job(coord *c, live_job *j);
 
-/* Stops every runner thread and waits for them (coord_job.c). */
+/* Stops every runner thread and waits for them (coord_sched.c). */
 void coord_join_jobs(coord *c);
 
 /* Monotonic-free wall clock in ms (the database's clock). */

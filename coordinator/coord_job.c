@@ -1,6 +1,6 @@
-/* coord_job.c — the scheduler and the job runners. The scheduler reserves
- * free live workers for each waiting job and starts a runner thread; the
- * runner places the layers, assigns segments, restores the last checkpoint
+/* coord_job.c — the job runner: one thread per running job, started by the
+ * scheduler (coord_sched.c) on the workers it reserved. The runner places
+ * the layers, assigns segments, restores the last checkpoint
  * and drives the steps: Step on every stage at once, the global gradient
  * norm from the per-layer sums, Apply with the clip factor, metrics, and a
  * checkpoint every N steps in one transaction. */
@@ -20,11 +20,6 @@
 
 #define MAX_STAGES        256
 #define ASSIGN_TIMEOUT_MS 300000
-
-int64_t coord_now_ms(void)
-{
-	return sc_db_now_ms();
-}
 
 static double mono_s(void)
 {
@@ -577,40 +572,15 @@ out:
 	return NULL;
 }
 
-static int by_gflops_desc(const void *a, const void *b)
+int coord_start_job(coord *c, sc_db_job *job, live_worker *const *w, int n)
 {
-	const live_worker *x = *(const live_worker *const *)a, *y = *(const live_worker *const *)b;
-	if (x->gflops != y->gflops)
-		return x->gflops < y->gflops ? 1 : -1;
-	return x->id < y->id ? -1 : x->id > y->id;
-}
-
-static int by_id(const void *a, const void *b)
-{
-	const live_worker *x = *(const live_worker *const *)a, *y = *(const live_worker *const *)b;
-	return x->id < y->id ? -1 : x->id > y->id;
-}
-
-/* Called with mu held: reserves the job's stages on the fastest free live
- * workers and starts its runner. Returns 1 when started. */
-static int try_start(coord *c, sc_db_job *job)
-{
-	live_worker *freew[1024];
-	int nfree = 0, S = (int)job->stages;
-	int64_t now = coord_now_ms();
 	runner *r;
+	live_job *lj;
 
-	for (int i = 0; i < c->nworkers && nfree < 1024; i++) {
-		live_worker *w = &c->workers[i];
-		if (!w->job && w->last_seen_ms > 0 && now - w->last_seen_ms <= c->lost_after_ms)
-			freew[nfree++] = w;
-	}
-	if (nfree < S || S > MAX_STAGES)
+	if (n < 1 || n > MAX_STAGES)
 		return 0;
-	qsort(freew, (size_t)nfree, sizeof(*freew), by_gflops_desc);
-	qsort(freew, (size_t)S, sizeof(*freew), by_id); /* the chain in id order */
 	r = calloc(1, sizeof(*r));
-	live_job *lj = calloc(1, sizeof(*lj));
+	lj = calloc(1, sizeof(*lj));
 	if (!r || !lj) {
 		free(r);
 		free(lj);
@@ -619,15 +589,15 @@ static int try_start(coord *c, sc_db_job *job)
 	r->c = c;
 	r->lj = lj;
 	r->job = job;
-	r->n = S;
-	for (int i = 0; i < S; i++) {
+	r->n = n;
+	for (int i = 0; i < n; i++) {
 		stage *s = &r->st[i];
-		s->worker_id = freew[i]->id;
-		s->gflops = freew[i]->gflops;
-		snprintf(s->name, sizeof(s->name), "%s", freew[i]->name);
-		snprintf(s->control, sizeof(s->control), "%s", freew[i]->control_addr);
-		snprintf(s->data, sizeof(s->data), "%s", freew[i]->data_addr);
-		freew[i]->job = job->id;
+		s->worker_id = w[i]->id;
+		s->gflops = w[i]->gflops;
+		snprintf(s->name, sizeof(s->name), "%s", w[i]->name);
+		snprintf(s->control, sizeof(s->control), "%s", w[i]->control_addr);
+		snprintf(s->data, sizeof(s->data), "%s", w[i]->data_addr);
+		w[i]->job = job->id;
 	}
 	lj->id = job->id;
 	lj->runner = r;
@@ -637,8 +607,8 @@ static int try_start(coord *c, sc_db_job *job)
 	c->jobs = lj;
 	if (pthread_create(&lj->thread, NULL, run_job, r) != 0) {
 		c->jobs = lj->next;
-		for (int i = 0; i < S; i++)
-			freew[i]->job = 0;
+		for (int i = 0; i < n; i++)
+			w[i]->job = 0;
 		free(lj);
 		free(r);
 		return 0;
@@ -653,88 +623,4 @@ void coord_abort_job(coord *c, live_job *j)
 		return;
 	for (int i = 0; i < r->n; i++)
 		sc_rpc_client_abort(r->st[i].cl);
-}
-
-/* Called with mu held: joins finished runners. */
-static void reap(coord *c)
-{
-	for (live_job **p = &c->jobs; *p;) {
-		live_job *j = *p;
-		if (j->done) {
-			*p = j->next;
-			pthread_mutex_unlock(&c->mu);
-			pthread_join(j->thread, NULL);
-			pthread_mutex_lock(&c->mu);
-			free(j);
-		} else {
-			p = &j->next;
-		}
-	}
-}
-
-void *coord_scheduler(void *arg)
-{
-	coord *c = arg;
-	pthread_mutex_lock(&c->mu);
-	while (!c->stopping) {
-		sc_db_job *jobs = NULL;
-		int n = 0;
-		int64_t now = coord_now_ms();
-
-		reap(c);
-		for (int i = 0; i < c->nworkers; i++) {
-			live_worker *w = &c->workers[i];
-			if (w->last_seen_ms > 0 && now - w->last_seen_ms > c->lost_after_ms) {
-				live_job *lj = w->job ? coord_live_job(c, w->job) : NULL;
-				w->last_seen_ms = 0;
-				if (lj)
-					coord_abort_job(c, lj);
-				sc_db_worker_set_state(c->db, w->id, SC_WORKER_LOST);
-				sc_db_event(c->db, 0, w->id, SC_LOG_WARN, "worker_lost",
-					    "%s missed heartbeats for %d ms", w->name,
-					    c->lost_after_ms);
-			}
-		}
-		pthread_mutex_unlock(&c->mu);
-		sc_db_jobs_resumable(c->db, &jobs, &n);
-		pthread_mutex_lock(&c->mu);
-		for (int i = 0; i < n && !c->stopping; i++) {
-			sc_db_job *one;
-			if (coord_live_job(c, jobs[i].id))
-				continue;
-			/* The runner owns its own copy of the record. */
-			pthread_mutex_unlock(&c->mu);
-			int got = sc_db_job_get(c->db, jobs[i].id, &one) == SC_OK;
-			pthread_mutex_lock(&c->mu);
-			if (got && (coord_live_job(c, one->id) || !try_start(c, one)))
-				free(one);
-		}
-		free(jobs);
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 300 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&c->wake, &c->mu, &ts);
-	}
-	pthread_mutex_unlock(&c->mu);
-	return NULL;
-}
-
-void coord_join_jobs(coord *c)
-{
-	/* Runners see c->stopping at their next step boundary. */
-	pthread_mutex_lock(&c->mu);
-	while (c->jobs) {
-		reap(c);
-		if (c->jobs) {
-			pthread_mutex_unlock(&c->mu);
-			struct timespec ts = { 0, 50 * 1000000L };
-			nanosleep(&ts, NULL);
-			pthread_mutex_lock(&c->mu);
-		}
-	}
-	pthread_mutex_unlock(&c->mu);
 }
