@@ -18,8 +18,9 @@
 #include "sc_train.h"
 #include "splitchain.pb-c.h"
 
-#define MAX_STAGES        256
-#define ASSIGN_TIMEOUT_MS 300000
+#define MAX_STAGES         256
+#define ASSIGN_TIMEOUT_MS  300000
+#define RELEASE_TIMEOUT_MS 3000
 
 static double mono_s(void)
 {
@@ -66,6 +67,11 @@ static void *call_thread(void *p)
 {
 	stage *s = p;
 	s->rep = NULL;
+	if (!s->method) {
+		s->rc = SC_OK;
+		s->status = SC_STATUS_CANCELLED;
+		return NULL;
+	}
 	s->msg[0] = '\0';
 	s->rc = sc_rpc_call_pb(s->cl, s->method, s->req, s->desc, s->timeout_ms, &s->status, s->msg,
 			       sizeof(s->msg), &s->rep);
@@ -432,6 +438,34 @@ static void finish(runner *r, enum sc_job_state state, const char *error)
 		error && *error ? ": " : "", error ? error : "");
 }
 
+/* Asks every stage to drop the job and its data-plane sockets, on fresh
+ * clients (the run's own may have been aborted), so that no dialer of this
+ * placement lingers into the next one. Best effort: a dead worker has
+ * nothing left to drop. */
+static void release(runner *r)
+{
+	Splitchain__JobRef ref = SPLITCHAIN__JOB_REF__INIT;
+
+	pthread_mutex_lock(&r->c->mu);
+	r->clients_live = 0; /* the scheduler no longer aborts them */
+	pthread_mutex_unlock(&r->c->mu);
+	ref.job_id = (uint64_t)r->job->id;
+	for (int i = 0; i < r->n; i++) {
+		sc_rpc_client_close(r->st[i].cl);
+		r->st[i].cl = NULL;
+		if (sc_rpc_client_open(&r->st[i].cl, r->st[i].control))
+			r->st[i].cl = NULL;
+		r->st[i].method = "Worker.Release";
+		r->st[i].req = &ref.base;
+		r->st[i].desc = &splitchain__empty__descriptor;
+	}
+	for (int i = 0; i < r->n; i++)
+		if (!r->st[i].cl) /* out of memory: skip that stage */
+			r->st[i].method = NULL;
+	call_all(r, RELEASE_TIMEOUT_MS);
+	free_replies(r);
+}
+
 static void *run_job(void *arg)
 {
 	runner *r = arg;
@@ -541,6 +575,9 @@ out:
 	} else if (end != SC_JOB_QUEUED) {
 		finish(r, end, end == SC_JOB_FAILED ? err : NULL);
 	}
+	/* release() reuses the stages' call slots: judge the failure first. */
+	int bad_transient = bad >= 0 && bad < r->n && !permanent(&r->st[bad]);
+	release(r);
 	enum sc_worker_state after[MAX_STAGES];
 	pthread_mutex_lock(&c->mu);
 	for (int i = 0; i < r->n; i++) {
@@ -550,7 +587,7 @@ out:
 			continue;
 		lw->job = 0;
 		/* A worker that failed a call is only trusted again once it heartbeats. */
-		if (bad == i && !permanent(&r->st[i]))
+		if (bad == i && bad_transient)
 			lw->last_seen_ms = 0;
 		after[i] = lw->last_seen_ms > 0 ? SC_WORKER_IDLE : SC_WORKER_LOST;
 	}

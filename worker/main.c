@@ -206,9 +206,13 @@ static void advertise(char *out, size_t size, const char *bound)
 }
 
 static const sc_rpc_method methods[] = {
-	{ "Worker.Assign", worker_assign },      { "Worker.Restore", worker_restore },
-	{ "Worker.Step", worker_step },          { "Worker.Apply", worker_apply },
-	{ "Worker.GetState", worker_get_state }, { NULL, NULL },
+	{ "Worker.Assign", worker_assign },
+	{ "Worker.Restore", worker_restore },
+	{ "Worker.Step", worker_step },
+	{ "Worker.Apply", worker_apply },
+	{ "Worker.GetState", worker_get_state },
+	{ "Worker.Release", worker_release },
+	{ NULL, NULL },
 };
 
 static int fail(const char *what)

@@ -284,6 +284,7 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	atomic_store(&w->cancel, atomic_load(&w->stop));
 	worker_job_free(w->job);
 	w->job = NULL;
+	atomic_store(&w->held, 0);
 	sc_dp_close(w->down); /* stop talking to the old placement's next stage */
 	w->down = NULL;
 	if ((rc = build_job(w, r, &mc, &lc, &tc, &j))) {
@@ -298,6 +299,7 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		goto unlock;
 	}
 	w->job = j;
+	atomic_store(&w->held, j->id);
 	sc_info("worker",
 		"job %" PRIu64 " placement %u: stage %d of %d, layers [%u, %u), %s, "
 		"M=%d B=%d T=%d, %d slots, next %s",
@@ -537,5 +539,37 @@ out:
 		free(list[g]);
 		sc_adapter_free(ad[g]);
 	}
+	FREE_MSG(r);
+}
+
+/* --------------------------------------------------------------- Release */
+
+void worker_release(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	worker *w = arg;
+	Splitchain__JobRef *r = NULL;
+	Splitchain__Empty out = SPLITCHAIN__EMPTY__INIT;
+
+	if (UNPACK(splitchain__job_ref, r))
+		return;
+	if (!atomic_load(&w->held) || (r->job_id && atomic_load(&w->held) != r->job_id))
+		goto done; /* not ours (any more): leave the job held alone */
+	/* A Step of this job still waiting on a neighbour gives up first. */
+	atomic_store(&w->cancel, 1);
+	pthread_mutex_lock(&w->mu);
+	atomic_store(&w->cancel, atomic_load(&w->stop));
+	if (w->job && (r->job_id == 0 || w->job->id == r->job_id)) {
+		sc_info("worker", "job %" PRIu64 " released", w->job->id);
+		worker_job_free(w->job);
+		w->job = NULL;
+		atomic_store(&w->held, 0);
+		sc_dp_close(w->down);
+		w->down = NULL;
+		sc_dp_close(w->up);
+		w->up = NULL;
+	}
+	pthread_mutex_unlock(&w->mu);
+done:
+	sc_rpc_reply_pb(rep, &out.base);
 	FREE_MSG(r);
 }

@@ -74,9 +74,10 @@ typedef struct worker {
 	sc_dp_socket *up;   /* listener: the previous stage dials it */
 	sc_dp_socket *down; /* dialer to the next stage */
 
-	atomic_int cancel; /* nonzero: a running Step gives up */
-	atomic_int busy;   /* a Step is running */
-	atomic_int stop;   /* shutting down */
+	atomic_uint_fast64_t held; /* id of the job held, 0 for none (readable without mu) */
+	atomic_int cancel;         /* nonzero: a running Step gives up */
+	atomic_int busy;           /* a Step is running */
+	atomic_int stop;           /* shutting down */
 	pthread_mutex_t stop_mu;
 	pthread_cond_t stop_cv; /* signalled when stop is set */
 	pthread_t announcer;
@@ -89,6 +90,10 @@ void worker_restore(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep
 void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
 void worker_apply(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
 void worker_get_state(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+/* Worker.Release (JobRef): drops the job (0: whichever it holds) with its
+ * segment and data-plane sockets, so that no dialer of a finished placement
+ * lingers to take a neighbour's only peer slot. Idempotent. */
+void worker_release(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
 
 /* Frees j and its segment. Accepts NULL. */
 void worker_job_free(job *j);
