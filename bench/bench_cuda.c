@@ -30,15 +30,12 @@ static double now(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Useful floating-point work of one step per token, as bench_step.c counts
- * it: frozen GEMMs forward (24 C^2) and input-gradient backward (24 C^2) per
- * layer, the causal half of the attention products (2 T C forward, 4 T C
- * backward), LoRA (6 r (in + out) per target), the tied head forward and
- * backward (4 C V). */
+/* sc_step_flops over the whole model. */
 static double flops_per_token(const sc_model_config *mc, int T, int r)
 {
-	double C = mc->n_embd, layer = 48 * C * C + 6.0 * T * C + 6.0 * r * 16 * C;
-	return mc->n_layer * layer + 4 * C * mc->vocab_size;
+	double layer, head;
+	sc_step_flops(mc, T, r, &layer, &head);
+	return mc->n_layer * layer + head;
 }
 
 /* "cuda" or "cuda:N" -> N; -1 when device names something else. */

@@ -73,6 +73,13 @@ float sc_clip_factor(double norm, float clip)
 	return f < 1.0 ? (float)f : 1.0f;
 }
 
+void sc_step_flops(const sc_model_config *mc, int T, int r, double *per_layer, double *head)
+{
+	double C = mc->n_embd;
+	*per_layer = 48 * C * C + 6.0 * T * C + 6.0 * r * 16 * C;
+	*head = 4 * C * mc->vocab_size;
+}
+
 double sc_global_norm(const double *per_layer, int n_layer)
 {
 	double s = 0;

@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "sc_adapter.h"
 #include "sc_rpc_pb.h"
+#include "sc_wire.h"
 #include "splitchain.pb-c.h"
 
 #define DEFAULT_COORDINATOR "tcp://127.0.0.1:7700"
@@ -191,7 +192,7 @@ int cli_submit(int argc, char **argv)
 	sc_lora_config lc;
 	sc_train_config tc;
 	conn_opts co;
-	long v, stages = 2, every = 10;
+	long stages = 2, every = 10;
 	int c, ret, schedule = SPLITCHAIN__SCHEDULE__SCHEDULE_1F1B;
 
 	conn_defaults(&co);
@@ -283,7 +284,6 @@ int cli_submit(int argc, char **argv)
 	} else {
 		printf("%llu\n", (unsigned long long)rep->job_id);
 	}
-	(void)v;
 	splitchain__submit_reply__free_unpacked(rep, NULL);
 	return CLI_OK;
 }
@@ -502,31 +502,6 @@ static const char export_help[] =
     "checkpoint to DIR in the Hugging Face\nPEFT format (adapter_model.safetensors + "
     "adapter_config.json).\n\n";
 
-/* Fills ad from the reply's tensors, every one checked against ad's shape. */
-static sc_err fill_adapter(sc_adapter *ad, const Splitchain__ExportReply *rep)
-{
-	int seen = 0, want;
-	sc_adapter_tensor *all;
-	SC_TRY(sc_adapter_tensors(ad, 0, ad->n_layer, &all, &want));
-	free(all);
-	for (size_t i = 0; i < rep->n_tensors; i++) {
-		const Splitchain__NamedTensor *nt = rep->tensors[i];
-		sc_adapter_tensor t;
-		SC_TRY(sc_adapter_find(ad, nt->name, &t));
-		if (nt->n_shape != 2 || nt->shape[0] != t.shape[0] || nt->shape[1] != t.shape[1] ||
-		    nt->data.len != t.numel * sizeof(float))
-			return sc_errf(SC_EFORMAT,
-				       "checkpoint tensor %s has the wrong shape or size",
-				       nt->name);
-		memcpy(t.data, nt->data.data, nt->data.len);
-		seen++;
-	}
-	if (seen != want)
-		return sc_errf(SC_EFORMAT, "checkpoint holds %d of the adapter's %d matrices", seen,
-			       want);
-	return SC_OK;
-}
-
 int cli_export(int argc, char **argv)
 {
 	static const struct option opts[] = { { "out", 1, 0, 'o' }, CONN_OPTIONS, { 0, 0, 0, 0 } };
@@ -577,7 +552,9 @@ int cli_export(int argc, char **argv)
 			       .targets = rep->lora->targets,
 			       .seed = rep->lora->seed };
 	if ((rc = sc_adapter_new(&ad, &lc, (int)rep->n_layer, (int)rep->n_embd)) ||
-	    (rc = fill_adapter(ad, rep)) || (rc = sc_adapter_save(ad, out, rep->model_path))) {
+	    (rc = sc_wire_to_adapter(ad, 0, ad->n_layer, rep->tensors, rep->n_tensors,
+				     "checkpoint")) ||
+	    (rc = sc_adapter_save(ad, out, rep->model_path))) {
 		p = cli_fail(cmd, rc, "cannot export the adapter");
 	} else {
 		if (co.json) {

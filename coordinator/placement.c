@@ -6,15 +6,15 @@
 #include <string.h>
 
 #include "placement.h"
+#include "sc_train.h"
 
 void sc_place_costs(const sc_model_config *mc, int T, int r, double tokens_per_step,
 		    double *layer_gflop, double *head_gflop)
 {
-	double C = mc->n_embd;
-	/* per token: frozen GEMMs forward + input-gradient backward, the causal
-	 * attention products, LoRA; the tied head forward and backward */
-	*layer_gflop = (48 * C * C + 6.0 * T * C + 96.0 * r * C) * tokens_per_step / 1e9;
-	*head_gflop = 4 * C * mc->vocab_size * tokens_per_step / 1e9;
+	double layer, head;
+	sc_step_flops(mc, T, r, &layer, &head);
+	*layer_gflop = layer * tokens_per_step / 1e9;
+	*head_gflop = head * tokens_per_step / 1e9;
 }
 
 static int by_rate_desc(const void *a, const void *b)

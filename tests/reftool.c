@@ -20,10 +20,12 @@ typedef struct args {
 	uint64_t seed;
 } args;
 
+/* Reports a failure (its detail, else its name) and returns the exit code 1. */
 static int die(sc_err rc, const char *what)
 {
-	fprintf(stderr, "sc_reftool: %s: %s\n", what, sc_err_detail());
-	return rc ? 1 : 1;
+	fprintf(stderr, "sc_reftool: %s: %s\n", what,
+		sc_err_detail()[0] ? sc_err_detail() : sc_err_name(rc));
+	return 1;
 }
 
 static int parse(args *a, int argc, char **argv)

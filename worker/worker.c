@@ -12,6 +12,7 @@
 #include "sc_rpc_pb.h"
 #include "sc_safetensors.h"
 #include "sc_train.h"
+#include "sc_wire.h"
 #include "splitchain.pb-c.h"
 #include "worker.h"
 
@@ -316,60 +317,19 @@ out:
 
 /* --------------------------------------------------------------- Restore */
 
-/* Copies the named tensors into ad, checking each name and size, and that
- * every matrix of the job's layers arrives exactly once; tensors of other
- * layers are ignored. 0 ok, else rep set. */
+/* Fills ad's layers of the job's segment from ts (sc_wire_to_adapter);
+ * 0 ok, else rep set: a malformed list is the caller's INVALID_ARGUMENT. */
 static int fill_adapter(sc_adapter *ad, const job *j, Splitchain__NamedTensor **ts, size_t n,
 			const char *what, sc_rpc_reply *rep)
 {
 	const sc_segment_spec *sp = sc_segment_get_spec(j->seg);
-	const int bad = SC_STATUS_INVALID_ARGUMENT;
-	sc_adapter_tensor *list = NULL, at;
-	char *seen = NULL;
-	int nl = 0, ret = 1;
-
-	if (sc_adapter_tensors(ad, sp->first, sp->last, &list, &nl) ||
-	    !(seen = calloc((size_t)nl + 1, 1))) {
-		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++) {
-		const Splitchain__NamedTensor *t = ts[i];
-		int k = 0;
-		if (sc_adapter_find(ad, t->name, &at)) {
-			sc_rpc_reply_err(rep, bad, "%s: unknown tensor '%.100s'", what, t->name);
-			goto out;
-		}
-		if (at.layer < sp->first || at.layer >= sp->last)
-			continue;
-		if (t->n_shape != 2 || t->shape[0] != at.shape[0] || t->shape[1] != at.shape[1] ||
-		    t->data.len != at.numel * sizeof(float)) {
-			sc_rpc_reply_err(rep, bad,
-					 "%s %s: want shape (%" PRId64 ", %" PRId64 ") and "
-					 "%zu bytes, got %zu dimensions and %zu bytes",
-					 what, at.name, at.shape[0], at.shape[1],
-					 at.numel * sizeof(float), t->n_shape, t->data.len);
-			goto out;
-		}
-		while (k < nl && strcmp(list[k].name, at.name))
-			k++;
-		if (k == nl || seen[k]) {
-			sc_rpc_reply_err(rep, bad, "%s: %s appears twice", what, at.name);
-			goto out;
-		}
-		seen[k] = 1;
-		memcpy(at.data, t->data.data, t->data.len);
-	}
-	for (int k = 0; k < nl; k++)
-		if (!seen[k]) {
-			sc_rpc_reply_err(rep, bad, "%s lacks %s", what, list[k].name);
-			goto out;
-		}
-	ret = 0;
-out:
-	free(seen);
-	free(list);
-	return ret;
+	sc_err rc = sc_wire_to_adapter(ad, sp->first, sp->last, ts, n, what);
+	if (rc)
+		sc_rpc_reply_err(rep,
+				 rc == SC_ENOMEM ? SC_STATUS_RESOURCE_EXHAUSTED
+						 : SC_STATUS_INVALID_ARGUMENT,
+				 "%s", sc_err_detail());
+	return rc != SC_OK;
 }
 
 void worker_restore(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)

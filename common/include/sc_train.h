@@ -42,6 +42,14 @@ float sc_lr_at(const sc_train_config *tc, int step);
 /* Clip factor min(1, clip / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_. */
 float sc_clip_factor(double norm, float clip);
 
+/* Useful floating-point work of one LoRA training step, per token: per
+ * layer the frozen GEMMs forward (24 C^2) and their input-gradient backward
+ * (24 C^2), the causal half of the attention products (2 T C forward, 4 T C
+ * backward) and LoRA (6 r (in + out) per target, all four counted); head:
+ * the tied LM head forward and backward (4 C V). Shared by placement's cost
+ * model and the benchmarks' GFLOP/s. */
+void sc_step_flops(const sc_model_config *mc, int T, int r, double *per_layer, double *head);
+
 /* Global gradient norm from per-layer sums of squares, summed in layer order. */
 double sc_global_norm(const double *per_layer, int n_layer);
 

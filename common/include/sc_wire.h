@@ -1,0 +1,22 @@
+/* sc_wire.h — adapters on the wire: filling an sc_adapter from the
+ * NamedTensor lists of protobuf messages (Worker.Restore, Coordinator.Export),
+ * with every name, shape and size checked. */
+#ifndef SC_WIRE_H
+#define SC_WIRE_H
+
+#include <stddef.h>
+
+#include "sc_adapter.h"
+#include "splitchain.pb-c.h"
+
+/* Copies ts[0..n) into the matrices of layers [first, last) of ad (names as
+ * sc_adapter_tensors gives them). Every matrix of those layers must come
+ * exactly once with its shape and byte size; tensors of ad's other layers
+ * are skipped. A name ad does not have, a wrong shape, a duplicate or a
+ * missing matrix gives SC_EFORMAT whose detail starts with what (e.g.
+ * "lora") and names the tensor. Borrows ts; ad may be partly written on
+ * error. */
+sc_err sc_wire_to_adapter(sc_adapter *ad, int first, int last, Splitchain__NamedTensor *const *ts,
+			  size_t n, const char *what);
+
+#endif
