@@ -14,6 +14,7 @@
 
 #include "db.h"
 #include "sc_rpc.h"
+#include "splitchain.pb-c.h"
 
 typedef struct live_worker {
 	int64_t id;
@@ -73,6 +74,10 @@ void coord_abort_job(coord *c, live_job *j);
 
 /* Stops every runner thread and waits for them (coord_sched.c). */
 void coord_join_jobs(coord *c);
+
+/* Points nt at checkpoint tensor t (2-D) for a reply or request: borrows t's
+ * name and data; shape (2 entries) is the caller's storage. (coord_job.c) */
+void coord_tensor_view(Splitchain__NamedTensor *nt, int64_t *shape, const sc_db_tensor *t);
 
 /* Monotonic-free wall clock in ms (the database's clock). */
 int64_t coord_now_ms(void);

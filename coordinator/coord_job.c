@@ -128,6 +128,18 @@ static void lora_msg(const Splitchain__SubmitRequest *spec, Splitchain__LoraConf
 	*out = *spec->lora;
 }
 
+void coord_tensor_view(Splitchain__NamedTensor *nt, int64_t *shape, const sc_db_tensor *t)
+{
+	splitchain__named_tensor__init(nt);
+	nt->name = (char *)t->name;
+	shape[0] = t->shape[0];
+	shape[1] = t->shape[1];
+	nt->n_shape = 2;
+	nt->shape = shape;
+	nt->data.data = (uint8_t *)t->data;
+	nt->data.len = (size_t)(t->shape[0] * t->shape[1]) * sizeof(float);
+}
+
 /* Places the layers on the reserved workers and records the placement. */
 static sc_err place(runner *r)
 {
@@ -241,15 +253,7 @@ static int restore(runner *r, uint32_t *start, char *err, size_t esize)
 				if ((int)t->kind != kind || t->layer < (int)r->st[i].first ||
 				    t->layer >= (int)r->st[i].last || t->ndim != 2)
 					continue;
-				splitchain__named_tensor__init(&nts[k]);
-				nts[k].name = (char *)t->name;
-				shapes[k][0] = t->shape[0];
-				shapes[k][1] = t->shape[1];
-				nts[k].n_shape = 2;
-				nts[k].shape = shapes[k];
-				nts[k].data.data = (uint8_t *)t->data;
-				nts[k].data.len =
-				    (size_t)(t->shape[0] * t->shape[1]) * sizeof(float);
+				coord_tensor_view(&nts[k], shapes[k], t);
 				*cursor++ = &nts[k];
 				(*count[kind])++;
 			}

@@ -510,14 +510,7 @@ static void m_export(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 		const sc_db_tensor *t = &ck->tensors[i];
 		if (t->kind != SC_TENSOR_LORA || t->ndim != 2)
 			continue;
-		splitchain__named_tensor__init(&nts[k]);
-		nts[k].name = (char *)t->name;
-		shapes[k][0] = t->shape[0];
-		shapes[k][1] = t->shape[1];
-		nts[k].n_shape = 2;
-		nts[k].shape = shapes[k];
-		nts[k].data.len = (size_t)(t->shape[0] * t->shape[1]) * sizeof(float);
-		nts[k].data.data = (uint8_t *)t->data;
+		coord_tensor_view(&nts[k], shapes[k], t);
 		ptrs[k] = &nts[k];
 		k++;
 	}
