@@ -61,7 +61,6 @@ static void layout_slot(sc_segment *seg, slot *s, arena *a)
 {
 	const sc_segment_spec *sp = &seg->spec;
 	size_t N = seg_N(seg), C = (size_t)sp->model.n_embd, r = (size_t)sp->lora.rank;
-	size_t att = (size_t)sp->B * sp->model.n_head * sp->T * sp->T;
 
 	if (sc_segment_is_first(seg))
 		s->tokens = (int32_t *)take(a, N); /* int32 and float are both 4 bytes */
@@ -80,7 +79,7 @@ static void layout_slot(sc_segment *seg, slot *s, arena *a)
 		la->ln1_rstd = take(a, N);
 		la->qkv = take(a, 3 * N * C);
 		la->atty = take(a, N * C);
-		la->att = take(a, att);
+		la->att = take(a, seg->attn_state);
 		la->res2 = take(a, N * C);
 		la->ln2 = take(a, N * C);
 		la->ln2_mean = take(a, N);
@@ -102,7 +101,7 @@ static void layout_scratch(sc_segment *seg, arena *a)
 	seg->dcur = take(a, N * C);
 	seg->dln = take(a, N * C);
 	seg->dbig = take(a, 4 * N * C);
-	seg->datt = take(a, (size_t)sp->B * sp->model.n_head * sp->T * sp->T);
+	seg->datt = take(a, seg->attn_scratch);
 	seg->du = take(a, N * (size_t)sp->lora.rank);
 	if (sc_segment_is_last(seg)) {
 		seg->logits = take(a, N * (size_t)sp->model.vocab_size);
@@ -153,8 +152,7 @@ static sc_err validate_spec(const sc_segment_spec *sp)
 	if (sp->T > sp->model.n_positions)
 		return sc_errf(SC_EINVAL, "sequence length %d exceeds the model's %d positions",
 			       sp->T, sp->model.n_positions);
-	if ((double)sp->B * sp->T * sp->model.vocab_size > 2e9 ||
-	    (double)sp->B * sp->model.n_head * sp->T * sp->T > 2e9)
+	if ((double)sp->B * sp->T * sp->model.vocab_size > 2e9)
 		return sc_errf(SC_EINVAL,
 			       "micro-batch %dx%d is too large for one buffer; use more "
 			       "micro-batches of fewer rows",
@@ -201,6 +199,15 @@ sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *s
 	}
 	seg->layer_off[seg->nl] = off;
 	seg->lora_floats = off;
+	rc = BE_CALL(seg, attention_sizes, spec->B, spec->T, spec->model.n_embd, spec->model.n_head,
+		     &seg->attn_state, &seg->attn_scratch);
+	if (rc == SC_OK && (seg->attn_state > (size_t)2e9 || seg->attn_scratch > (size_t)2e9))
+		rc = sc_errf(SC_EINVAL,
+			     "micro-batch %dx%d needs %zu floats of attention state on %s, too "
+			     "many for one buffer; use more micro-batches of fewer rows",
+			     spec->B, spec->T, seg->attn_state, seg->be->name);
+	if (rc != SC_OK)
+		goto fail;
 	for (int g = 0; g < 4; g++) {
 		seg->device_bytes += off * sizeof(float);
 		if ((rc = BE_CALL(seg, alloc, (void **)&seg->group[g], off * sizeof(float))))

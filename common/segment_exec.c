@@ -97,8 +97,8 @@ static sc_err layer_backward(sc_segment *seg, int l, const layer_acts *a, const 
 	       C);
 	/* Attention: res2 = x + c_proj(attn(c_attn(ln1(x)))) */
 	SC_TRY(linear_backward(seg, l, SC_T_ATTN_PROJ, dln, dcur, a->atty, a->u[SC_T_ATTN_PROJ]));
-	TRY_OP(seg, attention_backward, dbig, seg->datt, dln, a->qkv, a->att, sp->B, sp->T, C,
-	       sp->model.n_head);
+	TRY_OP(seg, attention_backward, dbig, seg->datt, dln, a->qkv, a->atty, a->att, sp->B, sp->T,
+	       C, sp->model.n_head);
 	SC_TRY(linear_backward(seg, l, SC_T_ATTN_QKV, dln, dbig, a->ln1, a->u[SC_T_ATTN_QKV]));
 	TRY_OP(seg, layernorm_backward, dcur, dln, x, lb->ln1_w, a->ln1_mean, a->ln1_rstd, N, C);
 	return SC_OK;

@@ -19,7 +19,7 @@ typedef struct layer_acts {
 	float *ln1_mean, *ln1_rstd; /* (B,T) */
 	float *qkv;                 /* (B,T,3C) */
 	float *atty;                /* (B,T,C) */
-	float *att;                 /* (B,NH,T,T) */
+	float *att;                 /* attention state, attn_state floats */
 	float *res2;                /* (B,T,C) */
 	float *ln2;                 /* (B,T,C) */
 	float *ln2_mean, *ln2_rstd; /* (B,T) */
@@ -58,13 +58,14 @@ struct sc_segment {
 	size_t (*tgt_off)[SC_T_COUNT]; /* (nl) start of A of each target; B follows */
 	float *group[4];               /* params, grad, m, v (sc_segment_group order) */
 
-	slot *slots; /* (spec.slots) */
+	slot *slots;                     /* (spec.slots) */
+	size_t attn_state, attn_scratch; /* floats, as the backend's attention_sizes says */
 
 	void *scratch_mem;
 	float *dcur;   /* (B,T,C) gradient flowing down the layers */
 	float *dln;    /* (B,T,C) */
 	float *dbig;   /* (B,T,4C), also dqkv (B,T,3C) */
-	float *datt;   /* (B,NH,T,T) */
+	float *datt;   /* attention scratch, attn_scratch floats */
 	float *du;     /* (B,T,r) */
 	float *logits; /* (B,T,V) last segment */
 	float *losses; /* (B,T) last segment */

@@ -280,51 +280,119 @@ static void test_layernorm(void **state)
 
 /* ---- attention ---- */
 
+/* lse (B,NH,T) of the scaled causal scores of qkv, in double. */
+static double *ref_lse(const float *qkv, int B, int T, int C, int NH)
+{
+	int hs = C / NH;
+	double scale = 1.0 / sqrt((double)hs), *lse = malloc((size_t)B * NH * T * sizeof(double));
+	assert_non_null(lse);
+	for (int b = 0; b < B; b++)
+		for (int h = 0; h < NH; h++)
+			for (int t = 0; t < T; t++) {
+				const float *q = qkv + ((size_t)b * T + t) * 3 * C + (size_t)h * hs;
+				double mx = -INFINITY, sum = 0.0,
+				       *s = malloc((t + 1) * sizeof(double));
+				assert_non_null(s);
+				for (int u = 0; u <= t; u++) {
+					const float *k =
+					    qkv + ((size_t)b * T + u) * 3 * C + C + (size_t)h * hs;
+					double d = 0.0;
+					for (int i = 0; i < hs; i++)
+						d += (double)q[i] * k[i];
+					s[u] = d * scale;
+					mx = s[u] > mx ? s[u] : mx;
+				}
+				for (int u = 0; u <= t; u++)
+					sum += exp(s[u] - mx);
+				lse[((size_t)b * NH + h) * T + t] = mx + log(sum);
+				free(s);
+			}
+	return lse;
+}
+
+/* The fused kernels against the CPU's materialised softmax: out and dqkv
+ * agree; the GPU keeps only a log-sum-exp per row (checked in double), and
+ * each backend runs its backward from its own forward. Head sizes cover
+ * every tile shape (<= 32, <= 64, <= 128, and 100, not a multiple of 8); T
+ * values cover partial tiles. */
 static void test_attention(void **state)
 {
 	static const int shapes[][4] = {
 		/* B, T, C, NH */
-		{ 2, 33, 64, 4 },
-		{ 1, 1, 16, 2 },
-		{ 2, 70, 96, 3 },
-		{ 2, 128, 768, 12 },
+		{ 2, 33, 64, 4 },    { 1, 1, 16, 2 },   { 2, 70, 96, 3 },
+		{ 2, 128, 768, 12 }, { 1, 47, 256, 2 }, { 2, 20, 200, 2 },
 	};
 	for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
 		int B = shapes[si][0], T = shapes[si][1], C = shapes[si][2], NH = shapes[si][3];
-		size_t n = (size_t)B * T * C, natt = (size_t)B * NH * T * T;
-		twin qkv = twin_new(3 * n), out = twin_new(n), att = twin_new(natt);
-		twin dout = twin_new(n), dqkv = twin_new(3 * n), datt = twin_new(natt);
-		float *hatt = host_floats(natt);
+		size_t n = (size_t)B * T * C, rows = (size_t)B * NH * T;
+		size_t cst, csc, gst, gsc;
+		SC_ASSERT_OK(cpu->ops->attention_sizes(cpu, B, T, C, NH, &cst, &csc));
+		SC_ASSERT_OK(gpu->ops->attention_sizes(gpu, B, T, C, NH, &gst, &gsc));
+		assert_true(gst == rows && gsc == rows); /* no T x T matrix */
+		twin qkv = twin_new(3 * n), out = twin_new(n), dout = twin_new(n);
+		twin dqkv = twin_new(3 * n);
+		void *cstate, *cscr, *gstate, *gscr;
+		SC_ASSERT_OK(cpu->ops->alloc(cpu, &cstate, cst * sizeof(float)));
+		SC_ASSERT_OK(cpu->ops->alloc(cpu, &cscr, csc * sizeof(float)));
+		SC_ASSERT_OK(gpu->ops->alloc(gpu, &gstate, gst * sizeof(float)));
+		SC_ASSERT_OK(gpu->ops->alloc(gpu, &gscr, gsc * sizeof(float)));
+		float *hq = host_floats(3 * n), *lse = host_floats(rows), *nan = host_floats(rows);
+		for (size_t i = 0; i < rows; i++)
+			nan[i] = NAN;
 
-		print_message("  B=%d T=%d C=%d NH=%d\n", B, T, C, NH);
-		twin_random(&qkv, 600 + si, 1.0f);
+		print_message("  B=%d T=%d C=%d NH=%d (hs %d)\n", B, T, C, NH, C / NH);
+		sc_test_fill_normal(hq, 3 * n, 600 + si, 1.0f);
+		twin_upload(&qkv, hq);
 		twin_poison(&out);
-		twin_poison(&att);
-		SC_ASSERT_OK(cpu->ops->attention_forward(cpu, F(out), F(att), F(qkv), B, T, C, NH));
-		SC_ASSERT_OK(gpu->ops->attention_forward(gpu, G(out), G(att), G(qkv), B, T, C, NH));
+		SC_ASSERT_OK(gpu->ops->upload(gpu, gstate, nan, rows * sizeof(float)));
+		SC_ASSERT_OK(cpu->ops->attention_forward(cpu, F(out), cstate, F(qkv), B, T, C, NH));
+		SC_ASSERT_OK(gpu->ops->attention_forward(gpu, G(out), gstate, G(qkv), B, T, C, NH));
 		twin_expect(&out, "attention_forward out", FP32_TOL);
-		twin_expect(&att, "attention_forward att", FP32_TOL);
 
-		/* backward from the CPU's probabilities, on both */
-		SC_ASSERT_OK(cpu->ops->download(cpu, hatt, F(att), natt * sizeof(float)));
-		twin_upload(&att, hatt);
+		double *want = ref_lse(hq, B, T, C, NH), maxdiff = 0.0, maxref = 1e-6;
+		SC_ASSERT_OK(gpu->ops->download(gpu, lse, gstate, rows * sizeof(float)));
+		for (size_t i = 0; i < rows; i++) {
+			double d = fabs(lse[i] - want[i]);
+			maxdiff = isnan(d) || d > maxdiff ? (isnan(d) ? INFINITY : d) : maxdiff;
+			maxref = fabs(want[i]) > maxref ? fabs(want[i]) : maxref;
+		}
+		print_message("    %-28s max rel err %.3g (tol %.0e)\n", "attention_forward lse",
+			      maxdiff / maxref, FP32_TOL);
+		if (!(maxdiff / maxref <= FP32_TOL))
+			fail_msg("lse: GPU and double reference differ: %.3g", maxdiff / maxref);
+
 		twin_random(&dout, 610 + si, 1.0f);
 		twin_poison(&dqkv);
-		twin_poison(&datt);
-		SC_ASSERT_OK(cpu->ops->attention_backward(cpu, F(dqkv), F(datt), F(dout), F(qkv),
-							  F(att), B, T, C, NH));
-		SC_ASSERT_OK(gpu->ops->attention_backward(gpu, G(dqkv), G(datt), G(dout), G(qkv),
-							  G(att), B, T, C, NH));
+		SC_ASSERT_OK(cpu->ops->attention_backward(cpu, F(dqkv), cscr, F(dout), F(qkv),
+							  F(out), cstate, B, T, C, NH));
+		SC_ASSERT_OK(gpu->ops->attention_backward(gpu, G(dqkv), gscr, G(dout), G(qkv),
+							  G(out), gstate, B, T, C, NH));
 		twin_expect(&dqkv, "attention_backward dqkv", FP32_TOL);
 
-		free(hatt);
+		free(want);
+		free(hq);
+		free(lse);
+		free(nan);
+		cpu->ops->free_buf(cpu, cstate);
+		cpu->ops->free_buf(cpu, cscr);
+		gpu->ops->free_buf(gpu, gstate);
+		gpu->ops->free_buf(gpu, gscr);
 		twin_free(&qkv);
 		twin_free(&out);
-		twin_free(&att);
 		twin_free(&dout);
 		twin_free(&dqkv);
-		twin_free(&datt);
 	}
+}
+
+/* Head sizes past the kernels' 128 are refused with a reason, at sizing. */
+static void test_attention_refuses_large_heads(void **state)
+{
+	size_t st = 1, sc = 1;
+	SC_ASSERT_ERR(gpu->ops->attention_sizes(gpu, 1, 8, 320, 2, &st, &sc), SC_ENOTSUP);
+	assert_true(st == 0 && sc == 0);
+	assert_non_null(strstr(sc_err_detail(), "head size 160"));
+	SC_ASSERT_ERR(gpu->ops->attention_forward(gpu, NULL, NULL, NULL, 1, 8, 320, 2), SC_ENOTSUP);
+	SC_ASSERT_ERR(gpu->ops->attention_sizes(gpu, 1, 8, 30, 4, &st, &sc), SC_EINVAL);
 }
 
 /* ---- element-wise ---- */
@@ -461,12 +529,19 @@ static void test_sumsq(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_memory),        cmocka_unit_test(test_open_bad_ordinal),
-		cmocka_unit_test(test_gemm_fp32),     cmocka_unit_test(test_gemm_tf32),
-		cmocka_unit_test(test_gemm_bad_args), cmocka_unit_test(test_encoder_forward),
-		cmocka_unit_test(test_layernorm),     cmocka_unit_test(test_attention),
-		cmocka_unit_test(test_gelu),          cmocka_unit_test(test_add),
-		cmocka_unit_test(test_crossentropy),  cmocka_unit_test(test_adamw),
+		cmocka_unit_test(test_memory),
+		cmocka_unit_test(test_open_bad_ordinal),
+		cmocka_unit_test(test_gemm_fp32),
+		cmocka_unit_test(test_gemm_tf32),
+		cmocka_unit_test(test_gemm_bad_args),
+		cmocka_unit_test(test_encoder_forward),
+		cmocka_unit_test(test_layernorm),
+		cmocka_unit_test(test_attention),
+		cmocka_unit_test(test_attention_refuses_large_heads),
+		cmocka_unit_test(test_gelu),
+		cmocka_unit_test(test_add),
+		cmocka_unit_test(test_crossentropy),
+		cmocka_unit_test(test_adamw),
 		cmocka_unit_test(test_sumsq),
 	};
 	sc_err rc = sc_backend_cuda_open(&gpu, 0, 0);

@@ -587,7 +587,8 @@ static void attention_backward_case(sc_backend *be, struct attn_case s, uint64_t
 	float *junk = host_normal(nqkv, seed + 2, 100.0f);
 	SC_ASSERT_OK(be->ops->upload(be, dqkv, junk, nqkv * sizeof(float)));
 	SC_ASSERT_OK(be->ops->attention_forward(be, dout, att, dq, s.B, s.T, s.C, s.NH));
-	SC_ASSERT_OK(be->ops->attention_backward(be, dqkv, datt, dr, dq, att, s.B, s.T, s.C, s.NH));
+	SC_ASSERT_OK(
+	    be->ops->attention_backward(be, dqkv, datt, dr, dq, dout, att, s.B, s.T, s.C, s.NH));
 	float *got = fetch(be, dqkv, nqkv);
 	float *picked = malloc(nidx * sizeof(float));
 	assert_non_null(picked);
@@ -643,7 +644,8 @@ static void attention_deterministic(void **state)
 		float *out = dev_floats(b, NULL, nout), *att = dev_floats(b, NULL, natt);
 		float *datt = dev_floats(b, NULL, natt), *dqkv = dev_floats(b, NULL, nqkv);
 		SC_ASSERT_OK(b->ops->attention_forward(b, out, att, dq, B, T, C, NH));
-		SC_ASSERT_OK(b->ops->attention_backward(b, dqkv, datt, dr, dq, att, B, T, C, NH));
+		SC_ASSERT_OK(
+		    b->ops->attention_backward(b, dqkv, datt, dr, dq, out, att, B, T, C, NH));
 		res[run][0] = fetch(b, out, nout);
 		res[run][1] = fetch(b, att, natt);
 		res[run][2] = fetch(b, dqkv, nqkv);
@@ -670,7 +672,13 @@ static void attention_rejects_bad_heads(void **state)
 {
 	sc_backend *be = *state;
 	float *x = dev_floats(be, NULL, 64);
+	size_t state_n = 1, scratch_n = 1;
 	SC_ASSERT_ERR(be->ops->attention_forward(be, x, x, x, 1, 1, 6, 4), SC_EINVAL);
+	SC_ASSERT_ERR(be->ops->attention_sizes(be, 1, 1, 6, 4, &state_n, &scratch_n), SC_EINVAL);
+	assert_true(state_n == 0 && scratch_n == 0);
+	/* the CPU keeps the probabilities: (B,NH,T,T) of state and scratch */
+	SC_ASSERT_OK(be->ops->attention_sizes(be, 2, 5, 8, 2, &state_n, &scratch_n));
+	assert_true(state_n == 2 * 2 * 5 * 5 && scratch_n == state_n);
 	be->ops->free_buf(be, x);
 }
 

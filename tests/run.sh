@@ -12,7 +12,7 @@ JOBS=$(nproc)
 bash deploy/install-deps.sh
 
 echo "== clang-format"
-files=$(git ls-files '*.c' '*.h' '*.cu' '*.cuh' 2>/dev/null || find . -name '*.[ch]' -not -path './build*')
+files=$(git ls-files '*.c' '*.h' '*.cc' '*.cu' '*.cuh' 2>/dev/null || find . -name '*.[ch]' -not -path './build*')
 clang-format --dry-run --Werror $files
 echo "formatting ok"
 

@@ -113,6 +113,16 @@ static sc_err check_shape(int B, int T, int C, int NH)
 	return SC_OK;
 }
 
+/* The state is the probabilities, (B,NH,T,T); the scratch their gradient. */
+sc_err sc_cpu_attention_sizes(sc_backend *be, int B, int T, int C, int NH, size_t *state,
+			      size_t *scratch)
+{
+	*state = *scratch = 0;
+	SC_TRY(check_shape(B, T, C, NH));
+	*state = *scratch = (size_t)B * NH * T * T;
+	return SC_OK;
+}
+
 sc_err sc_cpu_attention_forward(sc_backend *be, float *out, float *att, const float *qkv, int B,
 				int T, int C, int NH)
 {
@@ -130,8 +140,10 @@ sc_err sc_cpu_attention_forward(sc_backend *be, float *out, float *att, const fl
 	return SC_OK;
 }
 
+/* out, the forward's result, is not needed: the probabilities are kept. */
 sc_err sc_cpu_attention_backward(sc_backend *be, float *dqkv, float *datt, const float *dout,
-				 const float *qkv, const float *att, int B, int T, int C, int NH)
+				 const float *qkv, const float *out, const float *att, int B, int T,
+				 int C, int NH)
 {
 	SC_TRY(check_shape(B, T, C, NH));
 	sc_cpu_enter(be);

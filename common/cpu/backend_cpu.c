@@ -264,6 +264,7 @@ static const sc_backend_ops cpu_ops = {
 	.encoder_forward = cpu_encoder_forward,
 	.layernorm_forward = sc_cpu_layernorm_forward,
 	.layernorm_backward = sc_cpu_layernorm_backward,
+	.attention_sizes = sc_cpu_attention_sizes,
 	.attention_forward = sc_cpu_attention_forward,
 	.attention_backward = sc_cpu_attention_backward,
 	.gelu_forward = sc_cpu_gelu_forward,

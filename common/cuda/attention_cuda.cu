@@ -1,118 +1,271 @@
-/* attention_cuda.cu — causal self-attention of the CUDA backend: the heads
- * are split out of qkv into (B,NH,T,hs) scratch, the score and value products
- * are cuBLAS strided-batched GEMMs over the B*NH heads, and the masked softmax
- * (and its backward) are one warp per row. Owns the context's attention
- * scratch (sc_cuda_ctx.attn), grown on demand and kept until destroy. */
+/* attention_cuda.cu — causal self-attention of the CUDA backend as fused,
+ * memory-efficient kernels, in fp32 (the FlashAttention-2 scheme): no T x T
+ * matrix is ever stored.
+ *
+ * Forward: a block takes BR query rows of one head and walks the key tiles
+ * of BC keys up to the diagonal, keeping a running maximum m, sum l and
+ * output o per row (online softmax); it writes out and the row's log-sum-
+ * exp, lse = m + log l — the only state kept for the backward (B,NH,T).
+ *
+ * Backward, two kernels, so that every output element is summed by one
+ * thread in a fixed order (deterministic, no atomics):
+ *   dq:  a block per BR query rows: Di = dout_i . out_i (kept in the
+ *        scratch for the next kernel), then over the key tiles
+ *        p = exp(s - lse), ds = p (dout_i . v_j - Di), dq += ds k.
+ *   dkv: a block per BC keys, over the query tiles from the diagonal on:
+ *        dv += p dout_i, dk += ds q_i, with p and ds recomputed.
+ *
+ * Threads: LANES = 8 per row (a row's lanes are 8 consecutive lanes of one
+ * warp, so its reductions are width-8 shuffles and __syncwarp orders its
+ * shared memory); a thread holds the columns lane, lane + 8, ... of its row.
+ * Tiles live in shared memory with one float of padding per row; head
+ * dimensions beyond hs and rows beyond T are loaded as zeros. Head sizes up
+ * to 128 (GPT-2: 64, Llama: 128) have a tile shape each; larger ones are
+ * refused by sc_cuda_attention_sizes. */
 #include <math.h>
 
 #include "cuda_impl.h"
 
-enum { EW_THREADS = 256, ROW_THREADS = 256, ROWS_PER_BLOCK = ROW_THREADS / 32 };
+enum { LANES = 8, MAX_HS = 128 };
 
-/* dst (B,NH,T,hs) = src viewed as (B,T,NH,hs), ld floats between positions. */
-__global__ void split_heads_kernel(float *dst, const float *src, int ld, int T, int NH, int hs,
-				   size_t n)
+/* dst (rows, HS), row stride HS + 1 = rows t0 .. t0 + rows - 1 of src (ld
+ * floats apart), dimensions d < hs; zeros elsewhere. The whole block
+ * loads. */
+template <int HS>
+__device__ inline void load_tile(float *dst, int rows, const float *src, size_t ld, int t0, int T,
+				 int hs)
 {
-	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride()) {
-		size_t d = i % hs, r = i / hs;
-		size_t t = r % T;
-		r /= T;
-		size_t h = r % NH, b = r / NH;
-		dst[i] = src[(b * T + t) * ld + h * hs + d];
+	for (int e = threadIdx.x; e < rows * HS; e += blockDim.x) {
+		int r = e / HS, d = e % HS, t = t0 + r;
+		dst[r * (HS + 1) + d] = t < T && d < hs ? src[(size_t)t * ld + d] : 0.0f;
 	}
 }
 
-/* dst viewed as (B,T,NH,hs), ld floats between positions = src (B,NH,T,hs). */
-__global__ void merge_heads_kernel(float *dst, int ld, const float *src, int T, int NH, int hs,
-				   size_t n)
+/* Reductions over the 8 lanes of a row; every lane gets the result. */
+__device__ inline float row_max(float v)
 {
-	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride()) {
-		size_t d = i % hs, r = i / hs;
-		size_t t = r % T;
-		r /= T;
-		size_t h = r % NH, b = r / NH;
-		dst[(b * T + t) * ld + h * hs + d] = src[i];
-	}
+	for (int o = LANES / 2; o > 0; o >>= 1)
+		v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o, LANES));
+	return v;
 }
 
-/* att rows (rows, T), row index = (b*NH + h)*T + t1, hold the scaled scores:
- * softmax over t2 <= t1 in place, 0 for t2 > t1. One warp per row; each lane
- * rereads only the elements it wrote. */
-__global__ void softmax_causal_kernel(float *att, int T, size_t rows)
+__device__ inline float row_sum(float v)
 {
-	int lane = threadIdx.x % 32;
-	size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
-	if (row >= rows)
-		return; /* uniform across the warp */
-	int t1 = (int)(row % T);
-	float *p = att + row * T;
-
-	float mx = -INFINITY;
-	for (int t2 = lane; t2 <= t1; t2 += 32)
-		mx = fmaxf(mx, p[t2]);
-	mx = sc_warp_max(mx);
-	float sum = 0.0f;
-	for (int t2 = lane; t2 <= t1; t2 += 32) {
-		float e = expf(p[t2] - mx);
-		p[t2] = e;
-		sum += e;
-	}
-	float inv = 1.0f / sc_warp_sum(sum);
-	for (int t2 = lane; t2 < T; t2 += 32)
-		p[t2] = t2 <= t1 ? p[t2] * inv : 0.0f;
+	for (int o = LANES / 2; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o, LANES);
+	return v;
 }
 
-/* In place: datt (the gradient of the probabilities) becomes the gradient
- * of the scores before scaling, att * (datt - sum(att * datt)) for t2 <= t1,
- * 0 above. One warp per row. */
-__global__ void softmax_causal_backward_kernel(float *datt, const float *att, int T, size_t rows)
+template <int HS> __device__ inline float dot(const float *a, const float *b)
 {
-	int lane = threadIdx.x % 32;
-	size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
-	if (row >= rows)
-		return;
-	int t1 = (int)(row % T);
-	const float *a = att + row * T;
-	float *d = datt + row * T;
-
-	float dot = 0.0f;
-	for (int t2 = lane; t2 <= t1; t2 += 32)
-		dot += a[t2] * d[t2];
-	dot = sc_warp_sum(dot);
-	for (int t2 = lane; t2 < T; t2 += 32)
-		d[t2] = t2 <= t1 ? a[t2] * (d[t2] - dot) : 0.0f;
+	float s = 0.0f;
+	for (int d = 0; d < HS; d++)
+		s = fmaf(a[d], b[d], s);
+	return s;
 }
 
-void sc_cuda_attention_release(sc_cuda_ctx *c)
+/* Grid (B*NH, ceil(T/BR)), BR * LANES threads. out (B,T,C); lse (B,NH,T). */
+template <int HS, int BR, int BC>
+__global__ void __launch_bounds__(BR *LANES)
+    flash_forward_kernel(float *out, float *lse, const float *qkv, int T, int C, int NH,
+			 float scale)
 {
-	if (c->attn)
-		(void)cudaFree(c->attn);
-	c->attn = NULL;
-	c->attn_slot = 0;
-}
+	__shared__ float qs[BR][HS + 1], ks[BC][HS + 1], vs[BC][HS + 1], ps[BR][BC + 1];
+	const int hs = C / NH, bh = blockIdx.x, b = bh / NH, h = bh % NH;
+	const int q0 = blockIdx.y * BR, i = threadIdx.x / LANES, lane = threadIdx.x % LANES;
+	const int row = q0 + i, kend = q0 + BR < T ? q0 + BR : T;
+	const size_t ld = 3 * (size_t)C;
+	const float *q = qkv + (size_t)b * T * ld + (size_t)h * hs;
+	float m = -INFINITY, l = 0.0f, o[HS / LANES];
 
-/* Makes the scratch hold SC_CUDA_ATTN_SLOTS slots of at least slot floats. */
-static sc_err attn_scratch(sc_cuda_ctx *c, size_t slot)
-{
-	size_t bytes = SC_CUDA_ATTN_SLOTS * slot * sizeof(float);
-	cudaError_t e;
-	if (slot <= c->attn_slot)
-		return SC_OK;
-	SC_CUDA_CHECK(cudaStreamSynchronize(c->stream)); /* queued kernels may use the old one */
-	sc_cuda_attention_release(c);
-	e = cudaMalloc((void **)&c->attn, bytes);
-	if (e != cudaSuccess) {
-		c->attn = NULL;
-		if (e == cudaErrorMemoryAllocation) {
-			(void)cudaGetLastError();
-			return sc_errf(SC_ENOMEM, "%s: attention scratch of %zu bytes: %s", c->name,
-				       bytes, cudaGetErrorString(e));
+	SC_UNROLL
+	for (int x = 0; x < HS / LANES; x++)
+		o[x] = 0.0f;
+	load_tile<HS>(&qs[0][0], BR, q, ld, q0, T, hs);
+	for (int k0 = 0; k0 < kend; k0 += BC) {
+		__syncthreads(); /* the previous tile's readers are done */
+		load_tile<HS>(&ks[0][0], BC, q + C, ld, k0, T, hs);
+		load_tile<HS>(&vs[0][0], BC, q + 2 * C, ld, k0, T, hs);
+		__syncthreads();
+
+		float s[BC / LANES], mx = -INFINITY;
+		SC_UNROLL
+		for (int x = 0; x < BC / LANES; x++) {
+			int j = lane + LANES * x;
+			s[x] = row < T && k0 + j <= row ? dot<HS>(qs[i], ks[j]) * scale : -INFINITY;
+			mx = fmaxf(mx, s[x]);
 		}
-		return sc_cuda_fail(__FILE__, __LINE__, "cudaMalloc", cudaGetErrorString(e));
+		/* Rows past T see no key at all: keep their exponents finite. */
+		float m_new = fmaxf(m, row_max(mx));
+		float base = m_new == -INFINITY ? 0.0f : m_new;
+		float alpha = expf(m - base), psum = 0.0f;
+		SC_UNROLL
+		for (int x = 0; x < BC / LANES; x++) {
+			float p = expf(s[x] - base);
+			ps[i][lane + LANES * x] = p;
+			psum += p;
+		}
+		l = l * alpha + row_sum(psum);
+		m = m_new;
+		__syncwarp(); /* ps[i] is written and read by row i's lanes only */
+		SC_UNROLL
+		for (int x = 0; x < HS / LANES; x++) {
+			int d = lane + LANES * x;
+			float acc = o[x] * alpha;
+			for (int j = 0; j < BC; j++)
+				acc = fmaf(ps[i][j], vs[j][d], acc);
+			o[x] = acc;
+		}
 	}
-	c->attn_slot = slot;
-	return SC_OK;
+	if (row < T) {
+		float inv = 1.0f / l, *y = out + ((size_t)b * T + row) * C + (size_t)h * hs;
+		SC_UNROLL
+		for (int x = 0; x < HS / LANES; x++) {
+			int d = lane + LANES * x;
+			if (d < hs)
+				y[d] = o[x] * inv;
+		}
+		if (lane == 0)
+			lse[(size_t)bh * T + row] = m + logf(l);
+	}
 }
+
+/* Grid (B*NH, ceil(T/BR)), BR * LANES threads. Writes the q part of dqkv
+ * and dsum (B,NH,T) = dout . out per row. */
+template <int HS, int BR, int BC>
+__global__ void __launch_bounds__(BR *LANES)
+    flash_backward_dq_kernel(float *dqkv, float *dsum, const float *dout, const float *qkv,
+			     const float *out, const float *lse, int T, int C, int NH, float scale)
+{
+	__shared__ float qs[BR][HS + 1], dos[BR][HS + 1], ks[BC][HS + 1], vs[BC][HS + 1];
+	__shared__ float dss[BR][BC + 1];
+	const int hs = C / NH, bh = blockIdx.x, b = bh / NH, h = bh % NH;
+	const int q0 = blockIdx.y * BR, i = threadIdx.x / LANES, lane = threadIdx.x % LANES;
+	const int row = q0 + i, kend = q0 + BR < T ? q0 + BR : T;
+	const size_t ld = 3 * (size_t)C, head = (size_t)h * hs;
+	const float *q = qkv + (size_t)b * T * ld + head;
+	const float *dy = dout + (size_t)b * T * C + head, *y = out + (size_t)b * T * C + head;
+	float dq[HS / LANES], part = 0.0f;
+
+	load_tile<HS>(&qs[0][0], BR, q, ld, q0, T, hs);
+	load_tile<HS>(&dos[0][0], BR, dy, C, q0, T, hs);
+	SC_UNROLL
+	for (int x = 0; x < HS / LANES; x++) {
+		int d = lane + LANES * x;
+		dq[x] = 0.0f;
+		if (row < T && d < hs)
+			part = fmaf(dy[(size_t)row * C + d], y[(size_t)row * C + d], part);
+	}
+	const float di = row_sum(part);
+	const float li = row < T ? lse[(size_t)bh * T + row] : 0.0f;
+	if (row < T && lane == 0)
+		dsum[(size_t)bh * T + row] = di;
+
+	for (int k0 = 0; k0 < kend; k0 += BC) {
+		__syncthreads();
+		load_tile<HS>(&ks[0][0], BC, q + C, ld, k0, T, hs);
+		load_tile<HS>(&vs[0][0], BC, q + 2 * C, ld, k0, T, hs);
+		__syncthreads();
+		SC_UNROLL
+		for (int x = 0; x < BC / LANES; x++) {
+			int j = lane + LANES * x;
+			float ds = 0.0f;
+			if (row < T && k0 + j <= row) {
+				float p = expf(dot<HS>(qs[i], ks[j]) * scale - li);
+				ds = p * (dot<HS>(dos[i], vs[j]) - di);
+			}
+			dss[i][j] = ds;
+		}
+		__syncwarp();
+		SC_UNROLL
+		for (int x = 0; x < HS / LANES; x++) {
+			int d = lane + LANES * x;
+			float acc = dq[x];
+			for (int j = 0; j < BC; j++)
+				acc = fmaf(dss[i][j], ks[j][d], acc);
+			dq[x] = acc;
+		}
+	}
+	if (row < T) {
+		float *g = dqkv + ((size_t)b * T + row) * ld + head;
+		SC_UNROLL
+		for (int x = 0; x < HS / LANES; x++) {
+			int d = lane + LANES * x;
+			if (d < hs)
+				g[d] = dq[x] * scale;
+		}
+	}
+}
+
+/* Grid (B*NH, ceil(T/BC)), BC * LANES threads: thread row j is key k0 + j.
+ * Writes the k and v parts of dqkv. */
+template <int HS, int BR, int BC>
+__global__ void __launch_bounds__(BC *LANES)
+    flash_backward_dkv_kernel(float *dqkv, const float *dout, const float *qkv, const float *lse,
+			      const float *dsum, int T, int C, int NH, float scale)
+{
+	__shared__ float ks[BC][HS + 1], vs[BC][HS + 1], qs[BR][HS + 1], dos[BR][HS + 1];
+	__shared__ float ps[BC][BR + 1], dss[BC][BR + 1], ls[BR], dd[BR];
+	const int hs = C / NH, bh = blockIdx.x, b = bh / NH, h = bh % NH;
+	const int k0 = blockIdx.y * BC, j = threadIdx.x / LANES, lane = threadIdx.x % LANES;
+	const int key = k0 + j;
+	const size_t ld = 3 * (size_t)C, head = (size_t)h * hs;
+	const float *q = qkv + (size_t)b * T * ld + head, *dy = dout + (size_t)b * T * C + head;
+	float dk[HS / LANES], dv[HS / LANES];
+
+	SC_UNROLL
+	for (int x = 0; x < HS / LANES; x++)
+		dk[x] = dv[x] = 0.0f;
+	load_tile<HS>(&ks[0][0], BC, q + C, ld, k0, T, hs);
+	load_tile<HS>(&vs[0][0], BC, q + 2 * C, ld, k0, T, hs);
+	for (int q0 = k0 / BR * BR; q0 < T; q0 += BR) {
+		__syncthreads();
+		load_tile<HS>(&qs[0][0], BR, q, ld, q0, T, hs);
+		load_tile<HS>(&dos[0][0], BR, dy, C, q0, T, hs);
+		for (int r = threadIdx.x; r < BR; r += blockDim.x) {
+			int t = q0 + r;
+			ls[r] = t < T ? lse[(size_t)bh * T + t] : 0.0f;
+			dd[r] = t < T ? dsum[(size_t)bh * T + t] : 0.0f;
+		}
+		__syncthreads();
+		SC_UNROLL
+		for (int x = 0; x < BR / LANES; x++) {
+			int ii = lane + LANES * x, row = q0 + ii;
+			float p = 0.0f, ds = 0.0f;
+			if (key < T && row < T && key <= row) {
+				p = expf(dot<HS>(qs[ii], ks[j]) * scale - ls[ii]);
+				ds = p * (dot<HS>(dos[ii], vs[j]) - dd[ii]);
+			}
+			ps[j][ii] = p;
+			dss[j][ii] = ds;
+		}
+		__syncwarp();
+		SC_UNROLL
+		for (int x = 0; x < HS / LANES; x++) {
+			int d = lane + LANES * x;
+			float av = dv[x], ak = dk[x];
+			for (int ii = 0; ii < BR; ii++) {
+				av = fmaf(ps[j][ii], dos[ii][d], av);
+				ak = fmaf(dss[j][ii], qs[ii][d], ak);
+			}
+			dv[x] = av;
+			dk[x] = ak;
+		}
+	}
+	if (key < T) {
+		float *g = dqkv + ((size_t)b * T + key) * ld + head;
+		SC_UNROLL
+		for (int x = 0; x < HS / LANES; x++) {
+			int d = lane + LANES * x;
+			if (d < hs) {
+				g[C + d] = dk[x] * scale;
+				g[2 * C + d] = dv[x];
+			}
+		}
+	}
+}
+
+/* ---- host side ---- */
 
 static sc_err check_shape(const char *op, int B, int T, int C, int NH)
 {
@@ -120,98 +273,87 @@ static sc_err check_shape(const char *op, int B, int T, int C, int NH)
 		return sc_errf(SC_EINVAL,
 			       "%s: bad shape B=%d T=%d C=%d NH=%d (C must divide by NH)", op, B, T,
 			       C, NH);
+	if (C / NH > MAX_HS)
+		return sc_errf(SC_ENOTSUP,
+			       "%s: head size %d: the CUDA attention kernels take head sizes up "
+			       "to %d",
+			       op, C / NH, MAX_HS);
 	return SC_OK;
 }
 
-static sc_err split_heads(sc_cuda_ctx *c, float *dst, const float *src, int ld, int B, int T,
-			  int NH, int hs)
+static float attention_scale(int hs)
 {
-	size_t n = (size_t)B * T * NH * hs;
-	split_heads_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(dst, src, ld,
-										      T, NH, hs, n);
-	SC_LAUNCH_CHECK(split_heads_kernel);
+	return (float)(1.0 / sqrt((double)hs)); /* as the CPU */
+}
+
+template <int HS, int BR, int BC>
+static sc_err forward_tiles(sc_cuda_ctx *c, float *out, float *lse, const float *qkv, int B, int T,
+			    int C, int NH)
+{
+	void (*kernel)(float *, float *, const float *, int, int, int, float) =
+	    flash_forward_kernel<HS, BR, BC>;
+	dim3 grid((unsigned)(B * NH), (unsigned)((T + BR - 1) / BR));
+	SC_LAUNCH(kernel, grid, BR * LANES, c->stream)
+	(out, lse, qkv, T, C, NH, attention_scale(C / NH));
+	SC_LAUNCH_CHECK(flash_forward_kernel);
 	return SC_OK;
 }
 
-static sc_err merge_heads(sc_cuda_ctx *c, float *dst, int ld, const float *src, int B, int T,
-			  int NH, int hs)
+template <int HS, int BR, int BC>
+static sc_err backward_tiles(sc_cuda_ctx *c, float *dqkv, float *dsum, const float *dout,
+			     const float *qkv, const float *out, const float *lse, int B, int T,
+			     int C, int NH)
 {
-	size_t n = (size_t)B * T * NH * hs;
-	merge_heads_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(dst, ld, src,
-										      T, NH, hs, n);
-	SC_LAUNCH_CHECK(merge_heads_kernel);
+	float scale = attention_scale(C / NH);
+	void (*dq)(float *, float *, const float *, const float *, const float *, const float *,
+		   int, int, int, float) = flash_backward_dq_kernel<HS, BR, BC>;
+	void (*dkv)(float *, const float *, const float *, const float *, const float *, int, int,
+		    int, float) = flash_backward_dkv_kernel<HS, BR, BC>;
+	dim3 grid_q((unsigned)(B * NH), (unsigned)((T + BR - 1) / BR));
+	dim3 grid_k((unsigned)(B * NH), (unsigned)((T + BC - 1) / BC));
+	SC_LAUNCH(dq, grid_q, BR * LANES, c->stream)
+	(dqkv, dsum, dout, qkv, out, lse, T, C, NH, scale);
+	SC_LAUNCH_CHECK(flash_backward_dq_kernel);
+	/* after dq on the same stream: it reads the dsum dq wrote */
+	SC_LAUNCH(dkv, grid_k, BC * LANES, c->stream)(dqkv, dout, qkv, lse, dsum, T, C, NH, scale);
+	SC_LAUNCH_CHECK(flash_backward_dkv_kernel);
 	return SC_OK;
 }
 
-static unsigned row_blocks(size_t rows)
+/* Tile shapes by head size: 32 x 32 tiles up to 64, 16 x 16 up to 128
+ * (within 48 KiB of static shared memory per block). */
+#define SC_ATTN_DISPATCH(fn, hs, ...)                                                              \
+	((hs) <= 32   ? fn<32, 32, 32>(__VA_ARGS__)                                                \
+	 : (hs) <= 64 ? fn<64, 32, 32>(__VA_ARGS__)                                                \
+		      : fn<128, 16, 16>(__VA_ARGS__))
+
+sc_err sc_cuda_attention_sizes(sc_backend *be, int B, int T, int C, int NH, size_t *state,
+			       size_t *scratch)
 {
-	return (unsigned)((rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK);
+	*state = *scratch = 0;
+	SC_TRY(check_shape("attention", B, T, C, NH));
+	*state = *scratch = (size_t)B * NH * T;
+	return SC_OK;
 }
 
-sc_err sc_cuda_attention_forward(sc_backend *be, float *out, float *att, const float *qkv, int B,
+sc_err sc_cuda_attention_forward(sc_backend *be, float *out, float *lse, const float *qkv, int B,
 				 int T, int C, int NH)
 {
 	SC_TRY(check_shape("attention_forward", B, T, C, NH));
-	size_t n = (size_t)B * T * C, rows = (size_t)B * NH * T;
-	if (!n)
+	if (!B || !T)
 		return SC_OK;
-	int hs = C / NH, BH = B * NH;
-	long long s_head = (long long)T * hs, s_att = (long long)T * T;
-	float scale = (float)(1.0 / sqrt((double)hs)); /* as the CPU */
 	SC_CUDA_ENTER(be, c);
-	SC_TRY(attn_scratch(c, n));
-	float *q = c->attn, *k = q + n, *v = k + n, *y = v + n; /* each (B,NH,T,hs) */
-
-	SC_TRY(split_heads(c, q, qkv, 3 * C, B, T, NH, hs));
-	SC_TRY(split_heads(c, k, qkv + C, 3 * C, B, T, NH, hs));
-	SC_TRY(split_heads(c, v, qkv + 2 * C, 3 * C, B, T, NH, hs));
-	/* att (T,T) = scale * q (T,hs) @ k^T, per head */
-	SC_TRY(sc_cuda_gemm_batched(c, 0, 1, T, T, hs, scale, q, hs, s_head, k, hs, s_head, 0.0f,
-				    att, T, s_att, BH));
-	softmax_causal_kernel<<<row_blocks(rows), ROW_THREADS, 0, c->stream>>>(att, T, rows);
-	SC_LAUNCH_CHECK(softmax_causal_kernel);
-	/* y (T,hs) = att (T,T) @ v (T,hs); the zeros above the diagonal mask v */
-	SC_TRY(sc_cuda_gemm_batched(c, 0, 0, T, hs, T, 1.0f, att, T, s_att, v, hs, s_head, 0.0f, y,
-				    hs, s_head, BH));
-	return merge_heads(c, out, C, y, B, T, NH, hs);
+	return SC_ATTN_DISPATCH(forward_tiles, C / NH, c, out, lse, qkv, B, T, C, NH);
 }
 
-sc_err sc_cuda_attention_backward(sc_backend *be, float *dqkv, float *datt, const float *dout,
-				  const float *qkv, const float *att, int B, int T, int C, int NH)
+sc_err sc_cuda_attention_backward(sc_backend *be, float *dqkv, float *dsum, const float *dout,
+				  const float *qkv, const float *out, const float *lse, int B,
+				  int T, int C, int NH)
 {
 	SC_TRY(check_shape("attention_backward", B, T, C, NH));
-	size_t n = (size_t)B * T * C, rows = (size_t)B * NH * T;
-	if (!n)
+	if (!B || !T)
 		return SC_OK;
-	int hs = C / NH, BH = B * NH;
-	long long s_head = (long long)T * hs, s_att = (long long)T * T;
-	float scale = (float)(1.0 / sqrt((double)hs)); /* as the CPU */
 	SC_CUDA_ENTER(be, c);
-	SC_TRY(attn_scratch(c, n));
-	/* each (B,NH,T,hs); dq reuses dy's slot, dead once datt and dv exist */
-	float *q = c->attn, *k = q + n, *v = k + n, *dy = v + n, *dk = dy + n, *dv = dk + n;
-	float *dq = dy;
-
-	SC_TRY(split_heads(c, q, qkv, 3 * C, B, T, NH, hs));
-	SC_TRY(split_heads(c, k, qkv + C, 3 * C, B, T, NH, hs));
-	SC_TRY(split_heads(c, v, qkv + 2 * C, 3 * C, B, T, NH, hs));
-	SC_TRY(split_heads(c, dy, dout, C, B, T, NH, hs));
-	/* datt (T,T) = dy (T,hs) @ v^T */
-	SC_TRY(sc_cuda_gemm_batched(c, 0, 1, T, T, hs, 1.0f, dy, hs, s_head, v, hs, s_head, 0.0f,
-				    datt, T, s_att, BH));
-	/* dv (T,hs) = att^T (T,T) @ dy (T,hs) */
-	SC_TRY(sc_cuda_gemm_batched(c, 1, 0, T, hs, T, 1.0f, att, T, s_att, dy, hs, s_head, 0.0f,
-				    dv, hs, s_head, BH));
-	/* datt becomes the gradient of the unscaled scores q.k */
-	softmax_causal_backward_kernel<<<row_blocks(rows), ROW_THREADS, 0, c->stream>>>(datt, att,
-											T, rows);
-	SC_LAUNCH_CHECK(softmax_causal_backward_kernel);
-	/* dq (T,hs) = scale * dscores (T,T) @ k (T,hs); dk = scale * dscores^T @ q */
-	SC_TRY(sc_cuda_gemm_batched(c, 0, 0, T, hs, T, scale, datt, T, s_att, k, hs, s_head, 0.0f,
-				    dq, hs, s_head, BH));
-	SC_TRY(sc_cuda_gemm_batched(c, 1, 0, T, hs, T, scale, datt, T, s_att, q, hs, s_head, 0.0f,
-				    dk, hs, s_head, BH));
-	SC_TRY(merge_heads(c, dqkv, 3 * C, dq, B, T, NH, hs));
-	SC_TRY(merge_heads(c, dqkv + C, 3 * C, dk, B, T, NH, hs));
-	return merge_heads(c, dqkv + 2 * C, 3 * C, dv, B, T, NH, hs);
+	return SC_ATTN_DISPATCH(backward_tiles, C / NH, c, dqkv, dsum, dout, qkv, out, lse, B, T, C,
+				NH);
 }

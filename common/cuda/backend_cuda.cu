@@ -155,7 +155,6 @@ static void cuda_destroy(sc_backend *be)
 		(void)cudaSetDevice(c->device);
 		if (c->stream)
 			(void)cudaStreamSynchronize(c->stream);
-		sc_cuda_attention_release(c);
 		if (c->sumsq_partial)
 			(void)cudaFree(c->sumsq_partial);
 		if (c->blas)
@@ -179,6 +178,7 @@ static const sc_backend_ops cuda_ops = {
 	.encoder_forward = sc_cuda_encoder_forward,
 	.layernorm_forward = sc_cuda_layernorm_forward,
 	.layernorm_backward = sc_cuda_layernorm_backward,
+	.attention_sizes = sc_cuda_attention_sizes,
 	.attention_forward = sc_cuda_attention_forward,
 	.attention_backward = sc_cuda_attention_backward,
 	.gelu_forward = sc_cuda_gelu_forward,

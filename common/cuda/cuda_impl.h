@@ -26,10 +26,6 @@ extern "C" {
 #include "sc_backend.h"
 }
 
-/* Attention scratch: per slot B*NH*T*hs floats; forward uses q, k, v, y,
- * backward q, k, v, dy (then dq), dk, dv. */
-enum { SC_CUDA_ATTN_SLOTS = 6 };
-
 /* sumsq's first pass uses at most this many blocks: a constant, so that the
  * reduction tree depends on n alone. */
 enum { SC_CUDA_SUMSQ_BLOCKS = 512, SC_CUDA_SUMSQ_THREADS = 256 };
@@ -39,8 +35,6 @@ typedef struct sc_cuda_ctx {
 	int tf32;              /* cuBLAS may use TF32 tensor cores */
 	cudaStream_t stream;   /* every operation is queued here */
 	cublasHandle_t blas;   /* bound to stream */
-	float *attn;           /* SC_CUDA_ATTN_SLOTS * attn_slot floats, grown on demand */
-	size_t attn_slot;      /* floats per slot */
 	double *sumsq_partial; /* (SC_CUDA_SUMSQ_BLOCKS + 1) */
 	char name[24];         /* "cuda:N" */
 } sc_cuda_ctx;
@@ -72,6 +66,19 @@ sc_err sc_cuda_fail(const char *file, int line, const char *what, const char *re
 			return sc_cuda_fail(__FILE__, __LINE__, "launch " #kernel,                 \
 					    cudaGetErrorString(sc_cuda_e_));                       \
 	} while (0)
+
+/* The one launch form: SC_LAUNCH(kernel, grid, block, stream)(args...), then
+ * SC_LAUNCH_CHECK(kernel). tests/cuda_emu defines it first to run these
+ * sources' kernels on a CPU. */
+#ifndef SC_LAUNCH
+#define SC_LAUNCH(kernel, grid, block, stream) kernel<<<(grid), (block), 0, (stream)>>>
+#endif
+
+/* Before a loop whose trip count is a template constant: unrolled, so that
+ * per-thread arrays indexed by its counter live in registers. */
+#ifndef SC_UNROLL
+#define SC_UNROLL _Pragma("unroll")
+#endif
 
 /* The context of be, with its device made current for this host thread. */
 #define SC_CUDA_ENTER(be, c)                                                                       \
@@ -169,11 +176,12 @@ sc_err sc_cuda_adamw(sc_backend *be, float *param, float *m, float *v, const flo
 sc_err sc_cuda_sumsq(sc_backend *be, double *out_host, const float *x, size_t n);
 
 /* attention_cuda.cu */
-sc_err sc_cuda_attention_forward(sc_backend *be, float *out, float *att, const float *qkv, int B,
+sc_err sc_cuda_attention_sizes(sc_backend *be, int B, int T, int C, int NH, size_t *state,
+			       size_t *scratch);
+sc_err sc_cuda_attention_forward(sc_backend *be, float *out, float *lse, const float *qkv, int B,
 				 int T, int C, int NH);
-sc_err sc_cuda_attention_backward(sc_backend *be, float *dqkv, float *datt, const float *dout,
-				  const float *qkv, const float *att, int B, int T, int C, int NH);
-/* Releases the attention scratch (destroy). */
-void sc_cuda_attention_release(sc_cuda_ctx *c);
+sc_err sc_cuda_attention_backward(sc_backend *be, float *dqkv, float *dsum, const float *dout,
+				  const float *qkv, const float *out, const float *lse, int B,
+				  int T, int C, int NH);
 
 #endif

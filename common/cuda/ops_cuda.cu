@@ -33,8 +33,8 @@ sc_err sc_cuda_encoder_forward(sc_backend *be, float *out, const int32_t *tokens
 	if (!n)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
-	encoder_forward_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(
-	    out, tokens, wte, wpe, T, C, n);
+	SC_LAUNCH(encoder_forward_kernel, sc_cuda_grid(n, EW_THREADS), EW_THREADS, c->stream)
+	(out, tokens, wte, wpe, T, C, n);
 	SC_LAUNCH_CHECK(encoder_forward_kernel);
 	return SC_OK;
 }
@@ -79,8 +79,9 @@ sc_err sc_cuda_layernorm_forward(sc_backend *be, float *out, float *mean, float 
 	if (!N)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
-	layernorm_forward_kernel<<<(N + rows_per_block - 1) / rows_per_block, ROW_THREADS, 0,
-				   c->stream>>>(out, mean, rstd, inp, w, b, N, C, eps);
+	SC_LAUNCH(layernorm_forward_kernel, (N + rows_per_block - 1) / rows_per_block, ROW_THREADS,
+		  c->stream)
+	(out, mean, rstd, inp, w, b, N, C, eps);
 	SC_LAUNCH_CHECK(layernorm_forward_kernel);
 	return SC_OK;
 }
@@ -124,8 +125,9 @@ sc_err sc_cuda_layernorm_backward(sc_backend *be, float *dinp, const float *dout
 	if (!N)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
-	layernorm_backward_kernel<<<(N + rows_per_block - 1) / rows_per_block, ROW_THREADS, 0,
-				    c->stream>>>(dinp, dout, inp, w, mean, rstd, N, C);
+	SC_LAUNCH(layernorm_backward_kernel, (N + rows_per_block - 1) / rows_per_block, ROW_THREADS,
+		  c->stream)
+	(dinp, dout, inp, w, mean, rstd, N, C);
 	SC_LAUNCH_CHECK(layernorm_backward_kernel);
 	return SC_OK;
 }
@@ -169,7 +171,8 @@ sc_err sc_cuda_gelu_forward(sc_backend *be, float *out, const float *inp, size_t
 	if (!n)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
-	gelu_forward_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(out, inp, n);
+	SC_LAUNCH(gelu_forward_kernel, sc_cuda_grid(n, EW_THREADS), EW_THREADS, c->stream)
+	(out, inp, n);
 	SC_LAUNCH_CHECK(gelu_forward_kernel);
 	return SC_OK;
 }
@@ -180,8 +183,8 @@ sc_err sc_cuda_gelu_backward(sc_backend *be, float *dinp, const float *inp, cons
 	if (!n)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
-	gelu_backward_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(dinp, inp,
-											dout, n);
+	SC_LAUNCH(gelu_backward_kernel, sc_cuda_grid(n, EW_THREADS), EW_THREADS, c->stream)
+	(dinp, inp, dout, n);
 	SC_LAUNCH_CHECK(gelu_backward_kernel);
 	return SC_OK;
 }
@@ -205,7 +208,7 @@ sc_err sc_cuda_add(sc_backend *be, float *out, const float *a, const float *b, s
 	if (!n)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
-	add_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(out, a, b, n);
+	SC_LAUNCH(add_kernel, sc_cuda_grid(n, EW_THREADS), EW_THREADS, c->stream)(out, a, b, n);
 	SC_LAUNCH_CHECK(add_kernel);
 	return SC_OK;
 }
@@ -218,8 +221,8 @@ sc_err sc_cuda_add_bias(sc_backend *be, float *out, const float *bias, int N, in
 	if (!n)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
-	add_bias_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(out, bias, OC,
-										   n);
+	SC_LAUNCH(add_bias_kernel, sc_cuda_grid(n, EW_THREADS), EW_THREADS, c->stream)
+	(out, bias, OC, n);
 	SC_LAUNCH_CHECK(add_bias_kernel);
 	return SC_OK;
 }
@@ -275,7 +278,8 @@ sc_err sc_cuda_crossentropy(sc_backend *be, float *losses, float *logits, const 
 	if (!N)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
-	crossentropy_kernel<<<N, CE_THREADS, 0, c->stream>>>(losses, logits, targets, V, dscale);
+	SC_LAUNCH(crossentropy_kernel, N, CE_THREADS, c->stream)
+	(losses, logits, targets, V, dscale);
 	SC_LAUNCH_CHECK(crossentropy_kernel);
 	return SC_OK;
 }
@@ -333,8 +337,8 @@ sc_err sc_cuda_adamw(sc_backend *be, float *param, float *m, float *v, const flo
 	float eps_f = (float)intended_double(eps);
 	int small = fabsf(w1) < 0.5f;
 	SC_CUDA_ENTER(be, c);
-	adamw_kernel<<<sc_cuda_grid(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(
-	    param, m, v, grad, n, w1, small, beta2_f, w2, eps_f, decay, grad_scale, step, bc2_sqrt);
+	SC_LAUNCH(adamw_kernel, sc_cuda_grid(n, EW_THREADS), EW_THREADS, c->stream)
+	(param, m, v, grad, n, w1, small, beta2_f, w2, eps_f, decay, grad_scale, step, bc2_sqrt);
 	SC_LAUNCH_CHECK(adamw_kernel);
 	return SC_OK;
 }
@@ -378,11 +382,11 @@ sc_err sc_cuda_sumsq(sc_backend *be, double *out_host, const float *x, size_t n)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
 	double *total = c->sumsq_partial + SC_CUDA_SUMSQ_BLOCKS;
-	sumsq_partial_kernel<<<nparts, SC_CUDA_SUMSQ_THREADS, 0, c->stream>>>(c->sumsq_partial, x,
-									      n);
+	SC_LAUNCH(sumsq_partial_kernel, nparts, SC_CUDA_SUMSQ_THREADS, c->stream)
+	(c->sumsq_partial, x, n);
 	SC_LAUNCH_CHECK(sumsq_partial_kernel);
-	sumsq_final_kernel<<<1, SC_CUDA_SUMSQ_THREADS, 0, c->stream>>>(total, c->sumsq_partial,
-								       nparts);
+	SC_LAUNCH(sumsq_final_kernel, 1, SC_CUDA_SUMSQ_THREADS, c->stream)
+	(total, c->sumsq_partial, nparts);
 	SC_LAUNCH_CHECK(sumsq_final_kernel);
 	SC_CUDA_CHECK(
 	    cudaMemcpyAsync(&result, total, sizeof(result), cudaMemcpyDeviceToHost, c->stream));

@@ -69,16 +69,27 @@ typedef struct sc_backend_ops {
 	sc_err (*layernorm_backward)(sc_backend *be, float *dinp, const float *dout,
 				     const float *inp, const float *w, const float *mean,
 				     const float *rstd, int N, int C);
+	/* The floats of the state attention_forward keeps for the backward and
+	 * of the scratch attention_backward needs, for this shape. Backend-
+	 * defined: the CPU keeps the probabilities (B,NH,T,T) and needs as much
+	 * scratch; the CUDA backend keeps one log-sum-exp per row (B,NH,T) and
+	 * needs (B,NH,T) of scratch, so no T x T matrix exists on a GPU. Fails
+	 * (SC_EINVAL, SC_ENOTSUP) for a shape the backend cannot run, so that a
+	 * segment is refused when it is made, not at its first step. */
+	sc_err (*attention_sizes)(sc_backend *be, int B, int T, int C, int NH, size_t *state,
+				  size_t *scratch);
 	/* Causal self-attention. qkv (B,T,3C) holds q | k | v per position, heads
-	 * split along C. out (B,T,C); att (B,NH,T,T) the softmaxed scores (only
-	 * t2 <= t1 defined), kept for backward. Scale 1/sqrt(hs). */
-	sc_err (*attention_forward)(sc_backend *be, float *out, float *att, const float *qkv, int B,
-				    int T, int C, int NH);
+	 * split along C. out (B,T,C); state (attention_sizes) kept for the
+	 * backward — on the CPU the softmaxed scores, only t2 <= t1 defined.
+	 * Scale 1/sqrt(hs). */
+	sc_err (*attention_forward)(sc_backend *be, float *out, float *state, const float *qkv,
+				    int B, int T, int C, int NH);
 	/* dqkv (B,T,3C) = dAttention (overwritten, not accumulated), given dout
-	 * (B,T,C); datt (B,NH,T,T) is scratch. */
-	sc_err (*attention_backward)(sc_backend *be, float *dqkv, float *datt, const float *dout,
-				     const float *qkv, const float *att, int B, int T, int C,
-				     int NH);
+	 * (B,T,C), and the forward's qkv, out and state; scratch as
+	 * attention_sizes says. */
+	sc_err (*attention_backward)(sc_backend *be, float *dqkv, float *scratch, const float *dout,
+				     const float *qkv, const float *out, const float *state, int B,
+				     int T, int C, int NH);
 	/* out (n) = GELU(inp), the tanh approximation ("gelu_new"). */
 	sc_err (*gelu_forward)(sc_backend *be, float *out, const float *inp, size_t n);
 	/* dinp (n) = dout * GELU'(inp) (overwritten). dinp may alias dout. */

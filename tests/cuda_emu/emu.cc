@@ -1,0 +1,637 @@
+/* emu.cc — the CUDA emulator's engine (see cuda_runtime.h): blocks of
+ * coroutine threads with real barriers, a synchronous runtime and cuBLAS on
+ * OpenBLAS.
+ *
+ * Scheduling: a block's threads run one at a time, each until it reaches a
+ * barrier (__syncthreads, a shuffle, __syncwarp) or returns; then the
+ * barriers are resolved and the next round starts. Each round runs the
+ * ready threads in a fresh pseudo-random order (SC_EMU_ORDER=forward or
+ * reverse to fix it), so a kernel that reads shared memory another thread
+ * writes in the same round — a missing barrier — gives order-dependent,
+ * wrong results instead of passing by luck. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <set>
+#include <vector>
+
+#include <cblas.h>
+
+#include "cublas_v2.h"
+#include "cuda_runtime.h"
+
+thread_local uint3 threadIdx, blockIdx;
+thread_local dim3 blockDim, gridDim;
+
+namespace
+{
+
+[[noreturn]] void emu_die(const char *kernel, const char *fmt, const char *detail)
+{
+	fprintf(stderr, "cuda emulator: kernel %s: ", kernel ? kernel : "(none)");
+	fprintf(stderr, fmt, detail);
+	fputc('\n', stderr);
+	abort();
+}
+
+enum thread_state { T_READY, T_SYNC, T_WARP, T_DONE };
+
+struct emu_thread {
+	ucontext_t ctx;
+	thread_state state;
+	uint3 idx;
+	/* the pending warp operation, and its result */
+	unsigned mask;
+	uint64_t bits, result;
+	int op, arg, width;
+};
+
+enum { STACK_BYTES = 256 << 10, MAX_THREADS = 1024, WARP = 32 };
+
+struct emu_block {
+	const char *kernel;
+	const std::function<void(void)> *body;
+	std::vector<emu_thread> threads;
+	std::vector<unsigned> order;
+	ucontext_t sched;
+	unsigned cur;
+	char *stacks; /* MAX_THREADS stacks, each above a guard page */
+	size_t page;
+	uint64_t rng;
+	int order_mode; /* 0 random, 1 forward, 2 reverse */
+};
+
+thread_local emu_block *blk;
+thread_local cudaError_t last_error = cudaSuccess;
+
+emu_block *block_state(void)
+{
+	if (!blk) {
+		blk = new emu_block();
+		blk->page = (size_t)sysconf(_SC_PAGESIZE);
+		size_t slot = STACK_BYTES + blk->page;
+		void *p = mmap(NULL, slot * MAX_THREADS, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (p == MAP_FAILED)
+			emu_die(NULL, "%s", "cannot map thread stacks");
+		blk->stacks = (char *)p;
+		for (unsigned i = 0; i < MAX_THREADS; i++)
+			mprotect(blk->stacks + i * slot, blk->page, PROT_NONE);
+		const char *o = getenv("SC_EMU_ORDER");
+		blk->order_mode = o && !strcmp(o, "forward")   ? 1
+				  : o && !strcmp(o, "reverse") ? 2
+							       : 0;
+		blk->rng = 0x9e3779b97f4a7c15ull;
+	}
+	return blk;
+}
+
+emu_thread &self(const char *what)
+{
+	if (!blk || !blk->kernel)
+		emu_die(NULL, "%s called outside a kernel", what);
+	return blk->threads[blk->cur];
+}
+
+void thread_main(void)
+{
+	(*blk->body)();
+	blk->threads[blk->cur].state = T_DONE;
+	/* returning resumes the scheduler through uc_link */
+}
+
+uint64_t next_rand(void)
+{
+	uint64_t x = blk->rng;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return blk->rng = x;
+}
+
+void shuffle_order(unsigned n)
+{
+	blk->order.resize(n);
+	for (unsigned i = 0; i < n; i++)
+		blk->order[i] = blk->order_mode == 2 ? n - 1 - i : i;
+	if (blk->order_mode == 0)
+		for (unsigned i = n - 1; i > 0; i--) {
+			unsigned j = (unsigned)(next_rand() % (i + 1));
+			unsigned t = blk->order[i];
+			blk->order[i] = blk->order[j];
+			blk->order[j] = t;
+		}
+}
+
+/* Resolves the warp operations every live lane of a warp is waiting at.
+ * Returns whether any warp moved. */
+bool resolve_warps(unsigned n)
+{
+	bool moved = false;
+	for (unsigned base = 0; base < n; base += WARP) {
+		unsigned end = base + WARP < n ? base + WARP : n;
+		unsigned waiting = 0, live = 0;
+		for (unsigned i = base; i < end; i++) {
+			if (blk->threads[i].state != T_DONE)
+				live++;
+			if (blk->threads[i].state == T_WARP)
+				waiting++;
+		}
+		if (!waiting)
+			continue;
+		if (waiting != live)
+			emu_die(blk->kernel, "%s",
+				"a warp shuffle or __syncwarp that not every live lane of the "
+				"warp reached (divergent lanes, or lanes at __syncthreads)");
+		for (unsigned i = base; i < end; i++) {
+			emu_thread &t = blk->threads[i];
+			unsigned lane = i - base;
+			if (t.state != T_WARP)
+				emu_die(blk->kernel, "%s",
+					"a lane returned while the others of its warp shuffle");
+			if (!(t.mask >> lane & 1u))
+				emu_die(blk->kernel, "%s", "a lane shuffles outside its own mask");
+			int w = t.width;
+			if (w <= 0 || w > WARP || (w & (w - 1)))
+				emu_die(blk->kernel, "%s",
+					"shuffle width not a power of two <= 32");
+			unsigned seg = lane & ~(unsigned)(w - 1), src = lane;
+			switch (t.op) {
+			case SC_EMU_SHFL_IDX:
+				src = seg + ((unsigned)t.arg & (unsigned)(w - 1));
+				break;
+			case SC_EMU_SHFL_XOR:
+				src = lane ^ (unsigned)t.arg;
+				if (src >= seg + (unsigned)w || src < seg)
+					src = lane;
+				break;
+			case SC_EMU_SHFL_DOWN:
+				src = lane + (unsigned)t.arg;
+				if (src >= seg + (unsigned)w)
+					src = lane;
+				break;
+			case SC_EMU_SHFL_UP:
+				src = lane >= seg + (unsigned)t.arg ? lane - (unsigned)t.arg : lane;
+				break;
+			default: break; /* __syncwarp */
+			}
+			if (base + src >= end || blk->threads[base + src].state != T_WARP ||
+			    !(t.mask >> src & 1u))
+				emu_die(blk->kernel, "%s",
+					"a shuffle reads a lane that is not taking part");
+			t.result = blk->threads[base + src].bits;
+		}
+		for (unsigned i = base; i < end; i++)
+			blk->threads[i].state = T_READY;
+		moved = true;
+	}
+	return moved;
+}
+
+void run_block(unsigned n)
+{
+	emu_block *b = blk;
+	size_t slot = STACK_BYTES + b->page;
+	for (unsigned i = 0; i < n; i++) {
+		emu_thread &t = b->threads[i];
+		t.state = T_READY;
+		t.idx.x = i % blockDim.x;
+		t.idx.y = i / blockDim.x % blockDim.y;
+		t.idx.z = i / (blockDim.x * blockDim.y);
+		getcontext(&t.ctx);
+		t.ctx.uc_stack.ss_sp = b->stacks + i * slot + b->page;
+		t.ctx.uc_stack.ss_size = STACK_BYTES;
+		t.ctx.uc_link = &b->sched;
+		makecontext(&t.ctx, thread_main, 0);
+	}
+	for (;;) {
+		shuffle_order(n);
+		for (unsigned k = 0; k < n; k++) {
+			unsigned i = b->order[k];
+			if (b->threads[i].state != T_READY)
+				continue;
+			b->cur = i;
+			threadIdx = b->threads[i].idx;
+			swapcontext(&b->sched, &b->threads[i].ctx);
+		}
+		if (resolve_warps(n))
+			continue;
+		unsigned done = 0, sync = 0;
+		for (unsigned i = 0; i < n; i++) {
+			done += b->threads[i].state == T_DONE;
+			sync += b->threads[i].state == T_SYNC;
+		}
+		if (done == n)
+			return;
+		if (done)
+			emu_die(b->kernel, "%s",
+				"__syncthreads reached by some threads after others returned");
+		for (unsigned i = 0; i < n; i++)
+			b->threads[i].state = T_READY;
+	}
+}
+
+} /* namespace */
+
+void __syncthreads(void)
+{
+	emu_thread &t = self("__syncthreads");
+	t.state = T_SYNC;
+	swapcontext(&t.ctx, &blk->sched);
+}
+
+uint64_t sc_emu_shfl(unsigned mask, uint64_t bits, enum sc_emu_shfl op, int arg, int width)
+{
+	emu_thread &t = self("a warp shuffle");
+	t.state = T_WARP;
+	t.mask = mask;
+	t.bits = bits;
+	t.op = op;
+	t.arg = arg;
+	t.width = width;
+	swapcontext(&t.ctx, &blk->sched);
+	return blk->threads[blk->cur].result;
+}
+
+void __syncwarp(unsigned mask)
+{
+	(void)sc_emu_shfl(mask, 0, (enum sc_emu_shfl) - 1, 0, WARP);
+}
+
+void sc_emu_run(const char *kernel, dim3 grid, dim3 block, cudaStream_t s,
+		const std::function<void(void)> &body)
+{
+	(void)s;
+	unsigned long long threads = (unsigned long long)block.x * block.y * block.z;
+	if (!threads || threads > MAX_THREADS || block.z > 64 || !grid.x || !grid.y || !grid.z ||
+	    grid.y > 65535 || grid.z > 65535 || grid.x > 0x7fffffffu) {
+		last_error = cudaErrorInvalidConfiguration;
+		return;
+	}
+	emu_block *b = block_state();
+	if (b->kernel)
+		emu_die(kernel, "%s", "launched from inside another kernel");
+	b->kernel = kernel;
+	b->body = &body;
+	b->threads.resize((size_t)threads);
+	blockDim = block;
+	gridDim = grid;
+	for (unsigned z = 0; z < grid.z; z++)
+		for (unsigned y = 0; y < grid.y; y++)
+			for (unsigned x = 0; x < grid.x; x++) {
+				blockIdx.x = x;
+				blockIdx.y = y;
+				blockIdx.z = z;
+				run_block((unsigned)threads);
+			}
+	b->kernel = NULL;
+}
+
+/* ---- runtime ---- */
+
+namespace
+{
+std::set<void *> device_blocks, host_blocks;
+size_t device_bytes;
+const size_t DEVICE_TOTAL = (size_t)80 << 30;
+int current_device;
+
+cudaError_t fail(cudaError_t e)
+{
+	last_error = e;
+	return e;
+}
+} /* namespace */
+
+const char *cudaGetErrorString(cudaError_t e)
+{
+	switch (e) {
+	case cudaSuccess: return "no error";
+	case cudaErrorInvalidValue: return "invalid argument";
+	case cudaErrorMemoryAllocation: return "out of memory";
+	case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+	case cudaErrorInvalidDevice: return "invalid device ordinal";
+	case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+	case cudaErrorLaunchFailure: return "unspecified launch failure";
+	}
+	return "unknown error";
+}
+
+cudaError_t cudaGetLastError(void)
+{
+	cudaError_t e = last_error;
+	last_error = cudaSuccess;
+	return e;
+}
+
+cudaError_t cudaPeekAtLastError(void)
+{
+	return last_error;
+}
+
+cudaError_t cudaGetDeviceCount(int *count)
+{
+	*count = 1;
+	return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device)
+{
+	if (device != 0)
+		return fail(cudaErrorInvalidDevice);
+	current_device = device;
+	return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int *device)
+{
+	*device = current_device;
+	return cudaSuccess;
+}
+
+/* New device memory holds garbage (all-ones bytes: NaN as floats), as
+ * cudaMalloc's may. */
+cudaError_t cudaMalloc(void **p, size_t bytes)
+{
+	*p = NULL;
+	if (bytes > DEVICE_TOTAL - device_bytes)
+		return fail(cudaErrorMemoryAllocation);
+	void *q = malloc(bytes ? bytes : 1);
+	if (!q)
+		return fail(cudaErrorMemoryAllocation);
+	memset(q, 0xff, bytes);
+	device_blocks.insert(q);
+	device_bytes += bytes;
+	*p = q;
+	return cudaSuccess;
+}
+
+cudaError_t cudaFree(void *p)
+{
+	if (!p)
+		return cudaSuccess;
+	if (!device_blocks.erase(p))
+		return fail(cudaErrorInvalidValue);
+	free(p); /* the emulator does not track sizes for device_bytes */
+	return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void **p, size_t bytes)
+{
+	*p = malloc(bytes ? bytes : 1);
+	if (!*p)
+		return fail(cudaErrorMemoryAllocation);
+	host_blocks.insert(*p);
+	return cudaSuccess;
+}
+
+cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned flags)
+{
+	(void)flags;
+	return cudaMallocHost(p, bytes);
+}
+
+cudaError_t cudaFreeHost(void *p)
+{
+	if (!p)
+		return cudaSuccess;
+	if (!host_blocks.erase(p))
+		return fail(cudaErrorInvalidValue);
+	free(p);
+	return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes)
+{
+	*total_bytes = DEVICE_TOTAL;
+	*free_bytes = DEVICE_TOTAL - device_bytes;
+	return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
+{
+	(void)kind;
+	if (bytes && (!dst || !src))
+		return fail(cudaErrorInvalidValue);
+	memmove(dst, src, bytes);
+	return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
+			    cudaStream_t s)
+{
+	(void)s;
+	return cudaMemcpy(dst, src, bytes, kind);
+}
+
+cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s)
+{
+	(void)s;
+	if (bytes && !p)
+		return fail(cudaErrorInvalidValue);
+	memset(p, value, bytes);
+	return cudaSuccess;
+}
+
+struct sc_emu_stream {
+	unsigned flags;
+};
+struct sc_emu_event {
+	unsigned flags;
+};
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
+{
+	*s = new sc_emu_stream{ flags };
+	return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t s)
+{
+	delete s;
+	return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s)
+{
+	(void)s;
+	return cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
+{
+	(void)s;
+	(void)flags;
+	return e ? cudaSuccess : fail(cudaErrorInvalidValue);
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags)
+{
+	*e = new sc_emu_event{ flags };
+	return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t e)
+{
+	delete e;
+	return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
+{
+	(void)s;
+	return e ? cudaSuccess : fail(cudaErrorInvalidValue);
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t e)
+{
+	return e ? cudaSuccess : fail(cudaErrorInvalidValue);
+}
+
+cudaError_t cudaDeviceSynchronize(void)
+{
+	return cudaSuccess;
+}
+
+/* ---- cuBLAS ---- */
+
+struct sc_emu_cublas {
+	cublasMath_t mode;
+};
+
+const char *cublasGetStatusString(cublasStatus_t s)
+{
+	switch (s) {
+	case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+	case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+	case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+	case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+	}
+	return "CUBLAS_STATUS_UNKNOWN";
+}
+
+cublasStatus_t cublasCreate(cublasHandle_t *h)
+{
+	*h = new sc_emu_cublas{ CUBLAS_DEFAULT_MATH };
+	return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasDestroy(cublasHandle_t h)
+{
+	delete h;
+	return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s)
+{
+	(void)s;
+	return h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+}
+
+cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode)
+{
+	if (!h)
+		return CUBLAS_STATUS_NOT_INITIALIZED;
+	h->mode = mode;
+	return CUBLAS_STATUS_SUCCESS;
+}
+
+namespace
+{
+
+/* x rounded to TF32: 10 explicit mantissa bits, to nearest (ties away). */
+float to_tf32(float x)
+{
+	uint32_t u;
+	memcpy(&u, &x, sizeof(u));
+	if ((u & 0x7f800000u) != 0x7f800000u) {
+		u += 0x1000u;
+		u &= ~0x1fffu;
+	}
+	memcpy(&x, &u, sizeof(u));
+	return x;
+}
+
+/* The column-major matrix of rows x cols at p, stride ld, rounded to TF32
+ * into tmp (same layout); returns tmp's data. */
+const float *tf32_copy(std::vector<float> &tmp, const float *p, int rows, int cols, int ld)
+{
+	size_t n = cols ? (size_t)ld * (cols - 1) + rows : 0;
+	tmp.assign(p, p + n);
+	for (float &v : tmp)
+		v = to_tf32(v);
+	return tmp.data();
+}
+
+cublasStatus_t gemm_one(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+			int k, float alpha, const float *a, int lda, const float *b, int ldb,
+			float beta, float *c, int ldc)
+{
+	std::vector<float> ta32, tb32;
+	if (h->mode == CUBLAS_TF32_TENSOR_OP_MATH && k > 0) {
+		a = tf32_copy(ta32, a, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda);
+		b = tf32_copy(tb32, b, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb);
+	}
+	if (k == 0) { /* C = beta C; beta 0 overwrites whatever C held */
+		for (int j = 0; j < n; j++)
+			for (int i = 0; i < m; i++) {
+				float *p = c + (size_t)j * ldc + i;
+				*p = beta == 0.0f ? 0.0f : beta * *p;
+			}
+		return CUBLAS_STATUS_SUCCESS;
+	}
+	cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
+		    tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, alpha, a, lda, b, ldb,
+		    beta, c, ldc);
+	return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t gemm_check(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
+			  int n, int k, int lda, int ldb, int ldc)
+{
+	int a_rows = ta == CUBLAS_OP_N ? m : k, b_rows = tb == CUBLAS_OP_N ? k : n;
+	if (!h)
+		return CUBLAS_STATUS_NOT_INITIALIZED;
+	if (m < 0 || n < 0 || k < 0 || lda < (a_rows > 1 ? a_rows : 1) ||
+	    ldb < (b_rows > 1 ? b_rows : 1) || ldc < (m > 1 ? m : 1))
+		return CUBLAS_STATUS_INVALID_VALUE;
+	return CUBLAS_STATUS_SUCCESS;
+}
+
+} /* namespace */
+
+cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
+			   int n, int k, const float *alpha, const float *a, int lda,
+			   const float *b, int ldb, const float *beta, float *c, int ldc)
+{
+	cublasStatus_t s = gemm_check(h, ta, tb, m, n, k, lda, ldb, ldc);
+	if (s != CUBLAS_STATUS_SUCCESS || !m || !n)
+		return s;
+	return gemm_one(h, ta, tb, m, n, k, *alpha, a, lda, b, ldb, *beta, c, ldc);
+}
+
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
+					 cublasOperation_t tb, int m, int n, int k,
+					 const float *alpha, const float *a, int lda,
+					 long long stride_a, const float *b, int ldb,
+					 long long stride_b, const float *beta, float *c, int ldc,
+					 long long stride_c, int batch)
+{
+	cublasStatus_t s = gemm_check(h, ta, tb, m, n, k, lda, ldb, ldc);
+	if (s == CUBLAS_STATUS_SUCCESS && batch < 0)
+		s = CUBLAS_STATUS_INVALID_VALUE;
+	if (s != CUBLAS_STATUS_SUCCESS || !m || !n)
+		return s;
+	for (int i = 0; i < batch; i++) {
+		s = gemm_one(h, ta, tb, m, n, k, *alpha, a + i * stride_a, lda, b + i * stride_b,
+			     ldb, *beta, c + i * stride_c, ldc);
+		if (s != CUBLAS_STATUS_SUCCESS)
+			return s;
+	}
+	return CUBLAS_STATUS_SUCCESS;
+}
