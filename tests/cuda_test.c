@@ -120,6 +120,17 @@ static void test_memory(void **state)
 	SC_ASSERT_OK(gpu->ops->download(gpu, y, b, n * sizeof(float)));
 	for (size_t i = 0; i < n; i++)
 		assert_true(y[i] == (i >= 10 && i < 30 ? 0.0f : x[i]));
+	/* page-locked host memory round trip, in both directions */
+	float *pin_in = NULL, *pin_out = NULL;
+	SC_ASSERT_OK(gpu->ops->host_alloc(gpu, (void **)&pin_in, n * sizeof(float)));
+	SC_ASSERT_OK(gpu->ops->host_alloc(gpu, (void **)&pin_out, n * sizeof(float)));
+	memcpy(pin_in, x, n * sizeof(float));
+	SC_ASSERT_OK(gpu->ops->upload(gpu, a, pin_in, n * sizeof(float)));
+	SC_ASSERT_OK(gpu->ops->download(gpu, pin_out, a, n * sizeof(float)));
+	assert_memory_equal(pin_in, pin_out, n * sizeof(float));
+	gpu->ops->host_free(gpu, pin_in);
+	gpu->ops->host_free(gpu, pin_out);
+	gpu->ops->host_free(gpu, NULL);
 	gpu->ops->free_buf(gpu, a);
 	gpu->ops->free_buf(gpu, b);
 	gpu->ops->free_buf(gpu, NULL);

@@ -37,10 +37,12 @@ void worker_job_free(job *j)
 	if (!j)
 		return;
 	sc_segment_free(j->seg);
-	free(j->x);
-	free(j->y);
-	free(j->dy);
-	free(j->dx);
+	if (j->be) {
+		j->be->ops->host_free(j->be, j->x);
+		j->be->ops->host_free(j->be, j->y);
+		j->be->ops->host_free(j->be, j->dy);
+		j->be->ops->host_free(j->be, j->dx);
+	}
 	free(j->tokens);
 	free(j->targets);
 	free(j);
@@ -214,14 +216,17 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 	snprintf(j->next_addr, sizeof(j->next_addr), "%s", r->next_data_addr);
 	btc = (size_t)j->B * j->T * mc->n_embd;
 	mbt = (size_t)j->M * j->B * j->T;
-	j->x = malloc(btc * sizeof(float));
-	j->y = malloc(btc * sizeof(float));
-	j->dy = malloc(btc * sizeof(float));
-	j->dx = malloc(btc * sizeof(float));
+	/* The activations and gradients cross to and from the device once per
+	 * micro-batch: page-locked on a GPU. */
+	j->be = w->be;
+	float **hand[] = { &j->x, &j->y, &j->dy, &j->dx };
+	for (int i = 0; i < 4; i++)
+		if ((rc = w->be->ops->host_alloc(w->be, (void **)hand[i], btc * sizeof(float))))
+			goto fail;
 	j->tokens = malloc(mbt * sizeof(int32_t));
 	j->targets = malloc(mbt * sizeof(int32_t));
-	if (!j->x || !j->y || !j->dy || !j->dx || !j->tokens || !j->targets) {
-		rc = sc_errf(SC_ENOMEM, "out of memory for %zu-float buffers", btc);
+	if (!j->tokens || !j->targets) {
+		rc = sc_errf(SC_ENOMEM, "out of memory for %zu tokens", mbt);
 		goto fail;
 	}
 	sp = (sc_segment_spec){ .model = *mc,

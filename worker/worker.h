@@ -49,7 +49,8 @@ typedef struct job {
 	sc_lora_config lc;
 	sc_adamw_hparams hp;
 	sc_segment *seg;
-	float *x, *y, *dy, *dx;         /* (B,T,C) host hand-over buffers */
+	sc_backend *be;                 /* the worker's, which allocated x, y, dy, dx */
+	float *x, *y, *dy, *dx;         /* (B,T,C) hand-over buffers, be's host_alloc */
 	int32_t *tokens;                /* (M,B,T) first stage */
 	int32_t *targets;               /* (M,B,T) last stage */
 	int64_t grads_step;             /* step whose gradients the segment holds, -1: none */

@@ -52,6 +52,17 @@ static void cpu_free_buf(sc_backend *be, void *p)
 	free(p);
 }
 
+/* Host and device memory are one: aligned, as device buffers are. */
+static sc_err cpu_host_alloc(sc_backend *be, void **out, size_t bytes)
+{
+	*out = NULL;
+	if (posix_memalign(out, ALIGN, bytes ? bytes : 1) != 0) {
+		*out = NULL;
+		return sc_errf(SC_ENOMEM, "cpu: cannot allocate %zu bytes of host memory", bytes);
+	}
+	return SC_OK;
+}
+
 static sc_err cpu_copy(sc_backend *be, void *dst, const void *src, size_t bytes)
 {
 	if (bytes && (!dst || !src))
@@ -255,6 +266,8 @@ static void cpu_destroy(sc_backend *be)
 static const sc_backend_ops cpu_ops = {
 	.alloc = cpu_alloc,
 	.free_buf = cpu_free_buf,
+	.host_alloc = cpu_host_alloc,
+	.host_free = cpu_free_buf,
 	.upload = cpu_copy,
 	.download = cpu_copy,
 	.copy = cpu_copy,

@@ -52,6 +52,31 @@ static void cuda_free_buf(sc_backend *be, void *p)
 	(void)cudaFree(p);
 }
 
+/* Page-locked host memory: the copies from and to it need no staging. */
+static sc_err cuda_host_alloc(sc_backend *be, void **out, size_t bytes)
+{
+	*out = NULL;
+	SC_CUDA_ENTER(be, c);
+	cudaError_t e = cudaMallocHost(out, bytes ? bytes : 1);
+	if (e != cudaSuccess) {
+		*out = NULL;
+		(void)cudaGetLastError();
+		return sc_errf(SC_ENOMEM, "%s: cannot pin %zu bytes of host memory: %s", c->name,
+			       bytes, cudaGetErrorString(e));
+	}
+	return SC_OK;
+}
+
+static void cuda_host_free(sc_backend *be, void *p)
+{
+	sc_cuda_ctx *c = (sc_cuda_ctx *)be->ctx;
+	if (!p)
+		return;
+	(void)cudaSetDevice(c->device);
+	(void)cudaStreamSynchronize(c->stream); /* a queued copy may still read it */
+	(void)cudaFreeHost(p);
+}
+
 /* Synchronous: the caller may reuse src_host as soon as this returns, even
  * when it is pinned memory. */
 static sc_err cuda_upload(sc_backend *be, void *dst_dev, const void *src_host, size_t bytes)
@@ -169,6 +194,8 @@ static void cuda_destroy(sc_backend *be)
 static const sc_backend_ops cuda_ops = {
 	.alloc = cuda_alloc,
 	.free_buf = cuda_free_buf,
+	.host_alloc = cuda_host_alloc,
+	.host_free = cuda_host_free,
 	.upload = cuda_upload,
 	.download = cuda_download,
 	.copy = cuda_copy,

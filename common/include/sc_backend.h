@@ -37,6 +37,13 @@ typedef struct sc_backend_ops {
 	sc_err (*alloc)(sc_backend *be, void **out, size_t bytes);
 	/* Releases a buffer from alloc. Accepts NULL. */
 	void (*free_buf)(sc_backend *be, void *p);
+	/* *out = host memory of bytes bytes that upload and download move at
+	 * the device's full speed (CUDA: page-locked, so copies are DMA with no
+	 * staging; CPU: aligned memory). For buffers that cross between the
+	 * data plane and the device on every micro-batch; free with
+	 * host_free, which accepts NULL. Not zero-filled. */
+	sc_err (*host_alloc)(sc_backend *be, void **out, size_t bytes);
+	void (*host_free)(sc_backend *be, void *p);
 	/* Host -> device and device -> host copies; download waits for all
 	 * queued work, so its data (and any earlier error) is final. */
 	sc_err (*upload)(sc_backend *be, void *dst_dev, const void *src_host, size_t bytes);

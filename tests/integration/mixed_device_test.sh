@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# mixed_device_test.sh — a chain of a CPU worker and a CUDA worker trains the
+# adapters one CPU process trains, to fp32 rounding: nothing above the
+# backend knows the device. The CUDA worker is splitchain-worker-emu, the
+# worker built with the CUDA backend's own code on the emulated device of
+# tests/cuda_emu (tests/gpu runs the real thing on a GPU).
+#   mixed_device_test.sh BUILD_DIR WORK_DIR
+source "$(dirname "$0")/lib.sh" "$1" "$2"
+EMU_WORKER=$BUILD/tests/cuda_emu/splitchain-worker-emu
+make_fixture
+reference ref
+"$ROOT/deploy/launch.sh" start cluster 1 >/dev/null || { bad "cluster start"; finish; exit 1; }
+OMP_NUM_THREADS=1 "$EMU_WORKER" --coordinator "$SPLITCHAIN_COORDINATOR" --name worker-cuda \
+  --device cuda:0 --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 --threads 1 \
+  >>cluster/worker-cuda.log 2>&1 &
+echo $! > cluster/worker-cuda.pid # launch.sh stop ends every worker-*.pid
+for _ in $(seq 1 100); do
+  n=$("$SC" workers --json | grep -o '"state":"idle"' | wc -l)
+  [ "$n" -ge 2 ] && break
+  sleep 0.2
+done
+if "$SC" workers --json | grep -q '"name":"worker-cuda"[^}]*"device":"cuda:0"'; then
+  ok "the CUDA worker registered with device cuda:0"
+else
+  bad "no idle worker-cuda on cuda:0: $("$SC" workers --json)"
+fi
+
+job=$("$SC" submit --model model --data data.txt "${JOB_OPTS[@]}" --stages 2 \
+      --checkpoint-every 3 --name mixed)
+if "$SC" watch "$job" >/dev/null; then ok "2-stage CPU + CUDA job finished"
+else bad "job $job ended $(state "$job")"; fi
+devices=$(sqlite3 cluster/splitchain.db "select group_concat(w.device, ' ') from
+  (select * from placements where job_id = $job order by stage) p
+  join workers w on w.id = p.worker_id")
+case "$devices" in
+  *cpu*cuda:0* | *cuda:0*cpu*) ok "stages placed on both devices ($devices)" ;;
+  *) bad "placement devices: '$devices'" ;;
+esac
+"$SC" export "$job" --out mixed >/dev/null || bad "export"
+
+# The adapters agree to fp32 rounding: the loss each gives on the same batch,
+# and their gradients there.
+l1=$("$REFTOOL" grad --model model --data data.txt --batch 2 --seq 16 --micro 4 --step 6 \
+      --seed 11 --adapter ref --out g1.safetensors | awk '{print $2}')
+l2=$("$REFTOOL" grad --model model --data data.txt --batch 2 --seq 16 --micro 4 --step 6 \
+      --seed 11 --adapter mixed --out g2.safetensors | awk '{print $2}')
+if awk -v a="$l1" -v b="$l2" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= 1e-5 * a) }'
+then ok "same loss after training: $l2 vs $l1 (one CPU process)"
+else bad "loss $l2 vs $l1 from one CPU process"; fi
+if same_adapter ref mixed; then echo "note: adapters are even bit-identical"; fi
+grep -q "device cuda:0" cluster/worker-cuda.log && ok "worker log names its device" ||
+  bad "worker-cuda.log does not name cuda:0"
+finish
