@@ -290,10 +290,10 @@ template <int HS, int BR, int BC>
 static sc_err forward_tiles(sc_cuda_ctx *c, float *out, float *lse, const float *qkv, int B, int T,
 			    int C, int NH)
 {
-	void (*kernel)(float *, float *, const float *, int, int, int, float) =
+	void (*flash_forward)(float *, float *, const float *, int, int, int, float) =
 	    flash_forward_kernel<HS, BR, BC>;
 	dim3 grid((unsigned)(B * NH), (unsigned)((T + BR - 1) / BR));
-	SC_LAUNCH(kernel, grid, BR * LANES, c->stream)
+	SC_LAUNCH(flash_forward, grid, BR * LANES, c->stream)
 	(out, lse, qkv, T, C, NH, attention_scale(C / NH));
 	SC_LAUNCH_CHECK(flash_forward_kernel);
 	return SC_OK;
@@ -305,17 +305,19 @@ static sc_err backward_tiles(sc_cuda_ctx *c, float *dqkv, float *dsum, const flo
 			     int C, int NH)
 {
 	float scale = attention_scale(C / NH);
-	void (*dq)(float *, float *, const float *, const float *, const float *, const float *,
-		   int, int, int, float) = flash_backward_dq_kernel<HS, BR, BC>;
-	void (*dkv)(float *, const float *, const float *, const float *, const float *, int, int,
-		    int, float) = flash_backward_dkv_kernel<HS, BR, BC>;
+	void (*flash_dq)(float *, float *, const float *, const float *, const float *,
+			 const float *, int, int, int, float) =
+	    flash_backward_dq_kernel<HS, BR, BC>;
+	void (*flash_dkv)(float *, const float *, const float *, const float *, const float *, int,
+			  int, int, float) = flash_backward_dkv_kernel<HS, BR, BC>;
 	dim3 grid_q((unsigned)(B * NH), (unsigned)((T + BR - 1) / BR));
 	dim3 grid_k((unsigned)(B * NH), (unsigned)((T + BC - 1) / BC));
-	SC_LAUNCH(dq, grid_q, BR * LANES, c->stream)
+	SC_LAUNCH(flash_dq, grid_q, BR * LANES, c->stream)
 	(dqkv, dsum, dout, qkv, out, lse, T, C, NH, scale);
 	SC_LAUNCH_CHECK(flash_backward_dq_kernel);
 	/* after dq on the same stream: it reads the dsum dq wrote */
-	SC_LAUNCH(dkv, grid_k, BC * LANES, c->stream)(dqkv, dout, qkv, lse, dsum, T, C, NH, scale);
+	SC_LAUNCH(flash_dkv, grid_k, BC * LANES, c->stream)
+	(dqkv, dout, qkv, lse, dsum, T, C, NH, scale);
 	SC_LAUNCH_CHECK(flash_backward_dkv_kernel);
 	return SC_OK;
 }

@@ -15,6 +15,12 @@
  * that breaks CUDA's rules in a way the emulator can see (a barrier not all
  * threads reach, a shuffle a lane skips, a bad launch shape) stops the
  * process with a message naming the kernel.
+ *
+ * Limits: memory is sequentially consistent, so a warp shuffle also orders
+ * the shared-memory writes made before it (a GPU promises that only for
+ * __syncwarp and __syncthreads): a missing __syncwarp right after a shuffle
+ * goes unseen. Shared arrays keep their contents from one block to the next
+ * (a GPU's start undefined). Math functions are the host's libm. */
  */
 #ifndef SC_CUDA_EMU_RUNTIME_H
 #define SC_CUDA_EMU_RUNTIME_H

@@ -8,16 +8,22 @@
  * ready threads in a fresh pseudo-random order (SC_EMU_ORDER=forward or
  * reverse to fix it), so a kernel that reads shared memory another thread
  * writes in the same round — a missing barrier — gives order-dependent,
- * wrong results instead of passing by luck. */
+ * wrong results instead of passing by luck.
+ *
+ * SC_EMU_STATS=1 prints, at exit, launches, blocks, threads and seconds per
+ * kernel. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <map>
 #include <set>
+#include <string>
 #include <vector>
 
 #include <cblas.h>
@@ -41,8 +47,21 @@ namespace
 
 enum thread_state { T_READY, T_SYNC, T_WARP, T_DONE };
 
+/* A coroutine's saved context. On x86-64 a stack pointer: the callee-saved
+ * registers are pushed on the coroutine's own stack by coro_swap, which is
+ * a few instructions, where swapcontext makes two system calls (it saves
+ * the signal mask) and would dominate the emulator's time. Elsewhere,
+ * ucontext. */
+struct coro {
+#if defined(__x86_64__)
+	void *sp;
+#else
+	ucontext_t uc;
+#endif
+};
+
 struct emu_thread {
-	ucontext_t ctx;
+	coro ctx;
 	thread_state state;
 	uint3 idx;
 	/* the pending warp operation, and its result */
@@ -58,7 +77,7 @@ struct emu_block {
 	const std::function<void(void)> *body;
 	std::vector<emu_thread> threads;
 	std::vector<unsigned> order;
-	ucontext_t sched;
+	coro sched;
 	unsigned cur;
 	char *stacks; /* MAX_THREADS stacks, each above a guard page */
 	size_t page;
@@ -98,12 +117,83 @@ emu_thread &self(const char *what)
 	return blk->threads[blk->cur];
 }
 
+#if defined(__x86_64__)
+/* coro_swap(save, load): pushes the callee-saved registers, stores the stack
+ * pointer in *save, switches to load's stack and pops its registers; ret
+ * then resumes wherever load's coroutine called coro_swap (or, the first
+ * time, its entry function). */
+extern "C" void sc_emu_coro_swap(void **save, void *load);
+asm(".text\n"
+    ".globl sc_emu_coro_swap\n"
+    ".type sc_emu_coro_swap, @function\n"
+    "sc_emu_coro_swap:\n"
+    "\tpushq %rbp\n\tpushq %rbx\n\tpushq %r12\n\tpushq %r13\n\tpushq %r14\n\tpushq %r15\n"
+    "\tmovq %rsp, (%rdi)\n"
+    "\tmovq %rsi, %rsp\n"
+    "\tpopq %r15\n\tpopq %r14\n\tpopq %r13\n\tpopq %r12\n\tpopq %rbx\n\tpopq %rbp\n"
+    "\tret\n"
+    ".size sc_emu_coro_swap, .-sc_emu_coro_swap\n");
+
+void thread_main(void)
+{
+	(*blk->body)();
+	blk->threads[blk->cur].state = T_DONE;
+	sc_emu_coro_swap(&blk->threads[blk->cur].ctx.sp, blk->sched.sp);
+	abort(); /* a finished coroutine is never resumed */
+}
+
+/* A coroutine that starts in thread_main on the stack [lo, lo + size): six
+ * zero registers for coro_swap to pop, then thread_main as the return
+ * address, placed so that thread_main starts with the stack aligned as
+ * after a call. */
+void coro_init(coro *c, char *lo, size_t size)
+{
+	uintptr_t top = ((uintptr_t)lo + size) & ~(uintptr_t)15;
+	void **sp = (void **)(top - 16);
+	*sp = (void *)thread_main;
+	for (int r = 0; r < 6; r++)
+		*--sp = NULL;
+	c->sp = sp;
+}
+
+/* scheduler -> coroutine t, back when t yields */
+void coro_enter(emu_block *b, coro *t)
+{
+	sc_emu_coro_swap(&b->sched.sp, t->sp);
+}
+
+/* coroutine t -> scheduler */
+void coro_yield(emu_block *b, coro *t)
+{
+	sc_emu_coro_swap(&t->sp, b->sched.sp);
+}
+#else
 void thread_main(void)
 {
 	(*blk->body)();
 	blk->threads[blk->cur].state = T_DONE;
 	/* returning resumes the scheduler through uc_link */
 }
+
+void coro_init(coro *c, char *lo, size_t size)
+{
+	getcontext(&c->uc);
+	c->uc.uc_stack.ss_sp = lo;
+	c->uc.uc_stack.ss_size = size;
+	c->uc.uc_link = &blk->sched.uc;
+	makecontext(&c->uc, thread_main, 0);
+}
+
+void coro_enter(emu_block *b, coro *t)
+{
+	swapcontext(&b->sched.uc, &t->uc);
+}
+
+void coro_yield(emu_block *b, coro *t)
+{
+	swapcontext(&t->uc, &b->sched.uc);
+}
+#endif
 
 uint64_t next_rand(void)
 {
@@ -203,11 +293,7 @@ void run_block(unsigned n)
 		t.idx.x = i % blockDim.x;
 		t.idx.y = i / blockDim.x % blockDim.y;
 		t.idx.z = i / (blockDim.x * blockDim.y);
-		getcontext(&t.ctx);
-		t.ctx.uc_stack.ss_sp = b->stacks + i * slot + b->page;
-		t.ctx.uc_stack.ss_size = STACK_BYTES;
-		t.ctx.uc_link = &b->sched;
-		makecontext(&t.ctx, thread_main, 0);
+		coro_init(&t.ctx, b->stacks + i * slot + b->page, STACK_BYTES);
 	}
 	for (;;) {
 		shuffle_order(n);
@@ -217,7 +303,7 @@ void run_block(unsigned n)
 				continue;
 			b->cur = i;
 			threadIdx = b->threads[i].idx;
-			swapcontext(&b->sched, &b->threads[i].ctx);
+			coro_enter(b, &b->threads[i].ctx);
 		}
 		if (resolve_warps(n))
 			continue;
@@ -242,7 +328,7 @@ void __syncthreads(void)
 {
 	emu_thread &t = self("__syncthreads");
 	t.state = T_SYNC;
-	swapcontext(&t.ctx, &blk->sched);
+	coro_yield(blk, &t.ctx);
 }
 
 uint64_t sc_emu_shfl(unsigned mask, uint64_t bits, enum sc_emu_shfl op, int arg, int width)
@@ -254,7 +340,7 @@ uint64_t sc_emu_shfl(unsigned mask, uint64_t bits, enum sc_emu_shfl op, int arg,
 	t.op = op;
 	t.arg = arg;
 	t.width = width;
-	swapcontext(&t.ctx, &blk->sched);
+	coro_yield(blk, &t.ctx);
 	return blk->threads[blk->cur].result;
 }
 
@@ -263,9 +349,36 @@ void __syncwarp(unsigned mask)
 	(void)sc_emu_shfl(mask, 0, (enum sc_emu_shfl) - 1, 0, WARP);
 }
 
+namespace
+{
+struct kernel_stats {
+	unsigned long long launches, blocks, threads;
+	double seconds;
+};
+std::map<std::string, kernel_stats> *stats;
+
+double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void print_stats(void)
+{
+	fprintf(stderr, "%-36s %9s %10s %12s %9s\n", "cuda emulator: kernel", "launches", "blocks",
+		"threads", "seconds");
+	for (auto &kv : *stats)
+		fprintf(stderr, "%-36s %9llu %10llu %12llu %9.2f\n", kv.first.c_str(),
+			kv.second.launches, kv.second.blocks, kv.second.threads, kv.second.seconds);
+}
+} /* namespace */
+
 void sc_emu_run(const char *kernel, dim3 grid, dim3 block, cudaStream_t s,
 		const std::function<void(void)> &body)
 {
+	static const bool want_stats = getenv("SC_EMU_STATS") && *getenv("SC_EMU_STATS") == '1';
+	double t0 = want_stats ? now() : 0.0;
 	(void)s;
 	unsigned long long threads = (unsigned long long)block.x * block.y * block.z;
 	if (!threads || threads > MAX_THREADS || block.z > 64 || !grid.x || !grid.y || !grid.z ||
@@ -290,6 +403,17 @@ void sc_emu_run(const char *kernel, dim3 grid, dim3 block, cudaStream_t s,
 				run_block((unsigned)threads);
 			}
 	b->kernel = NULL;
+	if (want_stats) {
+		if (!stats) {
+			stats = new std::map<std::string, kernel_stats>();
+			atexit(print_stats);
+		}
+		kernel_stats &k = (*stats)[kernel];
+		k.launches++;
+		k.blocks += (unsigned long long)grid.x * grid.y * grid.z;
+		k.threads += threads * grid.x * grid.y * grid.z;
+		k.seconds += now() - t0;
+	}
 }
 
 /* ---- runtime ---- */
