@@ -20,7 +20,7 @@
  * the shared-memory writes made before it (a GPU promises that only for
  * __syncwarp and __syncthreads): a missing __syncwarp right after a shuffle
  * goes unseen. Shared arrays keep their contents from one block to the next
- * (a GPU's start undefined). Math functions are the host's libm. */
+ * (a GPU's start undefined). Math functions are the host's libm.
  */
 #ifndef SC_CUDA_EMU_RUNTIME_H
 #define SC_CUDA_EMU_RUNTIME_H
