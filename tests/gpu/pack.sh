@@ -9,6 +9,11 @@
 #   OUT_DIR/py/   the Python scripts gpu_tests.txt names, at their paths in
 #                 the source tree, with tests/ref/gpt2_ref.py (the independent
 #                 PyTorch model that bench/torch_lora_step.py can fall back to)
+#   OUT_DIR/src/  the integration test scripts gpu_tests.txt names, with
+#                 their helpers (lib.sh, deploy/launch.sh) and the text their
+#                 fixture reads (docs/, common/include/)
+#   OUT_DIR/build/ the cluster's programs those scripts run, at their paths
+#                 in the build tree; OUT_DIR/bin/sqlite3, which they query
 #   OUT_DIR/run.sh, OUT_DIR/gpu_tests.txt
 # cuBLAS is not copied (its libraries weigh ~600 MB); the GPU machine's CUDA
 # 13 provides it, and run.sh finds it there.
@@ -23,6 +28,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 # Python modules the scripts import from the source tree.
 py_support="tests/ref/gpt2_ref.py"
+# What an integration test script needs besides itself.
+sh_support="tests/integration/lib.sh deploy/launch.sh"
+sh_trees="docs common/include"
+sh_programs="coordinator/splitchain coordinator/splitchain-coordinator worker/splitchain-worker
+	tests/sc_reftool"
 [ -d "$build" ] || { echo "pack: no build directory $build" >&2; exit 1; }
 mkdir -p "$out"
 case "$src/" in
@@ -42,16 +52,27 @@ system_lib() {
 	return 1
 }
 
-rm -rf "${out:?}/bin" "${out:?}/lib" "${out:?}/py"
+rm -rf "${out:?}/bin" "${out:?}/lib" "${out:?}/py" "${out:?}/src" "${out:?}/build"
 mkdir -p "$out/bin" "$out/lib" "$out/py"
 packed=0
-copy_source() { # path relative to the source tree
-	mkdir -p "$out/py/$(dirname "$1")"
-	cp "$src/$1" "$out/py/$1"
+copy_source() { # path relative to the source tree [folder of the pack]
+	mkdir -p "$out/${2:-py}/$(dirname "$1")"
+	cp -r "$src/$1" "$out/${2:-py}/$1"
+}
+copy_libs() { # program: the shared libraries it loads, into lib/
+	# "soname => path (addr)", or "soname => not found"
+	while read -r soname _arrow file _rest; do
+		system_lib "$soname" && continue
+		if [ "$file" = "not" ]; then
+			echo "pack: $1 needs $soname, which is not found here" >&2
+			exit 1
+		fi
+		[ -e "$out/lib/$soname" ] || cp -L "$file" "$out/lib/$soname"
+	done < <(ldd "$1" | grep '=>')
 }
 while read -r name bin _args; do
 	case "$name" in '' | '#'*) continue ;; esac
-	if [ -e "$out/bin/$bin" ] || [ -e "$out/py/$bin" ]; then
+	if [ -e "$out/bin/$bin" ] || [ -e "$out/py/$bin" ] || [ -e "$out/src/$bin" ]; then
 		echo "pack: $name: $bin (packed already)"
 		continue
 	fi
@@ -67,23 +88,41 @@ while read -r name bin _args; do
 		echo "pack: $name: py/$bin"
 		continue
 	fi
+	if [[ $bin == *.sh ]]; then
+		if [ ! -f "$src/$bin" ]; then
+			echo "pack: $name: no $bin in the source tree (absent, skipped)"
+			continue
+		fi
+		for f in "$bin" $sh_support $sh_trees; do
+			copy_source "$f" src
+		done
+		for p in $sh_programs; do
+			if [ ! -x "$build/$p" ]; then
+				echo "pack: $name needs $p, which $build does not hold" >&2
+				exit 1
+			fi
+			mkdir -p "$out/build/$(dirname "$p")"
+			cp "$build/$p" "$out/build/$p"
+			strip --strip-debug "$out/build/$p"
+			copy_libs "$build/$p"
+		done
+		sq=$(command -v sqlite3) || { echo "pack: $name needs sqlite3 here" >&2; exit 1; }
+		cp "$sq" "$out/bin/sqlite3"
+		copy_libs "$sq"
+		packed=$((packed + 1))
+		echo "pack: $name: src/$bin, build/: $(echo $sh_programs), bin/sqlite3"
+		continue
+	fi
 	path=$(find "$build" -type f -name "$bin" -perm -u+x -not -path '*/CMakeFiles/*' | head -n 1)
 	if [ -z "$path" ]; then
 		echo "pack: $name: no $bin in $build (absent, skipped)"
 		continue
 	fi
 	cp "$path" "$out/bin/$bin"
+	strip --strip-debug "$out/bin/$bin" # host debug info only: kernels keep -lineinfo
 	packed=$((packed + 1))
 	echo "pack: $name: $path"
-	# "soname => path (addr)", or "soname => not found"
-	while read -r soname _arrow file _rest; do
-		system_lib "$soname" && continue
-		if [ "$file" = "not" ]; then
-			echo "pack: $bin needs $soname, which is not found here" >&2
-			exit 1
-		fi
-		[ -e "$out/lib/$soname" ] || cp -L "$file" "$out/lib/$soname"
-	done < <(ldd "$path" | grep '=>')
+	copy_libs "$path"
 done <"$here/gpu_tests.txt"
 cp "$here/run.sh" "$here/gpu_tests.txt" "$out/"
 if [ "$packed" -eq 0 ]; then
@@ -93,3 +132,4 @@ fi
 echo "pack: $packed program(s), scripts: $(cd "$out/py" && find . -name '*.py' -printf "%P ")"
 echo "pack: libraries: $(find "$out/lib" -type f -printf "%f ")"
 echo "pack: $(du -sh "$out" | cut -f1) in $out"
+echo "pack: to carry it compressed: tar -cJf PACK.tar.xz -C $(dirname "$out") $(basename "$out")"

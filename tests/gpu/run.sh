@@ -3,7 +3,9 @@
 # GPU and the CUDA 13 toolkit. PACK_DIR (default: this script's directory) is
 # what tests/gpu/pack.sh made from a build on another machine: bin/ holds the
 # programs, lib/ the shared libraries they need beyond the system and CUDA,
-# py/ the Python scripts (run with python3, the one that has PyTorch).
+# py/ the Python scripts (run with python3, the one that has PyTorch), src/
+# and build/ the integration test scripts and the cluster programs they run
+# (a CPU worker and a worker on cuda:0 in one chain).
 # Runs every program in gpu_tests.txt (absent ones are reported and skipped)
 # and prints a summary table last: result, seconds, tokens/s (from a
 # program's JSON line) and splitchain's tokens/s over PyTorch's. Exits 1 if
@@ -72,6 +74,11 @@ while read -r name bin args; do
 	if [[ $bin == *.py ]]; then
 		prog="$pack/py/$bin"
 		cmd=("${py_env[@]}" "$python" "$prog")
+	elif [[ $bin == *.sh ]]; then
+		# an integration test, as ctest runs it, with the CUDA worker on cuda:0
+		prog="$pack/src/$bin"
+		cmd=(env "PATH=$pack/bin:$PATH" "SC_CUDA_WORKER=$pack/build/worker/splitchain-worker"
+			bash "$prog" "$pack/build" "$tmp/work-$name")
 	else
 		prog="$pack/bin/$bin"
 		cmd=("$prog")
@@ -83,7 +90,7 @@ while read -r name bin args; do
 		continue
 	fi
 	echo "== $name: ${prog#"$pack"/} $args"
-	if [[ $bin != *.py ]]; then
+	if [[ $bin != *.py && $bin != *.sh ]]; then
 		missing=$(ldd "$prog" 2>&1 | grep 'not found' || true)
 		[ -n "$missing" ] && echo "run: $bin has unresolved libraries:" && echo "$missing"
 	fi

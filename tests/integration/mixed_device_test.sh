@@ -3,26 +3,37 @@
 # adapters one CPU process trains, to fp32 rounding: nothing above the
 # backend knows the device. The CUDA worker is splitchain-worker-emu, the
 # worker built with the CUDA backend's own code on the emulated device of
-# tests/cuda_emu (tests/gpu runs the real thing on a GPU).
+# tests/cuda_emu, unless SC_CUDA_WORKER names another: tests/gpu/run.sh sets
+# the real splitchain-worker on a GPU machine.
 #   mixed_device_test.sh BUILD_DIR WORK_DIR
 source "$(dirname "$0")/lib.sh" "$1" "$2"
-EMU_WORKER=$BUILD/tests/cuda_emu/splitchain-worker-emu
+CUDA_WORKER=${SC_CUDA_WORKER:-$BUILD/tests/cuda_emu/splitchain-worker-emu}
 make_fixture
 reference ref
 "$ROOT/deploy/launch.sh" start cluster 1 >/dev/null || { bad "cluster start"; finish; exit 1; }
-OMP_NUM_THREADS=1 "$EMU_WORKER" --coordinator "$SPLITCHAIN_COORDINATOR" --name worker-cuda \
+OMP_NUM_THREADS=1 "$CUDA_WORKER" --coordinator "$SPLITCHAIN_COORDINATOR" --name worker-cuda \
   --device cuda:0 --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 --threads 1 \
   >>cluster/worker-cuda.log 2>&1 &
-echo $! > cluster/worker-cuda.pid # launch.sh stop ends every worker-*.pid
+cuda_pid=$!
+echo $cuda_pid > cluster/worker-cuda.pid # launch.sh stop ends every worker-*.pid
 for _ in $(seq 1 100); do
   n=$("$SC" workers --json | grep -o '"state":"idle"' | wc -l)
   [ "$n" -ge 2 ] && break
+  kill -0 "$cuda_pid" 2>/dev/null || break
   sleep 0.2
 done
+if ! kill -0 "$cuda_pid" 2>/dev/null && grep -q "opening the device" cluster/worker-cuda.log; then
+  echo "skip: the CUDA worker sees no device: $(tail -1 cluster/worker-cuda.log)"
+  "$ROOT/deploy/launch.sh" stop "$WORK/cluster" >/dev/null 2>&1
+  exit 77
+fi
 if "$SC" workers --json | grep -q '"name":"worker-cuda"[^}]*"device":"cuda:0"'; then
   ok "the CUDA worker registered with device cuda:0"
 else
   bad "no idle worker-cuda on cuda:0: $("$SC" workers --json)"
+  tail -5 cluster/worker-cuda.log
+  finish
+  exit 1
 fi
 
 job=$("$SC" submit --model model --data data.txt "${JOB_OPTS[@]}" --stages 2 \
