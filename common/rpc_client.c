@@ -6,6 +6,7 @@
  * reaches it later, and the server's retry memory keeps it from running twice.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -32,8 +33,36 @@ struct sc_rpc_client {
 	uint64_t id_base;         /* random, per client */
 	atomic_uint_fast64_t seq; /* calls so far */
 	atomic_int npipes;        /* live connections, for the timeout message */
+	/* Held shared around each nng_ctx_* call and exclusively around the
+	 * socket's close: nng 1.5 can panic when a context call races the close
+	 * (see rpc_server.c). The waits happen outside it; the close fails them. */
+	pthread_rwlock_t close_lock;
 	char url[256];
 };
+
+/* Enters a context call: 1 (and no lock held) when the client was aborted. */
+static int ctx_enter(sc_rpc_client *cl)
+{
+	pthread_rwlock_rdlock(&cl->close_lock);
+	if (!atomic_load(&cl->aborted))
+		return 0;
+	pthread_rwlock_unlock(&cl->close_lock);
+	return 1;
+}
+
+static void ctx_leave(sc_rpc_client *cl)
+{
+	pthread_rwlock_unlock(&cl->close_lock);
+}
+
+/* Closes the socket once, after any context call in progress. */
+static void close_socket(sc_rpc_client *cl)
+{
+	pthread_rwlock_wrlock(&cl->close_lock);
+	if (cl->sock_open && atomic_exchange(&cl->aborted, 1) == 0)
+		nng_close(cl->sock); /* pending sends and receives fail with NNG_ECLOSED */
+	pthread_rwlock_unlock(&cl->close_lock);
+}
 
 const char *sc_status_name(int status)
 {
@@ -98,6 +127,7 @@ sc_err sc_rpc_client_open(sc_rpc_client **out, const char *url)
 		return sc_errf(SC_EINVAL, "rpc client: no url");
 	if (!(cl = calloc(1, sizeof(*cl))))
 		return sc_errf(SC_ENOMEM, "rpc client: out of memory");
+	pthread_rwlock_init(&cl->close_lock, NULL);
 	snprintf(cl->url, sizeof(cl->url), "%s", url);
 	cl->id_base = random_base();
 	if ((rv = nng_req0_open(&cl->sock)) != 0) {
@@ -130,16 +160,16 @@ fail:
 
 void sc_rpc_client_abort(sc_rpc_client *cl)
 {
-	if (cl && cl->sock_open && atomic_exchange(&cl->aborted, 1) == 0)
-		nng_close(cl->sock); /* pending receives fail with NNG_ECLOSED */
+	if (cl)
+		close_socket(cl);
 }
 
 void sc_rpc_client_close(sc_rpc_client *cl)
 {
 	if (!cl)
 		return;
-	if (cl->sock_open && atomic_exchange(&cl->aborted, 1) == 0)
-		nng_close(cl->sock);
+	close_socket(cl);
+	pthread_rwlock_destroy(&cl->close_lock);
 	free(cl);
 }
 
@@ -243,15 +273,23 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 			       nng_strerror(rv));
 	splitchain__envelope__pack(&env, nng_msg_body(m));
 
-	if ((rv = nng_ctx_open(&ctx, cl->sock)) != 0) {
+	if (ctx_enter(cl)) {
+		nng_msg_free(m);
+		return give(status, msg, msg_size, SC_STATUS_UNAVAILABLE,
+			    "%s: the client for %s was aborted", method, cl->url);
+	}
+	rv = nng_ctx_open(&ctx, cl->sock);
+	if (rv == 0)
+		nng_ctx_set_ms(ctx, NNG_OPT_REQ_RESENDTIME,
+			       RESEND_MS + (nng_duration)(size / RESEND_BYTES_PER_S * 1000u));
+	ctx_leave(cl);
+	if (rv != 0) {
 		nng_msg_free(m);
 		if (rv == NNG_ENOMEM)
 			return sc_errf(SC_ENOMEM, "rpc call %s: context: out of memory", method);
 		return give(status, msg, msg_size, SC_STATUS_UNAVAILABLE, "client for %s: %s",
 			    cl->url, nng_strerror(rv));
 	}
-	nng_ctx_set_ms(ctx, NNG_OPT_REQ_RESENDTIME,
-		       RESEND_MS + (nng_duration)(size / RESEND_BYTES_PER_S * 1000u));
 	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
 		nng_msg_free(m);
 		err = sc_errf(SC_ENOMEM, "rpc call %s: aio: out of memory", method);
@@ -260,15 +298,26 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 	/* Send: completes once the request is handed to a connection. */
 	nng_aio_set_timeout(aio, timeout_ms);
 	nng_aio_set_msg(aio, m);
-	nng_ctx_send(ctx, aio);
-	nng_aio_wait(aio);
-	if ((rv = nng_aio_result(aio)) == 0) {
+	if (ctx_enter(cl)) {
+		rv = NNG_ECLOSED;
+	} else {
+		nng_ctx_send(ctx, aio);
+		ctx_leave(cl);
+		nng_aio_wait(aio);
+		rv = nng_aio_result(aio);
+	}
+	if (rv == 0) {
 		spent = clock_ms(CLOCK_MONOTONIC) - t0;
 		nng_aio_set_timeout(
 		    aio, spent < (uint64_t)timeout_ms ? timeout_ms - (nng_duration)spent : 1);
-		nng_ctx_recv(ctx, aio);
-		nng_aio_wait(aio);
-		rv = nng_aio_result(aio);
+		if (ctx_enter(cl)) {
+			rv = NNG_ECLOSED;
+		} else {
+			nng_ctx_recv(ctx, aio);
+			ctx_leave(cl);
+			nng_aio_wait(aio);
+			rv = nng_aio_result(aio);
+		}
 	} else {
 		nng_msg_free(nng_aio_get_msg(aio));
 	}
@@ -292,6 +341,9 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 out:
 	if (aio)
 		nng_aio_free(aio);
-	nng_ctx_close(ctx);
+	if (!ctx_enter(cl)) { /* an aborted socket's close took its contexts */
+		nng_ctx_close(ctx);
+		ctx_leave(cl);
+	}
 	return err;
 }

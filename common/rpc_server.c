@@ -68,6 +68,12 @@ struct sc_rpc_server {
 	int nctx;
 	memo memo;
 	atomic_int closing;
+	/* Held shared around each nng_ctx_recv / nng_ctx_send call and
+	 * exclusively by close around nng_close: nng 1.5 panics ("pthread_mutex_lock:
+	 * Invalid argument") when a context call races the socket's close. The
+	 * waits for those calls happen outside it; close fails them. */
+	pthread_rwlock_t close_lock;
+	int close_lock_init;
 	char url[300];
 };
 
@@ -318,6 +324,27 @@ out:
 	return rep;
 }
 
+/* Starts a receive (send: rep != NULL) on c unless the server is closing;
+ * 0 when started. */
+static int ctx_start(rpc_ctx *c, nng_msg *rep)
+{
+	sc_rpc_server *srv = c->srv;
+	int closing;
+
+	pthread_rwlock_rdlock(&srv->close_lock);
+	closing = atomic_load(&srv->closing);
+	if (!closing && rep) {
+		nng_aio_set_msg(c->aio, rep);
+		nng_ctx_send(c->ctx, c->aio);
+	} else if (!closing) {
+		nng_ctx_recv(c->ctx, c->aio);
+	}
+	pthread_rwlock_unlock(&srv->close_lock);
+	if (closing && rep)
+		nng_msg_free(rep);
+	return closing;
+}
+
 /* A context's thread: recv -> handle -> send until the socket closes. */
 static void *serve(void *p)
 {
@@ -327,7 +354,8 @@ static void *serve(void *p)
 	int rv;
 
 	for (;;) {
-		nng_ctx_recv(c->ctx, c->aio);
+		if (ctx_start(c, NULL))
+			break;
 		nng_aio_wait(c->aio);
 		if ((rv = nng_aio_result(c->aio)) != 0) {
 			if (rv == NNG_ECLOSED || atomic_load(&srv->closing))
@@ -342,8 +370,8 @@ static void *serve(void *p)
 		nng_msg_free(msg);
 		if (!rep)
 			continue;
-		nng_aio_set_msg(c->aio, rep);
-		nng_ctx_send(c->ctx, c->aio);
+		if (ctx_start(c, rep))
+			break;
 		nng_aio_wait(c->aio);
 		if ((rv = nng_aio_result(c->aio)) != 0) {
 			nng_msg_free(nng_aio_get_msg(c->aio));
@@ -399,6 +427,8 @@ sc_err sc_rpc_server_open(sc_rpc_server **out, const char *url, const sc_rpc_met
 		goto fail;
 	}
 	pthread_mutex_init(&srv->memo.mu, NULL);
+	pthread_rwlock_init(&srv->close_lock, NULL);
+	srv->close_lock_init = 1;
 	srv->methods = methods;
 	srv->arg = arg;
 	snprintf(srv->url, sizeof(srv->url), "%s", url);
@@ -443,11 +473,15 @@ void sc_rpc_server_close(sc_rpc_server *srv)
 {
 	if (!srv)
 		return;
-	atomic_store(&srv->closing, 1);
 	/* Closing the socket fails every pending receive and send with NNG_ECLOSED; a thread in
-	 * a handler finishes it first. */
+	 * a handler finishes it first, then finds closing set and starts nothing. */
+	if (srv->close_lock_init)
+		pthread_rwlock_wrlock(&srv->close_lock);
+	atomic_store(&srv->closing, 1);
 	if (srv->sock_open)
 		nng_close(srv->sock);
+	if (srv->close_lock_init)
+		pthread_rwlock_unlock(&srv->close_lock);
 	for (int i = 0; i < srv->nctx; i++) {
 		rpc_ctx *c = &srv->ctxs[i];
 		if (c->started)
@@ -456,6 +490,8 @@ void sc_rpc_server_close(sc_rpc_server *srv)
 			nng_aio_free(c->aio);
 	}
 	memo_free(&srv->memo);
+	if (srv->close_lock_init)
+		pthread_rwlock_destroy(&srv->close_lock);
 	free(srv->ctxs);
 	free(srv);
 }

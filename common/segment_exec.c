@@ -133,7 +133,7 @@ static sc_err head_forward(sc_segment *seg, slot *s, const int32_t *targets, flo
 
 	for (int i = 0; i < N; i++)
 		valid += targets[i] >= 0;
-	TRY_OP(seg, upload, s->targets, targets, (size_t)N * sizeof(int32_t));
+	TRY_OP(seg, upload_async, s->targets, targets, (size_t)N * sizeof(int32_t));
 	TRY_OP(seg, layernorm_forward, s->lnf, s->lnf_mean, s->lnf_rstd, xl, seg->lnf_w, seg->lnf_b,
 	       N, C, sp->model.ln_eps);
 	TRY_OP(seg, gemm, 0, 1, N, V, C, 1.0f, s->lnf, C, seg->wte, C, 0.0f, seg->logits, V);
@@ -169,11 +169,11 @@ sc_err sc_segment_forward(sc_segment *seg, int slot_i, const void *in, const int
 		SC_TRY(check_ids(targets, N, sp->model.vocab_size, 1, "target"));
 	if (sc_segment_is_first(seg)) {
 		SC_TRY(check_ids(in, N, sp->model.vocab_size, 0, "token"));
-		TRY_OP(seg, upload, s->tokens, in, N * sizeof(int32_t));
+		TRY_OP(seg, upload_async, s->tokens, in, N * sizeof(int32_t));
 		TRY_OP(seg, encoder_forward, s->x, s->tokens, seg->wte, seg->wpe, sp->B, sp->T,
 		       (int)C);
 	} else {
-		TRY_OP(seg, upload, s->x, in, N * C * sizeof(float));
+		TRY_OP(seg, upload_async, s->x, in, N * C * sizeof(float));
 	}
 	for (int l = 0; l < seg->nl; l++)
 		SC_TRY(layer_forward(seg, l, &s->layers[l], layer_input(s, l)));
@@ -200,7 +200,7 @@ sc_err sc_segment_backward(sc_segment *seg, int slot_i, const float *dout, float
 		dcur = s->dlast;
 	} else {
 		dcur = seg->dcur;
-		TRY_OP(seg, upload, dcur, dout, N * C * sizeof(float));
+		TRY_OP(seg, upload_async, dcur, dout, N * C * sizeof(float));
 	}
 	for (int l = seg->nl - 1; l >= 0; l--)
 		SC_TRY(layer_backward(seg, l, &s->layers[l], layer_input(s, l), dcur));

@@ -128,6 +128,14 @@ static void test_memory(void **state)
 	SC_ASSERT_OK(gpu->ops->upload(gpu, a, pin_in, n * sizeof(float)));
 	SC_ASSERT_OK(gpu->ops->download(gpu, pin_out, a, n * sizeof(float)));
 	assert_memory_equal(pin_in, pin_out, n * sizeof(float));
+	/* queued upload, then a kernel on the same stream reads it */
+	for (size_t i = 0; i < n; i++)
+		pin_in[i] = (float)i;
+	SC_ASSERT_OK(gpu->ops->upload_async(gpu, b, pin_in, n * sizeof(float)));
+	SC_ASSERT_OK(gpu->ops->add(gpu, a, b, b, n));
+	SC_ASSERT_OK(gpu->ops->download(gpu, pin_out, a, n * sizeof(float)));
+	for (size_t i = 0; i < n; i++)
+		assert_true(pin_out[i] == 2.0f * (float)i);
 	gpu->ops->host_free(gpu, pin_in);
 	gpu->ops->host_free(gpu, pin_out);
 	gpu->ops->host_free(gpu, NULL);

@@ -270,6 +270,7 @@ static const sc_backend_ops cpu_ops = {
 	.host_free = cpu_free_buf,
 	.upload = cpu_copy,
 	.download = cpu_copy,
+	.upload_async = cpu_copy,
 	.copy = cpu_copy,
 	.zero = cpu_zero,
 	.sync = cpu_sync,

@@ -89,6 +89,15 @@ static sc_err cuda_upload(sc_backend *be, void *dst_dev, const void *src_host, s
 	return SC_OK;
 }
 
+static sc_err cuda_upload_async(sc_backend *be, void *dst_dev, const void *src_host, size_t bytes)
+{
+	if (!bytes)
+		return SC_OK;
+	SC_CUDA_ENTER(be, c);
+	SC_CUDA_CHECK(cudaMemcpyAsync(dst_dev, src_host, bytes, cudaMemcpyHostToDevice, c->stream));
+	return SC_OK;
+}
+
 static sc_err cuda_download(sc_backend *be, void *dst_host, const void *src_dev, size_t bytes)
 {
 	SC_CUDA_ENTER(be, c);
@@ -198,6 +207,7 @@ static const sc_backend_ops cuda_ops = {
 	.host_free = cuda_host_free,
 	.upload = cuda_upload,
 	.download = cuda_download,
+	.upload_async = cuda_upload_async,
 	.copy = cuda_copy,
 	.zero = cuda_zero,
 	.sync = cuda_sync,

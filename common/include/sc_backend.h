@@ -48,6 +48,11 @@ typedef struct sc_backend_ops {
 	 * queued work, so its data (and any earlier error) is final. */
 	sc_err (*upload)(sc_backend *be, void *dst_dev, const void *src_host, size_t bytes);
 	sc_err (*download)(sc_backend *be, void *dst_host, const void *src_dev, size_t bytes);
+	/* upload, queued: src_host must stay unchanged until the next download
+	 * or sync returns (the CPU backend copies at once). The copy then runs
+	 * while the host queues the kernels that use it; from host_alloc memory
+	 * it is a DMA that does not stall the host at all. */
+	sc_err (*upload_async)(sc_backend *be, void *dst_dev, const void *src_host, size_t bytes);
 	/* Device -> device copy. */
 	sc_err (*copy)(sc_backend *be, void *dst_dev, const void *src_dev, size_t bytes);
 	sc_err (*zero)(sc_backend *be, void *dst_dev, size_t bytes);

@@ -17,7 +17,10 @@
  *
  * Host interface: inputs and outputs of forward/backward are host arrays,
  * so the caller (a worker, the single-process trainer, a test) need not know
- * the backend. Not thread-safe: one caller at a time per segment.
+ * the backend. Inputs are queued to the device (upload_async) and every
+ * call returns only after its output is on the host, so a call's arrays are
+ * the caller's again when it returns; from the backend's host_alloc memory
+ * the copies are DMA. Not thread-safe: one caller at a time per segment.
  */
 #ifndef SC_SEGMENT_H
 #define SC_SEGMENT_H
