@@ -5,6 +5,7 @@
  * norm from the per-layer sums, Apply with the clip factor, metrics, and a
  * checkpoint every N steps in one transaction. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +31,11 @@ static double mono_s(void)
 }
 
 /* One stage of a running job and the call in flight to its worker. */
+struct runner;
+
 typedef struct stage {
+	struct runner *run;
+	int index;
 	int64_t worker_id;
 	char name[128], control[256], data[256];
 	double gflops;
@@ -60,8 +65,25 @@ typedef struct runner {
 	uint32_t version;
 	sc_tokens *tk;
 	sc_loader *ld;
-	int clients_live; /* under c->mu: the clients may be aborted */
+	int clients_live;     /* under c->mu: the clients may be aborted */
+	atomic_int first_bad; /* call_all: the stage whose call failed first, -1: none */
 } runner;
+
+/* Fails every stage's call in flight, c->mu held (release() reopens the
+ * clients). */
+static void abort_locked(runner *r)
+{
+	if (r->clients_live)
+		for (int i = 0; i < r->n; i++)
+			sc_rpc_client_abort(r->st[i].cl);
+}
+
+static void abort_calls(runner *r)
+{
+	pthread_mutex_lock(&r->c->mu);
+	abort_locked(r);
+	pthread_mutex_unlock(&r->c->mu);
+}
 
 static void *call_thread(void *p)
 {
@@ -75,15 +97,25 @@ static void *call_thread(void *p)
 	s->msg[0] = '\0';
 	s->rc = sc_rpc_call_pb(s->cl, s->method, s->req, s->desc, s->timeout_ms, &s->status, s->msg,
 			       sizeof(s->msg), &s->rep);
+	/* The first failure ends the round for every stage: the others may be
+	 * waiting on this one's tensors, and would wait out their timeouts. */
+	int none = -1;
+	if ((s->rc || s->status != SC_STATUS_OK) &&
+	    atomic_compare_exchange_strong(&s->run->first_bad, &none, s->index))
+		abort_calls(s->run);
 	return NULL;
 }
 
 /* Calls every stage at once (each stage's method/req/desc set by the
- * caller); returns the index of the first stage that failed, or -1. */
+ * caller); returns the index of the stage that failed first (the others'
+ * calls are then aborted), or -1. */
 static int call_all(runner *r, int timeout_ms)
 {
-	int bad = -1;
+	int bad;
+	atomic_store(&r->first_bad, -1);
 	for (int i = 0; i < r->n; i++) {
+		r->st[i].run = r;
+		r->st[i].index = i;
 		r->st[i].timeout_ms = timeout_ms;
 		r->st[i].threaded = pthread_create(&r->st[i].th, NULL, call_thread, &r->st[i]) == 0;
 		if (!r->st[i].threaded)
@@ -92,10 +124,12 @@ static int call_all(runner *r, int timeout_ms)
 	for (int i = 0; i < r->n; i++)
 		if (r->st[i].threaded)
 			pthread_join(r->st[i].th, NULL);
-	for (int i = 0; i < r->n; i++)
-		if (bad < 0 && (r->st[i].rc || r->st[i].status != SC_STATUS_OK))
-			bad = i;
-	return bad;
+	if ((bad = atomic_load(&r->first_bad)) >= 0)
+		return bad;
+	for (int i = 0; i < r->n; i++) /* skipped stages (no method) answer CANCELLED */
+		if (r->st[i].rc || r->st[i].status != SC_STATUS_OK)
+			return i;
+	return -1;
 }
 
 static void free_replies(runner *r)
@@ -659,9 +693,6 @@ int coord_start_job(coord *c, sc_db_job *job, live_worker *const *w, int n)
 
 void coord_abort_job(coord *c, live_job *j)
 {
-	runner *r = j->runner;
-	if (j->done || !r || !r->clients_live)
-		return;
-	for (int i = 0; i < r->n; i++)
-		sc_rpc_client_abort(r->st[i].cl);
+	if (!j->done && j->runner)
+		abort_locked(j->runner);
 }

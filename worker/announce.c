@@ -2,11 +2,15 @@
  * (retried every second until the coordinator answers), then
  * Coordinator.Heartbeat every heartbeat_ms. A heartbeat answered NOT_FOUND
  * (a coordinator that restarted, or forgot us) registers again; an
- * unreachable coordinator is retried for as long as the worker runs. */
+ * unreachable coordinator is retried for as long as the worker runs. A
+ * device that reports a lasting failure ends the heartbeats and the
+ * process (exit status 3). */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sc_log.h"
 #include "sc_rpc_pb.h"
@@ -98,6 +102,20 @@ void *worker_announce_main(void *arg)
 	int hb_ms = 1000, registered = 0, failures = 0, status;
 
 	while (!atomic_load(&w->stop)) {
+		/* A device that cannot work again (the call that hit it has
+		 * answered the coordinator): no more heartbeats, so no more
+		 * work; stop the process so that its supervisor starts a fresh
+		 * one. */
+		const char *why = w->be->ops->failure(w->be);
+		if (why) {
+			sc_error("worker",
+				 "device %s failed and cannot recover in this process: %s; "
+				 "stopping (exit status 3)",
+				 w->be->name, why);
+			atomic_store(&w->device_failed, 1);
+			kill(getpid(), SIGTERM); /* main's sigwait takes it */
+			break;
+		}
 		if (!registered) {
 			if (register_once(w, &id, &hb_ms, &status, msg, sizeof(msg)) == 0) {
 				registered = 1;

@@ -19,7 +19,7 @@
 #include "sc_version.h"
 #include "worker.h"
 
-enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2 };
+enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_DEVICE = 3 };
 
 #define RPC_CONTEXTS 8 /* a long Step never starves the other methods */
 
@@ -40,7 +40,10 @@ static const char usage_text[] =
     "                       fails                              (default 120)\n"
     "  --help               this text\n  --version            the version\n"
     "\nSPLITCHAIN_LOG=debug|info|warn|error sets the log level. SIGTERM or SIGINT\n"
-    "stops the worker cleanly.\n";
+    "stops the worker cleanly.\n"
+    "\nexit status: 0 stopped by a signal, 1 could not start, 2 bad usage, 3 the\n"
+    "device failed in a way this process cannot recover from (e.g. a CUDA illegal\n"
+    "address): the error went to the coordinator; restart the worker.\n";
 
 static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage(const char *fmt, ...)
@@ -306,5 +309,5 @@ int main(int argc, char **argv)
 	pthread_cond_destroy(&w.stop_cv);
 	pthread_mutex_destroy(&w.stop_mu);
 	pthread_mutex_destroy(&w.mu);
-	return code;
+	return atomic_load(&w.device_failed) ? EXIT_DEVICE : code;
 }

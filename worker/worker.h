@@ -79,6 +79,7 @@ typedef struct worker {
 	atomic_int cancel;         /* nonzero: a running Step gives up */
 	atomic_int busy;           /* a Step is running */
 	atomic_int stop;           /* shutting down */
+	atomic_int device_failed;  /* the backend reported a failure: exit with EXIT_DEVICE */
 	pthread_mutex_t stop_mu;
 	pthread_cond_t stop_cv; /* signalled when stop is set */
 	pthread_t announcer;

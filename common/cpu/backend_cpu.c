@@ -63,6 +63,11 @@ static sc_err cpu_host_alloc(sc_backend *be, void **out, size_t bytes)
 	return SC_OK;
 }
 
+static const char *cpu_failure(sc_backend *be)
+{
+	return NULL; /* a CPU fault ends the process by itself */
+}
+
 static sc_err cpu_copy(sc_backend *be, void *dst, const void *src, size_t bytes)
 {
 	if (bytes && (!dst || !src))
@@ -288,6 +293,7 @@ static const sc_backend_ops cpu_ops = {
 	.crossentropy = sc_cpu_crossentropy,
 	.adamw = cpu_adamw,
 	.sumsq = cpu_sumsq,
+	.failure = cpu_failure,
 	.destroy = cpu_destroy,
 };
 

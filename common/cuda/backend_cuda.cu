@@ -5,12 +5,63 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <atomic>
+
 #include "cuda_impl.h"
 
-sc_err sc_cuda_fail(const char *file, int line, const char *what, const char *reason)
+/* The first sticky error of this process: 0 none, 1 being written, 2 set.
+ * Per process, as the CUDA context a sticky error destroys is. */
+static std::atomic<int> sticky_state{ 0 };
+static char sticky_why[320];
+
+/* Errors after which the CUDA context is unusable (the runtime returns them
+ * from every later call). */
+static int is_sticky(cudaError_t e)
+{
+	switch (e) {
+	case cudaErrorECCUncorrectable:
+	case cudaErrorIllegalAddress:
+	case cudaErrorLaunchTimeout:
+	case cudaErrorAssert:
+	case cudaErrorHardwareStackError:
+	case cudaErrorIllegalInstruction:
+	case cudaErrorMisalignedAddress:
+	case cudaErrorInvalidAddressSpace:
+	case cudaErrorInvalidPc:
+	case cudaErrorLaunchFailure: return 1;
+	default: return 0;
+	}
+}
+
+static sc_err fail_with(sc_err code, const char *file, int line, const char *what,
+			const char *reason)
 {
 	const char *base = strrchr(file, '/');
-	return sc_errf(SC_EBACKEND, "%s:%d: %s: %s", base ? base + 1 : file, line, what, reason);
+	return sc_errf(code, "%s:%d: %s: %s", base ? base + 1 : file, line, what, reason);
+}
+
+sc_err sc_cuda_fail(cudaError_t e, const char *file, int line, const char *what)
+{
+	const char *base = strrchr(file, '/');
+	int none = 0;
+	if (is_sticky(e) && sticky_state.compare_exchange_strong(none, 1)) {
+		snprintf(sticky_why, sizeof(sticky_why), "%s:%d: %s: %s", base ? base + 1 : file,
+			 line, what, cudaGetErrorString(e));
+		sticky_state.store(2);
+	}
+	return fail_with(e == cudaErrorMemoryAllocation ? SC_ENOMEM : SC_EBACKEND, file, line, what,
+			 cudaGetErrorString(e));
+}
+
+sc_err sc_cublas_fail(cublasStatus_t s, const char *file, int line, const char *what)
+{
+	return fail_with(s == CUBLAS_STATUS_ALLOC_FAILED ? SC_ENOMEM : SC_EBACKEND, file, line,
+			 what, cublasGetStatusString(s));
+}
+
+static const char *cuda_failure(sc_backend *be)
+{
+	return sticky_state.load() == 2 ? sticky_why : NULL;
 }
 
 /* ---- memory ---- */
@@ -30,11 +81,11 @@ static sc_err cuda_alloc(sc_backend *be, void **out, size_t bytes)
 			       bytes, free_b >> 20, total_b >> 20);
 	}
 	if (e != cudaSuccess)
-		return sc_cuda_fail(__FILE__, __LINE__, "cudaMalloc", cudaGetErrorString(e));
+		return sc_cuda_fail(e, __FILE__, __LINE__, "cudaMalloc");
 	e = cudaMemsetAsync(p, 0, bytes, c->stream);
 	if (e != cudaSuccess) {
 		(void)cudaFree(p);
-		return sc_cuda_fail(__FILE__, __LINE__, "cudaMemsetAsync", cudaGetErrorString(e));
+		return sc_cuda_fail(e, __FILE__, __LINE__, "cudaMemsetAsync");
 	}
 	*out = p;
 	return SC_OK;
@@ -225,6 +276,7 @@ static const sc_backend_ops cuda_ops = {
 	.crossentropy = sc_cuda_crossentropy,
 	.adamw = sc_cuda_adamw,
 	.sumsq = sc_cuda_sumsq,
+	.failure = cuda_failure,
 	.destroy = cuda_destroy,
 };
 

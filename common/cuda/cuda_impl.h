@@ -39,23 +39,26 @@ typedef struct sc_cuda_ctx {
 	char name[24];         /* "cuda:N" */
 } sc_cuda_ctx;
 
-/* Records "file:line: what: reason" and returns SC_EBACKEND. */
-sc_err sc_cuda_fail(const char *file, int line, const char *what, const char *reason);
+/* Records "file:line: what: reason" for CUDA error e and returns SC_EBACKEND
+ * (SC_ENOMEM for an allocation failure). A sticky error (the context is
+ * lost: illegal address, launch failure, ECC, ...) is also remembered for
+ * the backend's failure entry. */
+sc_err sc_cuda_fail(cudaError_t e, const char *file, int line, const char *what);
+/* The same for a cuBLAS status. */
+sc_err sc_cublas_fail(cublasStatus_t s, const char *file, int line, const char *what);
 
 #define SC_CUDA_CHECK(call)                                                                        \
 	do {                                                                                       \
 		cudaError_t sc_cuda_e_ = (call);                                                   \
 		if (sc_cuda_e_ != cudaSuccess)                                                     \
-			return sc_cuda_fail(__FILE__, __LINE__, #call,                             \
-					    cudaGetErrorString(sc_cuda_e_));                       \
+			return sc_cuda_fail(sc_cuda_e_, __FILE__, __LINE__, #call);                \
 	} while (0)
 
 #define SC_CUBLAS_CHECK(call)                                                                      \
 	do {                                                                                       \
 		cublasStatus_t sc_cublas_s_ = (call);                                              \
 		if (sc_cublas_s_ != CUBLAS_STATUS_SUCCESS)                                         \
-			return sc_cuda_fail(__FILE__, __LINE__, #call,                             \
-					    cublasGetStatusString(sc_cublas_s_));                  \
+			return sc_cublas_fail(sc_cublas_s_, __FILE__, __LINE__, #call);            \
 	} while (0)
 
 /* After every kernel launch; kernel names the kernel for the detail. */
@@ -63,8 +66,7 @@ sc_err sc_cuda_fail(const char *file, int line, const char *what, const char *re
 	do {                                                                                       \
 		cudaError_t sc_cuda_e_ = cudaGetLastError();                                       \
 		if (sc_cuda_e_ != cudaSuccess)                                                     \
-			return sc_cuda_fail(__FILE__, __LINE__, "launch " #kernel,                 \
-					    cudaGetErrorString(sc_cuda_e_));                       \
+			return sc_cuda_fail(sc_cuda_e_, __FILE__, __LINE__, "launch " #kernel);    \
 	} while (0)
 
 /* The one launch form: SC_LAUNCH(kernel, grid, block, stream)(args...), then

@@ -130,6 +130,11 @@ typedef struct sc_backend_ops {
 	sc_err (*sumsq)(sc_backend *be, double *out_host, const float *x, size_t n);
 
 	/* ---- lifetime ---- */
+	/* NULL while the device works; else why it cannot work again in this
+	 * process (CUDA: a sticky error such as an illegal address: every later
+	 * call fails the same way, and only a new process gets a working
+	 * context). Borrowed string. A worker exits when it sees one. */
+	const char *(*failure)(sc_backend *be);
 	/* Releases the backend and its context. */
 	void (*destroy)(sc_backend *be);
 } sc_backend_ops;

@@ -16,6 +16,11 @@
  * threads reach, a shuffle a lane skips, a bad launch shape) stops the
  * process with a message naming the kernel.
  *
+ * Faults: SC_EMU_FAIL=KERNEL[:N] makes the N-th launch (default the first)
+ * of the kernel named KERNEL (as its SC_LAUNCH names it) fail with
+ * cudaErrorLaunchFailure, which then sticks as on a GPU: every later
+ * runtime call returns it and cuBLAS answers CUBLAS_STATUS_EXECUTION_FAILED.
+ *
  * Limits: memory is sequentially consistent, so a warp shuffle also orders
  * the shared-memory writes made before it (a GPU promises that only for
  * __syncwarp and __syncthreads): a missing __syncwarp right after a shuffle
@@ -136,6 +141,15 @@ typedef enum cudaError {
 	cudaErrorInvalidConfiguration = 9,
 	cudaErrorInvalidDevice = 101,
 	cudaErrorNoDevice = 100,
+	cudaErrorECCUncorrectable = 214,
+	cudaErrorIllegalAddress = 700,
+	cudaErrorLaunchTimeout = 702,
+	cudaErrorAssert = 710,
+	cudaErrorHardwareStackError = 714,
+	cudaErrorIllegalInstruction = 715,
+	cudaErrorMisalignedAddress = 716,
+	cudaErrorInvalidAddressSpace = 717,
+	cudaErrorInvalidPc = 718,
 	cudaErrorLaunchFailure = 719,
 } cudaError_t;
 

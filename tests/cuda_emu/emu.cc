@@ -21,6 +21,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <map>
 #include <set>
 #include <string>
@@ -87,6 +88,24 @@ struct emu_block {
 
 thread_local emu_block *blk;
 thread_local cudaError_t last_error = cudaSuccess;
+/* The sticky error that SC_EMU_FAIL caused, for every thread of the process:
+ * a GPU's context is per process. */
+std::atomic<int> sticky{ cudaSuccess };
+
+/* SC_EMU_FAIL=KERNEL[:N]: whether this launch of kernel is the one to fail. */
+bool injected_fault(const char *kernel)
+{
+	static std::atomic<long> count{ 0 };
+	static const char *spec = getenv("SC_EMU_FAIL");
+	if (!spec || !*spec)
+		return false;
+	const char *colon = strchr(spec, ':');
+	size_t len = colon ? (size_t)(colon - spec) : strlen(spec);
+	long nth = colon ? atol(colon + 1) : 1;
+	if (strlen(kernel) != len || strncmp(kernel, spec, len))
+		return false;
+	return count.fetch_add(1) + 1 == nth;
+}
 
 emu_block *block_state(void)
 {
@@ -386,6 +405,12 @@ void sc_emu_run(const char *kernel, dim3 grid, dim3 block, cudaStream_t s,
 		last_error = cudaErrorInvalidConfiguration;
 		return;
 	}
+	if (sticky.load() != cudaSuccess || injected_fault(kernel)) {
+		int none = cudaSuccess;
+		sticky.compare_exchange_strong(none, cudaErrorLaunchFailure);
+		last_error = (cudaError_t)sticky.load();
+		return;
+	}
 	emu_block *b = block_state();
 	if (b->kernel)
 		emu_die(kernel, "%s", "launched from inside another kernel");
@@ -430,6 +455,13 @@ cudaError_t fail(cudaError_t e)
 	last_error = e;
 	return e;
 }
+
+/* After a sticky error every device call returns it. */
+#define STICKY_GUARD()                                                                             \
+	do {                                                                                       \
+		if (sticky.load() != cudaSuccess)                                                  \
+			return fail((cudaError_t)sticky.load());                                   \
+	} while (0)
 } /* namespace */
 
 const char *cudaGetErrorString(cudaError_t e)
@@ -442,12 +474,16 @@ const char *cudaGetErrorString(cudaError_t e)
 	case cudaErrorInvalidDevice: return "invalid device ordinal";
 	case cudaErrorNoDevice: return "no CUDA-capable device is detected";
 	case cudaErrorLaunchFailure: return "unspecified launch failure";
+	case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+	default: break;
 	}
 	return "unknown error";
 }
 
 cudaError_t cudaGetLastError(void)
 {
+	if (sticky.load() != cudaSuccess)
+		return (cudaError_t)sticky.load(); /* does not clear */
 	cudaError_t e = last_error;
 	last_error = cudaSuccess;
 	return e;
@@ -455,6 +491,8 @@ cudaError_t cudaGetLastError(void)
 
 cudaError_t cudaPeekAtLastError(void)
 {
+	if (sticky.load() != cudaSuccess)
+		return (cudaError_t)sticky.load();
 	return last_error;
 }
 
@@ -482,6 +520,7 @@ cudaError_t cudaGetDevice(int *device)
  * cudaMalloc's may. */
 cudaError_t cudaMalloc(void **p, size_t bytes)
 {
+	STICKY_GUARD();
 	*p = NULL;
 	if (bytes > DEVICE_TOTAL - device_bytes)
 		return fail(cudaErrorMemoryAllocation);
@@ -497,6 +536,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
 
 cudaError_t cudaFree(void *p)
 {
+	STICKY_GUARD();
 	if (!p)
 		return cudaSuccess;
 	if (!device_blocks.erase(p))
@@ -539,6 +579,7 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes)
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
 {
+	STICKY_GUARD();
 	(void)kind;
 	if (bytes && (!dst || !src))
 		return fail(cudaErrorInvalidValue);
@@ -555,6 +596,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
 
 cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s)
 {
+	STICKY_GUARD();
 	(void)s;
 	if (bytes && !p)
 		return fail(cudaErrorInvalidValue);
@@ -571,6 +613,7 @@ struct sc_emu_event {
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 {
+	STICKY_GUARD();
 	*s = new sc_emu_stream{ flags };
 	return cudaSuccess;
 }
@@ -583,6 +626,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s)
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
+	STICKY_GUARD();
 	(void)s;
 	return cudaSuccess;
 }
@@ -614,11 +658,13 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 
 cudaError_t cudaEventSynchronize(cudaEvent_t e)
 {
+	STICKY_GUARD();
 	return e ? cudaSuccess : fail(cudaErrorInvalidValue);
 }
 
 cudaError_t cudaDeviceSynchronize(void)
 {
+	STICKY_GUARD();
 	return cudaSuccess;
 }
 
@@ -635,6 +681,7 @@ const char *cublasGetStatusString(cublasStatus_t s)
 	case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
 	case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
 	case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+	case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
 	}
 	return "CUBLAS_STATUS_UNKNOWN";
 }
@@ -721,6 +768,8 @@ cublasStatus_t gemm_check(cublasHandle_t h, cublasOperation_t ta, cublasOperatio
 	int a_rows = ta == CUBLAS_OP_N ? m : k, b_rows = tb == CUBLAS_OP_N ? k : n;
 	if (!h)
 		return CUBLAS_STATUS_NOT_INITIALIZED;
+	if (sticky.load() != cudaSuccess)
+		return CUBLAS_STATUS_EXECUTION_FAILED;
 	if (m < 0 || n < 0 || k < 0 || lda < (a_rows > 1 ? a_rows : 1) ||
 	    ldb < (b_rows > 1 ? b_rows : 1) || ldc < (m > 1 ? m : 1))
 		return CUBLAS_STATUS_INVALID_VALUE;
