@@ -11,10 +11,7 @@ EMU_WORKER=$BUILD/tests/cuda_emu/splitchain-worker-emu
 make_fixture
 reference ref
 URL=$SPLITCHAIN_COORDINATOR
-mkdir -p cluster
-"$BUILD/coordinator/splitchain-coordinator" --listen "$URL" --db cluster/splitchain.db \
-  --heartbeat-ms 200 --lost-after-ms 1500 >>cluster/coordinator.log 2>&1 &
-echo $! > cluster/coordinator.pid
+start_coordinator 1500
 "$BUILD/worker/splitchain-worker" --coordinator "$URL" --name cpu --threads 1 \
   --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 >>cluster/worker-cpu.log 2>&1 &
 echo $! > cluster/worker-cpu.pid
@@ -69,11 +66,5 @@ else bad "job $job ended $(state "$job")"; fi
 v=$(sqlite3 cluster/splitchain.db "select max(version) from placements where job_id = $job")
 [ "${v:-0}" -ge 2 ] && ok "placed again (placement version $v)" || bad "placement version '$v'"
 "$SC" export "$job" --out recovered >/dev/null || bad "export"
-l1=$("$REFTOOL" grad --model model --data data.txt --batch 2 --seq 16 --micro 4 --step 6 \
-      --seed 11 --adapter ref --out g1.safetensors | awk '{print $2}')
-l2=$("$REFTOOL" grad --model model --data data.txt --batch 2 --seq 16 --micro 4 --step 6 \
-      --seed 11 --adapter recovered --out g2.safetensors | awk '{print $2}')
-if awk -v a="$l1" -v b="$l2" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= 1e-5 * a) }'
-then ok "same loss as an uninterrupted run: $l2 vs $l1"
-else bad "loss $l2 vs $l1 of an uninterrupted run"; fi
+close_loss "as an uninterrupted run" "$(loss_of ref)" "$(loss_of recovered)"
 finish

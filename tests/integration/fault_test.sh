@@ -10,10 +10,7 @@ JOB_OPTS=(--steps 150 --batch 4 --seq 32 --micro 2 --rank 4 --alpha 8 --targets 
           --lr 3e-3 --min-lr 3e-4 --warmup 2 --weight-decay 0.01 --clip 0.5 --seed 11)
 reference ref
 URL=$SPLITCHAIN_COORDINATOR
-mkdir -p cluster
-"$BUILD/coordinator/splitchain-coordinator" --listen "$URL" --db cluster/splitchain.db \
-  --heartbeat-ms 200 --lost-after-ms 1500 >>cluster/coordinator.log 2>&1 &
-echo $! > cluster/coordinator.pid
+start_coordinator 1500
 for i in 1 2 3; do
   "$BUILD/worker/splitchain-worker" --coordinator "$URL" --name "w$i" --threads 1 \
     --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 --data-timeout 60 \

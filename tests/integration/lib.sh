@@ -57,5 +57,30 @@ wait_state() {
   return 1
 }
 
+# start_coordinator LOST_AFTER_MS: a coordinator on $SPLITCHAIN_COORDINATOR with
+# its state in cluster/ and 200 ms heartbeats (launch.sh stop ends it).
+start_coordinator() {
+  mkdir -p cluster
+  "$BUILD/coordinator/splitchain-coordinator" --listen "$SPLITCHAIN_COORDINATOR" \
+    --db cluster/splitchain.db --heartbeat-ms 200 --lost-after-ms "$1" \
+    >>cluster/coordinator.log 2>&1 &
+  echo $! > cluster/coordinator.pid
+}
+
+# loss_of ADAPTER_DIR: the loss the adapter gives on step 6's batch of the
+# shared fixture (JOB_OPTS' batch, sequence, micro-batches and seed).
+loss_of() {
+  "$REFTOOL" grad --model model --data data.txt --batch 2 --seq 16 --micro 4 --step 6 \
+    --seed 11 --adapter "$1" --out "$1.grad.safetensors" | awk '{print $2}'
+}
+
+# close_loss WHAT A B: passes when losses A and B agree to 1e-5 (relative),
+# the fp32 rounding a CUDA stage may add to a CPU run.
+close_loss() {
+  if awk -v a="$2" -v b="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= 1e-5 * a) }'
+  then ok "$1: loss $3 vs $2"
+  else bad "$1: loss $3 vs $2"; fi
+}
+
 # same_adapter A B: the two PEFT adapters hold bit-identical tensors.
 same_adapter() { cmp -s "$1/adapter_model.safetensors" "$2/adapter_model.safetensors"; }

@@ -13,9 +13,7 @@ URL=$SPLITCHAIN_COORDINATOR
 mkdir -p cluster
 
 # --- a job submitted before any worker waits, then runs when they join
-"$BUILD/coordinator/splitchain-coordinator" --listen "$URL" --db cluster/splitchain.db \
-  --heartbeat-ms 200 --lost-after-ms 3000 >>cluster/coordinator.log 2>&1 &
-echo $! > cluster/coordinator.pid
+start_coordinator 3000
 sleep 0.3
 job=$("$SC" submit --model model --data data.txt "${JOB_OPTS[@]}" --stages 2 --checkpoint-every 3)
 sleep 1.5
@@ -34,9 +32,7 @@ rows=$(sqlite3 cluster/splitchain.db "select count(*) from metrics where job_id 
 kill -KILL "$(cat cluster/coordinator.pid)"
 wait "$(cat cluster/coordinator.pid)" 2>/dev/null
 ck=$(sqlite3 cluster/splitchain.db "select max(step) from checkpoints where job_id = $job")
-"$BUILD/coordinator/splitchain-coordinator" --listen "$URL" --db cluster/splitchain.db \
-  --heartbeat-ms 200 --lost-after-ms 3000 >>cluster/coordinator.log 2>&1 &
-echo $! > cluster/coordinator.pid
+start_coordinator 3000
 [ "${ck:-0}" -ge 3 ] && [ "${ck:-0}" -lt 150 ] && ok "killed mid-job after the checkpoint of step $ck" \
   || bad "kill came at checkpoint '$ck', not mid-job"
 if "$SC" watch "$job" >/dev/null 2>&1; then ok "resumed after SIGKILL and finished"
