@@ -56,12 +56,21 @@ __device__ inline float row_sum(float v)
 	return v;
 }
 
-template <int HS> __device__ inline float dot(const float *a, const float *b)
+/* acc[x] = a . rows[lane + LANES x] over HS dimensions, for x < N: each
+ * element of a is read once for the N products (rows: a shared tile, row
+ * stride HS + 1). Sums in dimension order. */
+template <int HS, int N>
+__device__ inline void dots(float *acc, const float *a, const float (*rows)[HS + 1], int lane)
 {
-	float s = 0.0f;
-	for (int d = 0; d < HS; d++)
-		s = fmaf(a[d], b[d], s);
-	return s;
+	SC_UNROLL
+	for (int x = 0; x < N; x++)
+		acc[x] = 0.0f;
+	for (int d = 0; d < HS; d++) {
+		float ad = a[d];
+		SC_UNROLL
+		for (int x = 0; x < N; x++)
+			acc[x] = fmaf(ad, rows[lane + LANES * x][d], acc[x]);
+	}
 }
 
 /* Grid (B*NH, ceil(T/BR)), BR * LANES threads. out (B,T,C); lse (B,NH,T). */
@@ -89,10 +98,11 @@ __global__ void __launch_bounds__(BR *LANES)
 		__syncthreads();
 
 		float s[BC / LANES], mx = -INFINITY;
+		dots<HS, BC / LANES>(s, qs[i], ks, lane);
 		SC_UNROLL
 		for (int x = 0; x < BC / LANES; x++) {
 			int j = lane + LANES * x;
-			s[x] = row < T && k0 + j <= row ? dot<HS>(qs[i], ks[j]) * scale : -INFINITY;
+			s[x] = row < T && k0 + j <= row ? s[x] * scale : -INFINITY;
 			mx = fmaxf(mx, s[x]);
 		}
 		/* Rows past T see no key at all: keep their exponents finite. */
@@ -109,12 +119,14 @@ __global__ void __launch_bounds__(BR *LANES)
 		m = m_new;
 		__syncwarp(); /* ps[i] is written and read by row i's lanes only */
 		SC_UNROLL
-		for (int x = 0; x < HS / LANES; x++) {
-			int d = lane + LANES * x;
-			float acc = o[x] * alpha;
-			for (int j = 0; j < BC; j++)
-				acc = fmaf(ps[i][j], vs[j][d], acc);
-			o[x] = acc;
+		for (int x = 0; x < HS / LANES; x++)
+			o[x] *= alpha;
+		for (int j = 0; j < BC;
+		     j++) { /* each p read once for the row's HS / LANES outputs */
+			float p = ps[i][j];
+			SC_UNROLL
+			for (int x = 0; x < HS / LANES; x++)
+				o[x] = fmaf(p, vs[j][lane + LANES * x], o[x]);
 		}
 	}
 	if (row < T) {
@@ -166,24 +178,23 @@ __global__ void __launch_bounds__(BR *LANES)
 		load_tile<HS>(&ks[0][0], BC, q + C, ld, k0, T, hs);
 		load_tile<HS>(&vs[0][0], BC, q + 2 * C, ld, k0, T, hs);
 		__syncthreads();
+		float s[BC / LANES], dp[BC / LANES];
+		dots<HS, BC / LANES>(s, qs[i], ks, lane);
+		dots<HS, BC / LANES>(dp, dos[i], vs, lane);
 		SC_UNROLL
 		for (int x = 0; x < BC / LANES; x++) {
 			int j = lane + LANES * x;
 			float ds = 0.0f;
-			if (row < T && k0 + j <= row) {
-				float p = expf(dot<HS>(qs[i], ks[j]) * scale - li);
-				ds = p * (dot<HS>(dos[i], vs[j]) - di);
-			}
+			if (row < T && k0 + j <= row)
+				ds = expf(s[x] * scale - li) * (dp[x] - di);
 			dss[i][j] = ds;
 		}
 		__syncwarp();
-		SC_UNROLL
-		for (int x = 0; x < HS / LANES; x++) {
-			int d = lane + LANES * x;
-			float acc = dq[x];
-			for (int j = 0; j < BC; j++)
-				acc = fmaf(dss[i][j], ks[j][d], acc);
-			dq[x] = acc;
+		for (int j = 0; j < BC; j++) {
+			float ds = dss[i][j];
+			SC_UNROLL
+			for (int x = 0; x < HS / LANES; x++)
+				dq[x] = fmaf(ds, ks[j][lane + LANES * x], dq[x]);
 		}
 	}
 	if (row < T) {
@@ -228,28 +239,28 @@ __global__ void __launch_bounds__(BC *LANES)
 			dd[r] = t < T ? dsum[(size_t)bh * T + t] : 0.0f;
 		}
 		__syncthreads();
+		float s[BR / LANES], dp[BR / LANES];
+		dots<HS, BR / LANES>(s, ks[j], qs, lane);
+		dots<HS, BR / LANES>(dp, vs[j], dos, lane);
 		SC_UNROLL
 		for (int x = 0; x < BR / LANES; x++) {
 			int ii = lane + LANES * x, row = q0 + ii;
 			float p = 0.0f, ds = 0.0f;
 			if (key < T && row < T && key <= row) {
-				p = expf(dot<HS>(qs[ii], ks[j]) * scale - ls[ii]);
-				ds = p * (dot<HS>(dos[ii], vs[j]) - dd[ii]);
+				p = expf(s[x] * scale - ls[ii]);
+				ds = p * (dp[x] - dd[ii]);
 			}
 			ps[j][ii] = p;
 			dss[j][ii] = ds;
 		}
 		__syncwarp();
-		SC_UNROLL
-		for (int x = 0; x < HS / LANES; x++) {
-			int d = lane + LANES * x;
-			float av = dv[x], ak = dk[x];
-			for (int ii = 0; ii < BR; ii++) {
-				av = fmaf(ps[j][ii], dos[ii][d], av);
-				ak = fmaf(dss[j][ii], qs[ii][d], ak);
+		for (int ii = 0; ii < BR; ii++) {
+			float p = ps[j][ii], ds = dss[j][ii];
+			SC_UNROLL
+			for (int x = 0; x < HS / LANES; x++) {
+				dv[x] = fmaf(p, dos[ii][lane + LANES * x], dv[x]);
+				dk[x] = fmaf(ds, qs[ii][lane + LANES * x], dk[x]);
 			}
-			dv[x] = av;
-			dk[x] = ak;
 		}
 	}
 	if (key < T) {
