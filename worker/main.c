@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -180,14 +179,6 @@ out:
 	return rate;
 }
 
-static uint64_t memory_bytes(void)
-{
-	struct sysinfo si;
-	if (sysinfo(&si))
-		return 0;
-	return (uint64_t)si.totalram * si.mem_unit;
-}
-
 /* The address to give others for a bound url: a wildcard host ("tcp://:5555",
  * 0.0.0.0, ::) becomes this machine's hostname. */
 static void advertise(char *out, size_t size, const char *bound)
@@ -234,7 +225,7 @@ static int serve(worker *w, const sigset_t *sigs)
 	if (sc_backend_open(&w->be, w->o.device, w->o.threads))
 		return fail("opening the device");
 	w->gflops = probe_gflops(w->be);
-	w->memory_bytes = memory_bytes();
+	w->memory_bytes = w->be->ops->memory_bytes(w->be);
 	if (w->o.name)
 		snprintf(w->name, sizeof(w->name), "%s", w->o.name);
 	else {

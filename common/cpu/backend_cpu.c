@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysinfo.h>
 
 #include <cblas.h>
 
@@ -61,6 +62,14 @@ static sc_err cpu_host_alloc(sc_backend *be, void **out, size_t bytes)
 		return sc_errf(SC_ENOMEM, "cpu: cannot allocate %zu bytes of host memory", bytes);
 	}
 	return SC_OK;
+}
+
+static uint64_t cpu_memory_bytes(sc_backend *be)
+{
+	struct sysinfo si;
+	if (sysinfo(&si))
+		return 0;
+	return (uint64_t)si.totalram * si.mem_unit;
 }
 
 static const char *cpu_failure(sc_backend *be)
@@ -293,6 +302,7 @@ static const sc_backend_ops cpu_ops = {
 	.crossentropy = sc_cpu_crossentropy,
 	.adamw = cpu_adamw,
 	.sumsq = cpu_sumsq,
+	.memory_bytes = cpu_memory_bytes,
 	.failure = cpu_failure,
 	.destroy = cpu_destroy,
 };

@@ -59,6 +59,18 @@ sc_err sc_cublas_fail(cublasStatus_t s, const char *file, int line, const char *
 			 what, cublasGetStatusString(s));
 }
 
+static uint64_t cuda_memory_bytes(sc_backend *be)
+{
+	sc_cuda_ctx *c = (sc_cuda_ctx *)be->ctx;
+	size_t free_b = 0, total_b = 0;
+	if (cudaSetDevice(c->device) != cudaSuccess ||
+	    cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+		(void)cudaGetLastError();
+		return 0;
+	}
+	return total_b;
+}
+
 static const char *cuda_failure(sc_backend *be)
 {
 	return sticky_state.load() == 2 ? sticky_why : NULL;
@@ -276,6 +288,7 @@ static const sc_backend_ops cuda_ops = {
 	.crossentropy = sc_cuda_crossentropy,
 	.adamw = sc_cuda_adamw,
 	.sumsq = sc_cuda_sumsq,
+	.memory_bytes = cuda_memory_bytes,
 	.failure = cuda_failure,
 	.destroy = cuda_destroy,
 };

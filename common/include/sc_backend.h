@@ -130,6 +130,9 @@ typedef struct sc_backend_ops {
 	sc_err (*sumsq)(sc_backend *be, double *out_host, const float *x, size_t n);
 
 	/* ---- lifetime ---- */
+	/* The bytes of memory the device holds (CPU: the machine's RAM; CUDA:
+	 * the GPU's), as a worker reports it; 0 if unknown. */
+	uint64_t (*memory_bytes)(sc_backend *be);
 	/* NULL while the device works; else why it cannot work again in this
 	 * process (CUDA: a sticky error such as an illegal address: every later
 	 * call fails the same way, and only a new process gets a working

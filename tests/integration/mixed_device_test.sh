@@ -36,6 +36,17 @@ else
   exit 1
 fi
 
+# Each reports its own device's memory: the machine's RAM, the GPU's.
+mem_of() { "$SC" workers --json | grep -o "\"name\":\"$1\"[^}]*" |
+  sed -n 's/.*"memory_bytes":\([0-9]*\).*/\1/p'; }
+cpu_mem=$(mem_of worker-1)
+gpu_mem=$(mem_of worker-cuda)
+if [ -n "$gpu_mem" ] && [ "${gpu_mem:-0}" -gt 0 ] && [ "$gpu_mem" != "$cpu_mem" ]; then
+  ok "the CUDA worker reports its device's memory ($gpu_mem bytes; the CPU worker $cpu_mem)"
+else
+  bad "memory reported: cuda worker '$gpu_mem', cpu worker '$cpu_mem'"
+fi
+
 job=$("$SC" submit --model model --data data.txt "${JOB_OPTS[@]}" --stages 2 \
       --checkpoint-every 3 --name mixed)
 if "$SC" watch "$job" >/dev/null; then ok "2-stage CPU + CUDA job finished"
