@@ -4,7 +4,12 @@
  * script (tests/gpu/run.sh) puts it beside PyTorch's figures.
  *
  *   sc_bench_cuda [--device cuda:N] [--tf32] [--shape gpt2|small]
- *                 [--batch B] [--seq T] [--steps K] [--dir DIR]
+ *                 [--batch B] [--seq T] [--steps K] [--dir DIR] [--memory]
+ *
+ * --memory trains nothing: it lays out the whole model as one segment
+ * (one activation slot) on the device and on the CPU backend, which keeps
+ * attention's (B,NH,T,T) probabilities, and prints both sizes. It also runs
+ * on the emulated device (sc_bench_cuda_emu, tests/cuda_emu).
  *
  * Defaults: cuda:0, fp32 GEMMs, GPT-2 124M with B = 8, T = 1024, LoRA r = 8
  * on all four targets, one untimed step then K = 3 timed. The random model
@@ -19,6 +24,7 @@
 
 #include "sc_modelgen.h"
 #include "sc_rng.h"
+#include "sc_segment.h"
 #include "sc_train.h"
 
 #define EXIT_SKIP 77
@@ -51,22 +57,62 @@ static int cuda_ordinal(const char *device)
 	return (end == device + 5 || *end || n < 0 || n > 255) ? -1 : (int)n;
 }
 
+/* The bytes a whole-model segment of one slot takes on be; 0 on failure. */
+static size_t segment_bytes(sc_backend *be, const sc_model_config *mc, const sc_lora_config *lc,
+			    int B, int T)
+{
+	sc_segment_spec sp = { .model = *mc,
+			       .lora = *lc,
+			       .first = 0,
+			       .last = mc->n_layer,
+			       .B = B,
+			       .T = T,
+			       .slots = 1 };
+	sc_segment *seg = NULL;
+	size_t bytes;
+	if (sc_segment_new(&seg, be, &sp)) {
+		fprintf(stderr, "sc_bench_cuda: segment on %s: %s\n", be->name, sc_err_detail());
+		return 0;
+	}
+	bytes = sc_segment_device_bytes(seg);
+	sc_segment_free(seg);
+	return bytes;
+}
+
+/* --memory: the segment's size here and with the CPU's materialised attention. */
+static int print_memory(sc_backend *be, const char *shape, const sc_model_config *mc,
+			const sc_lora_config *lc, int B, int T)
+{
+	sc_backend *cpu = NULL;
+	size_t dev = segment_bytes(be, mc, lc, B, T), host = 0;
+	if (dev && !sc_backend_cpu_open(&cpu, 1))
+		host = segment_bytes(cpu, mc, lc, B, T);
+	sc_backend_free(cpu);
+	if (!dev || !host)
+		return 1;
+	printf("{\"impl\":\"splitchain-cuda\",\"shape\":\"%s\",\"device\":\"%s\",\"B\":%d,"
+	       "\"T\":%d,\"segment_mib\":%.0f,\"cpu_segment_mib\":%.0f,\"ratio\":%.3f}\n",
+	       shape, be->name, B, T, (double)dev / (1 << 20), (double)host / (1 << 20),
+	       (double)dev / (double)host);
+	return 0;
+}
+
 static int usage(void)
 {
 	fprintf(stderr, "usage: sc_bench_cuda [--device cuda:N] [--tf32] [--shape gpt2|small] "
-			"[--batch B] [--seq T] [--steps K] [--dir DIR]\n");
+			"[--batch B] [--seq T] [--steps K] [--dir DIR] [--memory]\n");
 	return 2;
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "device", 1, 0, 'D' }, { "tf32", 0, 0, 'f' }, { "shape", 1, 0, 's' },
-		{ "batch", 1, 0, 'b' },  { "seq", 1, 0, 't' },  { "steps", 1, 0, 'n' },
-		{ "dir", 1, 0, 'd' },    { 0, 0, 0, 0 },
+		{ "device", 1, 0, 'D' }, { "tf32", 0, 0, 'f' },   { "shape", 1, 0, 's' },
+		{ "batch", 1, 0, 'b' },  { "seq", 1, 0, 't' },    { "steps", 1, 0, 'n' },
+		{ "dir", 1, 0, 'd' },    { "memory", 0, 0, 'm' }, { 0, 0, 0, 0 },
 	};
 	const char *device = "cuda:0", *shape = "gpt2", *dir = NULL, *tmp = getenv("SC_TEST_TMP");
-	int tf32 = 0, steps = 3, batch = 0, seq = 0, ord, c;
+	int tf32 = 0, steps = 3, batch = 0, seq = 0, memory = 0, ord, c;
 	sc_model_config mc;
 	sc_lora_config lc = { .rank = 8, .alpha = 16, .targets = SC_T_ALL, .seed = 1 };
 	sc_train_config tc;
@@ -89,6 +135,7 @@ int main(int argc, char **argv)
 		case 't': seq = atoi(optarg); break;
 		case 'n': steps = atoi(optarg); break;
 		case 'd': dir = optarg; break;
+		case 'm': memory = 1; break;
 		default: return usage();
 		}
 	}
@@ -119,6 +166,11 @@ int main(int argc, char **argv)
 	}
 	if (rc)
 		goto fail;
+	if (memory) {
+		int code = print_memory(be, shape, &mc, &lc, tc.B, tc.T);
+		sc_backend_free(be);
+		return code;
+	}
 	if (!dir) {
 		snprintf(dirbuf, sizeof(dirbuf), "%s%sbench-cuda-model", tmp && *tmp ? tmp : "",
 			 tmp && *tmp ? "/" : "");
