@@ -14,7 +14,9 @@
  * call is synchronous, so streams and events only have to exist. A kernel
  * that breaks CUDA's rules in a way the emulator can see (a barrier not all
  * threads reach, a shuffle a lane skips, a bad launch shape) stops the
- * process with a message naming the kernel.
+ * process with a message naming the kernel; so does a kernel, copy, memset
+ * or cuBLAS call given a host pointer where device memory belongs, or a
+ * range past an allocation's end (on a GPU: a fault or silent corruption).
  *
  * Faults: SC_EMU_FAIL=KERNEL[:N] makes the N-th launch (default the first)
  * of the kernel named KERNEL (as its SC_LAUNCH names it) fail with
@@ -200,6 +202,17 @@ cudaError_t cudaDeviceSynchronize(void);
 
 /* ---- launches ---- */
 
+/* Stops the process unless p is NULL or device memory: a kernel given a
+ * host pointer would fault on a GPU. Index counts the kernel's arguments. */
+void sc_emu_check_pointer(const char *kernel, int index, const void *p);
+template <class T> inline void sc_emu_check_arg(const char *kernel, int index, T *p)
+{
+	sc_emu_check_pointer(kernel, index, (const void *)p);
+}
+template <class T> inline void sc_emu_check_arg(const char *, int, const T &)
+{
+}
+
 /* Runs body as every thread of a grid x block launch, block after block. */
 void sc_emu_run(const char *kernel, dim3 grid, dim3 block, cudaStream_t s,
 		const std::function<void(void)> &body);
@@ -211,6 +224,8 @@ template <class K> struct sc_emu_launcher {
 	K kernel;
 	template <class... A> void operator()(A... args) const
 	{
+		int index = 0;
+		(sc_emu_check_arg(name, index++, args), ...);
 		K k = kernel;
 		sc_emu_run(name, grid, block, stream, [&]() { k(args...); });
 	}

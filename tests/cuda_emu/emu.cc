@@ -23,7 +23,7 @@
 
 #include <atomic>
 #include <map>
-#include <set>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -445,8 +445,22 @@ void sc_emu_run(const char *kernel, dim3 grid, dim3 block, cudaStream_t s,
 
 namespace
 {
-std::set<void *> device_blocks, host_blocks;
+/* Device and page-locked host allocations: start -> bytes. */
+std::mutex blocks_mu;
+std::map<uintptr_t, size_t> device_blocks, host_blocks;
 size_t device_bytes;
+
+/* Whether [p, p + bytes) lies inside one allocation of blocks. */
+bool inside(const std::map<uintptr_t, size_t> &blocks, const void *p, size_t bytes)
+{
+	std::lock_guard<std::mutex> lock(blocks_mu);
+	uintptr_t a = (uintptr_t)p;
+	auto it = blocks.upper_bound(a);
+	if (it == blocks.begin())
+		return false;
+	--it;
+	return a - it->first <= it->second && bytes <= it->second - (a - it->first);
+}
 const size_t DEVICE_TOTAL = (size_t)80 << 30;
 int current_device;
 
@@ -522,13 +536,14 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
 {
 	STICKY_GUARD();
 	*p = NULL;
+	std::lock_guard<std::mutex> lock(blocks_mu);
 	if (bytes > DEVICE_TOTAL - device_bytes)
 		return fail(cudaErrorMemoryAllocation);
 	void *q = malloc(bytes ? bytes : 1);
 	if (!q)
 		return fail(cudaErrorMemoryAllocation);
 	memset(q, 0xff, bytes);
-	device_blocks.insert(q);
+	device_blocks[(uintptr_t)q] = bytes;
 	device_bytes += bytes;
 	*p = q;
 	return cudaSuccess;
@@ -539,9 +554,13 @@ cudaError_t cudaFree(void *p)
 	STICKY_GUARD();
 	if (!p)
 		return cudaSuccess;
-	if (!device_blocks.erase(p))
+	std::lock_guard<std::mutex> lock(blocks_mu);
+	auto it = device_blocks.find((uintptr_t)p);
+	if (it == device_blocks.end())
 		return fail(cudaErrorInvalidValue);
-	free(p); /* the emulator does not track sizes for device_bytes */
+	device_bytes -= it->second;
+	device_blocks.erase(it);
+	free(p);
 	return cudaSuccess;
 }
 
@@ -550,7 +569,8 @@ cudaError_t cudaMallocHost(void **p, size_t bytes)
 	*p = malloc(bytes ? bytes : 1);
 	if (!*p)
 		return fail(cudaErrorMemoryAllocation);
-	host_blocks.insert(*p);
+	std::lock_guard<std::mutex> lock(blocks_mu);
+	host_blocks[(uintptr_t)*p] = bytes;
 	return cudaSuccess;
 }
 
@@ -564,7 +584,8 @@ cudaError_t cudaFreeHost(void *p)
 {
 	if (!p)
 		return cudaSuccess;
-	if (!host_blocks.erase(p))
+	std::lock_guard<std::mutex> lock(blocks_mu);
+	if (!host_blocks.erase((uintptr_t)p))
 		return fail(cudaErrorInvalidValue);
 	free(p);
 	return cudaSuccess;
@@ -572,17 +593,51 @@ cudaError_t cudaFreeHost(void *p)
 
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes)
 {
+	std::lock_guard<std::mutex> lock(blocks_mu);
 	*total_bytes = DEVICE_TOTAL;
 	*free_bytes = DEVICE_TOTAL - device_bytes;
 	return cudaSuccess;
 }
 
+void sc_emu_check_pointer(const char *kernel, int index, const void *p)
+{
+	if (p && !inside(device_blocks, p, 1)) {
+		char what[96];
+		snprintf(what, sizeof(what), "argument %d is not device memory (a host pointer?)",
+			 index);
+		emu_die(kernel, "%s", what);
+	}
+}
+
+/* A copy whose pointers do not match its kind (a host pointer given as
+ * device memory, a range past an allocation's end) is undefined on a GPU:
+ * here it stops the process. */
+void check_copy(const void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
+{
+	bool dst_dev = inside(device_blocks, dst, bytes),
+	     src_dev = inside(device_blocks, src, bytes);
+	bool dst_any = inside(device_blocks, dst, 1), src_any = inside(device_blocks, src, 1);
+	bool ok = true;
+	switch (kind) {
+	case cudaMemcpyHostToDevice: ok = dst_dev && !src_any; break;
+	case cudaMemcpyDeviceToHost: ok = src_dev && !dst_any; break;
+	case cudaMemcpyDeviceToDevice: ok = src_dev && dst_dev; break;
+	case cudaMemcpyHostToHost: ok = !src_any && !dst_any; break;
+	default: ok = (dst_dev || !dst_any) && (src_dev || !src_any); break;
+	}
+	if (!ok)
+		emu_die(NULL, "%s",
+			"cudaMemcpy: a pointer is not memory of the kind the copy names, or "
+			"the range runs past its allocation");
+}
+
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
 {
 	STICKY_GUARD();
-	(void)kind;
 	if (bytes && (!dst || !src))
 		return fail(cudaErrorInvalidValue);
+	if (bytes)
+		check_copy(dst, src, bytes, kind);
 	memmove(dst, src, bytes);
 	return cudaSuccess;
 }
@@ -600,6 +655,8 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s)
 	(void)s;
 	if (bytes && !p)
 		return fail(cudaErrorInvalidValue);
+	if (bytes && !inside(device_blocks, p, bytes))
+		emu_die(NULL, "%s", "cudaMemsetAsync: not device memory, or past its allocation");
 	memset(p, value, bytes);
 	return cudaSuccess;
 }
@@ -739,10 +796,25 @@ const float *tf32_copy(std::vector<float> &tmp, const float *p, int rows, int co
 	return tmp.data();
 }
 
+/* The column-major rows x cols matrix at p, stride ld, must be device
+ * memory: cuBLAS given a host pointer or a short buffer faults on a GPU. */
+void check_matrix(const char *what, const float *p, int rows, int cols, int ld)
+{
+	size_t n = rows && cols ? (size_t)ld * (cols - 1) + rows : 0;
+	if (n && !inside(device_blocks, p, n * sizeof(float)))
+		emu_die("cublasSgemm", "%s is not device memory of the size the call implies",
+			what);
+}
+
 cublasStatus_t gemm_one(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
 			int k, float alpha, const float *a, int lda, const float *b, int ldb,
 			float beta, float *c, int ldc)
 {
+	if (k > 0) {
+		check_matrix("A", a, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda);
+		check_matrix("B", b, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb);
+	}
+	check_matrix("C", c, m, n, ldc);
 	std::vector<float> ta32, tb32;
 	if (h->mode == CUBLAS_TF32_TENSOR_OP_MATH && k > 0) {
 		a = tf32_copy(ta32, a, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda);
