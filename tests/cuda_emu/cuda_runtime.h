@@ -10,8 +10,12 @@
  * races, the GPU's resource limits, its libm's last bits, cuBLAS itself — is
  * left to the same tests on a real GPU (tests/gpu).
  *
- * Only what the backend uses is here. Device memory is host memory; every
- * call is synchronous, so streams and events only have to exist. A kernel
+ * Only what the backend uses is here. Device memory is host memory. Streams
+ * are real queues: a launch, an asynchronous copy or memset and a cuBLAS
+ * call run only when something waits for their stream (a stream or event
+ * synchronisation, cudaFree, a copy into pageable memory), as late as a GPU
+ * may run them; a copy from page-locked memory reads it then. So a result
+ * read on the host before its wait is stale here, as it can be on a GPU. A kernel
  * that breaks CUDA's rules in a way the emulator can see (a barrier not all
  * threads reach, a shuffle a lane skips, a bad launch shape) stops the
  * process with a message naming the kernel; so does a kernel, copy, memset
@@ -215,7 +219,7 @@ template <class T> inline void sc_emu_check_arg(const char *, int, const T &)
 
 /* Runs body as every thread of a grid x block launch, block after block. */
 void sc_emu_run(const char *kernel, dim3 grid, dim3 block, cudaStream_t s,
-		const std::function<void(void)> &body);
+		std::function<void(void)> body);
 
 template <class K> struct sc_emu_launcher {
 	const char *name;
@@ -227,7 +231,7 @@ template <class K> struct sc_emu_launcher {
 		int index = 0;
 		(sc_emu_check_arg(name, index++, args), ...);
 		K k = kernel;
-		sc_emu_run(name, grid, block, stream, [&]() { k(args...); });
+		sc_emu_run(name, grid, block, stream, [=]() { k(args...); });
 	}
 };
 

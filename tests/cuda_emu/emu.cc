@@ -22,8 +22,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -34,6 +37,59 @@
 
 thread_local uint3 threadIdx, blockIdx;
 thread_local dim3 blockDim, gridDim;
+
+/* A stream: the work queued on it, run in order when it is waited for. */
+struct sc_emu_stream {
+	unsigned flags;
+	std::mutex mu; /* held while its work runs */
+	std::deque<std::function<void(void)>> work;
+};
+struct sc_emu_event {
+	unsigned flags;
+	cudaStream_t stream; /* where it was last recorded */
+};
+
+namespace
+{
+sc_emu_stream null_stream;
+std::mutex streams_mu;
+std::set<sc_emu_stream *> streams{ &null_stream };
+
+sc_emu_stream *stream_of(cudaStream_t s)
+{
+	return s ? s : &null_stream;
+}
+
+void enqueue(cudaStream_t s, std::function<void(void)> f)
+{
+	sc_emu_stream *st = stream_of(s);
+	std::lock_guard<std::mutex> lock(st->mu);
+	st->work.push_back(std::move(f));
+}
+
+/* Runs everything queued on s, in order. */
+void flush(cudaStream_t s)
+{
+	sc_emu_stream *st = stream_of(s);
+	std::lock_guard<std::mutex> lock(st->mu);
+	while (!st->work.empty()) {
+		std::function<void(void)> f = std::move(st->work.front());
+		st->work.pop_front();
+		f();
+	}
+}
+
+void flush_all(void)
+{
+	std::vector<sc_emu_stream *> all;
+	{
+		std::lock_guard<std::mutex> lock(streams_mu);
+		all.assign(streams.begin(), streams.end());
+	}
+	for (sc_emu_stream *st : all)
+		flush(st);
+}
+} /* namespace */
 
 namespace
 {
@@ -393,18 +449,13 @@ void print_stats(void)
 }
 } /* namespace */
 
-void sc_emu_run(const char *kernel, dim3 grid, dim3 block, cudaStream_t s,
-		const std::function<void(void)> &body)
+/* Runs a launch that its stream has reached. */
+static void run_grid(const char *kernel, dim3 grid, dim3 block,
+		     const std::function<void(void)> &body)
 {
 	static const bool want_stats = getenv("SC_EMU_STATS") && *getenv("SC_EMU_STATS") == '1';
 	double t0 = want_stats ? now() : 0.0;
-	(void)s;
 	unsigned long long threads = (unsigned long long)block.x * block.y * block.z;
-	if (!threads || threads > MAX_THREADS || block.z > 64 || !grid.x || !grid.y || !grid.z ||
-	    grid.y > 65535 || grid.z > 65535 || grid.x > 0x7fffffffu) {
-		last_error = cudaErrorInvalidConfiguration;
-		return;
-	}
 	if (sticky.load() != cudaSuccess || injected_fault(kernel)) {
 		int none = cudaSuccess;
 		sticky.compare_exchange_strong(none, cudaErrorLaunchFailure);
@@ -439,6 +490,24 @@ void sc_emu_run(const char *kernel, dim3 grid, dim3 block, cudaStream_t s,
 		k.threads += threads * grid.x * grid.y * grid.z;
 		k.seconds += now() - t0;
 	}
+}
+
+void sc_emu_run(const char *kernel, dim3 grid, dim3 block, cudaStream_t s,
+		std::function<void(void)> body)
+{
+	unsigned long long threads = (unsigned long long)block.x * block.y * block.z;
+	/* A bad launch shape fails at once, as on a GPU; the kernel itself runs
+	 * when its stream is waited for. */
+	if (!threads || threads > MAX_THREADS || block.z > 64 || !grid.x || !grid.y || !grid.z ||
+	    grid.y > 65535 || grid.z > 65535 || grid.x > 0x7fffffffu) {
+		last_error = cudaErrorInvalidConfiguration;
+		return;
+	}
+	if (sticky.load() != cudaSuccess) {
+		last_error = (cudaError_t)sticky.load();
+		return;
+	}
+	enqueue(s, [=]() { run_grid(kernel, grid, block, body); });
 }
 
 /* ---- runtime ---- */
@@ -551,6 +620,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
 
 cudaError_t cudaFree(void *p)
 {
+	flush_all(); /* cudaFree waits for the device */
 	STICKY_GUARD();
 	if (!p)
 		return cudaSuccess;
@@ -582,6 +652,7 @@ cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned flags)
 
 cudaError_t cudaFreeHost(void *p)
 {
+	flush_all(); /* as cudaFree */
 	if (!p)
 		return cudaSuccess;
 	std::lock_guard<std::mutex> lock(blocks_mu);
@@ -633,6 +704,7 @@ void check_copy(const void *dst, const void *src, size_t bytes, cudaMemcpyKind k
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
 {
+	flush_all();
 	STICKY_GUARD();
 	if (bytes && (!dst || !src))
 		return fail(cudaErrorInvalidValue);
@@ -642,62 +714,90 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind 
 	return cudaSuccess;
 }
 
+/* Queued on s. Host memory that is not page-locked behaves as on a GPU: a
+ * source is read at once (the runtime stages it), a destination is written
+ * at once after s's earlier work (the call waits). */
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
 			    cudaStream_t s)
 {
-	(void)s;
-	return cudaMemcpy(dst, src, bytes, kind);
+	STICKY_GUARD();
+	if (bytes && (!dst || !src))
+		return fail(cudaErrorInvalidValue);
+	if (!bytes)
+		return cudaSuccess;
+	check_copy(dst, src, bytes, kind);
+	bool src_dev = inside(device_blocks, src, 1), dst_dev = inside(device_blocks, dst, 1);
+	if (!dst_dev && !inside(host_blocks, dst, bytes)) { /* into pageable memory */
+		flush(s);
+		STICKY_GUARD();
+		memmove(dst, src, bytes);
+		return cudaSuccess;
+	}
+	if (!src_dev && !inside(host_blocks, src, bytes)) { /* from pageable memory */
+		auto staged = std::make_shared<std::vector<char>>((const char *)src,
+								  (const char *)src + bytes);
+		enqueue(s, [=]() { memcpy(dst, staged->data(), bytes); });
+		return cudaSuccess;
+	}
+	enqueue(s, [=]() { memmove(dst, src, bytes); });
+	return cudaSuccess;
 }
 
 cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s)
 {
 	STICKY_GUARD();
-	(void)s;
 	if (bytes && !p)
 		return fail(cudaErrorInvalidValue);
 	if (bytes && !inside(device_blocks, p, bytes))
 		emu_die(NULL, "%s", "cudaMemsetAsync: not device memory, or past its allocation");
-	memset(p, value, bytes);
+	enqueue(s, [=]() { memset(p, value, bytes); });
 	return cudaSuccess;
 }
-
-struct sc_emu_stream {
-	unsigned flags;
-};
-struct sc_emu_event {
-	unsigned flags;
-};
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 {
 	STICKY_GUARD();
-	*s = new sc_emu_stream{ flags };
+	*s = new sc_emu_stream();
+	(*s)->flags = flags;
+	std::lock_guard<std::mutex> lock(streams_mu);
+	streams.insert(*s);
 	return cudaSuccess;
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t s)
 {
+	if (!s)
+		return fail(cudaErrorInvalidValue);
+	flush(s); /* its queued work still completes */
+	{
+		std::lock_guard<std::mutex> lock(streams_mu);
+		streams.erase(s);
+	}
 	delete s;
 	return cudaSuccess;
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
-	STICKY_GUARD();
-	(void)s;
+	flush(s);
+	STICKY_GUARD(); /* a fault in the work just run surfaces here */
 	return cudaSuccess;
 }
 
+/* Runs the event's stream at once: earlier than a GPU would, never later. */
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
 {
 	(void)s;
 	(void)flags;
-	return e ? cudaSuccess : fail(cudaErrorInvalidValue);
+	if (!e)
+		return fail(cudaErrorInvalidValue);
+	flush(e->stream);
+	return cudaSuccess;
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags)
 {
-	*e = new sc_emu_event{ flags };
+	*e = new sc_emu_event{ flags, NULL };
 	return cudaSuccess;
 }
 
@@ -709,18 +809,24 @@ cudaError_t cudaEventDestroy(cudaEvent_t e)
 
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
-	(void)s;
-	return e ? cudaSuccess : fail(cudaErrorInvalidValue);
+	if (!e)
+		return fail(cudaErrorInvalidValue);
+	e->stream = s;
+	return cudaSuccess;
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t e)
 {
+	if (!e)
+		return fail(cudaErrorInvalidValue);
+	flush(e->stream);
 	STICKY_GUARD();
-	return e ? cudaSuccess : fail(cudaErrorInvalidValue);
+	return cudaSuccess;
 }
 
 cudaError_t cudaDeviceSynchronize(void)
 {
+	flush_all();
 	STICKY_GUARD();
 	return cudaSuccess;
 }
@@ -729,6 +835,7 @@ cudaError_t cudaDeviceSynchronize(void)
 
 struct sc_emu_cublas {
 	cublasMath_t mode;
+	cudaStream_t stream; /* where its calls are queued */
 };
 
 const char *cublasGetStatusString(cublasStatus_t s)
@@ -745,7 +852,7 @@ const char *cublasGetStatusString(cublasStatus_t s)
 
 cublasStatus_t cublasCreate(cublasHandle_t *h)
 {
-	*h = new sc_emu_cublas{ CUBLAS_DEFAULT_MATH };
+	*h = new sc_emu_cublas{ CUBLAS_DEFAULT_MATH, NULL };
 	return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -757,8 +864,10 @@ cublasStatus_t cublasDestroy(cublasHandle_t h)
 
 cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s)
 {
-	(void)s;
-	return h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+	if (!h)
+		return CUBLAS_STATUS_NOT_INITIALIZED;
+	h->stream = s;
+	return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode)
@@ -806,17 +915,26 @@ void check_matrix(const char *what, const float *p, int rows, int cols, int ld)
 			what);
 }
 
-cublasStatus_t gemm_one(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-			int k, float alpha, const float *a, int lda, const float *b, int ldb,
-			float beta, float *c, int ldc)
+/* At the call: the operands must be device memory of the sizes implied. */
+void gemm_operands(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *a,
+		   int lda, const float *b, int ldb, const float *c, int ldc)
 {
 	if (k > 0) {
 		check_matrix("A", a, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda);
 		check_matrix("B", b, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb);
 	}
 	check_matrix("C", c, m, n, ldc);
+}
+
+/* When the stream reaches it: the product, with the math mode of the call. */
+void gemm_run(cublasMath_t mode, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+	      float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c,
+	      int ldc)
+{
+	if (sticky.load() != cudaSuccess)
+		return;
 	std::vector<float> ta32, tb32;
-	if (h->mode == CUBLAS_TF32_TENSOR_OP_MATH && k > 0) {
+	if (mode == CUBLAS_TF32_TENSOR_OP_MATH && k > 0) {
 		a = tf32_copy(ta32, a, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda);
 		b = tf32_copy(tb32, b, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb);
 	}
@@ -826,12 +944,12 @@ cublasStatus_t gemm_one(cublasHandle_t h, cublasOperation_t ta, cublasOperation_
 				float *p = c + (size_t)j * ldc + i;
 				*p = beta == 0.0f ? 0.0f : beta * *p;
 			}
-		return CUBLAS_STATUS_SUCCESS;
+		return;
 	}
 	cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
 		    tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, alpha, a, lda, b, ldb,
 		    beta, c, ldc);
-	return CUBLAS_STATUS_SUCCESS;
+	return;
 }
 
 cublasStatus_t gemm_check(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
@@ -857,7 +975,12 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
 	cublasStatus_t s = gemm_check(h, ta, tb, m, n, k, lda, ldb, ldc);
 	if (s != CUBLAS_STATUS_SUCCESS || !m || !n)
 		return s;
-	return gemm_one(h, ta, tb, m, n, k, *alpha, a, lda, b, ldb, *beta, c, ldc);
+	gemm_operands(ta, tb, m, n, k, a, lda, b, ldb, c, ldc);
+	cublasMath_t mode = h->mode;
+	float al = *alpha, be = *beta; /* host pointer mode: read at the call */
+	enqueue(h->stream,
+		[=]() { gemm_run(mode, ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc); });
+	return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
@@ -872,11 +995,15 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
 		s = CUBLAS_STATUS_INVALID_VALUE;
 	if (s != CUBLAS_STATUS_SUCCESS || !m || !n)
 		return s;
-	for (int i = 0; i < batch; i++) {
-		s = gemm_one(h, ta, tb, m, n, k, *alpha, a + i * stride_a, lda, b + i * stride_b,
-			     ldb, *beta, c + i * stride_c, ldc);
-		if (s != CUBLAS_STATUS_SUCCESS)
-			return s;
-	}
+	cublasMath_t mode = h->mode;
+	float al = *alpha, be = *beta;
+	for (int i = 0; i < batch; i++)
+		gemm_operands(ta, tb, m, n, k, a + i * stride_a, lda, b + i * stride_b, ldb,
+			      c + i * stride_c, ldc);
+	enqueue(h->stream, [=]() {
+		for (int i = 0; i < batch; i++)
+			gemm_run(mode, ta, tb, m, n, k, al, a + i * stride_a, lda, b + i * stride_b,
+				 ldb, be, c + i * stride_c, ldc);
+	});
 	return CUBLAS_STATUS_SUCCESS;
 }
