@@ -158,6 +158,7 @@ int main(int argc, char **argv)
 		tc.T = seq;
 	tc.steps = steps + 1;
 	tc.warmup = 0;
+	tc.allow_tf32 = tf32; /* the trainer sets the backend's math mode from it */
 
 	rc = sc_backend_cuda_open(&be, ord, tf32);
 	if (rc == SC_ENODEV) {

@@ -114,6 +114,7 @@ sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *m
 	*out = NULL;
 	SC_TRY(sc_train_config_validate(tc));
 	SC_TRY(sc_lora_config_validate(lc));
+	SC_TRY(be->ops->set_tf32(be, tc->allow_tf32));
 	if (nstages < 1 || nstages > mc->n_layer)
 		return sc_errf(SC_EINVAL, "%d stages for a model of %d layers: need 1..%d", nstages,
 			       mc->n_layer, mc->n_layer);

@@ -58,3 +58,39 @@ out:
 	free(list);
 	return rc;
 }
+
+void sc_wire_train_config(sc_train_config *tc, const Splitchain__TrainConfig *t)
+{
+	*tc = (sc_train_config){ .steps = (int)t->steps,
+				 .B = (int)t->batch,
+				 .T = (int)t->seq,
+				 .micro_batches = (int)t->micro_batches,
+				 .lr = t->lr,
+				 .min_lr = t->min_lr,
+				 .warmup = (int)t->warmup,
+				 .weight_decay = t->weight_decay,
+				 .beta1 = t->beta1,
+				 .beta2 = t->beta2,
+				 .eps = t->eps,
+				 .grad_clip = t->grad_clip,
+				 .seed = t->seed,
+				 .allow_tf32 = t->allow_tf32 != 0 };
+}
+
+void sc_wire_train_message(Splitchain__TrainConfig *t, const sc_train_config *tc)
+{
+	t->steps = (uint32_t)tc->steps;
+	t->batch = (uint32_t)tc->B;
+	t->seq = (uint32_t)tc->T;
+	t->micro_batches = (uint32_t)tc->micro_batches;
+	t->lr = tc->lr;
+	t->min_lr = tc->min_lr;
+	t->warmup = (uint32_t)tc->warmup;
+	t->weight_decay = tc->weight_decay;
+	t->beta1 = tc->beta1;
+	t->beta2 = tc->beta2;
+	t->eps = tc->eps;
+	t->grad_clip = tc->grad_clip;
+	t->seed = tc->seed;
+	t->allow_tf32 = tc->allow_tf32 != 0;
+}

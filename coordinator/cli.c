@@ -95,7 +95,9 @@ const char cli_train_help[] =
     "  --warmup N           linear warm-up steps                              (default 10)\n"
     "  --weight-decay X     AdamW decoupled weight decay                      (default 0)\n"
     "  --clip X             clip the global gradient norm at X, 0 = off       (default 1)\n"
-    "  --seed N             seeds the data order and the adapters' init       (default 1)\n";
+    "  --seed N             seeds the data order and the adapters' init       (default 1)\n"
+    "  --tf32               let GPU stages run GEMMs on TF32 tensor cores: faster, with\n"
+    "                       ~1e-3 relative error in each product         (default fp32)\n";
 
 void cli_train_defaults(sc_lora_config *lc, sc_train_config *tc)
 {
@@ -149,6 +151,7 @@ int cli_train_option(const char *cmd, int c, const char *arg, sc_lora_config *lc
 		if (!(bad = cli_int(cmd, "--seed", arg, 0, 0x7FFFFFFFFFFFFFFFL, &v)))
 			tc->seed = lc->seed = (uint64_t)v;
 		return bad;
+	case CLI_OPT_TF32: tc->allow_tf32 = 1; return 0;
 	default: return -1;
 	}
 }

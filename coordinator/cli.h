@@ -28,14 +28,16 @@ int cli_float(const char *cmd, const char *flag, const char *s, double lo, doubl
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The LoRA and schedule options shared by finetune and submit (option codes
- * 'r' 'a' 't' 'n' 'b' 'T' 'u' 'l' 'L' 'w' 'W' 'c' 's'). */
+ * 'r' 'a' 't' 'n' 'b' 'T' 'u' 'l' 'L' 'w' 'W' 'c' 's' and CLI_OPT_TF32). */
+enum { CLI_OPT_TF32 = 1001 };
 #define CLI_TRAIN_OPTIONS                                                                          \
 	{ "rank", 1, 0, 'r' }, { "alpha", 1, 0, 'a' }, { "targets", 1, 0, 't' },                   \
 	    { "steps", 1, 0, 'n' }, { "batch", 1, 0, 'b' }, { "seq", 1, 0, 'T' },                  \
 	    { "micro", 1, 0, 'u' }, { "lr", 1, 0, 'l' }, { "min-lr", 1, 0, 'L' },                  \
 	    { "warmup", 1, 0, 'w' }, { "weight-decay", 1, 0, 'W' }, { "clip", 1, 0, 'c' },         \
+	    { "seed", 1, 0, 's' },                                                                 \
 	{                                                                                          \
-		"seed", 1, 0, 's'                                                                  \
+		"tf32", 0, 0, CLI_OPT_TF32                                                         \
 	}
 extern const char cli_train_help[];
 void cli_train_defaults(sc_lora_config *lc, sc_train_config *tc);

@@ -17,6 +17,7 @@
 #include "sc_data.h"
 #include "sc_rpc_pb.h"
 #include "sc_train.h"
+#include "sc_wire.h"
 #include "splitchain.pb-c.h"
 
 #define MAX_STAGES         256
@@ -520,19 +521,7 @@ static void *run_job(void *arg)
 		end = SC_JOB_FAILED;
 		goto out;
 	}
-	r->tc = (sc_train_config){ .steps = (int)r->spec->train->steps,
-				   .B = (int)r->spec->train->batch,
-				   .T = (int)r->spec->train->seq,
-				   .micro_batches = (int)r->spec->train->micro_batches,
-				   .lr = r->spec->train->lr,
-				   .min_lr = r->spec->train->min_lr,
-				   .warmup = (int)r->spec->train->warmup,
-				   .weight_decay = r->spec->train->weight_decay,
-				   .beta1 = r->spec->train->beta1,
-				   .beta2 = r->spec->train->beta2,
-				   .eps = r->spec->train->eps,
-				   .grad_clip = r->spec->train->grad_clip,
-				   .seed = r->spec->train->seed };
+	sc_wire_train_config(&r->tc, r->spec->train);
 	if (sc_config_load(&r->mc, path) ||
 	    sc_tokens_load(&r->tk, r->job->data_path, r->mc.vocab_size) ||
 	    sc_loader_new(&r->ld, r->tk, r->tc.T, r->tc.seed) || place(r)) {

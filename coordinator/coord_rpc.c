@@ -11,6 +11,7 @@
 #include "sc_lora.h"
 #include "sc_rpc_pb.h"
 #include "sc_train.h"
+#include "sc_wire.h"
 #include "splitchain.pb-c.h"
 
 live_worker *coord_worker(coord *c, int64_t id)
@@ -182,19 +183,7 @@ static int check_submit(const Splitchain__SubmitRequest *r, sc_model_config *mc,
 	}
 	lc =
 	    (sc_lora_config){ (int)r->lora->rank, r->lora->alpha, r->lora->targets, r->lora->seed };
-	tc = (sc_train_config){ .steps = (int)r->train->steps,
-				.B = (int)r->train->batch,
-				.T = (int)r->train->seq,
-				.micro_batches = (int)r->train->micro_batches,
-				.lr = r->train->lr,
-				.min_lr = r->train->min_lr,
-				.warmup = (int)r->train->warmup,
-				.weight_decay = r->train->weight_decay,
-				.beta1 = r->train->beta1,
-				.beta2 = r->train->beta2,
-				.eps = r->train->eps,
-				.grad_clip = r->train->grad_clip,
-				.seed = r->train->seed };
+	sc_wire_train_config(&tc, r->train);
 	if (sc_lora_config_validate(&lc) || sc_train_config_validate(&tc)) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "%s", sc_err_detail());
 		return 1;

@@ -306,7 +306,7 @@ typedef struct run {
 	sc_adapter *ad;
 } run;
 
-static void train(fixture *f, sc_backend *be, int nstages, const int *bounds, run *out)
+static void train(fixture *f, sc_backend *be, int nstages, const int *bounds, int tf32, run *out)
 {
 	sc_train_config tc;
 	sc_tokens tk = { 0 };
@@ -332,6 +332,7 @@ static void train(fixture *f, sc_backend *be, int nstages, const int *bounds, ru
 	tc.weight_decay = 0.1f;
 	tc.grad_clip = TRAIN_CLIP;
 	tc.seed = 7;
+	tc.allow_tf32 = tf32;
 	SC_ASSERT_OK(
 	    sc_trainer_new(&tr, be, &f->mc, &f->lc, &tc, f->weights, NULL, &tk, nstages, bounds));
 	for (int s = 0; s < STEPS; s++)
@@ -353,8 +354,8 @@ static void training_matches_cpu(void **state)
 	double worst = 0;
 
 	assert_true(c && g);
-	train(f, cpu, 1, NULL, c);
-	train(f, gpu, 2, two, g);
+	train(f, cpu, 1, NULL, 0, c);
+	train(f, gpu, 2, two, 0, g);
 	print_message(
 	    "  step  lr         cpu loss      gpu loss      rel err   cpu norm  gpu norm\n");
 	for (int s = 0; s < STEPS; s++) {
@@ -380,6 +381,40 @@ static void training_matches_cpu(void **state)
 	free(g);
 }
 
+/* A job's --tf32 reaches the GPU through the trainer: on the fp32-opened
+ * backend the run changes (TF32 rounding), stays close to the CPU's, and the
+ * next fp32 job is fp32 again. */
+static void training_tf32_switch(void **state)
+{
+	fixture *f = *state;
+	run *c = calloc(1, sizeof(*c)), *t = calloc(1, sizeof(*t)), *g = calloc(1, sizeof(*g));
+	double worst = 0;
+	int differs = 0;
+
+	assert_true(c && t && g);
+	train(f, cpu, 1, NULL, 1, c); /* the CPU ignores it: fp32 */
+	train(f, gpu, 1, NULL, 1, t);
+	train(f, gpu, 1, NULL, 0, g);
+	for (int s = 0; s < STEPS; s++) {
+		double err = fabs(t->st[s].loss - c->st[s].loss) / fabs(c->st[s].loss);
+		worst = err > worst ? err : worst;
+		differs |= t->st[s].loss != g->st[s].loss;
+		if (!(fabs(g->st[s].loss - c->st[s].loss) / fabs(c->st[s].loss) <= TRAIN_LOSS_TOL))
+			fail_msg("step %d: the fp32 run after a TF32 one is not fp32", s);
+	}
+	print_message("    %-34s max rel err %.3g (tol %.0e)\n", "TF32 per-step losses", worst,
+		      TF32_TOL);
+	assert_true(differs); /* TF32 took effect */
+	if (!(worst <= TF32_TOL))
+		fail_msg("TF32 losses differ from the CPU's by %.3g > %.0e", worst, TF32_TOL);
+	sc_adapter_free(c->ad);
+	sc_adapter_free(t->ad);
+	sc_adapter_free(g->ad);
+	free(c);
+	free(t);
+	free(g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -391,6 +426,7 @@ int main(void)
 		cmocka_unit_test(whole_model_tf32),
 		cmocka_unit_test(middle_segment_tf32),
 		cmocka_unit_test(training_matches_cpu),
+		cmocka_unit_test(training_tf32_switch),
 	};
 	sc_err rc = sc_backend_cuda_open(&gpu, 0, 0);
 	int failed;

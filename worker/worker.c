@@ -139,19 +139,7 @@ static int check_assign(const Splitchain__AssignRequest *r, sc_lora_config *lc, 
 	if (t->steps > 1u << 30 || t->batch > 1u << 20 || t->seq > 1u << 20 ||
 	    t->micro_batches > 1u << 16 || t->warmup > 1u << 30)
 		REFUSE("train: a size is absurdly large");
-	*tc = (sc_train_config){ .steps = (int)t->steps,
-				 .B = (int)t->batch,
-				 .T = (int)t->seq,
-				 .micro_batches = (int)t->micro_batches,
-				 .lr = t->lr,
-				 .min_lr = t->min_lr,
-				 .warmup = (int)t->warmup,
-				 .weight_decay = t->weight_decay,
-				 .beta1 = t->beta1,
-				 .beta2 = t->beta2,
-				 .eps = t->eps,
-				 .grad_clip = t->grad_clip,
-				 .seed = t->seed };
+	sc_wire_train_config(tc, t);
 	if (!isfinite(t->lr) || !isfinite(t->min_lr) || !isfinite(t->weight_decay) ||
 	    !isfinite(t->beta1) || !isfinite(t->beta2) || !isfinite(t->eps) ||
 	    !isfinite(t->grad_clip))
@@ -237,7 +225,8 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 				.T = j->T,
 				.slots = j->slots };
 	snprintf(path, sizeof(path), "%s/model.safetensors", r->model_path);
-	if ((rc = sc_segment_new(&j->seg, w->be, &sp)) || (rc = sc_st_open(&wf, path)) ||
+	if ((rc = w->be->ops->set_tf32(w->be, tc->allow_tf32)) ||
+	    (rc = sc_segment_new(&j->seg, w->be, &sp)) || (rc = sc_st_open(&wf, path)) ||
 	    (rc = sc_segment_load_base(j->seg, wf)))
 		goto fail;
 	sc_st_close(wf);

@@ -72,6 +72,11 @@ static uint64_t cpu_memory_bytes(sc_backend *be)
 	return (uint64_t)si.totalram * si.mem_unit;
 }
 
+static sc_err cpu_set_tf32(sc_backend *be, int on)
+{
+	return SC_OK; /* no tensor cores: every GEMM is fp32 */
+}
+
 static const char *cpu_failure(sc_backend *be)
 {
 	return NULL; /* a CPU fault ends the process by itself */
@@ -302,6 +307,7 @@ static const sc_backend_ops cpu_ops = {
 	.crossentropy = sc_cpu_crossentropy,
 	.adamw = cpu_adamw,
 	.sumsq = cpu_sumsq,
+	.set_tf32 = cpu_set_tf32,
 	.memory_bytes = cpu_memory_bytes,
 	.failure = cpu_failure,
 	.destroy = cpu_destroy,

@@ -59,6 +59,15 @@ sc_err sc_cublas_fail(cublasStatus_t s, const char *file, int line, const char *
 			 what, cublasGetStatusString(s));
 }
 
+static sc_err cuda_set_tf32(sc_backend *be, int on)
+{
+	SC_CUDA_ENTER(be, c);
+	SC_CUBLAS_CHECK(
+	    cublasSetMathMode(c->blas, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+	c->tf32 = on != 0;
+	return SC_OK;
+}
+
 static uint64_t cuda_memory_bytes(sc_backend *be)
 {
 	sc_cuda_ctx *c = (sc_cuda_ctx *)be->ctx;
@@ -288,6 +297,7 @@ static const sc_backend_ops cuda_ops = {
 	.crossentropy = sc_cuda_crossentropy,
 	.adamw = sc_cuda_adamw,
 	.sumsq = sc_cuda_sumsq,
+	.set_tf32 = cuda_set_tf32,
 	.memory_bytes = cuda_memory_bytes,
 	.failure = cuda_failure,
 	.destroy = cuda_destroy,

@@ -129,6 +129,11 @@ typedef struct sc_backend_ops {
 	 * fixed order (the result is a function of x alone). Synchronous. */
 	sc_err (*sumsq)(sc_backend *be, double *out_host, const float *x, size_t n);
 
+	/* Lets gemm use TF32 tensor cores (on) or not (off, the default): a
+	 * job's choice, set before its first step. CPU: no effect, GEMMs stay
+	 * fp32. */
+	sc_err (*set_tf32)(sc_backend *be, int on);
+
 	/* ---- lifetime ---- */
 	/* The bytes of memory the device holds (CPU: the machine's RAM; CUDA:
 	 * the GPU's), as a worker reports it; 0 if unknown. */

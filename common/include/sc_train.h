@@ -25,6 +25,7 @@ typedef struct sc_train_config {
 	float beta1, beta2, eps;
 	float grad_clip; /* max global norm; <= 0 disables clipping */
 	uint64_t seed;   /* data order */
+	int allow_tf32;  /* GPU backends may use TF32 tensor cores for GEMMs (off: fp32) */
 } sc_train_config;
 
 /* Fills tc with the defaults (lr 2e-4, min_lr 2e-5, warmup 10, wd 0,

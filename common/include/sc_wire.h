@@ -1,12 +1,14 @@
-/* sc_wire.h — adapters on the wire: filling an sc_adapter from the
+/* sc_wire.h — engine structures on the wire: filling an sc_adapter from the
  * NamedTensor lists of protobuf messages (Worker.Restore, Coordinator.Export),
- * with every name, shape and size checked. */
+ * with every name, shape and size checked; the training configuration both
+ * ways. */
 #ifndef SC_WIRE_H
 #define SC_WIRE_H
 
 #include <stddef.h>
 
 #include "sc_adapter.h"
+#include "sc_train.h"
 #include "splitchain.pb-c.h"
 
 /* Copies ts[0..n) into the matrices of layers [first, last) of ad (names as
@@ -18,5 +20,10 @@
  * error. */
 sc_err sc_wire_to_adapter(sc_adapter *ad, int first, int last, Splitchain__NamedTensor *const *ts,
 			  size_t n, const char *what);
+
+/* The training configuration of a message, field by field (unchecked: see
+ * sc_train_config_validate), and back. */
+void sc_wire_train_config(sc_train_config *tc, const Splitchain__TrainConfig *t);
+void sc_wire_train_message(Splitchain__TrainConfig *t, const sc_train_config *tc);
 
 #endif

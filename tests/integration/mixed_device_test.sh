@@ -61,7 +61,20 @@ esac
 "$SC" export "$job" --out mixed >/dev/null || bad "export"
 
 # The adapters agree to fp32 rounding: the loss each gives on the same batch.
-close_loss "trained as by one CPU process" "$(loss_of ref)" "$(loss_of mixed)"
+l_fp32=$(loss_of mixed)
+close_loss "trained as by one CPU process" "$(loss_of ref)" "$l_fp32"
+
+# --tf32 reaches the GPU stage (its GEMMs round their operands: another
+# result) and no further (still close to the CPU's).
+job=$("$SC" submit --model model --data data.txt "${JOB_OPTS[@]}" --stages 2 --tf32 \
+      --name mixed-tf32)
+"$SC" watch "$job" >/dev/null 2>&1 || bad "TF32 job $job ended $(state "$job")"
+"$SC" export "$job" --out mixed-tf32 >/dev/null || bad "export of the TF32 job"
+l_tf32=$(loss_of mixed-tf32)
+[ -n "$l_tf32" ] && [ "$l_tf32" != "$l_fp32" ] && ok "--tf32 changed the GPU stage's arithmetic" ||
+  bad "--tf32 gave the fp32 loss $l_fp32 ('$l_tf32')"
+awk -v a="$(loss_of ref)" -v b="$l_tf32" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 2e-3 * a) }' &&
+  ok "TF32 loss $l_tf32 within 2e-3 of the CPU's" || bad "TF32 loss $l_tf32 far from the CPU's"
 if same_adapter ref mixed; then echo "note: adapters are even bit-identical"; fi
 grep -q "device cuda:0" cluster/worker-cuda.log && ok "worker log names its device" ||
   bad "worker-cuda.log does not name cuda:0"
