@@ -97,7 +97,7 @@ const char cli_train_help[] =
     "  --clip X             clip the global gradient norm at X, 0 = off       (default 1)\n"
     "  --seed N             seeds the data order and the adapters' init       (default 1)\n"
     "  --tf32               let GPU stages run GEMMs on TF32 tensor cores: faster, with\n"
-    "                       ~1e-3 relative error in each product         (default fp32)\n";
+    "                       ~1e-3 relative error in each product              (default fp32)\n";
 
 void cli_train_defaults(sc_lora_config *lc, sc_train_config *tc)
 {
