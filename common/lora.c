@@ -58,6 +58,27 @@ sc_err sc_lora_parse_targets(unsigned *out, const char *list)
 	return SC_OK;
 }
 
+void sc_lora_targets_string(char *buf, size_t size, unsigned mask)
+{
+	size_t used = 0;
+	if (!size)
+		return;
+	buf[0] = '\0';
+	if ((mask & SC_T_ALL) == SC_T_ALL) {
+		snprintf(buf, size, "all");
+		return;
+	}
+	for (int t = 0; t < SC_T_COUNT; t++) {
+		if (!(mask >> t & 1u))
+			continue;
+		int n = snprintf(buf + used, size - used, "%s%s", used ? "," : "",
+				 sc_lora_target_name((enum sc_lora_target)t));
+		if (n < 0 || (size_t)n >= size - used)
+			return; /* truncated */
+		used += (size_t)n;
+	}
+}
+
 void sc_lora_target_dims(enum sc_lora_target t, int C, int *in, int *out)
 {
 	static const int mul_in[SC_T_COUNT] = { 1, 1, 1, 4 };

@@ -134,6 +134,27 @@ static cJSON *job_json(const Splitchain__JobInfo *j)
 	cJSON_AddStringToObject(o, "error", j->error);
 	cJSON_AddStringToObject(o, "model", j->model_path);
 	cJSON_AddNumberToObject(o, "stages", j->stages);
+	if (j->spec && j->spec->lora && j->spec->train) {
+		const Splitchain__LoraConfig *l = j->spec->lora;
+		const Splitchain__TrainConfig *t = j->spec->train;
+		char targets[128];
+		cJSON *r = cJSON_AddObjectToObject(o, "recipe");
+		sc_lora_targets_string(targets, sizeof(targets), l->targets);
+		cJSON_AddNumberToObject(r, "rank", l->rank);
+		cJSON_AddNumberToObject(r, "alpha", l->alpha);
+		cJSON_AddStringToObject(r, "targets", targets);
+		cJSON_AddNumberToObject(r, "batch", t->batch);
+		cJSON_AddNumberToObject(r, "seq", t->seq);
+		cJSON_AddNumberToObject(r, "micro_batches", t->micro_batches);
+		cJSON_AddNumberToObject(r, "lr", t->lr);
+		cJSON_AddNumberToObject(r, "min_lr", t->min_lr);
+		cJSON_AddNumberToObject(r, "warmup", t->warmup);
+		cJSON_AddNumberToObject(r, "weight_decay", t->weight_decay);
+		cJSON_AddNumberToObject(r, "clip", t->grad_clip);
+		cJSON_AddNumberToObject(r, "seed", (double)t->seed);
+		cJSON_AddStringToObject(r, "schedule", j->spec->schedule ? "gpipe" : "1f1b");
+		cJSON_AddBoolToObject(r, "tf32", t->allow_tf32);
+	}
 	for (size_t i = 0; i < j->n_placement; i++) {
 		const Splitchain__StageInfo *s = j->placement[i];
 		cJSON *e = cJSON_CreateObject();
@@ -329,6 +350,18 @@ static void print_status(const Splitchain__JobInfo *j)
 	if (j->eta_s > 0)
 		printf("  eta         %.0f s\n", j->eta_s);
 	printf("  model       %s\n", j->model_path);
+	if (j->spec && j->spec->lora && j->spec->train) {
+		const Splitchain__LoraConfig *l = j->spec->lora;
+		const Splitchain__TrainConfig *t = j->spec->train;
+		char targets[128];
+		sc_lora_targets_string(targets, sizeof(targets), l->targets);
+		printf("  lora        rank %u, alpha %g, %s\n", l->rank, (double)l->alpha, targets);
+		printf("  training    %u x %u tokens x %u micro-batches, lr %g -> %g, warm-up %u, "
+		       "%s, %s GEMMs\n",
+		       t->batch, t->seq, t->micro_batches, (double)t->lr, (double)t->min_lr,
+		       t->warmup, j->spec->schedule ? "GPipe" : "1F1B",
+		       t->allow_tf32 ? "TF32 (on GPUs)" : "fp32");
+	}
 	printf("  placement   %u stage(s)\n", j->stages);
 	for (size_t i = 0; i < j->n_placement; i++) {
 		const Splitchain__StageInfo *s = j->placement[i];

@@ -238,13 +238,16 @@ out:
 
 /* A job's newest placement as reply fields; release with view_free. */
 typedef struct placement_view {
-	sc_db_stage *stages;        /* from the database; the strings live here */
-	Splitchain__StageInfo *si;  /* (n) */
-	Splitchain__StageInfo **sp; /* (n) pointers into si */
+	Splitchain__SubmitRequest *spec; /* decoded from the job record */
+	sc_db_stage *stages;             /* from the database; the strings live here */
+	Splitchain__StageInfo *si;       /* (n) */
+	Splitchain__StageInfo **sp;      /* (n) pointers into si */
 } placement_view;
 
 static void view_free(placement_view *v)
 {
+	if (v->spec)
+		splitchain__submit_request__free_unpacked(v->spec, NULL);
 	free(v->stages);
 	free(v->si);
 	free(v->sp);
@@ -270,6 +273,8 @@ static void job_info(coord *c, const sc_db_job *job, Splitchain__JobInfo *info, 
 	info->model_path = (char *)job->model_path;
 	info->stages = job->stages;
 	info->created_unix_ms = job->created_ms;
+	v->spec = splitchain__submit_request__unpack(NULL, job->spec_len, job->spec);
+	info->spec = v->spec; /* NULL if the stored bytes do not decode: sent without it */
 	pthread_mutex_lock(&c->mu);
 	lj = coord_live_job(c, job->id);
 	if (lj && !lj->done) {

@@ -82,6 +82,21 @@ static void targets_parse(void **state)
 	SC_ASSERT_ERR(sc_lora_parse_targets(&m, ""), SC_EINVAL);
 }
 
+/* Formatting is the parser's inverse; a short buffer truncates cleanly. */
+static void targets_string(void **state)
+{
+	char buf[64], tiny[8];
+	unsigned m;
+	sc_lora_targets_string(buf, sizeof(buf), SC_T_ALL);
+	assert_string_equal(buf, "all");
+	sc_lora_targets_string(buf, sizeof(buf), (1u << SC_T_ATTN_QKV) | (1u << SC_T_MLP_PROJ));
+	assert_string_equal(buf, "attn.c_attn,mlp.c_proj");
+	SC_ASSERT_OK(sc_lora_parse_targets(&m, buf));
+	assert_int_equal(m, (1u << SC_T_ATTN_QKV) | (1u << SC_T_MLP_PROJ));
+	sc_lora_targets_string(tiny, sizeof(tiny), 1u << SC_T_MLP_FC);
+	assert_true(strlen(tiny) < sizeof(tiny));
+}
+
 static void lora_config_rejects_rank_zero(void **state)
 {
 	sc_lora_config lc = { .rank = 0, .alpha = 16, .targets = SC_T_ALL };
@@ -105,6 +120,7 @@ int main(void)
 		cmocka_unit_test(below_stays_below),
 		cmocka_unit_test(lora_init_depends_only_on_seed_layer_target),
 		cmocka_unit_test(targets_parse),
+		cmocka_unit_test(targets_string),
 		cmocka_unit_test(lora_config_rejects_rank_zero),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,6 +8,7 @@
 #ifndef SC_LORA_H
 #define SC_LORA_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "sc_config.h"
@@ -37,6 +38,10 @@ const char *sc_lora_target_name(enum sc_lora_target t);
  * also accepting "all" and the short names c_attn, attn.c_proj, c_fc,
  * mlp.c_proj. Unknown names give SC_EINVAL naming the word. */
 sc_err sc_lora_parse_targets(unsigned *out, const char *list);
+
+/* The inverse: "all", or the names of mask's targets joined by commas, into
+ * buf (truncated to size). */
+void sc_lora_targets_string(char *buf, size_t size, unsigned mask);
 
 /* Input and output features of target t for a model of C channels. */
 void sc_lora_target_dims(enum sc_lora_target t, int C, int *in, int *out);

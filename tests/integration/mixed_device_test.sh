@@ -70,6 +70,9 @@ job=$("$SC" submit --model model --data data.txt "${JOB_OPTS[@]}" --stages 2 --t
       --name mixed-tf32)
 "$SC" watch "$job" >/dev/null 2>&1 || bad "TF32 job $job ended $(state "$job")"
 "$SC" export "$job" --out mixed-tf32 >/dev/null || bad "export of the TF32 job"
+"$SC" status "$job" --json | grep -q '"tf32":true' && ok "status shows the job's recipe with tf32" ||
+  bad "status --json: $("$SC" status "$job" --json)"
+"$SC" status "$job" | grep -q "TF32 (on GPUs) GEMMs" || bad "status: no TF32 in the recipe line"
 l_tf32=$(loss_of mixed-tf32)
 [ -n "$l_tf32" ] && [ "$l_tf32" != "$l_fp32" ] && ok "--tf32 changed the GPU stage's arithmetic" ||
   bad "--tf32 gave the fp32 loss $l_fp32 ('$l_tf32')"
