@@ -355,7 +355,8 @@ static void print_status(const Splitchain__JobInfo *j)
 		const Splitchain__TrainConfig *t = j->spec->train;
 		char targets[128];
 		sc_lora_targets_string(targets, sizeof(targets), l->targets);
-		printf("  lora        rank %u, alpha %g, %s\n", l->rank, (double)l->alpha, targets);
+		printf("  lora        rank %u, alpha %g, targets %s\n", l->rank, (double)l->alpha,
+		       targets);
 		printf("  training    %u x %u tokens x %u micro-batches, lr %g -> %g, warm-up %u, "
 		       "%s, %s GEMMs\n",
 		       t->batch, t->seq, t->micro_batches, (double)t->lr, (double)t->min_lr,
