@@ -187,21 +187,6 @@ static sc_err cpu_add_bias(sc_backend *be, float *out, const float *bias, int N,
 
 /* ---- optimizer ---- */
 
-/* The double a hyperparameter most likely was before it became a float: the
- * shortest decimal that rounds to f (0.9f -> 0.9). torch keeps them as Python
- * floats and does its scalar arithmetic (1 - beta1 ** t, lr / bias
- * correction, ...) in double. */
-static double intended_double(float f)
-{
-	char buf[32];
-	for (int prec = 1; prec <= 9; prec++) {
-		snprintf(buf, sizeof(buf), "%.*g", prec, (double)f);
-		if (strtof(buf, NULL) == f)
-			return strtod(buf, NULL);
-	}
-	return f;
-}
-
 /* torch.optim.AdamW, the single-tensor path (foreach=False, fused=False,
  * amsgrad=False, maximize=False) on float32 tensors, operation by operation:
  *   grad = grad * grad_scale                    (as a clip_grad_norm_ would)
@@ -216,34 +201,27 @@ static double intended_double(float f)
  *   step_size = lr / bias_correction1           (all three in double)
  *   denom = (exp_avg_sq.sqrt() / sqrt(bias_correction2)).add_(eps)
  *   param.addcdiv_(exp_avg, denom, value=-step_size)   p + ((-step_size) m) / denom
- * Python-scalar operands enter the float kernels rounded to float. Where a
+ * Python-scalar operands enter the float kernels rounded to float
+ * (sc_adamw_scalars_at). Where a
  * torch build contracts other steps into FMAs, a result may still differ
  * from torch's in the last bit. */
 static sc_err cpu_adamw(sc_backend *be, float *param, float *m, float *v, const float *grad,
 			size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
 			float grad_scale, int t)
 {
-	if (t < 1)
-		return sc_errf(SC_EINVAL, "adamw: step %d is not 1-based", t);
-	double lr_d = intended_double(lr), b1 = intended_double(beta1);
-	double b2 = intended_double(beta2), wd = intended_double(weight_decay);
-	float decay = (float)(1.0 - lr_d * wd);
-	float w1 = (float)(1.0 - b1), beta2_f = (float)b2, w2 = (float)(1.0 - b2);
-	float step = (float)-(lr_d / (1.0 - pow(b1, t)));
-	float bc2_sqrt = (float)sqrt(1.0 - pow(b2, t));
-	float eps_f = (float)intended_double(eps);
-	int small = fabsf(w1) < 0.5f;
+	sc_adamw_scalars k;
+	SC_TRY(sc_adamw_scalars_at(&k, lr, beta1, beta2, eps, weight_decay, t));
 	sc_cpu_enter(be);
 #pragma omp parallel for schedule(static) if (n >= SC_CPU_PAR_MIN)
 	for (size_t i = 0; i < n; i++) {
 		float g = grad[i] * grad_scale;
-		float p = param[i] * decay;
+		float p = param[i] * k.decay;
 		float mi = m[i];
-		mi = small ? fmaf(w1, g - mi, mi) : fmaf(w1 - 1.0f, g - mi, g);
-		float vi = v[i] * beta2_f;
-		vi = vi + (w2 * g) * g;
-		float denom = sqrtf(vi) / bc2_sqrt + eps_f;
-		param[i] = p + (step * mi) / denom;
+		mi = k.small ? fmaf(k.w1, g - mi, mi) : fmaf(k.w1 - 1.0f, g - mi, g);
+		float vi = v[i] * k.beta2;
+		vi = vi + (k.w2 * g) * g;
+		float denom = sqrtf(vi) / k.bc2_sqrt + k.eps;
+		param[i] = p + (k.step * mi) / denom;
 		m[i] = mi;
 		v[i] = vi;
 	}

@@ -2,8 +2,6 @@
  * operations of the CUDA backend (attention is in attention_cuda.cu). Each
  * mirrors the CPU backend's formula; semantics in sc_backend.h. */
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 
 #include "cuda_impl.h"
 
@@ -286,7 +284,8 @@ sc_err sc_cuda_crossentropy(sc_backend *be, float *losses, float *logits, const 
 
 /* ---- AdamW, torch.optim.AdamW's (non-fused) arithmetic ---- */
 
-/* The CPU backend's operation order, step by step (see cpu_adamw): the
+/* The CPU backend's operation order, step by step (see cpu_adamw; the
+ * scalars from sc_adamw_scalars_at): the
  * explicit fmaf where torch fuses, and the _rn intrinsics elsewhere so that
  * nvcc contracts nothing else into an FMA. step is -lr / bias_correction1. */
 __global__ void adamw_kernel(float *param, float *m, float *v, const float *grad, size_t n,
@@ -306,39 +305,18 @@ __global__ void adamw_kernel(float *param, float *m, float *v, const float *grad
 	}
 }
 
-/* The double a hyperparameter most likely was before it became a float (the
- * shortest decimal that rounds to f: 0.9f -> 0.9): torch does its scalar
- * arithmetic on Python floats, in double. */
-static double intended_double(float f)
-{
-	char buf[32];
-	for (int prec = 1; prec <= 9; prec++) {
-		snprintf(buf, sizeof(buf), "%.*g", prec, (double)f);
-		if (strtof(buf, NULL) == f)
-			return strtod(buf, NULL);
-	}
-	return f;
-}
-
 sc_err sc_cuda_adamw(sc_backend *be, float *param, float *m, float *v, const float *grad, size_t n,
 		     float lr, float beta1, float beta2, float eps, float weight_decay,
 		     float grad_scale, int t)
 {
-	if (t < 1)
-		return sc_errf(SC_EINVAL, "adamw: step %d, expected >= 1", t);
+	sc_adamw_scalars k;
+	SC_TRY(sc_adamw_scalars_at(&k, lr, beta1, beta2, eps, weight_decay, t));
 	if (!n)
 		return SC_OK;
-	double lr_d = intended_double(lr), b1 = intended_double(beta1);
-	double b2 = intended_double(beta2), wd = intended_double(weight_decay);
-	float decay = (float)(1.0 - lr_d * wd);
-	float w1 = (float)(1.0 - b1), beta2_f = (float)b2, w2 = (float)(1.0 - b2);
-	float step = (float)-(lr_d / (1.0 - pow(b1, t)));
-	float bc2_sqrt = (float)sqrt(1.0 - pow(b2, t));
-	float eps_f = (float)intended_double(eps);
-	int small = fabsf(w1) < 0.5f;
 	SC_CUDA_ENTER(be, c);
 	SC_LAUNCH(adamw_kernel, sc_cuda_grid(n, EW_THREADS), EW_THREADS, c->stream)
-	(param, m, v, grad, n, w1, small, beta2_f, w2, eps_f, decay, grad_scale, step, bc2_sqrt);
+	(param, m, v, grad, n, k.w1, k.small, k.beta2, k.w2, k.eps, k.decay, grad_scale, k.step,
+	 k.bc2_sqrt);
 	SC_LAUNCH_CHECK(adamw_kernel);
 	return SC_OK;
 }
