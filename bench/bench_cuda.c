@@ -160,7 +160,7 @@ int main(int argc, char **argv)
 	tc.warmup = 0;
 	tc.allow_tf32 = tf32; /* the trainer sets the backend's math mode from it */
 
-	rc = sc_backend_cuda_open(&be, ord, tf32);
+	rc = sc_backend_cuda_open(&be, ord);
 	if (rc == SC_ENODEV) {
 		printf("sc_bench_cuda: no CUDA device: skipping (%s)\n", sc_err_detail());
 		return EXIT_SKIP;

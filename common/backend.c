@@ -25,7 +25,7 @@ sc_err sc_backend_open(sc_backend **out, const char *device, int threads)
 			return sc_errf(SC_EINVAL, "bad device '%s': expected cpu or cuda:N",
 				       device);
 		}
-		return sc_backend_cuda_open(out, (int)ord, 0);
+		return sc_backend_cuda_open(out, (int)ord);
 	}
 	return sc_errf(SC_EINVAL, "unknown device '%s': expected cpu or cuda:N", device);
 }

@@ -1,7 +1,7 @@
 /* cuda_absent.c — the CUDA entry points of a build without the CUDA toolkit. */
 #include "sc_backend.h"
 
-sc_err sc_backend_cuda_open(sc_backend **out, int device, int tf32)
+sc_err sc_backend_cuda_open(sc_backend **out, int device)
 {
 	*out = NULL;
 	return sc_errf(SC_ENODEV,

@@ -149,7 +149,7 @@ static void test_memory(void **state)
 static void test_open_bad_ordinal(void **state)
 {
 	sc_backend *be = NULL;
-	SC_ASSERT_ERR(sc_backend_cuda_open(&be, 4096, 0), SC_ENODEV);
+	SC_ASSERT_ERR(sc_backend_cuda_open(&be, 4096), SC_ENODEV);
 	assert_null(be);
 	assert_int_equal(sc_backend_has_cuda(), 1);
 }
@@ -563,30 +563,10 @@ int main(void)
 		cmocka_unit_test(test_adamw),
 		cmocka_unit_test(test_sumsq),
 	};
-	sc_err rc = sc_backend_cuda_open(&gpu, 0, 0);
-	int failed;
-
-	if (rc == SC_ENODEV) {
-		printf("no CUDA device: skipping (%s)\n", sc_err_detail());
-		return 77;
-	}
-	if (rc != SC_OK) {
-		fprintf(stderr, "cuda_test: opening cuda:0: %s: %s\n", sc_err_name(rc),
-			sc_err_detail());
-		return 1;
-	}
-	if ((rc = sc_backend_cuda_open(&gpu_tf32, 0, 1)) != SC_OK ||
-	    (rc = sc_backend_cpu_open(&cpu, 0)) != SC_OK) {
-		fprintf(stderr, "cuda_test: opening backends: %s: %s\n", sc_err_name(rc),
-			sc_err_detail());
-		sc_backend_free(gpu);
-		sc_backend_free(gpu_tf32);
-		return 1;
-	}
-	printf("cuda_test: %s against %s\n", gpu->name, cpu->name);
+	int failed, rc = sc_test_open_cuda("cuda_test", &gpu, &gpu_tf32, &cpu);
+	if (rc)
+		return rc;
 	failed = cmocka_run_group_tests_name("cuda", tests, NULL, NULL);
-	sc_backend_free(cpu);
-	sc_backend_free(gpu_tf32);
-	sc_backend_free(gpu);
+	sc_test_close_cuda(gpu, gpu_tf32, cpu);
 	return failed ? 1 : 0;
 }

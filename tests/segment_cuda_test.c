@@ -287,15 +287,11 @@ static void split_chain_matches_cpu(void **state)
 
 static void whole_model_tf32(void **state)
 {
-	if (!gpu_tf32)
-		skip();
 	compare_segment(*state, gpu_tf32, 0, L, TF32_TOL, TF32_GRAD_TOL);
 }
 
 static void middle_segment_tf32(void **state)
 {
-	if (!gpu_tf32)
-		skip();
 	compare_segment(*state, gpu_tf32, 1, 3, TF32_TOL, TF32_GRAD_TOL);
 }
 
@@ -428,33 +424,10 @@ int main(void)
 		cmocka_unit_test(training_matches_cpu),
 		cmocka_unit_test(training_tf32_switch),
 	};
-	sc_err rc = sc_backend_cuda_open(&gpu, 0, 0);
-	int failed;
-
-	if (rc == SC_ENODEV) {
-		printf("no CUDA device: skipping (%s)\n", sc_err_detail());
-		return 77;
-	}
-	if (rc != SC_OK) {
-		fprintf(stderr, "segment_cuda_test: opening cuda:0: %s: %s\n", sc_err_name(rc),
-			sc_err_detail());
-		return 1;
-	}
-	if ((rc = sc_backend_cpu_open(&cpu, 0)) != SC_OK) {
-		fprintf(stderr, "segment_cuda_test: opening the CPU backend: %s: %s\n",
-			sc_err_name(rc), sc_err_detail());
-		sc_backend_free(gpu);
-		return 1;
-	}
-	if ((rc = sc_backend_cuda_open(&gpu_tf32, 0, 1)) != SC_OK) {
-		printf("segment_cuda_test: cuda:0 with tf32 refused (%s: %s): tf32 cases skipped\n",
-		       sc_err_name(rc), sc_err_detail());
-		gpu_tf32 = NULL;
-	}
-	printf("segment_cuda_test: %s against %s\n", gpu->name, cpu->name);
+	int failed, rc = sc_test_open_cuda("segment_cuda_test", &gpu, &gpu_tf32, &cpu);
+	if (rc)
+		return rc;
 	failed = cmocka_run_group_tests_name("segment_cuda", tests, setup, teardown);
-	sc_backend_free(gpu_tf32);
-	sc_backend_free(cpu);
-	sc_backend_free(gpu);
+	sc_test_close_cuda(gpu, gpu_tf32, cpu);
 	return failed ? 1 : 0;
 }

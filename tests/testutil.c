@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sc_backend.h"
 #include "sc_rng.h"
 #include "testutil.h"
 
@@ -57,4 +58,34 @@ int sc_test_write_file(const char *path, const void *data, size_t len)
 		return -1;
 	size_t w = fwrite(data, 1, len, f);
 	return (fclose(f) != 0 || w != len) ? -1 : 0;
+}
+
+int sc_test_open_cuda(const char *prog, sc_backend **gpu, sc_backend **gpu_tf32, sc_backend **cpu)
+{
+	sc_err rc = sc_backend_cuda_open(gpu, 0);
+
+	*gpu_tf32 = *cpu = NULL;
+	if (rc == SC_ENODEV) {
+		printf("%s: no CUDA device: skipping (%s)\n", prog, sc_err_detail());
+		return 77;
+	}
+	if (rc == SC_OK && (rc = sc_backend_cuda_open(gpu_tf32, 0)) == SC_OK &&
+	    (rc = (*gpu_tf32)->ops->set_tf32(*gpu_tf32, 1)) == SC_OK)
+		rc = sc_backend_cpu_open(cpu, 0);
+	if (rc != SC_OK) {
+		fprintf(stderr, "%s: opening the backends: %s: %s\n", prog, sc_err_name(rc),
+			sc_err_detail());
+		sc_test_close_cuda(*gpu, *gpu_tf32, *cpu);
+		*gpu = *gpu_tf32 = *cpu = NULL;
+		return 1;
+	}
+	printf("%s: %s against %s\n", prog, (*gpu)->name, (*cpu)->name);
+	return 0;
+}
+
+void sc_test_close_cuda(sc_backend *gpu, sc_backend *gpu_tf32, sc_backend *cpu)
+{
+	sc_backend_free(cpu);
+	sc_backend_free(gpu_tf32);
+	sc_backend_free(gpu);
 }

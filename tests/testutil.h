@@ -9,6 +9,7 @@
 /* cmocka needs the three headers above first. */
 #include <cmocka.h>
 
+#include "sc_backend.h"
 #include "sc_err.h"
 
 /* Fails the test, printing the expression, its error name and detail, when
@@ -43,5 +44,13 @@ void sc_test_fill_normal(float *x, size_t n, uint64_t seed, float std);
 double sc_test_max_rel_err(const float *a, const float *b, size_t n, double floor);
 /* Writes len bytes to path; returns 0 on success. */
 int sc_test_write_file(const char *path, const void *data, size_t len);
+
+/* The backends of a CUDA parity test: *gpu on cuda:0, *gpu_tf32 a second
+ * context on it with TF32 GEMMs, *cpu the reference. 0 when all are open;
+ * 77 (the skip status) when no CUDA device is visible; 1 on any other
+ * failure, reported on stderr under prog's name. */
+int sc_test_open_cuda(const char *prog, sc_backend **gpu, sc_backend **gpu_tf32, sc_backend **cpu);
+/* Frees what sc_test_open_cuda opened. */
+void sc_test_close_cuda(sc_backend *gpu, sc_backend *gpu_tf32, sc_backend *cpu);
 
 #endif

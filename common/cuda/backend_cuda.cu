@@ -64,7 +64,6 @@ static sc_err cuda_set_tf32(sc_backend *be, int on)
 	SC_CUDA_ENTER(be, c);
 	SC_CUBLAS_CHECK(
 	    cublasSetMathMode(c->blas, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
-	c->tf32 = on != 0;
 	return SC_OK;
 }
 
@@ -311,14 +310,13 @@ static sc_err cuda_init(sc_cuda_ctx *c)
 	SC_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
 	SC_CUBLAS_CHECK(cublasCreate(&c->blas));
 	SC_CUBLAS_CHECK(cublasSetStream(c->blas, c->stream));
-	SC_CUBLAS_CHECK(
-	    cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+	SC_CUBLAS_CHECK(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH)); /* fp32 until set_tf32 */
 	SC_CUDA_CHECK(
 	    cudaMalloc((void **)&c->sumsq_partial, (SC_CUDA_SUMSQ_BLOCKS + 1) * sizeof(double)));
 	return SC_OK;
 }
 
-extern "C" sc_err sc_backend_cuda_open(sc_backend **out, int device, int tf32)
+extern "C" sc_err sc_backend_cuda_open(sc_backend **out, int device)
 {
 	sc_backend *be = NULL;
 	sc_cuda_ctx *c = NULL;
@@ -347,7 +345,6 @@ extern "C" sc_err sc_backend_cuda_open(sc_backend **out, int device, int tf32)
 		return sc_errf(SC_ENOMEM, "cuda:%d: out of host memory", device);
 	}
 	c->device = device;
-	c->tf32 = tf32 != 0;
 	snprintf(c->name, sizeof(c->name), "cuda:%d", device);
 	be->ops = &cuda_ops;
 	be->name = c->name;

@@ -32,7 +32,6 @@ enum { SC_CUDA_SUMSQ_BLOCKS = 512, SC_CUDA_SUMSQ_THREADS = 256 };
 
 typedef struct sc_cuda_ctx {
 	int device;
-	int tf32;              /* cuBLAS may use TF32 tensor cores */
 	cudaStream_t stream;   /* every operation is queued here */
 	cublasHandle_t blas;   /* bound to stream */
 	double *sumsq_partial; /* (SC_CUDA_SUMSQ_BLOCKS + 1) */

@@ -184,9 +184,10 @@ void sc_backend_free(sc_backend *be);
 /* The CPU backend; *out = new backend, free with sc_backend_free. */
 sc_err sc_backend_cpu_open(sc_backend **out, int threads);
 
-/* The CUDA backend on GPU ordinal device (defined in the CUDA target; in a
- * build without CUDA it returns SC_ENODEV). */
-sc_err sc_backend_cuda_open(sc_backend **out, int device, int tf32);
+/* The CUDA backend on GPU ordinal device, fp32 GEMMs until set_tf32
+ * (defined in the CUDA target; in a build without CUDA it returns
+ * SC_ENODEV). */
+sc_err sc_backend_cuda_open(sc_backend **out, int device);
 
 /* Nonzero when this build contains the CUDA backend. */
 int sc_backend_has_cuda(void);
