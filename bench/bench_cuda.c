@@ -22,27 +22,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "sc_modelgen.h"
-#include "sc_rng.h"
+#include "bench_common.h"
 #include "sc_segment.h"
-#include "sc_train.h"
 
 #define EXIT_SKIP 77
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* sc_step_flops over the whole model. */
-static double flops_per_token(const sc_model_config *mc, int T, int r)
-{
-	double layer, head;
-	sc_step_flops(mc, T, r, &layer, &head);
-	return mc->n_layer * layer + head;
-}
 
 /* "cuda" or "cuda:N" -> N; -1 when device names something else. */
 static int cuda_ordinal(const char *device)
@@ -116,8 +99,7 @@ int main(int argc, char **argv)
 	sc_model_config mc;
 	sc_lora_config lc = { .rank = 8, .alpha = 16, .targets = SC_T_ALL, .seed = 1 };
 	sc_train_config tc;
-	sc_modelgen_opts mo = { .seed = 1, .dtype = SC_F32 };
-	char dirbuf[4096], path[4200];
+	char dirbuf[4096];
 	sc_backend *be = NULL;
 	sc_st_file *wf = NULL;
 	sc_trainer *tr = NULL;
@@ -140,18 +122,11 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind < argc || (ord = cuda_ordinal(device)) < 0 || steps < 1 || batch < 0 ||
-	    seq < 0 || (strcmp(shape, "gpt2") && strcmp(shape, "small")))
+	    seq < 0 || bench_shape(shape, &mc))
 		return usage();
 	sc_train_config_defaults(&tc);
-	if (!strcmp(shape, "gpt2")) {
-		mc = (sc_model_config){ 12, 12, 768, 50257, 1024, 1e-5f };
-		tc.B = 8;
-		tc.T = 1024;
-	} else {
-		mc = (sc_model_config){ 4, 4, 256, 8192, 256, 1e-5f };
-		tc.B = 8;
-		tc.T = 256;
-	}
+	tc.B = 8;
+	tc.T = strcmp(shape, "gpt2") ? 256 : 1024;
 	if (batch)
 		tc.B = batch;
 	if (seq)
@@ -177,39 +152,23 @@ int main(int argc, char **argv)
 			 tmp && *tmp ? "/" : "");
 		dir = dirbuf;
 	}
-	if ((rc = sc_modelgen_write(dir, &mc, &mo)))
-		goto fail;
-	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-	tk.n = (size_t)tc.B * tc.T * (steps + 2) + 1;
-	tk.ids = malloc(tk.n * sizeof(uint16_t));
-	if (!tk.ids) {
-		rc = sc_errf(SC_ENOMEM, "out of memory for %zu tokens", tk.n);
-		goto fail;
-	}
-	{
-		sc_rng r;
-		uint64_t k = 4;
-		sc_rng_seed(&r, &k, 1);
-		for (size_t i = 0; i < tk.n; i++)
-			tk.ids[i] = (uint16_t)sc_rng_below(&r, (uint64_t)mc.vocab_size);
-	}
-	if ((rc = sc_st_open(&wf, path)) ||
+	if ((rc = bench_model(dir, &mc, (size_t)tc.B * tc.T * (steps + 2) + 1, &wf, &tk)) ||
 	    (rc = sc_trainer_new(&tr, be, &mc, &lc, &tc, wf, NULL, &tk, 1, NULL)))
 		goto fail;
 	/* untimed: cuBLAS heuristics, first-touch of the buffers */
 	if ((rc = sc_trainer_step(tr, 0, &st)) || (rc = be->ops->sync(be)))
 		goto fail;
 	loss0 = st.loss;
-	t0 = now();
+	t0 = bench_now();
 	for (int s = 1; s <= steps; s++)
 		if ((rc = sc_trainer_step(tr, s, &st)))
 			goto fail;
 	if ((rc = be->ops->sync(be))) /* the last AdamW may still be queued */
 		goto fail;
-	secs = (now() - t0) / steps;
+	secs = (bench_now() - t0) / steps;
 	{
 		double tokens = (double)tc.B * tc.T,
-		       flops = flops_per_token(&mc, tc.T, lc.rank) * tokens;
+		       flops = bench_flops_per_token(&mc, tc.T, lc.rank) * tokens;
 		size_t bytes = sc_segment_device_bytes(sc_trainer_stage(tr, 0));
 		printf("{\"impl\":\"splitchain-cuda\",\"shape\":\"%s\",\"device\":\"%s\","
 		       "\"tf32\":%d,\"B\":%d,\"T\":%d,\"rank\":%d,\"step_s\":%.4f,"

@@ -12,16 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "sc_modelgen.h"
-#include "sc_rng.h"
-#include "sc_train.h"
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench_common.h"
 
 /* OpenBLAS sgemm GFLOP/s on the step's dominant shape: (B*T, C) @ (C, 4C). */
 static double sgemm_gflops(int n, int c)
@@ -38,25 +29,17 @@ static double sgemm_gflops(int n, int c)
 		b[i] = (float)(i % 5) * 0.1f;
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, 4 * c, c, 1, a, c, b, 4 * c, 0,
 		    out, 4 * c);
-	t0 = now();
+	t0 = bench_now();
 	do {
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, 4 * c, c, 1, a, c, b,
 			    4 * c, 0, out, 4 * c);
 		reps++;
-		t = now() - t0;
+		t = bench_now() - t0;
 	} while (t < 2.0 || reps < 3);
 	free(a);
 	free(b);
 	free(out);
 	return flops * reps / t / 1e9;
-}
-
-/* sc_step_flops over the whole model. */
-static double flops_per_token(const sc_model_config *mc, int T, int r)
-{
-	double layer, head;
-	sc_step_flops(mc, T, r, &layer, &head);
-	return mc->n_layer * layer + head;
 }
 
 int main(int argc, char **argv)
@@ -70,8 +53,6 @@ int main(int argc, char **argv)
 	sc_model_config mc;
 	sc_lora_config lc = { .rank = 8, .alpha = 16, .targets = SC_T_ALL, .seed = 1 };
 	sc_train_config tc;
-	sc_modelgen_opts mo = { .seed = 1, .dtype = SC_F32 };
-	char path[4096];
 	sc_backend *be = NULL;
 	sc_st_file *wf = NULL;
 	sc_trainer *tr = NULL;
@@ -93,44 +74,28 @@ int main(int argc, char **argv)
 		}
 	}
 	sc_train_config_defaults(&tc);
-	if (!strcmp(shape, "gpt2")) {
-		mc = (sc_model_config){ 12, 12, 768, 50257, 1024, 1e-5f };
-		tc.B = 4;
-		tc.T = 256;
-	} else {
-		mc = (sc_model_config){ 4, 4, 256, 8192, 256, 1e-5f };
-		tc.B = 4;
-		tc.T = 128;
+	if (bench_shape(shape, &mc)) {
+		fprintf(stderr, "sc_bench_step: unknown --shape %s (gpt2 or small)\n", shape);
+		return 2;
 	}
+	tc.B = 4;
+	tc.T = strcmp(shape, "gpt2") ? 128 : 256;
 	tc.steps = steps + 1;
 	tc.warmup = 0;
-	if ((rc = sc_modelgen_write(dir, &mc, &mo)))
-		goto fail;
-	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-	tk.n = (size_t)tc.B * tc.T * (steps + 2) + 1;
-	tk.ids = malloc(tk.n * sizeof(uint16_t));
-	if (!tk.ids)
-		return 1;
-	{
-		sc_rng r;
-		uint64_t k = 4;
-		sc_rng_seed(&r, &k, 1);
-		for (size_t i = 0; i < tk.n; i++)
-			tk.ids[i] = (uint16_t)sc_rng_below(&r, (uint64_t)mc.vocab_size);
-	}
-	if ((rc = sc_st_open(&wf, path)) || (rc = sc_backend_cpu_open(&be, threads)) ||
+	if ((rc = bench_model(dir, &mc, (size_t)tc.B * tc.T * (steps + 2) + 1, &wf, &tk)) ||
+	    (rc = sc_backend_cpu_open(&be, threads)) ||
 	    (rc = sc_trainer_new(&tr, be, &mc, &lc, &tc, wf, NULL, &tk, 1, NULL)))
 		goto fail;
 	if ((rc = sc_trainer_step(tr, 0, &st))) /* warm-up: page faults, BLAS buffers */
 		goto fail;
-	t0 = now();
+	t0 = bench_now();
 	for (int s = 1; s <= steps; s++)
 		if ((rc = sc_trainer_step(tr, s, &st)))
 			goto fail;
-	secs = (now() - t0) / steps;
+	secs = (bench_now() - t0) / steps;
 	{
 		double tokens = (double)tc.B * tc.T,
-		       gf = flops_per_token(&mc, tc.T, lc.rank) * tokens;
+		       gf = bench_flops_per_token(&mc, tc.T, lc.rank) * tokens;
 		printf("{\"impl\":\"splitchain\",\"shape\":\"%s\",\"threads\":%d,\"step_s\":%.4f,"
 		       "\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"sgemm_gflops\":%.2f,"
 		       "\"blas\":\"%s\"}\n",
