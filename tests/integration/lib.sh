@@ -37,6 +37,11 @@ make_fixture() {
 JOB_OPTS=(--steps 6 --batch 2 --seq 16 --micro 4 --rank 4 --alpha 8 --targets all
           --lr 3e-3 --min-lr 3e-4 --warmup 2 --weight-decay 0.01 --clip 0.5 --seed 11)
 
+# A job long enough (150 steps) to be interrupted mid-way, for the tests
+# that kill a process while it runs.
+LONG_JOB_OPTS=(--steps 150 --batch 4 --seq 32 --micro 2 --rank 4 --alpha 8 --targets all
+               --lr 3e-3 --min-lr 3e-4 --warmup 2 --weight-decay 0.01 --clip 0.5 --seed 11)
+
 # reference OUT_DIR: the single-process engine's adapter after the job.
 reference() {
   "$SC" finetune --model model --data data.txt "${JOB_OPTS[@]}" --threads 1 --quiet --out "$1"

@@ -6,8 +6,7 @@
 #   lifecycle_test.sh BUILD_DIR WORK_DIR
 source "$(dirname "$0")/lib.sh" "$1" "$2"
 make_fixture
-JOB_OPTS=(--steps 150 --batch 4 --seq 32 --micro 2 --rank 4 --alpha 8 --targets all
-          --lr 3e-3 --min-lr 3e-4 --warmup 2 --weight-decay 0.01 --clip 0.5 --seed 11)
+JOB_OPTS=("${LONG_JOB_OPTS[@]}")
 reference ref
 URL=$SPLITCHAIN_COORDINATOR
 mkdir -p cluster
