@@ -73,7 +73,6 @@ struct sc_rpc_server {
 	 * Invalid argument") when a context call races the socket's close. The
 	 * waits for those calls happen outside it; close fails them. */
 	pthread_rwlock_t close_lock;
-	int close_lock_init;
 	char url[300];
 };
 
@@ -420,15 +419,15 @@ sc_err sc_rpc_server_open(sc_rpc_server **out, const char *url, const sc_rpc_met
 			       "rpc server: need a url, a method table and 1..%d "
 			       "contexts (got %d)",
 			       MAX_CTX, nctx);
-	if (!(srv = calloc(1, sizeof(*srv))) ||
-	    !(srv->ctxs = calloc((size_t)nctx, sizeof(rpc_ctx))) ||
+	if (!(srv = calloc(1, sizeof(*srv))))
+		return sc_errf(SC_ENOMEM, "rpc server: out of memory");
+	pthread_rwlock_init(&srv->close_lock, NULL);
+	if (!(srv->ctxs = calloc((size_t)nctx, sizeof(rpc_ctx))) ||
 	    !(srv->memo.e = calloc(MEMO_CAP, sizeof(memo_entry)))) {
 		err = sc_errf(SC_ENOMEM, "rpc server: out of memory");
 		goto fail;
 	}
 	pthread_mutex_init(&srv->memo.mu, NULL);
-	pthread_rwlock_init(&srv->close_lock, NULL);
-	srv->close_lock_init = 1;
 	srv->methods = methods;
 	srv->arg = arg;
 	snprintf(srv->url, sizeof(srv->url), "%s", url);
@@ -475,13 +474,11 @@ void sc_rpc_server_close(sc_rpc_server *srv)
 		return;
 	/* Closing the socket fails every pending receive and send with NNG_ECLOSED; a thread in
 	 * a handler finishes it first, then finds closing set and starts nothing. */
-	if (srv->close_lock_init)
-		pthread_rwlock_wrlock(&srv->close_lock);
+	pthread_rwlock_wrlock(&srv->close_lock);
 	atomic_store(&srv->closing, 1);
 	if (srv->sock_open)
 		nng_close(srv->sock);
-	if (srv->close_lock_init)
-		pthread_rwlock_unlock(&srv->close_lock);
+	pthread_rwlock_unlock(&srv->close_lock);
 	for (int i = 0; i < srv->nctx; i++) {
 		rpc_ctx *c = &srv->ctxs[i];
 		if (c->started)
@@ -490,8 +487,7 @@ void sc_rpc_server_close(sc_rpc_server *srv)
 			nng_aio_free(c->aio);
 	}
 	memo_free(&srv->memo);
-	if (srv->close_lock_init)
-		pthread_rwlock_destroy(&srv->close_lock);
+	pthread_rwlock_destroy(&srv->close_lock);
 	free(srv->ctxs);
 	free(srv);
 }
