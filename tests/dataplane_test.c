@@ -1,5 +1,6 @@
 /* dataplane_test.c — tensors over pair sockets: round trips, every kind of
  * corrupt or unexpected message refused with a named error, timeouts. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,13 +45,33 @@ typedef struct pair {
 	nng_socket raw;
 } pair;
 
+/* Sends the hello of `from` on the raw socket. */
+static void raw_hello(nng_socket raw, const sc_dp_peer *from)
+{
+	uint8_t *msg;
+	size_t len;
+	SC_ASSERT_OK(sc_dp_encode_hello(&msg, &len, from));
+	assert_int_equal(nng_send(raw, msg, len, 0), 0);
+	free(msg);
+}
+
+static nng_socket raw_dial(const char *url)
+{
+	nng_socket raw;
+	assert_int_equal(nng_pair0_open(&raw), 0);
+	assert_int_equal(nng_socket_set_ms(raw, NNG_OPT_SENDTIMEO, 2000), 0);
+	assert_int_equal(nng_dial(raw, url, NULL, 0), 0);
+	return raw;
+}
+
+/* The raw dialer opens with the hello the listener expects (o's peer). */
 static void pair_open(pair *p, const sc_dp_opts *o)
 {
 	char url[64];
+	sc_dp_peer none = { 0, 0, 0 };
 	SC_ASSERT_OK(sc_dp_listen(&p->dp, inproc_url(url, sizeof(url)), o));
-	assert_int_equal(nng_pair0_open(&p->raw), 0);
-	assert_int_equal(nng_socket_set_ms(p->raw, NNG_OPT_SENDTIMEO, 2000), 0);
-	assert_int_equal(nng_dial(p->raw, sc_dp_url(p->dp), NULL, 0), 0);
+	p->raw = raw_dial(sc_dp_url(p->dp));
+	raw_hello(p->raw, o ? &o->peer : &none);
 }
 
 static void pair_close(pair *p)
@@ -125,8 +146,8 @@ static void encode_decode_round_trip(void **state)
 	spec s = good_spec();
 
 	fill(x, 1);
-	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &tag, 3, shape, x));
-	SC_ASSERT_OK(sc_dp_decode(msg, len, &tag, 3, shape, y));
+	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &tag, NULL, 3, shape, x));
+	SC_ASSERT_OK(sc_dp_decode(msg, len, &tag, NULL, 3, shape, y));
 	assert_memory_equal(x, y, sizeof(x));
 	/* The test's own builder agrees with the library byte for byte. */
 	mine = build(&s, x, &mylen);
@@ -135,11 +156,11 @@ static void encode_decode_round_trip(void **state)
 	free(mine);
 	/* Every truncation is refused. */
 	for (size_t n = 0; n < len; n++)
-		SC_ASSERT_ERR(sc_dp_decode(msg, n, &tag, 3, shape, y), SC_EFORMAT);
+		SC_ASSERT_ERR(sc_dp_decode(msg, n, &tag, NULL, 3, shape, y), SC_EFORMAT);
 	/* So is every single flipped bit. */
 	for (size_t i = 0; i < len * 8; i++) {
 		msg[i / 8] ^= (uint8_t)(1u << (i % 8));
-		if (sc_dp_decode(msg, len, &tag, 3, shape, y) != SC_EFORMAT)
+		if (sc_dp_decode(msg, len, &tag, NULL, 3, shape, y) != SC_EFORMAT)
 			fail_msg("flipping bit %zu of byte %zu went unnoticed", i % 8, i / 8);
 		msg[i / 8] ^= (uint8_t)(1u << (i % 8));
 	}
@@ -162,45 +183,72 @@ static void random_bytes_refused(void **state)
 			size_t h = len > 4 ? sc_rng_u64(&r) % (len - 4 + 1) : 0;
 			buf[0] = (uint8_t)h, buf[1] = (uint8_t)(h >> 8), buf[2] = buf[3] = 0;
 		}
-		SC_ASSERT_ERR(sc_dp_decode(buf, len, &tag, 3, shape, y), SC_EFORMAT);
+		SC_ASSERT_ERR(sc_dp_decode(buf, len, &tag, NULL, 3, shape, y), SC_EFORMAT);
 	}
 }
 
 /* -------------------------------------------------------------- sockets */
+
+/* The listener's side of round_trip_both_ways: four forward tensors. */
+typedef struct receiver {
+	sc_dp_socket *down;
+	float x[NUMEL];
+	sc_err rc[4];
+	int same[4];
+} receiver;
+
+static void *receive_four(void *arg)
+{
+	receiver *r = arg;
+	float y[NUMEL];
+	for (uint32_t m = 0; m < 4; m++) {
+		sc_dp_tag t = tag;
+		t.micro_batch = m;
+		r->rc[m] = sc_dp_recv(r->down, &t, 3, shape, y);
+		r->x[0] = (float)m;
+		r->same[m] = memcmp(r->x, y, sizeof(y)) == 0;
+	}
+	return NULL;
+}
 
 static void round_trip_both_ways(const char *url)
 {
 	sc_dp_socket *down, *up;
 	sc_dp_tag back = tag;
 	float x[NUMEL], y[NUMEL];
+	receiver r;
+	pthread_t th;
 	uint8_t *msg;
 	size_t len, want_up = 0;
 
 	SC_ASSERT_OK(sc_dp_listen(&down, url, NULL));
 	SC_ASSERT_OK(sc_dp_dial(&up, sc_dp_url(down), NULL));
 	fill(x, 2);
-	for (uint32_t m = 0; m < 4; m++) { /* queued: sent before any receive */
-		sc_dp_tag t = tag;
-		t.micro_batch = m;
-		x[0] = (float)m;
-		SC_ASSERT_OK(sc_dp_send(up, &t, 3, shape, x));
-		SC_ASSERT_OK(sc_dp_encode(&msg, &len, &t, 3, shape, x));
-		want_up += len;
-		free(msg);
-	}
+	memcpy(r.x, x, sizeof(x));
+	r.down = down;
+	/* The first send waits for the listener's answer to its hello, which a
+	 * receive gives: receive on a thread, as the next stage does. */
+	assert_int_equal(pthread_create(&th, NULL, receive_four, &r), 0);
 	for (uint32_t m = 0; m < 4; m++) {
 		sc_dp_tag t = tag;
 		t.micro_batch = m;
 		x[0] = (float)m;
-		SC_ASSERT_OK(sc_dp_recv(down, &t, 3, shape, y));
-		assert_memory_equal(x, y, sizeof(x));
+		SC_ASSERT_OK(sc_dp_send(up, &t, 3, shape, x));
+		SC_ASSERT_OK(sc_dp_encode(&msg, &len, &t, NULL, 3, shape, x));
+		want_up += len;
+		free(msg);
+	}
+	pthread_join(th, NULL);
+	for (uint32_t m = 0; m < 4; m++) {
+		SC_ASSERT_OK(r.rc[m]);
+		assert_true(r.same[m]);
 	}
 	back.direction = SC_DP_BACKWARD;
 	fill(x, 3);
 	SC_ASSERT_OK(sc_dp_send(down, &back, 3, shape, x));
 	SC_ASSERT_OK(sc_dp_recv(up, &back, 3, shape, y));
 	assert_memory_equal(x, y, sizeof(x));
-	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &back, 3, shape, x));
+	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &back, NULL, 3, shape, x));
 	assert_int_equal(sc_dp_bytes_sent(up), want_up);
 	assert_int_equal(sc_dp_bytes_received(down), want_up);
 	assert_int_equal(sc_dp_bytes_sent(down), len);
@@ -308,7 +356,7 @@ static void expect_good(pair *p)
 	uint8_t *msg;
 	size_t len;
 	fill(x, 4);
-	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &tag, 3, shape, x));
+	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &tag, NULL, 3, shape, x));
 	raw_send(p, msg, len);
 	free(msg);
 	SC_ASSERT_OK(sc_dp_recv(p->dp, &tag, 3, shape, y));
@@ -335,7 +383,7 @@ static void corrupt_messages_refused(void **state)
 	}
 	/* Framing: a bad length prefix, a message cut inside its header or
 	 * shorter than its prefix, a header that does not parse. */
-	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &tag, 3, shape, x));
+	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &tag, NULL, 3, shape, x));
 	msg[3] = 0x7f;
 	raw_send(&p, msg, len);
 	expect_refused(&p, "huge length prefix", "bad length prefix");
@@ -374,21 +422,21 @@ static void stale_tensors_dropped_when_asked(void **state)
 	pair_open(&p, &o);
 	fill(x, 6);
 	old.step = tag.step - 1;
-	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &old, 3, shape, x));
+	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &old, NULL, 3, shape, x));
 	raw_send(&p, msg, len);
 	raw_send(&p, msg, len);
 	free(msg);
 	expect_good(&p); /* the two left-overs go, the right one arrives */
 	/* A later step is never stale: it is an error. */
 	next.step = tag.step + 1;
-	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &next, 3, shape, x));
+	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &next, NULL, 3, shape, x));
 	raw_send(&p, msg, len);
 	free(msg);
 	expect_refused(&p, "later step", "step 6 where step 5");
 	pair_close(&p);
 	/* Without drop_stale an earlier step is refused. */
 	pair_open(&p, NULL);
-	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &old, 3, shape, x));
+	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &old, NULL, 3, shape, x));
 	raw_send(&p, msg, len);
 	free(msg);
 	expect_refused(&p, "earlier step", "step 4 where step 5");
@@ -430,7 +478,7 @@ static void send_without_peer_times_out(void **state)
 	for (int i = 0; i < 10 && rc == SC_OK; i++, sent++)
 		rc = sc_dp_send(s, &tag, 3, shape, x);
 	assert_int_equal(rc, SC_EIO);
-	assert_non_null(strstr(sc_err_detail(), "found no taker"));
+	assert_non_null(strstr(sc_err_detail(), "did not answer the hello within 200 ms"));
 	sc_dp_close(s);
 }
 
@@ -454,20 +502,285 @@ static void cancel_stops_a_wait(void **state)
 
 static void oversized_message_never_delivered(void **state)
 {
-	sc_dp_socket *down, *up;
 	sc_dp_opts o;
 	float x[NUMEL], y[NUMEL];
+	uint8_t *msg;
+	size_t len;
+	pair p;
 
 	sc_dp_opts_defaults(&o);
 	o.max_msg = 64; /* smaller than one tensor */
 	o.timeout_ms = 500;
 	fill(x, 8);
-	SC_ASSERT_OK(sc_dp_listen(&down, "tcp://127.0.0.1:0", &o));
-	SC_ASSERT_OK(sc_dp_dial(&up, sc_dp_url(down), NULL));
-	SC_ASSERT_OK(sc_dp_send(up, &tag, 3, shape, x));
-	SC_ASSERT_ERR(sc_dp_recv(down, &tag, 3, shape, y), SC_EIO);
-	sc_dp_close(up);
-	sc_dp_close(down);
+	/* tcp: inproc does not enforce the receive limit */
+	SC_ASSERT_OK(sc_dp_listen(&p.dp, "tcp://127.0.0.1:0", &o));
+	p.raw = raw_dial(sc_dp_url(p.dp));
+	raw_hello(p.raw, &o.peer);
+	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &tag, NULL, 3, shape, x));
+	raw_send(&p, msg, len);
+	free(msg);
+	SC_ASSERT_ERR(sc_dp_recv(p.dp, &tag, 3, shape, y), SC_EIO);
+	pair_close(&p);
+}
+
+/* ------------------------------------------------------- hello and peers */
+
+/* One send on a thread: a dialer's send waits for the listener's answer to
+ * its hello, which the listener gives while it receives. */
+typedef struct sender {
+	sc_dp_socket *s;
+	sc_dp_tag tag;
+	const float *x;
+	sc_err rc;
+	pthread_t th;
+} sender;
+
+static void *send_one(void *arg)
+{
+	sender *sd = arg;
+	sd->rc = sc_dp_send(sd->s, &sd->tag, 3, shape, sd->x);
+	return NULL;
+}
+
+static void send_async(sender *sd, sc_dp_socket *s, const sc_dp_tag *t, const float *x)
+{
+	*sd = (sender){ .s = s, .tag = *t, .x = x };
+	assert_int_equal(pthread_create(&sd->th, NULL, send_one, sd), 0);
+}
+
+static void send_joined(sender *sd)
+{
+	pthread_join(sd->th, NULL);
+	SC_ASSERT_OK(sd->rc);
+}
+
+/* Refusals reported by a listener. */
+typedef struct refusals {
+	int n;
+	char first[600], last[600];
+} refusals;
+
+static void count_refusal(void *arg, const char *why)
+{
+	refusals *r = arg;
+	if (!r->n++)
+		snprintf(r->first, sizeof(r->first), "%s", why);
+	snprintf(r->last, sizeof(r->last), "%s", why);
+}
+
+/* Listener options for the stage after `up` of job 7, placement 2. */
+static sc_dp_opts listener_opts(refusals *r, int timeout_ms)
+{
+	sc_dp_opts o;
+	sc_dp_opts_defaults(&o);
+	o.timeout_ms = timeout_ms;
+	o.self = (sc_dp_peer){ 7, 2, 1 };
+	o.peer = (sc_dp_peer){ 7, 2, 0 };
+	o.on_refuse = count_refusal;
+	o.on_refuse_arg = r;
+	return o;
+}
+
+static sc_dp_opts dialer_opts(uint32_t version, uint32_t stage)
+{
+	sc_dp_opts o;
+	sc_dp_opts_defaults(&o);
+	o.timeout_ms = 5000;
+	o.self = (sc_dp_peer){ 7, version, stage };
+	o.peer = (sc_dp_peer){ 7, version, stage + 1 };
+	return o;
+}
+
+static void hello_round_trip_and_checks(void **state)
+{
+	sc_dp_peer me = { 7, 2, 0 }, other;
+	uint8_t *msg, *t;
+	size_t len, tlen;
+	float x[NUMEL];
+
+	SC_ASSERT_OK(sc_dp_encode_hello(&msg, &len, &me));
+	SC_ASSERT_OK(sc_dp_check_hello(msg, len, &me));
+	other = me, other.version = 1;
+	SC_ASSERT_ERR(sc_dp_check_hello(msg, len, &other), SC_EFORMAT);
+	assert_non_null(strstr(sc_err_detail(), "placement 2 stage 0 where job 7 placement 1"));
+	other = me, other.stage = 1;
+	SC_ASSERT_ERR(sc_dp_check_hello(msg, len, &other), SC_EFORMAT);
+	other = me, other.job = 8;
+	SC_ASSERT_ERR(sc_dp_check_hello(msg, len, &other), SC_EFORMAT);
+	for (size_t n = 0; n < len; n++) /* every truncation */
+		SC_ASSERT_ERR(sc_dp_check_hello(msg, n, &me), SC_EFORMAT);
+	/* A tensor is no hello, even of the right peer. */
+	fill(x, 20);
+	SC_ASSERT_OK(sc_dp_encode(&t, &tlen, &tag, &me, 3, shape, x));
+	SC_ASSERT_ERR(sc_dp_check_hello(t, tlen, &me), SC_EFORMAT);
+	/* A tensor stamped by another placement or stage is refused. */
+	other = me, other.version = 3;
+	SC_ASSERT_ERR(sc_dp_decode(t, tlen, &tag, &other, 3, shape, x), SC_EFORMAT);
+	assert_non_null(strstr(sc_err_detail(), "from placement 2 stage 0 where placement 3"));
+	other = me, other.stage = 5;
+	SC_ASSERT_ERR(sc_dp_decode(t, tlen, &tag, &other, 3, shape, x), SC_EFORMAT);
+	SC_ASSERT_OK(sc_dp_decode(t, tlen, &tag, &me, 3, shape, x));
+	free(t);
+	free(msg);
+}
+
+/* A connection whose first message is another placement's hello, or no
+ * hello at all, is closed before a tensor of it is read. */
+static void wrong_first_messages_refused(void **state)
+{
+	refusals r = { 0 };
+	sc_dp_opts o = listener_opts(&r, 400);
+	sc_dp_peer stale = { 7, 1, 0 }, right = { 7, 2, 0 };
+	float x[NUMEL], y[NUMEL];
+	uint8_t *msg;
+	size_t len;
+	sc_dp_socket *l;
+	nng_socket raw;
+	char url[64];
+
+	SC_ASSERT_OK(sc_dp_listen(&l, inproc_url(url, sizeof(url)), &o));
+	fill(x, 21);
+	/* Another placement's hello, then its tensor: never delivered. */
+	raw = raw_dial(sc_dp_url(l));
+	raw_hello(raw, &stale);
+	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &tag, &stale, 3, shape, x));
+	assert_int_equal(nng_send(raw, msg, len, 0), 0);
+	free(msg);
+	SC_ASSERT_ERR(sc_dp_recv(l, &tag, 3, shape, y), SC_EIO);
+	assert_int_equal(r.n, 1);
+	assert_non_null(strstr(r.last, "refused a connection: hello from job 7 placement 1"));
+	nng_close(raw);
+	/* A tensor of the right peer as the first message: no hello, refused. */
+	raw = raw_dial(sc_dp_url(l));
+	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &tag, &right, 3, shape, x));
+	assert_int_equal(nng_send(raw, msg, len, 0), 0);
+	free(msg);
+	SC_ASSERT_ERR(sc_dp_recv(l, &tag, 3, shape, y), SC_EIO);
+	assert_int_equal(r.n, 2);
+	assert_non_null(strstr(r.last, "is not a hello"));
+	nng_close(raw);
+	/* The right hello, then the tensor: delivered. */
+	raw = raw_dial(sc_dp_url(l));
+	raw_hello(raw, &right);
+	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &tag, &right, 3, shape, x));
+	assert_int_equal(nng_send(raw, msg, len, 0), 0);
+	free(msg);
+	SC_ASSERT_OK(sc_dp_recv(l, &tag, 3, shape, y));
+	assert_memory_equal(x, y, sizeof(x));
+	assert_int_equal(r.n, 2);
+	nng_close(raw);
+	sc_dp_close(l);
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/* The stale dialer of an older placement reaches the listener first and
+ * holds pair0's only slot: the listener closes it on its hello and the
+ * right dialer's tensors arrive. */
+static void stale_dialer_first_then_right_one(void **state)
+{
+	refusals r = { 0 };
+	sc_dp_opts lo = listener_opts(&r, 5000), so = dialer_opts(1, 0), ro = dialer_opts(2, 0);
+	sc_dp_socket *l, *stale, *right;
+	float x[NUMEL], y[NUMEL];
+	sc_dp_tag back = tag;
+
+	SC_ASSERT_OK(sc_dp_listen(&l, "tcp://127.0.0.1:0", &lo));
+	SC_ASSERT_OK(sc_dp_dial(&stale, sc_dp_url(l), &so));
+	sleep_ms(200); /* connected, holding pair0's only slot */
+	SC_ASSERT_OK(sc_dp_dial(&right, sc_dp_url(l), &ro));
+	fill(x, 22);
+	for (uint32_t m = 0; m < 3; m++) {
+		sc_dp_tag t = tag;
+		t.micro_batch = m;
+		sender sd;
+		x[0] = (float)m;
+		send_async(&sd, right, &t, x);
+		SC_ASSERT_OK(sc_dp_recv(l, &t, 3, shape, y));
+		send_joined(&sd);
+		assert_memory_equal(x, y, sizeof(x));
+	}
+	assert_true(r.n >= 1);
+	assert_non_null(strstr(r.first, "placement 1 stage 0 where job 7 placement 2"));
+	/* Gradients go back to the right dialer, stamped and checked. */
+	back.direction = SC_DP_BACKWARD;
+	SC_ASSERT_OK(sc_dp_send(l, &back, 3, shape, x));
+	SC_ASSERT_OK(sc_dp_recv(right, &back, 3, shape, y));
+	assert_memory_equal(x, y, sizeof(x));
+	sc_dp_close(stale);
+	sc_dp_close(right);
+	sc_dp_close(l);
+}
+
+/* A connection that never speaks is closed once a receive has waited a
+ * while, so that it cannot hold the slot from the right peer. (A peer that
+ * is closed and at once redials, silent again, competes for the slot until
+ * it stops: the coordinator fences a worker of an older placement.) */
+static void silent_connection_closed(void **state)
+{
+	refusals r = { 0 };
+	sc_dp_opts lo = listener_opts(&r, 8000), ro = dialer_opts(2, 0);
+	sc_dp_socket *l, *right;
+	float x[NUMEL], y[NUMEL];
+	nng_socket raw;
+	sender sd;
+	double t0;
+
+	SC_ASSERT_OK(sc_dp_listen(&l, "tcp://127.0.0.1:0", &lo));
+	/* Connected (a synchronous dial), says nothing, and once closed does
+	 * not come back for a minute. */
+	assert_int_equal(nng_pair0_open(&raw), 0);
+	assert_int_equal(nng_socket_set_ms(raw, NNG_OPT_RECONNMINT, 60000), 0);
+	assert_int_equal(nng_socket_set_ms(raw, NNG_OPT_RECONNMAXT, 60000), 0);
+	assert_int_equal(nng_dial(raw, sc_dp_url(l), NULL, 0), 0);
+	SC_ASSERT_OK(sc_dp_dial(&right, sc_dp_url(l), &ro));
+	fill(x, 23);
+	send_async(&sd, right, &tag, x);
+	t0 = now_s();
+	SC_ASSERT_OK(sc_dp_recv(l, &tag, 3, shape, y));
+	send_joined(&sd);
+	assert_memory_equal(x, y, sizeof(x));
+	assert_true(now_s() - t0 < 6);
+	assert_int_equal(r.n, 1);
+	assert_non_null(strstr(r.last, "silent"));
+	nng_close(raw);
+	sc_dp_close(right);
+	sc_dp_close(l);
+}
+
+/* A dialer says hello again on every new connection: a listener that went
+ * away and came back at the same address accepts it. */
+static void hello_again_after_reconnect(void **state)
+{
+	refusals r = { 0 };
+	sc_dp_opts lo = listener_opts(&r, 5000), ro = dialer_opts(2, 0);
+	sc_dp_socket *l, *right;
+	float x[NUMEL], y[NUMEL];
+	char url[128];
+	sender sd;
+
+	SC_ASSERT_OK(sc_dp_listen(&l, "tcp://127.0.0.1:0", &lo));
+	snprintf(url, sizeof(url), "%s", sc_dp_url(l));
+	SC_ASSERT_OK(sc_dp_dial(&right, url, &ro));
+	fill(x, 24);
+	send_async(&sd, right, &tag, x);
+	SC_ASSERT_OK(sc_dp_recv(l, &tag, 3, shape, y));
+	send_joined(&sd);
+	sc_dp_close(l);
+	SC_ASSERT_OK(sc_dp_listen(&l, url, &lo));
+	sleep_ms(1000); /* the dialer notices the loss and redials */
+	x[0] = 42;
+	send_async(&sd, right, &tag, x);
+	SC_ASSERT_OK(sc_dp_recv(l, &tag, 3, shape, y));
+	send_joined(&sd);
+	assert_memory_equal(x, y, sizeof(x));
+	assert_int_equal(r.n, 0);
+	sc_dp_close(right);
+	sc_dp_close(l);
 }
 
 static void bad_arguments(void **state)
@@ -481,8 +794,8 @@ static void bad_arguments(void **state)
 
 	SC_ASSERT_ERR(sc_dp_listen(&s, "", NULL), SC_EINVAL);
 	SC_ASSERT_ERR(sc_dp_listen(&s, "nonsense://x", NULL), SC_EIO);
-	SC_ASSERT_ERR(sc_dp_encode(&msg, &len, &tag, SC_DP_MAX_DIMS + 1, big, x), SC_EINVAL);
-	SC_ASSERT_ERR(sc_dp_encode(&msg, &len, &tag, 2, neg, x), SC_EFORMAT);
+	SC_ASSERT_ERR(sc_dp_encode(&msg, &len, &tag, NULL, SC_DP_MAX_DIMS + 1, big, x), SC_EINVAL);
+	SC_ASSERT_ERR(sc_dp_encode(&msg, &len, &tag, NULL, 2, neg, x), SC_EFORMAT);
 	sc_dp_close(NULL);
 }
 
@@ -500,6 +813,11 @@ int main(void)
 		cmocka_unit_test(cancel_stops_a_wait),
 		cmocka_unit_test(oversized_message_never_delivered),
 		cmocka_unit_test(bad_arguments),
+		cmocka_unit_test(hello_round_trip_and_checks),
+		cmocka_unit_test(wrong_first_messages_refused),
+		cmocka_unit_test(stale_dialer_first_then_right_one),
+		cmocka_unit_test(silent_connection_closed),
+		cmocka_unit_test(hello_again_after_reconnect),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

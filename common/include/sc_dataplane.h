@@ -4,10 +4,23 @@
  *   4 bytes   little-endian length h of the header
  *   h bytes   a packed TensorHeader (proto/splitchain.proto): magic
  *             0x53504454, job, step, micro-batch, direction, dtype, shape,
- *             zlib crc32 of the payload, payload_bytes
+ *             zlib crc32 of the payload, payload_bytes, and the sender's
+ *             placement version and stage
  *   payload   payload_bytes raw little-endian float32 values
  * The payload is copied once into the nng message, which nng then sends
  * without copying again.
+ *
+ * Every connection opens with a hello: the dialing (upstream) end sends a
+ * DataHello (job, placement version, its stage) as the first message on
+ * each new connection, framed the same way with no payload. A listener
+ * accepts a connection only when its hello names exactly the peer it was
+ * opened for (opts.peer); any other connection — a stage of an older
+ * placement still redialing, a stray client, a first message that is no
+ * hello — is closed before a tensor of it is read, reported through
+ * opts.on_refuse and logged. nng's pair0 keeps one connection at a time,
+ * so a refused one frees the slot for the right peer. Tensors are stamped
+ * with the sender's placement and stage (opts.self) and checked against
+ * opts.peer on receipt, on both ends.
  *
  * Sockets are nng pair0, one per hop: the downstream stage listens on its
  * data address, the upstream stage dials it; activations go down
@@ -31,10 +44,18 @@
 #include "sc_err.h"
 
 #define SC_DP_MAGIC      0x53504454u /* "SPDT" */
+#define SC_DP_HELLO      0x53504448u /* "SPDH" */
 #define SC_DP_MAX_DIMS   8
 #define SC_DP_MAX_HEADER 1024u /* a longer header is refused */
 
 enum sc_dp_direction { SC_DP_FORWARD = 0, SC_DP_BACKWARD = 1 };
+
+/* One end of a hop: the job, the placement version and the stage. */
+typedef struct sc_dp_peer {
+	uint64_t job;
+	uint32_t version;
+	uint32_t stage;
+} sc_dp_peer;
 
 /* Which tensor of which step a message carries. */
 typedef struct sc_dp_tag {
@@ -55,6 +76,13 @@ typedef struct sc_dp_opts {
 	/* Borrowed, may be NULL: once *cancel is nonzero, a send or receive
 	 * that is waiting gives up with SC_EIO within about 100 ms. */
 	const atomic_int *cancel;
+	sc_dp_peer self; /* this end: a dialer's hello, the stamp on sent tensors */
+	sc_dp_peer peer; /* the other end: the hello a listener accepts, the stamp
+			    received tensors must carry. Defaults: all zero. */
+	/* May be NULL: called on the receiving thread with a one-line reason
+	 * each time a connection is refused (arg is on_refuse_arg). */
+	void (*on_refuse)(void *arg, const char *why);
+	void *on_refuse_arg;
 } sc_dp_opts;
 
 /* Fills o with the defaults above. */
@@ -90,20 +118,29 @@ sc_err sc_dp_send(sc_dp_socket *s, const sc_dp_tag *tag, int ndim, const int64_t
 sc_err sc_dp_recv(sc_dp_socket *s, const sc_dp_tag *want, int ndim, const int64_t *shape,
 		  float *data);
 
-/* Bytes (whole messages) sent / received since the socket opened. */
+/* Bytes (whole tensor messages; hellos are not counted) sent / received
+ * since the socket opened. */
 uint64_t sc_dp_bytes_sent(const sc_dp_socket *s);
 uint64_t sc_dp_bytes_received(const sc_dp_socket *s);
 
 /* ---- the wire format alone, for tests and tools ---- */
 
-/* Encodes a message as sc_dp_send would send it. *out = new buffer of
- * *len bytes (free with free()). */
-sc_err sc_dp_encode(uint8_t **out, size_t *len, const sc_dp_tag *tag, int ndim,
-		    const int64_t *shape, const float *data);
+/* Encodes a message as sc_dp_send would send it, stamped with from's
+ * placement version and stage (NULL: zeros). *out = new buffer of *len
+ * bytes (free with free()). */
+sc_err sc_dp_encode(uint8_t **out, size_t *len, const sc_dp_tag *tag, const sc_dp_peer *from,
+		    int ndim, const int64_t *shape, const float *data);
 
-/* Checks msg (len bytes, borrowed) as sc_dp_recv does and copies its
- * payload into data. */
-sc_err sc_dp_decode(const uint8_t *msg, size_t len, const sc_dp_tag *want, int ndim,
-		    const int64_t *shape, float *data);
+/* Checks msg (len bytes, borrowed) as sc_dp_recv does — the sender's stamp
+ * against from unless from is NULL — and copies its payload into data. */
+sc_err sc_dp_decode(const uint8_t *msg, size_t len, const sc_dp_tag *want, const sc_dp_peer *from,
+		    int ndim, const int64_t *shape, float *data);
+
+/* Encodes the hello a dialer of self sends. *out as for sc_dp_encode. */
+sc_err sc_dp_encode_hello(uint8_t **out, size_t *len, const sc_dp_peer *self);
+
+/* Checks that msg is a hello from exactly want: SC_OK, or SC_EFORMAT with
+ * what was wrong in sc_err_detail(). */
+sc_err sc_dp_check_hello(const uint8_t *msg, size_t len, const sc_dp_peer *want);
 
 #endif
