@@ -183,15 +183,18 @@ static Splitchain__TrainConfig train_msg(void)
 	return m;
 }
 
-/* The AssignRequest for stage k (lora / train point at the caller's). */
-static Splitchain__AssignRequest assign_msg(int k, uint64_t job, int gpipe,
+/* Placement versions only grow, across jobs too. */
+static uint32_t last_version;
+
+/* The AssignRequest for stage k of placement `version` (lora / train point
+ * at the caller's). */
+static Splitchain__AssignRequest assign_msg(int k, uint64_t job, uint32_t version, int gpipe,
 					    Splitchain__LoraConfig *lm, Splitchain__TrainConfig *tm,
 					    fake_worker *fw)
 {
 	Splitchain__AssignRequest a = SPLITCHAIN__ASSIGN_REQUEST__INIT;
-	static uint32_t version;
 	a.job_id = job;
-	a.placement_version = ++version;
+	a.placement_version = version;
 	a.stage = (uint32_t)k;
 	a.n_stages = NW;
 	a.model_path = model_dir;
@@ -211,10 +214,11 @@ static void assign_all(uint64_t job, int gpipe)
 	Splitchain__LoraConfig lm = lora_msg();
 	Splitchain__TrainConfig tm = train_msg();
 	fake_worker fw[NW];
+	uint32_t version = ++last_version; /* one placement: every stage the same */
 	for (int k = 0; k < NW; k++)
 		fake_coord_get(k, &fw[k]);
 	for (int k = NW - 1; k >= 0; k--) {
-		Splitchain__AssignRequest a = assign_msg(k, job, gpipe, &lm, &tm, fw);
+		Splitchain__AssignRequest a = assign_msg(k, job, version, gpipe, &lm, &tm, fw);
 		Splitchain__AssignReply *r = NULL;
 		char msg[512];
 		int st =
@@ -485,7 +489,7 @@ static void bad_requests_refused(void **st)
 	raw_call(0, "Worker.Assign", garbage, sizeof(garbage), bad);
 	raw_call(0, "Worker.Step", garbage, sizeof(garbage), bad);
 	raw_call(0, "Worker.GetState", garbage, 3, bad);
-	Splitchain__AssignRequest a = assign_msg(0, 3, 0, &lm, &tm, fw);
+	Splitchain__AssignRequest a = assign_msg(0, 3, ++last_version, 0, &lm, &tm, fw);
 	n = splitchain__assign_request__pack(&a, packed);
 	raw_call(0, "Worker.Assign", packed, n / 2, bad);
 	raw_call(0, "Worker.Assign", packed, n - 1, bad);
@@ -495,7 +499,7 @@ static void bad_requests_refused(void **st)
 	do {                                                                                       \
 		Splitchain__LoraConfig lm2 = lora_msg();                                           \
 		Splitchain__TrainConfig tm2 = train_msg();                                         \
-		Splitchain__AssignRequest a2 = assign_msg(0, 3, 0, &lm2, &tm2, fw);                \
+		Splitchain__AssignRequest a2 = assign_msg(0, 3, last_version, 0, &lm2, &tm2, fw);  \
 		field_change;                                                                      \
 		expect(0, "Worker.Assign", MSG(&a2), want, what);                                  \
 	} while (0)

@@ -1,14 +1,19 @@
-/* announce.c — telling the coordinator the worker exists: Coordinator.Register
- * (retried every second until the coordinator answers), then
- * Coordinator.Heartbeat every heartbeat_ms. A heartbeat answered NOT_FOUND
- * (a coordinator that restarted, or forgot us) registers again; an
- * unreachable coordinator is retried for as long as the worker runs. A
- * device that reports a lasting failure ends the heartbeats and the
- * process (exit status 3). */
+/* announce.c — telling the coordinator the worker exists and what it holds:
+ * Coordinator.Register (retried every second until the coordinator
+ * answers), then Coordinator.Heartbeat every heartbeat_ms. Both carry the
+ * holding (job, placement version, stage) and are answered with a holding
+ * to drop when it is not current; the worker drops it at once and reports
+ * again. A heartbeat answered NOT_FOUND (a coordinator that restarted, or
+ * forgot us) registers again; an unreachable coordinator is retried for as
+ * long as the worker runs, but once nothing has been answered for the
+ * lease the worker drops its job (see worker.h). A device that reports a
+ * lasting failure ends the heartbeats and the process (exit status 3). */
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,7 +23,8 @@
 #include "worker.h"
 
 #define REGISTER_TIMEOUT_MS 5000
-#define LOG_EVERY           30 /* failed attempts between two log lines while waiting */
+#define MIN_CALL_MS         200 /* shortest wait for a heartbeat's answer */
+#define LOG_EVERY           30  /* failed attempts between two log lines while waiting */
 
 int worker_sleep(worker *w, int ms)
 {
@@ -41,9 +47,39 @@ int worker_sleep(worker *w, int ms)
 	return stop;
 }
 
-/* One Register call. 0 and *id / *hb_ms set when the coordinator accepted
- * us; else the status and its message in msg. */
-static int register_once(worker *w, uint64_t *id, int *hb_ms, int *status, char *msg, size_t size)
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void note_again(worker *w, const char *why)
+{
+	pthread_mutex_lock(&w->notice_mu);
+	if (w->n_notices < (int)(sizeof(w->notices) / sizeof(w->notices[0])))
+		snprintf(w->notices[w->n_notices++], sizeof(w->notices[0]), "%s", why);
+	else
+		w->lost_notices++;
+	pthread_mutex_unlock(&w->notice_mu);
+}
+
+/* The coordinator's answer about our holding: what to drop, if anything. */
+typedef struct fence {
+	uint64_t job;
+	uint32_t version;
+} fence;
+
+static fence fence_of(const Splitchain__Holding *h)
+{
+	return h ? (fence){ h->job_id, h->placement_version } : (fence){ 0, 0 };
+}
+
+/* One Register call, reporting our holding in *held. 0 and *id / *hb_ms /
+ * *lease_ms / *drop set when the coordinator accepted us; else the status
+ * and its message in msg. */
+static int register_once(worker *w, Splitchain__Holding *held, uint64_t *id, int *hb_ms,
+			 int *lease_ms, fence *drop, int *status, char *msg, size_t size)
 {
 	Splitchain__RegisterRequest req = SPLITCHAIN__REGISTER_REQUEST__INIT;
 	Splitchain__RegisterReply *rep = NULL;
@@ -54,6 +90,7 @@ static int register_once(worker *w, uint64_t *id, int *hb_ms, int *status, char 
 	req.gflops = w->gflops;
 	req.control_addr = w->control_addr;
 	req.data_addr = w->data_addr;
+	req.holds = held;
 	msg[0] = '\0';
 	if (sc_rpc_call_pb(w->coord, "Coordinator.Register", &req.base,
 			   &splitchain__register_reply__descriptor, REGISTER_TIMEOUT_MS, status,
@@ -70,28 +107,90 @@ static int register_once(worker *w, uint64_t *id, int *hb_ms, int *status, char 
 		*hb_ms = 10;
 	if (*hb_ms > 600000)
 		*hb_ms = 600000;
+	*lease_ms = (int)(rep->lease_ms > 86400000 ? 86400000 : rep->lease_ms);
+	*drop = fence_of(rep->release);
 	protobuf_c_message_free_unpacked(&rep->base, NULL);
 	return 0;
 }
 
-static int heartbeat_once(worker *w, uint64_t id, int hb_ms, char *msg, size_t size)
+/* How long a heartbeat waits for its answer: long enough for a busy
+ * coordinator, short enough that the lease is looked at in time. */
+static int call_timeout(int hb_ms, int lease_ms)
+{
+	int t = hb_ms < 2000 ? 2000 : hb_ms;
+	if (lease_ms > 0 && t > lease_ms / 3)
+		t = lease_ms / 3;
+	return t < MIN_CALL_MS ? MIN_CALL_MS : t;
+}
+
+/* The refusals noted since the last heartbeat, moved into notes (freed by
+ * the caller), and put back when the heartbeat was not answered. */
+static int take_notices(worker *w, char ***notes)
+{
+	int n = 0;
+	pthread_mutex_lock(&w->notice_mu);
+	*notes = calloc((size_t)w->n_notices + 2, sizeof(**notes));
+	if (*notes) {
+		for (int i = 0; i < w->n_notices; i++)
+			if (((*notes)[n] = strdup(w->notices[i])))
+				n++;
+		if (w->lost_notices && ((*notes)[n] = malloc(80)))
+			snprintf((*notes)[n++], 80, "%d more refusals not kept", w->lost_notices);
+		w->n_notices = w->lost_notices = 0;
+	}
+	pthread_mutex_unlock(&w->notice_mu);
+	return n;
+}
+
+static void free_notices(char **notes, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(notes[i]);
+	free(notes);
+}
+
+static int heartbeat_once(worker *w, uint64_t id, Splitchain__Holding *held, int timeout,
+			  fence *drop, char *msg, size_t size)
 {
 	Splitchain__HeartbeatRequest req = SPLITCHAIN__HEARTBEAT_REQUEST__INIT;
-	ProtobufCMessage *rep = NULL;
-	int status = SC_STATUS_OK, timeout = hb_ms < 2000 ? 2000 : hb_ms;
+	Splitchain__HeartbeatReply *rep = NULL;
+	int status = SC_STATUS_OK, n;
+	char **notes = NULL;
 
 	req.worker_id = id;
 	req.state = atomic_load(&w->busy) ? "busy" : "idle";
+	req.holds = held;
+	n = take_notices(w, &notes);
+	req.n_notices = (size_t)n;
+	req.notices = notes;
 	msg[0] = '\0';
+	*drop = (fence){ 0, 0 };
 	if (sc_rpc_call_pb(w->coord, "Coordinator.Heartbeat", &req.base,
 			   &splitchain__heartbeat_reply__descriptor, timeout, &status, msg, size,
-			   &rep)) {
+			   (ProtobufCMessage **)&rep)) {
 		snprintf(msg, size, "%s", sc_err_detail());
-		return SC_STATUS_RESOURCE_EXHAUSTED;
+		status = SC_STATUS_RESOURCE_EXHAUSTED;
 	}
-	if (rep)
-		protobuf_c_message_free_unpacked(rep, NULL);
+	if (status != SC_STATUS_OK)
+		for (int i = 0; i < n; i++) /* keep them for the next heartbeat */
+			note_again(w, notes[i]);
+	if (rep) {
+		*drop = fence_of(rep->release);
+		protobuf_c_message_free_unpacked(&rep->base, NULL);
+	}
+	free_notices(notes, n);
 	return status;
+}
+
+/* Drops what the coordinator said to drop; 1 when something was dropped. */
+static int obey(worker *w, fence drop)
+{
+	char why[160];
+	if (!drop.job)
+		return 0;
+	snprintf(why, sizeof(why), "the coordinator fenced placement %u, which is not current",
+		 drop.version);
+	return worker_drop(w, drop.job, drop.version, why);
 }
 
 void *worker_announce_main(void *arg)
@@ -99,7 +198,9 @@ void *worker_announce_main(void *arg)
 	worker *w = arg;
 	char msg[512];
 	uint64_t id = 0;
-	int hb_ms = 1000, registered = 0, failures = 0, status;
+	int hb_ms = 1000, lease_ms = 0, registered = 0, failures = 0, status;
+	int64_t last_ok = mono_ms();
+	fence drop;
 
 	while (!atomic_load(&w->stop)) {
 		/* A device that cannot work again (the call that hit it has
@@ -116,15 +217,33 @@ void *worker_announce_main(void *arg)
 			kill(getpid(), SIGTERM); /* main's sigwait takes it */
 			break;
 		}
+		/* The lease: cut off from the coordinator for longer than it
+		 * waits before re-planning without us, the job is not ours. */
+		int64_t silent = mono_ms() - last_ok;
+		if (lease_ms > 0 && silent > lease_ms) {
+			char lease[160];
+			snprintf(lease, sizeof(lease),
+				 "no answer from the coordinator for %lld ms (lease %d ms)",
+				 (long long)silent, lease_ms);
+			worker_drop(w, 0, 0, lease);
+		}
+		struct worker_holding h = worker_holding_get(w);
+		Splitchain__Holding held = SPLITCHAIN__HOLDING__INIT;
+		held.job_id = h.job;
+		held.placement_version = h.version;
+		held.stage = h.stage;
 		if (!registered) {
-			if (register_once(w, &id, &hb_ms, &status, msg, sizeof(msg)) == 0) {
+			if (register_once(w, &held, &id, &hb_ms, &lease_ms, &drop, &status, msg,
+					  sizeof(msg)) == 0) {
 				registered = 1;
 				failures = 0;
+				last_ok = mono_ms();
 				sc_info("worker",
 					"registered with %s as worker %" PRIu64
-					" (heartbeat every %d ms)",
-					w->o.coordinator, id, hb_ms);
-				continue;
+					" (heartbeat every %d ms, lease %d ms)",
+					w->o.coordinator, id, hb_ms, lease_ms);
+				obey(w, drop);
+				continue; /* the first heartbeat reports what was dropped */
 			}
 			if (failures++ % LOG_EVERY == 0)
 				sc_warn("worker",
@@ -132,10 +251,11 @@ void *worker_announce_main(void *arg)
 					"every second",
 					w->o.coordinator, sc_status_name(status),
 					msg[0] ? ": " : "", msg);
-			worker_sleep(w, 1000);
+			worker_sleep(w, lease_ms > 0 && lease_ms < 1000 ? lease_ms : 1000);
 			continue;
 		}
-		status = heartbeat_once(w, id, hb_ms, msg, sizeof(msg));
+		status = heartbeat_once(w, id, &held, call_timeout(hb_ms, lease_ms), &drop, msg,
+					sizeof(msg));
 		if (status == SC_STATUS_NOT_FOUND) {
 			sc_warn("worker",
 				"the coordinator does not know worker %" PRIu64
@@ -149,9 +269,13 @@ void *worker_announce_main(void *arg)
 				sc_warn("worker", "heartbeat to %s: %s%s%s; still trying",
 					w->o.coordinator, sc_status_name(status),
 					msg[0] ? ": " : "", msg);
-		} else if (failures) {
-			sc_info("worker", "the coordinator answers heartbeats again");
+		} else {
+			last_ok = mono_ms();
+			if (failures)
+				sc_info("worker", "the coordinator answers heartbeats again");
 			failures = 0;
+			if (obey(w, drop))
+				continue; /* say so at once: the coordinator waits for it */
 		}
 		worker_sleep(w, hb_ms);
 	}

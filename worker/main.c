@@ -276,6 +276,8 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	pthread_mutex_init(&w.mu, NULL);
+	pthread_mutex_init(&w.hold_mu, NULL);
+	pthread_mutex_init(&w.notice_mu, NULL);
 	pthread_mutex_init(&w.stop_mu, NULL);
 	pthread_cond_init(&w.stop_cv, NULL);
 
@@ -299,6 +301,8 @@ int main(int argc, char **argv)
 	nng_fini(); /* waits for nng's asynchronous teardown of the closed sockets */
 	pthread_cond_destroy(&w.stop_cv);
 	pthread_mutex_destroy(&w.stop_mu);
+	pthread_mutex_destroy(&w.notice_mu);
+	pthread_mutex_destroy(&w.hold_mu);
 	pthread_mutex_destroy(&w.mu);
 	return atomic_load(&w.device_failed) ? EXIT_DEVICE : code;
 }

@@ -80,9 +80,41 @@ job *worker_job_get(worker *w, uint64_t job_id, sc_rpc_reply *rep)
 	return w->job;
 }
 
+/* Called with mu held: what the heartbeat thread reports from now on. */
+static void set_holding(worker *w, const job *j)
+{
+	pthread_mutex_lock(&w->hold_mu);
+	w->holding = j ? (struct worker_holding){ j->id, j->version, (uint32_t)j->stage }
+		       : (struct worker_holding){ 0, 0, 0 };
+	pthread_mutex_unlock(&w->hold_mu);
+}
+
+struct worker_holding worker_holding_get(worker *w)
+{
+	struct worker_holding h;
+	pthread_mutex_lock(&w->hold_mu);
+	h = w->holding;
+	pthread_mutex_unlock(&w->hold_mu);
+	return h;
+}
+
+/* The data plane's refusals, kept for the next heartbeat (which makes them
+ * events); the oldest are counted, not kept, when they come faster. */
+static void note_refusal(void *arg, const char *why)
+{
+	worker *w = arg;
+	pthread_mutex_lock(&w->notice_mu);
+	if (w->n_notices < (int)(sizeof(w->notices) / sizeof(w->notices[0])))
+		snprintf(w->notices[w->n_notices++], sizeof(w->notices[0]), "%s", why);
+	else
+		w->lost_notices++;
+	pthread_mutex_unlock(&w->notice_mu);
+}
+
 sc_err worker_reset_dataplane(worker *w, const job *j)
 {
 	sc_dp_opts o;
+	sc_dp_peer self = { j->id, j->version, (uint32_t)j->stage };
 
 	sc_dp_opts_defaults(&o);
 	o.timeout_ms = w->o.data_timeout_ms;
@@ -90,11 +122,18 @@ sc_err worker_reset_dataplane(worker *w, const job *j)
 	o.queue = j->M + 2;
 	o.drop_stale = 1;
 	o.cancel = &w->cancel;
+	o.on_refuse = note_refusal;
+	o.on_refuse_arg = w;
+	o.self = self;
 	sc_dp_close(w->down);
 	w->down = NULL;
 	sc_dp_close(w->up);
 	w->up = NULL;
+	/* The listener takes only the previous stage of this placement (stage
+	 * 0 none: its peer is a stage that does not exist). */
+	o.peer = (sc_dp_peer){ j->id, j->version, (uint32_t)j->stage - 1u };
 	SC_TRY(sc_dp_listen(&w->up, w->data_bind, &o));
+	o.peer = (sc_dp_peer){ j->id, j->version, (uint32_t)j->stage + 1u };
 	if (j->next_addr[0])
 		SC_TRY(sc_dp_dial(&w->down, j->next_addr, &o));
 	return SC_OK;
@@ -277,11 +316,21 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	atomic_store(&w->cancel, 1);
 	pthread_mutex_lock(&w->mu);
 	atomic_store(&w->cancel, atomic_load(&w->stop));
+	if (w->job && w->job->id == r->job_id && w->job->version > r->placement_version) {
+		sc_rpc_reply_err(rep, SC_STATUS_FAILED_PRECONDITION,
+				 "job %" PRIu64 " placement %u is older than the placement %u this "
+				 "worker holds",
+				 r->job_id, r->placement_version, w->job->version);
+		goto unlock;
+	}
 	worker_job_free(w->job);
 	w->job = NULL;
-	atomic_store(&w->held, 0);
-	sc_dp_close(w->down); /* stop talking to the old placement's next stage */
+	set_holding(w, NULL);
+	/* Neither socket of the old placement outlives it. */
+	sc_dp_close(w->down);
 	w->down = NULL;
+	sc_dp_close(w->up);
+	w->up = NULL;
 	if ((rc = build_job(w, r, &mc, &lc, &tc, &j))) {
 		sc_rpc_reply_err(rep, worker_status_of(rc), "job %" PRIu64 " stage %u: %s",
 				 r->job_id, r->stage, sc_err_detail());
@@ -294,7 +343,7 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		goto unlock;
 	}
 	w->job = j;
-	atomic_store(&w->held, j->id);
+	set_holding(w, j);
 	sc_info("worker",
 		"job %" PRIu64 " placement %u: stage %d of %d, layers [%u, %u), %s, "
 		"M=%d B=%d T=%d, %d slots, next %s",
@@ -498,32 +547,43 @@ out:
 
 /* --------------------------------------------------------------- Release */
 
-void worker_release(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+int worker_drop(worker *w, uint64_t job_id, uint32_t version, const char *why)
 {
-	worker *w = arg;
-	Splitchain__JobRef *r = NULL;
-	Splitchain__Empty out = SPLITCHAIN__EMPTY__INIT;
+	struct worker_holding h = worker_holding_get(w);
+	int dropped = 0;
 
-	if (UNPACK(splitchain__job_ref, r))
-		return;
-	if (!atomic_load(&w->held) || (r->job_id && atomic_load(&w->held) != r->job_id))
-		goto done; /* not ours (any more): leave the job held alone */
+	if (!h.job || (job_id && h.job != job_id) || (version && h.version > version))
+		return 0; /* not ours (any more): leave the job held alone */
 	/* A Step of this job still waiting on a neighbour gives up first. */
 	atomic_store(&w->cancel, 1);
 	pthread_mutex_lock(&w->mu);
 	atomic_store(&w->cancel, atomic_load(&w->stop));
-	if (w->job && (r->job_id == 0 || w->job->id == r->job_id)) {
-		sc_info("worker", "job %" PRIu64 " released", w->job->id);
+	if (w->job && (!job_id || w->job->id == job_id) &&
+	    (!version || w->job->version <= version)) {
+		sc_info("worker", "job %" PRIu64 " placement %u dropped: %s", w->job->id,
+			w->job->version, why);
 		worker_job_free(w->job);
 		w->job = NULL;
-		atomic_store(&w->held, 0);
+		set_holding(w, NULL);
 		sc_dp_close(w->down);
 		w->down = NULL;
 		sc_dp_close(w->up);
 		w->up = NULL;
+		dropped = 1;
 	}
 	pthread_mutex_unlock(&w->mu);
-done:
+	return dropped;
+}
+
+void worker_release(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	worker *w = arg;
+	Splitchain__ReleaseRequest *r = NULL;
+	Splitchain__Empty out = SPLITCHAIN__EMPTY__INIT;
+
+	if (UNPACK(splitchain__release_request, r))
+		return;
+	worker_drop(w, r->job_id, r->placement_version, "released by the coordinator");
 	sc_rpc_reply_pb(rep, &out.base);
 	FREE_MSG(r);
 }

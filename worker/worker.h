@@ -10,9 +10,23 @@
  * Concurrency: RPC handlers run on the RPC server's context threads. The
  * job (segment, data-plane sockets, host buffers) is guarded by worker.mu;
  * every handler that touches it takes mu for its whole run, so a Step that
- * runs for minutes holds it and other job methods wait. The heartbeat
- * thread never takes mu. `cancel` asks a Step blocked on the data plane to
- * give up (a new Assign, shutdown).
+ * runs for minutes holds it and other job methods wait. `cancel` asks a
+ * Step blocked on the data plane to give up (a new Assign, a release,
+ * shutdown). The heartbeat thread takes mu only to drop a job it was told
+ * to drop (or whose lease ran out), after setting `cancel`.
+ *
+ * Holding and lease: what the worker holds (job, placement version, stage)
+ * is copied under hold_mu, so the heartbeat thread can report it without
+ * mu. Every heartbeat carries it; the coordinator answers with the holding
+ * to drop when it is not a current placement (a restart of either side, a
+ * worker that was counted lost). An assignment is a lease: when no
+ * heartbeat has been answered for the lease the coordinator gave at
+ * register (its lost-after interval), the worker drops its job and
+ * data-plane sockets on its own, as the coordinator will have re-planned
+ * without it.
+ *
+ * Lock order: mu, then hold_mu or notice_mu (both leaves, never held
+ * across a call that blocks).
  */
 #ifndef SC_WORKER_H
 #define SC_WORKER_H
@@ -75,11 +89,18 @@ typedef struct worker {
 	sc_dp_socket *up;   /* listener: the previous stage dials it */
 	sc_dp_socket *down; /* dialer to the next stage */
 
-	atomic_uint_fast64_t held; /* id of the job held, 0 for none (readable without mu) */
-	atomic_int cancel;         /* nonzero: a running Step gives up */
-	atomic_int busy;           /* a Step is running */
-	atomic_int stop;           /* shutting down */
-	atomic_int device_failed;  /* the backend reported a failure: exit with EXIT_DEVICE */
+	pthread_mutex_t hold_mu; /* guards holding */
+	struct worker_holding {
+		uint64_t job; /* 0: nothing */
+		uint32_t version, stage;
+	} holding;
+	pthread_mutex_t notice_mu; /* guards notices */
+	char notices[8][256];      /* refused data-plane peers, for the next heartbeat */
+	int n_notices, lost_notices;
+	atomic_int cancel;        /* nonzero: a running Step gives up */
+	atomic_int busy;          /* a Step is running */
+	atomic_int stop;          /* shutting down */
+	atomic_int device_failed; /* the backend reported a failure: exit with EXIT_DEVICE */
 	pthread_mutex_t stop_mu;
 	pthread_cond_t stop_cv; /* signalled when stop is set */
 	pthread_t announcer;
@@ -96,6 +117,15 @@ void worker_get_state(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
  * segment and data-plane sockets, so that no dialer of a finished placement
  * lingers to take a neighbour's only peer slot. Idempotent. */
 void worker_release(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+
+/* Drops the job held when it is job_id (0: any) at placement version
+ * `version` or older (0: any), with its segment and data-plane sockets;
+ * why goes to the log. Waits for a Step of it to give up. Returns 1 when
+ * something was dropped. Takes mu. */
+int worker_drop(worker *w, uint64_t job_id, uint32_t version, const char *why);
+
+/* What the worker holds now (copied under hold_mu). */
+struct worker_holding worker_holding_get(worker *w);
 
 /* Frees j and its segment. Accepts NULL. */
 void worker_job_free(job *j);
