@@ -131,6 +131,10 @@ static cJSON *job_json(const Splitchain__JobInfo *j)
 	cJSON_AddNumberToObject(o, "loss", j->loss);
 	cJSON_AddNumberToObject(o, "tokens_per_s", j->tokens_per_s);
 	cJSON_AddNumberToObject(o, "eta_s", j->eta_s);
+	if (!strcmp(j->state, "running")) {
+		cJSON_AddNumberToObject(o, "since_step_s", j->since_step_s);
+		cJSON_AddNumberToObject(o, "stall_after_s", j->stall_after_s);
+	}
 	cJSON_AddStringToObject(o, "error", j->error);
 	cJSON_AddStringToObject(o, "model", j->model_path);
 	cJSON_AddNumberToObject(o, "stages", j->stages);
@@ -349,6 +353,10 @@ static void print_status(const Splitchain__JobInfo *j)
 	printf("  tokens/s    %.0f\n", j->tokens_per_s);
 	if (j->eta_s > 0)
 		printf("  eta         %.0f s\n", j->eta_s);
+	if (!strcmp(j->state, "running"))
+		printf(
+		    "  last step   %.1f s ago (a step silent for %.0f s is treated as a fault)\n",
+		    j->since_step_s, j->stall_after_s);
 	printf("  model       %s\n", j->model_path);
 	if (j->spec && j->spec->lora && j->spec->train) {
 		const Splitchain__LoraConfig *l = j->spec->lora;

@@ -3,13 +3,28 @@
  * (coord_main.c).
  *
  * Locking: `mu` guards the live registry (workers[]) and the live jobs
- * list; it is never held across an RPC or a database call that may block
- * for long. The database has its own lock (db.h).
+ * list. Under mu nothing blocks: no RPC, no socket close, no database
+ * call, no thread join, no sleep — decide under mu, act after releasing
+ * it. Aborting a job's calls (coord_abort_job) is allowed under mu because
+ * it never waits: it cancels the calls' aios (sc_rpc_client_abort) and
+ * takes only each client's own leaf mutex.
+ *
+ * Lock order: mu → an RPC client's internal mutex (sc_rpc.h). The
+ * database's own lock (db.h) is never taken while mu is held, and mu is
+ * never taken while the database's lock is held (a database call is never
+ * made with mu held).
+ *
+ * Fencing: each live worker's last report says what it holds (job,
+ * placement version, stage). A holding that is not the current placement
+ * of a running job is answered with a release (coord_rpc.c), and such a
+ * worker is not free for placement until it reports holding nothing, so
+ * no worker of an older placement is still talking when a new one starts.
  */
 #ifndef SC_COORD_H
 #define SC_COORD_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "db.h"
@@ -20,6 +35,9 @@ typedef struct live_worker {
 	int64_t id;
 	int64_t last_seen_ms; /* 0 until it registers with this incarnation */
 	int64_t job;          /* job it serves, 0 when free */
+	/* what it last said it holds (register / heartbeat) */
+	int64_t held_job; /* 0: nothing */
+	uint32_t held_version, held_stage;
 	double gflops;
 	char name[128];
 	char control_addr[256];
@@ -28,14 +46,24 @@ typedef struct live_worker {
 
 typedef struct live_job {
 	int64_t id;
-	volatile int cancel; /* set by Coordinator.Cancel */
-	uint32_t step;       /* steps completed */
+	atomic_int cancel; /* set by Coordinator.Cancel */
+	uint32_t version;  /* its placement, 0 until placed */
+	uint32_t step;     /* steps completed */
 	uint32_t steps;
 	double loss;
 	double tokens_per_s;
 	double step_s; /* recent step time, for the ETA */
-	int done;      /* the runner thread has finished */
-	void *runner;  /* its runner (coord_job.c) while done == 0 */
+	/* Stuck detection (coord_sched.c): while running, the time of the
+	 * last progress (a step completed, or running began) and the recent
+	 * interval between progress points (checkpoints included). */
+	int running;
+	int64_t progress_ms;  /* monotonic */
+	double interval_s;    /* smoothed; 0 until two progress points */
+	double predicted_s;   /* the placement's predicted step time */
+	int stalled;          /* the scheduler interrupted it: no progress */
+	double stalled_for_s; /* how long, when it did */
+	int done;             /* the runner thread has finished */
+	void *runner;         /* its runner (coord_job.c) while done == 0 */
 	pthread_t thread;
 	struct live_job *next;
 } live_job;
@@ -51,8 +79,9 @@ typedef struct coord {
 	int heartbeat_ms;
 	int lost_after_ms;
 	int step_timeout_ms;
+	int stall_after_ms; /* a running job with no step for this long is interrupted; 0: auto */
 	int checkpoint_keep;
-	volatile int stopping;
+	atomic_int stopping;
 } coord;
 
 /* The RPC method table (coord_rpc.c). */
@@ -81,6 +110,12 @@ void coord_tensor_view(Splitchain__NamedTensor *nt, int64_t *shape, const sc_db_
 
 /* Monotonic-free wall clock in ms (the database's clock). */
 int64_t coord_now_ms(void);
+/* Monotonic clock in ms. */
+int64_t coord_mono_ms(void);
+
+/* Called with mu held: how long job j may go without a step before it is
+ * treated as stuck, in ms (coord_sched.c). */
+int64_t coord_stall_limit_ms(const coord *c, const live_job *j);
 
 /* Called with mu held: the live record of worker id, or NULL. */
 live_worker *coord_worker(coord *c, int64_t id);

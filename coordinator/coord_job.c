@@ -207,6 +207,14 @@ static sc_err place(runner *r)
 	SC_TRY(sc_db_placement_insert(r->c->db, r->job->id, ds, r->n, &r->version));
 	sc_db_event(r->c->db, r->job->id, 0, SC_LOG_INFO, "placement", "version %u: %s", r->version,
 		    reason);
+	double predicted = 0;
+	for (int i = 0; i < r->n; i++)
+		if (ps[i].predicted_s > predicted)
+			predicted = ps[i].predicted_s;
+	pthread_mutex_lock(&r->c->mu);
+	r->lj->version = r->version; /* holders of any other placement are fenced */
+	r->lj->predicted_s = predicted;
+	pthread_mutex_unlock(&r->c->mu);
 	return SC_OK;
 }
 
@@ -463,6 +471,18 @@ out:
 	return bad;
 }
 
+/* Called with mu held: a step completed. The interval since the last
+ * progress (the checkpoint before it included) sets the stall limit. */
+static void progress(live_job *lj)
+{
+	int64_t now = coord_mono_ms();
+	double dt = (double)(now - lj->progress_ms) / 1000.0;
+	lj->interval_s = lj->interval_s > 0 ? 0.8 * lj->interval_s + 0.2 * dt : dt;
+	if (dt > lj->interval_s) /* one slow interval (a checkpoint) counts at once */
+		lj->interval_s = dt;
+	lj->progress_ms = now;
+}
+
 /* Ends the run: frees the workers and records how the job ended. */
 static void finish(runner *r, enum sc_job_state state, const char *error)
 {
@@ -483,12 +503,13 @@ static void finish(runner *r, enum sc_job_state state, const char *error)
  * nothing left to drop. */
 static void release(runner *r)
 {
-	Splitchain__JobRef ref = SPLITCHAIN__JOB_REF__INIT;
+	Splitchain__ReleaseRequest ref = SPLITCHAIN__RELEASE_REQUEST__INIT;
 
 	pthread_mutex_lock(&r->c->mu);
 	r->clients_live = 0; /* the scheduler no longer aborts them */
 	pthread_mutex_unlock(&r->c->mu);
 	ref.job_id = (uint64_t)r->job->id;
+	ref.placement_version = r->version; /* never a newer placement's */
 	for (int i = 0; i < r->n; i++) {
 		sc_rpc_client_close(r->st[i].cl);
 		r->st[i].cl = NULL;
@@ -503,6 +524,16 @@ static void release(runner *r)
 			r->st[i].method = NULL;
 	call_all(r, RELEASE_TIMEOUT_MS);
 	free_replies(r);
+	/* A worker that answered holds nothing of this job any more: free at
+	 * once, not only after its next heartbeat says so. */
+	pthread_mutex_lock(&r->c->mu);
+	for (int i = 0; i < r->n; i++) {
+		live_worker *lw = coord_worker(r->c, r->st[i].worker_id);
+		if (lw && r->st[i].method && !r->st[i].rc && r->st[i].status == SC_STATUS_OK &&
+		    lw->held_job == r->job->id && lw->held_version <= r->version)
+			lw->held_job = 0;
+	}
+	pthread_mutex_unlock(&r->c->mu);
 }
 
 static void *run_job(void *arg)
@@ -547,6 +578,8 @@ static void *run_job(void *arg)
 	sc_db_job_set_state(c->db, r->job->id, SC_JOB_RUNNING, NULL);
 	pthread_mutex_lock(&c->mu);
 	r->lj->step = start;
+	r->lj->running = 1; /* the stall clock starts */
+	r->lj->progress_ms = coord_mono_ms();
 	pthread_mutex_unlock(&c->mu);
 	sc_info("coordinator", "job %lld running on %d stage(s) from step %u",
 		(long long)r->job->id, r->n, start);
@@ -556,8 +589,8 @@ static void *run_job(void *arg)
 		float lr = 0;
 		int every = (int)r->spec->checkpoint_every;
 
-		if (r->lj->cancel || c->stopping) {
-			end = r->lj->cancel ? SC_JOB_CANCELLED : SC_JOB_QUEUED;
+		if (atomic_load(&r->lj->cancel) || atomic_load(&c->stopping)) {
+			end = atomic_load(&r->lj->cancel) ? SC_JOB_CANCELLED : SC_JOB_QUEUED;
 			goto out;
 		}
 		if ((bad = run_step(r, s, &loss, &norm, &lr, bytes, err, sizeof(err))) >= 0) {
@@ -580,6 +613,7 @@ static void *run_job(void *arg)
 		r->lj->loss = loss;
 		r->lj->tokens_per_s = m.tokens_per_s;
 		r->lj->step_s = r->lj->step_s > 0 ? 0.7 * r->lj->step_s + 0.3 * secs : secs;
+		progress(r->lj);
 		pthread_mutex_unlock(&c->mu);
 		if ((s + 1) % (uint32_t)every == 0 || s + 1 == (uint32_t)r->tc.steps) {
 			if ((bad = checkpoint(r, s + 1, loss, err, sizeof(err))) >= 0) {
@@ -592,7 +626,20 @@ static void *run_job(void *arg)
 	}
 	end = SC_JOB_DONE;
 out:
-	if (end == SC_JOB_QUEUED && !c->stopping) {
+	pthread_mutex_lock(&c->mu);
+	int stalled = r->lj->stalled;
+	double stalled_for = r->lj->stalled_for_s, limit = coord_stall_limit_ms(c, r->lj) / 1000.0;
+	r->lj->running = 0;
+	pthread_mutex_unlock(&c->mu);
+	if (stalled && end == SC_JOB_QUEUED) {
+		sc_db_event(c->db, r->job->id, 0, SC_LOG_WARN, "job_stalled",
+			    "no step for %.1f s (limit %.1f s): interrupted, resuming from the "
+			    "last checkpoint",
+			    stalled_for, limit);
+		sc_warn("coordinator", "job %lld: no step for %.1f s: interrupted",
+			(long long)r->job->id, stalled_for);
+	}
+	if (end == SC_JOB_QUEUED && !atomic_load(&c->stopping)) {
 		/* A worker was lost or failed: wait for workers and resume from
 		 * the last checkpoint. */
 		sc_db_event(c->db, r->job->id, bad >= 0 && bad < r->n ? r->st[bad].worker_id : 0,

@@ -23,6 +23,9 @@ static const char help[] =
     "  --heartbeat-ms N      workers' heartbeat interval            (default 1000)\n"
     "  --lost-after-ms N     a worker silent this long is lost      (default 10000)\n"
     "  --step-timeout-ms N   longest a stage may take for one step  (default 600000)\n"
+    "  --stall-after-ms N    a running job with no step for this long is interrupted\n"
+    "                        and resumed from its last checkpoint; 0: 10 x its recent\n"
+    "                        step time, at least 5000                (default 0)\n"
     "  --keep-checkpoints N  checkpoints kept per job               (default 3)\n"
     "  --help\n";
 
@@ -51,15 +54,11 @@ static int int_opt(const char *flag, const char *s, long lo, long hi, int *out)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "listen", 1, 0, 'l' },
-		{ "db", 1, 0, 'd' },
-		{ "heartbeat-ms", 1, 0, 'H' },
-		{ "lost-after-ms", 1, 0, 'L' },
-		{ "step-timeout-ms", 1, 0, 'S' },
-		{ "keep-checkpoints", 1, 0, 'K' },
-		{ "help", 0, 0, 'h' },
-		{ "version", 0, 0, 'V' },
-		{ 0, 0, 0, 0 },
+		{ "listen", 1, 0, 'l' },           { "db", 1, 0, 'd' },
+		{ "heartbeat-ms", 1, 0, 'H' },     { "lost-after-ms", 1, 0, 'L' },
+		{ "step-timeout-ms", 1, 0, 'S' },  { "stall-after-ms", 1, 0, 'A' },
+		{ "keep-checkpoints", 1, 0, 'K' }, { "help", 0, 0, 'h' },
+		{ "version", 0, 0, 'V' },          { 0, 0, 0, 0 },
 	};
 	const char *listen = "tcp://127.0.0.1:7700", *dbpath = "splitchain.db";
 	coord c = { .heartbeat_ms = 1000,
@@ -86,6 +85,9 @@ int main(int argc, char **argv)
 		case 'S':
 			bad =
 			    int_opt("--step-timeout-ms", optarg, 100, 86400000, &c.step_timeout_ms);
+			break;
+		case 'A':
+			bad = int_opt("--stall-after-ms", optarg, 0, 86400000, &c.stall_after_ms);
 			break;
 		case 'K':
 			bad = int_opt("--keep-checkpoints", optarg, 1, 1000000, &c.checkpoint_keep);
@@ -148,7 +150,7 @@ int main(int argc, char **argv)
 	sc_info("coordinator", "signal %d: stopping (running jobs resume at the next start)",
 		(int)stop_signal);
 	pthread_mutex_lock(&c.mu);
-	c.stopping = 1;
+	atomic_store(&c.stopping, 1);
 	pthread_cond_broadcast(&c.wake);
 	pthread_mutex_unlock(&c.mu);
 	pthread_join(sched, NULL);

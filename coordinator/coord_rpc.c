@@ -35,11 +35,47 @@ static int nonempty(const char *s)
 	return s && *s;
 }
 
+/* Called with mu held: records what worker lw says it holds, and fills
+ * rel with that holding when it is not the current placement of a running
+ * job this worker serves (left zero otherwise). The worker drops exactly
+ * that holding, never a newer one, so an answer that crosses an Assign
+ * does no harm. */
+static void fence(coord *c, live_worker *lw, const Splitchain__Holding *h, Splitchain__Holding *rel)
+{
+	live_job *lj;
+
+	lw->held_job = h ? (int64_t)h->job_id : 0;
+	lw->held_version = h ? h->placement_version : 0;
+	lw->held_stage = h ? h->stage : 0;
+	if (!lw->held_job)
+		return;
+	lj = coord_live_job(c, lw->held_job);
+	if (lw->job == lw->held_job && lj && !lj->done && lj->version == lw->held_version)
+		return; /* current */
+	rel->job_id = (uint64_t)lw->held_job;
+	rel->placement_version = lw->held_version;
+}
+
+/* Records a fence and the worker's notices as events (no lock held). */
+static void record_fence(coord *c, int64_t worker, const char *name, const Splitchain__Holding *rel,
+			 char **notices, size_t n)
+{
+	if (rel->job_id)
+		sc_db_event(c->db, (int64_t)rel->job_id, worker, SC_LOG_WARN, "worker_fenced",
+			    "%s still held placement %u of job %llu, which is not current: told "
+			    "to drop it",
+			    name, rel->placement_version, (unsigned long long)rel->job_id);
+	for (size_t i = 0; i < n; i++)
+		sc_db_event(c->db, 0, worker, SC_LOG_WARN, "dataplane_refused", "%s: %s", name,
+			    notices[i]);
+}
+
 static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 {
 	coord *c = arg;
 	Splitchain__RegisterRequest *r;
 	Splitchain__RegisterReply out = SPLITCHAIN__REGISTER_REPLY__INIT;
+	Splitchain__Holding rel = SPLITCHAIN__HOLDING__INIT;
 	sc_db_worker w = { 0 };
 	live_worker *lw;
 	int64_t id;
@@ -92,12 +128,16 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	snprintf(lw->name, sizeof(lw->name), "%s", r->name);
 	snprintf(lw->control_addr, sizeof(lw->control_addr), "%s", r->control_addr);
 	snprintf(lw->data_addr, sizeof(lw->data_addr), "%s", r->data_addr);
+	fence(c, lw, r->holds, &rel);
 	pthread_cond_broadcast(&c->wake);
 	pthread_mutex_unlock(&c->mu);
 	sc_db_event(c->db, 0, id, SC_LOG_INFO, "worker_registered", "%s (%s, %.1f GFLOP/s) at %s",
 		    r->name, w.device, r->gflops, r->control_addr);
+	record_fence(c, id, r->name, &rel, NULL, 0);
 	out.worker_id = (uint64_t)id;
 	out.heartbeat_ms = (uint32_t)c->heartbeat_ms;
+	out.lease_ms = (uint32_t)c->lost_after_ms;
+	out.release = &rel;
 	sc_rpc_reply_pb(rep, &out.base);
 out:
 	splitchain__register_request__free_unpacked(r, NULL);
@@ -108,8 +148,10 @@ static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply 
 	coord *c = arg;
 	Splitchain__HeartbeatRequest *r;
 	Splitchain__HeartbeatReply out = SPLITCHAIN__HEARTBEAT_REPLY__INIT;
+	Splitchain__Holding rel = SPLITCHAIN__HOLDING__INIT;
 	live_worker *lw;
 	int back = 0, busy = 0;
+	char name[128] = "";
 
 	if (sc_rpc_unpack(&splitchain__heartbeat_request__descriptor, req, len,
 			  (ProtobufCMessage **)&r, rep))
@@ -117,13 +159,18 @@ static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply 
 	pthread_mutex_lock(&c->mu);
 	lw = coord_worker(c, (int64_t)r->worker_id);
 	if (lw) {
+		int64_t had = lw->held_job;
 		back = lw->last_seen_ms == 0; /* it had been counted lost */
 		busy = lw->job != 0;
 		lw->last_seen_ms = coord_now_ms();
-		if (back)
+		fence(c, lw, r->holds, &rel);
+		snprintf(name, sizeof(name), "%s", lw->name);
+		if (back || (had && !lw->held_job)) /* usable again, or free now */
 			pthread_cond_broadcast(&c->wake);
 	}
 	pthread_mutex_unlock(&c->mu);
+	if (lw)
+		record_fence(c, (int64_t)r->worker_id, name, &rel, r->notices, r->n_notices);
 	if (back) {
 		sc_db_worker_set_state(c->db, (int64_t)r->worker_id,
 				       busy ? SC_WORKER_BUSY : SC_WORKER_IDLE);
@@ -135,8 +182,10 @@ static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply 
 				 "worker %llu is not registered with this coordinator: register "
 				 "again",
 				 (unsigned long long)r->worker_id);
-	else
+	else {
+		out.release = &rel;
 		sc_rpc_reply_pb(rep, &out.base);
+	}
 	splitchain__heartbeat_request__free_unpacked(r, NULL);
 }
 
@@ -282,6 +331,10 @@ static void job_info(coord *c, const sc_db_job *job, Splitchain__JobInfo *info, 
 		info->loss = lj->loss;
 		info->tokens_per_s = lj->tokens_per_s;
 		info->eta_s = lj->step_s * (lj->steps - lj->step);
+		if (lj->running) {
+			info->since_step_s = (double)(coord_mono_ms() - lj->progress_ms) / 1000.0;
+			info->stall_after_s = (double)coord_stall_limit_ms(c, lj) / 1000.0;
+		}
 	}
 	pthread_mutex_unlock(&c->mu);
 	if (!info->tokens_per_s) {
@@ -358,7 +411,7 @@ static void m_cancel(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	lj = coord_live_job(c, job->id);
 	live = lj && !lj->done;
 	if (live)
-		lj->cancel = 1; /* the runner stops at the next step boundary */
+		atomic_store(&lj->cancel, 1); /* the runner stops at the next step boundary */
 	pthread_mutex_unlock(&c->mu);
 	if (!live && (job->state == SC_JOB_QUEUED || job->state == SC_JOB_RUNNING)) {
 		if (sc_db_job_set_state(c->db, job->id, SC_JOB_CANCELLED, NULL)) {

@@ -1,14 +1,36 @@
-/* coord_sched.c — the scheduler: notices lost workers, reserves the fastest
- * free live workers for each waiting job and hands them to a runner
- * (coord_job.c), and joins the runners that have finished. */
+/* coord_sched.c — the scheduler: notices lost workers and stuck jobs,
+ * reserves the fastest free live workers for each waiting job and hands
+ * them to a runner (coord_job.c), and joins the runners that have
+ * finished. What it decides under c->mu it records in the database after
+ * releasing it. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "coord.h"
 
+#define STALL_FLOOR_MS 5000 /* the shortest automatic stall limit */
+#define STALL_FACTOR   10   /* ... and the multiple of the job's recent step time */
+
 int64_t coord_now_ms(void)
 {
 	return sc_db_now_ms();
+}
+
+int64_t coord_mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t coord_stall_limit_ms(const coord *c, const live_job *j)
+{
+	double ref = j->interval_s > j->predicted_s ? j->interval_s : j->predicted_s;
+	int64_t auto_ms = (int64_t)(STALL_FACTOR * ref * 1000.0);
+	if (c->stall_after_ms > 0)
+		return c->stall_after_ms;
+	return auto_ms > STALL_FLOOR_MS ? auto_ms : STALL_FLOOR_MS;
 }
 
 static int by_gflops_desc(const void *a, const void *b)
@@ -33,9 +55,12 @@ static int try_start(coord *c, sc_db_job *job)
 	int nfree = 0, S = (int)job->stages;
 	int64_t now = coord_now_ms();
 
+	/* Free: alive, reserved by no runner, and holding nothing — a worker
+	 * still holding an older placement is fenced first (coord_rpc.c). */
 	for (int i = 0; i < c->nworkers && nfree < 1024; i++) {
 		live_worker *w = &c->workers[i];
-		if (!w->job && w->last_seen_ms > 0 && now - w->last_seen_ms <= c->lost_after_ms)
+		if (!w->job && !w->held_job && w->last_seen_ms > 0 &&
+		    now - w->last_seen_ms <= c->lost_after_ms)
 			freew[nfree++] = w;
 	}
 	if (nfree < S)
@@ -62,33 +87,77 @@ static void reap(coord *c)
 	}
 }
 
+/* A worker found lost, recorded after mu is released. */
+typedef struct lost_worker {
+	int64_t id;
+	char name[128];
+} lost_worker;
+
+/* Called with mu held: marks workers silent for longer than lost-after as
+ * lost and aborts their jobs' calls; *out = new array of *n to record
+ * (NULL when none or out of memory: then only the record is skipped). */
+static void find_lost(coord *c, int64_t now, lost_worker **out, int *n)
+{
+	*out = NULL;
+	*n = 0;
+	for (int i = 0; i < c->nworkers; i++) {
+		live_worker *w = &c->workers[i];
+		if (w->last_seen_ms <= 0 || now - w->last_seen_ms <= c->lost_after_ms)
+			continue;
+		live_job *lj = w->job ? coord_live_job(c, w->job) : NULL;
+		w->last_seen_ms = 0;
+		if (lj)
+			coord_abort_job(c, lj);
+		if (!*out)
+			*out = calloc((size_t)c->nworkers, sizeof(**out));
+		if (*out) {
+			(*out)[*n].id = w->id;
+			snprintf((*out)[*n].name, sizeof((*out)[*n].name), "%s", w->name);
+			(*n)++;
+		}
+	}
+}
+
+/* Called with mu held: interrupts running jobs whose step has not
+ * advanced for their stall limit; their runners record why. */
+static void find_stalled(coord *c)
+{
+	int64_t now = coord_mono_ms();
+	for (live_job *j = c->jobs; j; j = j->next) {
+		if (j->done || !j->running || j->stalled)
+			continue;
+		int64_t quiet = now - j->progress_ms, limit = coord_stall_limit_ms(c, j);
+		if (quiet <= limit)
+			continue;
+		j->stalled = 1;
+		j->stalled_for_s = (double)quiet / 1000.0;
+		coord_abort_job(c, j);
+	}
+}
+
 void *coord_scheduler(void *arg)
 {
 	coord *c = arg;
 	pthread_mutex_lock(&c->mu);
-	while (!c->stopping) {
+	while (!atomic_load(&c->stopping)) {
 		sc_db_job *jobs = NULL;
-		int n = 0;
-		int64_t now = coord_now_ms();
+		lost_worker *lost = NULL;
+		int n = 0, nlost = 0;
 
 		reap(c);
-		for (int i = 0; i < c->nworkers; i++) {
-			live_worker *w = &c->workers[i];
-			if (w->last_seen_ms > 0 && now - w->last_seen_ms > c->lost_after_ms) {
-				live_job *lj = w->job ? coord_live_job(c, w->job) : NULL;
-				w->last_seen_ms = 0;
-				if (lj)
-					coord_abort_job(c, lj);
-				sc_db_worker_set_state(c->db, w->id, SC_WORKER_LOST);
-				sc_db_event(c->db, 0, w->id, SC_LOG_WARN, "worker_lost",
-					    "%s missed heartbeats for %d ms", w->name,
-					    c->lost_after_ms);
-			}
-		}
+		find_lost(c, coord_now_ms(), &lost, &nlost);
+		find_stalled(c);
 		pthread_mutex_unlock(&c->mu);
+		for (int i = 0; i < nlost; i++) {
+			sc_db_worker_set_state(c->db, lost[i].id, SC_WORKER_LOST);
+			sc_db_event(c->db, 0, lost[i].id, SC_LOG_WARN, "worker_lost",
+				    "%s missed heartbeats for %d ms", lost[i].name,
+				    c->lost_after_ms);
+		}
+		free(lost);
 		sc_db_jobs_resumable(c->db, &jobs, &n);
 		pthread_mutex_lock(&c->mu);
-		for (int i = 0; i < n && !c->stopping; i++) {
+		for (int i = 0; i < n && !atomic_load(&c->stopping); i++) {
 			sc_db_job *one;
 			if (coord_live_job(c, jobs[i].id))
 				continue;
