@@ -17,6 +17,9 @@ static struct {
 	pthread_mutex_t mu;
 	fake_worker w[FAKE_WORKERS];
 	uint64_t next_id, min_valid_id; /* heartbeats of older ids: NOT_FOUND */
+	uint64_t fence_job[FAKE_WORKERS];
+	uint32_t fence_version[FAKE_WORKERS];
+	int muted;
 	sc_rpc_server *srv;
 	char url[300];
 } coord = { .mu = PTHREAD_MUTEX_INITIALIZER, .next_id = 1 };
@@ -32,6 +35,25 @@ static int worker_index(const char *name)
 	return -1;
 }
 
+/* Called with coord.mu held. */
+static void record_holding(fake_worker *f, const Splitchain__Holding *h)
+{
+	f->held_job = h ? h->job_id : 0;
+	f->held_version = h ? h->placement_version : 0;
+	f->held_stage = h ? h->stage : 0;
+}
+
+static int muted(sc_rpc_reply *rep)
+{
+	int m;
+	pthread_mutex_lock(&coord.mu);
+	m = coord.muted;
+	pthread_mutex_unlock(&coord.mu);
+	if (m)
+		sc_rpc_reply_err(rep, SC_STATUS_UNAVAILABLE, "muted by the test");
+	return m;
+}
+
 static void coord_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 {
 	Splitchain__RegisterRequest *r;
@@ -39,8 +61,8 @@ static void coord_register(void *arg, const uint8_t *req, size_t len, sc_rpc_rep
 	fake_worker *f;
 	int k;
 
-	if (sc_rpc_unpack(&splitchain__register_request__descriptor, req, len,
-			  (ProtobufCMessage **)&r, rep))
+	if (muted(rep) || sc_rpc_unpack(&splitchain__register_request__descriptor, req, len,
+					(ProtobufCMessage **)&r, rep))
 		return;
 	k = worker_index(r->name);
 	if (k < 0 || !r->control_addr[0] || !r->data_addr[0] || r->gflops <= 0 ||
@@ -56,8 +78,10 @@ static void coord_register(void *arg, const uint8_t *req, size_t len, sc_rpc_rep
 	snprintf(f->data, sizeof(f->data), "%s", r->data_addr);
 	f->id = coord.next_id++;
 	f->registrations++;
+	record_holding(f, r->holds);
 	out.worker_id = f->id;
 	out.heartbeat_ms = FAKE_HEARTBEAT_MS;
+	out.lease_ms = FAKE_LEASE_MS;
 	pthread_mutex_unlock(&coord.mu);
 	sc_rpc_reply_pb(rep, MSG(&out));
 out:
@@ -68,16 +92,26 @@ static void coord_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_re
 {
 	Splitchain__HeartbeatRequest *r;
 	Splitchain__HeartbeatReply out = SPLITCHAIN__HEARTBEAT_REPLY__INIT;
+	Splitchain__Holding rel = SPLITCHAIN__HOLDING__INIT;
 	int known = 0;
 
-	if (sc_rpc_unpack(&splitchain__heartbeat_request__descriptor, req, len,
-			  (ProtobufCMessage **)&r, rep))
+	if (muted(rep) || sc_rpc_unpack(&splitchain__heartbeat_request__descriptor, req, len,
+					(ProtobufCMessage **)&r, rep))
 		return;
 	pthread_mutex_lock(&coord.mu);
 	for (int k = 0; k < FAKE_WORKERS; k++)
 		if (coord.w[k].id == r->worker_id && r->worker_id >= coord.min_valid_id &&
 		    (!strcmp(r->state, "idle") || !strcmp(r->state, "busy"))) {
-			coord.w[k].heartbeats++;
+			fake_worker *f = &coord.w[k];
+			f->heartbeats++;
+			record_holding(f, r->holds);
+			f->notices += (int)r->n_notices;
+			if (r->n_notices)
+				snprintf(f->last_notice, sizeof(f->last_notice), "%s",
+					 r->notices[r->n_notices - 1]);
+			rel.job_id = coord.fence_job[k];
+			rel.placement_version = coord.fence_version[k];
+			out.release = &rel;
 			known = 1;
 		}
 	pthread_mutex_unlock(&coord.mu);
@@ -119,6 +153,21 @@ int fake_coord_get(int k, fake_worker *out)
 	*out = coord.w[k];
 	pthread_mutex_unlock(&coord.mu);
 	return out->registrations;
+}
+
+void fake_coord_fence(int k, uint64_t job, uint32_t version)
+{
+	pthread_mutex_lock(&coord.mu);
+	coord.fence_job[k] = job;
+	coord.fence_version[k] = version;
+	pthread_mutex_unlock(&coord.mu);
+}
+
+void fake_coord_mute(int on)
+{
+	pthread_mutex_lock(&coord.mu);
+	coord.muted = on;
+	pthread_mutex_unlock(&coord.mu);
 }
 
 uint64_t fake_coord_forget(void)

@@ -12,11 +12,17 @@
 
 #define FAKE_WORKERS      2 /* workers named wk0, wk1; any other name is refused */
 #define FAKE_HEARTBEAT_MS 100
+#define FAKE_LEASE_MS     1000
 
 typedef struct fake_worker {
 	char name[64], control[300], data[300];
 	uint64_t id; /* from the latest registration */
 	int registrations, heartbeats;
+	/* what its latest register / heartbeat said it holds */
+	uint64_t held_job;
+	uint32_t held_version, held_stage;
+	int notices;           /* data-plane refusals reported so far */
+	char last_notice[300]; /* the latest of them */
 } fake_worker;
 
 /* Serves on url (tcp://127.0.0.1:0 picks a port). */
@@ -31,6 +37,13 @@ int fake_coord_get(int k, fake_worker *out);
 /* Forgets every worker: heartbeats of ids issued so far get NOT_FOUND.
  * Returns the first id still valid. */
 uint64_t fake_coord_forget(void);
+
+/* From now on, answers worker k's heartbeats with a release of (job,
+ * version); job 0 stops. */
+void fake_coord_fence(int k, uint64_t job, uint32_t version);
+/* Nonzero: register and heartbeat are answered UNAVAILABLE, as by a
+ * coordinator the worker cannot reach. */
+void fake_coord_mute(int on);
 
 /* Waits up to secs for cond(k, arg) to hold for every worker k; 0 when it
  * did, 1 on timeout. */

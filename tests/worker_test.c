@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "fake_coord.h"
+#include "sc_dataplane.h"
 #include "sc_modelgen.h"
 #include "sc_rpc_pb.h"
 #include "sc_train.h"
@@ -619,6 +620,113 @@ static void assign_cancels_a_blocked_step(void **st)
 	run_step(4, 0);
 }
 
+/* ---------------------------------------------- holdings, fences, lease */
+
+typedef struct holding {
+	uint64_t job; /* 0: nothing */
+	uint32_t version;
+} holding;
+
+static int holds(int k, void *arg)
+{
+	const holding *h = arg;
+	fake_worker f;
+	fake_coord_get(k, &f);
+	return f.held_job == h[k].job && (!h[k].job || f.held_version == h[k].version);
+}
+
+/* Every heartbeat says what the worker holds; a release of an older
+ * placement leaves the current one alone; a release of the current one
+ * drops it, and the next heartbeat says so. */
+static void heartbeats_report_holdings_and_fences_drop_them(void **st)
+{
+	Splitchain__StepRequest s = SPLITCHAIN__STEP_REQUEST__INIT;
+	holding h[NW];
+	fake_worker f;
+
+	assign_all(5, 0);
+	for (int k = 0; k < NW; k++)
+		h[k] = (holding){ 5, last_version };
+	assert_int_equal(fake_wait_all(holds, h, 10), 0);
+	fake_coord_get(1, &f);
+	assert_int_equal(f.held_stage, 1);
+	fake_coord_fence(1, 5, last_version - 1); /* an older placement: not this one */
+	usleep(5 * FAKE_HEARTBEAT_MS * 1000);
+	assert_int_equal(fake_wait_all(holds, h, 1), 0);
+	fake_coord_fence(1, 5, last_version);
+	h[1] = (holding){ 0, 0 };
+	assert_int_equal(fake_wait_all(holds, h, 10), 0);
+	fake_coord_fence(1, 0, 0);
+	s.job_id = 5;
+	expect(1, "Worker.Step", MSG(&s), SC_STATUS_FAILED_PRECONDITION, "Worker.Assign first");
+	/* Worker 0 still holds its stage. */
+	fake_coord_get(0, &f);
+	assert_int_equal(f.held_job, 5);
+}
+
+/* A worker whose heartbeats go unanswered for the lease drops its job,
+ * with a Step of it that was waiting on the data plane. */
+static void lease_runs_out_without_the_coordinator(void **st)
+{
+	struct timespec t0, t1;
+	holding none[NW] = { { 0, 0 } };
+	double secs;
+
+	assign_all(6, 0);
+	bg_start(6, 0, 20000); /* stage 1 waits for activations that never come */
+	usleep(300000);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	fake_coord_mute(1);
+	bg_join();
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+	assert_int_equal(bg.status, SC_STATUS_ABORTED);
+	assert_true(secs > FAKE_LEASE_MS / 1000.0 * 0.8 && secs < FAKE_LEASE_MS / 1000.0 + 3);
+	fake_coord_mute(0);
+	assert_int_equal(fake_wait_all(holds, none, 10), 0);
+}
+
+/* A stage of an older placement that dials a worker's data address is
+ * refused there, and the refusal reaches the coordinator. */
+static void stale_peer_refused_and_reported(void **st)
+{
+	sc_dp_opts o;
+	sc_dp_socket *stale = NULL;
+	fake_worker f0, f;
+	float x[B * T * C];
+
+	holding h[NW];
+
+	assign_all(7, 0);
+	/* Stage 0 lets go of the link (fenced), so the stale dialer finds
+	 * stage 1's listener free. */
+	h[0] = (holding){ 0, 0 };
+	h[1] = (holding){ 7, last_version };
+	fake_coord_fence(0, 7, last_version);
+	assert_int_equal(fake_wait_all(holds, h, 10), 0);
+	fake_coord_fence(0, 0, 0);
+	fake_coord_get(1, &f0);
+	bg_start(7, 0, 20000); /* stage 1 receives */
+	sc_dp_opts_defaults(&o);
+	o.timeout_ms = 3000;
+	o.self = (sc_dp_peer){ 7, last_version - 1, 0 };
+	o.peer = (sc_dp_peer){ 7, last_version - 1, 1 };
+	memset(x, 0, sizeof(x));
+	SC_ASSERT_OK(sc_dp_dial(&stale, f0.data, &o));
+	for (int i = 0; i < 100; i++) {
+		fake_coord_get(1, &f);
+		if (f.notices > f0.notices)
+			break;
+		usleep(100000);
+	}
+	assert_true(f.notices > f0.notices);
+	assert_non_null(strstr(f.last_notice, "refused a connection"));
+	sc_dp_close(stale);
+	assign_all(8, 0); /* ends the waiting step */
+	bg_join();
+	assert_int_equal(bg.status, SC_STATUS_ABORTED);
+}
+
 /* SIGTERM while a step waits on the data plane: exit 0, promptly. */
 static void sigterm_exits_cleanly(void **st)
 {
@@ -702,6 +810,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(bad_requests_refused),
 		cmocka_unit_test(heartbeat_not_found_registers_again),
 		cmocka_unit_test(assign_cancels_a_blocked_step),
+		cmocka_unit_test(heartbeats_report_holdings_and_fences_drop_them),
+		cmocka_unit_test(lease_runs_out_without_the_coordinator),
+		cmocka_unit_test(stale_peer_refused_and_reported),
 		cmocka_unit_test(sigterm_exits_cleanly),
 	};
 	if (argc != 2) {
