@@ -22,7 +22,7 @@
 
 #define MAX_STAGES         256
 #define ASSIGN_TIMEOUT_MS  300000
-#define RELEASE_TIMEOUT_MS 3000
+#define RELEASE_TIMEOUT_MS 1000 /* a worker that misses it is fenced by its heartbeats */
 
 static double mono_s(void)
 {
@@ -504,23 +504,30 @@ static void finish(runner *r, enum sc_job_state state, const char *error)
 static void release(runner *r)
 {
 	Splitchain__ReleaseRequest ref = SPLITCHAIN__RELEASE_REQUEST__INIT;
+	int lost[MAX_STAGES];
 
 	pthread_mutex_lock(&r->c->mu);
 	r->clients_live = 0; /* the scheduler no longer aborts them */
+	/* A worker counted lost would only make the release wait out its
+	 * timeout; it is fenced when its heartbeats come back. */
+	for (int i = 0; i < r->n; i++) {
+		live_worker *lw = coord_worker(r->c, r->st[i].worker_id);
+		lost[i] = !lw || lw->last_seen_ms == 0;
+	}
 	pthread_mutex_unlock(&r->c->mu);
 	ref.job_id = (uint64_t)r->job->id;
 	ref.placement_version = r->version; /* never a newer placement's */
 	for (int i = 0; i < r->n; i++) {
 		sc_rpc_client_close(r->st[i].cl);
 		r->st[i].cl = NULL;
-		if (sc_rpc_client_open(&r->st[i].cl, r->st[i].control))
+		if (!lost[i] && sc_rpc_client_open(&r->st[i].cl, r->st[i].control))
 			r->st[i].cl = NULL;
 		r->st[i].method = "Worker.Release";
 		r->st[i].req = &ref.base;
 		r->st[i].desc = &splitchain__empty__descriptor;
 	}
 	for (int i = 0; i < r->n; i++)
-		if (!r->st[i].cl) /* out of memory: skip that stage */
+		if (!r->st[i].cl) /* lost, or out of memory: skip that stage */
 			r->st[i].method = NULL;
 	call_all(r, RELEASE_TIMEOUT_MS);
 	free_replies(r);

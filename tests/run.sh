@@ -2,7 +2,9 @@
 # run.sh — the whole test suite, as CI runs it on a fresh Debian 12 machine:
 # installs what it needs, checks formatting, builds with -Werror (with the
 # CUDA backend whenever nvcc is present), runs every test, then rebuilds
-# with AddressSanitizer + UBSan and runs the unit and CLI tests again.
+# with AddressSanitizer + UBSan and runs the unit and CLI tests again, and
+# builds the daemons with ThreadSanitizer and runs the fault, lifecycle,
+# recovery and chaos tests on them (any report fails the run).
 #   bash tests/run.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,3 +36,22 @@ cmake -S . -B build-asan -DSC_WERROR=ON -DSC_SANITIZE=ON -DSC_CUDA=OFF \
 cmake --build build-asan -j"$JOBS"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -L 'unit|cli')
+
+echo "== ThreadSanitizer: the daemons under the fault, lifecycle, recovery and chaos tests"
+cmake -S . -B build-tsan -DSC_WERROR=ON -DSC_TSAN=ON -DSC_CUDA=OFF >/dev/null
+cmake --build build-tsan -j"$JOBS" --target splitchain splitchain-coordinator splitchain-worker \
+  sc_reftool stale_dialer
+rm -rf build-tsan/tsan && mkdir -p build-tsan/tsan
+export TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 log_path=$ROOT/build-tsan/tsan/report"
+tsan_failed=0
+for t in fault lifecycle recovery chaos; do
+  echo "-- $t"
+  bash "tests/integration/${t}_test.sh" "$ROOT/build-tsan" "$ROOT/build-tsan/work-$t" || tsan_failed=1
+done
+if compgen -G "build-tsan/tsan/report.*" >/dev/null; then
+  cat build-tsan/tsan/report.*
+  echo "ThreadSanitizer reported the races above"
+  exit 1
+fi
+[ "$tsan_failed" -eq 0 ] || { echo "an integration test failed under ThreadSanitizer"; exit 1; }
+echo "ThreadSanitizer: no reports"

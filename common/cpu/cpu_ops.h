@@ -20,10 +20,12 @@
  * are also compiled for AVX2, picked at load time on CPUs that have it (the
  * build itself targets baseline x86-64). Elementwise results are the same
  * either way (no FMA contraction in ISO C mode); a vectorised sum's grouping
- * follows the vector width, so it is fixed for a given machine. */
+ * follows the vector width, so it is fixed for a given machine. Not under
+ * ThreadSanitizer: the clones' resolvers run at load time, before its
+ * runtime is up, and crash there. */
 #if defined(__GNUC__) && !defined(__clang__)
 #define SC_CPU_VEC __attribute__((optimize("no-trapping-math")))
-#if defined(__x86_64__)
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
 #define SC_CPU_HOT __attribute__((optimize("no-trapping-math"), target_clones("avx2", "default")))
 #else
 #define SC_CPU_HOT SC_CPU_VEC
