@@ -62,12 +62,13 @@ wait_state() {
   return 1
 }
 
-# start_coordinator LOST_AFTER_MS: a coordinator on $SPLITCHAIN_COORDINATOR with
-# its state in cluster/ and 200 ms heartbeats (launch.sh stop ends it).
+# start_coordinator LOST_AFTER_MS [OPTION...]: a coordinator on
+# $SPLITCHAIN_COORDINATOR with its state in cluster/ and 200 ms heartbeats
+# (launch.sh stop ends it).
 start_coordinator() {
   mkdir -p cluster
   "$BUILD/coordinator/splitchain-coordinator" --listen "$SPLITCHAIN_COORDINATOR" \
-    --db cluster/splitchain.db --heartbeat-ms 200 --lost-after-ms "$1" \
+    --db cluster/splitchain.db --heartbeat-ms 200 --lost-after-ms "$1" "${@:2}" \
     >>cluster/coordinator.log 2>&1 &
   echo $! > cluster/coordinator.pid
 }

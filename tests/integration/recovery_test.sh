@@ -15,9 +15,11 @@
 #      scheduler finds every worker lost and aborts the job's calls as it
 #      resumes; it must go on answering `status` and resume the job.
 #   recovery_test.sh BUILD_DIR WORK_DIR
+# Environment: RECOVERY_STEPS, the job's steps (10000; fewer where steps are
+# slow, e.g. under ThreadSanitizer): it must outlast the scenarios.
 source "$(dirname "$0")/lib.sh" "$1" "$2"
 make_fixture
-JOB_OPTS=(--steps 10000 --batch 2 --seq 16 --micro 2 --rank 4 --alpha 8 --targets all
+JOB_OPTS=(--steps "${RECOVERY_STEPS:-10000}" --batch 2 --seq 16 --micro 2 --rank 4 --alpha 8 --targets all
           --lr 3e-3 --min-lr 3e-4 --warmup 2 --weight-decay 0.01 --clip 0.5 --seed 11)
 reference ref
 LOST=1500
