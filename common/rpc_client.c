@@ -4,6 +4,26 @@
  * and a deadline of now + timeout. nng's REQ protocol resends the same message, same id,
  * after RESEND_MS or when a connection is lost, so a request that a restarting peer missed
  * reaches it later, and the server's retry memory keeps it from running twice.
+ *
+ * Abort and close. sc_rpc_client_abort never closes the socket: nng 1.5.2 (Debian 12) can
+ * deadlock when a socket is closed while another thread starts an operation on it (nng issue
+ * #1813). Abort sets the sticky cl->aborted and cancels (nng_aio_cancel) the aio of every call
+ * in flight, which then fails with NNG_ECANCELED. Only sc_rpc_client_close closes the socket,
+ * and its callers guarantee that no call is in flight by then.
+ *
+ * Concurrency contract. cl->mu guards cl->aborted and cl->calls, the list of the calls in
+ * flight (each an entry on its caller's stack holding the call's aio).
+ *  - sc_rpc_call takes cl->mu to link its entry (after allocating the aio, before any nng
+ *    operation), to start each operation (nng_ctx_send, nng_ctx_recv: only when aborted is
+ *    still 0) and to unlink its entry (before nng_aio_free). So an abort either finds the
+ *    operation started and cancels it, or the call sees the flag before starting the next
+ *    one and returns at once: no cancel falls in the gap between a send's completion and
+ *    the receive's start, and abort never touches a freed aio.
+ *  - sc_rpc_client_abort takes cl->mu, sets aborted and cancels the listed aios.
+ * cl->mu is never held across a wait (nng_aio_wait, nng_aio_free, nng_ctx_close, nng_close);
+ * nng_aio_cancel does not wait: the protocol's cancel function takes nng's socket lock
+ * briefly and completes the aio. Lock order: cl->mu, then nng's internal locks; on_pipe, the
+ * only callback nng makes into this file, takes no lock.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -26,43 +46,23 @@
 #define RESEND_BYTES_PER_S (32u << 20)           /* a big one: 1 s more per 32 MiB, not to flood */
 #define REQUEST_MAX        (SC_RPC_MAX_MSG - 64) /* room for the SP routing header */
 
+/* A call in flight: lives on its caller's stack, linked into cl->calls under cl->mu. */
+typedef struct call {
+	nng_aio *aio; /* the call's; freed only after the entry is unlinked */
+	struct call *prev, *next;
+} call;
+
 struct sc_rpc_client {
 	nng_socket sock;
 	int sock_open;
-	atomic_int aborted;       /* sc_rpc_client_abort closed the socket */
 	uint64_t id_base;         /* random, per client */
 	atomic_uint_fast64_t seq; /* calls so far */
 	atomic_int npipes;        /* live connections, for the timeout message */
-	/* Held shared around each nng_ctx_* call and exclusively around the
-	 * socket's close: nng 1.5 can panic when a context call races the close
-	 * (see rpc_server.c). The waits happen outside it; the close fails them. */
-	pthread_rwlock_t close_lock;
+	pthread_mutex_t mu;       /* guards aborted and calls; never held across a wait */
+	int aborted;              /* under mu: sc_rpc_client_abort was called (sticky) */
+	call *calls;              /* under mu: the calls in flight */
 	char url[256];
 };
-
-/* Enters a context call: 1 (and no lock held) when the client was aborted. */
-static int ctx_enter(sc_rpc_client *cl)
-{
-	pthread_rwlock_rdlock(&cl->close_lock);
-	if (!atomic_load(&cl->aborted))
-		return 0;
-	pthread_rwlock_unlock(&cl->close_lock);
-	return 1;
-}
-
-static void ctx_leave(sc_rpc_client *cl)
-{
-	pthread_rwlock_unlock(&cl->close_lock);
-}
-
-/* Closes the socket once, after any context call in progress. */
-static void close_socket(sc_rpc_client *cl)
-{
-	pthread_rwlock_wrlock(&cl->close_lock);
-	if (cl->sock_open && atomic_exchange(&cl->aborted, 1) == 0)
-		nng_close(cl->sock); /* pending sends and receives fail with NNG_ECLOSED */
-	pthread_rwlock_unlock(&cl->close_lock);
-}
 
 const char *sc_status_name(int status)
 {
@@ -127,7 +127,7 @@ sc_err sc_rpc_client_open(sc_rpc_client **out, const char *url)
 		return sc_errf(SC_EINVAL, "rpc client: no url");
 	if (!(cl = calloc(1, sizeof(*cl))))
 		return sc_errf(SC_ENOMEM, "rpc client: out of memory");
-	pthread_rwlock_init(&cl->close_lock, NULL);
+	pthread_mutex_init(&cl->mu, NULL);
 	snprintf(cl->url, sizeof(cl->url), "%s", url);
 	cl->id_base = random_base();
 	if ((rv = nng_req0_open(&cl->sock)) != 0) {
@@ -160,17 +160,83 @@ fail:
 
 void sc_rpc_client_abort(sc_rpc_client *cl)
 {
-	if (cl)
-		close_socket(cl);
+	if (!cl)
+		return;
+	pthread_mutex_lock(&cl->mu);
+	cl->aborted = 1;
+	for (call *c = cl->calls; c; c = c->next)
+		nng_aio_cancel(c->aio); /* does not wait; the call sees NNG_ECANCELED */
+	pthread_mutex_unlock(&cl->mu);
 }
 
+void sc_rpc_client_rearm(sc_rpc_client *cl)
+{
+	if (!cl)
+		return;
+	pthread_mutex_lock(&cl->mu);
+	cl->aborted = 0;
+	pthread_mutex_unlock(&cl->mu);
+}
+
+/* The caller guarantees that no call is in flight (sc_rpc.h). */
 void sc_rpc_client_close(sc_rpc_client *cl)
 {
 	if (!cl)
 		return;
-	close_socket(cl);
-	pthread_rwlock_destroy(&cl->close_lock);
+	if (cl->sock_open)
+		nng_close(cl->sock);
+	pthread_mutex_destroy(&cl->mu);
 	free(cl);
+}
+
+/* Links c (its aio set) into cl's calls: 0, or 1 (not linked) when cl was aborted. Takes
+ * cl->mu. */
+static int call_link(sc_rpc_client *cl, call *c)
+{
+	int aborted;
+
+	pthread_mutex_lock(&cl->mu);
+	if (!(aborted = cl->aborted)) {
+		c->prev = NULL;
+		c->next = cl->calls;
+		if (cl->calls)
+			cl->calls->prev = c;
+		cl->calls = c;
+	}
+	pthread_mutex_unlock(&cl->mu);
+	return aborted;
+}
+
+/* Unlinks c, so that an abort no longer sees its aio. Takes cl->mu. */
+static void call_unlink(sc_rpc_client *cl, call *c)
+{
+	pthread_mutex_lock(&cl->mu);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		cl->calls = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	pthread_mutex_unlock(&cl->mu);
+}
+
+/* Starts a send (send = 1) or a receive on ctx with c->aio unless cl was aborted, and waits
+ * for it: nng's result, NNG_ECANCELED when aborted before or during the operation. Takes
+ * cl->mu around the start only. */
+static int call_op(sc_rpc_client *cl, call *c, nng_ctx ctx, int send)
+{
+	pthread_mutex_lock(&cl->mu);
+	if (cl->aborted) {
+		pthread_mutex_unlock(&cl->mu);
+		return NNG_ECANCELED;
+	}
+	if (send)
+		nng_ctx_send(ctx, c->aio);
+	else
+		nng_ctx_recv(ctx, c->aio);
+	pthread_mutex_unlock(&cl->mu);
+	nng_aio_wait(c->aio);
+	return nng_aio_result(c->aio);
 }
 
 /* Sets *status and the caller's message buffer; returns SC_OK. */
@@ -232,9 +298,10 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 		   size_t *reply_len)
 {
 	Splitchain__Envelope env = SPLITCHAIN__ENVELOPE__INIT;
-	nng_aio *aio = NULL;
+	call c = { 0 };
 	nng_msg *m = NULL;
 	nng_ctx ctx;
+	int ctx_open = 0;
 	uint64_t t0, spent;
 	size_t size;
 	sc_err err;
@@ -273,53 +340,38 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 			       nng_strerror(rv));
 	splitchain__envelope__pack(&env, nng_msg_body(m));
 
-	if (ctx_enter(cl)) {
+	if ((rv = nng_aio_alloc(&c.aio, NULL, NULL)) != 0) {
+		nng_msg_free(m);
+		return sc_errf(SC_ENOMEM, "rpc call %s: aio: out of memory", method);
+	}
+	if (call_link(cl, &c)) {
+		nng_aio_free(c.aio);
 		nng_msg_free(m);
 		return give(status, msg, msg_size, SC_STATUS_UNAVAILABLE,
 			    "%s: the client for %s was aborted", method, cl->url);
 	}
-	rv = nng_ctx_open(&ctx, cl->sock);
-	if (rv == 0)
-		nng_ctx_set_ms(ctx, NNG_OPT_REQ_RESENDTIME,
-			       RESEND_MS + (nng_duration)(size / RESEND_BYTES_PER_S * 1000u));
-	ctx_leave(cl);
-	if (rv != 0) {
+	if ((rv = nng_ctx_open(&ctx, cl->sock)) != 0) {
 		nng_msg_free(m);
 		if (rv == NNG_ENOMEM)
-			return sc_errf(SC_ENOMEM, "rpc call %s: context: out of memory", method);
-		return give(status, msg, msg_size, SC_STATUS_UNAVAILABLE, "client for %s: %s",
-			    cl->url, nng_strerror(rv));
-	}
-	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
-		nng_msg_free(m);
-		err = sc_errf(SC_ENOMEM, "rpc call %s: aio: out of memory", method);
+			err = sc_errf(SC_ENOMEM, "rpc call %s: context: out of memory", method);
+		else
+			err = give(status, msg, msg_size, SC_STATUS_UNAVAILABLE,
+				   "client for %s: %s", cl->url, nng_strerror(rv));
 		goto out;
 	}
+	ctx_open = 1;
+	nng_ctx_set_ms(ctx, NNG_OPT_REQ_RESENDTIME,
+		       RESEND_MS + (nng_duration)(size / RESEND_BYTES_PER_S * 1000u));
 	/* Send: completes once the request is handed to a connection. */
-	nng_aio_set_timeout(aio, timeout_ms);
-	nng_aio_set_msg(aio, m);
-	if (ctx_enter(cl)) {
-		rv = NNG_ECLOSED;
-	} else {
-		nng_ctx_send(ctx, aio);
-		ctx_leave(cl);
-		nng_aio_wait(aio);
-		rv = nng_aio_result(aio);
-	}
-	if (rv == 0) {
+	nng_aio_set_timeout(c.aio, timeout_ms);
+	nng_aio_set_msg(c.aio, m);
+	if ((rv = call_op(cl, &c, ctx, 1)) == 0) {
 		spent = clock_ms(CLOCK_MONOTONIC) - t0;
 		nng_aio_set_timeout(
-		    aio, spent < (uint64_t)timeout_ms ? timeout_ms - (nng_duration)spent : 1);
-		if (ctx_enter(cl)) {
-			rv = NNG_ECLOSED;
-		} else {
-			nng_ctx_recv(ctx, aio);
-			ctx_leave(cl);
-			nng_aio_wait(aio);
-			rv = nng_aio_result(aio);
-		}
+		    c.aio, spent < (uint64_t)timeout_ms ? timeout_ms - (nng_duration)spent : 1);
+		rv = call_op(cl, &c, ctx, 0);
 	} else {
-		nng_msg_free(nng_aio_get_msg(aio));
+		nng_msg_free(nng_aio_get_msg(c.aio)); /* unsent: still ours */
 	}
 	if (rv == NNG_ETIMEDOUT && atomic_load(&cl->npipes) == 0)
 		err = give(status, msg, msg_size, SC_STATUS_UNAVAILABLE,
@@ -328,22 +380,23 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 	else if (rv == NNG_ETIMEDOUT)
 		err = give(status, msg, msg_size, SC_STATUS_DEADLINE_EXCEEDED,
 			   "%s: no reply from %s within %d ms", method, cl->url, timeout_ms);
+	else if (rv == NNG_ECANCELED)
+		err = give(status, msg, msg_size, SC_STATUS_UNAVAILABLE, "%s to %s: aborted (%s)",
+			   method, cl->url, nng_strerror(rv));
 	else if (rv == NNG_ENOMEM)
 		err = sc_errf(SC_ENOMEM, "rpc call %s: out of memory", method);
 	else if (rv != 0)
 		err = give(status, msg, msg_size, SC_STATUS_UNAVAILABLE, "%s to %s: %s", method,
 			   cl->url, nng_strerror(rv));
 	else {
-		m = nng_aio_get_msg(aio);
+		m = nng_aio_get_msg(c.aio);
 		err = take_reply(cl, m, env.request_id, status, msg, msg_size, reply, reply_len);
 		nng_msg_free(m);
 	}
 out:
-	if (aio)
-		nng_aio_free(aio);
-	if (!ctx_enter(cl)) { /* an aborted socket's close took its contexts */
+	call_unlink(cl, &c); /* before the free: abort must not see a freed aio */
+	nng_aio_free(c.aio);
+	if (ctx_open)
 		nng_ctx_close(ctx);
-		ctx_leave(cl);
-	}
 	return err;
 }

@@ -38,6 +38,8 @@ typedef struct live_worker {
 	/* what it last said it holds (register / heartbeat) */
 	int64_t held_job; /* 0: nothing */
 	uint32_t held_version, held_stage;
+	int64_t fenced_job; /* the last holding it was told to drop (one event each) */
+	uint32_t fenced_version;
 	double gflops;
 	char name[128];
 	char control_addr[256];
@@ -68,6 +70,12 @@ typedef struct live_job {
 	struct live_job *next;
 } live_job;
 
+/* A worker's control address and the coordinator's client for it. */
+typedef struct coord_peer {
+	char addr[256];
+	sc_rpc_client *cl;
+} coord_peer;
+
 typedef struct coord {
 	sc_db *db;
 	sc_rpc_server *srv;
@@ -75,7 +83,9 @@ typedef struct coord {
 	pthread_cond_t wake;  /* a worker registered, a job was submitted or ended */
 	live_worker *workers; /* (nworkers) */
 	int nworkers, capworkers;
-	live_job *jobs; /* running jobs */
+	live_job *jobs;    /* running jobs */
+	coord_peer *peers; /* (npeers) under mu: one long-lived client per worker address */
+	int npeers, cappeers;
 	int heartbeat_ms;
 	int lost_after_ms;
 	int step_timeout_ms;
@@ -107,6 +117,13 @@ void coord_join_jobs(coord *c);
 /* Points nt at checkpoint tensor t (2-D) for a reply or request: borrows t's
  * name and data; shape (2 entries) is the caller's storage. (coord_job.c) */
 void coord_tensor_view(Splitchain__NamedTensor *nt, int64_t *shape, const sc_db_tensor *t);
+
+/* The client for a worker's control address, made on first use and kept
+ * for the coordinator's life (borrowed: never close it). Runners abort
+ * its calls and re-arm it; it is never closed while the coordinator runs,
+ * because closing an nng 1.5.2 REQ socket that a late reply reaches can
+ * hang in nng_close. Takes mu (not held across the socket's opening). */
+sc_err coord_peer_client(coord *c, const char *addr, sc_rpc_client **out);
 
 /* Monotonic-free wall clock in ms (the database's clock). */
 int64_t coord_now_ms(void);

@@ -518,17 +518,14 @@ static void release(runner *r)
 	ref.job_id = (uint64_t)r->job->id;
 	ref.placement_version = r->version; /* never a newer placement's */
 	for (int i = 0; i < r->n; i++) {
-		sc_rpc_client_close(r->st[i].cl);
-		r->st[i].cl = NULL;
-		if (!lost[i] && sc_rpc_client_open(&r->st[i].cl, r->st[i].control))
-			r->st[i].cl = NULL;
-		r->st[i].method = "Worker.Release";
+		/* No call of this run is in flight (call_all joins them): the
+		 * clients, aborted or not, take calls again. */
+		if (r->st[i].cl)
+			sc_rpc_client_rearm(r->st[i].cl);
+		r->st[i].method = lost[i] || !r->st[i].cl ? NULL : "Worker.Release";
 		r->st[i].req = &ref.base;
 		r->st[i].desc = &splitchain__empty__descriptor;
 	}
-	for (int i = 0; i < r->n; i++)
-		if (!r->st[i].cl) /* lost, or out of memory: skip that stage */
-			r->st[i].method = NULL;
 	call_all(r, RELEASE_TIMEOUT_MS);
 	free_replies(r);
 	/* A worker that answered holds nothing of this job any more: free at
@@ -570,7 +567,7 @@ static void *run_job(void *arg)
 	for (int i = 0; i < r->n; i++)
 		sc_db_worker_set_state(c->db, r->st[i].worker_id, SC_WORKER_BUSY);
 	for (int i = 0; i < r->n; i++)
-		if (sc_rpc_client_open(&r->st[i].cl, r->st[i].control)) {
+		if (coord_peer_client(c, r->st[i].control, &r->st[i].cl)) {
 			snprintf(err, sizeof(err), "%s", sc_err_detail());
 			goto out;
 		}
@@ -679,8 +676,6 @@ out:
 	pthread_mutex_unlock(&c->mu);
 	for (int i = 0; i < r->n; i++)
 		sc_db_worker_set_state(c->db, r->st[i].worker_id, after[i]);
-	for (int i = 0; i < r->n; i++)
-		sc_rpc_client_close(r->st[i].cl);
 	if (r->spec)
 		splitchain__submit_request__free_unpacked(r->spec, NULL);
 	sc_loader_free(r->ld);

@@ -151,11 +151,15 @@ int main(int argc, char **argv)
 		(int)stop_signal);
 	pthread_mutex_lock(&c.mu);
 	atomic_store(&c.stopping, 1);
+	for (live_job *j = c.jobs; j; j = j->next) /* a runner waiting on a call ends now */
+		coord_abort_job(&c, j);
 	pthread_cond_broadcast(&c.wake);
 	pthread_mutex_unlock(&c.mu);
 	pthread_join(sched, NULL);
 	coord_join_jobs(&c);
 	sc_rpc_server_close(c.srv);
+	/* The workers' clients (c.peers) are left to the process's exit: closing
+	 * them could hang in nng 1.5.2 should a late reply arrive (coord.h). */
 	sc_db_event(c.db, 0, 0, SC_LOG_INFO, "coordinator_stopped", "clean shutdown");
 	sc_db_close(c.db);
 	free(c.workers);

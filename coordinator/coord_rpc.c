@@ -39,28 +39,34 @@ static int nonempty(const char *s)
  * rel with that holding when it is not the current placement of a running
  * job this worker serves (left zero otherwise). The worker drops exactly
  * that holding, never a newer one, so an answer that crosses an Assign
- * does no harm. */
-static void fence(coord *c, live_worker *lw, const Splitchain__Holding *h, Splitchain__Holding *rel)
+ * does no harm. Returns 1 when this fence is news (worth an event), 0 when
+ * it repeats the last one. */
+static int fence(coord *c, live_worker *lw, const Splitchain__Holding *h, Splitchain__Holding *rel)
 {
 	live_job *lj;
+	int news;
 
 	lw->held_job = h ? (int64_t)h->job_id : 0;
 	lw->held_version = h ? h->placement_version : 0;
 	lw->held_stage = h ? h->stage : 0;
 	if (!lw->held_job)
-		return;
+		return 0;
 	lj = coord_live_job(c, lw->held_job);
 	if (lw->job == lw->held_job && lj && !lj->done && lj->version == lw->held_version)
-		return; /* current */
+		return 0; /* current */
 	rel->job_id = (uint64_t)lw->held_job;
 	rel->placement_version = lw->held_version;
+	news = lw->fenced_job != lw->held_job || lw->fenced_version != lw->held_version;
+	lw->fenced_job = lw->held_job;
+	lw->fenced_version = lw->held_version;
+	return news;
 }
 
-/* Records a fence and the worker's notices as events (no lock held). */
+/* Records a new fence and the worker's notices as events (no lock held). */
 static void record_fence(coord *c, int64_t worker, const char *name, const Splitchain__Holding *rel,
-			 char **notices, size_t n)
+			 int news, char **notices, size_t n)
 {
-	if (rel->job_id)
+	if (rel->job_id && news)
 		sc_db_event(c->db, (int64_t)rel->job_id, worker, SC_LOG_WARN, "worker_fenced",
 			    "%s still held placement %u of job %llu, which is not current: told "
 			    "to drop it",
@@ -79,6 +85,7 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	sc_db_worker w = { 0 };
 	live_worker *lw;
 	int64_t id;
+	int news;
 
 	if (sc_rpc_unpack(&splitchain__register_request__descriptor, req, len,
 			  (ProtobufCMessage **)&r, rep))
@@ -128,12 +135,12 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	snprintf(lw->name, sizeof(lw->name), "%s", r->name);
 	snprintf(lw->control_addr, sizeof(lw->control_addr), "%s", r->control_addr);
 	snprintf(lw->data_addr, sizeof(lw->data_addr), "%s", r->data_addr);
-	fence(c, lw, r->holds, &rel);
+	news = fence(c, lw, r->holds, &rel);
 	pthread_cond_broadcast(&c->wake);
 	pthread_mutex_unlock(&c->mu);
 	sc_db_event(c->db, 0, id, SC_LOG_INFO, "worker_registered", "%s (%s, %.1f GFLOP/s) at %s",
 		    r->name, w.device, r->gflops, r->control_addr);
-	record_fence(c, id, r->name, &rel, NULL, 0);
+	record_fence(c, id, r->name, &rel, news, NULL, 0);
 	out.worker_id = (uint64_t)id;
 	out.heartbeat_ms = (uint32_t)c->heartbeat_ms;
 	out.lease_ms = (uint32_t)c->lost_after_ms;
@@ -150,7 +157,7 @@ static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply 
 	Splitchain__HeartbeatReply out = SPLITCHAIN__HEARTBEAT_REPLY__INIT;
 	Splitchain__Holding rel = SPLITCHAIN__HOLDING__INIT;
 	live_worker *lw;
-	int back = 0, busy = 0;
+	int back = 0, busy = 0, news = 0;
 	char name[128] = "";
 
 	if (sc_rpc_unpack(&splitchain__heartbeat_request__descriptor, req, len,
@@ -163,14 +170,14 @@ static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply 
 		back = lw->last_seen_ms == 0; /* it had been counted lost */
 		busy = lw->job != 0;
 		lw->last_seen_ms = coord_now_ms();
-		fence(c, lw, r->holds, &rel);
+		news = fence(c, lw, r->holds, &rel);
 		snprintf(name, sizeof(name), "%s", lw->name);
 		if (back || (had && !lw->held_job)) /* usable again, or free now */
 			pthread_cond_broadcast(&c->wake);
 	}
 	pthread_mutex_unlock(&c->mu);
 	if (lw)
-		record_fence(c, (int64_t)r->worker_id, name, &rel, r->notices, r->n_notices);
+		record_fence(c, (int64_t)r->worker_id, name, &rel, news, r->notices, r->n_notices);
 	if (back) {
 		sc_db_worker_set_state(c->db, (int64_t)r->worker_id,
 				       busy ? SC_WORKER_BUSY : SC_WORKER_IDLE);

@@ -5,6 +5,7 @@
  * releasing it. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "coord.h"
@@ -22,6 +23,46 @@ int64_t coord_mono_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+sc_err coord_peer_client(coord *c, const char *addr, sc_rpc_client **out)
+{
+	sc_rpc_client *fresh = NULL;
+
+	for (int pass = 0;; pass++) {
+		pthread_mutex_lock(&c->mu);
+		for (int i = 0; i < c->npeers; i++)
+			if (!strcmp(c->peers[i].addr, addr)) {
+				*out = c->peers[i].cl;
+				pthread_mutex_unlock(&c->mu);
+				if (fresh) /* another thread made it first; ours carried no call */
+					sc_rpc_client_close(fresh);
+				return SC_OK;
+			}
+		if (fresh) {
+			if (c->npeers == c->cappeers) {
+				int cap = c->cappeers ? 2 * c->cappeers : 16;
+				coord_peer *p = realloc(c->peers, (size_t)cap * sizeof(*p));
+				if (!p) {
+					pthread_mutex_unlock(&c->mu);
+					sc_rpc_client_close(fresh);
+					return sc_errf(SC_ENOMEM,
+						       "out of memory for a worker client");
+				}
+				c->peers = p;
+				c->cappeers = cap;
+			}
+			snprintf(c->peers[c->npeers].addr, sizeof(c->peers[0].addr), "%s", addr);
+			c->peers[c->npeers++].cl = fresh;
+			*out = fresh;
+			pthread_mutex_unlock(&c->mu);
+			return SC_OK;
+		}
+		pthread_mutex_unlock(&c->mu);
+		if (pass || strlen(addr) >= sizeof(c->peers[0].addr))
+			return sc_errf(SC_EINVAL, "worker address '%s' is too long", addr);
+		SC_TRY(sc_rpc_client_open(&fresh, addr));
+	}
 }
 
 int64_t coord_stall_limit_ms(const coord *c, const live_job *j)

@@ -88,13 +88,26 @@ typedef struct sc_rpc_client sc_rpc_client;
  * client; free with sc_rpc_client_close. Thread-safe: calls from several
  * threads run concurrently. */
 sc_err sc_rpc_client_open(sc_rpc_client **out, const char *url);
+/* Closes cl's socket and frees cl. Accepts NULL. Call it only once no call
+ * is in flight on cl and none can start (join the calling threads first):
+ * it must not race sc_rpc_call or sc_rpc_client_abort. */
 void sc_rpc_client_close(sc_rpc_client *cl);
 
 /* Makes every call in flight on cl, and every later one, return at once
- * with SC_STATUS_UNAVAILABLE — e.g. when its peer is known to be dead.
- * Safe from any thread while calls run; cl must still be freed with
- * sc_rpc_client_close once no call uses it. */
+ * with SC_STATUS_UNAVAILABLE — e.g. when its peer is known to be dead. It
+ * marks cl aborted (for good) and cancels the nng operation of each call in
+ * flight; it does not close the socket and does not wait for the calls to
+ * return (it takes only a short client-internal lock). A call that had
+ * already got its reply may still return that. Idempotent; safe from any
+ * thread while calls run, and with a lock of the caller's held. cl must
+ * still be freed with sc_rpc_client_close once no call uses it. */
 void sc_rpc_client_abort(sc_rpc_client *cl);
+
+/* Undoes sc_rpc_client_abort: later calls run again. Call it only once no
+ * call of the aborted ones is in flight (join their threads first). Lets a
+ * long-lived client (one per peer) be aborted and reused instead of closed,
+ * which nng 1.5.2 can hang on when a late reply arrives. Accepts NULL. */
+void sc_rpc_client_rearm(sc_rpc_client *cl);
 
 /* Calls method with request body req/len, waiting at most timeout_ms.
  * On return *status holds the server's status (or UNAVAILABLE /
