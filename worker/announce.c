@@ -54,16 +54,6 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void note_again(worker *w, const char *why)
-{
-	pthread_mutex_lock(&w->notice_mu);
-	if (w->n_notices < (int)(sizeof(w->notices) / sizeof(w->notices[0])))
-		snprintf(w->notices[w->n_notices++], sizeof(w->notices[0]), "%s", why);
-	else
-		w->lost_notices++;
-	pthread_mutex_unlock(&w->notice_mu);
-}
-
 /* The coordinator's answer about our holding: what to drop, if anything. */
 typedef struct fence {
 	uint64_t job;
@@ -173,7 +163,7 @@ static int heartbeat_once(worker *w, uint64_t id, Splitchain__Holding *held, int
 	}
 	if (status != SC_STATUS_OK)
 		for (int i = 0; i < n; i++) /* keep them for the next heartbeat */
-			note_again(w, notes[i]);
+			worker_note(w, notes[i]);
 	if (rep) {
 		*drop = fence_of(rep->release);
 		protobuf_c_message_free_unpacked(&rep->base, NULL);

@@ -98,17 +98,20 @@ struct worker_holding worker_holding_get(worker *w)
 	return h;
 }
 
-/* The data plane's refusals, kept for the next heartbeat (which makes them
- * events); the oldest are counted, not kept, when they come faster. */
-static void note_refusal(void *arg, const char *why)
+void worker_note(worker *w, const char *why)
 {
-	worker *w = arg;
 	pthread_mutex_lock(&w->notice_mu);
 	if (w->n_notices < (int)(sizeof(w->notices) / sizeof(w->notices[0])))
 		snprintf(w->notices[w->n_notices++], sizeof(w->notices[0]), "%s", why);
 	else
 		w->lost_notices++;
 	pthread_mutex_unlock(&w->notice_mu);
+}
+
+/* The data plane's refusals (sc_dp_opts.on_refuse). */
+static void note_refusal(void *arg, const char *why)
+{
+	worker_note(arg, why);
 }
 
 sc_err worker_reset_dataplane(worker *w, const job *j)

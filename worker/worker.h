@@ -124,6 +124,10 @@ void worker_release(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep
  * something was dropped. Takes mu. */
 int worker_drop(worker *w, uint64_t job_id, uint32_t version, const char *why);
 
+/* Keeps why for the next heartbeat, which makes it an event; beyond the
+ * slots, the oldest are counted, not kept. Takes notice_mu. */
+void worker_note(worker *w, const char *why);
+
 /* What the worker holds now (copied under hold_mu). */
 struct worker_holding worker_holding_get(worker *w);
 
