@@ -6,10 +6,13 @@
  * reaches it later, and the server's retry memory keeps it from running twice.
  *
  * Abort and close. sc_rpc_client_abort never closes the socket: nng 1.5.2 (Debian 12) can
- * deadlock when a socket is closed while another thread starts an operation on it (nng issue
- * #1813). Abort sets the sticky cl->aborted and cancels (nng_aio_cancel) the aio of every call
- * in flight, which then fails with NNG_ECANCELED. Only sc_rpc_client_close closes the socket,
- * and its callers guarantee that no call is in flight by then.
+ * hang in nng_close for good (nng issue #1813, fixed in 1.9.0): when a tcp connection closes
+ * as a message arrives on it, the connection's receive is stranded and nng's reaper thread
+ * waits on it, so that every later nng_close in the process hangs too. Abort sets
+ * cl->aborted (until sc_rpc_client_rearm clears it) and cancels (nng_aio_cancel) the aio of
+ * every call in flight, which then fails with NNG_ECANCELED. Only sc_rpc_client_close closes
+ * the socket, and its callers guarantee that no call is in flight by then; a late reply can
+ * still make that close hang, hence long-lived clients that are rearmed rather than closed.
  *
  * Concurrency contract. cl->mu guards cl->aborted and cl->calls, the list of the calls in
  * flight (each an entry on its caller's stack holding the call's aio).
@@ -19,7 +22,8 @@
  *    operation started and cancels it, or the call sees the flag before starting the next
  *    one and returns at once: no cancel falls in the gap between a send's completion and
  *    the receive's start, and abort never touches a freed aio.
- *  - sc_rpc_client_abort takes cl->mu, sets aborted and cancels the listed aios.
+ *  - sc_rpc_client_abort takes cl->mu, sets aborted and cancels the listed aios;
+ *    sc_rpc_client_rearm takes it to clear aborted.
  * cl->mu is never held across a wait (nng_aio_wait, nng_aio_free, nng_ctx_close, nng_close);
  * nng_aio_cancel does not wait: the protocol's cancel function takes nng's socket lock
  * briefly and completes the aio. Lock order: cl->mu, then nng's internal locks; on_pipe, the
@@ -59,7 +63,7 @@ struct sc_rpc_client {
 	atomic_uint_fast64_t seq; /* calls so far */
 	atomic_int npipes;        /* live connections, for the timeout message */
 	pthread_mutex_t mu;       /* guards aborted and calls; never held across a wait */
-	int aborted;              /* under mu: sc_rpc_client_abort was called (sticky) */
+	int aborted;              /* under mu: aborted, until sc_rpc_client_rearm */
 	call *calls;              /* under mu: the calls in flight */
 	char url[256];
 };

@@ -84,7 +84,8 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	Splitchain__Holding rel = SPLITCHAIN__HOLDING__INIT;
 	sc_db_worker w = { 0 };
 	live_worker *lw;
-	int64_t id;
+	live_job *lj;
+	int64_t id, restarted;
 	int news;
 
 	if (sc_rpc_unpack(&splitchain__register_request__descriptor, req, len,
@@ -129,7 +130,16 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 		memset(lw, 0, sizeof(*lw));
 		lw->id = id;
 	}
-	/* A re-registering worker has restarted: whatever it served is gone. */
+	/* A worker that registers while it serves a job (its process restarted,
+	 * or it forgot us) and does not hold that job's placement has lost its
+	 * segment: the job's calls to it would only wait out the stall limit. */
+	restarted = 0;
+	if (lw->job && (lj = coord_live_job(c, lw->job)) && !lj->done &&
+	    (!r->holds || (int64_t)r->holds->job_id != lw->job ||
+	     r->holds->placement_version != lj->version)) {
+		coord_abort_job(c, lj);
+		restarted = lw->job;
+	}
 	lw->last_seen_ms = coord_now_ms();
 	lw->gflops = r->gflops;
 	snprintf(lw->name, sizeof(lw->name), "%s", r->name);
@@ -141,6 +151,11 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	sc_db_event(c->db, 0, id, SC_LOG_INFO, "worker_registered", "%s (%s, %.1f GFLOP/s) at %s",
 		    r->name, w.device, r->gflops, r->control_addr);
 	record_fence(c, id, r->name, &rel, news, NULL, 0);
+	if (restarted)
+		sc_db_event(c->db, restarted, id, SC_LOG_WARN, "worker_restarted",
+			    "%s registered again without its segment of job %lld: the job's calls "
+			    "to it were aborted",
+			    r->name, (long long)restarted);
 	out.worker_id = (uint64_t)id;
 	out.heartbeat_ms = (uint32_t)c->heartbeat_ms;
 	out.lease_ms = (uint32_t)c->lost_after_ms;

@@ -95,12 +95,13 @@ void sc_rpc_client_close(sc_rpc_client *cl);
 
 /* Makes every call in flight on cl, and every later one, return at once
  * with SC_STATUS_UNAVAILABLE — e.g. when its peer is known to be dead. It
- * marks cl aborted (for good) and cancels the nng operation of each call in
- * flight; it does not close the socket and does not wait for the calls to
- * return (it takes only a short client-internal lock). A call that had
- * already got its reply may still return that. Idempotent; safe from any
- * thread while calls run, and with a lock of the caller's held. cl must
- * still be freed with sc_rpc_client_close once no call uses it. */
+ * marks cl aborted (until sc_rpc_client_rearm) and cancels the nng
+ * operation of each call in flight; it does not close the socket and does
+ * not wait for the calls to return (it takes only a short client-internal
+ * lock). A call that had already got its reply may still return that.
+ * Idempotent; safe from any thread while calls run, and with a lock of the
+ * caller's held. cl must still be freed with sc_rpc_client_close once no
+ * call uses it. */
 void sc_rpc_client_abort(sc_rpc_client *cl);
 
 /* Undoes sc_rpc_client_abort: later calls run again. Call it only once no

@@ -13,7 +13,12 @@
 #      the new stage 0 for the listener: its hellos are refused;
 #  B   the coordinator is paused for longer than lost-after, so its
 #      scheduler finds every worker lost and aborts the job's calls as it
-#      resumes; it must go on answering `status` and resume the job.
+#      resumes; it must go on answering `status` and resume the job;
+#  C   a worker of the placement is killed and restarted at once (as a
+#      supervisor does), so it registers again sooner than lost-after: its
+#      registration without its segment ends the job's calls to it
+#      (worker_restarted), so the job steps again within seconds of the
+#      restart, not after the 5 s stall limit.
 #   recovery_test.sh BUILD_DIR WORK_DIR
 # Environment: RECOVERY_STEPS, the job's steps (10000; fewer where steps are
 # slow, e.g. under ThreadSanitizer): it must outlast the scenarios.
@@ -125,6 +130,20 @@ for round in 1 2 3 4; do
   if d=$(wait_step_after "$t" 20); then ok "B.$round: first step ${d} s after SIGCONT"
   else bad "B.$round: no step within 20 s of SIGCONT"; fi
 done
+
+# --- C: a placement worker killed and restarted within lost-after
+victim=$(stage_worker 1)
+kill -KILL "$(pid_of "$victim")"
+wait "$(pid_of "$victim")" 2>/dev/null
+t=$(now_ms)
+start_worker "${victim#w}"
+if d=$(wait_step_after "$t" 20); then
+  awk -v d="$d" 'BEGIN { exit !(d < 4) }' \
+    && ok "C: first step ${d} s after $victim restarted" \
+    || bad "C: recovery took $d s after $victim restarted"
+else bad "C: no step within 20 s of restarting $victim"; fi
+n=$(sql "select count(*) from events where kind = 'worker_restarted'")
+[ "$n" -ge 1 ] && ok "C: worker_restarted recorded" || bad "C: no worker_restarted event"
 
 if "$SC" watch "$job" >/dev/null 2>&1; then ok "job finished"; else bad "job ended $(state "$job")"; fi
 stalls=$(sql "select count(*) from events where job_id = $job and kind = 'job_stalled'")
