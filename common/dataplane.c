@@ -5,6 +5,7 @@
  * Threads: a dialer's pipe callback (an nng thread) only sets need_hello;
  * everything else runs on the caller's thread. */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -356,16 +357,9 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 	}
 }
 
-static sc_err sock_open(sc_dp_socket **out, const char *url, const sc_dp_opts *o)
+/* s->o = o (NULL: defaults), with out-of-range values replaced. */
+static void set_opts(sc_dp_socket *s, const sc_dp_opts *o)
 {
-	sc_dp_socket *s;
-	int rv;
-
-	*out = NULL;
-	if (!url || !url[0] || strlen(url) >= sizeof(s->url))
-		return sc_errf(SC_EINVAL, "data plane: bad address '%s'", url ? url : "");
-	if (!(s = calloc(1, sizeof(*s))))
-		return sc_errf(SC_ENOMEM, "data plane: out of memory");
 	sc_dp_opts_defaults(&s->o);
 	if (o) {
 		s->o = *o;
@@ -378,6 +372,29 @@ static sc_err sock_open(sc_dp_socket **out, const char *url, const sc_dp_opts *o
 		if (s->o.queue > 8192)
 			s->o.queue = 8192;
 	}
+}
+
+static int apply_limits(sc_dp_socket *s)
+{
+	int rv;
+	if ((rv = nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, s->o.max_msg)) ||
+	    (rv = nng_socket_set_int(s->sock, NNG_OPT_RECVBUF, s->o.queue)) ||
+	    (rv = nng_socket_set_int(s->sock, NNG_OPT_SENDBUF, s->o.queue)))
+		return rv;
+	return 0;
+}
+
+static sc_err sock_open(sc_dp_socket **out, const char *url, const sc_dp_opts *o)
+{
+	sc_dp_socket *s;
+	int rv;
+
+	*out = NULL;
+	if (!url || !url[0] || strlen(url) >= sizeof(s->url))
+		return sc_errf(SC_EINVAL, "data plane: bad address '%s'", url ? url : "");
+	if (!(s = calloc(1, sizeof(*s))))
+		return sc_errf(SC_ENOMEM, "data plane: out of memory");
+	set_opts(s, o);
 	snprintf(s->url, sizeof(s->url), "%s", url);
 	if ((rv = nng_pair0_open(&s->sock))) {
 		free(s);
@@ -389,11 +406,9 @@ static sc_err sock_open(sc_dp_socket **out, const char *url, const sc_dp_opts *o
 		sc_dp_close(s);
 		return nng_fail(rv, "watching the connections of", url);
 	}
-	if ((rv = nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, s->o.max_msg)) ||
+	if ((rv = apply_limits(s)) ||
 	    (rv = nng_socket_set_ms(s->sock, NNG_OPT_RECVTIMEO, SLICE_MS)) ||
 	    (rv = nng_socket_set_ms(s->sock, NNG_OPT_SENDTIMEO, SLICE_MS)) ||
-	    (rv = nng_socket_set_int(s->sock, NNG_OPT_RECVBUF, s->o.queue)) ||
-	    (rv = nng_socket_set_int(s->sock, NNG_OPT_SENDBUF, s->o.queue)) ||
 	    (rv = nng_socket_set_ms(s->sock, NNG_OPT_RECONNMINT, 20)) ||
 	    (rv = nng_socket_set_ms(s->sock, NNG_OPT_RECONNMAXT, 500))) {
 		sc_dp_close(s);
@@ -456,13 +471,55 @@ sc_err sc_dp_dial(sc_dp_socket **out, const char *url, const sc_dp_opts *o)
 	return SC_OK;
 }
 
+static void *close_main(void *arg)
+{
+	sc_dp_socket *s = arg;
+	nng_close(s->sock); /* may never return on nng 1.5.2 (sc_dataplane.h) */
+	free(s);
+	return NULL;
+}
+
 void sc_dp_close(sc_dp_socket *s)
 {
+	pthread_attr_t a;
+	pthread_t th;
+	int started;
+
 	if (!s)
 		return;
-	if (s->open)
-		nng_close(s->sock);
-	free(s);
+	if (!s->open) {
+		free(s);
+		return;
+	}
+	started = pthread_attr_init(&a) == 0 &&
+		  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED) == 0 &&
+		  pthread_create(&th, &a, close_main, s) == 0;
+	pthread_attr_destroy(&a);
+	if (!started) /* no thread to be had: close here */
+		close_main(s);
+}
+
+sc_err sc_dp_rekey(sc_dp_socket *s, const sc_dp_opts *o)
+{
+	unsigned id;
+	nng_msg *m;
+	int rv;
+
+	if (!s->listener)
+		return sc_errf(SC_EINVAL, "data plane %s: only a listener takes a new assignment",
+			       s->url);
+	set_opts(s, o);
+	if ((rv = apply_limits(s)))
+		return nng_fail(rv, "setting options for", s->url);
+	s->accepted = 0;
+	s->silent_id = 0;
+	if ((id = atomic_load(&s->attached))) {
+		s->refused_id = id; /* what it still delivers goes silently */
+		nng_pipe_close((nng_pipe){ .id = id });
+	}
+	while (nng_recvmsg(s->sock, &m, NNG_FLAG_NONBLOCK) == 0)
+		nng_msg_free(m);
+	return SC_OK;
 }
 
 const char *sc_dp_url(const sc_dp_socket *s)

@@ -238,6 +238,7 @@ static int serve(worker *w, const sigset_t *sigs)
 	 * registered; each Assign reopens it on the same address. */
 	if (sc_dp_listen(&w->up, w->o.data, NULL))
 		return fail("opening the data plane");
+	worker_idle_dataplane(w); /* nobody is accepted before an Assign */
 	snprintf(w->data_bind, sizeof(w->data_bind), "%s", sc_dp_url(w->up));
 	advertise(w->data_addr, sizeof(w->data_addr), w->data_bind);
 	if (sc_rpc_server_open(&w->srv, w->o.listen, methods, w, RPC_CONTEXTS))
@@ -298,7 +299,8 @@ int main(int argc, char **argv)
 	sc_dp_close(w.down);
 	sc_dp_close(w.up);
 	sc_backend_free(w.be);
-	nng_fini(); /* waits for nng's asynchronous teardown of the closed sockets */
+	/* No nng_fini: a socket close that nng 1.5.2 never finishes (see
+	 * sc_dp_close) must not keep the process from exiting. */
 	pthread_cond_destroy(&w.stop_cv);
 	pthread_mutex_destroy(&w.stop_mu);
 	pthread_mutex_destroy(&w.notice_mu);

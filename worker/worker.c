@@ -114,6 +114,19 @@ static void note_refusal(void *arg, const char *why)
 	worker_note(arg, why);
 }
 
+void worker_idle_dataplane(worker *w)
+{
+	sc_dp_opts o;
+
+	sc_dp_opts_defaults(&o);
+	o.peer = (sc_dp_peer){ 0, 0, UINT32_MAX }; /* nobody: no job is held */
+	o.self = o.peer;
+	sc_dp_close(w->down);
+	w->down = NULL;
+	if (w->up && sc_dp_rekey(w->up, &o))
+		sc_warn("worker", "idling the data plane: %s", sc_err_detail());
+}
+
 sc_err worker_reset_dataplane(worker *w, const job *j)
 {
 	sc_dp_opts o;
@@ -130,12 +143,11 @@ sc_err worker_reset_dataplane(worker *w, const job *j)
 	o.self = self;
 	sc_dp_close(w->down);
 	w->down = NULL;
-	sc_dp_close(w->up);
-	w->up = NULL;
 	/* The listener takes only the previous stage of this placement (stage
-	 * 0 none: its peer is a stage that does not exist). */
+	 * 0 none: its peer is a stage that does not exist). It is re-keyed, not
+	 * reopened: see sc_dp_close. */
 	o.peer = (sc_dp_peer){ j->id, j->version, (uint32_t)j->stage - 1u };
-	SC_TRY(sc_dp_listen(&w->up, w->data_bind, &o));
+	SC_TRY(w->up ? sc_dp_rekey(w->up, &o) : sc_dp_listen(&w->up, w->data_bind, &o));
 	o.peer = (sc_dp_peer){ j->id, j->version, (uint32_t)j->stage + 1u };
 	if (j->next_addr[0])
 		SC_TRY(sc_dp_dial(&w->down, j->next_addr, &o));
@@ -329,11 +341,8 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	worker_job_free(w->job);
 	w->job = NULL;
 	set_holding(w, NULL);
-	/* Neither socket of the old placement outlives it. */
-	sc_dp_close(w->down);
-	w->down = NULL;
-	sc_dp_close(w->up);
-	w->up = NULL;
+	/* No connection of the old placement outlives it. */
+	worker_idle_dataplane(w);
 	if ((rc = build_job(w, r, &mc, &lc, &tc, &j))) {
 		sc_rpc_reply_err(rep, worker_status_of(rc), "job %" PRIu64 " stage %u: %s",
 				 r->job_id, r->stage, sc_err_detail());
@@ -568,10 +577,7 @@ int worker_drop(worker *w, uint64_t job_id, uint32_t version, const char *why)
 		worker_job_free(w->job);
 		w->job = NULL;
 		set_holding(w, NULL);
-		sc_dp_close(w->down);
-		w->down = NULL;
-		sc_dp_close(w->up);
-		w->up = NULL;
+		worker_idle_dataplane(w);
 		dropped = 1;
 	}
 	pthread_mutex_unlock(&w->mu);

@@ -138,10 +138,15 @@ void worker_job_free(job *j);
  * FAILED_PRECONDITION (nothing assigned) or NOT_FOUND (another job). */
 job *worker_job_get(worker *w, uint64_t job_id, sc_rpc_reply *rep);
 
-/* Called with mu held: closes the data-plane sockets and opens fresh ones
- * for j (listening on data_bind; dialing j->next_addr unless j is the last
- * stage). Queued tensors are discarded. */
+/* Called with mu held: sets the data plane up for j — the listener (on
+ * data_bind) re-keyed to accept only j's previous stage, a fresh dialer to
+ * j->next_addr unless j is the last stage. Connections of before are
+ * closed and queued tensors discarded. */
 sc_err worker_reset_dataplane(worker *w, const job *j);
+
+/* Called with mu held: no job: the dialer is closed and the listener
+ * accepts nobody. */
+void worker_idle_dataplane(worker *w);
 
 /* The gRPC status for a failed sc_err in a job method. */
 int worker_status_of(sc_err rc);
