@@ -23,8 +23,9 @@
 #error "the data plane sends host floats as little-endian: port it to this platform first"
 #endif
 
-#define SLICE_MS      100  /* socket timeout: how often a waiting call looks at the clock */
-#define HELLO_WAIT_MS 1000 /* a listener closes a connection silent this long without a hello */
+#define SLICE_MS       100  /* socket timeout: how often a waiting call looks at the clock */
+#define HELLO_WAIT_MS  1000 /* a listener closes a connection silent this long without a hello */
+#define HELLO_AGAIN_MS 250  /* a dialer repeats an unanswered hello this often */
 
 struct sc_dp_socket {
 	nng_socket sock;
@@ -693,14 +694,20 @@ static sc_err next_msg(sc_dp_socket *s, double deadline, nng_msg **out, const ch
  * connection and waits for the answer. */
 static sc_err handshake(sc_dp_socket *s, double deadline)
 {
+	double said = 0;
 	nng_msg *m;
 	int rv;
 
 	while (!atomic_load(&s->attached) || (int)atomic_load(&s->attached) != s->accepted) {
 		if (cancelled(s))
 			return sc_errf(SC_EIO, "data plane: sending to %s cancelled", s->url);
-		if (atomic_load(&s->attached) && atomic_exchange(&s->need_hello, 0))
+		/* Said again while unanswered: a hello can go into a connection
+		 * that pair0 at the other end refuses (its one slot taken). */
+		if (atomic_load(&s->attached) &&
+		    (atomic_exchange(&s->need_hello, 0) || now_ms() - said >= HELLO_AGAIN_MS)) {
 			SC_TRY(send_hello(s, deadline));
+			said = now_ms();
+		}
 		rv = nng_recvmsg(s->sock, &m, 0);
 		if (rv == 0) {
 			if (!screen(s, m, deadline)) { /* a tensor of an accepted connection */
