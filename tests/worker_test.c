@@ -695,16 +695,19 @@ static void stale_peer_refused_and_reported(void **st)
 	fake_worker f0, f;
 	float x[B * T * C];
 
-	holding h[NW];
+	Splitchain__LoraConfig lm = lora_msg();
+	Splitchain__TrainConfig tm = train_msg();
+	Splitchain__AssignRequest a;
+	fake_worker fw[NW];
+	char msg[512];
 
-	assign_all(7, 0);
-	/* Stage 0 lets go of the link (fenced), so the stale dialer finds
-	 * stage 1's listener free. */
-	h[0] = (holding){ 0, 0 };
-	h[1] = (holding){ 7, last_version };
-	fake_coord_fence(0, 7, last_version);
-	assert_int_equal(fake_wait_all(holds, h, 10), 0);
-	fake_coord_fence(0, 0, 0);
+	/* Only stage 1 is assigned: the stale dialer finds its listener free. */
+	for (int k = 0; k < NW; k++)
+		fake_coord_get(k, &fw[k]);
+	a = assign_msg(1, 7, ++last_version, 0, &lm, &tm, fw);
+	assert_int_equal(status_of(1, "Worker.Assign", MSG(&a),
+				   &splitchain__assign_reply__descriptor, NULL, msg),
+			 SC_STATUS_OK);
 	fake_coord_get(1, &f0);
 	bg_start(7, 0, 20000); /* stage 1 receives */
 	sc_dp_opts_defaults(&o);
