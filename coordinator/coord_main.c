@@ -29,13 +29,6 @@ static const char help[] =
     "  --keep-checkpoints N  checkpoints kept per job               (default 3)\n"
     "  --help\n";
 
-static volatile sig_atomic_t stop_signal;
-
-static void on_signal(int sig)
-{
-	stop_signal = sig;
-}
-
 static int int_opt(const char *flag, const char *s, long lo, long hi, int *out)
 {
 	char *end;
@@ -66,7 +59,8 @@ int main(int argc, char **argv)
 		    .step_timeout_ms = 600000,
 		    .checkpoint_keep = 3 };
 	pthread_t sched;
-	struct sigaction sa;
+	sigset_t sigs;
+	int sig = 0;
 	int ch;
 	sc_err rc;
 
@@ -108,6 +102,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "splitchain-coordinator: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
+	/* Every thread (nng's, ours) inherits the blocked signals; only the
+	 * sigwait below takes them. (A handler with pause() here could miss a
+	 * signal that a thread other than main received.) */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
 	pthread_mutex_init(&c.mu, NULL);
 	pthread_cond_init(&c.wake, NULL);
 	if ((rc = sc_db_open(&c.db, dbpath))) {
@@ -130,11 +132,6 @@ int main(int argc, char **argv)
 		sc_db_close(c.db);
 		return 1;
 	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
 	sc_db_event(c.db, 0, 0, SC_LOG_INFO, "coordinator_started", "listening on %s",
 		    sc_rpc_server_url(c.srv));
 	sc_info("coordinator", "splitchain-coordinator %s listening on %s, database %s", SC_VERSION,
@@ -145,10 +142,9 @@ int main(int argc, char **argv)
 		sc_db_close(c.db);
 		return 1;
 	}
-	while (!stop_signal)
-		pause();
-	sc_info("coordinator", "signal %d: stopping (running jobs resume at the next start)",
-		(int)stop_signal);
+	while (sigwait(&sigs, &sig) != 0)
+		;
+	sc_info("coordinator", "signal %d: stopping (running jobs resume at the next start)", sig);
 	pthread_mutex_lock(&c.mu);
 	atomic_store(&c.stopping, 1);
 	for (live_job *j = c.jobs; j; j = j->next) /* a runner waiting on a call ends now */

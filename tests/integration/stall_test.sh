@@ -9,7 +9,7 @@
 #   stall_test.sh BUILD_DIR WORK_DIR
 source "$(dirname "$0")/lib.sh" "$1" "$2"
 make_fixture
-JOB_OPTS=(--steps 3000 --batch 2 --seq 16 --micro 2 --rank 4 --alpha 8 --targets all
+JOB_OPTS=(--steps 12000 --batch 2 --seq 16 --micro 2 --rank 4 --alpha 8 --targets all
           --lr 3e-3 --min-lr 3e-4 --warmup 2 --weight-decay 0.01 --clip 0.5 --seed 11)
 reference ref
 URL=$SPLITCHAIN_COORDINATOR
@@ -35,7 +35,10 @@ awk -v s="$since" 'BEGIN { exit !(s != "" && s >= 0 && s < 2) }' && ok "status: 
 
 # --- a fixed limit of 1 s; a stage paused 2.5 s (heartbeats stop for less
 # than lost-after, 5 s) stalls the step: interrupted, resumed, same result
-kill -TERM "$(cat cluster/coordinator.pid)"; wait "$(cat cluster/coordinator.pid)" 2>/dev/null
+kill -TERM "$(cat cluster/coordinator.pid)"
+for _ in $(seq 1 100); do kill -0 "$(cat cluster/coordinator.pid)" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$(cat cluster/coordinator.pid)" 2>/dev/null && bad "the coordinator did not stop on SIGTERM within 10 s" \
+  || ok "the coordinator stopped on SIGTERM"
 start_coordinator 5000 --stall-after-ms 1000
 for _ in $(seq 1 200); do l=$(num "$job" stall_after_s 2>/dev/null); [ "$l" = 1 ] && break; sleep 0.1; done
 [ "$l" = 1 ] && ok "--stall-after-ms 1000: limit 1 s" || bad "stall limit '$l' with --stall-after-ms 1000"
