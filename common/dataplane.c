@@ -31,6 +31,7 @@ struct sc_dp_socket {
 	nng_socket sock;
 	int open;
 	int listener;
+	nng_dialer dialer; /* a dialer's, stopped before the socket is closed */
 	sc_dp_opts o;
 	char url[256];
 	_Atomic uint64_t sent, received;
@@ -458,7 +459,7 @@ sc_err sc_dp_dial(sc_dp_socket **out, const char *url, const sc_dp_opts *o)
 	int rv;
 
 	SC_TRY(sock_open(&s, url, o));
-	if ((rv = nng_dial(s->sock, url, NULL, NNG_FLAG_NONBLOCK))) {
+	if ((rv = nng_dial(s->sock, url, &s->dialer, NNG_FLAG_NONBLOCK))) {
 		sc_dp_close(s);
 		return nng_fail(rv, "dialing", url);
 	}
@@ -492,6 +493,11 @@ void sc_dp_close(sc_dp_socket *s)
 		free(s);
 		return;
 	}
+	/* The dialer stops redialing now, whatever becomes of the close: a
+	 * close stuck in nng would otherwise leave it dialing the next stage
+	 * for good, silent, taking pair0's only slot there again and again. */
+	if (!s->listener)
+		nng_dialer_close(s->dialer);
 	started = pthread_attr_init(&a) == 0 &&
 		  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED) == 0 &&
 		  pthread_create(&th, &a, close_main, s) == 0;
