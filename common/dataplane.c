@@ -5,7 +5,6 @@
  * Threads: a dialer's pipe callback (an nng thread) only sets need_hello;
  * everything else runs on the caller's thread. */
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,15 +22,13 @@
 #error "the data plane sends host floats as little-endian: port it to this platform first"
 #endif
 
-#define SLICE_MS       100  /* socket timeout: how often a waiting call looks at the clock */
-#define HELLO_WAIT_MS  1000 /* a listener closes a connection silent this long without a hello */
-#define HELLO_AGAIN_MS 250  /* a dialer repeats an unanswered hello this often */
+#define SLICE_MS      100  /* socket timeout: how often a waiting call looks at the clock */
+#define HELLO_WAIT_MS 1000 /* a listener closes a connection silent this long without a hello */
 
 struct sc_dp_socket {
 	nng_socket sock;
 	int open;
 	int listener;
-	nng_dialer dialer; /* a dialer's, stopped before the socket is closed */
 	sc_dp_opts o;
 	char url[256];
 	_Atomic uint64_t sent, received;
@@ -359,9 +356,16 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 	}
 }
 
-/* s->o = o (NULL: defaults), with out-of-range values replaced. */
-static void set_opts(sc_dp_socket *s, const sc_dp_opts *o)
+static sc_err sock_open(sc_dp_socket **out, const char *url, const sc_dp_opts *o)
 {
+	sc_dp_socket *s;
+	int rv;
+
+	*out = NULL;
+	if (!url || !url[0] || strlen(url) >= sizeof(s->url))
+		return sc_errf(SC_EINVAL, "data plane: bad address '%s'", url ? url : "");
+	if (!(s = calloc(1, sizeof(*s))))
+		return sc_errf(SC_ENOMEM, "data plane: out of memory");
 	sc_dp_opts_defaults(&s->o);
 	if (o) {
 		s->o = *o;
@@ -374,29 +378,6 @@ static void set_opts(sc_dp_socket *s, const sc_dp_opts *o)
 		if (s->o.queue > 8192)
 			s->o.queue = 8192;
 	}
-}
-
-static int apply_limits(sc_dp_socket *s)
-{
-	int rv;
-	if ((rv = nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, s->o.max_msg)) ||
-	    (rv = nng_socket_set_int(s->sock, NNG_OPT_RECVBUF, s->o.queue)) ||
-	    (rv = nng_socket_set_int(s->sock, NNG_OPT_SENDBUF, s->o.queue)))
-		return rv;
-	return 0;
-}
-
-static sc_err sock_open(sc_dp_socket **out, const char *url, const sc_dp_opts *o)
-{
-	sc_dp_socket *s;
-	int rv;
-
-	*out = NULL;
-	if (!url || !url[0] || strlen(url) >= sizeof(s->url))
-		return sc_errf(SC_EINVAL, "data plane: bad address '%s'", url ? url : "");
-	if (!(s = calloc(1, sizeof(*s))))
-		return sc_errf(SC_ENOMEM, "data plane: out of memory");
-	set_opts(s, o);
 	snprintf(s->url, sizeof(s->url), "%s", url);
 	if ((rv = nng_pair0_open(&s->sock))) {
 		free(s);
@@ -408,9 +389,11 @@ static sc_err sock_open(sc_dp_socket **out, const char *url, const sc_dp_opts *o
 		sc_dp_close(s);
 		return nng_fail(rv, "watching the connections of", url);
 	}
-	if ((rv = apply_limits(s)) ||
+	if ((rv = nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, s->o.max_msg)) ||
 	    (rv = nng_socket_set_ms(s->sock, NNG_OPT_RECVTIMEO, SLICE_MS)) ||
 	    (rv = nng_socket_set_ms(s->sock, NNG_OPT_SENDTIMEO, SLICE_MS)) ||
+	    (rv = nng_socket_set_int(s->sock, NNG_OPT_RECVBUF, s->o.queue)) ||
+	    (rv = nng_socket_set_int(s->sock, NNG_OPT_SENDBUF, s->o.queue)) ||
 	    (rv = nng_socket_set_ms(s->sock, NNG_OPT_RECONNMINT, 20)) ||
 	    (rv = nng_socket_set_ms(s->sock, NNG_OPT_RECONNMAXT, 500))) {
 		sc_dp_close(s);
@@ -459,7 +442,7 @@ sc_err sc_dp_dial(sc_dp_socket **out, const char *url, const sc_dp_opts *o)
 	int rv;
 
 	SC_TRY(sock_open(&s, url, o));
-	if ((rv = nng_dial(s->sock, url, &s->dialer, NNG_FLAG_NONBLOCK))) {
+	if ((rv = nng_dial(s->sock, url, NULL, NNG_FLAG_NONBLOCK))) {
 		sc_dp_close(s);
 		return nng_fail(rv, "dialing", url);
 	}
@@ -473,60 +456,13 @@ sc_err sc_dp_dial(sc_dp_socket **out, const char *url, const sc_dp_opts *o)
 	return SC_OK;
 }
 
-static void *close_main(void *arg)
-{
-	sc_dp_socket *s = arg;
-	nng_close(s->sock); /* may never return on nng 1.5.2 (sc_dataplane.h) */
-	free(s);
-	return NULL;
-}
-
 void sc_dp_close(sc_dp_socket *s)
 {
-	pthread_attr_t a;
-	pthread_t th;
-	int started;
-
 	if (!s)
 		return;
-	if (!s->open) {
-		free(s);
-		return;
-	}
-	/* The dialer stops redialing now, whatever becomes of the close: a
-	 * close stuck in nng would otherwise leave it dialing the next stage
-	 * for good, silent, taking pair0's only slot there again and again. */
-	if (!s->listener)
-		nng_dialer_close(s->dialer);
-	started = pthread_attr_init(&a) == 0 &&
-		  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED) == 0 &&
-		  pthread_create(&th, &a, close_main, s) == 0;
-	pthread_attr_destroy(&a);
-	if (!started) /* no thread to be had: close here */
-		close_main(s);
-}
-
-sc_err sc_dp_rekey(sc_dp_socket *s, const sc_dp_opts *o)
-{
-	unsigned id;
-	nng_msg *m;
-	int rv;
-
-	if (!s->listener)
-		return sc_errf(SC_EINVAL, "data plane %s: only a listener takes a new assignment",
-			       s->url);
-	set_opts(s, o);
-	if ((rv = apply_limits(s)))
-		return nng_fail(rv, "setting options for", s->url);
-	s->accepted = 0;
-	s->silent_id = 0;
-	if ((id = atomic_load(&s->attached))) {
-		s->refused_id = id; /* what it still delivers goes silently */
-		nng_pipe_close((nng_pipe){ .id = id });
-	}
-	while (nng_recvmsg(s->sock, &m, NNG_FLAG_NONBLOCK) == 0)
-		nng_msg_free(m);
-	return SC_OK;
+	if (s->open)
+		nng_close(s->sock);
+	free(s);
 }
 
 const char *sc_dp_url(const sc_dp_socket *s)
@@ -700,20 +636,14 @@ static sc_err next_msg(sc_dp_socket *s, double deadline, nng_msg **out, const ch
  * connection and waits for the answer. */
 static sc_err handshake(sc_dp_socket *s, double deadline)
 {
-	double said = 0;
 	nng_msg *m;
 	int rv;
 
 	while (!atomic_load(&s->attached) || (int)atomic_load(&s->attached) != s->accepted) {
 		if (cancelled(s))
 			return sc_errf(SC_EIO, "data plane: sending to %s cancelled", s->url);
-		/* Said again while unanswered: a hello can go into a connection
-		 * that pair0 at the other end refuses (its one slot taken). */
-		if (atomic_load(&s->attached) &&
-		    (atomic_exchange(&s->need_hello, 0) || now_ms() - said >= HELLO_AGAIN_MS)) {
+		if (atomic_load(&s->attached) && atomic_exchange(&s->need_hello, 0))
 			SC_TRY(send_hello(s, deadline));
-			said = now_ms();
-		}
 		rv = nng_recvmsg(s->sock, &m, 0);
 		if (rv == 0) {
 			if (!screen(s, m, deadline)) { /* a tensor of an accepted connection */

@@ -786,43 +786,6 @@ static void hello_again_after_reconnect(void **state)
 	sc_dp_close(l);
 }
 
-/* A listener re-keyed for a new placement drops the old upstream's
- * connection and queued tensors and takes only the new upstream. */
-static void rekey_takes_the_new_placement_only(void **state)
-{
-	refusals r = { 0 };
-	sc_dp_opts lo = listener_opts(&r, 5000), oldo = dialer_opts(2, 0), newo = dialer_opts(3, 0);
-	sc_dp_socket *l, *old, *fresh;
-	float x[NUMEL], y[NUMEL];
-	sender sd;
-
-	SC_ASSERT_OK(sc_dp_listen(&l, "tcp://127.0.0.1:0", &lo));
-	SC_ASSERT_OK(sc_dp_dial(&old, sc_dp_url(l), &oldo));
-	fill(x, 25);
-	send_async(&sd, old, &tag, x);
-	SC_ASSERT_OK(sc_dp_recv(l, &tag, 3, shape, y));
-	send_joined(&sd);
-	/* A left-over of placement 2, queued at the listener. */
-	x[0] = 7;
-	SC_ASSERT_OK(sc_dp_send(old, &tag, 3, shape, x));
-	sleep_ms(100);
-	lo.self.version = lo.peer.version = 3;
-	SC_ASSERT_OK(sc_dp_rekey(l, &lo));
-	/* The old upstream is fenced away as the new one comes (a stale dialer
-	 * that stays competes for pair0's slot until it goes: see
-	 * silent_connection_closed). */
-	sc_dp_close(old);
-	SC_ASSERT_OK(sc_dp_dial(&fresh, sc_dp_url(l), &newo));
-	x[0] = 8;
-	send_async(&sd, fresh, &tag, x);
-	SC_ASSERT_OK(sc_dp_recv(l, &tag, 3, shape, y));
-	send_joined(&sd);
-	assert_memory_equal(x, y, sizeof(x));                /* not the left-over */
-	SC_ASSERT_ERR(sc_dp_rekey(fresh, &newo), SC_EINVAL); /* only a listener */
-	sc_dp_close(fresh);
-	sc_dp_close(l);
-}
-
 static void bad_arguments(void **state)
 {
 	sc_dp_socket *s;
@@ -858,7 +821,6 @@ int main(void)
 		cmocka_unit_test(stale_dialer_first_then_right_one),
 		cmocka_unit_test(silent_connection_closed),
 		cmocka_unit_test(hello_again_after_reconnect),
-		cmocka_unit_test(rekey_takes_the_new_placement_only),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

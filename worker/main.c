@@ -42,7 +42,8 @@ static const char usage_text[] =
     "stops the worker cleanly.\n"
     "\nexit status: 0 stopped by a signal, 1 could not start, 2 bad usage, 3 the\n"
     "device failed in a way this process cannot recover from (e.g. a CUDA illegal\n"
-    "address): the error went to the coordinator; restart the worker.\n";
+    "address): the error went to the coordinator; restart the worker; 4 a data-plane\n"
+    "socket close never returned (a known hang of nng 1.5.2): restart the worker.\n";
 
 static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage(const char *fmt, ...)
@@ -238,7 +239,6 @@ static int serve(worker *w, const sigset_t *sigs)
 	 * registered; each Assign reopens it on the same address. */
 	if (sc_dp_listen(&w->up, w->o.data, NULL))
 		return fail("opening the data plane");
-	worker_idle_dataplane(w); /* nobody is accepted before an Assign */
 	snprintf(w->data_bind, sizeof(w->data_bind), "%s", sc_dp_url(w->up));
 	advertise(w->data_addr, sizeof(w->data_addr), w->data_bind);
 	if (sc_rpc_server_open(&w->srv, w->o.listen, methods, w, RPC_CONTEXTS))
@@ -299,8 +299,7 @@ int main(int argc, char **argv)
 	sc_dp_close(w.down);
 	sc_dp_close(w.up);
 	sc_backend_free(w.be);
-	/* No nng_fini: a socket close that nng 1.5.2 never finishes (see
-	 * sc_dp_close) must not keep the process from exiting. */
+	nng_fini(); /* waits for nng's asynchronous teardown of the closed sockets */
 	pthread_cond_destroy(&w.stop_cv);
 	pthread_mutex_destroy(&w.stop_mu);
 	pthread_mutex_destroy(&w.notice_mu);

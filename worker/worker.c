@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sc_adapter.h"
 #include "sc_log.h"
@@ -46,6 +47,19 @@ void worker_job_free(job *j)
 	free(j->tokens);
 	free(j->targets);
 	free(j);
+}
+
+void worker_close_socket(worker *w, sc_dp_socket **s)
+{
+	struct timespec ts;
+
+	if (!*s)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	atomic_store(&w->closing_ms, (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+	sc_dp_close(*s);
+	atomic_store(&w->closing_ms, 0);
+	*s = NULL;
 }
 
 int worker_status_of(sc_err rc)
@@ -114,19 +128,6 @@ static void note_refusal(void *arg, const char *why)
 	worker_note(arg, why);
 }
 
-void worker_idle_dataplane(worker *w)
-{
-	sc_dp_opts o;
-
-	sc_dp_opts_defaults(&o);
-	o.peer = (sc_dp_peer){ 0, 0, UINT32_MAX }; /* nobody: no job is held */
-	o.self = o.peer;
-	sc_dp_close(w->down);
-	w->down = NULL;
-	if (w->up && sc_dp_rekey(w->up, &o))
-		sc_warn("worker", "idling the data plane: %s", sc_err_detail());
-}
-
 sc_err worker_reset_dataplane(worker *w, const job *j)
 {
 	sc_dp_opts o;
@@ -141,13 +142,12 @@ sc_err worker_reset_dataplane(worker *w, const job *j)
 	o.on_refuse = note_refusal;
 	o.on_refuse_arg = w;
 	o.self = self;
-	sc_dp_close(w->down);
-	w->down = NULL;
+	worker_close_socket(w, &w->down);
+	worker_close_socket(w, &w->up);
 	/* The listener takes only the previous stage of this placement (stage
-	 * 0 none: its peer is a stage that does not exist). It is re-keyed, not
-	 * reopened: see sc_dp_close. */
+	 * 0 none: its peer is a stage that does not exist). */
 	o.peer = (sc_dp_peer){ j->id, j->version, (uint32_t)j->stage - 1u };
-	SC_TRY(w->up ? sc_dp_rekey(w->up, &o) : sc_dp_listen(&w->up, w->data_bind, &o));
+	SC_TRY(sc_dp_listen(&w->up, w->data_bind, &o));
 	o.peer = (sc_dp_peer){ j->id, j->version, (uint32_t)j->stage + 1u };
 	if (j->next_addr[0])
 		SC_TRY(sc_dp_dial(&w->down, j->next_addr, &o));
@@ -341,8 +341,9 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	worker_job_free(w->job);
 	w->job = NULL;
 	set_holding(w, NULL);
-	/* No connection of the old placement outlives it. */
-	worker_idle_dataplane(w);
+	/* Neither socket of the old placement outlives it. */
+	worker_close_socket(w, &w->down);
+	worker_close_socket(w, &w->up);
 	if ((rc = build_job(w, r, &mc, &lc, &tc, &j))) {
 		sc_rpc_reply_err(rep, worker_status_of(rc), "job %" PRIu64 " stage %u: %s",
 				 r->job_id, r->stage, sc_err_detail());
@@ -577,7 +578,8 @@ int worker_drop(worker *w, uint64_t job_id, uint32_t version, const char *why)
 		worker_job_free(w->job);
 		w->job = NULL;
 		set_holding(w, NULL);
-		worker_idle_dataplane(w);
+		worker_close_socket(w, &w->down);
+		worker_close_socket(w, &w->up);
 		dropped = 1;
 	}
 	pthread_mutex_unlock(&w->mu);

@@ -101,6 +101,7 @@ typedef struct worker {
 	atomic_int busy;          /* a Step is running */
 	atomic_int stop;          /* shutting down */
 	atomic_int device_failed; /* the backend reported a failure: exit with EXIT_DEVICE */
+	atomic_llong closing_ms;  /* monotonic ms a data-plane close began, 0: none running */
 	pthread_mutex_t stop_mu;
 	pthread_cond_t stop_cv; /* signalled when stop is set */
 	pthread_t announcer;
@@ -138,15 +139,18 @@ void worker_job_free(job *j);
  * FAILED_PRECONDITION (nothing assigned) or NOT_FOUND (another job). */
 job *worker_job_get(worker *w, uint64_t job_id, sc_rpc_reply *rep);
 
-/* Called with mu held: sets the data plane up for j — the listener (on
- * data_bind) re-keyed to accept only j's previous stage, a fresh dialer to
- * j->next_addr unless j is the last stage. Connections of before are
- * closed and queued tensors discarded. */
+/* Called with mu held: closes the data-plane sockets and opens fresh ones
+ * for j (listening on data_bind; dialing j->next_addr unless j is the last
+ * stage). Queued tensors are discarded. */
 sc_err worker_reset_dataplane(worker *w, const job *j);
 
-/* Called with mu held: no job: the dialer is closed and the listener
- * accepts nobody. */
-void worker_idle_dataplane(worker *w);
+/* Called with mu held: closes *s (sc_dp_close) and sets it NULL, timing
+ * the close for the heartbeat thread: nng 1.5.2 can hang for good closing
+ * a tcp connection that a message reaches at that moment (nng #1813). */
+void worker_close_socket(worker *w, sc_dp_socket **s);
+
+/* Exit status of a worker whose data-plane close never returned. */
+#define WORKER_EXIT_WEDGED 4
 
 /* The gRPC status for a failed sc_err in a job method. */
 int worker_status_of(sc_err rc);

@@ -98,19 +98,8 @@ sc_err sc_dp_listen(sc_dp_socket **out, const char *url, const sc_dp_opts *o);
  * later, and a lost connection is redialed. o as for sc_dp_listen. */
 sc_err sc_dp_dial(sc_dp_socket **out, const char *url, const sc_dp_opts *o);
 
-/* Closes the socket (queued messages are discarded) and frees s. Accepts
- * NULL. Returns at once: nng_close runs on a thread of its own, because
- * nng 1.5.2 can hang for good closing a tcp connection that a message
- * reaches at that moment (nng #1813, fixed in 1.9.0) — a caller holding a
- * lock must not wait on that. */
+/* Closes the socket (queued messages are discarded). Accepts NULL. */
 void sc_dp_close(sc_dp_socket *s);
-
-/* A listener takes up a new assignment on the same socket, which is never
- * closed and reopened (see sc_dp_close; and its address stays bound): o's
- * self, peer, limits and options replace the old ones, the connection held
- * now is closed (a right peer redials and says hello again), and queued
- * messages are dropped. */
-sc_err sc_dp_rekey(sc_dp_socket *s, const sc_dp_opts *o);
 
 /* The address: for a listener the one actually bound (a tcp port 0
  * replaced by the port chosen), for a dialer the peer's. Borrowed. */
