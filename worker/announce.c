@@ -23,9 +23,8 @@
 #include "worker.h"
 
 #define REGISTER_TIMEOUT_MS 5000
-#define CLOSE_STUCK_MS      10000 /* a data-plane close running longer never returns */
-#define MIN_CALL_MS         200   /* shortest wait for a heartbeat's answer */
-#define LOG_EVERY           30    /* failed attempts between two log lines while waiting */
+#define MIN_CALL_MS         200 /* shortest wait for a heartbeat's answer */
+#define LOG_EVERY           30  /* failed attempts between two log lines while waiting */
 
 int worker_sleep(worker *w, int ms)
 {
@@ -208,19 +207,7 @@ void *worker_announce_main(void *arg)
 			kill(getpid(), SIGTERM); /* main's sigwait takes it */
 			break;
 		}
-		/* A data-plane close stuck in nng (worker.h) holds the job's
-		 * mutex for good: no job method can run again. Exit, so that
-		 * the supervisor starts a fresh process (which registers anew
-		 * and is fenced like any restarted worker). */
-		long long closing = atomic_load(&w->closing_ms);
-		if (closing && mono_ms() - closing > CLOSE_STUCK_MS) {
-			sc_error("worker",
-				 "a data-plane socket close has not returned for %lld ms (the nng "
-				 "1.5.2 close hang, nng #1813): exiting with status %d for the "
-				 "supervisor to restart the worker",
-				 (long long)(mono_ms() - closing), WORKER_EXIT_WEDGED);
-			_exit(WORKER_EXIT_WEDGED);
-		}
+		worker_check_wedged(w);
 		/* The lease: cut off from the coordinator for longer than it
 		 * waits before re-planning without us, the job is not ours. */
 		int64_t silent = mono_ms() - last_ok;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sc_adapter.h"
 #include "sc_log.h"
@@ -60,6 +61,27 @@ void worker_close_socket(worker *w, sc_dp_socket **s)
 	sc_dp_close(*s);
 	atomic_store(&w->closing_ms, 0);
 	*s = NULL;
+}
+
+#define CLOSE_STUCK_MS 10000
+
+void worker_check_wedged(worker *w)
+{
+	struct timespec ts;
+	long long closing = atomic_load(&w->closing_ms), now;
+
+	if (!closing)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	if (now - closing <= CLOSE_STUCK_MS)
+		return;
+	sc_error("worker",
+		 "a data-plane socket close has not returned for %lld ms (the nng 1.5.2 close "
+		 "hang, nng #1813): exiting with status %d for the supervisor to restart the "
+		 "worker",
+		 now - closing, WORKER_EXIT_WEDGED);
+	_exit(WORKER_EXIT_WEDGED);
 }
 
 int worker_status_of(sc_err rc)
@@ -567,9 +589,18 @@ int worker_drop(worker *w, uint64_t job_id, uint32_t version, const char *why)
 
 	if (!h.job || (job_id && h.job != job_id) || (version && h.version > version))
 		return 0; /* not ours (any more): leave the job held alone */
-	/* A Step of this job still waiting on a neighbour gives up first. */
+	/* A Step of this job still waiting on a neighbour gives up first. The
+	 * wait for mu looks out for a close stuck in nng (the caller may be
+	 * the heartbeat thread). */
 	atomic_store(&w->cancel, 1);
-	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 1;
+		if (pthread_mutex_timedlock(&w->mu, &until) == 0)
+			break;
+		worker_check_wedged(w);
+	}
 	atomic_store(&w->cancel, atomic_load(&w->stop));
 	if (w->job && (!job_id || w->job->id == job_id) &&
 	    (!version || w->job->version <= version)) {

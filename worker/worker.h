@@ -152,6 +152,13 @@ void worker_close_socket(worker *w, sc_dp_socket **s);
 /* Exit status of a worker whose data-plane close never returned. */
 #define WORKER_EXIT_WEDGED 4
 
+/* A data-plane close stuck in nng holds the job's mutex for good: no job
+ * method can run again. When one has run for 10 s, exits the process with
+ * WORKER_EXIT_WEDGED so that the supervisor starts a fresh one (which
+ * registers anew and is fenced like any restarted worker). Called by the
+ * heartbeat thread, also while it waits for mu. */
+void worker_check_wedged(worker *w);
+
 /* The gRPC status for a failed sc_err in a job method. */
 int worker_status_of(sc_err rc);
 
