@@ -35,6 +35,7 @@ cmake -S . -B build-asan -DSC_WERROR=ON -DSC_SANITIZE=ON -DSC_CUDA=OFF \
   -DCMAKE_BUILD_TYPE=Debug -DSC_TEST_VENV="$ROOT/build/pyenv" >/dev/null
 cmake --build build-asan -j"$JOBS"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+  LSAN_OPTIONS=suppressions="$ROOT/tests/lsan.supp" \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -L 'unit|cli')
 
 echo "== ThreadSanitizer: the daemons under the fault, lifecycle, recovery and chaos tests"
