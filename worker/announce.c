@@ -47,13 +47,6 @@ int worker_sleep(worker *w, int ms)
 	return stop;
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The coordinator's answer about our holding: what to drop, if anything. */
 typedef struct fence {
 	uint64_t job;
@@ -189,7 +182,7 @@ void *worker_announce_main(void *arg)
 	char msg[512];
 	uint64_t id = 0;
 	int hb_ms = 1000, lease_ms = 0, registered = 0, failures = 0, status;
-	int64_t last_ok = mono_ms();
+	int64_t last_ok = worker_mono_ms();
 	fence drop;
 
 	while (!atomic_load(&w->stop)) {
@@ -210,7 +203,7 @@ void *worker_announce_main(void *arg)
 		worker_check_wedged(w);
 		/* The lease: cut off from the coordinator for longer than it
 		 * waits before re-planning without us, the job is not ours. */
-		int64_t silent = mono_ms() - last_ok;
+		int64_t silent = worker_mono_ms() - last_ok;
 		if (lease_ms > 0 && silent > lease_ms) {
 			char lease[160];
 			snprintf(lease, sizeof(lease),
@@ -228,7 +221,7 @@ void *worker_announce_main(void *arg)
 					  sizeof(msg)) == 0) {
 				registered = 1;
 				failures = 0;
-				last_ok = mono_ms();
+				last_ok = worker_mono_ms();
 				sc_info("worker",
 					"registered with %s as worker %" PRIu64
 					" (heartbeat every %d ms, lease %d ms)",
@@ -261,7 +254,7 @@ void *worker_announce_main(void *arg)
 					w->o.coordinator, sc_status_name(status),
 					msg[0] ? ": " : "", msg);
 		} else {
-			last_ok = mono_ms();
+			last_ok = worker_mono_ms();
 			if (failures)
 				sc_info("worker", "the coordinator answers heartbeats again");
 			failures = 0;

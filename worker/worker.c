@@ -50,14 +50,18 @@ void worker_job_free(job *j)
 	free(j);
 }
 
-void worker_close_socket(worker *w, sc_dp_socket **s)
+int64_t worker_mono_ms(void)
 {
 	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
+void worker_close_socket(worker *w, sc_dp_socket **s)
+{
 	if (!*s)
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	atomic_store(&w->closing_ms, (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+	atomic_store(&w->closing_ms, (long long)worker_mono_ms());
 	sc_dp_close(*s);
 	atomic_store(&w->closing_ms, 0);
 	*s = NULL;
@@ -67,13 +71,11 @@ void worker_close_socket(worker *w, sc_dp_socket **s)
 
 void worker_check_wedged(worker *w)
 {
-	struct timespec ts;
 	long long closing = atomic_load(&w->closing_ms), now;
 
 	if (!closing)
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	now = (long long)worker_mono_ms();
 	if (now - closing <= CLOSE_STUCK_MS)
 		return;
 	sc_error("worker",

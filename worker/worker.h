@@ -144,6 +144,9 @@ job *worker_job_get(worker *w, uint64_t job_id, sc_rpc_reply *rep);
  * stage). Queued tensors are discarded. */
 sc_err worker_reset_dataplane(worker *w, const job *j);
 
+/* Monotonic clock in ms (lease, close timing). */
+int64_t worker_mono_ms(void);
+
 /* Called with mu held: closes *s (sc_dp_close) and sets it NULL, timing
  * the close for the heartbeat thread: nng 1.5.2 can hang for good closing
  * a tcp connection that a message reaches at that moment (nng #1813). */
