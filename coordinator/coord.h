@@ -1,6 +1,7 @@
 /* coord.h — the coordinator daemon's state, shared by its RPC handlers
- * (coord_rpc.c), its scheduler and job runners (coord_job.c) and main
- * (coord_main.c).
+ * (coord_rpc.c), its job runners (coord_job.c), its scheduler
+ * (coord_sched.c), the helpers they share (coord_state.c) and main
+ * (coord_main.c). Calls go one way: sched -> job -> state, rpc -> job.
  *
  * Locking: `mu` guards the live registry (workers[]) and the live jobs
  * list. Under mu nothing blocks: no RPC, no socket close, no database
@@ -114,8 +115,10 @@ void coord_abort_job(coord *c, live_job *j);
 /* Stops every runner thread and waits for them (coord_sched.c). */
 void coord_join_jobs(coord *c);
 
+/* ---- shared helpers (coord_state.c) ---- */
+
 /* Points nt at checkpoint tensor t (2-D) for a reply or request: borrows t's
- * name and data; shape (2 entries) is the caller's storage. (coord_job.c) */
+ * name and data; shape (2 entries) is the caller's storage. */
 void coord_tensor_view(Splitchain__NamedTensor *nt, int64_t *shape, const sc_db_tensor *t);
 
 /* The client for a worker's control address, made on first use and kept
@@ -131,7 +134,7 @@ int64_t coord_now_ms(void);
 int64_t coord_mono_ms(void);
 
 /* Called with mu held: how long job j may go without a step before it is
- * treated as stuck, in ms (coord_sched.c). */
+ * treated as stuck, in ms. */
 int64_t coord_stall_limit_ms(const coord *c, const live_job *j);
 
 /* Called with mu held: the live record of worker id, or NULL. */

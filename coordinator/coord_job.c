@@ -163,18 +163,6 @@ static void lora_msg(const Splitchain__SubmitRequest *spec, Splitchain__LoraConf
 	*out = *spec->lora;
 }
 
-void coord_tensor_view(Splitchain__NamedTensor *nt, int64_t *shape, const sc_db_tensor *t)
-{
-	splitchain__named_tensor__init(nt);
-	nt->name = (char *)t->name;
-	shape[0] = t->shape[0];
-	shape[1] = t->shape[1];
-	nt->n_shape = 2;
-	nt->shape = shape;
-	nt->data.data = (uint8_t *)t->data;
-	nt->data.len = (size_t)(t->shape[0] * t->shape[1]) * sizeof(float);
-}
-
 /* Places the layers on the reserved workers and records the placement. */
 static sc_err place(runner *r)
 {

@@ -14,22 +14,6 @@
 #include "sc_wire.h"
 #include "splitchain.pb-c.h"
 
-live_worker *coord_worker(coord *c, int64_t id)
-{
-	for (int i = 0; i < c->nworkers; i++)
-		if (c->workers[i].id == id)
-			return &c->workers[i];
-	return NULL;
-}
-
-live_job *coord_live_job(coord *c, int64_t id)
-{
-	for (live_job *j = c->jobs; j; j = j->next)
-		if (j->id == id)
-			return j;
-	return NULL;
-}
-
 static int nonempty(const char *s)
 {
 	return s && *s;

@@ -16,7 +16,7 @@ STEPS=${SC_DEMO_STEPS:-60}
 bash "$ROOT/deploy/install-deps.sh"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target splitchain splitchain-coordinator splitchain-worker >/dev/null
-SC="$BUILD/coordinator/splitchain"
+SC="$BUILD/cli/splitchain"
 export SC_BIN=$BUILD SC_THREADS=1 SC_PORT=${SC_PORT:-7700}
 export SPLITCHAIN_COORDINATOR=tcp://127.0.0.1:$SC_PORT
 

@@ -41,7 +41,7 @@ start)
   done
   # Ready when every worker is registered.
   for _ in $(seq 1 100); do
-    n=$("$BIN/coordinator/splitchain" workers --coordinator "$URL" --json 2>/dev/null |
+    n=$("$BIN/cli/splitchain" workers --coordinator "$URL" --json 2>/dev/null |
         grep -o '"state":"idle"' | wc -l || true)
     [ "$n" -ge "$N" ] && break
     sleep 0.2

@@ -1,6 +1,6 @@
 /* cuda_runtime.h — the CUDA emulator's stand-in for the CUDA runtime header.
  *
- * tests/cuda_emu compiles the CUDA backend's own sources (the .cu files of common/cuda)
+ * tests/cuda_emu compiles the CUDA backend's own sources (the .cu files of common/backend/cuda)
  * as C++ against this header and cublas_v2.h, so that every kernel runs on
  * the CPU: each CUDA thread is a coroutine, __syncthreads() and the warp
  * shuffles are real barriers between them, __shared__ arrays are shared by

@@ -11,7 +11,7 @@
 #                 PyTorch model that bench/torch_lora_step.py can fall back to)
 #   OUT_DIR/src/  the integration test scripts gpu_tests.txt names, with
 #                 their helpers (lib.sh, deploy/launch.sh) and the text their
-#                 fixture reads (docs/, common/include/)
+#                 fixture reads (docs/, common/util/, common/backend/, common/model/)
 #   OUT_DIR/build/ the cluster's programs those scripts run, at their paths
 #                 in the build tree; OUT_DIR/bin/sqlite3, which they query
 #   OUT_DIR/run.sh, OUT_DIR/gpu_tests.txt
@@ -30,8 +30,8 @@ src=$(cd "$here/../.." && pwd)
 py_support="tests/ref/gpt2_ref.py"
 # What an integration test script needs besides itself.
 sh_support="tests/integration/lib.sh deploy/launch.sh"
-sh_trees="docs common/include"
-sh_programs="coordinator/splitchain coordinator/splitchain-coordinator worker/splitchain-worker
+sh_trees="docs common/util common/backend common/model"
+sh_programs="cli/splitchain coordinator/splitchain-coordinator worker/splitchain-worker
 	tests/sc_reftool"
 [ -d "$build" ] || { echo "pack: no build directory $build" >&2; exit 1; }
 mkdir -p "$out"

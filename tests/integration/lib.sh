@@ -5,7 +5,7 @@ set -u
 BUILD=$1
 WORK=$2
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-SC=$BUILD/coordinator/splitchain
+SC=$BUILD/cli/splitchain
 REFTOOL=$BUILD/tests/sc_reftool
 export SC_BIN=$BUILD SC_THREADS=1 OMP_NUM_THREADS=1
 export SC_PORT=$((20000 + RANDOM % 20000))
@@ -30,7 +30,7 @@ trap '"$ROOT/deploy/launch.sh" stop "$WORK/cluster" >/dev/null 2>&1 || true' EXI
 make_fixture() {
   "$SC" make-model --out model --layers 4 --heads 4 --embd 64 --vocab 300 --positions 64 \
     --random-norms --seed 7 >/dev/null
-  find "$ROOT/docs" "$ROOT/common/include" -type f | sort | xargs cat | head -c 60000 > data.txt
+  find "$ROOT/docs" "$ROOT/common/util" "$ROOT/common/backend/sc_backend.h" "$ROOT/common/model" -type f | sort | xargs cat | head -c 60000 > data.txt
 }
 
 # Job options shared by the single-process reference and the cluster.

@@ -23,6 +23,7 @@
 #include <cuda_runtime.h>
 
 extern "C" {
+#include "sc_adamw.h"
 #include "sc_backend.h"
 }
 

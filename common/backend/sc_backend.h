@@ -153,25 +153,6 @@ struct sc_backend {
 	void *ctx;        /* backend-private */
 };
 
-/* The per-step scalars of torch.optim.AdamW for every backend's adamw, so
- * that they agree to the bit: torch does this arithmetic in double on the
- * hyperparameters' Python values (taken as the shortest decimal that rounds
- * to each float: 0.9f -> 0.9), then rounds each result to float. */
-typedef struct sc_adamw_scalars {
-	float decay;    /* 1 - lr * weight_decay */
-	float w1;       /* 1 - beta1, the weight of exp_avg.lerp_ */
-	int small;      /* |w1| < 0.5: lerp as m + w1 (g - m), else g - (g - m)(1 - w1) */
-	float beta2;    /* beta2 */
-	float w2;       /* 1 - beta2 */
-	float step;     /* -lr / (1 - beta1^t) */
-	float bc2_sqrt; /* sqrt(1 - beta2^t) */
-	float eps;
-} sc_adamw_scalars;
-
-/* Fills *s for 1-based step t; SC_EINVAL when t < 1. */
-sc_err sc_adamw_scalars_at(sc_adamw_scalars *s, float lr, float beta1, float beta2, float eps,
-			   float weight_decay, int t);
-
 /* Creates the backend named by device: "cpu" or "cuda[:N]". threads is the
  * number of CPU threads for the CPU backend (0 = leave the default).
  * *out = new backend; free with sc_backend_free. A CUDA device asked for in

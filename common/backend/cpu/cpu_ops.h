@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "sc_adamw.h"
 #include "sc_backend.h"
 
 /* Code marked SC_CPU_VEC may be vectorised with its selects computed on both

@@ -1,40 +1,9 @@
-/* backend.c — choosing a backend by device name; what every backend's
- * AdamW shares. */
+/* adamw.c — the scalars of one AdamW step, shared by every backend. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "sc_backend.h"
-
-sc_err sc_backend_open(sc_backend **out, const char *device, int threads)
-{
-	*out = NULL;
-	if (!device || !strcmp(device, "cpu"))
-		return sc_backend_cpu_open(out, threads);
-	if (!strncmp(device, "cuda", 4)) {
-		const char *p = device + 4;
-		long ord = 0;
-		if (*p == ':') {
-			char *end;
-			ord = strtol(p + 1, &end, 10);
-			if (end == p + 1 || *end || ord < 0 || ord > 255)
-				return sc_errf(SC_EINVAL, "bad device '%s': expected cuda:N",
-					       device);
-		} else if (*p) {
-			return sc_errf(SC_EINVAL, "bad device '%s': expected cpu or cuda:N",
-				       device);
-		}
-		return sc_backend_cuda_open(out, (int)ord);
-	}
-	return sc_errf(SC_EINVAL, "unknown device '%s': expected cpu or cuda:N", device);
-}
-
-void sc_backend_free(sc_backend *be)
-{
-	if (be)
-		be->ops->destroy(be);
-}
+#include "sc_adamw.h"
 
 /* The double a hyperparameter most likely was before it became a float: the
  * shortest decimal that rounds to f (0.9f -> 0.9). */
