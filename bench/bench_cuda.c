@@ -97,11 +97,11 @@ int main(int argc, char **argv)
 	const char *device = "cuda:0", *shape = "gpt2", *dir = NULL, *tmp = getenv("SC_TEST_TMP");
 	int tf32 = 0, steps = 3, batch = 0, seq = 0, memory = 0, ord, c;
 	sc_model_config mc;
-	sc_lora_config lc = { .rank = 8, .alpha = 16, .targets = SC_T_ALL, .seed = 1 };
+	sc_lora_config lc = { .rank = 8, .alpha = 16, .targets = 0, .seed = 1 };
 	sc_train_config tc;
 	char dirbuf[4096];
 	sc_backend *be = NULL;
-	sc_st_file *wf = NULL;
+	sc_weights *wf = NULL;
 	sc_trainer *tr = NULL;
 	sc_tokens tk = { 0 };
 	sc_step_stats st;
@@ -122,7 +122,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind < argc || (ord = cuda_ordinal(device)) < 0 || steps < 1 || batch < 0 ||
-	    seq < 0 || bench_shape(shape, &mc))
+	    seq < 0 || bench_shape(shape, &mc) || !(lc.targets = sc_lora_all_targets(&mc)))
 		return usage();
 	sc_train_config_defaults(&tc);
 	tc.B = 8;
@@ -179,14 +179,14 @@ int main(int argc, char **argv)
 	}
 	sc_trainer_free(tr);
 	sc_backend_free(be);
-	sc_st_close(wf);
+	sc_weights_close(wf);
 	free(tk.ids);
 	return 0;
 fail:
 	fprintf(stderr, "sc_bench_cuda: %s: %s\n", sc_err_name(rc), sc_err_detail());
 	sc_trainer_free(tr);
 	sc_backend_free(be);
-	sc_st_close(wf);
+	sc_weights_close(wf);
 	free(tk.ids);
 	return 1;
 }

@@ -1,10 +1,22 @@
 """torch_lora_step.py — PyTorch's own LoRA training step, for comparison with
 splitchain's: a randomly initialised GPT-2 (Hugging Face GPT2LMHeadModel)
-with PEFT LoRA adapters on all four projections, frozen base weights, AdamW
-on the LoRA parameters, float32 on the CPU. Times --steps optimizer steps
-after --warmup-steps untimed ones and prints one line of JSON:
+with PEFT LoRA adapters on all four projections, or (--family llama) a
+Llama (LlamaForCausalLM) with adapters on all seven (q, k, v, o, gate, up,
+down); frozen base weights, AdamW on the LoRA parameters, float32 on the
+CPU. Times --steps optimizer steps after --warmup-steps untimed ones and
+prints one line of JSON:
 
-  {"impl":"pytorch","threads":N,"tokens_per_s":..,"step_s":..}
+  {"impl":"pytorch","family":..,"threads":N,"tokens_per_s":..,"step_s":..,
+   "foreign_load":..}
+
+foreign_load: the CPUs other processes kept busy during the timed steps (from
+/proc/stat; -1 where unreadable), so that a disturbed run can be spotted.
+
+--config DIR/config.json takes the shape from a model's config.json (what
+`splitchain make-model` and sc_bench_step write: model_type gpt2, llama or
+mistral), so both sides run the same shape; the shape flags say it otherwise.
+The Llama model runs in eval mode (it has no dropout to turn off; the
+gradients are the same).
 
 Runs with the reference tests' venv (tests/ref/setup-venv.sh). --impl ref
 uses the independent module of tests/ref/gpt2_ref.py instead of HF + PEFT;
@@ -28,15 +40,27 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 TARGETS = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
+LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", help="a config.json to take the family and shape from "
+                   "(overrides the shape flags)")
+    p.add_argument("--family", choices=["gpt2", "llama"], default="gpt2")
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--embd", type=int, default=768)
     p.add_argument("--vocab", type=int, default=50257)
     p.add_argument("--positions", type=int, default=1024)
+    p.add_argument("--kv-heads", type=int, help="llama: key/value heads (default --heads)")
+    p.add_argument("--inner", type=int, help="llama: the MLP's width (default 4 * --embd)")
+    p.add_argument("--head-dim", type=int, help="llama: must be --embd / --heads "
+                   "(transformers 4.36 has no separate head_dim)")
+    p.add_argument("--rope-theta", type=float, default=10000.0)
+    p.add_argument("--eps", type=float, default=1e-5, help="llama: rms_norm_eps")
+    p.add_argument("--tie", type=int, choices=[0, 1], default=0,
+                   help="llama: LM head tied to the embedding")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--rank", type=int, default=8)
@@ -52,7 +76,50 @@ def parse_args():
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     p.add_argument("--tf32", action="store_true",
                    help="on a GPU, let float32 matrix products use TF32 tensor cores")
-    return p.parse_args()
+    a = p.parse_args()
+    if a.config:
+        from_config(a)
+    if a.family == "llama":
+        a.kv_heads = a.kv_heads or a.heads
+        a.inner = a.inner or 4 * a.embd
+        if a.head_dim and a.head_dim * a.heads != a.embd:
+            p.error("--head-dim %d != --embd / --heads: not expressible in this "
+                    "transformers' LlamaConfig" % a.head_dim)
+        if a.impl == "ref":
+            p.error("--impl ref is GPT-2 only")
+        a.impl = "hf"
+    return a
+
+
+def from_config(a):
+    """Fills a's family and shape from the config.json at a.config."""
+    with open(a.config) as f:
+        c = json.load(f)
+    mt = c.get("model_type")
+    if mt == "gpt2":
+        a.family = "gpt2"
+        a.layers, a.heads, a.embd = c["n_layer"], c["n_head"], c["n_embd"]
+        a.vocab, a.positions = c["vocab_size"], c["n_positions"]
+        if c.get("n_inner") not in (None, 4 * a.embd):
+            sys.exit("torch_lora_step: %s: n_inner %s is not 4 * n_embd" % (a.config,
+                                                                           c["n_inner"]))
+    elif mt in ("llama", "mistral"):
+        if c.get("rope_scaling") or c.get("sliding_window") or c.get("attention_bias") or \
+                c.get("mlp_bias"):
+            sys.exit("torch_lora_step: %s: rope_scaling, sliding_window and biases are "
+                     "not supported here" % a.config)
+        a.family = "llama"
+        a.layers, a.heads = c["num_hidden_layers"], c["num_attention_heads"]
+        a.kv_heads = c.get("num_key_value_heads", a.heads)
+        a.embd, a.inner = c["hidden_size"], c["intermediate_size"]
+        a.head_dim = c.get("head_dim")
+        a.vocab, a.positions = c["vocab_size"], c["max_position_embeddings"]
+        a.rope_theta = c.get("rope_theta", 10000.0)
+        a.eps = c.get("rms_norm_eps", 1e-5)
+        a.tie = int(bool(c.get("tie_word_embeddings", False)))
+    else:
+        sys.exit("torch_lora_step: %s: model_type %r: expected gpt2, llama or mistral"
+                 % (a.config, mt))
 
 
 def hf_importable():
@@ -88,6 +155,37 @@ def build_hf(a):
 
     def loss_fn(x, y):
         logits = model(input_ids=x).logits
+        return ce(logits.view(-1, logits.shape[-1]), y.view(-1))
+
+    return loss_fn, params
+
+
+def build_hf_llama(a):
+    """-> (loss_fn(inputs, targets), trainable params) for a Llama shape."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    cfg = LlamaConfig(num_hidden_layers=a.layers, num_attention_heads=a.heads,
+                      num_key_value_heads=a.kv_heads, hidden_size=a.embd,
+                      intermediate_size=a.inner, vocab_size=a.vocab,
+                      max_position_embeddings=max(a.positions, a.seq),
+                      rope_theta=a.rope_theta, rms_norm_eps=a.eps,
+                      tie_word_embeddings=bool(a.tie), hidden_act="silu",
+                      attention_bias=False, attention_dropout=0.0, use_cache=False,
+                      torch_dtype="float32")
+    model = LlamaForCausalLM(cfg).to(torch.float32)
+    lcfg = LoraConfig(r=a.rank, lora_alpha=a.alpha, target_modules=LLAMA_TARGETS,
+                      lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+    model = get_peft_model(model, lcfg)
+    model.to(a.device)
+    model.eval()  # no dropout anywhere; autograd is unaffected
+    params = [p for p in model.parameters() if p.requires_grad]
+    ce = torch.nn.CrossEntropyLoss()
+
+    def loss_fn(x, y):
+        logits = model(input_ids=x, use_cache=False).logits
         return ce(logits.view(-1, logits.shape[-1]), y.view(-1))
 
     return loss_fn, params
@@ -171,6 +269,27 @@ def setup_device(a):
     return torch.cuda.synchronize
 
 
+def cpu_sample():
+    """(wall s, CPU-seconds all processes spent busy or -1, CPU-seconds of this process)."""
+    import resource
+    busy = -1.0
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        busy = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), busy, ru.ru_utime + ru.ru_stime
+
+
+def foreign_load(s0, s1):
+    """The CPUs other processes kept busy between two cpu_sample()s; -1 unknown."""
+    if s0[1] < 0 or s1[1] < 0 or s1[0] <= s0[0]:
+        return -1.0
+    return max(0.0, (s1[1] - s0[1]) - (s1[2] - s0[2])) / (s1[0] - s0[0])
+
+
 def main():
     a = parse_args()
     torch.set_num_threads(a.threads)
@@ -178,7 +297,10 @@ def main():
     torch.manual_seed(a.seed)
     if a.impl == "auto":
         a.impl = "hf" if hf_importable() else "ref"
-    loss_fn, params = (build_hf if a.impl == "hf" else build_ref)(a)
+    if a.family == "llama":
+        loss_fn, params = build_hf_llama(a)
+    else:
+        loss_fn, params = (build_hf if a.impl == "hf" else build_ref)(a)
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     g = torch.Generator().manual_seed(a.seed + 1)
     tokens = torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=g)
@@ -196,17 +318,19 @@ def main():
     for _ in range(a.warmup_steps):
         step()
     sync()
-    t0 = time.perf_counter()
+    s0 = cpu_sample()
     for _ in range(a.steps):
         step()
     sync()
-    elapsed = time.perf_counter() - t0
+    s1 = cpu_sample()
+    elapsed = s1[0] - s0[0]
     step_s = elapsed / max(1, a.steps)
     impl = "pytorch" if a.impl == "hf" else "pytorch-ref"
-    out = {"impl": impl, "threads": a.threads,
-           "tokens_per_s": a.batch * a.seq / step_s, "step_s": step_s}
+    out = {"impl": impl, "family": a.family, "threads": a.threads, "B": a.batch, "T": a.seq,
+           "tokens_per_s": a.batch * a.seq / step_s, "step_s": step_s,
+           "foreign_load": round(foreign_load(s0, s1), 2)}
     if a.device != "cpu":
-        out.update({"device": a.device, "tf32": int(a.tf32), "B": a.batch, "T": a.seq})
+        out.update({"device": a.device, "tf32": int(a.tf32)})
     print(json.dumps(out, separators=(",", ":")))
 
 

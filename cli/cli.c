@@ -13,7 +13,8 @@
 static const char usage_text[] =
     "usage: splitchain <command> [options]\n"
     "\n"
-    "LoRA fine-tuning of GPT-2 models split across a chain of edge workers.\n"
+    "LoRA fine-tuning of decoder-only models (GPT-2, Llama, Mistral, Qwen2) split\n"
+    "across a chain of edge workers.\n"
     "\n"
     "commands (talk to the coordinator; --coordinator URL or $SPLITCHAIN_COORDINATOR):\n"
     "  submit       submit a fine-tuning job; prints its id\n"
@@ -26,7 +27,7 @@ static const char usage_text[] =
     "\n"
     "local commands:\n"
     "  finetune     fine-tune LoRA adapters in this process and export them (PEFT format)\n"
-    "  make-model   write a randomly initialised GPT-2 checkpoint (Hugging Face layout)\n"
+    "  make-model   write a randomly initialised model (Hugging Face layout)\n"
     "  tokenize     turn a text file into a token file (byte-level tokens)\n"
     "  version      print the version\n"
     "\n"
@@ -83,8 +84,10 @@ const char cli_train_help[] =
     "LoRA:\n"
     "  --rank N             adapter rank                                      (default 8)\n"
     "  --alpha X            scale = alpha / rank                              (default 16)\n"
-    "  --targets LIST       all, or a comma list of attn.c_attn, attn.c_proj,\n"
-    "                       mlp.c_fc, mlp.c_proj                              (default all)\n"
+    "  --targets LIST       all (= all-linear), or a comma list of the model's\n"
+    "                       projections: GPT-2 attn.c_attn, attn.c_proj, mlp.c_fc,\n"
+    "                       mlp.c_proj; Llama family q_proj, k_proj, v_proj, o_proj,\n"
+    "                       gate_proj, up_proj, down_proj                     (default all)\n"
     "schedule:\n"
     "  --steps N            optimizer steps                                   (default 100)\n"
     "  --batch N            sequences per micro-batch                         (default 4)\n"
@@ -99,14 +102,25 @@ const char cli_train_help[] =
     "  --tf32               let GPU stages run GEMMs on TF32 tensor cores: faster, with\n"
     "                       ~1e-3 relative error in each product              (default fp32)\n";
 
-void cli_train_defaults(sc_lora_config *lc, sc_train_config *tc)
+void cli_train_defaults(sc_lora_config *lc, sc_train_config *tc, const char **targets)
 {
 	sc_train_config_defaults(tc);
-	*lc = (sc_lora_config){ .rank = 8, .alpha = 16.0f, .targets = SC_T_ALL, .seed = 1 };
+	*lc = (sc_lora_config){ .rank = 8, .alpha = 16.0f, .targets = 0, .seed = 1 };
+	*targets = "all";
+}
+
+int cli_train_targets(const char *cmd, sc_lora_config *lc, const sc_model_config *mc,
+		      const char *targets)
+{
+	if (sc_lora_parse_targets(&lc->targets, mc, targets)) {
+		cli_usage(cmd, "--targets: %s", sc_err_detail());
+		return 1;
+	}
+	return 0;
 }
 
 int cli_train_option(const char *cmd, int c, const char *arg, sc_lora_config *lc,
-		     sc_train_config *tc)
+		     sc_train_config *tc, const char **targets)
 {
 	long v = 0;
 	int bad = 0;
@@ -118,10 +132,9 @@ int cli_train_option(const char *cmd, int c, const char *arg, sc_lora_config *lc
 		return bad;
 	case 'a': return cli_float(cmd, "--alpha", arg, 1e-6, 1e6, &lc->alpha);
 	case 't':
-		if (sc_lora_parse_targets(&lc->targets, arg)) {
-			cli_usage(cmd, "--targets: %s", sc_err_detail());
-			return 1;
-		}
+		if (!*arg)
+			return cli_usage(cmd, "--targets: empty list") != 0;
+		*targets = arg;
 		return 0;
 	case 'n':
 		if (!(bad = cli_int(cmd, "--steps", arg, 0, 100000000, &v)))

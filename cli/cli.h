@@ -40,11 +40,18 @@ enum { CLI_OPT_TF32 = 1001 };
 		"tf32", 0, 0, CLI_OPT_TF32                                                         \
 	}
 extern const char cli_train_help[];
-void cli_train_defaults(sc_lora_config *lc, sc_train_config *tc);
+/* Defaults; *targets = "all". The targets stay a list of names until the
+ * model (and so its family) is known: cli_train_targets resolves them. */
+void cli_train_defaults(sc_lora_config *lc, sc_train_config *tc, const char **targets);
 /* Handles option c of CLI_TRAIN_OPTIONS: 0 done, 1 bad value (usage
- * printed), -1 not a training option. */
+ * printed), -1 not a training option. --targets sets *targets (borrows
+ * arg). */
 int cli_train_option(const char *cmd, int c, const char *arg, sc_lora_config *lc,
-		     sc_train_config *tc);
+		     sc_train_config *tc, const char **targets);
+/* Sets lc->targets from the names for model mc; 1 with usage printed when a
+ * name is not one of the family's projections. */
+int cli_train_targets(const char *cmd, sc_lora_config *lc, const sc_model_config *mc,
+		      const char *targets);
 /* Final adjustments after parsing (min-lr capped at lr). */
 void cli_train_finish(sc_lora_config *lc, sc_train_config *tc);
 

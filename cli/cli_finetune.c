@@ -15,12 +15,14 @@
 static const char finetune_help[] =
     "usage: splitchain finetune --model DIR --data FILE [options]\n"
     "\n"
-    "Fine-tunes LoRA adapters on a GPT-2 model (DIR/config.json +\n"
-    "DIR/model.safetensors) with the data in FILE (a token file, or plain text\n"
-    "read as bytes) in this process, printing one progress line per step.\n"
+    "Fine-tunes LoRA adapters on a Hugging Face model directory (config.json with\n"
+    "model_type gpt2, llama, mistral or qwen2, and model.safetensors or sharded\n"
+    "model-*.safetensors with model.safetensors.index.json; F32, F16 or BF16) with\n"
+    "the data in FILE (a token file, or plain text read as bytes) in this process,\n"
+    "printing one progress line per step.\n"
     "\n"
     "model and data:\n"
-    "  --model DIR          Hugging Face GPT-2 checkpoint                     (required)\n"
+    "  --model DIR          Hugging Face checkpoint directory                 (required)\n"
     "  --data FILE          token file (.bin) or text                         (required)\n"
     "  --init-adapter DIR   start from this PEFT adapter instead of a fresh one\n"
     "  --out DIR            write the trained adapter here (PEFT format)\n"
@@ -34,7 +36,7 @@ static const char finetune_exec_help[] =
     "  --quiet              no progress lines\n";
 
 typedef struct ft_args {
-	const char *model, *data, *init, *out, *metrics, *device;
+	const char *model, *data, *init, *out, *metrics, *device, *targets;
 	sc_lora_config lora;
 	sc_train_config tc;
 	int stages, threads, quiet;
@@ -61,7 +63,7 @@ static int parse(ft_args *a, int argc, char **argv)
 	int c;
 
 	memset(a, 0, sizeof(*a));
-	cli_train_defaults(&a->lora, &a->tc);
+	cli_train_defaults(&a->lora, &a->tc, &a->targets);
 	a->stages = 1;
 	a->device = "cpu";
 	optind = 1;
@@ -90,7 +92,7 @@ static int parse(ft_args *a, int argc, char **argv)
 			fputs(finetune_exec_help, stdout);
 			return -1;
 		default:
-			bad = cli_train_option(cmd, c, optarg, &a->lora, &a->tc);
+			bad = cli_train_option(cmd, c, optarg, &a->lora, &a->tc, &a->targets);
 			if (bad < 0)
 				return cli_usage(cmd, "unknown or incomplete option '%s'",
 						 argv[optind - 1]);
@@ -132,7 +134,7 @@ int cli_finetune(int argc, char **argv)
 	char path[4096];
 	ft_args a;
 	sc_model_config mc;
-	sc_st_file *weights = NULL;
+	sc_weights *weights = NULL;
 	sc_tokens *tk = NULL;
 	sc_adapter *init = NULL, *ad = NULL;
 	sc_backend *be = NULL;
@@ -153,8 +155,11 @@ int cli_finetune(int argc, char **argv)
 				mc.n_layer);
 		goto out;
 	}
-	snprintf(path, sizeof(path), "%s/model.safetensors", a.model);
-	if ((rc = sc_st_open(&weights, path))) {
+	if (cli_train_targets(cmd, &a.lora, &mc, a.targets)) {
+		ret = CLI_USAGE;
+		goto out;
+	}
+	if ((rc = sc_weights_open(&weights, a.model)) || (rc = sc_weights_check_all(weights))) {
 		cli_fail(cmd, rc, "cannot read the model weights");
 		goto out;
 	}
@@ -185,14 +190,22 @@ int cli_finetune(int argc, char **argv)
 		cli_fail(cmd, rc, "metrics");
 		goto out;
 	}
-	if (!a.quiet)
-		printf("splitchain finetune: %d layers x %d channels, LoRA rank %d on %s, %d "
-		       "stage(s), "
-		       "%d x %d tokens x %d micro-batches per step, %s (%s)\n",
-		       mc.n_layer, mc.n_embd, a.lora.rank,
-		       a.lora.targets == SC_T_ALL ? "all targets" : "selected targets", a.stages,
-		       a.tc.B, a.tc.T, a.tc.micro_batches, be->name,
-		       strcmp(be->name, "cpu") ? "gpu" : sc_backend_cpu_describe());
+	if (!a.quiet) {
+		char desc[256], tg[256];
+		sc_config_describe(&mc, desc, sizeof(desc));
+		sc_lora_targets_string(tg, sizeof(tg), &mc, a.lora.targets);
+		printf("splitchain finetune: %s; LoRA rank %d on %s, %d stage(s), %d x %d tokens x "
+		       "%d micro-batches per step, %s (%s)\n",
+		       desc, a.lora.rank, tg, a.stages, a.tc.B, a.tc.T, a.tc.micro_batches,
+		       be->name, strcmp(be->name, "cpu") ? "gpu" : sc_backend_cpu_describe());
+		for (int i = 0; i < a.stages; i++) {
+			int first, last;
+			size_t bytes = sc_trainer_stage_memory(tr, i, &first, &last);
+			printf("  stage %d: layers [%d, %d), %.1f MiB of %s memory (weights, "
+			       "adapters, optimizer, activations)\n",
+			       i, first, last, (double)bytes / (1 << 20), be->name);
+		}
+	}
 	for (int s = 0; s < a.tc.steps; s++) {
 		sc_step_stats st;
 		if ((rc = sc_trainer_step(tr, s, &st))) {
@@ -202,7 +215,7 @@ int cli_finetune(int argc, char **argv)
 		progress(&a, &st, metrics);
 	}
 	if (a.out) {
-		if ((rc = sc_adapter_new(&ad, &a.lora, mc.n_layer, mc.n_embd)) ||
+		if ((rc = sc_adapter_new(&ad, &a.lora, &mc)) ||
 		    (rc = sc_trainer_get_lora(tr, ad)) ||
 		    (rc = sc_adapter_save(ad, a.out, a.model))) {
 			cli_fail(cmd, rc, "cannot write the adapter");
@@ -220,6 +233,6 @@ out:
 	sc_backend_free(be);
 	sc_adapter_free(init);
 	sc_tokens_free(tk);
-	sc_st_close(weights);
+	sc_weights_close(weights);
 	return ret;
 }

@@ -141,9 +141,9 @@ static cJSON *job_json(const Splitchain__JobInfo *j)
 	if (j->spec && j->spec->lora && j->spec->train) {
 		const Splitchain__LoraConfig *l = j->spec->lora;
 		const Splitchain__TrainConfig *t = j->spec->train;
-		char targets[128];
+		char targets[256];
 		cJSON *r = cJSON_AddObjectToObject(o, "recipe");
-		sc_lora_targets_string(targets, sizeof(targets), l->targets);
+		snprintf(targets, sizeof(targets), "%s", l->target_names ? l->target_names : "");
 		cJSON_AddNumberToObject(r, "rank", l->rank);
 		cJSON_AddNumberToObject(r, "alpha", l->alpha);
 		cJSON_AddStringToObject(r, "targets", targets);
@@ -188,7 +188,8 @@ static const char submit_help[] =
     "model directory must be readable by every worker, the data by the coordinator.\n"
     "\n"
     "job:\n"
-    "  --model DIR          Hugging Face GPT-2 checkpoint                     (required)\n"
+    "  --model DIR          Hugging Face checkpoint directory: gpt2, llama,\n"
+    "                       mistral or qwen2                                  (required)\n"
     "  --data FILE          token file (.bin) or text                         (required)\n"
     "  --name NAME          a label for the job\n"
     "  --stages N           workers in the chain                              (default 2)\n"
@@ -208,7 +209,7 @@ int cli_submit(int argc, char **argv)
 		CONN_OPTIONS,
 		{ 0, 0, 0, 0 },
 	};
-	const char *cmd = "submit", *model = NULL, *data = NULL, *name = "";
+	const char *cmd = "submit", *model = NULL, *data = NULL, *name = "", *targets;
 	char model_abs[PATH_MAX], data_abs[PATH_MAX];
 	Splitchain__SubmitRequest req = SPLITCHAIN__SUBMIT_REQUEST__INIT;
 	Splitchain__LoraConfig lora = SPLITCHAIN__LORA_CONFIG__INIT;
@@ -221,7 +222,7 @@ int cli_submit(int argc, char **argv)
 	int c, ret, schedule = SPLITCHAIN__SCHEDULE__SCHEDULE_1F1B;
 
 	conn_defaults(&co);
-	cli_train_defaults(&lc, &tc);
+	cli_train_defaults(&lc, &tc, &targets);
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -251,7 +252,7 @@ int cli_submit(int argc, char **argv)
 		default:
 			bad = conn_option(cmd, c, optarg, &co);
 			if (bad < 0)
-				bad = cli_train_option(cmd, c, optarg, &lc, &tc);
+				bad = cli_train_option(cmd, c, optarg, &lc, &tc, &targets);
 			if (bad < 0)
 				return cli_usage(cmd, "unknown or incomplete option '%s'",
 						 argv[optind - 1]);
@@ -275,7 +276,7 @@ int cli_submit(int argc, char **argv)
 	}
 	lora.rank = (uint32_t)lc.rank;
 	lora.alpha = lc.alpha;
-	lora.targets = lc.targets;
+	lora.target_names = (char *)targets; /* resolved by the coordinator */
 	lora.seed = lc.seed;
 	sc_wire_train_message(&train, &tc);
 	req.name = (char *)name;
@@ -362,7 +363,7 @@ static void print_status(const Splitchain__JobInfo *j)
 		const Splitchain__LoraConfig *l = j->spec->lora;
 		const Splitchain__TrainConfig *t = j->spec->train;
 		char targets[128];
-		sc_lora_targets_string(targets, sizeof(targets), l->targets);
+		snprintf(targets, sizeof(targets), "%s", l->target_names ? l->target_names : "");
 		printf("  lora        rank %u, alpha %g, targets %s\n", l->rank, (double)l->alpha,
 		       targets);
 		printf("  training    %u x %u tokens x %u micro-batches, lr %g -> %g, warm-up %u, "
@@ -540,6 +541,7 @@ int cli_export(int argc, char **argv)
 	Splitchain__ExportReply *rep = NULL;
 	sc_adapter *ad = NULL;
 	sc_lora_config lc;
+	sc_model_config mc;
 	conn_opts co;
 	long v;
 	int c, p;
@@ -581,7 +583,9 @@ int cli_export(int argc, char **argv)
 			       .alpha = rep->lora->alpha,
 			       .targets = rep->lora->targets,
 			       .seed = rep->lora->seed };
-	if ((rc = sc_adapter_new(&ad, &lc, (int)rep->n_layer, (int)rep->n_embd)) ||
+	const char *cfg_text = rep->model_config ? rep->model_config : "";
+	if ((rc = sc_config_parse(&mc, cfg_text, strlen(cfg_text))) ||
+	    (rc = sc_adapter_new(&ad, &lc, &mc)) ||
 	    (rc = sc_wire_to_adapter(ad, 0, ad->n_layer, rep->tensors, rep->n_tensors,
 				     "checkpoint")) ||
 	    (rc = sc_adapter_save(ad, out, rep->model_path))) {

@@ -8,9 +8,11 @@
 
 #include "coord.h"
 #include "sc_config.h"
+#include "sc_file.h"
 #include "sc_lora.h"
 #include "sc_rpc_pb.h"
 #include "sc_train.h"
+#include "sc_weights.h"
 #include "sc_wire.h"
 #include "splitchain.pb-c.h"
 
@@ -196,7 +198,9 @@ static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply 
 }
 
 /* Converts and checks a submitted job; returns 0 or fills rep. */
-static int check_submit(const Splitchain__SubmitRequest *r, sc_model_config *mc, sc_rpc_reply *rep)
+/* Checks a submission against its model; resolves r's LoRA targets given
+ * by name for the model's family into r->lora->targets. */
+static int check_submit(Splitchain__SubmitRequest *r, sc_model_config *mc, sc_rpc_reply *rep)
 {
 	char path[4096];
 	struct stat st;
@@ -214,12 +218,13 @@ static int check_submit(const Splitchain__SubmitRequest *r, sc_model_config *mc,
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "model: %s", sc_err_detail());
 		return 1;
 	}
-	snprintf(path, sizeof(path), "%s/model.safetensors", r->model_path);
-	if (stat(path, &st) != 0) {
-		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "model weights %s not found",
-				 path);
+	sc_weights *w = NULL;
+	if (sc_weights_open(&w, r->model_path)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "model weights: %s",
+				 sc_err_detail());
 		return 1;
 	}
+	sc_weights_close(w);
 	if (stat(r->data_path, &st) != 0 || !S_ISREG(st.st_mode)) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "data file %s not found",
 				 r->data_path);
@@ -236,10 +241,17 @@ static int check_submit(const Splitchain__SubmitRequest *r, sc_model_config *mc,
 				 "checkpoint interval must be >= 1");
 		return 1;
 	}
+	/* Targets by name are resolved for the model's family; the request then
+	 * carries the mask and the resolved names (m_submit stores it so). */
+	if (nonempty(r->lora->target_names) &&
+	    sc_lora_parse_targets(&r->lora->targets, mc, r->lora->target_names)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "%s", sc_err_detail());
+		return 1;
+	}
 	lc =
 	    (sc_lora_config){ (int)r->lora->rank, r->lora->alpha, r->lora->targets, r->lora->seed };
 	sc_wire_train_config(&tc, r->train);
-	if (sc_lora_config_validate(&lc) || sc_train_config_validate(&tc)) {
+	if (sc_lora_config_validate(&lc, mc) || sc_train_config_validate(&tc)) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "%s", sc_err_detail());
 		return 1;
 	}
@@ -261,6 +273,8 @@ static void m_submit(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	Splitchain__SubmitReply out = SPLITCHAIN__SUBMIT_REPLY__INIT;
 	sc_model_config mc;
 	sc_db_job job = { 0 };
+	uint8_t *spec = NULL;
+	size_t spec_len;
 	int64_t id;
 
 	if (sc_rpc_unpack(&splitchain__submit_request__descriptor, req, len,
@@ -268,11 +282,25 @@ static void m_submit(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 		return;
 	if (check_submit(r, &mc, rep))
 		goto out;
+	/* The request as resolved (targets as a mask and by name): the job
+	 * resumes from it. The names are ours only while packing. */
+	char names[256], *given = r->lora->target_names;
+	sc_lora_targets_string(names, sizeof(names), &mc, r->lora->targets);
+	r->lora->target_names = names;
+	spec_len = protobuf_c_message_get_packed_size(&r->base);
+	spec = malloc(spec_len ? spec_len : 1);
+	if (spec)
+		protobuf_c_message_pack(&r->base, spec);
+	r->lora->target_names = given;
+	if (!spec) {
+		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
 	job.name = r->name ? r->name : "";
 	job.model_path = r->model_path;
 	job.data_path = r->data_path;
-	job.spec = req; /* the exact request: the job resumes from it */
-	job.spec_len = len;
+	job.spec = spec;
+	job.spec_len = spec_len;
 	job.stages = r->stages;
 	job.steps = r->train->steps;
 	if (sc_db_job_insert(c->db, &job, &id)) {
@@ -288,6 +316,7 @@ static void m_submit(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	out.job_id = (uint64_t)id;
 	sc_rpc_reply_pb(rep, &out.base);
 out:
+	free(spec);
 	splitchain__submit_request__free_unpacked(r, NULL);
 }
 
@@ -527,6 +556,8 @@ static void m_export(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	Splitchain__ExportReply out = SPLITCHAIN__EXPORT_REPLY__INIT;
 	Splitchain__LoraConfig lora = SPLITCHAIN__LORA_CONFIG__INIT;
 	Splitchain__SubmitRequest *spec = NULL;
+	char *cfg_text = NULL;
+	size_t cfg_len;
 	Splitchain__NamedTensor *nts = NULL, **ptrs = NULL;
 	int64_t(*shapes)[2] = NULL;
 	sc_db_checkpoint *ck = NULL;
@@ -575,8 +606,16 @@ static void m_export(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	out.n_tensors = k;
 	out.tensors = ptrs;
 	out.model_path = (char *)job->model_path;
+	snprintf(path, sizeof(path), "%s/config.json", job->model_path);
+	if (sc_file_read(path, 1 << 20, &cfg_text, &cfg_len)) {
+		sc_rpc_reply_err(rep, SC_STATUS_FAILED_PRECONDITION, "job %lld's model: %s",
+				 (long long)job->id, sc_err_detail());
+		goto out;
+	}
+	out.model_config = cfg_text;
 	sc_rpc_reply_pb(rep, &out.base);
 out:
+	free(cfg_text);
 	free(shapes);
 	free(ptrs);
 	free(nts);

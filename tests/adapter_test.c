@@ -15,12 +15,11 @@
 #define C 8
 #define R 4
 
-static const sc_model_config cfg = {
-	.n_layer = L, .n_head = 2, .n_embd = C, .vocab_size = 50, .n_positions = 16, .ln_eps = 1e-5f
-};
+/* A GPT-2 of L layers, 2 heads, C channels (set by group_setup). */
+static sc_model_config cfg;
 
-static const unsigned QKV = 1u << SC_T_ATTN_QKV, APROJ = 1u << SC_T_ATTN_PROJ,
-		      FC = 1u << SC_T_MLP_FC, MPROJ = 1u << SC_T_MLP_PROJ;
+static const unsigned QKV = 1u << SC_GPT2_ATTN_QKV, APROJ = 1u << SC_GPT2_ATTN_PROJ,
+		      FC = 1u << SC_GPT2_MLP_FC, MPROJ = 1u << SC_GPT2_MLP_PROJ;
 
 static const char *tdir(const char *name)
 {
@@ -49,8 +48,10 @@ static void assert_detail_has(const char *word)
 static sc_adapter *random_adapter(unsigned targets, int layers, uint64_t seed)
 {
 	sc_lora_config lc = { .rank = R, .alpha = 8.0f, .targets = targets, .seed = seed };
+	sc_model_config mc = cfg;
 	sc_adapter *ad;
-	SC_ASSERT_OK(sc_adapter_new(&ad, &lc, layers, C));
+	mc.n_layer = layers;
+	SC_ASSERT_OK(sc_adapter_new(&ad, &lc, &mc));
 	sc_test_fill_normal(ad->data, ad->n_floats, seed, 0.5f);
 	return ad;
 }
@@ -107,15 +108,15 @@ struct variant {
 
 static void write_tensors(const char *dir, const sc_adapter *ad, const struct variant *v)
 {
-	static char names[2 * L * SC_T_COUNT + 1][128];
+	static char names[2 * L * SC_GPT2_TARGETS + 1][128];
 	int n = 0, k = 0;
 	sc_st_writer *w;
 	SC_ASSERT_OK(sc_st_writer_new(&w));
 	for (int l = 0; l < ad->n_layer; l++)
-		for (int t = 0; t < SC_T_COUNT; t++)
+		for (int t = 0; t < SC_GPT2_TARGETS; t++)
 			for (int ab = 0; ab < 2 && ad->a[l][t]; ab++, k++) {
 				int in, out;
-				sc_lora_target_dims(t, C, &in, &out);
+				sc_lora_target_dims(&cfg, t, &in, &out);
 				int64_t shape[2] = { ab ? out : R, ab ? R : in };
 				if (k == v->skip)
 					continue;
@@ -126,7 +127,7 @@ static void write_tensors(const char *dir, const sc_adapter *ad, const struct va
 				}
 				snprintf(names[n], sizeof(names[n]),
 					 "base_model.model.transformer.h.%d.%s.lora_%c%s.weight", l,
-					 sc_lora_target_name(t), ab ? 'B' : 'A', v->infix);
+					 sc_lora_target_name(&cfg, t), ab ? 'B' : 'A', v->infix);
 				SC_ASSERT_OK(sc_st_writer_add(w, names[n++], SC_F32, 2, shape,
 							      ab ? ad->b[l][t] : ad->a[l][t]));
 			}
@@ -145,40 +146,50 @@ static void test_new_layout(void **state)
 	(void)state;
 	sc_lora_config lc = { .rank = R, .alpha = 16, .targets = QKV | MPROJ, .seed = 7 };
 	sc_adapter *ad;
-	SC_ASSERT_OK(sc_adapter_new(&ad, &lc, L, C));
-	assert_int_equal(ad->n_floats, L * sc_lora_layer_floats(&lc, C));
+	SC_ASSERT_OK(sc_adapter_new(&ad, &lc, &cfg));
+	assert_int_equal(ad->n_floats, L * sc_lora_layer_floats(&lc, &cfg));
 	float *p = ad->data;
 	for (int l = 0; l < L; l++) {
-		assert_null(ad->a[l][SC_T_ATTN_PROJ]);
-		assert_null(ad->b[l][SC_T_MLP_FC]);
+		assert_null(ad->a[l][SC_GPT2_ATTN_PROJ]);
+		assert_null(ad->b[l][SC_GPT2_MLP_FC]);
 		/* Layer-major: layer l's adapters follow layer l-1's. */
-		assert_ptr_equal(ad->a[l][SC_T_ATTN_QKV], p);
-		assert_ptr_equal(ad->b[l][SC_T_ATTN_QKV], p + R * C);
-		assert_ptr_equal(ad->a[l][SC_T_MLP_PROJ], p + R * C + 3 * C * R);
-		assert_ptr_equal(ad->b[l][SC_T_MLP_PROJ], p + R * C + 3 * C * R + R * 4 * C);
-		p += sc_lora_layer_floats(&lc, C);
+		assert_ptr_equal(ad->a[l][SC_GPT2_ATTN_QKV], p);
+		assert_ptr_equal(ad->b[l][SC_GPT2_ATTN_QKV], p + R * C);
+		assert_ptr_equal(ad->a[l][SC_GPT2_MLP_PROJ], p + R * C + 3 * C * R);
+		assert_ptr_equal(ad->b[l][SC_GPT2_MLP_PROJ], p + R * C + 3 * C * R + R * 4 * C);
+		p += sc_lora_layer_floats(&lc, &cfg);
 	}
 	for (size_t i = 0; i < ad->n_floats; i++)
 		assert_true(ad->data[i] == 0.0f);
 	sc_adapter_free(ad);
 	sc_adapter_free(NULL);
 
+	sc_model_config deep = cfg, thin = cfg;
+	deep.n_layer = SC_ADAPTER_MAX_LAYERS + 1;
+	thin.n_embd = 0;
 	lc.rank = 0;
-	SC_ASSERT_ERR(sc_adapter_new(&ad, &lc, L, C), SC_EINVAL);
+	SC_ASSERT_ERR(sc_adapter_new(&ad, &lc, &cfg), SC_EINVAL);
 	lc.rank = R;
-	SC_ASSERT_ERR(sc_adapter_new(&ad, &lc, SC_ADAPTER_MAX_LAYERS + 1, C), SC_EINVAL);
-	SC_ASSERT_ERR(sc_adapter_new(&ad, &lc, L, 0), SC_EINVAL);
+	/* The model's shape is checked by sc_config_validate, with its codes:
+	 * too deep is a limit (ENOTSUP), a zero width a bad config (EFORMAT). */
+	SC_ASSERT_ERR(sc_adapter_new(&ad, &lc, &deep), SC_ENOTSUP);
+	assert_detail_has("n_layer");
+	SC_ASSERT_ERR(sc_adapter_new(&ad, &lc, &thin), SC_EFORMAT);
+	assert_detail_has("n_embd");
+	/* Targets outside the family's. */
+	lc.targets = 1u << SC_GPT2_TARGETS;
+	SC_ASSERT_ERR(sc_adapter_new(&ad, &lc, &cfg), SC_EINVAL);
 }
 
 static void test_init(void **state)
 {
 	(void)state;
-	sc_adapter *ad = random_adapter(SC_T_ALL, L, 11);
+	sc_adapter *ad = random_adapter(SC_GPT2_ALL, L, 11);
 	sc_adapter_init(ad);
 	for (int l = 0; l < L; l++)
-		for (int t = 0; t < SC_T_COUNT; t++) {
+		for (int t = 0; t < SC_GPT2_TARGETS; t++) {
 			int in, out;
-			sc_lora_target_dims(t, C, &in, &out);
+			sc_lora_target_dims(&cfg, t, &in, &out);
 			float *want = malloc((size_t)R * in * sizeof(float));
 			sc_lora_init_a(want, 11, l, t, R, in);
 			assert_memory_equal(ad->a[l][t], want, (size_t)R * in * sizeof(float));
@@ -234,6 +245,9 @@ static void test_roundtrip_subset(void **state)
 	SC_ASSERT_OK(sc_st_expect_shape(
 	    sc_st_find(f, "base_model.model.transformer.h.2.mlp.c_proj.lora_B.weight"), 2, sb));
 	sc_st_close(f);
+	char name[128];
+	sc_adapter_peft_name(ad, 2, SC_GPT2_MLP_PROJ, 1, name, sizeof(name));
+	assert_string_equal(name, "base_model.model.transformer.h.2.mlp.c_proj.lora_B.weight");
 
 	/* Saving over an existing adapter replaces it. */
 	sc_adapter *ad2 = random_adapter(QKV | MPROJ, L, 2);
@@ -249,7 +263,7 @@ static void test_roundtrip_all_targets(void **state)
 {
 	(void)state;
 	const char *dir = tdir("all");
-	sc_adapter *ad = random_adapter(SC_T_ALL, L, 3), *got;
+	sc_adapter *ad = random_adapter(SC_GPT2_ALL, L, 3), *got;
 	ad->lora.alpha = 0.1f;
 	SC_ASSERT_OK(sc_adapter_save(ad, dir, NULL));
 	cJSON *root = read_json(join(dir, "adapter_config.json"));
@@ -475,9 +489,10 @@ static void test_load_missing_files(void **state)
 	assert_int_equal(remove(join(dir, "adapter_model.safetensors")), 0);
 	SC_ASSERT_ERR(sc_adapter_load(&got, dir, &cfg), SC_ENOENT);
 	assert_detail_has("adapter_model.safetensors");
-	sc_model_config bad = cfg;
-	bad.n_head = 3;
+	sc_model_config bad;
+	sc_gpt2_config(&bad, L, 3, C, 50, 16); /* C not divisible by the heads */
 	SC_ASSERT_ERR(sc_adapter_load(&got, dir, &bad), SC_EFORMAT);
+	assert_detail_has("divisible");
 	sc_adapter_free(ad);
 }
 
@@ -491,6 +506,13 @@ static void test_save_errors(void **state)
 	assert_detail_has("plain-file");
 	SC_ASSERT_ERR(sc_adapter_save(ad, tdir("no/such/parent"), NULL), SC_EIO);
 	sc_adapter_free(ad);
+}
+
+static int group_setup(void **state)
+{
+	(void)state;
+	sc_gpt2_config(&cfg, L, 2, C, 50, 16);
+	return 0;
 }
 
 int main(void)
@@ -512,5 +534,5 @@ int main(void)
 		cmocka_unit_test(test_load_missing_files),
 		cmocka_unit_test(test_save_errors),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, group_setup, NULL);
 }

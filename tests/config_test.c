@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 
 #include "sc_config.h"
+#include "sc_family.h"
 #include "testutil.h"
 
 /* The config.json of Hugging Face's gpt2 checkpoint. */
@@ -49,6 +50,34 @@ static void assert_detail_has(const char *word)
 		fail_msg("detail '%s' does not mention '%s'", sc_err_detail(), word);
 }
 
+/* Field by field (the struct has padding). */
+static void assert_config_equal(const sc_model_config *a, const sc_model_config *b)
+{
+	assert_string_equal(a->model_type, b->model_type);
+	assert_int_equal(a->n_layer, b->n_layer);
+	assert_int_equal(a->n_head, b->n_head);
+	assert_int_equal(a->n_kv_head, b->n_kv_head);
+	assert_int_equal(a->head_dim, b->head_dim);
+	assert_int_equal(a->n_embd, b->n_embd);
+	assert_int_equal(a->n_inner, b->n_inner);
+	assert_int_equal(a->vocab_size, b->vocab_size);
+	assert_int_equal(a->n_positions, b->n_positions);
+	assert_true(a->ln_eps == b->ln_eps);
+	assert_int_equal(a->tie_embeddings, b->tie_embeddings);
+	assert_int_equal(a->qkv_bias, b->qkv_bias);
+	assert_int_equal(a->o_bias, b->o_bias);
+	assert_int_equal(a->mlp_bias, b->mlp_bias);
+	assert_int_equal(a->sliding_window, b->sliding_window);
+	assert_true(a->rope_theta == b->rope_theta);
+	assert_int_equal(a->rope_scaling, b->rope_scaling);
+	assert_true(a->rope_factor == b->rope_factor);
+	assert_true(a->rope_low_freq_factor == b->rope_low_freq_factor);
+	assert_true(a->rope_high_freq_factor == b->rope_high_freq_factor);
+	assert_int_equal(a->rope_original_max_positions, b->rope_original_max_positions);
+	assert_int_equal(a->bos_token_id, b->bos_token_id);
+	assert_int_equal(a->eos_token_id, b->eos_token_id);
+}
+
 static void test_good_gpt2(void **state)
 {
 	(void)state;
@@ -61,6 +90,21 @@ static void test_good_gpt2(void **state)
 	assert_int_equal(c.n_positions, 1024);
 	assert_true(c.ln_eps == 1e-5f);
 	SC_ASSERT_OK(sc_config_validate(&c));
+	/* The rest is what GPT-2 implies, as sc_gpt2_config builds it. */
+	sc_model_config want;
+	sc_gpt2_config(&want, 12, 12, 768, 50257, 1024);
+	want.bos_token_id = want.eos_token_id = 50256;
+	assert_config_equal(&c, &want);
+	assert_string_equal(c.model_type, "gpt2");
+	assert_int_equal(c.n_kv_head, 12);
+	assert_int_equal(c.head_dim, 64);
+	assert_int_equal(c.n_inner, 3072);
+	assert_true(c.tie_embeddings && c.qkv_bias && c.o_bias && c.mlp_bias);
+	assert_true(c.rope_theta == 0.0 && c.sliding_window == 0);
+	SC_ASSERT_OK(sc_config_validate(&want));
+	/* A config with no family is refused. */
+	want.model_type[0] = '\0';
+	SC_ASSERT_ERR(sc_config_validate(&want), SC_ENOTSUP);
 }
 
 static void test_not_nul_terminated(void **state)
@@ -94,8 +138,9 @@ static void test_unknown_model_type(void **state)
 {
 	(void)state;
 	sc_model_config c;
-	SC_ASSERT_ERR(parse_edited(&c, "model_type", "\"llama\""), SC_ENOTSUP);
-	assert_detail_has("model_type 'llama' is not supported (supported: gpt2)");
+	SC_ASSERT_ERR(parse_edited(&c, "model_type", "\"gpt_neox\""), SC_ENOTSUP);
+	assert_detail_has(
+	    "model_type 'gpt_neox' is not supported (supported: gpt2, llama, mistral, qwen2)");
 	SC_ASSERT_ERR(parse_edited(&c, "model_type", NULL), SC_EFORMAT);
 	assert_detail_has("model_type");
 }
@@ -199,16 +244,18 @@ static void test_save_load_roundtrip(void **state)
 	(void)state;
 	char path[512];
 	sc_test_path(path, sizeof(path), "config.json");
-	sc_model_config c = { .n_layer = 3,
-			      .n_head = 4,
-			      .n_embd = 64,
-			      .vocab_size = 100,
-			      .n_positions = 32,
-			      .ln_eps = 1e-5f };
+	sc_model_config c, got, want;
+	sc_gpt2_config(&c, 3, 4, 64, 100, 32);
 	SC_ASSERT_OK(sc_config_save(&c, path));
-	sc_model_config got;
 	SC_ASSERT_OK(sc_config_load(&got, path));
-	assert_memory_equal(&got, &c, sizeof(c));
+	/* Everything comes back, and the token ids c leaves unset (-1) are
+	 * written as GPT-2 has them: the last token of the vocabulary. */
+	want = c;
+	want.bos_token_id = want.eos_token_id = 99;
+	assert_config_equal(&got, &want);
+	SC_ASSERT_OK(sc_config_save(&got, path));
+	SC_ASSERT_OK(sc_config_load(&c, path));
+	assert_config_equal(&c, &got);
 
 	/* What Hugging Face needs to build GPT2LMHeadModel. */
 	FILE *fp = fopen(path, "rb");
@@ -234,8 +281,11 @@ static void test_save_load_roundtrip(void **state)
 	assert_string_equal(cJSON_GetObjectItem(root, "torch_dtype")->valuestring, "float32");
 	cJSON_Delete(root);
 
-	c.n_head = 5;
+	sc_gpt2_config(&c, 3, 5, 64, 100, 32); /* 64 channels over 5 heads */
 	SC_ASSERT_ERR(sc_config_save(&c, path), SC_EFORMAT);
+	assert_detail_has("divisible");
+	c.model_type[0] = '\0'; /* no family */
+	SC_ASSERT_ERR(sc_config_save(&c, path), SC_ENOTSUP);
 }
 
 static void test_load_errors(void **state)
@@ -245,12 +295,12 @@ static void test_load_errors(void **state)
 	sc_model_config c;
 	SC_ASSERT_ERR(sc_config_load(&c, sc_test_path(path, sizeof(path), "absent.json")),
 		      SC_ENOENT);
-	sc_test_path(path, sizeof(path), "llama.json");
-	const char *llama = "{\"model_type\": \"llama\"}";
-	assert_int_equal(sc_test_write_file(path, llama, strlen(llama)), 0);
+	sc_test_path(path, sizeof(path), "bert.json");
+	const char *bert = "{\"model_type\": \"bert\"}";
+	assert_int_equal(sc_test_write_file(path, bert, strlen(bert)), 0);
 	SC_ASSERT_ERR(sc_config_load(&c, path), SC_ENOTSUP);
 	assert_detail_has(path);
-	assert_detail_has("llama");
+	assert_detail_has("bert");
 }
 
 int main(void)

@@ -220,6 +220,8 @@ static void test_gemm_bad_args(void **state)
 
 /* ---- encoder, layernorm ---- */
 
+/* wte[tokens] + wpe[t], then wte[tokens] alone (wpe NULL: a family with
+ * rotary positions). */
 static void test_encoder_forward(void **state)
 {
 	int B = 3, T = 17, C = 40, V = 97;
@@ -238,6 +240,10 @@ static void test_encoder_forward(void **state)
 	SC_ASSERT_OK(cpu->ops->encoder_forward(cpu, F(out), FI(tok), F(wte), F(wpe), B, T, C));
 	SC_ASSERT_OK(gpu->ops->encoder_forward(gpu, G(out), GI(tok), G(wte), G(wpe), B, T, C));
 	twin_expect(&out, "encoder_forward out", FP32_TOL);
+	twin_poison(&out);
+	SC_ASSERT_OK(cpu->ops->encoder_forward(cpu, F(out), FI(tok), F(wte), NULL, B, T, C));
+	SC_ASSERT_OK(gpu->ops->encoder_forward(gpu, G(out), GI(tok), G(wte), NULL, B, T, C));
+	twin_expect(&out, "encoder_forward wpe NULL", 0.0);
 	twin_free(&out);
 	twin_free(&wte);
 	twin_free(&wpe);
@@ -297,121 +303,274 @@ static void test_layernorm(void **state)
 	}
 }
 
+/* RMSNorm forward, then the backward from the CPU's rstd onto the same
+ * random dinp on both sides (it accumulates). */
+static void test_rmsnorm(void **state)
+{
+	static const int Cs[] = { 64, 100, 4096 };
+	int N = 37;
+	for (size_t ci = 0; ci < sizeof(Cs) / sizeof(Cs[0]); ci++) {
+		int C = Cs[ci];
+		size_t nc = (size_t)N * C;
+		twin inp = twin_new(nc), w = twin_new(C), out = twin_new(nc), rstd = twin_new(N);
+		twin dout = twin_new(nc), dinp = twin_new(nc);
+		float *hr = host_floats(N);
+		twin_random(&inp, 1200 + ci, 2.0f);
+		twin_random(&w, 1210 + ci, 1.0f);
+		twin_poison(&out);
+		twin_poison(&rstd);
+		SC_ASSERT_OK(
+		    cpu->ops->rmsnorm_forward(cpu, F(out), F(rstd), F(inp), F(w), N, C, 1e-5f));
+		SC_ASSERT_OK(
+		    gpu->ops->rmsnorm_forward(gpu, G(out), G(rstd), G(inp), G(w), N, C, 1e-5f));
+		print_message("  C=%d\n", C);
+		twin_expect(&out, "rmsnorm_forward out", FP32_TOL);
+		twin_expect(&rstd, "rmsnorm_forward rstd", FP32_TOL);
+
+		SC_ASSERT_OK(cpu->ops->download(cpu, hr, F(rstd), N * sizeof(float)));
+		twin_upload(&rstd, hr);
+		twin_random(&dout, 1220 + ci, 1.0f);
+		twin_random(&dinp, 1230 + ci, 1.0f);
+		SC_ASSERT_OK(
+		    cpu->ops->rmsnorm_backward(cpu, F(dinp), F(dout), F(inp), F(w), F(rstd), N, C));
+		SC_ASSERT_OK(
+		    gpu->ops->rmsnorm_backward(gpu, G(dinp), G(dout), G(inp), G(w), G(rstd), N, C));
+		twin_expect(&dinp, "rmsnorm_backward dinp", FP32_TOL);
+
+		free(hr);
+		twin_free(&inp);
+		twin_free(&w);
+		twin_free(&out);
+		twin_free(&rstd);
+		twin_free(&dout);
+		twin_free(&dinp);
+	}
+}
+
+/* ---- rotary position embedding ---- */
+
+/* cos, sin (T, hs/2) of Llama's angles t * 10000^(-2i/hs). */
+static void rope_tables(float *cs, float *sn, int T, int hs)
+{
+	int half = hs / 2;
+	for (int t = 0; t < T; t++)
+		for (int i = 0; i < half; i++) {
+			double a = t * pow(10000.0, -2.0 * i / hs);
+			cs[(size_t)t * half + i] = (float)cos(a);
+			sn[(size_t)t * half + i] = (float)sin(a);
+		}
+}
+
+/* The rotation and its inverse against the CPU on the whole qkv (so the v
+ * heads must come out untouched), and the round trip back to the input. */
+static void test_rope(void **state)
+{
+	static const struct {
+		const char *name;
+		int B, T, NH, NKV, hs;
+	} cases[] = {
+		{ "gqa 8/2 hs 64", 2, 19, 8, 2, 64 },
+		{ "mha 4/4 hs 128", 1, 33, 4, 4, 128 },
+		{ "mqa 6/1 hs 10", 3, 5, 6, 1, 10 },
+	};
+	for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+		int B = cases[ci].B, T = cases[ci].T, NH = cases[ci].NH, NKV = cases[ci].NKV;
+		int hs = cases[ci].hs;
+		size_t n = (size_t)B * T * (NH + 2 * NKV) * hs, nt = (size_t)T * (hs / 2);
+		twin qkv = twin_new(n), cs = twin_new(nt), sn = twin_new(nt);
+		float *x = host_floats(n), *back = host_floats(n), *hc = host_floats(nt),
+		      *hsn = host_floats(nt);
+		print_message("  %s: B=%d T=%d NH=%d NKV=%d hs=%d\n", cases[ci].name, B, T, NH, NKV,
+			      hs);
+		rope_tables(hc, hsn, T, hs);
+		twin_upload(&cs, hc);
+		twin_upload(&sn, hsn);
+		sc_test_fill_normal(x, n, 1300 + ci, 1.0f);
+		twin_upload(&qkv, x);
+		SC_ASSERT_OK(cpu->ops->rope(cpu, F(qkv), F(cs), F(sn), B, T, NH, NKV, hs, 0));
+		SC_ASSERT_OK(gpu->ops->rope(gpu, G(qkv), G(cs), G(sn), B, T, NH, NKV, hs, 0));
+		twin_expect(&qkv, "rope forward", FP32_TOL);
+		SC_ASSERT_OK(cpu->ops->rope(cpu, F(qkv), F(cs), F(sn), B, T, NH, NKV, hs, 1));
+		SC_ASSERT_OK(gpu->ops->rope(gpu, G(qkv), G(cs), G(sn), B, T, NH, NKV, hs, 1));
+		twin_expect(&qkv, "rope inverse", FP32_TOL);
+		SC_ASSERT_OK(gpu->ops->download(gpu, back, G(qkv), n * sizeof(float)));
+		double err = sc_test_max_rel_err(back, x, n, REL_FLOOR);
+		print_message("    %-28s max rel err %.3g (tol %.0e)\n", "rope round trip", err,
+			      FP32_TOL);
+		if (!(err <= FP32_TOL))
+			fail_msg("rope: inverse(forward(x)) differs from x: %.3g", err);
+		free(x);
+		free(back);
+		free(hc);
+		free(hsn);
+		twin_free(&qkv);
+		twin_free(&cs);
+		twin_free(&sn);
+	}
+	SC_ASSERT_ERR(gpu->ops->rope(gpu, NULL, NULL, NULL, 1, 4, 2, 2, 7, 0), SC_EINVAL);
+}
+
 /* ---- attention ---- */
 
-/* lse (B,NH,T) of the scaled causal scores of qkv, in double. */
-static double *ref_lse(const float *qkv, int B, int T, int C, int NH)
+/* lse (B,NH,T) of the scaled scores of qkv over each row's visible keys,
+ * in double. */
+static double *ref_lse(const float *qkv, const sc_attn_shape *sh)
 {
-	int hs = C / NH;
-	double scale = 1.0 / sqrt((double)hs), *lse = malloc((size_t)B * NH * T * sizeof(double));
+	int T = sh->T, NH = sh->NH, hs = sh->hs, G = sh->NH / sh->NKV;
+	size_t ld = (size_t)(NH + 2 * sh->NKV) * hs;
+	double scale = 1.0 / sqrt((double)hs);
+	double *lse = malloc((size_t)sh->B * NH * T * sizeof(double));
+	double *s = malloc((size_t)T * sizeof(double));
 	assert_non_null(lse);
-	for (int b = 0; b < B; b++)
+	assert_non_null(s);
+	for (int b = 0; b < sh->B; b++)
 		for (int h = 0; h < NH; h++)
 			for (int t = 0; t < T; t++) {
-				const float *q = qkv + ((size_t)b * T + t) * 3 * C + (size_t)h * hs;
-				double mx = -INFINITY, sum = 0.0,
-				       *s = malloc((t + 1) * sizeof(double));
-				assert_non_null(s);
-				for (int u = 0; u <= t; u++) {
-					const float *k =
-					    qkv + ((size_t)b * T + u) * 3 * C + C + (size_t)h * hs;
+				const float *q = qkv + ((size_t)b * T + t) * ld + (size_t)h * hs;
+				int lo = sh->window && t >= sh->window ? t - sh->window + 1 : 0;
+				double mx = -INFINITY, sum = 0.0;
+				for (int u = lo; u <= t; u++) {
+					const float *k = qkv + ((size_t)b * T + u) * ld +
+							 (size_t)(NH + h / G) * hs;
 					double d = 0.0;
 					for (int i = 0; i < hs; i++)
 						d += (double)q[i] * k[i];
 					s[u] = d * scale;
 					mx = s[u] > mx ? s[u] : mx;
 				}
-				for (int u = 0; u <= t; u++)
+				for (int u = lo; u <= t; u++)
 					sum += exp(s[u] - mx);
 				lse[((size_t)b * NH + h) * T + t] = mx + log(sum);
-				free(s);
 			}
+	free(s);
 	return lse;
 }
 
 /* The fused kernels against the CPU's materialised softmax: out and dqkv
- * agree; the GPU keeps only a log-sum-exp per row (checked in double), and
- * each backend runs its backward from its own forward. Head sizes cover
- * every tile shape (<= 32, <= 64, <= 128, and 100, not a multiple of 8); T
- * values cover partial tiles. */
-static void test_attention(void **state)
+ * agree (dk, dv summed over a kv head's query heads); the GPU keeps only a
+ * log-sum-exp per row (checked in double), and each backend runs its
+ * backward from its own forward. */
+static void attention_case(const char *name, sc_attn_shape sh, uint64_t seed)
 {
-	static const int shapes[][4] = {
-		/* B, T, C, NH */
-		{ 2, 33, 64, 4 },    { 1, 1, 16, 2 },   { 2, 70, 96, 3 },
-		{ 2, 128, 768, 12 }, { 1, 47, 256, 2 }, { 2, 20, 200, 2 },
-	};
-	for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
-		int B = shapes[si][0], T = shapes[si][1], C = shapes[si][2], NH = shapes[si][3];
-		size_t n = (size_t)B * T * C, rows = (size_t)B * NH * T;
-		size_t cst, csc, gst, gsc;
-		SC_ASSERT_OK(cpu->ops->attention_sizes(cpu, B, T, C, NH, &cst, &csc));
-		SC_ASSERT_OK(gpu->ops->attention_sizes(gpu, B, T, C, NH, &gst, &gsc));
-		assert_true(gst == rows && gsc == rows); /* no T x T matrix */
-		twin qkv = twin_new(3 * n), out = twin_new(n), dout = twin_new(n);
-		twin dqkv = twin_new(3 * n);
-		void *cstate, *cscr, *gstate, *gscr;
-		SC_ASSERT_OK(cpu->ops->alloc(cpu, &cstate, cst * sizeof(float)));
-		SC_ASSERT_OK(cpu->ops->alloc(cpu, &cscr, csc * sizeof(float)));
-		SC_ASSERT_OK(gpu->ops->alloc(gpu, &gstate, gst * sizeof(float)));
-		SC_ASSERT_OK(gpu->ops->alloc(gpu, &gscr, gsc * sizeof(float)));
-		float *hq = host_floats(3 * n), *lse = host_floats(rows), *nan = host_floats(rows);
-		for (size_t i = 0; i < rows; i++)
-			nan[i] = NAN;
+	int B = sh.B, T = sh.T, NH = sh.NH;
+	size_t n_qkv = (size_t)B * T * (NH + 2 * sh.NKV) * sh.hs;
+	size_t n_out = (size_t)B * T * NH * sh.hs, rows = (size_t)B * NH * T;
+	size_t cst, csc, gst, gsc;
+	SC_ASSERT_OK(cpu->ops->attention_sizes(cpu, &sh, &cst, &csc));
+	SC_ASSERT_OK(gpu->ops->attention_sizes(gpu, &sh, &gst, &gsc));
+	assert_true(gst == rows && gsc == rows); /* no T x T matrix */
+	twin qkv = twin_new(n_qkv), out = twin_new(n_out), dout = twin_new(n_out);
+	twin dqkv = twin_new(n_qkv);
+	void *cstate, *cscr, *gstate, *gscr;
+	SC_ASSERT_OK(cpu->ops->alloc(cpu, &cstate, cst * sizeof(float)));
+	SC_ASSERT_OK(cpu->ops->alloc(cpu, &cscr, csc * sizeof(float)));
+	SC_ASSERT_OK(gpu->ops->alloc(gpu, &gstate, gst * sizeof(float)));
+	SC_ASSERT_OK(gpu->ops->alloc(gpu, &gscr, gsc * sizeof(float)));
+	float *hq = host_floats(n_qkv), *lse = host_floats(rows), *nan = host_floats(rows);
+	for (size_t i = 0; i < rows; i++)
+		nan[i] = NAN;
 
-		print_message("  B=%d T=%d C=%d NH=%d (hs %d)\n", B, T, C, NH, C / NH);
-		sc_test_fill_normal(hq, 3 * n, 600 + si, 1.0f);
-		twin_upload(&qkv, hq);
-		twin_poison(&out);
-		SC_ASSERT_OK(gpu->ops->upload(gpu, gstate, nan, rows * sizeof(float)));
-		SC_ASSERT_OK(cpu->ops->attention_forward(cpu, F(out), cstate, F(qkv), B, T, C, NH));
-		SC_ASSERT_OK(gpu->ops->attention_forward(gpu, G(out), gstate, G(qkv), B, T, C, NH));
-		twin_expect(&out, "attention_forward out", FP32_TOL);
+	print_message("  %s: B=%d T=%d NH=%d NKV=%d hs=%d window=%d\n", name, B, T, NH, sh.NKV,
+		      sh.hs, sh.window);
+	sc_test_fill_normal(hq, n_qkv, seed, 1.0f);
+	twin_upload(&qkv, hq);
+	twin_poison(&out);
+	SC_ASSERT_OK(gpu->ops->upload(gpu, gstate, nan, rows * sizeof(float)));
+	SC_ASSERT_OK(cpu->ops->attention_forward(cpu, F(out), cstate, F(qkv), &sh));
+	SC_ASSERT_OK(gpu->ops->attention_forward(gpu, G(out), gstate, G(qkv), &sh));
+	twin_expect(&out, "attention_forward out", FP32_TOL);
 
-		double *want = ref_lse(hq, B, T, C, NH), maxdiff = 0.0, maxref = 1e-6;
-		SC_ASSERT_OK(gpu->ops->download(gpu, lse, gstate, rows * sizeof(float)));
-		for (size_t i = 0; i < rows; i++) {
-			double d = fabs(lse[i] - want[i]);
-			maxdiff = isnan(d) || d > maxdiff ? (isnan(d) ? INFINITY : d) : maxdiff;
-			maxref = fabs(want[i]) > maxref ? fabs(want[i]) : maxref;
-		}
-		print_message("    %-28s max rel err %.3g (tol %.0e)\n", "attention_forward lse",
-			      maxdiff / maxref, FP32_TOL);
-		if (!(maxdiff / maxref <= FP32_TOL))
-			fail_msg("lse: GPU and double reference differ: %.3g", maxdiff / maxref);
-
-		twin_random(&dout, 610 + si, 1.0f);
-		twin_poison(&dqkv);
-		SC_ASSERT_OK(cpu->ops->attention_backward(cpu, F(dqkv), cscr, F(dout), F(qkv),
-							  F(out), cstate, B, T, C, NH));
-		SC_ASSERT_OK(gpu->ops->attention_backward(gpu, G(dqkv), gscr, G(dout), G(qkv),
-							  G(out), gstate, B, T, C, NH));
-		twin_expect(&dqkv, "attention_backward dqkv", FP32_TOL);
-
-		free(want);
-		free(hq);
-		free(lse);
-		free(nan);
-		cpu->ops->free_buf(cpu, cstate);
-		cpu->ops->free_buf(cpu, cscr);
-		gpu->ops->free_buf(gpu, gstate);
-		gpu->ops->free_buf(gpu, gscr);
-		twin_free(&qkv);
-		twin_free(&out);
-		twin_free(&dout);
-		twin_free(&dqkv);
+	double *want = ref_lse(hq, &sh), maxdiff = 0.0, maxref = 1e-6;
+	SC_ASSERT_OK(gpu->ops->download(gpu, lse, gstate, rows * sizeof(float)));
+	for (size_t i = 0; i < rows; i++) {
+		double d = fabs(lse[i] - want[i]);
+		maxdiff = isnan(d) || d > maxdiff ? (isnan(d) ? INFINITY : d) : maxdiff;
+		maxref = fabs(want[i]) > maxref ? fabs(want[i]) : maxref;
 	}
+	print_message("    %-28s max rel err %.3g (tol %.0e)\n", "attention_forward lse",
+		      maxdiff / maxref, FP32_TOL);
+	if (!(maxdiff / maxref <= FP32_TOL))
+		fail_msg("lse: GPU and double reference differ: %.3g", maxdiff / maxref);
+
+	twin_random(&dout, seed + 1, 1.0f);
+	twin_poison(&dqkv);
+	SC_ASSERT_OK(
+	    cpu->ops->attention_backward(cpu, F(dqkv), cscr, F(dout), F(qkv), F(out), cstate, &sh));
+	SC_ASSERT_OK(
+	    gpu->ops->attention_backward(gpu, G(dqkv), gscr, G(dout), G(qkv), G(out), gstate, &sh));
+	twin_expect(&dqkv, "attention_backward dqkv", FP32_TOL);
+
+	/* deterministic: a second backward gives the same bits */
+	float *first = host_floats(n_qkv), *again = host_floats(n_qkv);
+	SC_ASSERT_OK(gpu->ops->download(gpu, first, G(dqkv), n_qkv * sizeof(float)));
+	SC_ASSERT_OK(
+	    gpu->ops->attention_backward(gpu, G(dqkv), gscr, G(dout), G(qkv), G(out), gstate, &sh));
+	SC_ASSERT_OK(gpu->ops->download(gpu, again, G(dqkv), n_qkv * sizeof(float)));
+	assert_memory_equal(first, again, n_qkv * sizeof(float));
+	free(first);
+	free(again);
+
+	free(want);
+	free(hq);
+	free(lse);
+	free(nan);
+	cpu->ops->free_buf(cpu, cstate);
+	cpu->ops->free_buf(cpu, cscr);
+	gpu->ops->free_buf(gpu, gstate);
+	gpu->ops->free_buf(gpu, gscr);
+	twin_free(&qkv);
+	twin_free(&out);
+	twin_free(&dout);
+	twin_free(&dqkv);
 }
 
-/* Head sizes past the kernels' 128 are refused with a reason, at sizing. */
-static void test_attention_refuses_large_heads(void **state)
+/* Head sizes cover every tile shape (<= 32, <= 64, <= 128, and 100, not a
+ * multiple of 8; tiles are 32 keys up to hs 64, 16 above); T values cover
+ * partial tiles; grouped queries, one kv head, and windows shorter than a
+ * tile, than T, and longer than T, and one whose last query for a key
+ * tile starts a query tile. */
+static void test_attention(void **state)
+{
+	static const struct {
+		const char *name;
+		sc_attn_shape s; /* B, T, NH, NKV, hs, window */
+	} cases[] = {
+		{ "gpt2 hs 16", { 2, 33, 4, 4, 16, 0 } },
+		{ "gpt2 T 1", { 1, 1, 2, 2, 8, 0 } },
+		{ "gpt2 hs 32", { 2, 70, 3, 3, 32, 0 } },
+		{ "gpt2 124M", { 2, 128, 12, 12, 64, 0 } },
+		{ "gpt2 hs 128", { 1, 47, 2, 2, 128, 0 } },
+		{ "gpt2 hs 100", { 2, 20, 2, 2, 100, 0 } },
+		{ "gqa 8/2 hs 64", { 2, 45, 8, 2, 64, 0 } },
+		{ "mqa 8/1 hs 64", { 1, 40, 8, 1, 64, 0 } },
+		{ "gqa 8/2 hs 128", { 1, 37, 8, 2, 128, 0 } },
+		{ "mqa 4/1 hs 128", { 2, 21, 4, 1, 128, 0 } },
+		{ "window 16 < T", { 2, 70, 4, 2, 64, 16 } },
+		{ "window 5 hs 128", { 1, 50, 4, 2, 128, 5 } },
+		{ "window 40 hs 128", { 1, 61, 2, 1, 128, 40 } },
+		{ "window 34 tile edge", { 1, 64, 2, 1, 128, 34 } },
+		{ "window 1", { 1, 35, 2, 1, 32, 1 } },
+		{ "window 100 > T", { 1, 30, 2, 2, 64, 100 } },
+	};
+	for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++)
+		attention_case(cases[ci].name, cases[ci].s, 600 + 10 * ci);
+}
+
+/* Head sizes past the kernels' 128 are refused with a reason, at sizing;
+ * bad shapes are refused. */
+static void test_attention_refuses_bad_shapes(void **state)
 {
 	size_t st = 1, sc = 1;
-	SC_ASSERT_ERR(gpu->ops->attention_sizes(gpu, 1, 8, 320, 2, &st, &sc), SC_ENOTSUP);
+	sc_attn_shape big = { 1, 8, 2, 2, 160, 0 }, groups = { 1, 8, 6, 4, 32, 0 };
+	sc_attn_shape window = { 1, 8, 4, 2, 32, -1 };
+	SC_ASSERT_ERR(gpu->ops->attention_sizes(gpu, &big, &st, &sc), SC_ENOTSUP);
 	assert_true(st == 0 && sc == 0);
 	assert_non_null(strstr(sc_err_detail(), "head size 160"));
-	SC_ASSERT_ERR(gpu->ops->attention_forward(gpu, NULL, NULL, NULL, 1, 8, 320, 2), SC_ENOTSUP);
-	SC_ASSERT_ERR(gpu->ops->attention_sizes(gpu, 1, 8, 30, 4, &st, &sc), SC_EINVAL);
+	SC_ASSERT_ERR(gpu->ops->attention_forward(gpu, NULL, NULL, NULL, &big), SC_ENOTSUP);
+	SC_ASSERT_ERR(gpu->ops->attention_backward(gpu, NULL, NULL, NULL, NULL, NULL, NULL, &big),
+		      SC_ENOTSUP);
+	SC_ASSERT_ERR(gpu->ops->attention_sizes(gpu, &groups, &st, &sc), SC_EINVAL);
+	SC_ASSERT_ERR(gpu->ops->attention_sizes(gpu, &window, &st, &sc), SC_EINVAL);
 }
 
 /* ---- element-wise ---- */
@@ -442,6 +601,30 @@ static void test_gelu(void **state)
 	twin_free(&dinp);
 }
 
+/* SwiGLU forward and backward; gate values up to about +-25, so that the
+ * sigmoid saturates at both ends. */
+static void test_swiglu(void **state)
+{
+	int N = 37, I = 300;
+	size_t n = (size_t)N * I;
+	twin gu = twin_new(2 * n), out = twin_new(n), dout = twin_new(n), dgu = twin_new(2 * n);
+	twin_random(&gu, 1400, 6.0f);
+	twin_poison(&out);
+	SC_ASSERT_OK(cpu->ops->swiglu_forward(cpu, F(out), F(gu), N, I));
+	SC_ASSERT_OK(gpu->ops->swiglu_forward(gpu, G(out), G(gu), N, I));
+	twin_expect(&out, "swiglu_forward out", FP32_TOL);
+
+	twin_random(&dout, 1401, 1.0f);
+	twin_poison(&dgu);
+	SC_ASSERT_OK(cpu->ops->swiglu_backward(cpu, F(dgu), F(dout), F(gu), N, I));
+	SC_ASSERT_OK(gpu->ops->swiglu_backward(gpu, G(dgu), G(dout), G(gu), N, I));
+	twin_expect(&dgu, "swiglu_backward dgu", FP32_TOL);
+	twin_free(&gu);
+	twin_free(&out);
+	twin_free(&dout);
+	twin_free(&dgu);
+}
+
 static void test_add(void **state)
 {
 	size_t n = 10007;
@@ -460,9 +643,20 @@ static void test_add(void **state)
 
 	twin_random(&x, 802, 1.0f);
 	twin_random(&bias, 803, 1.0f);
-	SC_ASSERT_OK(cpu->ops->add_bias(cpu, F(x), F(bias), N, OC));
-	SC_ASSERT_OK(gpu->ops->add_bias(gpu, G(x), G(bias), N, OC));
+	SC_ASSERT_OK(cpu->ops->add_bias(cpu, F(x), F(bias), N, OC, OC));
+	SC_ASSERT_OK(gpu->ops->add_bias(gpu, G(x), G(bias), N, OC, OC));
 	twin_expect(&x, "add_bias out", FP32_TOL);
+
+	/* a column block of a wider matrix: columns 7 .. 7 + OC - 1 of rows
+	 * ldo apart; the other columns must stay as they were */
+	int ldo = OC + 50;
+	twin wide = twin_new((size_t)N * ldo);
+	twin_random(&wide, 804, 1.0f);
+	SC_ASSERT_OK(cpu->ops->add_bias(cpu, F(wide) + 7, F(bias), N, OC, ldo));
+	SC_ASSERT_OK(gpu->ops->add_bias(gpu, G(wide) + 7, G(bias), N, OC, ldo));
+	twin_expect(&wide, "add_bias ldo > OC", 0.0);
+	SC_ASSERT_ERR(gpu->ops->add_bias(gpu, G(wide), G(bias), N, OC, OC - 1), SC_EINVAL);
+	twin_free(&wide);
 	twin_free(&a);
 	twin_free(&b);
 	twin_free(&out);
@@ -555,9 +749,12 @@ int main(void)
 		cmocka_unit_test(test_gemm_bad_args),
 		cmocka_unit_test(test_encoder_forward),
 		cmocka_unit_test(test_layernorm),
+		cmocka_unit_test(test_rmsnorm),
+		cmocka_unit_test(test_rope),
 		cmocka_unit_test(test_attention),
-		cmocka_unit_test(test_attention_refuses_large_heads),
+		cmocka_unit_test(test_attention_refuses_bad_shapes),
 		cmocka_unit_test(test_gelu),
+		cmocka_unit_test(test_swiglu),
 		cmocka_unit_test(test_add),
 		cmocka_unit_test(test_crossentropy),
 		cmocka_unit_test(test_adamw),

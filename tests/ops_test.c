@@ -2,10 +2,13 @@
  * double-precision loops written here, backwards against central finite
  * differences of those loops (projected onto a random dout, so each
  * difference is of one scalar), GEMM layouts, AdamW against torch's formula
- * in double, and determinism.
+ * in double, and determinism. Both families' operations: LayerNorm, GELU
+ * and learned positions (GPT-2); RMSNorm, rotary embeddings, SwiGLU and
+ * attention with grouped key/value heads and sliding windows (Llama).
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,45 +132,6 @@ static void ref_layernorm(double *y, const double *x, const double *w, const dou
 		for (int j = 0; j < C; j++)
 			y[(size_t)i * C + j] = (xi[j] - m) * rs * w[j] + b[j];
 	}
-}
-
-/* out (B,T,C); att (B,NH,T,T) or NULL. */
-static void ref_attention(double *out, double *att, const double *qkv, int B, int T, int C, int NH)
-{
-	int hs = C / NH;
-	double scale = 1.0 / sqrt(hs);
-	double *p = malloc((size_t)T * sizeof(double));
-	assert_non_null(p);
-	for (int b = 0; b < B; b++)
-		for (int h = 0; h < NH; h++)
-			for (int t = 0; t < T; t++) {
-				const double *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
-				double mx = -INFINITY, sum = 0.0;
-				for (int u = 0; u <= t; u++) {
-					const double *k =
-					    qkv + ((size_t)b * T + u) * 3 * C + C + h * hs;
-					p[u] = dot(q, k, hs) * scale;
-					mx = p[u] > mx ? p[u] : mx;
-				}
-				for (int u = 0; u <= t; u++)
-					sum += (p[u] = exp(p[u] - mx));
-				double *o = out + ((size_t)b * T + t) * C + h * hs;
-				for (int d = 0; d < hs; d++)
-					o[d] = 0.0;
-				for (int u = 0; u <= t; u++) {
-					p[u] /= sum;
-					const double *v =
-					    qkv + ((size_t)b * T + u) * 3 * C + 2 * C + h * hs;
-					for (int d = 0; d < hs; d++)
-						o[d] += p[u] * v[d];
-				}
-				if (att) {
-					double *a = att + (((size_t)b * NH + h) * T + t) * T;
-					for (int u = 0; u < T; u++)
-						a[u] = u <= t ? p[u] : 0.0;
-				}
-			}
-	free(p);
 }
 
 static double ref_gelu(double x)
@@ -321,34 +285,47 @@ static void gemm_rejects_bad_shape(void **state)
 
 /* ---- encoder, add, add_bias ---- */
 
+/* With learned positions (GPT-2) and without (wpe NULL: rotary families). */
 static void encoder_forward(void **state)
 {
 	sc_backend *be = *state;
 	enum { B = 2, T = 5, C = 12, V = 17 };
-	int32_t tokens[B * T] = { 0, 16, 3, 3, 9, 1, 2, 15, 8, 0 };
-	float *wte = host_normal(V * C, 21, 1.0f), *wpe = host_normal(T * C, 22, 1.0f);
-	double want[B * T * C];
-	for (int i = 0; i < B * T; i++)
-		for (int j = 0; j < C; j++)
-			want[i * C + j] = (double)wte[tokens[i] * C + j] + wpe[(i % T) * C + j];
-	int32_t *dtok = NULL;
-	SC_ASSERT_OK(be->ops->alloc(be, (void **)&dtok, sizeof(tokens)));
-	SC_ASSERT_OK(be->ops->upload(be, dtok, tokens, sizeof(tokens)));
-	float *dwte = dev_floats(be, wte, V * C), *dwpe = dev_floats(be, wpe, T * C);
-	float *dout = dev_floats(be, NULL, B * T * C);
-	SC_ASSERT_OK(be->ops->encoder_forward(be, dout, dtok, dwte, dwpe, B, T, C));
-	float *got = fetch(be, dout, B * T * C);
-	expect_close_each("encoder", got, want, B * T * C, 1e-7, 1e-30);
-	tokens[3] = -1;
-	SC_ASSERT_OK(be->ops->upload(be, dtok, tokens, sizeof(tokens)));
-	SC_ASSERT_ERR(be->ops->encoder_forward(be, dout, dtok, dwte, dwpe, B, T, C), SC_ERANGE);
-	be->ops->free_buf(be, dtok);
-	be->ops->free_buf(be, dwte);
-	be->ops->free_buf(be, dwpe);
-	be->ops->free_buf(be, dout);
-	free(wte);
-	free(wpe);
-	free(got);
+	for (int with_pos = 1; with_pos >= 0; with_pos--) {
+		int32_t tokens[B * T] = { 0, 16, 3, 3, 9, 1, 2, 15, 8, 0 };
+		float *wte = host_normal(V * C, 21, 1.0f), *wpe = host_normal(T * C, 22, 1.0f);
+		double want[B * T * C];
+		for (int i = 0; i < B * T; i++)
+			for (int j = 0; j < C; j++)
+				want[i * C + j] = (double)wte[tokens[i] * C + j] +
+						  (with_pos ? wpe[(i % T) * C + j] : 0.0);
+		int32_t *dtok = NULL;
+		SC_ASSERT_OK(be->ops->alloc(be, (void **)&dtok, sizeof(tokens)));
+		SC_ASSERT_OK(be->ops->upload(be, dtok, tokens, sizeof(tokens)));
+		float *dwte = dev_floats(be, wte, V * C);
+		float *dwpe = with_pos ? dev_floats(be, wpe, T * C) : NULL;
+		float *junk = host_normal(B * T * C, 23, 100.0f); /* every entry is written */
+		float *dout = dev_floats(be, junk, B * T * C);
+		SC_ASSERT_OK(be->ops->encoder_forward(be, dout, dtok, dwte, dwpe, B, T, C));
+		float *got = fetch(be, dout, B * T * C);
+		expect_close_each(with_pos ? "encoder" : "encoder without positions", got, want,
+				  B * T * C, 1e-7, 1e-30);
+		if (!with_pos) /* a plain copy of the embedding rows */
+			for (int i = 0; i < B * T; i++)
+				assert_memory_equal(got + i * C, wte + tokens[i] * C,
+						    C * sizeof(float));
+		tokens[3] = -1;
+		SC_ASSERT_OK(be->ops->upload(be, dtok, tokens, sizeof(tokens)));
+		SC_ASSERT_ERR(be->ops->encoder_forward(be, dout, dtok, dwte, dwpe, B, T, C),
+			      SC_ERANGE);
+		be->ops->free_buf(be, dtok);
+		be->ops->free_buf(be, dwte);
+		be->ops->free_buf(be, dwpe);
+		be->ops->free_buf(be, dout);
+		free(wte);
+		free(wpe);
+		free(junk);
+		free(got);
+	}
 }
 
 static void add_and_alias(void **state)
@@ -385,24 +362,55 @@ static void add_and_alias(void **state)
 	free(got2);
 }
 
+/* out (N,OC) rows ldo apart: only the first OC columns of each row change;
+ * the gap columns (ldo > OC, a column block of a wider matrix) keep their
+ * bytes, NaN included. */
 static void add_bias(void **state)
 {
 	sc_backend *be = *state;
-	enum { N = 37, OC = 29 };
-	float *x = host_normal(N * OC, 41, 1.0f), *bias = host_normal(OC, 42, 1.0f);
-	double want[N * OC];
-	for (int i = 0; i < N; i++)
-		for (int j = 0; j < OC; j++)
-			want[i * OC + j] = (double)x[i * OC + j] + bias[j];
-	float *dx = dev_floats(be, x, N * OC), *db = dev_floats(be, bias, OC);
-	SC_ASSERT_OK(be->ops->add_bias(be, dx, db, N, OC));
-	float *got = fetch(be, dx, N * OC);
-	expect_close_each("add_bias", got, want, N * OC, 1e-7, 1e-30);
-	be->ops->free_buf(be, dx);
-	be->ops->free_buf(be, db);
-	free(x);
-	free(bias);
-	free(got);
+	static const struct {
+		const char *name;
+		int N, OC, ldo;
+	} cases[] = {
+		{ "dense rows", 37, 29, 29 },
+		{ "column block", 37, 29, 40 },
+		{ "column block, parallel rows", 300, 129, 200 },
+	};
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		int N = cases[c].N, OC = cases[c].OC, ldo = cases[c].ldo;
+		size_t n = (size_t)N * ldo;
+		float *x = host_normal(n, 41 + c, 1.0f), *bias = host_normal(OC, 42 + c, 1.0f);
+		for (int i = 0; i < N; i++)
+			for (int j = OC; j < ldo; j++)
+				x[(size_t)i * ldo + j] = (j - OC) % 2 ? NAN : (float)(i * 1000 + j);
+		double *want = malloc(n * sizeof(double));
+		assert_non_null(want);
+		for (int i = 0; i < N; i++)
+			for (int j = 0; j < OC; j++)
+				want[(size_t)i * OC + j] = (double)x[(size_t)i * ldo + j] + bias[j];
+		float *dx = dev_floats(be, x, n), *db = dev_floats(be, bias, OC);
+		SC_ASSERT_OK(be->ops->add_bias(be, dx, db, N, OC, ldo));
+		float *got = fetch(be, dx, n), *cols = malloc((size_t)N * OC * sizeof(float));
+		assert_non_null(cols);
+		for (int i = 0; i < N; i++) {
+			memcpy(cols + (size_t)i * OC, got + (size_t)i * ldo, OC * sizeof(float));
+			if (ldo > OC && memcmp(got + (size_t)i * ldo + OC, x + (size_t)i * ldo + OC,
+					       (size_t)(ldo - OC) * sizeof(float)))
+				fail_msg("add_bias %s: row %d's gap columns changed", cases[c].name,
+					 i);
+		}
+		expect_close_each(cases[c].name, cols, want, (size_t)N * OC, 1e-7, 1e-30);
+		be->ops->free_buf(be, dx);
+		be->ops->free_buf(be, db);
+		free(x);
+		free(bias);
+		free(want);
+		free(got);
+		free(cols);
+	}
+	float *x = dev_floats(be, NULL, 64);
+	SC_ASSERT_ERR(be->ops->add_bias(be, x, x, 2, 8, 7), SC_EINVAL); /* ldo < OC */
+	be->ops->free_buf(be, x);
 }
 
 /* ---- layernorm ---- */
@@ -502,35 +510,508 @@ static void layernorm_backward_fd(void **state)
 	free(got);
 }
 
-/* ---- attention ---- */
+/* ---- rmsnorm ---- */
 
-struct attn_case {
-	int B, T, C, NH;
+static void ref_rmsnorm(double *y, const double *x, const double *w, int N, int C, double eps)
+{
+	for (int i = 0; i < N; i++) {
+		const double *xi = x + (size_t)i * C;
+		double ms = dot(xi, xi, C) / C, rs = 1.0 / sqrt(ms + eps);
+		for (int j = 0; j < C; j++)
+			y[(size_t)i * C + j] = xi[j] * rs * w[j];
+	}
+}
+
+/* Rows of every magnitude: large, ordinary, and small enough that eps
+ * matters; and rows enough to run in parallel. */
+static void rmsnorm_forward(void **state)
+{
+	sc_backend *be = *state;
+	static const struct {
+		const char *name;
+		int N, C;
+	} cases[] = { { "small", 9, 48 }, { "parallel rows", 40, 1000 } };
+	float eps = 1e-5f;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		int N = cases[c].N, C = cases[c].C;
+		size_t n = (size_t)N * C;
+		float *x = host_normal(n, 191 + c, 2.0f), *w = host_normal(C, 192 + c, 1.0f);
+		for (int j = 0; j < C; j++) {
+			x[3 * C + j] = x[3 * C + j] * 1000.0f + 40.0f;
+			x[5 * C + j] *= 1e-3f; /* mean square ~ eps */
+		}
+		double *xd = to_double(x, n), *wd = to_double(w, C);
+		double *want = malloc(n * sizeof(double));
+		assert_non_null(want);
+		ref_rmsnorm(want, xd, wd, N, C, eps);
+		float *dx = dev_floats(be, x, n), *dw = dev_floats(be, w, C);
+		float *junk = host_normal(n, 193 + c, 100.0f);
+		float *dy = dev_floats(be, junk, n), *drs = dev_floats(be, NULL, N);
+		SC_ASSERT_OK(be->ops->rmsnorm_forward(be, dy, drs, dx, dw, N, C, eps));
+		float *got = fetch(be, dy, n), *rstd = fetch(be, drs, N);
+		expect_close(cases[c].name, got, want, n, FWD_TOL, 1.0);
+		/* Each row against its own scale: the small row too. */
+		for (int i = 0; i < N; i++) {
+			char what[96];
+			snprintf(what, sizeof(what), "rmsnorm %s row %d", cases[c].name, i);
+			expect_close(what, got + (size_t)i * C, want + (size_t)i * C, C, FWD_TOL,
+				     1e-30);
+			double rs =
+			    1.0 / sqrt(dot(xd + (size_t)i * C, xd + (size_t)i * C, C) / C + eps);
+			if (!(fabs(rstd[i] - rs) <= 1e-6 * rs))
+				fail_msg("%s: rstd %.9g want %.9g", what, (double)rstd[i], rs);
+		}
+		SC_ASSERT_ERR(be->ops->rmsnorm_forward(be, dy, drs, dx, dw, N, 0, eps), SC_EINVAL);
+		float *bufs[] = { dx, dw, dy, drs };
+		for (int i = 0; i < 4; i++)
+			be->ops->free_buf(be, bufs[i]);
+		free(x);
+		free(w);
+		free(xd);
+		free(wd);
+		free(want);
+		free(junk);
+		free(got);
+		free(rstd);
+	}
+}
+
+struct rms_arg {
+	const double *w, *r;
+	double *y;
+	int N, C;
+	double eps;
 };
 
-static void attention_forward_case(sc_backend *be, struct attn_case s, uint64_t seed)
+static double rms_scalar(const double *x, void *arg)
 {
-	size_t nqkv = (size_t)s.B * s.T * 3 * s.C, nout = (size_t)s.B * s.T * s.C;
-	size_t natt = (size_t)s.B * s.NH * s.T * s.T;
+	struct rms_arg *a = arg;
+	ref_rmsnorm(a->y, x, a->w, a->N, a->C, a->eps);
+	return dot(a->y, a->r, (size_t)a->N * a->C);
+}
+
+/* Against central differences of sum(rmsnorm(x) * r), and against the
+ * analytic gradient written out in double:
+ *   dx = rs * w r - x rs^3 mean(w r x),  rs = 1 / sqrt(mean(x^2) + eps). */
+static void rmsnorm_backward_fd(void **state)
+{
+	sc_backend *be = *state;
+	enum { N = 6, C = 16 };
+	float eps = 1e-5f;
+	float *x = host_normal(N * C, 201, 1.5f), *w = host_normal(C, 202, 1.0f);
+	float *r = host_normal(N * C, 203, 1.0f);
+	float *d0 = host_normal(N * C, 204, 0.1f); /* dinp accumulates onto this */
+	double *xd = to_double(x, N * C), *wd = to_double(w, C), *rd = to_double(r, N * C);
+	double y[N * C], g[N * C], ga[N * C];
+	struct rms_arg arg = { wd, rd, y, N, C, eps };
+	fd_grad(g, rms_scalar, &arg, xd, NULL, N * C);
+	for (int i = 0; i < N; i++) {
+		const double *xi = xd + i * C, *ri = rd + i * C;
+		double rs = 1.0 / sqrt(dot(xi, xi, C) / C + eps), m = 0.0;
+		for (int j = 0; j < C; j++)
+			m += wd[j] * ri[j] * xi[j] / C;
+		for (int j = 0; j < C; j++)
+			ga[i * C + j] = rs * wd[j] * ri[j] - xi[j] * rs * rs * rs * m;
+	}
+	for (int i = 0; i < N * C; i++) {
+		g[i] += d0[i];
+		ga[i] += d0[i];
+	}
+
+	float *dx = dev_floats(be, x, N * C), *dw = dev_floats(be, w, C);
+	float *dy = dev_floats(be, NULL, N * C), *drs = dev_floats(be, NULL, N);
+	float *dr = dev_floats(be, r, N * C), *dinp = dev_floats(be, d0, N * C);
+	SC_ASSERT_OK(be->ops->rmsnorm_forward(be, dy, drs, dx, dw, N, C, eps));
+	SC_ASSERT_OK(be->ops->rmsnorm_backward(be, dinp, dr, dx, dw, drs, N, C));
+	float *got = fetch(be, dinp, N * C);
+	expect_close("rmsnorm backward (finite differences)", got, g, N * C, FD_TOL, 1e-2);
+	expect_close("rmsnorm backward (analytic)", got, ga, N * C, FWD_TOL, 1e-2);
+	float *bufs[] = { dx, dw, dy, drs, dr, dinp };
+	for (int i = 0; i < 6; i++)
+		be->ops->free_buf(be, bufs[i]);
+	free(x);
+	free(w);
+	free(r);
+	free(d0);
+	free(xd);
+	free(wd);
+	free(rd);
+	free(got);
+}
+
+/* ---- rope ---- */
+
+struct rope_case {
+	const char *name;
+	int B, T, NH, NKV, hs;
+};
+
+static const struct rope_case rope_cases[] = {
+	{ "NH2 hs8", 2, 5, 2, 2, 8 },
+	{ "gqa hs12", 2, 7, 4, 2, 12 },
+	{ "mqa hs64, parallel rows", 2, 64, 8, 1, 64 },
+};
+
+/* The angle of pair i at position t: t * theta^(-2i/hs). */
+static double rope_angle(int t, int i, int hs)
+{
+	return t * pow(10000.0, -2.0 * i / hs);
+}
+
+/* cos, sin (T, hs/2) as a family fills them. */
+static void rope_tables(float *cs, float *sn, int T, int hs)
+{
+	for (int t = 0; t < T; t++)
+		for (int i = 0; i < hs / 2; i++) {
+			cs[t * (hs / 2) + i] = (float)cos(rope_angle(t, i, hs));
+			sn[t * (hs / 2) + i] = (float)sin(rope_angle(t, i, hs));
+		}
+}
+
+/* x rotated in double straight from the angles: each q and k head at
+ * position t, x1 = x[:hs/2], x2 = x[hs/2:], becomes
+ *   x1 cos a - x2 sin a | x2 cos a + x1 sin a   (a -> -a for the inverse);
+ * v heads are copied. */
+static void ref_rope(double *y, const float *x, const struct rope_case *s, int inverse)
+{
+	int ld = (s->NH + 2 * s->NKV) * s->hs, half = s->hs / 2;
+	for (int bt = 0; bt < s->B * s->T; bt++)
+		for (int j = 0; j < ld; j++) {
+			size_t o = (size_t)bt * ld + j;
+			int head = j / s->hs, i = j % s->hs;
+			if (head >= s->NH + s->NKV) {
+				y[o] = x[o];
+				continue;
+			}
+			double a = rope_angle(bt % s->T, i % half, s->hs) * (inverse ? -1 : 1);
+			const float *h = x + (size_t)bt * ld + (size_t)head * s->hs;
+			y[o] = i < half ? h[i] * cos(a) - h[i + half] * sin(a)
+					: h[i] * cos(a) + h[i - half] * sin(a);
+		}
+}
+
+static size_t rope_n(const struct rope_case *s)
+{
+	return (size_t)s->B * s->T * (s->NH + 2 * s->NKV) * s->hs;
+}
+
+/* Forward and inverse against the formula; the v heads keep their bytes. */
+static void rope_matches_formula(void **state)
+{
+	sc_backend *be = *state;
+	for (size_t c = 0; c < sizeof(rope_cases) / sizeof(rope_cases[0]); c++) {
+		const struct rope_case *s = &rope_cases[c];
+		size_t n = rope_n(s), ntab = (size_t)s->T * (s->hs / 2);
+		size_t ld = (size_t)(s->NH + 2 * s->NKV) * s->hs,
+		       vo = (size_t)(s->NH + s->NKV) * s->hs;
+		float *x = host_normal(n, 211 + c, 2.0f);
+		float *cs = malloc(ntab * sizeof(float)), *sn = malloc(ntab * sizeof(float));
+		double *want = malloc(n * sizeof(double));
+		assert_true(cs && sn && want);
+		rope_tables(cs, sn, s->T, s->hs);
+		float *dcs = dev_floats(be, cs, ntab), *dsn = dev_floats(be, sn, ntab);
+		for (int inverse = 0; inverse < 2; inverse++) {
+			char what[96];
+			snprintf(what, sizeof(what), "rope %s%s", s->name,
+				 inverse ? " inverse" : "");
+			ref_rope(want, x, s, inverse);
+			float *dq = dev_floats(be, x, n);
+			SC_ASSERT_OK(be->ops->rope(be, dq, dcs, dsn, s->B, s->T, s->NH, s->NKV,
+						   s->hs, inverse));
+			float *got = fetch(be, dq, n);
+			/* absolute error 1e-6 for values up to 1, relative beyond */
+			expect_close_each(what, got, want, n, 1e-6, 1.0);
+			for (int bt = 0; bt < s->B * s->T; bt++)
+				if (memcmp(got + bt * ld + vo, x + bt * ld + vo,
+					   (ld - vo) * sizeof(float)))
+					fail_msg("%s: v heads changed at row %d", what, bt);
+			be->ops->free_buf(be, dq);
+			free(got);
+		}
+		be->ops->free_buf(be, dcs);
+		be->ops->free_buf(be, dsn);
+		free(x);
+		free(cs);
+		free(sn);
+		free(want);
+	}
+}
+
+/* Forward then inverse restores the input; and the inverse is the
+ * backward: <rope(x), y> = <x, rope^-1(y)> (the rotation's adjoint). */
+static void rope_inverse_restores(void **state)
+{
+	sc_backend *be = *state;
+	for (size_t c = 0; c < sizeof(rope_cases) / sizeof(rope_cases[0]); c++) {
+		const struct rope_case *s = &rope_cases[c];
+		size_t n = rope_n(s), ntab = (size_t)s->T * (s->hs / 2);
+		float *x = host_normal(n, 221 + c, 2.0f), *y = host_normal(n, 222 + c, 1.0f);
+		float *cs = malloc(ntab * sizeof(float)), *sn = malloc(ntab * sizeof(float));
+		assert_true(cs && sn);
+		rope_tables(cs, sn, s->T, s->hs);
+		float *dcs = dev_floats(be, cs, ntab), *dsn = dev_floats(be, sn, ntab);
+		float *dx = dev_floats(be, x, n), *dy = dev_floats(be, y, n);
+		SC_ASSERT_OK(be->ops->rope(be, dx, dcs, dsn, s->B, s->T, s->NH, s->NKV, s->hs, 0));
+		float *rx = fetch(be, dx, n);
+		SC_ASSERT_OK(be->ops->rope(be, dx, dcs, dsn, s->B, s->T, s->NH, s->NKV, s->hs, 1));
+		float *back = fetch(be, dx, n);
+		double *xd = to_double(x, n);
+		expect_close_each(s->name, back, xd, n, 1e-6, 1.0);
+		SC_ASSERT_OK(be->ops->rope(be, dy, dcs, dsn, s->B, s->T, s->NH, s->NKV, s->hs, 1));
+		float *ry = fetch(be, dy, n);
+		double lhs = 0.0, rhs = 0.0, scale = 0.0;
+		for (size_t i = 0; i < n; i++) {
+			lhs += (double)rx[i] * y[i];
+			rhs += (double)x[i] * ry[i];
+			scale += fabs((double)x[i] * y[i]);
+		}
+		if (!(fabs(lhs - rhs) <= 1e-6 * scale))
+			fail_msg("rope %s: <rope(x), y> = %.9g but <x, rope^-1(y)> = %.9g", s->name,
+				 lhs, rhs);
+		be->ops->free_buf(be, dcs);
+		be->ops->free_buf(be, dsn);
+		be->ops->free_buf(be, dx);
+		be->ops->free_buf(be, dy);
+		free(x);
+		free(y);
+		free(cs);
+		free(sn);
+		free(rx);
+		free(back);
+		free(xd);
+		free(ry);
+	}
+	/* Rotation pairs need an even head size; heads must exist. */
+	float *z = dev_floats(be, NULL, 64);
+	SC_ASSERT_ERR(be->ops->rope(be, z, z, z, 1, 2, 2, 2, 7, 0), SC_EINVAL);
+	SC_ASSERT_ERR(be->ops->rope(be, z, z, z, 1, 2, 4, 0, 4, 0), SC_EINVAL);
+	be->ops->free_buf(be, z);
+}
+
+/* ---- swiglu ---- */
+
+static double ref_silu(double g)
+{
+	return g / (1.0 + exp(-g));
+}
+
+/* gu (N,2F) = gate | up per row; out (N,F) = silu(gate) * up. Gates over
+ * a line from -30 to 30 and at random. */
+static void swiglu_forward(void **state)
+{
+	sc_backend *be = *state;
+	static const struct {
+		const char *name;
+		int N, F;
+	} cases[] = { { "small", 5, 37 }, { "parallel rows", 33, 1100 } };
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		int N = cases[c].N, F = cases[c].F;
+		size_t n = (size_t)N * F;
+		float *gu = host_normal(2 * n, 231 + c, 3.0f);
+		for (int j = 0; j < F; j++) /* row 0's gates: a line */
+			gu[j] = -30.0f + 60.0f * (float)j / (float)(F - 1);
+		double *want = malloc(n * sizeof(double));
+		assert_non_null(want);
+		for (int i = 0; i < N; i++)
+			for (int j = 0; j < F; j++) {
+				const float *row = gu + (size_t)i * 2 * F;
+				want[(size_t)i * F + j] = ref_silu(row[j]) * row[F + j];
+			}
+		float *dgu = dev_floats(be, gu, 2 * n);
+		float *junk = host_normal(n, 233 + c, 100.0f), *dout = dev_floats(be, junk, n);
+		SC_ASSERT_OK(be->ops->swiglu_forward(be, dout, dgu, N, F));
+		float *got = fetch(be, dout, n);
+		expect_close(cases[c].name, got, want, n, FWD_TOL, 1.0);
+		expect_close_each(cases[c].name, got, want, n, FWD_TOL, 1e-3);
+		SC_ASSERT_ERR(be->ops->swiglu_forward(be, dout, dgu, N, 0), SC_EINVAL);
+		be->ops->free_buf(be, dgu);
+		be->ops->free_buf(be, dout);
+		free(gu);
+		free(want);
+		free(junk);
+		free(got);
+	}
+}
+
+/* dgu against central differences of sum(silu(gate) * up * r): elementwise,
+ * one difference per input; dgu is overwritten. */
+static void swiglu_backward_fd(void **state)
+{
+	sc_backend *be = *state;
+	static const struct {
+		const char *name;
+		int N, F;
+	} cases[] = { { "small", 6, 41 }, { "parallel rows", 33, 1100 } };
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		int N = cases[c].N, F = cases[c].F;
+		size_t n = (size_t)N * F;
+		float *gu = host_normal(2 * n, 241 + c, 2.0f), *r = host_normal(n, 242 + c, 1.0f);
+		for (int j = 0; j < F; j++)
+			gu[j] = -12.0f + 24.0f * (float)j / (float)(F - 1);
+		double *g = malloc(2 * n * sizeof(double));
+		assert_non_null(g);
+		for (int i = 0; i < N; i++)
+			for (int j = 0; j < F; j++) {
+				size_t gi = (size_t)i * 2 * F + j, ui = gi + F;
+				double gate = gu[gi], up = gu[ui], ri = r[(size_t)i * F + j];
+				g[gi] = ri * up * (ref_silu(gate + FD_H) - ref_silu(gate - FD_H)) /
+					(2 * FD_H);
+				g[ui] =
+				    ri * ref_silu(gate) * ((up + FD_H) - (up - FD_H)) / (2 * FD_H);
+			}
+		float *dgu_in = dev_floats(be, gu, 2 * n), *dr = dev_floats(be, r, n);
+		float *junk = host_normal(2 * n, 243 + c, 100.0f);
+		float *dd = dev_floats(be, junk, 2 * n);
+		SC_ASSERT_OK(be->ops->swiglu_backward(be, dd, dr, dgu_in, N, F));
+		float *got = fetch(be, dd, 2 * n);
+		char what[96];
+		snprintf(what, sizeof(what), "swiglu backward %s", cases[c].name);
+		expect_close(what, got, g, 2 * n, FD_TOL, 1e-2);
+		expect_close_each(what, got, g, 2 * n, FD_TOL, 1e-2);
+		be->ops->free_buf(be, dgu_in);
+		be->ops->free_buf(be, dr);
+		be->ops->free_buf(be, dd);
+		free(gu);
+		free(r);
+		free(g);
+		free(junk);
+		free(got);
+	}
+}
+
+/* ---- attention ---- */
+
+/* One attention shape (sc_attn_shape) with a name for the messages. */
+struct attn_case {
+	const char *name;
+	int B, T, NH, NKV, hs, window;
+};
+
+static sc_attn_shape attn_shape(const struct attn_case *c)
+{
+	return (sc_attn_shape){
+		.B = c->B, .T = c->T, .NH = c->NH, .NKV = c->NKV, .hs = c->hs, .window = c->window
+	};
+}
+
+/* Floats of qkv (B,T,QKV), of out (B,T,NH*hs) and of the CPU's state
+ * (B,NH,T,T). */
+static size_t attn_nqkv(const struct attn_case *c)
+{
+	return (size_t)c->B * c->T * (c->NH + 2 * c->NKV) * c->hs;
+}
+
+static size_t attn_nout(const struct attn_case *c)
+{
+	return (size_t)c->B * c->T * c->NH * c->hs;
+}
+
+static size_t attn_natt(const struct attn_case *c)
+{
+	return (size_t)c->B * c->NH * c->T * c->T;
+}
+
+/* Whether query t sees key u. */
+static int ref_visible(int t, int u, int window)
+{
+	return u <= t && (window == 0 || u > t - window);
+}
+
+/* out (B,T,NH*hs); att (B,NH,T,T) or NULL. Query head h reads key/value
+ * head h / (NH / NKV); each query sees the keys ref_visible says. */
+static void ref_attention(double *out, double *att, const double *qkv, const struct attn_case *s)
+{
+	int T = s->T, hs = s->hs, ld = (s->NH + 2 * s->NKV) * s->hs, G = s->NH / s->NKV;
+	double scale = 1.0 / sqrt(hs);
+	double *p = malloc((size_t)T * sizeof(double));
+	assert_non_null(p);
+	for (int b = 0; b < s->B; b++)
+		for (int h = 0; h < s->NH; h++)
+			for (int t = 0; t < T; t++) {
+				const double *row = qkv + ((size_t)b * T + t) * ld;
+				const double *q = row + (size_t)h * hs;
+				size_t ko = (size_t)(s->NH + h / G) * hs;
+				size_t vo = (size_t)(s->NH + s->NKV + h / G) * hs;
+				double mx = -INFINITY, sum = 0.0;
+				for (int u = 0; u < T; u++) {
+					if (!ref_visible(t, u, s->window))
+						continue;
+					const double *k = qkv + ((size_t)b * T + u) * ld + ko;
+					p[u] = dot(q, k, hs) * scale;
+					mx = p[u] > mx ? p[u] : mx;
+				}
+				for (int u = 0; u < T; u++)
+					if (ref_visible(t, u, s->window))
+						sum += (p[u] = exp(p[u] - mx));
+				double *o = out + ((size_t)b * T + t) * s->NH * hs + (size_t)h * hs;
+				for (int d = 0; d < hs; d++)
+					o[d] = 0.0;
+				for (int u = 0; u < T; u++) {
+					if (!ref_visible(t, u, s->window))
+						continue;
+					p[u] /= sum;
+					const double *v = qkv + ((size_t)b * T + u) * ld + vo;
+					for (int d = 0; d < hs; d++)
+						o[d] += p[u] * v[d];
+				}
+				if (att) {
+					double *a = att + (((size_t)b * s->NH + h) * T + t) * T;
+					for (int u = 0; u < T; u++)
+						a[u] = ref_visible(t, u, s->window) ? p[u] : 0.0;
+				}
+			}
+	free(p);
+}
+
+/* GPT-2's heads (NKV = NH, hs = C / NH), grouped-query and multi-query
+ * heads, a head size that divides nothing nicely, and sliding windows
+ * shorter than T, longer than T, and across the CPU's 64-row blocks. */
+static const struct attn_case attn_cases[] = {
+	{ "gpt2 B2 T5 C8 NH2", 2, 5, 2, 2, 4, 0 },
+	{ "gpt2 T1", 1, 1, 1, 1, 4, 0 },
+	{ "gpt2 T130 (partial last block)", 2, 130, 3, 3, 8, 0 },
+	{ "gpt2 T130 B1 NH2", 1, 130, 2, 2, 8, 0 },
+	{ "gqa NH4 NKV2", 2, 7, 4, 2, 4, 0 },
+	{ "mqa NH4 NKV1", 2, 6, 4, 1, 4, 0 },
+	{ "gqa hs12", 2, 9, 4, 2, 12, 0 },
+	{ "gqa hs12 T130", 1, 130, 4, 2, 12, 0 },
+	{ "window 3", 2, 9, 2, 2, 4, 3 },
+	{ "window 1 (itself only)", 1, 6, 2, 1, 4, 1 },
+	{ "window longer than T", 1, 20, 2, 2, 4, 50 },
+	{ "gqa window 70 T150", 1, 150, 4, 2, 12, 70 },
+	{ "mqa window 64 T140", 2, 140, 2, 1, 8, 64 },
+};
+
+static void attention_forward_case(sc_backend *be, const struct attn_case *s, uint64_t seed)
+{
+	size_t nqkv = attn_nqkv(s), nout = attn_nout(s), natt = attn_natt(s);
+	sc_attn_shape sh = attn_shape(s);
+	char what[128];
 	float *qkv = host_normal(nqkv, seed, 1.0f);
 	double *qd = to_double(qkv, nqkv);
 	double *want = malloc(nout * sizeof(double)), *watt = malloc(natt * sizeof(double));
 	assert_non_null(want);
 	assert_non_null(watt);
-	ref_attention(want, watt, qd, s.B, s.T, s.C, s.NH);
+	ref_attention(want, watt, qd, s);
 	float *dqkv = dev_floats(be, qkv, nqkv), *dout = dev_floats(be, NULL, nout);
 	float *datt = dev_floats(be, NULL, natt);
 	/* Garbage in att beforehand: every entry must be written. */
 	float *junk = host_normal(natt, seed + 1, 100.0f);
 	SC_ASSERT_OK(be->ops->upload(be, datt, junk, natt * sizeof(float)));
-	SC_ASSERT_OK(be->ops->attention_forward(be, dout, datt, dqkv, s.B, s.T, s.C, s.NH));
+	SC_ASSERT_OK(be->ops->attention_forward(be, dout, datt, dqkv, &sh));
 	float *got = fetch(be, dout, nout), *att = fetch(be, datt, natt);
-	expect_close("attention out", got, want, nout, FWD_TOL, 1.0);
-	expect_close("attention att", att, watt, natt, FWD_TOL, 1.0);
-	for (size_t bh = 0; bh < (size_t)s.B * s.NH; bh++)
-		for (int t = 0; t < s.T; t++)
-			for (int u = t + 1; u < s.T; u++)
-				assert_true(att[(bh * s.T + t) * s.T + u] == 0.0f);
+	snprintf(what, sizeof(what), "attention out, %s", s->name);
+	expect_close(what, got, want, nout, FWD_TOL, 1.0);
+	snprintf(what, sizeof(what), "attention att, %s", s->name);
+	expect_close(what, att, watt, natt, FWD_TOL, 1.0);
+	/* The keys a query does not see have probability 0 exactly. */
+	for (size_t bh = 0; bh < (size_t)s->B * s->NH; bh++)
+		for (int t = 0; t < s->T; t++)
+			for (int u = 0; u < s->T; u++)
+				if (!ref_visible(t, u, s->window) &&
+				    att[(bh * s->T + t) * s->T + u] != 0.0f)
+					fail_msg("%s: att[%zu][%d][%d] = %g, want 0", s->name, bh,
+						 t, u, (double)att[(bh * s->T + t) * s->T + u]);
 	be->ops->free_buf(be, dqkv);
 	be->ops->free_buf(be, dout);
 	be->ops->free_buf(be, datt);
@@ -545,14 +1026,12 @@ static void attention_forward_case(sc_backend *be, struct attn_case s, uint64_t 
 
 static void attention_forward(void **state)
 {
-	attention_forward_case(*state, (struct attn_case){ 2, 5, 8, 2 }, 71);
-	attention_forward_case(*state, (struct attn_case){ 1, 1, 4, 1 }, 72);
-	/* Longer than one causal block, with a partial last block. */
-	attention_forward_case(*state, (struct attn_case){ 2, 130, 24, 3 }, 73);
+	for (size_t c = 0; c < sizeof(attn_cases) / sizeof(attn_cases[0]); c++)
+		attention_forward_case(*state, &attn_cases[c], 71 + 2 * c);
 }
 
 struct attn_arg {
-	struct attn_case s;
+	const struct attn_case *s;
 	const double *r;
 	double *out;
 };
@@ -560,24 +1039,39 @@ struct attn_arg {
 static double attn_scalar(const double *qkv, void *arg)
 {
 	struct attn_arg *a = arg;
-	ref_attention(a->out, NULL, qkv, a->s.B, a->s.T, a->s.C, a->s.NH);
-	return dot(a->out, a->r, (size_t)a->s.B * a->s.T * a->s.C);
+	ref_attention(a->out, NULL, qkv, a->s);
+	return dot(a->out, a->r, attn_nout(a->s));
 }
 
-/* Checks dqkv at nidx coordinates (all when idx is NULL). */
-static void attention_backward_case(sc_backend *be, struct attn_case s, uint64_t seed,
-				    const size_t *idx, size_t nidx)
+/* Checks dqkv against central differences of the reference, at every
+ * coordinate (npick 0) or at npick coordinates drawn a third each from the
+ * q, k and v heads of random positions. */
+static void attention_backward_case(sc_backend *be, const struct attn_case *s, uint64_t seed,
+				    size_t npick)
 {
-	size_t nqkv = (size_t)s.B * s.T * 3 * s.C, nout = (size_t)s.B * s.T * s.C;
-	size_t natt = (size_t)s.B * s.NH * s.T * s.T;
+	size_t nqkv = attn_nqkv(s), nout = attn_nout(s), natt = attn_natt(s);
+	size_t ld = (size_t)(s->NH + 2 * s->NKV) * s->hs, nidx = npick ? npick : nqkv;
+	size_t sec_lo[3] = { 0, (size_t)s->NH * s->hs, (size_t)(s->NH + s->NKV) * s->hs };
+	size_t sec_n[3] = { (size_t)s->NH * s->hs, (size_t)s->NKV * s->hs, (size_t)s->NKV * s->hs };
+	sc_attn_shape sh = attn_shape(s);
+	char what[128];
+	size_t *idx = malloc(nidx * sizeof(size_t));
+	assert_non_null(idx);
+	sc_rng rng;
+	uint64_t key = seed + 3;
+	sc_rng_seed(&rng, &key, 1);
+	for (size_t j = 0; j < nidx; j++) {
+		int sec = (int)(j % 3);
+		idx[j] = npick ? sc_rng_below(&rng, (uint64_t)s->B * s->T) * ld + sec_lo[sec] +
+				     sc_rng_below(&rng, sec_n[sec])
+			       : j;
+	}
 	float *qkv = host_normal(nqkv, seed, 1.0f), *r = host_normal(nout, seed + 1, 1.0f);
 	double *qd = to_double(qkv, nqkv), *rd = to_double(r, nout);
-	double *out = malloc(nout * sizeof(double)), *g = malloc(nqkv * sizeof(double));
+	double *out = malloc(nout * sizeof(double)), *g = malloc(nidx * sizeof(double));
 	assert_non_null(out);
 	assert_non_null(g);
 	struct attn_arg arg = { s, rd, out };
-	if (!idx)
-		nidx = nqkv;
 	fd_grad(g, attn_scalar, &arg, qd, idx, nidx);
 
 	float *dq = dev_floats(be, qkv, nqkv), *dout = dev_floats(be, NULL, nout);
@@ -586,18 +1080,19 @@ static void attention_backward_case(sc_backend *be, struct attn_case s, uint64_t
 	/* dqkv is overwritten, not accumulated. */
 	float *junk = host_normal(nqkv, seed + 2, 100.0f);
 	SC_ASSERT_OK(be->ops->upload(be, dqkv, junk, nqkv * sizeof(float)));
-	SC_ASSERT_OK(be->ops->attention_forward(be, dout, att, dq, s.B, s.T, s.C, s.NH));
-	SC_ASSERT_OK(
-	    be->ops->attention_backward(be, dqkv, datt, dr, dq, dout, att, s.B, s.T, s.C, s.NH));
+	SC_ASSERT_OK(be->ops->attention_forward(be, dout, att, dq, &sh));
+	SC_ASSERT_OK(be->ops->attention_backward(be, dqkv, datt, dr, dq, dout, att, &sh));
 	float *got = fetch(be, dqkv, nqkv);
 	float *picked = malloc(nidx * sizeof(float));
 	assert_non_null(picked);
 	for (size_t j = 0; j < nidx; j++)
-		picked[j] = got[idx ? idx[j] : j];
-	expect_close("attention backward", picked, g, nidx, FD_TOL, 1e-2);
+		picked[j] = got[idx[j]];
+	snprintf(what, sizeof(what), "attention backward, %s", s->name);
+	expect_close(what, picked, g, nidx, FD_TOL, 1e-2);
 	float *bufs[] = { dq, dout, att, datt, dr, dqkv };
 	for (int i = 0; i < 6; i++)
 		be->ops->free_buf(be, bufs[i]);
+	free(idx);
 	free(qkv);
 	free(r);
 	free(qd);
@@ -609,76 +1104,101 @@ static void attention_backward_case(sc_backend *be, struct attn_case s, uint64_t
 	free(picked);
 }
 
+/* Every coordinate of the small shapes; 90 of those with several causal
+ * blocks. */
 static void attention_backward_fd(void **state)
 {
-	attention_backward_case(*state, (struct attn_case){ 2, 5, 8, 2 }, 81, NULL, 0);
+	for (size_t c = 0; c < sizeof(attn_cases) / sizeof(attn_cases[0]); c++) {
+		const struct attn_case *s = &attn_cases[c];
+		attention_backward_case(*state, s, 81 + 4 * c, s->T > 64 ? 90 : 0);
+	}
 }
 
-/* Several causal blocks: a random sample of coordinates, each of q, k, v. */
-static void attention_backward_fd_blocks(void **state)
-{
-	struct attn_case s = { 1, 130, 16, 2 };
-	enum { NPICK = 90 };
-	size_t idx[NPICK];
-	sc_rng rng;
-	uint64_t key = 91;
-	sc_rng_seed(&rng, &key, 1);
-	for (int j = 0; j < NPICK; j++)
-		idx[j] = sc_rng_below(&rng, (uint64_t)s.B * s.T * 3 * s.C);
-	attention_backward_case(*state, s, 92, idx, NPICK);
-}
-
-/* Same inputs, same bytes: twice on one backend, and with 1 and 2 threads. */
+/* Same inputs, same bytes: twice on one backend (2 threads), and on one
+ * opened with 1 thread; for GQA the k/v gradients sum over a group's query
+ * heads, in an order that must not follow the thread count. */
 static void attention_deterministic(void **state)
 {
+	static const struct attn_case cases[] = {
+		{ "mha", 2, 100, 4, 4, 8, 0 },
+		{ "gqa", 2, 100, 4, 2, 12, 0 },
+		{ "mqa window", 3, 100, 4, 1, 12, 37 },
+	};
 	sc_backend *be = *state, *be1 = NULL;
 	SC_ASSERT_OK(sc_backend_cpu_open(&be1, 1));
-	enum { B = 2, T = 100, C = 32, NH = 4 };
-	size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C,
-	       natt = (size_t)B * NH * T * T;
-	float *qkv = host_normal(nqkv, 101, 1.0f), *r = host_normal(nout, 102, 1.0f);
-	float *dq = dev_floats(be, qkv, nqkv), *dr = dev_floats(be, r, nout);
-	float *res[3][3]; /* runs x (out, att, dqkv) */
-	for (int run = 0; run < 3; run++) {
-		sc_backend *b = run == 2 ? be1 : be;
-		float *out = dev_floats(b, NULL, nout), *att = dev_floats(b, NULL, natt);
-		float *datt = dev_floats(b, NULL, natt), *dqkv = dev_floats(b, NULL, nqkv);
-		SC_ASSERT_OK(b->ops->attention_forward(b, out, att, dq, B, T, C, NH));
-		SC_ASSERT_OK(
-		    b->ops->attention_backward(b, dqkv, datt, dr, dq, out, att, B, T, C, NH));
-		res[run][0] = fetch(b, out, nout);
-		res[run][1] = fetch(b, att, natt);
-		res[run][2] = fetch(b, dqkv, nqkv);
-		b->ops->free_buf(b, out);
-		b->ops->free_buf(b, att);
-		b->ops->free_buf(b, datt);
-		b->ops->free_buf(b, dqkv);
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		const struct attn_case *s = &cases[c];
+		sc_attn_shape sh = attn_shape(s);
+		size_t nqkv = attn_nqkv(s), nout = attn_nout(s), natt = attn_natt(s);
+		float *qkv = host_normal(nqkv, 101 + c, 1.0f),
+		      *r = host_normal(nout, 102 + c, 1.0f);
+		float *dq = dev_floats(be, qkv, nqkv), *dr = dev_floats(be, r, nout);
+		float *res[3][3]; /* runs x (out, att, dqkv) */
+		for (int run = 0; run < 3; run++) {
+			sc_backend *b = run == 2 ? be1 : be;
+			float *out = dev_floats(b, NULL, nout), *att = dev_floats(b, NULL, natt);
+			float *datt = dev_floats(b, NULL, natt), *dqkv = dev_floats(b, NULL, nqkv);
+			SC_ASSERT_OK(b->ops->attention_forward(b, out, att, dq, &sh));
+			SC_ASSERT_OK(
+			    b->ops->attention_backward(b, dqkv, datt, dr, dq, out, att, &sh));
+			res[run][0] = fetch(b, out, nout);
+			res[run][1] = fetch(b, att, natt);
+			res[run][2] = fetch(b, dqkv, nqkv);
+			b->ops->free_buf(b, out);
+			b->ops->free_buf(b, att);
+			b->ops->free_buf(b, datt);
+			b->ops->free_buf(b, dqkv);
+		}
+		static const char *const names[3] = { "out", "att", "dqkv" };
+		size_t sizes[3] = { nout, natt, nqkv };
+		for (int run = 1; run < 3; run++)
+			for (int k = 0; k < 3; k++)
+				if (memcmp(res[0][k], res[run][k], sizes[k] * sizeof(float)))
+					fail_msg("%s: %s differs %s", s->name, names[k],
+						 run == 1 ? "between two runs"
+							  : "between 2 threads and 1");
+		for (int run = 0; run < 3; run++)
+			for (int k = 0; k < 3; k++)
+				free(res[run][k]);
+		be->ops->free_buf(be, dq);
+		be->ops->free_buf(be, dr);
+		free(qkv);
+		free(r);
 	}
-	size_t sizes[3] = { nout, natt, nqkv };
-	for (int run = 1; run < 3; run++)
-		for (int k = 0; k < 3; k++)
-			assert_memory_equal(res[0][k], res[run][k], sizes[k] * sizeof(float));
-	for (int run = 0; run < 3; run++)
-		for (int k = 0; k < 3; k++)
-			free(res[run][k]);
-	be->ops->free_buf(be, dq);
-	be->ops->free_buf(be, dr);
-	free(qkv);
-	free(r);
 	sc_backend_free(be1);
 }
 
-static void attention_rejects_bad_heads(void **state)
+static void attention_rejects_bad_shapes(void **state)
 {
+	static const struct attn_case bad[] = {
+		{ "NH not a multiple of NKV", 1, 1, 4, 3, 2, 0 },
+		{ "no key/value heads", 1, 1, 4, 0, 2, 0 },
+		{ "no query heads", 1, 1, 0, 1, 2, 0 },
+		{ "head size 0", 1, 1, 2, 2, 0, 0 },
+		{ "negative window", 1, 4, 2, 2, 4, -1 },
+		{ "negative B", -1, 4, 2, 2, 4, 0 },
+		{ "negative T", 1, -4, 2, 2, 4, 0 },
+	};
 	sc_backend *be = *state;
 	float *x = dev_floats(be, NULL, 64);
-	size_t state_n = 1, scratch_n = 1;
-	SC_ASSERT_ERR(be->ops->attention_forward(be, x, x, x, 1, 1, 6, 4), SC_EINVAL);
-	SC_ASSERT_ERR(be->ops->attention_sizes(be, 1, 1, 6, 4, &state_n, &scratch_n), SC_EINVAL);
-	assert_true(state_n == 0 && scratch_n == 0);
-	/* the CPU keeps the probabilities: (B,NH,T,T) of state and scratch */
-	SC_ASSERT_OK(be->ops->attention_sizes(be, 2, 5, 8, 2, &state_n, &scratch_n));
+	for (size_t c = 0; c < sizeof(bad) / sizeof(bad[0]); c++) {
+		sc_attn_shape sh = attn_shape(&bad[c]);
+		size_t state_n = 1, scratch_n = 1;
+		print_message("  %s\n", bad[c].name);
+		SC_ASSERT_ERR(be->ops->attention_forward(be, x, x, x, &sh), SC_EINVAL);
+		SC_ASSERT_ERR(be->ops->attention_backward(be, x, x, x, x, x, x, &sh), SC_EINVAL);
+		SC_ASSERT_ERR(be->ops->attention_sizes(be, &sh, &state_n, &scratch_n), SC_EINVAL);
+		assert_true(state_n == 0 && scratch_n == 0);
+	}
+	/* the CPU keeps the probabilities: (B,NH,T,T) of state and scratch, by
+	 * query heads whatever the key/value heads */
+	size_t state_n = 0, scratch_n = 0;
+	sc_attn_shape sh = attn_shape(&attn_cases[0]);
+	SC_ASSERT_OK(be->ops->attention_sizes(be, &sh, &state_n, &scratch_n));
 	assert_true(state_n == 2 * 2 * 5 * 5 && scratch_n == state_n);
+	sh = (sc_attn_shape){ .B = 2, .T = 5, .NH = 4, .NKV = 1, .hs = 12, .window = 3 };
+	SC_ASSERT_OK(be->ops->attention_sizes(be, &sh, &state_n, &scratch_n));
+	assert_true(state_n == 2 * 4 * 5 * 5 && scratch_n == state_n);
 	be->ops->free_buf(be, x);
 }
 
@@ -953,13 +1473,18 @@ int main(void)
 		cmocka_unit_test(add_bias),
 		cmocka_unit_test(layernorm_forward),
 		cmocka_unit_test(layernorm_backward_fd),
+		cmocka_unit_test(rmsnorm_forward),
+		cmocka_unit_test(rmsnorm_backward_fd),
+		cmocka_unit_test(rope_matches_formula),
+		cmocka_unit_test(rope_inverse_restores),
 		cmocka_unit_test(attention_forward),
 		cmocka_unit_test(attention_backward_fd),
-		cmocka_unit_test(attention_backward_fd_blocks),
 		cmocka_unit_test(attention_deterministic),
-		cmocka_unit_test(attention_rejects_bad_heads),
+		cmocka_unit_test(attention_rejects_bad_shapes),
 		cmocka_unit_test(gelu_forward),
 		cmocka_unit_test(gelu_backward_fd),
+		cmocka_unit_test(swiglu_forward),
+		cmocka_unit_test(swiglu_backward_fd),
 		cmocka_unit_test(crossentropy_forward),
 		cmocka_unit_test(crossentropy_backward_fd),
 		cmocka_unit_test(adamw_matches_reference),

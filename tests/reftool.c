@@ -118,28 +118,24 @@ out:
 	return ret;
 }
 
-/* Adds every adapted layer's A and B gradients of ad to w under PEFT names;
- * the names are kept in names[] until the file is written. */
+/* Adds every adapted layer's A and B gradients of ad to w under PEFT names
+ * (the family's); the names are kept in names[] until the file is written. */
 static sc_err add_lora(sc_st_writer *w, const sc_adapter *ad, char (*names)[128])
 {
 	int k = 0;
 	for (int l = 0; l < ad->n_layer; l++) {
-		for (int t = 0; t < SC_T_COUNT; t++) {
+		for (int t = 0; t < SC_LORA_MAX_TARGETS; t++) {
 			int in, out;
 			int64_t sa[2], sb[2];
 			if (!ad->a[l][t])
 				continue;
-			sc_lora_target_dims(t, ad->n_embd, &in, &out);
+			sc_lora_target_dims(&ad->mc, t, &in, &out);
 			sa[0] = sb[1] = ad->lora.rank;
 			sa[1] = in;
 			sb[0] = out;
-			snprintf(names[k], 128,
-				 "base_model.model.transformer.h.%d.%s.lora_A.weight", l,
-				 sc_lora_target_name(t));
+			sc_adapter_peft_name(ad, l, t, 0, names[k], 128);
 			SC_TRY(sc_st_writer_add(w, names[k++], SC_F32, 2, sa, ad->a[l][t]));
-			snprintf(names[k], 128,
-				 "base_model.model.transformer.h.%d.%s.lora_B.weight", l,
-				 sc_lora_target_name(t));
+			sc_adapter_peft_name(ad, l, t, 1, names[k], 128);
 			SC_TRY(sc_st_writer_add(w, names[k++], SC_F32, 2, sb, ad->b[l][t]));
 		}
 	}
@@ -152,7 +148,7 @@ static int cmd_grad(args *a)
 	sc_model_config mc;
 	sc_lora_config lc = { .rank = a->rank, .alpha = a->alpha, .seed = a->seed };
 	sc_train_config tc;
-	sc_st_file *wf = NULL;
+	sc_weights *wf = NULL;
 	sc_tokens *tk = NULL;
 	sc_adapter *init = NULL, *grads = NULL;
 	sc_backend *be = NULL;
@@ -172,8 +168,8 @@ static int cmd_grad(args *a)
 		ret = die(rc, "model config");
 		goto out;
 	}
-	snprintf(path, sizeof(path), "%s/model.safetensors", a->model);
-	if ((rc = sc_st_open(&wf, path)) || (rc = sc_tokens_load(&tk, a->data, mc.vocab_size))) {
+	if ((rc = sc_weights_open(&wf, a->model)) ||
+	    (rc = sc_tokens_load(&tk, a->data, mc.vocab_size))) {
 		ret = die(rc, "model or data");
 		goto out;
 	}
@@ -183,7 +179,7 @@ static int cmd_grad(args *a)
 			goto out;
 		}
 		lc = init->lora;
-	} else if ((rc = sc_lora_parse_targets(&lc.targets, a->targets))) {
+	} else if ((rc = sc_lora_parse_targets(&lc.targets, &mc, a->targets))) {
 		ret = die(rc, "targets");
 		goto out;
 	}
@@ -200,7 +196,7 @@ static int cmd_grad(args *a)
 		goto out;
 	}
 	/* Gradients, gathered stage by stage into an adapter-shaped host copy. */
-	if ((rc = sc_adapter_new(&grads, &lc, mc.n_layer, mc.n_embd))) {
+	if ((rc = sc_adapter_new(&grads, &lc, &mc))) {
 		ret = die(rc, "gradients");
 		goto out;
 	}
@@ -214,7 +210,7 @@ static int cmd_grad(args *a)
 	for (int m = 0; m < a->M; m++)
 		sc_loader_batch(ld, ((uint64_t)a->step * a->M + m) * a->B, a->B, in + m * BT,
 				tg + m * BT);
-	names = calloc((size_t)mc.n_layer * SC_T_COUNT * 2, sizeof(*names));
+	names = calloc((size_t)mc.n_layer * SC_LORA_MAX_TARGETS * 2, sizeof(*names));
 	snprintf(loss_s, sizeof(loss_s), "%.17g", loss);
 	if (!names || (rc = sc_st_writer_new(&w)) || (rc = sc_st_writer_meta(w, "loss", loss_s)) ||
 	    (rc = sc_st_writer_add(w, "inputs", SC_I32, 3, shape, in)) ||
@@ -234,7 +230,7 @@ out:
 	sc_adapter_free(grads);
 	sc_adapter_free(init);
 	sc_tokens_free(tk);
-	sc_st_close(wf);
+	sc_weights_close(wf);
 	free(in);
 	free(tg);
 	return ret;

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "sc_family.h"
 #include "sc_lora.h"
 #include "sc_rng.h"
 #include "testutil.h"
@@ -57,59 +58,112 @@ static void below_stays_below(void **state)
 static void lora_init_depends_only_on_seed_layer_target(void **state)
 {
 	float a[4 * 32], b[4 * 32], c[4 * 32];
-	sc_lora_init_a(a, 42, 5, SC_T_MLP_FC, 4, 32);
-	sc_lora_init_a(b, 42, 5, SC_T_MLP_FC, 4, 32);
+	sc_lora_init_a(a, 42, 5, SC_GPT2_MLP_FC, 4, 32);
+	sc_lora_init_a(b, 42, 5, SC_GPT2_MLP_FC, 4, 32);
 	assert_memory_equal(a, b, sizeof(a));
-	sc_lora_init_a(c, 42, 6, SC_T_MLP_FC, 4, 32);
+	sc_lora_init_a(c, 42, 6, SC_GPT2_MLP_FC, 4, 32);
 	assert_memory_not_equal(a, c, sizeof(a));
-	sc_lora_init_a(c, 42, 5, SC_T_ATTN_QKV, 4, 32);
+	sc_lora_init_a(c, 42, 5, SC_GPT2_ATTN_QKV, 4, 32);
 	assert_memory_not_equal(a, c, sizeof(a));
 	for (int i = 0; i < 4 * 32; i++)
 		assert_true(fabsf(a[i]) <= 1.0f / sqrtf(32.0f));
 }
 
+static sc_model_config gpt2_cfg(void)
+{
+	sc_model_config c;
+	sc_gpt2_config(&c, 2, 2, 8, 16, 8);
+	return c;
+}
+
+static sc_model_config llama_cfg(void)
+{
+	sc_model_config c;
+	assert_int_equal(sc_config_preset(&c, "llama-tiny"), SC_OK);
+	return c;
+}
+
 static void targets_parse(void **state)
 {
+	sc_model_config g = gpt2_cfg();
 	unsigned m;
-	SC_ASSERT_OK(sc_lora_parse_targets(&m, "all"));
-	assert_int_equal(m, SC_T_ALL);
-	SC_ASSERT_OK(sc_lora_parse_targets(&m, "attn.c_attn,mlp.c_proj"));
-	assert_int_equal(m, (1u << SC_T_ATTN_QKV) | (1u << SC_T_MLP_PROJ));
-	SC_ASSERT_OK(sc_lora_parse_targets(&m, "c_attn,c_fc"));
-	assert_int_equal(m, (1u << SC_T_ATTN_QKV) | (1u << SC_T_MLP_FC));
-	SC_ASSERT_ERR(sc_lora_parse_targets(&m, "attn.c_attn,lm_head"), SC_EINVAL);
+	SC_ASSERT_OK(sc_lora_parse_targets(&m, &g, "all"));
+	assert_int_equal(m, SC_GPT2_ALL);
+	SC_ASSERT_OK(sc_lora_parse_targets(&m, &g, "attn.c_attn,mlp.c_proj"));
+	assert_int_equal(m, (1u << SC_GPT2_ATTN_QKV) | (1u << SC_GPT2_MLP_PROJ));
+	SC_ASSERT_OK(sc_lora_parse_targets(&m, &g, "c_attn,c_fc"));
+	assert_int_equal(m, (1u << SC_GPT2_ATTN_QKV) | (1u << SC_GPT2_MLP_FC));
+	SC_ASSERT_ERR(sc_lora_parse_targets(&m, &g, "attn.c_attn,lm_head"), SC_EINVAL);
 	assert_non_null(strstr(sc_err_detail(), "lm_head"));
-	SC_ASSERT_ERR(sc_lora_parse_targets(&m, ""), SC_EINVAL);
+	SC_ASSERT_ERR(sc_lora_parse_targets(&m, &g, ""), SC_EINVAL);
+	/* PEFT's suffix rule: c_proj is both attention's and the MLP's. */
+	SC_ASSERT_OK(sc_lora_parse_targets(&m, &g, "c_proj"));
+	assert_int_equal(m, (1u << SC_GPT2_ATTN_PROJ) | (1u << SC_GPT2_MLP_PROJ));
+}
+
+/* The Llama family's seven projections, by PEFT's names. */
+static void targets_parse_llama(void **state)
+{
+	sc_model_config l = llama_cfg();
+	unsigned m;
+	char buf[256];
+	SC_ASSERT_OK(sc_lora_parse_targets(&m, &l, "all-linear"));
+	assert_int_equal(m, 0x7f);
+	assert_int_equal(sc_lora_all_targets(&l), 0x7f);
+	SC_ASSERT_OK(sc_lora_parse_targets(&m, &l, "q_proj,v_proj"));
+	assert_int_equal(m, 0x5);
+	SC_ASSERT_OK(sc_lora_parse_targets(&m, &l, "self_attn.o_proj,mlp.down_proj,gate_proj"));
+	assert_int_equal(m, (1u << 3) | (1u << 6) | (1u << 4));
+	sc_lora_targets_string(buf, sizeof(buf), &l, m);
+	assert_string_equal(buf, "self_attn.o_proj,mlp.gate_proj,mlp.down_proj");
+	/* GPT-2's names mean nothing to a Llama model, and the error says what does. */
+	SC_ASSERT_ERR(sc_lora_parse_targets(&m, &l, "c_attn"), SC_EINVAL);
+	assert_non_null(strstr(sc_err_detail(), "c_attn"));
+	assert_non_null(strstr(sc_err_detail(), "q_proj"));
+	assert_string_equal(sc_lora_target_name(&l, 5), "mlp.up_proj");
+	int in, out;
+	sc_lora_target_dims(&l, 1, &in, &out); /* k_proj: C -> NKV * hs */
+	assert_int_equal(in, l.n_embd);
+	assert_int_equal(out, l.n_kv_head * l.head_dim);
 }
 
 /* Formatting is the parser's inverse; a short buffer truncates cleanly. */
 static void targets_string(void **state)
 {
+	sc_model_config g = gpt2_cfg();
 	char buf[64], tiny[8];
 	unsigned m;
-	sc_lora_targets_string(buf, sizeof(buf), SC_T_ALL);
+	sc_lora_targets_string(buf, sizeof(buf), &g, SC_GPT2_ALL);
 	assert_string_equal(buf, "all");
-	sc_lora_targets_string(buf, sizeof(buf), (1u << SC_T_ATTN_QKV) | (1u << SC_T_MLP_PROJ));
+	sc_lora_targets_string(buf, sizeof(buf), &g,
+			       (1u << SC_GPT2_ATTN_QKV) | (1u << SC_GPT2_MLP_PROJ));
 	assert_string_equal(buf, "attn.c_attn,mlp.c_proj");
-	SC_ASSERT_OK(sc_lora_parse_targets(&m, buf));
-	assert_int_equal(m, (1u << SC_T_ATTN_QKV) | (1u << SC_T_MLP_PROJ));
-	sc_lora_targets_string(tiny, sizeof(tiny), 1u << SC_T_MLP_FC);
+	SC_ASSERT_OK(sc_lora_parse_targets(&m, &g, buf));
+	assert_int_equal(m, (1u << SC_GPT2_ATTN_QKV) | (1u << SC_GPT2_MLP_PROJ));
+	sc_lora_targets_string(tiny, sizeof(tiny), &g, 1u << SC_GPT2_MLP_FC);
 	assert_true(strlen(tiny) < sizeof(tiny));
 }
 
 static void lora_config_rejects_rank_zero(void **state)
 {
-	sc_lora_config lc = { .rank = 0, .alpha = 16, .targets = SC_T_ALL };
-	SC_ASSERT_ERR(sc_lora_config_validate(&lc), SC_EINVAL);
+	sc_model_config g = gpt2_cfg(), l = llama_cfg();
+	sc_lora_config lc = { .rank = 0, .alpha = 16, .targets = SC_GPT2_ALL };
+	SC_ASSERT_ERR(sc_lora_config_validate(&lc, &g), SC_EINVAL);
 	assert_non_null(strstr(sc_err_detail(), "rank"));
 	lc.rank = 8;
 	lc.alpha = -1;
-	SC_ASSERT_ERR(sc_lora_config_validate(&lc), SC_EINVAL);
+	SC_ASSERT_ERR(sc_lora_config_validate(&lc, &g), SC_EINVAL);
 	lc.alpha = 16;
 	lc.targets = 0;
-	SC_ASSERT_ERR(sc_lora_config_validate(&lc), SC_EINVAL);
-	lc.targets = SC_T_ALL;
-	SC_ASSERT_OK(sc_lora_config_validate(&lc));
+	SC_ASSERT_ERR(sc_lora_config_validate(&lc, &g), SC_EINVAL);
+	lc.targets = SC_GPT2_ALL;
+	SC_ASSERT_OK(sc_lora_config_validate(&lc, &g));
+	/* bits beyond the family's targets */
+	lc.targets = 0x7f;
+	SC_ASSERT_ERR(sc_lora_config_validate(&lc, &g), SC_EINVAL);
+	SC_ASSERT_OK(sc_lora_config_validate(&lc, &l));
+	lc.targets = 0xff;
+	SC_ASSERT_ERR(sc_lora_config_validate(&lc, &l), SC_EINVAL);
 }
 
 int main(void)
@@ -120,6 +174,7 @@ int main(void)
 		cmocka_unit_test(below_stays_below),
 		cmocka_unit_test(lora_init_depends_only_on_seed_layer_target),
 		cmocka_unit_test(targets_parse),
+		cmocka_unit_test(targets_parse_llama),
 		cmocka_unit_test(targets_string),
 		cmocka_unit_test(lora_config_rejects_rank_zero),
 	};

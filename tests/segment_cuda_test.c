@@ -43,8 +43,8 @@ static sc_backend *cpu, *gpu, *gpu_tf32;
 typedef struct fixture {
 	sc_model_config mc;
 	sc_lora_config lc;
-	sc_st_file *weights;
-	sc_adapter *ad; /* random A and B: every gradient is nonzero */
+	sc_weights *weights; /* the model's directory */
+	sc_adapter *ad;      /* random A and B: every gradient is nonzero */
 	int32_t tokens[NTOK], targets[NTOK];
 	float x[NACT], dout[NACT]; /* a middle segment's input, its output's gradient */
 } fixture;
@@ -52,19 +52,18 @@ typedef struct fixture {
 static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof(*f));
-	char dir[512], path[600];
+	char dir[512];
 	sc_modelgen_opts o = { .seed = 11, .dtype = SC_F32, .random_norms = 1 };
 	sc_rng r;
 	uint64_t k = 12;
 
 	assert_non_null(f);
-	f->mc = (sc_model_config){ L, NH, C, V, P, 1e-5f };
-	f->lc = (sc_lora_config){ .rank = R, .alpha = 8.0f, .targets = SC_T_ALL, .seed = 13 };
+	sc_gpt2_config(&f->mc, L, NH, C, V, P);
+	f->lc = (sc_lora_config){ .rank = R, .alpha = 8.0f, .targets = SC_GPT2_ALL, .seed = 13 };
 	sc_test_path(dir, sizeof(dir), "segcudamodel");
 	SC_ASSERT_OK(sc_modelgen_write(dir, &f->mc, &o));
-	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-	SC_ASSERT_OK(sc_st_open(&f->weights, path));
-	SC_ASSERT_OK(sc_adapter_new(&f->ad, &f->lc, L, C));
+	SC_ASSERT_OK(sc_weights_open(&f->weights, dir));
+	SC_ASSERT_OK(sc_adapter_new(&f->ad, &f->lc, &f->mc));
 	sc_test_fill_normal(f->ad->data, f->ad->n_floats, 14, 0.1f);
 	sc_rng_seed(&r, &k, 1);
 	for (int i = 0; i < NTOK; i++) {
@@ -83,7 +82,7 @@ static int teardown(void **state)
 {
 	fixture *f = *state;
 	sc_adapter_free(f->ad);
-	sc_st_close(f->weights);
+	sc_weights_close(f->weights);
 	free(f);
 	return 0;
 }
@@ -129,11 +128,11 @@ static void expect_lora_close(const char *what, const sc_adapter *got, const sc_
 	char name[96], worst_name[96] = "-";
 
 	for (int l = first; l < last; l++) {
-		for (int t = 0; t < SC_T_COUNT; t++) {
+		for (int t = 0; t < SC_GPT2_TARGETS; t++) {
 			int in, out;
 			if (!want->a[l][t])
 				continue;
-			sc_lora_target_dims(t, C, &in, &out);
+			sc_lora_target_dims(&got->mc, t, &in, &out);
 			for (int ab = 0; ab < 2; ab++) {
 				const float *g = ab ? got->b[l][t] : got->a[l][t];
 				const float *w = ab ? want->b[l][t] : want->a[l][t];
@@ -185,7 +184,7 @@ static sc_segment *make(fixture *f, sc_backend *be, int first, int last)
 			       .slots = 2 };
 	sc_segment *seg;
 	SC_ASSERT_OK(sc_segment_new(&seg, be, &sp));
-	SC_ASSERT_OK(sc_segment_load_base(seg, f->weights));
+	SC_ASSERT_OK(sc_segment_load_weights(seg, f->weights));
 	SC_ASSERT_OK(sc_segment_set_lora(seg, f->ad));
 	SC_ASSERT_OK(sc_segment_zero_grad(seg));
 	return seg;
@@ -200,7 +199,7 @@ static void run_segment(fixture *f, sc_backend *be, int first, int last, side *s
 	int is_last = last == L;
 
 	memset(s, 0, sizeof(*s));
-	SC_ASSERT_OK(sc_adapter_new(&s->grad, &f->lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&s->grad, &f->lc, &f->mc));
 	SC_ASSERT_OK(sc_segment_forward(seg, 1, first ? (const void *)f->x : f->tokens, f->targets,
 					0.5f, is_last ? NULL : s->out, &s->loss));
 	SC_ASSERT_OK(sc_segment_backward(seg, 1, is_last ? NULL : f->dout, first ? s->dx : NULL));
@@ -262,7 +261,7 @@ static void split_chain_matches_cpu(void **state)
 		sc_segment *head = make(f, bes[i], 0, 2), *tail = make(f, bes[i], 2, L);
 		s[i] = calloc(1, sizeof(*s[i]));
 		assert_non_null(s[i]);
-		SC_ASSERT_OK(sc_adapter_new(&s[i]->grad, &f->lc, L, C));
+		SC_ASSERT_OK(sc_adapter_new(&s[i]->grad, &f->lc, &f->mc));
 		SC_ASSERT_OK(
 		    sc_segment_forward(head, 0, f->tokens, NULL, 1.0f, s[i]->out, &s[i]->loss));
 		SC_ASSERT_OK(
@@ -333,7 +332,7 @@ static void train(fixture *f, sc_backend *be, int nstages, const int *bounds, in
 	    sc_trainer_new(&tr, be, &f->mc, &f->lc, &tc, f->weights, NULL, &tk, nstages, bounds));
 	for (int s = 0; s < STEPS; s++)
 		SC_ASSERT_OK(sc_trainer_step(tr, s, &out->st[s]));
-	SC_ASSERT_OK(sc_adapter_new(&out->ad, &f->lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&out->ad, &f->lc, &f->mc));
 	SC_ASSERT_OK(sc_trainer_get_lora(tr, out->ad));
 	sc_trainer_free(tr);
 	free(tk.ids);

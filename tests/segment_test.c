@@ -17,27 +17,28 @@ typedef struct fixture {
 	sc_model_config mc;
 	sc_lora_config lc;
 	sc_backend *be;
-	sc_st_file *weights;
-	sc_adapter *ad; /* random A and B: every gradient is nonzero */
+	char dir[512];       /* the model: config.json, model.safetensors */
+	sc_st_file *weights; /* its model.safetensors */
+	sc_adapter *ad;      /* random A and B: every gradient is nonzero */
 	int32_t tokens[B * T], targets[B * T];
 } fixture;
 
 static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof(*f));
-	char dir[512], path[600];
+	char path[600];
 	sc_modelgen_opts o = { .seed = 3, .dtype = SC_F32, .random_norms = 1 };
 	sc_rng r;
 	uint64_t k = 77;
 
-	f->mc = (sc_model_config){ L, NH, C, V, P, 1e-5f };
-	f->lc = (sc_lora_config){ .rank = R, .alpha = 8.0f, .targets = SC_T_ALL, .seed = 5 };
-	sc_test_path(dir, sizeof(dir), "segmodel");
-	SC_ASSERT_OK(sc_modelgen_write(dir, &f->mc, &o));
-	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+	sc_gpt2_config(&f->mc, L, NH, C, V, P);
+	f->lc = (sc_lora_config){ .rank = R, .alpha = 8.0f, .targets = SC_GPT2_ALL, .seed = 5 };
+	sc_test_path(f->dir, sizeof(f->dir), "segmodel");
+	SC_ASSERT_OK(sc_modelgen_write(f->dir, &f->mc, &o));
+	snprintf(path, sizeof(path), "%s/model.safetensors", f->dir);
 	SC_ASSERT_OK(sc_st_open(&f->weights, path));
 	SC_ASSERT_OK(sc_backend_cpu_open(&f->be, 1));
-	SC_ASSERT_OK(sc_adapter_new(&f->ad, &f->lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&f->ad, &f->lc, &f->mc));
 	sc_test_fill_normal(f->ad->data, f->ad->n_floats, 99, 0.2f);
 	sc_rng_seed(&r, &k, 1);
 	for (int i = 0; i < B * T; i++) {
@@ -102,9 +103,9 @@ static void chains_equal_whole_model_bit_for_bit(void **state)
 	fixture *f = *state;
 	static const int whole[] = { 0, L }, two[] = { 0, 1, L }, three[] = { 0, 1, 2, L };
 	sc_adapter *g1, *g2, *g3;
-	SC_ASSERT_OK(sc_adapter_new(&g1, &f->lc, L, C));
-	SC_ASSERT_OK(sc_adapter_new(&g2, &f->lc, L, C));
-	SC_ASSERT_OK(sc_adapter_new(&g3, &f->lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&g1, &f->lc, &f->mc));
+	SC_ASSERT_OK(sc_adapter_new(&g2, &f->lc, &f->mc));
+	SC_ASSERT_OK(sc_adapter_new(&g3, &f->lc, &f->mc));
 	double l1 = run_chain(f, whole, 1, g1, 0);
 	double l2 = run_chain(f, two, 2, g2, 1);
 	double l3 = run_chain(f, three, 3, g3, 0);
@@ -141,9 +142,9 @@ static void lora_gradient_matches_finite_differences(void **state)
 	sc_adapter *g, *plus, *minus;
 	float *d = malloc(f->ad->n_floats * sizeof(float));
 	double h = 2e-3, analytic = 0, numeric;
-	SC_ASSERT_OK(sc_adapter_new(&g, &f->lc, L, C));
-	SC_ASSERT_OK(sc_adapter_new(&plus, &f->lc, L, C));
-	SC_ASSERT_OK(sc_adapter_new(&minus, &f->lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&g, &f->lc, &f->mc));
+	SC_ASSERT_OK(sc_adapter_new(&plus, &f->lc, &f->mc));
+	SC_ASSERT_OK(sc_adapter_new(&minus, &f->lc, &f->mc));
 	run_chain(f, whole, 1, g, 0);
 	sc_test_fill_normal(d, f->ad->n_floats, 1234, 1.0f);
 	for (size_t i = 0; i < f->ad->n_floats; i++) {
@@ -192,8 +193,8 @@ static void fresh_adapter_is_identity(void **state)
 	fixture *f = *state;
 	sc_adapter *fresh, *g;
 	static const int whole[] = { 0, L };
-	SC_ASSERT_OK(sc_adapter_new(&fresh, &f->lc, L, C));
-	SC_ASSERT_OK(sc_adapter_new(&g, &f->lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&fresh, &f->lc, &f->mc));
+	SC_ASSERT_OK(sc_adapter_new(&g, &f->lc, &f->mc));
 	sc_adapter_init(fresh);
 	sc_adapter *saved = f->ad;
 	f->ad = fresh;
@@ -202,11 +203,11 @@ static void fresh_adapter_is_identity(void **state)
 	for (int l = 0; l < L; l++) {
 		int in, out;
 		double sa = 0, sb = 0;
-		sc_lora_target_dims(SC_T_MLP_FC, C, &in, &out);
+		sc_lora_target_dims(&f->mc, SC_GPT2_MLP_FC, &in, &out);
 		for (int i = 0; i < R * in; i++)
-			sa += fabs(g->a[l][SC_T_MLP_FC][i]);
+			sa += fabs(g->a[l][SC_GPT2_MLP_FC][i]);
 		for (int i = 0; i < R * out; i++)
-			sb += fabs(g->b[l][SC_T_MLP_FC][i]);
+			sb += fabs(g->b[l][SC_GPT2_MLP_FC][i]);
 		assert_true(sa == 0.0);
 		assert_true(sb > 0.0);
 	}
@@ -250,11 +251,59 @@ static void bad_input_is_refused(void **state)
 	SC_ASSERT_ERR(sc_segment_new(&bad, f->be, &sp), SC_EINVAL);
 }
 
+/* sc_segment_load_weights (the model's directory) loads what
+ * sc_segment_load_base (its one file) loads: the same loss and output, bit
+ * for bit, for the first, a middle and the last segment. */
+static void weights_dir_loads_the_same(void **state)
+{
+	fixture *f = *state;
+	static const int ranges[3][2] = { { 0, 1 }, { 1, 2 }, { 2, L } };
+	sc_weights *w;
+	float x[B * T * C], got[2][B * T * C];
+	double loss[2];
+	sc_test_fill_normal(x, B * T * C, 10, 1.0f);
+	SC_ASSERT_OK(sc_weights_open(&w, f->dir));
+	for (int r = 0; r < 3; r++) {
+		int first = ranges[r][0], last = ranges[r][1];
+		sc_segment_spec sp = { .model = f->mc,
+				       .lora = f->lc,
+				       .first = first,
+				       .last = last,
+				       .B = B,
+				       .T = T,
+				       .slots = 1 };
+		for (int k = 0; k < 2; k++) {
+			sc_segment *seg;
+			SC_ASSERT_OK(sc_segment_new(&seg, f->be, &sp));
+			if (k)
+				SC_ASSERT_OK(sc_segment_load_weights(seg, w));
+			else
+				SC_ASSERT_OK(sc_segment_load_base(seg, f->weights));
+			SC_ASSERT_OK(sc_segment_set_lora(seg, f->ad));
+			loss[k] = -1;
+			memset(got[k], 0, sizeof(got[k]));
+			SC_ASSERT_OK(sc_segment_forward(seg, 0, first ? (void *)x : f->tokens,
+							f->targets, 1.0f, got[k], &loss[k]));
+			sc_segment_free(seg);
+		}
+		assert_memory_equal(&loss[0], &loss[1], sizeof(double));
+		assert_memory_equal(got[0], got[1], sizeof(got[0]));
+		if (last < L) { /* an output was written, not the zeros set above */
+			double s = 0;
+			for (int i = 0; i < B * T * C; i++)
+				s += fabs(got[0][i]);
+			assert_true(s > 0);
+		}
+	}
+	assert_true(loss[0] > 0 && isfinite(loss[0]));
+	sc_weights_close(w);
+}
+
 /* Weights of a smaller model lack this model's layers: named in the error. */
 static void missing_weights_are_named(void **state)
 {
 	fixture *f = *state;
-	sc_model_config small = { 1, NH, C, V, P, 1e-5f };
+	sc_model_config small;
 	sc_modelgen_opts o = { .seed = 1, .dtype = SC_F16 };
 	char dir[512], path[600];
 	sc_st_file *wf;
@@ -262,6 +311,7 @@ static void missing_weights_are_named(void **state)
 	sc_segment_spec sp = {
 		.model = f->mc, .lora = f->lc, .first = 1, .last = 2, .B = B, .T = T, .slots = 1
 	};
+	sc_gpt2_config(&small, 1, NH, C, V, P);
 	sc_test_path(dir, sizeof(dir), "small");
 	SC_ASSERT_OK(sc_modelgen_write(dir, &small, &o));
 	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
@@ -288,6 +338,7 @@ int main(void)
 		cmocka_unit_test(input_gradient_matches_finite_differences),
 		cmocka_unit_test(fresh_adapter_is_identity),
 		cmocka_unit_test(bad_input_is_refused),
+		cmocka_unit_test(weights_dir_loads_the_same),
 		cmocka_unit_test(missing_weights_are_named),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -64,19 +64,19 @@ static void train(run *out, int nstages, const int *bounds)
 	static const char text[] = "splitchain trains LoRA adapters across a chain of edge "
 				   "workers; every chain computes what one process computes. ";
 	char dir[512], path[600];
-	sc_model_config mc = { L, 2, C, V, 32, 1e-5f };
-	sc_lora_config lc = { .rank = 2, .alpha = 4, .targets = SC_T_ALL, .seed = 3 };
+	sc_model_config mc;
+	sc_lora_config lc = { .rank = 2, .alpha = 4, .targets = SC_GPT2_ALL, .seed = 3 };
 	sc_modelgen_opts o = { .seed = 2, .dtype = SC_F32, .random_norms = 1 };
 	sc_train_config tc;
 	sc_backend *be;
-	sc_st_file *wf;
+	sc_weights *wf;
 	sc_tokens *tk;
 	sc_trainer *tr;
 
+	sc_gpt2_config(&mc, L, 2, C, V, 32);
 	sc_test_path(dir, sizeof(dir), "trainmodel");
 	SC_ASSERT_OK(sc_modelgen_write(dir, &mc, &o));
-	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-	SC_ASSERT_OK(sc_st_open(&wf, path));
+	SC_ASSERT_OK(sc_weights_open(&wf, dir));
 	sc_test_path(path, sizeof(path), "train.txt");
 	assert_int_equal(sc_test_write_file(path, text, sizeof(text) - 1), 0);
 	SC_ASSERT_OK(sc_tokens_load(&tk, path, V));
@@ -98,12 +98,12 @@ static void train(run *out, int nstages, const int *bounds)
 		assert_true(isfinite(st.loss) && st.grad_norm > 0);
 		out->losses[s] = st.loss;
 	}
-	SC_ASSERT_OK(sc_adapter_new(&out->ad, &lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&out->ad, &lc, &mc));
 	SC_ASSERT_OK(sc_trainer_get_lora(tr, out->ad));
 	sc_trainer_free(tr);
 	sc_backend_free(be);
 	sc_tokens_free(tk);
-	sc_st_close(wf);
+	sc_weights_close(wf);
 }
 
 static void stages_train_bit_identical_adapters(void **state)
@@ -119,7 +119,7 @@ static void stages_train_bit_identical_adapters(void **state)
 	assert_memory_equal(one.ad->data, four.ad->data, one.ad->n_floats * sizeof(float));
 	/* training moved the adapters: B is no longer zero, and the loss fell */
 	double sb = 0;
-	for (int t = 0; t < SC_T_COUNT; t++)
+	for (int t = 0; t < SC_GPT2_TARGETS; t++)
 		sb += fabs(one.ad->b[0][t][0]);
 	assert_true(sb > 0);
 	assert_true(one.losses[3] < one.losses[0]);
@@ -131,19 +131,19 @@ static void stages_train_bit_identical_adapters(void **state)
 static void trainer_refuses_bad_stages(void **state)
 {
 	static const int bad[] = { 0, 2, 2, 4 };
-	char dir[512], path[600];
-	sc_model_config mc = { L, 2, C, V, 32, 1e-5f };
-	sc_lora_config lc = { .rank = 2, .alpha = 4, .targets = SC_T_ALL, .seed = 3 };
+	char dir[512];
+	sc_model_config mc;
+	sc_lora_config lc = { .rank = 2, .alpha = 4, .targets = SC_GPT2_ALL, .seed = 3 };
 	sc_modelgen_opts o = { .seed = 2, .dtype = SC_F32 };
 	sc_train_config tc;
 	sc_backend *be;
-	sc_st_file *wf;
+	sc_weights *wf;
 	sc_tokens tk = { .ids = (uint16_t[64]){ 0 }, .n = 64 };
 	sc_trainer *tr;
+	sc_gpt2_config(&mc, L, 2, C, V, 32);
 	sc_test_path(dir, sizeof(dir), "trainmodel2");
 	SC_ASSERT_OK(sc_modelgen_write(dir, &mc, &o));
-	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-	SC_ASSERT_OK(sc_st_open(&wf, path));
+	SC_ASSERT_OK(sc_weights_open(&wf, dir));
 	sc_train_config_defaults(&tc);
 	tc.T = 8;
 	SC_ASSERT_OK(sc_backend_cpu_open(&be, 1));
@@ -152,7 +152,7 @@ static void trainer_refuses_bad_stages(void **state)
 	tc.T = 40; /* beyond the model's 32 positions */
 	SC_ASSERT_ERR(sc_trainer_new(&tr, be, &mc, &lc, &tc, wf, NULL, &tk, 1, NULL), SC_EINVAL);
 	sc_backend_free(be);
-	sc_st_close(wf);
+	sc_weights_close(wf);
 }
 
 int main(void)

@@ -16,12 +16,14 @@ typedef struct fixture {
 	int64_t (*shape)[2];
 } fixture;
 
-static const sc_lora_config lc = { .rank = R, .alpha = 4, .targets = SC_T_ALL, .seed = 1 };
+static const sc_lora_config lc = { .rank = R, .alpha = 4, .targets = SC_GPT2_ALL, .seed = 1 };
+static sc_model_config mc; /* a GPT-2 of L layers, C channels (setup) */
 
 static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof(*f));
-	SC_ASSERT_OK(sc_adapter_new(&f->src, &lc, L, C));
+	sc_gpt2_config(&mc, L, 2, C, 50, 16);
+	SC_ASSERT_OK(sc_adapter_new(&f->src, &lc, &mc));
 	sc_test_fill_normal(f->src->data, f->src->n_floats, 5, 1.0f);
 	SC_ASSERT_OK(sc_adapter_tensors(f->src, 0, L, &f->list, &f->n));
 	f->nt = calloc((size_t)f->n, sizeof(*f->nt));
@@ -58,7 +60,7 @@ static void whole_adapter_round_trips(void **state)
 {
 	fixture *f = *state;
 	sc_adapter *dst;
-	SC_ASSERT_OK(sc_adapter_new(&dst, &lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&dst, &lc, &mc));
 	SC_ASSERT_OK(sc_wire_to_adapter(dst, 0, L, f->ptr, (size_t)f->n, "lora"));
 	assert_memory_equal(dst->data, f->src->data, dst->n_floats * sizeof(float));
 	sc_adapter_free(dst);
@@ -68,7 +70,7 @@ static void other_layers_are_skipped(void **state)
 {
 	fixture *f = *state;
 	sc_adapter *dst;
-	SC_ASSERT_OK(sc_adapter_new(&dst, &lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&dst, &lc, &mc));
 	SC_ASSERT_OK(sc_wire_to_adapter(dst, 1, 2, f->ptr, (size_t)f->n, "lora"));
 	assert_memory_equal(dst->a[1][0], f->src->a[1][0], R * C * sizeof(float));
 	assert_true(dst->a[0][0][0] == 0.0f && dst->a[2][0][0] == 0.0f);
@@ -80,7 +82,7 @@ static void bad_lists_are_named(void **state)
 	fixture *f = *state;
 	sc_adapter *dst;
 	Splitchain__NamedTensor *save = f->ptr[1], bad;
-	SC_ASSERT_OK(sc_adapter_new(&dst, &lc, L, C));
+	SC_ASSERT_OK(sc_adapter_new(&dst, &lc, &mc));
 
 	f->ptr[1] = f->ptr[0]; /* a duplicate in place of a matrix: same count */
 	SC_ASSERT_ERR(sc_wire_to_adapter(dst, 0, L, f->ptr, (size_t)f->n, "lora"), SC_EFORMAT);

@@ -83,7 +83,7 @@ static struct {
 static void state_new(state *s)
 {
 	for (int g = 0; g < 3; g++)
-		SC_ASSERT_OK(sc_adapter_new(&s->g[g], &ref.lc, L, C));
+		SC_ASSERT_OK(sc_adapter_new(&s->g[g], &ref.lc, &ref.mc));
 }
 
 static void state_free(state *s)
@@ -109,11 +109,11 @@ static void reference_run(void)
 	sc_modelgen_opts o = { .seed = 2, .dtype = SC_F32, .random_norms = 1 };
 	char path[600];
 	sc_backend *be;
-	sc_st_file *wf;
+	sc_weights *wf;
 	sc_trainer *tr;
 
-	ref.mc = (sc_model_config){ L, 2, C, V, 32, 1e-5f };
-	ref.lc = (sc_lora_config){ .rank = 2, .alpha = 4, .targets = SC_T_ALL, .seed = 3 };
+	sc_gpt2_config(&ref.mc, L, 2, C, V, 32);
+	ref.lc = (sc_lora_config){ .rank = 2, .alpha = 4, .targets = SC_GPT2_ALL, .seed = 3 };
 	sc_train_config_defaults(&ref.tc);
 	ref.tc.steps = STEPS;
 	ref.tc.B = B;
@@ -131,8 +131,7 @@ static void reference_run(void)
 	assert_int_equal(sc_test_write_file(path, text, sizeof(text) - 1), 0);
 	SC_ASSERT_OK(sc_tokens_load(&ref.tk, path, V));
 	SC_ASSERT_OK(sc_loader_new(&ref.ld, ref.tk, T, ref.tc.seed));
-	snprintf(path, sizeof(path), "%s/model.safetensors", model_dir);
-	SC_ASSERT_OK(sc_st_open(&wf, path));
+	SC_ASSERT_OK(sc_weights_open(&wf, model_dir));
 	SC_ASSERT_OK(sc_backend_cpu_open(&be, 1));
 	SC_ASSERT_OK(
 	    sc_trainer_new(&tr, be, &ref.mc, &ref.lc, &ref.tc, wf, NULL, ref.tk, NW, bounds));
@@ -149,7 +148,7 @@ static void reference_run(void)
 	}
 	sc_trainer_free(tr);
 	sc_backend_free(be);
-	sc_st_close(wf);
+	sc_weights_close(wf);
 }
 
 /* --------------------------------------------------------- driving a job */
@@ -359,7 +358,7 @@ static void get_state(uint64_t job, state *s, Splitchain__StateReply **keep)
 		Splitchain__NamedTensor **lists[3] = { r->lora, r->adam_m, r->adam_v };
 		size_t ns[3] = { r->n_lora, r->n_adam_m, r->n_adam_v };
 		for (int g = 0; g < 3; g++) {
-			assert_int_equal(ns[g], (bounds[k + 1] - bounds[k]) * SC_T_COUNT * 2);
+			assert_int_equal(ns[g], (bounds[k + 1] - bounds[k]) * SC_GPT2_TARGETS * 2);
 			for (size_t i = 0; i < ns[g]; i++) {
 				sc_adapter_tensor t;
 				SC_ASSERT_OK(sc_adapter_find(s->g[g], lists[g][i]->name, &t));
@@ -424,7 +423,7 @@ static void train_gpipe_matches_trainer(void **st)
 static void restore_resumes_bit_identically(void **st)
 {
 	Splitchain__RestoreRequest r = SPLITCHAIN__RESTORE_REQUEST__INIT;
-	Splitchain__NamedTensor *all[3][L * SC_T_COUNT * 2];
+	Splitchain__NamedTensor *all[3][L * SC_GPT2_TARGETS * 2];
 	size_t n[3] = { 0, 0, 0 };
 	state got;
 

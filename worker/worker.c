@@ -212,8 +212,8 @@ static int check_assign(const Splitchain__AssignRequest *r, sc_lora_config *lc, 
 				.alpha = r->lora->alpha,
 				.targets = r->lora->targets,
 				.seed = r->lora->seed };
-	if (r->lora->rank > 65536 || sc_lora_config_validate(lc))
-		REFUSE("lora: %s", sc_err_detail());
+	if (r->lora->rank < 1 || r->lora->rank > 4096)
+		REFUSE("lora: rank %u out of range (1..4096)", r->lora->rank);
 	if (t->steps > 1u << 30 || t->batch > 1u << 20 || t->seq > 1u << 20 ||
 	    t->micro_batches > 1u << 16 || t->warmup > 1u << 30)
 		REFUSE("train: a size is absurdly large");
@@ -254,10 +254,9 @@ static int check_against_model(const Splitchain__AssignRequest *r, const sc_mode
 static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_model_config *mc,
 			const sc_lora_config *lc, const sc_train_config *tc, job **out)
 {
-	sc_st_file *wf = NULL;
+	sc_weights *wf = NULL;
 	sc_adapter *ad = NULL;
 	sc_segment_spec sp;
-	char path[4096];
 	size_t btc, mbt;
 	job *j;
 	sc_err rc;
@@ -302,15 +301,15 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 				.B = j->B,
 				.T = j->T,
 				.slots = j->slots };
-	snprintf(path, sizeof(path), "%s/model.safetensors", r->model_path);
 	if ((rc = w->be->ops->set_tf32(w->be, tc->allow_tf32)) ||
-	    (rc = sc_segment_new(&j->seg, w->be, &sp)) || (rc = sc_st_open(&wf, path)) ||
-	    (rc = sc_segment_load_base(j->seg, wf)))
+	    (rc = sc_segment_new(&j->seg, w->be, &sp)) ||
+	    (rc = sc_weights_open(&wf, r->model_path)) ||
+	    (rc = sc_segment_load_weights(j->seg, wf)))
 		goto fail;
-	sc_st_close(wf);
+	sc_weights_close(wf);
 	wf = NULL;
 	/* Fresh adapters: a job that starts from scratch needs no Restore. */
-	if ((rc = sc_adapter_new(&ad, lc, mc->n_layer, mc->n_embd)))
+	if ((rc = sc_adapter_new(&ad, lc, mc)))
 		goto fail;
 	sc_adapter_init(ad);
 	if ((rc = sc_segment_set_lora(j->seg, ad)))
@@ -320,7 +319,7 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 	return SC_OK;
 fail:
 	sc_adapter_free(ad);
-	sc_st_close(wf);
+	sc_weights_close(wf);
 	worker_job_free(j);
 	return rc;
 }
@@ -345,6 +344,10 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	if ((rc = sc_config_load(&mc, path))) {
 		sc_rpc_reply_err(rep, worker_status_of(rc), "model %s: %s", r->model_path,
 				 sc_err_detail());
+		goto out;
+	}
+	if (sc_lora_config_validate(&lc, &mc)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "lora: %s", sc_err_detail());
 		goto out;
 	}
 	if (check_against_model(r, &mc, &tc, rep))
@@ -429,7 +432,7 @@ void worker_restore(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep
 	if (!(j = worker_job_get(w, r->job_id, rep)))
 		goto out;
 	for (int g = 0; g < 3; g++)
-		if (sc_adapter_new(&ad[g], &j->lc, j->mc.n_layer, j->mc.n_embd)) {
+		if (sc_adapter_new(&ad[g], &j->lc, &j->mc)) {
 			sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 			goto out;
 		}
@@ -543,7 +546,7 @@ void worker_get_state(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
 		goto out;
 	sp = sc_segment_get_spec(j->seg);
 	for (int g = 0; g < 3; g++) {
-		if (sc_adapter_new(&ad[g], &j->lc, j->mc.n_layer, j->mc.n_embd) ||
+		if (sc_adapter_new(&ad[g], &j->lc, &j->mc) ||
 		    sc_adapter_tensors(ad[g], sp->first, sp->last, &list[g], &n[g])) {
 			sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 			goto out;

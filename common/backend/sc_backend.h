@@ -3,10 +3,12 @@
  * truth; the CUDA backend implements the same table on a GPU. Nothing above
  * this interface knows which one it runs on.
  *
- * Dimension legend, used on every tensor argument below and in sc_model.h:
+ * Dimension legend, used on every tensor argument below and in the model:
  *   B  micro-batch size            T  sequence length
- *   C  channels (n_embd)           NH number of heads, hs = C / NH
- *   L  layers                      V  vocabulary size
+ *   C  channels (hidden size)      NH query heads, hs the head size
+ *   NKV key/value heads (NH % NKV == 0; GPT-2: NKV = NH, hs = C / NH)
+ *   QKV (NH + 2 NKV) * hs: a row of q heads | k heads | v heads
+ *   F  MLP width (intermediate)    L  layers      V  vocabulary size
  *   r  LoRA rank                   N  rows = B * T
  *
  * Memory: every float / int32 pointer passed to an operation is *device*
@@ -30,6 +32,15 @@
 #include "sc_err.h"
 
 typedef struct sc_backend sc_backend;
+
+/* The shape of one causal self-attention call. Each query position t sees
+ * key positions max(0, t - window + 1) .. t (window 0: all of 0 .. t);
+ * query head h reads key/value head h / (NH / NKV). Scale 1 / sqrt(hs). */
+typedef struct sc_attn_shape {
+	int B, T;
+	int NH, NKV, hs;
+	int window; /* 0: full causal */
+} sc_attn_shape;
 
 typedef struct sc_backend_ops {
 	/* ---- memory ---- */
@@ -67,9 +78,9 @@ typedef struct sc_backend_ops {
 		       const float *a, int lda, const float *b, int ldb, float beta, float *c,
 		       int ldc);
 
-	/* ---- GPT-2 operations ---- */
-	/* out (B,T,C) = wte[tokens] + wpe[t]; tokens (B,T) must be < V (checked
-	 * by the caller on the host). */
+	/* ---- network operations (families compose these) ---- */
+	/* out (B,T,C) = wte[tokens] + wpe[t], or wte[tokens] alone when wpe is
+	 * NULL; tokens (B,T) must be < V (checked by the caller on the host). */
 	sc_err (*encoder_forward)(sc_backend *be, float *out, const int32_t *tokens,
 				  const float *wte, const float *wpe, int B, int T, int C);
 	/* out (N,C), mean (N), rstd (N) = LayerNorm(inp (N,C)) * w (C) + b (C). */
@@ -81,6 +92,20 @@ typedef struct sc_backend_ops {
 	sc_err (*layernorm_backward)(sc_backend *be, float *dinp, const float *dout,
 				     const float *inp, const float *w, const float *mean,
 				     const float *rstd, int N, int C);
+	/* out (N,C), rstd (N) = inp * w / sqrt(mean(inp^2) + eps): RMSNorm. */
+	sc_err (*rmsnorm_forward)(sc_backend *be, float *out, float *rstd, const float *inp,
+				  const float *w, int N, int C, float eps);
+	/* dinp (N,C) += dRMSNorm given dout (N,C) (frozen weights). */
+	sc_err (*rmsnorm_backward)(sc_backend *be, float *dinp, const float *dout, const float *inp,
+				   const float *w, const float *rstd, int N, int C);
+	/* Rotary position embedding, in place on the q and k heads of qkv
+	 * (B,T,QKV) (v untouched), Hugging Face's half-split convention: with
+	 * x1 = x[0 : hs/2], x2 = x[hs/2 : hs] of a head at position t,
+	 *   x1' = x1 cos - x2 sin,  x2' = x2 cos + x1 sin   (cos, sin (T, hs/2)).
+	 * inverse != 0 rotates the other way (the backward: applied to dqkv it
+	 * turns the gradient of the rotated q, k into that of the unrotated). */
+	sc_err (*rope)(sc_backend *be, float *qkv, const float *cos, const float *sin, int B, int T,
+		       int NH, int NKV, int hs, int inverse);
 	/* The floats of the state attention_forward keeps for the backward and
 	 * of the scratch attention_backward needs, for this shape. Backend-
 	 * defined: the CPU keeps the probabilities (B,NH,T,T) and needs as much
@@ -88,29 +113,36 @@ typedef struct sc_backend_ops {
 	 * needs (B,NH,T) of scratch, so no T x T matrix exists on a GPU. Fails
 	 * (SC_EINVAL, SC_ENOTSUP) for a shape the backend cannot run, so that a
 	 * segment is refused when it is made, not at its first step. */
-	sc_err (*attention_sizes)(sc_backend *be, int B, int T, int C, int NH, size_t *state,
+	sc_err (*attention_sizes)(sc_backend *be, const sc_attn_shape *s, size_t *state,
 				  size_t *scratch);
-	/* Causal self-attention. qkv (B,T,3C) holds q | k | v per position, heads
-	 * split along C. out (B,T,C); state (attention_sizes) kept for the
-	 * backward — on the CPU the softmaxed scores, only t2 <= t1 defined.
-	 * Scale 1/sqrt(hs). */
+	/* Causal self-attention (sc_attn_shape). qkv (B,T,QKV) holds the q, k
+	 * and v heads of each position. out (B,T,NH*hs); state (attention_sizes)
+	 * kept for the backward — on the CPU the softmaxed scores, zero outside
+	 * each row's visible keys. */
 	sc_err (*attention_forward)(sc_backend *be, float *out, float *state, const float *qkv,
-				    int B, int T, int C, int NH);
-	/* dqkv (B,T,3C) = dAttention (overwritten, not accumulated), given dout
-	 * (B,T,C), and the forward's qkv, out and state; scratch as
+				    const sc_attn_shape *s);
+	/* dqkv (B,T,QKV) = dAttention (overwritten, not accumulated; a k/v
+	 * head's gradient sums over the query heads that read it), given dout
+	 * (B,T,NH*hs) and the forward's qkv, out and state; scratch as
 	 * attention_sizes says. */
 	sc_err (*attention_backward)(sc_backend *be, float *dqkv, float *scratch, const float *dout,
-				     const float *qkv, const float *out, const float *state, int B,
-				     int T, int C, int NH);
+				     const float *qkv, const float *out, const float *state,
+				     const sc_attn_shape *s);
 	/* out (n) = GELU(inp), the tanh approximation ("gelu_new"). */
 	sc_err (*gelu_forward)(sc_backend *be, float *out, const float *inp, size_t n);
 	/* dinp (n) = dout * GELU'(inp) (overwritten). dinp may alias dout. */
 	sc_err (*gelu_backward)(sc_backend *be, float *dinp, const float *inp, const float *dout,
 				size_t n);
+	/* out (N,F) = silu(gate) * up, gu (N,2F) = gate | up per row (SwiGLU). */
+	sc_err (*swiglu_forward)(sc_backend *be, float *out, const float *gu, int N, int F);
+	/* dgu (N,2F) = the gradient of gate | up (overwritten), given dout (N,F). */
+	sc_err (*swiglu_backward)(sc_backend *be, float *dgu, const float *dout, const float *gu,
+				  int N, int F);
 	/* out (n) = a + b; out may alias a or b. */
 	sc_err (*add)(sc_backend *be, float *out, const float *a, const float *b, size_t n);
-	/* out (N,OC) += bias (OC) broadcast over rows. */
-	sc_err (*add_bias)(sc_backend *be, float *out, const float *bias, int N, int OC);
+	/* out (N,OC) += bias (OC) broadcast over rows, which lie ldo >= OC
+	 * floats apart (a column block of a wider matrix when ldo > OC). */
+	sc_err (*add_bias)(sc_backend *be, float *out, const float *bias, int N, int OC, int ldo);
 	/* Fused softmax + cross-entropy over logits (N,V), in place: losses (N)
 	 * gets -log p[target] per row, and logits becomes dlogits = (p - onehot) *
 	 * dscale. Rows with target < 0 are ignored: loss 0, gradient 0. Targets

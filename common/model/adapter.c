@@ -14,36 +14,39 @@
 
 #define MAX_JSON_BYTES (1 << 20)
 #define MAX_EMBD       (1 << 16)
-#define NAME_PREFIX    "base_model.model.transformer.h."
-#define NAME_MAX_LEN   96
+#define NAME_MAX_LEN   128
 
-sc_err sc_adapter_new(sc_adapter **out, const sc_lora_config *lora, int n_layer, int n_embd)
+sc_err sc_adapter_new(sc_adapter **out, const sc_lora_config *lora, const sc_model_config *mc)
 {
-	if (!out || !lora)
+	if (!out || !lora || !mc)
 		return sc_errf(SC_EINVAL, "sc_adapter_new: NULL argument");
 	*out = NULL;
-	SC_TRY(sc_lora_config_validate(lora));
-	if (n_layer < 1 || n_layer > SC_ADAPTER_MAX_LAYERS || n_embd < 1 || n_embd > MAX_EMBD)
+	SC_TRY(sc_config_validate(mc));
+	SC_TRY(sc_lora_config_validate(lora, mc));
+	const sc_family *fam = sc_family_of(mc);
+	int n_layer = mc->n_layer, n_embd = mc->n_embd;
+	if (n_layer > SC_ADAPTER_MAX_LAYERS || n_embd > MAX_EMBD)
 		return sc_errf(SC_EINVAL, "adapter for %d layers of %d channels: out of range",
 			       n_layer, n_embd);
 	sc_adapter *ad = calloc(1, sizeof(*ad));
-	size_t n = (size_t)n_layer * sc_lora_layer_floats(lora, n_embd);
+	size_t n = (size_t)n_layer * sc_lora_layer_floats(lora, mc);
 	if (!ad || !(ad->data = calloc(n, sizeof(float)))) {
 		free(ad);
 		return sc_errf(SC_ENOMEM, "adapter of %zu floats: out of memory", n);
 	}
 	ad->lora = *lora;
+	ad->mc = *mc;
 	ad->n_layer = n_layer;
 	ad->n_embd = n_embd;
 	ad->n_floats = n;
 	/* Layer by layer, so a segment's layers are one contiguous range. */
 	float *p = ad->data;
 	for (int l = 0; l < n_layer; l++)
-		for (int t = 0; t < SC_T_COUNT; t++) {
+		for (int t = 0; t < fam->n_targets; t++) {
 			int in, dout, r = lora->rank;
 			if (!(lora->targets & (1u << t)))
 				continue;
-			sc_lora_target_dims(t, n_embd, &in, &dout);
+			fam->target_dims(mc, t, &in, &dout);
 			ad->a[l][t] = p;
 			p += (size_t)r * (size_t)in;
 			ad->b[l][t] = p;
@@ -64,11 +67,11 @@ void sc_adapter_free(sc_adapter *ad)
 void sc_adapter_init(sc_adapter *ad)
 {
 	for (int l = 0; l < ad->n_layer; l++)
-		for (int t = 0; t < SC_T_COUNT; t++) {
+		for (int t = 0; t < SC_LORA_MAX_TARGETS; t++) {
 			int in, out, r = ad->lora.rank;
 			if (!ad->a[l][t])
 				continue;
-			sc_lora_target_dims(t, ad->n_embd, &in, &out);
+			sc_lora_target_dims(&ad->mc, t, &in, &out);
 			sc_lora_init_a(ad->a[l][t], ad->lora.seed, l, t, r, in);
 			memset(ad->b[l][t], 0, (size_t)out * (size_t)r * sizeof(float));
 		}
@@ -95,10 +98,15 @@ static sc_err join(char *buf, size_t size, const char *dir, const char *file)
 	return SC_OK;
 }
 
-static void tensor_name(char *buf, int layer, int t, int ab)
+void sc_adapter_peft_name(const sc_adapter *ad, int l, int t, int ab, char *buf, size_t size)
 {
-	snprintf(buf, NAME_MAX_LEN, NAME_PREFIX "%d.%s.lora_%c.weight", layer,
-		 sc_lora_target_name(t), ab ? 'B' : 'A');
+	snprintf(buf, size, "%s%d.%s.lora_%c.weight", sc_family_of(&ad->mc)->peft_prefix, l,
+		 sc_lora_target_name(&ad->mc, t), ab ? 'B' : 'A');
+}
+
+static void tensor_name(const sc_adapter *ad, char *buf, int layer, int t, int ab)
+{
+	sc_adapter_peft_name(ad, layer, t, ab, buf, NAME_MAX_LEN);
 }
 
 /* adapter_config.json as PEFT 0.7 writes it for a LoRA adapter (keys sorted).
@@ -109,15 +117,18 @@ static cJSON *peft_config(const sc_adapter *ad, const char *base_model)
 {
 	cJSON *o = cJSON_CreateObject(), *mods = cJSON_CreateArray();
 	int ok = o && mods;
-	for (int t = 0; ok && t < SC_T_COUNT; t++)
+	for (int t = 0; ok && t < sc_family_of(&ad->mc)->n_targets; t++)
 		if (ad->lora.targets & (1u << t))
-			ok = cJSON_AddItemToArray(mods, cJSON_CreateString(sc_lora_target_name(t)));
+			ok = cJSON_AddItemToArray(
+			    mods, cJSON_CreateString(sc_lora_target_name(&ad->mc, t)));
 	ok = ok && cJSON_AddObjectToObject(o, "alpha_pattern");
 	ok = ok && cJSON_AddNullToObject(o, "auto_mapping");
 	ok = ok && (base_model ? cJSON_AddStringToObject(o, "base_model_name_or_path", base_model)
 			       : cJSON_AddNullToObject(o, "base_model_name_or_path"));
 	ok = ok && cJSON_AddStringToObject(o, "bias", "none");
-	ok = ok && cJSON_AddTrueToObject(o, "fan_in_fan_out");
+	ok = ok &&
+	     (sc_family_of(&ad->mc)->fan_in_fan_out ? cJSON_AddTrueToObject(o, "fan_in_fan_out")
+						    : cJSON_AddFalseToObject(o, "fan_in_fan_out"));
 	ok = ok && cJSON_AddTrueToObject(o, "inference_mode");
 	ok = ok && cJSON_AddTrueToObject(o, "init_lora_weights");
 	ok = ok && cJSON_AddNullToObject(o, "layers_pattern");
@@ -160,21 +171,22 @@ static sc_err save_tensors(const sc_adapter *ad, const char *path)
 	int n = 0, r = ad->lora.rank;
 	sc_err rc = SC_OK;
 	sc_st_writer *w = NULL;
-	char(*names)[NAME_MAX_LEN] = malloc((size_t)ad->n_layer * SC_T_COUNT * 2 * NAME_MAX_LEN);
+	char(*names)[NAME_MAX_LEN] =
+	    malloc((size_t)ad->n_layer * SC_LORA_MAX_TARGETS * 2 * NAME_MAX_LEN);
 	if (!names)
 		return sc_errf(SC_ENOMEM, "%s: out of memory", path);
 	if ((rc = sc_st_writer_new(&w)) != SC_OK)
 		goto done;
 	for (int l = 0; l < ad->n_layer; l++)
-		for (int t = 0; t < SC_T_COUNT && !rc; t++) {
+		for (int t = 0; t < SC_LORA_MAX_TARGETS && !rc; t++) {
 			int in, out;
-			if (!(ad->lora.targets & (1u << t)))
+			if (!ad->a[l][t])
 				continue;
-			sc_lora_target_dims(t, ad->n_embd, &in, &out);
+			sc_lora_target_dims(&ad->mc, t, &in, &out);
 			int64_t sa[2] = { r, in }, sb[2] = { out, r };
-			tensor_name(names[n], l, t, 0);
+			tensor_name(ad, names[n], l, t, 0);
 			rc = sc_st_writer_add(w, names[n++], SC_F32, 2, sa, ad->a[l][t]);
-			tensor_name(names[n], l, t, 1);
+			tensor_name(ad, names[n], l, t, 1);
 			if (!rc)
 				rc = sc_st_writer_add(w, names[n++], SC_F32, 2, sb, ad->b[l][t]);
 		}
@@ -210,12 +222,12 @@ struct peft_info {
 
 /* PEFT selects a module when a target_modules entry equals its full name or
  * is a suffix of it after a dot: "c_proj" selects attn.c_proj and mlp.c_proj. */
-static unsigned match_targets(const char *entry)
+static unsigned match_targets(const sc_family *fam, const char *entry)
 {
 	unsigned mask = 0;
 	size_t n = strlen(entry);
-	for (int t = 0; t < SC_T_COUNT; t++) {
-		const char *full = sc_lora_target_name(t);
+	for (int t = 0; t < fam->n_targets; t++) {
+		const char *full = fam->targets[t];
 		size_t m = strlen(full);
 		if (strcmp(full, entry) == 0 ||
 		    (n < m && full[m - n - 1] == '.' && strcmp(full + m - n, entry) == 0))
@@ -247,7 +259,7 @@ static sc_err parse_number(const cJSON *root, const char *key, double dflt, doub
 	return SC_OK;
 }
 
-static sc_err parse_peft(struct peft_info *pi, const cJSON *root)
+static sc_err parse_peft(struct peft_info *pi, const cJSON *root, const sc_family *fam)
 {
 	double r, alpha;
 	if (!cJSON_IsObject(root))
@@ -277,9 +289,16 @@ static sc_err parse_peft(struct peft_info *pi, const cJSON *root)
 	if (v && !cJSON_IsNull(v) && !(cJSON_IsString(v) && !strcmp(v->valuestring, "none")))
 		return sc_errf(SC_ENOTSUP, "bias other than \"none\" is not supported");
 	v = cJSON_GetObjectItemCaseSensitive(root, "fan_in_fan_out");
-	if (cJSON_IsFalse(v))
-		return sc_errf(SC_EFORMAT, "fan_in_fan_out is false, but GPT-2's projections are "
-					   "Conv1D (PEFT saves true)");
+	if (fam->fan_in_fan_out && cJSON_IsFalse(v))
+		return sc_errf(SC_EFORMAT,
+			       "fan_in_fan_out is false, but %s's projections are "
+			       "Conv1D (PEFT saves true)",
+			       fam->name);
+	if (!fam->fan_in_fan_out && cJSON_IsTrue(v))
+		return sc_errf(SC_EFORMAT,
+			       "fan_in_fan_out is true, but %s's projections are "
+			       "nn.Linear (PEFT saves false)",
+			       fam->name);
 
 	pi->listed = 0;
 	pi->has_list = 0;
@@ -292,12 +311,12 @@ static sc_err parse_peft(struct peft_info *pi, const cJSON *root)
 			if (!cJSON_IsString(e))
 				return sc_errf(SC_EFORMAT,
 					       "target_modules entries must be strings");
-			pi->listed |= match_targets(e->valuestring);
+			pi->listed |= match_targets(fam, e->valuestring);
 		}
 		if (!pi->listed)
 			return sc_errf(SC_ENOTSUP,
-				       "target_modules selects none of attn.c_attn, attn.c_proj, "
-				       "mlp.c_fc, mlp.c_proj");
+				       "target_modules selects none of %s's projections",
+				       fam->name);
 	} else if (v && !cJSON_IsNull(v) && !cJSON_IsString(v)) {
 		/* A string is a regular expression: the tensors tell the targets. */
 		return sc_errf(SC_EFORMAT, "target_modules must be a list or a string");
@@ -307,11 +326,11 @@ static sc_err parse_peft(struct peft_info *pi, const cJSON *root)
 
 /* Splits a PEFT tensor name into layer, target and A (0) or B (1). Accepts
  * "...lora_A.weight" and "...lora_A.<adapter name>.weight". */
-static int parse_name(const char *name, int *layer, int *target, int *ab)
+static int parse_name(const sc_family *fam, const char *name, int *layer, int *target, int *ab)
 {
 	const char *p = name;
-	size_t plen = strlen(NAME_PREFIX);
-	if (strncmp(p, NAME_PREFIX, plen) != 0)
+	size_t plen = strlen(fam->peft_prefix);
+	if (strncmp(p, fam->peft_prefix, plen) != 0)
 		return -1;
 	p += plen;
 	int l = 0, digits = 0;
@@ -323,9 +342,9 @@ static int parse_name(const char *name, int *layer, int *target, int *ab)
 	if (!digits || *p++ != '.')
 		return -1;
 	*target = -1;
-	for (int t = 0; t < SC_T_COUNT && *target < 0; t++) {
-		size_t n = strlen(sc_lora_target_name(t));
-		if (strncmp(p, sc_lora_target_name(t), n) == 0 && p[n] == '.') {
+	for (int t = 0; t < fam->n_targets && *target < 0; t++) {
+		size_t n = strlen(fam->targets[t]);
+		if (strncmp(p, fam->targets[t], n) == 0 && p[n] == '.') {
 			*target = t;
 			p += n + 1;
 		}
@@ -347,19 +366,19 @@ static int parse_name(const char *name, int *layer, int *target, int *ab)
 }
 
 /* Maps every tensor of f to idx[layer][target][ab]; *found = targets seen. */
-static sc_err index_tensors(int (*idx)[SC_T_COUNT][2], unsigned *found, const sc_st_file *f,
-			    const char *path, int n_layer)
+static sc_err index_tensors(int (*idx)[SC_LORA_MAX_TARGETS][2], unsigned *found,
+			    const sc_st_file *f, const char *path, const sc_family *fam,
+			    int n_layer)
 {
 	*found = 0;
 	for (int i = 0; i < sc_st_count(f); i++) {
 		const char *name = sc_st_at(f, i)->name;
 		int l, t, ab;
-		if (parse_name(name, &l, &t, &ab) != 0)
+		if (parse_name(fam, name, &l, &t, &ab) != 0)
 			return sc_errf(SC_ENOTSUP,
-				       "%s: tensor '%s' is not a LoRA A or B weight of a GPT-2 "
-				       "projection (" NAME_PREFIX "<i>.<attn.c_attn|attn.c_proj|"
-				       "mlp.c_fc|mlp.c_proj>.lora_<A|B>.weight)",
-				       path, name);
+				       "%s: tensor '%s' is not a LoRA A or B weight of a %s "
+				       "projection (%s<i>.<target>.lora_<A|B>.weight)",
+				       path, name, fam->name, fam->peft_prefix);
 		if (l >= n_layer)
 			return sc_errf(
 			    SC_EFORMAT,
@@ -375,20 +394,20 @@ static sc_err index_tensors(int (*idx)[SC_T_COUNT][2], unsigned *found, const sc
 }
 
 /* Copies every expected tensor of f into ad, checking presence and shape. */
-static sc_err load_tensors(sc_adapter *ad, int (*idx)[SC_T_COUNT][2], const sc_st_file *f,
+static sc_err load_tensors(sc_adapter *ad, int (*idx)[SC_LORA_MAX_TARGETS][2], const sc_st_file *f,
 			   const char *path)
 {
 	int r = ad->lora.rank;
 	for (int l = 0; l < ad->n_layer; l++)
-		for (int t = 0; t < SC_T_COUNT; t++)
+		for (int t = 0; t < SC_LORA_MAX_TARGETS; t++)
 			for (int ab = 0; ab < 2 && ad->a[l][t]; ab++) {
 				int in, out;
-				sc_lora_target_dims(t, ad->n_embd, &in, &out);
+				sc_lora_target_dims(&ad->mc, t, &in, &out);
 				int64_t shape[2] = { ab ? out : r, ab ? r : in };
 				float *dst = ab ? ad->b[l][t] : ad->a[l][t];
 				if (idx[l][t][ab] < 0) {
 					char name[NAME_MAX_LEN];
-					tensor_name(name, l, t, ab);
+					tensor_name(ad, name, l, t, ab);
 					return sc_errf(SC_EFORMAT, "%s: missing tensor '%s'", path,
 						       name);
 				}
@@ -402,7 +421,7 @@ static sc_err load_tensors(sc_adapter *ad, int (*idx)[SC_T_COUNT][2], const sc_s
 	return SC_OK;
 }
 
-static sc_err read_peft(struct peft_info *pi, const char *path)
+static sc_err read_peft(struct peft_info *pi, const char *path, const sc_family *fam)
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -411,7 +430,7 @@ static sc_err read_peft(struct peft_info *pi, const char *path)
 	free(text);
 	if (!root)
 		return sc_errf(SC_EFORMAT, "%s: not valid JSON", path);
-	sc_err rc = parse_peft(pi, root);
+	sc_err rc = parse_peft(pi, root, fam);
 	cJSON_Delete(root);
 	return rc ? sc_err_wrap(rc, "%s", path) : SC_OK;
 }
@@ -422,7 +441,7 @@ sc_err sc_adapter_load(sc_adapter **out, const char *dir, const sc_model_config 
 	struct peft_info pi = { 0 };
 	sc_st_file *f = NULL;
 	sc_adapter *ad = NULL;
-	int(*idx)[SC_T_COUNT][2] = NULL;
+	int(*idx)[SC_LORA_MAX_TARGETS][2] = NULL;
 	unsigned found;
 	sc_err rc;
 	if (!out || !dir || !cfg)
@@ -431,7 +450,8 @@ sc_err sc_adapter_load(sc_adapter **out, const char *dir, const sc_model_config 
 	SC_TRY(sc_config_validate(cfg));
 	SC_TRY(join(cpath, sizeof(cpath), dir, "adapter_config.json"));
 	SC_TRY(join(tpath, sizeof(tpath), dir, "adapter_model.safetensors"));
-	SC_TRY(read_peft(&pi, cpath));
+	const sc_family *fam = sc_family_of(cfg);
+	SC_TRY(read_peft(&pi, cpath, fam));
 	if ((rc = sc_st_open(&f, tpath)) != SC_OK) {
 		if (rc == SC_ENOENT)
 			sc_err_wrap(rc, "no adapter_model.safetensors (older PEFT versions' "
@@ -444,14 +464,14 @@ sc_err sc_adapter_load(sc_adapter **out, const char *dir, const sc_model_config 
 		goto fail;
 	}
 	memset(idx, 0xff, (size_t)cfg->n_layer * sizeof(*idx)); /* all -1 */
-	if ((rc = index_tensors(idx, &found, f, tpath, cfg->n_layer)) != SC_OK)
+	if ((rc = index_tensors(idx, &found, f, tpath, fam, cfg->n_layer)) != SC_OK)
 		goto fail;
 	if (pi.has_list && (found & ~pi.listed)) {
 		int t = __builtin_ctz(found & ~pi.listed);
 		rc = sc_errf(SC_EFORMAT,
 			     "%s: has tensors for %s, which target_modules in %s "
 			     "does not select",
-			     tpath, sc_lora_target_name(t), cpath);
+			     tpath, sc_lora_target_name(cfg, t), cpath);
 		goto fail;
 	}
 	sc_lora_config lc = { .rank = pi.rank,
@@ -461,7 +481,7 @@ sc_err sc_adapter_load(sc_adapter **out, const char *dir, const sc_model_config 
 		rc = sc_errf(SC_EFORMAT, "%s: no LoRA tensors", tpath);
 		goto fail;
 	}
-	if ((rc = sc_adapter_new(&ad, &lc, cfg->n_layer, cfg->n_embd)) != SC_OK ||
+	if ((rc = sc_adapter_new(&ad, &lc, cfg)) != SC_OK ||
 	    (rc = load_tensors(ad, idx, f, tpath)) != SC_OK)
 		goto fail;
 	sc_st_close(f);

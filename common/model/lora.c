@@ -1,54 +1,77 @@
-/* lora.c — LoRA targets, configuration checks and initialisation. */
+/* lora.c — LoRA targets (named by the model's family), configuration checks
+ * and initialisation. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "sc_family.h"
 #include "sc_lora.h"
 #include "sc_rng.h"
 
-static const char *const target_names[SC_T_COUNT] = {
-	[SC_T_ATTN_QKV] = "attn.c_attn",
-	[SC_T_ATTN_PROJ] = "attn.c_proj",
-	[SC_T_MLP_FC] = "mlp.c_fc",
-	[SC_T_MLP_PROJ] = "mlp.c_proj",
-};
-
-const char *sc_lora_target_name(enum sc_lora_target t)
+const char *sc_lora_target_name(const sc_model_config *mc, int t)
 {
-	return (t >= 0 && t < SC_T_COUNT) ? target_names[t] : "?";
+	const sc_family *f = sc_family_of(mc);
+	return f && t >= 0 && t < f->n_targets ? f->targets[t] : "?";
 }
 
-static unsigned target_bits(const char *w, size_t n)
+unsigned sc_lora_all_targets(const sc_model_config *mc)
 {
-	if (n == 3 && !strncmp(w, "all", 3))
-		return SC_T_ALL;
-	if (n == 6 && !strncmp(w, "c_attn", 6))
-		return 1u << SC_T_ATTN_QKV;
-	if (n == 4 && !strncmp(w, "c_fc", 4))
-		return 1u << SC_T_MLP_FC;
-	for (int t = 0; t < SC_T_COUNT; t++)
-		if (strlen(target_names[t]) == n && !strncmp(w, target_names[t], n))
-			return 1u << t;
-	return 0;
+	const sc_family *f = sc_family_of(mc);
+	return f ? (1u << f->n_targets) - 1 : 0;
 }
 
-sc_err sc_lora_parse_targets(unsigned *out, const char *list)
+/* The targets the word (n bytes) selects: equal to a target's path, or a
+ * dot-separated suffix of it. */
+static unsigned target_bits(const sc_family *f, const char *w, size_t n)
 {
 	unsigned mask = 0;
+	if ((n == 3 && !strncmp(w, "all", 3)) || (n == 10 && !strncmp(w, "all-linear", 10)))
+		return (1u << f->n_targets) - 1;
+	for (int t = 0; t < f->n_targets; t++) {
+		const char *full = f->targets[t];
+		size_t m = strlen(full);
+		if ((m == n && !strncmp(full, w, n)) ||
+		    (n < m && full[m - n - 1] == '.' && !strncmp(full + m - n, w, n)))
+			mask |= 1u << t;
+	}
+	return mask;
+}
+
+static void list_targets(const sc_family *f, char *buf, size_t size)
+{
+	size_t used = 0;
+	buf[0] = '\0';
+	for (int t = 0; t < f->n_targets; t++) {
+		int n = snprintf(buf + used, size - used, ", %s", f->targets[t]);
+		if (n < 0 || (size_t)n >= size - used)
+			return;
+		used += (size_t)n;
+	}
+}
+
+sc_err sc_lora_parse_targets(unsigned *out, const sc_model_config *mc, const char *list)
+{
+	const sc_family *f = sc_family_of(mc);
+	unsigned mask = 0;
 	const char *p = list;
+	char known[512];
 
 	*out = 0;
+	if (!f)
+		return sc_errf(SC_EINVAL, "LoRA targets: unknown model family");
+	list_targets(f, known, sizeof(known));
 	if (!list || !*list)
-		return sc_errf(SC_EINVAL, "empty LoRA target list (use e.g. 'all' or "
-					  "'attn.c_attn,mlp.c_fc')");
+		return sc_errf(SC_EINVAL,
+			       "empty LoRA target list (use all, all-linear or some of%s)",
+			       known + 1);
 	while (*p) {
 		size_t n = strcspn(p, ",");
-		unsigned bits = target_bits(p, n);
+		unsigned bits = target_bits(f, p, n);
 		if (!bits)
-			return sc_errf(SC_EINVAL,
-				       "unknown LoRA target '%.*s' (known: all, attn.c_attn, "
-				       "attn.c_proj, mlp.c_fc, mlp.c_proj)",
-				       (int)n, p);
+			return sc_errf(
+			    SC_EINVAL,
+			    "unknown LoRA target '%.*s' for %s (known: all, all-linear%s)", (int)n,
+			    p, mc->model_type, known);
 		mask |= bits;
 		p += n;
 		if (*p == ',')
@@ -58,48 +81,51 @@ sc_err sc_lora_parse_targets(unsigned *out, const char *list)
 	return SC_OK;
 }
 
-void sc_lora_targets_string(char *buf, size_t size, unsigned mask)
+void sc_lora_targets_string(char *buf, size_t size, const sc_model_config *mc, unsigned mask)
 {
+	const sc_family *f = sc_family_of(mc);
 	size_t used = 0;
 	if (!size)
 		return;
 	buf[0] = '\0';
-	if ((mask & SC_T_ALL) == SC_T_ALL) {
+	if (f && (mask & sc_lora_all_targets(mc)) == sc_lora_all_targets(mc)) {
 		snprintf(buf, size, "all");
 		return;
 	}
-	for (int t = 0; t < SC_T_COUNT; t++) {
+	for (int t = 0; f && t < f->n_targets; t++) {
 		if (!(mask >> t & 1u))
 			continue;
-		int n = snprintf(buf + used, size - used, "%s%s", used ? "," : "",
-				 sc_lora_target_name((enum sc_lora_target)t));
+		int n = snprintf(buf + used, size - used, "%s%s", used ? "," : "", f->targets[t]);
 		if (n < 0 || (size_t)n >= size - used)
 			return; /* truncated */
 		used += (size_t)n;
 	}
 }
 
-void sc_lora_target_dims(enum sc_lora_target t, int C, int *in, int *out)
+void sc_lora_target_dims(const sc_model_config *mc, int t, int *in, int *out)
 {
-	static const int mul_in[SC_T_COUNT] = { 1, 1, 1, 4 };
-	static const int mul_out[SC_T_COUNT] = { 3, 1, 4, 1 };
-	*in = mul_in[t] * C;
-	*out = mul_out[t] * C;
+	sc_family_of(mc)->target_dims(mc, t, in, out);
 }
 
-sc_err sc_lora_config_validate(const sc_lora_config *lc)
+sc_err sc_lora_config_validate(const sc_lora_config *lc, const sc_model_config *mc)
 {
+	unsigned all = sc_lora_all_targets(mc);
 	if (lc->rank < 1 || lc->rank > 4096)
 		return sc_errf(SC_EINVAL, "LoRA rank %d out of range (1..4096)", lc->rank);
 	if (!(lc->alpha > 0) || !isfinite(lc->alpha))
 		return sc_errf(SC_EINVAL, "LoRA alpha %g must be a positive number", lc->alpha);
-	if (!lc->targets || (lc->targets & ~SC_T_ALL))
-		return sc_errf(SC_EINVAL, "LoRA targets must name at least one of attn.c_attn, "
-					  "attn.c_proj, mlp.c_fc, mlp.c_proj");
+	if (!all)
+		return sc_errf(SC_EINVAL, "LoRA targets: unknown model family");
+	if (!lc->targets || (lc->targets & ~all)) {
+		char known[512];
+		list_targets(sc_family_of(mc), known, sizeof(known));
+		return sc_errf(SC_EINVAL, "LoRA targets must name at least one of%s, and no other",
+			       known + 1);
+	}
 	return SC_OK;
 }
 
-void sc_lora_init_a(float *A, uint64_t seed, int layer, enum sc_lora_target t, int r, int in)
+void sc_lora_init_a(float *A, uint64_t seed, int layer, int t, int r, int in)
 {
 	uint64_t keys[3] = { seed, (uint64_t)layer, (uint64_t)t };
 	float bound = 1.0f / sqrtf((float)in);
@@ -110,14 +136,15 @@ void sc_lora_init_a(float *A, uint64_t seed, int layer, enum sc_lora_target t, i
 		A[i] = bound * (2.0f * sc_rng_uniform(&rng) - 1.0f);
 }
 
-size_t sc_lora_layer_floats(const sc_lora_config *lc, int C)
+size_t sc_lora_layer_floats(const sc_lora_config *lc, const sc_model_config *mc)
 {
+	const sc_family *f = sc_family_of(mc);
 	size_t n = 0;
-	for (int t = 0; t < SC_T_COUNT; t++) {
+	for (int t = 0; f && t < f->n_targets; t++) {
 		int in, out;
 		if (!(lc->targets & (1u << t)))
 			continue;
-		sc_lora_target_dims(t, C, &in, &out);
+		f->target_dims(mc, t, &in, &out);
 		n += (size_t)lc->rank * (size_t)(in + out);
 	}
 	return n;

@@ -1,4 +1,4 @@
-/* modelgen.c — random GPT-2 checkpoints in the Hugging Face layout. */
+/* modelgen.c — random checkpoints of any family in the Hugging Face layout. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "sc_lora.h"
+#include "sc_family.h"
 #include "sc_modelgen.h"
 #include "sc_rng.h"
 
@@ -102,17 +102,37 @@ static sc_err add(gen *g, const char *name, int ndim, int64_t d0, int64_t d1, en
 	return sc_st_writer_add(g->w, nm, g->dtype, ndim, shape, buf);
 }
 
+/* Adds tensor p (if it exists) under the family's file prefix. */
+static sc_err add_param(gen *g, const char *prefix, const sc_param_desc *p, float jitter,
+			float resid_std)
+{
+	char name[160];
+	static const float std_of[] = { [SC_INIT_NORMAL] = 0.02f, [SC_INIT_POS] = 0.01f };
+	enum fill how = p->init == SC_INIT_ONE    ? FILL_ONE
+			: p->init == SC_INIT_ZERO ? FILL_ZERO
+						  : FILL_NORMAL;
+	float std = how != FILL_NORMAL         ? jitter
+		    : p->init == SC_INIT_RESID ? resid_std
+					       : std_of[p->init];
+	if (!p->ndim)
+		return SC_OK;
+	snprintf(name, sizeof(name), "%s%s", prefix, p->name);
+	return add(g, name, p->ndim, p->shape[0], p->shape[1], how, std);
+}
+
 sc_err sc_modelgen_write(const char *dir, const sc_model_config *cfg, const sc_modelgen_opts *o)
 {
 	gen g = { 0 };
-	char path[4096], name[128];
-	int64_t C = cfg->n_embd;
+	char path[4096];
 	float jitter = o->random_norms ? 0.1f : 0.0f;
-	float proj_std = 0.02f / sqrtf(2.0f * (float)cfg->n_layer);
+	float resid_std = 0.02f / sqrtf(2.0f * (float)cfg->n_layer);
 	uint64_t key = o->seed;
+	sc_param_desc gp[SC_GP_COUNT], lp[SC_FAMILY_MAX_PARAMS];
 	sc_err rc;
 
 	SC_TRY(sc_config_validate(cfg));
+	const sc_family *fam = sc_family_of(cfg);
+	const char *prefix = fam->file_prefixes[0];
 	if (o->dtype != SC_F32 && o->dtype != SC_F16 && o->dtype != SC_BF16)
 		return sc_errf(SC_EINVAL, "model dtype must be f32, f16 or bf16");
 	if (mkdir(dir, 0755) != 0 && errno != EEXIST)
@@ -122,38 +142,21 @@ sc_err sc_modelgen_write(const char *dir, const sc_model_config *cfg, const sc_m
 
 	sc_rng_seed(&g.rng, &key, 1);
 	g.dtype = o->dtype;
+	fam->global_params(cfg, gp);
 	SC_TRY(sc_st_writer_new(&g.w));
 	if ((rc = sc_st_writer_meta(g.w, "format", "pt")) ||
-	    (rc = add(&g, "transformer.wte.weight", 2, cfg->vocab_size, C, FILL_NORMAL, 0.02f)) ||
-	    (rc = add(&g, "transformer.wpe.weight", 2, cfg->n_positions, C, FILL_NORMAL, 0.01f)))
+	    (rc = add_param(&g, prefix, &gp[SC_GP_EMBED], jitter, resid_std)) ||
+	    (rc = add_param(&g, prefix, &gp[SC_GP_POS], jitter, resid_std)))
 		goto out;
 	for (int l = 0; l < cfg->n_layer; l++) {
-		static const char *const ln[2] = { "ln_1", "ln_2" };
-		for (int k = 0; k < 2; k++) {
-			snprintf(name, sizeof(name), "transformer.h.%d.%s.weight", l, ln[k]);
-			if ((rc = add(&g, name, 1, C, 0, FILL_ONE, jitter)))
+		fam->layer_params(cfg, l, lp);
+		for (int p = 0; p < fam->n_layer_params; p++)
+			if ((rc = add_param(&g, prefix, &lp[p], jitter, resid_std)))
 				goto out;
-			snprintf(name, sizeof(name), "transformer.h.%d.%s.bias", l, ln[k]);
-			if ((rc = add(&g, name, 1, C, 0, FILL_ZERO, jitter)))
-				goto out;
-		}
-		for (int t = 0; t < SC_T_COUNT; t++) {
-			int in, out;
-			int resid = t == SC_T_ATTN_PROJ || t == SC_T_MLP_PROJ;
-			sc_lora_target_dims(t, cfg->n_embd, &in, &out);
-			snprintf(name, sizeof(name), "transformer.h.%d.%s.weight", l,
-				 sc_lora_target_name(t));
-			if ((rc = add(&g, name, 2, in, out, FILL_NORMAL, resid ? proj_std : 0.02f)))
-				goto out;
-			snprintf(name, sizeof(name), "transformer.h.%d.%s.bias", l,
-				 sc_lora_target_name(t));
-			if ((rc = add(&g, name, 1, out, 0, FILL_ZERO, jitter)))
-				goto out;
-		}
 	}
-	if ((rc = add(&g, "transformer.ln_f.weight", 1, C, 0, FILL_ONE, jitter)) ||
-	    (rc = add(&g, "transformer.ln_f.bias", 1, C, 0, FILL_ZERO, jitter)))
-		goto out;
+	for (int k = SC_GP_NORM_W; k <= SC_GP_HEAD; k++)
+		if ((rc = add_param(&g, prefix, &gp[k], jitter, resid_std)))
+			goto out;
 	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
 	rc = sc_st_writer_save(g.w, path);
 out:

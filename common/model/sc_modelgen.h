@@ -1,4 +1,4 @@
-/* sc_modelgen.h — writing a randomly initialised GPT-2 checkpoint in the
+/* sc_modelgen.h — writing a randomly initialised checkpoint of any family in the
  * Hugging Face layout (DIR/config.json + DIR/model.safetensors), for tests,
  * benchmarks and the demo: no model hub is needed to try splitchain.
  */
@@ -16,11 +16,12 @@ typedef struct sc_modelgen_opts {
 	int random_norms;    /* nonzero: LayerNorm weights/biases and all biases random too */
 } sc_modelgen_opts;
 
-/* GPT-2's initialisation: weights normal(0, 0.02), residual projections
- * scaled by 1/sqrt(2L), biases 0, LayerNorm weight 1 / bias 0 (unless
- * random_norms). Tensor names carry the "transformer." prefix and the LM
- * head is tied (not stored), as GPT2LMHeadModel.save_pretrained writes. dir
- * is created if missing. */
+/* Initialisation as the family's tensors ask (sc_param_init): weights
+ * normal(0, 0.02) (GPT-2's residual projections scaled by 1/sqrt(2L)), biases
+ * 0, norm weights 1 (biases and norms jittered with random_norms). Names and
+ * layout are what the family's save_pretrained writes (GPT-2: the
+ * "transformer." prefix; a tied LM head is not stored). dir is created if
+ * missing. The whole model is held in memory until the file is written. */
 sc_err sc_modelgen_write(const char *dir, const sc_model_config *cfg, const sc_modelgen_opts *o);
 
 #endif

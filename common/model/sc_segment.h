@@ -1,12 +1,13 @@
-/* sc_segment.h — a contiguous range of GPT-2 layers [first, last) on one
- * backend: the unit a worker holds. The first segment (first == 0) also
- * holds the token and position embeddings; the last (last == L) also holds
- * the final LayerNorm, the LM head (tied to the token embedding) and the
- * loss. A chain of segments computes exactly what the whole model computes:
+/* sc_segment.h — a contiguous range of a model's layers [first, last) on
+ * one backend: the unit a worker holds, for any family (sc_family.h). The
+ * first segment (first == 0) also holds the token embedding (and learned
+ * positions, if the family has them); the last (last == L) also holds the
+ * final norm, the LM head (the token embedding when tied) and the loss. A chain of segments computes exactly what the whole model computes:
  * each layer runs the same operations on the same data wherever it lives.
  *
  * Memory, one allocation per tensor group (all device memory of the backend):
- *   base    frozen weights of the segment's layers (+ wte/wpe, ln_f)
+ *   base    frozen weights of the segment's layers (+ embedding, final
+ *           norm, head; rotary tables), each tensor once
  *   lora    adapters of the segment's layers, laid out layer by layer, then
  *           target by target, A (r, in) then B (out, r): one flat vector
  *   grad    LoRA gradients, same layout;  m, v   AdamW moments, same layout
@@ -32,6 +33,7 @@
 #include "sc_config.h"
 #include "sc_lora.h"
 #include "sc_safetensors.h"
+#include "sc_weights.h"
 
 typedef struct sc_segment sc_segment;
 
@@ -52,11 +54,14 @@ const sc_segment_spec *sc_segment_get_spec(const sc_segment *seg);
 int sc_segment_is_first(const sc_segment *seg);
 int sc_segment_is_last(const sc_segment *seg);
 
-/* Loads the segment's frozen weights from a Hugging Face GPT-2 safetensors
- * file (names with or without the "transformer." prefix; F32, F16 or BF16).
- * Only the segment's own tensors are read. Missing tensors or wrong shapes
- * give SC_EFORMAT naming the tensor. */
+/* Loads the segment's frozen weights from a Hugging Face safetensors file
+ * (its family's names, under any of its file prefixes; F32, F16 or BF16,
+ * converted to fp32). Only the segment's own tensors are read. Missing
+ * tensors or wrong shapes give SC_EFORMAT naming the tensor. Borrows f. */
 sc_err sc_segment_load_base(sc_segment *seg, const sc_st_file *weights);
+/* The same from a model's weights, one file or shards (sc_weights.h): only
+ * the shards that hold the segment's tensors are opened. Borrows w. */
+sc_err sc_segment_load_weights(sc_segment *seg, sc_weights *w);
 
 /* Copies the segment's layers' adapters from ad (global layer indices) and
  * resets the optimizer state. ad's rank and targets must match. */

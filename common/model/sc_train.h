@@ -72,10 +72,13 @@ typedef struct sc_trainer sc_trainer;
  * (borrowed; must outlive the trainer). *out = new trainer, free with
  * sc_trainer_free. */
 sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *mc,
-		      const sc_lora_config *lc, const sc_train_config *tc,
-		      const sc_st_file *weights, const sc_adapter *init, const sc_tokens *tk,
-		      int nstages, const int *bounds);
+		      const sc_lora_config *lc, const sc_train_config *tc, sc_weights *weights,
+		      const sc_adapter *init, const sc_tokens *tk, int nstages, const int *bounds);
 void sc_trainer_free(sc_trainer *tr);
+
+/* Bytes of device memory stage i holds (sc_segment_device_bytes); its layer
+ * range in *first, *last. */
+size_t sc_trainer_stage_memory(const sc_trainer *tr, int i, int *first, int *last);
 
 /* Runs 0-based optimizer step `step` (data and lr are functions of it). */
 sc_err sc_trainer_step(sc_trainer *tr, int step, sc_step_stats *st);

@@ -1,5 +1,7 @@
 /* segment.c — a segment's memory: validates the spec, lays out and allocates
- * every device buffer group once (see sc_segment.h), and frees them. */
+ * every device buffer group once (see sc_segment.h), and frees them. What a
+ * layer holds is its family's business (sc_family.h); this file only sizes
+ * and carves. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,38 +23,43 @@ static float *take(arena *a, size_t floats)
 	return p;
 }
 
-static int has_target(const sc_segment *seg, int t)
+static size_t numel(const sc_param_desc *p)
 {
-	return (seg->spec.lora.targets >> t) & 1u;
+	return p->ndim ? (size_t)p->shape[0] * (size_t)(p->ndim == 2 ? p->shape[1] : 1) : 0;
+}
+
+/* Whether the segment holds model-wide tensor g. */
+static int holds_global(const sc_segment *seg, int g)
+{
+	int first = sc_segment_is_first(seg), last = sc_segment_is_last(seg);
+	switch (g) {
+	case SC_GP_EMBED: return first || (last && seg->spec.model.tie_embeddings);
+	case SC_GP_POS: return first;
+	default: return last; /* final norm and head */
+	}
 }
 
 /* The frozen weights. */
 static void layout_base(sc_segment *seg, arena *a)
 {
 	const sc_model_config *mc = &seg->spec.model;
-	size_t C = (size_t)mc->n_embd;
-	int first = sc_segment_is_first(seg), last = sc_segment_is_last(seg);
+	sc_param_desc gp[SC_GP_COUNT], lp[SC_FAMILY_MAX_PARAMS];
 
-	if (first || last)
-		seg->wte = take(a, (size_t)mc->vocab_size * C);
-	if (first)
-		seg->wpe = take(a, (size_t)mc->n_positions * C);
-	if (last) {
-		seg->lnf_w = take(a, C);
-		seg->lnf_b = take(a, C);
+	seg->fam->global_params(mc, gp);
+	for (int g = 0; g < SC_GP_COUNT; g++)
+		seg->gp[g] = holds_global(seg, g) && gp[g].ndim ? take(a, numel(&gp[g])) : NULL;
+	seg->head = seg->gp[SC_GP_HEAD]       ? seg->gp[SC_GP_HEAD]
+		    : sc_segment_is_last(seg) ? seg->gp[SC_GP_EMBED]
+					      : NULL;
+	if (mc->rope_theta > 0) {
+		size_t n = (size_t)seg->spec.T * (size_t)(mc->head_dim / 2);
+		seg->rope_cos = take(a, n);
+		seg->rope_sin = take(a, n);
 	}
 	for (int l = 0; l < seg->nl; l++) {
-		layer_base *lb = &seg->base[l];
-		lb->ln1_w = take(a, C);
-		lb->ln1_b = take(a, C);
-		lb->ln2_w = take(a, C);
-		lb->ln2_b = take(a, C);
-		for (int t = 0; t < SC_T_COUNT; t++) {
-			int in, out;
-			sc_lora_target_dims(t, mc->n_embd, &in, &out);
-			lb->w[t] = take(a, (size_t)in * out);
-			lb->b[t] = take(a, (size_t)out);
-		}
+		seg->fam->layer_params(mc, seg->spec.first + l, lp);
+		for (int p = 0; p < seg->fam->n_layer_params; p++)
+			seg->lw[l][p] = lp[p].ndim ? take(a, numel(&lp[p])) : NULL;
 	}
 }
 
@@ -61,6 +68,7 @@ static void layout_slot(sc_segment *seg, slot *s, arena *a)
 {
 	const sc_segment_spec *sp = &seg->spec;
 	size_t N = seg_N(seg), C = (size_t)sp->model.n_embd, r = (size_t)sp->lora.rank;
+	size_t sizes[SC_FAMILY_MAX_ACTS];
 
 	if (sc_segment_is_first(seg))
 		s->tokens = (int32_t *)take(a, N); /* int32 and float are both 4 bytes */
@@ -72,23 +80,13 @@ static void layout_slot(sc_segment *seg, slot *s, arena *a)
 		s->dlast = take(a, N * C);
 	}
 	s->x = take(a, N * C);
+	seg->fam->act_sizes(&sp->model, N, seg->attn_state, sizes);
 	for (int l = 0; l < seg->nl; l++) {
 		layer_acts *la = &s->layers[l];
-		la->ln1 = take(a, N * C);
-		la->ln1_mean = take(a, N);
-		la->ln1_rstd = take(a, N);
-		la->qkv = take(a, 3 * N * C);
-		la->atty = take(a, N * C);
-		la->att = take(a, seg->attn_state);
-		la->res2 = take(a, N * C);
-		la->ln2 = take(a, N * C);
-		la->ln2_mean = take(a, N);
-		la->ln2_rstd = take(a, N);
-		la->fch = take(a, 4 * N * C);
-		la->fch_gelu = take(a, 4 * N * C);
-		la->res3 = take(a, N * C);
-		for (int t = 0; t < SC_T_COUNT; t++)
-			la->u[t] = has_target(seg, t) ? take(a, N * r) : NULL;
+		for (int k = 0; k < seg->fam->n_layer_acts; k++)
+			la->a[k] = take(a, sizes[k]);
+		for (int t = 0; t < seg->fam->n_targets; t++)
+			la->u[t] = seg_has_target(seg, t) ? take(a, N * r) : NULL;
 	}
 }
 
@@ -97,13 +95,15 @@ static void layout_scratch(sc_segment *seg, arena *a)
 {
 	const sc_segment_spec *sp = &seg->spec;
 	size_t N = seg_N(seg), C = (size_t)sp->model.n_embd;
+	size_t sizes[SC_FAMILY_MAX_SCRATCH];
 
 	seg->dcur = take(a, N * C);
-	seg->dln = take(a, N * C);
-	seg->dbig = take(a, 4 * N * C);
-	seg->datt = take(a, seg->attn_scratch);
+	seg->fam->scratch_sizes(&sp->model, N, seg->attn_scratch, sizes);
+	for (int k = 0; k < seg->fam->n_scratch; k++)
+		seg->s[k] = take(a, sizes[k]);
 	seg->du = take(a, N * (size_t)sp->lora.rank);
 	if (sc_segment_is_last(seg)) {
+		seg->dnorm = take(a, N * C);
 		seg->logits = take(a, N * (size_t)sp->model.vocab_size);
 		seg->losses = take(a, N);
 	}
@@ -141,7 +141,7 @@ static void scratch_fn(sc_segment *seg, void *arg, arena *a)
 static sc_err validate_spec(const sc_segment_spec *sp)
 {
 	SC_TRY(sc_config_validate(&sp->model));
-	SC_TRY(sc_lora_config_validate(&sp->lora));
+	SC_TRY(sc_lora_config_validate(&sp->lora, &sp->model));
 	if (sp->first < 0 || sp->first >= sp->last || sp->last > sp->model.n_layer)
 		return sc_errf(SC_EINVAL,
 			       "layer range [%d, %d) is not within the model's %d layers",
@@ -152,7 +152,8 @@ static sc_err validate_spec(const sc_segment_spec *sp)
 	if (sp->T > sp->model.n_positions)
 		return sc_errf(SC_EINVAL, "sequence length %d exceeds the model's %d positions",
 			       sp->T, sp->model.n_positions);
-	if ((double)sp->B * sp->T * sp->model.vocab_size > 2e9)
+	if ((double)sp->B * sp->T * sp->model.vocab_size > 2e9 ||
+	    (double)sp->B * sp->T * 2 * sp->model.n_inner > 2e9)
 		return sc_errf(SC_EINVAL,
 			       "micro-batch %dx%d is too large for one buffer; use more "
 			       "micro-batches of fewer rows",
@@ -160,10 +161,28 @@ static sc_err validate_spec(const sc_segment_spec *sp)
 	return SC_OK;
 }
 
+/* The LoRA vector's layout: layer by layer, target by target, A then B. */
+static size_t layout_lora(sc_segment *seg)
+{
+	size_t off = 0;
+	for (int l = 0; l < seg->nl; l++) {
+		seg->layer_off[l] = off;
+		for (int t = 0; t < seg->fam->n_targets; t++) {
+			int in, o;
+			if (!seg_has_target(seg, t))
+				continue;
+			seg->fam->target_dims(&seg->spec.model, t, &in, &o);
+			seg->tgt_off[l][t] = off;
+			off += (size_t)seg->spec.lora.rank * (size_t)(in + o);
+		}
+	}
+	seg->layer_off[seg->nl] = off;
+	return off;
+}
+
 sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *spec)
 {
 	sc_segment *seg;
-	size_t off = 0;
 	sc_err rc;
 
 	*out = NULL;
@@ -172,35 +191,27 @@ sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *s
 	if (!seg)
 		return sc_errf(SC_ENOMEM, "out of memory");
 	seg->be = be;
+	seg->fam = sc_family_of(&spec->model);
 	seg->spec = *spec;
 	seg->nl = spec->last - spec->first;
 	seg->scale = spec->lora.alpha / (float)spec->lora.rank;
-	seg->base = calloc((size_t)seg->nl, sizeof(*seg->base));
+	seg->attn = (sc_attn_shape){ .B = spec->B,
+				     .T = spec->T,
+				     .NH = spec->model.n_head,
+				     .NKV = spec->model.n_kv_head,
+				     .hs = spec->model.head_dim,
+				     .window = spec->model.sliding_window };
+	seg->lw = calloc((size_t)seg->nl, sizeof(*seg->lw));
 	seg->layer_off = calloc((size_t)seg->nl + 1, sizeof(size_t));
 	seg->tgt_off = calloc((size_t)seg->nl, sizeof(*seg->tgt_off));
 	seg->slots = calloc((size_t)spec->slots, sizeof(slot));
 	seg->host_losses = malloc(seg_N(seg) * sizeof(float));
-	if (!seg->base || !seg->layer_off || !seg->tgt_off || !seg->slots || !seg->host_losses) {
+	if (!seg->lw || !seg->layer_off || !seg->tgt_off || !seg->slots || !seg->host_losses) {
 		rc = sc_errf(SC_ENOMEM, "out of memory");
 		goto fail;
 	}
-
-	/* LoRA vector layout: layer by layer, target by target, A then B. */
-	for (int l = 0; l < seg->nl; l++) {
-		seg->layer_off[l] = off;
-		for (int t = 0; t < SC_T_COUNT; t++) {
-			int in, o;
-			if (!has_target(seg, t))
-				continue;
-			sc_lora_target_dims(t, spec->model.n_embd, &in, &o);
-			seg->tgt_off[l][t] = off;
-			off += (size_t)spec->lora.rank * (size_t)(in + o);
-		}
-	}
-	seg->layer_off[seg->nl] = off;
-	seg->lora_floats = off;
-	rc = BE_CALL(seg, attention_sizes, spec->B, spec->T, spec->model.n_embd, spec->model.n_head,
-		     &seg->attn_state, &seg->attn_scratch);
+	seg->lora_floats = layout_lora(seg);
+	rc = BE_CALL(seg, attention_sizes, &seg->attn, &seg->attn_state, &seg->attn_scratch);
 	if (rc == SC_OK && (seg->attn_state > (size_t)2e9 || seg->attn_scratch > (size_t)2e9))
 		rc = sc_errf(SC_EINVAL,
 			     "micro-batch %dx%d needs %zu floats of attention state on %s, too "
@@ -209,13 +220,13 @@ sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *s
 	if (rc != SC_OK)
 		goto fail;
 	for (int g = 0; g < 4; g++) {
-		seg->device_bytes += off * sizeof(float);
-		if ((rc = BE_CALL(seg, alloc, (void **)&seg->group[g], off * sizeof(float))))
+		seg->device_bytes += seg->lora_floats * sizeof(float);
+		if ((rc = BE_CALL(seg, alloc, (void **)&seg->group[g],
+				  seg->lora_floats * sizeof(float))))
 			goto fail;
 	}
 	if ((rc = alloc_laid_out(seg, &seg->base_mem, base_fn, NULL)))
 		goto fail;
-
 	for (int i = 0; i < spec->slots; i++) {
 		slot *s = &seg->slots[i];
 		s->layers = calloc((size_t)seg->nl, sizeof(layer_acts));
@@ -248,12 +259,40 @@ void sc_segment_free(sc_segment *seg)
 		free(seg->slots[i].layers);
 	}
 	free(seg->slots);
-	free(seg->base);
+	free(seg->lw);
 	free(seg->layer_off);
 	free(seg->tgt_off);
 	free(seg->host_losses);
 	free(seg->host_stage);
 	free(seg);
+}
+
+void sc_segment_layer_view(const sc_segment *seg, int l, const slot *s, sc_layer *L,
+			   const float **A, float **dA)
+{
+	for (int t = 0; t < SC_LORA_MAX_TARGETS; t++) {
+		int on = t < seg->fam->n_targets && seg_has_target(seg, t);
+		A[t] = on ? seg->group[SC_G_LORA] + seg->tgt_off[l][t] : NULL;
+		dA[t] = on ? seg->group[SC_G_GRAD] + seg->tgt_off[l][t] : NULL;
+	}
+	*L = (sc_layer){
+		.be = seg->be,
+		.fam = seg->fam,
+		.mc = &seg->spec.model,
+		.N = (int)seg_N(seg),
+		.r = seg->spec.lora.rank,
+		.lora_scale = seg->scale,
+		.attn = seg->attn,
+		.w = seg->lw[l],
+		.a = s->layers[l].a,
+		.s = seg->s,
+		.A = A,
+		.dA = dA,
+		.u = s->layers[l].u,
+		.du = seg->du,
+		.rope_cos = seg->rope_cos,
+		.rope_sin = seg->rope_sin,
+	};
 }
 
 const sc_segment_spec *sc_segment_get_spec(const sc_segment *seg)

@@ -4,29 +4,14 @@
 #ifndef SC_SEGMENT_IMPL_H
 #define SC_SEGMENT_IMPL_H
 
+#include "layer.h"
 #include "sc_segment.h"
 
 #define BE_CALL(seg, op, ...) ((seg)->be->ops->op((seg)->be, __VA_ARGS__))
 
-typedef struct layer_base {
-	float *ln1_w, *ln1_b, *ln2_w, *ln2_b; /* (C) */
-	float *w[SC_T_COUNT];                 /* (in, out), HF Conv1D layout */
-	float *b[SC_T_COUNT];                 /* (out) */
-} layer_base;
-
 typedef struct layer_acts {
-	float *ln1;                 /* (B,T,C) */
-	float *ln1_mean, *ln1_rstd; /* (B,T) */
-	float *qkv;                 /* (B,T,3C) */
-	float *atty;                /* (B,T,C) */
-	float *att;                 /* attention state, attn_state floats */
-	float *res2;                /* (B,T,C) */
-	float *ln2;                 /* (B,T,C) */
-	float *ln2_mean, *ln2_rstd; /* (B,T) */
-	float *fch;                 /* (B,T,4C) */
-	float *fch_gelu;            /* (B,T,4C) */
-	float *res3;                /* (B,T,C) the layer's output */
-	float *u[SC_T_COUNT];       /* (B,T,r) x @ A^T, adapted targets only */
+	float *a[SC_FAMILY_MAX_ACTS];  /* the family's activations (act_sizes) */
+	float *u[SC_LORA_MAX_TARGETS]; /* (N,r) inp @ A^T, adapted targets only */
 } layer_acts;
 
 typedef struct slot {
@@ -42,33 +27,34 @@ typedef struct slot {
 
 struct sc_segment {
 	sc_backend *be;
+	const sc_family *fam;
 	sc_segment_spec spec;
 	int nl;      /* layers held: last - first */
 	float scale; /* LoRA alpha / r */
+	sc_attn_shape attn;
 
-	void *base_mem;       /* frozen weights */
-	float *wte;           /* (V,C) first or last segment */
-	float *wpe;           /* (P,C) first segment */
-	float *lnf_w, *lnf_b; /* (C) last segment */
-	layer_base *base;     /* (nl) */
+	void *base_mem;                     /* frozen weights */
+	float *gp[SC_GP_COUNT];             /* model-wide tensors held, else NULL */
+	float *head;                        /* (V,C) last segment: LM head (maybe gp[EMBED]) */
+	float *rope_cos, *rope_sin;         /* (T, hs/2) with rotary positions */
+	float *(*lw)[SC_FAMILY_MAX_PARAMS]; /* (nl) each layer's frozen tensors */
 
 	/* LoRA groups: one flat vector each, lora_floats long. */
 	size_t lora_floats;
-	size_t *layer_off;             /* (nl + 1) start of each layer in the vector */
-	size_t (*tgt_off)[SC_T_COUNT]; /* (nl) start of A of each target; B follows */
-	float *group[4];               /* params, grad, m, v (sc_segment_group order) */
+	size_t *layer_off;                      /* (nl + 1) start of each layer in the vector */
+	size_t (*tgt_off)[SC_LORA_MAX_TARGETS]; /* (nl) start of A of each target; B follows */
+	float *group[4];                        /* params, grad, m, v (sc_segment_group order) */
 
 	slot *slots;                     /* (spec.slots) */
 	size_t attn_state, attn_scratch; /* floats, as the backend's attention_sizes says */
 
 	void *scratch_mem;
-	float *dcur;   /* (B,T,C) gradient flowing down the layers */
-	float *dln;    /* (B,T,C) */
-	float *dbig;   /* (B,T,4C), also dqkv (B,T,3C) */
-	float *datt;   /* attention scratch, attn_scratch floats */
-	float *du;     /* (B,T,r) */
-	float *logits; /* (B,T,V) last segment */
-	float *losses; /* (B,T) last segment */
+	float *s[SC_FAMILY_MAX_SCRATCH]; /* the family's backward scratch */
+	float *dcur;                     /* (B,T,C) gradient flowing down the layers */
+	float *du;                       /* (B,T,r) */
+	float *dnorm;                    /* (B,T,C) last segment: gradient at the final norm */
+	float *logits;                   /* (B,T,V) last segment */
+	float *losses;                   /* (B,T) last segment */
 
 	float *host_losses; /* (B,T) */
 	float *host_stage;  /* staging for weight loads: the largest tensor */
@@ -80,5 +66,15 @@ static inline size_t seg_N(const sc_segment *seg)
 {
 	return (size_t)seg->spec.B * (size_t)seg->spec.T;
 }
+
+static inline int seg_has_target(const sc_segment *seg, int t)
+{
+	return (seg->spec.lora.targets >> t) & 1u;
+}
+
+/* The view of layer l (0-based within the segment) in slot s for the
+ * family's forward / backward; A, dA (targets) are the caller's storage. */
+void sc_segment_layer_view(const sc_segment *seg, int l, const slot *s, sc_layer *L,
+			   const float **A, float **dA);
 
 #endif

@@ -1,5 +1,5 @@
 /* segment_io.c — moving a segment's state in and out: frozen weights from a
- * safetensors file, adapters to and from an sc_adapter, and whole groups
+ * model's safetensors files (only the segment's own tensors), adapters to and from an sc_adapter, and whole groups
  * (LoRA, gradients, AdamW moments) as flat host vectors. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,83 +7,108 @@
 
 #include "segment_impl.h"
 
-/* Finds name with or without the "transformer." prefix HF's LM-head models
- * write. */
-static const sc_st_tensor *find_weight(const sc_st_file *f, const char *name)
-{
-	char full[256];
-	const sc_st_tensor *t;
+/* Where the segment's tensors come from: a single safetensors file or a
+ * model's (maybe sharded) weights. */
+typedef struct source {
+	const sc_st_file *file;
+	sc_weights *weights;
+} source;
 
-	snprintf(full, sizeof(full), "transformer.%s", name);
-	t = sc_st_find(f, full);
-	return t ? t : sc_st_find(f, name);
+static sc_err lookup(const source *src, const char *name, const sc_st_tensor **t)
+{
+	if (src->file) {
+		*t = sc_st_find(src->file, name);
+		return SC_OK;
+	}
+	return sc_weights_find(src->weights, name, t);
 }
 
-/* Reads tensor `name` of shape (d0[, d1]) into device buffer dst. */
-static sc_err load_weight(sc_segment *seg, const sc_st_file *f, float *dst, const char *name,
-			  int ndim, int64_t d0, int64_t d1)
+/* Finds name under each of the family's file prefixes in turn. */
+static sc_err find_weight(const sc_segment *seg, const source *src, const char *name,
+			  const sc_st_tensor **t)
 {
-	const sc_st_tensor *t = find_weight(f, name);
-	int64_t shape[2] = { d0, d1 };
-	size_t numel = (size_t)d0 * (size_t)(ndim == 2 ? d1 : 1);
+	char full[256];
+	*t = NULL;
+	for (int i = 0; seg->fam->file_prefixes[i] && !*t; i++) {
+		snprintf(full, sizeof(full), "%s%s", seg->fam->file_prefixes[i], name);
+		SC_TRY(lookup(src, full, t));
+	}
+	if (!*t)
+		return sc_errf(SC_EFORMAT, "model weights lack tensor '%s%s'",
+			       seg->fam->file_prefixes[0], name);
+	return SC_OK;
+}
 
-	if (!t)
-		return sc_errf(SC_EFORMAT, "model weights lack tensor '%s' (or 'transformer.%s')",
-			       name, name);
-	SC_TRY(sc_st_expect_shape(t, ndim, shape));
+/* Reads tensor p into device buffer dst. */
+static sc_err load_weight(sc_segment *seg, const source *src, float *dst, const sc_param_desc *p)
+{
+	const sc_st_tensor *t;
+	size_t numel = (size_t)p->shape[0] * (size_t)(p->ndim == 2 ? p->shape[1] : 1);
+
+	SC_TRY(find_weight(seg, src, p->name, &t));
+	SC_TRY(sc_st_expect_shape(t, p->ndim, p->shape));
 	if (numel > seg->host_stage_floats) {
-		float *p = realloc(seg->host_stage, numel * sizeof(float));
-		if (!p)
-			return sc_errf(SC_ENOMEM, "out of memory staging '%s'", name);
-		seg->host_stage = p;
+		float *q = realloc(seg->host_stage, numel * sizeof(float));
+		if (!q)
+			return sc_errf(SC_ENOMEM, "out of memory staging '%s'", p->name);
+		seg->host_stage = q;
 		seg->host_stage_floats = numel;
 	}
 	SC_TRY(sc_st_read_f32(seg->host_stage, t, numel));
 	return seg->be->ops->upload(seg->be, dst, seg->host_stage, numel * sizeof(float));
 }
 
-sc_err sc_segment_load_base(sc_segment *seg, const sc_st_file *f)
+/* The rotary tables, computed on the host. */
+static sc_err load_rope(sc_segment *seg)
+{
+	size_t n = (size_t)seg->spec.T * (size_t)(seg->spec.model.head_dim / 2);
+	float *host = malloc(2 * n * sizeof(float));
+	sc_err rc;
+	if (!host)
+		return sc_errf(SC_ENOMEM, "out of memory for the rotary tables");
+	sc_rope_tables(&seg->spec.model, seg->spec.T, host, host + n);
+	rc = seg->be->ops->upload(seg->be, seg->rope_cos, host, n * sizeof(float));
+	if (!rc)
+		rc = seg->be->ops->upload(seg->be, seg->rope_sin, host + n, n * sizeof(float));
+	free(host);
+	return rc;
+}
+
+static sc_err load_base(sc_segment *seg, const source *src)
 {
 	const sc_model_config *mc = &seg->spec.model;
-	int64_t C = mc->n_embd;
-	char name[128];
+	sc_param_desc gp[SC_GP_COUNT], lp[SC_FAMILY_MAX_PARAMS];
+	sc_err rc = SC_OK;
 
-	if (seg->wte)
-		SC_TRY(load_weight(seg, f, seg->wte, "wte.weight", 2, mc->vocab_size, C));
-	if (seg->wpe)
-		SC_TRY(load_weight(seg, f, seg->wpe, "wpe.weight", 2, mc->n_positions, C));
-	if (seg->lnf_w) {
-		SC_TRY(load_weight(seg, f, seg->lnf_w, "ln_f.weight", 1, C, 0));
-		SC_TRY(load_weight(seg, f, seg->lnf_b, "ln_f.bias", 1, C, 0));
-	}
-	for (int l = 0; l < seg->nl; l++) {
-		const layer_base *lb = &seg->base[l];
-		int g = seg->spec.first + l;
-#define LOAD(ptr, suffix, ...)                                                                     \
-	do {                                                                                       \
-		snprintf(name, sizeof(name), "h.%d.%s", g, suffix);                                \
-		SC_TRY(load_weight(seg, f, ptr, name, __VA_ARGS__));                               \
-	} while (0)
-		LOAD(lb->ln1_w, "ln_1.weight", 1, C, 0);
-		LOAD(lb->ln1_b, "ln_1.bias", 1, C, 0);
-		LOAD(lb->ln2_w, "ln_2.weight", 1, C, 0);
-		LOAD(lb->ln2_b, "ln_2.bias", 1, C, 0);
-		for (int t = 0; t < SC_T_COUNT; t++) {
-			char suffix[64];
-			int in, out;
-			sc_lora_target_dims(t, (int)C, &in, &out);
-			snprintf(suffix, sizeof(suffix), "%s.weight", sc_lora_target_name(t));
-			LOAD(lb->w[t], suffix, 2, in, out);
-			snprintf(suffix, sizeof(suffix), "%s.bias", sc_lora_target_name(t));
-			LOAD(lb->b[t], suffix, 1, out, 0);
-		}
-#undef LOAD
+	seg->fam->global_params(mc, gp);
+	for (int g = 0; g < SC_GP_COUNT && !rc; g++)
+		if (seg->gp[g])
+			rc = load_weight(seg, src, seg->gp[g], &gp[g]);
+	if (!rc && seg->rope_cos)
+		rc = load_rope(seg);
+	for (int l = 0; l < seg->nl && !rc; l++) {
+		seg->fam->layer_params(mc, seg->spec.first + l, lp);
+		for (int p = 0; p < seg->fam->n_layer_params && !rc; p++)
+			if (seg->lw[l][p])
+				rc = load_weight(seg, src, seg->lw[l][p], &lp[p]);
 	}
 	/* The staging buffer only serves loading; give it back. */
 	free(seg->host_stage);
 	seg->host_stage = NULL;
 	seg->host_stage_floats = 0;
-	return seg->be->ops->sync(seg->be);
+	return rc ? rc : seg->be->ops->sync(seg->be);
+}
+
+sc_err sc_segment_load_base(sc_segment *seg, const sc_st_file *f)
+{
+	source src = { .file = f };
+	return load_base(seg, &src);
+}
+
+sc_err sc_segment_load_weights(sc_segment *seg, sc_weights *w)
+{
+	source src = { .weights = w };
+	return load_base(seg, &src);
 }
 
 static sc_err check_adapter(const sc_segment *seg, const sc_adapter *ad)
@@ -95,11 +120,13 @@ static sc_err check_adapter(const sc_segment *seg, const sc_adapter *ad)
 			       "the segment's LoRA configuration (rank %d, alpha %g, "
 			       "targets 0x%x)",
 			       a->rank, a->alpha, a->targets, s->rank, s->alpha, s->targets);
-	if (ad->n_layer < seg->spec.last || ad->n_embd != seg->spec.model.n_embd)
+	if (ad->n_layer < seg->spec.last || ad->n_embd != seg->spec.model.n_embd ||
+	    sc_family_of(&ad->mc) != seg->fam)
 		return sc_errf(SC_EINVAL,
-			       "adapter covers %d layers of %d channels; the segment needs "
-			       "layers up to %d of %d channels",
-			       ad->n_layer, ad->n_embd, seg->spec.last, seg->spec.model.n_embd);
+			       "adapter covers %d layers of %d channels (%s); the segment needs "
+			       "layers up to %d of %d channels (%s)",
+			       ad->n_layer, ad->n_embd, ad->mc.model_type, seg->spec.last,
+			       seg->spec.model.n_embd, seg->spec.model.model_type);
 	return SC_OK;
 }
 
@@ -121,12 +148,12 @@ static sc_err transfer(const sc_segment *seg, enum sc_segment_group g, sc_adapte
 	SC_TRY(check_group(g));
 	SC_TRY(check_adapter(seg, ad));
 	for (int l = 0; l < seg->nl; l++) {
-		for (int t = 0; t < SC_T_COUNT; t++) {
+		for (int t = 0; t < seg->fam->n_targets; t++) {
 			int in, out, gl = seg->spec.first + l;
 			float *dev;
-			if (!(seg->spec.lora.targets & (1u << t)))
+			if (!seg_has_target(seg, t))
 				continue;
-			sc_lora_target_dims(t, seg->spec.model.n_embd, &in, &out);
+			seg->fam->target_dims(&seg->spec.model, t, &in, &out);
 			dev = seg->group[g] + seg->tgt_off[l][t];
 			if (to_device) {
 				SC_TRY(

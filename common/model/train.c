@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "sc_family.h"
 #include "sc_train.h"
 
 void sc_train_config_defaults(sc_train_config *tc)
@@ -73,11 +74,21 @@ float sc_clip_factor(double norm, float clip)
 	return f < 1.0 ? (float)f : 1.0f;
 }
 
+/* Per token: every frozen projection's product forward and its input
+ * gradient backward (4 in out), attention's four products over the keys
+ * (6 T NH hs, causal), the adapters (6 r (in + out), all targets). */
 void sc_step_flops(const sc_model_config *mc, int T, int r, double *per_layer, double *head)
 {
-	double C = mc->n_embd;
-	*per_layer = 48 * C * C + 6.0 * T * C + 6.0 * r * 16 * C;
-	*head = 4 * C * mc->vocab_size;
+	const sc_family *f = sc_family_of(mc);
+	double prod = 0, sides = 0;
+	for (int t = 0; f && t < f->n_targets; t++) {
+		int in, out;
+		f->target_dims(mc, t, &in, &out);
+		prod += (double)in * out;
+		sides += in + out;
+	}
+	*per_layer = 4 * prod + 6.0 * T * mc->n_head * mc->head_dim + 6.0 * r * sides;
+	*head = 4.0 * mc->n_embd * mc->vocab_size;
 }
 
 double sc_global_norm(const double *per_layer, int n_layer)
@@ -102,9 +113,8 @@ struct sc_trainer {
 };
 
 sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *mc,
-		      const sc_lora_config *lc, const sc_train_config *tc,
-		      const sc_st_file *weights, const sc_adapter *init, const sc_tokens *tk,
-		      int nstages, const int *bounds)
+		      const sc_lora_config *lc, const sc_train_config *tc, sc_weights *weights,
+		      const sc_adapter *init, const sc_tokens *tk, int nstages, const int *bounds)
 {
 	sc_trainer *tr;
 	sc_adapter *fresh = NULL;
@@ -113,7 +123,7 @@ sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *m
 
 	*out = NULL;
 	SC_TRY(sc_train_config_validate(tc));
-	SC_TRY(sc_lora_config_validate(lc));
+	SC_TRY(sc_lora_config_validate(lc, mc));
 	SC_TRY(be->ops->set_tf32(be, tc->allow_tf32));
 	if (nstages < 1 || nstages > mc->n_layer)
 		return sc_errf(SC_EINVAL, "%d stages for a model of %d layers: need 1..%d", nstages,
@@ -146,7 +156,7 @@ sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *m
 	if ((rc = sc_loader_new(&tr->loader, tk, tc->T, tc->seed)))
 		goto fail;
 	if (!init) {
-		if ((rc = sc_adapter_new(&fresh, lc, mc->n_layer, mc->n_embd)))
+		if ((rc = sc_adapter_new(&fresh, lc, mc)))
 			goto fail;
 		sc_adapter_init(fresh);
 		init = fresh;
@@ -158,7 +168,7 @@ sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *m
 		sp.first = bounds ? bounds[i] : (int)((long)mc->n_layer * i / nstages);
 		sp.last = bounds ? bounds[i + 1] : (int)((long)mc->n_layer * (i + 1) / nstages);
 		if ((rc = sc_segment_new(&tr->stages[i], be, &sp)) ||
-		    (rc = sc_segment_load_base(tr->stages[i], weights)) ||
+		    (rc = sc_segment_load_weights(tr->stages[i], weights)) ||
 		    (rc = sc_segment_set_lora(tr->stages[i], init)))
 			goto fail;
 	}
@@ -169,6 +179,14 @@ fail:
 	sc_adapter_free(fresh);
 	sc_trainer_free(tr);
 	return rc;
+}
+
+size_t sc_trainer_stage_memory(const sc_trainer *tr, int i, int *first, int *last)
+{
+	const sc_segment_spec *sp = sc_segment_get_spec(tr->stages[i]);
+	*first = sp->first;
+	*last = sp->last;
+	return sc_segment_device_bytes(tr->stages[i]);
 }
 
 void sc_trainer_free(sc_trainer *tr)

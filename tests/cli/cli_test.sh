@@ -49,9 +49,9 @@ expect seq_too_long 1 "exceeds the model's 32 positions" -- "${ft[@]}" --seq 64
 expect good_run 0 "" -- "${ft[@]}" --out adapter
 
 # config.json naming another architecture
-mkdir -p llama && cp m/model.safetensors llama/ &&
-  sed 's/"gpt2"/"llama"/' m/config.json > llama/config.json
-expect unknown_arch 1 "llama" -- "$BIN" finetune --model llama --data text.txt --quiet
+mkdir -p gptj && cp m/model.safetensors gptj/ &&
+  sed 's/"gpt2"/"gptj"/' m/config.json > gptj/config.json
+expect unknown_arch 1 "model_type 'gptj' is not supported (supported: gpt2, llama, mistral, qwen2)" -- "$BIN" finetune --model gptj --data text.txt --quiet
 
 # a truncated weights file
 mkdir -p trunc && cp m/config.json trunc/ &&
@@ -94,6 +94,85 @@ expect damaged_adapter 1 "adapter_model.safetensors" -- "${ft[@]}" --init-adapte
 expect tokenize_missing 2 "--in TEXT and --out FILE are required" -- "$BIN" tokenize --in text.txt
 expect tokenize 0 "tokens" -- "$BIN" tokenize --in text.txt --out text.bin
 expect make_model_bad_heads 1 "n_head" -- "$BIN" make-model --out bad --embd 30 --heads 4
+
+# ---- the Llama family ----
+"$BIN" make-model --out lm --preset llama-tiny --layers 2 --heads 4 --kv-heads 2 --embd 32 \
+  --inner 48 --vocab 300 --positions 32 --untied --random-norms >/dev/null || exit 1
+lft=("$BIN" finetune --data text.txt --steps 2 --batch 2 --seq 16 --rank 2 --quiet)
+expect llama_run 0 "" -- "${lft[@]}" --model lm --targets q_proj,v_proj,down_proj --out lm-adapter
+expect llama_peft_config 0 '"fan_in_fan_out":	false' -- cat lm-adapter/adapter_config.json
+expect llama_peft_names 0 "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight" -- \
+  grep -aoF "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight" lm-adapter/adapter_model.safetensors
+expect llama_gpt2_target 2 "unknown LoRA target 'c_attn' for llama" -- "${lft[@]}" --model lm --targets c_attn
+expect make_model_bad_type 1 "--type 'gptj' is not supported" -- "$BIN" make-model --out never --type gptj
+expect make_model_gpt2_kv 1 "Llama-family options" -- "$BIN" make-model --out never --kv-heads 2
+
+# Each bad model: exit 1, one clear message, and no adapter written.
+# bad_model NAME WANT_SUBSTRING DIR
+bad_model() {
+  expect "$1" 1 "$2" -- "${lft[@]}" --model "$3" --out "never-$1"
+  if [ -e "never-$1" ]; then
+    echo "FAIL $1: wrote never-$1"; fail=$((fail + 1))
+  fi
+}
+# edit_header SRC DST PY-EXPR: rewrites the safetensors header dict `h` of SRC into DST
+edit_header() {
+  mkdir -p "$(dirname "$2")"
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', raw[:8])[0]
+h = json.loads(raw[8:8 + n])
+exec(sys.argv[3])
+b = json.dumps(h).encode()
+b += b' ' * (-len(b) % 8)
+open(sys.argv[2], 'wb').write(struct.pack('<Q', len(b)) + b + raw[8 + n:])
+PY
+}
+mkdir -p kvbad && cp lm/model.safetensors kvbad/ &&
+  sed 's/"num_key_value_heads":\t2/"num_key_value_heads":\t3/' lm/config.json > kvbad/config.json
+bad_model llama_heads_not_divisible "num_key_value_heads" kvbad
+mkdir -p missing && cp lm/config.json missing/
+edit_header lm/model.safetensors missing/model.safetensors \
+  "h['model.layers.1.mlp.up_proX.weight'] = h.pop('model.layers.1.mlp.up_proj.weight')"
+bad_model llama_missing_tensor "lack tensor 'model.layers.1.mlp.up_proj.weight'" missing
+mkdir -p shape && cp lm/config.json shape/
+edit_header lm/model.safetensors shape/model.safetensors \
+  "h['model.layers.0.mlp.gate_proj.weight']['shape'] = [32, 48]"
+bad_model llama_misshaped_tensor "model.layers.0.mlp.gate_proj.weight" shape
+mkdir -p ltrunc && cp lm/config.json ltrunc/ &&
+  head -c $(( $(stat -c %s lm/model.safetensors) * 2 / 3 )) lm/model.safetensors > ltrunc/model.safetensors
+bad_model llama_truncated "model.safetensors" ltrunc
+
+# The same model in two shards with an index trains to the same bytes; an
+# index naming a shard that is not there is refused, naming it.
+mkdir -p sharded && cp lm/config.json sharded/ && python3 - lm/model.safetensors sharded <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', raw[:8])[0]
+h = json.loads(raw[8:8 + n]); data = raw[8 + n:]
+names = sorted(k for k in h if k != '__metadata__')
+shards = {}
+for i, k in enumerate(names):
+    shards.setdefault('model-%05d-of-00002.safetensors' % (1 + (i % 2)), []).append(k)
+wmap = {}
+for fname, keys in shards.items():
+    hdr, blob = {}, b''
+    for k in keys:
+        b, e = h[k]['data_offsets']
+        hdr[k] = {'dtype': h[k]['dtype'], 'shape': h[k]['shape'],
+                  'data_offsets': [len(blob), len(blob) + e - b]}
+        blob += data[b:e]
+        wmap[k] = fname
+    j = json.dumps(hdr).encode(); j += b' ' * (-len(j) % 8)
+    open(sys.argv[2] + '/' + fname, 'wb').write(struct.pack('<Q', len(j)) + j + blob)
+json.dump({'metadata': {}, 'weight_map': wmap}, open(sys.argv[2] + '/model.safetensors.index.json', 'w'))
+PY
+expect llama_sharded 0 "" -- "${lft[@]}" --model sharded --targets q_proj,v_proj,down_proj --out sharded-adapter
+expect llama_sharded_same 0 "" -- cmp lm-adapter/adapter_model.safetensors sharded-adapter/adapter_model.safetensors
+mkdir -p noshard && cp sharded/config.json sharded/model.safetensors.index.json noshard/ &&
+  cp sharded/model-00001-of-00002.safetensors noshard/
+bad_model llama_missing_shard "model-00002-of-00002.safetensors" noshard
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

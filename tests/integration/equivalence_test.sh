@@ -31,4 +31,23 @@ else bad "exported adapter loss '$l2' vs '$l1'"; fi
 # The placement was recorded, with its reason, and the database reads with sqlite3.
 n=$(sqlite3 cluster/splitchain.db "select count(*) from placements where job_id = 3")
 [ "$n" = 4 ] && ok "placement of the 4-stage job recorded" || bad "placements rows: $n"
+
+# A Llama-family model (Mistral: grouped-query attention, a sliding window
+# shorter than the sequence, untied head) across 3 workers, by name-selected
+# targets: bit-identical to one process.
+"$SC" make-model --out mistral --type mistral --layers 4 --heads 4 --kv-heads 2 --embd 64 \
+  --inner 96 --vocab 300 --positions 64 --sliding-window 8 --untied --random-norms --seed 5 \
+  >/dev/null || bad "make-model mistral"
+LLAMA_OPTS=("${JOB_OPTS[@]/all/q_proj,v_proj,o_proj,down_proj}")
+"$SC" finetune --model mistral --data data.txt "${LLAMA_OPTS[@]}" --threads 1 --quiet \
+  --out ref-mistral || bad "single-process mistral run"
+job=$("$SC" submit --model mistral --data data.txt "${LLAMA_OPTS[@]}" --stages 3 \
+      --checkpoint-every 4 --name eq-mistral)
+if "$SC" watch "$job" >/dev/null; then
+  "$SC" export "$job" --out out-mistral >/dev/null
+  if same_adapter ref-mistral out-mistral; then ok "mistral, 3 stages: bit-identical to one process"
+  else bad "mistral, 3 stages: adapters differ from the single-process run"; fi
+else
+  bad "mistral job $job ended $(state "$job")"
+fi
 finish

@@ -143,7 +143,12 @@ static sc_err cpu_encoder_forward(sc_backend *be, float *out, const int32_t *tok
 #pragma omp parallel for schedule(static) if ((size_t)N * C >= SC_CPU_PAR_MIN)
 	for (int i = 0; i < N; i++) {
 		float *o = out + (size_t)i * C;
-		const float *e = wte + (size_t)tokens[i] * C, *p = wpe + (size_t)(i % T) * C;
+		const float *e = wte + (size_t)tokens[i] * C;
+		if (!wpe) {
+			memcpy(o, e, (size_t)C * sizeof(float));
+			continue;
+		}
+		const float *p = wpe + (size_t)(i % T) * C;
 #pragma omp simd
 		for (int j = 0; j < C; j++)
 			o[j] = e[j] + p[j];
@@ -170,14 +175,14 @@ static sc_err cpu_add(sc_backend *be, float *out, const float *a, const float *b
 	return SC_OK;
 }
 
-static sc_err cpu_add_bias(sc_backend *be, float *out, const float *bias, int N, int OC)
+static sc_err cpu_add_bias(sc_backend *be, float *out, const float *bias, int N, int OC, int ldo)
 {
-	if (N < 0 || OC < 0)
-		return sc_errf(SC_EINVAL, "add_bias: bad shape N=%d OC=%d", N, OC);
+	if (N < 0 || OC < 0 || ldo < OC)
+		return sc_errf(SC_EINVAL, "add_bias: bad shape N=%d OC=%d ldo=%d", N, OC, ldo);
 	sc_cpu_enter(be);
 #pragma omp parallel for schedule(static) if ((size_t)N * OC >= SC_CPU_PAR_MIN)
 	for (int i = 0; i < N; i++) {
-		float *o = out + (size_t)i * OC;
+		float *o = out + (size_t)i * ldo;
 #pragma omp simd
 		for (int j = 0; j < OC; j++)
 			o[j] += bias[j];
@@ -275,11 +280,16 @@ static const sc_backend_ops cpu_ops = {
 	.encoder_forward = cpu_encoder_forward,
 	.layernorm_forward = sc_cpu_layernorm_forward,
 	.layernorm_backward = sc_cpu_layernorm_backward,
+	.rmsnorm_forward = sc_cpu_rmsnorm_forward,
+	.rmsnorm_backward = sc_cpu_rmsnorm_backward,
+	.rope = sc_cpu_rope,
 	.attention_sizes = sc_cpu_attention_sizes,
 	.attention_forward = sc_cpu_attention_forward,
 	.attention_backward = sc_cpu_attention_backward,
 	.gelu_forward = sc_cpu_gelu_forward,
 	.gelu_backward = sc_cpu_gelu_backward,
+	.swiglu_forward = sc_cpu_swiglu_forward,
+	.swiglu_backward = sc_cpu_swiglu_backward,
 	.add = cpu_add,
 	.add_bias = cpu_add_bias,
 	.crossentropy = sc_cpu_crossentropy,

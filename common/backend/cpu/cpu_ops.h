@@ -89,13 +89,22 @@ sc_err sc_cpu_layernorm_forward(sc_backend *be, float *out, float *mean, float *
 sc_err sc_cpu_layernorm_backward(sc_backend *be, float *dinp, const float *dout, const float *inp,
 				 const float *w, const float *mean, const float *rstd, int N,
 				 int C);
-sc_err sc_cpu_attention_sizes(sc_backend *be, int B, int T, int C, int NH, size_t *state,
+sc_err sc_cpu_rmsnorm_forward(sc_backend *be, float *out, float *rstd, const float *inp,
+			      const float *w, int N, int C, float eps);
+sc_err sc_cpu_rmsnorm_backward(sc_backend *be, float *dinp, const float *dout, const float *inp,
+			       const float *w, const float *rstd, int N, int C);
+sc_err sc_cpu_rope(sc_backend *be, float *qkv, const float *cos, const float *sin, int B, int T,
+		   int NH, int NKV, int hs, int inverse);
+sc_err sc_cpu_swiglu_forward(sc_backend *be, float *out, const float *gu, int N, int F);
+sc_err sc_cpu_swiglu_backward(sc_backend *be, float *dgu, const float *dout, const float *gu, int N,
+			      int F);
+sc_err sc_cpu_attention_sizes(sc_backend *be, const sc_attn_shape *s, size_t *state,
 			      size_t *scratch);
-sc_err sc_cpu_attention_forward(sc_backend *be, float *out, float *att, const float *qkv, int B,
-				int T, int C, int NH);
+sc_err sc_cpu_attention_forward(sc_backend *be, float *out, float *att, const float *qkv,
+				const sc_attn_shape *s);
 sc_err sc_cpu_attention_backward(sc_backend *be, float *dqkv, float *datt, const float *dout,
-				 const float *qkv, const float *out, const float *att, int B, int T,
-				 int C, int NH);
+				 const float *qkv, const float *out, const float *att,
+				 const sc_attn_shape *s);
 sc_err sc_cpu_gelu_forward(sc_backend *be, float *out, const float *inp, size_t n);
 sc_err sc_cpu_gelu_backward(sc_backend *be, float *dinp, const float *inp, const float *dout,
 			    size_t n);

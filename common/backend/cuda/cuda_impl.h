@@ -165,11 +165,20 @@ sc_err sc_cuda_layernorm_forward(sc_backend *be, float *out, float *mean, float 
 sc_err sc_cuda_layernorm_backward(sc_backend *be, float *dinp, const float *dout, const float *inp,
 				  const float *w, const float *mean, const float *rstd, int N,
 				  int C);
+sc_err sc_cuda_rmsnorm_forward(sc_backend *be, float *out, float *rstd, const float *inp,
+			       const float *w, int N, int C, float eps);
+sc_err sc_cuda_rmsnorm_backward(sc_backend *be, float *dinp, const float *dout, const float *inp,
+				const float *w, const float *rstd, int N, int C);
+sc_err sc_cuda_rope(sc_backend *be, float *qkv, const float *cos_t, const float *sin_t, int B,
+		    int T, int NH, int NKV, int hs, int inverse);
 sc_err sc_cuda_gelu_forward(sc_backend *be, float *out, const float *inp, size_t n);
 sc_err sc_cuda_gelu_backward(sc_backend *be, float *dinp, const float *inp, const float *dout,
 			     size_t n);
+sc_err sc_cuda_swiglu_forward(sc_backend *be, float *out, const float *gu, int N, int I);
+sc_err sc_cuda_swiglu_backward(sc_backend *be, float *dgu, const float *dout, const float *gu,
+			       int N, int I);
 sc_err sc_cuda_add(sc_backend *be, float *out, const float *a, const float *b, size_t n);
-sc_err sc_cuda_add_bias(sc_backend *be, float *out, const float *bias, int N, int OC);
+sc_err sc_cuda_add_bias(sc_backend *be, float *out, const float *bias, int N, int OC, int ldo);
 sc_err sc_cuda_crossentropy(sc_backend *be, float *losses, float *logits, const int32_t *targets,
 			    int N, int V, float dscale);
 sc_err sc_cuda_adamw(sc_backend *be, float *param, float *m, float *v, const float *grad, size_t n,
@@ -177,13 +186,13 @@ sc_err sc_cuda_adamw(sc_backend *be, float *param, float *m, float *v, const flo
 		     float grad_scale, int t);
 sc_err sc_cuda_sumsq(sc_backend *be, double *out_host, const float *x, size_t n);
 
-/* attention_cuda.cu */
-sc_err sc_cuda_attention_sizes(sc_backend *be, int B, int T, int C, int NH, size_t *state,
+/* attention_cuda.cu: the state is lse (B,NH,T), the scratch dsum (B,NH,T) */
+sc_err sc_cuda_attention_sizes(sc_backend *be, const sc_attn_shape *s, size_t *state,
 			       size_t *scratch);
-sc_err sc_cuda_attention_forward(sc_backend *be, float *out, float *lse, const float *qkv, int B,
-				 int T, int C, int NH);
+sc_err sc_cuda_attention_forward(sc_backend *be, float *out, float *lse, const float *qkv,
+				 const sc_attn_shape *s);
 sc_err sc_cuda_attention_backward(sc_backend *be, float *dqkv, float *dsum, const float *dout,
-				  const float *qkv, const float *out, const float *lse, int B,
-				  int T, int C, int NH);
+				  const float *qkv, const float *out, const float *lse,
+				  const sc_attn_shape *s);
 
 #endif

@@ -1,6 +1,8 @@
-/* ops_cuda.cu — the GPT-2 element-wise, normalisation, loss and optimizer
+/* ops_cuda.cu — the element-wise, normalisation, rotary, loss and optimizer
  * operations of the CUDA backend (attention is in attention_cuda.cu). Each
- * mirrors the CPU backend's formula; semantics in sc_backend.h. */
+ * mirrors the CPU backend's formula; semantics in sc_backend.h. A row's
+ * reductions run in one warp or block in a fixed order, so every result is
+ * a function of the inputs alone (no atomics). */
 #include <math.h>
 
 #include "cuda_impl.h"
@@ -12,13 +14,16 @@ enum { EW_THREADS = 256, ROW_THREADS = 256, CE_THREADS = 512 };
 
 /* ---- encoder ---- */
 
+/* out (B,T,C) = wte[tokens] (+ wpe[t] when wpe is not NULL); n = B*T*C,
+ * one element per thread of a grid-stride loop. */
 __global__ void encoder_forward_kernel(float *out, const int32_t *tokens, const float *wte,
 				       const float *wpe, int T, int C, size_t n)
 {
 	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride()) {
 		size_t bt = i / C;
 		size_t c = i % C, t = bt % T;
-		out[i] = wte[(size_t)tokens[bt] * C + c] + wpe[t * C + c];
+		float x = wte[(size_t)tokens[bt] * C + c];
+		out[i] = wpe ? x + wpe[t * C + c] : x;
 	}
 }
 
@@ -130,6 +135,129 @@ sc_err sc_cuda_layernorm_backward(sc_backend *be, float *dinp, const float *dout
 	return SC_OK;
 }
 
+/* ---- RMSNorm: one warp per row, statistics in double (as layernorm) ---- */
+
+/* out (N,C) = x * rstd * w, rstd (N) = 1 / sqrt(mean(x^2) + eps) per row x
+ * of inp (N,C). Warp w of a block takes row blockIdx.x * warps + w; lane l
+ * sums the columns l, l + 32, ... in order, then a fixed shuffle tree. */
+__global__ void rmsnorm_forward_kernel(float *out, float *rstd, const float *inp, const float *w,
+				       int N, int C, float eps)
+{
+	int lane = threadIdx.x % 32;
+	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+	if (row >= N)
+		return; /* uniform across the warp */
+	const float *x = inp + (size_t)row * C;
+	float *y = out + (size_t)row * C;
+
+	double ss = 0.0;
+	for (int i = lane; i < C; i += 32)
+		ss += (double)x[i] * x[i];
+	double rs = 1.0 / sqrt(sc_warp_sum(ss) / C + eps);
+	for (int i = lane; i < C; i += 32)
+		y[i] = __fmul_rn((float)(x[i] * rs), w[i]);
+	if (lane == 0)
+		rstd[row] = (float)rs;
+}
+
+sc_err sc_cuda_rmsnorm_forward(sc_backend *be, float *out, float *rstd, const float *inp,
+			       const float *w, int N, int C, float eps)
+{
+	const int rows_per_block = ROW_THREADS / 32;
+	if (N < 0 || C <= 0)
+		return sc_errf(SC_EINVAL, "rmsnorm_forward: bad size N=%d C=%d", N, C);
+	if (!N)
+		return SC_OK;
+	SC_CUDA_ENTER(be, c);
+	SC_LAUNCH(rmsnorm_forward_kernel, (N + rows_per_block - 1) / rows_per_block, ROW_THREADS,
+		  c->stream)
+	(out, rstd, inp, w, N, C, eps);
+	SC_LAUNCH_CHECK(rmsnorm_forward_kernel);
+	return SC_OK;
+}
+
+/* dinp (N,C) += rstd * g - x * rstd^3 * mean(g * x), g = dout * w (the
+ * weights are frozen); in double. Rows and lanes as the forward. */
+__global__ void rmsnorm_backward_kernel(float *dinp, const float *dout, const float *inp,
+					const float *w, const float *rstd, int N, int C)
+{
+	int lane = threadIdx.x % 32;
+	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+	if (row >= N)
+		return;
+	const float *x = inp + (size_t)row * C, *dy = dout + (size_t)row * C;
+	float *dx = dinp + (size_t)row * C;
+	double rs = rstd[row];
+
+	double sum_gx = 0.0;
+	for (int i = lane; i < C; i += 32)
+		sum_gx += (double)w[i] * dy[i] * x[i];
+	double k = rs * rs * rs * sc_warp_sum(sum_gx) / C;
+	for (int i = lane; i < C; i += 32) {
+		double g = (double)w[i] * dy[i];
+		dx[i] += (float)(rs * g - x[i] * k);
+	}
+}
+
+sc_err sc_cuda_rmsnorm_backward(sc_backend *be, float *dinp, const float *dout, const float *inp,
+				const float *w, const float *rstd, int N, int C)
+{
+	const int rows_per_block = ROW_THREADS / 32;
+	if (N < 0 || C <= 0)
+		return sc_errf(SC_EINVAL, "rmsnorm_backward: bad size N=%d C=%d", N, C);
+	if (!N)
+		return SC_OK;
+	SC_CUDA_ENTER(be, c);
+	SC_LAUNCH(rmsnorm_backward_kernel, (N + rows_per_block - 1) / rows_per_block, ROW_THREADS,
+		  c->stream)
+	(dinp, dout, inp, w, rstd, N, C);
+	SC_LAUNCH_CHECK(rmsnorm_backward_kernel);
+	return SC_OK;
+}
+
+/* ---- rotary position embedding ---- */
+
+/* In place on the q and k heads of qkv (B,T,(NH+2*NKV)*hs): for head h <
+ * NH + NKV of position t and i < half = hs/2, the pair x1 = x[i], x2 =
+ * x[i + half] becomes (x1 c - x2 s, x2 c + x1 s), c = cos[t][i], s =
+ * sin[t][i] (s negated when inverse). n = B*T*(NH+NKV)*half, one pair per
+ * thread of a grid-stride loop. Each product rounded on its own (_rn), as
+ * the CPU computes it. */
+__global__ void rope_kernel(float *qkv, const float *cos_t, const float *sin_t, int T, int heads,
+			    int hs, size_t ld, int inverse, size_t n)
+{
+	const int half = hs / 2;
+	for (size_t e = sc_thread_index(); e < n; e += sc_grid_stride()) {
+		int i = (int)(e % half);
+		size_t bth = e / half, bt = bth / heads;
+		int h = (int)(bth % heads), t = (int)(bt % T);
+		float *x = qkv + bt * ld + (size_t)h * hs;
+		float c = cos_t[(size_t)t * half + i], s = sin_t[(size_t)t * half + i];
+		if (inverse)
+			s = -s;
+		float x1 = x[i], x2 = x[i + half];
+		x[i] = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, s));
+		x[i + half] = __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, s));
+	}
+}
+
+sc_err sc_cuda_rope(sc_backend *be, float *qkv, const float *cos_t, const float *sin_t, int B,
+		    int T, int NH, int NKV, int hs, int inverse)
+{
+	if (B < 0 || T < 0 || NH <= 0 || NKV <= 0 || hs <= 0 || hs % 2)
+		return sc_errf(SC_EINVAL,
+			       "rope: bad shape B=%d T=%d NH=%d NKV=%d hs=%d (hs must be even)", B,
+			       T, NH, NKV, hs);
+	size_t n = (size_t)B * T * (NH + NKV) * (hs / 2);
+	if (!n)
+		return SC_OK;
+	SC_CUDA_ENTER(be, c);
+	SC_LAUNCH(rope_kernel, sc_cuda_grid(n, EW_THREADS), EW_THREADS, c->stream)
+	(qkv, cos_t, sin_t, T, NH + NKV, hs, (size_t)(NH + 2 * NKV) * hs, inverse, n);
+	SC_LAUNCH_CHECK(rope_kernel);
+	return SC_OK;
+}
+
 /* ---- GELU, tanh approximation ---- */
 
 /* 0.5 x (1 + tanh u) = x s, s = 1 / (1 + e), e = e^(-2u), u = K0 (x + K1 x^3):
@@ -187,18 +315,90 @@ sc_err sc_cuda_gelu_backward(sc_backend *be, float *dinp, const float *inp, cons
 	return SC_OK;
 }
 
+/* ---- SwiGLU ---- */
+
+/* 1 + e^-g, so that silu(g) = g / (1 + e^-g) and sigmoid(g) = 1 / (1 +
+ * e^-g), as the CPU writes them; the exponent capped at 88 (as the CPU's
+ * expf saturates), so the sum stays finite. */
+__device__ inline float swiglu_denom(float g)
+{
+	return __fadd_rn(1.0f, expf(fminf(-g, 88.0f)));
+}
+
+/* out (N,I) = silu(gate) * up, gate = gu[:, :I], up = gu[:, I:] of gu
+ * (N,2I). n = N*I, one output per thread of a grid-stride loop. */
+__global__ void swiglu_forward_kernel(float *out, const float *gu, int I, size_t n)
+{
+	for (size_t e = sc_thread_index(); e < n; e += sc_grid_stride()) {
+		size_t r = e / I, j = e % I;
+		const float *row = gu + r * 2 * I;
+		float g = row[j], u = row[I + j];
+		out[e] = __fmul_rn(__fdiv_rn(g, swiglu_denom(g)), u);
+	}
+}
+
+/* dgu (N,2I): dgate = dout * up * (s + g s (1 - s)), dup = dout * g s with
+ * s = sigmoid(gate), overwritten. Threads as the forward; each writes its
+ * gate and up. */
+__global__ void swiglu_backward_kernel(float *dgu, const float *dout, const float *gu, int I,
+				       size_t n)
+{
+	for (size_t e = sc_thread_index(); e < n; e += sc_grid_stride()) {
+		size_t r = e / I, j = e % I;
+		const float *row = gu + r * 2 * I;
+		float *drow = dgu + r * 2 * I;
+		float g = row[j], u = row[I + j], dy = dout[e];
+		float s = __fdiv_rn(1.0f, swiglu_denom(g)), gs = __fmul_rn(g, s);
+		float dsilu = __fadd_rn(s, __fmul_rn(gs, __fsub_rn(1.0f, s)));
+		drow[j] = __fmul_rn(__fmul_rn(dy, u), dsilu);
+		drow[I + j] = __fmul_rn(dy, gs);
+	}
+}
+
+sc_err sc_cuda_swiglu_forward(sc_backend *be, float *out, const float *gu, int N, int I)
+{
+	size_t n = (size_t)N * I;
+	if (N < 0 || I <= 0)
+		return sc_errf(SC_EINVAL, "swiglu_forward: bad size N=%d I=%d", N, I);
+	if (!n)
+		return SC_OK;
+	SC_CUDA_ENTER(be, c);
+	SC_LAUNCH(swiglu_forward_kernel, sc_cuda_grid(n, EW_THREADS), EW_THREADS, c->stream)
+	(out, gu, I, n);
+	SC_LAUNCH_CHECK(swiglu_forward_kernel);
+	return SC_OK;
+}
+
+sc_err sc_cuda_swiglu_backward(sc_backend *be, float *dgu, const float *dout, const float *gu,
+			       int N, int I)
+{
+	size_t n = (size_t)N * I;
+	if (N < 0 || I <= 0)
+		return sc_errf(SC_EINVAL, "swiglu_backward: bad size N=%d I=%d", N, I);
+	if (!n)
+		return SC_OK;
+	SC_CUDA_ENTER(be, c);
+	SC_LAUNCH(swiglu_backward_kernel, sc_cuda_grid(n, EW_THREADS), EW_THREADS, c->stream)
+	(dgu, dout, gu, I, n);
+	SC_LAUNCH_CHECK(swiglu_backward_kernel);
+	return SC_OK;
+}
+
 /* ---- add, add_bias ---- */
 
+/* out (n) = a + b, one element per thread of a grid-stride loop. */
 __global__ void add_kernel(float *out, const float *a, const float *b, size_t n)
 {
 	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride())
 		out[i] = a[i] + b[i];
 }
 
-__global__ void add_bias_kernel(float *out, const float *bias, int OC, size_t n)
+/* out (N,OC), rows ldo floats apart, += bias (OC); n = N*OC, one element
+ * per thread of a grid-stride loop. */
+__global__ void add_bias_kernel(float *out, const float *bias, int OC, size_t ldo, size_t n)
 {
 	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride())
-		out[i] += bias[i % OC];
+		out[i / OC * ldo + i % OC] += bias[i % OC];
 }
 
 sc_err sc_cuda_add(sc_backend *be, float *out, const float *a, const float *b, size_t n)
@@ -211,16 +411,17 @@ sc_err sc_cuda_add(sc_backend *be, float *out, const float *a, const float *b, s
 	return SC_OK;
 }
 
-sc_err sc_cuda_add_bias(sc_backend *be, float *out, const float *bias, int N, int OC)
+sc_err sc_cuda_add_bias(sc_backend *be, float *out, const float *bias, int N, int OC, int ldo)
 {
 	size_t n = (size_t)N * OC;
-	if (N < 0 || OC < 0)
-		return sc_errf(SC_EINVAL, "add_bias: negative size N=%d OC=%d", N, OC);
+	if (N < 0 || OC < 0 || ldo < OC)
+		return sc_errf(SC_EINVAL, "add_bias: bad size N=%d OC=%d ldo=%d (ldo >= OC)", N, OC,
+			       ldo);
 	if (!n)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
 	SC_LAUNCH(add_bias_kernel, sc_cuda_grid(n, EW_THREADS), EW_THREADS, c->stream)
-	(out, bias, OC, n);
+	(out, bias, OC, (size_t)ldo, n);
 	SC_LAUNCH_CHECK(add_bias_kernel);
 	return SC_OK;
 }
