@@ -112,7 +112,8 @@ sc_err sc_config_make(sc_model_config *c, const char *base, const char *model_ty
 		if (given[k])
 			*fields[k] = given[k];
 	if (sc_family_of(c) == &sc_family_gpt2) {
-		if (sh->n_kv_head || sh->head_dim || sh->n_inner || sh->tie == 0 || sh->sliding_window)
+		if (sh->n_kv_head || sh->head_dim || sh->n_inner || sh->tie == 0 ||
+		    sh->sliding_window)
 			return sc_errf(SC_EINVAL, "--kv-heads, --head-dim, --inner and --untied "
 						  "are Llama-family options");
 		sc_gpt2_config(c, c->n_layer, c->n_head, c->n_embd, c->vocab_size, c->n_positions);
@@ -126,7 +127,8 @@ sc_err sc_config_make(sc_model_config *c, const char *base, const char *model_ty
 		c->tie_embeddings = sh->tie;
 	if (sh->sliding_window) {
 		if (strcmp(c->model_type, "mistral") != 0)
-			return sc_errf(SC_EINVAL, "--sliding-window is a Mistral option (--type mistral)");
+			return sc_errf(SC_EINVAL,
+				       "--sliding-window is a Mistral option (--type mistral)");
 		c->sliding_window = sh->sliding_window;
 	}
 	return sc_config_validate(c);
