@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "coord.h"
+#include "coord_run.h"
 #include "placement.h"
 #include "sc_config.h"
 #include "sc_data.h"
@@ -20,147 +20,11 @@
 #include "sc_wire.h"
 #include "splitchain.pb-c.h"
 
-#define MAX_STAGES         256
-#define ASSIGN_TIMEOUT_MS  300000
-#define RELEASE_TIMEOUT_MS 1000 /* a worker that misses it is fenced by its heartbeats */
-
 static double mono_s(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* One stage of a running job and the call in flight to its worker. */
-struct runner;
-
-typedef struct stage {
-	struct runner *run;
-	int index;
-	int64_t worker_id;
-	char name[128], control[256], data[256];
-	double gflops;
-	uint32_t first, last;
-	sc_rpc_client *cl;
-	/* the current call */
-	const char *method;
-	const ProtobufCMessage *req;
-	const ProtobufCMessageDescriptor *desc;
-	ProtobufCMessage *rep;
-	int timeout_ms, status;
-	char msg[512];
-	sc_err rc;
-	pthread_t th;
-	int threaded;
-} stage;
-
-typedef struct runner {
-	coord *c;
-	live_job *lj;
-	sc_db_job *job;
-	Splitchain__SubmitRequest *spec;
-	sc_model_config mc;
-	sc_train_config tc;
-	int n;
-	stage st[MAX_STAGES];
-	uint32_t version;
-	sc_tokens *tk;
-	sc_loader *ld;
-	int clients_live;     /* under c->mu: the clients may be aborted */
-	atomic_int first_bad; /* call_all: the stage whose call failed first, -1: none */
-} runner;
-
-/* Fails every stage's call in flight, c->mu held (release() reopens the
- * clients). */
-static void abort_locked(runner *r)
-{
-	if (r->clients_live)
-		for (int i = 0; i < r->n; i++)
-			sc_rpc_client_abort(r->st[i].cl);
-}
-
-static void abort_calls(runner *r)
-{
-	pthread_mutex_lock(&r->c->mu);
-	abort_locked(r);
-	pthread_mutex_unlock(&r->c->mu);
-}
-
-static void *call_thread(void *p)
-{
-	stage *s = p;
-	s->rep = NULL;
-	if (!s->method) {
-		s->rc = SC_OK;
-		s->status = SC_STATUS_CANCELLED;
-		return NULL;
-	}
-	s->msg[0] = '\0';
-	s->rc = sc_rpc_call_pb(s->cl, s->method, s->req, s->desc, s->timeout_ms, &s->status, s->msg,
-			       sizeof(s->msg), &s->rep);
-	/* The first failure ends the round for every stage: the others may be
-	 * waiting on this one's tensors, and would wait out their timeouts. */
-	int none = -1;
-	if ((s->rc || s->status != SC_STATUS_OK) &&
-	    atomic_compare_exchange_strong(&s->run->first_bad, &none, s->index))
-		abort_calls(s->run);
-	return NULL;
-}
-
-/* Calls every stage at once (each stage's method/req/desc set by the
- * caller); returns the index of the stage that failed first (the others'
- * calls are then aborted), or -1. */
-static int call_all(runner *r, int timeout_ms)
-{
-	int bad;
-	atomic_store(&r->first_bad, -1);
-	for (int i = 0; i < r->n; i++) {
-		r->st[i].run = r;
-		r->st[i].index = i;
-		r->st[i].timeout_ms = timeout_ms;
-		r->st[i].threaded = pthread_create(&r->st[i].th, NULL, call_thread, &r->st[i]) == 0;
-		if (!r->st[i].threaded)
-			call_thread(&r->st[i]); /* no thread to be had: call inline */
-	}
-	for (int i = 0; i < r->n; i++)
-		if (r->st[i].threaded)
-			pthread_join(r->st[i].th, NULL);
-	if ((bad = atomic_load(&r->first_bad)) >= 0)
-		return bad;
-	for (int i = 0; i < r->n; i++) /* skipped stages (no method) answer CANCELLED */
-		if (r->st[i].rc || r->st[i].status != SC_STATUS_OK)
-			return i;
-	return -1;
-}
-
-static void free_replies(runner *r)
-{
-	for (int i = 0; i < r->n; i++) {
-		if (r->st[i].rep)
-			protobuf_c_message_free_unpacked(r->st[i].rep, NULL);
-		r->st[i].rep = NULL;
-	}
-}
-
-/* How a failed call ends the run: a worker's refusal of the job itself is
- * final; a lost or slow worker only sends the job back to the queue. */
-static int permanent(const stage *s)
-{
-	return !s->rc &&
-	       (s->status == SC_STATUS_INVALID_ARGUMENT || s->status == SC_STATUS_NOT_FOUND ||
-		s->status == SC_STATUS_FAILED_PRECONDITION || s->status == SC_STATUS_OUT_OF_RANGE);
-}
-
-static void describe(const stage *s, int i, char *buf, size_t size)
-{
-	snprintf(buf, size, "stage %d on worker %lld (%s): %s: %s", i, (long long)s->worker_id,
-		 s->name, s->rc ? "local error" : sc_status_name(s->status),
-		 s->rc ? sc_err_detail() : s->msg);
-}
-
-static void lora_msg(const Splitchain__SubmitRequest *spec, Splitchain__LoraConfig *out)
-{
-	*out = *spec->lora;
 }
 
 /* Places the layers on the reserved workers and records the placement. */
@@ -213,7 +77,7 @@ static int assign(runner *r, char *err, size_t esize)
 	Splitchain__LoraConfig lora;
 	int bad;
 
-	lora_msg(r->spec, &lora);
+	run_lora_msg(r->spec, &lora);
 	for (int i = 0; i < r->n; i++) {
 		splitchain__assign_request__init(&req[i]);
 		req[i].job_id = (uint64_t)r->job->id;
@@ -232,151 +96,10 @@ static int assign(runner *r, char *err, size_t esize)
 		r->st[i].req = &req[i].base;
 		r->st[i].desc = &splitchain__assign_reply__descriptor;
 	}
-	bad = call_all(r, ASSIGN_TIMEOUT_MS);
+	bad = run_call_all(r, ASSIGN_TIMEOUT_MS);
 	if (bad >= 0)
-		describe(&r->st[bad], bad, err, esize);
-	free_replies(r);
-	return bad;
-}
-
-/* Restores every stage from the job's newest checkpoint, if any; *start =
- * the steps it holds. */
-static int restore(runner *r, uint32_t *start, char *err, size_t esize)
-{
-	Splitchain__RestoreRequest req[MAX_STAGES];
-	Splitchain__NamedTensor *nts = NULL, **lists = NULL;
-	int64_t(*shapes)[2] = NULL;
-	sc_db_checkpoint *ck = NULL;
-	size_t *count[3];
-	int bad = -1;
-	sc_err rc;
-
-	*start = 0;
-	rc = sc_db_checkpoint_latest(r->c->db, r->job->id, &ck);
-	if (rc == SC_ENOENT)
-		return -1; /* a fresh job: workers start from the seeded init */
-	if (rc) {
-		snprintf(err, esize, "reading the checkpoint: %s", sc_err_detail());
-		return r->n; /* not a stage's fault */
-	}
-	nts = calloc((size_t)ck->n_tensors + 1, sizeof(*nts));
-	lists = calloc((size_t)ck->n_tensors + 3 * (size_t)r->n + 1, sizeof(*lists));
-	shapes = calloc((size_t)ck->n_tensors + 1, sizeof(*shapes));
-	if (!nts || !lists || !shapes) {
-		snprintf(err, esize, "out of memory");
-		bad = r->n;
-		goto out;
-	}
-	/* Each stage's request lists its layers' tensors, by kind, in file order. */
-	Splitchain__NamedTensor **cursor = lists;
-	for (int i = 0; i < r->n; i++) {
-		splitchain__restore_request__init(&req[i]);
-		req[i].job_id = (uint64_t)r->job->id;
-		Splitchain__NamedTensor ***dst[3] = { &req[i].lora, &req[i].adam_m,
-						      &req[i].adam_v };
-		count[0] = &req[i].n_lora;
-		count[1] = &req[i].n_adam_m;
-		count[2] = &req[i].n_adam_v;
-		for (int kind = 0; kind < 3; kind++) {
-			*dst[kind] = cursor;
-			for (int k = 0; k < ck->n_tensors; k++) {
-				sc_db_tensor *t = &ck->tensors[k];
-				if ((int)t->kind != kind || t->layer < (int)r->st[i].first ||
-				    t->layer >= (int)r->st[i].last || t->ndim != 2)
-					continue;
-				coord_tensor_view(&nts[k], shapes[k], t);
-				*cursor++ = &nts[k];
-				(*count[kind])++;
-			}
-		}
-		r->st[i].method = "Worker.Restore";
-		r->st[i].req = &req[i].base;
-		r->st[i].desc = &splitchain__empty__descriptor;
-	}
-	bad = call_all(r, ASSIGN_TIMEOUT_MS);
-	if (bad >= 0)
-		describe(&r->st[bad], bad, err, esize);
-	else
-		*start = ck->step;
-	free_replies(r);
-	if (bad < 0)
-		sc_db_event(r->c->db, r->job->id, 0, SC_LOG_INFO, "restored",
-			    "from the checkpoint of step %u", ck->step);
-out:
-	free(shapes);
-	free(lists);
-	free(nts);
-	free(ck);
-	return bad;
-}
-
-/* Takes a checkpoint of `step` completed steps with loss: every stage's
- * adapters and AdamW moments, written in one transaction. */
-static int checkpoint(runner *r, uint32_t step, double loss, char *err, size_t esize)
-{
-	Splitchain__JobRef ref = SPLITCHAIN__JOB_REF__INIT;
-	sc_db_tensor *ts = NULL;
-	int n = 0, cap = 0, bad;
-	sc_err rc;
-
-	ref.job_id = (uint64_t)r->job->id;
-	for (int i = 0; i < r->n; i++) {
-		r->st[i].method = "Worker.GetState";
-		r->st[i].req = &ref.base;
-		r->st[i].desc = &splitchain__state_reply__descriptor;
-	}
-	bad = call_all(r, ASSIGN_TIMEOUT_MS);
-	if (bad >= 0) {
-		describe(&r->st[bad], bad, err, esize);
-		goto out;
-	}
-	for (int i = 0; i < r->n; i++) {
-		Splitchain__StateReply *s = (Splitchain__StateReply *)r->st[i].rep;
-		Splitchain__NamedTensor **lists[3] = { s->lora, s->adam_m, s->adam_v };
-		size_t counts[3] = { s->n_lora, s->n_adam_m, s->n_adam_v };
-		for (int kind = 0; kind < 3; kind++) {
-			for (size_t k = 0; k < counts[kind]; k++) {
-				Splitchain__NamedTensor *nt = lists[kind][k];
-				int layer = -1;
-				if (n == cap) {
-					cap = cap ? 2 * cap : 64;
-					sc_db_tensor *p = realloc(ts, (size_t)cap * sizeof(*ts));
-					if (!p) {
-						snprintf(err, esize, "out of memory");
-						bad = r->n;
-						goto out;
-					}
-					ts = p;
-				}
-				if (sscanf(nt->name, "h.%d.", &layer) != 1 || nt->n_shape != 2 ||
-				    nt->shape[0] <= 0 || nt->shape[1] <= 0 ||
-				    nt->data.len != (size_t)(nt->shape[0] * nt->shape[1]) * 4) {
-					snprintf(err, esize,
-						 "stage %d sent a malformed tensor '%s'", i,
-						 nt->name);
-					bad = i;
-					goto out;
-				}
-				ts[n] = (sc_db_tensor){ .name = nt->name,
-							.kind = (enum sc_tensor_kind)kind,
-							.layer = layer,
-							.ndim = 2,
-							.data = (const float *)nt->data.data };
-				ts[n].shape[0] = nt->shape[0];
-				ts[n].shape[1] = nt->shape[1];
-				n++;
-			}
-		}
-	}
-	rc = sc_db_checkpoint_write(r->c->db, r->job->id, step, r->version, loss, ts, n,
-				    r->c->checkpoint_keep, NULL);
-	if (rc) {
-		snprintf(err, esize, "writing the checkpoint: %s", sc_err_detail());
-		bad = r->n;
-	}
-out:
-	free(ts);
-	free_replies(r);
+		run_describe(&r->st[bad], bad, err, esize);
+	run_free_replies(r);
 	return bad;
 }
 
@@ -416,9 +139,9 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 		r->st[i].req = &req[i].base;
 		r->st[i].desc = &splitchain__step_reply__descriptor;
 	}
-	bad = call_all(r, r->c->step_timeout_ms);
+	bad = run_call_all(r, r->c->step_timeout_ms);
 	if (bad >= 0) {
-		describe(&r->st[bad], bad, err, esize);
+		run_describe(&r->st[bad], bad, err, esize);
 		goto out;
 	}
 	/* The global norm sums per-layer squares in layer order, as one process does. */
@@ -436,7 +159,7 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 		if (i == r->n - 1)
 			*loss = sr->loss;
 	}
-	free_replies(r);
+	run_free_replies(r);
 	*norm = sc_global_norm(per_layer, L);
 	clip = sc_clip_factor(*norm, r->tc.grad_clip);
 	*lr = sc_lr_at(&r->tc, (int)s);
@@ -449,11 +172,11 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 		r->st[i].req = &apply.base;
 		r->st[i].desc = &splitchain__empty__descriptor;
 	}
-	bad = call_all(r, r->c->step_timeout_ms);
+	bad = run_call_all(r, r->c->step_timeout_ms);
 	if (bad >= 0)
-		describe(&r->st[bad], bad, err, esize);
+		run_describe(&r->st[bad], bad, err, esize);
 out:
-	free_replies(r);
+	run_free_replies(r);
 	free(tokens);
 	free(targets);
 	return bad;
@@ -514,8 +237,8 @@ static void release(runner *r)
 		r->st[i].req = &ref.base;
 		r->st[i].desc = &splitchain__empty__descriptor;
 	}
-	call_all(r, RELEASE_TIMEOUT_MS);
-	free_replies(r);
+	run_call_all(r, RELEASE_TIMEOUT_MS);
+	run_free_replies(r);
 	/* A worker that answered holds nothing of this job any more: free at
 	 * once, not only after its next heartbeat says so. */
 	pthread_mutex_lock(&r->c->mu);
@@ -563,8 +286,8 @@ static void *run_job(void *arg)
 	r->clients_live = 1;
 	pthread_mutex_unlock(&c->mu);
 	if ((bad = assign(r, err, sizeof(err))) >= 0 ||
-	    (bad = restore(r, &start, err, sizeof(err))) >= 0) {
-		end = bad < r->n && permanent(&r->st[bad]) ? SC_JOB_FAILED : SC_JOB_QUEUED;
+	    (bad = run_restore(r, &start, err, sizeof(err))) >= 0) {
+		end = bad < r->n && run_permanent(&r->st[bad]) ? SC_JOB_FAILED : SC_JOB_QUEUED;
 		goto out;
 	}
 	sc_db_job_set_state(c->db, r->job->id, SC_JOB_RUNNING, NULL);
@@ -586,7 +309,8 @@ static void *run_job(void *arg)
 			goto out;
 		}
 		if ((bad = run_step(r, s, &loss, &norm, &lr, bytes, err, sizeof(err))) >= 0) {
-			end = bad < r->n && permanent(&r->st[bad]) ? SC_JOB_FAILED : SC_JOB_QUEUED;
+			end = bad < r->n && run_permanent(&r->st[bad]) ? SC_JOB_FAILED
+								       : SC_JOB_QUEUED;
 			goto out;
 		}
 		secs = mono_s() - t0;
@@ -608,7 +332,7 @@ static void *run_job(void *arg)
 		progress(r->lj);
 		pthread_mutex_unlock(&c->mu);
 		if ((s + 1) % (uint32_t)every == 0 || s + 1 == (uint32_t)r->tc.steps) {
-			if ((bad = checkpoint(r, s + 1, loss, err, sizeof(err))) >= 0) {
+			if ((bad = run_checkpoint(r, s + 1, loss, err, sizeof(err))) >= 0) {
 				end = SC_JOB_QUEUED;
 				goto out;
 			}
@@ -642,7 +366,7 @@ out:
 		finish(r, end, end == SC_JOB_FAILED ? err : NULL);
 	}
 	/* release() reuses the stages' call slots: judge the failure first. */
-	int bad_transient = bad >= 0 && bad < r->n && !permanent(&r->st[bad]);
+	int bad_transient = bad >= 0 && bad < r->n && !run_permanent(&r->st[bad]);
 	release(r);
 	enum sc_worker_state after[MAX_STAGES];
 	pthread_mutex_lock(&c->mu);
@@ -720,5 +444,5 @@ int coord_start_job(coord *c, sc_db_job *job, live_worker *const *w, int n)
 void coord_abort_job(coord *c, live_job *j)
 {
 	if (!j->done && j->runner)
-		abort_locked(j->runner);
+		run_abort_locked(j->runner);
 }

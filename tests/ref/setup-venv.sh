@@ -21,10 +21,15 @@ py=/usr/bin/python3
 check() {
 	"$venv/bin/python" - <<'PYEOF'
 import torch, numpy, yaml, requests, psutil
-import safetensors.torch, transformers, peft, accelerate, huggingface_hub, jinja2
+import safetensors.torch, transformers, peft, accelerate, huggingface_hub, tokenizers, jinja2
 if not torch.__version__.startswith("1.13"):
     raise SystemExit("venv sees torch %s, expected the system's 1.13" % torch.__version__)
+# a transformers too new for this torch disables torch with only a warning
+if not transformers.utils.is_torch_available():
+    raise SystemExit("transformers %s does not accept torch %s" % (
+        transformers.__version__, torch.__version__))
 from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM
 from peft import LoraConfig, PeftModel, get_peft_model
 print("torch %s, numpy %s, transformers %s, peft %s, safetensors %s" % (
     torch.__version__, numpy.__version__, transformers.__version__, peft.__version__,

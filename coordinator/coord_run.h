@@ -1,0 +1,93 @@
+/* coord_run.h — a job runner's state (coord_job.c), shared with the files
+ * that make its calls to the stages: the call machinery (coord_calls.c) and
+ * restore / checkpoint (coord_ckpt.c). Private to the coordinator. A runner
+ * is used by its own thread only, except clients_live and the clients'
+ * aborts, which are under c->mu (coord.h). */
+#ifndef SC_COORD_RUN_H
+#define SC_COORD_RUN_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "coord.h"
+#include "sc_config.h"
+#include "sc_data.h"
+#include "sc_rpc_pb.h"
+#include "sc_train.h"
+#include "splitchain.pb-c.h"
+
+#define MAX_STAGES         256
+#define ASSIGN_TIMEOUT_MS  300000
+#define RELEASE_TIMEOUT_MS 1000 /* a worker that misses it is fenced by its heartbeats */
+
+/* One stage of a running job and the call in flight to its worker. */
+struct runner;
+
+typedef struct stage {
+	struct runner *run;
+	int index;
+	int64_t worker_id;
+	char name[128], control[256], data[256];
+	double gflops;
+	uint32_t first, last;
+	sc_rpc_client *cl;
+	/* the current call */
+	const char *method;
+	const ProtobufCMessage *req;
+	const ProtobufCMessageDescriptor *desc;
+	ProtobufCMessage *rep;
+	int timeout_ms, status;
+	char msg[512];
+	sc_err rc;
+	pthread_t th;
+	int threaded;
+} stage;
+
+typedef struct runner {
+	coord *c;
+	live_job *lj;
+	sc_db_job *job;
+	Splitchain__SubmitRequest *spec;
+	sc_model_config mc;
+	sc_train_config tc;
+	int n;
+	stage st[MAX_STAGES];
+	uint32_t version;
+	sc_tokens *tk;
+	sc_loader *ld;
+	int clients_live;     /* under c->mu: the clients may be aborted */
+	atomic_int first_bad; /* call_all: the stage whose call failed first, -1: none */
+} runner;
+
+/* ---- calls to every stage at once (coord_calls.c) ---- */
+
+/* Fails every stage's call in flight; called with c->mu held. */
+void run_abort_locked(runner *r);
+/* The same, taking c->mu. */
+void run_abort_calls(runner *r);
+/* Calls every stage at once (each stage's method/req/desc set by the
+ * caller; a stage with no method answers CANCELLED); returns the index of
+ * the stage that failed first (the others' calls are then aborted), or -1. */
+int run_call_all(runner *r, int timeout_ms);
+/* Frees every stage's reply. */
+void run_free_replies(runner *r);
+/* Nonzero when a failed call ends the job for good (the worker refused the
+ * job itself); a lost or slow worker only sends it back to the queue. */
+int run_permanent(const stage *s);
+/* "stage i on worker W (name): STATUS: message" into buf. */
+void run_describe(const stage *s, int i, char *buf, size_t size);
+/* The job's LoRA settings as a message (borrows spec's fields). */
+void run_lora_msg(const Splitchain__SubmitRequest *spec, Splitchain__LoraConfig *out);
+
+/* ---- checkpoints (coord_ckpt.c) ---- */
+
+/* Restores every stage from the job's newest checkpoint, if any; *start =
+ * the steps it holds. -1 on success, else the failing stage's index (r->n:
+ * the coordinator's own failure); err says why. */
+int run_restore(runner *r, uint32_t *start, char *err, size_t esize);
+/* Takes a checkpoint of `step` completed steps with loss: every stage's
+ * adapters and AdamW moments, written in one transaction. Returns as
+ * run_restore. */
+int run_checkpoint(runner *r, uint32_t step, double loss, char *err, size_t esize);
+
+#endif
