@@ -8,7 +8,8 @@
  * steps of the single-process trainer on each: per-step losses to
  * TRAIN_LOSS_TOL, final adapters to TRAIN_LORA_TOL. Nothing is asserted bit
  * for bit: the two backends sum in different orders. Exits 77 (skipped)
- * where no CUDA device is visible. */
+ * where no CUDA device is visible. The whole table runs for GPT-2 and again
+ * for a Llama-family model (GQA, sliding window, biases, untied head). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,31 @@ typedef struct fixture {
 	float x[NACT], dout[NACT]; /* a middle segment's input, its output's gradient */
 } fixture;
 
+/* The model of the group being run: GPT-2, or a Llama-family model with
+ * everything that differs switched on (Mistral's sliding window shorter
+ * than T, grouped-query attention, q/k/v/o and MLP biases, untied head). */
+static int llama_group;
+
+static void model_config(sc_model_config *mc)
+{
+	if (!llama_group) {
+		sc_gpt2_config(mc, L, NH, C, V, P);
+		return;
+	}
+	sc_config_shape sh = { .n_layer = L,
+			       .n_head = NH,
+			       .n_kv_head = 2,
+			       .n_embd = C,
+			       .n_inner = 96,
+			       .vocab_size = V,
+			       .n_positions = P,
+			       .tie = 0,
+			       .sliding_window = 16 };
+	SC_ASSERT_OK(sc_config_make(mc, "llama-tiny", "mistral", &sh));
+	mc->qkv_bias = mc->o_bias = mc->mlp_bias = 1;
+	SC_ASSERT_OK(sc_config_validate(mc));
+}
+
 static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof(*f));
@@ -58,8 +84,10 @@ static int setup(void **state)
 	uint64_t k = 12;
 
 	assert_non_null(f);
-	sc_gpt2_config(&f->mc, L, NH, C, V, P);
-	f->lc = (sc_lora_config){ .rank = R, .alpha = 8.0f, .targets = SC_GPT2_ALL, .seed = 13 };
+	model_config(&f->mc);
+	f->lc = (sc_lora_config){
+		.rank = R, .alpha = 8.0f, .targets = sc_lora_all_targets(&f->mc), .seed = 13
+	};
 	sc_test_path(dir, sizeof(dir), "segcudamodel");
 	SC_ASSERT_OK(sc_modelgen_write(dir, &f->mc, &o));
 	SC_ASSERT_OK(sc_weights_open(&f->weights, dir));
@@ -128,7 +156,7 @@ static void expect_lora_close(const char *what, const sc_adapter *got, const sc_
 	char name[96], worst_name[96] = "-";
 
 	for (int l = first; l < last; l++) {
-		for (int t = 0; t < SC_GPT2_TARGETS; t++) {
+		for (int t = 0; t < SC_LORA_MAX_TARGETS; t++) {
 			int in, out;
 			if (!want->a[l][t])
 				continue;
@@ -426,7 +454,9 @@ int main(void)
 	int failed, rc = sc_test_open_cuda("segment_cuda_test", &gpu, &gpu_tf32, &cpu);
 	if (rc)
 		return rc;
-	failed = cmocka_run_group_tests_name("segment_cuda", tests, setup, teardown);
+	failed = cmocka_run_group_tests_name("segment_cuda gpt2", tests, setup, teardown);
+	llama_group = 1;
+	failed += cmocka_run_group_tests_name("segment_cuda llama", tests, setup, teardown);
 	sc_test_close_cuda(gpu, gpu_tf32, cpu);
 	return failed ? 1 : 0;
 }
