@@ -139,8 +139,8 @@ int main(int argc, char **argv)
 		       "\"gflop_per_step\":%.2f,\"gflops\":%.2f,\"sgemm\":\"(%d,%d)x(%d,%d)\","
 		       "\"sgemm_gflops\":%.2f,\"foreign_load\":%.2f,\"blas\":\"%s\"}\n",
 		       shape, mc.model_type, threads, tc.B, tc.T, secs, tokens / secs, gf / 1e9,
-		       gf / secs / 1e9, tc.B * tc.T, mc.n_embd, mc.n_embd, mc.n_inner,
-		       sgemm, bench_foreign_load(&c0, &c1), sc_backend_cpu_describe());
+		       gf / secs / 1e9, tc.B * tc.T, mc.n_embd, mc.n_embd, mc.n_inner, sgemm,
+		       bench_foreign_load(&c0, &c1), sc_backend_cpu_describe());
 	}
 	sc_trainer_free(tr);
 	sc_backend_free(be);
