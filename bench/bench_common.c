@@ -93,11 +93,11 @@ sc_err bench_model(const char *dir, const sc_model_config *mc, size_t ntokens, s
 	memset(tk, 0, sizeof(*tk));
 	if (!same_model(dir, mc))
 		SC_TRY(sc_modelgen_write(dir, mc, &mo));
-	if (!(tk->ids = malloc(ntokens * sizeof(uint16_t))))
+	if (!(tk->ids = malloc(ntokens * sizeof(int32_t))))
 		return sc_errf(SC_ENOMEM, "out of memory for %zu tokens", ntokens);
 	tk->n = ntokens;
 	sc_rng_seed(&r, &k, 1);
 	for (size_t i = 0; i < ntokens; i++)
-		tk->ids[i] = (uint16_t)sc_rng_below(&r, (uint64_t)mc->vocab_size);
+		tk->ids[i] = (int32_t)sc_rng_below(&r, (uint64_t)mc->vocab_size);
 	return sc_weights_open(wf, dir);
 }

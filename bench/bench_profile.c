@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+#include <omp.h>
+
 #include "bench_common.h"
 #include "bench_profile.h"
 
@@ -70,6 +73,7 @@ static const char *const op_names[K_COUNT] = {
 };
 
 #define MAX_SHAPES 256
+#define THIN       16 /* a gemm with a dimension up to this is a rank-r adapter product */
 
 typedef struct gemm_shape {
 	int ta, tb, m, n, k;
@@ -83,6 +87,7 @@ typedef struct prof {
 	double secs[K_COUNT];
 	gemm_shape shapes[MAX_SHAPES];
 	int nshapes;
+	double serial_below; /* bench_profile_serial_below */
 } prof;
 
 #define INNER(be) (((prof *)(be)->ctx)->inner)
@@ -162,8 +167,18 @@ static sc_err p_gemm(sc_backend *be, int ta, int tb, int m, int n, int k, float 
 	prof *p = (prof *)be->ctx;
 	gemm_shape *s = shape_of(p, !!ta, !!tb, m, n, k);
 	double t0 = bench_now(), dt;
-	sc_err rc =
-	    p->inner->ops->gemm(p->inner, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+	sc_err rc = SC_OK;
+	if (2.0 * m * n * k < p->serial_below && m > 0 && n > 0 && k > 0) {
+		int threads = omp_get_max_threads();
+		omp_set_num_threads(1);
+		cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+			    tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c,
+			    ldc);
+		omp_set_num_threads(threads);
+	} else {
+		rc = p->inner->ops->gemm(p->inner, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
+					 ldc);
+	}
 	dt = bench_now() - t0;
 	p->secs[K_GEMM] += dt;
 	p->calls[K_GEMM]++;
@@ -338,6 +353,11 @@ sc_err bench_profile_wrap(sc_backend **out, sc_backend *inner)
 	return SC_OK;
 }
 
+void bench_profile_serial_below(sc_backend *be, double flops)
+{
+	((prof *)be->ctx)->serial_below = flops;
+}
+
 void bench_profile_reset(sc_backend *be)
 {
 	prof *p = (prof *)be->ctx;
@@ -373,6 +393,20 @@ void bench_profile_report(sc_backend *be, FILE *f, int steps, double step_s)
 		1e3 * (step_s - total / steps), 100 * (1 - total / steps / step_s));
 	fprintf(f, "  gemm: %.1f GFLOP per step at %.1f GFLOP/s\n", gemm_flops / steps / 1e9,
 		p->secs[K_GEMM] > 0 ? gemm_flops / p->secs[K_GEMM] / 1e9 : 0.0);
+	for (int thin = 1; thin >= 0; thin--) {
+		double secs = 0, flops = 0;
+		for (int i = 0; i < p->nshapes; i++) {
+			const gemm_shape *s = &p->shapes[i];
+			if ((s->m <= THIN || s->n <= THIN || s->k <= THIN) == thin) {
+				secs += s->secs;
+				flops += 2.0 * s->m * s->n * s->k * (double)s->calls;
+			}
+		}
+		fprintf(f, "    %-34s %9.1f ms %5.1f%% %7.2f GFLOP %7.1f GFLOP/s\n",
+			thin ? "thin (a dimension <= 16: LoRA)" : "the others (frozen weights, head)",
+			1e3 * secs / steps, 100 * secs / steps / step_s, flops / steps / 1e9,
+			secs > 0 ? flops / secs / 1e9 : 0.0);
+	}
 	qsort(p->shapes, (size_t)p->nshapes, sizeof(p->shapes[0]), by_secs);
 	fprintf(f, "  %-26s %8s %9s %6s %8s\n", "gemm op(a)(m,k) op(b)(k,n)", "calls", "ms",
 		"share", "GFLOP/s");

@@ -18,6 +18,13 @@
  * caller keeps it on error. */
 sc_err bench_profile_wrap(sc_backend **out, sc_backend *inner);
 
+/* An experiment, not the engine's behaviour: from now on, gemm calls of
+ * fewer than flops floating-point operations (2 m n k) bypass the inner
+ * backend and run as one cblas_sgemm on a single thread (the CPU backend's
+ * gemm is that call on all its threads), to measure what serial small
+ * products (the LoRA adapters' rank-r GEMMs) would gain. 0: off. */
+void bench_profile_serial_below(sc_backend *be, double flops);
+
 /* Forgets the totals so far (call after the warm-up step). */
 void bench_profile_reset(sc_backend *be);
 

@@ -6,7 +6,11 @@
  * operation and gemm shape, bench_profile.h) to stderr.
  *
  *   sc_bench_step --shape NAME --threads N [--batch B] [--seq T] [--steps K]
- *                 [--dir DIR] [--profile]
+ *                 [--min-time S] [--dir DIR] [--profile] [--serial-below FLOPS]
+ * Times K steps (default 2), and more while under S seconds (up to 1000),
+ * after one untimed warm-up step.
+ * --serial-below (an experiment, implies --profile): GEMMs of fewer than
+ * FLOPS operations run on one thread (bench_profile_serial_below).
  * NAME: small or a make-model preset (gpt2, smollm2-135m, tinyllama-1.1b, ...).
  * B defaults to 4, T to 256 for gpt2 and 128 otherwise.
  */
@@ -19,6 +23,8 @@
 
 #include "bench_common.h"
 #include "bench_profile.h"
+
+#define MAX_STEPS 1000 /* --min-time's limit */
 
 /* OpenBLAS sgemm GFLOP/s on the step's dominant shape, the MLP's first
  * product (n, c) @ (c, f): n = B*T, f = 4C for GPT-2, F for Llama. 0 when
@@ -53,7 +59,8 @@ static double sgemm_gflops(int n, int c, int f)
 static int usage(void)
 {
 	fprintf(stderr, "usage: sc_bench_step --shape NAME --threads N [--batch B] [--seq T] "
-			"[--steps K] [--dir DIR] [--profile]\n"
+			"[--steps K] [--min-time S] [--dir DIR] [--profile]\n"
+			"  [--serial-below FLOPS]\n"
 			"  NAME: small or a make-model preset\n");
 	return 2;
 }
@@ -63,10 +70,12 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "shape", 1, 0, 's' },   { "threads", 1, 0, 'j' }, { "steps", 1, 0, 'n' },
 		{ "dir", 1, 0, 'd' },     { "batch", 1, 0, 'b' },   { "seq", 1, 0, 't' },
-		{ "profile", 0, 0, 'p' }, { 0, 0, 0, 0 },
+		{ "profile", 0, 0, 'p' }, { "serial-below", 1, 0, 'S' },
+		{ "min-time", 1, 0, 'm' }, { 0, 0, 0, 0 },
 	};
 	const char *shape = "small", *dir = "bench-model";
-	int threads = 1, steps = 2, batch = 0, seq = 0, profile = 0, c;
+	int threads = 1, steps = 2, batch = 0, seq = 0, profile = 0, timed, c;
+	double serial_below = 0, min_time = 0;
 	sc_model_config mc;
 	sc_lora_config lc = { .rank = 8, .alpha = 16, .targets = 0, .seed = 1 };
 	sc_train_config tc;
@@ -88,6 +97,8 @@ int main(int argc, char **argv)
 		case 'b': batch = atoi(optarg); break;
 		case 't': seq = atoi(optarg); break;
 		case 'p': profile = 1; break;
+		case 'm': min_time = atof(optarg); break;
+		case 'S': serial_below = atof(optarg); profile = 1; break;
 		default: return usage();
 		}
 	}
@@ -103,7 +114,7 @@ int main(int argc, char **argv)
 	lc.targets = sc_lora_all_targets(&mc);
 	tc.B = batch ? batch : 4;
 	tc.T = seq ? seq : strcmp(shape, "gpt2") ? 128 : 256;
-	tc.steps = steps + 1;
+	tc.steps = steps + 1; /* the schedule: later steps stay at min_lr */
 	tc.warmup = 0;
 	if ((rc = bench_model(dir, &mc, (size_t)tc.B * tc.T * (steps + 2) + 1, &wf, &tk)) ||
 	    (rc = sc_backend_cpu_open(&be, threads)))
@@ -114,6 +125,7 @@ int main(int argc, char **argv)
 			be = inner;
 			goto fail;
 		}
+		bench_profile_serial_below(be, serial_below);
 	}
 	if ((rc = sc_trainer_new(&tr, be, &mc, &lc, &tc, wf, NULL, &tk, 1, NULL)))
 		goto fail;
@@ -123,24 +135,25 @@ int main(int argc, char **argv)
 		bench_profile_reset(be);
 	bench_cpu_sample_take(&c0);
 	t0 = bench_now();
-	for (int s = 1; s <= steps; s++)
-		if ((rc = sc_trainer_step(tr, s, &st)))
+	for (timed = 0; timed < steps || (bench_now() - t0 < min_time && timed < MAX_STEPS);
+	     timed++)
+		if ((rc = sc_trainer_step(tr, timed + 1, &st)))
 			goto fail;
-	secs = (bench_now() - t0) / steps;
+	secs = (bench_now() - t0) / timed;
 	{
 		double tokens = (double)tc.B * tc.T,
 		       gf = bench_flops_per_token(&mc, tc.T, lc.rank) * tokens;
 		if (profile)
-			bench_profile_report(be, stderr, steps, secs);
+			bench_profile_report(be, stderr, timed, secs);
 		sgemm = sgemm_gflops(tc.B * tc.T, mc.n_embd, mc.n_inner);
 		bench_cpu_sample_take(&c1);
 		printf("{\"impl\":\"splitchain\",\"shape\":\"%s\",\"family\":\"%s\","
-		       "\"threads\":%d,\"B\":%d,\"T\":%d,\"step_s\":%.4f,\"tokens_per_s\":%.1f,"
+		       "\"threads\":%d,\"B\":%d,\"T\":%d,\"steps\":%d,\"step_s\":%.4f,\"tokens_per_s\":%.1f,"
 		       "\"gflop_per_step\":%.2f,\"gflops\":%.2f,\"sgemm\":\"(%d,%d)x(%d,%d)\","
 		       "\"sgemm_gflops\":%.2f,\"foreign_load\":%.2f,\"blas\":\"%s\"}\n",
-		       shape, mc.model_type, threads, tc.B, tc.T, secs, tokens / secs, gf / 1e9,
-		       gf / secs / 1e9, tc.B * tc.T, mc.n_embd, mc.n_embd, mc.n_inner, sgemm,
-		       bench_foreign_load(&c0, &c1), sc_backend_cpu_describe());
+		       shape, mc.model_type, threads, tc.B, tc.T, timed, secs, tokens / secs, gf / 1e9,
+		       gf / secs / 1e9, tc.B * tc.T, mc.n_embd, mc.n_embd, mc.n_inner,
+		       sgemm, bench_foreign_load(&c0, &c1), sc_backend_cpu_describe());
 	}
 	sc_trainer_free(tr);
 	sc_backend_free(be);

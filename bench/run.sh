@@ -5,9 +5,12 @@
 # PEFT: GPT2LMHeadModel, or LlamaForCausalLM for the Llama presets) on the
 # same shapes and thread counts, in one run, with ratios.
 #   bash bench/run.sh [--shapes "small gpt2 smollm2-135m tinyllama-1.1b"]
-#                     [--threads "1 2"] [--steps K] [--tries N] [--max-load X] [--wait S]
+#                     [--threads "1 2"] [--steps K] [--min-time S] [--tries N]
+#                     [--max-load X] [--wait S]
 # A shape is "small" (4-layer GPT-2) or a make-model preset; B x T per shape:
 #   small 4x128, gpt2 4x256, smollm2-135m 4x128, tinyllama-1.1b 1x128, others 4x128.
+# Each side times K steps (default 2), and more while under S seconds
+# (default 5), after one untimed warm-up step.
 # Each measurement first waits (up to --wait seconds, default 300) for other
 # processes to keep no more than --max-load CPUs (default 0.2) busy, and is
 # rerun (up to --tries times, default 3) while they kept more than that busy
@@ -19,12 +22,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHAPES="small gpt2 smollm2-135m tinyllama-1.1b"
 THREADS="1 2"
 STEPS=2
+MINTIME=5
 TRIES=3
-usage() { sed -n '2,16p' "$0" >&2; exit 2; }
+usage() { sed -n '2,19p' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || usage
   case "$1" in
-    --shapes) SHAPES=$2 ;; --threads) THREADS=$2 ;; --steps) STEPS=$2 ;;
+    --shapes) SHAPES=$2 ;; --threads) THREADS=$2 ;; --steps) STEPS=$2 ;; --min-time) MINTIME=$2 ;;
     --tries) TRIES=$2 ;; --max-load) MAXLOAD=$2 ;; --wait) WAIT=$2 ;;
     *) usage ;;
   esac
@@ -68,25 +72,29 @@ for shape in $SHAPES; do
   for t in $THREADS; do
     echo "running $shape (B=$B T=$T) at $t thread(s) ..." >&2
     least_disturbed env OMP_NUM_THREADS="$t" "$BUILD/bench/sc_bench_step" --shape "$shape" \
-      --threads "$t" --batch "$B" --seq "$T" --steps "$STEPS" --dir "$model" >> "$results"
+      --threads "$t" --batch "$B" --seq "$T" --steps "$STEPS" --min-time "$MINTIME" \
+      --dir "$model" >> "$results"
     least_disturbed env OMP_NUM_THREADS="$t" HF_HUB_OFFLINE=1 "$VENV/bin/python" \
       "$ROOT/bench/torch_lora_step.py" --config "$model/config.json" --batch "$B" --seq "$T" \
-      --rank 8 --threads "$t" --steps "$STEPS" --warmup-steps 1 \
+      --rank 8 --threads "$t" --steps "$STEPS" --min-time "$MINTIME" --warmup-steps 1 \
       | sed "s/^{/{\"shape\":\"$shape\",/" >> "$results"
   done
   rm -rf "$model"
 done
 
 "$VENV/bin/python" - "$results" "$SHAPES" <<'PY'
-import json, sys
+import json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')]
 order = sys.argv[2].split()
 sc = {(r['shape'], r['threads']): r for r in rows if r['impl'] == 'splitchain'}
 pt = {(r['shape'], r['threads']): r for r in rows if r['impl'] == 'pytorch'}
 blas = next(iter(sc.values()))['blas'] if sc else '?'
+blas = blas.rsplit(', ', 1)[0] if blas.endswith(' threads') else blas
+cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo')
+            if l.startswith('model name')), '?')
 print("\nCPU LoRA training step (forward + backward + AdamW), r=8 on every projection "
       "(GPT-2: 4, Llama: 7), float32")
-print(f"BLAS: {blas}\n")
+print(f"CPU: {cpu}, {os.cpu_count()} cores\nBLAS: {blas}\n")
 hdr = ("shape", "B x T", "thr", "splitchain tok/s", "GFLOP/s", "sgemm (n,C)x(C,F)",
        "sgemm GFLOP/s", "% of sgemm", "pytorch tok/s", "pytorch GFLOP/s",
        "splitchain / pytorch", "other load sc / pt")

@@ -68,6 +68,9 @@ def parse_args():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup-steps", type=int, default=1)
+    p.add_argument("--min-time", type=float, default=0.0,
+                   help="time more than --steps steps while under this many seconds "
+                   "(up to 1000)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--impl", choices=["hf", "ref", "auto"], default="hf",
@@ -319,14 +322,17 @@ def main():
         step()
     sync()
     s0 = cpu_sample()
-    for _ in range(a.steps):
+    timed = 0
+    while timed < a.steps or (time.perf_counter() - s0[0] < a.min_time and timed < 1000):
         step()
+        timed += 1
     sync()
     s1 = cpu_sample()
     elapsed = s1[0] - s0[0]
-    step_s = elapsed / max(1, a.steps)
+    step_s = elapsed / max(1, timed)
     impl = "pytorch" if a.impl == "hf" else "pytorch-ref"
     out = {"impl": impl, "family": a.family, "threads": a.threads, "B": a.batch, "T": a.seq,
+           "steps": timed,
            "tokens_per_s": a.batch * a.seq / step_s, "step_s": step_s,
            "foreign_load": round(foreign_load(s0, s1), 2)}
     if a.device != "cpu":

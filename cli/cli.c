@@ -27,8 +27,10 @@ static const char usage_text[] =
     "\n"
     "local commands:\n"
     "  finetune     fine-tune LoRA adapters in this process and export them (PEFT format)\n"
+    "  generate     generate text with a model and a LoRA adapter in this process\n"
     "  make-model   write a randomly initialised model (Hugging Face layout)\n"
-    "  tokenize     turn a text file into a token file (byte-level tokens)\n"
+    "  tokenize     turn text into token ids (a Hugging Face tokenizer, or bytes)\n"
+    "  detokenize   turn token ids back into text\n"
     "  version      print the version\n"
     "\n"
     "Run 'splitchain <command> --help' for a command's options.\n";
@@ -182,11 +184,12 @@ int main(int argc, char **argv)
 		const char *name;
 		int (*fn)(int, char **);
 	} cmds[] = {
-		{ "submit", cli_submit },         { "jobs", cli_jobs },
-		{ "status", cli_status },         { "watch", cli_watch },
-		{ "cancel", cli_cancel },         { "workers", cli_workers },
-		{ "export", cli_export },         { "finetune", cli_finetune },
-		{ "make-model", cli_make_model }, { "tokenize", cli_tokenize },
+		{ "submit", cli_submit },     { "jobs", cli_jobs },
+		{ "status", cli_status },     { "watch", cli_watch },
+		{ "cancel", cli_cancel },     { "workers", cli_workers },
+		{ "export", cli_export },     { "finetune", cli_finetune },
+		{ "generate", cli_generate }, { "make-model", cli_make_model },
+		{ "tokenize", cli_tokenize }, { "detokenize", cli_detokenize },
 	};
 
 	if (argc < 2) {

@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include <protobuf-c/protobuf-c.h>
+
 #include "sc_err.h"
 #include "sc_lora.h"
 #include "sc_train.h"
@@ -13,7 +15,9 @@ enum { CLI_OK = 0, CLI_ERROR = 1, CLI_USAGE = 2 };
 
 int cli_make_model(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
+int cli_detokenize(int argc, char **argv);
 int cli_finetune(int argc, char **argv);
+int cli_generate(int argc, char **argv);
 
 /* Prints "splitchain <cmd>: <what>: <detail>" for a failed call; returns CLI_ERROR. */
 int cli_fail(const char *cmd, sc_err rc, const char *what);
@@ -23,6 +27,15 @@ int cli_fail(const char *cmd, sc_err rc, const char *what);
 int cli_int(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out);
 /* Parses a finite float in [lo, hi]. */
 int cli_float(const char *cmd, const char *flag, const char *s, double lo, double hi, float *out);
+
+/* One RPC to url (a coordinator or a worker) with a timeout: CLI_OK with
+ * *rep the reply (free with protobuf_c_message_free_unpacked), or the error
+ * printed and CLI_ERROR. */
+int cli_call_url(const char *cmd, const char *url, int timeout_ms, const char *method,
+		 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
+		 ProtobufCMessage **rep);
+/* $SPLITCHAIN_COORDINATOR, else the default address. */
+const char *cli_default_coordinator(void);
 
 /* Prints "splitchain <cmd>: <msg>" and a pointer to --help; returns CLI_USAGE. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,4 +1,4 @@
-/* cli_files.c — `splitchain make-model` and `splitchain tokenize`. */
+/* cli_files.c — `splitchain make-model`, `tokenize` and `detokenize`. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +7,9 @@
 #include "cli.h"
 #include "sc_data.h"
 #include "sc_family.h"
+#include "sc_file.h"
 #include "sc_modelgen.h"
+#include "sc_tokenizer.h"
 
 static const char make_model_help[] =
     "usage: splitchain make-model --out DIR [options]\n"
@@ -155,22 +157,53 @@ int cli_make_model(int argc, char **argv)
 }
 
 static const char tokenize_help[] =
-    "usage: splitchain tokenize --in TEXT --out FILE.bin\n"
+    "usage: splitchain tokenize --tokenizer PATH (--in FILE | --text STR) [--out FILE.bin]\n"
+    "                           [--json] [--no-special] [--threads N]\n"
+    "       splitchain tokenize --in TEXT --out FILE.bin\n"
     "\n"
-    "Writes the bytes of TEXT as a token file (256-int32 header, uint16 tokens):\n"
-    "one token per byte, ids 0..255.\n";
+    "With --tokenizer (a tokenizer.json, or a directory holding one or GPT-2's\n"
+    "vocab.json + merges.txt): encodes the whole input as one text, with the same\n"
+    "ids as Hugging Face tokenizers' Tokenizer.encode(text).ids (invalid UTF-8 is\n"
+    "replaced by U+FFFD first).\n"
+    "  --json        print {\"ids\":[...]} on stdout\n"
+    "  --out FILE    write a token file (256-int32 header; uint16 ids when all fit,\n"
+    "                else version 2 with 32-bit ids)\n"
+    "  --no-special  no post-processor tokens (add_special_tokens=False)\n"
+    "  --threads N   threads for the model step (default 1)\n"
+    "\n"
+    "Without --tokenizer: writes the bytes of TEXT as a token file, one token per\n"
+    "byte, ids 0..255.\n";
+
+/* Prints ids as {"ids":[...]} on stdout. */
+static void print_ids_json(const int32_t *ids, size_t n)
+{
+	fputs("{\"ids\":[", stdout);
+	for (size_t i = 0; i < n; i++)
+		printf(i ? ",%d" : "%d", ids[i]);
+	fputs("]}\n", stdout);
+}
 
 int cli_tokenize(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "in", required_argument, 0, 'i' },
 		{ "out", required_argument, 0, 'o' },
+		{ "tokenizer", required_argument, 0, 'k' },
+		{ "text", required_argument, 0, 't' },
+		{ "json", no_argument, 0, 'j' },
+		{ "no-special", no_argument, 0, 'n' },
+		{ "threads", required_argument, 0, 'T' },
 		{ "help", no_argument, 0, 'H' },
 		{ 0, 0, 0, 0 },
 	};
-	const char *cmd = "tokenize", *in = NULL, *out = NULL;
+	const char *cmd = "tokenize", *in = NULL, *out = NULL, *tpath = NULL, *text = NULL;
+	int c, json = 0, special = 1, ret = CLI_ERROR;
+	long threads = 1;
 	sc_tokens *tk = NULL;
-	int c;
+	sc_tokenizer *t = NULL;
+	char *buf = NULL;
+	int32_t *ids = NULL;
+	size_t len = 0, n = 0;
 	sc_err rc;
 
 	optind = 1;
@@ -179,6 +212,14 @@ int cli_tokenize(int argc, char **argv)
 		switch (c) {
 		case 'i': in = optarg; break;
 		case 'o': out = optarg; break;
+		case 'k': tpath = optarg; break;
+		case 't': text = optarg; break;
+		case 'j': json = 1; break;
+		case 'n': special = 0; break;
+		case 'T':
+			if (cli_int(cmd, "--threads", optarg, 1, 256, &threads))
+				return CLI_USAGE;
+			break;
 		case 'H': fputs(tokenize_help, stdout); return CLI_OK;
 		default:
 			return cli_usage(cmd, "unknown or incomplete option '%s'",
@@ -187,13 +228,140 @@ int cli_tokenize(int argc, char **argv)
 	}
 	if (optind < argc)
 		return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
-	if (!in || !out)
-		return cli_usage(cmd, "--in TEXT and --out FILE are required");
-	if ((rc = sc_tokens_load(&tk, in, 256)))
-		return cli_fail(cmd, rc, "cannot read the input");
-	rc = sc_tokens_save(out, tk->ids, tk->n);
-	if (!rc)
-		printf("wrote %s: %zu tokens\n", out, tk->n);
+	if (!tpath) {
+		if (!in || !out || text || json)
+			return cli_usage(cmd, "--in TEXT and --out FILE are required "
+					      "(--text and --json need --tokenizer)");
+		if ((rc = sc_tokens_load(&tk, in, 256)))
+			return cli_fail(cmd, rc, "cannot read the input");
+		rc = sc_tokens_save(out, tk->ids, tk->n);
+		if (!rc)
+			printf("wrote %s: %zu tokens\n", out, tk->n);
+		sc_tokens_free(tk);
+		return rc ? cli_fail(cmd, rc, "cannot write the token file") : CLI_OK;
+	}
+	if (!in == !text)
+		return cli_usage(cmd, "give one of --in FILE and --text STR");
+	if (!out && !json)
+		return cli_usage(cmd, "give --out FILE, --json or both");
+	if ((rc = sc_tokenizer_load(&t, tpath))) {
+		cli_fail(cmd, rc, "cannot load the tokenizer");
+		goto done;
+	}
+	if (in && (rc = sc_file_read(in, SIZE_MAX, &buf, &len))) {
+		cli_fail(cmd, rc, "cannot read the input");
+		goto done;
+	}
+	if ((rc = sc_tokenizer_encode_mt(t, in ? buf : text, in ? len : strlen(text), special,
+					 (int)threads, &ids, &n))) {
+		cli_fail(cmd, rc, "cannot encode the input");
+		goto done;
+	}
+	if (json)
+		print_ids_json(ids, n);
+	if (out && (rc = sc_tokens_save(out, ids, n))) {
+		cli_fail(cmd, rc, "cannot write the token file");
+		goto done;
+	}
+	if (out && !json)
+		printf("wrote %s: %zu tokens\n", out, n);
+	ret = CLI_OK;
+done:
+	free(ids);
+	free(buf);
+	sc_tokenizer_free(t);
+	return ret;
+}
+
+static const char detokenize_help[] =
+    "usage: splitchain detokenize --tokenizer PATH (--ids 1,2,3 | --in FILE.bin)\n"
+    "                             [--no-special]\n"
+    "\n"
+    "Prints the text of the ids as Hugging Face tokenizers' decode(ids) does;\n"
+    "--no-special leaves out special tokens (skip_special_tokens=True). Ids the\n"
+    "tokenizer does not know are dropped.\n";
+
+/* Parses "1,2,3" into *ids (new, free with free()). */
+static int parse_ids(const char *cmd, const char *s, int32_t **ids, size_t *n)
+{
+	size_t cap = 1;
+	for (const char *p = s; *p; p++)
+		cap += *p == ',';
+	if (!(*ids = malloc(cap * sizeof(**ids))))
+		return cli_usage(cmd, "out of memory");
+	*n = 0;
+	while (*s) {
+		char *end;
+		long v = strtol(s, &end, 10);
+		if (end == s || v < 0 || v > INT32_MAX || (*end && *end != ',')) {
+			free(*ids);
+			*ids = NULL;
+			return cli_usage(cmd, "--ids wants comma-separated ids, got '%s'", s);
+		}
+		(*ids)[(*n)++] = (int32_t)v;
+		s = *end ? end + 1 : end;
+	}
+	return 0;
+}
+
+int cli_detokenize(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "tokenizer", required_argument, 0, 'k' },
+		{ "ids", required_argument, 0, 'd' },
+		{ "in", required_argument, 0, 'i' },
+		{ "no-special", no_argument, 0, 'n' },
+		{ "help", no_argument, 0, 'H' },
+		{ 0, 0, 0, 0 },
+	};
+	const char *cmd = "detokenize", *tpath = NULL, *idlist = NULL, *in = NULL;
+	int c, skip = 0, ret = CLI_ERROR;
+	sc_tokenizer *t = NULL;
+	sc_tokens *tk = NULL;
+	int32_t *ids = NULL;
+	char *text = NULL;
+	size_t n = 0, len = 0;
+	sc_err rc;
+
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k': tpath = optarg; break;
+		case 'd': idlist = optarg; break;
+		case 'i': in = optarg; break;
+		case 'n': skip = 1; break;
+		case 'H': fputs(detokenize_help, stdout); return CLI_OK;
+		default:
+			return cli_usage(cmd, "unknown or incomplete option '%s'",
+					 argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+	if (!tpath || !idlist == !in)
+		return cli_usage(cmd, "--tokenizer PATH and one of --ids LIST, --in FILE are "
+				      "required");
+	if (idlist && parse_ids(cmd, idlist, &ids, &n))
+		return CLI_USAGE;
+	if ((rc = sc_tokenizer_load(&t, tpath))) {
+		cli_fail(cmd, rc, "cannot load the tokenizer");
+		goto done;
+	}
+	if (in && (rc = sc_tokens_load(&tk, in, sc_tokenizer_vocab_size(t)))) {
+		cli_fail(cmd, rc, "cannot read the token file");
+		goto done;
+	}
+	if ((rc = sc_tokenizer_decode(t, in ? tk->ids : ids, in ? tk->n : n, skip, &text, &len))) {
+		cli_fail(cmd, rc, "cannot decode");
+		goto done;
+	}
+	fwrite(text, 1, len, stdout);
+	ret = CLI_OK;
+done:
+	free(text);
+	free(ids);
 	sc_tokens_free(tk);
-	return rc ? cli_fail(cmd, rc, "cannot write the token file") : CLI_OK;
+	sc_tokenizer_free(t);
+	return ret;
 }

@@ -37,8 +37,7 @@ static const char conn_help[] =
 
 static void conn_defaults(conn_opts *c)
 {
-	const char *env = getenv("SPLITCHAIN_COORDINATOR");
-	c->url = env && *env ? env : DEFAULT_COORDINATOR;
+	c->url = cli_default_coordinator();
 	c->json = 0;
 	c->timeout_ms = 10000;
 }
@@ -59,19 +58,18 @@ static int conn_option(const char *cmd, int c, const char *arg, conn_opts *co)
 	}
 }
 
-/* One call; prints the error and returns CLI_ERROR unless the status is OK. */
-static int call(const char *cmd, const conn_opts *co, const char *method,
-		const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
-		ProtobufCMessage **rep)
+int cli_call_url(const char *cmd, const char *url, int timeout_ms, const char *method,
+		 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
+		 ProtobufCMessage **rep)
 {
 	sc_rpc_client *cl = NULL;
 	char msg[512] = "";
 	int status = SC_STATUS_UNKNOWN;
 	sc_err rc;
 
-	if ((rc = sc_rpc_client_open(&cl, co->url)))
-		return cli_fail(cmd, rc, co->url);
-	rc = sc_rpc_call_pb(cl, method, req, desc, co->timeout_ms, &status, msg, sizeof(msg), rep);
+	if ((rc = sc_rpc_client_open(&cl, url)))
+		return cli_fail(cmd, rc, url);
+	rc = sc_rpc_call_pb(cl, method, req, desc, timeout_ms, &status, msg, sizeof(msg), rep);
 	sc_rpc_client_close(cl);
 	if (rc)
 		return cli_fail(cmd, rc, method);
@@ -81,6 +79,21 @@ static int call(const char *cmd, const conn_opts *co, const char *method,
 		return CLI_ERROR;
 	}
 	return CLI_OK;
+}
+
+const char *cli_default_coordinator(void)
+{
+	const char *env = getenv("SPLITCHAIN_COORDINATOR");
+	return env && *env ? env : DEFAULT_COORDINATOR;
+}
+
+/* One call to the coordinator; prints the error and returns CLI_ERROR
+ * unless the status is OK. */
+static int call(const char *cmd, const conn_opts *co, const char *method,
+		const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
+		ProtobufCMessage **rep)
+{
+	return cli_call_url(cmd, co->url, co->timeout_ms, method, req, desc, rep);
 }
 
 /* Parses a command with only connection options and an optional JOB id. */

@@ -573,6 +573,188 @@ static void test_attention_refuses_bad_shapes(void **state)
 	SC_ASSERT_ERR(gpu->ops->attention_sizes(gpu, &window, &st, &sc), SC_EINVAL);
 }
 
+/* ---- attention against a key/value cache ---- */
+
+/* Downloads both sides of t into hc and hg. */
+static void twin_download(twin *t, float *hc, float *hg)
+{
+	SC_ASSERT_OK(cpu->ops->download(cpu, hc, t->c, t->bytes));
+	SC_ASSERT_OK(t->gb->ops->download(t->gb, hg, t->g, t->bytes));
+}
+
+/* The caches after attention_kv: bit for bit the CPU's, and, outside the
+ * rows pos0 .. pos0+n-1 of each batch, what they held before. */
+static void expect_caches(twin *cache, const float *before, const char *what, int pos0, int P,
+			  const sc_attn_shape *sh)
+{
+	size_t n = cache->bytes / sizeof(float), ldc = (size_t)sh->NKV * sh->hs;
+	float *hc = host_floats(n), *hg = host_floats(n);
+	twin_download(cache, hc, hg);
+	if (memcmp(hc, hg, cache->bytes))
+		fail_msg("%s: GPU cache differs from the CPU's", what);
+	for (int b = 0; b < sh->B; b++)
+		for (int p = 0; p < P; p++) {
+			size_t at = ((size_t)b * P + p) * ldc;
+			if ((p < pos0 || p >= pos0 + sh->T) &&
+			    memcmp(hg + at, before + at, ldc * sizeof(float)))
+				fail_msg("%s: batch %d position %d changed", what, b, p);
+		}
+	free(hc);
+	free(hg);
+}
+
+/* Caches filled with random values (the positions written before, and
+ * garbage past pos0 + n that must be neither read nor changed), fresh
+ * random new rows: out agrees with the CPU, the caches are the CPU's, and
+ * a second call gives the same bits. */
+static void attention_kv_case(const char *name, sc_attn_shape sh, int pos0, int P, uint64_t seed)
+{
+	int B = sh.B, n = sh.T, NH = sh.NH;
+	size_t n_qkv = (size_t)B * n * (NH + 2 * sh.NKV) * sh.hs;
+	size_t n_out = (size_t)B * n * NH * sh.hs, n_cache = (size_t)B * P * sh.NKV * sh.hs;
+	twin qkv = twin_new(n_qkv), out = twin_new(n_out);
+	twin kc = twin_new(n_cache), vc = twin_new(n_cache);
+	float *hk = host_floats(n_cache), *hv = host_floats(n_cache);
+
+	print_message("  %s: B=%d n=%d NH=%d NKV=%d hs=%d window=%d pos0=%d P=%d\n", name, B, n, NH,
+		      sh.NKV, sh.hs, sh.window, pos0, P);
+	sc_test_fill_normal(hk, n_cache, seed, 1.0f);
+	sc_test_fill_normal(hv, n_cache, seed + 1, 1.0f);
+	twin_upload(&kc, hk);
+	twin_upload(&vc, hv);
+	twin_random(&qkv, seed + 2, 1.0f);
+	twin_poison(&out);
+	SC_ASSERT_OK(cpu->ops->attention_kv(cpu, F(out), F(kc), F(vc), F(qkv), pos0, P, &sh));
+	SC_ASSERT_OK(gpu->ops->attention_kv(gpu, G(out), G(kc), G(vc), G(qkv), pos0, P, &sh));
+	twin_expect(&out, "attention_kv out", FP32_TOL);
+	expect_caches(&kc, hk, "attention_kv k cache", pos0, P, &sh);
+	expect_caches(&vc, hv, "attention_kv v cache", pos0, P, &sh);
+
+	float *first = host_floats(n_out), *again = host_floats(n_out);
+	SC_ASSERT_OK(gpu->ops->download(gpu, first, G(out), n_out * sizeof(float)));
+	SC_ASSERT_OK(gpu->ops->attention_kv(gpu, G(out), G(kc), G(vc), G(qkv), pos0, P, &sh));
+	SC_ASSERT_OK(gpu->ops->download(gpu, again, G(out), n_out * sizeof(float)));
+	assert_memory_equal(first, again, n_out * sizeof(float));
+
+	free(first);
+	free(again);
+	free(hk);
+	free(hv);
+	twin_free(&qkv);
+	twin_free(&out);
+	twin_free(&kc);
+	twin_free(&vc);
+}
+
+/* Decode (n = 1) at the first positions, at a chunk's edge (the kernel
+ * walks 128 keys at a time) and deep in the cache; prefill from 0 and a
+ * chunk that continues a cache; GPT-2-like, grouped and multi-query heads,
+ * hs 100 (not a multiple of 8), windows shorter than the context; and
+ * caches long enough, or rows few enough, that a row's keys are split over
+ * several blocks (segments of >= 256 keys; some empty in the prefill). */
+static void test_attention_kv(void **state)
+{
+	static const struct {
+		const char *name;
+		sc_attn_shape s; /* B, n, NH, NKV, hs, window */
+		int pos0, P;
+	} cases[] = {
+		{ "gpt2 prefill n 37", { 1, 37, 4, 4, 16, 0 }, 0, 40 },
+		{ "gpt2 decode pos 0", { 1, 1, 4, 4, 16, 0 }, 0, 8 },
+		{ "gpt2 decode pos 1", { 1, 1, 4, 4, 16, 0 }, 1, 8 },
+		{ "gpt2 decode pos 63", { 1, 1, 4, 4, 16, 0 }, 63, 64 },
+		{ "gpt2 decode pos 64", { 1, 1, 4, 4, 16, 0 }, 64, 70 },
+		{ "gpt2 decode pos 200", { 1, 1, 4, 4, 16, 0 }, 200, 210 },
+		{ "gpt2 decode B 2 pos 130", { 2, 1, 4, 4, 16, 0 }, 130, 140 },
+		{ "gpt2 prefill B 2 pos 20", { 2, 12, 4, 4, 16, 0 }, 20, 40 },
+		{ "gqa 8/2 hs 64 prefill", { 2, 37, 8, 2, 64, 0 }, 0, 37 },
+		{ "gqa 8/2 hs 64 decode", { 2, 1, 8, 2, 64, 0 }, 200, 256 },
+		{ "gqa 8/2 hs 64 chunk", { 1, 20, 8, 2, 64, 0 }, 45, 80 },
+		{ "mqa 8/1 hs 128 prefill", { 1, 37, 8, 1, 128, 0 }, 0, 40 },
+		{ "mqa 8/1 hs 128 decode", { 1, 1, 8, 1, 128, 0 }, 64, 65 },
+		{ "hs 100 chunk", { 2, 5, 2, 2, 100, 0 }, 10, 20 },
+		{ "window 16 prefill", { 1, 37, 4, 2, 64, 16 }, 0, 40 },
+		{ "window 16 decode", { 2, 1, 4, 2, 64, 16 }, 200, 256 },
+		{ "window 20 chunk", { 1, 30, 4, 2, 32, 20 }, 50, 90 },
+		{ "window 1 decode", { 1, 1, 2, 1, 32, 1 }, 9, 10 },
+		{ "split decode pos 1000", { 1, 1, 4, 2, 64, 0 }, 1000, 1024 },
+		{ "split decode window 300", { 2, 1, 4, 1, 128, 300 }, 900, 960 },
+		{ "split prefill n 300", { 1, 300, 2, 1, 32, 0 }, 0, 300 },
+	};
+	for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++)
+		attention_kv_case(cases[ci].name, cases[ci].s, cases[ci].pos0, cases[ci].P,
+				  1600 + 10 * ci);
+}
+
+/* Prefill from position 0 is the training op: attention_kv on n rows gives
+ * attention_forward's out (T = n), on each backend. */
+static void attention_kv_matches_forward(sc_backend *be, const char *which, sc_attn_shape sh)
+{
+	size_t n_qkv = (size_t)sh.B * sh.T * (sh.NH + 2 * sh.NKV) * sh.hs;
+	size_t n_out = (size_t)sh.B * sh.T * sh.NH * sh.hs;
+	size_t n_cache = (size_t)sh.B * sh.T * sh.NKV * sh.hs, st, scr;
+	float *hq = host_floats(n_qkv), *ref = host_floats(n_out), *got = host_floats(n_out);
+	void *qkv, *out, *state, *kc, *vc;
+	SC_ASSERT_OK(be->ops->attention_sizes(be, &sh, &st, &scr));
+	SC_ASSERT_OK(be->ops->alloc(be, &qkv, n_qkv * sizeof(float)));
+	SC_ASSERT_OK(be->ops->alloc(be, &out, n_out * sizeof(float)));
+	SC_ASSERT_OK(be->ops->alloc(be, &state, st * sizeof(float)));
+	SC_ASSERT_OK(be->ops->alloc(be, &kc, n_cache * sizeof(float)));
+	SC_ASSERT_OK(be->ops->alloc(be, &vc, n_cache * sizeof(float)));
+	sc_test_fill_normal(hq, n_qkv, 1900 + (uint64_t)sh.hs, 1.0f);
+	SC_ASSERT_OK(be->ops->upload(be, qkv, hq, n_qkv * sizeof(float)));
+	SC_ASSERT_OK(be->ops->attention_forward(be, out, state, qkv, &sh));
+	SC_ASSERT_OK(be->ops->download(be, ref, out, n_out * sizeof(float)));
+	SC_ASSERT_OK(be->ops->attention_kv(be, out, kc, vc, qkv, 0, sh.T, &sh));
+	SC_ASSERT_OK(be->ops->download(be, got, out, n_out * sizeof(float)));
+	double err = sc_test_max_rel_err(got, ref, n_out, REL_FLOOR);
+	print_message("    %-28s max rel err %.3g (tol %.0e)\n", which, err, FP32_TOL);
+	if (!(err <= FP32_TOL))
+		fail_msg("%s: attention_kv and attention_forward differ: %.3g", which, err);
+	be->ops->free_buf(be, qkv);
+	be->ops->free_buf(be, out);
+	be->ops->free_buf(be, state);
+	be->ops->free_buf(be, kc);
+	be->ops->free_buf(be, vc);
+	free(hq);
+	free(ref);
+	free(got);
+}
+
+static void test_attention_kv_matches_forward(void **state)
+{
+	static const struct {
+		const char *name;
+		sc_attn_shape s; /* B, T, NH, NKV, hs, window */
+	} cases[] = {
+		{ "gpt2 T 37", { 2, 37, 4, 4, 16, 0 } },
+		{ "gqa 8/2 hs 64 T 45", { 1, 45, 8, 2, 64, 0 } },
+		{ "mqa 4/1 hs 128 T 21", { 1, 21, 4, 1, 128, 0 } },
+		{ "window 16 T 70", { 1, 70, 4, 2, 64, 16 } },
+	};
+	for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+		print_message("  %s\n", cases[ci].name);
+		attention_kv_matches_forward(cpu, "cpu kv == forward", cases[ci].s);
+		attention_kv_matches_forward(gpu, "gpu kv == forward", cases[ci].s);
+	}
+}
+
+/* Positions outside the cache, no new rows, and head sizes past the
+ * kernels' 128 are refused with a reason, before anything is written. */
+static void test_attention_kv_refuses(void **state)
+{
+	sc_attn_shape one = { 1, 1, 2, 2, 32, 0 }, four = { 1, 4, 2, 2, 32, 0 };
+	sc_attn_shape none = { 1, 0, 2, 2, 32, 0 }, big = { 1, 1, 2, 2, 160, 0 };
+	SC_ASSERT_ERR(gpu->ops->attention_kv(gpu, NULL, NULL, NULL, NULL, 8, 8, &one), SC_EINVAL);
+	assert_non_null(strstr(sc_err_detail(), "outside the cache"));
+	SC_ASSERT_ERR(cpu->ops->attention_kv(cpu, NULL, NULL, NULL, NULL, 8, 8, &one), SC_EINVAL);
+	SC_ASSERT_ERR(gpu->ops->attention_kv(gpu, NULL, NULL, NULL, NULL, 5, 8, &four), SC_EINVAL);
+	SC_ASSERT_ERR(gpu->ops->attention_kv(gpu, NULL, NULL, NULL, NULL, -1, 8, &one), SC_EINVAL);
+	SC_ASSERT_ERR(gpu->ops->attention_kv(gpu, NULL, NULL, NULL, NULL, 0, 8, &none), SC_EINVAL);
+	SC_ASSERT_ERR(gpu->ops->attention_kv(gpu, NULL, NULL, NULL, NULL, 0, 8, &big), SC_ENOTSUP);
+	assert_non_null(strstr(sc_err_detail(), "head size 160"));
+}
+
 /* ---- element-wise ---- */
 
 static void test_gelu(void **state)
@@ -753,6 +935,9 @@ int main(void)
 		cmocka_unit_test(test_rope),
 		cmocka_unit_test(test_attention),
 		cmocka_unit_test(test_attention_refuses_bad_shapes),
+		cmocka_unit_test(test_attention_kv),
+		cmocka_unit_test(test_attention_kv_matches_forward),
+		cmocka_unit_test(test_attention_kv_refuses),
 		cmocka_unit_test(test_gelu),
 		cmocka_unit_test(test_swiglu),
 		cmocka_unit_test(test_add),

@@ -23,10 +23,10 @@ static void text_is_bytes(void **state)
 static void token_file_round_trip(void **state)
 {
 	char p[512];
-	uint16_t ids[100];
+	int32_t ids[100];
 	sc_tokens *tk;
 	for (int i = 0; i < 100; i++)
-		ids[i] = (uint16_t)(i * 500);
+		ids[i] = (int32_t)(i * 500);
 	sc_test_path(p, sizeof(p), "t.bin");
 	SC_ASSERT_OK(sc_tokens_save(p, ids, 100));
 	SC_ASSERT_OK(sc_tokens_load(&tk, p, 50257));
@@ -73,10 +73,10 @@ static void bad_token_files(void **state)
 static sc_tokens *counting_tokens(size_t n)
 {
 	sc_tokens *tk = calloc(1, sizeof(*tk));
-	tk->ids = malloc(n * sizeof(uint16_t));
+	tk->ids = malloc(n * sizeof(int32_t));
 	tk->n = n;
 	for (size_t i = 0; i < n; i++)
-		tk->ids[i] = (uint16_t)i;
+		tk->ids[i] = (int32_t)i;
 	return tk;
 }
 

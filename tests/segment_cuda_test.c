@@ -338,12 +338,12 @@ static void train(fixture *f, sc_backend *be, int nstages, const int *bounds, in
 	uint64_t k = 21;
 
 	tk.n = 4000;
-	tk.ids = malloc(tk.n * sizeof(uint16_t));
+	tk.ids = malloc(tk.n * sizeof(int32_t));
 	assert_non_null(tk.ids);
 	sc_rng_seed(&r, &k, 1);
 	for (size_t i = 0; i < tk.n; i++) /* a skewed distribution: something to learn */
 		tk.ids[i] =
-		    (uint16_t)(sc_rng_below(&r, 4) ? sc_rng_below(&r, V / 8) : sc_rng_below(&r, V));
+		    (int32_t)(sc_rng_below(&r, 4) ? sc_rng_below(&r, V / 8) : sc_rng_below(&r, V));
 	sc_train_config_defaults(&tc);
 	tc.steps = STEPS;
 	tc.B = B;

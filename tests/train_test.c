@@ -138,7 +138,7 @@ static void trainer_refuses_bad_stages(void **state)
 	sc_train_config tc;
 	sc_backend *be;
 	sc_weights *wf;
-	sc_tokens tk = { .ids = (uint16_t[64]){ 0 }, .n = 64 };
+	sc_tokens tk = { .ids = (int32_t[64]){ 0 }, .n = 64 };
 	sc_trainer *tr;
 	sc_gpt2_config(&mc, L, 2, C, V, 32);
 	sc_test_path(dir, sizeof(dir), "trainmodel2");

@@ -201,13 +201,11 @@ static void advertise(char *out, size_t size, const char *bound)
 }
 
 static const sc_rpc_method methods[] = {
-	{ "Worker.Assign", worker_assign },
-	{ "Worker.Restore", worker_restore },
-	{ "Worker.Step", worker_step },
-	{ "Worker.Apply", worker_apply },
-	{ "Worker.GetState", worker_get_state },
-	{ "Worker.Release", worker_release },
-	{ NULL, NULL },
+	{ "Worker.Assign", worker_assign },      { "Worker.Restore", worker_restore },
+	{ "Worker.Step", worker_step },          { "Worker.Apply", worker_apply },
+	{ "Worker.GetState", worker_get_state }, { "Worker.Release", worker_release },
+	{ "Worker.GenOpen", worker_gen_open },   { "Worker.GenStep", worker_gen_step },
+	{ "Worker.GenClose", worker_gen_close }, { NULL, NULL },
 };
 
 static int fail(const char *what)
@@ -296,6 +294,7 @@ int main(int argc, char **argv)
 	sc_rpc_server_close(w.srv);
 	sc_rpc_client_close(w.coord);
 	worker_job_free(w.job);
+	worker_gen_free_all();
 	sc_dp_close(w.down);
 	sc_dp_close(w.up);
 	sc_backend_free(w.be);

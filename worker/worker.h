@@ -5,7 +5,8 @@
  * (Coordinator.Register and the heartbeat thread), worker.c (the
  * Worker.Assign / Restore / Apply / GetState handlers and the job's
  * lifetime), schedule.c (Worker.Step: the 1F1B and GPipe schedules over the
- * data plane).
+ * data plane), gen.c (Worker.GenOpen / GenStep / GenClose: generation
+ * sessions with key/value caches, beside the job).
  *
  * Concurrency: RPC handlers run on the RPC server's context threads. The
  * job (segment, data-plane sockets, host buffers) is guarded by worker.mu;
@@ -118,6 +119,12 @@ void worker_get_state(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
  * segment and data-plane sockets, so that no dialer of a finished placement
  * lingers to take a neighbour's only peer slot. Idempotent. */
 void worker_release(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+/* Generation sessions (gen.c): Worker.GenOpen / GenStep / GenClose. */
+void worker_gen_open(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+void worker_gen_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+void worker_gen_close(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+/* Frees every generation session (shutdown, with the RPC server closed). */
+void worker_gen_free_all(void);
 
 /* Drops the job held when it is job_id (0: any) at placement version
  * `version` or older (0: any), with its segment and data-plane sockets;

@@ -133,6 +133,15 @@ typedef struct sc_backend_ops {
 	/* dinp (n) = dout * GELU'(inp) (overwritten). dinp may alias dout. */
 	sc_err (*gelu_backward)(sc_backend *be, float *dinp, const float *inp, const float *dout,
 				size_t n);
+	/* Attention of n new positions against a key/value cache, for
+	 * generation. qkv (B,n,QKV) holds the new positions' q, k and v heads
+	 * (q and k already rotated); their k and v are first written into the
+	 * caches kc, vc (B,P,NKV*hs) at positions pos0 .. pos0+n-1 (pos0 + n <=
+	 * P), then each new query at position pos0+i attends to cache positions
+	 * max(0, pos0+i-window+1) .. pos0+i. out (B,n,NH*hs). s->T is n;
+	 * nothing is kept for a backward. */
+	sc_err (*attention_kv)(sc_backend *be, float *out, float *kc, float *vc, const float *qkv,
+			       int pos0, int P, const sc_attn_shape *s);
 	/* out (N,F) = silu(gate) * up, gu (N,2F) = gate | up per row (SwiGLU). */
 	sc_err (*swiglu_forward)(sc_backend *be, float *out, const float *gu, int N, int F);
 	/* dgu (N,2F) = the gradient of gate | up (overwritten), given dout (N,F). */

@@ -33,21 +33,24 @@ sc_err sc_tokens_load(sc_tokens **out, const char *path, int vocab_size)
 		return sc_errf(SC_ENOMEM, "out of memory");
 	}
 	if (len >= 4 && le32(raw) == SC_TOKENS_MAGIC) {
-		int32_t count;
+		int32_t count, version;
+		size_t width;
 		if (len < HEADER_INTS * 4) {
 			rc = sc_errf(SC_EFORMAT, "%s: token file header truncated (%zu bytes)",
 				     path, len);
 			goto fail;
 		}
-		if (le32(raw + 4) != SC_TOKENS_VERSION) {
-			rc =
-			    sc_errf(SC_EFORMAT, "%s: token file version %d not supported (want %d)",
-				    path, le32(raw + 4), SC_TOKENS_VERSION);
+		version = le32(raw + 4);
+		if (version != SC_TOKENS_VERSION && version != SC_TOKENS_VERSION_32) {
+			rc = sc_errf(SC_EFORMAT,
+				     "%s: token file version %d not supported (want %d or %d)",
+				     path, version, SC_TOKENS_VERSION, SC_TOKENS_VERSION_32);
 			goto fail;
 		}
+		width = version == SC_TOKENS_VERSION ? 2 : 4;
 		count = le32(raw + 8);
-		if (count < 0 || (size_t)count != (len - HEADER_INTS * 4) / 2 ||
-		    (len - HEADER_INTS * 4) % 2) {
+		if (count < 0 || (size_t)count != (len - HEADER_INTS * 4) / width ||
+		    (len - HEADER_INTS * 4) % width) {
 			rc = sc_errf(SC_EFORMAT,
 				     "%s: header says %d tokens but the file holds %zu bytes "
 				     "of tokens",
@@ -55,14 +58,21 @@ sc_err sc_tokens_load(sc_tokens **out, const char *path, int vocab_size)
 			goto fail;
 		}
 		n = (size_t)count;
-		tk->ids = malloc((n ? n : 1) * sizeof(uint16_t));
+		tk->ids = malloc((n ? n : 1) * sizeof(int32_t));
 		if (!tk->ids) {
 			rc = sc_errf(SC_ENOMEM, "%s: out of memory for %zu tokens", path, n);
 			goto fail;
 		}
 		for (size_t i = 0; i < n; i++) {
-			const unsigned char *p = raw + HEADER_INTS * 4 + 2 * i;
-			tk->ids[i] = (uint16_t)(p[0] | p[1] << 8);
+			const unsigned char *p = raw + HEADER_INTS * 4 + width * i;
+			uint32_t v = width == 2 ? (uint32_t)(p[0] | p[1] << 8) : (uint32_t)le32(p);
+			if (v > INT32_MAX) {
+				rc = sc_errf(SC_ERANGE,
+					     "%s: token id %u at position %zu is too large", path,
+					     v, i);
+				goto fail;
+			}
+			tk->ids[i] = (int32_t)v;
 		}
 	} else {
 		if (vocab_size < 256) {
@@ -73,7 +83,7 @@ sc_err sc_tokens_load(sc_tokens **out, const char *path, int vocab_size)
 			goto fail;
 		}
 		n = len;
-		tk->ids = malloc((n ? n : 1) * sizeof(uint16_t));
+		tk->ids = malloc((n ? n : 1) * sizeof(int32_t));
 		if (!tk->ids) {
 			rc = sc_errf(SC_ENOMEM, "%s: out of memory for %zu tokens", path, n);
 			goto fail;
@@ -85,7 +95,7 @@ sc_err sc_tokens_load(sc_tokens **out, const char *path, int vocab_size)
 	for (size_t i = 0; i < n; i++) {
 		if (tk->ids[i] >= vocab_size) {
 			rc = sc_errf(SC_ERANGE,
-				     "%s: token id %u at position %zu is outside the model's "
+				     "%s: token id %d at position %zu is outside the model's "
 				     "vocabulary (size %d)",
 				     path, tk->ids[i], i, vocab_size);
 			goto fail;
@@ -108,19 +118,38 @@ void sc_tokens_free(sc_tokens *tk)
 	free(tk);
 }
 
-sc_err sc_tokens_save(const char *path, const uint16_t *ids, size_t n)
+sc_err sc_tokens_save(const char *path, const int32_t *ids, size_t n)
 {
 	int32_t header[HEADER_INTS] = { SC_TOKENS_MAGIC, SC_TOKENS_VERSION };
+	size_t width = 2, chunk = 0;
+	unsigned char buf[8192];
 	sc_file_atomic *f;
-	sc_err rc;
+	sc_err rc = SC_OK;
 
 	if (n > INT32_MAX)
 		return sc_errf(SC_ERANGE, "%s: %zu tokens exceed the format's limit", path, n);
+	for (size_t i = 0; i < n; i++) {
+		if (ids[i] < 0)
+			return sc_errf(SC_ERANGE, "%s: negative token id %d at position %zu", path,
+				       ids[i], i);
+		if (ids[i] > UINT16_MAX)
+			width = 4;
+	}
+	header[1] = width == 2 ? SC_TOKENS_VERSION : SC_TOKENS_VERSION_32;
 	header[2] = (int32_t)n;
 	SC_TRY(sc_file_begin(&f, path));
 	/* The format is little-endian; so is every machine splitchain targets. */
-	if ((rc = sc_file_put(f, header, sizeof(header))) ||
-	    (rc = sc_file_put(f, ids, n * sizeof(uint16_t)))) {
+	rc = sc_file_put(f, header, sizeof(header));
+	for (size_t i = 0; !rc && i < n; i++) {
+		uint32_t v = (uint32_t)ids[i];
+		for (size_t b = 0; b < width; b++)
+			buf[chunk++] = (unsigned char)(v >> (8 * b));
+		if (chunk == sizeof(buf) || i + 1 == n) {
+			rc = sc_file_put(f, buf, chunk);
+			chunk = 0;
+		}
+	}
+	if (rc) {
 		sc_file_abort(f);
 		return rc;
 	}
@@ -200,7 +229,7 @@ void sc_loader_batch(sc_loader *ld, uint64_t first, int B, int32_t *inputs, int3
 	for (int b = 0; b < B; b++) {
 		uint64_t i = first + (uint64_t)b;
 		uint64_t epoch = i / ld->windows;
-		const uint16_t *src;
+		const int32_t *src;
 
 		if (epoch != ld->epoch)
 			make_perm(ld, epoch);

@@ -2,8 +2,10 @@
  * deterministic order in which a job reads them.
  *
  * Token file (as nanoGPT / llm.c .bin files): a header of 256 little-endian
- * int32 — [0] magic 20240520, [1] version 1, [2] number of tokens — then the
- * tokens as uint16. Any other file is plain text, tokenized byte by byte
+ * int32 — [0] magic 20240520, [1] version, [2] number of tokens — then the
+ * tokens: version 1 as uint16, version 2 as little-endian uint32 (ids of
+ * 65536 and up: Llama 3, Qwen2). The writer picks version 1 when every id
+ * fits in 16 bits; the reader takes both. Any other file is plain text, tokenized byte by byte
  * (token id = byte value; the model's vocabulary must cover 256 ids).
  *
  * Order: the stream is cut into W = (n - 1) / T windows of T + 1 tokens
@@ -21,11 +23,12 @@
 
 #include "sc_err.h"
 
-#define SC_TOKENS_MAGIC   20240520
-#define SC_TOKENS_VERSION 1
+#define SC_TOKENS_MAGIC      20240520
+#define SC_TOKENS_VERSION    1 /* uint16 ids */
+#define SC_TOKENS_VERSION_32 2 /* uint32 ids */
 
 typedef struct sc_tokens {
-	uint16_t *ids; /* (n) owned */
+	int32_t *ids; /* (n) owned, each in [0, vocab_size) */
 	size_t n;
 } sc_tokens;
 
@@ -36,8 +39,9 @@ typedef struct sc_tokens {
 sc_err sc_tokens_load(sc_tokens **out, const char *path, int vocab_size);
 void sc_tokens_free(sc_tokens *tk);
 
-/* Writes n ids as a token file at path. */
-sc_err sc_tokens_save(const char *path, const uint16_t *ids, size_t n);
+/* Writes n ids (borrowed) as a token file at path: version 1 when all are
+ * below 65536, else version 2. A negative id gives SC_ERANGE. */
+sc_err sc_tokens_save(const char *path, const int32_t *ids, size_t n);
 
 typedef struct sc_loader sc_loader;
 

@@ -119,7 +119,7 @@ static sc_err layer_forward(const sc_layer *L, const float *x)
 		 w[P_LN1_B], N, C, eps);
 	SC_TRY(sc_layer_linear_forward(L, T_QKV, w[P_W(T_QKV)], w[P_B(T_QKV)], a[A_QKV], 3 * C,
 				       a[A_LN1]));
-	LAYER_OP(L, attention_forward, a[A_ATTY], a[A_ATT], a[A_QKV], &L->attn);
+	SC_TRY(sc_layer_attention(L, a[A_ATTY], a[A_ATT], a[A_QKV]));
 	SC_TRY(sc_layer_linear_forward(L, T_ATTN_PROJ, w[P_W(T_ATTN_PROJ)], w[P_B(T_ATTN_PROJ)],
 				       a[A_RES2], C, a[A_ATTY]));
 	LAYER_OP(L, add, a[A_RES2], a[A_RES2], x, NC);

@@ -55,6 +55,15 @@ sc_err sc_layer_linear_backward(const sc_layer *L, int t, const float *W, float 
 	return SC_OK;
 }
 
+sc_err sc_layer_attention(const sc_layer *L, float *out, float *state, float *qkv)
+{
+	if (L->kc)
+		LAYER_OP(L, attention_kv, out, L->kc, L->vc, qkv, L->pos0, L->P, &L->attn);
+	else
+		LAYER_OP(L, attention_forward, out, state, qkv, &L->attn);
+	return SC_OK;
+}
+
 /* The inverse frequency of pair i of hs, scaled as c->rope_scaling says. */
 static double inv_freq(const sc_model_config *c, int i)
 {

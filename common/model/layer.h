@@ -24,8 +24,17 @@ struct sc_layer {
 	float *const *dA;      /* (targets) dA, dB follows */
 	float *const *u;       /* (targets) (N,r) inp @ A^T, kept for the backward */
 	float *du;             /* (N,r) scratch */
-	const float *rope_cos, *rope_sin; /* (T, hs/2), or NULL without rotary positions */
+	const float *rope_cos, *rope_sin; /* (T, hs/2) from this call's first position, or NULL */
+	/* Generation: the layer's key/value caches (B,P,NKV*hs) and the first
+	 * position of this call's rows; kc NULL when training. */
+	float *kc, *vc;
+	int pos0, P;
 };
+
+/* Causal self-attention of the layer's qkv (B,T,QKV) into out: training's
+ * attention_forward (state kept for the backward), or with a KV cache the
+ * new rows against the cache (attention_kv; state unused). */
+sc_err sc_layer_attention(const sc_layer *L, float *out, float *state, float *qkv);
 
 /* out (N,o), rows ldo apart, = inp (N,in) @ W^T (+ bias (o) when not NULL),
  * plus target t's adapter scale * (inp @ A^T) @ B^T when t is adapted

@@ -158,7 +158,7 @@ static sc_err layer_forward(const sc_layer *L, const float *x)
 				       a[A_LN1]));
 	LAYER_OP(L, rope, a[A_QKV], L->rope_cos, L->rope_sin, L->attn.B, L->attn.T, c->n_head,
 		 c->n_kv_head, c->head_dim, 0);
-	LAYER_OP(L, attention_forward, a[A_ATTY], a[A_ATT], a[A_QKV], &L->attn);
+	SC_TRY(sc_layer_attention(L, a[A_ATTY], a[A_ATT], a[A_QKV]));
 	SC_TRY(sc_layer_linear_forward(L, T_O, w[P_W(T_O)], w[P_B(T_O)], a[A_RES2], C, a[A_ATTY]));
 	LAYER_OP(L, add, a[A_RES2], a[A_RES2], x, NC);
 	LAYER_OP(L, rmsnorm_forward, a[A_LN2], a[A_RSTD2], a[A_RES2], w[P_LN2], N, C, c->ln_eps);

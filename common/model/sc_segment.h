@@ -43,6 +43,11 @@ typedef struct sc_segment_spec {
 	int first, last; /* layer range [first, last), 0 <= first < last <= L */
 	int B, T;        /* micro-batch shape; T <= n_positions */
 	int slots;       /* activation slots (in-flight micro-batches), >= 1 */
+	/* > 0: a generation segment with a key/value cache of this many
+	 * positions per row of the batch (<= n_positions): B sequences, up to
+	 * T new positions per sc_segment_infer call, one slot, no gradients,
+	 * optimizer state or backward buffers. 0: a training segment. */
+	int kv_positions;
 } sc_segment_spec;
 
 /* *out = new segment on be (borrowed: must outlive the segment) with all
@@ -118,6 +123,17 @@ typedef struct sc_adamw_hparams {
 } sc_adamw_hparams;
 sc_err sc_segment_adamw(sc_segment *seg, const sc_adamw_hparams *hp, float lr, float grad_scale,
 			int t);
+
+/* Generation (a segment made with kv_positions > 0): runs n new positions
+ * pos0 .. pos0+n-1 of each of the B sequences (1 <= n <= T, pos0 + n <=
+ * kv_positions; the positions before pos0 must have been run before, their
+ * keys and values are in the cache).
+ *   first segment: in = tokens (B,n) int32 < V;  otherwise in = x (B,n,C).
+ *   last segment:  out = logits (B,V) of each sequence's last new position;
+ *   otherwise:     out = y (B,n,C) for the next segment.
+ * Host arrays, as sc_segment_forward's. Running pos0 again overwrites the
+ * cache from there (a new prompt starts at 0). */
+sc_err sc_segment_infer(sc_segment *seg, int pos0, int n, const void *in, float *out);
 
 /* Bytes of device memory the segment holds (base, LoRA, optimizer, acts). */
 size_t sc_segment_device_bytes(const sc_segment *seg);

@@ -52,7 +52,8 @@ static void layout_base(sc_segment *seg, arena *a)
 		    : sc_segment_is_last(seg) ? seg->gp[SC_GP_EMBED]
 					      : NULL;
 	if (mc->rope_theta > 0) {
-		size_t n = (size_t)seg->spec.T * (size_t)(mc->head_dim / 2);
+		int P = seg_generating(seg) ? seg->spec.kv_positions : seg->spec.T;
+		size_t n = (size_t)P * (size_t)(mc->head_dim / 2);
 		seg->rope_cos = take(a, n);
 		seg->rope_sin = take(a, n);
 	}
@@ -97,6 +98,11 @@ static void layout_scratch(sc_segment *seg, arena *a)
 	size_t N = seg_N(seg), C = (size_t)sp->model.n_embd;
 	size_t sizes[SC_FAMILY_MAX_SCRATCH];
 
+	if (seg_generating(seg)) { /* no backward: only the logits */
+		if (sc_segment_is_last(seg))
+			seg->infer_logits = take(a, (size_t)sp->B * (size_t)sp->model.vocab_size);
+		return;
+	}
 	seg->dcur = take(a, N * C);
 	seg->fam->scratch_sizes(&sp->model, N, seg->attn_scratch, sizes);
 	for (int k = 0; k < seg->fam->n_scratch; k++)
@@ -138,6 +144,18 @@ static void scratch_fn(sc_segment *seg, void *arg, arena *a)
 	layout_scratch(seg, a);
 }
 
+/* Generation: each layer's key and value caches. */
+static void kv_fn(sc_segment *seg, void *arg, arena *a)
+{
+	const sc_model_config *mc = &seg->spec.model;
+	size_t n = (size_t)seg->spec.B * (size_t)seg->spec.kv_positions * (size_t)mc->n_kv_head *
+		   (size_t)mc->head_dim;
+	for (int l = 0; l < seg->nl; l++) {
+		seg->kc[l] = take(a, n);
+		seg->vc[l] = take(a, n);
+	}
+}
+
 static sc_err validate_spec(const sc_segment_spec *sp)
 {
 	SC_TRY(sc_config_validate(&sp->model));
@@ -152,6 +170,13 @@ static sc_err validate_spec(const sc_segment_spec *sp)
 	if (sp->T > sp->model.n_positions)
 		return sc_errf(SC_EINVAL, "sequence length %d exceeds the model's %d positions",
 			       sp->T, sp->model.n_positions);
+	if (sp->kv_positions < 0 || sp->kv_positions > sp->model.n_positions ||
+	    (sp->kv_positions && (sp->slots != 1 || sp->T > sp->kv_positions)))
+		return sc_errf(
+		    SC_EINVAL,
+		    "a generation segment needs one slot, %d <= %d cached positions <= the "
+		    "model's %d",
+		    sp->T, sp->kv_positions, sp->model.n_positions);
 	if ((double)sp->B * sp->T * sp->model.vocab_size > 2e9 ||
 	    (double)sp->B * sp->T * 2 * sp->model.n_inner > 2e9)
 		return sc_errf(SC_EINVAL,
@@ -211,7 +236,18 @@ sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *s
 		goto fail;
 	}
 	seg->lora_floats = layout_lora(seg);
-	rc = BE_CALL(seg, attention_sizes, &seg->attn, &seg->attn_state, &seg->attn_scratch);
+	if (spec->kv_positions) { /* attention reads the cache: nothing kept, no backward */
+		seg->kc = calloc((size_t)seg->nl, sizeof(float *));
+		seg->vc = calloc((size_t)seg->nl, sizeof(float *));
+		if (!seg->kc || !seg->vc) {
+			rc = sc_errf(SC_ENOMEM, "out of memory");
+			goto fail;
+		}
+		rc = SC_OK;
+	} else {
+		rc =
+		    BE_CALL(seg, attention_sizes, &seg->attn, &seg->attn_state, &seg->attn_scratch);
+	}
 	if (rc == SC_OK && (seg->attn_state > (size_t)2e9 || seg->attn_scratch > (size_t)2e9))
 		rc = sc_errf(SC_EINVAL,
 			     "micro-batch %dx%d needs %zu floats of attention state on %s, too "
@@ -219,7 +255,7 @@ sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *s
 			     spec->B, spec->T, seg->attn_state, seg->be->name);
 	if (rc != SC_OK)
 		goto fail;
-	for (int g = 0; g < 4; g++) {
+	for (int g = 0; g < (spec->kv_positions ? 1 : 4); g++) {
 		seg->device_bytes += seg->lora_floats * sizeof(float);
 		if ((rc = BE_CALL(seg, alloc, (void **)&seg->group[g],
 				  seg->lora_floats * sizeof(float))))
@@ -239,6 +275,8 @@ sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *s
 	}
 	if ((rc = alloc_laid_out(seg, &seg->scratch_mem, scratch_fn, NULL)))
 		goto fail;
+	if (spec->kv_positions && (rc = alloc_laid_out(seg, &seg->kv_mem, kv_fn, NULL)))
+		goto fail;
 	*out = seg;
 	return SC_OK;
 fail:
@@ -254,6 +292,9 @@ void sc_segment_free(sc_segment *seg)
 		BE_CALL(seg, free_buf, seg->group[g]);
 	seg->be->ops->free_buf(seg->be, seg->base_mem);
 	seg->be->ops->free_buf(seg->be, seg->scratch_mem);
+	seg->be->ops->free_buf(seg->be, seg->kv_mem);
+	free(seg->kc);
+	free(seg->vc);
 	for (int i = 0; seg->slots && i < seg->spec.slots; i++) {
 		seg->be->ops->free_buf(seg->be, seg->slots[i].mem);
 		free(seg->slots[i].layers);
@@ -273,7 +314,8 @@ void sc_segment_layer_view(const sc_segment *seg, int l, const slot *s, sc_layer
 	for (int t = 0; t < SC_LORA_MAX_TARGETS; t++) {
 		int on = t < seg->fam->n_targets && seg_has_target(seg, t);
 		A[t] = on ? seg->group[SC_G_LORA] + seg->tgt_off[l][t] : NULL;
-		dA[t] = on ? seg->group[SC_G_GRAD] + seg->tgt_off[l][t] : NULL;
+		dA[t] =
+		    on && seg->group[SC_G_GRAD] ? seg->group[SC_G_GRAD] + seg->tgt_off[l][t] : NULL;
 	}
 	*L = (sc_layer){
 		.be = seg->be,

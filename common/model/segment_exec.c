@@ -52,10 +52,11 @@ static sc_err check_ids(const int32_t *ids, size_t n, int V, int allow_negative,
 	return SC_OK;
 }
 
-static sc_err norm_forward(sc_segment *seg, slot *s, const float *x)
+/* The final norm of N rows of x into s->lnf. */
+static sc_err norm_forward(sc_segment *seg, slot *s, const float *x, int N)
 {
 	const sc_segment_spec *sp = &seg->spec;
-	int N = (int)seg_N(seg), C = sp->model.n_embd;
+	int C = sp->model.n_embd;
 	if (seg->fam->rms_norm)
 		TRY_OP(seg, rmsnorm_forward, s->lnf, s->lnf_rstd, x, seg->gp[SC_GP_NORM_W], N, C,
 		       sp->model.ln_eps);
@@ -92,7 +93,7 @@ static sc_err head_forward(sc_segment *seg, slot *s, const int32_t *targets, flo
 	for (int i = 0; i < N; i++)
 		valid += targets[i] >= 0;
 	TRY_OP(seg, upload_async, s->targets, targets, (size_t)N * sizeof(int32_t));
-	SC_TRY(norm_forward(seg, s, xl));
+	SC_TRY(norm_forward(seg, s, xl, N));
 	TRY_OP(seg, gemm, 0, 1, N, V, C, 1.0f, s->lnf, C, seg->head, C, 0.0f, seg->logits, V);
 	TRY_OP(seg, crossentropy, seg->losses, seg->logits, s->targets, N, V,
 	       valid ? grad_scale / (float)valid : 0.0f);
@@ -113,6 +114,8 @@ sc_err sc_segment_forward(sc_segment *seg, int slot_i, const void *in, const int
 	size_t N = seg_N(seg), C = (size_t)sp->model.n_embd;
 	slot *s;
 
+	if (seg_generating(seg))
+		return sc_errf(SC_EINVAL, "a generation segment does not train");
 	if (slot_i < 0 || slot_i >= sp->slots)
 		return sc_errf(SC_EINVAL, "activation slot %d out of range [0, %d)", slot_i,
 			       sp->slots);
@@ -145,6 +148,8 @@ sc_err sc_segment_backward(sc_segment *seg, int slot_i, const float *dout, float
 	float *dcur;
 	slot *s;
 
+	if (seg_generating(seg))
+		return sc_errf(SC_EINVAL, "a generation segment does not train");
 	if (slot_i < 0 || slot_i >= sp->slots)
 		return sc_errf(SC_EINVAL, "activation slot %d out of range [0, %d)", slot_i,
 			       sp->slots);
@@ -167,12 +172,16 @@ sc_err sc_segment_backward(sc_segment *seg, int slot_i, const float *dout, float
 
 sc_err sc_segment_zero_grad(sc_segment *seg)
 {
+	if (seg_generating(seg))
+		return sc_errf(SC_EINVAL, "a generation segment does not train");
 	TRY_OP(seg, zero, seg->group[SC_G_GRAD], seg->lora_floats * sizeof(float));
 	return SC_OK;
 }
 
 sc_err sc_segment_grad_sumsq(sc_segment *seg, double *per_layer)
 {
+	if (seg_generating(seg))
+		return sc_errf(SC_EINVAL, "a generation segment does not train");
 	for (int l = 0; l < seg->nl; l++) {
 		size_t off = seg->layer_off[l], n = seg->layer_off[l + 1] - off;
 		TRY_OP(seg, sumsq, &per_layer[l], seg->group[SC_G_GRAD] + off, n);
@@ -183,10 +192,67 @@ sc_err sc_segment_grad_sumsq(sc_segment *seg, double *per_layer)
 sc_err sc_segment_adamw(sc_segment *seg, const sc_adamw_hparams *hp, float lr, float grad_scale,
 			int t)
 {
+	if (seg_generating(seg))
+		return sc_errf(SC_EINVAL, "a generation segment does not train");
 	if (t < 1)
 		return sc_errf(SC_EINVAL, "AdamW step count %d must be >= 1", t);
 	TRY_OP(seg, adamw, seg->group[SC_G_LORA], seg->group[SC_G_ADAM_M], seg->group[SC_G_ADAM_V],
 	       seg->group[SC_G_GRAD], seg->lora_floats, lr, hp->beta1, hp->beta2, hp->eps,
 	       hp->weight_decay, grad_scale, t);
 	return OPS(seg)->sync(seg->be);
+}
+
+sc_err sc_segment_infer(sc_segment *seg, int pos0, int n, const void *in, float *out)
+{
+	const sc_segment_spec *sp = &seg->spec;
+	int B = sp->B, C = sp->model.n_embd, V = sp->model.vocab_size, P = sp->kv_positions;
+	size_t rows = (size_t)B * (size_t)n;
+	slot *s = &seg->slots[0];
+
+	if (!seg_generating(seg))
+		return sc_errf(SC_EINVAL, "not a generation segment (made with kv_positions 0)");
+	if (!in || !out)
+		return sc_errf(SC_EINVAL, "segment infer: missing input or output");
+	if (n < 1 || n > sp->T || pos0 < 0 || pos0 + n > P)
+		return sc_errf(SC_EINVAL,
+			       "positions %d..%d: a call takes 1..%d new positions within the "
+			       "cache's %d",
+			       pos0, pos0 + n - 1, sp->T, P);
+	if (sc_segment_is_first(seg)) {
+		const float *pos = seg->gp[SC_GP_POS];
+		SC_TRY(check_ids(in, rows, V, 0, "token"));
+		TRY_OP(seg, upload_async, s->tokens, in, rows * sizeof(int32_t));
+		TRY_OP(seg, encoder_forward, s->x, s->tokens, seg->gp[SC_GP_EMBED],
+		       pos ? pos + (size_t)pos0 * C : NULL, B, n, C);
+	} else {
+		TRY_OP(seg, upload_async, s->x, in, rows * C * sizeof(float));
+	}
+	size_t half = (size_t)(sp->model.head_dim / 2);
+	for (int l = 0; l < seg->nl; l++) {
+		const float *A[SC_LORA_MAX_TARGETS];
+		float *dA[SC_LORA_MAX_TARGETS];
+		sc_layer L;
+		sc_segment_layer_view(seg, l, s, &L, A, dA);
+		L.N = (int)rows;
+		L.attn.T = n;
+		L.kc = seg->kc[l];
+		L.vc = seg->vc[l];
+		L.pos0 = pos0;
+		L.P = P;
+		if (seg->rope_cos) {
+			L.rope_cos = seg->rope_cos + (size_t)pos0 * half;
+			L.rope_sin = seg->rope_sin + (size_t)pos0 * half;
+		}
+		SC_TRY(seg->fam->layer_forward(&L, layer_input(seg, s, l)));
+	}
+	const float *xl = layer_output(seg, s, seg->nl - 1);
+	if (!sc_segment_is_last(seg))
+		return OPS(seg)->download(seg->be, out, xl, rows * C * sizeof(float));
+	/* The final norm of every new row (cheap), the head of each sequence's
+	 * last one. */
+	SC_TRY(norm_forward(seg, s, xl, (int)rows));
+	for (int b = 0; b < B; b++)
+		TRY_OP(seg, gemm, 0, 1, 1, V, C, 1.0f, s->lnf + ((size_t)b * n + n - 1) * C, C,
+		       seg->head, C, 0.0f, seg->infer_logits + (size_t)b * V, V);
+	return OPS(seg)->download(seg->be, out, seg->infer_logits, (size_t)B * V * sizeof(float));
 }

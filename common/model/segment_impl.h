@@ -55,6 +55,10 @@ struct sc_segment {
 	float *dnorm;                    /* (B,T,C) last segment: gradient at the final norm */
 	float *logits;                   /* (B,T,V) last segment */
 	float *losses;                   /* (B,T) last segment */
+	float *infer_logits;             /* (B,V) last generation segment */
+
+	void *kv_mem;     /* generation: the key/value caches */
+	float **kc, **vc; /* (nl) each layer's (B,P,NKV*hs) caches */
 
 	float *host_losses; /* (B,T) */
 	float *host_stage;  /* staging for weight loads: the largest tensor */
@@ -65,6 +69,11 @@ struct sc_segment {
 static inline size_t seg_N(const sc_segment *seg)
 {
 	return (size_t)seg->spec.B * (size_t)seg->spec.T;
+}
+
+static inline int seg_generating(const sc_segment *seg)
+{
+	return seg->spec.kv_positions > 0;
 }
 
 static inline int seg_has_target(const sc_segment *seg, int t)

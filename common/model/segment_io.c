@@ -58,15 +58,17 @@ static sc_err load_weight(sc_segment *seg, const source *src, float *dst, const 
 	return seg->be->ops->upload(seg->be, dst, seg->host_stage, numel * sizeof(float));
 }
 
-/* The rotary tables, computed on the host. */
+/* The rotary tables for every position the segment runs (T, or the cache's
+ * positions when generating), computed on the host. */
 static sc_err load_rope(sc_segment *seg)
 {
-	size_t n = (size_t)seg->spec.T * (size_t)(seg->spec.model.head_dim / 2);
+	int P = seg->spec.kv_positions ? seg->spec.kv_positions : seg->spec.T;
+	size_t n = (size_t)P * (size_t)(seg->spec.model.head_dim / 2);
 	float *host = malloc(2 * n * sizeof(float));
 	sc_err rc;
 	if (!host)
 		return sc_errf(SC_ENOMEM, "out of memory for the rotary tables");
-	sc_rope_tables(&seg->spec.model, seg->spec.T, host, host + n);
+	sc_rope_tables(&seg->spec.model, P, host, host + n);
 	rc = seg->be->ops->upload(seg->be, seg->rope_cos, host, n * sizeof(float));
 	if (!rc)
 		rc = seg->be->ops->upload(seg->be, seg->rope_sin, host + n, n * sizeof(float));
@@ -130,10 +132,13 @@ static sc_err check_adapter(const sc_segment *seg, const sc_adapter *ad)
 	return SC_OK;
 }
 
-static sc_err check_group(enum sc_segment_group g)
+static sc_err check_group(const sc_segment *seg, enum sc_segment_group g)
 {
 	if (g < SC_G_LORA || g > SC_G_ADAM_V)
 		return sc_errf(SC_EINVAL, "unknown segment group %d", (int)g);
+	if (g != SC_G_LORA && !seg->group[g])
+		return sc_errf(SC_EINVAL, "a generation segment holds no gradients or optimizer "
+					  "state");
 	return SC_OK;
 }
 
@@ -145,7 +150,7 @@ static sc_err transfer(const sc_segment *seg, enum sc_segment_group g, sc_adapte
 	sc_backend *be = seg->be;
 	size_t r = (size_t)seg->spec.lora.rank;
 
-	SC_TRY(check_group(g));
+	SC_TRY(check_group(seg, g));
 	SC_TRY(check_adapter(seg, ad));
 	for (int l = 0; l < seg->nl; l++) {
 		for (int t = 0; t < seg->fam->n_targets; t++) {
@@ -184,7 +189,7 @@ sc_err sc_segment_import(sc_segment *seg, enum sc_segment_group g, const sc_adap
 sc_err sc_segment_set_lora(sc_segment *seg, const sc_adapter *ad)
 {
 	SC_TRY(sc_segment_import(seg, SC_G_LORA, ad));
-	for (int g = SC_G_GRAD; g <= SC_G_ADAM_V; g++)
+	for (int g = SC_G_GRAD; g <= SC_G_ADAM_V && seg->group[g]; g++)
 		SC_TRY(
 		    seg->be->ops->zero(seg->be, seg->group[g], seg->lora_floats * sizeof(float)));
 	return seg->be->ops->sync(seg->be);
@@ -197,14 +202,14 @@ sc_err sc_segment_get_lora(const sc_segment *seg, sc_adapter *ad)
 
 sc_err sc_segment_read_group(const sc_segment *seg, enum sc_segment_group g, float *host)
 {
-	SC_TRY(check_group(g));
+	SC_TRY(check_group(seg, g));
 	return seg->be->ops->download(seg->be, host, seg->group[g],
 				      seg->lora_floats * sizeof(float));
 }
 
 sc_err sc_segment_write_group(sc_segment *seg, enum sc_segment_group g, const float *host)
 {
-	SC_TRY(check_group(g));
+	SC_TRY(check_group(seg, g));
 	SC_TRY(
 	    seg->be->ops->upload(seg->be, seg->group[g], host, seg->lora_floats * sizeof(float)));
 	return seg->be->ops->sync(seg->be);

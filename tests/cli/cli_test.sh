@@ -174,5 +174,20 @@ mkdir -p noshard && cp sharded/config.json sharded/model.safetensors.index.json 
   cp sharded/model-00001-of-00002.safetensors noshard/
 bad_model llama_missing_shard "model-00002-of-00002.safetensors" noshard
 
+# ---- generate ----
+gen=("$BIN" generate --model lm --max-new-tokens 4)
+expect generate_help 0 "--max-new-tokens" -- "$BIN" generate --help
+expect generate_run 0 '"ids":[' -- "${gen[@]}" --adapter lm-adapter --prompt "hello" --json
+expect generate_ids 0 '"prompt_ids":[1,2,3]' -- "${gen[@]}" --prompt-ids 1,2,3 --json
+expect generate_stream 0 "new at" -- "${gen[@]}" --prompt "hello"
+expect generate_no_prompt 2 "exactly one of --prompt" -- "${gen[@]}"
+expect generate_two_prompts 2 "exactly one of --prompt" -- "${gen[@]}" --prompt a --prompt-ids 1
+expect generate_bad_ids 1 "not a list of ids" -- "${gen[@]}" --prompt-ids 1,x
+expect generate_id_beyond_vocab 1 "prompt id 300 at position 1" -- "${gen[@]}" --prompt-ids 1,300
+expect generate_too_long 1 "exceed the model's 32 positions" -- "${gen[@]}" --prompt hello --max-new-tokens 40
+expect generate_wrong_family 1 "adapter" -- "${gen[@]}" --prompt hi --adapter adapter
+expect generate_bad_top_p 2 "--top-p expects a number" -- "${gen[@]}" --prompt hi --top-p 2
+expect generate_missing_model 1 "nope/config.json" -- "$BIN" generate --model nope --prompt hi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

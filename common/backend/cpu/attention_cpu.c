@@ -12,6 +12,7 @@
  * keys (queries) that it can see.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -196,5 +197,57 @@ sc_err sc_cpu_attention_backward(sc_backend *be, float *dqkv, float *datt, const
 				      att + bh * T * T, T, hs, s->window, scale);
 		}
 	}
+	return SC_OK;
+}
+
+/* One query row q (hs) against cache rows lo..hi of kc, vc (ld apart):
+ * out (hs) = softmax(q k^T * scale) v, the scores in p (scratch). */
+static void attend_row(float *out, float *p, const float *q, const float *kc, const float *vc,
+		       int ld, int lo, int hi, int hs, float scale)
+{
+	int n = hi - lo + 1;
+	cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hs, scale, kc + (size_t)lo * ld, ld, q, 1, 0.0f,
+		    p, 1);
+	softmax_row(p, 0, n - 1, n);
+	cblas_sgemv(CblasRowMajor, CblasTrans, n, hs, 1.0f, vc + (size_t)lo * ld, ld, p, 1, 0.0f,
+		    out, 1);
+}
+
+sc_err sc_cpu_attention_kv(sc_backend *be, float *out, float *kc, float *vc, const float *qkv,
+			   int pos0, int P, const sc_attn_shape *s)
+{
+	SC_TRY(check_shape(s));
+	if (pos0 < 0 || s->T < 1 || pos0 + s->T > P)
+		return sc_errf(SC_EINVAL, "attention_kv: positions %d..%d outside the cache's %d",
+			       pos0, pos0 + s->T - 1, P);
+	sc_cpu_enter(be);
+	int n = s->T, NH = s->NH, NKV = s->NKV, hs = s->hs, G = NH / NKV;
+	int ld = (NH + 2 * NKV) * hs, ldc = NKV * hs, ldo = NH * hs;
+	float scale = (float)(1.0 / sqrt((double)hs));
+	/* the new keys and values into the cache */
+	for (int b = 0; b < s->B; b++)
+		for (int i = 0; i < n; i++) {
+			const float *row = qkv + ((size_t)b * n + i) * ld;
+			size_t c = ((size_t)b * P + pos0 + i) * ldc;
+			memcpy(kc + c, row + (size_t)NH * hs, (size_t)ldc * sizeof(float));
+			memcpy(vc + c, row + (size_t)(NH + NKV) * hs, (size_t)ldc * sizeof(float));
+		}
+	float *scores = malloc((size_t)(pos0 + n) * sizeof(float) * (size_t)s->B * NH);
+	if (!scores)
+		return sc_errf(SC_ENOMEM, "attention_kv: out of memory");
+#pragma omp parallel for schedule(static) if (s->B * NH * (pos0 + n) >= 4096)
+	for (int bh = 0; bh < s->B * NH; bh++) {
+		int b = bh / NH, h = bh % NH;
+		float *p = scores + (size_t)bh * (pos0 + n);
+		const float *k = kc + (size_t)b * P * ldc + (size_t)(h / G) * hs;
+		const float *v = vc + (size_t)b * P * ldc + (size_t)(h / G) * hs;
+		for (int i = 0; i < n; i++) {
+			int t = pos0 + i;
+			const float *q = qkv + ((size_t)b * n + i) * ld + (size_t)h * hs;
+			attend_row(out + ((size_t)b * n + i) * ldo + (size_t)h * hs, p, q, k, v,
+				   ldc, first_key(t, s->window), t, hs, scale);
+		}
+	}
+	free(scores);
 	return SC_OK;
 }

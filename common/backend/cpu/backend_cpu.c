@@ -286,6 +286,7 @@ static const sc_backend_ops cpu_ops = {
 	.attention_sizes = sc_cpu_attention_sizes,
 	.attention_forward = sc_cpu_attention_forward,
 	.attention_backward = sc_cpu_attention_backward,
+	.attention_kv = sc_cpu_attention_kv,
 	.gelu_forward = sc_cpu_gelu_forward,
 	.gelu_backward = sc_cpu_gelu_backward,
 	.swiglu_forward = sc_cpu_swiglu_forward,

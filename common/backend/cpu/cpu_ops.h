@@ -102,6 +102,8 @@ sc_err sc_cpu_attention_sizes(sc_backend *be, const sc_attn_shape *s, size_t *st
 			      size_t *scratch);
 sc_err sc_cpu_attention_forward(sc_backend *be, float *out, float *att, const float *qkv,
 				const sc_attn_shape *s);
+sc_err sc_cpu_attention_kv(sc_backend *be, float *out, float *kc, float *vc, const float *qkv,
+			   int pos0, int P, const sc_attn_shape *s);
 sc_err sc_cpu_attention_backward(sc_backend *be, float *dqkv, float *datt, const float *dout,
 				 const float *qkv, const float *out, const float *att,
 				 const sc_attn_shape *s);

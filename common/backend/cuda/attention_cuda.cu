@@ -31,7 +31,7 @@
 
 #include "cuda_impl.h"
 
-enum { LANES = 8, MAX_HS = 128 };
+enum { LANES = 8 };
 
 /* dst (rows, HS), row stride HS + 1 = rows t0 .. t0 + rows - 1 of src (ld
  * floats apart), dimensions d < hs; zeros elsewhere. The whole block
@@ -326,7 +326,7 @@ __global__ void __launch_bounds__(BC *LANES)
 
 /* ---- host side ---- */
 
-static sc_err check_shape(const char *op, const sc_attn_shape *s)
+sc_err sc_cuda_attn_check(const char *op, const sc_attn_shape *s)
 {
 	if (s->B < 0 || s->T < 0 || s->NH <= 0 || s->NKV <= 0 || s->NH % s->NKV != 0 ||
 	    s->hs <= 0 || s->window < 0)
@@ -334,11 +334,11 @@ static sc_err check_shape(const char *op, const sc_attn_shape *s)
 			       "%s: bad shape B=%d T=%d NH=%d NKV=%d hs=%d window=%d (NH must "
 			       "divide by NKV)",
 			       op, s->B, s->T, s->NH, s->NKV, s->hs, s->window);
-	if (s->hs > MAX_HS)
+	if (s->hs > SC_CUDA_ATTN_MAX_HS)
 		return sc_errf(SC_ENOTSUP,
 			       "%s: head size %d: the CUDA attention kernels take head sizes up "
 			       "to %d",
-			       op, s->hs, MAX_HS);
+			       op, s->hs, (int)SC_CUDA_ATTN_MAX_HS);
 	return SC_OK;
 }
 
@@ -399,7 +399,7 @@ sc_err sc_cuda_attention_sizes(sc_backend *be, const sc_attn_shape *s, size_t *s
 			       size_t *scratch)
 {
 	*state = *scratch = 0;
-	SC_TRY(check_shape("attention", s));
+	SC_TRY(sc_cuda_attn_check("attention", s));
 	*state = *scratch = (size_t)s->B * s->NH * s->T;
 	return SC_OK;
 }
@@ -407,7 +407,7 @@ sc_err sc_cuda_attention_sizes(sc_backend *be, const sc_attn_shape *s, size_t *s
 sc_err sc_cuda_attention_forward(sc_backend *be, float *out, float *lse, const float *qkv,
 				 const sc_attn_shape *s)
 {
-	SC_TRY(check_shape("attention_forward", s));
+	SC_TRY(sc_cuda_attn_check("attention_forward", s));
 	if (!s->B || !s->T)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);
@@ -418,7 +418,7 @@ sc_err sc_cuda_attention_backward(sc_backend *be, float *dqkv, float *dsum, cons
 				  const float *qkv, const float *out, const float *lse,
 				  const sc_attn_shape *s)
 {
-	SC_TRY(check_shape("attention_backward", s));
+	SC_TRY(sc_cuda_attn_check("attention_backward", s));
 	if (!s->B || !s->T)
 		return SC_OK;
 	SC_CUDA_ENTER(be, c);

@@ -262,6 +262,8 @@ static void cuda_destroy(sc_backend *be)
 			(void)cudaStreamSynchronize(c->stream);
 		if (c->sumsq_partial)
 			(void)cudaFree(c->sumsq_partial);
+		if (c->kv_partial)
+			(void)cudaFree(c->kv_partial);
 		if (c->blas)
 			(void)cublasDestroy(c->blas);
 		if (c->stream)
@@ -294,6 +296,7 @@ static const sc_backend_ops cuda_ops = {
 	.attention_backward = sc_cuda_attention_backward,
 	.gelu_forward = sc_cuda_gelu_forward,
 	.gelu_backward = sc_cuda_gelu_backward,
+	.attention_kv = sc_cuda_attention_kv,
 	.swiglu_forward = sc_cuda_swiglu_forward,
 	.swiglu_backward = sc_cuda_swiglu_backward,
 	.add = sc_cuda_add,
@@ -318,6 +321,9 @@ static sc_err cuda_init(sc_cuda_ctx *c)
 	SC_CUBLAS_CHECK(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH)); /* fp32 until set_tf32 */
 	SC_CUDA_CHECK(
 	    cudaMalloc((void **)&c->sumsq_partial, (SC_CUDA_SUMSQ_BLOCKS + 1) * sizeof(double)));
+	SC_CUDA_CHECK(
+	    cudaMalloc((void **)&c->kv_partial,
+		       (size_t)SC_CUDA_KV_PARTS * (SC_CUDA_ATTN_MAX_HS + 2) * sizeof(float)));
 	return SC_OK;
 }
 

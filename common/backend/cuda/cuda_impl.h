@@ -31,11 +31,18 @@ extern "C" {
  * reduction tree depends on n alone. */
 enum { SC_CUDA_SUMSQ_BLOCKS = 512, SC_CUDA_SUMSQ_THREADS = 256 };
 
+/* The attention kernels take head sizes up to SC_CUDA_ATTN_MAX_HS.
+ * attention_kv splits a row's keys over several blocks only while the
+ * (row, head, segment) partials fit SC_CUDA_KV_PARTS: a constant, so that
+ * the split, and the order of every sum, depends on the shape alone. */
+enum { SC_CUDA_ATTN_MAX_HS = 128, SC_CUDA_KV_PARTS = 2048 };
+
 typedef struct sc_cuda_ctx {
 	int device;
 	cudaStream_t stream;   /* every operation is queued here */
 	cublasHandle_t blas;   /* bound to stream */
 	double *sumsq_partial; /* (SC_CUDA_SUMSQ_BLOCKS + 1) */
+	float *kv_partial;     /* (SC_CUDA_KV_PARTS, SC_CUDA_ATTN_MAX_HS + 2) */
 	char name[24];         /* "cuda:N" */
 } sc_cuda_ctx;
 
@@ -186,7 +193,10 @@ sc_err sc_cuda_adamw(sc_backend *be, float *param, float *m, float *v, const flo
 		     float grad_scale, int t);
 sc_err sc_cuda_sumsq(sc_backend *be, double *out_host, const float *x, size_t n);
 
-/* attention_cuda.cu: the state is lse (B,NH,T), the scratch dsum (B,NH,T) */
+/* attention_cuda.cu: the state is lse (B,NH,T), the scratch dsum (B,NH,T).
+ * sc_cuda_attn_check refuses, naming op, a shape that is malformed
+ * (SC_EINVAL) or has a head size past SC_CUDA_ATTN_MAX_HS (SC_ENOTSUP). */
+sc_err sc_cuda_attn_check(const char *op, const sc_attn_shape *s);
 sc_err sc_cuda_attention_sizes(sc_backend *be, const sc_attn_shape *s, size_t *state,
 			       size_t *scratch);
 sc_err sc_cuda_attention_forward(sc_backend *be, float *out, float *lse, const float *qkv,
@@ -194,5 +204,9 @@ sc_err sc_cuda_attention_forward(sc_backend *be, float *out, float *lse, const f
 sc_err sc_cuda_attention_backward(sc_backend *be, float *dqkv, float *dsum, const float *dout,
 				  const float *qkv, const float *out, const float *lse,
 				  const sc_attn_shape *s);
+
+/* attention_kv_cuda.cu: uses the context's kv_partial when it splits keys */
+sc_err sc_cuda_attention_kv(sc_backend *be, float *out, float *kc, float *vc, const float *qkv,
+			    int pos0, int P, const sc_attn_shape *s);
 
 #endif

@@ -1,0 +1,675 @@
+/* cli_generate.c — `splitchain generate`: text generation with a model and
+ * (optionally) a LoRA adapter, streaming tokens as they are chosen: in this
+ * process, or through workers (a running or finished job's placement and
+ * latest checkpoint, or a list of workers) that each keep a key/value cache
+ * for their layers, the loop driven from here. */
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+#include "sc_adapter.h"
+#include "sc_backend.h"
+#include "sc_file.h"
+#include "sc_generate.h"
+#include "sc_rpc_pb.h"
+#include "sc_wire.h"
+#include "splitchain.pb-c.h"
+
+static const char generate_help[] =
+    "usage: splitchain generate (--model DIR | --job ID) (--prompt TEXT |\n"
+    "                           --prompt-ids 1,2,3 | --prompt-file FILE) [options]\n"
+    "\n"
+    "Generates text with a Hugging Face model directory (gpt2, llama, mistral, qwen2)\n"
+    "and, optionally, a PEFT LoRA adapter, in this process, printing each token as it\n"
+    "is chosen. Without a tokenizer, text is read and written as bytes (token id =\n"
+    "byte value); ids >= 256 print as <id>.\n"
+    "\n"
+    "options:\n"
+    "  --model DIR           Hugging Face checkpoint directory              (required)\n"
+    "  --adapter DIR         PEFT LoRA adapter to apply\n"
+    "  --prompt TEXT         the prompt, as bytes\n"
+    "  --prompt-ids LIST     the prompt as token ids, comma-separated\n"
+    "  --prompt-file FILE    the prompt, read from FILE as bytes\n"
+    "  --max-new-tokens N    at most N new tokens                            (default 64)\n"
+    "  --temperature T       0 = greedy; > 0 samples                         (default 0)\n"
+    "  --top-k K             sample among the K most likely, 0 = all         (default 0)\n"
+    "  --top-p P             sample within the smallest set of mass P        (default 1)\n"
+    "  --seed N              the sampling stream: same seed, same text       (default 1)\n"
+    "  --stop-id ID          stop after this id (repeatable)\n"
+    "  --json                no streaming: one JSON object at the end\n"
+    "                        {\"prompt_ids\",\"ids\",\"text\",\"tokens_per_s\",...}\n"
+    "  --stages N            split the layers into N in-process stages       (default 1)\n"
+    "through workers (each keeps a key/value cache for its layers; only the new\n"
+    "positions' hidden states cross each hop):\n"
+    "  --job ID              the job's workers and its latest checkpoint's adapter\n"
+    "                        (the coordinator: --coordinator URL, default\n"
+    "                        $SPLITCHAIN_COORDINATOR, else tcp://127.0.0.1:7700)\n"
+    "  --workers URL,URL     these workers' control addresses, layers split evenly\n"
+    "                        (--model must be readable by them at the same path)\n"
+    "  --timeout-ms N        longest wait for one worker's reply             (default 60000)\n"
+    "  --device D            cpu or cuda:N                                   (default cpu)\n"
+    "  --threads N           CPU threads, 0 = all cores                      (default 0)\n";
+
+#define MAX_STOP 16
+
+typedef struct gen_args {
+	const char *model, *adapter, *prompt, *prompt_ids, *prompt_file, *device;
+	const char *workers, *coordinator;
+	long max_new, top_k, seed, stages, threads, job, timeout_ms;
+	float temperature, top_p;
+	int32_t stop[MAX_STOP];
+	int n_stop, json;
+} gen_args;
+
+static int parse(gen_args *a, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "model", 1, 0, 'm' },
+		{ "adapter", 1, 0, 'a' },
+		{ "prompt", 1, 0, 'p' },
+		{ "prompt-ids", 1, 0, 'i' },
+		{ "prompt-file", 1, 0, 'f' },
+		{ "max-new-tokens", 1, 0, 'n' },
+		{ "temperature", 1, 0, 't' },
+		{ "top-k", 1, 0, 'k' },
+		{ "top-p", 1, 0, 'P' },
+		{ "seed", 1, 0, 's' },
+		{ "stop-id", 1, 0, 'S' },
+		{ "json", 0, 0, 'J' },
+		{ "job", 1, 0, 'B' },
+		{ "workers", 1, 0, 'W' },
+		{ "coordinator", 1, 0, 'C' },
+		{ "timeout-ms", 1, 0, 'O' },
+		{ "stages", 1, 0, 'g' },
+		{ "device", 1, 0, 'D' },
+		{ "threads", 1, 0, 'j' },
+		{ "help", 0, 0, 'h' },
+		{ 0, 0, 0, 0 },
+	};
+	const char *cmd = "generate";
+	long v;
+	int c, bad;
+
+	memset(a, 0, sizeof(*a));
+	a->max_new = 64;
+	a->top_p = 1.0f;
+	a->seed = 1;
+	a->stages = 1;
+	a->device = "cpu";
+	a->timeout_ms = 60000;
+	a->coordinator = cli_default_coordinator();
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		bad = 0;
+		switch (c) {
+		case 'm': a->model = optarg; break;
+		case 'a': a->adapter = optarg; break;
+		case 'p': a->prompt = optarg; break;
+		case 'i': a->prompt_ids = optarg; break;
+		case 'f': a->prompt_file = optarg; break;
+		case 'D': a->device = optarg; break;
+		case 'J': a->json = 1; break;
+		case 'n':
+			bad = cli_int(cmd, "--max-new-tokens", optarg, 0, 1 << 24, &a->max_new);
+			break;
+		case 'k': bad = cli_int(cmd, "--top-k", optarg, 0, 1 << 24, &a->top_k); break;
+		case 's':
+			bad = cli_int(cmd, "--seed", optarg, 0, 0x7FFFFFFFFFFFFFFFL, &a->seed);
+			break;
+		case 'g': bad = cli_int(cmd, "--stages", optarg, 1, 256, &a->stages); break;
+		case 'j': bad = cli_int(cmd, "--threads", optarg, 0, 1024, &a->threads); break;
+		case 't':
+			bad = cli_float(cmd, "--temperature", optarg, 0, 1e6, &a->temperature);
+			break;
+		case 'P': bad = cli_float(cmd, "--top-p", optarg, 1e-9, 1, &a->top_p); break;
+		case 'S':
+			if (a->n_stop == MAX_STOP)
+				return cli_usage(cmd, "at most %d --stop-id", MAX_STOP);
+			if (!(bad = cli_int(cmd, "--stop-id", optarg, 0, 0x7FFFFFFF, &v)))
+				a->stop[a->n_stop++] = (int32_t)v;
+			break;
+		case 'W': a->workers = optarg; break;
+		case 'C': a->coordinator = optarg; break;
+		case 'B': bad = cli_int(cmd, "--job", optarg, 1, LONG_MAX, &a->job); break;
+		case 'O':
+			bad = cli_int(cmd, "--timeout-ms", optarg, 1, 86400000, &a->timeout_ms);
+			break;
+		case 'h': fputs(generate_help, stdout); return -1;
+		default:
+			return cli_usage(cmd, "unknown or incomplete option '%s'",
+					 argv[optind - 1]);
+		}
+		if (bad)
+			return CLI_USAGE;
+	}
+	if (optind < argc)
+		return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+	if (a->job && (a->model || a->workers || a->adapter))
+		return cli_usage(cmd, "--job takes its model, adapter and workers from the job");
+	if (!a->job && !a->model)
+		return cli_usage(cmd, "--model DIR (or --job ID) is required");
+	if (!!a->prompt + !!a->prompt_ids + !!a->prompt_file != 1)
+		return cli_usage(cmd, "give exactly one of --prompt, --prompt-ids, --prompt-file");
+	return 0;
+}
+
+/* The prompt as ids: bytes of the text or file, or the listed ids. */
+static sc_err prompt_of(const gen_args *a, int32_t **ids, int *n)
+{
+	char *text = NULL;
+	size_t len = 0;
+	*ids = NULL;
+	*n = 0;
+	if (a->prompt_ids) {
+		size_t cap = strlen(a->prompt_ids) / 2 + 1;
+		const char *p = a->prompt_ids;
+		if (!(*ids = malloc(cap * sizeof(int32_t))))
+			return sc_errf(SC_ENOMEM, "out of memory");
+		while (*p) {
+			char *end;
+			long v = strtol(p, &end, 10);
+			if (end == p || v < 0 || v > 0x7FFFFFFF || (*end && *end != ',')) {
+				free(*ids);
+				*ids = NULL;
+				return sc_errf(SC_EINVAL, "--prompt-ids: '%s' is not a list of ids",
+					       a->prompt_ids);
+			}
+			(*ids)[(*n)++] = (int32_t)v;
+			p = *end ? end + 1 : end;
+		}
+		return SC_OK;
+	}
+	if (a->prompt_file) {
+		SC_TRY(sc_file_read(a->prompt_file, 1 << 26, &text, &len));
+	} else {
+		len = strlen(a->prompt);
+	}
+	const unsigned char *bytes = (const unsigned char *)(text ? text : a->prompt);
+	*ids = malloc((len ? len : 1) * sizeof(int32_t));
+	if (!*ids) {
+		free(text);
+		return sc_errf(SC_ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < len; i++)
+		(*ids)[i] = bytes[i];
+	*n = (int)len;
+	free(text);
+	return SC_OK;
+}
+
+static int stream(void *arg, int32_t id)
+{
+	(void)arg;
+	if (id < 256)
+		putchar(id);
+	else
+		printf("<%d>", id);
+	fflush(stdout);
+	return 0;
+}
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	size_t k = s[0] < 0x80         ? 1
+		   : (s[0] >> 5) == 6  ? 2
+		   : (s[0] >> 4) == 14 ? 3
+		   : (s[0] >> 3) == 30 ? 4
+				       : 0;
+	if (!k || k > n || (k == 2 && s[0] < 0xC2))
+		return 0;
+	for (size_t i = 1; i < k; i++)
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+	if ((k == 3 && s[0] == 0xE0 && s[1] < 0xA0) || (k == 3 && s[0] == 0xED && s[1] >= 0xA0) ||
+	    (k == 4 &&
+	     ((s[0] == 0xF0 && s[1] < 0x90) || s[0] > 0xF4 || (s[0] == 0xF4 && s[1] >= 0x90))))
+		return 0;
+	return k;
+}
+
+/* text (len bytes) with each byte that is not part of valid UTF-8 replaced
+ * by U+FFFD, as a decoder with errors="replace" does: JSON text is UTF-8.
+ * New string, free(); NULL on out of memory. */
+static char *valid_utf8(const char *text, size_t len)
+{
+	char *out = malloc(3 * len + 1);
+	size_t o = 0;
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len;) {
+		size_t k = utf8_len((const unsigned char *)text + i, len - i);
+		if (k) {
+			memcpy(out + o, text + i, k);
+			o += k;
+			i += k;
+		} else {
+			memcpy(out + o, "\xEF\xBF\xBD", 3);
+			o += 3;
+			i++;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static void print_json(const int32_t *prompt, int n_prompt, const int32_t *ids, int n,
+		       const sc_gen_stats *st)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *p = cJSON_AddArrayToObject(o, "prompt_ids"), *g = cJSON_AddArrayToObject(o, "ids");
+	char *text = malloc((size_t)n * 8 + 1);
+	size_t k = 0;
+	for (int i = 0; i < n_prompt; i++)
+		cJSON_AddItemToArray(p, cJSON_CreateNumber(prompt[i]));
+	for (int i = 0; i < n; i++) {
+		cJSON_AddItemToArray(g, cJSON_CreateNumber(ids[i]));
+		if (text)
+			k += (size_t)(ids[i] < 256 ? snprintf(text + k, 2, "%c", ids[i])
+						   : snprintf(text + k, 8, "<%d>", ids[i]));
+	}
+	char *utf8 = text ? valid_utf8(text, k) : NULL;
+	cJSON_AddStringToObject(o, "text", utf8 ? utf8 : "");
+	free(utf8);
+	cJSON_AddNumberToObject(o, "prefill_tokens_per_s",
+				st->prefill_s > 0 ? st->n_prompt / st->prefill_s : 0);
+	cJSON_AddNumberToObject(o, "tokens_per_s", st->decode_s > 0 ? st->n_new / st->decode_s : 0);
+	char *s = cJSON_PrintUnformatted(o);
+	if (s)
+		puts(s);
+	cJSON_free(s);
+	cJSON_Delete(o);
+	free(text);
+}
+
+/* ---- through workers ---- */
+
+#define MAX_HOPS 256
+
+typedef struct hop {
+	char url[256];
+	int first, last;
+	sc_rpc_client *cl;
+	int open; /* its session was opened */
+} hop;
+
+typedef struct remote {
+	hop h[MAX_HOPS];
+	int n;
+	uint64_t session;
+	int C, V, timeout_ms;
+	float *act; /* (chunk, C) */
+} remote;
+
+/* One call to hop h; an error names the hop and what the worker said. */
+static sc_err hop_call(const remote *r, const hop *h, const char *method,
+		       const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
+		       ProtobufCMessage **rep)
+{
+	char msg[512] = "";
+	int status = SC_STATUS_UNKNOWN;
+	sc_err rc =
+	    sc_rpc_call_pb(h->cl, method, req, desc, r->timeout_ms, &status, msg, sizeof(msg), rep);
+	if (rc)
+		return sc_err_wrap(rc, "worker %s (layers [%d, %d))", h->url, h->first, h->last);
+	if (status != SC_STATUS_OK)
+		return sc_errf(SC_EIO, "worker %s (layers [%d, %d)): %s: %s", h->url, h->first,
+			       h->last, sc_status_name(status), msg[0] ? msg : "(no message)");
+	return SC_OK;
+}
+
+/* sc_gen_chain over the hops: ids to the first, hidden states along, the
+ * last one's logits back. */
+static sc_err remote_chain(void *arg, const int32_t *ids, int pos0, int n, float *logits)
+{
+	remote *r = arg;
+	for (int i = 0; i < r->n; i++) {
+		Splitchain__GenStepRequest req = SPLITCHAIN__GEN_STEP_REQUEST__INIT;
+		Splitchain__GenStepReply *rep = NULL;
+		int last = i == r->n - 1;
+		size_t want =
+		    last ? (size_t)r->V * sizeof(float) : (size_t)n * r->C * sizeof(float);
+		req.session = r->session;
+		req.pos0 = (uint32_t)pos0;
+		req.n = (uint32_t)n;
+		if (i == 0)
+			req.ids =
+			    (ProtobufCBinaryData){ (size_t)n * sizeof(int32_t), (uint8_t *)ids };
+		else
+			req.hidden = (ProtobufCBinaryData){ (size_t)n * r->C * sizeof(float),
+							    (uint8_t *)r->act };
+		SC_TRY(hop_call(r, &r->h[i], "Worker.GenStep", &req.base,
+				&splitchain__gen_step_reply__descriptor,
+				(ProtobufCMessage **)&rep));
+		const ProtobufCBinaryData *got = last ? &rep->logits : &rep->hidden;
+		if (got->len != want) {
+			protobuf_c_message_free_unpacked(&rep->base, NULL);
+			return sc_errf(SC_EFORMAT, "worker %s answered %zu bytes, not %zu",
+				       r->h[i].url, got->len, want);
+		}
+		memcpy(last ? logits : r->act, got->data, want);
+		protobuf_c_message_free_unpacked(&rep->base, NULL);
+	}
+	return SC_OK;
+}
+
+/* Opens a session on every hop, each with its layers of ad (NULL: none). */
+static sc_err remote_open(remote *r, const char *model_path, sc_adapter *ad, int P, int chunk)
+{
+	for (int i = 0; i < r->n; i++) {
+		hop *h = &r->h[i];
+		Splitchain__GenOpenRequest req = SPLITCHAIN__GEN_OPEN_REQUEST__INIT;
+		Splitchain__LoraConfig lora = SPLITCHAIN__LORA_CONFIG__INIT;
+		Splitchain__Empty *rep = NULL;
+		sc_adapter_tensor *list = NULL;
+		Splitchain__NamedTensor *nts = NULL, **ptrs = NULL;
+		int n = 0;
+		sc_err rc;
+		SC_TRY(sc_rpc_client_open(&h->cl, h->url));
+		req.session = r->session;
+		req.model_path = (char *)model_path;
+		req.first_layer = (uint32_t)h->first;
+		req.last_layer = (uint32_t)h->last;
+		req.max_positions = (uint32_t)P;
+		req.chunk = (uint32_t)chunk;
+		if (ad) {
+			SC_TRY(sc_adapter_tensors(ad, h->first, h->last, &list, &n));
+			nts = calloc((size_t)n + 1, sizeof(*nts));
+			ptrs = calloc((size_t)n + 1, sizeof(*ptrs));
+			if (!nts || !ptrs) {
+				free(list);
+				free(nts);
+				free(ptrs);
+				return sc_errf(SC_ENOMEM, "out of memory");
+			}
+			for (int k = 0; k < n; k++) {
+				splitchain__named_tensor__init(&nts[k]);
+				nts[k].name = list[k].name;
+				nts[k].n_shape = 2;
+				nts[k].shape = list[k].shape;
+				nts[k].data = (ProtobufCBinaryData){ list[k].numel * sizeof(float),
+								     (uint8_t *)list[k].data };
+				ptrs[k] = &nts[k];
+			}
+			lora.rank = (uint32_t)ad->lora.rank;
+			lora.alpha = ad->lora.alpha;
+			lora.targets = ad->lora.targets;
+			lora.seed = ad->lora.seed;
+			req.lora = &lora;
+			req.n_tensors = (size_t)n;
+			req.tensors = ptrs;
+		}
+		rc = hop_call(r, h, "Worker.GenOpen", &req.base, &splitchain__empty__descriptor,
+			      (ProtobufCMessage **)&rep);
+		if (rep)
+			protobuf_c_message_free_unpacked(&rep->base, NULL);
+		free(list);
+		free(nts);
+		free(ptrs);
+		SC_TRY(rc);
+		h->open = 1;
+	}
+	return SC_OK;
+}
+
+static void remote_close(remote *r)
+{
+	for (int i = 0; i < r->n; i++) {
+		Splitchain__GenCloseRequest req = SPLITCHAIN__GEN_CLOSE_REQUEST__INIT;
+		Splitchain__Empty *rep = NULL;
+		req.session = r->session;
+		if (r->h[i].open &&
+		    !hop_call(r, &r->h[i], "Worker.GenClose", &req.base,
+			      &splitchain__empty__descriptor, (ProtobufCMessage **)&rep))
+			protobuf_c_message_free_unpacked(&rep->base, NULL);
+		sc_rpc_client_close(r->h[i].cl);
+	}
+	free(r->act);
+}
+
+/* The hops, model and adapter of job a->job: its placement (Status), its
+ * workers' addresses (Workers) and its latest checkpoint (Export). */
+static int job_chain(const gen_args *a, remote *r, sc_model_config *mc, sc_adapter **ad,
+		     char *model_path, size_t path_size)
+{
+	const char *cmd = "generate";
+	Splitchain__JobRef ref = SPLITCHAIN__JOB_REF__INIT;
+	Splitchain__JobInfo *info = NULL;
+	Splitchain__WorkersReply *ws = NULL;
+	Splitchain__ExportReply *ex = NULL;
+	Splitchain__Empty empty = SPLITCHAIN__EMPTY__INIT;
+	int ret;
+	sc_err rc;
+
+	ref.job_id = (uint64_t)a->job;
+	if ((ret = cli_call_url(cmd, a->coordinator, 10000, "Coordinator.Status", &ref.base,
+				&splitchain__job_info__descriptor, (ProtobufCMessage **)&info)) ||
+	    (ret =
+		 cli_call_url(cmd, a->coordinator, 10000, "Coordinator.Workers", &empty.base,
+			      &splitchain__workers_reply__descriptor, (ProtobufCMessage **)&ws)) ||
+	    (ret = cli_call_url(cmd, a->coordinator, 60000, "Coordinator.Export", &ref.base,
+				&splitchain__export_reply__descriptor, (ProtobufCMessage **)&ex)))
+		goto done;
+	ret = CLI_ERROR;
+	if (!info->n_placement || info->n_placement > MAX_HOPS) {
+		fprintf(stderr, "splitchain generate: job %ld has no placement to generate on\n",
+			a->job);
+		goto done;
+	}
+	r->n = (int)info->n_placement;
+	for (size_t i = 0; i < info->n_placement; i++) {
+		const Splitchain__StageInfo *p = info->placement[i];
+		const char *url = NULL;
+		if (p->stage >= info->n_placement) {
+			fprintf(stderr, "splitchain generate: job %ld: bad stage %u\n", a->job,
+				p->stage);
+			goto done;
+		}
+		for (size_t k = 0; k < ws->n_workers; k++)
+			if (ws->workers[k]->worker_id == p->worker_id)
+				url = ws->workers[k]->control_addr;
+		if (!url || !*url) {
+			fprintf(stderr,
+				"splitchain generate: job %ld: worker %llu of stage %u is not "
+				"known to the coordinator\n",
+				a->job, (unsigned long long)p->worker_id, p->stage);
+			goto done;
+		}
+		hop *h = &r->h[p->stage];
+		snprintf(h->url, sizeof(h->url), "%s", url);
+		h->first = (int)p->first_layer;
+		h->last = (int)p->last_layer;
+	}
+	snprintf(model_path, path_size, "%s", info->model_path ? info->model_path : "");
+	const char *cfg = ex->model_config ? ex->model_config : "";
+	sc_lora_config lc = { .rank = (int)ex->lora->rank,
+			      .alpha = ex->lora->alpha,
+			      .targets = ex->lora->targets,
+			      .seed = ex->lora->seed };
+	if ((rc = sc_config_parse(mc, cfg, strlen(cfg))) || (rc = sc_adapter_new(ad, &lc, mc)) ||
+	    (rc = sc_wire_to_adapter(*ad, 0, mc->n_layer, ex->tensors, ex->n_tensors,
+				     "checkpoint"))) {
+		cli_fail(cmd, rc, "the job's adapter");
+		goto done;
+	}
+	ret = CLI_OK;
+done:
+	if (info)
+		protobuf_c_message_free_unpacked(&info->base, NULL);
+	if (ws)
+		protobuf_c_message_free_unpacked(&ws->base, NULL);
+	if (ex)
+		protobuf_c_message_free_unpacked(&ex->base, NULL);
+	return ret;
+}
+
+/* The hops of --workers: the layers split evenly over the listed workers. */
+static int workers_chain(const gen_args *a, remote *r, const sc_model_config *mc)
+{
+	const char *p = a->workers;
+	while (*p) {
+		size_t n = strcspn(p, ",");
+		if (!n || n >= sizeof(r->h[0].url) || r->n == MAX_HOPS)
+			return cli_usage("generate", "--workers: a comma list of worker addresses");
+		snprintf(r->h[r->n++].url, sizeof(r->h[0].url), "%.*s", (int)n, p);
+		p += n + (p[n] == ',');
+	}
+	if (r->n < 1 || r->n > mc->n_layer)
+		return cli_usage("generate", "--workers: %d workers for a model of %d layers", r->n,
+				 mc->n_layer);
+	for (int i = 0; i < r->n; i++) {
+		r->h[i].first = (int)((long)mc->n_layer * i / r->n);
+		r->h[i].last = (int)((long)mc->n_layer * (i + 1) / r->n);
+	}
+	return CLI_OK;
+}
+
+static uint64_t session_id(void)
+{
+	uint64_t id = 0;
+	FILE *f = fopen("/dev/urandom", "rb");
+	if (!f || fread(&id, sizeof(id), 1, f) != 1)
+		id = (uint64_t)time(NULL) * 6364136223846793005ULL ^ (uint64_t)getpid();
+	if (f)
+		fclose(f);
+	return id ? id : 1;
+}
+
+int cli_generate(int argc, char **argv)
+{
+	const char *cmd = "generate";
+	char path[PATH_MAX + 32], model_path[PATH_MAX];
+	gen_args a;
+	sc_model_config mc;
+	sc_weights *w = NULL;
+	sc_adapter *ad = NULL;
+	sc_backend *be = NULL;
+	sc_generator *g = NULL;
+	remote *rm = NULL;
+	int32_t *prompt = NULL, *out = NULL;
+	int n_prompt = 0, n_out = 0, ret = CLI_ERROR, p;
+	sc_gen_stats st;
+	sc_err rc;
+
+	if ((p = parse(&a, argc, argv)))
+		return p < 0 ? CLI_OK : p;
+	if (a.job || a.workers) {
+		if (!(rm = calloc(1, sizeof(*rm)))) {
+			cli_fail(cmd, sc_errf(SC_ENOMEM, "out of memory"), "cannot generate");
+			goto done;
+		}
+		rm->timeout_ms = (int)a.timeout_ms;
+	}
+	if (a.job) {
+		if ((ret = job_chain(&a, rm, &mc, &ad, model_path, sizeof(model_path))))
+			goto done;
+		ret = CLI_ERROR;
+	} else {
+		snprintf(path, sizeof(path), "%s/config.json", a.model);
+		if ((rc = sc_config_load(&mc, path))) {
+			cli_fail(cmd, rc, "cannot use the model");
+			goto done;
+		}
+		if (a.workers) { /* a path the workers can open */
+			if (!realpath(a.model, model_path)) {
+				fprintf(stderr,
+					"splitchain generate: model directory '%s' not found\n",
+					a.model);
+				goto done;
+			}
+			if ((ret = workers_chain(&a, rm, &mc)))
+				goto done;
+			ret = CLI_ERROR;
+		}
+		if (a.stages > mc.n_layer) {
+			ret = cli_usage(cmd, "--stages %ld exceeds the model's %d layers", a.stages,
+					mc.n_layer);
+			goto done;
+		}
+		if (a.adapter && (rc = sc_adapter_load(&ad, a.adapter, &mc))) {
+			cli_fail(cmd, rc, "cannot read the adapter");
+			goto done;
+		}
+	}
+	if ((rc = prompt_of(&a, &prompt, &n_prompt))) {
+		cli_fail(cmd, rc, "cannot read the prompt");
+		goto done;
+	}
+	if (n_prompt < 1) {
+		ret = cli_usage(cmd, "the prompt is empty");
+		goto done;
+	}
+	if ((long)n_prompt + a.max_new > mc.n_positions) {
+		rc = sc_errf(SC_EINVAL,
+			     "a prompt of %d tokens and %ld new ones exceed the model's "
+			     "%d positions",
+			     n_prompt, a.max_new, mc.n_positions);
+		cli_fail(cmd, rc, "cannot generate");
+		goto done;
+	}
+	out = malloc(((size_t)a.max_new + 1) * sizeof(int32_t));
+	if (!out) {
+		cli_fail(cmd, sc_errf(SC_ENOMEM, "out of memory"), "cannot generate");
+		goto done;
+	}
+	sc_sampling smp = { .temperature = a.temperature,
+			    .top_k = (int)a.top_k,
+			    .top_p = a.top_p,
+			    .seed = (uint64_t)a.seed };
+	int P = n_prompt + (int)a.max_new, chunk = n_prompt < 256 ? n_prompt : 256;
+	if (rm) {
+		rm->session = session_id();
+		rm->C = mc.n_embd;
+		rm->V = mc.vocab_size;
+		if (!(rm->act = malloc((size_t)chunk * mc.n_embd * sizeof(float)))) {
+			cli_fail(cmd, sc_errf(SC_ENOMEM, "out of memory"), "cannot generate");
+			goto done;
+		}
+		if ((rc = remote_open(rm, model_path, ad, P, chunk))) {
+			cli_fail(cmd, rc, "cannot open the generation sessions");
+			goto done;
+		}
+		rc = sc_gen_loop(remote_chain, rm, mc.vocab_size, P, chunk, prompt, n_prompt,
+				 (int)a.max_new, &smp, a.stop, a.n_stop, a.json ? NULL : stream,
+				 NULL, out, &n_out, &st);
+	} else {
+		if ((rc = sc_weights_open(&w, a.model)) ||
+		    (rc = sc_backend_open(&be, a.device, (int)a.threads)) ||
+		    (rc = sc_generator_new(&g, be, &mc, w, ad, (int)a.stages, P, chunk))) {
+			cli_fail(cmd, rc, "cannot set up generation");
+			goto done;
+		}
+		rc = sc_generator_run(g, prompt, n_prompt, (int)a.max_new, &smp, a.stop, a.n_stop,
+				      a.json ? NULL : stream, NULL, out, &n_out, &st);
+	}
+	if (rc) {
+		cli_fail(cmd, rc, "generation failed");
+		goto done;
+	}
+	if (a.json)
+		print_json(prompt, n_prompt, out, n_out, &st);
+	else
+		fprintf(stderr, "\n[%d prompt tokens at %.0f tokens/s, %d new at %.1f tokens/s]\n",
+			n_prompt, st.prefill_s > 0 ? n_prompt / st.prefill_s : 0, n_out,
+			st.decode_s > 0 ? n_out / st.decode_s : 0);
+	ret = CLI_OK;
+done:
+	if (rm)
+		remote_close(rm);
+	free(rm);
+	sc_generator_free(g);
+	sc_backend_free(be);
+	sc_adapter_free(ad);
+	sc_weights_close(w);
+	free(prompt);
+	free(out);
+	return ret;
+}

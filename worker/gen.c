@@ -1,0 +1,256 @@
+/* gen.c — generation sessions: Worker.GenOpen makes a generation segment
+ * (sc_segment_infer, with its layers' key/value caches) for a layer range
+ * of a model and an adapter, Worker.GenStep runs new positions through it,
+ * Worker.GenClose frees it. Sessions live beside the training job (each
+ * holds its own copy of its layers' weights) and are freed when unused for
+ * their idle timeout or when a new one needs the room. Every handler takes
+ * worker.mu for its run, as the job's do: the device is used by one call
+ * at a time, so a generation step waits for a training step to end. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sc_log.h"
+#include "sc_rpc_pb.h"
+#include "sc_wire.h"
+#include "splitchain.pb-c.h"
+#include "worker.h"
+
+#define GEN_SESSIONS     4
+#define GEN_IDLE_DEFAULT 300
+#define GEN_MAX_ROWS     4096 /* positions per GenStep */
+
+typedef struct gen_session {
+	uint64_t id; /* 0: free */
+	sc_segment *seg;
+	sc_model_config mc;
+	int first, last, chunk, P;
+	int64_t used_ms, idle_ms;
+	float *out; /* (chunk, C) or (V) */
+} gen_session;
+
+static gen_session sessions[GEN_SESSIONS]; /* under worker.mu */
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void session_free(gen_session *s)
+{
+	sc_segment_free(s->seg);
+	free(s->out);
+	memset(s, 0, sizeof(*s));
+}
+
+/* Called with mu held: frees the sessions idle past their timeout. */
+static void reap(int64_t now)
+{
+	for (int i = 0; i < GEN_SESSIONS; i++)
+		if (sessions[i].id && now - sessions[i].used_ms > sessions[i].idle_ms) {
+			sc_info("worker", "generation session %016" PRIx64 " idle: freed",
+				sessions[i].id);
+			session_free(&sessions[i]);
+		}
+}
+
+static gen_session *find(uint64_t id)
+{
+	for (int i = 0; i < GEN_SESSIONS; i++)
+		if (id && sessions[i].id == id)
+			return &sessions[i];
+	return NULL;
+}
+
+void worker_gen_free_all(void)
+{
+	for (int i = 0; i < GEN_SESSIONS; i++)
+		if (sessions[i].id)
+			session_free(&sessions[i]);
+}
+
+/* Builds session s from r; rep gets the refusal on failure. */
+static int open_session(worker *w, gen_session *s, const Splitchain__GenOpenRequest *r,
+			sc_rpc_reply *rep)
+{
+	char path[4096];
+	sc_weights *wf = NULL;
+	sc_adapter *ad = NULL;
+	sc_err rc;
+
+	snprintf(path, sizeof(path), "%s/config.json", r->model_path ? r->model_path : "");
+	if ((rc = sc_config_load(&s->mc, path))) {
+		sc_rpc_reply_err(rep, worker_status_of(rc), "model: %s", sc_err_detail());
+		return 1;
+	}
+	if (r->first_layer >= r->last_layer || r->last_layer > (uint32_t)s->mc.n_layer ||
+	    r->max_positions < 1 || r->max_positions > (uint32_t)s->mc.n_positions ||
+	    r->chunk < 1 || r->chunk > r->max_positions || r->chunk > GEN_MAX_ROWS) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "layers [%u, %u) of %d, %u positions (<= %d), chunk %u (1..%d)",
+				 r->first_layer, r->last_layer, s->mc.n_layer, r->max_positions,
+				 s->mc.n_positions, r->chunk, GEN_MAX_ROWS);
+		return 1;
+	}
+	sc_lora_config lc = { .rank = 1, .alpha = 1, .targets = 1, .seed = 1 };
+	if (r->lora)
+		lc = (sc_lora_config){ .rank = (int)r->lora->rank,
+				       .alpha = r->lora->alpha,
+				       .targets = r->lora->targets,
+				       .seed = r->lora->seed };
+	if ((rc = sc_adapter_new(&ad, &lc, &s->mc)) ||
+	    (r->lora && (rc = sc_wire_to_adapter(ad, (int)r->first_layer, (int)r->last_layer,
+						 r->tensors, r->n_tensors, "adapter")))) {
+		sc_rpc_reply_err(rep, worker_status_of(rc), "adapter: %s", sc_err_detail());
+		sc_adapter_free(ad);
+		return 1;
+	}
+	sc_segment_spec sp = { .model = s->mc,
+			       .lora = lc,
+			       .first = (int)r->first_layer,
+			       .last = (int)r->last_layer,
+			       .B = 1,
+			       .T = (int)r->chunk,
+			       .slots = 1,
+			       .kv_positions = (int)r->max_positions };
+	size_t out_floats =
+	    sp.last == s->mc.n_layer ? (size_t)s->mc.vocab_size : (size_t)r->chunk * s->mc.n_embd;
+	if ((rc = sc_segment_new(&s->seg, w->be, &sp)) ||
+	    (rc = sc_weights_open(&wf, r->model_path)) ||
+	    (rc = sc_segment_load_weights(s->seg, wf)) || (rc = sc_segment_set_lora(s->seg, ad)) ||
+	    !(s->out = malloc(out_floats * sizeof(float)))) {
+		sc_rpc_reply_err(rep, rc ? worker_status_of(rc) : SC_STATUS_RESOURCE_EXHAUSTED,
+				 "generation segment: %s", rc ? sc_err_detail() : "out of memory");
+		sc_weights_close(wf);
+		sc_adapter_free(ad);
+		session_free(s);
+		return 1;
+	}
+	sc_weights_close(wf);
+	sc_adapter_free(ad);
+	s->id = r->session;
+	s->first = sp.first;
+	s->last = sp.last;
+	s->chunk = sp.T;
+	s->P = sp.kv_positions;
+	s->idle_ms = 1000LL * (r->idle_timeout_s ? r->idle_timeout_s : GEN_IDLE_DEFAULT);
+	s->used_ms = mono_ms();
+	return 0;
+}
+
+void worker_gen_open(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	worker *w = arg;
+	Splitchain__GenOpenRequest *r = NULL;
+	Splitchain__Empty out = SPLITCHAIN__EMPTY__INIT;
+	gen_session *s = NULL;
+
+	if (sc_rpc_unpack(&splitchain__gen_open_request__descriptor, req, len,
+			  (ProtobufCMessage **)&r, rep))
+		return;
+	pthread_mutex_lock(&w->mu);
+	reap(mono_ms());
+	if (!r->session || find(r->session)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "session id %016" PRIx64 " is zero or already open", r->session);
+		goto out;
+	}
+	for (int i = 0; i < GEN_SESSIONS && !s; i++)
+		if (!sessions[i].id)
+			s = &sessions[i];
+	if (!s) {
+		sc_rpc_reply_err(
+		    rep, SC_STATUS_RESOURCE_EXHAUSTED,
+		    "%d generation sessions are open on this worker; close one or wait "
+		    "for its idle timeout",
+		    GEN_SESSIONS);
+		goto out;
+	}
+	if (open_session(w, s, r, rep))
+		goto out;
+	sc_info("worker", "generation session %016" PRIx64 ": layers [%d, %d), %d positions", s->id,
+		s->first, s->last, s->P);
+	sc_rpc_reply_pb(rep, &out.base);
+out:
+	pthread_mutex_unlock(&w->mu);
+	protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+void worker_gen_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	worker *w = arg;
+	Splitchain__GenStepRequest *r = NULL;
+	Splitchain__GenStepReply out = SPLITCHAIN__GEN_STEP_REPLY__INIT;
+	gen_session *s;
+	sc_err rc;
+
+	if (sc_rpc_unpack(&splitchain__gen_step_request__descriptor, req, len,
+			  (ProtobufCMessage **)&r, rep))
+		return;
+	pthread_mutex_lock(&w->mu);
+	reap(mono_ms());
+	if (!(s = find(r->session))) {
+		sc_rpc_reply_err(rep, SC_STATUS_NOT_FOUND,
+				 "no generation session %016" PRIx64 " (closed, or idle too long)",
+				 r->session);
+		goto out;
+	}
+	int first = s->first == 0, last = s->last == s->mc.n_layer, C = s->mc.n_embd;
+	size_t want = first ? (size_t)r->n * sizeof(int32_t) : (size_t)r->n * C * sizeof(float);
+	const ProtobufCBinaryData *in = first ? &r->ids : &r->hidden;
+	if (r->n < 1 || r->n > (uint32_t)s->chunk || (uint64_t)r->pos0 + r->n > (uint64_t)s->P ||
+	    in->len != want) {
+		sc_rpc_reply_err(
+		    rep, SC_STATUS_INVALID_ARGUMENT,
+		    "positions %u + %u (chunk %d, cache %d), %zu input bytes (want %zu)", r->pos0,
+		    r->n, s->chunk, s->P, in->len, want);
+		goto out;
+	}
+	/* the bytes may be unaligned inside the message: copy them */
+	void *buf = malloc(want);
+	if (!buf) {
+		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	memcpy(buf, in->data, want);
+	rc = sc_segment_infer(s->seg, (int)r->pos0, (int)r->n, buf, s->out);
+	free(buf);
+	if (rc) {
+		sc_rpc_reply_err(rep, worker_status_of(rc), "generation: %s", sc_err_detail());
+		goto out;
+	}
+	s->used_ms = mono_ms();
+	ProtobufCBinaryData o = { .data = (uint8_t *)s->out,
+				  .len = last ? (size_t)s->mc.vocab_size * sizeof(float)
+					      : (size_t)r->n * C * sizeof(float) };
+	if (last)
+		out.logits = o;
+	else
+		out.hidden = o;
+	sc_rpc_reply_pb(rep, &out.base);
+out:
+	pthread_mutex_unlock(&w->mu);
+	protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+void worker_gen_close(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	worker *w = arg;
+	Splitchain__GenCloseRequest *r = NULL;
+	Splitchain__Empty out = SPLITCHAIN__EMPTY__INIT;
+	gen_session *s;
+
+	if (sc_rpc_unpack(&splitchain__gen_close_request__descriptor, req, len,
+			  (ProtobufCMessage **)&r, rep))
+		return;
+	pthread_mutex_lock(&w->mu);
+	if ((s = find(r->session)))
+		session_free(s);
+	pthread_mutex_unlock(&w->mu);
+	sc_rpc_reply_pb(rep, &out.base); /* closing a closed session is no error */
+	protobuf_c_message_free_unpacked(&r->base, NULL);
+}
