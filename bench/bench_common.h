@@ -15,9 +15,9 @@ double bench_now(void);
 /* A sample of the machine's CPU time, for telling whether something else
  * ran during a measurement. */
 typedef struct bench_cpu_sample {
-	double wall;  /* bench_now() */
-	double busy;  /* CPU-seconds all processes spent busy (/proc/stat), < 0 unknown */
-	double own;   /* CPU-seconds this process spent (getrusage) */
+	double wall; /* bench_now() */
+	double busy; /* CPU-seconds all processes spent busy (/proc/stat), < 0 unknown */
+	double own;  /* CPU-seconds this process spent (getrusage) */
 } bench_cpu_sample;
 
 void bench_cpu_sample_take(bench_cpu_sample *s);

@@ -403,7 +403,8 @@ void bench_profile_report(sc_backend *be, FILE *f, int steps, double step_s)
 			}
 		}
 		fprintf(f, "    %-34s %9.1f ms %5.1f%% %7.2f GFLOP %7.1f GFLOP/s\n",
-			thin ? "thin (a dimension <= 16: LoRA)" : "the others (frozen weights, head)",
+			thin ? "thin (a dimension <= 16: LoRA)"
+			     : "the others (frozen weights, head)",
 			1e3 * secs / steps, 100 * secs / steps / step_s, flops / steps / 1e9,
 			secs > 0 ? flops / secs / 1e9 : 0.0);
 	}

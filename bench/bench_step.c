@@ -68,10 +68,10 @@ static int usage(void)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "shape", 1, 0, 's' },   { "threads", 1, 0, 'j' }, { "steps", 1, 0, 'n' },
-		{ "dir", 1, 0, 'd' },     { "batch", 1, 0, 'b' },   { "seq", 1, 0, 't' },
-		{ "profile", 0, 0, 'p' }, { "serial-below", 1, 0, 'S' },
-		{ "min-time", 1, 0, 'm' }, { 0, 0, 0, 0 },
+		{ "shape", 1, 0, 's' },   { "threads", 1, 0, 'j' },      { "steps", 1, 0, 'n' },
+		{ "dir", 1, 0, 'd' },     { "batch", 1, 0, 'b' },        { "seq", 1, 0, 't' },
+		{ "profile", 0, 0, 'p' }, { "serial-below", 1, 0, 'S' }, { "min-time", 1, 0, 'm' },
+		{ 0, 0, 0, 0 },
 	};
 	const char *shape = "small", *dir = "bench-model";
 	int threads = 1, steps = 2, batch = 0, seq = 0, profile = 0, timed, c;
@@ -98,7 +98,10 @@ int main(int argc, char **argv)
 		case 't': seq = atoi(optarg); break;
 		case 'p': profile = 1; break;
 		case 'm': min_time = atof(optarg); break;
-		case 'S': serial_below = atof(optarg); profile = 1; break;
+		case 'S':
+			serial_below = atof(optarg);
+			profile = 1;
+			break;
 		default: return usage();
 		}
 	}
@@ -148,11 +151,12 @@ int main(int argc, char **argv)
 		sgemm = sgemm_gflops(tc.B * tc.T, mc.n_embd, mc.n_inner);
 		bench_cpu_sample_take(&c1);
 		printf("{\"impl\":\"splitchain\",\"shape\":\"%s\",\"family\":\"%s\","
-		       "\"threads\":%d,\"B\":%d,\"T\":%d,\"steps\":%d,\"step_s\":%.4f,\"tokens_per_s\":%.1f,"
+		       "\"threads\":%d,\"B\":%d,\"T\":%d,\"steps\":%d,\"step_s\":%.4f,\"tokens_per_"
+		       "s\":%.1f,"
 		       "\"gflop_per_step\":%.2f,\"gflops\":%.2f,\"sgemm\":\"(%d,%d)x(%d,%d)\","
 		       "\"sgemm_gflops\":%.2f,\"foreign_load\":%.2f,\"blas\":\"%s\"}\n",
-		       shape, mc.model_type, threads, tc.B, tc.T, timed, secs, tokens / secs, gf / 1e9,
-		       gf / secs / 1e9, tc.B * tc.T, mc.n_embd, mc.n_embd, mc.n_inner,
+		       shape, mc.model_type, threads, tc.B, tc.T, timed, secs, tokens / secs,
+		       gf / 1e9, gf / secs / 1e9, tc.B * tc.T, mc.n_embd, mc.n_embd, mc.n_inner,
 		       sgemm, bench_foreign_load(&c0, &c1), sc_backend_cpu_describe());
 	}
 	sc_trainer_free(tr);
