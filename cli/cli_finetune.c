@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "sc_adapter.h"
 #include "sc_backend.h"
+#include "sc_dataset.h"
 #include "sc_train.h"
 
 static const char finetune_help[] =
@@ -23,7 +24,12 @@ static const char finetune_help[] =
     "\n"
     "model and data:\n"
     "  --model DIR          Hugging Face checkpoint directory                 (required)\n"
-    "  --data FILE          token file (.bin) or text                         (required)\n"
+    "  --data FILE          token file (.bin), text, or JSONL ({\"text\"} or\n"
+    "                       {\"prompt\", \"completion\"}: loss on the completion) (required)\n"
+    "  --tokenizer PATH     tokenizer.json (or a directory with one, or GPT-2's\n"
+    "                       vocab.json + merges.txt)  (default: DIR/tokenizer.json if\n"
+    "                       present, else text is read as bytes)\n"
+    "  --skip-bad-lines     count and skip malformed JSONL lines instead of failing\n"
     "  --init-adapter DIR   start from this PEFT adapter instead of a fresh one\n"
     "  --out DIR            write the trained adapter here (PEFT format)\n"
     "  --metrics FILE       append one JSON line per step (loss, lr, grad_norm, ...)\n";
@@ -36,10 +42,10 @@ static const char finetune_exec_help[] =
     "  --quiet              no progress lines\n";
 
 typedef struct ft_args {
-	const char *model, *data, *init, *out, *metrics, *device, *targets;
+	const char *model, *data, *init, *out, *metrics, *device, *targets, *tokenizer;
 	sc_lora_config lora;
 	sc_train_config tc;
-	int stages, threads, quiet;
+	int stages, threads, quiet, skip_bad_lines;
 } ft_args;
 
 static int parse(ft_args *a, int argc, char **argv)
@@ -54,6 +60,8 @@ static int parse(ft_args *a, int argc, char **argv)
 		{ "device", required_argument, 0, 'D' },
 		{ "threads", required_argument, 0, 'j' },
 		{ "quiet", no_argument, 0, 'q' },
+		{ "tokenizer", required_argument, 0, 'K' },
+		{ "skip-bad-lines", no_argument, 0, 'B' },
 		{ "help", no_argument, 0, 'h' },
 		CLI_TRAIN_OPTIONS,
 		{ 0, 0, 0, 0 },
@@ -78,6 +86,8 @@ static int parse(ft_args *a, int argc, char **argv)
 		case 'M': a->metrics = optarg; break;
 		case 'D': a->device = optarg; break;
 		case 'q': a->quiet = 1; break;
+		case 'K': a->tokenizer = optarg; break;
+		case 'B': a->skip_bad_lines = 1; break;
 		case 'S':
 			bad = cli_int(cmd, "--stages", optarg, 1, 256, &v);
 			a->stages = (int)v;
@@ -163,10 +173,22 @@ int cli_finetune(int argc, char **argv)
 		cli_fail(cmd, rc, "cannot read the model weights");
 		goto out;
 	}
-	if ((rc = sc_tokens_load(&tk, a.data, mc.vocab_size))) {
+	sc_tokenizer *tok = NULL;
+	sc_dataset_stats ds;
+	if ((rc = sc_dataset_tokenizer(&tok, a.model, a.tokenizer))) {
+		cli_fail(cmd, rc, "cannot read the tokenizer");
+		goto out;
+	}
+	rc = sc_dataset_load_for(&tk, a.data, tok, mc.vocab_size, mc.eos_token_id, a.skip_bad_lines,
+				 &ds);
+	sc_tokenizer_free(tok);
+	if (rc) {
 		cli_fail(cmd, rc, "cannot read the data");
 		goto out;
 	}
+	if (ds.bad_lines)
+		fprintf(stderr, "splitchain finetune: %zu malformed JSONL line(s) skipped\n",
+			ds.bad_lines);
 	if (a.init) {
 		if ((rc = sc_adapter_load(&init, a.init, &mc))) {
 			cli_fail(cmd, rc, "cannot read the initial adapter");

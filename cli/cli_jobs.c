@@ -203,7 +203,11 @@ static const char submit_help[] =
     "job:\n"
     "  --model DIR          Hugging Face checkpoint directory: gpt2, llama,\n"
     "                       mistral or qwen2                                  (required)\n"
-    "  --data FILE          token file (.bin) or text                         (required)\n"
+    "  --data FILE          token file (.bin), text, or JSONL ({\"text\"} or\n"
+    "                       {\"prompt\", \"completion\"}: loss on the completion) (required)\n"
+    "  --tokenizer PATH     tokenizer.json (default: the model directory's, if any;\n"
+    "                       else text is read as bytes)\n"
+    "  --skip-bad-lines     count and skip malformed JSONL lines instead of failing\n"
     "  --name NAME          a label for the job\n"
     "  --stages N           workers in the chain                              (default 2)\n"
     "  --schedule S         1f1b or gpipe                                     (default 1f1b)\n"
@@ -218,11 +222,16 @@ int cli_submit(int argc, char **argv)
 		{ "stages", 1, 0, 'S' },
 		{ "schedule", 1, 0, 'G' },
 		{ "checkpoint-every", 1, 0, 'K' },
+		{ "tokenizer", 1, 0, 'Z' },
+		{ "skip-bad-lines", 0, 0, 'Y' },
 		CLI_TRAIN_OPTIONS,
 		CONN_OPTIONS,
 		{ 0, 0, 0, 0 },
 	};
-	const char *cmd = "submit", *model = NULL, *data = NULL, *name = "", *targets;
+	const char *cmd = "submit", *model = NULL, *data = NULL, *name = "", *targets,
+		   *tokenizer = NULL;
+	char tok_abs[PATH_MAX];
+	int skip_bad = 0;
 	char model_abs[PATH_MAX], data_abs[PATH_MAX];
 	Splitchain__SubmitRequest req = SPLITCHAIN__SUBMIT_REQUEST__INIT;
 	Splitchain__LoraConfig lora = SPLITCHAIN__LORA_CONFIG__INIT;
@@ -244,6 +253,8 @@ int cli_submit(int argc, char **argv)
 		case 'm': model = optarg; break;
 		case 'd': data = optarg; break;
 		case 'N': name = optarg; break;
+		case 'Z': tokenizer = optarg; break;
+		case 'Y': skip_bad = 1; break;
 		case 'S': bad = cli_int(cmd, "--stages", optarg, 1, 256, &stages); break;
 		case 'K':
 			bad = cli_int(cmd, "--checkpoint-every", optarg, 1, 100000000, &every);
@@ -287,6 +298,12 @@ int cli_submit(int argc, char **argv)
 		fprintf(stderr, "splitchain submit: data file '%s' not found\n", data);
 		return CLI_ERROR;
 	}
+	if (tokenizer && !realpath(tokenizer, tok_abs)) {
+		fprintf(stderr, "splitchain submit: tokenizer '%s' not found\n", tokenizer);
+		return CLI_ERROR;
+	}
+	req.tokenizer_path = tokenizer ? tok_abs : (char *)"";
+	req.skip_bad_lines = skip_bad;
 	lora.rank = (uint32_t)lc.rank;
 	lora.alpha = lc.alpha;
 	lora.target_names = (char *)targets; /* resolved by the coordinator */

@@ -15,6 +15,7 @@
 #include "placement.h"
 #include "sc_config.h"
 #include "sc_data.h"
+#include "sc_dataset.h"
 #include "sc_rpc_pb.h"
 #include "sc_train.h"
 #include "sc_wire.h"
@@ -268,9 +269,18 @@ static void *run_job(void *arg)
 		goto out;
 	}
 	sc_wire_train_config(&r->tc, r->spec->train);
-	if (sc_config_load(&r->mc, path) ||
-	    sc_tokens_load(&r->tk, r->job->data_path, r->mc.vocab_size) ||
-	    sc_loader_new(&r->ld, r->tk, r->tc.T, r->tc.seed) || place(r)) {
+	sc_tokenizer *tok = NULL;
+	sc_dataset_stats ds;
+	int data_bad = sc_config_load(&r->mc, path) ||
+		       sc_dataset_tokenizer(&tok, r->job->model_path, r->spec->tokenizer_path) ||
+		       sc_dataset_load_for(&r->tk, r->job->data_path, tok, r->mc.vocab_size,
+					   r->mc.eos_token_id, r->spec->skip_bad_lines, &ds);
+	sc_tokenizer_free(tok);
+	if (!data_bad && ds.bad_lines)
+		sc_db_event(c->db, r->job->id, 0, SC_LOG_WARN, "data_bad_lines",
+			    "%zu malformed JSONL line(s) of %s skipped", ds.bad_lines,
+			    r->job->data_path);
+	if (data_bad || sc_loader_new(&r->ld, r->tk, r->tc.T, r->tc.seed) || place(r)) {
 		snprintf(err, sizeof(err), "%s", sc_err_detail());
 		end = SC_JOB_FAILED;
 		goto out;

@@ -11,11 +11,12 @@
 #include "sc_adapter.h"
 #include "sc_backend.h"
 #include "sc_data.h"
+#include "sc_dataset.h"
 #include "sc_train.h"
 
 typedef struct args {
-	const char *model, *data, *adapter, *out, *targets;
-	int B, T, M, step, steps, stages, threads, rank, vocab;
+	const char *model, *data, *adapter, *out, *targets, *tokenizer;
+	int B, T, M, step, steps, stages, threads, rank, vocab, eos;
 	float alpha;
 	uint64_t seed;
 } args;
@@ -31,12 +32,13 @@ static int die(sc_err rc, const char *what)
 static int parse(args *a, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "model", 1, 0, 'm' }, { "data", 1, 0, 'd' },   { "adapter", 1, 0, 'a' },
-		{ "out", 1, 0, 'o' },   { "batch", 1, 0, 'b' },  { "seq", 1, 0, 'T' },
-		{ "micro", 1, 0, 'M' }, { "step", 1, 0, 's' },   { "steps", 1, 0, 'n' },
-		{ "seed", 1, 0, 'S' },  { "stages", 1, 0, 'k' }, { "threads", 1, 0, 'j' },
-		{ "rank", 1, 0, 'r' },  { "alpha", 1, 0, 'A' },  { "targets", 1, 0, 't' },
-		{ "vocab", 1, 0, 'v' }, { 0, 0, 0, 0 },
+		{ "model", 1, 0, 'm' }, { "data", 1, 0, 'd' },      { "adapter", 1, 0, 'a' },
+		{ "out", 1, 0, 'o' },   { "batch", 1, 0, 'b' },     { "seq", 1, 0, 'T' },
+		{ "micro", 1, 0, 'M' }, { "step", 1, 0, 's' },      { "steps", 1, 0, 'n' },
+		{ "seed", 1, 0, 'S' },  { "stages", 1, 0, 'k' },    { "threads", 1, 0, 'j' },
+		{ "rank", 1, 0, 'r' },  { "alpha", 1, 0, 'A' },     { "targets", 1, 0, 't' },
+		{ "vocab", 1, 0, 'v' }, { "tokenizer", 1, 0, 'K' }, { "eos", 1, 0, 'E' },
+		{ 0, 0, 0, 0 },
 	};
 	int c;
 	*a = (args){ .B = 2,
@@ -47,11 +49,14 @@ static int parse(args *a, int argc, char **argv)
 		     .alpha = 8,
 		     .seed = 1,
 		     .targets = "all",
-		     .steps = 1 };
+		     .steps = 1,
+		     .eos = -1 };
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'm': a->model = optarg; break;
+		case 'K': a->tokenizer = optarg; break;
+		case 'E': a->eos = atoi(optarg); break;
 		case 'd': a->data = optarg; break;
 		case 'a': a->adapter = optarg; break;
 		case 'o': a->out = optarg; break;
@@ -77,7 +82,8 @@ static int parse(args *a, int argc, char **argv)
 	return 0;
 }
 
-/* Data of steps [0, n) as (n, M, B, T) inputs and targets. */
+/* Data of steps [0, n) as (n, M, B, T) inputs and targets: a token file,
+ * text or JSONL (sc_dataset.h), with --tokenizer or as bytes. */
 static int cmd_batches(args *a)
 {
 	sc_tokens *tk = NULL;
@@ -94,8 +100,14 @@ static int cmd_batches(args *a)
 		fprintf(stderr, "sc_reftool batches: out of memory or --vocab missing\n");
 		goto out;
 	}
-	if ((rc = sc_tokens_load(&tk, a->data, a->vocab)) ||
-	    (rc = sc_loader_new(&ld, tk, a->T, a->seed))) {
+	sc_tokenizer *tok = NULL;
+	if ((rc = sc_dataset_tokenizer(&tok, NULL, a->tokenizer))) {
+		ret = die(rc, "tokenizer");
+		goto out;
+	}
+	rc = sc_dataset_load_for(&tk, a->data, tok, a->vocab, a->eos, 0, NULL);
+	sc_tokenizer_free(tok);
+	if (rc || (rc = sc_loader_new(&ld, tk, a->T, a->seed))) {
 		ret = die(rc, "data");
 		goto out;
 	}

@@ -115,6 +115,7 @@ void sc_tokens_free(sc_tokens *tk)
 	if (!tk)
 		return;
 	free(tk->ids);
+	free(tk->mask);
 	free(tk);
 }
 
@@ -233,10 +234,12 @@ void sc_loader_batch(sc_loader *ld, uint64_t first, int B, int32_t *inputs, int3
 
 		if (epoch != ld->epoch)
 			make_perm(ld, epoch);
-		src = ld->tk->ids + (size_t)ld->perm[i % ld->windows] * (size_t)ld->T;
+		size_t at = (size_t)ld->perm[i % ld->windows] * (size_t)ld->T;
+		const uint8_t *mask = ld->tk->mask ? ld->tk->mask + at : NULL;
+		src = ld->tk->ids + at;
 		for (int t = 0; t < ld->T; t++) {
 			inputs[(size_t)b * ld->T + t] = src[t];
-			targets[(size_t)b * ld->T + t] = src[t + 1];
+			targets[(size_t)b * ld->T + t] = !mask || mask[t + 1] ? src[t + 1] : -1;
 		}
 	}
 }

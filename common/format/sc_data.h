@@ -28,7 +28,10 @@
 #define SC_TOKENS_VERSION_32 2 /* uint32 ids */
 
 typedef struct sc_tokens {
-	int32_t *ids; /* (n) owned, each in [0, vocab_size) */
+	int32_t *ids;  /* (n) owned, each in [0, vocab_size) */
+	uint8_t *mask; /* (n) owned, or NULL: 0 where a token is not a target (a
+			* prompt token of prompt/completion data), 1 where its
+			* loss counts */
 	size_t n;
 } sc_tokens;
 
@@ -50,7 +53,8 @@ typedef struct sc_loader sc_loader;
 sc_err sc_loader_new(sc_loader **out, const sc_tokens *tk, int T, uint64_t seed);
 void sc_loader_free(sc_loader *ld);
 
-/* Fills inputs (B,T) and targets (B,T) with samples first .. first + B - 1. */
+/* Fills inputs (B,T) and targets (B,T) with samples first .. first + B - 1;
+ * a target whose token is masked out (sc_tokens.mask) is -1 (ignored). */
 void sc_loader_batch(sc_loader *ld, uint64_t first, int B, int32_t *inputs, int32_t *targets);
 
 /* Number of windows W. */

@@ -34,6 +34,8 @@ sc_err tok_buf_put(tok_buf *b, const void *s, size_t n)
 
 sc_err tok_ids_put(tok_ids *a, const int32_t *ids, size_t n)
 {
+	if (!n) /* nothing to add (ids may be NULL) */
+		return SC_OK;
 	if (a->n + n > a->cap) {
 		size_t cap = a->cap ? a->cap : 64;
 		int32_t *v;

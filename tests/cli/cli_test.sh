@@ -174,6 +174,23 @@ mkdir -p noshard && cp sharded/config.json sharded/model.safetensors.index.json 
   cp sharded/model-00001-of-00002.safetensors noshard/
 bad_model llama_missing_shard "model-00002-of-00002.safetensors" noshard
 
+# ---- JSONL data ----
+python3 - <<'PY'
+import json
+with open("pc.jsonl", "w") as f:
+    for i in range(60):
+        f.write(json.dumps({"prompt": "question %d?" % i, "completion": " answer %d." % (i * 7)}) + "\n")
+with open("badline.jsonl", "w") as f:
+    f.write(json.dumps({"text": "fine"}) + "\n" + "{not json\n" + json.dumps({"text": "more text " * 20}) + "\n")
+with open("chat.jsonl", "w") as f:
+    f.write(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+PY
+expect jsonl_prompt_completion 0 "" -- "${ft[@]}" --data pc.jsonl --out pc-adapter
+expect jsonl_bad_line 1 "badline.jsonl:2" -- "${ft[@]}" --data badline.jsonl
+expect jsonl_skip_bad_lines 0 "1 malformed JSONL line(s) skipped" -- "${ft[@]}" --data badline.jsonl --skip-bad-lines
+expect jsonl_chat_refused 1 "chat template" -- "${ft[@]}" --data chat.jsonl
+expect missing_tokenizer 1 "nope.json" -- "${ft[@]}" --tokenizer nope.json
+
 # ---- generate ----
 gen=("$BIN" generate --model lm --max-new-tokens 4)
 expect generate_help 0 "--max-new-tokens" -- "$BIN" generate --help
