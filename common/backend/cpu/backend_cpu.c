@@ -121,6 +121,20 @@ static sc_err cpu_gemm(sc_backend *be, int trans_a, int trans_b, int m, int n, i
 	if (m == 0 || n == 0)
 		return SC_OK;
 	sc_cpu_enter(be);
+	if (m == 1 && k > 0) {
+		/* One row (a decode step, the head of one position): a matrix-
+		 * vector product. OpenBLAS 0.3.21's sgemm would first copy all of
+		 * b into its packing buffer, reading the weights about three times
+		 * (it hands M = 1 to gemv only from 0.3.27). */
+		int incx = trans_a ? lda : 1;
+		if (trans_b) /* b (n, k) */
+			cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, alpha, b, ldb, a, incx, beta,
+				    c, 1);
+		else /* b (k, n) */
+			cblas_sgemv(CblasRowMajor, CblasTrans, k, n, alpha, b, ldb, a, incx, beta,
+				    c, 1);
+		return SC_OK;
+	}
 	cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
 		    trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c,
 		    ldc);
