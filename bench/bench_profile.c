@@ -31,6 +31,7 @@ enum {
 	K_ATTENTION_BACKWARD,
 	K_GELU_FORWARD,
 	K_GELU_BACKWARD,
+	K_ATTENTION_KV,
 	K_SWIGLU_FORWARD,
 	K_SWIGLU_BACKWARD,
 	K_ADD,
@@ -62,6 +63,7 @@ static const char *const op_names[K_COUNT] = {
 	"attention_backward",
 	"gelu_forward",
 	"gelu_backward",
+	"attention_kv",
 	"swiglu_forward",
 	"swiglu_backward",
 	"add",
@@ -246,6 +248,11 @@ static sc_err p_gelu_backward(sc_backend *be, float *dinp, const float *inp, con
 {
 	TIMED(K_GELU_BACKWARD, gelu_backward, dinp, inp, dout, n);
 }
+static sc_err p_attention_kv(sc_backend *be, float *out, float *kc, float *vc, const float *qkv,
+			     int pos0, int P, const sc_attn_shape *s)
+{
+	TIMED(K_ATTENTION_KV, attention_kv, out, kc, vc, qkv, pos0, P, s);
+}
 static sc_err p_swiglu_forward(sc_backend *be, float *out, const float *gu, int N, int F)
 {
 	TIMED(K_SWIGLU_FORWARD, swiglu_forward, out, gu, N, F);
@@ -321,6 +328,7 @@ static const sc_backend_ops prof_ops = {
 	.attention_backward = p_attention_backward,
 	.gelu_forward = p_gelu_forward,
 	.gelu_backward = p_gelu_backward,
+	.attention_kv = p_attention_kv,
 	.swiglu_forward = p_swiglu_forward,
 	.swiglu_backward = p_swiglu_backward,
 	.add = p_add,
@@ -334,12 +342,30 @@ static const sc_backend_ops prof_ops = {
 	.destroy = p_destroy,
 };
 
+/* Whether prof_ops has every entry: sc_backend_ops is a struct of function
+ * pointers only, so it is read as an array of them. */
+static int all_forwarded(void)
+{
+	void (*fns[sizeof(prof_ops) / sizeof(void (*)(void))])(void);
+	memcpy(fns, &prof_ops, sizeof(fns));
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++)
+		if (!fns[i])
+			return 0;
+	return 1;
+}
+
 sc_err bench_profile_wrap(sc_backend **out, sc_backend *inner)
 {
 	sc_backend *be = calloc(1, sizeof(*be));
 	prof *p = calloc(1, sizeof(*p));
 
 	*out = NULL;
+	if (!all_forwarded()) {
+		free(be);
+		free(p);
+		return sc_errf(SC_EINVAL, "bench_profile.c forwards not every backend operation: "
+					  "a new entry of sc_backend_ops needs its wrapper there");
+	}
 	if (!be || !p) {
 		free(be);
 		free(p);

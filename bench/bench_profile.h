@@ -15,7 +15,8 @@
 
 /* *out = a backend that forwards to inner and times each call; takes
  * ownership of inner on success (sc_backend_free(*out) frees both), the
- * caller keeps it on error. */
+ * caller keeps it on error. SC_EINVAL when sc_backend_ops has gained an
+ * entry that bench_profile.c does not forward yet. */
 sc_err bench_profile_wrap(sc_backend **out, sc_backend *inner);
 
 /* An experiment, not the engine's behaviour: from now on, gemm calls of

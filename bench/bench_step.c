@@ -151,10 +151,10 @@ int main(int argc, char **argv)
 		sgemm = sgemm_gflops(tc.B * tc.T, mc.n_embd, mc.n_inner);
 		bench_cpu_sample_take(&c1);
 		printf("{\"impl\":\"splitchain\",\"shape\":\"%s\",\"family\":\"%s\","
-		       "\"threads\":%d,\"B\":%d,\"T\":%d,\"steps\":%d,\"step_s\":%.4f,\"tokens_per_"
-		       "s\":%.1f,"
-		       "\"gflop_per_step\":%.2f,\"gflops\":%.2f,\"sgemm\":\"(%d,%d)x(%d,%d)\","
-		       "\"sgemm_gflops\":%.2f,\"foreign_load\":%.2f,\"blas\":\"%s\"}\n",
+		       "\"threads\":%d,\"B\":%d,\"T\":%d,\"steps\":%d,\"step_s\":%.4f,"
+		       "\"tokens_per_s\":%.1f,\"gflop_per_step\":%.2f,\"gflops\":%.2f,"
+		       "\"sgemm\":\"(%d,%d)x(%d,%d)\",\"sgemm_gflops\":%.2f,"
+		       "\"foreign_load\":%.2f,\"blas\":\"%s\"}\n",
 		       shape, mc.model_type, threads, tc.B, tc.T, timed, secs, tokens / secs,
 		       gf / 1e9, gf / secs / 1e9, tc.B * tc.T, mc.n_embd, mc.n_embd, mc.n_inner,
 		       sgemm, bench_foreign_load(&c0, &c1), sc_backend_cpu_describe());
