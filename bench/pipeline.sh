@@ -120,7 +120,8 @@ rows() {
   V=$(sed -n 's/.*"vocab_size":[[:space:]]*\([0-9]*\).*/\1/p' "$MODEL/config.json")
   OPTS=(--steps 4 --batch "$B" --seq "$T" --rank 8 --alpha 16 --targets all --warmup 0 --seed 3)
   [ -n "$BLAS" ] || BLAS=$(OMP_NUM_THREADS=1 "$SC" finetune --model "$MODEL" --data data.txt \
-    --steps 0 --threads 1 --seq "$T" --batch "$B" | sed -n 's/.*(\(OpenBLAS.*\)).*/\1/p')
+    --steps 0 --threads 1 --seq "$T" --batch "$B" |
+    sed -n 's/.*(\(OpenBLAS.*\), [0-9]* threads).*/\1/p')
   for M in $micro; do
     single "$M"
     chain "$M"
