@@ -37,3 +37,12 @@ void sc_family_supported(char *buf, size_t size)
 			used += (size_t)n;
 		}
 }
+
+void sc_param_set(sc_param_desc *p, const char *name, int ndim, int64_t d0, int64_t d1, int init)
+{
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	p->ndim = ndim;
+	p->shape[0] = d0;
+	p->shape[1] = d1;
+	p->init = init;
+}

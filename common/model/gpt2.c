@@ -49,15 +49,6 @@ static void target_dims(const sc_model_config *c, int t, int *in, int *out)
 	*out = mul_out[t] * c->n_embd;
 }
 
-static void param(sc_param_desc *p, const char *name, int ndim, int64_t d0, int64_t d1, int init)
-{
-	snprintf(p->name, sizeof(p->name), "%s", name);
-	p->ndim = ndim;
-	p->shape[0] = d0;
-	p->shape[1] = d1;
-	p->init = init;
-}
-
 static void layer_params(const sc_model_config *c, int l, sc_param_desc *out)
 {
 	char name[96];
@@ -65,27 +56,27 @@ static void layer_params(const sc_model_config *c, int l, sc_param_desc *out)
 	static const char *const ln[2] = { "ln_1", "ln_2" };
 	for (int k = 0; k < 2; k++) {
 		snprintf(name, sizeof(name), "h.%d.%s.weight", l, ln[k]);
-		param(&out[P_LN1_W + 2 * k], name, 1, C, 0, SC_INIT_ONE);
+		sc_param_set(&out[P_LN1_W + 2 * k], name, 1, C, 0, SC_INIT_ONE);
 		snprintf(name, sizeof(name), "h.%d.%s.bias", l, ln[k]);
-		param(&out[P_LN1_B + 2 * k], name, 1, C, 0, SC_INIT_ZERO);
+		sc_param_set(&out[P_LN1_B + 2 * k], name, 1, C, 0, SC_INIT_ZERO);
 	}
 	for (int t = 0; t < N_TARGETS; t++) {
 		int in, o, resid = t == T_ATTN_PROJ || t == T_MLP_PROJ;
 		target_dims(c, t, &in, &o);
 		snprintf(name, sizeof(name), "h.%d.%s.weight", l, targets[t]);
-		param(&out[P_W(t)], name, 2, in, o, resid ? SC_INIT_RESID : SC_INIT_NORMAL);
+		sc_param_set(&out[P_W(t)], name, 2, in, o, resid ? SC_INIT_RESID : SC_INIT_NORMAL);
 		snprintf(name, sizeof(name), "h.%d.%s.bias", l, targets[t]);
-		param(&out[P_B(t)], name, 1, o, 0, SC_INIT_ZERO);
+		sc_param_set(&out[P_B(t)], name, 1, o, 0, SC_INIT_ZERO);
 	}
 }
 
 static void global_params(const sc_model_config *c, sc_param_desc *out)
 {
 	memset(out, 0, SC_GP_COUNT * sizeof(*out));
-	param(&out[SC_GP_EMBED], "wte.weight", 2, c->vocab_size, c->n_embd, SC_INIT_NORMAL);
-	param(&out[SC_GP_POS], "wpe.weight", 2, c->n_positions, c->n_embd, SC_INIT_POS);
-	param(&out[SC_GP_NORM_W], "ln_f.weight", 1, c->n_embd, 0, SC_INIT_ONE);
-	param(&out[SC_GP_NORM_B], "ln_f.bias", 1, c->n_embd, 0, SC_INIT_ZERO);
+	sc_param_set(&out[SC_GP_EMBED], "wte.weight", 2, c->vocab_size, c->n_embd, SC_INIT_NORMAL);
+	sc_param_set(&out[SC_GP_POS], "wpe.weight", 2, c->n_positions, c->n_embd, SC_INIT_POS);
+	sc_param_set(&out[SC_GP_NORM_W], "ln_f.weight", 1, c->n_embd, 0, SC_INIT_ONE);
+	sc_param_set(&out[SC_GP_NORM_B], "ln_f.bias", 1, c->n_embd, 0, SC_INIT_ZERO);
 }
 
 static void act_sizes(const sc_model_config *c, size_t N, size_t attn_state, size_t *a)

@@ -74,31 +74,22 @@ static int has_bias(const sc_model_config *c, int t)
 	return t == T_O ? c->o_bias : c->mlp_bias;
 }
 
-static void param(sc_param_desc *p, const char *name, int ndim, int64_t d0, int64_t d1, int init)
-{
-	snprintf(p->name, sizeof(p->name), "%s", name);
-	p->ndim = ndim;
-	p->shape[0] = d0;
-	p->shape[1] = d1;
-	p->init = init;
-}
-
 static void layer_params(const sc_model_config *c, int l, sc_param_desc *out)
 {
 	char name[96];
 	memset(out, 0, N_PARAMS * sizeof(*out));
 	snprintf(name, sizeof(name), "model.layers.%d.input_layernorm.weight", l);
-	param(&out[P_LN1], name, 1, c->n_embd, 0, SC_INIT_ONE);
+	sc_param_set(&out[P_LN1], name, 1, c->n_embd, 0, SC_INIT_ONE);
 	snprintf(name, sizeof(name), "model.layers.%d.post_attention_layernorm.weight", l);
-	param(&out[P_LN2], name, 1, c->n_embd, 0, SC_INIT_ONE);
+	sc_param_set(&out[P_LN2], name, 1, c->n_embd, 0, SC_INIT_ONE);
 	for (int t = 0; t < N_TARGETS; t++) {
 		int in, o;
 		target_dims(c, t, &in, &o);
 		snprintf(name, sizeof(name), "model.layers.%d.%s.weight", l, targets[t]);
-		param(&out[P_W(t)], name, 2, o, in, SC_INIT_NORMAL);
+		sc_param_set(&out[P_W(t)], name, 2, o, in, SC_INIT_NORMAL);
 		if (has_bias(c, t)) {
 			snprintf(name, sizeof(name), "model.layers.%d.%s.bias", l, targets[t]);
-			param(&out[P_B(t)], name, 1, o, 0, SC_INIT_ZERO);
+			sc_param_set(&out[P_B(t)], name, 1, o, 0, SC_INIT_ZERO);
 		}
 	}
 }
@@ -106,12 +97,12 @@ static void layer_params(const sc_model_config *c, int l, sc_param_desc *out)
 static void global_params(const sc_model_config *c, sc_param_desc *out)
 {
 	memset(out, 0, SC_GP_COUNT * sizeof(*out));
-	param(&out[SC_GP_EMBED], "model.embed_tokens.weight", 2, c->vocab_size, c->n_embd,
-	      SC_INIT_NORMAL);
-	param(&out[SC_GP_NORM_W], "model.norm.weight", 1, c->n_embd, 0, SC_INIT_ONE);
+	sc_param_set(&out[SC_GP_EMBED], "model.embed_tokens.weight", 2, c->vocab_size, c->n_embd,
+		     SC_INIT_NORMAL);
+	sc_param_set(&out[SC_GP_NORM_W], "model.norm.weight", 1, c->n_embd, 0, SC_INIT_ONE);
 	if (!c->tie_embeddings)
-		param(&out[SC_GP_HEAD], "lm_head.weight", 2, c->vocab_size, c->n_embd,
-		      SC_INIT_NORMAL);
+		sc_param_set(&out[SC_GP_HEAD], "lm_head.weight", 2, c->vocab_size, c->n_embd,
+			     SC_INIT_NORMAL);
 }
 
 static void act_sizes(const sc_model_config *c, size_t N, size_t attn_state, size_t *a)

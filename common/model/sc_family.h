@@ -51,6 +51,9 @@ enum sc_global_param {
 	SC_GP_COUNT
 };
 
+/* Fills *p, one of a family's tensor descriptions (name copied). */
+void sc_param_set(sc_param_desc *p, const char *name, int ndim, int64_t d0, int64_t d1, int init);
+
 typedef struct sc_layer sc_layer; /* layer.h: one layer as a family computes it */
 
 typedef struct sc_family {
