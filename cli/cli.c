@@ -104,6 +104,57 @@ const char cli_train_help[] =
     "  --tf32               let GPU stages run GEMMs on TF32 tensor cores: faster, with\n"
     "                       ~1e-3 relative error in each product              (default fp32)\n";
 
+const char cli_data_help[] =
+    "data:\n"
+    "  --tokenizer PATH     tokenizer.json (or a directory with one, or GPT-2's\n"
+    "                       vocab.json + merges.txt)  (default: the model directory's\n"
+    "                       tokenizer.json if present, else text is read as bytes)\n"
+    "  --skip-bad-lines     count and skip malformed JSONL lines instead of failing\n"
+    "  --eval-split X       hold out this fraction of the examples (JSONL lines; the\n"
+    "                       last tokens of one-document data), drawn with --seed\n"
+    "  --eval-data FILE     held-out data in a file of its own (any data format)\n"
+    "  --eval-every N       evaluate every N steps, and after the last  (default: after\n"
+    "                       the last only); eval loss and perplexity go in the metrics\n"
+    "  --eval-batches N     evaluate at most N micro-batches of the held-out data\n"
+    "                                                                         (default all)\n"
+    "  --no-pack            one example per sequence, padded (the padding and anything\n"
+    "                       of another example never a target) instead of packing\n"
+    "                       examples back to back with EOS between them\n"
+    "  --no-data-cache      tokenize again instead of using (and writing) the cache\n"
+    "                       in .splitchain-cache/ beside the data\n";
+
+int cli_data_option(const char *cmd, int c, const char *arg, cli_data_opts *d)
+{
+	float f;
+	switch (c) {
+	case CLI_OPT_TOKENIZER: d->tokenizer = arg; return 0;
+	case CLI_OPT_SKIP_BAD: d->skip_bad_lines = 1; return 0;
+	case CLI_OPT_EVAL_DATA: d->eval_data = arg; return 0;
+	case CLI_OPT_NO_PACK: d->no_pack = 1; return 0;
+	case CLI_OPT_NO_CACHE: d->no_cache = 1; return 0;
+	case CLI_OPT_EVAL_SPLIT:
+		if (cli_float(cmd, "--eval-split", arg, 1e-6, 0.5, &f))
+			return 1;
+		d->eval_split = f;
+		return 0;
+	case CLI_OPT_EVAL_EVERY:
+		return cli_int(cmd, "--eval-every", arg, 1, 100000000, &d->eval_every);
+	case CLI_OPT_EVAL_BATCHES:
+		return cli_int(cmd, "--eval-batches", arg, 1, 100000000, &d->eval_batches);
+	default: return -1;
+	}
+}
+
+int cli_data_finish(const char *cmd, const cli_data_opts *d)
+{
+	if (d->eval_split > 0 && d->eval_data)
+		return cli_usage(cmd, "--eval-split and --eval-data exclude each other") != 0;
+	if ((d->eval_every || d->eval_batches) && !d->eval_split && !d->eval_data)
+		return cli_usage(cmd, "--eval-every and --eval-batches need --eval-split or "
+				      "--eval-data") != 0;
+	return 0;
+}
+
 void cli_train_defaults(sc_lora_config *lc, sc_train_config *tc, const char **targets)
 {
 	sc_train_config_defaults(tc);

@@ -68,6 +68,37 @@ int cli_train_targets(const char *cmd, sc_lora_config *lc, const sc_model_config
 /* Final adjustments after parsing (min-lr capped at lr). */
 void cli_train_finish(sc_lora_config *lc, sc_train_config *tc);
 
+/* The data options shared by finetune and submit. */
+enum {
+	CLI_OPT_TOKENIZER = 2001,
+	CLI_OPT_SKIP_BAD,
+	CLI_OPT_EVAL_SPLIT,
+	CLI_OPT_EVAL_DATA,
+	CLI_OPT_EVAL_EVERY,
+	CLI_OPT_EVAL_BATCHES,
+	CLI_OPT_NO_PACK,
+	CLI_OPT_NO_CACHE,
+};
+#define CLI_DATA_OPTIONS                                                                           \
+	{ "tokenizer", 1, 0, CLI_OPT_TOKENIZER }, { "skip-bad-lines", 0, 0, CLI_OPT_SKIP_BAD },    \
+	    { "eval-split", 1, 0, CLI_OPT_EVAL_SPLIT }, { "eval-data", 1, 0, CLI_OPT_EVAL_DATA },  \
+	    { "eval-every", 1, 0, CLI_OPT_EVAL_EVERY },                                            \
+	    { "eval-batches", 1, 0, CLI_OPT_EVAL_BATCHES }, { "no-pack", 0, 0, CLI_OPT_NO_PACK },  \
+	{                                                                                          \
+		"no-data-cache", 0, 0, CLI_OPT_NO_CACHE                                            \
+	}
+typedef struct cli_data_opts {
+	const char *tokenizer, *eval_data; /* NULL: none */
+	double eval_split;
+	long eval_every, eval_batches;
+	int skip_bad_lines, no_pack, no_cache;
+} cli_data_opts;
+extern const char cli_data_help[];
+/* As cli_train_option, for CLI_DATA_OPTIONS. */
+int cli_data_option(const char *cmd, int c, const char *arg, cli_data_opts *d);
+/* Checks the data options together: 0, or 1 with usage printed. */
+int cli_data_finish(const char *cmd, const cli_data_opts *d);
+
 int cli_submit(int argc, char **argv);
 int cli_jobs(int argc, char **argv);
 int cli_status(int argc, char **argv);

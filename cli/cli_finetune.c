@@ -2,6 +2,7 @@
  * through the same segment engine the workers run, optionally split into a
  * chain of in-process stages. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,13 +27,10 @@ static const char finetune_help[] =
     "  --model DIR          Hugging Face checkpoint directory                 (required)\n"
     "  --data FILE          token file (.bin), text, or JSONL ({\"text\"} or\n"
     "                       {\"prompt\", \"completion\"}: loss on the completion) (required)\n"
-    "  --tokenizer PATH     tokenizer.json (or a directory with one, or GPT-2's\n"
-    "                       vocab.json + merges.txt)  (default: DIR/tokenizer.json if\n"
-    "                       present, else text is read as bytes)\n"
-    "  --skip-bad-lines     count and skip malformed JSONL lines instead of failing\n"
     "  --init-adapter DIR   start from this PEFT adapter instead of a fresh one\n"
     "  --out DIR            write the trained adapter here (PEFT format)\n"
-    "  --metrics FILE       append one JSON line per step (loss, lr, grad_norm, ...)\n";
+    "  --metrics FILE       append one JSON line per step (loss, lr, grad_norm, ...)\n"
+    "                       and one per evaluation (eval_loss, eval_perplexity)\n";
 
 static const char finetune_exec_help[] =
     "execution:\n"
@@ -42,10 +40,11 @@ static const char finetune_exec_help[] =
     "  --quiet              no progress lines\n";
 
 typedef struct ft_args {
-	const char *model, *data, *init, *out, *metrics, *device, *targets, *tokenizer;
+	const char *model, *data, *init, *out, *metrics, *device, *targets;
 	sc_lora_config lora;
 	sc_train_config tc;
-	int stages, threads, quiet, skip_bad_lines;
+	cli_data_opts dat;
+	int stages, threads, quiet;
 } ft_args;
 
 static int parse(ft_args *a, int argc, char **argv)
@@ -60,10 +59,9 @@ static int parse(ft_args *a, int argc, char **argv)
 		{ "device", required_argument, 0, 'D' },
 		{ "threads", required_argument, 0, 'j' },
 		{ "quiet", no_argument, 0, 'q' },
-		{ "tokenizer", required_argument, 0, 'K' },
-		{ "skip-bad-lines", no_argument, 0, 'B' },
 		{ "help", no_argument, 0, 'h' },
 		CLI_TRAIN_OPTIONS,
+		CLI_DATA_OPTIONS,
 		{ 0, 0, 0, 0 },
 	};
 	const char *cmd = "finetune";
@@ -86,8 +84,6 @@ static int parse(ft_args *a, int argc, char **argv)
 		case 'M': a->metrics = optarg; break;
 		case 'D': a->device = optarg; break;
 		case 'q': a->quiet = 1; break;
-		case 'K': a->tokenizer = optarg; break;
-		case 'B': a->skip_bad_lines = 1; break;
 		case 'S':
 			bad = cli_int(cmd, "--stages", optarg, 1, 256, &v);
 			a->stages = (int)v;
@@ -98,11 +94,14 @@ static int parse(ft_args *a, int argc, char **argv)
 			break;
 		case 'h':
 			fputs(finetune_help, stdout);
+			fputs(cli_data_help, stdout);
 			fputs(cli_train_help, stdout);
 			fputs(finetune_exec_help, stdout);
 			return -1;
 		default:
 			bad = cli_train_option(cmd, c, optarg, &a->lora, &a->tc, &a->targets);
+			if (bad < 0)
+				bad = cli_data_option(cmd, c, optarg, &a->dat);
 			if (bad < 0)
 				return cli_usage(cmd, "unknown or incomplete option '%s'",
 						 argv[optind - 1]);
@@ -114,6 +113,8 @@ static int parse(ft_args *a, int argc, char **argv)
 		return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
 	if (!a->model || !a->data)
 		return cli_usage(cmd, "--model DIR and --data FILE are required");
+	if (cli_data_finish(cmd, &a->dat))
+		return CLI_USAGE;
 	cli_train_finish(&a->lora, &a->tc);
 	return 0;
 }
@@ -138,6 +139,34 @@ static void progress(const ft_args *a, const sc_step_stats *st, FILE *metrics)
 	}
 }
 
+/* Evaluates on the held-out data after 0-based step s and reports it. */
+static sc_err evaluate(const ft_args *a, sc_trainer *tr, const sc_tokens *eval, int s,
+		       FILE *metrics)
+{
+	double loss;
+	size_t n;
+	SC_TRY(sc_trainer_eval(tr, eval, (size_t)a->dat.eval_batches, &loss, &n));
+	if (!a->quiet) {
+		printf("eval %5d/%d | loss %.4f | perplexity %.3f | %zu tokens\n", s + 1,
+		       a->tc.steps, loss, exp(loss), n);
+		fflush(stdout);
+	}
+	if (metrics) {
+		fprintf(metrics,
+			"{\"step\":%d,\"eval_loss\":%.17g,\"eval_perplexity\":%.17g,"
+			"\"eval_tokens\":%zu}\n",
+			s, loss, exp(loss), n);
+		fflush(metrics);
+	}
+	return SC_OK;
+}
+
+/* Whether to evaluate after 0-based step s. */
+static int eval_due(const ft_args *a, int s)
+{
+	return s == a->tc.steps - 1 || (a->dat.eval_every && (s + 1) % a->dat.eval_every == 0);
+}
+
 int cli_finetune(int argc, char **argv)
 {
 	const char *cmd = "finetune";
@@ -145,7 +174,7 @@ int cli_finetune(int argc, char **argv)
 	ft_args a;
 	sc_model_config mc;
 	sc_weights *weights = NULL;
-	sc_tokens *tk = NULL;
+	sc_job_data jd = { 0 };
 	sc_adapter *init = NULL, *ad = NULL;
 	sc_backend *be = NULL;
 	sc_trainer *tr = NULL;
@@ -174,21 +203,29 @@ int cli_finetune(int argc, char **argv)
 		goto out;
 	}
 	sc_tokenizer *tok = NULL;
-	sc_dataset_stats ds;
-	if ((rc = sc_dataset_tokenizer(&tok, a.model, a.tokenizer))) {
+	sc_data_spec dspec = {
+		.path = a.data,
+		.eval_path = a.dat.eval_data,
+		.eval_split = a.dat.eval_split,
+		.skip_bad_lines = a.dat.skip_bad_lines,
+		.no_pack = a.dat.no_pack,
+		.no_cache = a.dat.no_cache,
+		.T = a.tc.T,
+		.seed = a.tc.seed,
+	};
+	if ((rc = sc_dataset_tokenizer(&tok, a.model, a.dat.tokenizer))) {
 		cli_fail(cmd, rc, "cannot read the tokenizer");
 		goto out;
 	}
-	rc = sc_dataset_load_for(&tk, a.data, tok, mc.vocab_size, mc.eos_token_id, a.skip_bad_lines,
-				 &ds);
+	rc = sc_job_data_load(&jd, &dspec, tok, mc.vocab_size, mc.eos_token_id);
 	sc_tokenizer_free(tok);
 	if (rc) {
 		cli_fail(cmd, rc, "cannot read the data");
 		goto out;
 	}
-	if (ds.bad_lines)
+	if (jd.st.bad_lines)
 		fprintf(stderr, "splitchain finetune: %zu malformed JSONL line(s) skipped\n",
-			ds.bad_lines);
+			jd.st.bad_lines);
 	if (a.init) {
 		if ((rc = sc_adapter_load(&init, a.init, &mc))) {
 			cli_fail(cmd, rc, "cannot read the initial adapter");
@@ -202,8 +239,8 @@ int cli_finetune(int argc, char **argv)
 		cli_fail(cmd, rc, "cannot open the device");
 		goto out;
 	}
-	if ((rc =
-		 sc_trainer_new(&tr, be, &mc, &a.lora, &a.tc, weights, init, tk, a.stages, NULL))) {
+	if ((rc = sc_trainer_new(&tr, be, &mc, &a.lora, &a.tc, weights, init, jd.train, a.stages,
+				 NULL))) {
 		cli_fail(cmd, rc, "cannot set up training");
 		goto out;
 	}
@@ -220,6 +257,13 @@ int cli_finetune(int argc, char **argv)
 		       "%d micro-batches per step, %s (%s)\n",
 		       desc, a.lora.rank, tg, a.stages, a.tc.B, a.tc.T, a.tc.micro_batches,
 		       be->name, strcmp(be->name, "cpu") ? "gpu" : sc_backend_cpu_describe());
+		printf("  data: %zu tokens in %zu windows%s%s", jd.train->n,
+		       sc_eval_batches(jd.train, a.tc.T, 1, 0), a.dat.no_pack ? " (unpacked)" : "",
+		       jd.cache == 1 ? ", tokens from the cache" : "");
+		if (jd.eval)
+			printf("; held out: %zu tokens in %zu windows", jd.eval->n,
+			       sc_eval_batches(jd.eval, a.tc.T, 1, 0));
+		printf("\n");
 		for (int i = 0; i < a.stages; i++) {
 			int first, last;
 			size_t bytes = sc_trainer_stage_memory(tr, i, &first, &last);
@@ -235,6 +279,10 @@ int cli_finetune(int argc, char **argv)
 			goto out;
 		}
 		progress(&a, &st, metrics);
+		if (jd.eval && eval_due(&a, s) && (rc = evaluate(&a, tr, jd.eval, s, metrics))) {
+			cli_fail(cmd, rc, "evaluation failed");
+			goto out;
+		}
 	}
 	if (a.out) {
 		if ((rc = sc_adapter_new(&ad, &a.lora, &mc)) ||
@@ -254,7 +302,7 @@ out:
 	sc_trainer_free(tr);
 	sc_backend_free(be);
 	sc_adapter_free(init);
-	sc_tokens_free(tk);
+	sc_job_data_free(&jd);
 	sc_weights_close(weights);
 	return ret;
 }

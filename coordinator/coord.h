@@ -133,6 +133,9 @@ int64_t coord_now_ms(void);
 /* Monotonic clock in ms. */
 int64_t coord_mono_ms(void);
 
+/* Coordinator.Metrics (coord_metrics.c): a job's loss curve. */
+void coord_m_metrics(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+
 /* Called with mu held: how long job j may go without a step before it is
  * treated as stuck, in ms. */
 int64_t coord_stall_limit_ms(const coord *c, const live_job *j);

@@ -270,15 +270,26 @@ static void *run_job(void *arg)
 	}
 	sc_wire_train_config(&r->tc, r->spec->train);
 	sc_tokenizer *tok = NULL;
-	sc_dataset_stats ds;
+	sc_job_data jd = { 0 };
+	sc_data_spec dspec = {
+		.path = r->job->data_path,
+		.eval_path = r->spec->eval_data_path,
+		.eval_split = r->spec->eval_split,
+		.skip_bad_lines = r->spec->skip_bad_lines,
+		.no_pack = r->spec->no_pack,
+		.no_cache = r->spec->no_data_cache,
+		.T = r->tc.T,
+		.seed = r->tc.seed,
+	};
 	int data_bad = sc_config_load(&r->mc, path) ||
 		       sc_dataset_tokenizer(&tok, r->job->model_path, r->spec->tokenizer_path) ||
-		       sc_dataset_load_for(&r->tk, r->job->data_path, tok, r->mc.vocab_size,
-					   r->mc.eos_token_id, r->spec->skip_bad_lines, &ds);
+		       sc_job_data_load(&jd, &dspec, tok, r->mc.vocab_size, r->mc.eos_token_id);
 	sc_tokenizer_free(tok);
-	if (!data_bad && ds.bad_lines)
+	r->tk = jd.train;
+	r->eval = jd.eval;
+	if (!data_bad && jd.st.bad_lines)
 		sc_db_event(c->db, r->job->id, 0, SC_LOG_WARN, "data_bad_lines",
-			    "%zu malformed JSONL line(s) of %s skipped", ds.bad_lines,
+			    "%zu malformed JSONL line(s) of %s skipped", jd.st.bad_lines,
 			    r->job->data_path);
 	if (data_bad || sc_loader_new(&r->ld, r->tk, r->tc.T, r->tc.seed) || place(r)) {
 		snprintf(err, sizeof(err), "%s", sc_err_detail());
@@ -341,6 +352,17 @@ static void *run_job(void *arg)
 		r->lj->step_s = r->lj->step_s > 0 ? 0.7 * r->lj->step_s + 0.3 * secs : secs;
 		progress(r->lj);
 		pthread_mutex_unlock(&c->mu);
+		if (r->eval && (s + 1 == (uint32_t)r->tc.steps ||
+				(r->spec->eval_every && (s + 1) % r->spec->eval_every == 0))) {
+			double el;
+			size_t en;
+			if ((bad = run_eval(r, s + 1, &el, &en, err, sizeof(err))) >= 0) {
+				end = bad < r->n && run_permanent(&r->st[bad]) ? SC_JOB_FAILED
+									       : SC_JOB_QUEUED;
+				goto out;
+			}
+			sc_db_metric_eval(c->db, r->job->id, s + 1, el, en);
+		}
 		if ((s + 1) % (uint32_t)every == 0 || s + 1 == (uint32_t)r->tc.steps) {
 			if ((bad = run_checkpoint(r, s + 1, loss, err, sizeof(err))) >= 0) {
 				end = SC_JOB_QUEUED;
@@ -402,6 +424,7 @@ out:
 		splitchain__submit_request__free_unpacked(r->spec, NULL);
 	sc_loader_free(r->ld);
 	sc_tokens_free(r->tk);
+	sc_tokens_free(r->eval);
 	free(r->job);
 	free(r);
 	return NULL;

@@ -241,6 +241,19 @@ static int check_submit(Splitchain__SubmitRequest *r, sc_model_config *mc, sc_rp
 				 "checkpoint interval must be >= 1");
 		return 1;
 	}
+	if (!(r->eval_split >= 0 && r->eval_split <= 0.5) ||
+	    (r->eval_split > 0 && nonempty(r->eval_data_path))) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "eval split %g: want 0..0.5, and not with an eval data file",
+				 r->eval_split);
+		return 1;
+	}
+	if (nonempty(r->eval_data_path) &&
+	    (stat(r->eval_data_path, &st) != 0 || !S_ISREG(st.st_mode))) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "eval data file %s not found",
+				 r->eval_data_path);
+		return 1;
+	}
 	/* Targets by name are resolved for the model's family; the request then
 	 * carries the mask and the resolved names (m_submit stores it so). */
 	if (nonempty(r->lora->target_names) &&
@@ -372,6 +385,7 @@ static void job_info(coord *c, const sc_db_job *job, Splitchain__JobInfo *info, 
 		}
 	}
 	pthread_mutex_unlock(&c->mu);
+	sc_db_metric_latest_eval(c->db, job->id, &info->eval_step, &info->eval_loss);
 	if (!info->tokens_per_s) {
 		sc_db_metric m;
 		if (sc_db_metric_latest(c->db, job->id, &m) == SC_OK)
@@ -626,13 +640,9 @@ out:
 }
 
 const sc_rpc_method coord_methods[] = {
-	{ "Coordinator.Register", m_register },
-	{ "Coordinator.Heartbeat", m_heartbeat },
-	{ "Coordinator.Submit", m_submit },
-	{ "Coordinator.Jobs", m_jobs },
-	{ "Coordinator.Status", m_status },
-	{ "Coordinator.Cancel", m_cancel },
-	{ "Coordinator.Workers", m_workers },
-	{ "Coordinator.Export", m_export },
-	{ NULL, NULL },
+	{ "Coordinator.Register", m_register },     { "Coordinator.Heartbeat", m_heartbeat },
+	{ "Coordinator.Submit", m_submit },         { "Coordinator.Jobs", m_jobs },
+	{ "Coordinator.Status", m_status },         { "Coordinator.Cancel", m_cancel },
+	{ "Coordinator.Workers", m_workers },       { "Coordinator.Export", m_export },
+	{ "Coordinator.Metrics", coord_m_metrics }, { NULL, NULL },
 };

@@ -53,7 +53,7 @@ typedef struct runner {
 	int n;
 	stage st[MAX_STAGES];
 	uint32_t version;
-	sc_tokens *tk;
+	sc_tokens *tk, *eval; /* training and held-out data (eval NULL: none) */
 	sc_loader *ld;
 	int clients_live;     /* under c->mu: the clients may be aborted */
 	atomic_int first_bad; /* call_all: the stage whose call failed first, -1: none */
@@ -78,6 +78,12 @@ int run_permanent(const stage *s);
 void run_describe(const stage *s, int i, char *buf, size_t size);
 /* The job's LoRA settings as a message (borrows spec's fields). */
 void run_lora_msg(const Splitchain__SubmitRequest *spec, Splitchain__LoraConfig *out);
+
+/* ---- held-out evaluation (coord_eval.c) ---- */
+
+/* Evaluates the chain's adapters after `step` completed steps on r->eval:
+ * *loss the mean over *tokens targets. Returns as run_restore. */
+int run_eval(runner *r, uint32_t step, double *loss, size_t *tokens, char *err, size_t esize);
 
 /* ---- checkpoints (coord_ckpt.c) ---- */
 

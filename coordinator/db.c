@@ -70,6 +70,12 @@ static const char *const migrations[SC_DB_SCHEMA_VERSION] = {
 	" (SELECT c2.id FROM checkpoints c2 WHERE c2.job_id = c.job_id"
 	" ORDER BY c2.step DESC, c2.id DESC LIMIT 1);"
 	"CREATE VIEW v_loss_curve AS SELECT job_id, step, loss, lr, tokens_per_s FROM metrics;",
+	/* 2: held-out evaluation */
+	"ALTER TABLE metrics ADD COLUMN eval_loss REAL;"
+	"ALTER TABLE metrics ADD COLUMN eval_tokens INTEGER;"
+	"DROP VIEW v_loss_curve;"
+	"CREATE VIEW v_loss_curve AS SELECT job_id, step, loss, lr, tokens_per_s, eval_loss,"
+	" exp(eval_loss) AS eval_perplexity FROM metrics;",
 };
 
 #define WORKER_COLS                                                                                \
@@ -126,6 +132,12 @@ static const char *const sql[ST_COUNT] = {
 	[ST_METRIC] = "INSERT OR REPLACE INTO metrics (job_id, step, loss, lr, grad_norm,"
 		      " tokens_per_s, step_s, bytes_per_hop, recorded_ms)"
 		      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	[ST_METRIC_EVAL] = "UPDATE metrics SET eval_loss = ?3, eval_tokens = ?4"
+			   " WHERE job_id = ?1 AND step = ?2",
+	[ST_METRIC_CURVE] = "SELECT step, loss, eval_loss FROM metrics WHERE job_id = ?1"
+			    " AND step > ?2 ORDER BY step LIMIT ?3",
+	[ST_METRIC_LATEST_EVAL] = "SELECT step, eval_loss FROM metrics WHERE job_id = ?1"
+				  " AND eval_loss IS NOT NULL ORDER BY step DESC LIMIT 1",
 	[ST_EVENT] = "INSERT INTO events (job_id, worker_id, time_ms, level, kind, message)"
 		     " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 	[ST_METRIC_LATEST] =

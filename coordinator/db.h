@@ -35,7 +35,7 @@
 #include "sc_log.h"
 
 /* The schema version this code writes; a file with a higher one is refused. */
-#define SC_DB_SCHEMA_VERSION 1
+#define SC_DB_SCHEMA_VERSION 2
 /* PRAGMA application_id of a splitchain database: "SPLD". */
 #define SC_DB_APPLICATION_ID 0x53504C44
 #define SC_DB_MAX_DIMS       8
@@ -218,6 +218,26 @@ sc_err sc_db_metric_insert(sc_db *db, int64_t job_id, const sc_db_metric *m);
 /* The newest metric row of job (step, loss, tokens_per_s and step_s are
  * filled; bytes_per_hop is not). SC_ENOENT when the job has none. */
 sc_err sc_db_metric_latest(sc_db *db, int64_t job_id, sc_db_metric *out);
+
+/* Records the held-out evaluation after step (1-based, its metric row
+ * already recorded): mean loss over `tokens` targets. */
+sc_err sc_db_metric_eval(sc_db *db, int64_t job_id, uint32_t step, double loss, uint64_t tokens);
+
+/* One point of a job's loss curve. */
+typedef struct sc_db_point {
+	uint32_t step; /* 1-based */
+	double loss;
+	int has_eval;
+	double eval_loss;
+} sc_db_point;
+
+/* Up to max points of job with step > after, in step order: *out = new
+ * array (free with free()) of *n. */
+sc_err sc_db_metric_curve(sc_db *db, int64_t job_id, uint32_t after, size_t max, sc_db_point **out,
+			  size_t *n);
+
+/* The newest evaluation of job: *step 0 when there is none. */
+sc_err sc_db_metric_latest_eval(sc_db *db, int64_t job_id, uint32_t *step, double *loss);
 
 /* Appends an event: job_id and worker_id may be 0 (none), kind is a short
  * tag ("placement", "worker_lost"), the message a printf format. */

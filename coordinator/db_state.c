@@ -285,6 +285,85 @@ sc_err sc_db_metric_latest(sc_db *db, int64_t job_id, sc_db_metric *out)
 	return err;
 }
 
+sc_err sc_db_metric_eval(sc_db *db, int64_t job_id, uint32_t step, double loss, uint64_t tokens)
+{
+	sqlite3_stmt *st = NULL;
+	sc_err err;
+	pthread_mutex_lock(&db->mu);
+	if ((err = db_set_sync(db, 0)) == SC_OK &&
+	    (err = db_stmt(db, ST_METRIC_EVAL, &st)) == SC_OK) {
+		sqlite3_bind_int64(st, 1, job_id);
+		sqlite3_bind_int64(st, 2, step);
+		sqlite3_bind_double(st, 3, loss);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)tokens);
+		err = db_run(db, st, "recording an evaluation");
+	}
+	pthread_mutex_unlock(&db->mu);
+	return err;
+}
+
+sc_err sc_db_metric_curve(sc_db *db, int64_t job_id, uint32_t after, size_t max, sc_db_point **out,
+			  size_t *n)
+{
+	sqlite3_stmt *st = NULL;
+	sc_db_point *p = calloc(max ? max : 1, sizeof(*p));
+	sc_err err;
+	int rc = SQLITE_DONE;
+
+	*out = NULL;
+	*n = 0;
+	if (!p)
+		return sc_errf(SC_ENOMEM, "%s: out of memory for %zu points", db->path, max);
+	pthread_mutex_lock(&db->mu);
+	if ((err = db_stmt(db, ST_METRIC_CURVE, &st)) == SC_OK) {
+		sqlite3_bind_int64(st, 1, job_id);
+		sqlite3_bind_int64(st, 2, after);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)max);
+		while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+			sc_db_point *q = &p[(*n)++];
+			q->step = (uint32_t)sqlite3_column_int64(st, 0);
+			q->loss = sqlite3_column_double(st, 1);
+			q->has_eval = sqlite3_column_type(st, 2) != SQLITE_NULL;
+			q->eval_loss = q->has_eval ? sqlite3_column_double(st, 2) : 0;
+		}
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			err = db_fail(db, rc, "reading a loss curve");
+		db_finish(st);
+	}
+	pthread_mutex_unlock(&db->mu);
+	if (err) {
+		free(p);
+		*n = 0;
+		return err;
+	}
+	*out = p;
+	return SC_OK;
+}
+
+sc_err sc_db_metric_latest_eval(sc_db *db, int64_t job_id, uint32_t *step, double *loss)
+{
+	sqlite3_stmt *st = NULL;
+	sc_err err;
+	int rc;
+
+	*step = 0;
+	*loss = 0;
+	pthread_mutex_lock(&db->mu);
+	if ((err = db_stmt(db, ST_METRIC_LATEST_EVAL, &st)) == SC_OK) {
+		sqlite3_bind_int64(st, 1, job_id);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			*step = (uint32_t)sqlite3_column_int64(st, 0);
+			*loss = sqlite3_column_double(st, 1);
+		} else if (rc != SQLITE_DONE) {
+			err = db_fail(db, rc, "reading the newest evaluation");
+		}
+		db_finish(st);
+	}
+	pthread_mutex_unlock(&db->mu);
+	return err;
+}
+
 sc_err sc_db_event(sc_db *db, int64_t job_id, int64_t worker_id, enum sc_log_level level,
 		   const char *kind, const char *fmt, ...)
 {

@@ -9,6 +9,7 @@ PKGS=(
   libnng-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev
   libsqlite3-dev sqlite3
   libopenblas-openmp-dev libcjson-dev libcmocka-dev libpcre2-dev libutf8proc-dev
+  libmbedtls-dev
   clang-format
   # test side: the PyTorch reference and the venv for transformers + peft
   python3 python3-venv python3-pip python3-torch python3-numpy python3-yaml python3-requests

@@ -113,7 +113,7 @@ static void test_fresh_schema(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	sqlite3 *h = reader(path);
 	assert_int_equal(q_int(h, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
-	assert_int_equal(SC_DB_SCHEMA_VERSION, 1);
+	assert_int_equal(SC_DB_SCHEMA_VERSION, 2);
 	assert_int_equal(q_int(h, "PRAGMA application_id"), SC_DB_APPLICATION_ID);
 	static const char *const tables[] = {
 		"workers", "jobs",  "placements", "checkpoints", "checkpoint_tensors",
@@ -174,13 +174,13 @@ static void test_newer_version_refused(void **state)
 	sc_db_close(db);
 	sqlite3 *h = NULL;
 	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(h, "PRAGMA user_version = 2", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(h, "PRAGMA user_version = 3", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(h);
 	SC_ASSERT_ERR(sc_db_open(&db, path), SC_ENOTSUP);
 	assert_null(db);
 	assert_non_null(strstr(sc_err_detail(), "newer"));
 	/* Refusing it changed nothing. */
-	assert_int_equal(path_int(path, "PRAGMA user_version"), 2);
+	assert_int_equal(path_int(path, "PRAGMA user_version"), 3);
 }
 
 static void test_garbage_refused(void **state)
@@ -701,6 +701,83 @@ static void test_metrics(void **state)
 	sc_db_close(db);
 }
 
+/* Held-out evaluations: recorded on their step's row, read back as a
+ * curve (train and eval) and as the newest; the view gives perplexity. */
+static void test_metric_eval_and_curve(void **state)
+{
+	(void)state;
+	const char *path = fresh("evalcurve.db");
+	sc_db *db = NULL;
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	int64_t job = add_job(db, "e", 10);
+	uint32_t step = 7;
+	double loss = 1;
+	SC_ASSERT_OK(sc_db_metric_latest_eval(db, job, &step, &loss));
+	assert_int_equal(step, 0); /* none yet */
+	for (uint32_t s = 1; s <= 5; s++) {
+		sc_db_metric m = { .step = s, .loss = 6.0 - s, .step_s = 1 };
+		SC_ASSERT_OK(sc_db_metric_insert(db, job, &m));
+		if (s % 2 == 0)
+			SC_ASSERT_OK(sc_db_metric_eval(db, job, s, 3.0 - 0.25 * s, 100 + s));
+	}
+	SC_ASSERT_OK(sc_db_metric_latest_eval(db, job, &step, &loss));
+	assert_int_equal(step, 4);
+	assert_true(loss == 2.0);
+	sc_db_point *p = NULL;
+	size_t n = 0;
+	SC_ASSERT_OK(sc_db_metric_curve(db, job, 1, 100, &p, &n));
+	assert_int_equal(n, 4); /* steps 2..5 */
+	assert_int_equal(p[0].step, 2);
+	assert_true(p[0].has_eval && p[0].eval_loss == 2.5 && p[0].loss == 4.0);
+	assert_false(p[1].has_eval);
+	free(p);
+	SC_ASSERT_OK(sc_db_metric_curve(db, job, 0, 2, &p, &n));
+	assert_int_equal(n, 2); /* at most max */
+	assert_int_equal(p[1].step, 2);
+	free(p);
+	sqlite3 *h = reader(path);
+	assert_true(fabs(q_real(h, "SELECT eval_perplexity FROM v_loss_curve WHERE step = 4") -
+			 exp(2.0)) < 1e-12);
+	assert_int_equal(q_int(h, "SELECT eval_tokens FROM metrics WHERE step = 2"), 102);
+	assert_int_equal(q_int(h, "SELECT count(*) FROM v_loss_curve WHERE eval_loss IS NULL"), 3);
+	sqlite3_close(h);
+	sc_db_close(db);
+}
+
+/* A database of schema 1 (before evaluations) is brought to 2 on open,
+ * its rows kept. */
+static void test_migration_from_v1(void **state)
+{
+	(void)state;
+	const char *path = fresh("v1.db");
+	sc_db *db = NULL;
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	int64_t job = add_job(db, "old", 10);
+	sc_db_metric m = { .step = 1, .loss = 4.5, .step_s = 1 };
+	SC_ASSERT_OK(sc_db_metric_insert(db, job, &m));
+	sc_db_close(db);
+	sqlite3 *h = NULL;
+	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(h,
+				      "DROP VIEW v_loss_curve;"
+				      "ALTER TABLE metrics DROP COLUMN eval_tokens;"
+				      "ALTER TABLE metrics DROP COLUMN eval_loss;"
+				      "CREATE VIEW v_loss_curve AS SELECT job_id, step, loss, lr,"
+				      " tokens_per_s FROM metrics;"
+				      "PRAGMA user_version = 1",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(h);
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	SC_ASSERT_OK(sc_db_metric_eval(db, job, 1, 4.25, 10));
+	sc_db_close(db);
+	assert_int_equal(path_int(path, "PRAGMA user_version"), 2);
+	h = reader(path);
+	assert_true(q_real(h, "SELECT loss FROM v_loss_curve WHERE step = 1") == 4.5);
+	assert_true(q_real(h, "SELECT eval_loss FROM v_loss_curve WHERE step = 1") == 4.25);
+	sqlite3_close(h);
+}
+
 static void test_events(void **state)
 {
 	(void)state;
@@ -878,6 +955,8 @@ int main(void)
 		cmocka_unit_test(test_checkpoint_prune),
 		cmocka_unit_test(test_checkpoint_corrupt_tensor),
 		cmocka_unit_test(test_metrics),
+		cmocka_unit_test(test_metric_eval_and_curve),
+		cmocka_unit_test(test_migration_from_v1),
 		cmocka_unit_test(test_events),
 		cmocka_unit_test(test_views),
 		cmocka_unit_test(test_wal_reader_beside_writer),

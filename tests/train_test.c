@@ -56,10 +56,12 @@ enum { L = 4, C = 16, V = 256 };
 
 typedef struct run {
 	double losses[4];
+	double evals[4]; /* held-out loss after each step (with_eval) */
+	size_t eval_tokens;
 	sc_adapter *ad;
 } run;
 
-static void train(run *out, int nstages, const int *bounds)
+static void train_eval(run *out, int nstages, const int *bounds, int with_eval)
 {
 	static const char text[] = "splitchain trains LoRA adapters across a chain of edge "
 				   "workers; every chain computes what one process computes. ";
@@ -97,6 +99,16 @@ static void train(run *out, int nstages, const int *bounds)
 		assert_int_equal(st.tokens, 2 * 8 * 3);
 		assert_true(isfinite(st.loss) && st.grad_norm > 0);
 		out->losses[s] = st.loss;
+		if (with_eval) { /* the training text as held-out data */
+			double one;
+			size_t n1;
+			SC_ASSERT_OK(sc_trainer_eval(tr, tk, 0, &out->evals[s], &out->eval_tokens));
+			assert_true(isfinite(out->evals[s]));
+			/* every window once: (n - 1) / T windows of T targets */
+			assert_int_equal(out->eval_tokens, (tk->n - 1) / 8 * 8);
+			SC_ASSERT_OK(sc_trainer_eval(tr, tk, 1, &one, &n1));
+			assert_int_equal(n1, 2 * 8); /* one micro-batch of B = 2 rows */
+		}
 	}
 	SC_ASSERT_OK(sc_adapter_new(&out->ad, &lc, &mc));
 	SC_ASSERT_OK(sc_trainer_get_lora(tr, out->ad));
@@ -104,6 +116,11 @@ static void train(run *out, int nstages, const int *bounds)
 	sc_backend_free(be);
 	sc_tokens_free(tk);
 	sc_weights_close(wf);
+}
+
+static void train(run *out, int nstages, const int *bounds)
+{
+	train_eval(out, nstages, bounds, 0);
 }
 
 static void stages_train_bit_identical_adapters(void **state)
@@ -123,6 +140,27 @@ static void stages_train_bit_identical_adapters(void **state)
 		sb += fabs(one.ad->b[0][t][0]);
 	assert_true(sb > 0);
 	assert_true(one.losses[3] < one.losses[0]);
+	sc_adapter_free(one.ad);
+	sc_adapter_free(two.ad);
+	sc_adapter_free(four.ad);
+}
+
+/* Held-out evaluation: the same bits from 1, 2 or 4 stages, and it trains
+ * nothing: losses and adapters equal those of a run without it. */
+static void eval_is_stage_independent_and_trains_nothing(void **state)
+{
+	static const int b2[] = { 0, 3, 4 }, b4[] = { 0, 1, 2, 3, 4 };
+	run plain, one, two, four;
+	train(&plain, 1, NULL);
+	train_eval(&one, 1, NULL, 1);
+	train_eval(&two, 2, b2, 1);
+	train_eval(&four, 4, b4, 1);
+	assert_memory_equal(one.evals, two.evals, sizeof(one.evals));
+	assert_memory_equal(one.evals, four.evals, sizeof(one.evals));
+	assert_memory_equal(plain.losses, one.losses, sizeof(one.losses));
+	assert_memory_equal(plain.ad->data, one.ad->data, one.ad->n_floats * sizeof(float));
+	assert_true(one.evals[3] < one.evals[0]); /* it learnt the text it is evaluated on */
+	sc_adapter_free(plain.ad);
 	sc_adapter_free(one.ad);
 	sc_adapter_free(two.ad);
 	sc_adapter_free(four.ad);
@@ -162,6 +200,7 @@ int main(void)
 		cmocka_unit_test(clip_factor_as_torch),
 		cmocka_unit_test(config_rejects_nonsense),
 		cmocka_unit_test(stages_train_bit_identical_adapters),
+		cmocka_unit_test(eval_is_stage_independent_and_trains_nothing),
 		cmocka_unit_test(trainer_refuses_bad_stages),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -116,6 +116,8 @@ void sc_tokens_free(sc_tokens *tk)
 		return;
 	free(tk->ids);
 	free(tk->mask);
+	free(tk->docs);
+	free(tk->win);
 	free(tk);
 }
 
@@ -157,6 +159,14 @@ sc_err sc_tokens_save(const char *path, const int32_t *ids, size_t n)
 	return sc_file_commit(f);
 }
 
+/* Number of windows of T + 1 tokens in tk. */
+static size_t windows_of(const sc_tokens *tk, int T)
+{
+	if (tk->win)
+		return tk->nwin;
+	return tk->n > (size_t)T ? (tk->n - 1) / (size_t)T : 0;
+}
+
 struct sc_loader {
 	const sc_tokens *tk;
 	int T;
@@ -188,12 +198,12 @@ sc_err sc_loader_new(sc_loader **out, const sc_tokens *tk, int T, uint64_t seed)
 	sc_loader *ld;
 
 	*out = NULL;
-	if (T < 1 || tk->n < (size_t)T + 1)
+	if (T < 1 || (tk->win ? !tk->nwin : tk->n < (size_t)T + 1))
 		return sc_errf(SC_EINVAL,
 			       "the data holds %zu tokens, fewer than one sequence of %d "
 			       "plus its target",
 			       tk->n, T);
-	if ((tk->n - 1) / (size_t)T > UINT32_MAX)
+	if (windows_of(tk, T) > UINT32_MAX)
 		return sc_errf(SC_ERANGE, "too many windows in the data");
 	ld = calloc(1, sizeof(*ld));
 	if (!ld)
@@ -201,11 +211,11 @@ sc_err sc_loader_new(sc_loader **out, const sc_tokens *tk, int T, uint64_t seed)
 	ld->tk = tk;
 	ld->T = T;
 	ld->seed = seed;
-	ld->windows = (tk->n - 1) / (size_t)T;
+	ld->windows = windows_of(tk, T);
 	ld->perm = malloc(ld->windows * sizeof(uint32_t));
 	if (!ld->perm) {
 		free(ld);
-		return sc_errf(SC_ENOMEM, "out of memory for %zu windows", (size_t)(tk->n - 1) / T);
+		return sc_errf(SC_ENOMEM, "out of memory for %zu windows", windows_of(tk, T));
 	}
 	make_perm(ld, 0);
 	*out = ld;
@@ -225,21 +235,53 @@ size_t sc_loader_windows(const sc_loader *ld)
 	return ld->windows;
 }
 
+/* Window w of tk into one row: inputs and shifted targets (-1 where the
+ * target token is masked out). Returns the number of targets >= 0. */
+static size_t fill_window(const sc_tokens *tk, int T, size_t w, int32_t *inputs, int32_t *targets)
+{
+	size_t at = tk->win ? tk->win[w] : w * (size_t)T, valid = 0;
+	const uint8_t *mask = tk->mask ? tk->mask + at : NULL;
+	const int32_t *src = tk->ids + at;
+	for (int t = 0; t < T; t++) {
+		inputs[t] = src[t];
+		targets[t] = !mask || mask[t + 1] ? src[t + 1] : -1;
+		valid += targets[t] >= 0;
+	}
+	return valid;
+}
+
 void sc_loader_batch(sc_loader *ld, uint64_t first, int B, int32_t *inputs, int32_t *targets)
 {
 	for (int b = 0; b < B; b++) {
 		uint64_t i = first + (uint64_t)b;
 		uint64_t epoch = i / ld->windows;
-		const int32_t *src;
 
 		if (epoch != ld->epoch)
 			make_perm(ld, epoch);
-		size_t at = (size_t)ld->perm[i % ld->windows] * (size_t)ld->T;
-		const uint8_t *mask = ld->tk->mask ? ld->tk->mask + at : NULL;
-		src = ld->tk->ids + at;
-		for (int t = 0; t < ld->T; t++) {
-			inputs[(size_t)b * ld->T + t] = src[t];
-			targets[(size_t)b * ld->T + t] = !mask || mask[t + 1] ? src[t + 1] : -1;
+		fill_window(ld->tk, ld->T, ld->perm[i % ld->windows], inputs + (size_t)b * ld->T,
+			    targets + (size_t)b * ld->T);
+	}
+}
+
+size_t sc_eval_batches(const sc_tokens *tk, int T, int B, size_t max)
+{
+	size_t w = windows_of(tk, T);
+	size_t k = (w + (size_t)B - 1) / (size_t)B;
+	return max && k > max ? max : k;
+}
+
+size_t sc_eval_batch(const sc_tokens *tk, int T, int B, size_t k, int32_t *inputs, int32_t *targets)
+{
+	size_t w = windows_of(tk, T), valid = 0;
+	for (int b = 0; b < B; b++) {
+		size_t i = k * (size_t)B + (size_t)b, row = (size_t)b * T;
+		if (i < w) {
+			valid += fill_window(tk, T, i, inputs + row, targets + row);
+		} else {
+			memset(inputs + row, 0, (size_t)T * sizeof(int32_t));
+			for (int t = 0; t < T; t++)
+				targets[row + t] = -1;
 		}
 	}
+	return valid;
 }

@@ -17,8 +17,25 @@ typedef struct stream {
 	int32_t *ids;
 	uint8_t *mask;
 	size_t n, cap;
-	int masked; /* some token is not a target */
+	int masked;   /* some token is not a target */
+	size_t *docs; /* where each document starts */
+	size_t ndocs, dcap;
 } stream;
+
+/* Starts a document at the end of the stream. */
+static sc_err begin_doc(stream *s)
+{
+	if (s->ndocs == s->dcap) {
+		size_t cap = s->dcap ? 2 * s->dcap : 256;
+		size_t *nd = realloc(s->docs, cap * sizeof(size_t));
+		if (!nd)
+			return sc_errf(SC_ENOMEM, "out of memory for %zu documents", cap);
+		s->docs = nd;
+		s->dcap = cap;
+	}
+	s->docs[s->ndocs++] = s->n;
+	return SC_OK;
+}
 
 static sc_err push(stream *s, const int32_t *ids, size_t n, uint8_t target)
 {
@@ -126,8 +143,13 @@ static sc_err load_jsonl(stream *s, const char *path, const char *data, size_t l
 			a++;
 		if (a < b) {
 			int kind = 0;
-			sc_err rc = jsonl_line(s, tok, data + a, b - a, o, &kind);
+			size_t n0 = s->n;
+			sc_err rc = begin_doc(s);
+			if (!rc)
+				rc = jsonl_line(s, tok, data + a, b - a, o, &kind);
 			if (rc == SC_EFORMAT && o->skip_bad_lines) {
+				s->n = n0; /* nothing of a bad line stays */
+				s->ndocs--;
 				st->bad_lines++;
 			} else if (rc) {
 				return sc_err_wrap(rc, "%s:%zu", path, line_no);
@@ -177,7 +199,9 @@ sc_err sc_dataset_load(sc_tokens **out, const char *path, const sc_tokenizer *to
 	} else {
 		st->format = 1;
 		st->documents = 1;
-		rc = push_text(&s, tok, data, len, 1, 1);
+		rc = begin_doc(&s);
+		if (!rc)
+			rc = push_text(&s, tok, data, len, 1, 1);
 		if (!rc && tok)
 			rc = push_eos(&s, o);
 	}
@@ -196,12 +220,15 @@ sc_err sc_dataset_load(sc_tokens **out, const char *path, const sc_tokenizer *to
 	if (rc) {
 		free(s.ids);
 		free(s.mask);
+		free(s.docs);
 		return rc;
 	}
 	for (size_t i = 0; i < s.n; i++)
 		st->target_tokens += s.mask[i];
 	tk->ids = s.ids;
 	tk->n = s.n;
+	tk->docs = s.docs;
+	tk->ndocs = s.ndocs;
 	if (s.masked) {
 		tk->mask = s.mask;
 	} else {

@@ -9,7 +9,7 @@
  * (token id = byte value; the model's vocabulary must cover 256 ids).
  *
  * Order: the stream is cut into W = (n - 1) / T windows of T + 1 tokens
- * (inputs and shifted targets). Sample i of a job reads window
+ * (inputs and shifted targets), or W given windows (sc_tokens.win). Sample i of a job reads window
  * perm_e[i mod W], where e = i / W is the epoch and perm_e a permutation
  * drawn from (seed, e). The sample index of step s, micro-batch m, row b is
  * (s * M + m) * B + b, so any step's data is a function of (seed, s) alone —
@@ -33,6 +33,14 @@ typedef struct sc_tokens {
 			* prompt token of prompt/completion data), 1 where its
 			* loss counts */
 	size_t n;
+	size_t *docs; /* (ndocs) owned, or NULL: where each document starts
+		       * (docs[0] = 0; text and JSONL data); NULL: the stream
+		       * is one document (a token file) */
+	size_t ndocs;
+	size_t *win; /* (nwin) owned, or NULL: where each window starts when
+		      * the data is not packed (sc_tokens_unpack); NULL:
+		      * every T tokens from 0 */
+	size_t nwin;
 } sc_tokens;
 
 /* Reads path (token file or text, see above); every id must be < vocab_size
@@ -59,5 +67,16 @@ void sc_loader_batch(sc_loader *ld, uint64_t first, int B, int32_t *inputs, int3
 
 /* Number of windows W. */
 size_t sc_loader_windows(const sc_loader *ld);
+
+/* Held-out evaluation reads the windows of tk (of T + 1 tokens, as the
+ * loader cuts them) in order, B per micro-batch. The number of micro-batches
+ * that cover every window, at most max (0: no limit). */
+size_t sc_eval_batches(const sc_tokens *tk, int T, int B, size_t max);
+
+/* Fills micro-batch k's inputs and targets (B,T) (targets of masked tokens
+ * -1, as sc_loader_batch); rows past the last window are padding (inputs 0,
+ * targets -1). Returns the number of targets >= 0. */
+size_t sc_eval_batch(const sc_tokens *tk, int T, int B, size_t k, int32_t *inputs,
+		     int32_t *targets);
 
 #endif

@@ -48,4 +48,53 @@ sc_err sc_dataset_load_for(sc_tokens **out, const char *path, const sc_tokenizer
 sc_err sc_dataset_load(sc_tokens **out, const char *path, const sc_tokenizer *tok, int vocab_size,
 		       const sc_dataset_opts *o, sc_dataset_stats *st);
 
+/* ---- a job's data: training and held-out streams ----
+ * What finetune (in one process) and the coordinator (for a chain) both do
+ * with a job's data options, so that both see the same windows:
+ *   1. the training file is read (sc_dataset_load_for) or, when it is text or
+ *      JSONL, taken from the cache of its tokenized form: a safetensors file
+ *      in .splitchain-cache/ beside the data, named by a SHA-256 key of the
+ *      data's bytes, the tokenizer's file, the EOS used and skip_bad_lines —
+ *      a second job with the same data and tokenizer does not tokenize again.
+ *      A cache that cannot be written (a read-only directory) is skipped; one
+ *      that does not read back (corrupt, or another key) is rebuilt.
+ *   2. held-out data: the eval file, or else a fraction of the documents
+ *      (JSONL lines), drawn with the seed (same seed, same split); data of
+ *      one document (plain text, a token file) gives its last tokens.
+ *   3. no_pack: each document is laid out alone, starting a window, its last
+ *      window padded; padding and the first token of each document are
+ *      masked, so no window spans two documents and none predicts across. */
+typedef struct sc_data_spec {
+	const char *path;      /* training data (required) */
+	const char *eval_path; /* held-out data, or NULL / "" */
+	double eval_split;     /* without eval_path: fraction held out, in [0, 0.5] */
+	int skip_bad_lines;
+	int no_pack;
+	int no_cache; /* neither read nor write the cache */
+	int T;        /* window length (sequence), for no_pack and the checks */
+	uint64_t seed;
+} sc_data_spec;
+
+typedef struct sc_job_data {
+	sc_tokens *train, *eval; /* eval NULL: no held-out data */
+	sc_dataset_stats st;     /* of the training file */
+	int cache;               /* 0 not used, 1 read from the cache, 2 written to it */
+} sc_job_data;
+
+/* Fills jd (free with sc_job_data_free) for a model of vocab_size with EOS
+ * model_eos, tokenizer tok (borrowed; NULL: bytes). Errors name the file;
+ * the training stream must hold one window of T + 1 tokens, the held-out
+ * stream (when asked for) too. */
+sc_err sc_job_data_load(sc_job_data *jd, const sc_data_spec *ds, const sc_tokenizer *tok,
+			int vocab_size, int model_eos);
+void sc_job_data_free(sc_job_data *jd);
+
+/* Splits tk into training and held-out streams as step 2 above (frac in
+ * (0, 1)). *train, *eval new. */
+sc_err sc_tokens_split(const sc_tokens *tk, double frac, uint64_t seed, sc_tokens **train,
+		       sc_tokens **eval);
+
+/* *out = tk laid out for windows of T + 1 without packing (step 3 above). */
+sc_err sc_tokens_unpack(const sc_tokens *tk, int T, sc_tokens **out);
+
 #endif

@@ -86,4 +86,8 @@ int sc_tokenizer_token_id(const sc_tokenizer *t, const char *token);
 int sc_tokenizer_bos_id(const sc_tokenizer *t);
 int sc_tokenizer_eos_id(const sc_tokenizer *t);
 
+/* out = SHA-256 of the file the tokenizer was loaded from (of the two
+ * files' digests, for vocab.json + merges.txt): its identity in cache keys. */
+void sc_tokenizer_digest(const sc_tokenizer *t, uint8_t out[32]);
+
 #endif

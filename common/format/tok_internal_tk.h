@@ -35,6 +35,7 @@ struct sc_tokenizer {
 	int32_t *pre_ids, *post_ids;     /* (n_pre), (n_post): the post-processor's */
 	size_t n_pre, n_post;
 	int vocab_size;
+	uint8_t digest[32]; /* SHA-256 of the file(s) it was loaded from */
 };
 
 #endif

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "sc_file.h"
+#include "sc_sha256.h"
 #include "tok_internal_tk.h"
 
 static sc_err parse_vocab(tok_bpe *m, const cJSON *vocab)
@@ -294,6 +295,7 @@ static sc_err load_json(sc_tokenizer *t, const char *path)
 	sc_err rc;
 
 	SC_TRY(sc_file_read(path, SIZE_MAX, &text, &len));
+	sc_sha256(text, len, t->digest);
 	j = cJSON_ParseWithLength(text, len);
 	free(text);
 	if (!cJSON_IsObject(j)) {
@@ -321,7 +323,10 @@ static sc_err load_legacy(sc_tokenizer *t, const char *vocab_path, const char *m
 	cJSON *j, *pre, *dec;
 	sc_err rc;
 
+	uint8_t both[2 * SC_SHA256_BYTES]; /* digest = SHA-256(vocab's || merges') */
+
 	SC_TRY(sc_file_read(vocab_path, SIZE_MAX, &text, &len));
+	sc_sha256(text, len, both);
 	j = cJSON_ParseWithLength(text, len);
 	free(text);
 	t->bpe.unk_id = -1;
@@ -330,6 +335,8 @@ static sc_err load_legacy(sc_tokenizer *t, const char *vocab_path, const char *m
 	if (rc)
 		return sc_err_wrap(rc, "%s", vocab_path);
 	SC_TRY(sc_file_read(merges_path, SIZE_MAX, &text, &len));
+	sc_sha256(text, len, both + SC_SHA256_BYTES);
+	sc_sha256(both, sizeof(both), t->digest);
 	for (size_t i = 0; i < len; i++)
 		count += text[i] == '\n';
 	if ((rc = tok_bpe_merges_init(&t->bpe, count)))
@@ -426,4 +433,9 @@ void sc_tokenizer_free(sc_tokenizer *t)
 	free(t->pre_ids);
 	free(t->post_ids);
 	free(t);
+}
+
+void sc_tokenizer_digest(const sc_tokenizer *t, uint8_t out[32])
+{
+	memcpy(out, t->digest, sizeof(t->digest));
 }

@@ -87,6 +87,25 @@ sc_err sc_trainer_step(sc_trainer *tr, int step, sc_step_stats *st);
  * anything (gradients left in the segments). *loss as in sc_step_stats. */
 sc_err sc_trainer_grad(sc_trainer *tr, int step, double *loss);
 
+/* Held-out loss: the mean cross-entropy over every target of an eval
+ * stream's micro-batches (sc_eval_batch), combined micro-batch by
+ * micro-batch in order as sum(loss_k * targets_k) / sum(targets_k). A chain
+ * gets loss_k from its last stage and combines them the same way, so both
+ * give the same bits. */
+typedef struct sc_eval_acc {
+	double sum;    /* of loss_k * targets_k */
+	size_t tokens; /* targets counted */
+} sc_eval_acc;
+void sc_eval_add(sc_eval_acc *a, double loss, size_t targets);
+/* The mean; NaN when no target was counted. */
+double sc_eval_mean(const sc_eval_acc *a);
+
+/* Evaluates the current adapters on eval (borrowed; windows of the
+ * trainer's T) over its first max_batches micro-batches of B rows (0: all):
+ * forward passes only, nothing trained. *loss as above, *tokens its count. */
+sc_err sc_trainer_eval(sc_trainer *tr, const sc_tokens *eval, size_t max_batches, double *loss,
+		       size_t *tokens);
+
 /* Copies the current adapters of every stage into ad (L layers). */
 sc_err sc_trainer_get_lora(const sc_trainer *tr, sc_adapter *ad);
 

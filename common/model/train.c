@@ -256,6 +256,40 @@ sc_err sc_trainer_step(sc_trainer *tr, int step, sc_step_stats *st)
 	return SC_OK;
 }
 
+void sc_eval_add(sc_eval_acc *a, double loss, size_t targets)
+{
+	if (targets) /* a padding micro-batch's loss is 0 and counts for nothing */
+		a->sum += loss * (double)targets;
+	a->tokens += targets;
+}
+
+double sc_eval_mean(const sc_eval_acc *a)
+{
+	return a->tokens ? a->sum / (double)a->tokens : NAN;
+}
+
+sc_err sc_trainer_eval(sc_trainer *tr, const sc_tokens *eval, size_t max_batches, double *loss,
+		       size_t *tokens)
+{
+	size_t K = sc_eval_batches(eval, tr->tc.T, tr->tc.B, max_batches);
+	sc_eval_acc acc = { 0 };
+	int S = tr->nstages;
+
+	for (size_t k = 0; k < K; k++) {
+		double lm = 0;
+		size_t valid = sc_eval_batch(eval, tr->tc.T, tr->tc.B, k, tr->inputs, tr->targets);
+		for (int i = 0; i < S; i++) {
+			const void *in = i == 0 ? (const void *)tr->inputs : tr->act;
+			SC_TRY(sc_segment_forward(tr->stages[i], 0, in, tr->targets, 1.0f, tr->act,
+						  &lm));
+		}
+		sc_eval_add(&acc, lm, valid);
+	}
+	*loss = sc_eval_mean(&acc);
+	*tokens = acc.tokens;
+	return SC_OK;
+}
+
 sc_err sc_trainer_get_lora(const sc_trainer *tr, sc_adapter *ad)
 {
 	for (int i = 0; i < tr->nstages; i++)

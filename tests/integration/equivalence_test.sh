@@ -32,6 +32,46 @@ else bad "exported adapter loss '$l2' vs '$l1'"; fi
 n=$(sqlite3 cluster/splitchain.db "select count(*) from placements where job_id = 3")
 [ "$n" = 4 ] && ok "placement of the 4-stage job recorded" || bad "placements rows: $n"
 
+# Held-out evaluation through a 3-stage chain: prompt/completion JSONL (loss
+# masked to the completions), unpacked, 10% of the examples held out, an
+# eval every 2 steps and M = 3 (the last eval pass carries padding
+# micro-batches): the eval losses in the metrics table are the ones
+# `finetune` prints, bit for bit, and the adapters agree.
+for i in $(seq 1 120); do
+  printf '{"prompt":"Question %d: what follows %d?","completion":" %d, of course."}\n' \
+    "$i" "$((i * 7))" "$((i * 7 + 1))"
+done > qa.jsonl
+EVAL_OPTS=(--steps 5 --batch 2 --seq 16 --micro 3 --rank 4 --alpha 8 --lr 3e-3 --warmup 1
+           --seed 5 --eval-split 0.1 --eval-every 2 --no-pack)
+"$SC" finetune --model model --data qa.jsonl "${EVAL_OPTS[@]}" --threads 1 --quiet \
+  --metrics ref-eval.jsonl --out ref-eval || bad "single-process run with eval"
+want=$(sed -n 's/.*"step":\([0-9]*\),"eval_loss":\([^,]*\),.*/\1 \2/p' ref-eval.jsonl |
+       awk '{print $1 + 1, $2}')
+job=$("$SC" submit --model model --data qa.jsonl "${EVAL_OPTS[@]}" --stages 3 --name eq-eval)
+if "$SC" watch "$job" >/dev/null; then
+  # SQLite reads the 17-digit literals back to the same doubles: = is exact.
+  same=0
+  while read -r s v; do
+    same=$((same + $(sqlite3 cluster/splitchain.db "select count(*) from metrics
+                     where job_id = $job and step = $s and eval_loss = $v")))
+  done <<< "$want"
+  n=$(sqlite3 cluster/splitchain.db "select count(*) from metrics where job_id = $job
+      and eval_loss is not null")
+  if [ "$(echo "$want" | wc -l)" = 3 ] && [ "$same" = 3 ] && [ "$n" = 3 ]; then
+    ok "eval losses of a 3-stage chain = one process, bit for bit (steps 2, 4, 5)"
+  else bad "eval losses: $same of 3 equal, $n recorded; one process: $want"; fi
+  "$SC" export "$job" --out out-eval >/dev/null
+  same_adapter ref-eval out-eval && ok "eval job: adapters bit-identical" ||
+    bad "eval job: adapters differ"
+  ev=$("$SC" status "$job" --json | sed -n 's/.*"eval_step":\([0-9]*\).*/\1/p')
+  [ "$ev" = 5 ] && ok "status reports the last evaluation (step $ev)" || bad "eval_step '$ev'"
+  ppl=$(sqlite3 cluster/splitchain.db "select count(*) from v_loss_curve where job_id = $job
+        and abs(eval_perplexity - exp(eval_loss)) < 1e-9 * eval_perplexity")
+  [ "$ppl" = 3 ] && ok "v_loss_curve shows eval perplexity" || bad "v_loss_curve rows: $ppl"
+else
+  bad "eval job $job ended $(state "$job")"
+fi
+
 # A Llama-family model (Mistral: grouped-query attention, a sliding window
 # shorter than the sequence, untied head) across 3 workers, by name-selected
 # targets: bit-identical to one process.

@@ -1,0 +1,199 @@
+/* cli_conn.c — connection options and calls to the coordinator, shared by
+ * the CLI's coordinator commands. */
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_conn.h"
+#include "sc_rpc_pb.h"
+
+#define DEFAULT_COORDINATOR "tcp://127.0.0.1:7700"
+
+const char cli_conn_help[] =
+    "connection:\n"
+    "  --coordinator URL    the coordinator's address (default $SPLITCHAIN_COORDINATOR,\n"
+    "                       else " DEFAULT_COORDINATOR ")\n"
+    "  --timeout-ms N       give up after N ms without a reply               (default 10000)\n";
+
+void cli_conn_defaults(cli_conn *c)
+{
+	c->url = cli_default_coordinator();
+	c->json = 0;
+	c->timeout_ms = 10000;
+}
+
+/* Handles a connection option; 0 done, 1 bad, -1 not one. */
+int cli_conn_option(const char *cmd, int c, const char *arg, cli_conn *co)
+{
+	long v;
+	switch (c) {
+	case 'C': co->url = arg; return 0;
+	case 'J': co->json = 1; return 0;
+	case 'O':
+		if (cli_int(cmd, "--timeout-ms", arg, 1, 86400000, &v))
+			return 1;
+		co->timeout_ms = (int)v;
+		return 0;
+	default: return -1;
+	}
+}
+
+int cli_call_url(const char *cmd, const char *url, int timeout_ms, const char *method,
+		 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
+		 ProtobufCMessage **rep)
+{
+	sc_rpc_client *cl = NULL;
+	char msg[512] = "";
+	int status = SC_STATUS_UNKNOWN;
+	sc_err rc;
+
+	if ((rc = sc_rpc_client_open(&cl, url)))
+		return cli_fail(cmd, rc, url);
+	rc = sc_rpc_call_pb(cl, method, req, desc, timeout_ms, &status, msg, sizeof(msg), rep);
+	sc_rpc_client_close(cl);
+	if (rc)
+		return cli_fail(cmd, rc, method);
+	if (status != SC_STATUS_OK) {
+		fprintf(stderr, "splitchain %s: %s: %s\n", cmd, sc_status_name(status),
+			msg[0] ? msg : "(no message)");
+		return CLI_ERROR;
+	}
+	return CLI_OK;
+}
+
+const char *cli_default_coordinator(void)
+{
+	const char *env = getenv("SPLITCHAIN_COORDINATOR");
+	return env && *env ? env : DEFAULT_COORDINATOR;
+}
+
+/* One call to the coordinator; prints the error and returns CLI_ERROR
+ * unless the status is OK. */
+int cli_call(const char *cmd, const cli_conn *co, const char *method, const ProtobufCMessage *req,
+	     const ProtobufCMessageDescriptor *desc, ProtobufCMessage **rep)
+{
+	return cli_call_url(cmd, co->url, co->timeout_ms, method, req, desc, rep);
+}
+
+/* Parses a command with only connection options and an optional JOB id. */
+int cli_parse_simple(const char *cmd, const char *help, int argc, char **argv, cli_conn *co,
+		     uint64_t *job, int need_job)
+{
+	static const struct option opts[] = { CLI_CONN_OPTIONS, { 0, 0, 0, 0 } };
+	long v;
+	int c;
+
+	cli_conn_defaults(co);
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(help, stdout);
+			fputs(cli_conn_help, stdout);
+			return -1;
+		}
+		int bad = cli_conn_option(cmd, c, optarg, co);
+		if (bad > 0)
+			return CLI_USAGE;
+		if (bad < 0)
+			return cli_usage(cmd, "unknown or incomplete option '%s'",
+					 argv[optind - 1]);
+	}
+	if (need_job) {
+		if (optind >= argc)
+			return cli_usage(cmd, "a JOB id is required");
+		if (cli_int(cmd, "JOB", argv[optind], 1, LONG_MAX, &v))
+			return CLI_USAGE;
+		*job = (uint64_t)v;
+		optind++;
+	}
+	if (optind < argc)
+		return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+	return 0;
+}
+
+cJSON *cli_job_json(const Splitchain__JobInfo *j)
+{
+	cJSON *o = cJSON_CreateObject(), *pl = cJSON_AddArrayToObject(o, "placement");
+	cJSON_AddNumberToObject(o, "job", (double)j->job_id);
+	cJSON_AddStringToObject(o, "name", j->name);
+	cJSON_AddStringToObject(o, "state", j->state);
+	cJSON_AddNumberToObject(o, "step", j->step);
+	cJSON_AddNumberToObject(o, "steps", j->steps);
+	cJSON_AddNumberToObject(o, "loss", j->loss);
+	cJSON_AddNumberToObject(o, "tokens_per_s", j->tokens_per_s);
+	cJSON_AddNumberToObject(o, "eta_s", j->eta_s);
+	if (j->eval_step) {
+		cJSON_AddNumberToObject(o, "eval_step", j->eval_step);
+		cJSON_AddNumberToObject(o, "eval_loss", j->eval_loss);
+		cJSON_AddNumberToObject(o, "eval_perplexity", exp(j->eval_loss));
+	}
+	if (!strcmp(j->state, "running")) {
+		cJSON_AddNumberToObject(o, "since_step_s", j->since_step_s);
+		cJSON_AddNumberToObject(o, "stall_after_s", j->stall_after_s);
+	}
+	cJSON_AddStringToObject(o, "error", j->error);
+	cJSON_AddStringToObject(o, "model", j->model_path);
+	cJSON_AddNumberToObject(o, "stages", j->stages);
+	if (j->spec && j->spec->lora && j->spec->train) {
+		const Splitchain__LoraConfig *l = j->spec->lora;
+		const Splitchain__TrainConfig *t = j->spec->train;
+		char targets[256];
+		cJSON *r = cJSON_AddObjectToObject(o, "recipe");
+		snprintf(targets, sizeof(targets), "%s", l->target_names ? l->target_names : "");
+		cJSON_AddNumberToObject(r, "rank", l->rank);
+		cJSON_AddNumberToObject(r, "alpha", l->alpha);
+		cJSON_AddStringToObject(r, "targets", targets);
+		cJSON_AddNumberToObject(r, "batch", t->batch);
+		cJSON_AddNumberToObject(r, "seq", t->seq);
+		cJSON_AddNumberToObject(r, "micro_batches", t->micro_batches);
+		cJSON_AddNumberToObject(r, "lr", t->lr);
+		cJSON_AddNumberToObject(r, "min_lr", t->min_lr);
+		cJSON_AddNumberToObject(r, "warmup", t->warmup);
+		cJSON_AddNumberToObject(r, "weight_decay", t->weight_decay);
+		cJSON_AddNumberToObject(r, "clip", t->grad_clip);
+		cJSON_AddNumberToObject(r, "seed", (double)t->seed);
+		cJSON_AddStringToObject(r, "schedule", j->spec->schedule ? "gpipe" : "1f1b");
+		cJSON_AddBoolToObject(r, "tf32", t->allow_tf32);
+		const Splitchain__SubmitRequest *q = j->spec;
+		cJSON *d = cJSON_AddObjectToObject(o, "data");
+		cJSON_AddStringToObject(d, "tokenizer", q->tokenizer_path ? q->tokenizer_path : "");
+		cJSON_AddStringToObject(d, "eval_data", q->eval_data_path ? q->eval_data_path : "");
+		cJSON_AddNumberToObject(d, "eval_split", q->eval_split);
+		cJSON_AddNumberToObject(d, "eval_every", q->eval_every);
+		cJSON_AddNumberToObject(d, "eval_batches", q->eval_batches);
+		cJSON_AddBoolToObject(d, "pack", !q->no_pack);
+		cJSON_AddBoolToObject(d, "skip_bad_lines", q->skip_bad_lines);
+	}
+	for (size_t i = 0; i < j->n_placement; i++) {
+		const Splitchain__StageInfo *s = j->placement[i];
+		cJSON *e = cJSON_CreateObject();
+		cJSON_AddNumberToObject(e, "stage", s->stage);
+		cJSON_AddNumberToObject(e, "worker", (double)s->worker_id);
+		cJSON_AddStringToObject(e, "worker_name", s->worker_name);
+		cJSON_AddNumberToObject(e, "first_layer", s->first_layer);
+		cJSON_AddNumberToObject(e, "last_layer", s->last_layer);
+		cJSON_AddItemToArray(pl, e);
+	}
+	return o;
+}
+
+void cli_print_json(cJSON *o)
+{
+	char *s = cJSON_PrintUnformatted(o);
+	if (s)
+		puts(s);
+	free(s);
+	cJSON_Delete(o);
+}
+
+int cli_get_status(const char *cmd, const cli_conn *co, uint64_t job, Splitchain__JobInfo **out)
+{
+	Splitchain__JobRef ref = SPLITCHAIN__JOB_REF__INIT;
+	ref.job_id = job;
+	return cli_call(cmd, co, "Coordinator.Status", &ref.base, &splitchain__job_info__descriptor,
+			(ProtobufCMessage **)out);
+}

@@ -1,0 +1,48 @@
+/* cli_conn.h — what the CLI's coordinator commands share: connection
+ * options, one RPC to the coordinator, the job's JSON form. */
+#ifndef SC_CLI_CONN_H
+#define SC_CLI_CONN_H
+
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+#include "splitchain.pb-c.h"
+
+typedef struct cli_conn {
+	const char *url;
+	int json;
+	int timeout_ms;
+} cli_conn;
+
+#define CLI_CONN_OPTIONS                                                                           \
+	{ "coordinator", 1, 0, 'C' }, { "timeout-ms", 1, 0, 'O' }, { "json", 0, 0, 'J' },          \
+	{                                                                                          \
+		"help", 0, 0, 'h'                                                                  \
+	}
+
+/* --coordinator, --timeout-ms, --json, --help */
+extern const char cli_conn_help[];
+void cli_conn_defaults(cli_conn *c);
+/* Handles a connection option; 0 done, 1 bad (usage printed), -1 not one. */
+int cli_conn_option(const char *cmd, int c, const char *arg, cli_conn *co);
+
+/* One call to the coordinator; prints the error and returns CLI_ERROR
+ * unless the status is OK. */
+int cli_call(const char *cmd, const cli_conn *co, const char *method, const ProtobufCMessage *req,
+	     const ProtobufCMessageDescriptor *desc, ProtobufCMessage **rep);
+
+/* Parses a command with only connection options and, when need_job, a JOB
+ * id: 0 go on, -1 help printed, else the exit code. */
+int cli_parse_simple(const char *cmd, const char *help, int argc, char **argv, cli_conn *co,
+		     uint64_t *job, int need_job);
+
+/* Coordinator.Status of job. */
+int cli_get_status(const char *cmd, const cli_conn *co, uint64_t job, Splitchain__JobInfo **out);
+
+/* The job as a JSON object (new); printing frees it. */
+cJSON *cli_job_json(const Splitchain__JobInfo *j);
+void cli_print_json(cJSON *o);
+
+#endif

@@ -1,0 +1,150 @@
+/* cli_submit.c — `splitchain submit`: a fine-tuning job for the coordinator. */
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_conn.h"
+#include "sc_wire.h"
+
+static const char submit_help[] =
+    "usage: splitchain submit --model DIR --data FILE [options]\n"
+    "\n"
+    "Submits a LoRA fine-tuning job to the coordinator and prints its id. The\n"
+    "model directory must be readable by every worker, the data by the coordinator.\n"
+    "\n"
+    "job:\n"
+    "  --model DIR          Hugging Face checkpoint directory: gpt2, llama,\n"
+    "                       mistral or qwen2                                  (required)\n"
+    "  --data FILE          token file (.bin), text, or JSONL ({\"text\"} or\n"
+    "                       {\"prompt\", \"completion\"}: loss on the completion) (required)\n"
+    "  --name NAME          a label for the job\n"
+    "  --stages N           workers in the chain                              (default 2)\n"
+    "  --schedule S         1f1b or gpipe                                     (default 1f1b)\n"
+    "  --checkpoint-every N checkpoint every N steps (and at the end)         (default 10)\n";
+
+int cli_submit(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "model", 1, 0, 'm' },    { "data", 1, 0, 'd' },
+		{ "name", 1, 0, 'N' },     { "stages", 1, 0, 'S' },
+		{ "schedule", 1, 0, 'G' }, { "checkpoint-every", 1, 0, 'K' },
+		CLI_TRAIN_OPTIONS,         CLI_DATA_OPTIONS,
+		CLI_CONN_OPTIONS,          { 0, 0, 0, 0 },
+	};
+	const char *cmd = "submit", *model = NULL, *data = NULL, *name = "", *targets;
+	char model_abs[PATH_MAX], data_abs[PATH_MAX], tok_abs[PATH_MAX], eval_abs[PATH_MAX];
+	cli_data_opts dat = { 0 };
+	Splitchain__SubmitRequest req = SPLITCHAIN__SUBMIT_REQUEST__INIT;
+	Splitchain__LoraConfig lora = SPLITCHAIN__LORA_CONFIG__INIT;
+	Splitchain__TrainConfig train = SPLITCHAIN__TRAIN_CONFIG__INIT;
+	Splitchain__SubmitReply *rep = NULL;
+	sc_lora_config lc;
+	sc_train_config tc;
+	cli_conn co;
+	long stages = 2, every = 10;
+	int c, ret, schedule = SPLITCHAIN__SCHEDULE__SCHEDULE_1F1B;
+
+	cli_conn_defaults(&co);
+	cli_train_defaults(&lc, &tc, &targets);
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		int bad = 0;
+		switch (c) {
+		case 'm': model = optarg; break;
+		case 'd': data = optarg; break;
+		case 'N': name = optarg; break;
+		case 'S': bad = cli_int(cmd, "--stages", optarg, 1, 256, &stages); break;
+		case 'K':
+			bad = cli_int(cmd, "--checkpoint-every", optarg, 1, 100000000, &every);
+			break;
+		case 'G':
+			if (!strcmp(optarg, "1f1b"))
+				schedule = SPLITCHAIN__SCHEDULE__SCHEDULE_1F1B;
+			else if (!strcmp(optarg, "gpipe"))
+				schedule = SPLITCHAIN__SCHEDULE__SCHEDULE_GPIPE;
+			else
+				return cli_usage(cmd, "--schedule must be 1f1b or gpipe, got '%s'",
+						 optarg);
+			break;
+		case 'h':
+			fputs(submit_help, stdout);
+			fputs(cli_data_help, stdout);
+			fputs(cli_train_help, stdout);
+			fputs(cli_conn_help, stdout);
+			return CLI_OK;
+		default:
+			bad = cli_conn_option(cmd, c, optarg, &co);
+			if (bad < 0)
+				bad = cli_train_option(cmd, c, optarg, &lc, &tc, &targets);
+			if (bad < 0)
+				bad = cli_data_option(cmd, c, optarg, &dat);
+			if (bad < 0)
+				return cli_usage(cmd, "unknown or incomplete option '%s'",
+						 argv[optind - 1]);
+		}
+		if (bad)
+			return CLI_USAGE;
+	}
+	if (optind < argc)
+		return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+	if (!model || !data)
+		return cli_usage(cmd, "--model DIR and --data FILE are required");
+	if (cli_data_finish(cmd, &dat))
+		return CLI_USAGE;
+	cli_train_finish(&lc, &tc);
+	/* Paths travel to other processes: make them absolute here. */
+	if (!realpath(model, model_abs)) {
+		fprintf(stderr, "splitchain submit: model directory '%s' not found\n", model);
+		return CLI_ERROR;
+	}
+	if (!realpath(data, data_abs)) {
+		fprintf(stderr, "splitchain submit: data file '%s' not found\n", data);
+		return CLI_ERROR;
+	}
+	if (dat.tokenizer && !realpath(dat.tokenizer, tok_abs)) {
+		fprintf(stderr, "splitchain submit: tokenizer '%s' not found\n", dat.tokenizer);
+		return CLI_ERROR;
+	}
+	if (dat.eval_data && !realpath(dat.eval_data, eval_abs)) {
+		fprintf(stderr, "splitchain submit: eval data file '%s' not found\n",
+			dat.eval_data);
+		return CLI_ERROR;
+	}
+	req.tokenizer_path = dat.tokenizer ? tok_abs : (char *)"";
+	req.skip_bad_lines = dat.skip_bad_lines;
+	req.eval_data_path = dat.eval_data ? eval_abs : (char *)"";
+	req.eval_split = dat.eval_split;
+	req.eval_every = (uint32_t)dat.eval_every;
+	req.eval_batches = (uint32_t)dat.eval_batches;
+	req.no_pack = dat.no_pack;
+	req.no_data_cache = dat.no_cache;
+	lora.rank = (uint32_t)lc.rank;
+	lora.alpha = lc.alpha;
+	lora.target_names = (char *)targets; /* resolved by the coordinator */
+	lora.seed = lc.seed;
+	sc_wire_train_message(&train, &tc);
+	req.name = (char *)name;
+	req.model_path = model_abs;
+	req.data_path = data_abs;
+	req.lora = &lora;
+	req.train = &train;
+	req.stages = (uint32_t)stages;
+	req.schedule = schedule;
+	req.checkpoint_every = (uint32_t)every;
+	ret = cli_call(cmd, &co, "Coordinator.Submit", &req.base,
+		       &splitchain__submit_reply__descriptor, (ProtobufCMessage **)&rep);
+	if (ret)
+		return ret;
+	if (co.json) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddNumberToObject(o, "job", (double)rep->job_id);
+		cli_print_json(o);
+	} else {
+		printf("%llu\n", (unsigned long long)rep->job_id);
+	}
+	splitchain__submit_reply__free_unpacked(rep, NULL);
+	return CLI_OK;
+}
