@@ -30,6 +30,7 @@ typedef struct step_run {
 	int64_t shape[3]; /* (B,T,C) */
 	size_t bt;        /* B * T */
 	double loss_sum;  /* last stage: sum of micro-batch losses, in order */
+	double *eval;     /* an evaluation's last stage: each micro-batch's loss */
 	double compute_s;
 	int failed_in_dataplane; /* the error came from a neighbour or the wire */
 } step_run;
@@ -72,7 +73,9 @@ static sc_err forward(step_run *s, int m)
 				  s->last ? j->targets + (size_t)m * s->bt : NULL,
 				  1.0f / (float)j->M, s->last ? NULL : j->y, &lm));
 	s->compute_s += now_s() - t0;
-	if (s->last)
+	if (s->last && s->eval)
+		s->eval[m] = lm;
+	else if (s->last)
 		s->loss_sum += lm; /* forwards run in micro-batch order */
 	else
 		SC_TRY(dp(s, sc_dp_send(s->w->down, &tg, 3, s->shape, j->y)));
@@ -93,6 +96,15 @@ static sc_err backward(step_run *s, int m)
 	s->compute_s += now_s() - t0;
 	if (!s->first)
 		SC_TRY(dp(s, sc_dp_send(s->w->up, &tg, 3, s->shape, j->dx)));
+	return SC_OK;
+}
+
+/* An evaluation: forwards only, in order; nothing is trained and the
+ * gradients of the step before stay as they are. */
+static sc_err run_eval(step_run *s)
+{
+	for (int m = 0; m < s->j->M; m++)
+		SC_TRY(forward(s, m));
 	return SC_OK;
 }
 
@@ -139,6 +151,54 @@ static int take_ids(int32_t *dst, const ProtobufCBinaryData *f, const job *j, in
 	return 0;
 }
 
+static uint64_t bytes_sent(const worker *w);
+
+/* The failed step's status and log line; resets the data plane. */
+static void step_failed(worker *w, job *j, step_run *s, sc_err rc, sc_rpc_reply *rep)
+{
+	int st = !s->failed_in_dataplane   ? SC_STATUS_INTERNAL
+		 : rc == SC_EFORMAT        ? SC_STATUS_DATA_LOSS
+		 : atomic_load(&w->cancel) ? SC_STATUS_ABORTED
+					   : SC_STATUS_UNAVAILABLE;
+	sc_rpc_reply_err(rep, st, "job %" PRIu64 " %s %" PRIu64 " stage %d: %s", j->id,
+			 s->eval ? "evaluation after step" : "step",
+			 s->eval ? (s->step >> 32) & 0x7FFFFFFF : s->step, j->stage,
+			 sc_err_detail());
+	sc_warn("worker", "%s", rep->message);
+	/* Drop whatever the failed step left queued on either socket. */
+	if (!atomic_load(&w->stop) && worker_reset_dataplane(w, j))
+		sc_warn("worker", "resetting the data plane: %s", sc_err_detail());
+}
+
+/* Worker.Step with eval set: s prepared by worker_step, w->mu held. */
+static void eval_step(worker *w, job *j, step_run *s, sc_rpc_reply *rep)
+{
+	Splitchain__StepReply out = SPLITCHAIN__STEP_REPLY__INIT;
+	double *losses = calloc((size_t)j->M, sizeof(double));
+	uint64_t sent0;
+	sc_err rc;
+
+	if (!losses) {
+		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	s->eval = losses;
+	atomic_store(&w->busy, 1);
+	sent0 = bytes_sent(w);
+	rc = run_eval(s);
+	out.bytes_sent = bytes_sent(w) - sent0;
+	atomic_store(&w->busy, 0);
+	if (rc) {
+		step_failed(w, j, s, rc, rep);
+	} else {
+		out.n_eval_losses = s->last ? (size_t)j->M : 0;
+		out.eval_losses = losses;
+		out.compute_s = s->compute_s;
+		sc_rpc_reply_pb(rep, &out.base);
+	}
+	free(losses);
+}
+
 static uint64_t bytes_sent(const worker *w)
 {
 	return (w->up ? sc_dp_bytes_sent(w->up) : 0) + (w->down ? sc_dp_bytes_sent(w->down) : 0);
@@ -162,7 +222,9 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	if (!(j = worker_job_get(w, r->job_id, rep)))
 		goto out;
 	s.j = j;
-	s.step = r->step;
+	/* An evaluation's messages carry a step of their own, never a
+	 * training step's: the top bit, the step and the pass. */
+	s.step = r->eval ? (UINT64_C(1) << 63) | ((uint64_t)r->step << 32) | r->eval_pass : r->step;
 	s.first = sc_segment_is_first(j->seg);
 	s.last = sc_segment_is_last(j->seg);
 	s.shape[0] = j->B, s.shape[1] = j->T, s.shape[2] = j->mc.n_embd;
@@ -175,6 +237,10 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	/* A reset after an earlier failure may have failed too: try again. */
 	if (((!s.first && !w->up) || (!s.last && !w->down)) && worker_reset_dataplane(w, j)) {
 		sc_rpc_reply_err(rep, SC_STATUS_UNAVAILABLE, "data plane: %s", sc_err_detail());
+		goto out;
+	}
+	if (r->eval) {
+		eval_step(w, j, &s, rep);
 		goto out;
 	}
 	if (!(sumsq = calloc((size_t)j->mc.n_layer, sizeof(double)))) {
@@ -190,16 +256,7 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	out.bytes_sent = bytes_sent(w) - sent0;
 	atomic_store(&w->busy, 0);
 	if (rc) {
-		int st = !s.failed_in_dataplane    ? SC_STATUS_INTERNAL
-			 : rc == SC_EFORMAT        ? SC_STATUS_DATA_LOSS
-			 : atomic_load(&w->cancel) ? SC_STATUS_ABORTED
-						   : SC_STATUS_UNAVAILABLE;
-		sc_rpc_reply_err(rep, st, "job %" PRIu64 " step %" PRIu64 " stage %d: %s", j->id,
-				 s.step, j->stage, sc_err_detail());
-		sc_warn("worker", "%s", rep->message);
-		/* Drop whatever the failed step left queued on either socket. */
-		if (!atomic_load(&w->stop) && worker_reset_dataplane(w, j))
-			sc_warn("worker", "resetting the data plane: %s", sc_err_detail());
+		step_failed(w, j, &s, rc, rep);
 		goto out;
 	}
 	j->grads_step = (int64_t)s.step;

@@ -191,6 +191,23 @@ expect jsonl_skip_bad_lines 0 "1 malformed JSONL line(s) skipped" -- "${ft[@]}" 
 expect jsonl_chat_refused 1 "chat template" -- "${ft[@]}" --data chat.jsonl
 expect missing_tokenizer 1 "nope.json" -- "${ft[@]}" --tokenizer nope.json
 
+# ---- held-out evaluation, unpacked data, the data cache ----
+ftv=("$BIN" finetune --model m --data text.txt --steps 1 --batch 2 --seq 16 --rank 2)
+expect eval_split_runs 0 "eval     1/1 | loss" -- "${ftv[@]}" --data pc.jsonl --eval-split 0.1
+expect eval_split_range 2 "--eval-split" -- "${ft[@]}" --data pc.jsonl --eval-split 0.7
+expect eval_split_not_number 2 "--eval-split" -- "${ft[@]}" --data pc.jsonl --eval-split lots
+expect eval_both 2 "exclude each other" -- "${ft[@]}" --data pc.jsonl --eval-split 0.1 --eval-data pc.jsonl
+expect eval_every_alone 2 "need --eval-split or --eval-data" -- "${ft[@]}" --data pc.jsonl --eval-every 5
+expect eval_every_zero 2 "--eval-every" -- "${ft[@]}" --data pc.jsonl --eval-split 0.1 --eval-every 0
+expect eval_data_missing 1 "nothere.jsonl" -- "${ft[@]}" --data pc.jsonl --eval-data nothere.jsonl
+printf 'tiny' > tiny.txt
+expect eval_data_too_short 1 "held-out data holds 4 tokens" -- "${ft[@]}" --data pc.jsonl --eval-data tiny.txt
+expect eval_data_bad_line 1 "badline.jsonl:2" -- "${ft[@]}" --data pc.jsonl --eval-data badline.jsonl
+expect no_pack_runs 0 "(unpacked), tokens from the cache" -- "${ftv[@]}" --data pc.jsonl --no-pack
+expect no_data_cache 0 "" -- "${ft[@]}" --data pc.jsonl --no-data-cache
+expect cache_written 0 "" -- sh -c 'ls .splitchain-cache/pc.jsonl.*.safetensors'
+expect submit_eval_both 2 "exclude each other" -- "$BIN" submit --model m --data pc.jsonl --eval-split 0.1 --eval-data pc.jsonl
+
 # ---- generate ----
 gen=("$BIN" generate --model lm --max-new-tokens 4)
 expect generate_help 0 "--max-new-tokens" -- "$BIN" generate --help
