@@ -8,17 +8,19 @@
 
 #include "sc_adapter.h"
 #include "sc_config.h"
+#include "sc_generate.h"
 #include "sc_rpc.h"
 
 #define MAX_STOP 16
 
 typedef struct gen_args {
 	const char *model, *adapter, *prompt, *prompt_ids, *prompt_file, *device;
-	const char *workers, *coordinator;
+	const char *workers, *coordinator, *tokenizer;
 	long max_new, top_k, seed, stages, threads, job, timeout_ms;
 	float temperature, top_p;
 	int32_t stop[MAX_STOP];
-	int n_stop, json;
+	const char *stop_text[SC_MAX_STOP_TEXT]; /* --stop, borrowed from argv */
+	int n_stop, n_stop_text, json, ignore_eos;
 } gen_args;
 
 #define MAX_HOPS 256
@@ -46,10 +48,11 @@ sc_err cli_remote_open(remote *r, const char *model_path, sc_adapter *ad, int P,
 /* Closes the sessions opened and the clients; frees r->act (not r). */
 void cli_remote_close(remote *r);
 /* The hops, model config and adapter of job a->job (Status, Workers and
- * Export of the coordinator); CLI_OK or the error printed. *ad: new, free
- * with sc_adapter_free. */
+ * Export of the coordinator), its model directory and tokenizer ("": the
+ * model directory's); CLI_OK or the error printed. *ad: new, free with
+ * sc_adapter_free. */
 int cli_remote_job(const gen_args *a, remote *r, sc_model_config *mc, sc_adapter **ad,
-		   char *model_path, size_t path_size);
+		   char *model_path, char *tokenizer, size_t path_size);
 /* The hops of --workers, layers split evenly; CLI_OK or usage printed. */
 int cli_remote_workers(const gen_args *a, remote *r, const sc_model_config *mc);
 /* A random session id, never 0. */

@@ -145,7 +145,7 @@ void cli_remote_close(remote *r)
 /* The hops, model and adapter of job a->job: its placement (Status), its
  * workers' addresses (Workers) and its latest checkpoint (Export). */
 int cli_remote_job(const gen_args *a, remote *r, sc_model_config *mc, sc_adapter **ad,
-		   char *model_path, size_t path_size)
+		   char *model_path, char *tokenizer, size_t path_size)
 {
 	const char *cmd = "generate";
 	Splitchain__JobRef ref = SPLITCHAIN__JOB_REF__INIT;
@@ -196,6 +196,8 @@ int cli_remote_job(const gen_args *a, remote *r, sc_model_config *mc, sc_adapter
 		h->last = (int)p->last_layer;
 	}
 	snprintf(model_path, path_size, "%s", info->model_path ? info->model_path : "");
+	snprintf(tokenizer, path_size, "%s",
+		 info->spec && info->spec->tokenizer_path ? info->spec->tokenizer_path : "");
 	const char *cfg = ex->model_config ? ex->model_config : "";
 	sc_lora_config lc = { .rank = (int)ex->lora->rank,
 			      .alpha = ex->lora->alpha,

@@ -17,6 +17,7 @@
 #include "cli_gen.h"
 #include "sc_adapter.h"
 #include "sc_backend.h"
+#include "sc_dataset.h"
 #include "sc_file.h"
 #include "sc_generate.h"
 #include "sc_rpc_pb.h"
@@ -29,21 +30,30 @@ static const char generate_help[] =
     "\n"
     "Generates text with a Hugging Face model directory (gpt2, llama, mistral, qwen2)\n"
     "and, optionally, a PEFT LoRA adapter, in this process, printing each token as it\n"
-    "is chosen. Without a tokenizer, text is read and written as bytes (token id =\n"
-    "byte value); ids >= 256 print as <id>.\n"
+    "is chosen. Text is encoded and decoded with --tokenizer or the model directory's\n"
+    "tokenizer.json (the prompt as HF's tokenizer(prompt) gives it, BOS included), and\n"
+    "generation then ends at the end-of-sequence token; without a tokenizer, text is\n"
+    "read and written as bytes (token id = byte value; ids >= 256 print as <id>).\n"
     "\n"
     "options:\n"
     "  --model DIR           Hugging Face checkpoint directory              (required)\n"
     "  --adapter DIR         PEFT LoRA adapter to apply\n"
-    "  --prompt TEXT         the prompt, as bytes\n"
+    "  --tokenizer PATH      tokenizer.json (or a directory with one, or GPT-2's\n"
+    "                        vocab.json + merges.txt)   (default: the model's, if any)\n"
+    "  --prompt TEXT         the prompt\n"
     "  --prompt-ids LIST     the prompt as token ids, comma-separated\n"
-    "  --prompt-file FILE    the prompt, read from FILE as bytes\n"
+    "  --prompt-file FILE    the prompt, read from FILE\n"
     "  --max-new-tokens N    at most N new tokens                            (default 64)\n"
     "  --temperature T       0 = greedy; > 0 samples                         (default 0)\n"
     "  --top-k K             sample among the K most likely, 0 = all         (default 0)\n"
     "  --top-p P             sample within the smallest set of mass P        (default 1)\n"
     "  --seed N              the sampling stream: same seed, same text       (default 1)\n"
     "  --stop-id ID          stop after this id (repeatable)\n"
+    "  --ignore-eos          with a tokenizer, do not stop at end-of-sequence\n"
+    "  --stop STR            stop once the text contains STR, taken literally\n"
+    "                        (repeatable, up to 8); the text and ids end with the\n"
+    "                        token completing it, the text cut right after STR,\n"
+    "                        which is kept (as transformers' stop_strings)\n"
     "  --json                no streaming: one JSON object at the end\n"
     "                        {\"prompt_ids\",\"ids\",\"text\",\"tokens_per_s\",...}\n"
     "  --stages N            split the layers into N in-process stages       (default 1)\n"
@@ -60,6 +70,8 @@ static const char generate_help[] =
 
 static int parse(gen_args *a, int argc, char **argv)
 {
+	/* one option a line: over 20 entries, clang-format packs them in columns */
+	/* clang-format off */
 	static const struct option opts[] = {
 		{ "model", 1, 0, 'm' },
 		{ "adapter", 1, 0, 'a' },
@@ -72,6 +84,9 @@ static int parse(gen_args *a, int argc, char **argv)
 		{ "top-p", 1, 0, 'P' },
 		{ "seed", 1, 0, 's' },
 		{ "stop-id", 1, 0, 'S' },
+		{ "stop", 1, 0, 'T' },
+		{ "tokenizer", 1, 0, 'K' },
+		{ "ignore-eos", 0, 0, 'E' },
 		{ "json", 0, 0, 'J' },
 		{ "job", 1, 0, 'B' },
 		{ "workers", 1, 0, 'W' },
@@ -83,6 +98,7 @@ static int parse(gen_args *a, int argc, char **argv)
 		{ "help", 0, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
+	/* clang-format on */
 	const char *cmd = "generate";
 	long v;
 	int c, bad;
@@ -126,7 +142,16 @@ static int parse(gen_args *a, int argc, char **argv)
 			if (!(bad = cli_int(cmd, "--stop-id", optarg, 0, 0x7FFFFFFF, &v)))
 				a->stop[a->n_stop++] = (int32_t)v;
 			break;
+		case 'T':
+			if (a->n_stop_text == SC_MAX_STOP_TEXT)
+				return cli_usage(cmd, "at most %d --stop", SC_MAX_STOP_TEXT);
+			if (!optarg[0])
+				return cli_usage(cmd, "--stop: the string is empty");
+			a->stop_text[a->n_stop_text++] = optarg;
+			break;
 		case 'W': a->workers = optarg; break;
+		case 'K': a->tokenizer = optarg; break;
+		case 'E': a->ignore_eos = 1; break;
 		case 'C': a->coordinator = optarg; break;
 		case 'B': bad = cli_int(cmd, "--job", optarg, 1, LONG_MAX, &a->job); break;
 		case 'O':
@@ -151,8 +176,9 @@ static int parse(gen_args *a, int argc, char **argv)
 	return 0;
 }
 
-/* The prompt as ids: bytes of the text or file, or the listed ids. */
-static sc_err prompt_of(const gen_args *a, int32_t **ids, int *n)
+/* The prompt as ids: the text or file encoded (tok NULL: its bytes), or
+ * the listed ids. */
+static sc_err prompt_of(const gen_args *a, const sc_tokenizer *tok, int32_t **ids, int *n)
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -183,6 +209,15 @@ static sc_err prompt_of(const gen_args *a, int32_t **ids, int *n)
 		len = strlen(a->prompt);
 	}
 	const unsigned char *bytes = (const unsigned char *)(text ? text : a->prompt);
+	if (tok) {
+		size_t k = 0;
+		sc_err rc = sc_tokenizer_encode(tok, (const char *)bytes, len, 1, ids, &k);
+		free(text);
+		if (!rc && k > 0x7FFFFFFF)
+			rc = sc_errf(SC_ERANGE, "a prompt of %zu tokens", k);
+		*n = rc ? 0 : (int)k;
+		return rc;
+	}
 	*ids = malloc((len ? len : 1) * sizeof(int32_t));
 	if (!*ids) {
 		free(text);
@@ -195,15 +230,84 @@ static sc_err prompt_of(const gen_args *a, int32_t **ids, int *n)
 	return SC_OK;
 }
 
-static int stream(void *arg, int32_t id)
+/* The text of one id as printed: its byte, or <id> past the bytes. */
+static size_t id_text(int32_t id, char buf[16])
 {
-	(void)arg;
-	if (id < 256)
-		putchar(id);
-	else
-		printf("<%d>", id);
-	fflush(stdout);
-	return 0;
+	if (id >= 0 && id < 256) {
+		buf[0] = (char)id;
+		return 1;
+	}
+	return (size_t)snprintf(buf, 16, "<%d>", id);
+}
+
+/* The text of a run as it is generated: --stop's matcher, and whether the
+ * text streams to stdout. */
+typedef struct gen_text {
+	sc_stop_text m;
+	int print;
+	sc_err rc; /* the matcher's error, which stopped the run */
+	/* with a tokenizer: the ids so far and the bytes of their decoded text
+	 * already passed on (each id's text is what decoding it adds) */
+	const sc_tokenizer *tok;
+	int32_t *ids;
+	size_t n, cap, done;
+} gen_text;
+
+/* The text id adds to the run (tokenizer: decoded with the ids before it,
+ * nothing while the text ends inside a character); *out borrowed from buf
+ * or *dec (free()). */
+static sc_err piece_of(gen_text *gt, int32_t id, char buf[16], const char **out, size_t *n,
+		       char **dec)
+{
+	size_t len;
+	*dec = NULL;
+	if (!gt->tok) {
+		*n = id_text(id, buf);
+		*out = buf;
+		return SC_OK;
+	}
+	if (gt->n == gt->cap) {
+		size_t cap = gt->cap ? 2 * gt->cap : 64;
+		int32_t *v = realloc(gt->ids, cap * sizeof(int32_t));
+		if (!v)
+			return sc_errf(SC_ENOMEM, "out of memory");
+		gt->ids = v;
+		gt->cap = cap;
+	}
+	gt->ids[gt->n++] = id;
+	SC_TRY(sc_tokenizer_decode(gt->tok, gt->ids, gt->n, 1, dec, &len));
+	/* an incomplete character decodes as U+FFFD: wait for the rest */
+	if ((len >= 3 && !memcmp(*dec + len - 3, "\xEF\xBF\xBD", 3)) || len < gt->done) {
+		*n = 0;
+		*out = "";
+		return SC_OK;
+	}
+	*out = *dec + gt->done;
+	*n = len - gt->done;
+	gt->done = len;
+	return SC_OK;
+}
+
+/* sc_gen_emit for both paths (in-process segments and workers): the id's
+ * text to the matcher, what it releases to stdout; stops on a stop string. */
+static int emit(void *arg, int32_t id)
+{
+	gen_text *gt = arg;
+	char b[16], *dec;
+	const char *piece = "", *out;
+	size_t np = 0, n;
+	int stop;
+	if ((gt->rc = piece_of(gt, id, b, &piece, &np, &dec)))
+		return 1;
+	gt->rc = sc_stop_text_push(&gt->m, piece, np, &out, &n, &stop);
+	free(dec);
+	if (gt->rc)
+		return 1;
+	if (gt->print && n) {
+		fwrite(out, 1, n, stdout);
+		fflush(stdout);
+	}
+	return stop;
 }
 
 /* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
@@ -251,22 +355,17 @@ static char *valid_utf8(const char *text, size_t len)
 	return out;
 }
 
+/* text (len bytes): the run's text, cut after a stop string. */
 static void print_json(const int32_t *prompt, int n_prompt, const int32_t *ids, int n,
-		       const sc_gen_stats *st)
+		       const char *text, size_t len, const sc_gen_stats *st)
 {
 	cJSON *o = cJSON_CreateObject();
 	cJSON *p = cJSON_AddArrayToObject(o, "prompt_ids"), *g = cJSON_AddArrayToObject(o, "ids");
-	char *text = malloc((size_t)n * 8 + 1);
-	size_t k = 0;
 	for (int i = 0; i < n_prompt; i++)
 		cJSON_AddItemToArray(p, cJSON_CreateNumber(prompt[i]));
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n; i++)
 		cJSON_AddItemToArray(g, cJSON_CreateNumber(ids[i]));
-		if (text)
-			k += (size_t)(ids[i] < 256 ? snprintf(text + k, 2, "%c", ids[i])
-						   : snprintf(text + k, 8, "<%d>", ids[i]));
-	}
-	char *utf8 = text ? valid_utf8(text, k) : NULL;
+	char *utf8 = valid_utf8(text ? text : "", len);
 	cJSON_AddStringToObject(o, "text", utf8 ? utf8 : "");
 	free(utf8);
 	cJSON_AddNumberToObject(o, "prefill_tokens_per_s",
@@ -277,13 +376,13 @@ static void print_json(const int32_t *prompt, int n_prompt, const int32_t *ids, 
 		puts(s);
 	cJSON_free(s);
 	cJSON_Delete(o);
-	free(text);
 }
 
 int cli_generate(int argc, char **argv)
 {
 	const char *cmd = "generate";
-	char path[PATH_MAX + 32], model_path[PATH_MAX];
+	char path[PATH_MAX + 32], model_path[PATH_MAX], job_tok[PATH_MAX] = "";
+	sc_tokenizer *tok = NULL;
 	gen_args a;
 	sc_model_config mc;
 	sc_weights *w = NULL;
@@ -294,10 +393,14 @@ int cli_generate(int argc, char **argv)
 	int32_t *prompt = NULL, *out = NULL;
 	int n_prompt = 0, n_out = 0, ret = CLI_ERROR, p;
 	sc_gen_stats st;
+	gen_text gt = { .print = 0 };
 	sc_err rc;
 
 	if ((p = parse(&a, argc, argv)))
 		return p < 0 ? CLI_OK : p;
+	if ((rc = sc_stop_text_init(&gt.m, a.stop_text, a.n_stop_text)))
+		return cli_usage(cmd, "%s", sc_err_detail());
+	gt.print = !a.json;
 	if (a.job || a.workers) {
 		if (!(rm = calloc(1, sizeof(*rm)))) {
 			cli_fail(cmd, sc_errf(SC_ENOMEM, "out of memory"), "cannot generate");
@@ -306,7 +409,8 @@ int cli_generate(int argc, char **argv)
 		rm->timeout_ms = (int)a.timeout_ms;
 	}
 	if (a.job) {
-		if ((ret = cli_remote_job(&a, rm, &mc, &ad, model_path, sizeof(model_path))))
+		if ((ret =
+			 cli_remote_job(&a, rm, &mc, &ad, model_path, job_tok, sizeof(model_path))))
 			goto done;
 		ret = CLI_ERROR;
 	} else {
@@ -336,7 +440,19 @@ int cli_generate(int argc, char **argv)
 			goto done;
 		}
 	}
-	if ((rc = prompt_of(&a, &prompt, &n_prompt))) {
+	if ((rc = sc_dataset_tokenizer(&tok, a.job ? model_path : a.model,
+				       a.tokenizer ? a.tokenizer : job_tok))) {
+		cli_fail(cmd, rc, "cannot read the tokenizer");
+		goto done;
+	}
+	gt.tok = tok;
+	if (tok && !a.ignore_eos) { /* as generate() does: the end of the sequence ends it */
+		int eos[2] = { sc_tokenizer_eos_id(tok), mc.eos_token_id };
+		for (int i = 0; i < 2; i++)
+			if (eos[i] >= 0 && a.n_stop < MAX_STOP)
+				a.stop[a.n_stop++] = eos[i];
+	}
+	if ((rc = prompt_of(&a, tok, &prompt, &n_prompt))) {
 		cli_fail(cmd, rc, "cannot read the prompt");
 		goto done;
 	}
@@ -375,8 +491,8 @@ int cli_generate(int argc, char **argv)
 			goto done;
 		}
 		rc = sc_gen_loop(cli_remote_chain, rm, mc.vocab_size, P, chunk, prompt, n_prompt,
-				 (int)a.max_new, &smp, a.stop, a.n_stop, a.json ? NULL : stream,
-				 NULL, out, &n_out, &st);
+				 (int)a.max_new, &smp, a.stop, a.n_stop, emit, &gt, out, &n_out,
+				 &st);
 	} else {
 		if ((rc = sc_weights_open(&w, a.model)) ||
 		    (rc = sc_backend_open(&be, a.device, (int)a.threads)) ||
@@ -385,14 +501,23 @@ int cli_generate(int argc, char **argv)
 			goto done;
 		}
 		rc = sc_generator_run(g, prompt, n_prompt, (int)a.max_new, &smp, a.stop, a.n_stop,
-				      a.json ? NULL : stream, NULL, out, &n_out, &st);
+				      emit, &gt, out, &n_out, &st);
+	}
+	if (!rc)
+		rc = gt.rc;
+	if (gt.print) { /* the tail held back for a stop string that never came */
+		const char *tail;
+		size_t n;
+		sc_stop_text_finish(&gt.m, &tail, &n);
+		fwrite(tail, 1, n, stdout);
+		fflush(stdout);
 	}
 	if (rc) {
 		cli_fail(cmd, rc, "generation failed");
 		goto done;
 	}
 	if (a.json)
-		print_json(prompt, n_prompt, out, n_out, &st);
+		print_json(prompt, n_prompt, out, n_out, gt.m.text, gt.m.len, &st);
 	else
 		fprintf(stderr, "\n[%d prompt tokens at %.0f tokens/s, %d new at %.1f tokens/s]\n",
 			n_prompt, st.prefill_s > 0 ? n_prompt / st.prefill_s : 0, n_out,
@@ -408,5 +533,8 @@ done:
 	sc_weights_close(w);
 	free(prompt);
 	free(out);
+	sc_stop_text_free(&gt.m);
+	sc_tokenizer_free(tok);
+	free(gt.ids);
 	return ret;
 }

@@ -1,6 +1,7 @@
 /* generate_test.c — generation in one process: the sampler's rules, a
  * prompt run at once or one position at a time through the key/value cache
- * giving the same logits, and the refusals of generation segments. Greedy
+ * giving the same logits, the refusals of generation segments, and --stop
+ * strings over the generated text (sc_stop_text). Greedy
  * ids against transformers + PEFT are in tests/ref/test_generate_hf.py. */
 #include <math.h>
 #include <stdio.h>
@@ -189,12 +190,171 @@ static void generation_refusals(void **state)
 	sc_generator_free(g);
 }
 
+/* Pushes one token's text; checks what is released and whether it stopped. */
+static void push_expect(sc_stop_text *m, const char *tok, const char *want, int want_stop)
+{
+	const char *out;
+	size_t n;
+	int stop;
+	SC_ASSERT_OK(sc_stop_text_push(m, tok, strlen(tok), &out, &n, &stop));
+	if (n != strlen(want) || memcmp(out, want, n))
+		fail_msg("after '%s': released '%.*s', want '%s'", tok, (int)n, out, want);
+	assert_int_equal(stop, want_stop);
+}
+
+static void finish_expect(sc_stop_text *m, const char *want)
+{
+	const char *out;
+	size_t n;
+	sc_stop_text_finish(m, &out, &n);
+	if (n != strlen(want) || memcmp(out, want, n))
+		fail_msg("at the end: released '%.*s', want '%s'", (int)n, out, want);
+}
+
+/* --stop: a string spanning two tokens, one inside a token, one never
+ * matched, a held prefix that turns out not to match released later, the
+ * first of two to complete, incomplete UTF-8 held, refusals. */
+static void stop_strings(void **state)
+{
+	sc_stop_text m;
+	const char *span[1] = { "lo w" };
+	SC_ASSERT_OK(sc_stop_text_init(&m, span, 1));
+	push_expect(&m, "hel", "he", 0); /* "l" could begin "lo w" */
+	push_expect(&m, "lo", "l", 0);   /* "lo" still could */
+	push_expect(&m, " wor", "lo w", 1);
+	assert_string_equal(m.text, "hello w"); /* cut right after the stop string */
+	push_expect(&m, "ld", "", 1);           /* nothing after a match */
+	finish_expect(&m, "");
+	sc_stop_text_free(&m);
+
+	const char *inside[1] = { "ell" };
+	SC_ASSERT_OK(sc_stop_text_init(&m, inside, 1));
+	push_expect(&m, "hello", "hell", 1);
+	assert_int_equal(m.len, 4);
+	sc_stop_text_free(&m);
+
+	const char *never[1] = { "xyz" };
+	SC_ASSERT_OK(sc_stop_text_init(&m, never, 1));
+	push_expect(&m, "abc", "abc", 0);
+	push_expect(&m, "x", "", 0);
+	push_expect(&m, "y", "", 0);
+	push_expect(&m, "d", "xyd", 0); /* held "xy", then not a match after all */
+	push_expect(&m, "xy", "", 0);
+	finish_expect(&m, "xy"); /* the run ended: the held tail as it is */
+	assert_string_equal(m.text, "abcxydxy");
+	sc_stop_text_free(&m);
+
+	const char *overlap[1] = { "abc" };
+	SC_ASSERT_OK(sc_stop_text_init(&m, overlap, 1));
+	push_expect(&m, "xa", "x", 0);
+	push_expect(&m, "ab", "a", 0); /* "aab": only the last "ab" may begin "abc" */
+	push_expect(&m, "abd", "ababd", 0);
+	push_expect(&m, "a", "", 0);
+	push_expect(&m, "bcz", "abc", 1);
+	assert_string_equal(m.text, "xaababdabc");
+	sc_stop_text_free(&m);
+
+	/* two strings: the one completing first wins, wherever it starts */
+	const char *two[2] = { "world", "or" };
+	SC_ASSERT_OK(sc_stop_text_init(&m, two, 2));
+	push_expect(&m, "hello w", "hello ", 0);
+	push_expect(&m, "orld!", "wor", 1);
+	assert_string_equal(m.text, "hello wor");
+	sc_stop_text_free(&m);
+
+	/* no stop strings: incomplete UTF-8 is held, never printed in halves */
+	SC_ASSERT_OK(sc_stop_text_init(&m, NULL, 0));
+	push_expect(&m, "a\xe2", "a", 0);
+	push_expect(&m, "\x82", "", 0);
+	push_expect(&m, "\xac\xc3", "\xe2\x82\xac", 0);
+	push_expect(&m, "\xa9\xf0\x9f", "\xc3\xa9", 0);
+	push_expect(&m, "x", "\xf0\x9fx", 0); /* broken: released as it is */
+	push_expect(&m, "\xff", "\xff", 0);   /* not a lead byte: nothing to wait for */
+	push_expect(&m, "\xf0", "", 0);
+	finish_expect(&m, "\xf0");
+	sc_stop_text_free(&m);
+
+	/* a stop string with a multi-byte character, split across tokens */
+	const char *euro[1] = { "\xe2\x82\xac!" };
+	SC_ASSERT_OK(sc_stop_text_init(&m, euro, 1));
+	push_expect(&m, "5 \xe2\x82", "5 ", 0);
+	push_expect(&m, "\xac", "", 0);
+	push_expect(&m, "!?", "\xe2\x82\xac!", 1);
+	sc_stop_text_free(&m);
+
+	const char *empty[1] = { "" }, *many[9] = { "a", "b", "c", "d", "e", "f", "g", "h", "i" };
+	SC_ASSERT_ERR(sc_stop_text_init(&m, empty, 1), SC_EINVAL);
+	SC_ASSERT_ERR(sc_stop_text_init(&m, many, 9), SC_EINVAL);
+	SC_ASSERT_OK(sc_stop_text_init(&m, many, 8));
+	sc_stop_text_free(&m);
+	sc_stop_text_free(NULL);
+}
+
+typedef struct stop_run {
+	sc_stop_text m;
+	char printed[256];
+	size_t n;
+} stop_run;
+
+static int stop_emit(void *arg, int32_t id)
+{
+	stop_run *r = arg;
+	char b = (char)id;
+	const char *out;
+	size_t n;
+	int stop;
+	SC_ASSERT_OK(sc_stop_text_push(&r->m, &b, 1, &out, &n, &stop));
+	memcpy(r->printed + r->n, out, n);
+	r->n += n;
+	return stop;
+}
+
+/* Through the generation loop: the run ends with the id completing the
+ * first occurrence of a stop string taken from its own greedy text. */
+static void stop_string_ends_run(void **state)
+{
+	fixture *f = *state;
+	int32_t ids[4] = { 5, 6, 7, 8 }, out[12], out2[12];
+	int n, n2;
+	sc_gen_stats st;
+	sc_sampling s = { .top_p = 1 };
+	sc_generator *g;
+	char text[13] = { 0 }, stop[3] = { 0 };
+	SC_ASSERT_OK(sc_generator_new(&g, f->be, &f->mc, f->w, f->ad, 1, 16, 4));
+	SC_ASSERT_OK(sc_generator_run(g, ids, 4, 12, &s, NULL, 0, NULL, NULL, out, &n, &st));
+	assert_int_equal(n, 12);
+	for (int i = 0; i < n; i++)
+		text[i] = (char)(out[i] ? out[i] : 1); /* the test's stop string has no NUL */
+	int at = -1;
+	for (int i = 2; i + 2 <= 8 && at < 0; i++)
+		if (out[i] && out[i + 1])
+			at = i;
+	if (at < 0) {
+		sc_generator_free(g);
+		skip();
+	}
+	memcpy(stop, text + at, 2);
+	size_t first = (size_t)((char *)memmem(text, 12, stop, 2) - text) + 2;
+	const char *sv[1] = { stop };
+	stop_run r = { .n = 0 };
+	SC_ASSERT_OK(sc_stop_text_init(&r.m, sv, 1));
+	SC_ASSERT_OK(sc_generator_run(g, ids, 4, 12, &s, NULL, 0, stop_emit, &r, out2, &n2, &st));
+	assert_int_equal(n2, (int)first); /* one id a byte here */
+	assert_memory_equal(out2, out, (size_t)n2 * sizeof(int32_t));
+	assert_int_equal(r.n, first);
+	assert_memory_equal(r.printed, text, first);
+	sc_stop_text_free(&r.m);
+	sc_generator_free(g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(sampler_rules),
 		cmocka_unit_test(cache_matches_whole_prompt),
 		cmocka_unit_test(generation_refusals),
+		cmocka_unit_test(stop_strings),
+		cmocka_unit_test(stop_string_ends_run),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

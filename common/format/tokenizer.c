@@ -204,7 +204,7 @@ static sc_err parse_post(sc_tokenizer *t, const cJSON *j)
 {
 	const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type"), *it;
 	const char *ty = cJSON_IsString(type) ? type->valuestring : NULL;
-	int32_t *pre = NULL, *post = NULL, id;
+	int32_t *pre = NULL, *post = NULL, id = -1;
 	size_t npre = 0, npost = 0;
 	sc_err rc = SC_OK;
 

@@ -235,3 +235,108 @@ sc_err sc_generator_run(sc_generator *g, const int32_t *prompt, int n_prompt, in
 	return sc_gen_loop(run_chain, g, g->mc.vocab_size, g->max_positions, g->chunk, prompt,
 			   n_prompt, max_new, s, stop, n_stop, emit, arg, out, n_out, st);
 }
+
+sc_err sc_stop_text_init(sc_stop_text *m, const char *const *stop, int n_stop)
+{
+	memset(m, 0, sizeof(*m));
+	if (n_stop < 0 || n_stop > SC_MAX_STOP_TEXT)
+		return sc_errf(SC_EINVAL, "%d stop strings: at most %d", n_stop, SC_MAX_STOP_TEXT);
+	for (int i = 0; i < n_stop; i++) {
+		if (!stop[i] || !stop[i][0])
+			return sc_errf(SC_EINVAL, "stop string %d is empty", i + 1);
+		m->stop[i] = stop[i];
+		m->stop_len[i] = strlen(stop[i]);
+	}
+	m->n_stop = n_stop;
+	return SC_OK;
+}
+
+/* The end of the first occurrence of a stop string in m->text that ends
+ * past `from` (the text before it held none); 0 when there is none. */
+static size_t stop_end(const sc_stop_text *m, size_t from)
+{
+	size_t best = 0;
+	for (int i = 0; i < m->n_stop; i++) {
+		size_t L = m->stop_len[i], s = from >= L - 1 ? from - (L - 1) : 0;
+		const char *p = memmem(m->text + s, m->len - s, m->stop[i], L);
+		size_t end = p ? (size_t)(p - m->text) + L : 0;
+		if (end && (!best || end < best))
+			best = end;
+	}
+	return best;
+}
+
+/* How much of m->text can be printed: not the longest tail that is a
+ * proper prefix of a stop string, nor a UTF-8 sequence still incomplete. */
+static size_t safe_end(const sc_stop_text *m)
+{
+	size_t hold = 0, safe;
+	for (int i = 0; i < m->n_stop; i++)
+		for (size_t k = m->stop_len[i] - 1; k > hold; k--)
+			if (k <= m->len && !memcmp(m->text + m->len - k, m->stop[i], k)) {
+				hold = k;
+				break;
+			}
+	safe = m->len - hold;
+	for (size_t i = safe; i > 0 && safe - i < 4; i--) {
+		unsigned char c = (unsigned char)m->text[i - 1];
+		if ((c & 0xC0) == 0x80)
+			continue; /* a continuation byte: look further back */
+		size_t need = c >= 0xF8 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+		if (i - 1 + need > safe)
+			safe = i - 1; /* a lead byte whose sequence is not complete yet */
+		break;
+	}
+	return safe > m->released ? safe : m->released;
+}
+
+sc_err sc_stop_text_push(sc_stop_text *m, const char *bytes, size_t n, const char **out,
+			 size_t *n_out, int *stop)
+{
+	size_t from = m->len, end;
+	*out = m->text ? m->text + m->released : "";
+	*n_out = 0;
+	*stop = m->matched;
+	if (m->matched)
+		return SC_OK;
+	if (m->len + n + 1 > m->cap) {
+		size_t cap = m->cap ? m->cap : 256;
+		while (cap < m->len + n + 1)
+			cap *= 2;
+		char *t = realloc(m->text, cap);
+		if (!t)
+			return sc_errf(SC_ENOMEM, "out of memory");
+		m->text = t;
+		m->cap = cap;
+	}
+	memcpy(m->text + m->len, bytes, n);
+	m->len += n;
+	m->text[m->len] = '\0';
+	if ((end = stop_end(m, from))) {
+		m->len = end;
+		m->text[end] = '\0';
+		m->matched = 1;
+		*stop = 1;
+	}
+	end = m->matched ? m->len : safe_end(m);
+	*out = m->text + m->released;
+	*n_out = end - m->released;
+	m->released = end;
+	return SC_OK;
+}
+
+void sc_stop_text_finish(sc_stop_text *m, const char **out, size_t *n_out)
+{
+	*out = m->text ? m->text + m->released : "";
+	*n_out = m->len - m->released;
+	m->released = m->len;
+}
+
+void sc_stop_text_free(sc_stop_text *m)
+{
+	if (!m)
+		return;
+	free(m->text);
+	m->text = NULL;
+	m->len = m->cap = m->released = 0;
+}

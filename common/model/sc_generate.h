@@ -8,6 +8,7 @@
 #ifndef SC_GENERATE_H
 #define SC_GENERATE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "sc_adapter.h"
@@ -71,5 +72,40 @@ sc_err sc_gen_loop(sc_gen_chain chain, void *chain_arg, int V, int P, int chunk,
 sc_err sc_generator_run(sc_generator *g, const int32_t *prompt, int n_prompt, int max_new,
 			const sc_sampling *s, const int32_t *stop, int n_stop, sc_gen_emit emit,
 			void *arg, int32_t *out, int *n_out, sc_gen_stats *st);
+
+/* Stop strings over the text of a run (splitchain generate --stop): the
+ * text of each new id is pushed as it is chosen, and what can be printed
+ * is released: never a tail that could still begin a stop string, nor one
+ * that ends inside a UTF-8 sequence (held until the next push resolves it).
+ * Once the text contains a stop string, it ends right after the first
+ * occurrence (the one that completes first), the stop string kept, as
+ * Hugging Face's stop_strings keeps the matched tokens. Strings are taken
+ * literally, bytes against bytes. */
+#define SC_MAX_STOP_TEXT 8
+
+typedef struct sc_stop_text {
+	const char *stop[SC_MAX_STOP_TEXT]; /* borrowed: outlive the matcher */
+	size_t stop_len[SC_MAX_STOP_TEXT];
+	int n_stop;
+	char *text; /* the text so far (len bytes, NUL-terminated), owned */
+	size_t len, cap;
+	size_t released; /* text[0 .. released) was handed out */
+	int matched;     /* a stop string occurred: text ends right after it */
+} sc_stop_text;
+
+/* Sets m up for the n_stop (0..SC_MAX_STOP_TEXT) non-empty strings of stop
+ * (borrowed: they outlive m). With none, m only assembles the text and
+ * holds back incomplete UTF-8. SC_EINVAL on too many or an empty one. */
+sc_err sc_stop_text_init(sc_stop_text *m, const char *const *stop, int n_stop);
+/* Appends one id's text (n bytes). *out, *n_out: the bytes ready to print
+ * (a pointer into m->text, valid until the next call on m); *stop: 1 once
+ * a stop string occurred (the ready bytes then end right after it; later
+ * pushes add nothing). SC_ENOMEM leaves m as it was. */
+sc_err sc_stop_text_push(sc_stop_text *m, const char *bytes, size_t n, const char **out,
+			 size_t *n_out, int *stop);
+/* At the end of a run: the bytes still held back, as they are. */
+void sc_stop_text_finish(sc_stop_text *m, const char **out, size_t *n_out);
+/* Frees m's text (not m); NULL is fine. */
+void sc_stop_text_free(sc_stop_text *m);
 
 #endif

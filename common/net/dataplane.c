@@ -256,7 +256,7 @@ static sc_err send_hello(sc_dp_socket *s, double deadline)
 /* Closes connection p and reports why. */
 static void refuse(sc_dp_socket *s, nng_pipe p, const char *why)
 {
-	char line[600];
+	char line[1024]; /* the URL and the reason, each bounded */
 
 	snprintf(line, sizeof(line), "data plane %s: refused a connection: %s", s->url, why);
 	s->refused_id = (uint32_t)nng_pipe_id(p);

@@ -223,5 +223,21 @@ expect generate_wrong_family 1 "adapter" -- "${gen[@]}" --prompt hi --adapter ad
 expect generate_bad_top_p 2 "--top-p expects a number" -- "${gen[@]}" --prompt hi --top-p 2
 expect generate_missing_model 1 "nope/config.json" -- "$BIN" generate --model nope --prompt hi
 
+# With a tokenizer (the demo's byte-level BPE): the prompt is encoded as
+# `tokenize` encodes it, the text is what `detokenize` makes of the ids.
+TOK="$(cd "$(dirname "$0")/../.." && pwd)/deploy/demo-tokenizer.json"
+"$BIN" make-model --out tm --preset llama-tiny --layers 1 --heads 2 --kv-heads 1 --embd 16 \
+  --inner 24 --vocab 1024 --positions 64 >/dev/null || exit 1
+tgen=("$BIN" generate --model tm --tokenizer "$TOK" --max-new-tokens 6 --json --ignore-eos)
+want_ids=$("$BIN" tokenize --tokenizer "$TOK" --text "Hello, wörld" --json | sed 's/.*\[\(.*\)\].*/\1/')
+expect generate_tokenizer_prompt 0 "\"prompt_ids\":[$want_ids]" -- "${tgen[@]}" --prompt "Hello, wörld"
+got=$("${tgen[@]}" --prompt "Hello, wörld")
+gids=$(sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p' <<<"$got")
+gtext=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["text"], end="")' "$got")
+expect generate_tokenizer_text 0 "" -- test "$gtext" = "$("$BIN" detokenize --tokenizer "$TOK" --ids "$gids" --no-special)"
+cp "$TOK" tm/tokenizer.json
+expect generate_model_tokenizer 0 "\"prompt_ids\":[$want_ids]" -- "$BIN" generate --model tm --max-new-tokens 2 --json --prompt "Hello, wörld"
+expect generate_missing_tokenizer 1 "nope.json" -- "${gen[@]}" --prompt hi --tokenizer nope.json
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

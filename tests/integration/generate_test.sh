@@ -18,7 +18,8 @@ job=$("$SC" submit --model llama --data data.txt "${JOB_OPTS[@]}" --stages 3 \
 "$SC" export "$job" --out adapter >/dev/null || bad "export"
 
 ids() { sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p'; }
-P=(--prompt-ids 7,99,31,4,250,18,77,3,140,62,11 --max-new-tokens 20 --json)
+Q=(--prompt-ids 7,99,31,4,250,18,77,3,140,62,11 --max-new-tokens 20)
+P=("${Q[@]}" --json)
 one=$("$SC" generate --model llama --adapter adapter "${P[@]}" | ids)
 chain=$("$SC" generate --job "$job" "${P[@]}" | ids)
 [ -n "$one" ] && [ "$one" = "$chain" ] && ok "--job: the 3-worker chain gives one process's ids ($one)" ||
@@ -31,6 +32,30 @@ base=$("$SC" generate --model llama --workers "$urls" "${P[@]}" | ids)
 base1=$("$SC" generate --model llama "${P[@]}" | ids)
 [ -n "$base" ] && [ "$base" = "$base1" ] && ok "--workers without an adapter: the base model's ids" ||
   bad "base model: chain '$base' vs one process '$base1'"
+
+# --stop: two bytes of the greedy text itself; the ids end with the one that
+# completes their first occurrence, through the job's workers as in one
+# process, and streaming prints the text up to it, nothing after.
+read -r stophex want wanthex < <(python3 - "$one" <<'EOF'
+import sys
+ids = [int(i) for i in sys.argv[1].split(",")]
+piece = lambda i: bytes([i]) if i < 256 else b"<%d>" % i
+text = b"".join(map(piece, ids))
+k = next(k for k in range(2, len(text) - 1) if 0 not in text[k:k + 2] and 10 not in text[k:k + 2])
+stop = text[k:k + 2]
+end = text.find(stop) + 2
+m = next(m for m in range(1, len(ids) + 1) if len(b"".join(map(piece, ids[:m]))) >= end)
+print(stop.hex(), ",".join(map(str, ids[:m])), text[:end].hex())
+EOF
+)
+stop=$(printf "$(sed 's/../\\x&/g' <<<"$stophex")")
+got1=$("$SC" generate --model llama --adapter adapter "${P[@]}" --stop "$stop" | ids)
+gotj=$("$SC" generate --job "$job" "${P[@]}" --stop "$stop" | ids)
+[ -n "$want" ] && [ "$got1" = "$want" ] && [ "$gotj" = "$want" ] &&
+  ok "--stop: ids end at the first occurrence ($want)" || bad "--stop: '$got1' / '$gotj' vs '$want'"
+hex=$("$SC" generate --job "$job" "${Q[@]}" --stop "$stop" 2>/dev/null | od -An -tx1 | tr -d ' \n')
+[ "$hex" = "$wanthex" ] && ok "--stop: the stream ends right after the stop string" ||
+  bad "--stop: streamed $hex, want $wanthex"
 
 out=$("$SC" generate --job 999 --prompt hi 2>&1); rc=$?
 [ $rc -eq 1 ] && grep -q "999" <<<"$out" && ok "an unknown job is refused" || bad "job 999: exit $rc: $out"
