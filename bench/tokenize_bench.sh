@@ -9,7 +9,9 @@
 # Compared: splitchain encodes the whole file as one text (tokenize --in,
 # timed end to end: load, read, encode, write the token file) against HF
 # Tokenizer.encode_batch over the file's lines (keepends, so the same bytes;
-# read and tokenizer load not timed) with RAYON_NUM_THREADS=THREADS.
+# read and tokenizer load not timed) with RAYON_NUM_THREADS=THREADS; splitchain
+# encodes on one thread (it has no parallel encoder: at one thread it is well
+# ahead of HF at two, docs/benchmarks.md).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 SC=${1:-$here/build-tok/cli/splitchain}
@@ -30,8 +32,7 @@ with open(f"{w}/corpus.txt", "wb") as f:
 PYEOF
 bytes=$(stat -c %s "$work/corpus.txt")
 t0=$(date +%s.%N)
-"$SC" tokenize --tokenizer "$work/tok.json" --in "$work/corpus.txt" --out "$work/c.bin" \
-	--threads "$THREADS" >/dev/null
+"$SC" tokenize --tokenizer "$work/tok.json" --in "$work/corpus.txt" --out "$work/c.bin" >/dev/null
 t1=$(date +%s.%N)
 sc=$(echo "$bytes / ($t1 - $t0) / 1000000" | bc -l)
 hf=$(RAYON_NUM_THREADS=$THREADS TOKENIZERS_PARALLELISM=true "$PY" - "$work" <<'PYEOF'

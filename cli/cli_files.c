@@ -158,7 +158,7 @@ int cli_make_model(int argc, char **argv)
 
 static const char tokenize_help[] =
     "usage: splitchain tokenize --tokenizer PATH (--in FILE | --text STR) [--out FILE.bin]\n"
-    "                           [--json] [--no-special] [--threads N]\n"
+    "                           [--json] [--no-special]\n"
     "       splitchain tokenize --in TEXT --out FILE.bin\n"
     "\n"
     "With --tokenizer (a tokenizer.json, or a directory holding one or GPT-2's\n"
@@ -169,7 +169,6 @@ static const char tokenize_help[] =
     "  --out FILE    write a token file (256-int32 header; uint16 ids when all fit,\n"
     "                else version 2 with 32-bit ids)\n"
     "  --no-special  no post-processor tokens (add_special_tokens=False)\n"
-    "  --threads N   threads for the model step (default 1)\n"
     "\n"
     "Without --tokenizer: writes the bytes of TEXT as a token file, one token per\n"
     "byte, ids 0..255.\n";
@@ -192,13 +191,11 @@ int cli_tokenize(int argc, char **argv)
 		{ "text", required_argument, 0, 't' },
 		{ "json", no_argument, 0, 'j' },
 		{ "no-special", no_argument, 0, 'n' },
-		{ "threads", required_argument, 0, 'T' },
 		{ "help", no_argument, 0, 'H' },
 		{ 0, 0, 0, 0 },
 	};
 	const char *cmd = "tokenize", *in = NULL, *out = NULL, *tpath = NULL, *text = NULL;
 	int c, json = 0, special = 1, ret = CLI_ERROR;
-	long threads = 1;
 	sc_tokens *tk = NULL;
 	sc_tokenizer *t = NULL;
 	char *buf = NULL;
@@ -216,10 +213,6 @@ int cli_tokenize(int argc, char **argv)
 		case 't': text = optarg; break;
 		case 'j': json = 1; break;
 		case 'n': special = 0; break;
-		case 'T':
-			if (cli_int(cmd, "--threads", optarg, 1, 256, &threads))
-				return CLI_USAGE;
-			break;
 		case 'H': fputs(tokenize_help, stdout); return CLI_OK;
 		default:
 			return cli_usage(cmd, "unknown or incomplete option '%s'",
@@ -252,8 +245,8 @@ int cli_tokenize(int argc, char **argv)
 		cli_fail(cmd, rc, "cannot read the input");
 		goto done;
 	}
-	if ((rc = sc_tokenizer_encode_mt(t, in ? buf : text, in ? len : strlen(text), special,
-					 (int)threads, &ids, &n))) {
+	if ((rc = sc_tokenizer_encode(t, in ? buf : text, in ? len : strlen(text), special, &ids,
+				      &n))) {
 		cli_fail(cmd, rc, "cannot encode the input");
 		goto done;
 	}

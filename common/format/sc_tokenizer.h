@@ -60,12 +60,6 @@ void sc_tokenizer_free(sc_tokenizer *t);
 sc_err sc_tokenizer_encode(const sc_tokenizer *t, const char *text, size_t len, int add_special,
 			   int32_t **ids, size_t *n);
 
-/* As sc_tokenizer_encode, with the model step (BPE of the words) spread
- * over nthreads threads (<= 1: the calling thread alone). The ids are the
- * same; for large texts (a training corpus). */
-sc_err sc_tokenizer_encode_mt(const sc_tokenizer *t, const char *text, size_t len, int add_special,
-			      int nthreads, int32_t **ids, size_t *n);
-
 /* Decodes n ids (borrowed) as HF's decode(ids, skip_special_tokens): ids
  * the tokenizer does not know are dropped; skip_special drops added tokens
  * marked special. *text = new NUL-terminated string of *len bytes (valid

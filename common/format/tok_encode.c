@@ -146,13 +146,6 @@ sc_err sc_tokenizer_encode(const sc_tokenizer *t, const char *text, size_t len, 
 	return SC_OK;
 }
 
-sc_err sc_tokenizer_encode_mt(const sc_tokenizer *t, const char *text, size_t len, int add_special,
-			      int nthreads, int32_t **ids, size_t *n)
-{
-	(void)nthreads;
-	return sc_tokenizer_encode(t, text, len, add_special, ids, n);
-}
-
 sc_err sc_tokenizer_decode(const sc_tokenizer *t, const int32_t *ids, size_t n, int skip_special,
 			   char **text, size_t *len)
 {
