@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "sc_codec.h"
 #include "sc_version.h"
 
 static const char usage_text[] =
@@ -23,6 +24,7 @@ static const char usage_text[] =
     "  watch JOB    follow a job until it ends\n"
     "  cancel JOB   cancel a job\n"
     "  workers      list registered workers\n"
+    "  links        the measured links between workers (RTT, bandwidth)\n"
     "  export JOB   write the latest checkpoint's adapter (PEFT format)\n"
     "\n"
     "local commands:\n"
@@ -102,7 +104,11 @@ const char cli_train_help[] =
     "  --clip X             clip the global gradient norm at X, 0 = off       (default 1)\n"
     "  --seed N             seeds the data order and the adapters' init       (default 1)\n"
     "  --tf32               let GPU stages run GEMMs on TF32 tensor cores: faster, with\n"
-    "                       ~1e-3 relative error in each product              (default fp32)\n";
+    "                       ~1e-3 relative error in each product              (default fp32)\n"
+    "  --wire E             activations and gradients between stages as fp32, bf16,\n"
+    "                       fp16, int8 or int4 (per-token scales, stochastic rounding\n"
+    "                       seeded by --seed, error feedback on gradients); finetune\n"
+    "                       --stages N applies it at its cuts too        (default fp32)\n";
 
 const char cli_data_help[] =
     "data:\n"
@@ -218,6 +224,13 @@ int cli_train_option(const char *cmd, int c, const char *arg, sc_lora_config *lc
 			tc->seed = lc->seed = (uint64_t)v;
 		return bad;
 	case CLI_OPT_TF32: tc->allow_tf32 = 1; return 0;
+	case CLI_OPT_WIRE: {
+		enum sc_wire w;
+		if (sc_wire_parse(arg, &w))
+			return cli_usage(cmd, "--wire: %s", sc_err_detail()) != 0;
+		tc->wire = (int)w;
+		return 0;
+	}
 	default: return -1;
 	}
 }
@@ -241,6 +254,7 @@ int main(int argc, char **argv)
 		{ "export", cli_export },     { "finetune", cli_finetune },
 		{ "generate", cli_generate }, { "make-model", cli_make_model },
 		{ "tokenize", cli_tokenize }, { "detokenize", cli_detokenize },
+		{ "links", cli_links },
 	};
 
 	if (argc < 2) {

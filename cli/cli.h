@@ -41,14 +41,15 @@ const char *cli_default_coordinator(void);
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The LoRA and schedule options shared by finetune and submit (option codes
- * 'r' 'a' 't' 'n' 'b' 'T' 'u' 'l' 'L' 'w' 'W' 'c' 's' and CLI_OPT_TF32). */
-enum { CLI_OPT_TF32 = 1001 };
+ * 'r' 'a' 't' 'n' 'b' 'T' 'u' 'l' 'L' 'w' 'W' 'c' 's', CLI_OPT_TF32 and
+ * CLI_OPT_WIRE). */
+enum { CLI_OPT_TF32 = 1001, CLI_OPT_WIRE };
 #define CLI_TRAIN_OPTIONS                                                                          \
 	{ "rank", 1, 0, 'r' }, { "alpha", 1, 0, 'a' }, { "targets", 1, 0, 't' },                   \
 	    { "steps", 1, 0, 'n' }, { "batch", 1, 0, 'b' }, { "seq", 1, 0, 'T' },                  \
 	    { "micro", 1, 0, 'u' }, { "lr", 1, 0, 'l' }, { "min-lr", 1, 0, 'L' },                  \
 	    { "warmup", 1, 0, 'w' }, { "weight-decay", 1, 0, 'W' }, { "clip", 1, 0, 'c' },         \
-	    { "seed", 1, 0, 's' },                                                                 \
+	    { "seed", 1, 0, 's' }, { "wire", 1, 0, CLI_OPT_WIRE },                                 \
 	{                                                                                          \
 		"tf32", 0, 0, CLI_OPT_TF32                                                         \
 	}
@@ -105,6 +106,7 @@ int cli_status(int argc, char **argv);
 int cli_watch(int argc, char **argv);
 int cli_cancel(int argc, char **argv);
 int cli_workers(int argc, char **argv);
+int cli_links(int argc, char **argv);
 int cli_export(int argc, char **argv);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli_conn.h"
+#include "sc_codec.h"
 #include "sc_rpc_pb.h"
 
 #define DEFAULT_COORDINATOR "tcp://127.0.0.1:7700"
@@ -158,6 +159,8 @@ cJSON *cli_job_json(const Splitchain__JobInfo *j)
 		cJSON_AddNumberToObject(r, "seed", (double)t->seed);
 		cJSON_AddStringToObject(r, "schedule", j->spec->schedule ? "gpipe" : "1f1b");
 		cJSON_AddBoolToObject(r, "tf32", t->allow_tf32);
+		cJSON_AddStringToObject(r, "wire",
+					t->wire < SC_WIRE_COUNT ? sc_wire_name(t->wire) : "?");
 		const Splitchain__SubmitRequest *q = j->spec;
 		cJSON *d = cJSON_AddObjectToObject(o, "data");
 		cJSON_AddStringToObject(d, "tokenizer", q->tokenizer_path ? q->tokenizer_path : "");

@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "sc_adapter.h"
 #include "sc_backend.h"
+#include "sc_codec.h"
 #include "sc_dataset.h"
 #include "sc_train.h"
 
@@ -35,12 +36,14 @@ static const char finetune_help[] =
 static const char finetune_exec_help[] =
     "execution:\n"
     "  --stages N           split the layers into N in-process stages         (default 1)\n"
+    "  --cuts L1,L2,...     the layers where stages 2, 3, ... begin (default: even split;\n"
+    "                       e.g. a chain's placement, to reproduce it)\n"
     "  --device D           cpu or cuda:N                                     (default cpu)\n"
     "  --threads N          CPU threads, 0 = all cores                        (default 0)\n"
     "  --quiet              no progress lines\n";
 
 typedef struct ft_args {
-	const char *model, *data, *init, *out, *metrics, *device, *targets;
+	const char *model, *data, *init, *out, *metrics, *device, *targets, *cuts;
 	sc_lora_config lora;
 	sc_train_config tc;
 	cli_data_opts dat;
@@ -56,6 +59,7 @@ static int parse(ft_args *a, int argc, char **argv)
 		{ "out", required_argument, 0, 'o' },
 		{ "metrics", required_argument, 0, 'M' },
 		{ "stages", required_argument, 0, 'S' },
+		{ "cuts", required_argument, 0, 'U' },
 		{ "device", required_argument, 0, 'D' },
 		{ "threads", required_argument, 0, 'j' },
 		{ "quiet", no_argument, 0, 'q' },
@@ -84,6 +88,7 @@ static int parse(ft_args *a, int argc, char **argv)
 		case 'M': a->metrics = optarg; break;
 		case 'D': a->device = optarg; break;
 		case 'q': a->quiet = 1; break;
+		case 'U': a->cuts = optarg; break;
 		case 'S':
 			bad = cli_int(cmd, "--stages", optarg, 1, 256, &v);
 			a->stages = (int)v;
@@ -189,6 +194,29 @@ int cli_finetune(int argc, char **argv)
 		cli_fail(cmd, rc, "cannot use the model");
 		goto out;
 	}
+	int bounds[SC_ADAPTER_MAX_LAYERS + 1], *bp = NULL;
+	if (a.cuts) { /* stages begin at 0 and at each cut, rising, below L */
+		const char *cp = a.cuts;
+		int n = 1;
+		bounds[0] = 0;
+		while (*cp && n < SC_ADAPTER_MAX_LAYERS) {
+			char *end;
+			long v = strtol(cp, &end, 10);
+			if (end == cp || v <= bounds[n - 1] || v >= mc.n_layer ||
+			    (*end && *end != ',')) {
+				ret = cli_usage(cmd,
+						"--cuts '%s': rising layer indices in 1..%d, "
+						"comma-separated",
+						a.cuts, mc.n_layer - 1);
+				goto out;
+			}
+			bounds[n++] = (int)v;
+			cp = *end ? end + 1 : end;
+		}
+		bounds[n] = mc.n_layer;
+		a.stages = n;
+		bp = bounds;
+	}
 	if (a.stages > mc.n_layer) {
 		ret = cli_usage(cmd, "--stages %d exceeds the model's %d layers", a.stages,
 				mc.n_layer);
@@ -240,7 +268,7 @@ int cli_finetune(int argc, char **argv)
 		goto out;
 	}
 	if ((rc = sc_trainer_new(&tr, be, &mc, &a.lora, &a.tc, weights, init, jd.train, a.stages,
-				 NULL))) {
+				 bp))) {
 		cli_fail(cmd, rc, "cannot set up training");
 		goto out;
 	}
@@ -253,10 +281,12 @@ int cli_finetune(int argc, char **argv)
 		char desc[256], tg[256];
 		sc_config_describe(&mc, desc, sizeof(desc));
 		sc_lora_targets_string(tg, sizeof(tg), &mc, a.lora.targets);
-		printf("splitchain finetune: %s; LoRA rank %d on %s, %d stage(s), %d x %d tokens x "
-		       "%d micro-batches per step, %s (%s)\n",
-		       desc, a.lora.rank, tg, a.stages, a.tc.B, a.tc.T, a.tc.micro_batches,
-		       be->name, strcmp(be->name, "cpu") ? "gpu" : sc_backend_cpu_describe());
+		printf("splitchain finetune: %s; LoRA rank %d on %s, %d stage(s)%s%s, %d x %d "
+		       "tokens x %d micro-batches per step, %s (%s)\n",
+		       desc, a.lora.rank, tg, a.stages, a.stages > 1 ? " crossing in " : "",
+		       a.stages > 1 ? sc_wire_name(a.tc.wire) : "", a.tc.B, a.tc.T,
+		       a.tc.micro_batches, be->name,
+		       strcmp(be->name, "cpu") ? "gpu" : sc_backend_cpu_describe());
 		printf("  data: %zu tokens in %zu windows%s%s", jd.train->n,
 		       sc_eval_batches(jd.train, a.tc.T, 1, 0), a.dat.no_pack ? " (unpacked)" : "",
 		       jd.cache == 1 ? ", tokens from the cache" : "");

@@ -13,6 +13,7 @@
 
 #include "cli_conn.h"
 #include "sc_adapter.h"
+#include "sc_codec.h"
 #include "sc_rpc_pb.h"
 #include "sc_wire.h"
 #include "splitchain.pb-c.h"
@@ -77,10 +78,11 @@ static void print_status(const Splitchain__JobInfo *j)
 		printf("  lora        rank %u, alpha %g, targets %s\n", l->rank, (double)l->alpha,
 		       targets);
 		printf("  training    %u x %u tokens x %u micro-batches, lr %g -> %g, warm-up %u, "
-		       "%s, %s GEMMs\n",
+		       "%s, %s GEMMs, %s between stages\n",
 		       t->batch, t->seq, t->micro_batches, (double)t->lr, (double)t->min_lr,
 		       t->warmup, j->spec->schedule ? "GPipe" : "1F1B",
-		       t->allow_tf32 ? "TF32 (on GPUs)" : "fp32");
+		       t->allow_tf32 ? "TF32 (on GPUs)" : "fp32",
+		       t->wire < SC_WIRE_COUNT ? sc_wire_name(t->wire) : "?");
 		const Splitchain__SubmitRequest *q = j->spec;
 		printf("  data        %s%s", q->no_pack ? "unpacked" : "packed",
 		       q->skip_bad_lines ? ", bad lines skipped" : "");

@@ -136,6 +136,16 @@ int64_t coord_mono_ms(void);
 /* Coordinator.Metrics (coord_metrics.c): a job's loss curve. */
 void coord_m_metrics(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
 
+/* Coordinator.ReportLinks (coord_links.c): records a worker's sane link
+ * measurements (each other one is logged and dropped) and answers with the
+ * other live workers for it to measure. Takes mu, then writes the database
+ * without it. */
+void coord_m_report_links(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+/* Coordinator.Echo (coord_links.c): sc_probe_echo, for the workers' probes. */
+void coord_m_echo(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+/* Coordinator.Links (coord_links.c): the links table. */
+void coord_m_links(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+
 /* Called with mu held: how long job j may go without a step before it is
  * treated as stuck, in ms. */
 int64_t coord_stall_limit_ms(const coord *c, const live_job *j);

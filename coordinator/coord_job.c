@@ -13,6 +13,7 @@
 
 #include "coord_run.h"
 #include "placement.h"
+#include "sc_codec.h"
 #include "sc_config.h"
 #include "sc_data.h"
 #include "sc_dataset.h"
@@ -28,21 +29,52 @@ static double mono_s(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Places the layers on the reserved workers and records the placement. */
+/* Places the layers on the reserved workers, in the order and with the cuts
+ * that the measured links and compute rates favour, and records the
+ * placement. */
 static sc_err place(runner *r)
 {
 	sc_place_worker pw[MAX_STAGES];
 	sc_place_stage ps[MAX_STAGES];
 	sc_db_stage ds[MAX_STAGES];
 	stage tmp[MAX_STAGES];
-	double lg, hg;
-	char reason[512];
+	sc_place_link *links = calloc((size_t)r->n * r->n, sizeof(*links));
+	sc_db_link *ls = NULL;
+	double lg, hg, tokens = (double)r->tc.B * r->tc.T * r->tc.micro_batches;
+	size_t hop;
+	char reason[2048];
+	int nl = 0;
+	sc_err rc;
 
+	if (!links)
+		return sc_errf(SC_ENOMEM, "out of memory for the links of %d workers", r->n);
+	/* Links the database cannot give are planned with the default. */
+	if (sc_db_links_list(r->c->db, &ls, &nl) != SC_OK)
+		nl = 0;
+	for (int k = 0; k < nl; k++) {
+		int i = -1, j = -1;
+		for (int s = 0; s < r->n; s++) {
+			if (r->st[s].worker_id == ls[k].from_worker)
+				i = s;
+			if (r->st[s].worker_id == ls[k].to_worker)
+				j = s;
+		}
+		if (i >= 0 && j >= 0)
+			links[i * r->n + j] = (sc_place_link){ ls[k].rtt_ms, ls[k].mbit_s };
+	}
+	free(ls);
+	/* Each hop carries (tokens, C) activations forward and as many
+	 * gradients back per step, in the job's wire encoding. */
+	hop = sc_wire_bytes((enum sc_wire)r->tc.wire, (size_t)tokens, (size_t)r->mc.n_embd);
+	if (hop == SIZE_MAX)
+		hop = sc_wire_bytes(SC_WIRE_FP32, (size_t)tokens, (size_t)r->mc.n_embd);
+	sc_place_net net = { links, (double)hop, r->tc.micro_batches };
 	for (int i = 0; i < r->n; i++)
 		pw[i] = (sc_place_worker){ (uint64_t)r->st[i].worker_id, r->st[i].gflops };
-	sc_place_costs(&r->mc, r->tc.T, (int)r->spec->lora->rank,
-		       (double)r->tc.B * r->tc.T * r->tc.micro_batches, &lg, &hg);
-	SC_TRY(sc_place(pw, r->n, r->n, r->mc.n_layer, lg, hg, ps, reason, sizeof(reason)));
+	sc_place_costs(&r->mc, r->tc.T, (int)r->spec->lora->rank, tokens, &lg, &hg);
+	rc = sc_place(pw, r->n, r->n, r->mc.n_layer, lg, hg, &net, ps, reason, sizeof(reason));
+	free(links);
+	SC_TRY(rc);
 	for (int i = 0; i < r->n; i++)
 		tmp[i] = r->st[ps[i].worker];
 	for (int i = 0; i < r->n; i++) {

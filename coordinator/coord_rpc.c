@@ -640,9 +640,17 @@ out:
 }
 
 const sc_rpc_method coord_methods[] = {
-	{ "Coordinator.Register", m_register },     { "Coordinator.Heartbeat", m_heartbeat },
-	{ "Coordinator.Submit", m_submit },         { "Coordinator.Jobs", m_jobs },
-	{ "Coordinator.Status", m_status },         { "Coordinator.Cancel", m_cancel },
-	{ "Coordinator.Workers", m_workers },       { "Coordinator.Export", m_export },
-	{ "Coordinator.Metrics", coord_m_metrics }, { NULL, NULL },
+	{ "Coordinator.Register", m_register },
+	{ "Coordinator.Heartbeat", m_heartbeat },
+	{ "Coordinator.Submit", m_submit },
+	{ "Coordinator.Jobs", m_jobs },
+	{ "Coordinator.Status", m_status },
+	{ "Coordinator.Cancel", m_cancel },
+	{ "Coordinator.Workers", m_workers },
+	{ "Coordinator.Export", m_export },
+	{ "Coordinator.Metrics", coord_m_metrics },
+	{ "Coordinator.Echo", coord_m_echo },
+	{ "Coordinator.ReportLinks", coord_m_report_links },
+	{ "Coordinator.Links", coord_m_links },
+	{ NULL, NULL },
 };

@@ -1,7 +1,8 @@
 /* db.c — the coordinator's SQLite state: opening, schema migrations, the
  * statement cache and the plumbing shared through db_impl.h. Workers, jobs
  * and placements are in db_registry.c; checkpoints, metrics and events in
- * db_state.c (one function per durable operation, see db.h). */
+ * db_state.c; measured links in db_links.c (one function per durable
+ * operation, see db.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,19 @@ static const char *const migrations[SC_DB_SCHEMA_VERSION] = {
 	"DROP VIEW v_loss_curve;"
 	"CREATE VIEW v_loss_curve AS SELECT job_id, step, loss, lr, tokens_per_s, eval_loss,"
 	" exp(eval_loss) AS eval_perplexity FROM metrics;",
+	/* 3: measured links (worker 0: the coordinator) */
+	"CREATE TABLE links ("
+	" from_worker INTEGER NOT NULL, to_worker INTEGER NOT NULL,"
+	" rtt_ms REAL NOT NULL CHECK (rtt_ms > 0), mbit_s REAL NOT NULL CHECK (mbit_s > 0),"
+	" measured_ms INTEGER NOT NULL, PRIMARY KEY (from_worker, to_worker),"
+	" CHECK (from_worker <> to_worker));"
+	"CREATE VIEW v_links AS SELECT"
+	" CASE WHEN l.from_worker = 0 THEN 'coordinator' ELSE f.name END AS from_name,"
+	" CASE WHEN l.to_worker = 0 THEN 'coordinator' ELSE t.name END AS to_name,"
+	" l.rtt_ms, l.mbit_s, l.measured_ms,"
+	" round((julianday('now') - 2440587.5) * 86400.0 - l.measured_ms / 1000.0, 1) AS age_s"
+	" FROM links l LEFT JOIN workers f ON f.id = l.from_worker"
+	" LEFT JOIN workers t ON t.id = l.to_worker;",
 };
 
 #define WORKER_COLS                                                                                \
@@ -143,6 +157,14 @@ static const char *const sql[ST_COUNT] = {
 	[ST_METRIC_LATEST] =
 	    "SELECT step, loss, tokens_per_s, step_s FROM metrics WHERE job_id = ?1"
 	    " ORDER BY step DESC LIMIT 1",
+	[ST_LINK_UPSERT] = "INSERT INTO links (from_worker, to_worker, rtt_ms, mbit_s, measured_ms)"
+			   " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (from_worker, to_worker) DO"
+			   " UPDATE SET rtt_ms = ?3, mbit_s = ?4, measured_ms = ?5",
+	[ST_LINKS] =
+	    "SELECT l.from_worker, coalesce(f.name, ''), l.to_worker,"
+	    " coalesce(t.name, ''), l.rtt_ms, l.mbit_s, l.measured_ms FROM links l"
+	    " LEFT JOIN workers f ON f.id = l.from_worker"
+	    " LEFT JOIN workers t ON t.id = l.to_worker ORDER BY l.from_worker, l.to_worker",
 };
 
 const char *const db_worker_states[SC_WORKER_STATE_COUNT] = { "idle", "busy", "lost" };
@@ -346,6 +368,7 @@ union any_rec {
 	sc_db_job j;
 	sc_db_stage s;
 	sc_db_tensor t;
+	sc_db_link l;
 };
 
 size_t db_round16(size_t n)

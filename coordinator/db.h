@@ -12,7 +12,7 @@
  * Durability: rows that were acknowledged to someone — a submitted job, a
  * job's state change, a placement, a checkpoint — are committed with
  * synchronous=FULL, so they survive a power cut once the call returns.
- * Per-step rows (metrics, progress, events, heartbeats) use NORMAL: a crash
+ * Per-step rows (metrics, progress, events, heartbeats, links) use NORMAL: a crash
  * may lose the last few, never corrupt the file.
  *
  * Threads: an sc_db may be used from several threads. Every call takes the
@@ -35,7 +35,7 @@
 #include "sc_log.h"
 
 /* The schema version this code writes; a file with a higher one is refused. */
-#define SC_DB_SCHEMA_VERSION 2
+#define SC_DB_SCHEMA_VERSION 3
 /* PRAGMA application_id of a splitchain database: "SPLD". */
 #define SC_DB_APPLICATION_ID 0x53504C44
 #define SC_DB_MAX_DIMS       8
@@ -243,5 +243,25 @@ sc_err sc_db_metric_latest_eval(sc_db *db, int64_t job_id, uint32_t *step, doubl
  * tag ("placement", "worker_lost"), the message a printf format. */
 sc_err sc_db_event(sc_db *db, int64_t job_id, int64_t worker_id, enum sc_log_level level,
 		   const char *kind, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* ---- measured links (db_links.c) ---- */
+/* The latest measurement of the link from one worker to another; worker id
+ * 0 is the coordinator. */
+typedef struct sc_db_link {
+	int64_t from_worker, to_worker;
+	const char *from_name, *to_name; /* output only: "" for the coordinator */
+	double rtt_ms;                   /* round-trip time, > 0 */
+	double mbit_s;                   /* bandwidth from -> to, > 0 */
+	int64_t measured_ms;             /* when it was measured */
+} sc_db_link;
+
+/* Records l's measurement of (from_worker, to_worker), replacing the one
+ * before. Reads the ids and numbers (borrowed for the call). SC_EINVAL for
+ * a link to itself, a negative id, or an rtt or bandwidth not finite and
+ * > 0. */
+sc_err sc_db_link_upsert(sc_db *db, const sc_db_link *l);
+/* Every link, by (from_worker, to_worker), with the workers' names. *out =
+ * new block of *n records (NULL when none); free with free(). */
+sc_err sc_db_links_list(sc_db *db, sc_db_link **out, int *n);
 
 #endif

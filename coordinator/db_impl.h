@@ -1,7 +1,7 @@
 /* db_impl.h — the private side of sc_db, shared by db.c (open, schema,
  * statement cache, SQLite plumbing), db_registry.c (workers, jobs,
- * placements) and db_state.c (checkpoints, metrics, events). Not a public
- * header. */
+ * placements), db_state.c (checkpoints, metrics, events) and db_links.c
+ * (measured links). Not a public header. */
 #ifndef SC_DB_IMPL_H
 #define SC_DB_IMPL_H
 
@@ -41,6 +41,8 @@ enum st {
 	ST_METRIC_EVAL,
 	ST_METRIC_CURVE,
 	ST_METRIC_LATEST_EVAL,
+	ST_LINK_UPSERT,
+	ST_LINKS,
 	ST_COUNT
 };
 

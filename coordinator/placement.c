@@ -1,6 +1,8 @@
-/* placement.c — min-max balanced contiguous layer ranges (dynamic
- * programming over stages and split points). */
+/* placement.c — the chain's order and its min-max balanced contiguous layer
+ * ranges (dynamic programming over stages and cut points, for each order
+ * tried; see placement.h). */
 #include <float.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,159 @@ void sc_place_costs(const sc_model_config *mc, int T, int r, double tokens_per_s
 	sc_step_flops(mc, T, r, &layer, &head);
 	*layer_gflop = layer * tokens_per_step / 1e9;
 	*head_gflop = head * tokens_per_step / 1e9;
+}
+
+/* One planning problem and its scratch. */
+typedef struct plan {
+	const sc_place_worker *w;
+	int nw, S, L;
+	double lg, hg;
+	const sc_place_net *net; /* NULL or hop_bytes 0: compute alone */
+	double *best; /* (S + 1, L + 1): min-max time of stages [0, s) over layers [0, l) */
+	int *split;   /* (S + 1, L + 1): its last cut */
+	double *xfer; /* (S): each stage's transfer seconds in the order balanced */
+} plan;
+
+enum { LINK_DEFAULT, LINK_MEASURED, LINK_REVERSE };
+
+/* The link from w[a] to w[b]; *how says where it came from. */
+static sc_place_link link_of(const plan *p, int a, int b, int *how)
+{
+	const sc_place_link *ls = p->net ? p->net->links : NULL;
+	if (ls && ls[a * p->nw + b].mbit_s > 0) {
+		*how = LINK_MEASURED;
+		return ls[a * p->nw + b];
+	}
+	if (ls && ls[b * p->nw + a].mbit_s > 0) {
+		*how = LINK_REVERSE;
+		return ls[b * p->nw + a];
+	}
+	*how = LINK_DEFAULT;
+	return (sc_place_link){ SC_PLACE_DEFAULT_RTT_MS, SC_PLACE_DEFAULT_MBIT_S };
+}
+
+static int counts_links(const plan *p)
+{
+	return p->net && p->net->hop_bytes > 0;
+}
+
+/* Seconds per step to send one hop's bytes from w[a] to w[b]. */
+static double hop_s(const plan *p, int a, int b)
+{
+	int how;
+	sc_place_link l = link_of(p, a, b, &how);
+	double rtt = l.rtt_ms > 0 ? l.rtt_ms : 0;
+	return p->net->hop_bytes * 8 / (l.mbit_s * 1e6) + p->net->messages * rtt / 1000;
+}
+
+static double rate_of(const plan *p, int i)
+{
+	return p->w[i].gflops > 0 ? p->w[i].gflops : 1e-9;
+}
+
+static double compute_s(const plan *p, int s, int layers, int worker)
+{
+	return (layers * p->lg + (s == p->S - 1 ? p->hg : 0)) / rate_of(p, worker);
+}
+
+/* The slowest stage of order o (S worker indices) with the best cuts,
+ * which are left in p->split, and each stage's transfer in p->xfer. */
+static double balance(plan *p, const int *o)
+{
+	int S = p->S, L = p->L;
+
+	for (int s = 0; s < S; s++) {
+		p->xfer[s] = 0;
+		if (!counts_links(p))
+			continue;
+		if (s + 1 < S)
+			p->xfer[s] += hop_s(p, o[s], o[s + 1]); /* activations */
+		if (s > 0)
+			p->xfer[s] += hop_s(p, o[s], o[s - 1]); /* gradients */
+	}
+	for (int i = 0; i <= S * (L + 1) + L; i++)
+		p->best[i] = DBL_MAX;
+	p->best[0] = 0;
+	for (int s = 1; s <= S; s++) {
+		for (int l = s; l <= L - (S - s); l++) {
+			for (int a = s - 1; a < l; a++) {
+				double prev = p->best[(s - 1) * (L + 1) + a], t, m;
+				if (prev == DBL_MAX)
+					continue;
+				t = compute_s(p, s - 1, l - a, o[s - 1]) + p->xfer[s - 1];
+				m = prev > t ? prev : t;
+				if (m < p->best[s * (L + 1) + l]) {
+					p->best[s * (L + 1) + l] = m;
+					p->split[s * (L + 1) + l] = a;
+				}
+			}
+		}
+	}
+	return p->best[S * (L + 1) + L];
+}
+
+/* The next permutation of perm[0..n) in lexicographic order; 0 after the last. */
+static int next_perm(int *perm, int n)
+{
+	int i = n - 2, j = n - 1, t;
+	while (i >= 0 && perm[i] >= perm[i + 1])
+		i--;
+	if (i < 0)
+		return 0;
+	while (perm[j] <= perm[i])
+		j--;
+	t = perm[i], perm[i] = perm[j], perm[j] = t;
+	for (int a = i + 1, b = n - 1; a < b; a++, b--)
+		t = perm[a], perm[a] = perm[b], perm[b] = t;
+	return 1;
+}
+
+/* Every order of cand: the best into *best_o; returns its time and counts
+ * the orders tried in *tried. */
+static double search_all(plan *p, const int *cand, int *best_o, int *perm, int *o, long *tried)
+{
+	double best = DBL_MAX;
+	for (int i = 0; i < p->S; i++)
+		perm[i] = i;
+	do {
+		for (int i = 0; i < p->S; i++)
+			o[i] = cand[perm[i]];
+		double v = balance(p, o);
+		++*tried;
+		if (v < best) {
+			best = v;
+			memcpy(best_o, o, (size_t)p->S * sizeof(*o));
+		}
+	} while (next_perm(perm, p->S));
+	return best;
+}
+
+/* Greedy: from cand's order, takes the best swap of two stages while one
+ * shortens the slowest stage, at most S times. */
+static double search_swaps(plan *p, const int *cand, int *best_o, int *o, long *tried)
+{
+	double cur;
+	memcpy(best_o, cand, (size_t)p->S * sizeof(*o));
+	cur = balance(p, best_o);
+	++*tried;
+	for (int round = 0; round < p->S; round++) {
+		double v, found = cur;
+		int bi = -1, bj = -1, t;
+		for (int i = 0; i < p->S; i++)
+			for (int j = i + 1; j < p->S; j++) {
+				memcpy(o, best_o, (size_t)p->S * sizeof(*o));
+				t = o[i], o[i] = o[j], o[j] = t;
+				v = balance(p, o);
+				++*tried;
+				if (v < found)
+					found = v, bi = i, bj = j;
+			}
+		if (bi < 0)
+			break;
+		t = best_o[bi], best_o[bi] = best_o[bj], best_o[bj] = t;
+		cur = found;
+	}
+	return cur;
 }
 
 static int by_rate_desc(const void *a, const void *b)
@@ -33,67 +188,143 @@ static int by_index(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, double layer_gflop,
-		double head_gflop, sc_place_stage *out, char *reason, size_t reason_size)
+/* Appends to a line, truncating at its end. */
+static void add(char *buf, size_t size, size_t *used, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void add(char *buf, size_t size, size_t *used, const char *fmt, ...)
 {
-	const sc_place_worker **pick;
-	double *best; /* best[s * (L + 1) + l]: min-max time of stages [0, s) over layers [0, l) */
-	int *split;   /* argmin split point */
+	va_list ap;
+	int n;
+	if (!buf || *used + 1 >= size)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *used, size - *used, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		*used = *used + (size_t)n < size ? *used + (size_t)n : size - 1;
+}
+
+/* The reason line: what was balanced, the order, the transfer and each
+ * link direction the chain uses. */
+static void explain(const plan *p, const int *o, const char *how, int kept, long tried,
+		    double slowest, const sc_place_stage *out, char *buf, size_t size)
+{
+	static const char *const kinds[] = { "default, not measured", "measured",
+					     "measured the other way" };
+	size_t used = 0;
+	double most = 0;
+	int measured = 0, dirs = 0;
+
+	if (!buf || !size)
+		return;
+	buf[0] = '\0';
+	add(buf, size, &used,
+	    "min-max balance of %d layers (%.2f GFLOP each, head %.2f GFLOP on the last stage) "
+	    "over the %d fastest of %d workers, chain",
+	    p->L, p->lg, p->hg, p->S, p->nw);
+	for (int s = 0; s < p->S; s++)
+		add(buf, size, &used, "%s%llu", s ? "->" : " ", (unsigned long long)p->w[o[s]].id);
+	add(buf, size, &used, " (%s", how);
+	if (kept)
+		add(buf, size, &used, "; none of the others is %g%% faster", SC_PLACE_MARGIN * 100);
+	add(buf, size, &used, "; %ld order%s tried): slowest stage %.3f s/step", tried,
+	    tried == 1 ? "" : "s", slowest);
+	if (!counts_links(p) || p->S == 1) {
+		add(buf, size, &used, "; no transfer counted");
+		return;
+	}
+	for (int s = 0; s < p->S; s++)
+		if (out[s].transfer_s > most)
+			most = out[s].transfer_s;
+	for (int s = 0; s + 1 < p->S; s++)
+		for (int d = 0; d < 2; d++) {
+			int a = o[s + d], b = o[s + 1 - d], k;
+			link_of(p, a, b, &k);
+			measured += k != LINK_DEFAULT;
+			dirs++;
+		}
+	add(buf, size, &used,
+	    "; %.3f MB per hop per step each way in %d messages, transfer up to %.4f s/stage; "
+	    "%d of %d link directions measured%s",
+	    p->net->hop_bytes / 1e6, p->net->messages, most, measured, dirs,
+	    measured < dirs ? " (default 1000 Mbit/s, 0.2 ms for the others)" : "");
+	for (int s = 0; s + 1 < p->S; s++)
+		for (int d = 0; d < 2; d++) {
+			int a = o[s + d], b = o[s + 1 - d], k;
+			sc_place_link l = link_of(p, a, b, &k);
+			add(buf, size, &used, "%s%llu->%llu %.0f Mbit/s %.2f ms %s",
+			    s || d ? ", " : ": ", (unsigned long long)p->w[a].id,
+			    (unsigned long long)p->w[b].id, l.mbit_s, l.rtt_ms, kinds[k]);
+		}
+}
+
+sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, double layer_gflop,
+		double head_gflop, const sc_place_net *net, sc_place_stage *out, char *reason,
+		size_t reason_size)
+{
+	const sc_place_worker **pick = NULL;
+	int *ints = NULL, *cand, *order, *best_o, *perm, *o;
 	int L = n_layer, S = stages;
+	plan p = { w, nw, S, L, layer_gflop, head_gflop, net, NULL, NULL, NULL };
+	const char *how = "the given order";
+	long tried = 1;
+	int kept = 0;
+	double given, best, slowest;
 	sc_err rc = SC_OK;
 
 	if (S < 1 || S > nw || S > L)
 		return sc_errf(SC_EINVAL, "cannot place %d stages on %d workers for %d layers", S,
 			       nw, L);
 	pick = malloc((size_t)nw * sizeof(*pick));
-	best = malloc((size_t)(S + 1) * (L + 1) * sizeof(double));
-	split = malloc((size_t)(S + 1) * (L + 1) * sizeof(int));
-	if (!pick || !best || !split) {
+	ints = malloc((size_t)S * 5 * sizeof(*ints));
+	p.best = malloc((size_t)(S + 1) * (L + 1) * sizeof(double));
+	p.split = malloc((size_t)(S + 1) * (L + 1) * sizeof(int));
+	p.xfer = malloc((size_t)S * sizeof(double));
+	if (!pick || !ints || !p.best || !p.split || !p.xfer) {
 		rc = sc_errf(SC_ENOMEM, "out of memory");
 		goto out;
 	}
+	cand = ints, order = ints + S, best_o = ints + 2 * S, perm = ints + 3 * S, o = ints + 4 * S;
 	for (int i = 0; i < nw; i++)
 		pick[i] = &w[i];
 	qsort(pick, (size_t)nw, sizeof(*pick), by_rate_desc);
 	qsort(pick, (size_t)S, sizeof(*pick), by_index); /* the S fastest, in the given order */
+	for (int s = 0; s < S; s++)
+		cand[s] = (int)(pick[s] - w);
 
-	for (int i = 0; i <= S * (L + 1) + L; i++)
-		best[i] = DBL_MAX;
-	best[0] = 0;
-	for (int s = 1; s <= S; s++) {
-		double rate = pick[s - 1]->gflops > 0 ? pick[s - 1]->gflops : 1e-9;
-		for (int l = s; l <= L - (S - s); l++) {
-			for (int a = s - 1; a < l; a++) {
-				double prev = best[(s - 1) * (L + 1) + a], t, m;
-				if (prev == DBL_MAX)
-					continue;
-				t = ((l - a) * layer_gflop + (s == S ? head_gflop : 0)) / rate;
-				m = prev > t ? prev : t;
-				if (m < best[s * (L + 1) + l]) {
-					best[s * (L + 1) + l] = m;
-					split[s * (L + 1) + l] = a;
-				}
-			}
+	memcpy(order, cand, (size_t)S * sizeof(*order));
+	given = balance(&p, cand);
+	if (counts_links(&p) && S > 1) {
+		tried = 0;
+		if (S <= SC_PLACE_EXHAUSTIVE_MAX) {
+			best = search_all(&p, cand, best_o, perm, o, &tried);
+			how = "best of every order";
+		} else {
+			best = search_swaps(&p, cand, best_o, o, &tried);
+			how = "greedy swaps from the given order";
 		}
+		if (best < given * (1 - SC_PLACE_MARGIN))
+			memcpy(order, best_o, (size_t)S * sizeof(*order));
+		else
+			how = "the given order", kept = 1;
 	}
+	slowest = balance(&p, order); /* the chosen order's cuts, in p.split */
 	for (int s = S, l = L; s >= 1; s--) {
-		int a = split[s * (L + 1) + l];
-		out[s - 1].worker = (int)(pick[s - 1] - w);
+		int a = p.split[s * (L + 1) + l];
+		out[s - 1].worker = order[s - 1];
 		out[s - 1].first = a;
 		out[s - 1].last = l;
-		out[s - 1].predicted_s = ((l - a) * layer_gflop + (s == S ? head_gflop : 0)) /
-					 (pick[s - 1]->gflops > 0 ? pick[s - 1]->gflops : 1e-9);
+		out[s - 1].compute_s = compute_s(&p, s - 1, l - a, order[s - 1]);
+		out[s - 1].transfer_s = p.xfer[s - 1];
+		out[s - 1].predicted_s = out[s - 1].compute_s + out[s - 1].transfer_s;
 		l = a;
 	}
-	if (reason)
-		snprintf(
-		    reason, reason_size,
-		    "min-max balance of %d layers (%.2f GFLOP each, head %.2f GFLOP on the last "
-		    "stage) over the %d fastest of %d workers: slowest stage %.3f s/step",
-		    L, layer_gflop, head_gflop, S, nw, best[S * (L + 1) + L]);
+	explain(&p, order, how, kept, tried, slowest, out, reason, reason_size);
 out:
 	free(pick);
-	free(best);
-	free(split);
+	free(ints);
+	free(p.best);
+	free(p.split);
+	free(p.xfer);
 	return rc;
 }

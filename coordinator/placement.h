@@ -1,6 +1,21 @@
-/* placement.h — which worker holds which layers: contiguous layer ranges
- * balanced by each worker's measured compute rate, with the LM head's cost
- * counted on the last stage. */
+/* placement.h — which worker holds which layers, in which order along the
+ * chain: contiguous layer ranges balanced by each worker's measured compute
+ * rate (the LM head's cost counted on the last stage) and by what each
+ * stage sends its neighbours over the measured links.
+ *
+ * Cost model: a stage's predicted step time = compute (its layers' GFLOP,
+ * plus the head's on the last stage, over its rate) + transfer (its
+ * activations to the next stage and its gradients to the previous one:
+ * hop_bytes each way per step over the link's bandwidth, plus one round
+ * trip per message, `messages` of them each way). The planner minimises
+ * the slowest stage: for each order of the chosen workers a dynamic
+ * programme over the cut points; every order is tried for up to
+ * SC_PLACE_EXHAUSTIVE_MAX stages, beyond that pairwise swaps of the given
+ * order are taken greedily while one helps. Another order than the given
+ * one is taken only when it predicts a slowest stage SC_PLACE_MARGIN
+ * lower, so that measurement noise does not reshuffle the chain. A link
+ * that was not measured in its direction takes the other direction's
+ * measurement, else SC_PLACE_DEFAULT_MBIT_S and SC_PLACE_DEFAULT_RTT_MS. */
 #ifndef SC_PLACEMENT_H
 #define SC_PLACEMENT_H
 
@@ -10,15 +25,37 @@
 #include "sc_config.h"
 #include "sc_err.h"
 
+#define SC_PLACE_DEFAULT_MBIT_S 1000.0
+#define SC_PLACE_DEFAULT_RTT_MS 0.2
+#define SC_PLACE_EXHAUSTIVE_MAX 7    /* stages up to which every order is tried (7! = 5040) */
+#define SC_PLACE_MARGIN         0.01 /* relative gain another order must bring */
+
 typedef struct sc_place_worker {
 	uint64_t id;
 	double gflops; /* measured rate, > 0 */
 } sc_place_worker;
 
+/* A link's measurement; mbit_s <= 0: not measured. */
+typedef struct sc_place_link {
+	double rtt_ms;
+	double mbit_s;
+} sc_place_link;
+
+/* What crosses the links: the links between the workers and the bytes each
+ * hop carries. */
+typedef struct sc_place_net {
+	const sc_place_link *links; /* (nw, nw): [i * nw + j] from w[i] to w[j]; NULL: none */
+	double hop_bytes;           /* bytes per step a stage sends a neighbour, each way;
+				     * 0: compute alone (the given order, as before links) */
+	int messages;               /* messages per step each way on a hop (M micro-batches) */
+} sc_place_net;
+
 typedef struct sc_place_stage {
 	int worker;         /* index into the workers array */
 	int first, last;    /* layer range [first, last) */
-	double predicted_s; /* predicted compute seconds per step */
+	double predicted_s; /* predicted seconds per step: compute_s + transfer_s */
+	double compute_s;
+	double transfer_s; /* sending activations forward and gradients back */
 } sc_place_stage;
 
 /* GFLOP of one optimizer step per layer and for the head (final norm, LM
@@ -27,12 +64,15 @@ typedef struct sc_place_stage {
 void sc_place_costs(const sc_model_config *mc, int T, int r, double tokens_per_step,
 		    double *layer_gflop, double *head_gflop);
 
-/* Chooses `stages` workers from w[0..nw) — the fastest, kept in the given
- * order along the chain — and splits the n_layer layers into contiguous
- * ranges minimising the slowest stage's predicted time. out has `stages`
- * entries. reason (reason_size bytes) receives one line saying why.
- * SC_EINVAL when stages > nw or stages > n_layer. */
+/* Chooses `stages` workers from w[0..nw) — the fastest — and their order
+ * along the chain, and splits the n_layer layers into contiguous ranges,
+ * minimising the slowest stage's predicted time (see above). net is
+ * borrowed (NULL: compute alone). out has `stages` entries, in chain order.
+ * reason (reason_size bytes) receives one line saying why: the order, the
+ * bytes per hop, the expected transfer and which links were measured.
+ * SC_EINVAL when stages > nw or stages > n_layer; SC_ENOMEM. */
 sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, double layer_gflop,
-		double head_gflop, sc_place_stage *out, char *reason, size_t reason_size);
+		double head_gflop, const sc_place_net *net, sc_place_stage *out, char *reason,
+		size_t reason_size);
 
 #endif

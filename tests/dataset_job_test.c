@@ -102,6 +102,8 @@ static void one_document_holds_out_its_tail(void **state)
 	assert_int_equal(tr->n, 15);
 	assert_int_equal(ev->n, 5);
 	assert_int_equal(ev->ids[0], 'f');
+	sc_tokens_free(tr);
+	sc_tokens_free(ev);
 	SC_ASSERT_ERR(sc_tokens_split(all, 0, 1, &tr, &ev), SC_EINVAL);
 	assert_null(tr);
 	sc_tokens_free(all);

@@ -113,14 +113,14 @@ static void test_fresh_schema(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	sqlite3 *h = reader(path);
 	assert_int_equal(q_int(h, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
-	assert_int_equal(SC_DB_SCHEMA_VERSION, 2);
+	assert_int_equal(SC_DB_SCHEMA_VERSION, 3);
 	assert_int_equal(q_int(h, "PRAGMA application_id"), SC_DB_APPLICATION_ID);
 	static const char *const tables[] = {
-		"workers", "jobs",  "placements", "checkpoints", "checkpoint_tensors",
-		"metrics", "events"
+		"workers", "jobs",   "placements", "checkpoints", "checkpoint_tensors",
+		"metrics", "events", "links"
 	};
 	static const char *const views[] = { "v_job_progress", "v_worker_health",
-					     "v_latest_checkpoint", "v_loss_curve" };
+					     "v_latest_checkpoint", "v_loss_curve", "v_links" };
 	char text[200];
 	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
 		snprintf(text, sizeof(text),
@@ -174,13 +174,13 @@ static void test_newer_version_refused(void **state)
 	sc_db_close(db);
 	sqlite3 *h = NULL;
 	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(h, "PRAGMA user_version = 3", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(h, "PRAGMA user_version = 4", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(h);
 	SC_ASSERT_ERR(sc_db_open(&db, path), SC_ENOTSUP);
 	assert_null(db);
 	assert_non_null(strstr(sc_err_detail(), "newer"));
 	/* Refusing it changed nothing. */
-	assert_int_equal(path_int(path, "PRAGMA user_version"), 3);
+	assert_int_equal(path_int(path, "PRAGMA user_version"), 4);
 }
 
 static void test_garbage_refused(void **state)
@@ -744,8 +744,8 @@ static void test_metric_eval_and_curve(void **state)
 	sc_db_close(db);
 }
 
-/* A database of schema 1 (before evaluations) is brought to 2 on open,
- * its rows kept. */
+/* A database of schema 1 (before evaluations) is brought to the current
+ * version on open, its rows kept. */
 static void test_migration_from_v1(void **state)
 {
 	(void)state;
@@ -759,6 +759,7 @@ static void test_migration_from_v1(void **state)
 	sqlite3 *h = NULL;
 	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(h,
+				      "DROP VIEW v_links; DROP TABLE links;"
 				      "DROP VIEW v_loss_curve;"
 				      "ALTER TABLE metrics DROP COLUMN eval_tokens;"
 				      "ALTER TABLE metrics DROP COLUMN eval_loss;"
@@ -771,7 +772,7 @@ static void test_migration_from_v1(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	SC_ASSERT_OK(sc_db_metric_eval(db, job, 1, 4.25, 10));
 	sc_db_close(db);
-	assert_int_equal(path_int(path, "PRAGMA user_version"), 2);
+	assert_int_equal(path_int(path, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
 	h = reader(path);
 	assert_true(q_real(h, "SELECT loss FROM v_loss_curve WHERE step = 1") == 4.5);
 	assert_true(q_real(h, "SELECT eval_loss FROM v_loss_curve WHERE step = 1") == 4.25);
@@ -854,6 +855,126 @@ static void test_views(void **state)
 	sqlite3_close(h);
 	(void)c1;
 	sc_db_close(db);
+}
+
+/* ---- links ---- */
+
+static void test_links(void **state)
+{
+	(void)state;
+	const char *path = fresh("links.db");
+	sc_db *db = NULL;
+	sc_db_link *ls = NULL;
+	int n = -1;
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	int64_t a = add_worker(db, "edge-a"), b = add_worker(db, "edge-b");
+	SC_ASSERT_OK(sc_db_links_list(db, &ls, &n));
+	assert_int_equal(n, 0);
+	assert_null(ls);
+	int64_t t0 = sc_db_now_ms() - 30000;
+	sc_db_link l = {
+		.from_worker = a, .to_worker = b, .rtt_ms = 0.5, .mbit_s = 900, .measured_ms = t0
+	};
+	SC_ASSERT_OK(sc_db_link_upsert(db, &l));
+	l = (sc_db_link){
+		.from_worker = b, .to_worker = a, .rtt_ms = 0.6, .mbit_s = 400, .measured_ms = t0
+	};
+	SC_ASSERT_OK(sc_db_link_upsert(db, &l));
+	l = (sc_db_link){
+		.from_worker = a, .to_worker = 0, .rtt_ms = 2, .mbit_s = 100, .measured_ms = t0
+	};
+	SC_ASSERT_OK(sc_db_link_upsert(db, &l));
+	/* The latest measurement of a pair replaces the one before. */
+	l = (sc_db_link){ .from_worker = a,
+			  .to_worker = b,
+			  .rtt_ms = 0.25,
+			  .mbit_s = 950,
+			  .measured_ms = t0 + 20000 };
+	SC_ASSERT_OK(sc_db_link_upsert(db, &l));
+	/* Malformed ones are refused and change nothing. */
+	static const struct {
+		const char *name;
+		sc_db_link l;
+	} bad[] = {
+		{ "to itself", { .from_worker = 1, .to_worker = 1, .rtt_ms = 1, .mbit_s = 1 } },
+		{ "negative id", { .from_worker = -1, .to_worker = 1, .rtt_ms = 1, .mbit_s = 1 } },
+		{ "negative rtt", { .from_worker = 1, .to_worker = 2, .rtt_ms = -1, .mbit_s = 1 } },
+		{ "zero bandwidth",
+		  { .from_worker = 1, .to_worker = 2, .rtt_ms = 1, .mbit_s = 0 } },
+		{ "NaN rtt", { .from_worker = 1, .to_worker = 2, .rtt_ms = NAN, .mbit_s = 1 } },
+		{ "NaN bandwidth",
+		  { .from_worker = 1, .to_worker = 2, .rtt_ms = 1, .mbit_s = NAN } },
+		{ "infinite bandwidth",
+		  { .from_worker = 1, .to_worker = 2, .rtt_ms = 1, .mbit_s = INFINITY } },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		sc_errf(SC_OK, "%s", "");
+		if (sc_db_link_upsert(db, &bad[i].l) != SC_EINVAL || !sc_err_detail()[0])
+			fail_msg("%s: not refused with a reason", bad[i].name);
+	}
+	SC_ASSERT_OK(sc_db_links_list(db, &ls, &n));
+	assert_int_equal(n, 3);
+	/* by (from, to): a -> 0, a -> b, b -> a */
+	assert_true(ls[0].from_worker == a && ls[0].to_worker == 0);
+	assert_string_equal(ls[0].from_name, "edge-a");
+	assert_string_equal(ls[0].to_name, "");
+	assert_true(ls[1].from_worker == a && ls[1].to_worker == b);
+	assert_string_equal(ls[1].to_name, "edge-b");
+	assert_true(ls[1].rtt_ms == 0.25 && ls[1].mbit_s == 950);
+	assert_int_equal(ls[1].measured_ms, t0 + 20000);
+	assert_true(ls[2].from_worker == b && ls[2].rtt_ms == 0.6 && ls[2].mbit_s == 400);
+	free(ls);
+
+	sqlite3 *h = reader(path);
+	assert_int_equal(q_int(h, "SELECT count(*) FROM links"), 3);
+	assert_int_equal(q_int(h, "SELECT count(*) FROM v_links"), 3);
+	assert_true(q_real(h, "SELECT mbit_s FROM v_links WHERE from_name = 'edge-a' AND"
+			      " to_name = 'edge-b'") == 950);
+	assert_true(q_real(h, "SELECT rtt_ms FROM v_links WHERE from_name = 'edge-a' AND"
+			      " to_name = 'coordinator'") == 2);
+	double age = q_real(h, "SELECT age_s FROM v_links WHERE from_name = 'edge-b'");
+	if (!(age >= 29 && age < 90))
+		fail_msg("age of a link measured 30 s ago: %g s", age);
+	age = q_real(h, "SELECT age_s FROM v_links WHERE to_name = 'edge-b'");
+	assert_true(age >= 9 && age < 70);
+	/* The view names workers, not ids. */
+	assert_int_equal(q_int(h, "SELECT count(*) FROM pragma_table_info('v_links')"
+				  " WHERE name LIKE '%worker%'"),
+			 0);
+	sqlite3_close(h);
+	sc_db_close(db);
+}
+
+/* A database of schema 2 (before links) gains the links table and view on
+ * open, its rows kept. */
+static void test_migration_from_v2(void **state)
+{
+	(void)state;
+	const char *path = fresh("v2.db");
+	sc_db *db = NULL;
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	int64_t a = add_worker(db, "old-a");
+	sc_db_close(db);
+	sqlite3 *h = NULL;
+	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(h,
+				      "DROP VIEW v_links; DROP TABLE links;"
+				      " PRAGMA user_version = 2",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(h);
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	sc_db_link l = { .from_worker = a,
+			 .to_worker = 0,
+			 .rtt_ms = 1,
+			 .mbit_s = 10,
+			 .measured_ms = sc_db_now_ms() };
+	SC_ASSERT_OK(sc_db_link_upsert(db, &l));
+	sc_db_close(db);
+	assert_int_equal(path_int(path, "PRAGMA user_version"), 3);
+	assert_int_equal(path_int(path, "SELECT count(*) FROM v_links WHERE from_name = 'old-a'"),
+			 1);
+	assert_int_equal(path_int(path, "SELECT count(*) FROM workers"), 1);
 }
 
 /* ---- concurrency ---- */
@@ -959,6 +1080,8 @@ int main(void)
 		cmocka_unit_test(test_migration_from_v1),
 		cmocka_unit_test(test_events),
 		cmocka_unit_test(test_views),
+		cmocka_unit_test(test_links),
+		cmocka_unit_test(test_migration_from_v2),
 		cmocka_unit_test(test_wal_reader_beside_writer),
 		cmocka_unit_test(test_threads_share_a_handle),
 	};

@@ -221,6 +221,7 @@ void *worker_announce_main(void *arg)
 					  sizeof(msg)) == 0) {
 				registered = 1;
 				failures = 0;
+				atomic_store(&w->worker_id, id); /* for the link prober */
 				last_ok = worker_mono_ms();
 				sc_info("worker",
 					"registered with %s as worker %" PRIu64

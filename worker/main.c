@@ -37,6 +37,8 @@ static const char usage_text[] =
     "  --threads N          CPU threads, 0 = all               (default 0)\n"
     "  --data-timeout S     seconds to wait for a neighbour's tensor before the step\n"
     "                       fails                              (default 120)\n"
+    "  --probe-every-s N    measure the links to the coordinator and the other workers\n"
+    "                       again every N s while idle, 0 = once (default 60)\n"
     "  --help               this text\n  --version            the version\n"
     "\nSPLITCHAIN_LOG=debug|info|warn|error sets the log level. SIGTERM or SIGINT\n"
     "stops the worker cleanly.\n"
@@ -72,20 +74,25 @@ static int parse_int(const char *s, long lo, long hi, int *out)
 /* 0: run with *o; otherwise the exit code (help printed or usage error). */
 static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 {
-	static const struct option longopts[] = {
-		{ "coordinator", 1, 0, 'c' },  { "listen", 1, 0, 'l' },
-		{ "data", 1, 0, 'd' },         { "name", 1, 0, 'n' },
-		{ "device", 1, 0, 'D' },       { "threads", 1, 0, 't' },
-		{ "data-timeout", 1, 0, 'T' }, { "help", 0, 0, 'h' },
-		{ "version", 0, 0, 'V' },      { 0, 0, 0, 0 }
-	};
+	static const struct option longopts[] = { { "coordinator", 1, 0, 'c' },
+						  { "listen", 1, 0, 'l' },
+						  { "data", 1, 0, 'd' },
+						  { "name", 1, 0, 'n' },
+						  { "device", 1, 0, 'D' },
+						  { "threads", 1, 0, 't' },
+						  { "data-timeout", 1, 0, 'T' },
+						  { "probe-every-s", 1, 0, 'P' },
+						  { "help", 0, 0, 'h' },
+						  { "version", 0, 0, 'V' },
+						  { 0, 0, 0, 0 } };
 	int c, secs;
 
 	*done = 0;
 	*o = (worker_opts){ .listen = "tcp://127.0.0.1:0",
 			    .data = "tcp://127.0.0.1:0",
 			    .device = "cpu",
-			    .data_timeout_ms = 120000 };
+			    .data_timeout_ms = 120000,
+			    .probe_every_s = 60 };
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
@@ -106,6 +113,12 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 				    "--data-timeout expects seconds in [1, 86400], got '%s'",
 				    optarg);
 			o->data_timeout_ms = secs * 1000;
+			break;
+		case 'P':
+			if (parse_int(optarg, 0, 86400, &o->probe_every_s))
+				return usage(
+				    "--probe-every-s expects seconds in [0, 86400], got '%s'",
+				    optarg);
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
@@ -201,11 +214,17 @@ static void advertise(char *out, size_t size, const char *bound)
 }
 
 static const sc_rpc_method methods[] = {
-	{ "Worker.Assign", worker_assign },      { "Worker.Restore", worker_restore },
-	{ "Worker.Step", worker_step },          { "Worker.Apply", worker_apply },
-	{ "Worker.GetState", worker_get_state }, { "Worker.Release", worker_release },
-	{ "Worker.GenOpen", worker_gen_open },   { "Worker.GenStep", worker_gen_step },
-	{ "Worker.GenClose", worker_gen_close }, { NULL, NULL },
+	{ "Worker.Assign", worker_assign },
+	{ "Worker.Restore", worker_restore },
+	{ "Worker.Step", worker_step },
+	{ "Worker.Apply", worker_apply },
+	{ "Worker.GetState", worker_get_state },
+	{ "Worker.Release", worker_release },
+	{ "Worker.GenOpen", worker_gen_open },
+	{ "Worker.GenStep", worker_gen_step },
+	{ "Worker.GenClose", worker_gen_close },
+	{ "Worker.Echo", worker_echo },
+	{ NULL, NULL },
 };
 
 static int fail(const char *what)
@@ -249,6 +268,8 @@ static int serve(worker *w, const sigset_t *sigs)
 		return EXIT_ERROR;
 	}
 	w->announcer_started = 1;
+	if (worker_probe_start(w))
+		return fail("starting the link prober");
 	sc_info("worker", "%s ready: control %s, data %s, device %s (%.1f GFLOP/s, %.1f GiB)",
 		w->name, w->control_addr, w->data_addr, w->be->name, w->gflops,
 		(double)w->memory_bytes / (1u << 30));
@@ -291,6 +312,7 @@ int main(int argc, char **argv)
 	pthread_mutex_unlock(&w.stop_mu);
 	if (w.announcer_started)
 		pthread_join(w.announcer, NULL);
+	worker_probe_stop(&w);
 	sc_rpc_server_close(w.srv);
 	sc_rpc_client_close(w.coord);
 	worker_job_free(w.job);

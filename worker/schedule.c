@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "sc_codec.h"
 #include "sc_log.h"
 #include "sc_rpc_pb.h"
 #include "splitchain.pb-c.h"
@@ -73,12 +74,16 @@ static sc_err forward(step_run *s, int m)
 				  s->last ? j->targets + (size_t)m * s->bt : NULL,
 				  1.0f / (float)j->M, s->last ? NULL : j->y, &lm));
 	s->compute_s += now_s() - t0;
-	if (s->last && s->eval)
+	if (s->last && s->eval) {
 		s->eval[m] = lm;
-	else if (s->last)
+	} else if (s->last) {
 		s->loss_sum += lm; /* forwards run in micro-batch order */
-	else
-		SC_TRY(dp(s, sc_dp_send(s->w->down, &tg, 3, s->shape, j->y)));
+	} else {                   /* an evaluation rounds to nearest: no stream */
+		sc_rng r;
+		sc_wire_rng(&r, j->seed, s->step, (uint32_t)m, (uint32_t)j->stage, SC_WIRE_FORWARD);
+		SC_TRY(dp(s, sc_dp_send_coded(s->w->down, &tg, 3, s->shape, j->y, NULL,
+					      s->eval ? NULL : &r)));
+	}
 	return SC_OK;
 }
 
@@ -94,8 +99,14 @@ static sc_err backward(step_run *s, int m)
 	SC_TRY(sc_segment_backward(j->seg, m % j->slots, s->last ? NULL : j->dy,
 				   s->first ? NULL : j->dx));
 	s->compute_s += now_s() - t0;
-	if (!s->first)
-		SC_TRY(dp(s, sc_dp_send(s->w->up, &tg, 3, s->shape, j->dx)));
+	if (!s->first) {
+		sc_rng r;
+		sc_wire_rng(&r, j->seed, s->step, (uint32_t)m, (uint32_t)j->stage,
+			    SC_WIRE_BACKWARD);
+		SC_TRY(dp(s, sc_dp_send_coded(
+				 s->w->up, &tg, 3, s->shape, j->dx,
+				 j->ef ? j->ef + (size_t)m * s->bt * j->mc.n_embd : NULL, &r)));
+	}
 	return SC_OK;
 }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "sc_adapter.h"
+#include "sc_codec.h"
 #include "sc_log.h"
 #include "sc_rpc_pb.h"
 #include "sc_safetensors.h"
@@ -47,6 +48,7 @@ void worker_job_free(job *j)
 	}
 	free(j->tokens);
 	free(j->targets);
+	free(j->ef);
 	free(j);
 }
 
@@ -166,6 +168,7 @@ sc_err worker_reset_dataplane(worker *w, const job *j)
 	o.on_refuse = note_refusal;
 	o.on_refuse_arg = w;
 	o.self = self;
+	o.wire = j->wire;
 	worker_close_socket(w, &w->down);
 	worker_close_socket(w, &w->up);
 	/* The listener takes only the previous stage of this placement (stage
@@ -278,6 +281,8 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 	j->lc = *lc;
 	j->hp = (sc_adamw_hparams){ tc->beta1, tc->beta2, tc->eps, tc->weight_decay };
 	j->grads_step = j->applied_step = -1;
+	j->wire = tc->wire;
+	j->seed = tc->seed;
 	snprintf(j->next_addr, sizeof(j->next_addr), "%s", r->next_data_addr);
 	btc = (size_t)j->B * j->T * mc->n_embd;
 	mbt = (size_t)j->M * j->B * j->T;
@@ -290,6 +295,11 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 			goto fail;
 	j->tokens = malloc(mbt * sizeof(int32_t));
 	j->targets = malloc(mbt * sizeof(int32_t));
+	if (j->wire != SC_WIRE_FP32 && j->stage > 0 &&
+	    !(j->ef = calloc((size_t)j->M * btc, sizeof(float)))) {
+		rc = sc_errf(SC_ENOMEM, "out of memory for the wire encoding's error feedback");
+		goto fail;
+	}
 	if (!j->tokens || !j->targets) {
 		rc = sc_errf(SC_ENOMEM, "out of memory for %zu tokens", mbt);
 		goto fail;

@@ -6,7 +6,9 @@
  * Worker.Assign / Restore / Apply / GetState handlers and the job's
  * lifetime), schedule.c (Worker.Step: the 1F1B and GPipe schedules over the
  * data plane), gen.c (Worker.GenOpen / GenStep / GenClose: generation
- * sessions with key/value caches, beside the job).
+ * sessions with key/value caches, beside the job), probe.c (Worker.Echo and
+ * the link prober thread: RTT and bandwidth to the coordinator and the other
+ * workers, reported with Coordinator.ReportLinks).
  *
  * Concurrency: RPC handlers run on the RPC server's context threads. The
  * job (segment, data-plane sockets, host buffers) is guarded by worker.mu;
@@ -51,6 +53,7 @@ typedef struct worker_opts {
 	const char *device;      /* "cpu", "cuda:N" */
 	int threads;             /* CPU threads, 0 = default */
 	int data_timeout_ms;     /* longest wait for a neighbour's tensor */
+	int probe_every_s;       /* measure each link again this often; 0: once */
 } worker_opts;
 
 /* The assigned job: one segment of one placement. */
@@ -70,6 +73,10 @@ typedef struct job {
 	int32_t *targets;               /* (M,B,T) last stage */
 	int64_t grads_step;             /* step whose gradients the segment holds, -1: none */
 	int64_t applied_step;           /* last step applied, -1: none */
+	int wire;                       /* enum sc_wire: how tensors cross the hops */
+	uint64_t seed;                  /* the job's seed: stochastic rounding's streams */
+	float *ef;                      /* (M,B,T,C) error feedback of the gradients this
+					 * stage sends back; NULL: fp32, or stage 0 */
 	char next_addr[WORKER_URL_MAX]; /* the next stage's data address, "" on the last */
 } job;
 
@@ -107,6 +114,8 @@ typedef struct worker {
 	pthread_cond_t stop_cv; /* signalled when stop is set */
 	pthread_t announcer;
 	int announcer_started;
+	atomic_ullong worker_id;    /* the coordinator's id for us, 0 until registered */
+	struct worker_probe *probe; /* the link prober's own state (probe.c) */
 } worker;
 
 /* RPC handlers (arg is the worker). */
@@ -125,6 +134,15 @@ void worker_gen_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 void worker_gen_close(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
 /* Frees every generation session (shutdown, with the RPC server closed). */
 void worker_gen_free_all(void);
+/* Worker.Echo (probe.c): sc_probe_echo, refused UNAVAILABLE while a Step
+ * runs, so that a probe never competes with a step's tensors. */
+void worker_echo(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
+/* Starts the link prober thread (probe.c); it reads w->worker_id, w->busy
+ * and w->o.probe_every_s and calls the coordinator on w->coord. */
+sc_err worker_probe_start(worker *w);
+/* Joins the prober (w->stop must be set and signalled first) and frees its
+ * state and clients. Accepts a worker whose prober never started. */
+void worker_probe_stop(worker *w);
 
 /* Drops the job held when it is job_id (0: any) at placement version
  * `version` or older (0: any), with its segment and data-plane sockets;

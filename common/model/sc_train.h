@@ -26,6 +26,8 @@ typedef struct sc_train_config {
 	float grad_clip; /* max global norm; <= 0 disables clipping */
 	uint64_t seed;   /* data order */
 	int allow_tf32;  /* GPU backends may use TF32 tensor cores for GEMMs (off: fp32) */
+	int wire;        /* enum sc_wire: how activations and gradients cross a stage
+			  * boundary (sc_codec.h); SC_WIRE_FP32 (0) changes nothing */
 } sc_train_config;
 
 /* Fills tc with the defaults (lr 2e-4, min_lr 2e-5, warmup 10, wd 0,
@@ -70,7 +72,13 @@ typedef struct sc_trainer sc_trainer;
  * Loads base weights from weights (borrowed for the call), adapters from
  * init (borrowed; NULL = fresh sc_adapter_init), reads data from tk
  * (borrowed; must outlive the trainer). *out = new trainer, free with
- * sc_trainer_free. */
+ * sc_trainer_free.
+ * At every boundary the activations (forward) and gradients (backward) go
+ * through tc->wire's encoding as a chain's data plane carries them
+ * (sc_wire_roundtrip; stochastic rounding keyed by sc_wire_rng; the
+ * gradients' error feedback kept per sending stage and micro-batch, carried
+ * from step to step), so a chain with the same encoding computes the same
+ * bits. Evaluation rounds to nearest, without feedback. */
 sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *mc,
 		      const sc_lora_config *lc, const sc_train_config *tc, sc_weights *weights,
 		      const sc_adapter *init, const sc_tokens *tk, int nstages, const int *bounds);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "sc_codec.h"
 #include "sc_family.h"
 #include "sc_train.h"
 
@@ -49,6 +50,9 @@ sc_err sc_train_config_validate(const sc_train_config *tc)
 			       tc->weight_decay, tc->beta1, tc->beta2, tc->eps);
 	if (isnan(tc->grad_clip))
 		return sc_errf(SC_EINVAL, "gradient clip must be a number");
+	if (tc->wire < 0 || tc->wire >= SC_WIRE_COUNT)
+		return sc_errf(SC_EINVAL, "wire encoding %d is not one of 0..%d", tc->wire,
+			       SC_WIRE_COUNT - 1);
 	return SC_OK;
 }
 
@@ -110,7 +114,29 @@ struct sc_trainer {
 	int32_t *inputs, *targets; /* (B,T) */
 	float *act, *grad;         /* (B,T,C) the hand-over between stages */
 	double *layer_sumsq;       /* (L) */
+	void *wire_buf;            /* sc_wire_bytes of (B T, C): an encoded hand-over */
+	float *ef;                 /* (nstages, M, B T C): error feedback of the gradients
+				    * stage i sends back, per micro-batch; NULL for fp32 */
 };
+
+/* The hand-over x (B T rows of C) from stage `from` crossing its boundary
+ * in direction dir (SC_WIRE_FORWARD / SC_WIRE_BACKWARD), as a data plane
+ * carries it. step < 0: an evaluation (nearest rounding, no feedback). */
+static void cross(sc_trainer *tr, float *x, int step, int m, int from, int dir)
+{
+	size_t rows = (size_t)tr->tc.B * tr->tc.T, C = (size_t)tr->mc.n_embd;
+	float *res = NULL;
+	sc_rng r;
+
+	if (tr->tc.wire == SC_WIRE_FP32)
+		return;
+	if (step >= 0) {
+		sc_wire_rng(&r, tr->tc.seed, (uint64_t)step, (uint32_t)m, (uint32_t)from, dir);
+		if (dir == SC_WIRE_BACKWARD)
+			res = tr->ef + ((size_t)from * tr->tc.micro_batches + (size_t)m) * rows * C;
+	}
+	sc_wire_roundtrip(tr->tc.wire, x, rows, C, res, step >= 0 ? &r : NULL, tr->wire_buf);
+}
 
 sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *mc,
 		      const sc_lora_config *lc, const sc_train_config *tc, sc_weights *weights,
@@ -155,6 +181,13 @@ sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *m
 	}
 	if ((rc = sc_loader_new(&tr->loader, tk, tc->T, tc->seed)))
 		goto fail;
+	if (tc->wire != SC_WIRE_FP32 &&
+	    (!(tr->wire_buf =
+		   malloc(sc_wire_bytes(tc->wire, (size_t)tc->B * tc->T, (size_t)mc->n_embd))) ||
+	     !(tr->ef = calloc((size_t)nstages * tc->micro_batches * BTC, sizeof(float))))) {
+		rc = sc_errf(SC_ENOMEM, "out of memory for the wire encoding's buffers");
+		goto fail;
+	}
 	if (!init) {
 		if ((rc = sc_adapter_new(&fresh, lc, mc)))
 			goto fail;
@@ -202,6 +235,8 @@ void sc_trainer_free(sc_trainer *tr)
 	free(tr->act);
 	free(tr->grad);
 	free(tr->layer_sumsq);
+	free(tr->wire_buf);
+	free(tr->ef);
 	free(tr);
 }
 
@@ -220,10 +255,15 @@ sc_err sc_trainer_grad(sc_trainer *tr, int step, double *loss)
 			const void *in = i == 0 ? (const void *)tr->inputs : tr->act;
 			SC_TRY(sc_segment_forward(tr->stages[i], 0, in, tr->targets, 1.0f / M,
 						  tr->act, &lm));
+			if (i < S - 1)
+				cross(tr, tr->act, step, m, i, SC_WIRE_FORWARD);
 		}
-		for (int i = S - 1; i >= 0; i--)
+		for (int i = S - 1; i >= 0; i--) {
 			SC_TRY(sc_segment_backward(tr->stages[i], 0, i == S - 1 ? NULL : tr->grad,
 						   i == 0 ? NULL : tr->grad));
+			if (i > 0)
+				cross(tr, tr->grad, step, m, i, SC_WIRE_BACKWARD);
+		}
 		sum += lm; /* micro-batch order: fixed */
 	}
 	*loss = sum / M;
@@ -282,6 +322,8 @@ sc_err sc_trainer_eval(sc_trainer *tr, const sc_tokens *eval, size_t max_batches
 			const void *in = i == 0 ? (const void *)tr->inputs : tr->act;
 			SC_TRY(sc_segment_forward(tr->stages[i], 0, in, tr->targets, 1.0f, tr->act,
 						  &lm));
+			if (i < S - 1)
+				cross(tr, tr->act, -1, 0, i, SC_WIRE_FORWARD);
 		}
 		sc_eval_add(&acc, lm, valid);
 	}

@@ -16,6 +16,7 @@
 #include <zlib.h>
 
 #include "dp_frame.h"
+#include "sc_codec.h"
 #include "sc_log.h"
 #include "splitchain.pb-c.h"
 
@@ -35,7 +36,38 @@ struct sc_dp_socket {
 	uint32_t refused_id;   /* listener: the last connection refused (its queued messages go) */
 	uint32_t silent_id;    /* listener: a connection without a hello, watched since */
 	double silent_since;
+	void *enc; /* an encoded tensor before it is framed (wire != fp32) */
+	size_t enc_cap;
+	int delay_ms; /* SPLITCHAIN_TEST_LINK_DELAY_MS: a tensor is delivered no sooner */
 };
+
+/* SPLITCHAIN_TEST_LINK_DELAY_MS=D (tests and benchmarks only): every tensor
+ * is handed to the receiver no sooner than D ms after its sender stamped it
+ * (both on one machine's clock): a one-way link latency where the kernel
+ * cannot add one (no netem). The sender never waits. */
+static int test_link_delay_ms(void)
+{
+	const char *v = getenv("SPLITCHAIN_TEST_LINK_DELAY_MS");
+	long d = v && *v ? strtol(v, NULL, 10) : 0;
+	return d > 0 && d <= 10000 ? (int)d : 0;
+}
+
+/* Waits until D ms after msg was sent (the test-only link delay). */
+static void link_delay(const sc_dp_socket *s, const uint8_t *msg, size_t len)
+{
+	uint64_t sent = s->delay_ms ? dp_frame_sent_us(msg, len) : 0, now;
+	struct timespec ts;
+	if (!sent)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	if (now < sent + (uint64_t)s->delay_ms * 1000u) {
+		uint64_t us = sent + (uint64_t)s->delay_ms * 1000u - now;
+		ts.tv_sec = (time_t)(us / 1000000u);
+		ts.tv_nsec = (long)(us % 1000000u) * 1000;
+		nanosleep(&ts, NULL);
+	}
+}
 
 void sc_dp_opts_defaults(sc_dp_opts *o)
 {
@@ -85,6 +117,12 @@ static sc_err sock_open(sc_dp_socket **out, const char *url, const sc_dp_opts *o
 	if (!(s = calloc(1, sizeof(*s))))
 		return sc_errf(SC_ENOMEM, "data plane: out of memory");
 	sc_dp_opts_defaults(&s->o);
+	s->delay_ms = test_link_delay_ms();
+	if (s->delay_ms)
+		sc_warn("dataplane",
+			"SPLITCHAIN_TEST_LINK_DELAY_MS: every tensor arrives %d ms "
+			"late (a test setting)",
+			s->delay_ms);
 	if (o) {
 		s->o = *o;
 		if (s->o.timeout_ms <= 0)
@@ -180,6 +218,7 @@ void sc_dp_close(sc_dp_socket *s)
 		return;
 	if (s->open)
 		nng_close(s->sock);
+	free(s->enc);
 	free(s);
 }
 
@@ -385,17 +424,43 @@ static sc_err handshake(sc_dp_socket *s, double deadline)
 sc_err sc_dp_send(sc_dp_socket *s, const sc_dp_tag *tag, int ndim, const int64_t *shape,
 		  const float *data)
 {
+	return sc_dp_send_coded(s, tag, ndim, shape, data, NULL, NULL);
+}
+
+sc_err sc_dp_send_coded(sc_dp_socket *s, const sc_dp_tag *tag, int ndim, const int64_t *shape,
+			const float *data, float *residual, sc_rng *rng)
+{
 	uint8_t pre[4 + SC_DP_MAX_HEADER];
 	size_t payload = 0, n = 0;
 	nng_msg *m = NULL;
 	double deadline = now_ms() + s->o.timeout_ms;
+	const void *bytes = data;
 
-	SC_TRY(dp_payload_size(ndim, shape, &payload));
-	SC_TRY(dp_pack_prefix(pre, &n, tag, &s->o.self, ndim, shape, data, payload));
+	SC_TRY(dp_payload_size(ndim, shape, s->o.wire, &payload));
+	if (s->o.wire != SC_WIRE_FP32 || residual) { /* encoded into the socket's buffer */
+		size_t cols = ndim ? (size_t)shape[ndim - 1] : 1;
+		size_t numel = 1;
+		for (int i = 0; i < ndim; i++) /* dp_payload_size checked the shape */
+			numel *= (size_t)shape[i];
+		size_t rows = cols ? numel / cols : 0;
+		if (payload > s->enc_cap) {
+			void *b = realloc(s->enc, payload);
+			if (!b)
+				return sc_errf(SC_ENOMEM,
+					       "data plane: out of memory for a %zu-byte tensor",
+					       payload);
+			s->enc = b;
+			s->enc_cap = payload;
+		}
+		sc_wire_encode(s->o.wire, data, rows, cols, residual, rng, s->enc);
+		bytes = s->enc;
+	}
+	SC_TRY(dp_pack_prefix(pre, &n, tag, &s->o.self, ndim, shape, s->o.wire, bytes, payload,
+			      s->delay_ms > 0));
 	if (!s->listener)
 		SC_TRY(handshake(s, deadline));
 	if (nng_msg_alloc(&m, 0) || nng_msg_reserve(m, n + payload) || nng_msg_append(m, pre, n) ||
-	    nng_msg_append(m, data, payload)) {
+	    nng_msg_append(m, bytes, payload)) {
 		nng_msg_free(m);
 		return sc_errf(SC_ENOMEM, "data plane: out of memory for a %zu-byte message",
 			       n + payload);
@@ -420,8 +485,9 @@ sc_err sc_dp_recv(sc_dp_socket *s, const sc_dp_tag *want, int ndim, const int64_
 	for (;;) {
 		SC_TRY(next_msg(s, deadline, &m, what));
 		s->received += nng_msg_len(m);
+		link_delay(s, nng_msg_body(m), nng_msg_len(m));
 		rc = dp_decode_frame(nng_msg_body(m), nng_msg_len(m), want, &s->o.peer, ndim, shape,
-				     data, &stale);
+				     s->o.wire, data, &stale);
 		nng_msg_free(m);
 		if (rc == SC_EFORMAT && stale && s->o.drop_stale) {
 			sc_warn("dataplane",

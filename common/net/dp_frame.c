@@ -7,10 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <zlib.h>
 
 #include "dp_frame.h"
+#include "sc_codec.h"
 #include "splitchain.pb-c.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -32,6 +34,22 @@ static const char *shape_str(char *buf, size_t size, size_t ndim, const int64_t 
 	if (n + 1 < size)
 		snprintf(buf + n, size - n, "%s", ndim ? ")" : "()");
 	return buf;
+}
+
+/* The header's dtype for each encoding (enum sc_wire). */
+static const int wire_dtype[SC_WIRE_COUNT] = {
+	[SC_WIRE_FP32] = SPLITCHAIN__DTYPE__DTYPE_F32,
+	[SC_WIRE_BF16] = SPLITCHAIN__DTYPE__DTYPE_BF16,
+	[SC_WIRE_FP16] = SPLITCHAIN__DTYPE__DTYPE_F16,
+	[SC_WIRE_INT8] = SPLITCHAIN__DTYPE__DTYPE_INT8,
+	[SC_WIRE_INT4] = SPLITCHAIN__DTYPE__DTYPE_INT4,
+};
+
+/* rows = every dimension but the last, cols = the last (1 for a scalar). */
+static void rows_cols(size_t ndim, const int64_t *shape, size_t numel, size_t *rows, size_t *cols)
+{
+	*cols = ndim ? (size_t)shape[ndim - 1] : 1;
+	*rows = *cols ? numel / *cols : 0;
 }
 
 /* *numel = product of shape; SC_EFORMAT on a negative dimension or when
@@ -62,7 +80,8 @@ static void put_prefix(uint8_t *buf, size_t hlen)
 /* Writes the length prefix and packed header for a tensor of payload bytes
  * into buf (4 + SC_DP_MAX_HEADER bytes); *n = bytes written. */
 sc_err dp_pack_prefix(uint8_t *buf, size_t *n, const sc_dp_tag *tag, const sc_dp_peer *from,
-		      int ndim, const int64_t *shape, const float *data, size_t payload)
+		      int ndim, const int64_t *shape, int wire, const void *payload_data,
+		      size_t payload, int stamp)
 {
 	Splitchain__TensorHeader h = SPLITCHAIN__TENSOR_HEADER__INIT;
 	size_t hlen;
@@ -76,14 +95,21 @@ sc_err dp_pack_prefix(uint8_t *buf, size_t *n, const sc_dp_tag *tag, const sc_dp
 	h.micro_batch = tag->micro_batch;
 	h.direction = tag->direction == SC_DP_BACKWARD ? SPLITCHAIN__DIRECTION__BACKWARD
 						       : SPLITCHAIN__DIRECTION__FORWARD;
-	h.dtype = SPLITCHAIN__DTYPE__DTYPE_F32;
+	if (wire < 0 || wire >= SC_WIRE_COUNT)
+		return sc_errf(SC_EINVAL, "data plane: wire encoding %d", wire);
+	h.dtype = wire_dtype[wire];
 	h.n_shape = (size_t)ndim;
 	h.shape = (int64_t *)shape; /* only read by pack */
-	h.crc32 = (uint32_t)crc32_z(0L, (const Bytef *)data, payload);
+	h.crc32 = (uint32_t)crc32_z(0L, (const Bytef *)payload_data, payload);
 	h.payload_bytes = payload;
 	if (from) {
 		h.placement_version = from->version;
 		h.stage = from->stage;
+	}
+	if (stamp) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		h.sent_unix_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 	}
 	hlen = splitchain__tensor_header__get_packed_size(&h);
 	if (hlen > SC_DP_MAX_HEADER)
@@ -94,14 +120,17 @@ sc_err dp_pack_prefix(uint8_t *buf, size_t *n, const sc_dp_tag *tag, const sc_dp
 	return SC_OK;
 }
 
-sc_err dp_payload_size(int ndim, const int64_t *shape, size_t *bytes)
+sc_err dp_payload_size(int ndim, const int64_t *shape, int wire, size_t *bytes)
 {
-	size_t numel = 0;
+	size_t numel = 0, rows, cols;
 	if (ndim < 0 || ndim > SC_DP_MAX_DIMS)
 		return sc_errf(SC_EINVAL, "data plane: %d dimensions (at most %d)", ndim,
 			       SC_DP_MAX_DIMS);
+	if (wire < 0 || wire >= SC_WIRE_COUNT)
+		return sc_errf(SC_EINVAL, "data plane: wire encoding %d", wire);
 	SC_TRY(shape_numel((size_t)ndim, shape, &numel));
-	*bytes = numel * sizeof(float);
+	rows_cols((size_t)ndim, shape, numel, &rows, &cols);
+	*bytes = sc_wire_bytes(wire, rows, cols);
 	return SC_OK;
 }
 
@@ -112,8 +141,8 @@ sc_err sc_dp_encode(uint8_t **out, size_t *len, const sc_dp_tag *tag, const sc_d
 	size_t payload = 0, n = 0;
 
 	*out = NULL;
-	SC_TRY(dp_payload_size(ndim, shape, &payload));
-	SC_TRY(dp_pack_prefix(pre, &n, tag, from, ndim, shape, data, payload));
+	SC_TRY(dp_payload_size(ndim, shape, SC_WIRE_FP32, &payload));
+	SC_TRY(dp_pack_prefix(pre, &n, tag, from, ndim, shape, SC_WIRE_FP32, data, payload, 0));
 	if (!(*out = malloc(n + payload)))
 		return sc_errf(SC_ENOMEM, "data plane: out of memory for a %zu-byte message",
 			       n + payload);
@@ -191,13 +220,28 @@ sc_err sc_dp_check_hello(const uint8_t *msg, size_t len, const sc_dp_peer *want)
 /* Checks msg against want / shape (and the sender's stamp against from
  * unless NULL) and copies the payload into data. *stale = 1 when a
  * well-formed header names this job's earlier step. */
+uint64_t dp_frame_sent_us(const uint8_t *msg, size_t len)
+{
+	Splitchain__TensorHeader *h;
+	size_t hlen = len >= 4 ? (size_t)msg[0] | (size_t)msg[1] << 8 | (size_t)msg[2] << 16 |
+				     (size_t)msg[3] << 24
+			       : 0;
+	uint64_t t = 0;
+	if (!hlen || hlen > SC_DP_MAX_HEADER || hlen > len - 4 ||
+	    !(h = splitchain__tensor_header__unpack(NULL, hlen, msg + 4)))
+		return 0;
+	t = h->sent_unix_us;
+	splitchain__tensor_header__free_unpacked(h, NULL);
+	return t;
+}
+
 sc_err dp_decode_frame(const uint8_t *msg, size_t len, const sc_dp_tag *want,
-		       const sc_dp_peer *from, int ndim, const int64_t *shape, float *data,
-		       int *stale)
+		       const sc_dp_peer *from, int ndim, const int64_t *shape, int wire,
+		       float *data, int *stale)
 {
 	Splitchain__TensorHeader *h = NULL;
 	char s1[160], s2[160];
-	size_t hlen, rest, numel = 0;
+	size_t hlen, rest, numel = 0, rows, cols;
 	uint32_t crc;
 	sc_err rc = SC_EFORMAT;
 
@@ -215,9 +259,10 @@ sc_err dp_decode_frame(const uint8_t *msg, size_t len, const sc_dp_tag *want,
 			h->magic, SC_DP_MAGIC);
 		goto out;
 	}
-	if (h->dtype != SPLITCHAIN__DTYPE__DTYPE_F32) {
-		sc_errf(SC_EFORMAT, "tensor dtype %d: only float32 (%d) is carried", (int)h->dtype,
-			SPLITCHAIN__DTYPE__DTYPE_F32);
+	if (wire < 0 || wire >= SC_WIRE_COUNT || (int)h->dtype != wire_dtype[wire]) {
+		sc_errf(SC_EFORMAT, "tensor dtype %d where this hop carries %s (dtype %d)",
+			(int)h->dtype, wire >= 0 && wire < SC_WIRE_COUNT ? sc_wire_name(wire) : "?",
+			wire >= 0 && wire < SC_WIRE_COUNT ? wire_dtype[wire] : -1);
 		goto out;
 	}
 	*stale = h->job == want->job && h->step < want->step;
@@ -236,10 +281,12 @@ sc_err dp_decode_frame(const uint8_t *msg, size_t len, const sc_dp_tag *want,
 	if ((rc = shape_numel(h->n_shape, h->shape, &numel)))
 		goto out;
 	rc = SC_EFORMAT;
-	if (numel * sizeof(float) != rest) {
+	rows_cols(h->n_shape, h->shape, numel, &rows, &cols);
+	shape_str(s2, sizeof(s2), (size_t)ndim, shape);
+	if (sc_wire_bytes(wire, rows, cols) != rest) {
 		sc_errf(SC_EFORMAT,
-			"payload size mismatch: %zu bytes cannot hold float32 %s (%zu bytes)", rest,
-			s2, numel * sizeof(float));
+			"payload size mismatch: %zu bytes cannot hold %s %s (%zu bytes)", rest,
+			sc_wire_name(wire), s2, sc_wire_bytes(wire, rows, cols));
 		goto out;
 	}
 	if (h->job != want->job) {
@@ -282,9 +329,13 @@ sc_err dp_decode_frame(const uint8_t *msg, size_t len, const sc_dp_tag *want,
 			crc, h->crc32, want->step, want->micro_batch);
 		goto out;
 	}
-	if (rest)
-		memcpy(data, msg + 4 + hlen, rest);
-	rc = SC_OK;
+	if (wire == SC_WIRE_FP32) {
+		if (rest)
+			memcpy(data, msg + 4 + hlen, rest);
+		rc = SC_OK;
+	} else {
+		rc = sc_wire_decode(wire, msg + 4 + hlen, rest, rows, cols, data);
+	}
 out:
 	splitchain__tensor_header__free_unpacked(h, NULL);
 	return rc;
@@ -294,5 +345,5 @@ sc_err sc_dp_decode(const uint8_t *msg, size_t len, const sc_dp_tag *want, const
 		    int ndim, const int64_t *shape, float *data)
 {
 	int stale;
-	return dp_decode_frame(msg, len, want, from, ndim, shape, data, &stale);
+	return dp_decode_frame(msg, len, want, from, ndim, shape, SC_WIRE_FP32, data, &stale);
 }

@@ -6,7 +6,9 @@
  *             0x53504454, job, step, micro-batch, direction, dtype, shape,
  *             zlib crc32 of the payload, payload_bytes, and the sender's
  *             placement version and stage
- *   payload   payload_bytes raw little-endian float32 values
+ *   payload   payload_bytes: the tensor in the hop's wire encoding (dtype:
+ *             float32, bf16, fp16, or int8 / int4 with per-row scales,
+ *             sc_codec.h)
  * The payload is copied once into the nng message, which nng then sends
  * without copying again.
  *
@@ -42,6 +44,7 @@
 #include <stdint.h>
 
 #include "sc_err.h"
+#include "sc_rng.h"
 
 #define SC_DP_MAGIC      0x53504454u /* "SPDT" */
 #define SC_DP_HELLO      0x53504448u /* "SPDH" */
@@ -83,6 +86,10 @@ typedef struct sc_dp_opts {
 	 * each time a connection is refused (arg is on_refuse_arg). */
 	void (*on_refuse)(void *arg, const char *why);
 	void *on_refuse_arg;
+	/* How tensors cross this hop, both ways (enum sc_wire, sc_codec.h):
+	 * sends encode, receives expect exactly this encoding and decode it.
+	 * Default 0: float32. */
+	int wire;
 } sc_dp_opts;
 
 /* Fills o with the defaults above. */
@@ -110,6 +117,12 @@ const char *sc_dp_url(const sc_dp_socket *s);
  * computation overlaps the transfer. Thread-safe. */
 sc_err sc_dp_send(sc_dp_socket *s, const sc_dp_tag *tag, int ndim, const int64_t *shape,
 		  const float *data);
+
+/* sc_dp_send in the socket's wire encoding with its options: residual
+ * (numel floats, may be NULL) the sender's error feedback, rng (may be
+ * NULL) the stochastic rounding stream (sc_wire_encode). */
+sc_err sc_dp_send_coded(sc_dp_socket *s, const sc_dp_tag *tag, int ndim, const int64_t *shape,
+			const float *data, float *residual, sc_rng *rng);
 
 /* Waits for the next tensor and checks it is exactly want (tag) of shape
  * shape[0..ndim); on success its values are in data (numel floats). On

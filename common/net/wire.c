@@ -74,7 +74,8 @@ void sc_wire_train_config(sc_train_config *tc, const Splitchain__TrainConfig *t)
 				 .eps = t->eps,
 				 .grad_clip = t->grad_clip,
 				 .seed = t->seed,
-				 .allow_tf32 = t->allow_tf32 != 0 };
+				 .allow_tf32 = t->allow_tf32 != 0,
+				 .wire = t->wire <= INT32_MAX ? (int)t->wire : -1 };
 }
 
 void sc_wire_train_message(Splitchain__TrainConfig *t, const sc_train_config *tc)
@@ -93,4 +94,5 @@ void sc_wire_train_message(Splitchain__TrainConfig *t, const sc_train_config *tc
 	t->grad_clip = tc->grad_clip;
 	t->seed = tc->seed;
 	t->allow_tf32 = tc->allow_tf32 != 0;
+	t->wire = (uint32_t)tc->wire;
 }

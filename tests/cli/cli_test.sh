@@ -206,6 +206,11 @@ expect eval_data_bad_line 1 "badline.jsonl:2" -- "${ft[@]}" --data pc.jsonl --ev
 expect no_pack_runs 0 "(unpacked), tokens from the cache" -- "${ftv[@]}" --data pc.jsonl --no-pack
 expect no_data_cache 0 "" -- "${ft[@]}" --data pc.jsonl --no-data-cache
 expect cache_written 0 "" -- sh -c 'ls .splitchain-cache/pc.jsonl.*.safetensors'
+expect wire_bad 2 "unknown wire encoding 'int9'" -- "${ft[@]}" --wire int9
+expect wire_int8_runs 0 "crossing in int8" -- "${ftv[@]}" --stages 2 --wire int8
+expect cuts_bad 2 "--cuts '1,1'" -- "${ft[@]}" --cuts 1,1
+expect cuts_too_far 2 "--cuts '5'" -- "${ft[@]}" --cuts 5
+expect cuts_runs 0 "" -- "${ft[@]}" --cuts 1 --wire int4
 expect submit_eval_both 2 "exclude each other" -- "$BIN" submit --model m --data pc.jsonl --eval-split 0.1 --eval-data pc.jsonl
 
 # ---- generate ----

@@ -10,6 +10,9 @@
  * same whatever the thread count. The causal mask is exploited in blocks of
  * ATT_BLOCK query rows (or key columns): a block only multiplies against the
  * keys (queries) that it can see.
+ *
+ * Generation's attention over a key/value cache takes one query row at a
+ * time through gemv_cpu.c's one-row products.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -18,6 +21,7 @@
 #include <cblas.h>
 
 #include "cpu_ops.h"
+#include "gemv_cpu.h"
 
 #define ATT_BLOCK 64
 
@@ -201,16 +205,20 @@ sc_err sc_cpu_attention_backward(sc_backend *be, float *dqkv, float *datt, const
 }
 
 /* One query row q (hs) against cache rows lo..hi of kc, vc (ld apart):
- * out (hs) = softmax(q k^T * scale) v, the scores in p (scratch). */
+ * out (hs) = softmax(q k^T * scale) v, the scores in p (scratch). The two
+ * products are gemv_cpu.c's, on this thread: no OpenBLAS call here, as this
+ * runs inside a parallel region that may be inactive (its if clause false),
+ * where OpenBLAS's OpenMP build would start a nested team of fresh threads
+ * on every call that it finds large enough to split (rows x hs >= 9216, past
+ * 144 cached positions at hs = 64): that made decode at 2 threads 3-4x
+ * slower than at 1. */
 static void attend_row(float *out, float *p, const float *q, const float *kc, const float *vc,
 		       int ld, int lo, int hi, int hs, float scale)
 {
 	int n = hi - lo + 1;
-	cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hs, scale, kc + (size_t)lo * ld, ld, q, 1, 0.0f,
-		    p, 1);
+	sc_cpu_gemv_here(1, n, hs, scale, kc + (size_t)lo * ld, ld, q, 0.0f, p);
 	softmax_row(p, 0, n - 1, n);
-	cblas_sgemv(CblasRowMajor, CblasTrans, n, hs, 1.0f, vc + (size_t)lo * ld, ld, p, 1, 0.0f,
-		    out, 1);
+	sc_cpu_gemv_here(0, hs, n, 1.0f, vc + (size_t)lo * ld, ld, p, 0.0f, out);
 }
 
 sc_err sc_cpu_attention_kv(sc_backend *be, float *out, float *kc, float *vc, const float *qkv,
@@ -235,7 +243,7 @@ sc_err sc_cpu_attention_kv(sc_backend *be, float *out, float *kc, float *vc, con
 	float *scores = malloc((size_t)(pos0 + n) * sizeof(float) * (size_t)s->B * NH);
 	if (!scores)
 		return sc_errf(SC_ENOMEM, "attention_kv: out of memory");
-#pragma omp parallel for schedule(static) if (s->B * NH * (pos0 + n) >= 4096)
+#pragma omp parallel for schedule(static) if ((size_t)s->B * NH * (pos0 + n) * hs >= SC_CPU_PAR_MIN)
 	for (int bh = 0; bh < s->B * NH; bh++) {
 		int b = bh / NH, h = bh % NH;
 		float *p = scores + (size_t)bh * (pos0 + n);

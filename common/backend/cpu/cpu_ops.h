@@ -74,7 +74,14 @@ SC_CPU_VEC static inline float sc_cpu_expf(float x)
 #define SC_CPU_SIMD_MAX(var) SC_CPU_PRAGMA_(omp simd reduction(max : var))
 #endif
 
-/* Elementwise loops below this many elements run on the calling thread. */
+/* Elementwise loops below this many elements run on the calling thread.
+ *
+ * No OpenBLAS call inside a parallel region that can be inactive (an if
+ * clause that may be false, or a team of one): OpenBLAS's OpenMP build only
+ * stays single-threaded when omp_in_parallel() is true, so there it opens a
+ * nested region, and libgomp starts fresh threads for every nested team.
+ * Inside an active region (no if clause, 2+ threads) OpenBLAS runs on the
+ * calling thread; one-row products go to gemv_cpu.h. */
 #define SC_CPU_PAR_MIN 32768
 
 /* Makes OpenMP regions (and OpenBLAS, which follows omp_get_max_threads()

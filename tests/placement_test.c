@@ -1,0 +1,308 @@
+/* placement_test.c — the planner (coordinator/placement.h): compute alone
+ * places exactly as the planner did before links counted; a slow link is
+ * avoided by reordering the chain; a cut moves away from the stage that
+ * sends over a slow link; an unmeasured link takes the default (or the
+ * other direction's measurement) and the reason says so; more stages than
+ * the exhaustive search takes are ordered greedily; bad arguments. */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "placement.h"
+#include "sc_rng.h"
+#include "testutil.h"
+
+/* ---- the planner before links counted, kept here as the reference ---- */
+
+static int ref_by_rate_desc(const void *a, const void *b)
+{
+	const sc_place_worker *x = *(const sc_place_worker *const *)a;
+	const sc_place_worker *y = *(const sc_place_worker *const *)b;
+	if (x->gflops != y->gflops)
+		return x->gflops < y->gflops ? 1 : -1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int ref_by_index(const void *a, const void *b)
+{
+	const sc_place_worker *x = *(const sc_place_worker *const *)a;
+	const sc_place_worker *y = *(const sc_place_worker *const *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The S fastest in the given order, min-max cuts by compute: out[s] =
+ * {worker, first, last}. */
+static void ref_place(const sc_place_worker *w, int nw, int S, int L, double lg, double hg,
+		      int (*out)[3])
+{
+	const sc_place_worker *pick[64];
+	double best[16 * 65];
+	int split[16 * 65];
+	assert_true(nw <= 64 && S < 16 && L <= 64);
+	for (int i = 0; i < nw; i++)
+		pick[i] = &w[i];
+	qsort(pick, (size_t)nw, sizeof(*pick), ref_by_rate_desc);
+	qsort(pick, (size_t)S, sizeof(*pick), ref_by_index);
+	for (int i = 0; i <= S * (L + 1) + L; i++)
+		best[i] = DBL_MAX;
+	best[0] = 0;
+	for (int s = 1; s <= S; s++)
+		for (int l = s; l <= L - (S - s); l++)
+			for (int a = s - 1; a < l; a++) {
+				double prev = best[(s - 1) * (L + 1) + a], t, m;
+				if (prev == DBL_MAX)
+					continue;
+				t = ((l - a) * lg + (s == S ? hg : 0)) / pick[s - 1]->gflops;
+				m = prev > t ? prev : t;
+				if (m < best[s * (L + 1) + l]) {
+					best[s * (L + 1) + l] = m;
+					split[s * (L + 1) + l] = a;
+				}
+			}
+	for (int s = S, l = L; s >= 1; s--) {
+		int a = split[s * (L + 1) + l];
+		out[s - 1][0] = (int)(pick[s - 1] - w);
+		out[s - 1][1] = a;
+		out[s - 1][2] = l;
+		l = a;
+	}
+}
+
+/* ---- helpers ---- */
+
+/* nw x nw links, every one measured at mbit / rtt. */
+static sc_place_link *links_all(int nw, double mbit, double rtt)
+{
+	sc_place_link *ls = calloc((size_t)nw * nw, sizeof(*ls));
+	assert_non_null(ls);
+	for (int i = 0; i < nw * nw; i++)
+		ls[i] = (sc_place_link){ rtt, mbit };
+	return ls;
+}
+
+static void set_link(sc_place_link *ls, int nw, int a, int b, double mbit, double rtt)
+{
+	ls[a * nw + b] = (sc_place_link){ rtt, mbit };
+}
+
+/* Nonzero when workers a and b are next to each other in the chain. */
+static int adjacent(const sc_place_stage *out, int S, int a, int b)
+{
+	for (int s = 0; s + 1 < S; s++)
+		if ((out[s].worker == a && out[s + 1].worker == b) ||
+		    (out[s].worker == b && out[s + 1].worker == a))
+			return 1;
+	return 0;
+}
+
+/* The cuts are contiguous, cover [0, L) and each stage's time adds up. */
+static void assert_sane(const sc_place_stage *out, int S, int L)
+{
+	for (int s = 0; s < S; s++) {
+		assert_int_equal(out[s].first, s ? out[s - 1].last : 0);
+		assert_true(out[s].last > out[s].first);
+		assert_true(fabs(out[s].predicted_s - out[s].compute_s - out[s].transfer_s) <
+			    1e-12);
+	}
+	assert_int_equal(out[S - 1].last, L);
+}
+
+static double slowest(const sc_place_stage *out, int S)
+{
+	double m = 0;
+	for (int s = 0; s < S; s++)
+		m = out[s].predicted_s > m ? out[s].predicted_s : m;
+	return m;
+}
+
+/* ---- cases ---- */
+
+/* Without anything to send (no net, or hop_bytes 0 whatever the links),
+ * the placement is the one before links counted, for random rates,
+ * sizes and head costs. */
+static void test_compute_only_unchanged(void **state)
+{
+	(void)state;
+	const uint64_t key = 42;
+	sc_rng rng;
+	sc_rng_seed(&rng, &key, 1);
+	for (int trial = 0; trial < 300; trial++) {
+		sc_place_worker w[8];
+		sc_place_stage out[8], out2[8];
+		int want[8][3];
+		int nw = 1 + (int)sc_rng_below(&rng, 8),
+		    S = 1 + (int)sc_rng_below(&rng, (uint64_t)nw);
+		int L = S + (int)sc_rng_below(&rng, 20);
+		double lg = 0.1 + sc_rng_uniform(&rng), hg = 3 * sc_rng_uniform(&rng);
+		char reason[1024];
+		for (int i = 0; i < nw; i++)
+			w[i] = (sc_place_worker){ (uint64_t)(10 + i),
+						  trial % 3 ? 1 + 100 * sc_rng_uniform(&rng) : 50 };
+		sc_place_link *ls = links_all(nw, 0.01, 500); /* terrible, but nothing crosses */
+		sc_place_net none = { ls, 0, 4 };
+		ref_place(w, nw, S, L, lg, hg, want);
+		SC_ASSERT_OK(sc_place(w, nw, S, L, lg, hg, NULL, out, reason, sizeof(reason)));
+		SC_ASSERT_OK(sc_place(w, nw, S, L, lg, hg, &none, out2, NULL, 0));
+		assert_sane(out, S, L);
+		for (int s = 0; s < S; s++) {
+			if (out[s].worker != want[s][0] || out[s].first != want[s][1] ||
+			    out[s].last != want[s][2])
+				fail_msg("trial %d stage %d: worker %d [%d, %d), before links: "
+					 "worker %d [%d, %d)",
+					 trial, s, out[s].worker, out[s].first, out[s].last,
+					 want[s][0], want[s][1], want[s][2]);
+			assert_int_equal(out2[s].worker, out[s].worker);
+			assert_int_equal(out2[s].first, out[s].first);
+			assert_int_equal(out2[s].last, out[s].last);
+			assert_true(out[s].transfer_s == 0 && out2[s].transfer_s == 0);
+		}
+		assert_non_null(strstr(reason, "no transfer counted"));
+		free(ls);
+	}
+}
+
+/* Workers 0 and 1 share a slow link; in the given order they are
+ * neighbours. The planner puts worker 2 between them. */
+static void test_slow_link_avoided_by_reordering(void **state)
+{
+	(void)state;
+	sc_place_worker w[3] = { { 1, 10 }, { 2, 10 }, { 3, 10 } };
+	sc_place_stage out[3];
+	sc_place_link *ls = links_all(3, 1000, 0.2);
+	char reason[2048];
+	set_link(ls, 3, 0, 1, 5, 20);
+	set_link(ls, 3, 1, 0, 5, 20);
+	sc_place_net net = { ls, 8e6, 4 }; /* 64 Mbit per hop: 12.8 s at 5 Mbit/s */
+	SC_ASSERT_OK(sc_place(w, 3, 3, 6, 1.0, 0, &net, out, reason, sizeof(reason)));
+	print_message("%s\n", reason);
+	assert_sane(out, 3, 6);
+	if (adjacent(out, 3, 0, 1))
+		fail_msg("the slow link is still in the chain: %s", reason);
+	assert_int_equal(out[1].worker, 2);
+	assert_true(slowest(out, 3) < 1.0); /* 0.2 s compute + 2 x 0.065 s transfer */
+	assert_non_null(strstr(reason, "best of every order"));
+	assert_non_null(strstr(reason, "4 of 4 link directions measured"));
+	assert_non_null(strstr(reason, "8.000 MB per hop"));
+	free(ls);
+}
+
+/* Two stages over one link that is slow one way: the stage that sends over
+ * it (activations forward) gets fewer layers; no order helps, so the
+ * given one is kept. */
+static void test_cut_moves_away_from_slow_link(void **state)
+{
+	(void)state;
+	sc_place_worker w[2] = { { 7, 10 }, { 8, 10 } };
+	sc_place_stage out[2];
+	sc_place_link ls[4] = { { 0, 0 }, { 0, 100 }, { 0, 1e6 }, { 0, 0 } };
+	char reason[2048];
+	sc_place_net net = { ls, 5e6, 1 }; /* 40 Mbit: 0.4 s at 100 Mbit/s */
+	SC_ASSERT_OK(sc_place(w, 2, 2, 10, 1.0, 0, NULL, out, NULL, 0));
+	assert_int_equal(out[0].last, 5); /* compute alone: even */
+	SC_ASSERT_OK(sc_place(w, 2, 2, 10, 1.0, 0, &net, out, reason, sizeof(reason)));
+	assert_sane(out, 2, 10);
+	assert_int_equal(out[0].worker, 0);
+	assert_int_equal(out[0].last, 3); /* 0.3 + 0.4 s vs 0.7 s */
+	assert_true(fabs(out[0].transfer_s - 0.4) < 1e-9);
+	assert_true(fabs(out[1].transfer_s - 4e-5) < 1e-12);
+	assert_true(fabs(slowest(out, 2) - 0.70004) < 1e-9);
+	assert_non_null(strstr(reason, "the given order; none of the others is 1% faster"));
+}
+
+/* Nothing measured: every hop at the default, and the reason says so; one
+ * direction measured stands for the other. */
+static void test_default_link_when_unmeasured(void **state)
+{
+	(void)state;
+	sc_place_worker w[3] = { { 1, 10 }, { 2, 10 }, { 3, 10 } };
+	sc_place_stage out[3];
+	char reason[2048];
+	sc_place_net net = { NULL, 1e6, 4 };
+	double hop = 8e6 / (SC_PLACE_DEFAULT_MBIT_S * 1e6) + 4 * SC_PLACE_DEFAULT_RTT_MS / 1000;
+	SC_ASSERT_OK(sc_place(w, 3, 3, 9, 1.0, 0, &net, out, reason, sizeof(reason)));
+	assert_sane(out, 3, 9);
+	assert_true(fabs(out[0].transfer_s - hop) < 1e-12);
+	assert_true(fabs(out[1].transfer_s - 2 * hop) < 1e-12);
+	assert_true(fabs(out[2].transfer_s - hop) < 1e-12);
+	assert_int_equal(out[0].worker, 0); /* all orders alike: the given one */
+	assert_int_equal(out[1].worker, 1);
+	assert_non_null(strstr(reason, "0 of 4 link directions measured"));
+	assert_non_null(strstr(reason, "default 1000 Mbit/s, 0.2 ms"));
+	assert_non_null(strstr(reason, "default, not measured"));
+
+	/* Only 1 -> 2 and 2 -> 3 measured (slow): the reverse directions use them. */
+	sc_place_link ls[9] = { { 0 } };
+	ls[0 * 3 + 1] = (sc_place_link){ 1.0, 100 };
+	ls[1 * 3 + 2] = (sc_place_link){ 1.0, 100 };
+	net.links = ls;
+	SC_ASSERT_OK(sc_place(w, 3, 3, 9, 1.0, 0, &net, out, reason, sizeof(reason)));
+	assert_non_null(strstr(reason, "measured the other way"));
+	assert_non_null(strstr(reason, "of 4 link directions measured"));
+	double slow = 8e6 / 100e6 + 4 * 1.0 / 1000;
+	for (int s = 0; s < 3; s++) {
+		/* whatever the order, a hop over a measured pair costs the slow time */
+		assert_true(out[s].transfer_s >= hop - 1e-12);
+		assert_true(out[s].transfer_s <= 2 * slow + 1e-12);
+	}
+}
+
+/* More stages than the exhaustive search takes: greedy swaps still take
+ * the slow link out of the chain. */
+static void test_greedy_beyond_exhaustive(void **state)
+{
+	(void)state;
+	enum { N = SC_PLACE_EXHAUSTIVE_MAX + 2 };
+	sc_place_worker w[N];
+	sc_place_stage out[N];
+	char reason[2048];
+	for (int i = 0; i < N; i++)
+		w[i] = (sc_place_worker){ (uint64_t)(i + 1), 10 };
+	sc_place_link *ls = links_all(N, 1000, 0.2);
+	set_link(ls, N, 3, 4, 2, 50);
+	set_link(ls, N, 4, 3, 2, 50);
+	sc_place_net net = { ls, 4e6, 2 };
+	SC_ASSERT_OK(sc_place(w, N, N, 2 * N, 1.0, 0.5, &net, out, reason, sizeof(reason)));
+	assert_sane(out, N, 2 * N);
+	if (adjacent(out, N, 3, 4))
+		fail_msg("greedy order kept the slow link: %s", reason);
+	assert_non_null(strstr(reason, "greedy swaps"));
+	free(ls);
+}
+
+/* Fewer stages than workers: the fastest are chosen, as before. */
+static void test_fastest_chosen(void **state)
+{
+	(void)state;
+	sc_place_worker w[4] = { { 1, 5 }, { 2, 50 }, { 3, 1 }, { 4, 40 } };
+	sc_place_stage out[2];
+	sc_place_net net = { NULL, 1e6, 2 };
+	SC_ASSERT_OK(sc_place(w, 4, 2, 8, 1.0, 0, &net, out, NULL, 0));
+	assert_true((out[0].worker == 1 && out[1].worker == 3) ||
+		    (out[0].worker == 3 && out[1].worker == 1));
+}
+
+static void test_bad_arguments(void **state)
+{
+	(void)state;
+	sc_place_worker w[2] = { { 1, 10 }, { 2, 10 } };
+	sc_place_stage out[3];
+	SC_ASSERT_ERR(sc_place(w, 2, 3, 8, 1, 0, NULL, out, NULL, 0), SC_EINVAL);
+	SC_ASSERT_ERR(sc_place(w, 2, 2, 1, 1, 0, NULL, out, NULL, 0), SC_EINVAL);
+	SC_ASSERT_ERR(sc_place(w, 2, 0, 8, 1, 0, NULL, out, NULL, 0), SC_EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_compute_only_unchanged),
+		cmocka_unit_test(test_slow_link_avoided_by_reordering),
+		cmocka_unit_test(test_cut_moves_away_from_slow_link),
+		cmocka_unit_test(test_default_link_when_unmeasured),
+		cmocka_unit_test(test_greedy_beyond_exhaustive),
+		cmocka_unit_test(test_fastest_chosen),
+		cmocka_unit_test(test_bad_arguments),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
