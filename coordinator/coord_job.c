@@ -375,7 +375,8 @@ static void *run_job(void *arg)
 				       (double)r->tc.B * r->tc.T * r->tc.micro_batches / secs,
 				   .step_s = secs,
 				   .bytes_per_hop = bytes,
-				   .n_hops = r->n };
+				   .n_hops = r->n,
+				   .wire = sc_wire_name(r->tc.wire) };
 		sc_db_metric_insert(c->db, r->job->id, &m);
 		pthread_mutex_lock(&c->mu);
 		r->lj->step = s + 1;

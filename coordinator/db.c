@@ -90,6 +90,8 @@ static const char *const migrations[SC_DB_SCHEMA_VERSION] = {
 	" round((julianday('now') - 2440587.5) * 86400.0 - l.measured_ms / 1000.0, 1) AS age_s"
 	" FROM links l LEFT JOIN workers f ON f.id = l.from_worker"
 	" LEFT JOIN workers t ON t.id = l.to_worker;",
+	/* 4: the wire encoding the step's bytes_per_hop were sent in */
+	"ALTER TABLE metrics ADD COLUMN wire TEXT;",
 };
 
 #define WORKER_COLS                                                                                \
@@ -144,8 +146,8 @@ static const char *const sql[ST_COUNT] = {
 	[ST_TENSORS] = "SELECT name, kind, layer, shape, data FROM checkpoint_tensors"
 		       " WHERE checkpoint_id = ?1 ORDER BY rowid",
 	[ST_METRIC] = "INSERT OR REPLACE INTO metrics (job_id, step, loss, lr, grad_norm,"
-		      " tokens_per_s, step_s, bytes_per_hop, recorded_ms)"
-		      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+		      " tokens_per_s, step_s, bytes_per_hop, recorded_ms, wire)"
+		      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 	[ST_METRIC_EVAL] = "UPDATE metrics SET eval_loss = ?3, eval_tokens = ?4"
 			   " WHERE job_id = ?1 AND step = ?2",
 	[ST_METRIC_CURVE] = "SELECT step, loss, eval_loss FROM metrics WHERE job_id = ?1"

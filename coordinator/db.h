@@ -35,7 +35,7 @@
 #include "sc_log.h"
 
 /* The schema version this code writes; a file with a higher one is refused. */
-#define SC_DB_SCHEMA_VERSION 3
+#define SC_DB_SCHEMA_VERSION 4
 /* PRAGMA application_id of a splitchain database: "SPLD". */
 #define SC_DB_APPLICATION_ID 0x53504C44
 #define SC_DB_MAX_DIMS       8
@@ -209,6 +209,7 @@ typedef struct sc_db_metric {
 	double loss, lr, grad_norm, tokens_per_s, step_s;
 	const uint64_t *bytes_per_hop; /* n_hops entries: data bytes each stage sent */
 	int n_hops;
+	const char *wire; /* the encoding they were sent in ("fp32", ...); NULL: none */
 } sc_db_metric;
 
 /* Records the metrics of job's step m->step. A step redone after a resume

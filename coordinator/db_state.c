@@ -250,6 +250,8 @@ sc_err sc_db_metric_insert(sc_db *db, int64_t job_id, const sc_db_metric *m)
 		sqlite3_bind_double(st, 7, m->step_s);
 		db_bind_text(st, 8, hops);
 		sqlite3_bind_int64(st, 9, sc_db_now_ms());
+		if (m->wire)
+			db_bind_text(st, 10, m->wire);
 		err = db_run(db, st, "inserting a metric row");
 	}
 	pthread_mutex_unlock(&db->mu);

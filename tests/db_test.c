@@ -113,7 +113,7 @@ static void test_fresh_schema(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	sqlite3 *h = reader(path);
 	assert_int_equal(q_int(h, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
-	assert_int_equal(SC_DB_SCHEMA_VERSION, 3);
+	assert_int_equal(SC_DB_SCHEMA_VERSION, 4);
 	assert_int_equal(q_int(h, "PRAGMA application_id"), SC_DB_APPLICATION_ID);
 	static const char *const tables[] = {
 		"workers", "jobs",   "placements", "checkpoints", "checkpoint_tensors",
@@ -174,13 +174,13 @@ static void test_newer_version_refused(void **state)
 	sc_db_close(db);
 	sqlite3 *h = NULL;
 	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(h, "PRAGMA user_version = 4", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(h, "PRAGMA user_version = 5", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(h);
 	SC_ASSERT_ERR(sc_db_open(&db, path), SC_ENOTSUP);
 	assert_null(db);
 	assert_non_null(strstr(sc_err_detail(), "newer"));
 	/* Refusing it changed nothing. */
-	assert_int_equal(path_int(path, "PRAGMA user_version"), 4);
+	assert_int_equal(path_int(path, "PRAGMA user_version"), 5);
 }
 
 static void test_garbage_refused(void **state)
@@ -680,7 +680,8 @@ static void test_metrics(void **state)
 				   .tokens_per_s = 1000.0 * step,
 				   .step_s = 2.0,
 				   .bytes_per_hop = hops,
-				   .n_hops = 2 };
+				   .n_hops = 2,
+				   .wire = "int8" };
 		SC_ASSERT_OK(sc_db_metric_insert(db, job, &m));
 	}
 	/* Step 2 redone after a resume replaces its row. */
@@ -694,6 +695,7 @@ static void test_metrics(void **state)
 				  "bytes_per_hop = '[12345678901,42]'"),
 			 2);
 	assert_int_equal(q_int(h, "SELECT count(*) FROM metrics WHERE bytes_per_hop = '[]'"), 1);
+	assert_int_equal(q_int(h, "SELECT count(*) FROM metrics WHERE wire = 'int8'"), 2);
 	assert_int_equal(q_int(h, "SELECT json_extract(bytes_per_hop, '$[0]') FROM metrics "
 				  "WHERE step = 1"),
 			 12345678901ll);
@@ -760,6 +762,7 @@ static void test_migration_from_v1(void **state)
 	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(h,
 				      "DROP VIEW v_links; DROP TABLE links;"
+				      "ALTER TABLE metrics DROP COLUMN wire;"
 				      "DROP VIEW v_loss_curve;"
 				      "ALTER TABLE metrics DROP COLUMN eval_tokens;"
 				      "ALTER TABLE metrics DROP COLUMN eval_loss;"
@@ -959,6 +962,7 @@ static void test_migration_from_v2(void **state)
 	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(h,
 				      "DROP VIEW v_links; DROP TABLE links;"
+				      " ALTER TABLE metrics DROP COLUMN wire;"
 				      " PRAGMA user_version = 2",
 				      NULL, NULL, NULL),
 			 SQLITE_OK);
@@ -971,7 +975,7 @@ static void test_migration_from_v2(void **state)
 			 .measured_ms = sc_db_now_ms() };
 	SC_ASSERT_OK(sc_db_link_upsert(db, &l));
 	sc_db_close(db);
-	assert_int_equal(path_int(path, "PRAGMA user_version"), 3);
+	assert_int_equal(path_int(path, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
 	assert_int_equal(path_int(path, "SELECT count(*) FROM v_links WHERE from_name = 'old-a'"),
 			 1);
 	assert_int_equal(path_int(path, "SELECT count(*) FROM workers"), 1);
