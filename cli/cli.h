@@ -18,6 +18,7 @@ int cli_tokenize(int argc, char **argv);
 int cli_detokenize(int argc, char **argv);
 int cli_finetune(int argc, char **argv);
 int cli_generate(int argc, char **argv);
+int cli_quantize(int argc, char **argv);
 
 /* Prints "splitchain <cmd>: <what>: <detail>" for a failed call; returns CLI_ERROR. */
 int cli_fail(const char *cmd, sc_err rc, const char *what);

@@ -244,5 +244,33 @@ cp "$TOK" tm/tokenizer.json
 expect generate_model_tokenizer 0 "\"prompt_ids\":[$want_ids]" -- "$BIN" generate --model tm --max-new-tokens 2 --json --prompt "Hello, wörld"
 expect generate_missing_tokenizer 1 "nope.json" -- "${gen[@]}" --prompt hi --tokenizer nope.json
 
+# ---- quantize ----
+qz=("$BIN" quantize --model m)
+expect quantize_help 0 "--double-quant" -- "$BIN" quantize --help
+expect quantize_no_args 2 "--model DIR, --to int8|nf4 and --out DIR are required" -- "$BIN" quantize
+expect quantize_bad_format 2 "--to must be int8, nf4 or f32, got 'int4'" -- "${qz[@]}" --to int4 --out q
+expect quantize_dq_int8 2 "--double-quant is for --to nf4" -- "${qz[@]}" --to int8 --double-quant --out q
+expect quantize_bad_error 2 "--error expects a whole number" -- "${qz[@]}" --to int8 --error 0 --out q
+expect quantize_unknown_flag 2 "unknown or incomplete option '--bits'" -- "${qz[@]}" --to int8 --bits 4 --out q
+expect quantize_stray_arg 2 "unexpected argument 'extra'" -- "${qz[@]}" --to int8 --out q extra
+expect quantize_same_dir 2 "--out must be another directory than --model" -- "${qz[@]}" --to nf4 --out ./m/
+expect quantize_missing_model 1 "nope/config.json" -- "$BIN" quantize --model nope --to int8 --out q
+expect quantize_unknown_arch 1 "model_type 'gptj' is not supported" -- "$BIN" quantize --model gptj --to int8 --out q
+expect quantize_truncated 1 "model.safetensors" -- "$BIN" quantize --model trunc --to nf4 --out q
+expect quantize_unwritable_out 1 "cannot create the output directory: text.txt/q" -- "${qz[@]}" --to int8 --out text.txt/q
+expect quantize_nf4 0 "8 projections to nf4 with double quant" -- "${qz[@]}" --to nf4 --double-quant --out m-nf4 --error 4
+expect quantize_int8 0 "8 projections to int8" -- "${qz[@]}" --to int8 --out m-int8
+expect quantize_again 1 "already quantized" -- "$BIN" quantize --model m-nf4 --to int8 --out q
+expect quantize_config_says 0 '"quant_method":"splitchain"' -- sh -c "tr -d ' \t\n' < m-nf4/config.json"
+expect quantize_dequantize 0 "8 projections dequantized from nf4" -- "$BIN" quantize --model m-nf4 --to f32 --out m-back
+expect quantize_dequantize_plain 1 "not a model quantized by splitchain quantize" -- "$BIN" quantize --model m --to f32 --out q
+expect quantize_dq_with_f32 2 "--double-quant is for --to nf4" -- "$BIN" quantize --model m-nf4 --to f32 --double-quant --out q
+mkdir -p mq && cp m/model.safetensors mq/ && cp m-nf4/config.json mq/
+expect quantize_dequantize_no_qweight 1 "holds no quantized weight" -- "$BIN" quantize --model mq --to f32 --out q
+mkdir -p mhalf && cp m-nf4/config.json mhalf/ && cp m-int8/model.safetensors mhalf/
+expect quantize_dequantize_wrong_format 1 "lack tensor 'transformer.h.0.attn.c_attn.shape'" -- "$BIN" quantize --model mhalf --to f32 --out q
+expect quantize_finetune_refuses 1 "lack tensor 'transformer.h.0.attn.c_attn.weight'" -- "$BIN" finetune --model m-nf4 --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --quiet
+expect quantize_dequantized_trains 0 "" -- "$BIN" finetune --model m-back --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --quiet
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
