@@ -34,3 +34,21 @@ void sc_backend_free(sc_backend *be)
 	if (be)
 		be->ops->destroy(be);
 }
+
+int sc_backend_has_gemm_q(const sc_backend *be)
+{
+	return be && be->ops->gemm_q != NULL;
+}
+
+sc_err sc_backend_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
+			 const float *a, int lda, const sc_qweight *b, float beta, float *c,
+			 int ldc, float *tile, size_t tile_floats)
+{
+	if (!sc_backend_has_gemm_q(be))
+		return sc_errf(SC_ENOTSUP,
+			       "quantized base weights need the CPU backend for now (%s has no "
+			       "quantized GEMM)",
+			       be ? be->name : "(null)");
+	return be->ops->gemm_q(be, trans_a, trans_b, m, n, k, alpha, a, lda, b, beta, c, ldc, tile,
+			       tile_floats);
+}

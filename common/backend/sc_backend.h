@@ -20,8 +20,9 @@
  * (CUDA: queued on the backend's one stream); its failure may then surface at
  * the next ops.sync or ops.download, which every caller of results performs.
  *
- * Optional entries: none today. When one is added, mark it here and check it
- * for NULL in sc_backend_* helpers only.
+ * Optional entries (NULL when a backend lacks them), checked for NULL in the
+ * sc_backend_* helpers only: gemm_q (CPU only today; the CUDA backend leaves
+ * it NULL, so a quantized base is refused there).
  */
 #ifndef SC_BACKEND_H
 #define SC_BACKEND_H
@@ -41,6 +42,35 @@ typedef struct sc_attn_shape {
 	int NH, NKV, hs;
 	int window; /* 0: full causal */
 } sc_attn_shape;
+
+/* A frozen weight kept quantized in device memory: the formats of
+ * common/format/sc_quant.h (normative there), restated so that a backend
+ * needs no file layer. W is the (rows, cols) row-major float32 matrix it
+ * dequantizes to, every element with the same float operations as
+ * sc_quant_dequantize_rows:
+ *   SC_QW_INT8  q: rows * cols int8 bytes; w = (float)q * s, s = scales[r]
+ *               when scale_rows (nn.Linear (out, in)), else scales[c]
+ *               (Conv1D (in, out)).
+ *   SC_QW_NF4   element e = r * cols + c is nibble e of q (the first of a
+ *               byte in its high nibble), in blocks of 64 elements:
+ *               w = codebook[nibble] * a_b, b = e / 64, a_b = scales[b], or
+ *               with scales_q (double quantization)
+ *               a_b = (float)(int8)scales_q[b] * scales_scale[b / 256]
+ *               + *scales_offset.
+ * Every pointer is device memory of the backend; a part the format lacks is
+ * NULL. The descriptor itself is host memory. */
+enum sc_qw_format { SC_QW_INT8, SC_QW_NF4 };
+
+typedef struct sc_qweight {
+	int format;     /* enum sc_qw_format */
+	int rows, cols; /* W as stored */
+	int scale_rows; /* int8: one scale per row (1) or per column (0) */
+	const uint8_t *q;
+	const float *scales;        /* int8: (rows or cols); nf4: block absmax (nb) */
+	const uint8_t *scales_q;    /* nf4 double quantization: (nb) int8 bytes */
+	const float *scales_scale;  /* (ceil(nb / 256)) */
+	const float *scales_offset; /* (1) */
+} sc_qweight;
 
 typedef struct sc_backend_ops {
 	/* ---- memory ---- */
@@ -77,6 +107,19 @@ typedef struct sc_backend_ops {
 	sc_err (*gemm)(sc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
 		       const float *a, int lda, const float *b, int ldb, float beta, float *c,
 		       int ldc);
+
+	/* OPTIONAL. c (m,n) = alpha * op(a) (m,k) @ op(W) (k,n) + beta * c
+	 * with W the weight b dequantizes to: op(W) = W^T when trans_b (b
+	 * stored (n, k)), else W (b stored (k, n)). The backend dequantizes
+	 * a tile of output columns at a time into tile (tile_floats floats of
+	 * device memory, the caller's, at least k) and runs gemm on it, so
+	 * each element of c is summed over all of k by one gemm call, as gemm
+	 * on the whole dequantized W sums it (the same bits when the BLAS runs
+	 * a tile with the same kernel as the whole; else within fp32
+	 * rounding). No copy of all of W is made. */
+	sc_err (*gemm_q)(sc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
+			 const float *a, int lda, const sc_qweight *b, float beta, float *c,
+			 int ldc, float *tile, size_t tile_floats);
 
 	/* ---- network operations (families compose these) ---- */
 	/* out (B,T,C) = wte[tokens] + wpe[t], or wte[tokens] alone when wpe is
@@ -213,6 +256,14 @@ sc_err sc_backend_cuda_open(sc_backend **out, int device);
 
 /* Nonzero when this build contains the CUDA backend. */
 int sc_backend_has_cuda(void);
+
+/* Nonzero when be implements gemm_q (quantized frozen weights). */
+int sc_backend_has_gemm_q(const sc_backend *be);
+
+/* be's gemm_q; SC_ENOTSUP naming the backend when it has none. */
+sc_err sc_backend_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
+			 const float *a, int lda, const sc_qweight *b, float beta, float *c,
+			 int ldc, float *tile, size_t tile_floats);
 
 /* Describes the BLAS in use, e.g. "OpenBLAS 0.3.21 (Haswell, 2 threads)".
  * Borrowed static string. */

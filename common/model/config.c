@@ -10,6 +10,7 @@
 #include "sc_adapter.h"
 #include "sc_family.h"
 #include "sc_file.h"
+#include "sc_quant.h"
 
 #define MAX_CONFIG_BYTES (1 << 20)
 #define MAX_VOCAB        (1 << 24)
@@ -123,6 +124,59 @@ double sc_cfg_short_float(float f)
 	return strtod(buf, NULL);
 }
 
+/* quantization_config, as `splitchain quantize` writes it (sc_quant.h). */
+static sc_err parse_quant(sc_model_config *c, const sc_family *fam, const cJSON *root)
+{
+	static const char *const method[] = { "splitchain", NULL };
+	static const char *const formats[] = { "int8_channel", "nf4", NULL };
+	const char *layouts[] = { fam->fan_in_fan_out ? "in_out" : "out_in", NULL };
+	const cJSON *q = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
+	const char *m, *f, *layout;
+	int block;
+	if (!q || cJSON_IsNull(q))
+		return SC_OK;
+	if (!cJSON_IsObject(q))
+		return sc_errf(SC_EFORMAT, "field quantization_config must be an object");
+	SC_TRY(sc_cfg_str_one_of(q, "quant_method", method, &m));
+	SC_TRY(sc_cfg_str_one_of(q, "format", formats, &f));
+	SC_TRY(sc_cfg_str_one_of(q, "weight_layout", layouts, &layout));
+	if (!m || !f)
+		return sc_errf(SC_EFORMAT, "quantization_config lacks quant_method or format");
+	c->quantized = 1;
+	c->quant_format = !strcmp(f, "nf4") ? SC_QUANT_NF4 : SC_QUANT_INT8;
+	SC_TRY(sc_cfg_bool_opt(q, "double_quant", 0, &c->quant_double));
+	SC_TRY(sc_cfg_int_opt(q, "block_size", SC_NF4_BLOCK, &block));
+	if (c->quant_double && c->quant_format != SC_QUANT_NF4)
+		return sc_errf(SC_EFORMAT, "quantization_config: double_quant is for nf4 only");
+	if (c->quant_format == SC_QUANT_NF4 && block != SC_NF4_BLOCK)
+		return sc_errf(SC_ENOTSUP, "quantization_config: nf4 block_size %d is not %d",
+			       block, SC_NF4_BLOCK);
+	return SC_OK;
+}
+
+/* quantization_config for c (as `splitchain quantize` writes it) into o. */
+static int add_quant(cJSON *o, const sc_model_config *c)
+{
+	const sc_family *fam = sc_family_of(c);
+	int nf4 = c->quant_format == SC_QUANT_NF4;
+	cJSON *q = cJSON_AddObjectToObject(o, "quantization_config"), *mods = NULL;
+	int ok = q && cJSON_AddStringToObject(q, "quant_method", "splitchain") &&
+		 cJSON_AddNumberToObject(q, "bits", nf4 ? 4 : 8) &&
+		 cJSON_AddStringToObject(q, "format", sc_quant_format_name(c->quant_format)) &&
+		 (!nf4 || cJSON_AddNumberToObject(q, "block_size", SC_NF4_BLOCK)) &&
+		 cJSON_AddBoolToObject(q, "double_quant", c->quant_double) &&
+		 (!c->quant_double ||
+		  cJSON_AddNumberToObject(q, "double_quant_block_size", SC_NF4_DQ_BLOCK)) &&
+		 cJSON_AddStringToObject(q, "weight_layout",
+					 fam->fan_in_fan_out ? "in_out" : "out_in") &&
+		 (mods = cJSON_AddArrayToObject(q, "modules"));
+	for (int k = 0; ok && k < fam->n_targets; k++) {
+		cJSON *s = cJSON_CreateString(fam->targets[k]);
+		ok = s && cJSON_AddItemToArray(mods, s);
+	}
+	return ok;
+}
+
 static sc_err parse_root(sc_model_config *c, const cJSON *root)
 {
 	if (!cJSON_IsObject(root))
@@ -141,6 +195,7 @@ static sc_err parse_root(sc_model_config *c, const cJSON *root)
 	snprintf(c->model_type, sizeof(c->model_type), "%s", v->valuestring);
 	c->bos_token_id = c->eos_token_id = -1;
 	SC_TRY(fam->parse_config(c, root));
+	SC_TRY(parse_quant(c, fam, root));
 	return sc_config_validate(c);
 }
 
@@ -223,7 +278,7 @@ sc_err sc_config_save(const sc_model_config *cfg, const char *path)
 		return sc_errf(SC_EINVAL, "sc_config_save: NULL argument");
 	SC_TRY(sc_config_validate(cfg));
 	cJSON *o = sc_family_of(cfg)->config_json(cfg);
-	char *text = o ? cJSON_Print(o) : NULL;
+	char *text = o && (!cfg->quantized || add_quant(o, cfg)) ? cJSON_Print(o) : NULL;
 	cJSON_Delete(o);
 	if (!text)
 		return sc_errf(SC_ENOMEM, "%s: out of memory", path);

@@ -16,13 +16,25 @@ static void weight_view(const sc_layer *L, int in, int o, int *ldw, int *trans)
 	*ldw = *trans ? in : o;
 }
 
+/* c (N,n) = op(a) @ op(W) + beta * c for target t's frozen weight: W, or
+ * the quantized qw[t] through the backend's tiled gemm_q. */
+static sc_err proj_gemm(const sc_layer *L, int t, const float *W, int trans_b, int n, int k,
+			const float *a, int lda, int ldw, float beta, float *c, int ldc)
+{
+	if (L->qw)
+		return sc_backend_gemm_q(L->be, 0, trans_b, L->N, n, k, 1.0f, a, lda, &L->qw[t],
+					 beta, c, ldc, L->qtile, L->qtile_floats);
+	LAYER_OP(L, gemm, 0, trans_b, L->N, n, k, 1.0f, a, lda, W, ldw, beta, c, ldc);
+	return SC_OK;
+}
+
 sc_err sc_layer_linear_forward(const sc_layer *L, int t, const float *W, const float *bias,
 			       float *out, int ldo, const float *inp)
 {
 	int in, o, ldw, trans, r = L->r;
 	dims(L, t, &in, &o);
 	weight_view(L, in, o, &ldw, &trans);
-	LAYER_OP(L, gemm, 0, trans, L->N, o, in, 1.0f, inp, in, W, ldw, 0.0f, out, ldo);
+	SC_TRY(proj_gemm(L, t, W, trans, o, in, inp, in, ldw, 0.0f, out, ldo));
 	if (bias)
 		LAYER_OP(L, add_bias, out, bias, L->N, o, ldo);
 	if (L->A[t]) {
@@ -40,8 +52,8 @@ sc_err sc_layer_linear_backward(const sc_layer *L, int t, const float *W, float 
 	int in, o, ldw, trans, r = L->r, N = L->N;
 	dims(L, t, &in, &o);
 	weight_view(L, in, o, &ldw, &trans);
-	LAYER_OP(L, gemm, 0, !trans, N, in, o, 1.0f, dout, lddo, W, ldw, accumulate ? 1.0f : 0.0f,
-		 dinp, in);
+	SC_TRY(
+	    proj_gemm(L, t, W, !trans, in, o, dout, lddo, ldw, accumulate ? 1.0f : 0.0f, dinp, in));
 	if (L->A[t]) {
 		const float *A = L->A[t], *B = A + (size_t)r * in;
 		float *dA = L->dA[t], *dB = dA + (size_t)r * in, *du = L->du;

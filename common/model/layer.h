@@ -17,7 +17,13 @@ struct sc_layer {
 	int r;            /* LoRA rank */
 	float lora_scale; /* alpha / r */
 	sc_attn_shape attn;
-	float *const *w;       /* (fam->n_layer_params) frozen tensors; NULL when absent */
+	float *const *w; /* (fam->n_layer_params) frozen tensors; NULL when absent */
+	/* (targets) a quantized model's projections, or NULL (float weights):
+	 * the linear functions then use qw[t] in place of W, dequantized a
+	 * tile at a time into qtile (qtile_floats). */
+	const sc_qweight *qw;
+	float *qtile;
+	size_t qtile_floats;
 	float *const *a;       /* (fam->n_layer_acts) this micro-batch's activations */
 	float *const *s;       /* (fam->n_scratch) backward scratch */
 	const float *const *A; /* (targets) A (r,in), B (out,r) follows; NULL: not adapted */
@@ -39,7 +45,8 @@ sc_err sc_layer_attention(const sc_layer *L, float *out, float *state, float *qk
 /* out (N,o), rows ldo apart, = inp (N,in) @ W^T (+ bias (o) when not NULL),
  * plus target t's adapter scale * (inp @ A^T) @ B^T when t is adapted
  * (t < 0: no adapter). W is (in,out) when the family's fan_in_fan_out,
- * else (out,in). */
+ * else (out,in); with L->qw (a quantized model) W is ignored (NULL) and
+ * L->qw[t] is used. */
 sc_err sc_layer_linear_forward(const sc_layer *L, int t, const float *W, const float *bias,
 			       float *out, int ldo, const float *inp);
 

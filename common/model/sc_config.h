@@ -38,6 +38,12 @@ typedef struct sc_model_config {
 	double rope_low_freq_factor, rope_high_freq_factor; /* llama3 */
 	int rope_original_max_positions;                    /* llama3 */
 	int bos_token_id, eos_token_id;                     /* -1: none */
+	/* The frozen projections (the family's LoRA targets in every layer)
+	 * as `splitchain quantize` stores them: config.json's
+	 * quantization_config (sc_quant.h). Other tensors stay float. */
+	int quantized;    /* 0: float projections */
+	int quant_format; /* enum sc_quant_format, when quantized */
+	int quant_double; /* nf4 with double quantization of the block absmax */
 } sc_model_config;
 
 /* Parses the config.json at path into *out. An unknown model_type (the

@@ -39,6 +39,55 @@ static int holds_global(const sc_segment *seg, int g)
 	}
 }
 
+int seg_quant_target(const sc_segment *seg, const sc_param_desc *p)
+{
+	char suffix[128];
+	size_t n = strlen(p->name);
+	for (int t = 0; p->ndim == 2 && t < seg->fam->n_targets; t++) {
+		size_t m =
+		    (size_t)snprintf(suffix, sizeof(suffix), ".%s.weight", seg->fam->targets[t]);
+		if (n > m && !strcmp(p->name + n - m, suffix))
+			return t;
+	}
+	return -1;
+}
+
+void seg_quant_spec(const sc_segment *seg, const sc_param_desc *p, sc_quant_spec *qs)
+{
+	*qs = (sc_quant_spec){ .format = (enum sc_quant_format)seg->spec.model.quant_format,
+			       .rows = (size_t)p->shape[0],
+			       .cols = (size_t)p->shape[1],
+			       .row_major_out = !seg->fam->fan_in_fan_out,
+			       .double_quant = seg->spec.model.quant_double };
+}
+
+/* Floats that hold bytes bytes. */
+static size_t byte_floats(size_t bytes)
+{
+	return (bytes + sizeof(float) - 1) / sizeof(float);
+}
+
+/* The parts of quantized projection p, sized by sc_quant_size. */
+static void layout_qweight(sc_segment *seg, arena *a, const sc_param_desc *p, sc_qweight *q)
+{
+	sc_quant_spec qs;
+	sc_quant_sizes z;
+	seg_quant_spec(seg, p, &qs);
+	if (sc_quant_size(&qs, &z)) /* checked in sc_segment_new */
+		memset(&z, 0, sizeof(z));
+	*q = (sc_qweight){
+		.format = qs.format == SC_QUANT_NF4 ? SC_QW_NF4 : SC_QW_INT8,
+		.rows = (int)qs.rows,
+		.cols = (int)qs.cols,
+		.scale_rows = qs.row_major_out,
+		.q = (const uint8_t *)take(a, byte_floats(z.qweight)),
+		.scales = z.scales ? take(a, z.scales) : NULL,
+		.scales_q = z.scales_q ? (const uint8_t *)take(a, byte_floats(z.scales_q)) : NULL,
+		.scales_scale = z.scales_scale ? take(a, z.scales_scale) : NULL,
+		.scales_offset = z.scales_offset ? take(a, z.scales_offset) : NULL,
+	};
+}
+
 /* The frozen weights. */
 static void layout_base(sc_segment *seg, arena *a)
 {
@@ -59,8 +108,12 @@ static void layout_base(sc_segment *seg, arena *a)
 	}
 	for (int l = 0; l < seg->nl; l++) {
 		seg->fam->layer_params(mc, seg->spec.first + l, lp);
-		for (int p = 0; p < seg->fam->n_layer_params; p++)
-			seg->lw[l][p] = lp[p].ndim ? take(a, numel(&lp[p])) : NULL;
+		for (int p = 0; p < seg->fam->n_layer_params; p++) {
+			int t = seg->lq ? seg_quant_target(seg, &lp[p]) : -1;
+			seg->lw[l][p] = lp[p].ndim && t < 0 ? take(a, numel(&lp[p])) : NULL;
+			if (t >= 0)
+				layout_qweight(seg, a, &lp[p], &seg->lq[l][t]);
+		}
 	}
 }
 
@@ -98,6 +151,8 @@ static void layout_scratch(sc_segment *seg, arena *a)
 	size_t N = seg_N(seg), C = (size_t)sp->model.n_embd;
 	size_t sizes[SC_FAMILY_MAX_SCRATCH];
 
+	if (seg->lq)
+		seg->qtile = take(a, seg->qtile_floats);
 	if (seg_generating(seg)) { /* no backward: only the logits */
 		if (sc_segment_is_last(seg))
 			seg->infer_logits = take(a, (size_t)sp->B * (size_t)sp->model.vocab_size);
@@ -186,6 +241,44 @@ static sc_err validate_spec(const sc_segment_spec *sp)
 	return SC_OK;
 }
 
+/* A quantized model: the tile scratch gemm_q needs (SC_QTILE_COLS output
+ * columns of the largest k: forward k = in, backward k = out), and whether
+ * the backend can run it at all. */
+static sc_err quant_setup(sc_segment *seg)
+{
+	const sc_model_config *mc = &seg->spec.model;
+	sc_param_desc lp[SC_FAMILY_MAX_PARAMS];
+	sc_quant_spec qs;
+	sc_quant_sizes z;
+
+	seg->fam->layer_params(mc, seg->spec.first, lp);
+	for (int p = 0; p < seg->fam->n_layer_params; p++) {
+		if (seg_quant_target(seg, &lp[p]) < 0)
+			continue;
+		if (!sc_backend_has_gemm_q(seg->be))
+			return sc_errf(
+			    SC_ENOTSUP,
+			    "'%s' is quantized (%s): quantized base weights need the CPU "
+			    "backend for now (this segment is on %s)",
+			    lp[p].name, sc_quant_name((enum sc_quant_format)mc->quant_format),
+			    seg->be->name);
+		seg_quant_spec(seg, &lp[p], &qs);
+		SC_TRY(sc_quant_size(&qs, &z));
+	}
+	for (int t = 0; t < seg->fam->n_targets; t++) {
+		int in, o;
+		seg->fam->target_dims(mc, t, &in, &o);
+		size_t fwd = (size_t)(o < SC_QTILE_COLS ? o : SC_QTILE_COLS) * (size_t)in;
+		size_t bwd = (size_t)(in < SC_QTILE_COLS ? in : SC_QTILE_COLS) * (size_t)o;
+		if (seg_generating(seg))
+			bwd = 0;
+		fwd = fwd > bwd ? fwd : bwd;
+		seg->qtile_floats = fwd > seg->qtile_floats ? fwd : seg->qtile_floats;
+	}
+	seg->lq = calloc((size_t)seg->nl, sizeof(*seg->lq));
+	return seg->lq ? SC_OK : sc_errf(SC_ENOMEM, "out of memory");
+}
+
 /* The LoRA vector's layout: layer by layer, target by target, A then B. */
 static size_t layout_lora(sc_segment *seg)
 {
@@ -236,6 +329,8 @@ sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *s
 		goto fail;
 	}
 	seg->lora_floats = layout_lora(seg);
+	if (spec->model.quantized && (rc = quant_setup(seg)))
+		goto fail;
 	if (spec->kv_positions) { /* attention reads the cache: nothing kept, no backward */
 		seg->kc = calloc((size_t)seg->nl, sizeof(float *));
 		seg->vc = calloc((size_t)seg->nl, sizeof(float *));
@@ -301,6 +396,7 @@ void sc_segment_free(sc_segment *seg)
 	}
 	free(seg->slots);
 	free(seg->lw);
+	free(seg->lq);
 	free(seg->layer_off);
 	free(seg->tgt_off);
 	free(seg->host_losses);
@@ -326,6 +422,9 @@ void sc_segment_layer_view(const sc_segment *seg, int l, const slot *s, sc_layer
 		.lora_scale = seg->scale,
 		.attn = seg->attn,
 		.w = seg->lw[l],
+		.qw = seg->lq ? seg->lq[l] : NULL,
+		.qtile = seg->qtile,
+		.qtile_floats = seg->qtile_floats,
 		.a = s->layers[l].a,
 		.s = seg->s,
 		.A = A,

@@ -5,6 +5,7 @@
 #define SC_SEGMENT_IMPL_H
 
 #include "layer.h"
+#include "sc_quant.h"
 #include "sc_segment.h"
 
 #define BE_CALL(seg, op, ...) ((seg)->be->ops->op((seg)->be, __VA_ARGS__))
@@ -38,6 +39,12 @@ struct sc_segment {
 	float *head;                        /* (V,C) last segment: LM head (maybe gp[EMBED]) */
 	float *rope_cos, *rope_sin;         /* (T, hs/2) with rotary positions */
 	float *(*lw)[SC_FAMILY_MAX_PARAMS]; /* (nl) each layer's frozen tensors */
+	/* A quantized model (spec.model.quantized): each layer's projections,
+	 * target by target, kept quantized in base (their lw entries NULL),
+	 * and the tile scratch gemm_q dequantizes into (in scratch_mem). */
+	sc_qweight (*lq)[SC_LORA_MAX_TARGETS]; /* (nl) */
+	float *qtile;
+	size_t qtile_floats;
 
 	/* LoRA groups: one flat vector each, lora_floats long. */
 	size_t lora_floats;
@@ -80,6 +87,17 @@ static inline int seg_has_target(const sc_segment *seg, int t)
 {
 	return (seg->spec.lora.targets >> t) & 1u;
 }
+
+/* The output columns gemm_q dequantizes at a time: the tile scratch holds
+ * SC_QTILE_COLS * k floats for the largest k of the segment's projections. */
+#define SC_QTILE_COLS 128
+
+/* The LoRA target whose weight p is, or -1; on a quantized model exactly
+ * these are kept quantized (as `splitchain quantize` writes them). */
+int seg_quant_target(const sc_segment *seg, const sc_param_desc *p);
+
+/* The sc_quant_spec (sc_quant.h) of a quantized model's projection p. */
+void seg_quant_spec(const sc_segment *seg, const sc_param_desc *p, sc_quant_spec *qs);
 
 /* The view of layer l (0-based within the segment) in slot s for the
  * family's forward / backward; A, dA (targets) are the caller's storage. */

@@ -39,6 +39,19 @@ static sc_err find_weight(const sc_segment *seg, const source *src, const char *
 	return SC_OK;
 }
 
+/* Grows the host staging buffer to at least floats floats. */
+static sc_err stage(sc_segment *seg, size_t floats, const char *name)
+{
+	if (floats > seg->host_stage_floats) {
+		float *q = realloc(seg->host_stage, floats * sizeof(float));
+		if (!q)
+			return sc_errf(SC_ENOMEM, "out of memory staging '%s'", name);
+		seg->host_stage = q;
+		seg->host_stage_floats = floats;
+	}
+	return SC_OK;
+}
+
 /* Reads tensor p into device buffer dst. */
 static sc_err load_weight(sc_segment *seg, const source *src, float *dst, const sc_param_desc *p)
 {
@@ -47,15 +60,86 @@ static sc_err load_weight(sc_segment *seg, const source *src, float *dst, const 
 
 	SC_TRY(find_weight(seg, src, p->name, &t));
 	SC_TRY(sc_st_expect_shape(t, p->ndim, p->shape));
-	if (numel > seg->host_stage_floats) {
-		float *q = realloc(seg->host_stage, numel * sizeof(float));
-		if (!q)
-			return sc_errf(SC_ENOMEM, "out of memory staging '%s'", p->name);
-		seg->host_stage = q;
-		seg->host_stage_floats = numel;
-	}
+	SC_TRY(stage(seg, numel, p->name));
 	SC_TRY(sc_st_read_f32(seg->host_stage, t, numel));
 	return seg->be->ops->upload(seg->be, dst, seg->host_stage, numel * sizeof(float));
+}
+
+enum { Q_QWEIGHT, Q_SCALES, Q_SCALES_Q, Q_SCALES_SCALE, Q_SCALES_OFFSET, Q_PARTS };
+
+/* Reads the parts of quantized projection p (NAME.qweight, NAME.scales, ...
+ * with NAME its weight's name less ".weight", as sc_quant.h lists them) into
+ * q's device buffers, checking them on the host first (sc_quant_check). */
+static sc_err load_qweight(sc_segment *seg, const source *src, const sc_param_desc *p,
+			   const sc_qweight *q)
+{
+	static const char *const part[Q_PARTS] = { "qweight", "scales", "scales_q", "scales_scale",
+						   "scales_offset" };
+	static const enum sc_dtype dt[Q_PARTS] = { SC_U8, SC_F32, SC_U8, SC_F32, SC_F32 };
+	int mlen = (int)(strlen(p->name) - strlen(".weight"));
+	void *dev[Q_PARTS] = { (void *)q->q, (void *)q->scales, (void *)q->scales_q,
+			       (void *)q->scales_scale, (void *)q->scales_offset };
+	const sc_st_tensor *t;
+	sc_quant_spec qs;
+	sc_quant_sizes z;
+	size_t off[Q_PARTS], total = 0;
+	char name[160];
+
+	seg_quant_spec(seg, p, &qs);
+	SC_TRY(sc_quant_size(&qs, &z));
+	const size_t bytes[Q_PARTS] = { z.qweight, z.scales * sizeof(float), z.scales_q,
+					z.scales_scale * sizeof(float),
+					z.scales_offset * sizeof(float) };
+	for (int k = 0; k < Q_PARTS; k++) {
+		off[k] = total;
+		total += (bytes[k] + 3) / 4;
+	}
+	SC_TRY(stage(seg, total, p->name));
+	for (int k = 0; k < Q_PARTS; k++) {
+		if (!bytes[k])
+			continue;
+		snprintf(name, sizeof(name), "%.*s.%s", mlen, p->name, part[k]);
+		SC_TRY(find_weight(seg, src, name, &t));
+		if (t->dtype != dt[k] || t->nbytes != bytes[k])
+			return sc_errf(SC_EFORMAT,
+				       "'%s' holds %zu bytes of %s; a %s (%zu, %zu) weight needs "
+				       "%zu bytes of %s",
+				       t->name, t->nbytes, sc_dtype_name(t->dtype),
+				       sc_quant_name(qs.format), qs.rows, qs.cols, bytes[k],
+				       sc_dtype_name(dt[k]));
+		if (k == Q_QWEIGHT && qs.format == SC_QUANT_INT8)
+			SC_TRY(sc_st_expect_shape(t, 2, p->shape));
+		memcpy(seg->host_stage + off[k], t->data, bytes[k]);
+	}
+	if (qs.format == SC_QUANT_NF4) { /* the packed form's shape, stated */
+		int64_t shape[2];
+		snprintf(name, sizeof(name), "%.*s.shape", mlen, p->name);
+		SC_TRY(find_weight(seg, src, name, &t));
+		if (t->dtype != SC_I64 || t->nbytes != sizeof(shape))
+			return sc_errf(SC_EFORMAT, "'%s' is not two I64 values", t->name);
+		memcpy(shape, t->data, sizeof(shape));
+		if (shape[0] != p->shape[0] || shape[1] != p->shape[1])
+			return sc_errf(SC_EFORMAT,
+				       "'%s' is (%lld, %lld); the model needs (%lld, %lld)",
+				       t->name, (long long)shape[0], (long long)shape[1],
+				       (long long)p->shape[0], (long long)p->shape[1]);
+	}
+	const float *h = seg->host_stage;
+	sc_quant_view v = {
+		(const uint8_t *)(h + off[Q_QWEIGHT]),
+		bytes[Q_SCALES] ? h + off[Q_SCALES] : NULL,
+		bytes[Q_SCALES_Q] ? (const uint8_t *)(h + off[Q_SCALES_Q]) : NULL,
+		bytes[Q_SCALES_SCALE] ? h + off[Q_SCALES_SCALE] : NULL,
+		bytes[Q_SCALES_OFFSET] ? h + off[Q_SCALES_OFFSET] : NULL,
+	};
+	sc_err rc = sc_quant_check(&qs, &v);
+	if (rc)
+		return sc_err_wrap(rc, "%.*s", mlen, p->name);
+	for (int k = 0; k < Q_PARTS; k++)
+		if (bytes[k])
+			SC_TRY(seg->be->ops->upload(seg->be, dev[k], seg->host_stage + off[k],
+						    bytes[k]));
+	return SC_OK;
 }
 
 /* The rotary tables for every position the segment runs (T, or the cache's
@@ -90,9 +174,13 @@ static sc_err load_base(sc_segment *seg, const source *src)
 		rc = load_rope(seg);
 	for (int l = 0; l < seg->nl && !rc; l++) {
 		seg->fam->layer_params(mc, seg->spec.first + l, lp);
-		for (int p = 0; p < seg->fam->n_layer_params && !rc; p++)
-			if (seg->lw[l][p])
+		for (int p = 0; p < seg->fam->n_layer_params && !rc; p++) {
+			int t = seg->lq ? seg_quant_target(seg, &lp[p]) : -1;
+			if (t >= 0)
+				rc = load_qweight(seg, src, &lp[p], &seg->lq[l][t]);
+			else if (seg->lw[l][p])
 				rc = load_weight(seg, src, seg->lw[l][p], &lp[p]);
+		}
 	}
 	/* The staging buffer only serves loading; give it back. */
 	free(seg->host_stage);

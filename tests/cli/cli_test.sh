@@ -269,7 +269,8 @@ mkdir -p mq && cp m/model.safetensors mq/ && cp m-nf4/config.json mq/
 expect quantize_dequantize_no_qweight 1 "holds no quantized weight" -- "$BIN" quantize --model mq --to f32 --out q
 mkdir -p mhalf && cp m-nf4/config.json mhalf/ && cp m-int8/model.safetensors mhalf/
 expect quantize_dequantize_wrong_format 1 "lack tensor 'transformer.h.0.attn.c_attn.shape'" -- "$BIN" quantize --model mhalf --to f32 --out q
-expect quantize_finetune_refuses 1 "lack tensor 'transformer.h.0.attn.c_attn.weight'" -- "$BIN" finetune --model m-nf4 --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --quiet
+expect quantize_nf4_trains 0 "" -- "$BIN" finetune --model m-nf4 --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --quiet
+expect quantize_half_refused 1 "needs 1536 bytes of U8" -- "$BIN" finetune --model mhalf --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --quiet
 expect quantize_dequantized_trains 0 "" -- "$BIN" finetune --model m-back --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --quiet
 
 echo "$pass passed, $fail failed"

@@ -313,6 +313,7 @@ static const sc_backend_ops cpu_ops = {
 	.zero = cpu_zero,
 	.sync = cpu_sync,
 	.gemm = cpu_gemm,
+	.gemm_q = sc_cpu_gemm_q,
 	.encoder_forward = cpu_encoder_forward,
 	.layernorm_forward = sc_cpu_layernorm_forward,
 	.layernorm_backward = sc_cpu_layernorm_backward,

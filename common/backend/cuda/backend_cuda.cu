@@ -285,6 +285,7 @@ static const sc_backend_ops cuda_ops = {
 	.zero = cuda_zero,
 	.sync = cuda_sync,
 	.gemm = cuda_gemm,
+	.gemm_q = NULL, /* quantized base weights: CPU only for now; sc_segment refuses them */
 	.encoder_forward = sc_cuda_encoder_forward,
 	.layernorm_forward = sc_cuda_layernorm_forward,
 	.layernorm_backward = sc_cuda_layernorm_backward,
