@@ -680,11 +680,15 @@ static void sleep_ms(int ms)
 
 /* The stale dialer of an older placement reaches the listener first and
  * holds pair0's only slot: the listener closes it on its hello and the
- * right dialer's tensors arrive. */
+ * right dialer's tensors arrive. The stale one keeps redialing (silently:
+ * it sends nothing more), so each time the slot frees the two race for it
+ * and the silent one is closed a second later: the right one wins within a
+ * few rounds, not at once — on a loaded machine 4 lost rounds in a row were
+ * seen, hence the long wait. */
 static void stale_dialer_first_then_right_one(void **state)
 {
 	refusals r = { 0 };
-	sc_dp_opts lo = listener_opts(&r, 5000), so = dialer_opts(1, 0), ro = dialer_opts(2, 0);
+	sc_dp_opts lo = listener_opts(&r, 30000), so = dialer_opts(1, 0), ro = dialer_opts(2, 0);
 	sc_dp_socket *l, *stale, *right;
 	float x[NUMEL], y[NUMEL];
 	sc_dp_tag back = tag;
