@@ -10,6 +10,7 @@ PKGS=(
   libsqlite3-dev sqlite3
   libopenblas-openmp-dev libcjson-dev libcmocka-dev libpcre2-dev libutf8proc-dev
   libmbedtls-dev
+  libdnnl-dev  # oneDNN, for bench/onednn_bench.c (issue 18: bf16 GEMMs on the CPU)
   clang-format
   # test side: the PyTorch reference and the venv for transformers + peft
   python3 python3-venv python3-pip python3-torch python3-numpy python3-yaml python3-requests
