@@ -53,13 +53,28 @@ static int counts_links(const plan *p)
 	return p->net && p->net->hop_bytes > 0;
 }
 
-/* Seconds per step to send one hop's bytes from w[a] to w[b]. */
+/* Seconds per step the link from w[a] to w[b] is busy with one hop's
+ * bytes (the messages stream: their round trips overlap). */
 static double hop_s(const plan *p, int a, int b)
 {
 	int how;
 	sc_place_link l = link_of(p, a, b, &how);
+	return p->net->hop_bytes * 8 / (l.mbit_s * 1e6);
+}
+
+static int micro_batches(const plan *p)
+{
+	return p->net && p->net->messages > 0 ? p->net->messages : 1;
+}
+
+/* Seconds one micro-batch's message takes from w[a] to w[b]: its bytes
+ * over the link plus half a round trip. */
+static double message_s(const plan *p, int a, int b)
+{
+	int how;
+	sc_place_link l = link_of(p, a, b, &how);
 	double rtt = l.rtt_ms > 0 ? l.rtt_ms : 0;
-	return p->net->hop_bytes * 8 / (l.mbit_s * 1e6) + p->net->messages * rtt / 1000;
+	return hop_s(p, a, b) / micro_batches(p) + rtt / 2000;
 }
 
 static double rate_of(const plan *p, int i)
@@ -96,7 +111,10 @@ static double balance(plan *p, const int *o)
 				double prev = p->best[(s - 1) * (L + 1) + a], t, m;
 				if (prev == DBL_MAX)
 					continue;
-				t = compute_s(p, s - 1, l - a, o[s - 1]) + p->xfer[s - 1];
+				t = compute_s(p, s - 1, l - a, o[s - 1]);
+				/* A stage's sends overlap its compute. */
+				if (p->xfer[s - 1] > t)
+					t = p->xfer[s - 1];
 				m = prev > t ? prev : t;
 				if (m < p->best[s * (L + 1) + l]) {
 					p->best[s * (L + 1) + l] = m;
@@ -106,6 +124,59 @@ static double balance(plan *p, const int *o)
 		}
 	}
 	return p->best[S * (L + 1) + L];
+}
+
+/* The cuts left in p->split by balance, stage s's layer count. */
+static int layers_of(const plan *p, int s)
+{
+	int l = p->L;
+	for (int k = p->S; k > s + 1; k--)
+		l = p->split[k * (p->L + 1) + l];
+	return l - p->split[(s + 1) * (p->L + 1) + l];
+}
+
+/* One micro-batch's way through order o with balance's cuts: every
+ * stage's compute (its forward on the way down, its backward on the way
+ * back) and every hop's message both ways. */
+static double path_s(const plan *p, const int *o)
+{
+	double t = 0;
+	int M = micro_batches(p);
+	for (int s = 0; s < p->S; s++) {
+		t += compute_s(p, s, layers_of(p, s), o[s]) / M;
+		if (s + 1 < p->S)
+			t += message_s(p, o[s], o[s + 1]) + message_s(p, o[s + 1], o[s]);
+	}
+	return t;
+}
+
+/* The step time stage s of order o would set as the chain's slowest: its
+ * pace (compute and sends overlap, so the larger of the two) for M - 1
+ * micro-batches, plus the path of one through the whole chain — the
+ * pipeline's fill and drain. */
+static double stage_step_s(const plan *p, const int *o, int s, double path)
+{
+	int M = micro_batches(p);
+	double c = compute_s(p, s, layers_of(p, s), o[s]);
+	double pace = c > p->xfer[s] ? c : p->xfer[s];
+	return pace * (M - 1) / M + path;
+}
+
+/* Balances order o and predicts its step: with links, the slowest stage's
+ * stage_step_s; compute alone, the slowest stage's compute (as before links
+ * counted). */
+static double evaluate(plan *p, const int *o)
+{
+	double slowest = balance(p, o), path, step = 0;
+	if (!counts_links(p))
+		return slowest;
+	path = path_s(p, o);
+	for (int s = 0; s < p->S; s++) {
+		double t = stage_step_s(p, o, s, path);
+		if (t > step)
+			step = t;
+	}
+	return step;
 }
 
 /* The next permutation of perm[0..n) in lexicographic order; 0 after the last. */
@@ -134,7 +205,7 @@ static double search_all(plan *p, const int *cand, int *best_o, int *perm, int *
 	do {
 		for (int i = 0; i < p->S; i++)
 			o[i] = cand[perm[i]];
-		double v = balance(p, o);
+		double v = evaluate(p, o);
 		++*tried;
 		if (v < best) {
 			best = v;
@@ -150,7 +221,7 @@ static double search_swaps(plan *p, const int *cand, int *best_o, int *o, long *
 {
 	double cur;
 	memcpy(best_o, cand, (size_t)p->S * sizeof(*o));
-	cur = balance(p, best_o);
+	cur = evaluate(p, best_o);
 	++*tried;
 	for (int round = 0; round < p->S; round++) {
 		double v, found = cur;
@@ -159,7 +230,7 @@ static double search_swaps(plan *p, const int *cand, int *best_o, int *o, long *
 			for (int j = i + 1; j < p->S; j++) {
 				memcpy(o, best_o, (size_t)p->S * sizeof(*o));
 				t = o[i], o[i] = o[j], o[j] = t;
-				v = balance(p, o);
+				v = evaluate(p, o);
 				++*tried;
 				if (v < found)
 					found = v, bi = i, bj = j;
@@ -227,8 +298,9 @@ static void explain(const plan *p, const int *o, const char *how, int kept, long
 	add(buf, size, &used, " (%s", how);
 	if (kept)
 		add(buf, size, &used, "; none of the others is %g%% faster", SC_PLACE_MARGIN * 100);
-	add(buf, size, &used, "; %ld order%s tried): slowest stage %.3f s/step", tried,
-	    tried == 1 ? "" : "s", slowest);
+	add(buf, size, &used, "; %ld order%s tried): %s %.3f s/step", tried, tried == 1 ? "" : "s",
+	    counts_links(p) ? "predicted step (pipelined over the links)" : "slowest stage",
+	    slowest);
 	if (!counts_links(p) || p->S == 1) {
 		add(buf, size, &used, "; no transfer counted");
 		return;
@@ -244,7 +316,8 @@ static void explain(const plan *p, const int *o, const char *how, int kept, long
 			dirs++;
 		}
 	add(buf, size, &used,
-	    "; %.3f MB per hop per step each way in %d messages, transfer up to %.4f s/stage; "
+	    "; %.3f MB per hop per step each way in %d messages, a stage's sends busy its link "
+	    "up to %.4f s/step; "
 	    "%d of %d link directions measured%s",
 	    p->net->hop_bytes / 1e6, p->net->messages, most, measured, dirs,
 	    measured < dirs ? " (default 1000 Mbit/s, 0.2 ms for the others)" : "");
@@ -269,7 +342,7 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 	const char *how = "the given order";
 	long tried = 1;
 	int kept = 0;
-	double given, best, slowest;
+	double given, best, slowest, path;
 	sc_err rc = SC_OK;
 
 	if (S < 1 || S > nw || S > L)
@@ -293,7 +366,7 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 		cand[s] = (int)(pick[s] - w);
 
 	memcpy(order, cand, (size_t)S * sizeof(*order));
-	given = balance(&p, cand);
+	given = evaluate(&p, cand);
 	if (counts_links(&p) && S > 1) {
 		tried = 0;
 		if (S <= SC_PLACE_EXHAUSTIVE_MAX) {
@@ -308,7 +381,8 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 		else
 			how = "the given order", kept = 1;
 	}
-	slowest = balance(&p, order); /* the chosen order's cuts, in p.split */
+	slowest = evaluate(&p, order); /* the chosen order's cuts, in p.split */
+	path = counts_links(&p) ? path_s(&p, order) : 0;
 	for (int s = S, l = L; s >= 1; s--) {
 		int a = p.split[s * (L + 1) + l];
 		out[s - 1].worker = order[s - 1];
@@ -316,7 +390,8 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 		out[s - 1].last = l;
 		out[s - 1].compute_s = compute_s(&p, s - 1, l - a, order[s - 1]);
 		out[s - 1].transfer_s = p.xfer[s - 1];
-		out[s - 1].predicted_s = out[s - 1].compute_s + out[s - 1].transfer_s;
+		out[s - 1].predicted_s =
+		    counts_links(&p) ? stage_step_s(&p, order, s - 1, path) : out[s - 1].compute_s;
 		l = a;
 	}
 	explain(&p, order, how, kept, tried, slowest, out, reason, reason_size);

@@ -3,16 +3,23 @@
  * rate (the LM head's cost counted on the last stage) and by what each
  * stage sends its neighbours over the measured links.
  *
- * Cost model: a stage's predicted step time = compute (its layers' GFLOP,
- * plus the head's on the last stage, over its rate) + transfer (its
+ * Cost model, per step of M micro-batches (M = `messages`): stage k
+ * computes C_k seconds (its layers' GFLOP, plus the head's on the last
+ * stage, over its rate) and keeps its link busy X_k seconds (its
  * activations to the next stage and its gradients to the previous one:
- * hop_bytes each way per step over the link's bandwidth, plus one round
- * trip per message, `messages` of them each way). The planner minimises
- * the slowest stage: for each order of the chosen workers a dynamic
- * programme over the cut points; every order is tried for up to
- * SC_PLACE_EXHAUSTIVE_MAX stages, beyond that pairwise swaps of the given
- * order are taken greedily while one helps. Another order than the given
- * one is taken only when it predicts a slowest stage SC_PLACE_MARGIN
+ * hop_bytes each way over each link's bandwidth; a worker's sends share
+ * its uplink, so they add). Sends are queued while the next micro-batch
+ * computes, so a stage's pace is max(C_k, X_k) / M per micro-batch, and
+ * the chain is a pipeline: step = (M - 1) * the slowest pace + the path of
+ * one micro-batch through the chain (every C_k / M, and every hop's message
+ * both ways: its bytes / M over the link plus half a round trip) — the
+ * fill and the drain. The planner balances the paces: for each order of
+ * the chosen workers a dynamic programme over the cut points minimises
+ * the slowest max(C_k, X_k); orders are compared by the predicted step.
+ * Every order is tried for up to SC_PLACE_EXHAUSTIVE_MAX stages, beyond
+ * that pairwise swaps of the given order are taken greedily while one
+ * helps. Another order than the given one is taken only when it predicts
+ * a step SC_PLACE_MARGIN
  * lower, so that measurement noise does not reshuffle the chain. A link
  * that was not measured in its direction takes the other direction's
  * measurement, else SC_PLACE_DEFAULT_MBIT_S and SC_PLACE_DEFAULT_RTT_MS. */
@@ -53,9 +60,12 @@ typedef struct sc_place_net {
 typedef struct sc_place_stage {
 	int worker;         /* index into the workers array */
 	int first, last;    /* layer range [first, last) */
-	double predicted_s; /* predicted seconds per step: compute_s + transfer_s */
+	double predicted_s; /* predicted seconds per step with this stage the slowest:
+			     * (M - 1) / M * max(compute_s, transfer_s) + the path
+			     * (above); the largest is the chain's step. Without
+			     * links: compute_s */
 	double compute_s;
-	double transfer_s; /* sending activations forward and gradients back */
+	double transfer_s; /* its link busy sending activations forward and gradients back */
 } sc_place_stage;
 
 /* GFLOP of one optimizer step per layer and for the head (final norm, LM

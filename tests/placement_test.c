@@ -97,14 +97,31 @@ static int adjacent(const sc_place_stage *out, int S, int a, int b)
 	return 0;
 }
 
-/* The cuts are contiguous, cover [0, L) and each stage's time adds up. */
-static void assert_sane(const sc_place_stage *out, int S, int L)
+/* The cuts are contiguous and cover [0, L); each stage's prediction is
+ * its pace for M - 1 micro-batches plus one path, the same for every stage
+ * and at least one micro-batch's compute through all (M = 0: no links,
+ * the prediction is the compute). */
+static void assert_sane(const sc_place_stage *out, int S, int L, int M)
 {
+	double path = -1, compute = 0;
 	for (int s = 0; s < S; s++) {
 		assert_int_equal(out[s].first, s ? out[s - 1].last : 0);
 		assert_true(out[s].last > out[s].first);
-		assert_true(fabs(out[s].predicted_s - out[s].compute_s - out[s].transfer_s) <
-			    1e-12);
+		compute += out[s].compute_s;
+	}
+	for (int s = 0; s < S; s++) {
+		double pace = fmax(out[s].compute_s, out[s].transfer_s), p;
+		if (!M) {
+			assert_true(out[s].predicted_s == out[s].compute_s);
+			continue;
+		}
+		p = out[s].predicted_s - pace * (M - 1) / M;
+		if (path < 0)
+			path = p;
+		if (fabs(p - path) > 1e-12 || p < compute / M - 1e-12)
+			fail_msg("stage %d: predicted %g, pace %g: path %g (stage 0: %g, compute "
+				 "of one micro-batch %g)",
+				 s, out[s].predicted_s, pace, p, path, compute / M);
 	}
 	assert_int_equal(out[S - 1].last, L);
 }
@@ -145,7 +162,7 @@ static void test_compute_only_unchanged(void **state)
 		ref_place(w, nw, S, L, lg, hg, want);
 		SC_ASSERT_OK(sc_place(w, nw, S, L, lg, hg, NULL, out, reason, sizeof(reason)));
 		SC_ASSERT_OK(sc_place(w, nw, S, L, lg, hg, &none, out2, NULL, 0));
-		assert_sane(out, S, L);
+		assert_sane(out, S, L, 0);
 		for (int s = 0; s < S; s++) {
 			if (out[s].worker != want[s][0] || out[s].first != want[s][1] ||
 			    out[s].last != want[s][2])
@@ -177,38 +194,67 @@ static void test_slow_link_avoided_by_reordering(void **state)
 	sc_place_net net = { ls, 8e6, 4 }; /* 64 Mbit per hop: 12.8 s at 5 Mbit/s */
 	SC_ASSERT_OK(sc_place(w, 3, 3, 6, 1.0, 0, &net, out, reason, sizeof(reason)));
 	print_message("%s\n", reason);
-	assert_sane(out, 3, 6);
+	assert_sane(out, 3, 6, 4);
 	if (adjacent(out, 3, 0, 1))
 		fail_msg("the slow link is still in the chain: %s", reason);
 	assert_int_equal(out[1].worker, 2);
-	assert_true(slowest(out, 3) < 1.0); /* 0.2 s compute + 2 x 0.065 s transfer */
+	assert_true(slowest(out, 3) < 1.0); /* 0.2 s compute, 2 x 0.064 s transfer */
 	assert_non_null(strstr(reason, "best of every order"));
 	assert_non_null(strstr(reason, "4 of 4 link directions measured"));
 	assert_non_null(strstr(reason, "8.000 MB per hop"));
 	free(ls);
 }
 
-/* Two stages over one link that is slow one way: the stage that sends over
- * it (activations forward) gets fewer layers; no order helps, so the
- * given one is kept. */
-static void test_cut_moves_away_from_slow_link(void **state)
+/* Two stages over one link that is slow one way, 8 micro-batches: stage 0
+ * is bound by its link (0.7 s of sends a step against 0.5 s of compute at
+ * the even cut), so the step is 7/8 of 0.7 s plus one micro-batch's path:
+ * 1/8 of the whole compute, its message down (0.7 / 8 s plus half of 2 ms)
+ * and its gradient back (at 1e6 Mbit/s). Stage 1 is given no more compute
+ * than the link's pace; the given order is kept (the other is as slow). */
+static void test_link_bound_stage(void **state)
 {
 	(void)state;
 	sc_place_worker w[2] = { { 7, 10 }, { 8, 10 } };
 	sc_place_stage out[2];
-	sc_place_link ls[4] = { { 0, 0 }, { 0, 100 }, { 0, 1e6 }, { 0, 0 } };
+	sc_place_link ls[4] = { { 0, 0 }, { 2.0, 80 }, { 0, 1e6 }, { 0, 0 } };
 	char reason[2048];
-	sc_place_net net = { ls, 5e6, 1 }; /* 40 Mbit: 0.4 s at 100 Mbit/s */
+	sc_place_net net = { ls, 7e6, 8 }; /* 56 Mbit: 0.7 s at 80 Mbit/s */
 	SC_ASSERT_OK(sc_place(w, 2, 2, 10, 1.0, 0, NULL, out, NULL, 0));
 	assert_int_equal(out[0].last, 5); /* compute alone: even */
 	SC_ASSERT_OK(sc_place(w, 2, 2, 10, 1.0, 0, &net, out, reason, sizeof(reason)));
-	assert_sane(out, 2, 10);
+	print_message("%s\n", reason);
+	assert_sane(out, 2, 10, 8);
 	assert_int_equal(out[0].worker, 0);
-	assert_int_equal(out[0].last, 3); /* 0.3 + 0.4 s vs 0.7 s */
-	assert_true(fabs(out[0].transfer_s - 0.4) < 1e-9);
-	assert_true(fabs(out[1].transfer_s - 4e-5) < 1e-12);
-	assert_true(fabs(slowest(out, 2) - 0.70004) < 1e-9);
+	assert_true(fabs(out[0].transfer_s - 0.7) < 1e-9);
+	assert_true(fabs(out[1].transfer_s - 5.6e-5) < 1e-12);
+	assert_true(out[1].compute_s <= 0.7 + 1e-12);
+	double step = 0.7 * 7 / 8 + 1.0 / 8 + (0.7 / 8 + 0.001) + 5.6e-5 / 8;
+	if (fabs(slowest(out, 2) - step) > 1e-9)
+		fail_msg("predicted step %.9f s, by hand %.9f s", slowest(out, 2), step);
 	assert_non_null(strstr(reason, "the given order; none of the others is 1% faster"));
+	assert_non_null(strstr(reason, "predicted step (pipelined over the links) 0.826"));
+}
+
+/* The pipeline's terms, each on its own: compute-bound (M - 1 paces of
+ * the slowest compute plus a path), and one micro-batch (M = 1: the path
+ * alone, every compute and message in turn). */
+static void test_pipeline_terms(void **state)
+{
+	(void)state;
+	sc_place_worker w[3] = { { 1, 10 }, { 2, 10 }, { 3, 10 } };
+	sc_place_stage out[3];
+	sc_place_link *ls = links_all(3, 1000, 1.0); /* 1 ms round trips */
+	sc_place_net net = { ls, 1e6, 4 };           /* 8 ms a hop-step at 1000 Mbit/s */
+	SC_ASSERT_OK(sc_place(w, 3, 3, 6, 1.0, 0, &net, out, NULL, 0));
+	assert_sane(out, 3, 6, 4);
+	/* 0.2 s a stage; path 0.6 / 4 + 2 hops x 2 x (0.008 / 4 + 0.0005) */
+	double step = 0.2 * 3 / 4 + 0.6 / 4 + 4 * (0.002 + 0.0005);
+	assert_true(fabs(slowest(out, 3) - step) < 1e-12);
+	net.messages = 1;
+	SC_ASSERT_OK(sc_place(w, 3, 3, 6, 1.0, 0, &net, out, NULL, 0));
+	assert_sane(out, 3, 6, 1);
+	assert_true(fabs(slowest(out, 3) - (0.6 + 4 * (0.008 + 0.0005))) < 1e-12);
+	free(ls);
 }
 
 /* Nothing measured: every hop at the default, and the reason says so; one
@@ -220,9 +266,9 @@ static void test_default_link_when_unmeasured(void **state)
 	sc_place_stage out[3];
 	char reason[2048];
 	sc_place_net net = { NULL, 1e6, 4 };
-	double hop = 8e6 / (SC_PLACE_DEFAULT_MBIT_S * 1e6) + 4 * SC_PLACE_DEFAULT_RTT_MS / 1000;
+	double hop = 8e6 / (SC_PLACE_DEFAULT_MBIT_S * 1e6);
 	SC_ASSERT_OK(sc_place(w, 3, 3, 9, 1.0, 0, &net, out, reason, sizeof(reason)));
-	assert_sane(out, 3, 9);
+	assert_sane(out, 3, 9, 4);
 	assert_true(fabs(out[0].transfer_s - hop) < 1e-12);
 	assert_true(fabs(out[1].transfer_s - 2 * hop) < 1e-12);
 	assert_true(fabs(out[2].transfer_s - hop) < 1e-12);
@@ -240,7 +286,7 @@ static void test_default_link_when_unmeasured(void **state)
 	SC_ASSERT_OK(sc_place(w, 3, 3, 9, 1.0, 0, &net, out, reason, sizeof(reason)));
 	assert_non_null(strstr(reason, "measured the other way"));
 	assert_non_null(strstr(reason, "of 4 link directions measured"));
-	double slow = 8e6 / 100e6 + 4 * 1.0 / 1000;
+	double slow = 8e6 / 100e6;
 	for (int s = 0; s < 3; s++) {
 		/* whatever the order, a hop over a measured pair costs the slow time */
 		assert_true(out[s].transfer_s >= hop - 1e-12);
@@ -264,7 +310,7 @@ static void test_greedy_beyond_exhaustive(void **state)
 	set_link(ls, N, 4, 3, 2, 50);
 	sc_place_net net = { ls, 4e6, 2 };
 	SC_ASSERT_OK(sc_place(w, N, N, 2 * N, 1.0, 0.5, &net, out, reason, sizeof(reason)));
-	assert_sane(out, N, 2 * N);
+	assert_sane(out, N, 2 * N, 2);
 	if (adjacent(out, N, 3, 4))
 		fail_msg("greedy order kept the slow link: %s", reason);
 	assert_non_null(strstr(reason, "greedy swaps"));
@@ -298,7 +344,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_compute_only_unchanged),
 		cmocka_unit_test(test_slow_link_avoided_by_reordering),
-		cmocka_unit_test(test_cut_moves_away_from_slow_link),
+		cmocka_unit_test(test_link_bound_stage),
+		cmocka_unit_test(test_pipeline_terms),
 		cmocka_unit_test(test_default_link_when_unmeasured),
 		cmocka_unit_test(test_greedy_beyond_exhaustive),
 		cmocka_unit_test(test_fastest_chosen),

@@ -15,7 +15,22 @@
 #include "splitchain.pb-c.h"
 #include "testutil.h"
 
-static const sc_rpc_method methods[] = { { "Test.Echo", sc_probe_echo }, { NULL, NULL } };
+/* Echo, but the first payload of each probe (any echo that carries bytes
+ * after a small one) waits 300 ms, as behind a neighbour's transfer. */
+static void slow_first(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	static int last_len;
+	if (len > 1024 && last_len <= 1024) {
+		struct timespec d = { 0, 300 * 1000000L };
+		nanosleep(&d, NULL);
+	}
+	last_len = (int)len;
+	sc_probe_echo(arg, req, len, rep);
+}
+
+static const sc_rpc_method methods[] = { { "Test.Echo", sc_probe_echo },
+					 { "Test.SlowFirst", slow_first },
+					 { NULL, NULL } };
 
 static const char *inproc_url(void)
 {
@@ -171,6 +186,25 @@ static void test_probe_refused(void **state)
 	sc_rpc_server_close(srv);
 }
 
+/* A payload slowed by other traffic does not set the rate: the probe
+ * measures again with sized payloads and keeps the fastest. */
+static void test_probe_keeps_fastest(void **state)
+{
+	(void)state;
+	const char *url = inproc_url();
+	sc_rpc_server *srv = NULL;
+	sc_rpc_client *cl = NULL;
+	sc_probe_result r = { 0 };
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, url, methods, NULL, 1));
+	SC_ASSERT_OK(sc_rpc_client_open(&cl, url));
+	SC_ASSERT_OK(sc_probe_link(cl, "Test.SlowFirst", SC_PROBE_BUDGET_MS, NULL, NULL, &r));
+	/* The slowed payload alone reads 256 KiB in 0.3 s, 7 Mbit/s. */
+	if (!(r.mbit_s > 100))
+		fail_msg("the slowed first payload set the rate: %g Mbit/s", r.mbit_s);
+	sc_rpc_client_close(cl);
+	sc_rpc_server_close(srv);
+}
+
 static int stop_after(void *arg)
 {
 	int *left = arg;
@@ -237,6 +271,7 @@ int main(void)
 		cmocka_unit_test(test_probe_measures),
 		cmocka_unit_test(test_probe_absent_peer),
 		cmocka_unit_test(test_probe_refused),
+		cmocka_unit_test(test_probe_keeps_fastest),
 		cmocka_unit_test(test_probe_given_up),
 		cmocka_unit_test(test_check),
 	};

@@ -11,6 +11,14 @@
  * as soon as a step begins; a peer that runs one refuses Echo (UNAVAILABLE)
  * and is tried again later. Each probe stays within SC_PROBE_BUDGET_MS.
  *
+ * Probes of one link must not meet the others': when a worker registers,
+ * every other one sees it at the same poll, and all would send into its
+ * downlink at once. So a new link is first probed after a random delay
+ * (up to JITTER_MS per live peer), and every measurement is a pair of
+ * probes CONFIRM_MIN_MS..CONFIRM_MAX_MS apart (at most --probe-every-s): the first is reported at
+ * once, the pair's best (lowest RTT, highest rate) replaces it — a probe
+ * that met other traffic only reads the link slow.
+ *
  * Threads: all the state here is the prober thread's own; the Echo handler
  * reads only w->busy. One client per peer address, kept for the worker's
  * life (a worker that restarts comes back on a new address: a new entry). */
@@ -19,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sc_log.h"
 #include "sc_probe.h"
@@ -30,6 +39,9 @@
 #define REPORT_MS       5000 /* the longest wait for ReportLinks' answer */
 #define RETRY_FAILED_MS 30000
 #define MAX_PEERS       128
+#define JITTER_MS       1000 /* a new link's first probe: up to this per live peer */
+#define CONFIRM_MIN_MS  1000 /* the second probe of a pair, after the first */
+#define CONFIRM_MAX_MS  4000
 
 typedef struct peer {
 	char name[128];
@@ -39,6 +51,7 @@ typedef struct peer {
 	int64_t next_ms;   /* monotonic: when it is due again; 0 now, -1 never */
 	int measured;      /* measured at least once */
 	int pending;       /* a measurement waits for the next report */
+	int confirming;    /* the next probe is the second of a pair */
 	sc_probe_result r;
 } peer;
 
@@ -48,7 +61,22 @@ struct worker_probe {
 	peer peers[MAX_PEERS + 1]; /* [0] is the coordinator */
 	int npeers;
 	int full_noted;
+	unsigned seed; /* rand_r: the delays, different on every worker */
 };
+
+/* A random delay in [lo, hi] ms from now, on the monotonic clock. */
+static int64_t due_in(struct worker_probe *p, int lo, int hi)
+{
+	return worker_mono_ms() + lo + (hi > lo ? rand_r(&p->seed) % (hi - lo + 1) : 0);
+}
+
+static int live_peers(const struct worker_probe *p)
+{
+	int n = 0;
+	for (int i = 0; i < p->npeers; i++)
+		n += p->peers[i].live;
+	return n;
+}
 
 void worker_echo(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 {
@@ -92,6 +120,7 @@ static peer *peer_of(struct worker_probe *p, const char *name, const char *addr)
 	}
 	snprintf(e->name, sizeof(e->name), "%s", name);
 	snprintf(e->addr, sizeof(e->addr), "%s", addr);
+	e->next_ms = due_in(p, 0, JITTER_MS * (live_peers(p) + 1));
 	p->npeers++;
 	return e;
 }
@@ -158,21 +187,43 @@ static int probe_due(worker *w, struct worker_probe *p)
 		if (give_up(w))
 			break;
 		const char *to = i ? e->name : "the coordinator";
+		sc_probe_result r;
 		if (sc_probe_link(i ? e->cl : w->coord, i ? "Worker.Echo" : "Coordinator.Echo",
-				  SC_PROBE_BUDGET_MS, give_up, w, &e->r) != SC_OK) {
+				  SC_PROBE_BUDGET_MS, give_up, w, &r) != SC_OK) {
 			if (give_up(w))
 				break; /* due again once the step is over */
 			sc_debug("worker", "link to %s not measured: %s", to, sc_err_detail());
 			e->next_ms = worker_mono_ms() + RETRY_FAILED_MS;
 			continue;
 		}
+		if (e->confirming) {
+			/* The pair's best; the newer time. */
+			if (e->r.rtt_ms < r.rtt_ms)
+				r.rtt_ms = e->r.rtt_ms;
+			if (e->r.mbit_s > r.mbit_s)
+				r.mbit_s = e->r.mbit_s;
+		}
+		e->r = r;
 		if (!e->measured)
 			sc_info("worker", "link to %s: rtt %.3f ms, %.0f Mbit/s", to, e->r.rtt_ms,
 				e->r.mbit_s);
+		else if (e->confirming)
+			sc_debug("worker",
+				 "link to %s, best of two probes: rtt %.3f ms, %.0f Mbit/s", to,
+				 e->r.rtt_ms, e->r.mbit_s);
 		e->measured = e->pending = 1;
-		e->next_ms = w->o.probe_every_s > 0
-				 ? worker_mono_ms() + (int64_t)w->o.probe_every_s * 1000
-				 : -1;
+		e->confirming = !e->confirming;
+		if (e->confirming) {
+			/* Never later than the next measurement is due. */
+			int hi = CONFIRM_MAX_MS, every = w->o.probe_every_s;
+			if (every > 0 && every * 1000 < hi)
+				hi = every * 1000;
+			e->next_ms =
+			    due_in(p, CONFIRM_MIN_MS < hi / 2 ? CONFIRM_MIN_MS : hi / 2, hi);
+		} else
+			e->next_ms = w->o.probe_every_s > 0
+					 ? worker_mono_ms() + (int64_t)w->o.probe_every_s * 1000
+					 : -1;
 		measured++;
 	}
 	return measured;
@@ -201,8 +252,12 @@ sc_err worker_probe_start(worker *w)
 	struct worker_probe *p = calloc(1, sizeof(*p));
 	if (!p)
 		return sc_errf(SC_ENOMEM, "out of memory for the link prober");
-	p->npeers = 1; /* the coordinator, measured as soon as we are registered */
+	p->npeers = 1; /* the coordinator, measured soon after we are registered */
 	p->peers[0].live = 1;
+	p->seed = (unsigned)getpid() ^ (unsigned)worker_mono_ms();
+	for (const char *c = w->name; *c; c++)
+		p->seed = p->seed * 31u + (unsigned char)*c;
+	p->peers[0].next_ms = due_in(p, 0, JITTER_MS);
 	w->probe = p;
 	if (pthread_create(&p->th, NULL, prober_main, w)) {
 		w->probe = NULL;

@@ -9,10 +9,11 @@
 #include "sc_rpc_pb.h"
 #include "splitchain.pb-c.h"
 
-#define FIRST_BYTES  (256u << 10) /* the first bandwidth payload */
-#define SECOND_MAX   (4u << 20)   /* the most the second one carries */
-#define SECOND_AIM_S 0.25         /* what the second one aims to take */
-#define DAY_MS       86400000LL
+#define FIRST_BYTES (256u << 10) /* the first bandwidth payload */
+#define BULK_MAX    (4u << 20)   /* the most a later one carries */
+#define BULK_AIM_S  0.25         /* what a later one aims to take */
+#define BULK_ECHOES 3            /* payloads in all: the first and two sized */
+#define DAY_MS      86400000LL
 
 void sc_probe_echo(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 {
@@ -102,23 +103,35 @@ sc_err sc_probe_link(sc_rpc_client *cl, const char *method, int budget_ms, sc_pr
 		if (took < rtt)
 			rtt = took;
 	}
-	if (!(buf = calloc(1, SECOND_MAX)))
+	if (!(buf = calloc(1, BULK_MAX)))
 		return sc_errf(SC_ENOMEM, "out of memory for a probe payload");
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < BULK_ECHOES; i++) {
+		if (i > 0) {
+			double next = bits_s / 8 * BULK_AIM_S;
+			bytes = next < FIRST_BYTES ? FIRST_BYTES
+				: next > BULK_MAX  ? BULK_MAX
+						   : (size_t)next;
+			/* A slow link's first payload measured it: no more than
+			 * the budget surely holds. */
+			if (mono_s() + 2 * 8.0 * (double)bytes / bits_s > end)
+				break;
+		}
 		if (stop && stop(arg)) {
 			rc = sc_errf(SC_EINVAL, "%s: probe given up", method);
 			goto out;
 		}
-		if ((rc = echo(cl, method, buf, bytes, end, &took)) != SC_OK)
+		if ((rc = echo(cl, method, buf, bytes, end, &took)) != SC_OK) {
+			if (i > 0)
+				break; /* cut short: an earlier payload measured it */
 			goto out;
+		}
 		/* A transfer faster than the timer resolves is counted at its
 		 * whole time: the estimate errs low, never infinite. */
-		double t = took - rtt > 1e-6 ? took - rtt : took;
-		bits_s = 8.0 * (double)bytes / t;
-		double next = bits_s / 8 * SECOND_AIM_S;
-		if (next <= (double)bytes)
-			break; /* a slow link: the first payload measured it */
-		bytes = next > SECOND_MAX ? SECOND_MAX : (size_t)next;
+		double t = took - rtt > 1e-6 ? took - rtt : took, b = 8.0 * (double)bytes / t;
+		/* Other traffic on the link (a neighbour's probe, a job) only
+		 * slows a payload down: the fastest one is the link's rate. */
+		if (b > bits_s)
+			bits_s = b;
 	}
 	out->rtt_ms = rtt * 1000;
 	out->mbit_s = bits_s / 1e6;
