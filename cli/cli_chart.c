@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli_chart.h"
+#include "sc_utf8.h"
 
 /* What a dot holds (grid.d). */
 enum { DOT_S1 = 1, DOT_S2 = 2, DOT_S2_POINT = 4 };
@@ -69,26 +70,6 @@ static void end_line(text *t, int cols)
 	t->w = 0;
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	size_t k = s[0] < 0x80         ? 1
-		   : (s[0] >> 5) == 6  ? 2
-		   : (s[0] >> 4) == 14 ? 3
-		   : (s[0] >> 3) == 30 ? 4
-				       : 0;
-	if (!k || k > n || (k == 2 && s[0] < 0xC2))
-		return 0;
-	for (size_t i = 1; i < k; i++)
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-	if ((k == 3 && s[0] == 0xE0 && s[1] < 0xA0) || (k == 3 && s[0] == 0xED && s[1] >= 0xA0) ||
-	    (k == 4 &&
-	     ((s[0] == 0xF0 && s[1] < 0x90) || s[0] > 0xF4 || (s[0] == 0xF4 && s[1] >= 0x90))))
-		return 0;
-	return k;
-}
-
 /* A label, at most max columns of it: code points one column each, control
  * characters and invalid bytes as '?'. */
 static void put_label(text *t, const char *s, int max)
@@ -96,7 +77,7 @@ static void put_label(text *t, const char *s, int max)
 	size_t n = strlen(s);
 	for (size_t i = 0; i < n && max > 0; max--) {
 		const unsigned char *u = (const unsigned char *)s + i;
-		size_t k = utf8_len(u, n - i);
+		size_t k = sc_utf8_len(s + i, n - i);
 		if (!k || u[0] < 0x20 || u[0] == 0x7F || (u[0] == 0xC2 && u[1] < 0xA0)) {
 			put(t, "?", 1, 1); /* C0, DEL, C1 controls, not UTF-8 */
 			i += k ? k : 1;

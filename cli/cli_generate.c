@@ -21,6 +21,7 @@
 #include "sc_file.h"
 #include "sc_generate.h"
 #include "sc_rpc_pb.h"
+#include "sc_utf8.h"
 #include "sc_wire.h"
 #include "splitchain.pb-c.h"
 
@@ -310,51 +311,6 @@ static int emit(void *arg, int32_t id)
 	return stop;
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	size_t k = s[0] < 0x80         ? 1
-		   : (s[0] >> 5) == 6  ? 2
-		   : (s[0] >> 4) == 14 ? 3
-		   : (s[0] >> 3) == 30 ? 4
-				       : 0;
-	if (!k || k > n || (k == 2 && s[0] < 0xC2))
-		return 0;
-	for (size_t i = 1; i < k; i++)
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-	if ((k == 3 && s[0] == 0xE0 && s[1] < 0xA0) || (k == 3 && s[0] == 0xED && s[1] >= 0xA0) ||
-	    (k == 4 &&
-	     ((s[0] == 0xF0 && s[1] < 0x90) || s[0] > 0xF4 || (s[0] == 0xF4 && s[1] >= 0x90))))
-		return 0;
-	return k;
-}
-
-/* text (len bytes) with each byte that is not part of valid UTF-8 replaced
- * by U+FFFD, as a decoder with errors="replace" does: JSON text is UTF-8.
- * New string, free(); NULL on out of memory. */
-static char *valid_utf8(const char *text, size_t len)
-{
-	char *out = malloc(3 * len + 1);
-	size_t o = 0;
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < len;) {
-		size_t k = utf8_len((const unsigned char *)text + i, len - i);
-		if (k) {
-			memcpy(out + o, text + i, k);
-			o += k;
-			i += k;
-		} else {
-			memcpy(out + o, "\xEF\xBF\xBD", 3);
-			o += 3;
-			i++;
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
 /* text (len bytes): the run's text, cut after a stop string. */
 static void print_json(const int32_t *prompt, int n_prompt, const int32_t *ids, int n,
 		       const char *text, size_t len, const sc_gen_stats *st)
@@ -365,7 +321,8 @@ static void print_json(const int32_t *prompt, int n_prompt, const int32_t *ids, 
 		cJSON_AddItemToArray(p, cJSON_CreateNumber(prompt[i]));
 	for (int i = 0; i < n; i++)
 		cJSON_AddItemToArray(g, cJSON_CreateNumber(ids[i]));
-	char *utf8 = valid_utf8(text ? text : "", len);
+	/* JSON text is UTF-8: invalid bytes become U+FFFD. */
+	char *utf8 = sc_utf8_lossy(text ? text : "", text ? len : 0, NULL);
 	cJSON_AddStringToObject(o, "text", utf8 ? utf8 : "");
 	free(utf8);
 	cJSON_AddNumberToObject(o, "prefill_tokens_per_s",

@@ -10,6 +10,7 @@
 #include "sc_data.h"
 #include "sc_file.h"
 #include "sc_tokenizer.h"
+#include "sc_utf8.h"
 #include "testutil.h"
 
 /* GPT-2's byte -> character map, for writing byte-level vocabularies. */
@@ -311,6 +312,59 @@ static void token_files_16_and_32_bit(void **state)
 	SC_ASSERT_ERR(sc_tokens_save(p, (int32_t[]){ 1, -1 }, 2), SC_ERANGE);
 }
 
+/* One UTF-8 validity for the project: well-formed sequences only, and
+ * lossy repair by maximal subparts (Python's errors="replace"). */
+static void utf8_validity_and_repair(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *s;
+		size_t n, len;
+	} one[] = {
+		{ "a", 1, 1 },
+		{ "\xC3\xA9", 2, 2 },         /* U+00E9 */
+		{ "\xE2\x82\xAC", 3, 3 },     /* U+20AC */
+		{ "\xF0\x9F\x98\x80", 4, 4 }, /* U+1F600 */
+		{ "\xF4\x8F\xBF\xBF", 4, 4 }, /* U+10FFFF */
+		{ "\xC0\xAF", 2, 0 },         /* overlong '/' */
+		{ "\xC1\xBF", 2, 0 },         /* overlong */
+		{ "\xE0\x80\xAF", 3, 0 },     /* overlong */
+		{ "\xF0\x80\x80\xAF", 4, 0 }, /* overlong */
+		{ "\xED\xA0\x80", 3, 0 },     /* U+D800, a surrogate */
+		{ "\xED\xBF\xBF", 3, 0 },     /* U+DFFF */
+		{ "\xF4\x90\x80\x80", 4, 0 }, /* U+110000 */
+		{ "\xF5\x80\x80\x80", 4, 0 }, /* no such lead byte */
+		{ "\x80", 1, 0 },             /* a stray continuation */
+		{ "\xE2\x82", 2, 0 },         /* cut short */
+		{ "\xE2\x28\xA1", 3, 0 },     /* bad continuation */
+	};
+	for (size_t i = 0; i < sizeof(one) / sizeof(one[0]); i++)
+		if (sc_utf8_len(one[i].s, one[i].n) != one[i].len)
+			fail_msg("case %zu: %zu, want %zu", i, sc_utf8_len(one[i].s, one[i].n),
+				 one[i].len);
+	assert_int_equal(sc_utf8_len("abc", 0), 0);
+
+	/* As Python: b"...".decode("utf-8", "replace"). */
+	static const struct {
+		const char *in, *out;
+	} fix[] = {
+		{ "ok \xC3\xA9", "ok \xC3\xA9" },
+		{ "a\xF0\x9F\x98", "a\xEF\xBF\xBD" },       /* one maximal subpart */
+		{ "\xC0\xAF", "\xEF\xBF\xBD\xEF\xBF\xBD" }, /* two */
+		{ "\xED\xA0\x80x", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDx" }, /* three */
+		{ "\xE2\x28\xA1", "\xEF\xBF\xBD(\xEF\xBF\xBD" },
+		{ "", "" },
+	};
+	for (size_t i = 0; i < sizeof(fix) / sizeof(fix[0]); i++) {
+		size_t len = 99;
+		char *o = sc_utf8_lossy(fix[i].in, strlen(fix[i].in), &len);
+		assert_non_null(o);
+		assert_string_equal(o, fix[i].out);
+		assert_int_equal(len, strlen(fix[i].out));
+		free(o);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -322,6 +376,7 @@ int main(void)
 		cmocka_unit_test(legacy_vocab_and_merges),
 		cmocka_unit_test(encode_is_thread_safe),
 		cmocka_unit_test(token_files_16_and_32_bit),
+		cmocka_unit_test(utf8_validity_and_repair),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

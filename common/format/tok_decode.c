@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sc_utf8.h"
 #include "tok_impl.h"
 
 enum { D_SEQ, D_BYTELEVEL, D_BYTEFALLBACK, D_REPLACE, D_FUSE, D_STRIP, D_METASPACE };
@@ -204,8 +205,7 @@ static sc_err step(const tok_decoder *d, const list *in, list *out)
 			if (pend.len) {
 				size_t k = 0;
 				while (k < pend.len) {
-					size_t l = tok_utf8_valid_len((unsigned char *)pend.p + k,
-								      pend.len - k);
+					size_t l = sc_utf8_len(pend.p + k, pend.len - k);
 					if (!l)
 						break;
 					k += l;

@@ -30,8 +30,7 @@ typedef struct tok_ids {
 sc_err tok_ids_put(tok_ids *a, const int32_t *ids, size_t n);
 
 /* ---- UTF-8 (tok_utf8.c) ---- */
-/* Length of the valid UTF-8 sequence at s[0..n), 0 if invalid there. */
-size_t tok_utf8_valid_len(const unsigned char *s, size_t n);
+/* Validity of one sequence: sc_utf8_len (sc_utf8.h). */
 /* Appends s with each maximal invalid subsequence replaced by U+FFFD (as
  * Rust's from_utf8_lossy). Returns 1 in *changed when something was. */
 sc_err tok_utf8_lossy(tok_buf *out, const char *s, size_t n, int *changed);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sc_utf8.h"
 #include "tok_impl.h"
 
 sc_err tok_buf_reserve(tok_buf *b, size_t extra)
@@ -88,11 +89,11 @@ static size_t utf8_prefix(const unsigned char *s, size_t n, int *full)
 	return i;
 }
 
-size_t tok_utf8_valid_len(const unsigned char *s, size_t n)
+size_t sc_utf8_len(const char *s, size_t n)
 {
 	int full;
-	size_t k = utf8_prefix(s, n, &full);
-	return full ? k : 0;
+	size_t k = n ? utf8_prefix((const unsigned char *)s, n, &full) : 0;
+	return n && full ? k : 0;
 }
 
 sc_err tok_utf8_lossy(tok_buf *out, const char *s, size_t n, int *changed)
@@ -121,6 +122,19 @@ sc_err tok_utf8_lossy(tok_buf *out, const char *s, size_t n, int *changed)
 		run = i;
 	}
 	return tok_buf_put(out, s + run, n - run);
+}
+
+char *sc_utf8_lossy(const char *s, size_t n, size_t *out_len)
+{
+	tok_buf b = { 0 };
+	int changed;
+	if (tok_utf8_lossy(&b, s, n, &changed) || (!b.p && tok_buf_put(&b, "", 0))) {
+		free(b.p);
+		return NULL;
+	}
+	if (out_len)
+		*out_len = b.len;
+	return b.p;
 }
 
 uint32_t tok_utf8_cp(const char *s, size_t *adv)

@@ -129,8 +129,10 @@ sc_err sc_probe_link(sc_rpc_client *cl, const char *method, int budget_ms, sc_pr
 		 * whole time: the estimate errs low, never infinite. */
 		double t = took - rtt > 1e-6 ? took - rtt : took, b = 8.0 * (double)bytes / t;
 		/* Other traffic on the link (a neighbour's probe, a job) only
-		 * slows a payload down: the fastest one is the link's rate. */
-		if (b > bits_s)
+		 * slows a payload down: the fastest sized one is the link's
+		 * rate. The first sizes them: being small, it may pass within
+		 * a shaper's burst, faster than the link carries. */
+		if (i == 1 || b > bits_s)
 			bits_s = b;
 	}
 	out->rtt_ms = rtt * 1000;

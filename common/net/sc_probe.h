@@ -3,18 +3,17 @@
  * Coordinator.Echo), with a short, bounded probe.
  *
  * A probe is a few small echoes (the shortest round trip is the RTT), then
- * payloads sent one way: a first of 256 KiB, then two sized from the best
- * rate so far to take about a quarter of a second each (up to
- * 4 MiB), so that a slow link is never sent more than it
- * carries in a moment and a fast one is measured over enough bytes (many
- * times a shaper's burst); a later payload is sent only while the budget
- * surely holds it (a slow link's first payload may be all). Bandwidth = payload bits / (transfer time -
- * RTT), the best of the payloads: traffic of others on the link only slows
- * a payload, so the fastest is the nearest to what the link carries. The
- * whole probe stays within its time budget (a last payload the budget cuts
- * short is dropped when an earlier sized one measured the link); a peer
- * that does not answer in it gives no measurement. Nothing here keeps
- * state between probes.
+ * payloads sent one way: a first of 256 KiB that sizes the others, then
+ * two sized from the rate so far to take about a quarter of a second each
+ * (256 KiB to 4 MiB: many times a shaper's burst), each sent only while
+ * the budget surely holds it. Bandwidth = payload bits / (transfer time -
+ * RTT), the best of the sized payloads — others' traffic on the link only
+ * slows a payload, so the fastest is the nearest to what the link carries;
+ * the first does not count, as it may pass within a shaper's burst — or
+ * the first's alone on a link too slow for more. The whole probe stays
+ * within its time budget (a payload the budget cuts short is dropped when
+ * an earlier one measured the link); a peer that does not answer in it
+ * gives no measurement. Nothing here keeps state between probes.
  */
 #ifndef SC_PROBE_H
 #define SC_PROBE_H
