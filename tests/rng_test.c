@@ -166,11 +166,48 @@ static void lora_config_rejects_rank_zero(void **state)
 	SC_ASSERT_ERR(sc_lora_config_validate(&lc, &l), SC_EINVAL);
 }
 
+/* A filled batch is the u64 stream cut in 24-bit halves: top bits first,
+ * then bits 16..39; an odd count leaves the last draw's second half
+ * unused. */
+static void uniform_fill_is_the_stream(void **state)
+{
+	(void)state;
+	for (size_t n = 0; n <= 9; n++) {
+		sc_rng a, b;
+		float got[9];
+		sc_rng_seed(&a, (uint64_t[]){ 11, n }, 2);
+		b = a;
+		sc_rng_uniform_fill(&a, got, n);
+		for (size_t i = 0; i < n; i += 2) {
+			uint64_t x = sc_rng_u64(&b);
+			assert_true(got[i] == (float)(x >> 40) / 16777216.0f);
+			if (i + 1 < n)
+				assert_true(got[i + 1] ==
+					    (float)((x >> 16) & 0xFFFFFF) / 16777216.0f);
+		}
+		assert_true(sc_rng_u64(&a) == sc_rng_u64(&b)); /* in step after */
+	}
+	/* Moments of a long batch. */
+	enum { M = 1 << 16 };
+	static float u[M];
+	sc_rng r;
+	double sum = 0, sq = 0;
+	sc_rng_seed(&r, (uint64_t[]){ 3 }, 1);
+	sc_rng_uniform_fill(&r, u, M);
+	for (int i = 0; i < M; i++) {
+		assert_true(u[i] >= 0 && u[i] < 1);
+		sum += u[i], sq += (double)u[i] * u[i];
+	}
+	assert_true(fabs(sum / M - 0.5) < 0.005);
+	assert_true(fabs(sq / M - sum / M * sum / M - 1.0 / 12) < 0.002);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(same_keys_same_stream),
 		cmocka_unit_test(uniform_and_normal_moments),
+		cmocka_unit_test(uniform_fill_is_the_stream),
 		cmocka_unit_test(below_stays_below),
 		cmocka_unit_test(lora_init_depends_only_on_seed_layer_target),
 		cmocka_unit_test(targets_parse),

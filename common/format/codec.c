@@ -276,8 +276,7 @@ static void int_encode(enum sc_wire w, const float *x, size_t rows, size_t cols,
 			size_t n = cols - c0 < CH ? cols - c0 : CH;
 			int8_t *q = w == SC_WIRE_INT8 ? (int8_t *)o + c0 : q4;
 			if (rng)
-				for (size_t j = 0; j < n; j++)
-					u[j] = sc_rng_uniform(rng);
+				sc_rng_uniform_fill(rng, u, n);
 			quantize(q, v + c0, n, inv, qmax, rng ? u : NULL);
 			if (rr)
 				feedback(rr + c0, q, n, scale);

@@ -34,8 +34,9 @@
  *   lowered by an ulp if qmax * s[r] would overflow; a row whose s[r] would
  *   fall below FLT_MIN (all zeros, or all below ~1e-36) is sent as scale 0
  *   and zeros. With y = v * (1 / s[r]): q = y rounded to nearest, ties to
- *   even (rng NULL), or floor(y + u) with u = sc_rng_uniform(rng) drawn once
- *   per element in row-major order, zeros and scale-0 rows included
+ *   even (rng NULL), or floor(y + u) with u from sc_rng_uniform_fill(rng),
+ *   one call per run of up to 256 elements of a row (row-major order, zeros
+ *   and scale-0 rows included; a run of n takes ceil(n / 2) 64-bit draws)
  *   (stochastic rounding: E[q * s] = v up to 2^-24 of a step); then q is
  *   clamped to [-qmax, qmax]. The float formats draw nothing from rng.
  *   Error feedback: residual becomes v - decode(encode(v)) element by
@@ -82,7 +83,7 @@ size_t sc_wire_bytes(enum sc_wire w, size_t rows, size_t cols);
  * rows, cols) bytes, any alignment, not overlapping x or residual).
  * residual (rows * cols floats, may be NULL): error feedback, updated in
  * place as described above. rng (may be NULL): stochastic rounding for int8
- * and int4, advanced by rows * cols draws; NULL rounds to nearest. w must be
+ * and int4, advanced by rows * ceil of each run's length / 2 draws (above); NULL rounds to nearest. w must be
  * a valid encoding and the shape one sc_wire_bytes sizes (a bug otherwise:
  * aborts). Cannot fail. */
 void sc_wire_encode(enum sc_wire w, const float *x, size_t rows, size_t cols, float *residual,

@@ -46,6 +46,25 @@ float sc_rng_uniform(sc_rng *r)
 	return (float)(sc_rng_u64(r) >> 40) * (1.0f / 16777216.0f);
 }
 
+void sc_rng_uniform_fill(sc_rng *r, float *out, size_t n)
+{
+	uint64_t s0 = r->s[0], s1 = r->s[1], s2 = r->s[2], s3 = r->s[3];
+	const float k = 1.0f / 16777216.0f;
+	for (size_t i = 0; i < n; i += 2) {
+		uint64_t x = rotl(s1 * 5, 7) * 9, t = s1 << 17;
+		s2 ^= s0;
+		s3 ^= s1;
+		s1 ^= s2;
+		s0 ^= s3;
+		s2 ^= t;
+		s3 = rotl(s3, 45);
+		out[i] = (float)(x >> 40) * k;
+		if (i + 1 < n)
+			out[i + 1] = (float)((x >> 16) & 0xFFFFFFu) * k;
+	}
+	r->s[0] = s0, r->s[1] = s1, r->s[2] = s2, r->s[3] = s3;
+}
+
 float sc_rng_normal(sc_rng *r)
 {
 	double u1 = ((double)(sc_rng_u64(r) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
