@@ -71,6 +71,27 @@ int run_call_all(runner *r, int timeout_ms)
 	return -1;
 }
 
+void run_step_calls(runner *r, Splitchain__StepRequest *req, uint32_t step, const int32_t *tokens,
+		    const int32_t *targets, size_t rows)
+{
+	for (int i = 0; i < r->n; i++) {
+		splitchain__step_request__init(&req[i]);
+		req[i].job_id = (uint64_t)r->job->id;
+		req[i].step = step;
+		if (i == 0) {
+			req[i].tokens.data = (uint8_t *)tokens;
+			req[i].tokens.len = rows * sizeof(*tokens);
+		}
+		if (i == r->n - 1) {
+			req[i].targets.data = (uint8_t *)targets;
+			req[i].targets.len = rows * sizeof(*targets);
+		}
+		r->st[i].method = "Worker.Step";
+		r->st[i].req = &req[i].base;
+		r->st[i].desc = &splitchain__step_reply__descriptor;
+	}
+}
+
 void run_free_replies(runner *r)
 {
 	for (int i = 0; i < r->n; i++) {

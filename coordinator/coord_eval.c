@@ -37,23 +37,10 @@ int run_eval(runner *r, uint32_t step, double *loss, size_t *tokens, char *err, 
 				tg[m * BT + i] = -1;
 			}
 		}
+		run_step_calls(r, req, step, in, tg, rows);
 		for (int i = 0; i < r->n; i++) {
-			splitchain__step_request__init(&req[i]);
-			req[i].job_id = (uint64_t)r->job->id;
-			req[i].step = step;
 			req[i].eval = 1;
 			req[i].eval_pass = (uint32_t)p;
-			if (i == 0) {
-				req[i].tokens.data = (uint8_t *)in;
-				req[i].tokens.len = rows * 4;
-			}
-			if (i == r->n - 1) {
-				req[i].targets.data = (uint8_t *)tg;
-				req[i].targets.len = rows * 4;
-			}
-			r->st[i].method = "Worker.Step";
-			r->st[i].req = &req[i].base;
-			r->st[i].desc = &splitchain__step_reply__descriptor;
 		}
 		if ((bad = run_call_all(r, r->c->step_timeout_ms)) >= 0) {
 			run_describe(&r->st[bad], bad, err, esize);

@@ -156,22 +156,7 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 	for (int m = 0; m < r->tc.micro_batches; m++)
 		sc_loader_batch(r->ld, ((uint64_t)s * r->tc.micro_batches + m) * r->tc.B, r->tc.B,
 				tokens + m * BT, targets + m * BT);
-	for (int i = 0; i < r->n; i++) {
-		splitchain__step_request__init(&req[i]);
-		req[i].job_id = (uint64_t)r->job->id;
-		req[i].step = s;
-		if (i == 0) {
-			req[i].tokens.data = (uint8_t *)tokens;
-			req[i].tokens.len = rows * 4;
-		}
-		if (i == r->n - 1) {
-			req[i].targets.data = (uint8_t *)targets;
-			req[i].targets.len = rows * 4;
-		}
-		r->st[i].method = "Worker.Step";
-		r->st[i].req = &req[i].base;
-		r->st[i].desc = &splitchain__step_reply__descriptor;
-	}
+	run_step_calls(r, req, s, tokens, targets, rows);
 	bad = run_call_all(r, r->c->step_timeout_ms);
 	if (bad >= 0) {
 		run_describe(&r->st[bad], bad, err, esize);

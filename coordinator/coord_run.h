@@ -69,6 +69,12 @@ void run_abort_calls(runner *r);
  * caller; a stage with no method answers CANCELLED); returns the index of
  * the stage that failed first (the others' calls are then aborted), or -1. */
 int run_call_all(runner *r, int timeout_ms);
+/* Makes req[0..r->n) the step's Worker.Step calls of every stage: the
+ * step's token ids (rows of them) to the first stage, its targets to the
+ * last; the caller adds what else it needs (eval) and runs run_call_all.
+ * tokens, targets and req stay the caller's until the calls return. */
+void run_step_calls(runner *r, Splitchain__StepRequest *req, uint32_t step, const int32_t *tokens,
+		    const int32_t *targets, size_t rows);
 /* Frees every stage's reply. */
 void run_free_replies(runner *r);
 /* Nonzero when a failed call ends the job for good (the worker refused the
