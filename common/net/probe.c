@@ -11,7 +11,7 @@
 
 #define FIRST_BYTES (256u << 10) /* the first bandwidth payload */
 #define BULK_MAX    (4u << 20)   /* the most a later one carries */
-#define BULK_AIM_S  0.25         /* what a later one aims to take */
+#define BULK_AIM_S  0.5          /* what a later one aims to take */
 #define BULK_ECHOES 3            /* payloads in all: the first and two sized */
 #define DAY_MS      86400000LL
 

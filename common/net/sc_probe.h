@@ -4,7 +4,7 @@
  *
  * A probe is a few small echoes (the shortest round trip is the RTT), then
  * payloads sent one way: a first of 256 KiB that sizes the others, then
- * two sized from the rate so far to take about a quarter of a second each
+ * two sized from the rate so far to take about half a second each
  * (256 KiB to 4 MiB: many times a shaper's burst), each sent only while
  * the budget surely holds it. Bandwidth = payload bits / (transfer time -
  * RTT), the best of the sized payloads — others' traffic on the link only
