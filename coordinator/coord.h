@@ -42,6 +42,9 @@ typedef struct live_worker {
 	int64_t fenced_job; /* the last holding it was told to drop (one event each) */
 	uint32_t fenced_version;
 	double gflops;
+	char host_id[64];   /* the machine it runs on ("" unknown): Register's */
+	unsigned host_cpus; /* CPUs it may run on */
+	unsigned threads;   /* its compute threads (CPU workers; 0 otherwise) */
 	char name[128];
 	char control_addr[256];
 	char data_addr[256];

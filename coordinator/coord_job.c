@@ -29,6 +29,43 @@ static double mono_s(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The threads the chain's CPU workers on stage i's machine run together
+ * (0 when i is not a CPU worker or its machine is unknown). */
+static unsigned host_threads(const runner *r, int i)
+{
+	unsigned n = 0;
+	if (!r->st[i].threads || !r->st[i].host_id[0] || !r->st[i].host_cpus)
+		return 0;
+	for (int j = 0; j < r->n; j++)
+		if (r->st[j].threads && !strcmp(r->st[j].host_id, r->st[i].host_id))
+			n += r->st[j].threads;
+	return n;
+}
+
+/* What stage i's measured rate (taken alone, when it started) is worth in
+ * this chain: CPU workers that share one machine compute at once in the
+ * pipeline, so when their threads outnumber its CPUs each gets its share. */
+static double shared_cpus(const runner *r, int i)
+{
+	unsigned n = host_threads(r, i);
+	return n > r->st[i].host_cpus ? (double)r->st[i].host_cpus / n : 1.0;
+}
+
+/* Appends to the placement's reason which rates shared a machine. */
+static void note_shared_cpus(const runner *r, char *reason, size_t size)
+{
+	for (int i = 0; i < r->n; i++) {
+		double f = shared_cpus(r, i);
+		size_t used = strlen(reason);
+		if (f >= 1.0 || used + 1 >= size)
+			continue;
+		snprintf(reason + used, size - used,
+			 "; worker %lld's rate x %.2f: %u threads of the chain's CPU workers "
+			 "share its machine's %u CPUs",
+			 (long long)r->st[i].worker_id, f, host_threads(r, i), r->st[i].host_cpus);
+	}
+}
+
 /* Places the layers on the reserved workers, in the order and with the cuts
  * that the measured links and compute rates favour, and records the
  * placement. */
@@ -70,11 +107,13 @@ static sc_err place(runner *r)
 		hop = sc_wire_bytes(SC_WIRE_FP32, (size_t)tokens, (size_t)r->mc.n_embd);
 	sc_place_net net = { links, (double)hop, r->tc.micro_batches };
 	for (int i = 0; i < r->n; i++)
-		pw[i] = (sc_place_worker){ (uint64_t)r->st[i].worker_id, r->st[i].gflops };
+		pw[i] = (sc_place_worker){ (uint64_t)r->st[i].worker_id,
+					   r->st[i].gflops * shared_cpus(r, i) };
 	sc_place_costs(&r->mc, r->tc.T, (int)r->spec->lora->rank, tokens, &lg, &hg);
 	rc = sc_place(pw, r->n, r->n, r->mc.n_layer, lg, hg, &net, ps, reason, sizeof(reason));
 	free(links);
 	SC_TRY(rc);
+	note_shared_cpus(r, reason, sizeof(reason));
 	for (int i = 0; i < r->n; i++)
 		tmp[i] = r->st[ps[i].worker];
 	for (int i = 0; i < r->n; i++) {
@@ -470,6 +509,9 @@ int coord_start_job(coord *c, sc_db_job *job, live_worker *const *w, int n)
 		stage *s = &r->st[i];
 		s->worker_id = w[i]->id;
 		s->gflops = w[i]->gflops;
+		snprintf(s->host_id, sizeof(s->host_id), "%s", w[i]->host_id);
+		s->host_cpus = w[i]->host_cpus;
+		s->threads = w[i]->threads;
 		snprintf(s->name, sizeof(s->name), "%s", w[i]->name);
 		snprintf(s->control, sizeof(s->control), "%s", w[i]->control_addr);
 		snprintf(s->data, sizeof(s->data), "%s", w[i]->data_addr);

@@ -128,6 +128,9 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	}
 	lw->last_seen_ms = coord_now_ms();
 	lw->gflops = r->gflops;
+	snprintf(lw->host_id, sizeof(lw->host_id), "%s", r->host_id ? r->host_id : "");
+	lw->host_cpus = r->host_cpus;
+	lw->threads = r->threads;
 	snprintf(lw->name, sizeof(lw->name), "%s", r->name);
 	snprintf(lw->control_addr, sizeof(lw->control_addr), "%s", r->control_addr);
 	snprintf(lw->data_addr, sizeof(lw->data_addr), "%s", r->data_addr);

@@ -29,6 +29,8 @@ typedef struct stage {
 	int64_t worker_id;
 	char name[128], control[256], data[256];
 	double gflops;
+	char host_id[64]; /* the live worker's, for the planner */
+	unsigned host_cpus, threads;
 	uint32_t first, last;
 	sc_rpc_client *cl;
 	/* the current call */

@@ -71,6 +71,9 @@ static int register_once(worker *w, Splitchain__Holding *held, uint64_t *id, int
 	req.device = (char *)w->be->name;
 	req.memory_bytes = w->memory_bytes;
 	req.gflops = w->gflops;
+	req.host_id = w->host_id;
+	req.host_cpus = w->host_cpus;
+	req.threads = w->threads;
 	req.control_addr = w->control_addr;
 	req.data_addr = w->data_addr;
 	req.holds = held;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <nng/nng.h>
+#include <sched.h>
 
 #include "sc_log.h"
 #include "sc_version.h"
@@ -193,6 +194,32 @@ out:
 	return rate;
 }
 
+/* Where our compute runs, for the planner: the kernel's boot id (equal for
+ * every process, container or network namespace on one machine), the CPUs
+ * we may run on and the threads the CPU backend runs. */
+static void host_of(worker *w)
+{
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+	cpu_set_t set;
+	w->host_id[0] = '\0';
+	if (f) {
+		if (!fgets(w->host_id, sizeof(w->host_id), f))
+			w->host_id[0] = '\0';
+		w->host_id[strcspn(w->host_id, "\r\n")] = '\0';
+		fclose(f);
+	}
+	w->host_cpus = sched_getaffinity(0, sizeof(set), &set) == 0
+			   ? (unsigned)CPU_COUNT(&set)
+			   : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+	/* The CPU backend's default is OpenMP's: OMP_NUM_THREADS, else every CPU. */
+	const char *env = getenv("OMP_NUM_THREADS");
+	long def = env ? strtol(env, NULL, 10) : 0;
+	w->threads = strcmp(w->be->name, "cpu") ? 0
+		     : w->o.threads > 0         ? (unsigned)w->o.threads
+		     : def > 0 && def < 4096    ? (unsigned)def
+						: w->host_cpus;
+}
+
 /* The address to give others for a bound url: a wildcard host ("tcp://:5555",
  * 0.0.0.0, ::) becomes this machine's hostname. */
 static void advertise(char *out, size_t size, const char *bound)
@@ -244,6 +271,7 @@ static int serve(worker *w, const sigset_t *sigs)
 		return fail("opening the device");
 	w->gflops = probe_gflops(w->be);
 	w->memory_bytes = w->be->ops->memory_bytes(w->be);
+	host_of(w);
 	if (w->o.name)
 		snprintf(w->name, sizeof(w->name), "%s", w->o.name);
 	else {

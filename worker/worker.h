@@ -86,6 +86,9 @@ typedef struct worker {
 	sc_backend *be;
 	double gflops;
 	uint64_t memory_bytes;
+	char host_id[64];                  /* the kernel's boot_id; "" unknown */
+	unsigned host_cpus;                /* CPUs this process may run on */
+	unsigned threads;                  /* compute threads (CPU device) */
 	char control_addr[WORKER_URL_MAX]; /* advertised to the coordinator */
 	char data_addr[WORKER_URL_MAX];    /* advertised to the coordinator */
 	char data_bind[WORKER_URL_MAX];    /* where the data listener is bound */

@@ -96,6 +96,17 @@ if "$SC" watch "$job" >/dev/null; then
   echo "$reason" | grep -q "4 of 4 link directions measured" &&
     echo "$reason" | grep -q "MB per hop per step" && ok "placement reason names the links" \
     || bad "placement reason: $reason"
+  # 3 one-thread workers on this machine: their rates are shared when it
+  # has fewer than 3 CPUs, else taken as measured (nproc without the
+  # OpenMP variables that it would obey: the CPUs a worker may run on).
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+  if [ "$cpus" -lt 3 ]; then
+    echo "$reason" | grep -q "threads of the chain's CPU workers share its machine's $cpus CPUs" \
+      && ok "placement reason: the workers share $cpus CPUs" || bad "no sharing noted: $reason"
+  else
+    echo "$reason" | grep -q "share its machine" && bad "sharing noted with $cpus CPUs: $reason" \
+      || ok "placement reason: $cpus CPUs, no sharing"
+  fi
 else
   bad "job $job ended $(state "$job")"
 fi
