@@ -109,7 +109,18 @@ const char cli_train_help[] =
     "  --wire E             activations and gradients between stages as fp32, bf16,\n"
     "                       fp16, int8 or int4 (per-token scales, stochastic rounding\n"
     "                       seeded by --seed, error feedback on gradients); finetune\n"
-    "                       --stages N applies it at its cuts too        (default fp32)\n";
+    "                       --stages N applies it at its cuts too        (default fp32)\n"
+    "frozen base:\n"
+    "  --base-quant Q       hold the frozen projections as none (the model directory's\n"
+    "                       own format), int8 (one scale per output channel) or nf4\n"
+    "                       (QLoRA's 4-bit NormalFloat, blocks of 64), quantized in\n"
+    "                       memory as each stage loads its layers; a model quantized\n"
+    "                       by 'splitchain quantize' needs none or its own format\n"
+    "                                                                         (default none)\n"
+    "  --double-quant       with --base-quant nf4: quantize the block scales too\n"
+    "  --precision P        fp32, or bf16: the frozen projections stored bf16 (unless\n"
+    "                       int8 or nf4); adapters, optimizer state, norms, softmax\n"
+    "                       and the loss stay fp32                       (default fp32)\n";
 
 const char cli_data_help[] =
     "data:\n"
@@ -225,6 +236,15 @@ int cli_train_option(const char *cmd, int c, const char *arg, sc_lora_config *lc
 			tc->seed = lc->seed = (uint64_t)v;
 		return bad;
 	case CLI_OPT_TF32: tc->allow_tf32 = 1; return 0;
+	case CLI_OPT_DOUBLE_QUANT: tc->double_quant = 1; return 0;
+	case CLI_OPT_BASE_QUANT:
+		if (sc_base_quant_parse(arg, &tc->base_quant))
+			return cli_usage(cmd, "%s", sc_err_detail()) != 0;
+		return 0;
+	case CLI_OPT_PRECISION:
+		if (sc_precision_parse(arg, &tc->precision))
+			return cli_usage(cmd, "%s", sc_err_detail()) != 0;
+		return 0;
 	case CLI_OPT_WIRE: {
 		enum sc_wire w;
 		if (sc_wire_parse(arg, &w))
@@ -236,11 +256,15 @@ int cli_train_option(const char *cmd, int c, const char *arg, sc_lora_config *lc
 	}
 }
 
-void cli_train_finish(sc_lora_config *lc, sc_train_config *tc)
+int cli_train_finish(const char *cmd, sc_lora_config *lc, sc_train_config *tc)
 {
 	(void)lc;
 	if (tc->min_lr > tc->lr)
 		tc->min_lr = tc->lr;
+	if (tc->double_quant && tc->base_quant != SC_BASE_QUANT_NF4)
+		return cli_usage(cmd, "--double-quant needs --base-quant nf4 (got --base-quant %s)",
+				 sc_base_quant_name(tc->base_quant)) != 0;
+	return 0;
 }
 
 int main(int argc, char **argv)

@@ -41,16 +41,25 @@ const char *cli_default_coordinator(void);
 /* Prints "splitchain <cmd>: <msg>" and a pointer to --help; returns CLI_USAGE. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* The LoRA and schedule options shared by finetune and submit (option codes
- * 'r' 'a' 't' 'n' 'b' 'T' 'u' 'l' 'L' 'w' 'W' 'c' 's', CLI_OPT_TF32 and
- * CLI_OPT_WIRE). */
-enum { CLI_OPT_TF32 = 1001, CLI_OPT_WIRE };
+/* The LoRA, schedule and frozen-base options shared by finetune and submit
+ * (option codes 'r' 'a' 't' 'n' 'b' 'T' 'u' 'l' 'L' 'w' 'W' 'c' 's' and the
+ * CLI_OPT_ ones below). */
+enum {
+	CLI_OPT_TF32 = 1001,
+	CLI_OPT_WIRE,
+	CLI_OPT_BASE_QUANT,
+	CLI_OPT_DOUBLE_QUANT,
+	CLI_OPT_PRECISION
+};
 #define CLI_TRAIN_OPTIONS                                                                          \
 	{ "rank", 1, 0, 'r' }, { "alpha", 1, 0, 'a' }, { "targets", 1, 0, 't' },                   \
 	    { "steps", 1, 0, 'n' }, { "batch", 1, 0, 'b' }, { "seq", 1, 0, 'T' },                  \
 	    { "micro", 1, 0, 'u' }, { "lr", 1, 0, 'l' }, { "min-lr", 1, 0, 'L' },                  \
 	    { "warmup", 1, 0, 'w' }, { "weight-decay", 1, 0, 'W' }, { "clip", 1, 0, 'c' },         \
 	    { "seed", 1, 0, 's' }, { "wire", 1, 0, CLI_OPT_WIRE },                                 \
+	    { "base-quant", 1, 0, CLI_OPT_BASE_QUANT },                                            \
+	    { "double-quant", 0, 0, CLI_OPT_DOUBLE_QUANT },                                        \
+	    { "precision", 1, 0, CLI_OPT_PRECISION },                                              \
 	{                                                                                          \
 		"tf32", 0, 0, CLI_OPT_TF32                                                         \
 	}
@@ -67,8 +76,9 @@ int cli_train_option(const char *cmd, int c, const char *arg, sc_lora_config *lc
  * name is not one of the family's projections. */
 int cli_train_targets(const char *cmd, sc_lora_config *lc, const sc_model_config *mc,
 		      const char *targets);
-/* Final adjustments after parsing (min-lr capped at lr). */
-void cli_train_finish(sc_lora_config *lc, sc_train_config *tc);
+/* Final adjustments and checks after parsing (min-lr capped at lr;
+ * --double-quant only with --base-quant nf4): 0, or 1 with usage printed. */
+int cli_train_finish(const char *cmd, sc_lora_config *lc, sc_train_config *tc);
 
 /* The data options shared by finetune and submit. */
 enum {

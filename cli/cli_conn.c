@@ -10,6 +10,7 @@
 #include "cli_conn.h"
 #include "sc_codec.h"
 #include "sc_rpc_pb.h"
+#include "sc_wire.h"
 
 #define DEFAULT_COORDINATOR "tcp://127.0.0.1:7700"
 
@@ -161,6 +162,12 @@ cJSON *cli_job_json(const Splitchain__JobInfo *j)
 		cJSON_AddBoolToObject(r, "tf32", t->allow_tf32);
 		cJSON_AddStringToObject(r, "wire",
 					t->wire < SC_WIRE_COUNT ? sc_wire_name(t->wire) : "?");
+		sc_train_config tc;
+		sc_wire_train_config(&tc, t);
+		cJSON_AddStringToObject(r, "base", sc_train_base_word(&tc));
+		cJSON_AddStringToObject(r, "base_quant", sc_base_quant_name((int)t->base_quant));
+		cJSON_AddBoolToObject(r, "double_quant", t->double_quant);
+		cJSON_AddStringToObject(r, "precision", sc_precision_name((int)t->precision));
 		const Splitchain__SubmitRequest *q = j->spec;
 		cJSON *d = cJSON_AddObjectToObject(o, "data");
 		cJSON_AddStringToObject(d, "tokenizer", q->tokenizer_path ? q->tokenizer_path : "");

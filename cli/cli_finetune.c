@@ -120,7 +120,8 @@ static int parse(ft_args *a, int argc, char **argv)
 		return cli_usage(cmd, "--model DIR and --data FILE are required");
 	if (cli_data_finish(cmd, &a->dat))
 		return CLI_USAGE;
-	cli_train_finish(&a->lora, &a->tc);
+	if (cli_train_finish(cmd, &a->lora, &a->tc))
+		return CLI_USAGE;
 	return 0;
 }
 
@@ -190,7 +191,7 @@ int cli_finetune(int argc, char **argv)
 	if ((p = parse(&a, argc, argv)))
 		return p < 0 ? CLI_OK : p;
 	snprintf(path, sizeof(path), "%s/config.json", a.model);
-	if ((rc = sc_config_load(&mc, path))) {
+	if ((rc = sc_config_load(&mc, path)) || (rc = sc_train_base_format(&mc, &a.tc))) {
 		cli_fail(cmd, rc, "cannot use the model");
 		goto out;
 	}
@@ -281,9 +282,10 @@ int cli_finetune(int argc, char **argv)
 		char desc[256], tg[256];
 		sc_config_describe(&mc, desc, sizeof(desc));
 		sc_lora_targets_string(tg, sizeof(tg), &mc, a.lora.targets);
-		printf("splitchain finetune: %s; LoRA rank %d on %s, %d stage(s)%s%s, %d x %d "
-		       "tokens x %d micro-batches per step, %s (%s)\n",
-		       desc, a.lora.rank, tg, a.stages, a.stages > 1 ? " crossing in " : "",
+		printf("splitchain finetune: %s; frozen base %s; LoRA rank %d on %s, %d "
+		       "stage(s)%s%s, %d x %d tokens x %d micro-batches per step, %s (%s)\n",
+		       desc, sc_train_base_describe(&mc), a.lora.rank, tg, a.stages,
+		       a.stages > 1 ? " crossing in " : "",
 		       a.stages > 1 ? sc_wire_name(a.tc.wire) : "", a.tc.B, a.tc.T,
 		       a.tc.micro_batches, be->name,
 		       strcmp(be->name, "cpu") ? "gpu" : sc_backend_cpu_describe());

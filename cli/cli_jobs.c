@@ -83,6 +83,11 @@ static void print_status(const Splitchain__JobInfo *j)
 		       t->warmup, j->spec->schedule ? "GPipe" : "1F1B",
 		       t->allow_tf32 ? "TF32 (on GPUs)" : "fp32",
 		       t->wire < SC_WIRE_COUNT ? sc_wire_name(t->wire) : "?");
+		sc_train_config tc;
+		sc_wire_train_config(&tc, t);
+		printf("  frozen base %s (--base-quant %s%s --precision %s)\n",
+		       sc_train_base_word(&tc), sc_base_quant_name(tc.base_quant),
+		       tc.double_quant ? " --double-quant" : "", sc_precision_name(tc.precision));
 		const Splitchain__SubmitRequest *q = j->spec;
 		printf("  data        %s%s", q->no_pack ? "unpacked" : "packed",
 		       q->skip_bad_lines ? ", bad lines skipped" : "");

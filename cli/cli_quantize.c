@@ -1,6 +1,6 @@
 /* cli_quantize.c — `splitchain quantize`: a model's frozen projection weights
- * to int8 or NF4 (formats in common/format/sc_quant.h), everything else
- * copied as it is. */
+ * to int8, NF4 or bf16 (formats in common/format/sc_quant.h), everything
+ * else copied as it is. */
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
@@ -17,7 +17,7 @@
 #include "sc_weights.h"
 
 static const char quantize_help[] =
-    "usage: splitchain quantize --model DIR --to int8|nf4 [--double-quant] --out DIR\n"
+    "usage: splitchain quantize --model DIR --to int8|nf4|bf16 [--double-quant] --out DIR\n"
     "                           [--error N]\n"
     "       splitchain quantize --model QDIR --to f32 --out DIR\n"
     "\n"
@@ -29,16 +29,19 @@ static const char quantize_help[] =
     "file, also from a sharded model), OUT/config.json (the model's, plus a\n"
     "\"quantization_config\") and copies the tokenizer files. For projection P:\n"
     "P.qweight, P.scales (int8, nf4), or P.scales_q, P.scales_scale,\n"
-    "P.scales_offset (nf4 --double-quant); nf4 also P.shape. Exact formats:\n"
-    "common/format/sc_quant.h. Training and generation do not read quantized\n"
-    "models yet. --to f32 turns a quantized model back into float32 weights (the\n"
-    "dequantized values; the other tensors and files copied as above).\n"
+    "P.scales_offset (nf4 --double-quant); nf4 also P.shape; bf16 keeps P.weight,\n"
+    "as BF16 (a Hugging Face checkpoint stored in bfloat16 already is one: a job\n"
+    "runs it with --precision bf16, no quantize needed). Exact formats:\n"
+    "common/format/sc_quant.h. --to f32 turns a quantized model back into float32\n"
+    "weights (the dequantized values; the other tensors and files copied as above).\n"
     "\n"
     "options:\n"
     "  --model DIR       the model (config.json + safetensors)              (required)\n"
     "  --to int8         int8, one float32 scale per output channel (~1 byte/weight)\n"
     "  --to nf4          4-bit NormalFloat (QLoRA), one float32 absmax per block of\n"
     "                    64 weights (0.5625 bytes/weight)\n"
+    "  --to bf16         bfloat16, rounded to nearest even (2 bytes/weight); the\n"
+    "                    job's GEMMs then take bf16 inputs with fp32 accumulation\n"
     "  --to f32          dequantize a model quantized by this command\n"
     "  --double-quant    nf4: the block absmax in int8 too, one float32 scale per 256\n"
     "                    blocks and one offset (~0.516 bytes/weight)\n"
@@ -259,6 +262,16 @@ static sc_err quantize_one(job *j, qmod *m)
 		if ((rc = sc_quant_rel_error(&m->spec, w, &v, x, (size_t)j->error_rows, &m->rel)))
 			goto done;
 	}
+	if (m->spec.format == SC_QUANT_BF16) { /* P.weight itself, BF16 */
+		if ((rc =
+			 sc_st_writer_add(j->wr, m->t->name, SC_BF16, 2, m->shape, m->out.qweight)))
+			goto done;
+		j->out_bytes += z->qweight;
+		j->q_bytes += z->qweight;
+		j->q_in_bytes += m->t->nbytes;
+		j->n_quant += n;
+		goto done;
+	}
 	const int64_t qshape1[1] = { (int64_t)z->qweight }, one[1] = { 1 };
 	const int64_t ns[1] = { (int64_t)z->scales }, nq[1] = { (int64_t)z->scales_q };
 	const int64_t ng[1] = { (int64_t)z->scales_scale }, two[1] = { 2 };
@@ -345,6 +358,22 @@ static sc_err dequantize_one(job *j, qmod *m, const sc_st_tensor *qw)
 	return sc_st_writer_add(j->wr, m->names[PART_QWEIGHT], SC_F32, 2, m->shape, m->out.scales);
 }
 
+/* Dequantizing a bf16 model: its projection m, BF16 under its own name,
+ * widened (exactly) to F32. */
+static sc_err widen_one(job *j, qmod *m)
+{
+	size_t n = m->spec.rows * m->spec.cols;
+	if (m->t->dtype != SC_BF16)
+		return sc_errf(SC_EFORMAT, "'%s' is %s; a bf16 model's projections are BF16",
+			       m->t->name, sc_dtype_name(m->t->dtype));
+	if (!(m->out.scales = malloc(n * sizeof(float))))
+		return sc_errf(SC_ENOMEM, "%s: out of memory", m->t->name);
+	SC_TRY(sc_st_read_f32(m->out.scales, m->t, n));
+	j->n_quant += n;
+	j->out_bytes += n * sizeof(float);
+	return sc_st_writer_add(j->wr, m->t->name, SC_F32, 2, m->shape, m->out.scales);
+}
+
 /* 1 when t is a part of a quantized module other than its qweight. */
 static sc_err is_other_part(job *j, const char *name, int *yes)
 {
@@ -367,15 +396,15 @@ static sc_err is_other_part(job *j, const char *name, int *yes)
 static sc_err convert(job *j)
 {
 	const char **names = NULL;
-	int n = 0;
+	int n = 0, bf16 = j->fmt == SC_QUANT_BF16; /* its modules are found up front */
 	sc_err rc;
 	if ((rc = list_tensors(j, &names, &n)))
 		goto done;
-	if (j->dequant && !(j->mods = calloc((size_t)(n ? n : 1), sizeof(*j->mods)))) {
+	if (j->dequant && !bf16 && !(j->mods = calloc((size_t)(n ? n : 1), sizeof(*j->mods)))) {
 		rc = sc_errf(SC_ENOMEM, "out of memory");
 		goto done;
 	}
-	j->cap_mods = j->dequant ? n : j->cap_mods;
+	j->cap_mods = j->dequant && !bf16 ? n : j->cap_mods;
 	for (int i = 0; i < n; i++) {
 		const sc_st_tensor *t;
 		const char *dot = strrchr(names[i], '.');
@@ -390,9 +419,11 @@ static sc_err convert(job *j)
 		    (j->dequant && (rc = is_other_part(j, names[i], &skip))))
 			goto done;
 		j->in_bytes += t->nbytes;
-		for (int k = 0; !j->dequant && k < j->n_mods && !m; k++)
+		for (int k = 0; (!j->dequant || bf16) && k < j->n_mods && !m; k++)
 			m = j->mods[k].t == t ? &j->mods[k] : NULL;
-		if (j->dequant && qw)
+		if (j->dequant && bf16 && m)
+			rc = widen_one(j, m);
+		else if (j->dequant && qw)
 			rc = dequantize_one(j, &j->mods[j->n_mods], t);
 		else if (m)
 			rc = quantize_one(j, m);
@@ -414,11 +445,11 @@ static sc_err write_config(job *j)
 	char path[PATH_MAX];
 	cJSON *q = j->dequant ? NULL : cJSON_AddObjectToObject(j->config, "quantization_config");
 	cJSON *mods = NULL;
-	int nf4 = j->fmt == SC_QUANT_NF4;
+	int nf4 = j->fmt == SC_QUANT_NF4, bits = nf4 ? 4 : j->fmt == SC_QUANT_BF16 ? 16 : 8;
 	int ok =
 	    j->dequant ||
 	    (cJSON_AddStringToObject(q, "quant_method", "splitchain") &&
-	     cJSON_AddNumberToObject(q, "bits", nf4 ? 4 : 8) &&
+	     cJSON_AddNumberToObject(q, "bits", bits) &&
 	     cJSON_AddStringToObject(q, "format", sc_quant_format_name(j->fmt)) &&
 	     (!nf4 || cJSON_AddNumberToObject(q, "block_size", SC_NF4_BLOCK)) &&
 	     cJSON_AddBoolToObject(q, "double_quant", j->dq) &&
@@ -524,14 +555,15 @@ static int parse(job *j, int argc, char **argv)
 	if (optind < argc)
 		return cli_usage(j->cmd, "unexpected argument '%s'", argv[optind]);
 	if (!j->model || !j->out || !to)
-		return cli_usage(j->cmd, "--model DIR, --to int8|nf4 and --out DIR are required");
+		return cli_usage(j->cmd,
+				 "--model DIR, --to int8|nf4|bf16 and --out DIR are required");
 	j->dequant = !strcmp(to, "f32");
 	if (!j->dequant && sc_quant_parse(to, &j->fmt))
-		return cli_usage(j->cmd, "--to must be int8, nf4 or f32, got '%s'", to);
+		return cli_usage(j->cmd, "--to must be int8, nf4, bf16 or f32, got '%s'", to);
 	if (j->dq && (j->dequant || j->fmt != SC_QUANT_NF4))
 		return cli_usage(j->cmd, "--double-quant is for --to nf4");
 	if (j->error_rows && j->dequant)
-		return cli_usage(j->cmd, "--error is for --to int8 or nf4");
+		return cli_usage(j->cmd, "--error is for --to int8, nf4 or bf16");
 	char a[PATH_MAX], b[PATH_MAX];
 	if (realpath(j->model, a) && realpath(j->out, b) && !strcmp(a, b))
 		return cli_usage(j->cmd, "--out must be another directory than --model");
@@ -549,7 +581,7 @@ int cli_quantize(int argc, char **argv)
 	if (u)
 		return u < 0 ? CLI_OK : u;
 	if ((rc = read_config(&j)) || (rc = sc_weights_open(&j.w, j.model)) ||
-	    (!j.dequant && (rc = find_projections(&j)))) {
+	    ((!j.dequant || j.fmt == SC_QUANT_BF16) && (rc = find_projections(&j)))) {
 		cli_fail(j.cmd, rc, "cannot read the model");
 		goto done;
 	}

@@ -94,7 +94,8 @@ int cli_submit(int argc, char **argv)
 		return cli_usage(cmd, "--model DIR and --data FILE are required");
 	if (cli_data_finish(cmd, &dat))
 		return CLI_USAGE;
-	cli_train_finish(&lc, &tc);
+	if (cli_train_finish(cmd, &lc, &tc))
+		return CLI_USAGE;
 	/* Paths travel to other processes: make them absolute here. */
 	if (!realpath(model, model_abs)) {
 		fprintf(stderr, "splitchain submit: model directory '%s' not found\n", model);

@@ -271,6 +271,17 @@ static int check_submit(Splitchain__SubmitRequest *r, sc_model_config *mc, sc_rp
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "%s", sc_err_detail());
 		return 1;
 	}
+	/* The frozen base as every stage will hold it: the request then says
+	 * it (a directory quantized on disk, its own format). */
+	sc_model_config base = *mc;
+	if (sc_train_base_format(&base, &tc)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "model: %s", sc_err_detail());
+		return 1;
+	}
+	sc_train_base_of(&tc, &base);
+	r->train->base_quant = (uint32_t)tc.base_quant;
+	r->train->double_quant = tc.double_quant != 0;
+	r->train->precision = (uint32_t)tc.precision;
 	if (tc.T > mc->n_positions || tc.steps < 1 || r->train->steps > 100000000 ||
 	    r->train->batch > 65536 || r->train->micro_batches > 65536) {
 		sc_rpc_reply_err(
@@ -319,6 +330,9 @@ static void m_submit(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	job.spec_len = spec_len;
 	job.stages = r->stages;
 	job.steps = r->train->steps;
+	job.base_quant = sc_base_quant_name((int)r->train->base_quant);
+	job.double_quant = r->train->double_quant;
+	job.precision = sc_precision_name((int)r->train->precision);
 	if (sc_db_job_insert(c->db, &job, &id)) {
 		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "database: %s", sc_err_detail());
 		goto out;

@@ -92,6 +92,25 @@ static const char *const migrations[SC_DB_SCHEMA_VERSION] = {
 	" LEFT JOIN workers t ON t.id = l.to_worker;",
 	/* 4: the wire encoding the step's bytes_per_hop were sent in */
 	"ALTER TABLE metrics ADD COLUMN wire TEXT;",
+	/* 5: each job's frozen base (--base-quant, --double-quant, --precision) */
+	"ALTER TABLE jobs ADD COLUMN base_quant TEXT NOT NULL DEFAULT 'none'"
+	" CHECK (base_quant IN ('none','int8','nf4'));"
+	"ALTER TABLE jobs ADD COLUMN double_quant INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE jobs ADD COLUMN precision TEXT NOT NULL DEFAULT 'fp32'"
+	" CHECK (precision IN ('fp32','bf16'));"
+	"DROP VIEW v_job_progress;"
+	"CREATE VIEW v_job_progress AS SELECT j.id AS job_id, j.name, j.state, j.step_done,"
+	" j.steps, CASE WHEN j.steps > 0 THEN round(100.0 * j.step_done / j.steps, 1) END"
+	" AS percent, j.last_loss,"
+	" (SELECT m.tokens_per_s FROM metrics m WHERE m.job_id = j.id ORDER BY m.step DESC"
+	" LIMIT 1) AS tokens_per_s,"
+	" CASE WHEN j.state IN ('queued','running') THEN (j.steps - j.step_done) *"
+	" (SELECT avg(r.step_s) FROM (SELECT m.step_s FROM metrics m WHERE m.job_id = j.id"
+	" ORDER BY m.step DESC LIMIT 10) r) END AS eta_s,"
+	" CASE WHEN j.base_quant <> 'none' THEN j.base_quant ||"
+	" CASE WHEN j.double_quant THEN '+dq' ELSE '' END"
+	" WHEN j.precision = 'bf16' THEN 'bf16' ELSE 'fp32' END AS base,"
+	" j.precision FROM jobs j;",
 };
 
 #define WORKER_COLS                                                                                \
@@ -99,7 +118,7 @@ static const char *const migrations[SC_DB_SCHEMA_VERSION] = {
 	" registered_ms, last_seen_ms"
 #define JOB_COLS                                                                                   \
 	"id, name, state, model_path, data_path, spec, stages, steps, step_done, last_loss,"       \
-	" error, created_ms, started_ms, finished_ms"
+	" error, created_ms, started_ms, finished_ms, base_quant, double_quant, precision"
 
 static const char *const sql[ST_COUNT] = {
 	[ST_WORKER_UPSERT] = "INSERT INTO workers (name, device, memory_bytes, gflops,"
@@ -113,7 +132,8 @@ static const char *const sql[ST_COUNT] = {
 	[ST_WORKER_STATE] = "UPDATE workers SET state = ?2 WHERE id = ?1",
 	[ST_WORKERS] = "SELECT " WORKER_COLS " FROM workers ORDER BY id",
 	[ST_JOB_INSERT] = "INSERT INTO jobs (name, state, model_path, data_path, spec, stages,"
-			  " steps, created_ms) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7)",
+			  " steps, created_ms, base_quant, double_quant, precision)"
+			  " VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 	[ST_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
 	[ST_JOBS] = "SELECT " JOB_COLS " FROM jobs ORDER BY id",
 	[ST_JOBS_RESUMABLE] = "SELECT " JOB_COLS " FROM jobs WHERE state IN ('queued', 'running')"

@@ -35,7 +35,7 @@
 #include "sc_log.h"
 
 /* The schema version this code writes; a file with a higher one is refused. */
-#define SC_DB_SCHEMA_VERSION 4
+#define SC_DB_SCHEMA_VERSION 5
 /* PRAGMA application_id of a splitchain database: "SPLD". */
 #define SC_DB_APPLICATION_ID 0x53504C44
 #define SC_DB_MAX_DIMS       8
@@ -117,11 +117,19 @@ typedef struct sc_db_job {
 	double last_loss;   /* NAN until the first step */
 	const char *error;  /* "" unless failed */
 	int64_t created_ms, started_ms, finished_ms;
+	/* The frozen base, as sc_base_quant_name / sc_precision_name say it
+	 * (the coordinator's resolution of --base-quant, --double-quant and
+	 * --precision; a quantized model directory's own format). NULL on
+	 * insert: "none", 0, "fp32". */
+	const char *base_quant; /* "none", "int8", "nf4" */
+	int double_quant;       /* nf4 with double quantization */
+	const char *precision;  /* "fp32", "bf16" */
 } sc_db_job;
 
 /* Queues a new job. Reads name, model_path, data_path, spec/spec_len (the
- * exact bytes the job resumes from), stages and steps (borrowed for the
- * call); the rest is set here. *id_out = the new job's id. Durable. */
+ * exact bytes the job resumes from), stages, steps, base_quant,
+ * double_quant and precision (borrowed for the call); the rest is set here.
+ * SC_EINVAL for a base_quant or precision the schema does not allow. *id_out = the new job's id. Durable. */
 sc_err sc_db_job_insert(sc_db *db, const sc_db_job *job, int64_t *id_out);
 /* *out = new block holding job id; free with free(). SC_ENOENT if none. */
 sc_err sc_db_job_get(sc_db *db, int64_t job_id, sc_db_job **out);

@@ -139,6 +139,9 @@ static sc_err read_job(sqlite3_stmt *st, void *rec, struct arena *a)
 	j->created_ms = sqlite3_column_int64(st, 11);
 	j->started_ms = sqlite3_column_int64(st, 12);
 	j->finished_ms = sqlite3_column_int64(st, 13);
+	j->base_quant = db_arena_text(a, st, 14);
+	j->double_quant = sqlite3_column_int(st, 15) != 0;
+	j->precision = db_arena_text(a, st, 16);
 	return SC_OK;
 }
 
@@ -182,6 +185,9 @@ sc_err sc_db_job_insert(sc_db *db, const sc_db_job *job, int64_t *id_out)
 		sqlite3_bind_int64(st, 5, job->stages);
 		sqlite3_bind_int64(st, 6, job->steps);
 		sqlite3_bind_int64(st, 7, sc_db_now_ms());
+		db_bind_text(st, 8, job->base_quant ? job->base_quant : "none");
+		sqlite3_bind_int(st, 9, job->double_quant != 0);
+		db_bind_text(st, 10, job->precision ? job->precision : "fp32");
 		if ((err = db_run(db, st, "inserting a job")) == SC_OK)
 			*id_out = sqlite3_last_insert_rowid(db->h);
 	}

@@ -113,7 +113,7 @@ static void test_fresh_schema(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	sqlite3 *h = reader(path);
 	assert_int_equal(q_int(h, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
-	assert_int_equal(SC_DB_SCHEMA_VERSION, 4);
+	assert_int_equal(SC_DB_SCHEMA_VERSION, 5);
 	assert_int_equal(q_int(h, "PRAGMA application_id"), SC_DB_APPLICATION_ID);
 	static const char *const tables[] = {
 		"workers", "jobs",   "placements", "checkpoints", "checkpoint_tensors",
@@ -174,13 +174,13 @@ static void test_newer_version_refused(void **state)
 	sc_db_close(db);
 	sqlite3 *h = NULL;
 	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(h, "PRAGMA user_version = 5", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(h, "PRAGMA user_version = 6", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(h);
 	SC_ASSERT_ERR(sc_db_open(&db, path), SC_ENOTSUP);
 	assert_null(db);
 	assert_non_null(strstr(sc_err_detail(), "newer"));
 	/* Refusing it changed nothing. */
-	assert_int_equal(path_int(path, "PRAGMA user_version"), 5);
+	assert_int_equal(path_int(path, "PRAGMA user_version"), 6);
 }
 
 static void test_garbage_refused(void **state)
@@ -746,6 +746,95 @@ static void test_metric_eval_and_curve(void **state)
 	sc_db_close(db);
 }
 
+/* Takes a current database back to schema 4: migration 5 undone (the jobs'
+ * base columns, v_job_progress as schema 1 made it). */
+static const char undo_v5[] =
+    "DROP VIEW v_job_progress;"
+    "ALTER TABLE jobs DROP COLUMN base_quant;"
+    "ALTER TABLE jobs DROP COLUMN double_quant;"
+    "ALTER TABLE jobs DROP COLUMN precision;"
+    "CREATE VIEW v_job_progress AS SELECT j.id AS job_id, j.name, j.state, j.step_done,"
+    " j.steps, CASE WHEN j.steps > 0 THEN round(100.0 * j.step_done / j.steps, 1) END"
+    " AS percent, j.last_loss,"
+    " (SELECT m.tokens_per_s FROM metrics m WHERE m.job_id = j.id ORDER BY m.step DESC"
+    " LIMIT 1) AS tokens_per_s,"
+    " CASE WHEN j.state IN ('queued','running') THEN (j.steps - j.step_done) *"
+    " (SELECT avg(r.step_s) FROM (SELECT m.step_s FROM metrics m WHERE m.job_id = j.id"
+    " ORDER BY m.step DESC LIMIT 10) r) END AS eta_s FROM jobs j;";
+
+/* Runs text (a schema's undoing) on the database at path. */
+static void exec_on(const char *path, const char *text)
+{
+	sqlite3 *h = NULL;
+	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
+	if (sqlite3_exec(h, text, NULL, NULL, NULL) != SQLITE_OK)
+		fail_msg("%s", sqlite3_errmsg(h));
+	sqlite3_close(h);
+}
+
+/* A database of schema 4 gets the jobs' frozen base (schema 5): its jobs
+ * read none / fp32, new jobs keep what they were submitted with, and
+ * v_job_progress says it in one word. */
+static void test_migration_from_v4(void **state)
+{
+	(void)state;
+	const char *path = fresh("v4.db");
+	sc_db *db = NULL;
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	int64_t old = add_job(db, "old", 10);
+	sc_db_close(db);
+	exec_on(path, undo_v5);
+	exec_on(path, "PRAGMA user_version = 4");
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	assert_int_equal(path_int(path, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
+	sc_db_job *j = NULL;
+	SC_ASSERT_OK(sc_db_job_get(db, old, &j));
+	assert_string_equal(j->name, "old");
+	assert_string_equal(j->base_quant, "none");
+	assert_int_equal(j->double_quant, 0);
+	assert_string_equal(j->precision, "fp32");
+	free(j);
+	static const unsigned char spec[] = { 0x0a, 0x01, 'q' };
+	sc_db_job nj = { .name = "nf4",
+			 .model_path = "m",
+			 .data_path = "d",
+			 .spec = spec,
+			 .spec_len = sizeof(spec),
+			 .stages = 2,
+			 .steps = 5,
+			 .base_quant = "nf4",
+			 .double_quant = 1,
+			 .precision = "bf16" };
+	int64_t id, bf;
+	SC_ASSERT_OK(sc_db_job_insert(db, &nj, &id));
+	nj.base_quant = "none";
+	nj.double_quant = 0;
+	SC_ASSERT_OK(sc_db_job_insert(db, &nj, &bf));
+	SC_ASSERT_OK(sc_db_job_get(db, id, &j));
+	assert_string_equal(j->base_quant, "nf4");
+	assert_int_equal(j->double_quant, 1);
+	assert_string_equal(j->precision, "bf16");
+	free(j);
+	nj.base_quant = "int4";
+	SC_ASSERT_ERR(sc_db_job_insert(db, &nj, &id), SC_EINVAL);
+	nj.base_quant = "int8";
+	nj.precision = "fp16";
+	SC_ASSERT_ERR(sc_db_job_insert(db, &nj, &id), SC_EINVAL);
+	sc_db_close(db);
+	sqlite3 *h = reader(path);
+	assert_int_equal(q_int(h, "SELECT count(*) FROM v_job_progress WHERE job_id = 1 AND"
+				  " base = 'fp32' AND precision = 'fp32'"),
+			 1);
+	assert_int_equal(q_int(h, "SELECT count(*) FROM v_job_progress WHERE job_id = 2 AND"
+				  " base = 'nf4+dq' AND precision = 'bf16'"),
+			 1);
+	assert_int_equal(q_int(h, "SELECT count(*) FROM v_job_progress WHERE job_id = 3 AND"
+				  " base = 'bf16'"),
+			 1);
+	assert_int_equal(q_int(h, "SELECT count(*) FROM jobs"), 3);
+	sqlite3_close(h);
+}
+
 /* A database of schema 1 (before evaluations) is brought to the current
  * version on open, its rows kept. */
 static void test_migration_from_v1(void **state)
@@ -759,6 +848,7 @@ static void test_migration_from_v1(void **state)
 	SC_ASSERT_OK(sc_db_metric_insert(db, job, &m));
 	sc_db_close(db);
 	sqlite3 *h = NULL;
+	exec_on(path, undo_v5);
 	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(h,
 				      "DROP VIEW v_links; DROP TABLE links;"
@@ -959,6 +1049,7 @@ static void test_migration_from_v2(void **state)
 	int64_t a = add_worker(db, "old-a");
 	sc_db_close(db);
 	sqlite3 *h = NULL;
+	exec_on(path, undo_v5);
 	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(h,
 				      "DROP VIEW v_links; DROP TABLE links;"
@@ -1086,6 +1177,7 @@ int main(void)
 		cmocka_unit_test(test_views),
 		cmocka_unit_test(test_links),
 		cmocka_unit_test(test_migration_from_v2),
+		cmocka_unit_test(test_migration_from_v4),
 		cmocka_unit_test(test_wal_reader_beside_writer),
 		cmocka_unit_test(test_threads_share_a_handle),
 	};

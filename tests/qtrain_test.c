@@ -2,8 +2,9 @@
  * double quantization): the backend's tiled gemm_q is bit-identical to gemm
  * on the dequantized weight; training on a quantized model equals training
  * on its dequantization (bit for bit: the losses and adapters), any split
- * into stages trains the same bits, and a stage holds the projections at
- * their quantized size. */
+ * into stages trains the same bits, a float model quantized as it loads (a
+ * job's --base-quant) trains the same bits as the model quantized on disk,
+ * and a stage holds the projections at their quantized size. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,8 +225,10 @@ typedef struct run {
 	size_t stage_bytes;
 } run;
 
-/* STEPS steps on the model in dir (its config.json read back) in nstages. */
-static void train(run *out, const char *dir, const sc_tokens *tk, int nstages)
+/* STEPS steps on the model in dir (its config.json read back) in nstages,
+ * the frozen base as base_quant / dq ask (a job's --base-quant). */
+static void train(run *out, const char *dir, const sc_tokens *tk, int nstages, int base_quant,
+		  int dq)
 {
 	char path[700];
 	sc_model_config mc;
@@ -249,6 +252,8 @@ static void train(run *out, const char *dir, const sc_tokens *tk, int nstages)
 	tc.T = 32;
 	tc.warmup = 2;
 	tc.lr = 1e-2f;
+	tc.base_quant = base_quant;
+	tc.double_quant = dq;
 	SC_ASSERT_OK(sc_backend_cpu_open(&be, 0));
 	SC_ASSERT_OK(sc_trainer_new(&tr, be, &mc, &lc, &tc, wf, NULL, tk, nstages,
 				    nstages == 1 ? NULL : bounds));
@@ -298,15 +303,23 @@ static void one_family(const sc_model_config *mc, const char *tag)
 	sc_test_path(path, sizeof(path), "qtrain.txt");
 	assert_int_equal(sc_test_write_file(path, text, sizeof(text) - 1), 0);
 	SC_ASSERT_OK(sc_tokens_load(&tk, path, mc->vocab_size));
-	train(&base, src, tk, 1);
+	train(&base, src, tk, 1, SC_BASE_QUANT_NONE, 0);
 	for (size_t i = 0; i < 2; i++) {
-		run q, f, q2;
+		run q, f, q2, lq;
+		int bq = fmts[i].format == SC_QUANT_NF4 ? SC_BASE_QUANT_NF4 : SC_BASE_QUANT_INT8;
 		snprintf(qdir, sizeof(qdir), "%s-%s", src, fmts[i].name);
 		snprintf(fdir, sizeof(fdir), "%s-%s-f32", src, fmts[i].name);
 		quantize_model(src, mc, fmts[i].format, fmts[i].dq, qdir, fdir);
-		train(&q, qdir, tk, 1);
-		train(&f, fdir, tk, 1);
-		train(&q2, qdir, tk, 2);
+		train(&q, qdir, tk, 1, SC_BASE_QUANT_NONE, 0);
+		train(&f, fdir, tk, 1, SC_BASE_QUANT_NONE, 0);
+		train(&q2, qdir, tk, 2, SC_BASE_QUANT_NONE, 0);
+		/* the float model quantized as it loads (a job's --base-quant)
+		 * trains the very bits of the model quantized on disk, and
+		 * holds the same memory */
+		train(&lq, src, tk, 1, bq, fmts[i].dq);
+		assert_memory_equal(q.losses, lq.losses, sizeof(q.losses));
+		assert_memory_equal(q.ad->data, lq.ad->data, q.ad->n_floats * sizeof(float));
+		assert_int_equal(q.stage_bytes, lq.stage_bytes);
 		double worst = 0;
 		for (int s = 0; s < STEPS; s++)
 			worst = fmax(worst, fabs(q.losses[s] - f.losses[s]) / fabs(f.losses[s]));
@@ -339,6 +352,7 @@ static void one_family(const sc_model_config *mc, const char *tag)
 		sc_adapter_free(q.ad);
 		sc_adapter_free(f.ad);
 		sc_adapter_free(q2.ad);
+		sc_adapter_free(lq.ad);
 	}
 	sc_adapter_free(base.ad);
 	sc_tokens_free(tk);

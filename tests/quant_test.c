@@ -1,4 +1,5 @@
-/* quant_test.c — the weight quantizers (sc_quant.h): sizes, int8 per channel
+/* quant_test.c — the weight quantizers (sc_quant.h): sizes, bf16 rounding
+ * case by case and the bf16 format, int8 per channel
  * in both layouts, NF4 against the codebook (exact hits, ties, nearest,
  * packing byte for byte, short and all-zero blocks), double quantization's
  * bound, dequantize_rows against the whole matrix, the checks on parts read
@@ -88,10 +89,14 @@ static void names_and_parse(void **state)
 	assert_int_equal(f, SC_QUANT_NF4);
 	SC_ASSERT_OK(sc_quant_parse("int8", &f));
 	assert_int_equal(f, SC_QUANT_INT8);
-	const char *bad[] = { "", "NF4", "int4", "fp4", "nf4 " };
+	SC_ASSERT_OK(sc_quant_parse("bf16", &f));
+	assert_int_equal(f, SC_QUANT_BF16);
+	assert_string_equal(sc_quant_name(SC_QUANT_BF16), "bf16");
+	assert_string_equal(sc_quant_format_name(SC_QUANT_BF16), "bf16");
+	const char *bad[] = { "", "NF4", "int4", "fp4", "nf4 ", "BF16", "bfloat16" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		SC_ASSERT_ERR(sc_quant_parse(bad[i], &f), SC_EINVAL);
-		assert_non_null(strstr(sc_err_detail(), "int8 or nf4"));
+		assert_non_null(strstr(sc_err_detail(), "int8, nf4 or bf16"));
 	}
 	SC_ASSERT_ERR(sc_quant_parse(NULL, &f), SC_EINVAL);
 	/* The codebook as published: ascending, -1, 0 and 1 in place. */
@@ -144,6 +149,116 @@ static void sizes_of_shapes(void **state)
 	SC_ASSERT_ERR(sc_quant_size(&s, &z), SC_EINVAL);
 	s = (sc_quant_spec){ SC_QUANT_INT8, (size_t)1 << 40, (size_t)1 << 30, 1, 0 };
 	SC_ASSERT_ERR(sc_quant_size(&s, &z), SC_EINVAL);
+}
+
+static float f32_of(uint32_t u)
+{
+	float f;
+	memcpy(&f, &u, sizeof(f));
+	return f;
+}
+
+/* Round to nearest even on the dropped 16 bits, case by case: exact
+ * values, both kinds of tie, just off a tie, subnormals (no flush), signed
+ * zero, the largest finite that rounds to infinity and the one that does
+ * not, infinities, and NaNs (quiet, sign and high payload kept). */
+static void bf16_rounding_cases(void **state)
+{
+	static const struct {
+		const char *name;
+		uint32_t in;
+		uint16_t out;
+	} cases[] = {
+		{ "one", 0x3f800000u, 0x3f80 },
+		{ "tie to even (down)", 0x3f808000u, 0x3f80 },
+		{ "tie to even (up)", 0x3f818000u, 0x3f82 },
+		{ "just above a tie", 0x3f808001u, 0x3f81 },
+		{ "just below a tie", 0x3f807fffu, 0x3f80 },
+		{ "negative tie", 0xbf818000u, 0xbf82 },
+		{ "mantissa carry into exponent", 0x3fffffffu, 0x4000 },
+		{ "smallest subnormal", 0x00000001u, 0x0000 },
+		{ "subnormal tie (even)", 0x00008000u, 0x0000 },
+		{ "subnormal tie (odd)", 0x00018000u, 0x0002 },
+		{ "subnormal above tie", 0x0000c000u, 0x0001 },
+		{ "subnormal to normal", 0x007fffffu, 0x0080 },
+		{ "minus zero", 0x80000000u, 0x8000 },
+		{ "largest float", 0x7f7fffffu, 0x7f80 },
+		{ "just under the overflow tie", 0x7f7f7fffu, 0x7f7f },
+		{ "overflow tie", 0x7f7f8000u, 0x7f80 },
+		{ "infinity", 0x7f800000u, 0x7f80 },
+		{ "minus infinity", 0xff800000u, 0xff80 },
+		{ "quiet NaN", 0x7fc00000u, 0x7fc0 },
+		{ "signalling NaN", 0x7f800001u, 0x7fc0 },
+		{ "negative NaN with payload", 0xff812345u, 0xffc1 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint16_t h = sc_bf16_from_f32(f32_of(cases[i].in));
+		if (h != cases[i].out)
+			fail_msg("%s: 0x%08x gave 0x%04x, want 0x%04x", cases[i].name, cases[i].in,
+				 h, cases[i].out);
+		/* widening is exact: the bf16's bits in the high half */
+		float w = sc_bf16_to_f32(h);
+		uint32_t u;
+		memcpy(&u, &w, sizeof(u));
+		assert_int_equal(u, (uint32_t)h << 16);
+	}
+}
+
+/* The bf16 format through sc_quant: sizes, quantize = the rounding,
+ * dequantize = widening (rows too), checks and refusals. */
+static void bf16_format(void **state)
+{
+	sc_quant_sizes z;
+	sc_quant_spec s = { SC_QUANT_BF16, 3, 5, 0, 0 };
+	SC_ASSERT_OK(sc_quant_size(&s, &z));
+	assert_int_equal(z.qweight, 30);
+	assert_int_equal(z.scales + z.scales_q + z.scales_scale + z.scales_offset + z.blocks, 0);
+	float w[15], back[15];
+	for (int i = 0; i < 15; i++)
+		w[i] = i == 3 ? 1e-40f : (float)(i - 7) * 0.3137f; /* [3]: a subnormal */
+	uint8_t *q = xalloc(31) + 1; /* odd address: the bytes need no alignment */
+	sc_quant_out o = { .qweight = q };
+	SC_ASSERT_OK(sc_quant_quantize(&s, w, &o));
+	for (int i = 0; i < 15; i++) {
+		uint16_t h;
+		memcpy(&h, q + 2 * i, 2);
+		assert_int_equal(h, sc_bf16_from_f32(w[i]));
+	}
+	sc_quant_view v = { .qweight = q };
+	SC_ASSERT_OK(sc_quant_check(&s, &v));
+	SC_ASSERT_OK(sc_quant_dequantize(&s, &v, back));
+	for (int i = 0; i < 15; i++) {
+		assert_true(back[i] == sc_bf16_to_f32(sc_bf16_from_f32(w[i])));
+		if (i != 3) /* normal: within half a bf16 ulp, 2^-8 relative */
+			assert_true(fabsf(back[i] - w[i]) <= fabsf(w[i]) * 0x1p-8f);
+	}
+	SC_ASSERT_OK(sc_quant_dequantize_rows(&s, &v, 1, 3, back));
+	for (int i = 5; i < 15; i++)
+		assert_true(back[i - 5] == sc_bf16_to_f32(sc_bf16_from_f32(w[i])));
+	/* a weight that rounds to infinity is refused, named */
+	w[7] = FLT_MAX;
+	SC_ASSERT_ERR(sc_quant_quantize(&s, w, &o), SC_EINVAL);
+	assert_non_null(strstr(sc_err_detail(), "(1, 2)"));
+	assert_non_null(strstr(sc_err_detail(), "bf16's range"));
+	w[7] = NAN;
+	SC_ASSERT_ERR(sc_quant_quantize(&s, w, &o), SC_EINVAL);
+	w[7] = 0.5f; /* the refusals above may have written parts: write them again */
+	SC_ASSERT_OK(sc_quant_quantize(&s, w, &o));
+	/* a file's infinity or NaN is refused, named */
+	static const uint16_t bad[] = { 0x7f80, 0xff80, 0x7fc0, 0xffff };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		uint16_t keep;
+		memcpy(&keep, q + 2 * 11, 2);
+		memcpy(q + 2 * 11, &bad[i], 2);
+		SC_ASSERT_ERR(sc_quant_check(&s, &v), SC_EFORMAT);
+		assert_non_null(strstr(sc_err_detail(), "(2, 1)"));
+		memcpy(q + 2 * 11, &keep, 2);
+	}
+	SC_ASSERT_OK(sc_quant_check(&s, &v));
+	s.double_quant = 1;
+	SC_ASSERT_ERR(sc_quant_size(&s, &z), SC_EINVAL);
+	assert_non_null(strstr(sc_err_detail(), "not bf16"));
+	free(q - 1);
 }
 
 static void int8_within_half_step_both_layouts(void **state)
@@ -532,6 +647,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(names_and_parse),
 		cmocka_unit_test(sizes_of_shapes),
+		cmocka_unit_test(bf16_rounding_cases),
+		cmocka_unit_test(bf16_format),
 		cmocka_unit_test(int8_within_half_step_both_layouts),
 		cmocka_unit_test(int8_layout_byte_for_byte),
 		cmocka_unit_test(nf4_codebook_hits_are_exact),

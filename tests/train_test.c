@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "sc_modelgen.h"
+#include "sc_quant.h"
 #include "sc_train.h"
 #include "testutil.h"
 
@@ -50,6 +51,86 @@ static void config_rejects_nonsense(void **state)
 	sc_train_config_defaults(&tc);
 	tc.beta2 = 1.0f;
 	SC_ASSERT_ERR(sc_train_config_validate(&tc), SC_EINVAL);
+}
+
+/* The job's frozen base (--base-quant, --double-quant, --precision) applied
+ * to a model directory's configuration: float models take the asked format,
+ * a quantized directory keeps its own and refuses another, and the
+ * resolution the coordinator stores reproduces itself. */
+static void base_format_resolves_job_options(void **state)
+{
+	static const struct {
+		int quant, dq, prec;      /* the job's options */
+		int dir, dir_fmt, dir_dq; /* the directory: quantized, format, double */
+		sc_err want;
+		const char *base; /* sc_train_base_describe of the result */
+	} cases[] = {
+		{ SC_BASE_QUANT_NONE, 0, SC_PRECISION_FP32, 0, 0, 0, SC_OK, "fp32" },
+		{ SC_BASE_QUANT_INT8, 0, SC_PRECISION_FP32, 0, 0, 0, SC_OK, "int8" },
+		{ SC_BASE_QUANT_NF4, 0, SC_PRECISION_FP32, 0, 0, 0, SC_OK, "nf4" },
+		{ SC_BASE_QUANT_NF4, 1, SC_PRECISION_FP32, 0, 0, 0, SC_OK, "nf4+dq" },
+		{ SC_BASE_QUANT_NONE, 0, SC_PRECISION_BF16, 0, 0, 0, SC_OK, "bf16" },
+		{ SC_BASE_QUANT_INT8, 0, SC_PRECISION_BF16, 0, 0, 0, SC_OK, "int8" },
+		{ SC_BASE_QUANT_NF4, 1, SC_PRECISION_BF16, 0, 0, 0, SC_OK, "nf4+dq" },
+		/* a directory quantized on disk */
+		{ SC_BASE_QUANT_NONE, 0, SC_PRECISION_FP32, 1, SC_QUANT_NF4, 1, SC_OK, "nf4+dq" },
+		{ SC_BASE_QUANT_NONE, 0, SC_PRECISION_BF16, 1, SC_QUANT_INT8, 0, SC_OK, "int8" },
+		{ SC_BASE_QUANT_NF4, 1, SC_PRECISION_FP32, 1, SC_QUANT_NF4, 1, SC_OK, "nf4+dq" },
+		{ SC_BASE_QUANT_INT8, 0, SC_PRECISION_FP32, 1, SC_QUANT_INT8, 0, SC_OK, "int8" },
+		{ SC_BASE_QUANT_INT8, 0, SC_PRECISION_FP32, 1, SC_QUANT_NF4, 0, SC_EINVAL, NULL },
+		{ SC_BASE_QUANT_NF4, 0, SC_PRECISION_FP32, 1, SC_QUANT_NF4, 1, SC_EINVAL, NULL },
+		{ SC_BASE_QUANT_NF4, 1, SC_PRECISION_FP32, 1, SC_QUANT_INT8, 0, SC_EINVAL, NULL },
+		/* values outside the enums, double quantization without nf4 */
+		{ SC_BASE_QUANT_COUNT, 0, SC_PRECISION_FP32, 0, 0, 0, SC_EINVAL, NULL },
+		{ SC_BASE_QUANT_NONE, 0, SC_PRECISION_COUNT, 0, 0, 0, SC_EINVAL, NULL },
+		{ SC_BASE_QUANT_INT8, 1, SC_PRECISION_FP32, 0, 0, 0, SC_EINVAL, NULL },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		sc_model_config mc, dir, again;
+		sc_train_config tc, stored;
+		sc_gpt2_config(&mc, 2, 2, 32, 256, 32);
+		mc.quantized = cases[i].dir;
+		mc.quant_format = cases[i].dir_fmt;
+		mc.quant_double = cases[i].dir_dq;
+		dir = mc;
+		sc_train_config_defaults(&tc);
+		tc.base_quant = cases[i].quant;
+		tc.double_quant = cases[i].dq;
+		tc.precision = cases[i].prec;
+		sc_err rc = sc_train_base_format(&mc, &tc);
+		if (rc != cases[i].want)
+			fail_msg("case %zu: %s, want %s (%s)", i, sc_err_name(rc),
+				 sc_err_name(cases[i].want), sc_err_detail());
+		if (rc) {
+			assert_memory_equal(&mc, &dir, sizeof(mc)); /* untouched */
+			continue;
+		}
+		assert_string_equal(sc_train_base_describe(&mc), cases[i].base);
+		/* idempotent */
+		again = mc;
+		SC_ASSERT_OK(sc_train_base_format(&again, &tc));
+		assert_memory_equal(&again, &mc, sizeof(mc));
+		/* what the coordinator stores gives the same base from the
+		 * directory again */
+		stored = tc;
+		sc_train_base_of(&stored, &mc);
+		again = dir;
+		SC_ASSERT_OK(sc_train_base_format(&again, &stored));
+		assert_memory_equal(&again, &mc, sizeof(mc));
+	}
+	int v;
+	SC_ASSERT_OK(sc_base_quant_parse("nf4", &v));
+	assert_int_equal(v, SC_BASE_QUANT_NF4);
+	SC_ASSERT_ERR(sc_base_quant_parse("int4", &v), SC_EINVAL);
+	assert_non_null(strstr(sc_err_detail(), "--base-quant 'int4': choose none, int8 or nf4"));
+	SC_ASSERT_ERR(sc_base_quant_parse(NULL, &v), SC_EINVAL);
+	SC_ASSERT_OK(sc_precision_parse("bf16", &v));
+	assert_int_equal(v, SC_PRECISION_BF16);
+	SC_ASSERT_ERR(sc_precision_parse("fp16", &v), SC_EINVAL);
+	assert_non_null(strstr(sc_err_detail(), "--precision 'fp16': choose fp32 or bf16"));
+	assert_string_equal(sc_base_quant_name(SC_BASE_QUANT_INT8), "int8");
+	assert_string_equal(sc_base_quant_name(7), "?");
+	assert_string_equal(sc_precision_name(SC_PRECISION_FP32), "fp32");
 }
 
 enum { L = 4, C = 16, V = 256 };
@@ -199,6 +280,7 @@ int main(void)
 		cmocka_unit_test(schedule_warms_up_then_decays),
 		cmocka_unit_test(clip_factor_as_torch),
 		cmocka_unit_test(config_rejects_nonsense),
+		cmocka_unit_test(base_format_resolves_job_options),
 		cmocka_unit_test(stages_train_bit_identical_adapters),
 		cmocka_unit_test(eval_is_stage_independent_and_trains_nothing),
 		cmocka_unit_test(trainer_refuses_bad_stages),

@@ -1,4 +1,5 @@
-/* wire_test.c — adapters from NamedTensor lists: complete, exact, checked. */
+/* wire_test.c — adapters from NamedTensor lists: complete, exact, checked;
+ * the training configuration through its message and back. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,12 +107,56 @@ static void bad_lists_are_named(void **state)
 	sc_adapter_free(dst);
 }
 
+/* Every field of sc_train_config survives the message (a job's recipe as
+ * the coordinator stores it and the workers get it), the frozen base's
+ * too; a value too large for an int reads as -1, which validation refuses. */
+static void train_config_round_trips(void **state)
+{
+	sc_train_config tc, back;
+	Splitchain__TrainConfig t = SPLITCHAIN__TRAIN_CONFIG__INIT;
+	sc_train_config_defaults(&tc);
+	tc.steps = 7;
+	tc.wire = 3;
+	tc.allow_tf32 = 1;
+	tc.seed = 99;
+	tc.base_quant = SC_BASE_QUANT_NF4;
+	tc.double_quant = 1;
+	tc.precision = SC_PRECISION_BF16;
+	sc_wire_train_message(&t, &tc);
+	assert_int_equal(t.base_quant, 2);
+	assert_true(t.double_quant);
+	assert_int_equal(t.precision, 1);
+	sc_wire_train_config(&back, &t);
+	assert_true(back.steps == tc.steps && back.B == tc.B && back.T == tc.T &&
+		    back.micro_batches == tc.micro_batches && back.lr == tc.lr &&
+		    back.min_lr == tc.min_lr && back.warmup == tc.warmup &&
+		    back.weight_decay == tc.weight_decay && back.beta1 == tc.beta1 &&
+		    back.beta2 == tc.beta2 && back.eps == tc.eps &&
+		    back.grad_clip == tc.grad_clip && back.seed == tc.seed &&
+		    back.allow_tf32 == tc.allow_tf32 && back.wire == tc.wire);
+	assert_int_equal(back.base_quant, SC_BASE_QUANT_NF4);
+	assert_int_equal(back.double_quant, 1);
+	assert_int_equal(back.precision, SC_PRECISION_BF16);
+	t.base_quant = 0x80000000u;
+	sc_wire_train_config(&back, &t);
+	assert_int_equal(back.base_quant, -1);
+	SC_ASSERT_ERR(sc_train_config_validate(&back), SC_EINVAL);
+	t.base_quant = 3;
+	sc_wire_train_config(&back, &t);
+	SC_ASSERT_ERR(sc_train_config_validate(&back), SC_EINVAL);
+	t.base_quant = 0;
+	t.precision = 2;
+	sc_wire_train_config(&back, &t);
+	SC_ASSERT_ERR(sc_train_config_validate(&back), SC_EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(whole_adapter_round_trips),
 		cmocka_unit_test(other_layers_are_skipped),
 		cmocka_unit_test(bad_lists_are_named),
+		cmocka_unit_test(train_config_round_trips),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

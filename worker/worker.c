@@ -360,6 +360,13 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "lora: %s", sc_err_detail());
 		goto out;
 	}
+	/* The job's frozen base: the segment quantizes the float projections
+	 * as it loads them, or takes them as the directory holds them. */
+	if (sc_train_base_format(&mc, &tc)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "model %s: %s", r->model_path,
+				 sc_err_detail());
+		goto out;
+	}
 	if (check_against_model(r, &mc, &tc, rep))
 		goto out;
 
@@ -395,11 +402,11 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	w->job = j;
 	set_holding(w, j);
 	sc_info("worker",
-		"job %" PRIu64 " placement %u: stage %d of %d, layers [%u, %u), %s, "
+		"job %" PRIu64 " placement %u: stage %d of %d, layers [%u, %u), base %s, %s, "
 		"M=%d B=%d T=%d, %d slots, next %s",
 		j->id, j->version, j->stage, j->n_stages, r->first_layer, r->last_layer,
-		j->gpipe ? "GPipe" : "1F1B", j->M, j->B, j->T, j->slots,
-		j->next_addr[0] ? j->next_addr : "(last stage)");
+		sc_train_base_describe(&mc), j->gpipe ? "GPipe" : "1F1B", j->M, j->B, j->T,
+		j->slots, j->next_addr[0] ? j->next_addr : "(last stage)");
 	out.device_bytes = sc_segment_device_bytes(j->seg);
 	sc_rpc_reply_pb(rep, &out.base);
 unlock:

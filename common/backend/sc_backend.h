@@ -21,8 +21,7 @@
  * the next ops.sync or ops.download, which every caller of results performs.
  *
  * Optional entries (NULL when a backend lacks them), checked for NULL in the
- * sc_backend_* helpers only: gemm_q (CPU only today; the CUDA backend leaves
- * it NULL, so a quantized base is refused there).
+ * sc_backend_* helpers only: gemm_q.
  */
 #ifndef SC_BACKEND_H
 #define SC_BACKEND_H
@@ -48,6 +47,13 @@ typedef struct sc_attn_shape {
  * needs no file layer. W is the (rows, cols) row-major float32 matrix it
  * dequantizes to, every element with the same float operations as
  * sc_quant_dequantize_rows:
+ *   SC_QW_BF16  q: rows * cols bfloat16 (uint16, 2-byte aligned), W's
+ *               layout; w = the bf16 widened to float (exact). No scales.
+ *               gemm_q may round op(a) to bf16 too (bf16 x bf16 -> fp32
+ *               on hardware that has it: the CPU with oneDNN and
+ *               AVX512-BF16/AMX, and CUDA) into tile: with m * k / 2
+ *               floats of tile all of op(a) goes in one product, with
+ *               fewer a few rows at a time.
  *   SC_QW_INT8  q: rows * cols int8 bytes; w = (float)q * s, s = scales[r]
  *               when scale_rows (nn.Linear (out, in)), else scales[c]
  *               (Conv1D (in, out)).
@@ -59,7 +65,7 @@ typedef struct sc_attn_shape {
  *               + *scales_offset.
  * Every pointer is device memory of the backend; a part the format lacks is
  * NULL. The descriptor itself is host memory. */
-enum sc_qw_format { SC_QW_INT8, SC_QW_NF4 };
+enum sc_qw_format { SC_QW_INT8, SC_QW_NF4, SC_QW_BF16 };
 
 typedef struct sc_qweight {
 	int format;     /* enum sc_qw_format */
@@ -268,5 +274,17 @@ sc_err sc_backend_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n,
 /* Describes the BLAS in use, e.g. "OpenBLAS 0.3.21 (Haswell, 2 threads)".
  * Borrowed static string. */
 const char *sc_backend_cpu_describe(void);
+
+/* How the CPU backend be runs gemm_q on SC_QW_BF16 weights: "bf16 matmul
+ * (oneDNN 2.6.3, avx512_core_bf16)" where the CPU multiplies bf16 and the
+ * build has oneDNN, else "fp32 tiles (why)". Borrowed string, valid until
+ * this thread's next call. */
+const char *sc_backend_cpu_bf16_kernel(sc_backend *be);
+
+/* on: be runs bf16 weights on the fp32 tiles even where oneDNN could (the
+ * environment's SC_CPU_BF16=tiles does the same at sc_backend_cpu_open);
+ * off: the automatic choice. For tests and benchmarks: set it before the
+ * first step. SC_EINVAL when be is not a CPU backend. */
+sc_err sc_backend_cpu_bf16_tiles(sc_backend *be, int on);
 
 #endif

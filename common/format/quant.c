@@ -1,5 +1,5 @@
-/* quant.c — the weight quantizers of sc_quant.h: int8 per output channel
- * and NF4 blocks (+ double quantization of the block absmax), their
+/* quant.c — the weight quantizers of sc_quant.h: int8 per output channel,
+ * NF4 blocks (+ double quantization of the block absmax) and bf16, their
  * dequantizers by row range, the checks for parts read from a file, and the
  * relative output error a planner weighs them by. Plain loops: this runs
  * once per model (quantize) or per tile (dequantize_rows). */
@@ -11,29 +11,10 @@
 
 #include "sc_quant.h"
 
-const float sc_nf4_codebook[16] = {
-	-1.0f,
-	-0.6961928009986877f,
-	-0.5250730514526367f,
-	-0.39491748809814453f,
-	-0.28444138169288635f,
-	-0.18477343022823334f,
-	-0.09105003625154495f,
-	0.0f,
-	0.07958029955625534f,
-	0.16093020141124725f,
-	0.24611230194568634f,
-	0.33791524171829224f,
-	0.44070982933044434f,
-	0.5626170039176941f,
-	0.7229568362236023f,
-	1.0f,
-};
-
 #define NF4_ZERO 7 /* the index of 0.0 */
 
-static const char *const names[SC_QUANT_COUNT] = { "int8", "nf4" };
-static const char *const format_names[SC_QUANT_COUNT] = { "int8_channel", "nf4" };
+static const char *const names[SC_QUANT_COUNT] = { "int8", "nf4", "bf16" };
+static const char *const format_names[SC_QUANT_COUNT] = { "int8_channel", "nf4", "bf16" };
 
 const char *sc_quant_name(enum sc_quant_format f)
 {
@@ -52,7 +33,7 @@ sc_err sc_quant_parse(const char *name, enum sc_quant_format *out)
 			*out = (enum sc_quant_format)f;
 			return SC_OK;
 		}
-	return sc_errf(SC_EINVAL, "unknown quantization '%s' (choose int8 or nf4)",
+	return sc_errf(SC_EINVAL, "unknown quantization '%s' (choose int8, nf4 or bf16)",
 		       name ? name : "(null)");
 }
 
@@ -61,7 +42,7 @@ sc_err sc_quant_size(const sc_quant_spec *s, sc_quant_sizes *out)
 	size_t n, bytes;
 	memset(out, 0, sizeof(*out));
 	if ((unsigned)s->format >= SC_QUANT_COUNT)
-		return sc_errf(SC_EINVAL, "quantization format %d is not int8 or nf4",
+		return sc_errf(SC_EINVAL, "quantization format %d is not int8, nf4 or bf16",
 			       (int)s->format);
 	if (!s->rows || !s->cols)
 		return sc_errf(SC_EINVAL, "cannot quantize a (%zu, %zu) weight: it is empty",
@@ -70,11 +51,18 @@ sc_err sc_quant_size(const sc_quant_spec *s, sc_quant_sizes *out)
 	    __builtin_mul_overflow(n, sizeof(float), &bytes))
 		return sc_errf(SC_EINVAL, "a (%zu, %zu) weight does not fit in memory", s->rows,
 			       s->cols);
+	if (s->double_quant && s->format != SC_QUANT_NF4)
+		return sc_errf(SC_EINVAL, "double quantization is for nf4, not %s",
+			       sc_quant_name(s->format));
 	if (s->format == SC_QUANT_INT8) {
-		if (s->double_quant)
-			return sc_errf(SC_EINVAL, "double quantization is for nf4, not int8");
 		out->qweight = n;
 		out->scales = s->row_major_out ? s->rows : s->cols;
+		return SC_OK;
+	}
+	if (s->format == SC_QUANT_BF16) {
+		if (__builtin_mul_overflow(n, sizeof(uint16_t), &out->qweight))
+			return sc_errf(SC_EINVAL, "a (%zu, %zu) weight does not fit in memory",
+				       s->rows, s->cols);
 		return SC_OK;
 	}
 	out->qweight = n / 2 + n % 2;
@@ -227,6 +215,26 @@ static sc_err nf4_quantize(const sc_quant_spec *s, const sc_quant_sizes *z, cons
 	return SC_OK;
 }
 
+/* bf16: rounded element by element; a finite weight beyond bf16's range
+ * (|w| >= 0x1.ffp127, which rounds to infinity) is refused like a
+ * non-finite one, so that every bf16 weight written is finite. */
+static sc_err bf16_quantize(const sc_quant_spec *s, const float *w, const sc_quant_out *q)
+{
+	size_t n = s->rows * s->cols;
+	int bad = 0;
+	for (size_t i = 0; i < n; i++) { /* bytewise stores: qweight may be unaligned */
+		uint16_t h = sc_bf16_from_f32(w[i]);
+		memcpy(q->qweight + 2 * i, &h, sizeof(h));
+		bad |= (h & 0x7f80) == 0x7f80;
+	}
+	for (size_t i = 0; bad && i < n; i++)
+		if ((sc_bf16_from_f32(w[i]) & 0x7f80) == 0x7f80)
+			return sc_errf(SC_EINVAL,
+				       "weight element (%zu, %zu) is %g: beyond bf16's range",
+				       i / s->cols, i % s->cols, (double)w[i]);
+	return SC_OK;
+}
+
 sc_err sc_quant_quantize(const sc_quant_spec *s, const float *w, const sc_quant_out *q)
 {
 	sc_quant_sizes z;
@@ -236,6 +244,8 @@ sc_err sc_quant_quantize(const sc_quant_spec *s, const float *w, const sc_quant_
 		int8_quantize(s, w, q);
 		return SC_OK;
 	}
+	if (s->format == SC_QUANT_BF16)
+		return bf16_quantize(s, w, q);
 	return nf4_quantize(s, &z, w, q);
 }
 
@@ -246,13 +256,19 @@ static int is_scale(float g)
 	return g >= 0.0f && g * 127.0f <= FLT_MAX;
 }
 
-/* a'_b or a_b: block b's absmax as dequantization uses it. */
-static float nf4_absmax(const sc_quant_spec *s, const sc_quant_view *q, size_t b)
+/* s's weight with q's parts, for sc_qformat.h's element arithmetic. */
+static sc_qformat_weight qformat_of(const sc_quant_spec *s, const sc_quant_view *q)
 {
-	if (!s->double_quant)
-		return q->scales[b];
-	float t = (float)(int8_t)q->scales_q[b] * q->scales_scale[b / SC_NF4_DQ_BLOCK];
-	return t + *q->scales_offset;
+	int dq = s->format == SC_QUANT_NF4 && s->double_quant;
+	return (sc_qformat_weight){ .format = (enum sc_qformat)s->format,
+				    .rows = s->rows,
+				    .cols = s->cols,
+				    .scale_rows = s->row_major_out,
+				    .q = q->qweight,
+				    .scales = dq ? NULL : q->scales,
+				    .scales_q = dq ? q->scales_q : NULL,
+				    .scales_scale = dq ? q->scales_scale : NULL,
+				    .scales_offset = dq ? q->scales_offset : NULL };
 }
 
 sc_err sc_quant_check(const sc_quant_spec *s, const sc_quant_view *q)
@@ -260,6 +276,18 @@ sc_err sc_quant_check(const sc_quant_spec *s, const sc_quant_view *q)
 	sc_quant_sizes z;
 	size_t n = s->rows * s->cols;
 	SC_TRY(sc_quant_size(s, &z));
+	if (s->format == SC_QUANT_BF16) {
+		/* The bytes may be a file's, at any alignment: read them as such. */
+		for (size_t i = 0; i < n; i++) {
+			uint16_t h;
+			memcpy(&h, q->qweight + 2 * i, sizeof(h));
+			if ((h & 0x7f80) == 0x7f80)
+				return sc_errf(SC_EFORMAT,
+					       "bf16 weight (%zu, %zu) is 0x%04x: not finite",
+					       i / s->cols, i % s->cols, h);
+		}
+		return SC_OK;
+	}
 	for (size_t i = 0; i < z.scales; i++) /* nf4's absmax need not allow 127 * a */
 		if (!(s->format == SC_QUANT_INT8 ? is_scale(q->scales[i])
 						 : q->scales[i] >= 0.0f && q->scales[i] <= FLT_MAX))
@@ -286,8 +314,9 @@ sc_err sc_quant_check(const sc_quant_spec *s, const sc_quant_view *q)
 				       "nf4: scales_scale %zu is %g: not a finite "
 				       "scale >= 0",
 				       j, (double)q->scales_scale[j]);
+	sc_qformat_weight w = qformat_of(s, q);
 	for (size_t b = 0; b < z.scales_q; b++)
-		if (q->scales_q[b] == 0x80 || !(fabsf(nf4_absmax(s, q, b)) <= FLT_MAX))
+		if (q->scales_q[b] == 0x80 || !(fabsf(sc_qformat_nf4_absmax(&w, b)) <= FLT_MAX))
 			return sc_errf(SC_EFORMAT,
 				       "nf4: scales_q %zu is -128 or gives a "
 				       "non-finite absmax",
@@ -304,32 +333,8 @@ sc_err sc_quant_dequantize_rows(const sc_quant_spec *s, const sc_quant_view *q, 
 	if (!(r0 <= r1 && r1 <= s->rows))
 		return sc_errf(SC_ERANGE, "rows [%zu, %zu) are not within the weight's %zu rows",
 			       r0, r1, s->rows);
-	if (s->format == SC_QUANT_INT8) {
-		const int8_t *qw = (const int8_t *)q->qweight;
-		for (size_t r = r0; r < r1; r++) {
-			float *o = out + (r - r0) * C;
-			const int8_t *qr = qw + r * C;
-			if (s->row_major_out) {
-				float sr = q->scales[r];
-				for (size_t c = 0; c < C; c++)
-					o[c] = (float)qr[c] * sr;
-			} else {
-				for (size_t c = 0; c < C; c++)
-					o[c] = (float)qr[c] * q->scales[c];
-			}
-		}
-		return SC_OK;
-	}
-	size_t e0 = r0 * C, e1 = r1 * C;
-	for (size_t e = e0; e < e1;) {
-		size_t b = e / SC_NF4_BLOCK, end = (b + 1) * SC_NF4_BLOCK;
-		float a = nf4_absmax(s, q, b);
-		end = end < e1 ? end : e1;
-		for (; e < end; e++) {
-			uint8_t byte = q->qweight[e / 2];
-			out[e - e0] = sc_nf4_codebook[e % 2 ? byte & 0x0f : byte >> 4] * a;
-		}
-	}
+	sc_qformat_weight w = qformat_of(s, q);
+	sc_qformat_dequantize_block(&w, r0, r1, 0, C, out, C);
 	return SC_OK;
 }
 

@@ -1,6 +1,7 @@
 /* sc_quant.h — quantized frozen base weights: int8 with one scale per output
- * channel, and NF4 (QLoRA's 4-bit NormalFloat) with one absmax per block of
- * 64 and optional double quantization of those absmax. A weight is a
+ * channel, NF4 (QLoRA's 4-bit NormalFloat) with one absmax per block of
+ * 64 and optional double quantization of those absmax, and bf16 (the
+ * weight rounded to bfloat16, no scales). A weight is a
  * row-major (rows, cols) float32 matrix as its file stores it; `row_major_out`
  * says which axis holds the output channels: 1 for nn.Linear (out, in) (the
  * Llama family), 0 for Conv1D (in, out) (GPT-2).
@@ -24,7 +25,8 @@
  *   indices x = w * inv_b with inv_b = 1.0f / a_b (rounded first, as
  *           bitsandbytes' kQuantizeBlockwise does); the index is the number
  *           of thresholds t_i < x, t_i = (c_i + c_{i+1}) * 0.5f (i = 0..14,
- *           float32, the midpoints of the codebook c below): the nearest
+ *           float32, the midpoints of the codebook c,
+ *           sc_nf4_codebook in sc_qformat.h): the nearest
  *           codebook value, a tie (x == t_i) going to the LOWER one, as
  *           bitsandbytes' dQuantizeNF4 decision tree does. A block with
  *           a_b = 0, or so small that inv_b overflows (a_b about 2^-128 or
@@ -43,6 +45,12 @@
  *   scales_q_b = g_j > 0 ? clamp(rne(r_b / g_j), -127, 127) : 0 (int8);
  *   a'_b = (float)scales_q_b * g_j, then + offset. The indices are chosen
  *   with the exact a_b (as QLoRA does); only w' uses a'_b.
+ * bf16: qweight n little-endian uint16 in the weight's own layout and
+ *   shape: the high half of w's binary32 after rounding to nearest, ties
+ *   to even, on the 16 bits dropped (sc_bf16_from_f32: what torch's
+ *   .to(torch.bfloat16) gives for every finite or infinite w). w' = the
+ *   bf16 widened (exact). A finite weight that
+ *   rounds to infinity (|w| >= 0x1.ffp127) is refused like a non-finite one.
  * Non-finite weights are refused (SC_EINVAL). The functions keep no state:
  * any thread may call them, on distinct output buffers.
  *
@@ -56,10 +64,14 @@
  *   P.scales_offset F32 [1]                     nf4 with double quant
  *   P.shape         I64 [2] = (rows, cols)      nf4 (the packed form has no
  *                                               shape of its own)
+ *   P.weight        bf16: BF16, the weight's shape, under the weight's own
+ *                   name, so that a Hugging Face checkpoint stored in
+ *                   bfloat16 already is a bf16 model (its config.json
+ *                   needs no quantization_config: a job asks for bf16)
  * U8 carries the int8 values because the safetensors layer reads no I8.
  * Every other tensor is the input's, unchanged. config.json is the input's
- * plus "quantization_config": {"quant_method": "splitchain", "bits": 8 | 4,
- * "format": "int8_channel" | "nf4", "block_size": 64 (nf4 only),
+ * plus "quantization_config": {"quant_method": "splitchain", "bits": 8 | 4 |
+ * 16, "format": "int8_channel" | "nf4" | "bf16", "block_size": 64 (nf4 only),
  * "double_quant": bool, "double_quant_block_size": 256 (with it),
  * "weight_layout": "out_in" | "in_out", "modules": [the family's
  * projections below a layer, e.g. "self_attn.q_proj"]}.
@@ -69,18 +81,20 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "sc_err.h"
+#include "sc_qformat.h"
 
-enum sc_quant_format { SC_QUANT_INT8, SC_QUANT_NF4, SC_QUANT_COUNT };
+enum sc_quant_format {
+	SC_QUANT_INT8 = SC_QF_INT8,
+	SC_QUANT_NF4 = SC_QF_NF4,
+	SC_QUANT_BF16 = SC_QF_BF16,
+	SC_QUANT_COUNT
+};
 
-#define SC_NF4_BLOCK    64
-#define SC_NF4_DQ_BLOCK 256
-
-/* The NormalFloat4 codebook of Dettmers et al., "QLoRA: Efficient
- * Finetuning of Quantized LLMs" (NeurIPS 2023), appendix E, as bitsandbytes
- * stores it (float32), ascending: c[0] = -1, c[7] = 0, c[15] = 1. */
-extern const float sc_nf4_codebook[16];
+/* sc_bf16_from_f32 / sc_bf16_to_f32 (bf16 above), SC_NF4_BLOCK,
+ * SC_NF4_DQ_BLOCK and sc_nf4_codebook (c above) come from sc_qformat.h. */
 
 /* What is quantized. */
 typedef struct sc_quant_spec {
@@ -92,7 +106,7 @@ typedef struct sc_quant_spec {
 
 /* Element counts of the parts (0 for a part the format lacks). */
 typedef struct sc_quant_sizes {
-	size_t qweight;       /* bytes: n (int8), ceil(n / 2) (nf4) */
+	size_t qweight;       /* bytes: n (int8), ceil(n / 2) (nf4), 2n (bf16) */
 	size_t scales;        /* floats: out (int8), nb (nf4 without double quant) */
 	size_t scales_q;      /* bytes: nb (nf4 with double quant) */
 	size_t scales_scale;  /* floats: ng (nf4 with double quant) */
@@ -119,16 +133,16 @@ typedef struct sc_quant_view {
 	const float *scales_offset;
 } sc_quant_view;
 
-/* "int8" or "nf4" (the command line's names); "?" outside the enum. */
+/* "int8", "nf4" or "bf16" (the command line's names); "?" outside the enum. */
 const char *sc_quant_name(enum sc_quant_format f);
-/* "int8_channel" or "nf4" (config.json's quantization_config.format). */
+/* "int8_channel", "nf4" or "bf16" (config.json's quantization_config.format). */
 const char *sc_quant_format_name(enum sc_quant_format f);
-/* *out = the format called name ("int8" or "nf4"); SC_EINVAL naming both
- * for anything else (NULL included). */
+/* *out = the format called name ("int8", "nf4" or "bf16"); SC_EINVAL naming
+ * them for anything else (NULL included). */
 sc_err sc_quant_parse(const char *name, enum sc_quant_format *out);
 
 /* *out = the sizes of s's parts. SC_EINVAL, naming the problem, for a
- * format outside the enum, rows or cols 0, double_quant with int8, or a
+ * format outside the enum, rows or cols 0, double_quant but for nf4, or a
  * size that overflows size_t. */
 sc_err sc_quant_size(const sc_quant_spec *s, sc_quant_sizes *out);
 
@@ -142,7 +156,8 @@ sc_err sc_quant_quantize(const sc_quant_spec *s, const float *w, const sc_quant_
 /* Checks the parts of a quantized weight that came from outside (a file):
  * every scale finite and >= 0 (int8 scales and scales_scale also with
  * 127 * scale finite), the offset finite, every a'_b finite; no int8 -128;
- * an odd n's padding nibble 0. SC_EFORMAT naming the part and position. A
+ * an odd n's padding nibble 0; every bf16 finite (qweight read bytewise,
+ * at any alignment). SC_EFORMAT naming the part and position. A
  * view that passes dequantizes to finite values. */
 sc_err sc_quant_check(const sc_quant_spec *s, const sc_quant_view *q);
 

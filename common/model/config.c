@@ -128,7 +128,7 @@ double sc_cfg_short_float(float f)
 static sc_err parse_quant(sc_model_config *c, const sc_family *fam, const cJSON *root)
 {
 	static const char *const method[] = { "splitchain", NULL };
-	static const char *const formats[] = { "int8_channel", "nf4", NULL };
+	static const char *const formats[] = { "int8_channel", "nf4", "bf16", NULL };
 	const char *layouts[] = { fam->fan_in_fan_out ? "in_out" : "out_in", NULL };
 	const cJSON *q = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
 	const char *m, *f, *layout;
@@ -143,7 +143,9 @@ static sc_err parse_quant(sc_model_config *c, const sc_family *fam, const cJSON 
 	if (!m || !f)
 		return sc_errf(SC_EFORMAT, "quantization_config lacks quant_method or format");
 	c->quantized = 1;
-	c->quant_format = !strcmp(f, "nf4") ? SC_QUANT_NF4 : SC_QUANT_INT8;
+	c->quant_format = !strcmp(f, "nf4")    ? SC_QUANT_NF4
+			  : !strcmp(f, "bf16") ? SC_QUANT_BF16
+					       : SC_QUANT_INT8;
 	SC_TRY(sc_cfg_bool_opt(q, "double_quant", 0, &c->quant_double));
 	SC_TRY(sc_cfg_int_opt(q, "block_size", SC_NF4_BLOCK, &block));
 	if (c->quant_double && c->quant_format != SC_QUANT_NF4)
@@ -158,10 +160,12 @@ static sc_err parse_quant(sc_model_config *c, const sc_family *fam, const cJSON 
 static int add_quant(cJSON *o, const sc_model_config *c)
 {
 	const sc_family *fam = sc_family_of(c);
-	int nf4 = c->quant_format == SC_QUANT_NF4;
+	int nf4 = c->quant_format == SC_QUANT_NF4, bits = nf4 ? 4 : 8;
+	if (c->quant_format == SC_QUANT_BF16)
+		bits = 16;
 	cJSON *q = cJSON_AddObjectToObject(o, "quantization_config"), *mods = NULL;
 	int ok = q && cJSON_AddStringToObject(q, "quant_method", "splitchain") &&
-		 cJSON_AddNumberToObject(q, "bits", nf4 ? 4 : 8) &&
+		 cJSON_AddNumberToObject(q, "bits", bits) &&
 		 cJSON_AddStringToObject(q, "format", sc_quant_format_name(c->quant_format)) &&
 		 (!nf4 || cJSON_AddNumberToObject(q, "block_size", SC_NF4_BLOCK)) &&
 		 cJSON_AddBoolToObject(q, "double_quant", c->quant_double) &&

@@ -62,7 +62,14 @@ int sc_segment_is_last(const sc_segment *seg);
 /* Loads the segment's frozen weights from a Hugging Face safetensors file
  * (its family's names, under any of its file prefixes; F32, F16 or BF16,
  * converted to fp32). Only the segment's own tensors are read. Missing
- * tensors or wrong shapes give SC_EFORMAT naming the tensor. Borrows f. */
+ * tensors or wrong shapes give SC_EFORMAT naming the tensor. Borrows f.
+ * With spec.model.quantized the projections (the family's LoRA targets)
+ * are held in that format (sc_quant.h), taken from either source: the
+ * parts a quantized file holds (`splitchain quantize`: NAME.qweight, ...,
+ * checked), or the float NAME.weight quantized here as it loads (a job's
+ * --base-quant / --precision, sc_train_base_format), one tensor at a time
+ * through a host staging buffer that is freed when loading ends. Both give
+ * the same bits. */
 sc_err sc_segment_load_base(sc_segment *seg, const sc_st_file *weights);
 /* The same from a model's weights, one file or shards (sc_weights.h): only
  * the shards that hold the segment's tensors are opened. Borrows w. */

@@ -28,7 +28,62 @@ typedef struct sc_train_config {
 	int allow_tf32;  /* GPU backends may use TF32 tensor cores for GEMMs (off: fp32) */
 	int wire;        /* enum sc_wire: how activations and gradients cross a stage
 			  * boundary (sc_codec.h); SC_WIRE_FP32 (0) changes nothing */
+	/* The frozen base's format (sc_train_base_format): the projections
+	 * quantized as each segment loads them. 0s change nothing. */
+	int base_quant;   /* enum sc_base_quant */
+	int double_quant; /* nf4: double quantization of the block absmax */
+	int precision;    /* enum sc_precision */
 } sc_train_config;
+
+/* --base-quant: the format a job keeps its frozen projections in, made from
+ * the model's float weights as each segment loads them (sc_quant.h; the
+ * same layout as a model `splitchain quantize` wrote). NONE keeps the
+ * model directory's own (float, or the format it was quantized to). */
+enum sc_base_quant {
+	SC_BASE_QUANT_NONE,
+	SC_BASE_QUANT_INT8,
+	SC_BASE_QUANT_NF4,
+	SC_BASE_QUANT_COUNT
+};
+/* --precision: FP32 (everything fp32) or BF16 (the frozen projections
+ * stored bf16, SC_QUANT_BF16, unless the base is int8 or nf4; adapters,
+ * optimizer state, norms, softmax and loss stay fp32). */
+enum sc_precision { SC_PRECISION_FP32, SC_PRECISION_BF16, SC_PRECISION_COUNT };
+
+/* "none", "int8", "nf4" / "fp32", "bf16" (the command line's words); "?"
+ * outside the enum. Static strings. */
+const char *sc_base_quant_name(int q);
+const char *sc_precision_name(int p);
+/* *out = the value called name; SC_EINVAL naming the allowed words
+ * otherwise (NULL included). */
+sc_err sc_base_quant_parse(const char *name, int *out);
+sc_err sc_precision_parse(const char *name, int *out);
+
+/* Applies tc's base format to mc, the model directory's configuration as
+ * sc_config_load read it, giving the configuration every segment of the job
+ * is made with: --base-quant int8 / nf4 (with double_quant) sets
+ * mc->quantized and the format, and segments quantize the float
+ * projections at load (sc_segment_load_weights); else --precision bf16
+ * sets SC_QUANT_BF16; else mc is left as it is. A directory that is
+ * already quantized keeps its format; SC_EINVAL, naming both, when tc asks
+ * for another one (a --base-quant or --double-quant that differs), and for
+ * values outside the enums or double_quant without nf4. Idempotent: mc
+ * that went through it once is left as it is. */
+sc_err sc_train_base_format(sc_model_config *mc, const sc_train_config *tc);
+
+/* Sets tc's base_quant, double_quant and precision to say what base (a
+ * configuration sc_train_base_format gave) holds, so that applying them to
+ * the model directory's configuration again gives base: a directory
+ * quantized on disk shows its own format (bf16 as precision bf16). */
+void sc_train_base_of(sc_train_config *tc, const sc_model_config *base);
+
+/* A short description of mc's frozen projections for people and
+ * dashboards: "fp32", "bf16", "int8", "nf4" or "nf4+dq". Static. */
+const char *sc_train_base_describe(const sc_model_config *mc);
+/* The same word from a job's options as the coordinator resolved them
+ * (sc_train_base_of): what v_job_progress.base says. "?" for values
+ * outside the enums. Static. */
+const char *sc_train_base_word(const sc_train_config *tc);
 
 /* Fills tc with the defaults (lr 2e-4, min_lr 2e-5, warmup 10, wd 0,
  * betas 0.9/0.999, eps 1e-8, clip 1.0, M 1, B 4, T 64, steps 100, seed 1). */
@@ -72,7 +127,9 @@ typedef struct sc_trainer sc_trainer;
  * Loads base weights from weights (borrowed for the call), adapters from
  * init (borrowed; NULL = fresh sc_adapter_init), reads data from tk
  * (borrowed; must outlive the trainer). *out = new trainer, free with
- * sc_trainer_free.
+ * sc_trainer_free. The segments hold the frozen base in the format
+ * sc_train_base_format(mc, tc) gives (its errors are returned), as a
+ * chain's workers do.
  * At every boundary the activations (forward) and gradients (backward) go
  * through tc->wire's encoding as a chain's data plane carries them
  * (sc_wire_roundtrip; stochastic rounding keyed by sc_wire_rng; the

@@ -76,7 +76,9 @@ static void layout_qweight(sc_segment *seg, arena *a, const sc_param_desc *p, sc
 	if (sc_quant_size(&qs, &z)) /* checked in sc_segment_new */
 		memset(&z, 0, sizeof(z));
 	*q = (sc_qweight){
-		.format = qs.format == SC_QUANT_NF4 ? SC_QW_NF4 : SC_QW_INT8,
+		.format = qs.format == SC_QUANT_NF4    ? SC_QW_NF4
+			  : qs.format == SC_QUANT_BF16 ? SC_QW_BF16
+						       : SC_QW_INT8,
 		.rows = (int)qs.rows,
 		.cols = (int)qs.cols,
 		.scale_rows = qs.row_major_out,
@@ -242,8 +244,10 @@ static sc_err validate_spec(const sc_segment_spec *sp)
 }
 
 /* A quantized model: the tile scratch gemm_q needs (SC_QTILE_COLS output
- * columns of the largest k: forward k = in, backward k = out), and whether
- * the backend can run it at all. */
+ * columns of the largest k: forward k = in, backward k = out; for bf16
+ * also the whole activation op(a) (N, k) rounded to bf16, N * k / 2
+ * floats, so that a bf16 x bf16 product takes all N rows in one call),
+ * and whether the backend can run it at all. */
 static sc_err quant_setup(sc_segment *seg)
 {
 	const sc_model_config *mc = &seg->spec.model;
@@ -273,6 +277,11 @@ static sc_err quant_setup(sc_segment *seg)
 		if (seg_generating(seg))
 			bwd = 0;
 		fwd = fwd > bwd ? fwd : bwd;
+		if (mc->quant_format == SC_QUANT_BF16) {
+			size_t k = (size_t)(seg_generating(seg) || in > o ? in : o);
+			size_t act = (seg_N(seg) * k + 1) / 2;
+			fwd = act > fwd ? act : fwd;
+		}
 		seg->qtile_floats = fwd > seg->qtile_floats ? fwd : seg->qtile_floats;
 	}
 	seg->lq = calloc((size_t)seg->nl, sizeof(*seg->lq));

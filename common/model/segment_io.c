@@ -1,6 +1,8 @@
 /* segment_io.c — moving a segment's state in and out: frozen weights from a
- * model's safetensors files (only the segment's own tensors), adapters to and from an sc_adapter, and whole groups
- * (LoRA, gradients, AdamW moments) as flat host vectors. */
+ * model's safetensors files (only the segment's own tensors; quantized
+ * projections as the file holds them or quantized as they load), adapters
+ * to and from an sc_adapter, and whole groups (LoRA, gradients, AdamW
+ * moments) as flat host vectors. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +25,10 @@ static sc_err lookup(const source *src, const char *name, const sc_st_tensor **t
 	return sc_weights_find(src->weights, name, t);
 }
 
-/* Finds name under each of the family's file prefixes in turn. */
-static sc_err find_weight(const sc_segment *seg, const source *src, const char *name,
-			  const sc_st_tensor **t)
+/* Finds name under each of the family's file prefixes in turn; *t = NULL
+ * (and SC_OK) when the model has it under none. */
+static sc_err find_opt(const sc_segment *seg, const source *src, const char *name,
+		       const sc_st_tensor **t)
 {
 	char full[256];
 	*t = NULL;
@@ -33,6 +36,14 @@ static sc_err find_weight(const sc_segment *seg, const source *src, const char *
 		snprintf(full, sizeof(full), "%s%s", seg->fam->file_prefixes[i], name);
 		SC_TRY(lookup(src, full, t));
 	}
+	return SC_OK;
+}
+
+/* As find_opt, with a missing tensor an SC_EFORMAT naming it. */
+static sc_err find_weight(const sc_segment *seg, const source *src, const char *name,
+			  const sc_st_tensor **t)
+{
+	SC_TRY(find_opt(seg, src, name, t));
 	if (!*t)
 		return sc_errf(SC_EFORMAT, "model weights lack tensor '%s%s'",
 			       seg->fam->file_prefixes[0], name);
@@ -67,51 +78,82 @@ static sc_err load_weight(sc_segment *seg, const source *src, float *dst, const 
 
 enum { Q_QWEIGHT, Q_SCALES, Q_SCALES_Q, Q_SCALES_SCALE, Q_SCALES_OFFSET, Q_PARTS };
 
-/* Reads the parts of quantized projection p (NAME.qweight, NAME.scales, ...
- * with NAME its weight's name less ".weight", as sc_quant.h lists them) into
- * q's device buffers, checking them on the host first (sc_quant_check). */
-static sc_err load_qweight(sc_segment *seg, const source *src, const sc_param_desc *p,
-			   const sc_qweight *q)
+/* A bf16 projection p (sc_quant.h: the weight under its own name) into
+ * q's device buffer: a BF16 tensor is checked (finite) and uploaded from
+ * the file's mapping as it is, with no float32 copy; an F32 or F16 one is
+ * read as float32 and rounded (sc_quant_quantize), so a float model runs
+ * with a bf16 base too. */
+static sc_err load_bf16(sc_segment *seg, const source *src, const sc_param_desc *p,
+			const sc_qweight *q)
 {
-	static const char *const part[Q_PARTS] = { "qweight", "scales", "scales_q", "scales_scale",
-						   "scales_offset" };
-	static const enum sc_dtype dt[Q_PARTS] = { SC_U8, SC_F32, SC_U8, SC_F32, SC_F32 };
-	int mlen = (int)(strlen(p->name) - strlen(".weight"));
-	void *dev[Q_PARTS] = { (void *)q->q, (void *)q->scales, (void *)q->scales_q,
-			       (void *)q->scales_scale, (void *)q->scales_offset };
 	const sc_st_tensor *t;
 	sc_quant_spec qs;
 	sc_quant_sizes z;
-	size_t off[Q_PARTS], total = 0;
-	char name[160];
+	sc_err rc;
 
 	seg_quant_spec(seg, p, &qs);
 	SC_TRY(sc_quant_size(&qs, &z));
-	const size_t bytes[Q_PARTS] = { z.qweight, z.scales * sizeof(float), z.scales_q,
-					z.scales_scale * sizeof(float),
-					z.scales_offset * sizeof(float) };
-	for (int k = 0; k < Q_PARTS; k++) {
-		off[k] = total;
-		total += (bytes[k] + 3) / 4;
+	SC_TRY(find_weight(seg, src, p->name, &t));
+	SC_TRY(sc_st_expect_shape(t, p->ndim, p->shape));
+	if (t->dtype == SC_BF16) {
+		sc_quant_view v = { .qweight = t->data };
+		if ((rc = sc_quant_check(&qs, &v)))
+			return sc_err_wrap(rc, "%s", t->name);
+		return seg->be->ops->upload(seg->be, (void *)q->q, t->data, z.qweight);
 	}
-	SC_TRY(stage(seg, total, p->name));
+	size_t n = qs.rows * qs.cols;
+	SC_TRY(stage(seg, n + (z.qweight + 3) / 4, p->name));
+	SC_TRY(sc_st_read_f32(seg->host_stage, t, n));
+	sc_quant_out o = { .qweight = (uint8_t *)(seg->host_stage + n) };
+	if ((rc = sc_quant_quantize(&qs, seg->host_stage, &o)))
+		return sc_err_wrap(rc, "%s to bf16", t->name);
+	return seg->be->ops->upload(seg->be, (void *)q->q, o.qweight, z.qweight);
+}
+
+/* Where the parts of a quantized projection lie in the staging buffer
+ * (floats from its start, each part 4-byte aligned) and how big they are. */
+typedef struct qparts {
+	sc_quant_spec qs;
+	size_t bytes[Q_PARTS];
+	size_t off[Q_PARTS];
+	size_t floats; /* all parts */
+} qparts;
+
+static const char *const qpart_name[Q_PARTS] = { "qweight", "scales", "scales_q", "scales_scale",
+						 "scales_offset" };
+
+/* Reads the parts of p as a quantized model file stores them (NAME.qweight,
+ * NAME.scales, ... with NAME the weight's name less ".weight", as sc_quant.h
+ * lists them; qw is NAME.qweight, found) into the staging buffer, checking
+ * them there (sc_quant_check). */
+static sc_err read_qparts(sc_segment *seg, const source *src, const sc_param_desc *p,
+			  const qparts *z, const sc_st_tensor *qw)
+{
+	static const enum sc_dtype dt[Q_PARTS] = { SC_U8, SC_F32, SC_U8, SC_F32, SC_F32 };
+	int mlen = (int)(strlen(p->name) - strlen(".weight"));
+	const sc_st_tensor *t;
+	char name[160];
+
 	for (int k = 0; k < Q_PARTS; k++) {
-		if (!bytes[k])
+		if (!z->bytes[k])
 			continue;
-		snprintf(name, sizeof(name), "%.*s.%s", mlen, p->name, part[k]);
-		SC_TRY(find_weight(seg, src, name, &t));
-		if (t->dtype != dt[k] || t->nbytes != bytes[k])
+		snprintf(name, sizeof(name), "%.*s.%s", mlen, p->name, qpart_name[k]);
+		if (k == Q_QWEIGHT)
+			t = qw;
+		else
+			SC_TRY(find_weight(seg, src, name, &t));
+		if (t->dtype != dt[k] || t->nbytes != z->bytes[k])
 			return sc_errf(SC_EFORMAT,
 				       "'%s' holds %zu bytes of %s; a %s (%zu, %zu) weight needs "
 				       "%zu bytes of %s",
 				       t->name, t->nbytes, sc_dtype_name(t->dtype),
-				       sc_quant_name(qs.format), qs.rows, qs.cols, bytes[k],
-				       sc_dtype_name(dt[k]));
-		if (k == Q_QWEIGHT && qs.format == SC_QUANT_INT8)
+				       sc_quant_name(z->qs.format), z->qs.rows, z->qs.cols,
+				       z->bytes[k], sc_dtype_name(dt[k]));
+		if (k == Q_QWEIGHT && z->qs.format == SC_QUANT_INT8)
 			SC_TRY(sc_st_expect_shape(t, 2, p->shape));
-		memcpy(seg->host_stage + off[k], t->data, bytes[k]);
+		memcpy(seg->host_stage + z->off[k], t->data, z->bytes[k]);
 	}
-	if (qs.format == SC_QUANT_NF4) { /* the packed form's shape, stated */
+	if (z->qs.format == SC_QUANT_NF4) { /* the packed form's shape, stated */
 		int64_t shape[2];
 		snprintf(name, sizeof(name), "%.*s.shape", mlen, p->name);
 		SC_TRY(find_weight(seg, src, name, &t));
@@ -125,19 +167,84 @@ static sc_err load_qweight(sc_segment *seg, const source *src, const sc_param_de
 				       (long long)p->shape[0], (long long)p->shape[1]);
 	}
 	const float *h = seg->host_stage;
+	const size_t *b = z->bytes, *o = z->off;
 	sc_quant_view v = {
-		(const uint8_t *)(h + off[Q_QWEIGHT]),
-		bytes[Q_SCALES] ? h + off[Q_SCALES] : NULL,
-		bytes[Q_SCALES_Q] ? (const uint8_t *)(h + off[Q_SCALES_Q]) : NULL,
-		bytes[Q_SCALES_SCALE] ? h + off[Q_SCALES_SCALE] : NULL,
-		bytes[Q_SCALES_OFFSET] ? h + off[Q_SCALES_OFFSET] : NULL,
+		(const uint8_t *)(h + o[Q_QWEIGHT]),
+		b[Q_SCALES] ? h + o[Q_SCALES] : NULL,
+		b[Q_SCALES_Q] ? (const uint8_t *)(h + o[Q_SCALES_Q]) : NULL,
+		b[Q_SCALES_SCALE] ? h + o[Q_SCALES_SCALE] : NULL,
+		b[Q_SCALES_OFFSET] ? h + o[Q_SCALES_OFFSET] : NULL,
 	};
-	sc_err rc = sc_quant_check(&qs, &v);
-	if (rc)
-		return sc_err_wrap(rc, "%.*s", mlen, p->name);
+	sc_err rc = sc_quant_check(&z->qs, &v);
+	return rc ? sc_err_wrap(rc, "%.*s", mlen, p->name) : SC_OK;
+}
+
+/* Quantizes float weight t (F32, F16 or BF16) of p into the parts in the
+ * staging buffer: the weight is read as fp32 into the buffer behind the
+ * parts, one tensor at a time, and only the parts go to the device. */
+static sc_err quantize_parts(sc_segment *seg, const sc_param_desc *p, const qparts *z,
+			     const sc_st_tensor *t)
+{
+	size_t n = z->qs.rows * z->qs.cols;
+	float *h = seg->host_stage, *w = h + z->floats;
+	const size_t *b = z->bytes, *o = z->off;
+	sc_quant_out q = {
+		(uint8_t *)(h + o[Q_QWEIGHT]),
+		b[Q_SCALES] ? h + o[Q_SCALES] : NULL,
+		b[Q_SCALES_Q] ? (uint8_t *)(h + o[Q_SCALES_Q]) : NULL,
+		b[Q_SCALES_SCALE] ? h + o[Q_SCALES_SCALE] : NULL,
+		b[Q_SCALES_OFFSET] ? h + o[Q_SCALES_OFFSET] : NULL,
+	};
+	SC_TRY(sc_st_expect_shape(t, p->ndim, p->shape));
+	SC_TRY(sc_st_read_f32(w, t, n));
+	sc_err rc = sc_quant_quantize(&z->qs, w, &q);
+	return rc ? sc_err_wrap(rc, "quantizing '%s' to %s", t->name, sc_quant_name(z->qs.format))
+		  : SC_OK;
+}
+
+/* Fills quantized projection p's device buffers q. One mechanism for both
+ * sources: a model quantized on disk (`splitchain quantize`: NAME.qweight
+ * and its other parts, checked) and a float model whose job asked for a
+ * quantized base (NAME.weight, quantized here as it loads,
+ * sc_train_base_format); either way the parts are laid out in the staging
+ * buffer, then uploaded. */
+static sc_err load_qweight(sc_segment *seg, const source *src, const sc_param_desc *p,
+			   const sc_qweight *q)
+{
+	void *dev[Q_PARTS] = { (void *)q->q, (void *)q->scales, (void *)q->scales_q,
+			       (void *)q->scales_scale, (void *)q->scales_offset };
+	int mlen = (int)(strlen(p->name) - strlen(".weight"));
+	const sc_st_tensor *qw, *fw = NULL;
+	sc_quant_sizes zs;
+	qparts z = { .floats = 0 };
+	char name[160];
+
+	seg_quant_spec(seg, p, &z.qs);
+	SC_TRY(sc_quant_size(&z.qs, &zs));
+	const size_t bytes[Q_PARTS] = { zs.qweight, zs.scales * sizeof(float), zs.scales_q,
+					zs.scales_scale * sizeof(float),
+					zs.scales_offset * sizeof(float) };
+	for (int k = 0; k < Q_PARTS; k++) {
+		z.bytes[k] = bytes[k];
+		z.off[k] = z.floats;
+		z.floats += (bytes[k] + 3) / 4;
+	}
+	snprintf(name, sizeof(name), "%.*s.qweight", mlen, p->name);
+	SC_TRY(find_opt(seg, src, name, &qw));
+	if (!qw) {
+		SC_TRY(find_opt(seg, src, p->name, &fw));
+		if (!fw)
+			return sc_errf(SC_EFORMAT,
+				       "model weights lack tensor '%s%s' (or its quantized form "
+				       "'%s%s')",
+				       seg->fam->file_prefixes[0], p->name,
+				       seg->fam->file_prefixes[0], name);
+	}
+	SC_TRY(stage(seg, z.floats + (fw ? z.qs.rows * z.qs.cols : 0), p->name));
+	SC_TRY(qw ? read_qparts(seg, src, p, &z, qw) : quantize_parts(seg, p, &z, fw));
 	for (int k = 0; k < Q_PARTS; k++)
 		if (bytes[k])
-			SC_TRY(seg->be->ops->upload(seg->be, dev[k], seg->host_stage + off[k],
+			SC_TRY(seg->be->ops->upload(seg->be, dev[k], seg->host_stage + z.off[k],
 						    bytes[k]));
 	return SC_OK;
 }
@@ -176,7 +283,9 @@ static sc_err load_base(sc_segment *seg, const source *src)
 		seg->fam->layer_params(mc, seg->spec.first + l, lp);
 		for (int p = 0; p < seg->fam->n_layer_params && !rc; p++) {
 			int t = seg->lq ? seg_quant_target(seg, &lp[p]) : -1;
-			if (t >= 0)
+			if (t >= 0 && mc->quant_format == SC_QUANT_BF16)
+				rc = load_bf16(seg, src, &lp[p], &seg->lq[l][t]);
+			else if (t >= 0)
 				rc = load_qweight(seg, src, &lp[p], &seg->lq[l][t]);
 			else if (seg->lw[l][p])
 				rc = load_weight(seg, src, seg->lw[l][p], &lp[p]);

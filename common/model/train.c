@@ -8,6 +8,7 @@
 
 #include "sc_codec.h"
 #include "sc_family.h"
+#include "sc_quant.h"
 #include "sc_train.h"
 
 void sc_train_config_defaults(sc_train_config *tc)
@@ -53,6 +54,113 @@ sc_err sc_train_config_validate(const sc_train_config *tc)
 	if (tc->wire < 0 || tc->wire >= SC_WIRE_COUNT)
 		return sc_errf(SC_EINVAL, "wire encoding %d is not one of 0..%d", tc->wire,
 			       SC_WIRE_COUNT - 1);
+	if (tc->base_quant < 0 || tc->base_quant >= SC_BASE_QUANT_COUNT)
+		return sc_errf(SC_EINVAL, "base quantization %d is not one of 0..%d",
+			       tc->base_quant, SC_BASE_QUANT_COUNT - 1);
+	if (tc->precision < 0 || tc->precision >= SC_PRECISION_COUNT)
+		return sc_errf(SC_EINVAL, "precision %d is not one of 0..%d", tc->precision,
+			       SC_PRECISION_COUNT - 1);
+	if (tc->double_quant && tc->base_quant != SC_BASE_QUANT_NF4)
+		return sc_errf(SC_EINVAL, "double quantization is for --base-quant nf4 only");
+	return SC_OK;
+}
+
+static const char *const base_quant_names[SC_BASE_QUANT_COUNT] = { "none", "int8", "nf4" };
+static const char *const precision_names[SC_PRECISION_COUNT] = { "fp32", "bf16" };
+
+const char *sc_base_quant_name(int q)
+{
+	return q >= 0 && q < SC_BASE_QUANT_COUNT ? base_quant_names[q] : "?";
+}
+
+const char *sc_precision_name(int p)
+{
+	return p >= 0 && p < SC_PRECISION_COUNT ? precision_names[p] : "?";
+}
+
+sc_err sc_base_quant_parse(const char *name, int *out)
+{
+	for (int q = 0; name && q < SC_BASE_QUANT_COUNT; q++)
+		if (!strcmp(name, base_quant_names[q])) {
+			*out = q;
+			return SC_OK;
+		}
+	return sc_errf(SC_EINVAL, "--base-quant '%s': choose none, int8 or nf4",
+		       name ? name : "(null)");
+}
+
+sc_err sc_precision_parse(const char *name, int *out)
+{
+	for (int p = 0; name && p < SC_PRECISION_COUNT; p++)
+		if (!strcmp(name, precision_names[p])) {
+			*out = p;
+			return SC_OK;
+		}
+	return sc_errf(SC_EINVAL, "--precision '%s': choose fp32 or bf16", name ? name : "(null)");
+}
+
+const char *sc_train_base_describe(const sc_model_config *mc)
+{
+	if (!mc->quantized)
+		return "fp32";
+	if (mc->quant_format == SC_QUANT_NF4 && mc->quant_double)
+		return "nf4+dq";
+	return sc_quant_name((enum sc_quant_format)mc->quant_format);
+}
+
+const char *sc_train_base_word(const sc_train_config *tc)
+{
+	if (tc->base_quant < 0 || tc->base_quant >= SC_BASE_QUANT_COUNT || tc->precision < 0 ||
+	    tc->precision >= SC_PRECISION_COUNT)
+		return "?";
+	if (tc->base_quant == SC_BASE_QUANT_NF4 && tc->double_quant)
+		return "nf4+dq";
+	if (tc->base_quant != SC_BASE_QUANT_NONE)
+		return base_quant_names[tc->base_quant];
+	return precision_names[tc->precision];
+}
+
+void sc_train_base_of(sc_train_config *tc, const sc_model_config *base)
+{
+	tc->base_quant = SC_BASE_QUANT_NONE;
+	tc->double_quant = 0;
+	if (!base->quantized)
+		return;
+	switch (base->quant_format) {
+	case SC_QUANT_INT8: tc->base_quant = SC_BASE_QUANT_INT8; break;
+	case SC_QUANT_NF4:
+		tc->base_quant = SC_BASE_QUANT_NF4;
+		tc->double_quant = base->quant_double;
+		break;
+	default: tc->precision = SC_PRECISION_BF16; break; /* SC_QUANT_BF16 */
+	}
+}
+
+sc_err sc_train_base_format(sc_model_config *mc, const sc_train_config *tc)
+{
+	enum sc_quant_format want;
+	SC_TRY(sc_train_config_validate(tc));
+	if (tc->base_quant == SC_BASE_QUANT_INT8)
+		want = SC_QUANT_INT8;
+	else if (tc->base_quant == SC_BASE_QUANT_NF4)
+		want = SC_QUANT_NF4;
+	else if (tc->precision == SC_PRECISION_BF16 && !mc->quantized)
+		want = SC_QUANT_BF16;
+	else
+		return SC_OK; /* the directory's own format */
+	if (mc->quantized) {
+		if ((int)want == mc->quant_format && tc->double_quant == mc->quant_double)
+			return SC_OK;
+		return sc_errf(SC_EINVAL,
+			       "the model directory is already quantized to %s (its config.json's "
+			       "quantization_config); --base-quant %s%s asks for another format: "
+			       "leave --base-quant out, or give the float model",
+			       sc_train_base_describe(mc), sc_base_quant_name(tc->base_quant),
+			       tc->double_quant ? " --double-quant" : "");
+	}
+	mc->quantized = 1;
+	mc->quant_format = (int)want;
+	mc->quant_double = tc->double_quant;
 	return SC_OK;
 }
 
@@ -150,6 +258,8 @@ sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *m
 	*out = NULL;
 	SC_TRY(sc_train_config_validate(tc));
 	SC_TRY(sc_lora_config_validate(lc, mc));
+	sc_model_config base = *mc; /* the segments' format of the frozen base */
+	SC_TRY(sc_train_base_format(&base, tc));
 	SC_TRY(be->ops->set_tf32(be, tc->allow_tf32));
 	if (nstages < 1 || nstages > mc->n_layer)
 		return sc_errf(SC_EINVAL, "%d stages for a model of %d layers: need 1..%d", nstages,
@@ -196,7 +306,7 @@ sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *m
 	}
 	for (int i = 0; i < nstages; i++) {
 		sc_segment_spec sp = {
-			.model = *mc, .lora = *lc, .B = tc->B, .T = tc->T, .slots = 1
+			.model = base, .lora = *lc, .B = tc->B, .T = tc->T, .slots = 1
 		};
 		sp.first = bounds ? bounds[i] : (int)((long)mc->n_layer * i / nstages);
 		sp.last = bounds ? bounds[i + 1] : (int)((long)mc->n_layer * (i + 1) / nstages);

@@ -75,7 +75,10 @@ void sc_wire_train_config(sc_train_config *tc, const Splitchain__TrainConfig *t)
 				 .grad_clip = t->grad_clip,
 				 .seed = t->seed,
 				 .allow_tf32 = t->allow_tf32 != 0,
-				 .wire = t->wire <= INT32_MAX ? (int)t->wire : -1 };
+				 .wire = t->wire <= INT32_MAX ? (int)t->wire : -1,
+				 .base_quant = t->base_quant <= INT32_MAX ? (int)t->base_quant : -1,
+				 .double_quant = t->double_quant != 0,
+				 .precision = t->precision <= INT32_MAX ? (int)t->precision : -1 };
 }
 
 void sc_wire_train_message(Splitchain__TrainConfig *t, const sc_train_config *tc)
@@ -95,4 +98,7 @@ void sc_wire_train_message(Splitchain__TrainConfig *t, const sc_train_config *tc
 	t->seed = tc->seed;
 	t->allow_tf32 = tc->allow_tf32 != 0;
 	t->wire = (uint32_t)tc->wire;
+	t->base_quant = (uint32_t)tc->base_quant;
+	t->double_quant = tc->double_quant != 0;
+	t->precision = (uint32_t)tc->precision;
 }

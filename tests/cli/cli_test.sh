@@ -247,8 +247,8 @@ expect generate_missing_tokenizer 1 "nope.json" -- "${gen[@]}" --prompt hi --tok
 # ---- quantize ----
 qz=("$BIN" quantize --model m)
 expect quantize_help 0 "--double-quant" -- "$BIN" quantize --help
-expect quantize_no_args 2 "--model DIR, --to int8|nf4 and --out DIR are required" -- "$BIN" quantize
-expect quantize_bad_format 2 "--to must be int8, nf4 or f32, got 'int4'" -- "${qz[@]}" --to int4 --out q
+expect quantize_no_args 2 "--model DIR, --to int8|nf4|bf16 and --out DIR are required" -- "$BIN" quantize
+expect quantize_bad_format 2 "--to must be int8, nf4, bf16 or f32, got 'int4'" -- "${qz[@]}" --to int4 --out q
 expect quantize_dq_int8 2 "--double-quant is for --to nf4" -- "${qz[@]}" --to int8 --double-quant --out q
 expect quantize_bad_error 2 "--error expects a whole number" -- "${qz[@]}" --to int8 --error 0 --out q
 expect quantize_unknown_flag 2 "unknown or incomplete option '--bits'" -- "${qz[@]}" --to int8 --bits 4 --out q
@@ -272,6 +272,17 @@ expect quantize_dequantize_wrong_format 1 "lack tensor 'transformer.h.0.attn.c_a
 expect quantize_nf4_trains 0 "" -- "$BIN" finetune --model m-nf4 --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --quiet
 expect quantize_half_refused 1 "needs 1536 bytes of U8" -- "$BIN" finetune --model mhalf --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --quiet
 expect quantize_dequantized_trains 0 "" -- "$BIN" finetune --model m-back --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --quiet
+
+# ---- the frozen base as a job option: quantized as the stages load ----
+expect base_quant_help 0 "--base-quant Q" -- "$BIN" submit --help
+expect base_quant_bad 2 "--base-quant 'int4': choose none, int8 or nf4" -- "${ft[@]}" --base-quant int4
+expect base_quant_bad_submit 2 "--base-quant 'q4': choose none, int8 or nf4" -- "$BIN" submit --model m --data text.txt --base-quant q4
+expect precision_bad 2 "--precision 'fp16': choose fp32 or bf16" -- "${ft[@]}" --precision fp16
+expect double_quant_alone 2 "--double-quant needs --base-quant nf4 (got --base-quant int8)" -- "${ft[@]}" --base-quant int8 --double-quant
+expect base_quant_nf4_runs 0 "frozen base nf4+dq" -- "${ftv[@]}" --base-quant nf4 --double-quant
+expect base_quant_int8_runs 0 "frozen base int8" -- "${ftv[@]}" --base-quant int8 --precision bf16
+expect base_quant_conflict 1 "already quantized to nf4+dq (its config.json's quantization_config); --base-quant int8 asks for another format" -- "$BIN" finetune --model m-nf4 --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --quiet --base-quant int8
+expect base_quant_same_as_dir 0 "frozen base nf4+dq" -- "$BIN" finetune --model m-nf4 --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --base-quant nf4 --double-quant
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -88,5 +88,13 @@ close_loss() {
   else bad "$1: loss $3 vs $2"; fi
 }
 
+# cuts JOB: the layers where the job's stages 1.. begin, as finetune --cuts
+# wants them.
+cuts() {
+  "$SC" status "$1" --json | python3 -c 'import json,sys
+p = sorted(json.load(sys.stdin)["placement"], key=lambda s: s["stage"])
+print(",".join(str(s["first_layer"]) for s in p[1:]))'
+}
+
 # same_adapter A B: the two PEFT adapters hold bit-identical tensors.
 same_adapter() { cmp -s "$1/adapter_model.safetensors" "$2/adapter_model.safetensors"; }

@@ -63,12 +63,6 @@ done
 [ "${n:-0}" = 3 ] && ok "3 workers registered from their namespaces" ||
   { bad "workers registered: ${n:-0}"; finish; exit 1; }
 
-# cuts JOB: the layers where stages 1.. begin, as --cuts wants them.
-cuts() {
-  "$SC" status "$1" --json | python3 -c 'import json,sys
-p = sorted(json.load(sys.stdin)["placement"], key=lambda s: s["stage"])
-print(",".join(str(s["first_layer"]) for s in p[1:]))'
-}
 declare -A step_s
 for w in fp32 int8; do
   job=$("$SC" submit --model model --data data.txt "${OPTS[@]}" --stages 3 --wire "$w" \

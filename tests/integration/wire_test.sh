@@ -16,12 +16,6 @@ bytes() {
   sqlite3 cluster/splitchain.db "select sum(value) from metrics m, json_each(m.bytes_per_hop)
     where m.job_id = $1"
 }
-# cuts JOB: the layers where stages 1.. begin, as --cuts wants them.
-cuts() {
-  "$SC" status "$1" --json | python3 -c 'import json,sys
-p = sorted(json.load(sys.stdin)["placement"], key=lambda s: s["stage"])
-print(",".join(str(s["first_layer"]) for s in p[1:]))'
-}
 
 declare -A sent
 for w in fp32 bf16 int8 int4; do

@@ -94,10 +94,15 @@ class GPT2:
         self.cfg, self.w = cfg, weights
         return self
 
+    def frozen_mm(self, x, w):
+        """x @ w for a frozen projection's weight w (in, out): a subclass
+        may run it in another precision (test_bf16_parity)."""
+        return x @ w
+
     def proj(self, x, layer, target, lora):
         w = self.w["h.%d.%s.weight" % (layer, target)]
         b = self.w["h.%d.%s.bias" % (layer, target)]
-        y = x @ w + b
+        y = self.frozen_mm(x, w) + b
         if lora is not None and (layer, target) in lora.A:
             A, B = lora.A[(layer, target)], lora.B[(layer, target)]
             y = y + lora.scale * ((x @ A.t()) @ B.t())

@@ -229,9 +229,14 @@ class Llama:
             assert "lm_head.weight" in weights, "untied model without lm_head.weight"
             self.lm_head = weights["lm_head.weight"]
 
+    def frozen_mm(self, x, w):
+        """x @ w for a frozen projection's weight w, here w = W^T (in, out):
+        a subclass may run it in another precision (test_bf16_parity)."""
+        return x @ w
+
     def proj(self, x, layer, target, lora):
         w = self.w["layers.%d.%s.weight" % (layer, target)]
-        y = x @ w.t()
+        y = self.frozen_mm(x, w.t())
         if self.cfg.has_bias(target):
             y = y + self.w["layers.%d.%s.bias" % (layer, target)]
         if lora is not None and (layer, target) in lora.A:

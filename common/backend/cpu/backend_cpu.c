@@ -17,6 +17,7 @@
 
 #include <cblas.h>
 
+#include "bf16_dnnl.h"
 #include "cpu_ops.h"
 #include "gemv_cpu.h"
 
@@ -30,7 +31,20 @@
 typedef struct cpu_backend {
 	sc_backend be;
 	int threads; /* 0: OpenMP's and OpenBLAS's defaults */
+	/* bf16 frozen weights: oneDNN where usable (bf16_dnnl.h), else NULL
+	 * and fp32 tiles; tiles forces the latter (SC_CPU_BF16=tiles at open,
+	 * or sc_backend_cpu_bf16_tiles). */
+	sc_cpu_dnnl *dnnl;
+	int tiles;
 } cpu_backend;
+
+static const sc_backend_ops cpu_ops;
+
+sc_cpu_dnnl *sc_cpu_dnnl_of(sc_backend *be)
+{
+	cpu_backend *cb = be->ctx;
+	return cb->tiles ? NULL : cb->dnnl;
+}
 
 void sc_cpu_enter(sc_backend *be)
 {
@@ -298,6 +312,7 @@ static sc_err cpu_sumsq(sc_backend *be, double *out_host, const float *x, size_t
 
 static void cpu_destroy(sc_backend *be)
 {
+	sc_cpu_dnnl_free(((cpu_backend *)be->ctx)->dnnl);
 	free(be->ctx);
 }
 
@@ -348,6 +363,14 @@ sc_err sc_backend_cpu_open(sc_backend **out, int threads)
 	if (!cb)
 		return sc_errf(SC_ENOMEM, "cpu: cannot allocate the backend");
 	cb->threads = threads;
+	/* Without bf16 instructions (or oneDNN) this fails, and bf16 weights
+	 * take the fp32 tiles: not an error. */
+	if (sc_cpu_dnnl_usable() && sc_cpu_dnnl_new(&cb->dnnl)) {
+		free(cb);
+		return sc_errf(SC_ENOMEM, "cpu: cannot allocate the backend");
+	}
+	const char *env = getenv("SC_CPU_BF16");
+	cb->tiles = env && !strcmp(env, "tiles");
 	cb->be.ops = &cpu_ops;
 	cb->be.name = "cpu";
 	cb->be.ctx = cb;
@@ -366,4 +389,28 @@ const char *sc_backend_cpu_describe(void)
 		 openblas_get_config(), openblas_get_corename(), omp_get_max_threads(),
 		 sc_cpu_gemv_name(sc_cpu_gemv_kind_now()));
 	return buf;
+}
+
+const char *sc_backend_cpu_bf16_kernel(sc_backend *be)
+{
+	static _Thread_local char buf[160];
+	if (!be || be->ops != &cpu_ops)
+		return "not a CPU backend";
+	cpu_backend *cb = be->ctx;
+	if (cb->dnnl && !cb->tiles)
+		snprintf(buf, sizeof(buf), "bf16 matmul (%s)", sc_cpu_dnnl_describe());
+	else
+		snprintf(buf, sizeof(buf), "fp32 tiles (%s)",
+			 cb->dnnl ? "forced: SC_CPU_BF16=tiles or sc_backend_cpu_bf16_tiles"
+				  : sc_cpu_dnnl_describe());
+	return buf;
+}
+
+sc_err sc_backend_cpu_bf16_tiles(sc_backend *be, int on)
+{
+	if (!be || be->ops != &cpu_ops)
+		return sc_errf(SC_EINVAL, "sc_backend_cpu_bf16_tiles: %s is not a CPU backend",
+			       be ? be->name : "(null)");
+	((cpu_backend *)be->ctx)->tiles = on != 0;
+	return SC_OK;
 }

@@ -120,6 +120,10 @@ sc_err sc_cpu_gelu_backward(sc_backend *be, float *dinp, const float *inp, const
 sc_err sc_cpu_crossentropy(sc_backend *be, float *losses, float *logits, const int32_t *targets,
 			   int N, int V, float dscale);
 
+/* The oneDNN state bf16 frozen weights run on, or NULL: fp32 tiles (no
+ * oneDNN in the build, no bf16 instructions, or sc_backend_cpu_bf16_tiles). */
+struct sc_cpu_dnnl *sc_cpu_dnnl_of(sc_backend *be);
+
 /* qgemm_cpu.c: gemm_q, tiles of the quantized weight through be's gemm. */
 sc_err sc_cpu_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
 		     const float *a, int lda, const sc_qweight *b, float beta, float *c, int ldc,

@@ -5,73 +5,67 @@
  * whole dequantized weight sums it. Bit-identical to that gemm when the BLAS
  * picks the same kernel for a tile as for the whole (OpenBLAS may not for a
  * narrow last tile: its small-matrix kernels sum in another order), else
- * within fp32 rounding. The dequantization repeats
- * sc_quant_dequantize_rows's float operations (qtrain_test checks them bit
- * for bit). */
+ * within fp32 rounding. The dequantization is sc_qformat.h's, the same
+ * as sc_quant_dequantize_rows's (qtrain_test checks them bit for bit).
+ *
+ * bf16 weights take one of two paths (sc_backend_cpu_bf16_kernel says
+ * which): on a CPU with bf16 instructions and a build with oneDNN, a
+ * bf16 x bf16 -> fp32 matmul (bf16_dnnl.c; the activation rounded to bf16
+ * too, as autocast does); elsewhere the tiles here, widened to fp32 exactly
+ * (the activation stays fp32: more accurate, and no slower, than rounding
+ * it when the multiply is fp32 anyway). */
+#include <omp.h>
 #include <stdint.h>
 
+#include "bf16_dnnl.h"
 #include "cpu_ops.h"
+#include "sc_qformat.h"
 
-/* The NormalFloat4 codebook, as common/format/quant.c has it. */
-static const float nf4_codebook[16] = {
-	-1.0f,
-	-0.6961928009986877f,
-	-0.5250730514526367f,
-	-0.39491748809814453f,
-	-0.28444138169288635f,
-	-0.18477343022823334f,
-	-0.09105003625154495f,
-	0.0f,
-	0.07958029955625534f,
-	0.16093020141124725f,
-	0.24611230194568634f,
-	0.33791524171829224f,
-	0.44070982933044434f,
-	0.5626170039176941f,
-	0.7229568362236023f,
-	1.0f,
-};
-
-enum { NF4_BLOCK = 64, NF4_DQ_BLOCK = 256 };
-
-static float nf4_absmax(const sc_qweight *w, size_t b)
-{
-	if (!w->scales_q)
-		return w->scales[b];
-	float t = (float)(int8_t)w->scales_q[b] * w->scales_scale[b / NF4_DQ_BLOCK];
-	return t + *w->scales_offset;
-}
+_Static_assert((int)SC_QW_INT8 == (int)SC_QF_INT8 && (int)SC_QW_NF4 == (int)SC_QF_NF4 &&
+		   (int)SC_QW_BF16 == (int)SC_QF_BF16,
+	       "sc_qw_format numbers the formats as sc_qformat does");
 
 /* out (r1 - r0, c1 - c0), rows ldo apart, = W[r0:r1, c0:c1]. */
 static void dequant_block(const sc_qweight *w, int r0, int r1, int c0, int c1, float *out,
 			  size_t ldo)
 {
-	size_t C = (size_t)w->cols;
-	for (int r = r0; r < r1; r++) {
-		float *o = out + (size_t)(r - r0) * ldo; /* o[c - c0] = W[r, c] */
-		size_t e0 = (size_t)r * C;
-		if (w->format == SC_QW_INT8) {
-			const int8_t *q = (const int8_t *)w->q + e0;
-			if (w->scale_rows) {
-				float s = w->scales[r];
-				for (int c = c0; c < c1; c++)
-					o[c - c0] = (float)q[c] * s;
-			} else {
-				for (int c = c0; c < c1; c++)
-					o[c - c0] = (float)q[c] * w->scales[c];
-			}
-			continue;
-		}
-		for (size_t e = e0 + (size_t)c0, e1 = e0 + (size_t)c1; e < e1;) {
-			size_t b = e / NF4_BLOCK, end = (b + 1) * NF4_BLOCK;
-			float a = nf4_absmax(w, b);
-			end = end < e1 ? end : e1;
-			for (; e < end; e++) {
-				uint8_t byte = w->q[e / 2];
-				o[e - e0 - (size_t)c0] =
-				    nf4_codebook[e % 2 ? byte & 0x0f : byte >> 4] * a;
-			}
-		}
+	sc_qformat_weight v = { .format = (enum sc_qformat)w->format,
+				.rows = (size_t)w->rows,
+				.cols = (size_t)w->cols,
+				.scale_rows = w->scale_rows,
+				.q = w->q,
+				.scales = w->scales,
+				.scales_q = w->scales_q,
+				.scales_scale = w->scales_scale,
+				.scales_offset = w->scales_offset };
+	sc_qformat_dequantize_block(&v, (size_t)r0, (size_t)r1, (size_t)c0, (size_t)c1, out, ldo);
+}
+
+SC_CPU_HOT static void round_rows(uint16_t *out, const float *a, int lda, int rows, int cols)
+{
+	for (int i = 0; i < rows; i++) {
+		const float *ar = a + (size_t)i * lda;
+		uint16_t *o = out + (size_t)i * cols;
+		for (int j = 0; j < cols; j++)
+			o[j] = sc_bf16_from_f32(ar[j]);
+	}
+}
+
+void sc_cpu_bf16_round(uint16_t *out, const float *a, int lda, int trans, int rows, int cols)
+{
+	if (trans) { /* a stored (cols, rows): a rare call (no caller today), kept plain */
+		for (int i = 0; i < rows; i++)
+			for (int j = 0; j < cols; j++)
+				out[(size_t)i * cols + j] =
+				    sc_bf16_from_f32(a[(size_t)j * lda + i]);
+		return;
+	}
+	int per = (int)(SC_CPU_PAR_MIN / (cols > 0 ? cols : 1)) + 1; /* rows per work item */
+	int items = (rows + per - 1) / per;
+#pragma omp parallel for schedule(static) if (items > 1)
+	for (int it = 0; it < items; it++) {
+		int r0 = it * per, r1 = r0 + per < rows ? r0 + per : rows;
+		round_rows(out + (size_t)r0 * cols, a + (size_t)r0 * lda, lda, r1 - r0, cols);
 	}
 }
 
@@ -81,7 +75,7 @@ sc_err sc_cpu_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, int
 {
 	int rows = trans_b ? n : k, cols = trans_b ? k : n;
 	if (!b || !b->q || m < 0 || n < 0 || k < 1 || b->rows != rows || b->cols != cols ||
-	    (b->format != SC_QW_INT8 && b->format != SC_QW_NF4))
+	    (b->format != SC_QW_INT8 && b->format != SC_QW_NF4 && b->format != SC_QW_BF16))
 		return sc_errf(SC_EINVAL,
 			       "gemm_q: a quantized (%d, %d) weight does not fit m=%d n=%d k=%d "
 			       "trans_b=%d",
@@ -89,6 +83,13 @@ sc_err sc_cpu_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, int
 	if (!tile || tile_floats < (size_t)k)
 		return sc_errf(SC_EINVAL, "gemm_q: %zu floats of tile scratch, fewer than k=%d",
 			       tile ? tile_floats : 0, k);
+	sc_cpu_dnnl *dnnl = b->format == SC_QW_BF16 ? sc_cpu_dnnl_of(be) : NULL;
+	if (dnnl) {
+		sc_cpu_enter(be); /* oneDNN's threads are this OpenMP pool's */
+		return sc_cpu_dnnl_gemm(dnnl, trans_a, trans_b, m, n, k, alpha, a, lda,
+					(const uint16_t *)(const void *)b->q, beta, c, ldc,
+					(uint16_t *)(void *)tile, 2 * tile_floats);
+	}
 	/* As few tiles as the scratch allows, of even widths (a multiple of
 	 * 16 where it fits), so that no tile is much narrower than the rest:
 	 * a narrow one is what a BLAS may run with another kernel. */
