@@ -111,6 +111,11 @@ static const char *const migrations[SC_DB_SCHEMA_VERSION] = {
 	" CASE WHEN j.double_quant THEN '+dq' ELSE '' END"
 	" WHEN j.precision = 'bf16' THEN 'bf16' ELSE 'fp32' END AS base,"
 	" j.precision FROM jobs j;",
+	/* 6: memory-aware placement: what a worker keeps back, and each stage's
+	 * predicted and measured peak */
+	"ALTER TABLE workers ADD COLUMN memory_reserve_bytes INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE placements ADD COLUMN predicted_mem_bytes INTEGER;"
+	"ALTER TABLE placements ADD COLUMN peak_mem_bytes INTEGER;",
 };
 
 #define WORKER_COLS                                                                                \

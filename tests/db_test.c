@@ -113,7 +113,7 @@ static void test_fresh_schema(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	sqlite3 *h = reader(path);
 	assert_int_equal(q_int(h, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
-	assert_int_equal(SC_DB_SCHEMA_VERSION, 5);
+	assert_int_equal(SC_DB_SCHEMA_VERSION, 6);
 	assert_int_equal(q_int(h, "PRAGMA application_id"), SC_DB_APPLICATION_ID);
 	static const char *const tables[] = {
 		"workers", "jobs",   "placements", "checkpoints", "checkpoint_tensors",
@@ -174,13 +174,15 @@ static void test_newer_version_refused(void **state)
 	sc_db_close(db);
 	sqlite3 *h = NULL;
 	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(h, "PRAGMA user_version = 6", NULL, NULL, NULL), SQLITE_OK);
+	char newer[64];
+	snprintf(newer, sizeof(newer), "PRAGMA user_version = %d", SC_DB_SCHEMA_VERSION + 1);
+	assert_int_equal(sqlite3_exec(h, newer, NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(h);
 	SC_ASSERT_ERR(sc_db_open(&db, path), SC_ENOTSUP);
 	assert_null(db);
 	assert_non_null(strstr(sc_err_detail(), "newer"));
 	/* Refusing it changed nothing. */
-	assert_int_equal(path_int(path, "PRAGMA user_version"), 6);
+	assert_int_equal(path_int(path, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION + 1);
 }
 
 static void test_garbage_refused(void **state)
@@ -748,6 +750,11 @@ static void test_metric_eval_and_curve(void **state)
 
 /* Takes a current database back to schema 4: migration 5 undone (the jobs'
  * base columns, v_job_progress as schema 1 made it). */
+/* What migration 6 added (memory-aware placement). */
+static const char undo_v6[] = "ALTER TABLE workers DROP COLUMN memory_reserve_bytes;"
+			      "ALTER TABLE placements DROP COLUMN predicted_mem_bytes;"
+			      "ALTER TABLE placements DROP COLUMN peak_mem_bytes;";
+
 static const char undo_v5[] =
     "DROP VIEW v_job_progress;"
     "ALTER TABLE jobs DROP COLUMN base_quant;"
@@ -783,10 +790,16 @@ static void test_migration_from_v4(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	int64_t old = add_job(db, "old", 10);
 	sc_db_close(db);
+	exec_on(path, undo_v6);
 	exec_on(path, undo_v5);
 	exec_on(path, "PRAGMA user_version = 4");
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	assert_int_equal(path_int(path, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
+	/* schema 6's columns, empty */
+	assert_int_equal(path_int(path, "SELECT count(memory_reserve_bytes) FROM workers"), 0);
+	assert_int_equal(path_int(path, "SELECT count(predicted_mem_bytes) + count(peak_mem_bytes)"
+					" FROM placements"),
+			 0);
 	sc_db_job *j = NULL;
 	SC_ASSERT_OK(sc_db_job_get(db, old, &j));
 	assert_string_equal(j->name, "old");
@@ -848,6 +861,7 @@ static void test_migration_from_v1(void **state)
 	SC_ASSERT_OK(sc_db_metric_insert(db, job, &m));
 	sc_db_close(db);
 	sqlite3 *h = NULL;
+	exec_on(path, undo_v6);
 	exec_on(path, undo_v5);
 	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(h,
@@ -1049,6 +1063,7 @@ static void test_migration_from_v2(void **state)
 	int64_t a = add_worker(db, "old-a");
 	sc_db_close(db);
 	sqlite3 *h = NULL;
+	exec_on(path, undo_v6);
 	exec_on(path, undo_v5);
 	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(h,
