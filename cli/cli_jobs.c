@@ -182,19 +182,25 @@ int cli_workers(int argc, char **argv)
 			cJSON_AddStringToObject(o, "state", w->state);
 			cJSON_AddNumberToObject(o, "gflops", w->gflops);
 			cJSON_AddNumberToObject(o, "memory_bytes", (double)w->memory_bytes);
+			cJSON_AddNumberToObject(o, "memory_reserve_bytes",
+						(double)w->memory_reserve_bytes);
 			cJSON_AddNumberToObject(o, "last_seen_ms", (double)w->last_seen_unix_ms);
 			cJSON_AddStringToObject(o, "address", w->control_addr);
 			cJSON_AddItemToArray(a, o);
 		}
 		cli_print_json(a);
 	} else {
-		printf("%-7s %-20s %-8s %-6s %9s %9s  %s\n", "WORKER", "NAME", "DEVICE", "STATE",
-		       "GFLOP/S", "MEM GiB", "ADDRESS");
+		printf("%-7s %-20s %-8s %-6s %9s %9s %9s  %s\n", "WORKER", "NAME", "DEVICE",
+		       "STATE", "GFLOP/S", "MEM GiB", "FOR JOBS", "ADDRESS");
 		for (size_t i = 0; i < rep->n_workers; i++) {
 			const Splitchain__WorkerInfo *w = rep->workers[i];
-			printf("%-7llu %-20s %-8s %-6s %9.1f %9.1f  %s\n",
+			uint64_t use = w->memory_bytes > w->memory_reserve_bytes
+					   ? w->memory_bytes - w->memory_reserve_bytes
+					   : 0;
+			printf("%-7llu %-20s %-8s %-6s %9.1f %9.1f %9.1f  %s\n",
 			       (unsigned long long)w->worker_id, w->name, w->device, w->state,
-			       w->gflops, (double)w->memory_bytes / (1 << 30), w->control_addr);
+			       w->gflops, (double)w->memory_bytes / (1 << 30),
+			       (double)use / (1 << 30), w->control_addr);
 		}
 	}
 	splitchain__workers_reply__free_unpacked(rep, NULL);
@@ -258,9 +264,25 @@ int cli_export(int argc, char **argv)
 			       .alpha = rep->lora->alpha,
 			       .targets = rep->lora->targets,
 			       .seed = rep->lora->seed };
+	/* the job's frozen base, which the adapter records as finetune's does */
+	Splitchain__JobInfo *info = NULL;
+	sc_train_config base;
+	sc_train_config_defaults(&base);
+	if ((p = cli_get_status(cmd, &co, ref.job_id, &info))) {
+		splitchain__export_reply__free_unpacked(rep, NULL);
+		return p;
+	}
+	if (info->spec && info->spec->train) {
+		sc_train_config tc;
+		sc_wire_train_config(&tc, info->spec->train);
+		base.base_quant = tc.base_quant;
+		base.double_quant = tc.double_quant;
+		base.precision = tc.precision;
+	}
+	splitchain__job_info__free_unpacked(info, NULL);
 	const char *cfg_text = rep->model_config ? rep->model_config : "";
 	if ((rc = sc_config_parse(&mc, cfg_text, strlen(cfg_text))) ||
-	    (rc = sc_adapter_new(&ad, &lc, &mc)) ||
+	    (rc = sc_train_base_format(&mc, &base)) || (rc = sc_adapter_new(&ad, &lc, &mc)) ||
 	    (rc = sc_wire_to_adapter(ad, 0, ad->n_layer, rep->tensors, rep->n_tensors,
 				     "checkpoint")) ||
 	    (rc = sc_adapter_save(ad, out, rep->model_path))) {

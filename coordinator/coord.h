@@ -29,7 +29,9 @@
 #include <stdint.h>
 
 #include "db.h"
+#include "sc_config.h"
 #include "sc_rpc.h"
+#include "sc_train.h"
 #include "splitchain.pb-c.h"
 
 typedef struct live_worker {
@@ -42,9 +44,11 @@ typedef struct live_worker {
 	int64_t fenced_job; /* the last holding it was told to drop (one event each) */
 	uint32_t fenced_version;
 	double gflops;
-	char host_id[64];   /* the machine it runs on ("" unknown): Register's */
-	unsigned host_cpus; /* CPUs it may run on */
-	unsigned threads;   /* its compute threads (CPU workers; 0 otherwise) */
+	char host_id[64];                      /* the machine it runs on ("" unknown): Register's */
+	unsigned host_cpus;                    /* CPUs it may run on */
+	unsigned threads;                      /* its compute threads (CPU workers; 0 otherwise) */
+	uint64_t memory_bytes, memory_reserve; /* its device's, and what it keeps back */
+	char device[32];                       /* "cpu", "cuda:0" */
 	char name[128];
 	char control_addr[256];
 	char data_addr[256];
@@ -109,6 +113,16 @@ void *coord_scheduler(void *c);
  * n reserved workers w, in chain order. Returns 1 when started, 0 when not
  * (the caller keeps job). (coord_job.c) */
 int coord_start_job(coord *c, sc_db_job *job, live_worker *const *w, int n);
+/* Puts the k fastest of w[0..n) first, those k in id order (the chain the
+ * scheduler gives a job). */
+void coord_fastest(live_worker **w, int n, int k);
+/* SC_ERANGE (the detail says what each stage needs against what its worker
+ * has) when the job of spec (model config mc, training tc) cannot fit the
+ * memory of the live workers the scheduler would give it; SC_OK when it
+ * fits, or there are too few live workers to judge (the placement checks
+ * again). Takes c->mu. */
+sc_err coord_fit_check(coord *c, Splitchain__SubmitRequest *spec, const sc_model_config *mc,
+		       const sc_train_config *tc);
 
 /* Called with mu held: a worker of job j was lost; fails the job's calls in
  * flight so that it returns to the queue at once instead of waiting out

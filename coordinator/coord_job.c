@@ -21,12 +21,29 @@
 #include "sc_train.h"
 #include "sc_wire.h"
 #include "splitchain.pb-c.h"
+#include "stage_mem.h"
 
 static double mono_s(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Stage s takes live worker w (called with c->mu held). */
+static void stage_of(stage *s, const live_worker *w)
+{
+	s->worker_id = w->id;
+	s->gflops = w->gflops;
+	snprintf(s->host_id, sizeof(s->host_id), "%s", w->host_id);
+	s->host_cpus = w->host_cpus;
+	s->threads = w->threads;
+	snprintf(s->device, sizeof(s->device), "%s", w->device);
+	s->memory_bytes = w->memory_bytes;
+	s->memory_reserve = w->memory_reserve;
+	snprintf(s->name, sizeof(s->name), "%s", w->name);
+	snprintf(s->control, sizeof(s->control), "%s", w->control_addr);
+	snprintf(s->data, sizeof(s->data), "%s", w->data_addr);
 }
 
 /* The threads the chain's CPU workers on stage i's machine run together
@@ -51,6 +68,25 @@ static double shared_cpus(const runner *r, int i)
 	return n > r->st[i].host_cpus ? (double)r->st[i].host_cpus / n : 1.0;
 }
 
+/* The memory a stage may use on stage i's worker: its device's less what
+ * it keeps back, shared evenly with the chain's other CPU workers on the
+ * same machine (one RAM); 0 when the worker did not say (not limited). */
+static double usable_memory(const runner *r, int i)
+{
+	const stage *s = &r->st[i];
+	double use;
+	int share = 0;
+	if (!s->memory_bytes)
+		return 0;
+	use = s->memory_bytes > s->memory_reserve ? (double)(s->memory_bytes - s->memory_reserve)
+						  : 1; /* all kept back: nothing fits */
+	if (sc_mem_kind_of(s->device) == SC_MEM_CPU && s->host_id[0])
+		for (int j = 0; j < r->n; j++)
+			share += sc_mem_kind_of(r->st[j].device) == SC_MEM_CPU &&
+				 !strcmp(r->st[j].host_id, s->host_id);
+	return share > 1 ? use / share : use;
+}
+
 /* Appends to the placement's reason which rates shared a machine. */
 static void note_shared_cpus(const runner *r, char *reason, size_t size)
 {
@@ -66,20 +102,15 @@ static void note_shared_cpus(const runner *r, char *reason, size_t size)
 	}
 }
 
-/* Places the layers on the reserved workers, in the order and with the cuts
- * that the measured links and compute rates favour, and records the
- * placement. */
-static sc_err place(runner *r)
+/* Plans r's stages on its workers (sc_place): ps[0..n) in chain order, the
+ * reason in reason. */
+static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_size)
 {
 	sc_place_worker pw[MAX_STAGES];
-	sc_place_stage ps[MAX_STAGES];
-	sc_db_stage ds[MAX_STAGES];
-	stage tmp[MAX_STAGES];
 	sc_place_link *links = calloc((size_t)r->n * r->n, sizeof(*links));
 	sc_db_link *ls = NULL;
 	double lg, hg, tokens = (double)r->tc.B * r->tc.T * r->tc.micro_batches;
 	size_t hop;
-	char reason[2048];
 	int nl = 0;
 	sc_err rc;
 
@@ -105,20 +136,88 @@ static sc_err place(runner *r)
 	hop = sc_wire_bytes((enum sc_wire)r->tc.wire, (size_t)tokens, (size_t)r->mc.n_embd);
 	if (hop == SIZE_MAX)
 		hop = sc_wire_bytes(SC_WIRE_FP32, (size_t)tokens, (size_t)r->mc.n_embd);
-	sc_place_net net = { links, (double)hop, r->tc.micro_batches };
+	/* What each stage holds: the segment in the job's base format. */
+	sc_stage_mem mem = { .mc = r->mc,
+			     .lc = { .rank = (int)r->spec->lora->rank,
+				     .alpha = r->spec->lora->alpha,
+				     .targets = r->spec->lora->targets,
+				     .seed = r->spec->lora->seed },
+			     .B = r->tc.B,
+			     .T = r->tc.T,
+			     .M = r->tc.micro_batches,
+			     .gpipe = r->spec->schedule == SPLITCHAIN__SCHEDULE__SCHEDULE_GPIPE,
+			     .wire = r->tc.wire };
+	int planned_mem = sc_train_base_format(&mem.mc, &r->tc) == SC_OK;
+	sc_place_net net = { links, (double)hop, r->tc.micro_batches,
+			     planned_mem ? sc_stage_mem_bytes : NULL, &mem };
 	for (int i = 0; i < r->n; i++)
 		pw[i] = (sc_place_worker){ (uint64_t)r->st[i].worker_id,
-					   r->st[i].gflops * shared_cpus(r, i) };
+					   r->st[i].gflops * shared_cpus(r, i), usable_memory(r, i),
+					   (int)sc_mem_kind_of(r->st[i].device) };
 	sc_place_costs(&r->mc, r->tc.T, (int)r->spec->lora->rank, tokens, &lg, &hg);
-	rc = sc_place(pw, r->n, r->n, r->mc.n_layer, lg, hg, &net, ps, reason, sizeof(reason));
+	rc = sc_place(pw, r->n, r->n, r->mc.n_layer, lg, hg, &net, ps, reason, reason_size);
 	free(links);
+	sc_stage_mem_free(&mem);
 	SC_TRY(rc);
-	note_shared_cpus(r, reason, sizeof(reason));
+	note_shared_cpus(r, reason, reason_size);
+	return SC_OK;
+}
+
+sc_err coord_fit_check(coord *c, Splitchain__SubmitRequest *spec, const sc_model_config *mc,
+		       const sc_train_config *tc)
+{
+	live_worker *alive[1024];
+	sc_place_stage ps[MAX_STAGES];
+	char reason[2048];
+	int n = 0, S = (int)spec->stages;
+	int64_t now = coord_now_ms();
+	runner *r;
+	sc_err rc;
+
+	if (S < 1 || S > MAX_STAGES || !(r = calloc(1, sizeof(*r))))
+		return SC_OK; /* the scheduler says what is wrong */
+	pthread_mutex_lock(&c->mu);
+	for (int i = 0; i < c->nworkers && n < 1024; i++)
+		if (c->workers[i].last_seen_ms > 0 &&
+		    now - c->workers[i].last_seen_ms <= c->lost_after_ms)
+			alive[n++] = &c->workers[i];
+	if (n >= S) {
+		coord_fastest(alive, n, S); /* as the scheduler will take them */
+		for (int i = 0; i < S; i++)
+			stage_of(&r->st[i], alive[i]);
+	}
+	pthread_mutex_unlock(&c->mu);
+	if (n < S) { /* too few to judge: the placement will */
+		free(r);
+		return SC_OK;
+	}
+	r->c = c;
+	r->n = S;
+	r->spec = spec;
+	r->mc = *mc;
+	r->tc = *tc;
+	rc = plan(r, ps, reason, sizeof(reason));
+	free(r);
+	return rc == SC_ERANGE ? rc : SC_OK;
+}
+
+/* Places the layers on the reserved workers, in the order and with the cuts
+ * that the measured links and compute rates favour, and records the
+ * placement. */
+static sc_err place(runner *r)
+{
+	sc_place_stage ps[MAX_STAGES];
+	sc_db_stage ds[MAX_STAGES];
+	stage tmp[MAX_STAGES];
+	char reason[2048];
+
+	SC_TRY(plan(r, ps, reason, sizeof(reason)));
 	for (int i = 0; i < r->n; i++)
 		tmp[i] = r->st[ps[i].worker];
 	for (int i = 0; i < r->n; i++) {
 		r->st[i] = tmp[i];
 		r->st[i].first = (uint32_t)ps[i].first;
+		r->st[i].peak_mem = 0; /* a new placement's own peaks */
 		r->st[i].last = (uint32_t)ps[i].last;
 		ds[i] = (sc_db_stage){ .stage = (uint32_t)i,
 				       .worker_id = r->st[i].worker_id,
@@ -126,7 +225,8 @@ static sc_err place(runner *r)
 				       .last_layer = r->st[i].last,
 				       .predicted_step_s = ps[i].predicted_s,
 				       .worker_gflops = r->st[i].gflops,
-				       .reason = reason };
+				       .reason = reason,
+				       .predicted_mem_bytes = (uint64_t)ps[i].mem_bytes };
 	}
 	SC_TRY(sc_db_placement_insert(r->c->db, r->job->id, ds, r->n, &r->version));
 	sc_db_event(r->c->db, r->job->id, 0, SC_LOG_INFO, "placement", "version %u: %s", r->version,
@@ -215,6 +315,13 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 		bytes[i] = sr->bytes_sent;
 		if (i == r->n - 1)
 			*loss = sr->loss;
+		if (sr->peak_mem_bytes > r->st[i].peak_mem) { /* recorded as it grows */
+			r->st[i].peak_mem = sr->peak_mem_bytes;
+			if (sc_db_placement_peak(r->c->db, r->job->id, r->version, (uint32_t)i,
+						 sr->peak_mem_bytes))
+				sc_warn("coordinator", "job %lld: %s", (long long)r->job->id,
+					sc_err_detail());
+		}
 	}
 	run_free_replies(r);
 	*norm = sc_global_norm(per_layer, L);
@@ -507,14 +614,7 @@ int coord_start_job(coord *c, sc_db_job *job, live_worker *const *w, int n)
 	r->n = n;
 	for (int i = 0; i < n; i++) {
 		stage *s = &r->st[i];
-		s->worker_id = w[i]->id;
-		s->gflops = w[i]->gflops;
-		snprintf(s->host_id, sizeof(s->host_id), "%s", w[i]->host_id);
-		s->host_cpus = w[i]->host_cpus;
-		s->threads = w[i]->threads;
-		snprintf(s->name, sizeof(s->name), "%s", w[i]->name);
-		snprintf(s->control, sizeof(s->control), "%s", w[i]->control_addr);
-		snprintf(s->data, sizeof(s->data), "%s", w[i]->data_addr);
+		stage_of(s, w[i]);
 		w[i]->job = job->id;
 	}
 	lj->id = job->id;

@@ -89,6 +89,7 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	w.name = r->name;
 	w.device = nonempty(r->device) ? r->device : "cpu";
 	w.memory_bytes = r->memory_bytes;
+	w.memory_reserve_bytes = r->memory_reserve_bytes;
 	w.gflops = r->gflops;
 	w.control_addr = r->control_addr;
 	w.data_addr = r->data_addr;
@@ -130,6 +131,9 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	lw->gflops = r->gflops;
 	snprintf(lw->host_id, sizeof(lw->host_id), "%s", r->host_id ? r->host_id : "");
 	lw->host_cpus = r->host_cpus;
+	lw->memory_bytes = r->memory_bytes;
+	lw->memory_reserve = r->memory_reserve_bytes;
+	snprintf(lw->device, sizeof(lw->device), "%s", w.device);
 	lw->threads = r->threads;
 	snprintf(lw->name, sizeof(lw->name), "%s", r->name);
 	snprintf(lw->control_addr, sizeof(lw->control_addr), "%s", r->control_addr);
@@ -203,7 +207,8 @@ static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply 
 /* Converts and checks a submitted job; returns 0 or fills rep. */
 /* Checks a submission against its model; resolves r's LoRA targets given
  * by name for the model's family into r->lora->targets. */
-static int check_submit(Splitchain__SubmitRequest *r, sc_model_config *mc, sc_rpc_reply *rep)
+static int check_submit(coord *c, Splitchain__SubmitRequest *r, sc_model_config *mc,
+			sc_rpc_reply *rep)
 {
 	char path[4096];
 	struct stat st;
@@ -290,6 +295,12 @@ static int check_submit(Splitchain__SubmitRequest *r, sc_model_config *mc, sc_rp
 		    r->train->steps, r->train->seq, mc->n_positions);
 		return 1;
 	}
+	/* A job that cannot fit the workers' memory is refused now, with the
+	 * numbers, not started to be killed for memory. */
+	if (coord_fit_check(c, r, mc, &tc) == SC_ERANGE) {
+		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "%s", sc_err_detail());
+		return 1;
+	}
 	return 0;
 }
 
@@ -307,7 +318,7 @@ static void m_submit(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	if (sc_rpc_unpack(&splitchain__submit_request__descriptor, req, len,
 			  (ProtobufCMessage **)&r, rep))
 		return;
-	if (check_submit(r, &mc, rep))
+	if (check_submit(c, r, &mc, rep))
 		goto out;
 	/* The request as resolved (targets as a mask and by name): the job
 	 * resumes from it. The names are ours only while packing. */
@@ -566,6 +577,7 @@ static void m_workers(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
 		infos[i].state = (char *)sc_worker_state_name(ws[i].state);
 		infos[i].gflops = ws[i].gflops;
 		infos[i].memory_bytes = ws[i].memory_bytes;
+		infos[i].memory_reserve_bytes = ws[i].memory_reserve_bytes;
 		infos[i].last_seen_unix_ms = ws[i].last_seen_ms;
 		infos[i].control_addr = (char *)ws[i].control_addr;
 		ptrs[i] = &infos[i];

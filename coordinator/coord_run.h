@@ -31,6 +31,9 @@ typedef struct stage {
 	double gflops;
 	char host_id[64]; /* the live worker's, for the planner */
 	unsigned host_cpus, threads;
+	char device[32];
+	uint64_t memory_bytes, memory_reserve;
+	uint64_t peak_mem; /* the most its steps reported of this placement (recorded) */
 	uint32_t first, last;
 	sc_rpc_client *cl;
 	/* the current call */

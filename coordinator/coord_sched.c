@@ -42,9 +42,14 @@ static int try_start(coord *c, sc_db_job *job)
 	}
 	if (nfree < S)
 		return 0;
-	qsort(freew, (size_t)nfree, sizeof(*freew), by_gflops_desc);
-	qsort(freew, (size_t)S, sizeof(*freew), by_id); /* the chain in id order */
+	coord_fastest(freew, nfree, S);
 	return coord_start_job(c, job, freew, S);
+}
+
+void coord_fastest(live_worker **w, int n, int k)
+{
+	qsort(w, (size_t)n, sizeof(*w), by_gflops_desc);
+	qsort(w, (size_t)k, sizeof(*w), by_id); /* the chain in id order */
 }
 
 /* Called with mu held: joins finished runners. */

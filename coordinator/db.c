@@ -120,18 +120,20 @@ static const char *const migrations[SC_DB_SCHEMA_VERSION] = {
 
 #define WORKER_COLS                                                                                \
 	"id, name, device, memory_bytes, gflops, control_addr, data_addr, state,"                  \
-	" registered_ms, last_seen_ms"
+	" registered_ms, last_seen_ms, memory_reserve_bytes"
 #define JOB_COLS                                                                                   \
 	"id, name, state, model_path, data_path, spec, stages, steps, step_done, last_loss,"       \
 	" error, created_ms, started_ms, finished_ms, base_quant, double_quant, precision"
 
 static const char *const sql[ST_COUNT] = {
-	[ST_WORKER_UPSERT] = "INSERT INTO workers (name, device, memory_bytes, gflops,"
-			     " control_addr, data_addr, state, registered_ms, last_seen_ms)"
-			     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) ON CONFLICT (name) DO"
-			     " UPDATE SET device = ?2, memory_bytes = ?3, gflops = ?4,"
-			     " control_addr = ?5, data_addr = ?6, state = ?7,"
-			     " registered_ms = ?8, last_seen_ms = ?8",
+	[ST_WORKER_UPSERT] =
+	    "INSERT INTO workers (name, device, memory_bytes, gflops,"
+	    " control_addr, data_addr, state, registered_ms, last_seen_ms,"
+	    " memory_reserve_bytes)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9) ON CONFLICT (name) DO"
+	    " UPDATE SET device = ?2, memory_bytes = ?3, gflops = ?4,"
+	    " control_addr = ?5, data_addr = ?6, state = ?7,"
+	    " registered_ms = ?8, last_seen_ms = ?8, memory_reserve_bytes = ?9",
 	[ST_WORKER_ID] = "SELECT id FROM workers WHERE name = ?1",
 	[ST_WORKER_SEEN] = "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1",
 	[ST_WORKER_STATE] = "UPDATE workers SET state = ?2 WHERE id = ?1",
@@ -154,11 +156,16 @@ static const char *const sql[ST_COUNT] = {
 			      " WHERE job_id = ?1",
 	[ST_PLACEMENT_INSERT] = "INSERT INTO placements (job_id, version, stage, worker_id,"
 				" first_layer, last_layer, predicted_step_s, worker_gflops, reason,"
-				" created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+				" created_ms, predicted_mem_bytes)"
+				" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
 	[ST_PLACEMENT_LATEST] = "SELECT p.stage, p.worker_id, w.name, p.first_layer,"
-				" p.last_layer, p.predicted_step_s, p.worker_gflops, p.reason"
+				" p.last_layer, p.predicted_step_s, p.worker_gflops, p.reason,"
+				" p.predicted_mem_bytes, p.peak_mem_bytes"
 				" FROM placements p LEFT JOIN workers w ON w.id = p.worker_id"
 				" WHERE p.job_id = ?1 AND p.version = ?2 ORDER BY p.stage",
+	[ST_PLACEMENT_PEAK] = "UPDATE placements SET peak_mem_bytes ="
+			      " max(coalesce(peak_mem_bytes, 0), ?4)"
+			      " WHERE job_id = ?1 AND version = ?2 AND stage = ?3",
 	[ST_CKPT_INSERT] = "INSERT INTO checkpoints (job_id, step, placement_version, created_ms,"
 			   " bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
 	[ST_TENSOR_INSERT] = "INSERT INTO checkpoint_tensors (checkpoint_id, layer, name, kind,"

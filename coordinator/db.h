@@ -68,9 +68,10 @@ typedef struct sc_db_worker {
 	const char *name;   /* unique */
 	const char *device; /* "cpu", "cuda:0" */
 	uint64_t memory_bytes;
-	double gflops;            /* measured compute rate */
-	const char *control_addr; /* the worker's RPC address */
-	const char *data_addr;    /* its data-plane listen address */
+	uint64_t memory_reserve_bytes; /* of memory_bytes, kept back from the jobs */
+	double gflops;                 /* measured compute rate */
+	const char *control_addr;      /* the worker's RPC address */
+	const char *data_addr;         /* its data-plane listen address */
 	enum sc_worker_state state;
 	int64_t registered_ms; /* this incarnation's registration */
 	int64_t last_seen_ms;
@@ -153,9 +154,11 @@ typedef struct sc_db_stage {
 	const char *worker_name; /* output only: the worker's name */
 	uint32_t first_layer;    /* global layer range [first_layer, last_layer) */
 	uint32_t last_layer;
-	double predicted_step_s; /* the planner's predicted time of one step */
-	double worker_gflops;    /* the rate the planner assumed */
-	const char *reason;      /* why the planner chose this; may be NULL */
+	double predicted_step_s;      /* the planner's predicted time of one step */
+	double worker_gflops;         /* the rate the planner assumed */
+	const char *reason;           /* why the planner chose this; may be NULL */
+	uint64_t predicted_mem_bytes; /* the planner's: what the stage holds (0: not planned) */
+	uint64_t peak_mem_bytes;      /* output only: the most the stage reported (0: none) */
 } sc_db_stage;
 
 /* Records a new placement of job: stages[i] for i in [0, n), with
@@ -164,6 +167,11 @@ typedef struct sc_db_stage {
  * job's first placement, then one more than the last. Borrows stages. */
 sc_err sc_db_placement_insert(sc_db *db, int64_t job_id, const sc_db_stage *stages, int n,
 			      uint32_t *version_out);
+
+/* Records that stage `stage` of placement `version` of job peaked at bytes
+ * (keeps the largest reported). A placement that is gone is not an error. */
+sc_err sc_db_placement_peak(sc_db *db, int64_t job_id, uint32_t version, uint32_t stage,
+			    uint64_t bytes);
 /* The job's newest placement: *out = new block of *n stages in stage order
  * (free with free()), *version = its version. SC_ENOENT if the job has none. */
 sc_err sc_db_placement_latest(sc_db *db, int64_t job_id, uint32_t *version, sc_db_stage **out,

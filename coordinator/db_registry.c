@@ -31,6 +31,7 @@ static sc_err read_worker(sqlite3_stmt *st, void *rec, struct arena *a)
 	w->state = (enum sc_worker_state)s;
 	w->registered_ms = sqlite3_column_int64(st, 8);
 	w->last_seen_ms = sqlite3_column_int64(st, 9);
+	w->memory_reserve_bytes = (uint64_t)sqlite3_column_int64(st, 10);
 	return SC_OK;
 }
 
@@ -38,7 +39,8 @@ sc_err sc_db_worker_upsert(sc_db *db, const sc_db_worker *w, int64_t *id_out)
 {
 	if (!w || !w->name || !*w->name)
 		return sc_errf(SC_EINVAL, "%s: a worker needs a name", db->path);
-	if ((unsigned)w->state >= SC_WORKER_STATE_COUNT || w->memory_bytes > INT64_MAX)
+	if ((unsigned)w->state >= SC_WORKER_STATE_COUNT || w->memory_bytes > INT64_MAX ||
+	    w->memory_reserve_bytes > INT64_MAX)
 		return sc_errf(SC_EINVAL, "%s: worker '%s': bad state or memory size", db->path,
 			       w->name);
 	sqlite3_stmt *st = NULL;
@@ -55,6 +57,7 @@ sc_err sc_db_worker_upsert(sc_db *db, const sc_db_worker *w, int64_t *id_out)
 	db_bind_text(st, 6, w->data_addr);
 	db_bind_text(st, 7, db_worker_states[w->state]);
 	sqlite3_bind_int64(st, 8, sc_db_now_ms());
+	sqlite3_bind_int64(st, 9, (int64_t)w->memory_reserve_bytes);
 	if ((err = db_run(db, st, "registering a worker")) != SC_OK ||
 	    (err = db_stmt(db, ST_WORKER_ID, &st)) != SC_OK)
 		goto out;
@@ -290,7 +293,30 @@ static sc_err read_stage(sqlite3_stmt *st, void *rec, struct arena *a)
 	s->predicted_step_s = column_real(st, 5);
 	s->worker_gflops = column_real(st, 6);
 	s->reason = db_arena_text(a, st, 7);
+	s->predicted_mem_bytes = (uint64_t)sqlite3_column_int64(st, 8);
+	s->peak_mem_bytes = (uint64_t)sqlite3_column_int64(st, 9);
 	return SC_OK;
+}
+
+sc_err sc_db_placement_peak(sc_db *db, int64_t job_id, uint32_t version, uint32_t stage,
+			    uint64_t bytes)
+{
+	sqlite3_stmt *st = NULL;
+	sc_err err;
+	if (bytes > INT64_MAX)
+		return sc_errf(SC_EINVAL, "%s: a peak of %llu bytes", db->path,
+			       (unsigned long long)bytes);
+	pthread_mutex_lock(&db->mu);
+	if ((err = db_set_sync(db, 0)) == SC_OK &&
+	    (err = db_stmt(db, ST_PLACEMENT_PEAK, &st)) == SC_OK) {
+		sqlite3_bind_int64(st, 1, job_id);
+		sqlite3_bind_int64(st, 2, version);
+		sqlite3_bind_int64(st, 3, stage);
+		sqlite3_bind_int64(st, 4, (int64_t)bytes);
+		err = db_run(db, st, "recording a stage's peak memory");
+	}
+	pthread_mutex_unlock(&db->mu);
+	return err;
 }
 
 /* The job's highest placement version, 0 when it has none. */
@@ -346,6 +372,8 @@ sc_err sc_db_placement_insert(sc_db *db, int64_t job_id, const sc_db_stage *stag
 		if (stages[i].reason)
 			db_bind_text(st, 9, stages[i].reason);
 		sqlite3_bind_int64(st, 10, now);
+		if (stages[i].predicted_mem_bytes)
+			sqlite3_bind_int64(st, 11, (int64_t)stages[i].predicted_mem_bytes);
 		if ((err = db_run(db, st, "inserting a placement")) != SC_OK)
 			goto out;
 	}

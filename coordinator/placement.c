@@ -28,7 +28,22 @@ typedef struct plan {
 	double *best; /* (S + 1, L + 1): min-max time of stages [0, s) over layers [0, l) */
 	int *split;   /* (S + 1, L + 1): its last cut */
 	double *xfer; /* (S): each stage's transfer seconds in the order balanced */
+	/* (SC_PLACE_MEM_KINDS, S, L + 1, L + 1): the bytes stage s needs for
+	 * layers [a, l) on a worker of each kind in use; NULL: not planned */
+	double *need;
 } plan;
+
+static double need_of(const plan *p, int kind, int s, int a, int l)
+{
+	return p->need ? p->need[(((size_t)kind * p->S + s) * (p->L + 1) + a) * (p->L + 1) + l] : 0;
+}
+
+/* Whether stage s fits layers [a, l) on w[worker]. */
+static int fits(const plan *p, int s, int a, int l, int worker)
+{
+	double have = p->w[worker].mem_bytes;
+	return !p->need || !(have > 0) || need_of(p, p->w[worker].mem_kind, s, a, l) <= have;
+}
 
 enum { LINK_DEFAULT, LINK_MEASURED, LINK_REVERSE };
 
@@ -109,7 +124,7 @@ static double balance(plan *p, const int *o)
 		for (int l = s; l <= L - (S - s); l++) {
 			for (int a = s - 1; a < l; a++) {
 				double prev = p->best[(s - 1) * (L + 1) + a], t, m;
-				if (prev == DBL_MAX)
+				if (prev == DBL_MAX || !fits(p, s - 1, a, l, o[s - 1]))
 					continue;
 				t = compute_s(p, s - 1, l - a, o[s - 1]);
 				/* A stage's sends overlap its compute. */
@@ -168,7 +183,7 @@ static double stage_step_s(const plan *p, const int *o, int s, double path)
 static double evaluate(plan *p, const int *o)
 {
 	double slowest = balance(p, o), path, step = 0;
-	if (!counts_links(p))
+	if (!counts_links(p) || slowest == DBL_MAX) /* DBL_MAX: no cuts fit */
 		return slowest;
 	path = path_s(p, o);
 	for (int s = 0; s < p->S; s++) {
@@ -301,6 +316,16 @@ static void explain(const plan *p, const int *o, const char *how, int kept, long
 	add(buf, size, &used, "; %ld order%s tried): %s %.3f s/step", tried, tried == 1 ? "" : "s",
 	    counts_links(p) ? "predicted step (pipelined over the links)" : "slowest stage",
 	    slowest);
+	if (p->need) {
+		add(buf, size, &used, "; memory");
+		for (int s = 0; s < p->S && s < SC_PLACE_EXPLAIN_MAX; s++) {
+			double have = p->w[o[s]].mem_bytes;
+			add(buf, size, &used, "%s stage %d %.3f GiB", s ? "," : "", s,
+			    out[s].mem_bytes / 1073741824.0);
+			if (have > 0)
+				add(buf, size, &used, " of %.3f", have / 1073741824.0);
+		}
+	}
 	if (!counts_links(p) || p->S == 1) {
 		add(buf, size, &used, "; no transfer counted");
 		return;
@@ -331,6 +356,44 @@ static void explain(const plan *p, const int *o, const char *how, int kept, long
 		}
 }
 
+/* No order and cuts fit: SC_ERANGE, and the reason says, for the cuts
+ * compute alone would take in the given order o, what each stage needs
+ * against what its worker has. */
+static sc_err no_fit(plan *p, const int *o, char *buf, size_t size)
+{
+	double *need = p->need;
+	int first[SC_PLACE_EXPLAIN_MAX], last[SC_PLACE_EXPLAIN_MAX];
+	int S = p->S < SC_PLACE_EXPLAIN_MAX ? p->S : SC_PLACE_EXPLAIN_MAX;
+	size_t used;
+	char line[1024];
+
+	p->need = NULL;
+	balance(p, o);
+	p->need = need;
+	for (int s = p->S, l = p->L; s >= 1; s--) {
+		int a = p->split[s * (p->L + 1) + l];
+		if (s - 1 < S)
+			first[s - 1] = a, last[s - 1] = l;
+		l = a;
+	}
+	used = (size_t)snprintf(line, sizeof(line),
+				"the job does not fit the memory of its %d workers in any order or "
+				"cuts; at the cuts compute alone would take:",
+				p->S);
+	for (int s = 0; s < S && used < sizeof(line); s++)
+		used += (size_t)snprintf(
+		    line + used, sizeof(line) - used,
+		    "%s stage %d (layers %d-%d) needs %.3f GiB, worker %llu has %.3f GiB",
+		    s ? ";" : "", s, first[s], last[s] - 1,
+		    need_of(p, p->w[o[s]].mem_kind, s, first[s], last[s]) / 1073741824.0,
+		    (unsigned long long)p->w[o[s]].id, p->w[o[s]].mem_bytes / 1073741824.0);
+	if (S < p->S && used < sizeof(line))
+		snprintf(line + used, sizeof(line) - used, "; ...");
+	if (buf && size)
+		snprintf(buf, size, "%s", line);
+	return sc_errf(SC_ERANGE, "%s", line);
+}
+
 sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, double layer_gflop,
 		double head_gflop, const sc_place_net *net, sc_place_stage *out, char *reason,
 		size_t reason_size)
@@ -338,7 +401,7 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 	const sc_place_worker **pick = NULL;
 	int *ints = NULL, *cand, *order, *best_o, *perm, *o;
 	int L = n_layer, S = stages;
-	plan p = { w, nw, S, L, layer_gflop, head_gflop, net, NULL, NULL, NULL };
+	plan p = { w, nw, S, L, layer_gflop, head_gflop, net, NULL, NULL, NULL, NULL };
 	const char *how = "the given order";
 	long tried = 1;
 	int kept = 0;
@@ -353,9 +416,28 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 	p.best = malloc((size_t)(S + 1) * (L + 1) * sizeof(double));
 	p.split = malloc((size_t)(S + 1) * (L + 1) * sizeof(int));
 	p.xfer = malloc((size_t)S * sizeof(double));
-	if (!pick || !ints || !p.best || !p.split || !p.xfer) {
+	if (net && net->mem)
+		p.need =
+		    malloc((size_t)SC_PLACE_MEM_KINDS * S * (L + 1) * (L + 1) * sizeof(double));
+	if (!pick || !ints || !p.best || !p.split || !p.xfer || (net && net->mem && !p.need)) {
 		rc = sc_errf(SC_ENOMEM, "out of memory");
 		goto out;
+	}
+	for (int i = 0; i < nw; i++)
+		if (w[i].mem_kind < 0 || w[i].mem_kind >= SC_PLACE_MEM_KINDS) {
+			rc = sc_errf(SC_EINVAL, "worker %llu: memory kind %d",
+				     (unsigned long long)w[i].id, w[i].mem_kind);
+			goto out;
+		}
+	for (int k = 0; p.need && k < SC_PLACE_MEM_KINDS; k++) { /* each kind in use, once */
+		int used = 0;
+		for (int i = 0; i < nw; i++)
+			used |= w[i].mem_kind == k;
+		for (int s = 0; used && s < S; s++)
+			for (int a = 0; a < L; a++)
+				for (int l = a + 1; l <= L; l++)
+					p.need[(((size_t)k * S + s) * (L + 1) + a) * (L + 1) + l] =
+					    net->mem(net->mem_arg, k, s, S, a, l);
 	}
 	cand = ints, order = ints + S, best_o = ints + 2 * S, perm = ints + 3 * S, o = ints + 4 * S;
 	for (int i = 0; i < nw; i++)
@@ -367,7 +449,10 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 
 	memcpy(order, cand, (size_t)S * sizeof(*order));
 	given = evaluate(&p, cand);
-	if (counts_links(&p) && S > 1) {
+	/* Orders are searched for the links, and for memory: another order
+	 * may put a stage with more to hold on a larger worker, and so keep
+	 * the cuts compute would choose. */
+	if ((counts_links(&p) || p.need) && S > 1) {
 		tried = 0;
 		if (S <= SC_PLACE_EXHAUSTIVE_MAX) {
 			best = search_all(&p, cand, best_o, perm, o, &tried);
@@ -382,6 +467,10 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 			how = "the given order", kept = 1;
 	}
 	slowest = evaluate(&p, order); /* the chosen order's cuts, in p.split */
+	if (slowest == DBL_MAX) {
+		rc = no_fit(&p, cand, reason, reason_size);
+		goto out;
+	}
 	path = counts_links(&p) ? path_s(&p, order) : 0;
 	for (int s = S, l = L; s >= 1; s--) {
 		int a = p.split[s * (L + 1) + l];
@@ -390,6 +479,7 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 		out[s - 1].last = l;
 		out[s - 1].compute_s = compute_s(&p, s - 1, l - a, order[s - 1]);
 		out[s - 1].transfer_s = p.xfer[s - 1];
+		out[s - 1].mem_bytes = need_of(&p, w[order[s - 1]].mem_kind, s - 1, a, l);
 		out[s - 1].predicted_s =
 		    counts_links(&p) ? stage_step_s(&p, order, s - 1, path) : out[s - 1].compute_s;
 		l = a;
@@ -401,5 +491,6 @@ out:
 	free(p.best);
 	free(p.split);
 	free(p.xfer);
+	free(p.need);
 	return rc;
 }

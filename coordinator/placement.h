@@ -36,11 +36,24 @@
 #define SC_PLACE_DEFAULT_RTT_MS 0.2
 #define SC_PLACE_EXHAUSTIVE_MAX 7    /* stages up to which every order is tried (7! = 5040) */
 #define SC_PLACE_MARGIN         0.01 /* relative gain another order must bring */
+#define SC_PLACE_EXPLAIN_MAX    16   /* stages a reason lists one by one */
 
 typedef struct sc_place_worker {
 	uint64_t id;
-	double gflops; /* measured rate, > 0 */
+	double gflops;    /* measured rate, > 0 */
+	double mem_bytes; /* memory a stage may use on it; 0: not limited */
+	int mem_kind;     /* which memory model applies (e.g. its device: CPU, CUDA),
+			   * 0 .. SC_PLACE_MEM_KINDS - 1 */
 } sc_place_worker;
+
+#define SC_PLACE_MEM_KINDS 4
+
+/* A stage's memory: the bytes stage `stage` of `stages` needs to hold
+ * layers [first, last) on a worker of memory kind `kind` (its base
+ * weights, adapters and optimizer state, the activations of the
+ * micro-batches it keeps in flight, its scratch and buffers). Called while
+ * planning, once per (kind in use, stage, range), from the planning thread. */
+typedef double (*sc_place_mem_fn)(void *arg, int kind, int stage, int stages, int first, int last);
 
 /* A link's measurement; mbit_s <= 0: not measured. */
 typedef struct sc_place_link {
@@ -55,6 +68,10 @@ typedef struct sc_place_net {
 	double hop_bytes;           /* bytes per step a stage sends a neighbour, each way;
 				     * 0: compute alone (the given order, as before links) */
 	int messages;               /* messages per step each way on a hop (M micro-batches) */
+	/* NULL: memory is not planned. Else a stage is placed on a worker only
+	 * where mem(...) <= its mem_bytes (when that is > 0). */
+	sc_place_mem_fn mem;
+	void *mem_arg;
 } sc_place_net;
 
 typedef struct sc_place_stage {
@@ -66,6 +83,7 @@ typedef struct sc_place_stage {
 			     * links: compute_s */
 	double compute_s;
 	double transfer_s; /* its link busy sending activations forward and gradients back */
+	double mem_bytes;  /* what it needs (net->mem), 0 when not planned */
 } sc_place_stage;
 
 /* GFLOP of one optimizer step per layer and for the head (final norm, LM
@@ -79,7 +97,10 @@ void sc_place_costs(const sc_model_config *mc, int T, int r, double tokens_per_s
  * minimising the slowest stage's predicted time (see above). net is
  * borrowed (NULL: compute alone). out has `stages` entries, in chain order.
  * reason (reason_size bytes) receives one line saying why: the order, the
- * bytes per hop, the expected transfer and which links were measured.
+ * bytes per hop, the expected transfer, which links were measured and the
+ * memory each stage needs. With net->mem, only cuts whose every stage fits
+ * its worker are taken; SC_ERANGE when no order and cuts fit, with the
+ * reason saying the least each stage needs against what its worker has.
  * SC_EINVAL when stages > nw or stages > n_layer; SC_ENOMEM. */
 sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, double layer_gflop,
 		double head_gflop, const sc_place_net *net, sc_place_stage *out, char *reason,

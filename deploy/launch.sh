@@ -5,7 +5,8 @@
 #   deploy/launch.sh stop DIR        stop all of them (SIGTERM, then SIGKILL)
 #   deploy/launch.sh status DIR
 # Environment: SC_BIN (folder of the binaries, default build/), SC_PORT
-# (coordinator port, default 7700), SC_THREADS (BLAS threads per worker, 1).
+# (coordinator port, default 7700), SC_THREADS (BLAS threads per worker, 1),
+# SC_WORKER_ARGS (more splitchain-worker flags, e.g. "--memory-reserve 2G").
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${SC_BIN:-$ROOT/build}
@@ -13,7 +14,8 @@ PORT=${SC_PORT:-7700}
 THREADS=${SC_THREADS:-1}
 cmd=${1:-}
 DIR=${2:-}
-[ -n "$cmd" ] && [ -n "$DIR" ] || { sed -n '2,8p' "$0" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$DIR" ] || { sed -n '2,9p' "$0" >&2; exit 2; }
+read -r -a WORKER_ARGS <<< "${SC_WORKER_ARGS:-}"
 
 coordinator_bin() { echo "$BIN/coordinator/splitchain-coordinator"; }
 worker_bin() { echo "$BIN/worker/splitchain-worker"; }
@@ -36,7 +38,7 @@ start)
   for i in $(seq 1 "$N"); do
     OMP_NUM_THREADS=$THREADS "$(worker_bin)" --coordinator "$URL" --name "worker-$i" \
       --listen "tcp://127.0.0.1:0" --data "tcp://127.0.0.1:0" --threads "$THREADS" \
-      >>"$DIR/worker-$i.log" 2>&1 &
+      ${WORKER_ARGS[@]+"${WORKER_ARGS[@]}"} >>"$DIR/worker-$i.log" 2>&1 &
     echo $! > "$DIR/worker-$i.pid"
   done
   # Ready when every worker is registered.

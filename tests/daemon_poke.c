@@ -282,11 +282,11 @@ static void poke_worker(const char *url)
 	step.job_id = 5;
 	step.tokens.data = (uint8_t *)"abc";
 	step.tokens.len = 3;
-	expect(cl, "step before any assignment -> FAILED_PRECONDITION", "Worker.Step", &step.base,
-	       SC_STATUS_FAILED_PRECONDITION);
+	expect(cl, "step before any assignment -> ABORTED", "Worker.Step", &step.base,
+	       SC_STATUS_ABORTED);
 	ref.job_id = 5;
-	expect(cl, "state of a job it does not hold -> FAILED_PRECONDITION", "Worker.GetState",
-	       &ref.base, SC_STATUS_FAILED_PRECONDITION);
+	expect(cl, "state of a job it does not hold -> ABORTED", "Worker.GetState", &ref.base,
+	       SC_STATUS_ABORTED);
 	as.job_id = 5;
 	as.model_path = "/nonexistent/model";
 	as.first_layer = 3;

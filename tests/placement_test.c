@@ -156,9 +156,10 @@ static void test_compute_only_unchanged(void **state)
 		char reason[1024];
 		for (int i = 0; i < nw; i++)
 			w[i] = (sc_place_worker){ (uint64_t)(10 + i),
-						  trial % 3 ? 1 + 100 * sc_rng_uniform(&rng) : 50 };
+						  trial % 3 ? 1 + 100 * sc_rng_uniform(&rng) : 50,
+						  0, 0 };
 		sc_place_link *ls = links_all(nw, 0.01, 500); /* terrible, but nothing crosses */
-		sc_place_net none = { ls, 0, 4 };
+		sc_place_net none = { ls, 0, 4, NULL, NULL };
 		ref_place(w, nw, S, L, lg, hg, want);
 		SC_ASSERT_OK(sc_place(w, nw, S, L, lg, hg, NULL, out, reason, sizeof(reason)));
 		SC_ASSERT_OK(sc_place(w, nw, S, L, lg, hg, &none, out2, NULL, 0));
@@ -185,13 +186,13 @@ static void test_compute_only_unchanged(void **state)
 static void test_slow_link_avoided_by_reordering(void **state)
 {
 	(void)state;
-	sc_place_worker w[3] = { { 1, 10 }, { 2, 10 }, { 3, 10 } };
+	sc_place_worker w[3] = { { 1, 10, 0, 0 }, { 2, 10, 0, 0 }, { 3, 10, 0, 0 } };
 	sc_place_stage out[3];
 	sc_place_link *ls = links_all(3, 1000, 0.2);
 	char reason[2048];
 	set_link(ls, 3, 0, 1, 5, 20);
 	set_link(ls, 3, 1, 0, 5, 20);
-	sc_place_net net = { ls, 8e6, 4 }; /* 64 Mbit per hop: 12.8 s at 5 Mbit/s */
+	sc_place_net net = { ls, 8e6, 4, NULL, NULL }; /* 64 Mbit per hop: 12.8 s at 5 Mbit/s */
 	SC_ASSERT_OK(sc_place(w, 3, 3, 6, 1.0, 0, &net, out, reason, sizeof(reason)));
 	print_message("%s\n", reason);
 	assert_sane(out, 3, 6, 4);
@@ -214,11 +215,11 @@ static void test_slow_link_avoided_by_reordering(void **state)
 static void test_link_bound_stage(void **state)
 {
 	(void)state;
-	sc_place_worker w[2] = { { 7, 10 }, { 8, 10 } };
+	sc_place_worker w[2] = { { 7, 10, 0, 0 }, { 8, 10, 0, 0 } };
 	sc_place_stage out[2];
 	sc_place_link ls[4] = { { 0, 0 }, { 2.0, 80 }, { 0, 1e6 }, { 0, 0 } };
 	char reason[2048];
-	sc_place_net net = { ls, 7e6, 8 }; /* 56 Mbit: 0.7 s at 80 Mbit/s */
+	sc_place_net net = { ls, 7e6, 8, NULL, NULL }; /* 56 Mbit: 0.7 s at 80 Mbit/s */
 	SC_ASSERT_OK(sc_place(w, 2, 2, 10, 1.0, 0, NULL, out, NULL, 0));
 	assert_int_equal(out[0].last, 5); /* compute alone: even */
 	SC_ASSERT_OK(sc_place(w, 2, 2, 10, 1.0, 0, &net, out, reason, sizeof(reason)));
@@ -241,10 +242,10 @@ static void test_link_bound_stage(void **state)
 static void test_pipeline_terms(void **state)
 {
 	(void)state;
-	sc_place_worker w[3] = { { 1, 10 }, { 2, 10 }, { 3, 10 } };
+	sc_place_worker w[3] = { { 1, 10, 0, 0 }, { 2, 10, 0, 0 }, { 3, 10, 0, 0 } };
 	sc_place_stage out[3];
-	sc_place_link *ls = links_all(3, 1000, 1.0); /* 1 ms round trips */
-	sc_place_net net = { ls, 1e6, 4 };           /* 8 ms a hop-step at 1000 Mbit/s */
+	sc_place_link *ls = links_all(3, 1000, 1.0);   /* 1 ms round trips */
+	sc_place_net net = { ls, 1e6, 4, NULL, NULL }; /* 8 ms a hop-step at 1000 Mbit/s */
 	SC_ASSERT_OK(sc_place(w, 3, 3, 6, 1.0, 0, &net, out, NULL, 0));
 	assert_sane(out, 3, 6, 4);
 	/* 0.2 s a stage; path 0.6 / 4 + 2 hops x 2 x (0.008 / 4 + 0.0005) */
@@ -262,10 +263,10 @@ static void test_pipeline_terms(void **state)
 static void test_default_link_when_unmeasured(void **state)
 {
 	(void)state;
-	sc_place_worker w[3] = { { 1, 10 }, { 2, 10 }, { 3, 10 } };
+	sc_place_worker w[3] = { { 1, 10, 0, 0 }, { 2, 10, 0, 0 }, { 3, 10, 0, 0 } };
 	sc_place_stage out[3];
 	char reason[2048];
-	sc_place_net net = { NULL, 1e6, 4 };
+	sc_place_net net = { NULL, 1e6, 4, NULL, NULL };
 	double hop = 8e6 / (SC_PLACE_DEFAULT_MBIT_S * 1e6);
 	SC_ASSERT_OK(sc_place(w, 3, 3, 9, 1.0, 0, &net, out, reason, sizeof(reason)));
 	assert_sane(out, 3, 9, 4);
@@ -304,11 +305,11 @@ static void test_greedy_beyond_exhaustive(void **state)
 	sc_place_stage out[N];
 	char reason[2048];
 	for (int i = 0; i < N; i++)
-		w[i] = (sc_place_worker){ (uint64_t)(i + 1), 10 };
+		w[i] = (sc_place_worker){ (uint64_t)(i + 1), 10, 0, 0 };
 	sc_place_link *ls = links_all(N, 1000, 0.2);
 	set_link(ls, N, 3, 4, 2, 50);
 	set_link(ls, N, 4, 3, 2, 50);
-	sc_place_net net = { ls, 4e6, 2 };
+	sc_place_net net = { ls, 4e6, 2, NULL, NULL };
 	SC_ASSERT_OK(sc_place(w, N, N, 2 * N, 1.0, 0.5, &net, out, reason, sizeof(reason)));
 	assert_sane(out, N, 2 * N, 2);
 	if (adjacent(out, N, 3, 4))
@@ -321,18 +322,101 @@ static void test_greedy_beyond_exhaustive(void **state)
 static void test_fastest_chosen(void **state)
 {
 	(void)state;
-	sc_place_worker w[4] = { { 1, 5 }, { 2, 50 }, { 3, 1 }, { 4, 40 } };
+	sc_place_worker w[4] = { { 1, 5, 0, 0 }, { 2, 50, 0, 0 }, { 3, 1, 0, 0 }, { 4, 40, 0, 0 } };
 	sc_place_stage out[2];
-	sc_place_net net = { NULL, 1e6, 2 };
+	sc_place_net net = { NULL, 1e6, 2, NULL, NULL };
 	SC_ASSERT_OK(sc_place(w, 4, 2, 8, 1.0, 0, &net, out, NULL, 0));
 	assert_true((out[0].worker == 1 && out[1].worker == 3) ||
 		    (out[0].worker == 3 && out[1].worker == 1));
 }
 
+/* A synthetic memory model: 1 GiB a layer, 2 GiB more on the first stage
+ * (the embedding) and on the last (the head), 0.5 GiB per micro-batch in
+ * flight per layer held (1F1B: stage s of S keeps S - s). */
+static double toy_mem(void *arg, int kind, int s, int S, int first, int last)
+{
+	const double G = 1073741824.0;
+	int *calls = arg;
+	++*calls;
+	assert_int_equal(kind, 0);
+	return (last - first) * (1.0 + 0.5 * (S - s)) * G + (s == 0 ? 2 * G : 0) +
+	       (s == S - 1 ? 2 * G : 0);
+}
+
+/* Memory bounds the cuts and the order (toy_mem, 8 layers, 2 stages): the
+ * even split needs 10 GiB on stage 0 and 8 on stage 1. */
+static void test_memory_bounds_the_cuts(void **state)
+{
+	(void)state;
+	const double G = 1073741824.0;
+	int calls = 0;
+	sc_place_worker w[2] = { { 1, 10, 10 * G, 0 }, { 2, 10, 10 * G, 0 } };
+	sc_place_stage out[2];
+	char reason[2048];
+	sc_place_net net = { NULL, 0, 2, toy_mem, &calls };
+	/* 10 GiB each: the even split fits (10 and 8 GiB). */
+	SC_ASSERT_OK(sc_place(w, 2, 2, 8, 1.0, 0, &net, out, reason, sizeof(reason)));
+	assert_int_equal(out[0].last, 4);
+	assert_true(fabs(out[0].mem_bytes - 10 * G) < 1 && fabs(out[1].mem_bytes - 8 * G) < 1);
+	assert_true(calls > 0);
+	print_message("%s\n", reason);
+	assert_non_null(strstr(reason, "memory stage 0 10.000 GiB of 10.000, stage 1 8.000 GiB"));
+	/* Worker 1 has 8 GiB: in the given order stage 0 could hold 3 layers
+	 * (8 GiB) and stage 1 the other 5 (9.5 of 10); the other order keeps
+	 * the even cuts (10 GiB on worker 2, 8 on worker 1) and is taken. */
+	w[0].mem_bytes = 8 * G;
+	SC_ASSERT_OK(sc_place(w, 2, 2, 8, 1.0, 0, &net, out, reason, sizeof(reason)));
+	assert_int_equal(out[0].worker, 1);
+	assert_int_equal(out[0].last, 4);
+	/* 9.5 GiB each: the even cuts need 10 GiB on stage 0 in either order;
+	 * stage 0 takes 3 layers (8 GiB) and stage 1 five (9.5 GiB). */
+	w[0].mem_bytes = w[1].mem_bytes = 9.5 * G;
+	SC_ASSERT_OK(sc_place(w, 2, 2, 8, 1.0, 0, &net, out, reason, sizeof(reason)));
+	assert_int_equal(out[0].last, 3); /* 8 GiB and 9.5 GiB */
+	assert_true(out[0].mem_bytes <= 9.5 * G && out[1].mem_bytes <= 9.5 * G);
+	/* Nothing fits: 6 GiB each. The error gives the numbers. */
+	w[0].mem_bytes = w[1].mem_bytes = 6 * G;
+	SC_ASSERT_ERR(sc_place(w, 2, 2, 8, 1.0, 0, &net, out, reason, sizeof(reason)), SC_ERANGE);
+	print_message("%s\n", reason);
+	assert_non_null(strstr(reason, "does not fit the memory of its 2 workers"));
+	assert_non_null(
+	    strstr(reason, "stage 0 (layers 0-3) needs 10.000 GiB, worker 1 has 6.000 GiB"));
+	assert_non_null(strstr(sc_err_detail(), "stage 1 (layers 4-7) needs 8.000 GiB"));
+	/* Memory unknown (0): not limited. */
+	w[0].mem_bytes = w[1].mem_bytes = 0;
+	SC_ASSERT_OK(sc_place(w, 2, 2, 8, 1.0, 0, &net, out, NULL, 0));
+	assert_int_equal(out[0].last, 4);
+}
+
+/* The order follows memory: stage 0 (embedding, most micro-batches in
+ * flight) needs the most, so the large worker, given last, is put first,
+ * where the even cuts fit; in the given order they do not (9.5 GiB on a
+ * 9 GiB worker), and the cuts would have to leave compute unbalanced. */
+static void test_memory_reorders(void **state)
+{
+	(void)state;
+	const double G = 1073741824.0;
+	int calls = 0;
+	sc_place_worker w[3] = { { 1, 10, 9 * G, 0 }, { 2, 10, 9 * G, 0 }, { 3, 10, 13 * G, 0 } };
+	sc_place_stage out[3];
+	char reason[2048];
+	sc_place_net net = { NULL, 0, 4, toy_mem, &calls };
+	/* 9 layers, 3 a stage: stage 0 needs 2 + 3 * 2.5 = 9.5 GiB, stage 1
+	 * 3 * 2 = 6, stage 2 2 + 3 * 1.5 = 6.5. */
+	SC_ASSERT_OK(sc_place(w, 3, 3, 9, 1.0, 0, &net, out, reason, sizeof(reason)));
+	print_message("%s\n", reason);
+	for (int s = 0; s < 3; s++)
+		assert_true(out[s].mem_bytes <= w[out[s].worker].mem_bytes);
+	assert_int_equal(out[0].worker, 2);
+	assert_int_equal(out[0].last, 3); /* the even cuts: the big worker holds stage 0 */
+	assert_int_equal(out[1].last, 6);
+	assert_non_null(strstr(reason, "best of every order"));
+}
+
 static void test_bad_arguments(void **state)
 {
 	(void)state;
-	sc_place_worker w[2] = { { 1, 10 }, { 2, 10 } };
+	sc_place_worker w[2] = { { 1, 10, 0, 0 }, { 2, 10, 0, 0 } };
 	sc_place_stage out[3];
 	SC_ASSERT_ERR(sc_place(w, 2, 3, 8, 1, 0, NULL, out, NULL, 0), SC_EINVAL);
 	SC_ASSERT_ERR(sc_place(w, 2, 2, 1, 1, 0, NULL, out, NULL, 0), SC_EINVAL);
@@ -349,6 +433,8 @@ int main(void)
 		cmocka_unit_test(test_default_link_when_unmeasured),
 		cmocka_unit_test(test_greedy_beyond_exhaustive),
 		cmocka_unit_test(test_fastest_chosen),
+		cmocka_unit_test(test_memory_bounds_the_cuts),
+		cmocka_unit_test(test_memory_reorders),
 		cmocka_unit_test(test_bad_arguments),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -384,9 +384,9 @@ static void methods_before_assign(void **st)
 	s.job_id = a.job_id = j.job_id = 1;
 	a.lr = 1e-3f;
 	a.clip_factor = 1;
-	expect(0, "Worker.Step", MSG(&s), SC_STATUS_FAILED_PRECONDITION, "Worker.Assign first");
-	expect(0, "Worker.Apply", MSG(&a), SC_STATUS_FAILED_PRECONDITION, "Worker.Assign first");
-	expect(1, "Worker.GetState", MSG(&j), SC_STATUS_FAILED_PRECONDITION, NULL);
+	expect(0, "Worker.Step", MSG(&s), SC_STATUS_ABORTED, "Worker.Assign first");
+	expect(0, "Worker.Apply", MSG(&a), SC_STATUS_ABORTED, "Worker.Assign first");
+	expect(1, "Worker.GetState", MSG(&j), SC_STATUS_ABORTED, NULL);
 }
 
 static Splitchain__StateReply *checkpoint[NW]; /* job 1 after step 1 */
@@ -657,7 +657,7 @@ static void heartbeats_report_holdings_and_fences_drop_them(void **st)
 	assert_int_equal(fake_wait_all(holds, h, 10), 0);
 	fake_coord_fence(1, 0, 0);
 	s.job_id = 5;
-	expect(1, "Worker.Step", MSG(&s), SC_STATUS_FAILED_PRECONDITION, "Worker.Assign first");
+	expect(1, "Worker.Step", MSG(&s), SC_STATUS_ABORTED, "Worker.Assign first");
 	/* Worker 0 still holds its stage. */
 	fake_coord_get(0, &f);
 	assert_int_equal(f.held_job, 5);

@@ -16,6 +16,7 @@
 #include <sched.h>
 
 #include "sc_log.h"
+#include "sc_units.h"
 #include "sc_version.h"
 #include "worker.h"
 
@@ -40,6 +41,14 @@ static const char usage_text[] =
     "                       fails                              (default 120)\n"
     "  --probe-every-s N    measure the links to the coordinator and the other workers\n"
     "                       again every N s while idle, 0 = once (default 60)\n"
+    "  --memory-reserve X   memory of the device kept back from the jobs: a size\n"
+    "                       (512M, 2G) or a share (10%%); the planner places on this\n"
+    "                       worker only stages that fit the rest    (default 10%%)\n"
+    "  --cache DIR          keep registered models' tensors in DIR (content-addressed,\n"
+    "                       kept across restarts): needed to take a job of a model\n"
+    "                       registered with `splitchain models add`\n"
+    "  --cache-limit SIZE   the cache's size limit, e.g. 2G, 500M (default: none);\n"
+    "                       the least recently used tensors not in use go first"
     "  --help               this text\n  --version            the version\n"
     "\nSPLITCHAIN_LOG=debug|info|warn|error sets the log level. SIGTERM or SIGINT\n"
     "stops the worker cleanly.\n"
@@ -47,6 +56,26 @@ static const char usage_text[] =
     "device failed in a way this process cannot recover from (e.g. a CUDA illegal\n"
     "address): the error went to the coordinator; restart the worker; 4 a data-plane\n"
     "socket close never returned (a known hang of nng 1.5.2): restart the worker.\n";
+
+/* *out = the bytes --memory-reserve text keeps back of total: a size, or a
+ * share "N%" (0 to 100, a whole or decimal number). */
+static sc_err reserve_of(const char *text, uint64_t total, uint64_t *out)
+{
+	size_t n = strlen(text);
+	uint64_t v = 0;
+	if (n > 1 && text[n - 1] == '%') {
+		char *end;
+		double pct = strtod(text, &end);
+		if (end != text + n - 1 || !(pct >= 0 && pct <= 100))
+			return sc_errf(SC_EINVAL, "'%s' is not a share: 0%% to 100%%", text);
+		v = (uint64_t)((double)total * pct / 100.0);
+	} else {
+		SC_TRY(sc_parse_bytes(text, &v));
+	}
+	if (out)
+		*out = v;
+	return SC_OK;
+}
 
 static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage(const char *fmt, ...)
@@ -75,17 +104,14 @@ static int parse_int(const char *s, long lo, long hi, int *out)
 /* 0: run with *o; otherwise the exit code (help printed or usage error). */
 static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 {
-	static const struct option longopts[] = { { "coordinator", 1, 0, 'c' },
-						  { "listen", 1, 0, 'l' },
-						  { "data", 1, 0, 'd' },
-						  { "name", 1, 0, 'n' },
-						  { "device", 1, 0, 'D' },
-						  { "threads", 1, 0, 't' },
-						  { "data-timeout", 1, 0, 'T' },
-						  { "probe-every-s", 1, 0, 'P' },
-						  { "help", 0, 0, 'h' },
-						  { "version", 0, 0, 'V' },
-						  { 0, 0, 0, 0 } };
+	static const struct option longopts[] = {
+		{ "coordinator", 1, 0, 'c' },    { "listen", 1, 0, 'l' },
+		{ "data", 1, 0, 'd' },           { "name", 1, 0, 'n' },
+		{ "device", 1, 0, 'D' },         { "threads", 1, 0, 't' },
+		{ "data-timeout", 1, 0, 'T' },   { "probe-every-s", 1, 0, 'P' },
+		{ "memory-reserve", 1, 0, 'R' }, { "help", 0, 0, 'h' },
+		{ "version", 0, 0, 'V' },        { 0, 0, 0, 0 }
+	};
 	int c, secs;
 
 	*done = 0;
@@ -93,7 +119,8 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 			    .data = "tcp://127.0.0.1:0",
 			    .device = "cpu",
 			    .data_timeout_ms = 120000,
-			    .probe_every_s = 60 };
+			    .probe_every_s = 60,
+			    .memory_reserve = "10%" };
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
@@ -120,6 +147,11 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 				return usage(
 				    "--probe-every-s expects seconds in [0, 86400], got '%s'",
 				    optarg);
+			break;
+		case 'R':
+			if (reserve_of(optarg, 1, NULL))
+				return usage("--memory-reserve: %s", sc_err_detail());
+			o->memory_reserve = optarg;
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
@@ -271,6 +303,14 @@ static int serve(worker *w, const sigset_t *sigs)
 		return fail("opening the device");
 	w->gflops = probe_gflops(w->be);
 	w->memory_bytes = w->be->ops->memory_bytes(w->be);
+	if (reserve_of(w->o.memory_reserve, w->memory_bytes, &w->memory_reserve))
+		return fail("--memory-reserve");
+	if (w->memory_reserve >= w->memory_bytes && w->memory_bytes)
+		sc_warn(
+		    "worker",
+		    "--memory-reserve %s keeps all of the device's %.2f GiB back: no stage will "
+		    "be placed here",
+		    w->o.memory_reserve, (double)w->memory_bytes / (1u << 30));
 	host_of(w);
 	if (w->o.name)
 		snprintf(w->name, sizeof(w->name), "%s", w->o.name);

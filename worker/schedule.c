@@ -276,6 +276,7 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	    (size_t)sc_segment_get_spec(j->seg)->last - (size_t)sc_segment_get_spec(j->seg)->first;
 	out.layer_sumsq = sumsq;
 	out.compute_s = s.compute_s;
+	out.peak_mem_bytes = worker_job_peak(w, j);
 	sc_rpc_reply_pb(rep, &out.base);
 	sc_debug("worker",
 		 "job %" PRIu64 " step %" PRIu64 ": loss %.6f, %.3f s compute of %.3f s, "

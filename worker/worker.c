@@ -106,8 +106,13 @@ int worker_status_of(sc_err rc)
 job *worker_job_get(worker *w, uint64_t job_id, sc_rpc_reply *rep)
 {
 	if (!w->job) {
-		sc_rpc_reply_err(rep, SC_STATUS_FAILED_PRECONDITION,
-				 "no job is assigned to worker %s: call Worker.Assign first",
+		/* Never assigned, or dropped: its lease ran out while the
+		 * coordinator was away, or the worker restarted. The caller's
+		 * placement is gone, not wrong: ABORTED, so that the coordinator
+		 * places the job again rather than failing it. */
+		sc_rpc_reply_err(rep, SC_STATUS_ABORTED,
+				 "no job is assigned to worker %s (never, or dropped since): "
+				 "call Worker.Assign first",
 				 w->name);
 		return NULL;
 	}
@@ -254,6 +259,42 @@ static int check_against_model(const Splitchain__AssignRequest *r, const sc_mode
 	return 0;
 }
 
+uint64_t worker_rss_bytes(int peak)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	const char *key = peak ? "VmHWM:" : "VmRSS:";
+	char line[256];
+	unsigned long long kb = 0;
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, strlen(key))) {
+			if (sscanf(line + strlen(key), "%llu", &kb) != 1)
+				kb = 0;
+			break;
+		}
+	fclose(f);
+	return (uint64_t)kb * 1024;
+}
+
+void worker_reset_peak(void)
+{
+	FILE *f = fopen("/proc/self/clear_refs", "w");
+	if (f) {
+		fputs("5", f); /* reset the peak resident set size to the current one */
+		fclose(f);
+	}
+}
+
+uint64_t worker_job_peak(const worker *w, const job *j)
+{
+	uint64_t peak;
+	if (strcmp(w->be->name, "cpu") || !j->rss0)
+		return 0;
+	peak = worker_rss_bytes(1);
+	return peak > j->rss0 ? peak - j->rss0 : 0;
+}
+
 static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_model_config *mc,
 			const sc_lora_config *lc, const sc_train_config *tc, job **out)
 {
@@ -267,6 +308,7 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 	*out = NULL;
 	if (!(j = calloc(1, sizeof(*j))))
 		return sc_errf(SC_ENOMEM, "out of memory");
+	j->rss0 = worker_rss_bytes(0); /* the stage's memory is what it adds */
 	j->id = r->job_id;
 	j->version = r->placement_version;
 	j->stage = (int)r->stage;
@@ -325,6 +367,9 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 	if ((rc = sc_segment_set_lora(j->seg, ad)))
 		goto fail;
 	sc_adapter_free(ad);
+	/* From here the peak is the stage's own: loading touched the model
+	 * file's pages (clean, reclaimable) and staging buffers now freed. */
+	worker_reset_peak();
 	*out = j;
 	return SC_OK;
 fail:

@@ -46,14 +46,15 @@
 #define WORKER_URL_MAX 300
 
 typedef struct worker_opts {
-	const char *coordinator; /* RPC address of the coordinator */
-	const char *listen;      /* our RPC listen address */
-	const char *data;        /* our data-plane listen address */
-	const char *name;        /* NULL: hostname-pid */
-	const char *device;      /* "cpu", "cuda:N" */
-	int threads;             /* CPU threads, 0 = default */
-	int data_timeout_ms;     /* longest wait for a neighbour's tensor */
-	int probe_every_s;       /* measure each link again this often; 0: once */
+	const char *coordinator;    /* RPC address of the coordinator */
+	const char *listen;         /* our RPC listen address */
+	const char *data;           /* our data-plane listen address */
+	const char *name;           /* NULL: hostname-pid */
+	const char *device;         /* "cpu", "cuda:N" */
+	int threads;                /* CPU threads, 0 = default */
+	int data_timeout_ms;        /* longest wait for a neighbour's tensor */
+	int probe_every_s;          /* measure each link again this often; 0: once */
+	const char *memory_reserve; /* --memory-reserve: a size or "N%" */
 } worker_opts;
 
 /* The assigned job: one segment of one placement. */
@@ -63,6 +64,7 @@ typedef struct job {
 	int stage, n_stages;
 	int gpipe; /* 0: 1F1B, 1: GPipe */
 	int M, B, T, slots;
+	uint64_t rss0; /* the process's resident bytes before the job was built (CPU) */
 	sc_model_config mc;
 	sc_lora_config lc;
 	sc_adamw_hparams hp;
@@ -86,6 +88,7 @@ typedef struct worker {
 	sc_backend *be;
 	double gflops;
 	uint64_t memory_bytes;
+	uint64_t memory_reserve;           /* kept back from the jobs, of memory_bytes */
 	char host_id[64];                  /* the kernel's boot_id; "" unknown */
 	unsigned host_cpus;                /* CPUs this process may run on */
 	unsigned threads;                  /* compute threads (CPU device) */
@@ -173,6 +176,15 @@ job *worker_job_get(worker *w, uint64_t job_id, sc_rpc_reply *rep);
 sc_err worker_reset_dataplane(worker *w, const job *j);
 
 /* Monotonic clock in ms (lease, close timing). */
+/* The process's resident memory (VmRSS), or its peak since the last
+ * worker_reset_peak (VmHWM), in bytes; 0 where /proc cannot tell. */
+uint64_t worker_rss_bytes(int peak);
+/* Makes the current resident memory the peak again (/proc/self/clear_refs). */
+void worker_reset_peak(void);
+/* What a step reports as its stage's peak memory: the process's peak
+ * since the job was loaded less what it held before (CPU devices; 0 on
+ * others, whose memory is not the process's). */
+uint64_t worker_job_peak(const worker *w, const job *j);
 int64_t worker_mono_ms(void);
 
 /* Called with mu held: closes *s (sc_dp_close) and sets it NULL, timing

@@ -29,6 +29,23 @@ sc_err sc_backend_open(sc_backend **out, const char *device, int threads)
 	return sc_errf(SC_EINVAL, "unknown device '%s': expected cpu or cuda:N", device);
 }
 
+sc_err sc_backend_attention_sizes_of(const char *device, const sc_attn_shape *s, size_t *state,
+				     size_t *scratch)
+{
+	*state = *scratch = 0;
+	if (!device || !strcmp(device, "cpu")) {
+		/* attention_cpu.c: the (B, NH, T, T) probabilities, kept and scratch */
+		*state = *scratch = (size_t)s->B * s->NH * s->T * s->T;
+		return SC_OK;
+	}
+	if (!strncmp(device, "cuda", 4)) {
+		/* attention_cuda.cu: one softmax statistic per row and head */
+		*state = *scratch = (size_t)s->B * s->NH * s->T;
+		return SC_OK;
+	}
+	return sc_errf(SC_EINVAL, "unknown device '%s': expected cpu or cuda:N", device);
+}
+
 void sc_backend_free(sc_backend *be)
 {
 	if (be)

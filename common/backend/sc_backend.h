@@ -249,6 +249,11 @@ struct sc_backend {
  * a build without CUDA, or absent at run time, gives SC_ENODEV. */
 sc_err sc_backend_open(sc_backend **out, const char *device, int threads);
 
+/* The attention_sizes of a backend of kind device ("cpu", "cuda[:N]"),
+ * without opening one (for planning memory); the shape is not checked. */
+sc_err sc_backend_attention_sizes_of(const char *device, const sc_attn_shape *s, size_t *state,
+				     size_t *scratch);
+
 /* Releases be. Accepts NULL. */
 void sc_backend_free(sc_backend *be);
 

@@ -145,4 +145,21 @@ sc_err sc_segment_infer(sc_segment *seg, int pos0, int n, const void *in, float 
 /* Bytes of device memory the segment holds (base, LoRA, optimizer, acts). */
 size_t sc_segment_device_bytes(const sc_segment *seg);
 
+/* The device memory of a segment, by group. */
+typedef struct sc_segment_bytes {
+	size_t base;    /* frozen weights, as stored (quantized or not) */
+	size_t lora;    /* adapters, and for training their gradients and AdamW moments */
+	size_t acts;    /* every slot's saved activations */
+	size_t scratch; /* backward buffers, gemm_q tiles */
+	size_t kv;      /* generation: the key/value cache */
+	size_t total;   /* the sum: what sc_segment_device_bytes would say */
+} sc_segment_bytes;
+
+/* What sc_segment_new(spec) would allocate on a backend of kind device
+ * ("cpu", "cuda", "cuda:N"), without a backend or any device memory: the
+ * same layout, run dry. For planning (the coordinator places stages by
+ * it). Errors: those of sc_segment_new's checks; SC_EINVAL for an unknown
+ * device. */
+sc_err sc_segment_predict(const sc_segment_spec *spec, const char *device, sc_segment_bytes *out);
+
 #endif

@@ -173,12 +173,19 @@ static void layout_scratch(sc_segment *seg, arena *a)
 }
 
 /* Measures a layout, allocates it, and lays it out for real. */
+/* Lays out one allocation with fn: sizes it, allocates it (not in a dry
+ * run: seg->be NULL), then lays it out for real. *counted (may be NULL)
+ * receives its bytes as well as seg->device_bytes. */
 static sc_err alloc_laid_out(sc_segment *seg, void **mem, void (*fn)(sc_segment *, void *, arena *),
-			     void *arg)
+			     void *arg, size_t *counted)
 {
 	arena a = { NULL, 0 };
 	fn(seg, arg, &a);
 	seg->device_bytes += a.used * sizeof(float);
+	if (counted)
+		*counted += a.used * sizeof(float);
+	if (!seg->be)
+		return SC_OK;
 	SC_TRY(seg->be->ops->alloc(seg->be, mem, a.used * sizeof(float)));
 	a.base = *mem;
 	a.used = 0;
@@ -259,7 +266,7 @@ static sc_err quant_setup(sc_segment *seg)
 	for (int p = 0; p < seg->fam->n_layer_params; p++) {
 		if (seg_quant_target(seg, &lp[p]) < 0)
 			continue;
-		if (!sc_backend_has_gemm_q(seg->be))
+		if (seg->be && !sc_backend_has_gemm_q(seg->be))
 			return sc_errf(
 			    SC_ENOTSUP,
 			    "'%s' is quantized (%s): quantized base weights need the CPU "
@@ -307,8 +314,13 @@ static size_t layout_lora(sc_segment *seg)
 	return off;
 }
 
-sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *spec)
+/* sc_segment_new, or its dry run (be NULL): everything laid out and counted
+ * in seg->device_bytes (by group in *bytes, may be NULL), no device memory
+ * allocated; attn gives the attention sizes then (state, scratch floats). */
+static sc_err build(sc_segment **out, sc_backend *be, const sc_segment_spec *spec,
+		    const size_t *attn, sc_segment_bytes *bytes)
 {
+	sc_segment_bytes by = { 0 };
 	sc_segment *seg;
 	sc_err rc;
 
@@ -348,6 +360,10 @@ sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *s
 			goto fail;
 		}
 		rc = SC_OK;
+	} else if (!be) {
+		seg->attn_state = attn[0];
+		seg->attn_scratch = attn[1];
+		rc = SC_OK;
 	} else {
 		rc =
 		    BE_CALL(seg, attention_sizes, &seg->attn, &seg->attn_state, &seg->attn_scratch);
@@ -356,16 +372,17 @@ sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *s
 		rc = sc_errf(SC_EINVAL,
 			     "micro-batch %dx%d needs %zu floats of attention state on %s, too "
 			     "many for one buffer; use more micro-batches of fewer rows",
-			     spec->B, spec->T, seg->attn_state, seg->be->name);
+			     spec->B, spec->T, seg->attn_state, be ? be->name : "this device");
 	if (rc != SC_OK)
 		goto fail;
 	for (int g = 0; g < (spec->kv_positions ? 1 : 4); g++) {
 		seg->device_bytes += seg->lora_floats * sizeof(float);
-		if ((rc = BE_CALL(seg, alloc, (void **)&seg->group[g],
-				  seg->lora_floats * sizeof(float))))
+		by.lora += seg->lora_floats * sizeof(float);
+		if (be && (rc = BE_CALL(seg, alloc, (void **)&seg->group[g],
+					seg->lora_floats * sizeof(float))))
 			goto fail;
 	}
-	if ((rc = alloc_laid_out(seg, &seg->base_mem, base_fn, NULL)))
+	if ((rc = alloc_laid_out(seg, &seg->base_mem, base_fn, NULL, &by.base)))
 		goto fail;
 	for (int i = 0; i < spec->slots; i++) {
 		slot *s = &seg->slots[i];
@@ -374,13 +391,16 @@ sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *s
 			rc = sc_errf(SC_ENOMEM, "out of memory");
 			goto fail;
 		}
-		if ((rc = alloc_laid_out(seg, &s->mem, slot_fn, s)))
+		if ((rc = alloc_laid_out(seg, &s->mem, slot_fn, s, &by.acts)))
 			goto fail;
 	}
-	if ((rc = alloc_laid_out(seg, &seg->scratch_mem, scratch_fn, NULL)))
+	if ((rc = alloc_laid_out(seg, &seg->scratch_mem, scratch_fn, NULL, &by.scratch)))
 		goto fail;
-	if (spec->kv_positions && (rc = alloc_laid_out(seg, &seg->kv_mem, kv_fn, NULL)))
+	if (spec->kv_positions && (rc = alloc_laid_out(seg, &seg->kv_mem, kv_fn, NULL, &by.kv)))
 		goto fail;
+	by.total = seg->device_bytes;
+	if (bytes)
+		*bytes = by;
 	*out = seg;
 	return SC_OK;
 fail:
@@ -388,19 +408,48 @@ fail:
 	return sc_err_wrap(rc, "segment [%d, %d)", spec->first, spec->last);
 }
 
+sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *spec)
+{
+	return build(out, be, spec, NULL, NULL);
+}
+
+sc_err sc_segment_predict(const sc_segment_spec *spec, const char *device, sc_segment_bytes *out)
+{
+	sc_segment *seg = NULL;
+	sc_attn_shape sh = { .B = spec->B,
+			     .T = spec->T,
+			     .NH = spec->model.n_head,
+			     .NKV = spec->model.n_kv_head,
+			     .hs = spec->model.head_dim,
+			     .window = spec->model.sliding_window };
+	size_t attn[2] = { 0, 0 };
+	sc_err rc;
+
+	memset(out, 0, sizeof(*out));
+	SC_TRY(validate_spec(spec));
+	if (!spec->kv_positions)
+		SC_TRY(sc_backend_attention_sizes_of(device, &sh, &attn[0], &attn[1]));
+	rc = build(&seg, NULL, spec, attn, out);
+	sc_segment_free(seg);
+	return rc;
+}
+
 void sc_segment_free(sc_segment *seg)
 {
 	if (!seg)
 		return;
-	for (int g = 0; g < 4; g++)
+	for (int g = 0; seg->be && g < 4; g++)
 		BE_CALL(seg, free_buf, seg->group[g]);
-	seg->be->ops->free_buf(seg->be, seg->base_mem);
-	seg->be->ops->free_buf(seg->be, seg->scratch_mem);
-	seg->be->ops->free_buf(seg->be, seg->kv_mem);
+	if (seg->be) { /* else a dry run: nothing allocated on a device */
+		seg->be->ops->free_buf(seg->be, seg->base_mem);
+		seg->be->ops->free_buf(seg->be, seg->scratch_mem);
+		seg->be->ops->free_buf(seg->be, seg->kv_mem);
+	}
 	free(seg->kc);
 	free(seg->vc);
 	for (int i = 0; seg->slots && i < seg->spec.slots; i++) {
-		seg->be->ops->free_buf(seg->be, seg->slots[i].mem);
+		if (seg->be)
+			seg->be->ops->free_buf(seg->be, seg->slots[i].mem);
 		free(seg->slots[i].layers);
 	}
 	free(seg->slots);

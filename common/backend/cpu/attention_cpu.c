@@ -149,8 +149,7 @@ sc_err sc_cpu_attention_sizes(sc_backend *be, const sc_attn_shape *s, size_t *st
 {
 	*state = *scratch = 0;
 	SC_TRY(check_shape(s));
-	*state = *scratch = (size_t)s->B * s->NH * s->T * s->T;
-	return SC_OK;
+	return sc_backend_attention_sizes_of("cpu", s, state, scratch); /* one formula */
 }
 
 sc_err sc_cpu_attention_forward(sc_backend *be, float *out, float *att, const float *qkv,

@@ -400,8 +400,7 @@ sc_err sc_cuda_attention_sizes(sc_backend *be, const sc_attn_shape *s, size_t *s
 {
 	*state = *scratch = 0;
 	SC_TRY(sc_cuda_attn_check("attention", s));
-	*state = *scratch = (size_t)s->B * s->NH * s->T;
-	return SC_OK;
+	return sc_backend_attention_sizes_of("cuda", s, state, scratch); /* one formula */
 }
 
 sc_err sc_cuda_attention_forward(sc_backend *be, float *out, float *lse, const float *qkv,
