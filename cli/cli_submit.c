@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli_conn.h"
+#include "sc_units.h"
 #include "sc_wire.h"
 
 static const char submit_help[] =
@@ -21,17 +22,31 @@ static const char submit_help[] =
     "                       {\"prompt\", \"completion\"}: loss on the completion) (required)\n"
     "  --name NAME          a label for the job\n"
     "  --stages N           workers in the chain                              (default 2)\n"
+    "  --split RANGES       the stages' layers instead of the planner's cuts, e.g.\n"
+    "                       0-7,8-15,16-23 (one range a stage, inclusive)\n"
+    "  --workers A,B,C      the workers by name, in chain order, instead of the\n"
+    "                       fastest free ones (the job waits for them to be free)\n"
+    "                       Both are checked against the workers' memory.\n"
     "  --schedule S         1f1b or gpipe                                     (default 1f1b)\n"
     "  --checkpoint-every N checkpoint every N steps (and at the end)         (default 10)\n";
+
+enum { OPT_SPLIT = 3001, OPT_WORKERS }; /* beside the shared options' codes (cli.h) */
 
 int cli_submit(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "model", 1, 0, 'm' },    { "data", 1, 0, 'd' },
-		{ "name", 1, 0, 'N' },     { "stages", 1, 0, 'S' },
-		{ "schedule", 1, 0, 'G' }, { "checkpoint-every", 1, 0, 'K' },
-		CLI_TRAIN_OPTIONS,         CLI_DATA_OPTIONS,
-		CLI_CONN_OPTIONS,          { 0, 0, 0, 0 },
+		{ "model", 1, 0, 'm' },
+		{ "data", 1, 0, 'd' },
+		{ "name", 1, 0, 'N' },
+		{ "stages", 1, 0, 'S' },
+		{ "schedule", 1, 0, 'G' },
+		{ "checkpoint-every", 1, 0, 'K' },
+		{ "split", 1, 0, OPT_SPLIT },
+		{ "workers", 1, 0, OPT_WORKERS },
+		CLI_TRAIN_OPTIONS,
+		CLI_DATA_OPTIONS,
+		CLI_CONN_OPTIONS,
+		{ 0, 0, 0, 0 },
 	};
 	const char *cmd = "submit", *model = NULL, *data = NULL, *name = "", *targets;
 	char model_abs[PATH_MAX], data_abs[PATH_MAX], tok_abs[PATH_MAX], eval_abs[PATH_MAX];
@@ -44,7 +59,11 @@ int cli_submit(int argc, char **argv)
 	sc_train_config tc;
 	cli_conn co;
 	long stages = 2, every = 10;
-	int c, ret, schedule = SPLITCHAIN__SCHEDULE__SCHEDULE_1F1B;
+	int c, ret, schedule = SPLITCHAIN__SCHEDULE__SCHEDULE_1F1B, stages_given = 0;
+	const char *split = NULL;
+	static char workers_list[8192]; /* the names, cut at the commas */
+	char *workers[256];
+	int bounds[257], n_split = 0, n_workers = 0;
 
 	cli_conn_defaults(&co);
 	cli_train_defaults(&lc, &tc, &targets);
@@ -56,7 +75,33 @@ int cli_submit(int argc, char **argv)
 		case 'm': model = optarg; break;
 		case 'd': data = optarg; break;
 		case 'N': name = optarg; break;
-		case 'S': bad = cli_int(cmd, "--stages", optarg, 1, 256, &stages); break;
+		case 'S':
+			bad = cli_int(cmd, "--stages", optarg, 1, 256, &stages);
+			stages_given = 1;
+			break;
+		case OPT_SPLIT:
+			if (sc_parse_split(optarg, bounds, 256, &n_split))
+				return cli_usage(cmd, "--split: %s", sc_err_detail());
+			split = optarg;
+			break;
+		case OPT_WORKERS:
+			if (strlen(optarg) >= sizeof(workers_list))
+				return cli_usage(cmd, "--workers: the list is too long");
+			snprintf(workers_list, sizeof(workers_list), "%s", optarg);
+			n_workers = 0;
+			for (char *save = NULL, *t = strtok_r(workers_list, ",", &save); t;
+			     t = strtok_r(NULL, ",", &save)) {
+				for (int k = 0; k < n_workers; k++)
+					if (!strcmp(workers[k], t))
+						return cli_usage(cmd, "--workers names '%s' twice",
+								 t);
+				if (n_workers == 256)
+					return cli_usage(cmd, "--workers: at most 256 names");
+				workers[n_workers++] = t;
+			}
+			if (!n_workers)
+				return cli_usage(cmd, "--workers expects names, e.g. a,b,c");
+			break;
 		case 'K':
 			bad = cli_int(cmd, "--checkpoint-every", optarg, 1, 100000000, &every);
 			break;
@@ -92,6 +137,15 @@ int cli_submit(int argc, char **argv)
 		return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
 	if (!model || !data)
 		return cli_usage(cmd, "--model DIR and --data FILE are required");
+	/* --split and --workers say how many stages; --stages must agree. */
+	long implied = n_split ? n_split : n_workers;
+	if (n_split && n_workers && n_split != n_workers)
+		return cli_usage(cmd, "--split gives %d stages, --workers %d", n_split, n_workers);
+	if (implied && stages_given && stages != implied)
+		return cli_usage(cmd, "--stages %ld, but --%s gives %ld", stages,
+				 n_split ? "split" : "workers", implied);
+	if (implied)
+		stages = implied;
 	if (cli_data_finish(cmd, &dat))
 		return CLI_USAGE;
 	if (cli_train_finish(cmd, &lc, &tc))
@@ -133,6 +187,9 @@ int cli_submit(int argc, char **argv)
 	req.lora = &lora;
 	req.train = &train;
 	req.stages = (uint32_t)stages;
+	req.split = (char *)(split ? split : "");
+	req.n_workers = (size_t)n_workers;
+	req.workers = workers;
 	req.schedule = schedule;
 	req.checkpoint_every = (uint32_t)every;
 	ret = cli_call(cmd, &co, "Coordinator.Submit", &req.base,

@@ -118,9 +118,11 @@ int coord_start_job(coord *c, sc_db_job *job, live_worker *const *w, int n);
 void coord_fastest(live_worker **w, int n, int k);
 /* SC_ERANGE (the detail says what each stage needs against what its worker
  * has) when the job of spec (model config mc, training tc) cannot fit the
- * memory of the live workers the scheduler would give it; SC_OK when it
- * fits, or there are too few live workers to judge (the placement checks
- * again). Takes c->mu. */
+ * memory of the live workers the scheduler would give it (or the ones
+ * --workers names); SC_ENOENT when it names a worker never registered;
+ * SC_EINVAL when its --split cannot be placed; SC_OK when it fits, or
+ * there are too few live workers to judge (the placement checks again).
+ * Takes c->mu. */
 sc_err coord_fit_check(coord *c, Splitchain__SubmitRequest *spec, const sc_model_config *mc,
 		       const sc_train_config *tc);
 

@@ -19,6 +19,7 @@
 #include "sc_dataset.h"
 #include "sc_rpc_pb.h"
 #include "sc_train.h"
+#include "sc_units.h"
 #include "sc_wire.h"
 #include "splitchain.pb-c.h"
 #include "stage_mem.h"
@@ -148,8 +149,20 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 			     .gpipe = r->spec->schedule == SPLITCHAIN__SCHEDULE__SCHEDULE_GPIPE,
 			     .wire = r->tc.wire };
 	int planned_mem = sc_train_base_format(&mem.mc, &r->tc) == SC_OK;
-	sc_place_net net = { links, (double)hop, r->tc.micro_batches,
-			     planned_mem ? sc_stage_mem_bytes : NULL, &mem };
+	int bounds[MAX_STAGES + 1], nb = 0;
+	if (r->spec->split && r->spec->split[0] &&
+	    (sc_parse_split(r->spec->split, bounds, MAX_STAGES, &nb) || nb != r->n)) {
+		free(links);
+		return sc_errf(SC_EINVAL, "--split '%s' does not give %d stages", r->spec->split,
+			       r->n);
+	}
+	sc_place_net net = { .links = links,
+			     .hop_bytes = (double)hop,
+			     .messages = r->tc.micro_batches,
+			     .mem = planned_mem ? sc_stage_mem_bytes : NULL,
+			     .mem_arg = &mem,
+			     .bounds = nb ? bounds : NULL,
+			     .keep_order = r->spec->n_workers > 0 };
 	for (int i = 0; i < r->n; i++)
 		pw[i] = (sc_place_worker){ (uint64_t)r->st[i].worker_id,
 					   r->st[i].gflops * shared_cpus(r, i), usable_memory(r, i),
@@ -177,12 +190,28 @@ sc_err coord_fit_check(coord *c, Splitchain__SubmitRequest *spec, const sc_model
 	if (S < 1 || S > MAX_STAGES || !(r = calloc(1, sizeof(*r))))
 		return SC_OK; /* the scheduler says what is wrong */
 	pthread_mutex_lock(&c->mu);
-	for (int i = 0; i < c->nworkers && n < 1024; i++)
+	for (size_t k = 0; k < spec->n_workers; k++) { /* --workers: those, in order */
+		live_worker *found = NULL;
+		for (int i = 0; i < c->nworkers && !found; i++)
+			if (!strcmp(c->workers[i].name, spec->workers[k]))
+				found = &c->workers[i];
+		if (!found) {
+			pthread_mutex_unlock(&c->mu);
+			free(r);
+			return sc_errf(SC_ENOENT,
+				       "--workers: no worker named '%s' has registered with this "
+				       "coordinator",
+				       spec->workers[k]);
+		}
+		alive[n++] = found;
+	}
+	for (int i = 0; !spec->n_workers && i < c->nworkers && n < 1024; i++)
 		if (c->workers[i].last_seen_ms > 0 &&
 		    now - c->workers[i].last_seen_ms <= c->lost_after_ms)
 			alive[n++] = &c->workers[i];
 	if (n >= S) {
-		coord_fastest(alive, n, S); /* as the scheduler will take them */
+		if (!spec->n_workers)
+			coord_fastest(alive, n, S); /* as the scheduler will take them */
 		for (int i = 0; i < S; i++)
 			stage_of(&r->st[i], alive[i]);
 	}
@@ -198,7 +227,7 @@ sc_err coord_fit_check(coord *c, Splitchain__SubmitRequest *spec, const sc_model
 	r->tc = *tc;
 	rc = plan(r, ps, reason, sizeof(reason));
 	free(r);
-	return rc == SC_ERANGE ? rc : SC_OK;
+	return rc == SC_ERANGE || rc == SC_EINVAL ? rc : SC_OK;
 }
 
 /* Places the layers on the reserved workers, in the order and with the cuts

@@ -12,6 +12,7 @@
 #include "sc_lora.h"
 #include "sc_rpc_pb.h"
 #include "sc_train.h"
+#include "sc_units.h"
 #include "sc_weights.h"
 #include "sc_wire.h"
 #include "splitchain.pb-c.h"
@@ -244,6 +245,41 @@ static int check_submit(coord *c, Splitchain__SubmitRequest *r, sc_model_config 
 				 mc->n_layer, mc->n_layer);
 		return 1;
 	}
+	if (nonempty(r->split)) {       /* the planner's cuts, overridden */
+		int bounds[257], n = 0; /* MAX_STAGES (coord_run.h) + 1 */
+		if (sc_parse_split(r->split, bounds, 256, &n)) {
+			sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "--split: %s",
+					 sc_err_detail());
+			return 1;
+		}
+		if (n != (int)r->stages || bounds[n] != mc->n_layer) {
+			sc_rpc_reply_err(
+			    rep, SC_STATUS_INVALID_ARGUMENT,
+			    "--split '%s' gives %d stages over layers 0-%d; the job has "
+			    "%u stages and the model %d layers (0-%d)",
+			    r->split, n, bounds[n] - 1, r->stages, mc->n_layer, mc->n_layer - 1);
+			return 1;
+		}
+	}
+	if (r->n_workers && r->n_workers != r->stages) { /* the planner's workers, overridden */
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "--workers names %zu workers for %u stages", r->n_workers,
+				 r->stages);
+		return 1;
+	}
+	for (size_t i = 0; i < r->n_workers; i++) {
+		if (!nonempty(r->workers[i]) || strlen(r->workers[i]) >= 128) {
+			sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+					 "--workers: a name of 1 to 127 characters");
+			return 1;
+		}
+		for (size_t k = 0; k < i; k++)
+			if (!strcmp(r->workers[k], r->workers[i])) {
+				sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+						 "--workers names '%s' twice", r->workers[i]);
+				return 1;
+			}
+	}
 	if (r->checkpoint_every < 1) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
 				 "checkpoint interval must be >= 1");
@@ -297,8 +333,13 @@ static int check_submit(coord *c, Splitchain__SubmitRequest *r, sc_model_config 
 	}
 	/* A job that cannot fit the workers' memory is refused now, with the
 	 * numbers, not started to be killed for memory. */
-	if (coord_fit_check(c, r, mc, &tc) == SC_ERANGE) {
-		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "%s", sc_err_detail());
+	sc_err fit = coord_fit_check(c, r, mc, &tc);
+	if (fit != SC_OK) {
+		sc_rpc_reply_err(rep,
+				 fit == SC_ERANGE   ? SC_STATUS_RESOURCE_EXHAUSTED
+				 : fit == SC_ENOENT ? SC_STATUS_NOT_FOUND
+						    : SC_STATUS_INVALID_ARGUMENT,
+				 "%s", sc_err_detail());
 		return 1;
 	}
 	return 0;

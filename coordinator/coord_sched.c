@@ -24,13 +24,45 @@ static int by_id(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Called with mu held: starts job on the fastest free live workers, if
- * enough are free. Returns 1 when started (the runner owns job). */
+/* Called with mu held: the workers job names (submit --workers), in chain
+ * order, into w when every one is free; returns how many it names (0: any
+ * workers will do), or -1 while one of them is busy, lost or unknown. */
+static int named_workers(coord *c, const sc_db_job *job, int64_t now, live_worker **w)
+{
+	Splitchain__SubmitRequest *r =
+	    splitchain__submit_request__unpack(NULL, job->spec_len, job->spec);
+	int n = 0;
+	if (!r)
+		return 0; /* the runner reports the spec as unreadable */
+	for (size_t i = 0; i < r->n_workers && n >= 0; i++) {
+		live_worker *found = NULL;
+		for (int k = 0; k < c->nworkers && !found; k++)
+			if (!strcmp(c->workers[k].name, r->workers[i]))
+				found = &c->workers[k];
+		if (!found || found->job || found->held_job || found->last_seen_ms <= 0 ||
+		    now - found->last_seen_ms > c->lost_after_ms)
+			n = -1;
+		else
+			w[n++] = found;
+	}
+	splitchain__submit_request__free_unpacked(r, NULL);
+	return n;
+}
+
+/* Called with mu held: starts job on the fastest free live workers (or
+ * the ones it names), if enough are free. Returns 1 when started (the
+ * runner owns job). */
 static int try_start(coord *c, sc_db_job *job)
 {
 	live_worker *freew[1024];
 	int nfree = 0, S = (int)job->stages;
 	int64_t now = coord_now_ms();
+	int named = named_workers(c, job, now, freew);
+
+	if (named < 0)
+		return 0; /* waits for the workers it names */
+	if (named > 0)
+		return named == S && coord_start_job(c, job, freew, S);
 
 	/* Free: alive, reserved by no runner, and holding nothing — a worker
 	 * still holding an older placement is fenced first (coord_rpc.c). */

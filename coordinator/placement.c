@@ -126,6 +126,9 @@ static double balance(plan *p, const int *o)
 				double prev = p->best[(s - 1) * (L + 1) + a], t, m;
 				if (prev == DBL_MAX || !fits(p, s - 1, a, l, o[s - 1]))
 					continue;
+				if (p->net && p->net->bounds && /* given cuts: only those */
+				    (p->net->bounds[s - 1] != a || p->net->bounds[s] != l))
+					continue;
 				t = compute_s(p, s - 1, l - a, o[s - 1]);
 				/* A stage's sends overlap its compute. */
 				if (p->xfer[s - 1] > t)
@@ -305,9 +308,10 @@ static void explain(const plan *p, const int *o, const char *how, int kept, long
 		return;
 	buf[0] = '\0';
 	add(buf, size, &used,
-	    "min-max balance of %d layers (%.2f GFLOP each, head %.2f GFLOP on the last stage) "
+	    "%s %d layers (%.2f GFLOP each, head %.2f GFLOP on the last stage) "
 	    "over the %d fastest of %d workers, chain",
-	    p->L, p->lg, p->hg, p->S, p->nw);
+	    p->net && p->net->bounds ? "the given split (--split) of" : "min-max balance of", p->L,
+	    p->lg, p->hg, p->S, p->nw);
 	for (int s = 0; s < p->S; s++)
 		add(buf, size, &used, "%s%llu", s ? "->" : " ", (unsigned long long)p->w[o[s]].id);
 	add(buf, size, &used, " (%s", how);
@@ -402,7 +406,8 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 	int *ints = NULL, *cand, *order, *best_o, *perm, *o;
 	int L = n_layer, S = stages;
 	plan p = { w, nw, S, L, layer_gflop, head_gflop, net, NULL, NULL, NULL, NULL };
-	const char *how = "the given order";
+	const char *how =
+	    net && net->keep_order ? "the order given (--workers)" : "the given order";
 	long tried = 1;
 	int kept = 0;
 	double given, best, slowest, path;
@@ -411,6 +416,13 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 	if (S < 1 || S > nw || S > L)
 		return sc_errf(SC_EINVAL, "cannot place %d stages on %d workers for %d layers", S,
 			       nw, L);
+	for (int s = 0; net && net->bounds && s < S; s++)
+		if (net->bounds[0] != 0 || net->bounds[s + 1] <= net->bounds[s] ||
+		    net->bounds[S] != L)
+			return sc_errf(SC_EINVAL,
+				       "the given layer split does not cut %d layers into %d "
+				       "non-empty ranges from layer 0",
+				       L, S);
 	pick = malloc((size_t)nw * sizeof(*pick));
 	ints = malloc((size_t)S * 5 * sizeof(*ints));
 	p.best = malloc((size_t)(S + 1) * (L + 1) * sizeof(double));
@@ -451,8 +463,8 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 	given = evaluate(&p, cand);
 	/* Orders are searched for the links, and for memory: another order
 	 * may put a stage with more to hold on a larger worker, and so keep
-	 * the cuts compute would choose. */
-	if ((counts_links(&p) || p.need) && S > 1) {
+	 * the cuts compute would choose. Not when the order is given. */
+	if ((counts_links(&p) || p.need) && S > 1 && !(net && net->keep_order)) {
 		tried = 0;
 		if (S <= SC_PLACE_EXHAUSTIVE_MAX) {
 			best = search_all(&p, cand, best_o, perm, o, &tried);

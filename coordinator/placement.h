@@ -72,6 +72,13 @@ typedef struct sc_place_net {
 	 * where mem(...) <= its mem_bytes (when that is > 0). */
 	sc_place_mem_fn mem;
 	void *mem_arg;
+	/* Overrides (splitchain submit --split, --workers): the cuts, NULL or
+	 * stages + 1 layer bounds 0 = bounds[0] < ... < bounds[stages] = n_layer
+	 * (stage s holds [bounds[s], bounds[s + 1])); and keep_order nonzero:
+	 * the workers' given order, not searched. Memory is checked all the
+	 * same: SC_ERANGE when the given cuts do not fit. */
+	const int *bounds;
+	int keep_order;
 } sc_place_net;
 
 typedef struct sc_place_stage {

@@ -14,6 +14,7 @@
 #include "sc_lora.h"
 #include "sc_quant.h"
 #include "sc_segment.h"
+#include "sc_units.h"
 #include "testutil.h"
 
 enum { L = 4 };
@@ -145,12 +146,44 @@ static void device_kinds(void **state)
 	SC_ASSERT_ERR(sc_segment_predict(&sp, "cpu", &c), SC_EINVAL);
 }
 
+/* The sizes and layer splits people write. */
+static void sizes_and_splits_parse(void **state)
+{
+	(void)state;
+	uint64_t v;
+	int b[5], n;
+	SC_ASSERT_OK(sc_parse_bytes("512", &v));
+	assert_true(v == 512);
+	SC_ASSERT_OK(sc_parse_bytes("2G", &v));
+	assert_true(v == 2ull << 30);
+	SC_ASSERT_OK(sc_parse_bytes("1.5GiB", &v));
+	assert_true(v == 3ull << 29);
+	SC_ASSERT_OK(sc_parse_bytes("64k", &v));
+	assert_true(v == 65536);
+	const char *bad[] = { "", "-1", "12X", "1.5", "G", " 5", "9999999999T", NULL };
+	for (int i = 0; bad[i]; i++)
+		SC_ASSERT_ERR(sc_parse_bytes(bad[i], &v), SC_EINVAL);
+	SC_ASSERT_OK(sc_parse_split("0-7,8-15,16-23", b, 4, &n));
+	assert_int_equal(n, 3);
+	assert_true(b[0] == 0 && b[1] == 8 && b[2] == 16 && b[3] == 24);
+	SC_ASSERT_OK(sc_parse_split("0,1-2", b, 4, &n));
+	assert_true(n == 2 && b[1] == 1 && b[2] == 3);
+	const char *bad_split[] = { "",        "1-3",  "0-3,5-6",
+				    "0-3,3-4", "0-3,", "3-0",
+				    "0-1x",    "a-b",  "0-0,1-1,2-2,3-3,4-4",
+				    NULL };
+	for (int i = 0; bad_split[i]; i++)
+		if (sc_parse_split(bad_split[i], b, 4, &n) != SC_EINVAL)
+			fail_msg("split '%s' accepted", bad_split[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(prediction_is_the_allocation),
 		cmocka_unit_test(affine_in_layers),
 		cmocka_unit_test(device_kinds),
+		cmocka_unit_test(sizes_and_splits_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

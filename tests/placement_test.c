@@ -159,7 +159,7 @@ static void test_compute_only_unchanged(void **state)
 						  trial % 3 ? 1 + 100 * sc_rng_uniform(&rng) : 50,
 						  0, 0 };
 		sc_place_link *ls = links_all(nw, 0.01, 500); /* terrible, but nothing crosses */
-		sc_place_net none = { ls, 0, 4, NULL, NULL };
+		sc_place_net none = { .links = ls, .hop_bytes = 0, .messages = 4 };
 		ref_place(w, nw, S, L, lg, hg, want);
 		SC_ASSERT_OK(sc_place(w, nw, S, L, lg, hg, NULL, out, reason, sizeof(reason)));
 		SC_ASSERT_OK(sc_place(w, nw, S, L, lg, hg, &none, out2, NULL, 0));
@@ -192,7 +192,9 @@ static void test_slow_link_avoided_by_reordering(void **state)
 	char reason[2048];
 	set_link(ls, 3, 0, 1, 5, 20);
 	set_link(ls, 3, 1, 0, 5, 20);
-	sc_place_net net = { ls, 8e6, 4, NULL, NULL }; /* 64 Mbit per hop: 12.8 s at 5 Mbit/s */
+	sc_place_net net = { .links = ls,
+			     .hop_bytes = 8e6,
+			     .messages = 4 }; /* 64 Mbit per hop: 12.8 s at 5 Mbit/s */
 	SC_ASSERT_OK(sc_place(w, 3, 3, 6, 1.0, 0, &net, out, reason, sizeof(reason)));
 	print_message("%s\n", reason);
 	assert_sane(out, 3, 6, 4);
@@ -219,7 +221,9 @@ static void test_link_bound_stage(void **state)
 	sc_place_stage out[2];
 	sc_place_link ls[4] = { { 0, 0 }, { 2.0, 80 }, { 0, 1e6 }, { 0, 0 } };
 	char reason[2048];
-	sc_place_net net = { ls, 7e6, 8, NULL, NULL }; /* 56 Mbit: 0.7 s at 80 Mbit/s */
+	sc_place_net net = { .links = ls,
+			     .hop_bytes = 7e6,
+			     .messages = 8 }; /* 56 Mbit: 0.7 s at 80 Mbit/s */
 	SC_ASSERT_OK(sc_place(w, 2, 2, 10, 1.0, 0, NULL, out, NULL, 0));
 	assert_int_equal(out[0].last, 5); /* compute alone: even */
 	SC_ASSERT_OK(sc_place(w, 2, 2, 10, 1.0, 0, &net, out, reason, sizeof(reason)));
@@ -244,8 +248,10 @@ static void test_pipeline_terms(void **state)
 	(void)state;
 	sc_place_worker w[3] = { { 1, 10, 0, 0 }, { 2, 10, 0, 0 }, { 3, 10, 0, 0 } };
 	sc_place_stage out[3];
-	sc_place_link *ls = links_all(3, 1000, 1.0);   /* 1 ms round trips */
-	sc_place_net net = { ls, 1e6, 4, NULL, NULL }; /* 8 ms a hop-step at 1000 Mbit/s */
+	sc_place_link *ls = links_all(3, 1000, 1.0); /* 1 ms round trips */
+	sc_place_net net = { .links = ls,
+			     .hop_bytes = 1e6,
+			     .messages = 4 }; /* 8 ms a hop-step at 1000 Mbit/s */
 	SC_ASSERT_OK(sc_place(w, 3, 3, 6, 1.0, 0, &net, out, NULL, 0));
 	assert_sane(out, 3, 6, 4);
 	/* 0.2 s a stage; path 0.6 / 4 + 2 hops x 2 x (0.008 / 4 + 0.0005) */
@@ -266,7 +272,7 @@ static void test_default_link_when_unmeasured(void **state)
 	sc_place_worker w[3] = { { 1, 10, 0, 0 }, { 2, 10, 0, 0 }, { 3, 10, 0, 0 } };
 	sc_place_stage out[3];
 	char reason[2048];
-	sc_place_net net = { NULL, 1e6, 4, NULL, NULL };
+	sc_place_net net = { .hop_bytes = 1e6, .messages = 4 };
 	double hop = 8e6 / (SC_PLACE_DEFAULT_MBIT_S * 1e6);
 	SC_ASSERT_OK(sc_place(w, 3, 3, 9, 1.0, 0, &net, out, reason, sizeof(reason)));
 	assert_sane(out, 3, 9, 4);
@@ -309,7 +315,7 @@ static void test_greedy_beyond_exhaustive(void **state)
 	sc_place_link *ls = links_all(N, 1000, 0.2);
 	set_link(ls, N, 3, 4, 2, 50);
 	set_link(ls, N, 4, 3, 2, 50);
-	sc_place_net net = { ls, 4e6, 2, NULL, NULL };
+	sc_place_net net = { .links = ls, .hop_bytes = 4e6, .messages = 2 };
 	SC_ASSERT_OK(sc_place(w, N, N, 2 * N, 1.0, 0.5, &net, out, reason, sizeof(reason)));
 	assert_sane(out, N, 2 * N, 2);
 	if (adjacent(out, N, 3, 4))
@@ -324,7 +330,7 @@ static void test_fastest_chosen(void **state)
 	(void)state;
 	sc_place_worker w[4] = { { 1, 5, 0, 0 }, { 2, 50, 0, 0 }, { 3, 1, 0, 0 }, { 4, 40, 0, 0 } };
 	sc_place_stage out[2];
-	sc_place_net net = { NULL, 1e6, 2, NULL, NULL };
+	sc_place_net net = { .hop_bytes = 1e6, .messages = 2 };
 	SC_ASSERT_OK(sc_place(w, 4, 2, 8, 1.0, 0, &net, out, NULL, 0));
 	assert_true((out[0].worker == 1 && out[1].worker == 3) ||
 		    (out[0].worker == 3 && out[1].worker == 1));
@@ -353,7 +359,7 @@ static void test_memory_bounds_the_cuts(void **state)
 	sc_place_worker w[2] = { { 1, 10, 10 * G, 0 }, { 2, 10, 10 * G, 0 } };
 	sc_place_stage out[2];
 	char reason[2048];
-	sc_place_net net = { NULL, 0, 2, toy_mem, &calls };
+	sc_place_net net = { .hop_bytes = 0, .messages = 2, .mem = toy_mem, .mem_arg = &calls };
 	/* 10 GiB each: the even split fits (10 and 8 GiB). */
 	SC_ASSERT_OK(sc_place(w, 2, 2, 8, 1.0, 0, &net, out, reason, sizeof(reason)));
 	assert_int_equal(out[0].last, 4);
@@ -400,7 +406,7 @@ static void test_memory_reorders(void **state)
 	sc_place_worker w[3] = { { 1, 10, 9 * G, 0 }, { 2, 10, 9 * G, 0 }, { 3, 10, 13 * G, 0 } };
 	sc_place_stage out[3];
 	char reason[2048];
-	sc_place_net net = { NULL, 0, 4, toy_mem, &calls };
+	sc_place_net net = { .hop_bytes = 0, .messages = 4, .mem = toy_mem, .mem_arg = &calls };
 	/* 9 layers, 3 a stage: stage 0 needs 2 + 3 * 2.5 = 9.5 GiB, stage 1
 	 * 3 * 2 = 6, stage 2 2 + 3 * 1.5 = 6.5. */
 	SC_ASSERT_OK(sc_place(w, 3, 3, 9, 1.0, 0, &net, out, reason, sizeof(reason)));

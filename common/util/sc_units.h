@@ -13,4 +13,11 @@
  * else: empty, negative, trailing garbage, over 2^63 bytes. */
 sc_err sc_parse_bytes(const char *text, uint64_t *out);
 
+/* A chain's layer ranges as a user writes them: "0-7,8-15,16-23" (each
+ * range first-last, inclusive; "5" is 5-5), contiguous from layer 0.
+ * bounds[0..*n] = 0, 8, 16, 24 (stage s holds [bounds[s], bounds[s+1]));
+ * at most max ranges (bounds has max + 1 entries). SC_EINVAL naming what is wrong (syntax, a gap or an
+ * overlap, a range that runs backwards, too many). */
+sc_err sc_parse_split(const char *text, int *bounds, int max, int *n);
+
 #endif

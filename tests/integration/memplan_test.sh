@@ -36,6 +36,38 @@ else
 fi
 "$SC" workers --json | grep -q '"memory_reserve_bytes":' && ok "workers --json: memory_reserve_bytes" \
   || bad "workers --json: $("$SC" workers --json)"
+
+# The planner overridden: the cuts and the workers, in chain order.
+job=$("$SC" submit --model wide --data data.txt "${OPTS[@]}" --split 0-0,1-2 \
+      --workers worker-3,worker-1 --name pinned)
+if "$SC" watch "$job" >/dev/null; then
+  got=$(q "select group_concat(w.name || ':' || p.first_layer || '-' || p.last_layer, ' ')
+           from placements p join workers w on w.id = p.worker_id
+           where p.job_id = $job order by p.stage")
+  [ "$got" = "worker-3:0-1 worker-1:1-3" ] && ok "--split 0-0,1-2 --workers worker-3,worker-1: $got" \
+    || bad "pinned placement: $got"
+  q "select reason from placements where job_id = $job and stage = 0" |
+    grep -q "the given split (--split).*the order given (--workers)" \
+    && ok "the reason says the split and the order were given" \
+    || bad "pinned reason: $(q "select reason from placements where job_id = $job and stage = 0")"
+else
+  bad "pinned job $job ended $(state "$job")"
+fi
+expect_refused() { # NAME WANT_TEXT ARGS...: submit fails, saying WANT_TEXT
+  local name=$1 want=$2
+  shift 2
+  if "$SC" submit --model wide --data data.txt "${OPTS[@]}" "$@" > out.txt 2> err.txt; then
+    bad "$name: accepted"
+  else
+    grep -q -- "$want" err.txt && ok "$name: refused ($(head -c 160 err.txt))" \
+      || bad "$name: $(cat err.txt)"
+  fi
+}
+expect_refused "--split with a gap" "must follow each other" --split 0-0,2-2
+expect_refused "--split short of the model" "gives 2 stages over layers 0-1" --split 0-0,1-1
+expect_refused "--split and --stages disagree" "but --split gives 2" --stages 3 --split 0-0,1-2
+expect_refused "--workers unknown" "no worker named 'nobody'" --workers nobody,worker-1
+expect_refused "--workers twice" "names 'worker-1' twice" --workers worker-1,worker-1
 "$ROOT/deploy/launch.sh" stop cluster >/dev/null
 
 # Workers that keep all but a sliver back: refused at submit, nothing queued.
