@@ -26,6 +26,7 @@ static const char usage_text[] =
     "  workers      list registered workers\n"
     "  links        the measured links between workers (RTT, bandwidth)\n"
     "  export JOB   write the latest checkpoint's adapter (PEFT format)\n"
+    "  models       register models with the coordinator (add, list, show, rm)\n"
     "\n"
     "local commands:\n"
     "  finetune     fine-tune LoRA adapters in this process and export them (PEFT format)\n"
@@ -110,17 +111,7 @@ const char cli_train_help[] =
     "                       fp16, int8 or int4 (per-token scales, stochastic rounding\n"
     "                       seeded by --seed, error feedback on gradients); finetune\n"
     "                       --stages N applies it at its cuts too        (default fp32)\n"
-    "frozen base:\n"
-    "  --base-quant Q       hold the frozen projections as none (the model directory's\n"
-    "                       own format), int8 (one scale per output channel) or nf4\n"
-    "                       (QLoRA's 4-bit NormalFloat, blocks of 64), quantized in\n"
-    "                       memory as each stage loads its layers; a model quantized\n"
-    "                       by 'splitchain quantize' needs none or its own format\n"
-    "                                                                         (default none)\n"
-    "  --double-quant       with --base-quant nf4: quantize the block scales too\n"
-    "  --precision P        fp32, or bf16: the frozen projections stored bf16 (unless\n"
-    "                       int8 or nf4); adapters, optimizer state, norms, softmax\n"
-    "                       and the loss stay fp32                       (default fp32)\n";
+    "frozen base:\n" CLI_BASE_HELP;
 
 const char cli_data_help[] =
     "data:\n"
@@ -280,6 +271,7 @@ int main(int argc, char **argv)
 		{ "generate", cli_generate }, { "make-model", cli_make_model },
 		{ "tokenize", cli_tokenize }, { "detokenize", cli_detokenize },
 		{ "links", cli_links },       { "quantize", cli_quantize },
+		{ "models", cli_models },
 	};
 
 	if (argc < 2) {

@@ -56,13 +56,31 @@ enum {
 	    { "steps", 1, 0, 'n' }, { "batch", 1, 0, 'b' }, { "seq", 1, 0, 'T' },                  \
 	    { "micro", 1, 0, 'u' }, { "lr", 1, 0, 'l' }, { "min-lr", 1, 0, 'L' },                  \
 	    { "warmup", 1, 0, 'w' }, { "weight-decay", 1, 0, 'W' }, { "clip", 1, 0, 'c' },         \
-	    { "seed", 1, 0, 's' }, { "wire", 1, 0, CLI_OPT_WIRE },                                 \
-	    { "base-quant", 1, 0, CLI_OPT_BASE_QUANT },                                            \
-	    { "double-quant", 0, 0, CLI_OPT_DOUBLE_QUANT },                                        \
-	    { "precision", 1, 0, CLI_OPT_PRECISION },                                              \
+	    { "seed", 1, 0, 's' }, { "wire", 1, 0, CLI_OPT_WIRE }, CLI_BASE_OPTIONS,               \
 	{                                                                                          \
 		"tf32", 0, 0, CLI_OPT_TF32                                                         \
 	}
+/* The frozen-base options alone (--base-quant, --double-quant, --precision),
+ * for generate: cli_train_option handles them, cli_train_finish checks them;
+ * CLI_BASE_HELP is their help text, part of cli_train_help. */
+#define CLI_BASE_OPTIONS                                                                           \
+	{ "base-quant", 1, 0, CLI_OPT_BASE_QUANT },                                                \
+	    { "double-quant", 0, 0, CLI_OPT_DOUBLE_QUANT },                                        \
+	{                                                                                          \
+		"precision", 1, 0, CLI_OPT_PRECISION                                               \
+	}
+#define CLI_BASE_HELP                                                                              \
+	"  --base-quant Q       hold the frozen projections as none (the model directory's\n"      \
+	"                       own format), int8 (one scale per output channel) or nf4\n"         \
+	"                       (QLoRA's 4-bit NormalFloat, blocks of 64), quantized in\n"         \
+	"                       memory as each stage loads its layers; a model quantized\n"        \
+	"                       by 'splitchain quantize' needs none or its own format\n"           \
+	"                                                                  (default none)\n"       \
+	"  --double-quant       with --base-quant nf4: quantize the block scales too\n"            \
+	"  --precision P        fp32, or bf16: the frozen projections (unless int8 or nf4),\n"     \
+	"                       the token embedding and the LM head stored bf16, their\n"          \
+	"                       GEMMs bf16; adapters, optimizer state, norms, softmax and\n"       \
+	"                       the loss stay fp32                           (default fp32)\n"
 extern const char cli_train_help[];
 /* Defaults; *targets = "all". The targets stay a list of names until the
  * model (and so its family) is known: cli_train_targets resolves them. */
@@ -118,6 +136,7 @@ int cli_watch(int argc, char **argv);
 int cli_cancel(int argc, char **argv);
 int cli_workers(int argc, char **argv);
 int cli_links(int argc, char **argv);
+int cli_models(int argc, char **argv);
 int cli_export(int argc, char **argv);
 
 #endif

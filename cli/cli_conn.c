@@ -139,6 +139,10 @@ cJSON *cli_job_json(const Splitchain__JobInfo *j)
 	}
 	cJSON_AddStringToObject(o, "error", j->error);
 	cJSON_AddStringToObject(o, "model", j->model_path);
+	if (j->spec && j->spec->model && j->spec->model[0]) { /* registered (models add) */
+		cJSON_AddStringToObject(o, "registered_model", j->spec->model);
+		cJSON_AddStringToObject(o, "model_digest", j->spec->model_digest);
+	}
 	cJSON_AddNumberToObject(o, "stages", j->stages);
 	if (j->spec && j->spec->lora && j->spec->train) {
 		const Splitchain__LoraConfig *l = j->spec->lora;

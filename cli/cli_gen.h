@@ -10,6 +10,7 @@
 #include "sc_config.h"
 #include "sc_generate.h"
 #include "sc_rpc.h"
+#include "sc_train.h"
 
 #define MAX_STOP 16
 
@@ -21,6 +22,8 @@ typedef struct gen_args {
 	int32_t stop[MAX_STOP];
 	const char *stop_text[SC_MAX_STOP_TEXT]; /* --stop, borrowed from argv */
 	int n_stop, n_stop_text, json, ignore_eos;
+	sc_train_config base; /* the frozen base's format alone: --base-quant, --precision */
+	int base_given;       /* any of those options given */
 } gen_args;
 
 #define MAX_HOPS 256

@@ -58,6 +58,9 @@ static const char generate_help[] =
     "  --json                no streaming: one JSON object at the end\n"
     "                        {\"prompt_ids\",\"ids\",\"text\",\"tokens_per_s\",...}\n"
     "  --stages N            split the layers into N in-process stages       (default 1)\n"
+    "frozen base (finetune's options; in this process only; default: the format an\n"
+    "adapter from finetune records, i.e. the base it was trained on, else the "
+    "model's):\n" CLI_BASE_HELP
     "through workers (each keeps a key/value cache for its layers; only the new\n"
     "positions' hidden states cross each hop):\n"
     "  --job ID              the job's workers and its latest checkpoint's adapter\n"
@@ -97,6 +100,7 @@ static int parse(gen_args *a, int argc, char **argv)
 		{ "device", 1, 0, 'D' },
 		{ "threads", 1, 0, 'j' },
 		{ "help", 0, 0, 'h' },
+		CLI_BASE_OPTIONS,
 		{ 0, 0, 0, 0 },
 	};
 	/* clang-format on */
@@ -112,6 +116,7 @@ static int parse(gen_args *a, int argc, char **argv)
 	a->device = "cpu";
 	a->timeout_ms = 60000;
 	a->coordinator = cli_default_coordinator();
+	sc_train_config_defaults(&a->base);
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -159,6 +164,15 @@ static int parse(gen_args *a, int argc, char **argv)
 			bad = cli_int(cmd, "--timeout-ms", optarg, 1, 86400000, &a->timeout_ms);
 			break;
 		case 'h': fputs(generate_help, stdout); return -1;
+		case CLI_OPT_BASE_QUANT:
+		case CLI_OPT_DOUBLE_QUANT:
+		case CLI_OPT_PRECISION: { /* finetune's parsing, on a throwaway LoRA */
+			sc_lora_config lc = { 0 };
+			const char *targets = NULL;
+			bad = cli_train_option(cmd, c, optarg, &lc, &a->base, &targets);
+			a->base_given = 1;
+			break;
+		}
 		default:
 			return cli_usage(cmd, "unknown or incomplete option '%s'",
 					 argv[optind - 1]);
@@ -172,6 +186,15 @@ static int parse(gen_args *a, int argc, char **argv)
 		return cli_usage(cmd, "--job takes its model, adapter and workers from the job");
 	if (!a->job && !a->model)
 		return cli_usage(cmd, "--model DIR (or --job ID) is required");
+	if (a->base_given && (a->job || a->workers))
+		return cli_usage(cmd,
+				 "--base-quant, --double-quant and --precision apply in this "
+				 "process only: workers hold the base as their job assigns it");
+	if (a->base_given) {
+		sc_lora_config lc = { 0 };
+		if (cli_train_finish(cmd, &lc, &a->base))
+			return CLI_USAGE;
+	}
 	if (!!a->prompt + !!a->prompt_ids + !!a->prompt_file != 1)
 		return cli_usage(cmd, "give exactly one of --prompt, --prompt-ids, --prompt-file");
 	return 0;
@@ -372,7 +395,7 @@ int cli_generate(int argc, char **argv)
 		ret = CLI_ERROR;
 	} else {
 		snprintf(path, sizeof(path), "%s/config.json", a.model);
-		if ((rc = sc_config_load(&mc, path))) {
+		if ((rc = sc_config_load(&mc, path)) || (rc = sc_train_base_format(&mc, &a.base))) {
 			cli_fail(cmd, rc, "cannot use the model");
 			goto done;
 		}
@@ -395,6 +418,21 @@ int cli_generate(int argc, char **argv)
 		if (a.adapter && (rc = sc_adapter_load(&ad, a.adapter, &mc))) {
 			cli_fail(cmd, rc, "cannot read the adapter");
 			goto done;
+		}
+		if (ad && ad->trained_quantized && !a.base_given && !a.workers) {
+			/* the frozen base the adapter was trained on, as training held it */
+			sc_model_config rec = mc;
+			rec.quantized = 1;
+			rec.quant_format = ad->trained_format;
+			rec.quant_double = ad->trained_double;
+			sc_train_base_of(&a.base, &rec);
+			if ((rc = sc_train_base_format(&mc, &a.base))) {
+				cli_fail(cmd, rc, "cannot use the base the adapter was trained on");
+				goto done;
+			}
+			if (!a.json)
+				fprintf(stderr, "[frozen base %s, as the adapter was trained]\n",
+					sc_train_base_describe(&mc));
 		}
 	}
 	if ((rc = sc_dataset_tokenizer(&tok, a.job ? model_path : a.model,

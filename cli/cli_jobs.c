@@ -69,7 +69,11 @@ static void print_status(const Splitchain__JobInfo *j)
 		printf(
 		    "  last step   %.1f s ago (a step silent for %.0f s is treated as a fault)\n",
 		    j->since_step_s, j->stall_after_s);
-	printf("  model       %s\n", j->model_path);
+	if (j->spec && j->spec->model && j->spec->model[0]) /* registered (models add) */
+		printf("  model       %s (registered, digest %.16s; served from %s)\n",
+		       j->spec->model, j->spec->model_digest, j->model_path);
+	else
+		printf("  model       %s\n", j->model_path);
 	if (j->spec && j->spec->lora && j->spec->train) {
 		const Splitchain__LoraConfig *l = j->spec->lora;
 		const Splitchain__TrainConfig *t = j->spec->train;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli_conn.h"
 #include "sc_units.h"
@@ -12,12 +13,14 @@
 static const char submit_help[] =
     "usage: splitchain submit --model DIR --data FILE [options]\n"
     "\n"
-    "Submits a LoRA fine-tuning job to the coordinator and prints its id. The\n"
-    "model directory must be readable by every worker, the data by the coordinator.\n"
+    "Submits a LoRA fine-tuning job to the coordinator and prints its id. A model\n"
+    "directory must be readable by every worker; a model registered with `splitchain\n"
+    "models add NAME DIR` is named by NAME and fetched by the workers (--cache).\n"
+    "The data must be readable by the coordinator.\n"
     "\n"
     "job:\n"
-    "  --model DIR          Hugging Face checkpoint directory: gpt2, llama,\n"
-    "                       mistral or qwen2                                  (required)\n"
+    "  --model DIR|NAME     Hugging Face checkpoint directory (gpt2, llama,\n"
+    "                       mistral or qwen2), or a registered model's name   (required)\n"
     "  --data FILE          token file (.bin), text, or JSONL ({\"text\"} or\n"
     "                       {\"prompt\", \"completion\"}: loss on the completion) (required)\n"
     "  --name NAME          a label for the job\n"
@@ -150,8 +153,13 @@ int cli_submit(int argc, char **argv)
 		return CLI_USAGE;
 	if (cli_train_finish(cmd, &lc, &tc))
 		return CLI_USAGE;
-	/* Paths travel to other processes: make them absolute here. */
-	if (!realpath(model, model_abs)) {
+	/* Paths travel to other processes: make them absolute here. A model
+	 * that is no directory here and has no '/' is a registered model's name. */
+	struct stat mst;
+	if (!strchr(model, '/') && (stat(model, &mst) != 0 || !S_ISDIR(mst.st_mode))) {
+		req.model = (char *)model;
+		model_abs[0] = '\0';
+	} else if (!realpath(model, model_abs)) {
 		fprintf(stderr, "splitchain submit: model directory '%s' not found\n", model);
 		return CLI_ERROR;
 	}

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "coord_models.h"
 #include "coord_run.h"
 #include "placement.h"
 #include "sc_codec.h"
@@ -286,6 +287,8 @@ static int assign(runner *r, char *err, size_t esize)
 		req[i].stage = (uint32_t)i;
 		req[i].n_stages = (uint32_t)r->n;
 		req[i].model_path = (char *)r->job->model_path;
+		req[i].model = r->spec->model;
+		req[i].model_digest = r->spec->model_digest;
 		req[i].first_layer = r->st[i].first;
 		req[i].last_layer = r->st[i].last;
 		req[i].lora = &lora;
@@ -448,12 +451,11 @@ static void *run_job(void *arg)
 {
 	runner *r = arg;
 	coord *c = r->c;
-	char err[1024] = "", path[4096];
+	char err[1024] = "";
 	uint32_t start = 0;
 	int bad = -1;
 	enum sc_job_state end = SC_JOB_QUEUED;
 
-	snprintf(path, sizeof(path), "%s/config.json", r->job->model_path);
 	r->spec = splitchain__submit_request__unpack(NULL, r->job->spec_len, r->job->spec);
 	if (!r->spec || !r->spec->lora || !r->spec->train) {
 		snprintf(err, sizeof(err), "the stored job specification does not decode");
@@ -473,7 +475,7 @@ static void *run_job(void *arg)
 		.T = r->tc.T,
 		.seed = r->tc.seed,
 	};
-	int data_bad = sc_config_load(&r->mc, path) ||
+	int data_bad = coord_model_config(c, r->spec->model, r->job->model_path, &r->mc) ||
 		       sc_dataset_tokenizer(&tok, r->job->model_path, r->spec->tokenizer_path) ||
 		       sc_job_data_load(&jd, &dspec, tok, r->mc.vocab_size, r->mc.eos_token_id);
 	sc_tokenizer_free(tok);

@@ -126,7 +126,7 @@ int main(int argc, char **argv)
 					sc_db_worker_set_state(c.db, ws[i].id, SC_WORKER_LOST);
 		free(ws);
 	}
-	if ((rc = sc_rpc_server_open(&c.srv, listen, coord_methods, &c, 8))) {
+	if ((rc = sc_rpc_server_open(&c.srv, listen, coord_methods, &c, 16))) {
 		fprintf(stderr, "splitchain-coordinator: cannot listen on %s: %s\n", listen,
 			sc_err_detail());
 		sc_db_close(c.db);

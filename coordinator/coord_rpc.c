@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "coord.h"
+#include "coord_models.h"
 #include "sc_config.h"
 #include "sc_file.h"
 #include "sc_lora.h"
@@ -99,6 +100,7 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "database: %s", sc_err_detail());
 		goto out;
 	}
+	coord_models_worker_cache(c, id, r);
 	pthread_mutex_lock(&c->mu);
 	lw = coord_worker(c, id);
 	if (!lw) {
@@ -211,7 +213,6 @@ static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply 
 static int check_submit(coord *c, Splitchain__SubmitRequest *r, sc_model_config *mc,
 			sc_rpc_reply *rep)
 {
-	char path[4096];
 	struct stat st;
 	sc_lora_config lc;
 	sc_train_config tc;
@@ -222,13 +223,14 @@ static int check_submit(coord *c, Splitchain__SubmitRequest *r, sc_model_config 
 		    "a job needs a model path, a data path, LoRA and training settings");
 		return 1;
 	}
-	snprintf(path, sizeof(path), "%s/config.json", r->model_path);
-	if (sc_config_load(mc, path)) {
+	/* A registered model's configuration is the registry's copy, and its
+	 * weights were checked when it was registered. */
+	if (coord_model_config(c, r->model, r->model_path, mc)) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "model: %s", sc_err_detail());
 		return 1;
 	}
 	sc_weights *w = NULL;
-	if (sc_weights_open(&w, r->model_path)) {
+	if (!nonempty(r->model) && sc_weights_open(&w, r->model_path)) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "model weights: %s",
 				 sc_err_detail());
 		return 1;
@@ -359,7 +361,7 @@ static void m_submit(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	if (sc_rpc_unpack(&splitchain__submit_request__descriptor, req, len,
 			  (ProtobufCMessage **)&r, rep))
 		return;
-	if (check_submit(c, r, &mc, rep))
+	if (coord_models_resolve(c, r, rep) || check_submit(c, r, &mc, rep))
 		goto out;
 	/* The request as resolved (targets as a mask and by name): the job
 	 * resumes from it. The names are ours only while packing. */
@@ -722,5 +724,12 @@ const sc_rpc_method coord_methods[] = {
 	{ "Coordinator.Echo", coord_m_echo },
 	{ "Coordinator.ReportLinks", coord_m_report_links },
 	{ "Coordinator.Links", coord_m_links },
+	{ "Coordinator.ModelAdd", coord_m_model_add },
+	{ "Coordinator.Models", coord_m_models },
+	{ "Coordinator.ModelShow", coord_m_model_show },
+	{ "Coordinator.ModelRemove", coord_m_model_remove },
+	{ "Coordinator.FetchTensor", coord_m_fetch_tensor },
+	{ "Coordinator.ReportCache", coord_m_report_cache },
+	{ "Coordinator.TensorSources", coord_m_tensor_sources },
 	{ NULL, NULL },
 };

@@ -116,6 +116,29 @@ static const char *const migrations[SC_DB_SCHEMA_VERSION] = {
 	"ALTER TABLE workers ADD COLUMN memory_reserve_bytes INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE placements ADD COLUMN predicted_mem_bytes INTEGER;"
 	"ALTER TABLE placements ADD COLUMN peak_mem_bytes INTEGER;",
+	/* 7: registered models as content-addressed tensors (db_models.c), and
+	 * the tensors each worker's cache holds */
+	"CREATE TABLE models ("
+	" id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, dir TEXT NOT NULL,"
+	" digest TEXT NOT NULL, config_json TEXT NOT NULL, model_type TEXT NOT NULL,"
+	" n_layer INTEGER NOT NULL, n_tensors INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+	" created_ms INTEGER NOT NULL);"
+	"CREATE TABLE model_tensors ("
+	" model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE, name TEXT NOT NULL,"
+	" dtype TEXT NOT NULL, shape TEXT NOT NULL, file TEXT NOT NULL,"
+	" offset INTEGER NOT NULL CHECK (offset >= 0), nbytes INTEGER NOT NULL CHECK (nbytes >= 0),"
+	" sha256 TEXT NOT NULL CHECK (length(sha256) = 64), PRIMARY KEY (model_id, name));"
+	"CREATE INDEX model_tensors_by_sha ON model_tensors(sha256);"
+	"CREATE TABLE model_files ("
+	" model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE, name TEXT NOT NULL,"
+	" data BLOB NOT NULL, PRIMARY KEY (model_id, name));"
+	"CREATE TABLE worker_tensors ("
+	" worker_id INTEGER NOT NULL REFERENCES workers(id) ON DELETE CASCADE,"
+	" sha256 TEXT NOT NULL, reported_ms INTEGER NOT NULL, PRIMARY KEY (worker_id, sha256));"
+	"CREATE VIEW v_models AS SELECT m.id AS model_id, m.name, m.model_type, m.n_layer,"
+	" m.n_tensors, m.bytes, m.digest, m.dir, m.created_ms,"
+	" (SELECT count(DISTINCT wt.worker_id) FROM worker_tensors wt JOIN model_tensors t"
+	" ON t.sha256 = wt.sha256 WHERE t.model_id = m.id) AS workers_caching FROM models m;",
 };
 
 #define WORKER_COLS                                                                                \

@@ -2,6 +2,7 @@
  * backend's two paths: the fp32 tiles (the weight widened inside the GEMM
  * path; every CPU) and oneDNN's bf16 x bf16 -> fp32 matmul (CPUs with
  * AVX512-BF16 or AMX; tested where this one has it, said when not).
+ *   - the lookup of a bf16 token embedding widens rows exactly;
  *   - gemm_q on the tiles is bit-identical to gemm on the widened weight;
  *   - gemm_q on either path is within fp32 accumulation error of a double
  *     product of the same bf16-rounded inputs (bf16 products are exact in
@@ -13,8 +14,11 @@
  *     the fp32 model of the widened weights; loaded from BF16 tensors (no
  *     fp32 copy) or rounded from F32 ones as it loads, the same bits; on
  *     oneDNN within the bf16 bound of that fp32 run; 2 stages train the
- *     same bits as 1 on each path; the projections take half their fp32
- *     memory. */
+ *     same bits as 1 on each path; the projections, token embedding and
+ *     LM head (bf16 too, no fp32 copy) take about half their fp32 memory;
+ *   - generation (prefill and a one-row decode step) on a bf16 base: the
+ *     tiles' logits the bits of fp32 on the widened weights, 2 stages the
+ *     bits of 1 on each path. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +91,39 @@ static void tiles_equal_gemm_on_widened(void **state)
 	free(w);
 	free(d);
 	free(wb);
+	sc_backend_free(be);
+}
+
+/* The lookup of a bf16 token embedding (encoder_forward_q) widens its rows
+ * exactly: encoder_forward on the widened table, bit for bit, with and
+ * without positions; a token outside the table is refused. */
+static void encoder_q_equals_widened(void **state)
+{
+	enum { V = 37, C = 24, B = 3, T = 5 };
+	sc_backend *be;
+	SC_ASSERT_OK(sc_backend_cpu_open(&be, 2));
+	float *w = rand_floats((size_t)V * C, 21, 2.0f),
+	      *pos = rand_floats((size_t)T * C, 22, 1.0f);
+	uint16_t wb[V * C];
+	int32_t tok[B * T];
+	float o1[B * T * C], o2[B * T * C];
+	for (size_t i = 0; i < (size_t)V * C; i++) {
+		wb[i] = sc_bf16_from_f32(w[i]);
+		w[i] = sc_bf16_to_f32(wb[i]);
+	}
+	for (int i = 0; i < B * T; i++)
+		tok[i] = (i * 7 + 3) % V;
+	sc_qweight q = { SC_QW_BF16, V, C, 1, (const uint8_t *)wb, NULL, NULL, NULL, NULL };
+	for (int p = 0; p < 2; p++) {
+		const float *wpe = p ? pos : NULL;
+		SC_ASSERT_OK(be->ops->encoder_forward(be, o1, tok, w, wpe, B, T, C));
+		SC_ASSERT_OK(sc_backend_encoder_forward_q(be, o2, tok, &q, wpe, B, T, C));
+		assert_memory_equal(o1, o2, sizeof(o1));
+	}
+	tok[4] = V;
+	assert_int_equal(sc_backend_encoder_forward_q(be, o2, tok, &q, NULL, B, T, C), SC_ERANGE);
+	free(w);
+	free(pos);
 	sc_backend_free(be);
 }
 
@@ -246,7 +283,8 @@ static void gemm_q_bf16_every_layout(void **state)
 	sc_backend_free(be);
 }
 
-/* src's model (one F32 file) with its projections rounded to bf16: qdir
+/* src's model (one F32 file) with its projections, token embedding and LM
+ * head (what a bf16 base holds bf16) rounded to bf16: qdir
  * holds them as BF16 under their own names (as `splitchain quantize --to
  * bf16` and a bf16 Hugging Face checkpoint do), fdir as F32 widened; every
  * other tensor copied. Both config.json are src's (a job asks for bf16). */
@@ -254,12 +292,14 @@ static void write_bf16_models(const char *src, const sc_model_config *mc, const 
 			      const char *fdir)
 {
 	const sc_family *fam = sc_family_of(mc);
+	sc_param_desc gp[SC_GP_COUNT];
 	char path[700];
 	sc_st_file *f;
 	sc_st_writer *wq, *wf;
 	void *keep[1024];
 	int nkeep = 0;
 
+	fam->global_params(mc, gp);
 	snprintf(path, sizeof(path), "%s/model.safetensors", src);
 	SC_ASSERT_OK(sc_st_open(&f, path));
 	SC_ASSERT_OK(sc_st_writer_new(&wq));
@@ -274,6 +314,12 @@ static void write_bf16_models(const char *src, const sc_model_config *mc, const 
 			    (size_t)snprintf(suf, sizeof(suf), ".%s.weight", fam->targets[k]);
 			proj |= len > m && !strcmp(t->name + len - m, suf);
 		}
+		for (int g = 0; g < SC_GP_COUNT; g++) /* the token embedding, the LM head */
+			if ((g == SC_GP_EMBED || g == SC_GP_HEAD) && gp[g].ndim) {
+				size_t m = strlen(gp[g].name);
+				proj |= len >= m && !strcmp(t->name + len - m, gp[g].name) &&
+					(len == m || t->name[len - m - 1] == '.');
+			}
 		if (!proj) {
 			SC_ASSERT_OK(
 			    sc_st_writer_add(wq, t->name, t->dtype, t->ndim, t->shape, t->data));
@@ -387,6 +433,99 @@ static void diff(const run *a, const run *b, double *loss, double *ad)
 		*ad = fmax(*ad, fabs((double)a->ad->data[k] - b->ad->data[k]));
 }
 
+enum { GEN_N = 9 };
+
+/* Generation on the model in dir in nstages (the base as train's): the
+ * logits (2, V) of a prefill of GEN_N positions (its last) and of one
+ * decode step after it (a one-row product: the head's gemv path). */
+static void gen_logits(float *logits, const char *dir, int nstages, int base)
+{
+	char path[700];
+	sc_model_config mc;
+	sc_lora_config lc = { .rank = 4, .alpha = 8, .targets = 1, .seed = 3 };
+	sc_backend *be;
+	sc_weights *wf;
+	sc_adapter *ad;
+	sc_segment *st[2];
+	int32_t ids[GEN_N];
+
+	snprintf(path, sizeof(path), "%s/config.json", dir);
+	SC_ASSERT_OK(sc_config_load(&mc, path));
+	if (base != BASE_FP32) {
+		mc.quantized = 1;
+		mc.quant_format = SC_QUANT_BF16;
+	}
+	for (int i = 0; i < GEN_N; i++)
+		ids[i] = (i * 37 + 5) % mc.vocab_size;
+	float *act = malloc((size_t)GEN_N * mc.n_embd * sizeof(float));
+	assert_non_null(act);
+	SC_ASSERT_OK(sc_weights_open(&wf, dir));
+	SC_ASSERT_OK(sc_backend_cpu_open(&be, 0));
+	SC_ASSERT_OK(sc_backend_cpu_bf16_tiles(be, base == BASE_BF16_TILES));
+	SC_ASSERT_OK(sc_adapter_new(&ad, &lc, &mc));
+	sc_adapter_init(ad);
+	for (int i = 0; i < nstages; i++) {
+		sc_segment_spec sp = { .model = mc,
+				       .lora = lc,
+				       .first = mc.n_layer * i / nstages,
+				       .last = mc.n_layer * (i + 1) / nstages,
+				       .B = 1,
+				       .T = GEN_N,
+				       .slots = 1,
+				       .kv_positions = GEN_N + 1 };
+		SC_ASSERT_OK(sc_segment_new(&st[i], be, &sp));
+		SC_ASSERT_OK(sc_segment_load_weights(st[i], wf));
+		SC_ASSERT_OK(sc_segment_set_lora(st[i], ad));
+	}
+	for (int step = 0; step < 2; step++) {
+		int pos0 = step ? GEN_N : 0, n = step ? 1 : GEN_N;
+		int32_t next = 1;
+		for (int i = 0; i < nstages; i++) {
+			const void *in = i ? (const void *)act : step ? (const void *)&next : ids;
+			float *o = i == nstages - 1 ? logits + (size_t)step * mc.vocab_size : act;
+			SC_ASSERT_OK(sc_segment_infer(st[i], pos0, n, in, o));
+		}
+	}
+	for (int i = 0; i < nstages; i++)
+		sc_segment_free(st[i]);
+	sc_adapter_free(ad);
+	sc_backend_free(be);
+	sc_weights_close(wf);
+	free(act);
+}
+
+/* Generation on a bf16 base: the tiles give the bits of fp32 on the
+ * widened weights, 2 stages the bits of 1 on each path. */
+static void generation_on_bf16(const sc_model_config *mc, const char *qdir, const char *fdir,
+			       int dnnl, const char *tag)
+{
+	size_t n = 2 * (size_t)mc->vocab_size;
+	float *f = malloc(n * sizeof(float)), *t1 = malloc(n * sizeof(float)),
+	      *t2 = malloc(n * sizeof(float));
+	assert_true(f && t1 && t2);
+	gen_logits(f, fdir, 1, BASE_FP32);
+	gen_logits(t1, qdir, 1, BASE_BF16_TILES);
+	gen_logits(t2, qdir, 2, BASE_BF16_TILES);
+	assert_memory_equal(f, t1, n * sizeof(float));
+	assert_memory_equal(t1, t2, n * sizeof(float));
+	if (dnnl) {
+		double worst = 0;
+		gen_logits(t1, qdir, 1, BASE_BF16_AUTO);
+		gen_logits(t2, qdir, 2, BASE_BF16_AUTO);
+		assert_memory_equal(t1, t2, n * sizeof(float));
+		for (size_t i = 0; i < n; i++)
+			worst = fmax(worst, fabs((double)t1[i] - f[i]));
+		printf("%s bf16 oneDNN generation: logits within %.3g of fp32's\n", tag, worst);
+		assert_true(worst < 0.1);
+	}
+	printf("%s bf16 generation: tiles = fp32 on the widened weights, 2 stages = 1, bit for "
+	       "bit\n",
+	       tag);
+	free(f);
+	free(t1);
+	free(t2);
+}
+
 static void one_family(const sc_model_config *mc, const char *tag)
 {
 	static const char text[] = "splitchain trains LoRA adapters on a bf16 base; the frozen "
@@ -415,27 +554,33 @@ static void one_family(const sc_model_config *mc, const char *tag)
 	printf("%s bf16 tiles: losses %.4f -> %.4f; vs fp32 on the widened weights: loss %.3g, "
 	       "adapter %.3g; stage bytes %zu (fp32 %zu)\n",
 	       tag, t1.losses[0], t1.losses[STEPS - 1], dl, da, t1.stage_bytes, f32.stage_bytes);
-	assert_true(dl <= 1e-5 && da <= 1e-4); /* the tile GEMM sums as gemm does */
+	/* The tile GEMMs sum as gemm does (the head's too: its tiles are
+	 * widened rows of the embedding), and the lookup widens exactly. */
+	same_bits(&t1, &f32, "tiles vs fp32 on the widened weights");
 	same_bits(&t1, &t2, "tiles, 1 vs 2 stages");
 	same_bits(&t1, &tl, "tiles, BF16 file vs F32 rounded at load");
 	assert_true(t1.losses[STEPS - 1] < t1.losses[0]);
-	/* memory: projections at 2 bytes a weight, and the tile scratch */
+	/* memory: projections, embedding and head at 2 bytes a weight (no
+	 * fp32 copy of any), and the tile scratch */
 	const sc_family *fam = sc_family_of(mc);
-	double proj = 0;
+	double proj = 0, emb = 4.0 * mc->vocab_size * mc->n_embd * (mc->tie_embeddings ? 1 : 2);
 	for (int t = 0; t < fam->n_targets; t++) {
 		int in, out;
 		fam->target_dims(mc, t, &in, &out);
 		proj += 4.0 * in * out * mc->n_layer;
 	}
+	proj += emb;
 	double bproj = (double)t1.stage_bytes - ((double)f32.stage_bytes - proj);
-	printf("%s bf16: projections %.0f bytes as fp32, %.0f as bf16 (%.3f x)\n", tag, proj, bproj,
-	       bproj / proj);
+	printf("%s bf16: projections, embedding and head %.0f bytes as fp32, %.0f as bf16 "
+	       "(%.3f x)\n",
+	       tag, proj, bproj, bproj / proj);
 	assert_true(bproj <= 0.6 * proj);
 
 	sc_backend *probe;
 	SC_ASSERT_OK(sc_backend_cpu_open(&probe, 0));
 	int dnnl = has_bf16_matmul(probe);
 	sc_backend_free(probe);
+	generation_on_bf16(mc, qdir, fdir, dnnl, tag);
 	if (dnnl) {
 		train(&d1, qdir, tk, 1, BASE_BF16_AUTO);
 		train(&d2, qdir, tk, 2, BASE_BF16_AUTO);
@@ -489,6 +634,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(tiles_equal_gemm_on_widened),
+		cmocka_unit_test(encoder_q_equals_widened),
 		cmocka_unit_test(gemm_q_bf16_against_double),
 		cmocka_unit_test(gemm_q_bf16_every_layout),
 		cmocka_unit_test(gpt2_trains_on_bf16_base),

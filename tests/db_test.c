@@ -11,6 +11,7 @@
 #include <sqlite3.h>
 
 #include "db.h"
+#include "db_models.h"
 #include "testutil.h"
 
 /* A fresh database path for this test: no file, no WAL, no shm left over. */
@@ -113,14 +114,17 @@ static void test_fresh_schema(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	sqlite3 *h = reader(path);
 	assert_int_equal(q_int(h, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
-	assert_int_equal(SC_DB_SCHEMA_VERSION, 6);
+	assert_int_equal(SC_DB_SCHEMA_VERSION, 7);
 	assert_int_equal(q_int(h, "PRAGMA application_id"), SC_DB_APPLICATION_ID);
 	static const char *const tables[] = {
-		"workers", "jobs",   "placements", "checkpoints", "checkpoint_tensors",
-		"metrics", "events", "links"
+		"workers",     "jobs",          "placements", "checkpoints", "checkpoint_tensors",
+		"metrics",     "events",        "links",      "models",      "model_tensors",
+		"model_files", "worker_tensors"
 	};
-	static const char *const views[] = { "v_job_progress", "v_worker_health",
-					     "v_latest_checkpoint", "v_loss_curve", "v_links" };
+	static const char *const views[] = {
+		"v_job_progress", "v_worker_health", "v_latest_checkpoint",
+		"v_loss_curve",   "v_links",         "v_models"
+	};
 	char text[200];
 	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
 		snprintf(text, sizeof(text),
@@ -750,6 +754,11 @@ static void test_metric_eval_and_curve(void **state)
 
 /* Takes a current database back to schema 4: migration 5 undone (the jobs'
  * base columns, v_job_progress as schema 1 made it). */
+/* What migration 7 added (registered models, the workers' caches). */
+static const char undo_v7[] = "DROP VIEW v_models; DROP TABLE worker_tensors;"
+			      "DROP TABLE model_files; DROP TABLE model_tensors;"
+			      "DROP TABLE models;";
+
 /* What migration 6 added (memory-aware placement). */
 static const char undo_v6[] = "ALTER TABLE workers DROP COLUMN memory_reserve_bytes;"
 			      "ALTER TABLE placements DROP COLUMN predicted_mem_bytes;"
@@ -779,6 +788,122 @@ static void exec_on(const char *path, const char *text)
 	sqlite3_close(h);
 }
 
+static void exec_on(const char *path, const char *text);
+
+/* The model registry: add, get, list, its tensors and files, where a hash
+ * lives, remove (tensors and files with it), and names in use. */
+static void test_models(void **state)
+{
+	(void)state;
+	sc_db *db = NULL;
+	sc_db_model m = { .name = "tiny",
+			  .dir = "/models/tiny",
+			  .digest = "d1",
+			  .config_json = "{}",
+			  .model_type = "gpt2",
+			  .n_layer = 2 };
+	sc_manifest_tensor t[2] = {
+		{ .name = "a",
+		  .dtype = SC_F32,
+		  .ndim = 2,
+		  .shape = { 2, 3 },
+		  .file = "model.safetensors",
+		  .offset = 80,
+		  .nbytes = 24 },
+		{ .name = "b",
+		  .dtype = SC_BF16,
+		  .ndim = 1,
+		  .shape = { 4 },
+		  .file = "model.safetensors",
+		  .offset = 104,
+		  .nbytes = 8 },
+	};
+	memset(t[0].sha256, 'a', 64);
+	memset(t[1].sha256, 'b', 64);
+	sc_manifest mf = { .n = 2, .t = t, .bytes = 32 };
+	sc_db_model_file f = { "tokenizer.json", "{\"x\": 1}", 8 };
+	sc_db_model *got = NULL, *all = NULL;
+	sc_db_model_file *fs = NULL;
+	sc_manifest back;
+	char *path = NULL;
+	uint64_t off, nb;
+	int64_t id;
+	int n;
+	SC_ASSERT_OK(sc_db_open(&db, fresh("models.db")));
+	SC_ASSERT_OK(sc_db_model_add(db, &m, &mf, &f, 1, &id));
+	SC_ASSERT_ERR(sc_db_model_add(db, &m, &mf, &f, 1, &id), SC_EINVAL);
+	assert_non_null(strstr(sc_err_detail(), "tiny"));
+	SC_ASSERT_OK(sc_db_model_get(db, "tiny", &got));
+	assert_int_equal(got->id, id);
+	assert_string_equal(got->dir, "/models/tiny");
+	assert_int_equal(got->n_tensors, 2);
+	assert_int_equal(got->bytes, 32);
+	free(got);
+	SC_ASSERT_ERR(sc_db_model_get(db, "nope", &got), SC_ENOENT);
+	assert_null(got);
+	SC_ASSERT_OK(sc_db_models_list(db, &all, &n));
+	assert_int_equal(n, 1);
+	free(all);
+	SC_ASSERT_OK(sc_db_model_tensors(db, id, &back));
+	assert_int_equal(back.n, 2);
+	assert_string_equal(back.t[1].name, "b");
+	assert_int_equal(back.t[1].dtype, SC_BF16);
+	assert_int_equal(back.t[0].ndim, 2);
+	assert_int_equal(back.t[0].shape[1], 3);
+	assert_int_equal(back.t[1].offset, 104);
+	assert_string_equal(back.t[1].sha256, t[1].sha256);
+	sc_manifest_free(&back);
+	SC_ASSERT_OK(sc_db_model_files(db, id, &fs, &n));
+	assert_int_equal(n, 1);
+	assert_int_equal(fs[0].len, 8);
+	assert_memory_equal(fs[0].data, "{\"x\": 1}", 8);
+	free(fs);
+	SC_ASSERT_OK(sc_db_tensor_source(db, t[1].sha256, &path, &off, &nb));
+	assert_string_equal(path, "/models/tiny/model.safetensors");
+	assert_int_equal(off, 104);
+	assert_int_equal(nb, 8);
+	free(path);
+	char other[65];
+	memset(other, 'c', 64);
+	other[64] = '\0';
+	SC_ASSERT_ERR(sc_db_tensor_source(db, other, &path, &off, &nb), SC_ENOENT);
+	SC_ASSERT_OK(sc_db_model_remove(db, "tiny"));
+	SC_ASSERT_ERR(sc_db_model_remove(db, "tiny"), SC_ENOENT);
+	SC_ASSERT_ERR(sc_db_tensor_source(db, t[1].sha256, &path, &off, &nb), SC_ENOENT);
+	SC_ASSERT_OK(sc_db_model_files(db, id, &fs, &n));
+	assert_int_equal(n, 0);
+	free(fs);
+	sc_db_close(db);
+}
+
+/* A database of schema 6 gains the model registry (schema 7), empty, its
+ * workers kept; their cache reports are recorded and replaced. */
+static void test_migration_from_v6(void **state)
+{
+	(void)state;
+	const char *path = fresh("v6.db");
+	sc_db *db = NULL;
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	int64_t w = add_worker(db, "old-w");
+	sc_db_close(db);
+	exec_on(path, undo_v7);
+	exec_on(path, "PRAGMA user_version = 6");
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	assert_int_equal(path_int(path, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
+	assert_int_equal(path_int(path, "SELECT count(*) FROM workers"), 1);
+	assert_int_equal(path_int(path, "SELECT count(*) FROM models"), 0);
+	assert_int_equal(path_int(path, "SELECT count(*) FROM v_models"), 0);
+	char sha[2][65];
+	memset(sha, 'a', sizeof(sha));
+	sha[0][64] = sha[1][64] = '\0';
+	sha[1][0] = 'b';
+	char *shas[2] = { sha[0], sha[1] };
+	SC_ASSERT_OK(sc_db_worker_tensors_set(db, w, shas, 2));
+	SC_ASSERT_OK(sc_db_worker_tensors_set(db, w, shas, 1)); /* replaced, not added */
+	assert_int_equal(path_int(path, "SELECT count(*) FROM worker_tensors"), 1);
+	sc_db_close(db);
+}
+
 /* A database of schema 4 gets the jobs' frozen base (schema 5): its jobs
  * read none / fp32, new jobs keep what they were submitted with, and
  * v_job_progress says it in one word. */
@@ -790,6 +915,7 @@ static void test_migration_from_v4(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	int64_t old = add_job(db, "old", 10);
 	sc_db_close(db);
+	exec_on(path, undo_v7);
 	exec_on(path, undo_v6);
 	exec_on(path, undo_v5);
 	exec_on(path, "PRAGMA user_version = 4");
@@ -861,6 +987,7 @@ static void test_migration_from_v1(void **state)
 	SC_ASSERT_OK(sc_db_metric_insert(db, job, &m));
 	sc_db_close(db);
 	sqlite3 *h = NULL;
+	exec_on(path, undo_v7);
 	exec_on(path, undo_v6);
 	exec_on(path, undo_v5);
 	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
@@ -1063,6 +1190,7 @@ static void test_migration_from_v2(void **state)
 	int64_t a = add_worker(db, "old-a");
 	sc_db_close(db);
 	sqlite3 *h = NULL;
+	exec_on(path, undo_v7);
 	exec_on(path, undo_v6);
 	exec_on(path, undo_v5);
 	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
@@ -1193,6 +1321,8 @@ int main(void)
 		cmocka_unit_test(test_links),
 		cmocka_unit_test(test_migration_from_v2),
 		cmocka_unit_test(test_migration_from_v4),
+		cmocka_unit_test(test_migration_from_v6),
+		cmocka_unit_test(test_models),
 		cmocka_unit_test(test_wal_reader_beside_writer),
 		cmocka_unit_test(test_threads_share_a_handle),
 	};

@@ -79,9 +79,18 @@ static int register_once(worker *w, Splitchain__Holding *held, uint64_t *id, int
 	req.data_addr = w->data_addr;
 	req.holds = held;
 	msg[0] = '\0';
-	if (sc_rpc_call_pb(w->coord, "Coordinator.Register", &req.base,
-			   &splitchain__register_reply__descriptor, REGISTER_TIMEOUT_MS, status,
-			   msg, size, (ProtobufCMessage **)&rep)) {
+	/* What the cache holds, so that the coordinator knows after a restart. */
+	char **cached = NULL;
+	size_t ncached = 0;
+	if (w->cache && sc_tcache_list(w->cache, &cached, &ncached))
+		sc_warn("worker", "listing the cache: %s", sc_err_detail());
+	req.n_cached_sha256 = ncached;
+	req.cached_sha256 = cached;
+	sc_err rc = sc_rpc_call_pb(w->coord, "Coordinator.Register", &req.base,
+				   &splitchain__register_reply__descriptor, REGISTER_TIMEOUT_MS,
+				   status, msg, size, (ProtobufCMessage **)&rep);
+	sc_tcache_list_free(cached, ncached);
+	if (rc) {
 		*status = SC_STATUS_RESOURCE_EXHAUSTED;
 		snprintf(msg, size, "%s", sc_err_detail());
 		return 1;

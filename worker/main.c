@@ -15,6 +15,7 @@
 #include <nng/nng.h>
 #include <sched.h>
 
+#include "deliver.h"
 #include "sc_log.h"
 #include "sc_units.h"
 #include "sc_version.h"
@@ -109,7 +110,8 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 		{ "data", 1, 0, 'd' },           { "name", 1, 0, 'n' },
 		{ "device", 1, 0, 'D' },         { "threads", 1, 0, 't' },
 		{ "data-timeout", 1, 0, 'T' },   { "probe-every-s", 1, 0, 'P' },
-		{ "memory-reserve", 1, 0, 'R' }, { "help", 0, 0, 'h' },
+		{ "memory-reserve", 1, 0, 'R' }, { "cache", 1, 0, 'K' },
+		{ "cache-limit", 1, 0, 'L' },    { "help", 0, 0, 'h' },
 		{ "version", 0, 0, 'V' },        { 0, 0, 0, 0 }
 	};
 	int c, secs;
@@ -147,6 +149,13 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 				return usage(
 				    "--probe-every-s expects seconds in [0, 86400], got '%s'",
 				    optarg);
+			break;
+		case 'K': o->cache_dir = optarg; break;
+		case 'L':
+			if (sc_parse_bytes(optarg, &o->cache_limit) || !o->cache_limit)
+				return usage("--cache-limit expects a size such as 500M or 2G, got "
+					     "'%s'",
+					     optarg);
 			break;
 		case 'R':
 			if (reserve_of(optarg, 1, NULL))
@@ -283,6 +292,7 @@ static const sc_rpc_method methods[] = {
 	{ "Worker.GenStep", worker_gen_step },
 	{ "Worker.GenClose", worker_gen_close },
 	{ "Worker.Echo", worker_echo },
+	{ "Worker.FetchTensor", worker_fetch_tensor }, /* deliver.h: peers fetch from our cache */
 	{ NULL, NULL },
 };
 
@@ -329,6 +339,8 @@ static int serve(worker *w, const sigset_t *sigs)
 	if (sc_rpc_server_open(&w->srv, w->o.listen, methods, w, RPC_CONTEXTS))
 		return fail("starting the RPC server");
 	advertise(w->control_addr, sizeof(w->control_addr), sc_rpc_server_url(w->srv));
+	if (w->o.cache_dir && sc_tcache_open(&w->cache, w->o.cache_dir, w->o.cache_limit))
+		return fail("opening the cache");
 	if (sc_rpc_client_open(&w->coord, w->o.coordinator))
 		return fail("dialing the coordinator");
 	if (pthread_create(&w->announcer, NULL, worker_announce_main, w)) {
@@ -388,6 +400,7 @@ int main(int argc, char **argv)
 	sc_dp_close(w.down);
 	sc_dp_close(w.up);
 	sc_backend_free(w.be);
+	sc_tcache_close(w.cache);
 	nng_fini(); /* waits for nng's asynchronous teardown of the closed sockets */
 	pthread_cond_destroy(&w.stop_cv);
 	pthread_mutex_destroy(&w.stop_mu);

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "deliver.h"
 #include "sc_adapter.h"
 #include "sc_codec.h"
 #include "sc_log.h"
@@ -296,7 +297,8 @@ uint64_t worker_job_peak(const worker *w, const job *j)
 }
 
 static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_model_config *mc,
-			const sc_lora_config *lc, const sc_train_config *tc, job **out)
+			const sc_lora_config *lc, const sc_train_config *tc, worker_model *wm,
+			job **out)
 {
 	sc_weights *wf = NULL;
 	sc_adapter *ad = NULL;
@@ -355,7 +357,7 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 				.slots = j->slots };
 	if ((rc = w->be->ops->set_tf32(w->be, tc->allow_tf32)) ||
 	    (rc = sc_segment_new(&j->seg, w->be, &sp)) ||
-	    (rc = sc_weights_open(&wf, r->model_path)) ||
+	    (rc = wm ? worker_model_weights(wm, &wf) : sc_weights_open(&wf, r->model_path)) ||
 	    (rc = sc_segment_load_weights(j->seg, wf)))
 		goto fail;
 	sc_weights_close(wf);
@@ -389,15 +391,22 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	sc_model_config mc;
 	char path[4096];
 	job *j = NULL;
+	worker_model *wm = NULL;
 	sc_err rc;
 
 	if (UNPACK(splitchain__assign_request, r))
 		return;
 	if (check_assign(r, &lc, &tc, rep))
 		goto out;
-	snprintf(path, sizeof(path), "%s/config.json", r->model_path);
-	if ((rc = sc_config_load(&mc, path))) {
-		sc_rpc_reply_err(rep, worker_status_of(rc), "model %s: %s", r->model_path,
+	/* A registered model: its manifest and configuration from the
+	 * coordinator; its tensors from the cache or fetched (deliver.h). */
+	if (r->model && r->model[0]
+		? (rc = worker_model_open(w->coord, w->cache, atomic_load(&w->worker_id), r->model,
+					  r->model_digest, &mc, &wm))
+		: (snprintf(path, sizeof(path), "%s/config.json", r->model_path),
+		   (rc = sc_config_load(&mc, path)))) {
+		sc_rpc_reply_err(rep, worker_status_of(rc), "model %s: %s",
+				 r->model && r->model[0] ? r->model : r->model_path,
 				 sc_err_detail());
 		goto out;
 	}
@@ -433,9 +442,10 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	/* Neither socket of the old placement outlives it. */
 	worker_close_socket(w, &w->down);
 	worker_close_socket(w, &w->up);
-	if ((rc = build_job(w, r, &mc, &lc, &tc, &j))) {
-		sc_rpc_reply_err(rep, worker_status_of(rc), "job %" PRIu64 " stage %u: %s",
-				 r->job_id, r->stage, sc_err_detail());
+	if ((rc = build_job(w, r, &mc, &lc, &tc, wm, &j))) {
+		sc_rpc_reply_err(
+		    rep, worker_model_broken(wm) ? SC_STATUS_UNAVAILABLE : worker_status_of(rc),
+		    "job %" PRIu64 " stage %u: %s", r->job_id, r->stage, sc_err_detail());
 		goto unlock;
 	}
 	if ((rc = worker_reset_dataplane(w, j))) {
@@ -457,6 +467,18 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 unlock:
 	pthread_mutex_unlock(&w->mu);
 out:
+	if (wm) {
+		int cached, fetched, peers;
+		uint64_t bytes, peer_bytes;
+		worker_model_stats(wm, &cached, &fetched, &bytes, &peers, &peer_bytes);
+		sc_info("worker",
+			"job %" PRIu64 " model %s: %d tensors from the cache, %d fetched (%" PRIu64
+			" bytes fetched; %d tensors, %" PRIu64 " bytes from peers)",
+			r->job_id, r->model, cached, fetched, bytes, peers, peer_bytes);
+		if (fetched) /* so that peers may fetch from us */
+			worker_report_cache(w->coord, w->cache, atomic_load(&w->worker_id));
+	}
+	worker_model_close(wm);
 	FREE_MSG(r);
 }
 

@@ -42,6 +42,7 @@
 #include "sc_dataplane.h"
 #include "sc_rpc.h"
 #include "sc_segment.h"
+#include "tcache.h"
 
 #define WORKER_URL_MAX 300
 
@@ -55,6 +56,8 @@ typedef struct worker_opts {
 	int data_timeout_ms;        /* longest wait for a neighbour's tensor */
 	int probe_every_s;          /* measure each link again this often; 0: once */
 	const char *memory_reserve; /* --memory-reserve: a size or "N%" */
+	const char *cache_dir;      /* --cache: registered models' tensors (NULL: none) */
+	uint64_t cache_limit;       /* --cache-limit in bytes, 0: none */
 } worker_opts;
 
 /* The assigned job: one segment of one placement. */
@@ -97,6 +100,7 @@ typedef struct worker {
 	char data_bind[WORKER_URL_MAX];    /* where the data listener is bound */
 	sc_rpc_server *srv;
 	sc_rpc_client *coord;
+	sc_tcache *cache; /* --cache (deliver.h), NULL without one; thread-safe */
 
 	pthread_mutex_t mu; /* guards everything below */
 	job *job;

@@ -69,3 +69,19 @@ sc_err sc_backend_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n,
 	return be->ops->gemm_q(be, trans_a, trans_b, m, n, k, alpha, a, lda, b, beta, c, ldc, tile,
 			       tile_floats);
 }
+
+int sc_backend_has_encoder_q(const sc_backend *be)
+{
+	return be && be->ops->encoder_forward_q != NULL;
+}
+
+sc_err sc_backend_encoder_forward_q(sc_backend *be, float *out, const int32_t *tokens,
+				    const sc_qweight *wte, const float *wpe, int B, int T, int C)
+{
+	if (!sc_backend_has_encoder_q(be))
+		return sc_errf(SC_ENOTSUP,
+			       "a quantized token embedding needs the CPU backend for now (%s "
+			       "has no embedding lookup of quantized rows)",
+			       be ? be->name : "(null)");
+	return be->ops->encoder_forward_q(be, out, tokens, wte, wpe, B, T, C);
+}

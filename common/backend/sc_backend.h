@@ -21,7 +21,7 @@
  * the next ops.sync or ops.download, which every caller of results performs.
  *
  * Optional entries (NULL when a backend lacks them), checked for NULL in the
- * sc_backend_* helpers only: gemm_q.
+ * sc_backend_* helpers only: gemm_q, encoder_forward_q.
  */
 #ifndef SC_BACKEND_H
 #define SC_BACKEND_H
@@ -132,6 +132,14 @@ typedef struct sc_backend_ops {
 	 * NULL; tokens (B,T) must be < V (checked by the caller on the host). */
 	sc_err (*encoder_forward)(sc_backend *be, float *out, const int32_t *tokens,
 				  const float *wte, const float *wpe, int B, int T, int C);
+	/* OPTIONAL. encoder_forward with the token embedding a quantized
+	 * frozen weight wte (V,C) (a bf16 base keeps it SC_QW_BF16): each row
+	 * read is dequantized (bf16: widened, exact) with the float operations
+	 * gemm_q uses, so out = encoder_forward on the dequantized wte, bit for
+	 * bit. No dequantized copy of wte is made. A backend may implement
+	 * only some formats (SC_ENOTSUP for the others). */
+	sc_err (*encoder_forward_q)(sc_backend *be, float *out, const int32_t *tokens,
+				    const sc_qweight *wte, const float *wpe, int B, int T, int C);
 	/* out (N,C), mean (N), rstd (N) = LayerNorm(inp (N,C)) * w (C) + b (C). */
 	sc_err (*layernorm_forward)(sc_backend *be, float *out, float *mean, float *rstd,
 				    const float *inp, const float *w, const float *b, int N, int C,
@@ -275,6 +283,13 @@ int sc_backend_has_gemm_q(const sc_backend *be);
 sc_err sc_backend_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
 			 const float *a, int lda, const sc_qweight *b, float beta, float *c,
 			 int ldc, float *tile, size_t tile_floats);
+
+/* Nonzero when be implements encoder_forward_q. */
+int sc_backend_has_encoder_q(const sc_backend *be);
+
+/* be's encoder_forward_q; SC_ENOTSUP naming the backend when it has none. */
+sc_err sc_backend_encoder_forward_q(sc_backend *be, float *out, const int32_t *tokens,
+				    const sc_qweight *wte, const float *wpe, int B, int T, int C);
 
 /* Describes the BLAS in use, e.g. "OpenBLAS 0.3.21 (Haswell, 2 threads)".
  * Borrowed static string. */

@@ -367,6 +367,11 @@ const sc_st_tensor *sc_st_at(const sc_st_file *f, int i)
 	return (f && i >= 0 && i < f->n) ? &f->tensors[i] : NULL;
 }
 
+size_t sc_st_file_offset(const sc_st_file *f, const sc_st_tensor *t)
+{
+	return (size_t)((const unsigned char *)t->data - f->map);
+}
+
 const sc_st_tensor *sc_st_find(const sc_st_file *f, const char *name)
 {
 	if (!f || !name)

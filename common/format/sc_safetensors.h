@@ -42,6 +42,8 @@ int sc_st_count(const sc_st_file *f);
 const sc_st_tensor *sc_st_at(const sc_st_file *f, int i);
 /* The tensor named name, or NULL. Borrowed. */
 const sc_st_tensor *sc_st_find(const sc_st_file *f, const char *name);
+/* Where tensor t (one of f's) starts in f's file, in bytes from its start. */
+size_t sc_st_file_offset(const sc_st_file *f, const sc_st_tensor *t);
 /* The metadata value for key, or NULL. Borrowed. */
 const char *sc_st_metadata(const sc_st_file *f, const char *key);
 

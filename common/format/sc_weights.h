@@ -38,6 +38,18 @@ typedef struct sc_weights sc_weights;
  * plain file names, or which lists a tensor twice. */
 sc_err sc_weights_open(sc_weights **out, const char *dir);
 
+/* Finds a tensor for sc_weights_find: *out = the tensor called name, valid
+ * until the source's owner releases it, or NULL with SC_OK when the model
+ * has no such tensor. */
+typedef sc_err (*sc_weights_lookup)(void *arg, const char *name, const sc_st_tensor **out);
+
+/* Weights whose sc_weights_find asks fn (with arg, borrowed: the caller
+ * keeps it alive until sc_weights_close and frees it after) instead of
+ * reading a directory: e.g. a worker's cache of a registered model's
+ * tensors (worker/deliver.c). sc_weights_check_all checks nothing on them.
+ * *out = new weights, close with sc_weights_close. */
+sc_err sc_weights_open_lookup(sc_weights **out, sc_weights_lookup fn, void *arg);
+
 /* Closes every open file. Accepts NULL. Every tensor that w handed out is
  * invalid afterwards. */
 void sc_weights_close(sc_weights *w);

@@ -30,7 +30,9 @@ struct sc_weights {
 	int nshards;
 	struct shard *shards; /* (nshards) sorted by name */
 	int nentries;
-	struct entry *entries; /* (nentries) sorted by tensor name */
+	struct entry *entries;    /* (nentries) sorted by tensor name */
+	sc_weights_lookup lookup; /* a caller's source (sc_weights_open_lookup), else NULL */
+	void *lookup_arg;
 };
 
 /* "<dir>/<name>" (one slash) in a new string to free(), or NULL. */
@@ -159,6 +161,17 @@ fail:
 	return rc;
 }
 
+sc_err sc_weights_open_lookup(sc_weights **out, sc_weights_lookup fn, void *arg)
+{
+	if (!out || !fn)
+		return sc_errf(SC_EINVAL, "sc_weights_open_lookup: NULL argument");
+	if (!(*out = calloc(1, sizeof(**out))))
+		return sc_errf(SC_ENOMEM, "out of memory");
+	(*out)->lookup = fn;
+	(*out)->lookup_arg = arg;
+	return SC_OK;
+}
+
 void sc_weights_close(sc_weights *w)
 {
 	if (!w)
@@ -208,6 +221,8 @@ sc_err sc_weights_find(sc_weights *w, const char *name, const sc_st_tensor **out
 		*out = NULL;
 	if (!w || !name || !out)
 		return sc_errf(SC_EINVAL, "sc_weights_find: NULL argument");
+	if (w->lookup)
+		return w->lookup(w->lookup_arg, name, out);
 	if (w->single) {
 		*out = sc_st_find(w->single, name);
 		return SC_OK;
@@ -231,5 +246,5 @@ sc_err sc_weights_check_all(sc_weights *w)
 
 int sc_weights_sharded(const sc_weights *w)
 {
-	return w && !w->single;
+	return w && !w->single && !w->lookup;
 }

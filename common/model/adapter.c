@@ -10,6 +10,7 @@
 
 #include "sc_adapter.h"
 #include "sc_file.h"
+#include "sc_quant.h"
 #include "sc_safetensors.h"
 
 #define MAX_JSON_BYTES (1 << 20)
@@ -192,6 +193,13 @@ static sc_err save_tensors(const sc_adapter *ad, const char *path)
 		}
 	if (!rc)
 		rc = sc_st_writer_meta(w, "format", "pt");
+	if (!rc && ad->mc.quantized) { /* the frozen base it was trained on */
+		char base[32];
+		snprintf(base, sizeof(base), "%s%s",
+			 sc_quant_name((enum sc_quant_format)ad->mc.quant_format),
+			 ad->mc.quant_double ? "+dq" : "");
+		rc = sc_st_writer_meta(w, "splitchain_base", base);
+	}
 	if (!rc)
 		rc = sc_st_writer_save(w, path);
 done:
@@ -210,6 +218,30 @@ sc_err sc_adapter_save(const sc_adapter *ad, const char *dir, const char *base_m
 	SC_TRY(save_tensors(ad, path));
 	SC_TRY(join(path, sizeof(path), dir, "adapter_config.json"));
 	return save_config(ad, path, base_model);
+}
+
+/* The "splitchain_base" record of f, if any, into ad's trained_ fields. */
+static sc_err read_base(sc_adapter *ad, const sc_st_file *f, const char *path)
+{
+	const char *b = sc_st_metadata(f, "splitchain_base");
+	if (!b)
+		return SC_OK;
+	for (int k = 0; k < SC_QUANT_COUNT; k++) {
+		const char *name = sc_quant_name((enum sc_quant_format)k);
+		size_t n = strlen(name);
+		if (strncmp(b, name, n))
+			continue;
+		int dq = !strcmp(b + n, "+dq");
+		if (b[n] && !(dq && k == SC_QUANT_NF4))
+			continue;
+		ad->trained_quantized = 1;
+		ad->trained_format = k;
+		ad->trained_double = dq;
+		return SC_OK;
+	}
+	return sc_errf(SC_EFORMAT,
+		       "%s: metadata splitchain_base '%s' is not bf16, int8, nf4 or nf4+dq", path,
+		       b);
 }
 
 /* What adapter_config.json says. */
@@ -482,7 +514,7 @@ sc_err sc_adapter_load(sc_adapter **out, const char *dir, const sc_model_config 
 		goto fail;
 	}
 	if ((rc = sc_adapter_new(&ad, &lc, cfg)) != SC_OK ||
-	    (rc = load_tensors(ad, idx, f, tpath)) != SC_OK)
+	    (rc = load_tensors(ad, idx, f, tpath)) != SC_OK || (rc = read_base(ad, f, tpath)))
 		goto fail;
 	sc_st_close(f);
 	free(idx);

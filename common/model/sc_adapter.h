@@ -27,6 +27,13 @@ typedef struct sc_adapter {
 	float *b[SC_ADAPTER_MAX_LAYERS][SC_LORA_MAX_TARGETS];
 	float *data;
 	size_t n_floats;
+	/* The frozen base it was trained on when that was not float: mc's
+	 * quantized, quant_format and quant_double as sc_adapter_save records
+	 * them (adapter_model.safetensors' metadata "splitchain_base": "bf16",
+	 * "int8", "nf4" or "nf4+dq"; PEFT ignores it, and adapter_config.json
+	 * cannot carry it: PEFT 0.7 refuses unknown keys). sc_adapter_load
+	 * sets these from that record (0: none), and leaves mc as cfg. */
+	int trained_quantized, trained_format, trained_double;
 } sc_adapter;
 
 /* *out = new adapter for every layer of model mc, zero-filled; free with
@@ -38,7 +45,8 @@ void sc_adapter_free(sc_adapter *ad);
 void sc_adapter_init(sc_adapter *ad);
 
 /* Writes ad to dir (created if missing) in PEFT's layout. base_model is
- * recorded as base_model_name_or_path (may be NULL). */
+ * recorded as base_model_name_or_path (may be NULL); a quantized or bf16
+ * ad->mc (the job's frozen base, sc_train_base_format) as "splitchain_base". */
 sc_err sc_adapter_save(const sc_adapter *ad, const char *dir, const char *base_model);
 
 /* Reads a PEFT LoRA adapter from dir for a model of cfg's shape. *out = new

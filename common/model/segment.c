@@ -97,11 +97,18 @@ static void layout_base(sc_segment *seg, arena *a)
 	sc_param_desc gp[SC_GP_COUNT], lp[SC_FAMILY_MAX_PARAMS];
 
 	seg->fam->global_params(mc, gp);
-	for (int g = 0; g < SC_GP_COUNT; g++)
-		seg->gp[g] = holds_global(seg, g) && gp[g].ndim ? take(a, numel(&gp[g])) : NULL;
+	for (int g = 0; g < SC_GP_COUNT; g++) {
+		int held = holds_global(seg, g) && gp[g].ndim, q = seg_bf16_global(seg, g);
+		seg->gp[g] = held && !q ? take(a, numel(&gp[g])) : NULL;
+		if (held && q)
+			layout_qweight(seg, a, &gp[g], &seg->gq[g]);
+	}
 	seg->head = seg->gp[SC_GP_HEAD]       ? seg->gp[SC_GP_HEAD]
 		    : sc_segment_is_last(seg) ? seg->gp[SC_GP_EMBED]
 					      : NULL;
+	seg->head_q = seg->gq[SC_GP_HEAD].q                               ? &seg->gq[SC_GP_HEAD]
+		      : sc_segment_is_last(seg) && seg->gq[SC_GP_EMBED].q ? &seg->gq[SC_GP_EMBED]
+									  : NULL;
 	if (mc->rope_theta > 0) {
 		int P = seg_generating(seg) ? seg->spec.kv_positions : seg->spec.T;
 		size_t n = (size_t)P * (size_t)(mc->head_dim / 2);
@@ -250,6 +257,30 @@ static sc_err validate_spec(const sc_segment_spec *sp)
 	return SC_OK;
 }
 
+/* A bf16 base also holds the token embedding and LM head bf16: the first
+ * segment's lookup needs encoder_forward_q; the last segment's head runs
+ * logits (N,V) = lnf (N,C) W^T and dnorm (N,C) = dlogits (N,V) W through
+ * gemm_q, whose tile holds SC_QTILE_COLS output columns of k = C forward,
+ * k = V backward (oneDNN: then dlogits goes 2 SC_QTILE_COLS rows at a
+ * time, rounded to bf16, not all N * V of it). */
+static sc_err bf16_globals_setup(sc_segment *seg)
+{
+	const sc_model_config *mc = &seg->spec.model;
+	size_t C = (size_t)mc->n_embd, V = (size_t)mc->vocab_size, cols = SC_QTILE_COLS;
+	if (seg->be && sc_segment_is_first(seg) && !sc_backend_has_encoder_q(seg->be))
+		return sc_errf(SC_ENOTSUP,
+			       "a bf16 base holds the token embedding in bf16: its lookup needs "
+			       "the CPU backend for now (this segment is on %s)",
+			       seg->be->name);
+	if (!sc_segment_is_last(seg))
+		return SC_OK;
+	size_t fwd = (V < cols ? V : cols) * C,
+	       bwd = seg_generating(seg) ? 0 : (C < cols ? C : cols) * V;
+	fwd = fwd > bwd ? fwd : bwd;
+	seg->qtile_floats = fwd > seg->qtile_floats ? fwd : seg->qtile_floats;
+	return SC_OK;
+}
+
 /* A quantized model: the tile scratch gemm_q needs (SC_QTILE_COLS output
  * columns of the largest k: forward k = in, backward k = out; for bf16
  * also the whole activation op(a) (N, k) rounded to bf16, N * k / 2
@@ -291,6 +322,8 @@ static sc_err quant_setup(sc_segment *seg)
 		}
 		seg->qtile_floats = fwd > seg->qtile_floats ? fwd : seg->qtile_floats;
 	}
+	if (mc->quant_format == SC_QUANT_BF16)
+		SC_TRY(bf16_globals_setup(seg));
 	seg->lq = calloc((size_t)seg->nl, sizeof(*seg->lq));
 	return seg->lq ? SC_OK : sc_errf(SC_ENOMEM, "out of memory");
 }

@@ -1,6 +1,7 @@
 /* segment_exec.c — forward and backward of a segment: the embedding on the
  * first, each layer through its family (sc_family.h), the final norm, LM head
- * and loss on the last, and the optimizer step. Shapes: see the legend in
+ * and loss on the last (embedding and head bf16 on a bf16 base), and the
+ * optimizer step. Shapes: see the legend in
  * sc_backend.h. */
 #include <math.h>
 #include <stdlib.h>
@@ -79,6 +80,33 @@ static sc_err norm_backward(sc_segment *seg, slot *s, float *dx, const float *do
 	return SC_OK;
 }
 
+/* c (m,n) = a (m,k) times the LM head W (V,C): a W^T forward (logits, n
+ * = V, k = C), a W backward (the input gradient, n = C, k = V); through
+ * gemm_q when the head is bf16 (seg->head_q), else gemm. */
+static sc_err head_gemm(sc_segment *seg, int backward, int m, int n, int k, const float *a, int lda,
+			float *c, int ldc)
+{
+	if (seg->head_q)
+		return sc_backend_gemm_q(seg->be, 0, !backward, m, n, k, 1.0f, a, lda, seg->head_q,
+					 0.0f, c, ldc, seg->qtile, seg->qtile_floats);
+	int C = seg->spec.model.n_embd;
+	TRY_OP(seg, gemm, 0, !backward, m, n, k, 1.0f, a, lda, seg->head, C, 0.0f, c, ldc);
+	return SC_OK;
+}
+
+/* The embedding of n positions per row of tokens (B,n) into out (B,n,C),
+ * positions from pos (NULL: none). */
+static sc_err embed(sc_segment *seg, float *out, const int32_t *tokens, const float *pos, int B,
+		    int n)
+{
+	int C = seg->spec.model.n_embd;
+	if (seg->gq[SC_GP_EMBED].q)
+		return sc_backend_encoder_forward_q(seg->be, out, tokens, &seg->gq[SC_GP_EMBED],
+						    pos, B, n, C);
+	TRY_OP(seg, encoder_forward, out, tokens, seg->gp[SC_GP_EMBED], pos, B, n, C);
+	return SC_OK;
+}
+
 /* Final norm, LM head (tied or not), loss and its gradient down to the last
  * layer's output, stored in s->dlast. */
 static sc_err head_forward(sc_segment *seg, slot *s, const int32_t *targets, float grad_scale,
@@ -94,7 +122,7 @@ static sc_err head_forward(sc_segment *seg, slot *s, const int32_t *targets, flo
 		valid += targets[i] >= 0;
 	TRY_OP(seg, upload_async, s->targets, targets, (size_t)N * sizeof(int32_t));
 	SC_TRY(norm_forward(seg, s, xl, N));
-	TRY_OP(seg, gemm, 0, 1, N, V, C, 1.0f, s->lnf, C, seg->head, C, 0.0f, seg->logits, V);
+	SC_TRY(head_gemm(seg, 0, N, V, C, s->lnf, C, seg->logits, V));
 	TRY_OP(seg, crossentropy, seg->losses, seg->logits, s->targets, N, V,
 	       valid ? grad_scale / (float)valid : 0.0f);
 	TRY_OP(seg, download, seg->host_losses, seg->losses, (size_t)N * sizeof(float));
@@ -102,7 +130,7 @@ static sc_err head_forward(sc_segment *seg, slot *s, const int32_t *targets, flo
 		sum += seg->host_losses[i];
 	*loss = valid ? sum / (double)valid : 0.0;
 	/* dnorm = dlogits @ head, then through the final norm. */
-	TRY_OP(seg, gemm, 0, 0, N, C, V, 1.0f, seg->logits, V, seg->head, C, 0.0f, seg->dnorm, C);
+	SC_TRY(head_gemm(seg, 1, N, C, V, seg->logits, V, seg->dnorm, C));
 	TRY_OP(seg, zero, s->dlast, (size_t)N * C * sizeof(float));
 	return norm_backward(seg, s, s->dlast, seg->dnorm, xl);
 }
@@ -128,8 +156,7 @@ sc_err sc_segment_forward(sc_segment *seg, int slot_i, const void *in, const int
 	if (sc_segment_is_first(seg)) {
 		SC_TRY(check_ids(in, N, sp->model.vocab_size, 0, "token"));
 		TRY_OP(seg, upload_async, s->tokens, in, N * sizeof(int32_t));
-		TRY_OP(seg, encoder_forward, s->x, s->tokens, seg->gp[SC_GP_EMBED],
-		       seg->gp[SC_GP_POS], sp->B, sp->T, (int)C);
+		SC_TRY(embed(seg, s->x, s->tokens, seg->gp[SC_GP_POS], sp->B, sp->T));
 	} else {
 		TRY_OP(seg, upload_async, s->x, in, N * C * sizeof(float));
 	}
@@ -222,8 +249,7 @@ sc_err sc_segment_infer(sc_segment *seg, int pos0, int n, const void *in, float 
 		const float *pos = seg->gp[SC_GP_POS];
 		SC_TRY(check_ids(in, rows, V, 0, "token"));
 		TRY_OP(seg, upload_async, s->tokens, in, rows * sizeof(int32_t));
-		TRY_OP(seg, encoder_forward, s->x, s->tokens, seg->gp[SC_GP_EMBED],
-		       pos ? pos + (size_t)pos0 * C : NULL, B, n, C);
+		SC_TRY(embed(seg, s->x, s->tokens, pos ? pos + (size_t)pos0 * C : NULL, B, n));
 	} else {
 		TRY_OP(seg, upload_async, s->x, in, rows * C * sizeof(float));
 	}
@@ -252,7 +278,7 @@ sc_err sc_segment_infer(sc_segment *seg, int pos0, int n, const void *in, float 
 	 * last one. */
 	SC_TRY(norm_forward(seg, s, xl, (int)rows));
 	for (int b = 0; b < B; b++)
-		TRY_OP(seg, gemm, 0, 1, 1, V, C, 1.0f, s->lnf + ((size_t)b * n + n - 1) * C, C,
-		       seg->head, C, 0.0f, seg->infer_logits + (size_t)b * V, V);
+		SC_TRY(head_gemm(seg, 0, 1, V, C, s->lnf + ((size_t)b * n + n - 1) * C, C,
+				 seg->infer_logits + (size_t)b * V, V));
 	return OPS(seg)->download(seg->be, out, seg->infer_logits, (size_t)B * V * sizeof(float));
 }

@@ -34,9 +34,15 @@ struct sc_segment {
 	float scale; /* LoRA alpha / r */
 	sc_attn_shape attn;
 
-	void *base_mem;                     /* frozen weights */
-	float *gp[SC_GP_COUNT];             /* model-wide tensors held, else NULL */
-	float *head;                        /* (V,C) last segment: LM head (maybe gp[EMBED]) */
+	void *base_mem;         /* frozen weights */
+	float *gp[SC_GP_COUNT]; /* model-wide tensors held, else NULL */
+	float *head;            /* (V,C) last segment: LM head (maybe gp[EMBED]) */
+	/* A bf16 base (seg_bf16_globals): the token embedding and the LM head
+	 * kept bf16 here instead (their gp entries NULL, head NULL, no fp32
+	 * copy): the lookup widens rows (encoder_forward_q), the head's two
+	 * products run through gemm_q. */
+	sc_qweight gq[SC_GP_COUNT];
+	const sc_qweight *head_q;           /* last segment: gq[HEAD], or gq[EMBED] when tied */
 	float *rope_cos, *rope_sin;         /* (T, hs/2) with rotary positions */
 	float *(*lw)[SC_FAMILY_MAX_PARAMS]; /* (nl) each layer's frozen tensors */
 	/* A quantized model (spec.model.quantized): each layer's projections,
@@ -86,6 +92,19 @@ static inline int seg_generating(const sc_segment *seg)
 static inline int seg_has_target(const sc_segment *seg, int t)
 {
 	return (seg->spec.lora.targets >> t) & 1u;
+}
+
+/* Nonzero when the segment's base is bf16: then the token embedding and
+ * the LM head are held bf16 too (gq), as the projections are. */
+static inline int seg_bf16_globals(const sc_segment *seg)
+{
+	return seg->spec.model.quantized && seg->spec.model.quant_format == SC_QUANT_BF16;
+}
+
+/* Whether model-wide tensor g is one seg_bf16_globals holds bf16. */
+static inline int seg_bf16_global(const sc_segment *seg, int g)
+{
+	return seg_bf16_globals(seg) && (g == SC_GP_EMBED || g == SC_GP_HEAD);
 }
 
 /* The output columns gemm_q dequantizes at a time: the tile scratch holds

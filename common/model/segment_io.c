@@ -78,7 +78,8 @@ static sc_err load_weight(sc_segment *seg, const source *src, float *dst, const 
 
 enum { Q_QWEIGHT, Q_SCALES, Q_SCALES_Q, Q_SCALES_SCALE, Q_SCALES_OFFSET, Q_PARTS };
 
-/* A bf16 projection p (sc_quant.h: the weight under its own name) into
+/* A bf16 projection p (sc_quant.h: the weight under its own name), or a
+ * bf16 base's token embedding or LM head, into
  * q's device buffer: a BF16 tensor is checked (finite) and uploaded from
  * the file's mapping as it is, with no float32 copy; an F32 or F16 one is
  * read as float32 and rounded (sc_quant_quantize), so a float model runs
@@ -277,6 +278,8 @@ static sc_err load_base(sc_segment *seg, const source *src)
 	for (int g = 0; g < SC_GP_COUNT && !rc; g++)
 		if (seg->gp[g])
 			rc = load_weight(seg, src, seg->gp[g], &gp[g]);
+		else if (seg->gq[g].q) /* a bf16 base's embedding or head */
+			rc = load_bf16(seg, src, &gp[g], &seg->gq[g]);
 	if (!rc && seg->rope_cos)
 		rc = load_rope(seg);
 	for (int l = 0; l < seg->nl && !rc; l++) {

@@ -273,6 +273,28 @@ expect quantize_nf4_trains 0 "" -- "$BIN" finetune --model m-nf4 --data text.txt
 expect quantize_half_refused 1 "needs 1536 bytes of U8" -- "$BIN" finetune --model mhalf --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --quiet
 expect quantize_dequantized_trains 0 "" -- "$BIN" finetune --model m-back --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --quiet
 
+# ---- generate on the frozen base a job trained on (finetune's options) ----
+gq=("$BIN" generate --max-new-tokens 4 --prompt-ids 1,2,3 --json)
+ids_of() { sed 's/.*"ids":\[\([^]]*\)\].*/\1/'; }
+expect generate_base_help 0 "--precision P" -- "$BIN" generate --help
+expect generate_bf16 0 '"ids":[' -- "${gq[@]}" --model lm --precision bf16
+expect generate_nf4 0 '"ids":[' -- "${gq[@]}" --model lm --base-quant nf4 --double-quant
+expect generate_dq_alone 2 "--double-quant needs --base-quant nf4" -- "${gq[@]}" --model lm --double-quant
+expect generate_bad_precision 2 "--precision 'fp16': choose fp32 or bf16" -- "${gq[@]}" --model lm --precision fp16
+expect generate_base_applied 1 "already quantized to int8" -- "${gq[@]}" --model m-int8 --base-quant nf4
+expect generate_base_workers 2 "apply in this process only" -- "${gq[@]}" --model lm --workers tcp://127.0.0.1:1 --precision bf16
+"$BIN" quantize --model m --to bf16 --out m-bf16 >/dev/null || exit 1
+gbf=$("${gq[@]}" --model m --precision bf16 | ids_of)
+gbq=$("${gq[@]}" --model m-bf16 | ids_of)
+expect generate_bf16_as_quantized 0 "" -- test -n "$gbf" -a "$gbf" = "$gbq"
+# an adapter from a bf16 job records its base; generate then runs on it
+expect generate_bf16_job 0 "" -- "${lft[@]}" --model lm --precision bf16 --out lm-bf16-adapter
+expect generate_adapter_base 0 "frozen base bf16, as the adapter was trained" -- \
+  "$BIN" generate --model lm --adapter lm-bf16-adapter --prompt-ids 1,2,3 --max-new-tokens 2
+gab=$("${gq[@]}" --model lm --adapter lm-bf16-adapter | ids_of)
+gae=$("${gq[@]}" --model lm --adapter lm-bf16-adapter --precision bf16 | ids_of)
+expect generate_adapter_base_same 0 "" -- test -n "$gab" -a "$gab" = "$gae"
+
 # ---- the frozen base as a job option: quantized as the stages load ----
 expect base_quant_help 0 "--base-quant Q" -- "$BIN" submit --help
 expect base_quant_bad 2 "--base-quant 'int4': choose none, int8 or nf4" -- "${ft[@]}" --base-quant int4
@@ -283,6 +305,16 @@ expect base_quant_nf4_runs 0 "frozen base nf4+dq" -- "${ftv[@]}" --base-quant nf
 expect base_quant_int8_runs 0 "frozen base int8" -- "${ftv[@]}" --base-quant int8 --precision bf16
 expect base_quant_conflict 1 "already quantized to nf4+dq (its config.json's quantization_config); --base-quant int8 asks for another format" -- "$BIN" finetune --model m-nf4 --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --quiet --base-quant int8
 expect base_quant_same_as_dir 0 "frozen base nf4+dq" -- "$BIN" finetune --model m-nf4 --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --base-quant nf4 --double-quant
+
+# `models` (registered models): usage errors before any connection.
+expect models_help 0 "models add NAME DIR" -- "$BIN" models --help
+expect models_no_sub 2 "add, list, show or rm is required" -- "$BIN" models
+expect models_bad_sub 2 "unknown subcommand 'fly'" -- "$BIN" models fly
+expect models_add_args 2 "models add NAME DIR" -- "$BIN" models add onlyname
+expect models_add_nodir 1 "model directory 'nodir' not found" -- "$BIN" models add x nodir
+expect models_show_args 2 "models show NAME" -- "$BIN" models show
+expect models_rm_args 2 "models rm NAME" -- "$BIN" models rm a b
+expect models_list_args 2 "unexpected argument 'x'" -- "$BIN" models list x
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -99,6 +99,11 @@ class GPT2:
         may run it in another precision (test_bf16_parity)."""
         return x @ w
 
+    def head_mm(self, x, w):
+        """x @ w for the LM head, w = wte^T (C, V): a subclass may run it in
+        another precision (test_bf16_parity)."""
+        return x @ w
+
     def proj(self, x, layer, target, lora):
         w = self.w["h.%d.%s.weight" % (layer, target)]
         b = self.w["h.%d.%s.bias" % (layer, target)]
@@ -140,7 +145,7 @@ class GPT2:
             m = layer_norm(h, w["h.%d.ln_2.weight" % i], w["h.%d.ln_2.bias" % i], eps)
             h = h + self.mlp(m, i, lora)
         h = layer_norm(h, w["ln_f.weight"], w["ln_f.bias"], eps)
-        return h @ w["wte.weight"].t()
+        return self.head_mm(h, w["wte.weight"].t())
 
     def loss(self, tokens, targets, lora=None):
         """Mean token cross-entropy over targets >= 0."""

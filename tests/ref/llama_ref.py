@@ -234,6 +234,11 @@ class Llama:
         a subclass may run it in another precision (test_bf16_parity)."""
         return x @ w
 
+    def head_mm(self, x, w):
+        """x @ w for the LM head, w = lm_head^T (C, V): a subclass may run it
+        in another precision (test_bf16_parity)."""
+        return x @ w
+
     def proj(self, x, layer, target, lora):
         w = self.w["layers.%d.%s.weight" % (layer, target)]
         y = self.frozen_mm(x, w.t())
@@ -294,7 +299,7 @@ class Llama:
             m = rms_norm(h, w["layers.%d.post_attention_layernorm.weight" % i], eps)
             h = h + self.mlp(m, i, lora)
         h = rms_norm(h, w["norm.weight"], eps)
-        return h @ self.lm_head.t()
+        return self.head_mm(h, self.lm_head.t())
 
     def loss(self, tokens, targets, lora=None):
         """Mean token cross-entropy over targets >= 0."""

@@ -330,6 +330,7 @@ static const sc_backend_ops cpu_ops = {
 	.gemm = cpu_gemm,
 	.gemm_q = sc_cpu_gemm_q,
 	.encoder_forward = cpu_encoder_forward,
+	.encoder_forward_q = sc_cpu_encoder_forward_q,
 	.layernorm_forward = sc_cpu_layernorm_forward,
 	.layernorm_backward = sc_cpu_layernorm_backward,
 	.rmsnorm_forward = sc_cpu_rmsnorm_forward,

@@ -128,5 +128,8 @@ struct sc_cpu_dnnl *sc_cpu_dnnl_of(sc_backend *be);
 sc_err sc_cpu_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
 		     const float *a, int lda, const sc_qweight *b, float beta, float *c, int ldc,
 		     float *tile, size_t tile_floats);
+/* encoder_forward_q: each embedding row dequantized as gemm_q's tiles are. */
+sc_err sc_cpu_encoder_forward_q(sc_backend *be, float *out, const int32_t *tokens,
+				const sc_qweight *wte, const float *wpe, int B, int T, int C);
 
 #endif

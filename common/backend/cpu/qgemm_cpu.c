@@ -13,7 +13,11 @@
  * bf16 x bf16 -> fp32 matmul (bf16_dnnl.c; the activation rounded to bf16
  * too, as autocast does); elsewhere the tiles here, widened to fp32 exactly
  * (the activation stays fp32: more accurate, and no slower, than rounding
- * it when the multiply is fp32 anyway). */
+ * it when the multiply is fp32 anyway).
+ *
+ * Also the embedding lookup of a quantized token embedding
+ * (encoder_forward_q): each row read is dequantized into the output, so a
+ * bf16 base keeps no fp32 copy of its embedding. */
 #include <omp.h>
 #include <stdint.h>
 
@@ -110,6 +114,34 @@ sc_err sc_cpu_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, int
 			dequant_block(b, 0, k, n0, n1, tile, (size_t)w);
 		SC_TRY(be->ops->gemm(be, trans_a, trans_b, m, w, k, alpha, a, lda, tile,
 				     trans_b ? k : w, beta, c + n0, ldc));
+	}
+	return SC_OK;
+}
+
+sc_err sc_cpu_encoder_forward_q(sc_backend *be, float *out, const int32_t *tokens,
+				const sc_qweight *wte, const float *wpe, int B, int T, int C)
+{
+	if (B < 0 || T < 0 || C <= 0 || !wte || !wte->q || wte->cols != C ||
+	    (wte->format != SC_QW_INT8 && wte->format != SC_QW_NF4 && wte->format != SC_QW_BF16))
+		return sc_errf(SC_EINVAL,
+			       "encoder_q: a (%d, %d) embedding does not fit B=%d T=%d C=%d",
+			       wte ? wte->rows : 0, wte ? wte->cols : 0, B, T, C);
+	int N = B * T;
+	for (int i = 0; i < N; i++)
+		if (tokens[i] < 0 || tokens[i] >= wte->rows)
+			return sc_errf(SC_ERANGE, "encoder_q: token %d at %d is outside [0, %d)",
+				       (int)tokens[i], i, wte->rows);
+	sc_cpu_enter(be);
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= SC_CPU_PAR_MIN)
+	for (int i = 0; i < N; i++) {
+		float *o = out + (size_t)i * C;
+		dequant_block(wte, tokens[i], tokens[i] + 1, 0, C, o, (size_t)C);
+		if (!wpe)
+			continue;
+		const float *p = wpe + (size_t)(i % T) * C;
+#pragma omp simd
+		for (int j = 0; j < C; j++)
+			o[j] += p[j];
 	}
 	return SC_OK;
 }

@@ -287,6 +287,7 @@ static const sc_backend_ops cuda_ops = {
 	.gemm = cuda_gemm,
 	.gemm_q = SC_CUDA_GEMM_Q,
 	.encoder_forward = sc_cuda_encoder_forward,
+	.encoder_forward_q = SC_CUDA_ENCODER_Q,
 	.layernorm_forward = sc_cuda_layernorm_forward,
 	.layernorm_backward = sc_cuda_layernorm_backward,
 	.rmsnorm_forward = sc_cuda_rmsnorm_forward,

@@ -161,10 +161,16 @@ __device__ inline float sc_block_max(float v, float *sh)
 sc_err sc_cuda_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
 		      const float *a, int lda, const sc_qweight *b, float beta, float *out, int ldc,
 		      float *tile, size_t tile_floats);
+/* encoder_forward_q (sc_backend.h) on a bf16 token embedding (int8 and
+ * nf4: SC_ENOTSUP); NULL in the emulator, as gemm_q. */
+sc_err sc_cuda_encoder_forward_q(sc_backend *be, float *out, const int32_t *tokens,
+				 const sc_qweight *wte, const float *wpe, int B, int T, int C);
 #ifdef SC_CUDA_EMU_RUNTIME_H
-#define SC_CUDA_GEMM_Q NULL
+#define SC_CUDA_GEMM_Q    NULL
+#define SC_CUDA_ENCODER_Q NULL
 #else
-#define SC_CUDA_GEMM_Q sc_cuda_gemm_q
+#define SC_CUDA_GEMM_Q    sc_cuda_gemm_q
+#define SC_CUDA_ENCODER_Q sc_cuda_encoder_forward_q
 #endif
 
 /* For each of batch matrices: c = alpha * op(a) (m,k) @ op(b) (k,n) + beta * c,

@@ -10,6 +10,7 @@
  *         by a kernel with the float operations of sc_quant_dequantize_rows
  *         (__fmul_rn / __fadd_rn: no contraction into FMAs, so the tile
  *         holds the CPU's bits), then cublasSgemm on it, as the CPU does.
+ * Also encoder_forward_q on a bf16 token embedding: rows widened (exact).
  * Not in the CUDA emulator (tests/cuda_emu has no bf16 type or GemmEx):
  * there the backend keeps gemm_q NULL. */
 #include <cuda_bf16.h>
@@ -144,5 +145,36 @@ sc_err sc_cuda_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, in
 		SC_TRY(sc_cuda_gemm_batched(c, trans_a, trans_b, m, w, k, alpha, a, lda, 0, tile,
 					    trans_b ? k : w, 0, beta, out + n0, ldc, 0, 1));
 	}
+	return SC_OK;
+}
+
+/* out (B,T,C) = widen(wte[tokens]) (+ wpe[t]); n = B*T*C. */
+__global__ void encoder_bf16_kernel(float *out, const int32_t *tokens, const __nv_bfloat16 *wte,
+				    const float *wpe, int T, int C, size_t n)
+{
+	for (size_t i = sc_thread_index(); i < n; i += sc_grid_stride()) {
+		size_t bt = i / C;
+		size_t col = i % C, t = bt % T;
+		float x = __bfloat162float(wte[(size_t)tokens[bt] * C + col]);
+		out[i] = wpe ? x + wpe[t * C + col] : x;
+	}
+}
+
+sc_err sc_cuda_encoder_forward_q(sc_backend *be, float *out, const int32_t *tokens,
+				 const sc_qweight *wte, const float *wpe, int B, int T, int C)
+{
+	size_t n = (size_t)B * T * C;
+	if (B < 0 || T < 0 || C < 1 || !wte || !wte->q || wte->cols != C)
+		return sc_errf(SC_EINVAL,
+			       "encoder_q: a (%d, %d) embedding does not fit B=%d T=%d C=%d",
+			       wte ? wte->rows : 0, wte ? wte->cols : 0, B, T, C);
+	if (wte->format != SC_QW_BF16)
+		return sc_errf(SC_ENOTSUP, "encoder_q: only bf16 embeddings on %s", be->name);
+	if (!n)
+		return SC_OK;
+	SC_CUDA_ENTER(be, c);
+	SC_LAUNCH(encoder_bf16_kernel, sc_cuda_grid(n, THREADS), THREADS, c->stream)
+	(out, tokens, (const __nv_bfloat16 *)(const void *)wte->q, wpe, T, C, n);
+	SC_LAUNCH_CHECK(encoder_bf16_kernel);
 	return SC_OK;
 }
