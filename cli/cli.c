@@ -32,7 +32,7 @@ static const char usage_text[] =
     "  finetune     fine-tune LoRA adapters in this process and export them (PEFT format)\n"
     "  generate     generate text with a model and a LoRA adapter in this process\n"
     "  make-model   write a randomly initialised model (Hugging Face layout)\n"
-    "  quantize     quantize a model's frozen projection weights to int8 or nf4\n"
+    "  quantize     quantize a model's frozen projection weights to int8, nf4 or bf16\n"
     "  tokenize     turn text into token ids (a Hugging Face tokenizer, or bytes)\n"
     "  detokenize   turn token ids back into text\n"
     "  version      print the version\n"
