@@ -190,6 +190,11 @@ cJSON *cli_job_json(const Splitchain__JobInfo *j)
 		cJSON_AddStringToObject(e, "worker_name", s->worker_name);
 		cJSON_AddNumberToObject(e, "first_layer", s->first_layer);
 		cJSON_AddNumberToObject(e, "last_layer", s->last_layer);
+		if (s->tail_last_layer) { /* a data owner's two ends */
+			cJSON_AddStringToObject(e, "role", "owner");
+			cJSON_AddNumberToObject(e, "tail_first_layer", s->tail_first_layer);
+			cJSON_AddNumberToObject(e, "tail_last_layer", s->tail_last_layer);
+		}
 		cJSON_AddItemToArray(pl, e);
 	}
 	return o;

@@ -44,7 +44,7 @@ sc_err cli_remote_chain(void *arg, const int32_t *ids, int pos0, int n, float *l
 		int last = i == r->n - 1;
 		size_t want =
 		    last ? (size_t)r->V * sizeof(float) : (size_t)n * r->C * sizeof(float);
-		req.session = r->session;
+		req.session = r->session + (uint64_t)i; /* one a hop: a worker may hold two */
 		req.pos0 = (uint32_t)pos0;
 		req.n = (uint32_t)n;
 		if (i == 0)
@@ -81,7 +81,7 @@ sc_err cli_remote_open(remote *r, const char *model_path, sc_adapter *ad, int P,
 		int n = 0;
 		sc_err rc;
 		SC_TRY(sc_rpc_client_open(&h->cl, h->url));
-		req.session = r->session;
+		req.session = r->session + (uint64_t)i;
 		req.model_path = (char *)model_path;
 		req.first_layer = (uint32_t)h->first;
 		req.last_layer = (uint32_t)h->last;
@@ -132,7 +132,7 @@ void cli_remote_close(remote *r)
 	for (int i = 0; i < r->n; i++) {
 		Splitchain__GenCloseRequest req = SPLITCHAIN__GEN_CLOSE_REQUEST__INIT;
 		Splitchain__Empty *rep = NULL;
-		req.session = r->session;
+		req.session = r->session + (uint64_t)i;
 		if (r->h[i].open &&
 		    !hop_call(r, &r->h[i], "Worker.GenClose", &req.base,
 			      &splitchain__empty__descriptor, (ProtobufCMessage **)&rep))
@@ -194,6 +194,14 @@ int cli_remote_job(const gen_args *a, remote *r, sc_model_config *mc, sc_adapter
 		snprintf(h->url, sizeof(h->url), "%s", url);
 		h->first = (int)p->first_layer;
 		h->last = (int)p->last_layer;
+		/* A data owner's job: the owner's last layers close the chain. */
+		if (p->tail_last_layer > p->tail_first_layer && r->n < MAX_HOPS) {
+			hop *t = &r->h[info->n_placement];
+			snprintf(t->url, sizeof(t->url), "%s", url);
+			t->first = (int)p->tail_first_layer;
+			t->last = (int)p->tail_last_layer;
+			r->n = (int)info->n_placement + 1;
+		}
 	}
 	snprintf(model_path, path_size, "%s", info->model_path ? info->model_path : "");
 	snprintf(tokenizer, path_size, "%s",

@@ -109,9 +109,16 @@ static void print_status(const Splitchain__JobInfo *j)
 	printf("  placement   %u stage(s)\n", j->stages);
 	for (size_t i = 0; i < j->n_placement; i++) {
 		const Splitchain__StageInfo *s = j->placement[i];
-		printf("    stage %u: layers [%u, %u) on worker %llu (%s)\n", s->stage,
-		       s->first_layer, s->last_layer, (unsigned long long)s->worker_id,
-		       s->worker_name);
+		if (s->tail_last_layer)
+			printf("    stage %u: layers [%u, %u) + [%u, %u) with the head on worker "
+			       "%llu (%s), the data owner\n",
+			       s->stage, s->first_layer, s->last_layer, s->tail_first_layer,
+			       s->tail_last_layer, (unsigned long long)s->worker_id,
+			       s->worker_name);
+		else
+			printf("    stage %u: layers [%u, %u) on worker %llu (%s)\n", s->stage,
+			       s->first_layer, s->last_layer, (unsigned long long)s->worker_id,
+			       s->worker_name);
 	}
 }
 
@@ -189,6 +196,7 @@ int cli_workers(int argc, char **argv)
 			cJSON_AddNumberToObject(o, "memory_reserve_bytes",
 						(double)w->memory_reserve_bytes);
 			cJSON_AddNumberToObject(o, "last_seen_ms", (double)w->last_seen_unix_ms);
+			cJSON_AddBoolToObject(o, "data_owner", w->data_owner);
 			cJSON_AddStringToObject(o, "address", w->control_addr);
 			cJSON_AddItemToArray(a, o);
 		}
@@ -201,10 +209,11 @@ int cli_workers(int argc, char **argv)
 			uint64_t use = w->memory_bytes > w->memory_reserve_bytes
 					   ? w->memory_bytes - w->memory_reserve_bytes
 					   : 0;
-			printf("%-7llu %-20s %-8s %-6s %9.1f %9.1f %9.1f  %s\n",
+			printf("%-7llu %-20s %-8s %-6s %9.1f %9.1f %9.1f  %s%s\n",
 			       (unsigned long long)w->worker_id, w->name, w->device, w->state,
 			       w->gflops, (double)w->memory_bytes / (1 << 30),
-			       (double)use / (1 << 30), w->control_addr);
+			       (double)use / (1 << 30), w->control_addr,
+			       w->data_owner ? "  (data owner)" : "");
 		}
 	}
 	splitchain__workers_reply__free_unpacked(rep, NULL);

@@ -16,7 +16,10 @@ static const char submit_help[] =
     "Submits a LoRA fine-tuning job to the coordinator and prints its id. A model\n"
     "directory must be readable by every worker; a model registered with `splitchain\n"
     "models add NAME DIR` is named by NAME and fetched by the workers (--cache).\n"
-    "The data must be readable by the coordinator.\n"
+    "The data must be readable by the coordinator — unless the job names a data\n"
+    "owner (--owner): then the data stays on the owner, which reads FILE (and\n"
+    "--eval-data, --tokenizer) relative to its --owner-data directory, and neither\n"
+    "the coordinator nor any other worker sees a token of it (docs/privacy.md).\n"
     "\n"
     "job:\n"
     "  --model DIR|NAME     Hugging Face checkpoint directory (gpt2, llama,\n"
@@ -31,9 +34,16 @@ static const char submit_help[] =
     "                       fastest free ones (the job waits for them to be free)\n"
     "                       Both are checked against the workers' memory.\n"
     "  --schedule S         1f1b or gpipe                                     (default 1f1b)\n"
-    "  --checkpoint-every N checkpoint every N steps (and at the end)         (default 10)\n";
+    "  --checkpoint-every N checkpoint every N steps (and at the end)         (default 10)\n"
+    "\n"
+    "private data (U-shaped):\n"
+    "  --owner NAME         the data owner, a worker started with --owner-data: it\n"
+    "                       holds the embeddings, the first and last K blocks, the\n"
+    "                       head and the loss; --stages workers hold the middle\n"
+    "  --owner-layers K     blocks the owner holds at each end            (default 1)\n";
 
-enum { OPT_SPLIT = 3001, OPT_WORKERS }; /* beside the shared options' codes (cli.h) */
+/* Beside the shared options' codes (cli.h). */
+enum { OPT_SPLIT = 3001, OPT_WORKERS, OPT_OWNER, OPT_OWNER_LAYERS };
 
 int cli_submit(int argc, char **argv)
 {
@@ -46,6 +56,8 @@ int cli_submit(int argc, char **argv)
 		{ "checkpoint-every", 1, 0, 'K' },
 		{ "split", 1, 0, OPT_SPLIT },
 		{ "workers", 1, 0, OPT_WORKERS },
+		{ "owner", 1, 0, OPT_OWNER },
+		{ "owner-layers", 1, 0, OPT_OWNER_LAYERS },
 		CLI_TRAIN_OPTIONS,
 		CLI_DATA_OPTIONS,
 		CLI_CONN_OPTIONS,
@@ -66,7 +78,9 @@ int cli_submit(int argc, char **argv)
 	const char *split = NULL;
 	static char workers_list[8192]; /* the names, cut at the commas */
 	char *workers[256];
-	int bounds[257], n_split = 0, n_workers = 0;
+	int bounds[257], n_split = 0, n_workers = 0, n_owners = 0;
+	char *owners[16];
+	long owner_layers = 1;
 
 	cli_conn_defaults(&co);
 	cli_train_defaults(&lc, &tc, &targets);
@@ -107,6 +121,19 @@ int cli_submit(int argc, char **argv)
 			break;
 		case 'K':
 			bad = cli_int(cmd, "--checkpoint-every", optarg, 1, 100000000, &every);
+			break;
+		case OPT_OWNER:
+			if (!optarg[0])
+				return cli_usage(cmd, "--owner expects a worker's name");
+			for (int k = 0; k < n_owners; k++)
+				if (!strcmp(owners[k], optarg))
+					return cli_usage(cmd, "--owner names '%s' twice", optarg);
+			if (n_owners == (int)(sizeof(owners) / sizeof(owners[0])))
+				return cli_usage(cmd, "at most 16 --owner");
+			owners[n_owners++] = optarg;
+			break;
+		case OPT_OWNER_LAYERS:
+			bad = cli_int(cmd, "--owner-layers", optarg, 1, 4096, &owner_layers);
 			break;
 		case 'G':
 			if (!strcmp(optarg, "1f1b"))
@@ -163,15 +190,24 @@ int cli_submit(int argc, char **argv)
 		fprintf(stderr, "splitchain submit: model directory '%s' not found\n", model);
 		return CLI_ERROR;
 	}
-	if (!realpath(data, data_abs)) {
+	if (n_owners && (n_split || n_workers))
+		return cli_usage(cmd,
+				 "--owner places the job itself: not with --split or --workers");
+	/* An owner's paths are its own, relative to its --owner-data
+	 * directory: they travel as given and are never looked at here. */
+	if (n_owners) {
+		snprintf(data_abs, sizeof(data_abs), "%s", data);
+		snprintf(tok_abs, sizeof(tok_abs), "%s", dat.tokenizer ? dat.tokenizer : "");
+		snprintf(eval_abs, sizeof(eval_abs), "%s", dat.eval_data ? dat.eval_data : "");
+	} else if (!realpath(data, data_abs)) {
 		fprintf(stderr, "splitchain submit: data file '%s' not found\n", data);
 		return CLI_ERROR;
 	}
-	if (dat.tokenizer && !realpath(dat.tokenizer, tok_abs)) {
+	if (!n_owners && dat.tokenizer && !realpath(dat.tokenizer, tok_abs)) {
 		fprintf(stderr, "splitchain submit: tokenizer '%s' not found\n", dat.tokenizer);
 		return CLI_ERROR;
 	}
-	if (dat.eval_data && !realpath(dat.eval_data, eval_abs)) {
+	if (!n_owners && dat.eval_data && !realpath(dat.eval_data, eval_abs)) {
 		fprintf(stderr, "splitchain submit: eval data file '%s' not found\n",
 			dat.eval_data);
 		return CLI_ERROR;
@@ -198,6 +234,9 @@ int cli_submit(int argc, char **argv)
 	req.split = (char *)(split ? split : "");
 	req.n_workers = (size_t)n_workers;
 	req.workers = workers;
+	req.n_owners = (size_t)n_owners;
+	req.owners = owners;
+	req.owner_layers = n_owners ? (uint32_t)owner_layers : 0;
 	req.schedule = schedule;
 	req.checkpoint_every = (uint32_t)every;
 	ret = cli_call(cmd, &co, "Coordinator.Submit", &req.base,

@@ -49,6 +49,7 @@ typedef struct live_worker {
 	unsigned threads;                      /* its compute threads (CPU workers; 0 otherwise) */
 	uint64_t memory_bytes, memory_reserve; /* its device's, and what it keeps back */
 	char device[32];                       /* "cpu", "cuda:0" */
+	int data_owner;                        /* started with --owner-data */
 	char name[128];
 	char control_addr[256];
 	char data_addr[256];
@@ -113,6 +114,9 @@ void *coord_scheduler(void *c);
  * n reserved workers w, in chain order. Returns 1 when started, 0 when not
  * (the caller keeps job). (coord_job.c) */
 int coord_start_job(coord *c, sc_db_job *job, live_worker *const *w, int n);
+/* The data a U-shaped job's owner reads (spec's data fields), as a
+ * message borrowing spec's strings. (coord_calls.c) */
+void coord_owner_data(const Splitchain__SubmitRequest *spec, Splitchain__OwnerData *out);
 /* Puts the k fastest of w[0..n) first, those k in id order (the chain the
  * scheduler gives a job). */
 void coord_fastest(live_worker **w, int n, int k);

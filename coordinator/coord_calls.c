@@ -78,11 +78,11 @@ void run_step_calls(runner *r, Splitchain__StepRequest *req, uint32_t step, cons
 		splitchain__step_request__init(&req[i]);
 		req[i].job_id = (uint64_t)r->job->id;
 		req[i].step = step;
-		if (i == 0) {
+		if (i == 0 && tokens) { /* a ring's owner reads its own */
 			req[i].tokens.data = (uint8_t *)tokens;
 			req[i].tokens.len = rows * sizeof(*tokens);
 		}
-		if (i == r->n - 1) {
+		if (i == r->n - 1 && targets) {
 			req[i].targets.data = (uint8_t *)targets;
 			req[i].targets.len = rows * sizeof(*targets);
 		}
@@ -115,6 +115,19 @@ void run_describe(const stage *s, int i, char *buf, size_t size)
 	snprintf(buf, size, "stage %d on worker %lld (%s): %s: %s", i, (long long)s->worker_id,
 		 s->name, s->rc ? "local error" : sc_status_name(s->status),
 		 s->rc ? sc_err_detail() : s->msg);
+}
+
+void coord_owner_data(const Splitchain__SubmitRequest *spec, Splitchain__OwnerData *out)
+{
+	splitchain__owner_data__init(out);
+	out->path = spec->data_path;
+	out->eval_path = spec->eval_data_path;
+	out->eval_split = spec->eval_split;
+	out->eval_batches = spec->eval_batches;
+	out->skip_bad_lines = spec->skip_bad_lines;
+	out->no_pack = spec->no_pack;
+	out->no_cache = spec->no_data_cache;
+	out->tokenizer_path = spec->tokenizer_path;
 }
 
 void run_lora_msg(const Splitchain__SubmitRequest *spec, Splitchain__LoraConfig *out)

@@ -51,8 +51,11 @@ int run_restore(runner *r, uint32_t *start, char *err, size_t esize)
 			*dst[kind] = cursor;
 			for (int k = 0; k < ck->n_tensors; k++) {
 				sc_db_tensor *t = &ck->tensors[k];
-				if ((int)t->kind != kind || t->layer < (int)r->st[i].first ||
-				    t->layer >= (int)r->st[i].last || t->ndim != 2)
+				int ours = (t->layer >= (int)r->st[i].first &&
+					    t->layer < (int)r->st[i].last) ||
+					   (t->layer >= (int)r->st[i].tail_first &&
+					    t->layer < (int)r->st[i].tail_last);
+				if ((int)t->kind != kind || !ours || t->ndim != 2)
 					continue;
 				coord_tensor_view(&nts[k], shapes[k], t);
 				*cursor++ = &nts[k];

@@ -11,7 +11,11 @@ int run_eval(runner *r, uint32_t step, double *loss, size_t *tokens, char *err, 
 {
 	int M = r->tc.micro_batches, B = r->tc.B, T = r->tc.T, bad = -1;
 	size_t BT = (size_t)B * T, rows = BT * (size_t)M;
-	size_t K = sc_eval_batches(r->eval, T, B, r->spec->eval_batches);
+	/* A ring's owner holds the held-out data: it counted the micro-batches
+	 * at assign, cuts them itself and reports each one's targets. */
+	size_t K =
+	    r->ring ? r->owner_eval_batches : sc_eval_batches(r->eval, T, B, r->spec->eval_batches);
+	int last = r->ring ? 0 : r->n - 1;
 	size_t passes = (K + (size_t)M - 1) / (size_t)M;
 	int32_t *in = malloc(rows * 4), *tg = malloc(rows * 4);
 	size_t *count = malloc((size_t)M * sizeof(size_t));
@@ -24,7 +28,7 @@ int run_eval(runner *r, uint32_t step, double *loss, size_t *tokens, char *err, 
 		goto out;
 	}
 	for (size_t p = 0; p < passes; p++) {
-		for (int m = 0; m < M; m++) {
+		for (int m = 0; m < M && !r->ring; m++) {
 			size_t k = p * (size_t)M + (size_t)m;
 			count[m] = 0;
 			if (k < K) {
@@ -37,7 +41,8 @@ int run_eval(runner *r, uint32_t step, double *loss, size_t *tokens, char *err, 
 				tg[m * BT + i] = -1;
 			}
 		}
-		run_step_calls(r, req, step, in, tg, rows);
+		run_step_calls(r, req, step, r->ring ? NULL : in, r->ring ? NULL : tg,
+			       r->ring ? 0 : rows);
 		for (int i = 0; i < r->n; i++) {
 			req[i].eval = 1;
 			req[i].eval_pass = (uint32_t)p;
@@ -46,14 +51,17 @@ int run_eval(runner *r, uint32_t step, double *loss, size_t *tokens, char *err, 
 			run_describe(&r->st[bad], bad, err, esize);
 			goto out;
 		}
-		Splitchain__StepReply *sr = (Splitchain__StepReply *)r->st[r->n - 1].rep;
-		if (sr->n_eval_losses != (size_t)M) {
+		Splitchain__StepReply *sr = (Splitchain__StepReply *)r->st[last].rep;
+		if (sr->n_eval_losses != (size_t)M || (r->ring && sr->n_eval_tokens != (size_t)M)) {
 			snprintf(err, esize,
-				 "stage %d reported %zu eval losses for %d micro-batches", r->n - 1,
-				 sr->n_eval_losses, M);
-			bad = r->n - 1;
+				 "stage %d reported %zu eval losses (%zu counts) for %d "
+				 "micro-batches",
+				 last, sr->n_eval_losses, sr->n_eval_tokens, M);
+			bad = last;
 			goto out;
 		}
+		for (int m = 0; m < M && r->ring; m++)
+			count[m] = (size_t)sr->eval_tokens[m];
 		for (int m = 0; m < M; m++)
 			sc_eval_add(&acc, sr->eval_losses[m], count[m]);
 		run_free_replies(r);

@@ -104,8 +104,24 @@ static void note_shared_cpus(const runner *r, char *reason, size_t size)
 	}
 }
 
+/* A ring's middle stages for the planner: stage k of S over layers
+ * [first, last) is stage k + 1 of the S + 2 along a micro-batch's path
+ * (the owner's head before, its tail after), over layers shifted by K. */
+typedef struct ring_mem {
+	sc_stage_mem *m;
+	int K;
+} ring_mem;
+
+static double ring_mem_bytes(void *arg, int kind, int s, int stages, int first, int last)
+{
+	ring_mem *rm = arg;
+	return sc_stage_mem_bytes(rm->m, kind, s + 1, stages + 2, first + rm->K, last + rm->K);
+}
+
 /* Plans r's stages on its workers (sc_place): ps[0..n) in chain order, the
- * reason in reason. */
+ * reason in reason. A ring (a data owner's job) plans its middle alone:
+ * the owner, stage 0, holds [0, K) and [L - K, L) by the job's word; its
+ * memory is checked all the same. */
 static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_size)
 {
 	sc_place_worker pw[MAX_STAGES];
@@ -113,7 +129,7 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 	sc_db_link *ls = NULL;
 	double lg, hg, tokens = (double)r->tc.B * r->tc.T * r->tc.micro_batches;
 	size_t hop;
-	int nl = 0;
+	int nl = 0, o = r->ring ? 1 : 0, np = r->n - o, K = r->ring ? r->owner_layers : 0;
 	sc_err rc;
 
 	if (!links)
@@ -123,14 +139,14 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 		nl = 0;
 	for (int k = 0; k < nl; k++) {
 		int i = -1, j = -1;
-		for (int s = 0; s < r->n; s++) {
+		for (int s = o; s < r->n; s++) {
 			if (r->st[s].worker_id == ls[k].from_worker)
-				i = s;
+				i = s - o;
 			if (r->st[s].worker_id == ls[k].to_worker)
-				j = s;
+				j = s - o;
 		}
 		if (i >= 0 && j >= 0)
-			links[i * r->n + j] = (sc_place_link){ ls[k].rtt_ms, ls[k].mbit_s };
+			links[i * np + j] = (sc_place_link){ ls[k].rtt_ms, ls[k].mbit_s };
 	}
 	free(ls);
 	/* Each hop carries (tokens, C) activations forward and as many
@@ -150,7 +166,8 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 			     .gpipe = r->spec->schedule == SPLITCHAIN__SCHEDULE__SCHEDULE_GPIPE,
 			     .wire = r->tc.wire };
 	int planned_mem = sc_train_base_format(&mem.mc, &r->tc) == SC_OK;
-	int bounds[MAX_STAGES + 1], nb = 0;
+	int bounds[MAX_STAGES + 1], nb = 0, L = r->mc.n_layer;
+	ring_mem rm = { &mem, K };
 	if (r->spec->split && r->spec->split[0] &&
 	    (sc_parse_split(r->spec->split, bounds, MAX_STAGES, &nb) || nb != r->n)) {
 		free(links);
@@ -160,16 +177,47 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 	sc_place_net net = { .links = links,
 			     .hop_bytes = (double)hop,
 			     .messages = r->tc.micro_batches,
-			     .mem = planned_mem ? sc_stage_mem_bytes : NULL,
-			     .mem_arg = &mem,
+			     .mem = !planned_mem ? NULL
+				    : r->ring    ? ring_mem_bytes
+						 : sc_stage_mem_bytes,
+			     .mem_arg = r->ring ? (void *)&rm : (void *)&mem,
 			     .bounds = nb ? bounds : NULL,
 			     .keep_order = r->spec->n_workers > 0 };
-	for (int i = 0; i < r->n; i++)
-		pw[i] = (sc_place_worker){ (uint64_t)r->st[i].worker_id,
-					   r->st[i].gflops * shared_cpus(r, i), usable_memory(r, i),
-					   (int)sc_mem_kind_of(r->st[i].device) };
+	for (int i = o; i < r->n; i++)
+		pw[i - o] =
+		    (sc_place_worker){ (uint64_t)r->st[i].worker_id,
+				       r->st[i].gflops * shared_cpus(r, i), usable_memory(r, i),
+				       (int)sc_mem_kind_of(r->st[i].device) };
 	sc_place_costs(&r->mc, r->tc.T, (int)r->spec->lora->rank, tokens, &lg, &hg);
-	rc = sc_place(pw, r->n, r->n, r->mc.n_layer, lg, hg, &net, ps, reason, reason_size);
+	rc = sc_place(pw, np, np, L - 2 * K, lg, r->ring ? 0 : hg, &net, ps + o, reason,
+		      reason_size);
+	if (!rc && r->ring) {
+		/* The middle over [K, L - K); the owner's two ends, which must fit
+		 * its memory too (its head's and tail's buffers both counted). */
+		int kind = (int)sc_mem_kind_of(r->st[0].device);
+		double need = planned_mem
+				  ? sc_stage_mem_bytes(&mem, kind, 0, np + 2, 0, K) +
+					sc_stage_mem_bytes(&mem, kind, np + 1, np + 2, L - K, L)
+				  : 0,
+		       have = usable_memory(r, 0);
+		for (int i = 1; i < r->n; i++) {
+			ps[i].worker += 1;
+			ps[i].first += K;
+			ps[i].last += K;
+		}
+		ps[0] = (sc_place_stage){ .worker = 0, .first = 0, .last = K, .mem_bytes = need };
+		size_t used = strlen(reason);
+		snprintf(reason + used, reason_size - used,
+			 "; U-shaped: data owner %s holds layers 0-%d and %d-%d with the "
+			 "embeddings and the head (%.0f MB of %.0f MB)",
+			 r->st[0].name, K - 1, L - K, L - 1, need / 1e6, have / 1e6);
+		if (have > 0 && need > have)
+			rc = sc_errf(SC_ERANGE,
+				     "the data owner %s cannot hold its %d block(s) at each end "
+				     "with the embeddings and the head: it needs %.0f MB, %.0f MB "
+				     "are usable on it",
+				     r->st[0].name, K, need / 1e6, have / 1e6);
+	}
 	free(links);
 	sc_stage_mem_free(&mem);
 	SC_TRY(rc);
@@ -180,17 +228,20 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 sc_err coord_fit_check(coord *c, Splitchain__SubmitRequest *spec, const sc_model_config *mc,
 		       const sc_train_config *tc)
 {
-	live_worker *alive[1024];
+	live_worker *alive[1024], *owner = NULL;
 	sc_place_stage ps[MAX_STAGES];
 	char reason[2048];
-	int n = 0, S = (int)spec->stages;
+	int n = 0, S = (int)spec->stages, o = spec->n_owners > 0;
 	int64_t now = coord_now_ms();
 	runner *r;
 	sc_err rc;
 
-	if (S < 1 || S > MAX_STAGES || !(r = calloc(1, sizeof(*r))))
+	if (S < 1 || S + o > MAX_STAGES || !(r = calloc(1, sizeof(*r))))
 		return SC_OK; /* the scheduler says what is wrong */
 	pthread_mutex_lock(&c->mu);
+	for (int i = 0; o && i < c->nworkers && !owner; i++) /* checked by the caller */
+		if (!strcmp(c->workers[i].name, spec->owners[0]))
+			owner = &c->workers[i];
 	for (size_t k = 0; k < spec->n_workers; k++) { /* --workers: those, in order */
 		live_worker *found = NULL;
 		for (int i = 0; i < c->nworkers && !found; i++)
@@ -207,22 +258,26 @@ sc_err coord_fit_check(coord *c, Splitchain__SubmitRequest *spec, const sc_model
 		alive[n++] = found;
 	}
 	for (int i = 0; !spec->n_workers && i < c->nworkers && n < 1024; i++)
-		if (c->workers[i].last_seen_ms > 0 &&
+		if (c->workers[i].last_seen_ms > 0 && &c->workers[i] != owner &&
 		    now - c->workers[i].last_seen_ms <= c->lost_after_ms)
 			alive[n++] = &c->workers[i];
-	if (n >= S) {
+	if (n >= S && (owner || !o)) {
 		if (!spec->n_workers)
 			coord_fastest(alive, n, S); /* as the scheduler will take them */
+		if (owner)
+			stage_of(&r->st[0], owner);
 		for (int i = 0; i < S; i++)
-			stage_of(&r->st[i], alive[i]);
+			stage_of(&r->st[o + i], alive[i]);
 	}
 	pthread_mutex_unlock(&c->mu);
-	if (n < S) { /* too few to judge: the placement will */
+	if (n < S || (o && !owner)) { /* too few to judge: the placement will */
 		free(r);
 		return SC_OK;
 	}
 	r->c = c;
-	r->n = S;
+	r->n = S + o;
+	r->ring = o;
+	r->owner_layers = o ? (int)spec->owner_layers : 0;
 	r->spec = spec;
 	r->mc = *mc;
 	r->tc = *tc;
@@ -249,6 +304,9 @@ static sc_err place(runner *r)
 		r->st[i].first = (uint32_t)ps[i].first;
 		r->st[i].peak_mem = 0; /* a new placement's own peaks */
 		r->st[i].last = (uint32_t)ps[i].last;
+		r->st[i].tail_first =
+		    r->ring && i == 0 ? (uint32_t)(r->mc.n_layer - r->owner_layers) : 0;
+		r->st[i].tail_last = r->ring && i == 0 ? (uint32_t)r->mc.n_layer : 0;
 		ds[i] = (sc_db_stage){ .stage = (uint32_t)i,
 				       .worker_id = r->st[i].worker_id,
 				       .first_layer = r->st[i].first,
@@ -256,7 +314,9 @@ static sc_err place(runner *r)
 				       .predicted_step_s = ps[i].predicted_s,
 				       .worker_gflops = r->st[i].gflops,
 				       .reason = reason,
-				       .predicted_mem_bytes = (uint64_t)ps[i].mem_bytes };
+				       .predicted_mem_bytes = (uint64_t)ps[i].mem_bytes,
+				       .tail_first_layer = r->st[i].tail_first,
+				       .tail_last_layer = r->st[i].tail_last };
 	}
 	SC_TRY(sc_db_placement_insert(r->c->db, r->job->id, ds, r->n, &r->version));
 	sc_db_event(r->c->db, r->job->id, 0, SC_LOG_INFO, "placement", "version %u: %s", r->version,
@@ -277,9 +337,11 @@ static int assign(runner *r, char *err, size_t esize)
 {
 	Splitchain__AssignRequest req[MAX_STAGES];
 	Splitchain__LoraConfig lora;
-	int bad;
+	Splitchain__OwnerData od;
+	int bad, n = r->n;
 
 	run_lora_msg(r->spec, &lora);
+	coord_owner_data(r->spec, &od);
 	for (int i = 0; i < r->n; i++) {
 		splitchain__assign_request__init(&req[i]);
 		req[i].job_id = (uint64_t)r->job->id;
@@ -294,8 +356,18 @@ static int assign(runner *r, char *err, size_t esize)
 		req[i].lora = &lora;
 		req[i].train = r->spec->train;
 		req[i].schedule = r->spec->schedule;
-		req[i].prev_data_addr = i > 0 ? r->st[i - 1].data : "";
-		req[i].next_data_addr = i < r->n - 1 ? r->st[i + 1].data : "";
+		req[i].prev_data_addr = i > 0     ? r->st[i - 1].data
+					: r->ring ? r->st[n - 1].data
+						  : "";
+		req[i].next_data_addr = i < n - 1 ? r->st[i + 1].data
+					: r->ring ? r->st[0].data
+						  : "";
+		req[i].ring = r->ring;
+		if (r->ring && i == 0) {
+			req[i].tail_first_layer = r->st[i].tail_first;
+			req[i].tail_last_layer = r->st[i].tail_last;
+			req[i].owner_data = &od;
+		}
 		r->st[i].method = "Worker.Assign";
 		r->st[i].req = &req[i].base;
 		r->st[i].desc = &splitchain__assign_reply__descriptor;
@@ -303,6 +375,8 @@ static int assign(runner *r, char *err, size_t esize)
 	bad = run_call_all(r, ASSIGN_TIMEOUT_MS);
 	if (bad >= 0)
 		run_describe(&r->st[bad], bad, err, esize);
+	else if (r->ring) /* the owner's held-out data, counted by the owner */
+		r->owner_eval_batches = ((Splitchain__AssignReply *)r->st[0].rep)->eval_batches;
 	run_free_replies(r);
 	return bad;
 }
@@ -314,38 +388,46 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 	size_t BT = (size_t)r->tc.B * r->tc.T, rows = BT * (size_t)r->tc.micro_batches;
 	Splitchain__StepRequest req[MAX_STAGES];
 	Splitchain__ApplyRequest apply = SPLITCHAIN__APPLY_REQUEST__INIT;
-	int32_t *tokens = malloc(rows * 4), *targets = malloc(rows * 4);
-	double per_layer[SC_ADAPTER_MAX_LAYERS];
+	int32_t *tokens = NULL, *targets = NULL;
+	double per_layer[SC_ADAPTER_MAX_LAYERS], tail[SC_ADAPTER_MAX_LAYERS];
 	float clip;
-	int bad = -1, L = 0;
+	int bad = -1, L = 0, nt = 0;
 
-	if (!tokens || !targets) {
+	/* A ring's owner cuts its own batches the same way. */
+	if (!r->ring && (!(tokens = malloc(rows * 4)) || !(targets = malloc(rows * 4)))) {
 		snprintf(err, esize, "out of memory");
 		bad = r->n;
 		goto out;
 	}
-	for (int m = 0; m < r->tc.micro_batches; m++)
+	for (int m = 0; !r->ring && m < r->tc.micro_batches; m++)
 		sc_loader_batch(r->ld, ((uint64_t)s * r->tc.micro_batches + m) * r->tc.B, r->tc.B,
 				tokens + m * BT, targets + m * BT);
-	run_step_calls(r, req, s, tokens, targets, rows);
+	run_step_calls(r, req, s, tokens, targets, r->ring ? 0 : rows);
 	bad = run_call_all(r, r->c->step_timeout_ms);
 	if (bad >= 0) {
 		run_describe(&r->st[bad], bad, err, esize);
 		goto out;
 	}
-	/* The global norm sums per-layer squares in layer order, as one process does. */
+	/* The global norm sums per-layer squares in layer order, as one process
+	 * does: a ring's owner reports its first layers, then its tail's. */
 	for (int i = 0; i < r->n; i++) {
 		Splitchain__StepReply *sr = (Splitchain__StepReply *)r->st[i].rep;
-		if (sr->n_layer_sumsq != r->st[i].last - r->st[i].first) {
+		uint32_t head = r->st[i].last - r->st[i].first,
+			 want = head + r->st[i].tail_last - r->st[i].tail_first;
+		if (sr->n_layer_sumsq != want) {
 			snprintf(err, esize, "stage %d reported %zu layer sums for %u layers", i,
-				 sr->n_layer_sumsq, r->st[i].last - r->st[i].first);
+				 sr->n_layer_sumsq, want);
 			bad = i;
 			goto out;
 		}
-		for (size_t k = 0; k < sr->n_layer_sumsq; k++)
-			per_layer[L++] = sr->layer_sumsq[k];
+		for (size_t k = 0; k < sr->n_layer_sumsq; k++) {
+			if (k < head)
+				per_layer[L++] = sr->layer_sumsq[k];
+			else
+				tail[nt++] = sr->layer_sumsq[k];
+		}
 		bytes[i] = sr->bytes_sent;
-		if (i == r->n - 1)
+		if (i == (r->ring ? 0 : r->n - 1))
 			*loss = sr->loss;
 		if (sr->peak_mem_bytes > r->st[i].peak_mem) { /* recorded as it grows */
 			r->st[i].peak_mem = sr->peak_mem_bytes;
@@ -356,6 +438,8 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 		}
 	}
 	run_free_replies(r);
+	for (int k = 0; k < nt; k++)
+		per_layer[L++] = tail[k];
 	*norm = sc_global_norm(per_layer, L);
 	clip = sc_clip_factor(*norm, r->tc.grad_clip);
 	*lr = sc_lr_at(&r->tc, (int)s);
@@ -463,6 +547,8 @@ static void *run_job(void *arg)
 		goto out;
 	}
 	sc_wire_train_config(&r->tc, r->spec->train);
+	r->ring = r->spec->n_owners > 0;
+	r->owner_layers = r->spec->owner_layers ? (int)r->spec->owner_layers : 1;
 	sc_tokenizer *tok = NULL;
 	sc_job_data jd = { 0 };
 	sc_data_spec dspec = {
@@ -475,9 +561,11 @@ static void *run_job(void *arg)
 		.T = r->tc.T,
 		.seed = r->tc.seed,
 	};
+	/* A data owner's data is read by the owner alone (docs/privacy.md). */
 	int data_bad = coord_model_config(c, r->spec->model, r->job->model_path, &r->mc) ||
-		       sc_dataset_tokenizer(&tok, r->job->model_path, r->spec->tokenizer_path) ||
-		       sc_job_data_load(&jd, &dspec, tok, r->mc.vocab_size, r->mc.eos_token_id);
+		       (!r->ring &&
+			(sc_dataset_tokenizer(&tok, r->job->model_path, r->spec->tokenizer_path) ||
+			 sc_job_data_load(&jd, &dspec, tok, r->mc.vocab_size, r->mc.eos_token_id)));
 	sc_tokenizer_free(tok);
 	r->tk = jd.train;
 	r->eval = jd.eval;
@@ -485,7 +573,8 @@ static void *run_job(void *arg)
 		sc_db_event(c->db, r->job->id, 0, SC_LOG_WARN, "data_bad_lines",
 			    "%zu malformed JSONL line(s) of %s skipped", jd.st.bad_lines,
 			    r->job->data_path);
-	if (data_bad || sc_loader_new(&r->ld, r->tk, r->tc.T, r->tc.seed) || place(r)) {
+	if (data_bad || (!r->ring && sc_loader_new(&r->ld, r->tk, r->tc.T, r->tc.seed)) ||
+	    place(r)) {
 		snprintf(err, sizeof(err), "%s", sc_err_detail());
 		end = SC_JOB_FAILED;
 		goto out;
@@ -547,8 +636,9 @@ static void *run_job(void *arg)
 		r->lj->step_s = r->lj->step_s > 0 ? 0.7 * r->lj->step_s + 0.3 * secs : secs;
 		progress(r->lj);
 		pthread_mutex_unlock(&c->mu);
-		if (r->eval && (s + 1 == (uint32_t)r->tc.steps ||
-				(r->spec->eval_every && (s + 1) % r->spec->eval_every == 0))) {
+		if ((r->eval || r->owner_eval_batches) &&
+		    (s + 1 == (uint32_t)r->tc.steps ||
+		     (r->spec->eval_every && (s + 1) % r->spec->eval_every == 0))) {
 			double el;
 			size_t en;
 			if ((bad = run_eval(r, s + 1, &el, &en, err, sizeof(err))) >= 0) {

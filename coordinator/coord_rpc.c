@@ -92,6 +92,7 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	w.device = nonempty(r->device) ? r->device : "cpu";
 	w.memory_bytes = r->memory_bytes;
 	w.memory_reserve_bytes = r->memory_reserve_bytes;
+	w.data_owner = r->data_owner;
 	w.gflops = r->gflops;
 	w.control_addr = r->control_addr;
 	w.data_addr = r->data_addr;
@@ -136,6 +137,7 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	lw->host_cpus = r->host_cpus;
 	lw->memory_bytes = r->memory_bytes;
 	lw->memory_reserve = r->memory_reserve_bytes;
+	lw->data_owner = r->data_owner;
 	snprintf(lw->device, sizeof(lw->device), "%s", w.device);
 	lw->threads = r->threads;
 	snprintf(lw->name, sizeof(lw->name), "%s", r->name);
@@ -207,7 +209,98 @@ static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply 
 	splitchain__heartbeat_request__free_unpacked(r, NULL);
 }
 
-/* Converts and checks a submitted job; returns 0 or fills rep. */
+/* Checks a job's data owners (submit --owner): live workers started with
+ * --owner-data, each able to read the job's data under its own directory
+ * (Worker.DataCheck, which loads it as the job will); the owner's and the
+ * middle's layers. Any failure names the owner. Called without c->mu.
+ * 0 or rep filled. */
+static int check_owners(coord *c, Splitchain__SubmitRequest *r, const sc_model_config *mc,
+			sc_rpc_reply *rep)
+{
+	int K = r->owner_layers ? (int)r->owner_layers : 1, L = mc->n_layer;
+
+	if (r->n_owners > 1) {
+		sc_rpc_reply_err(rep, SC_STATUS_UNIMPLEMENTED,
+				 "%zu owners: a job takes one data owner for now (several owners "
+				 "training together are not built yet)",
+				 r->n_owners);
+		return 1;
+	}
+	if (nonempty(r->split) || r->n_workers) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "--owner places the job itself: not with --split or --workers");
+		return 1;
+	}
+	if (r->stages < 1 || 2 * K + (int)r->stages > L) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "the owner holds %d block(s) at each end of the model's %d: %d "
+				 "left for %u middle stage(s) (need at least one each)",
+				 K, L, L - 2 * K > 0 ? L - 2 * K : 0, r->stages);
+		return 1;
+	}
+	r->owner_layers = (uint32_t)K;
+	for (size_t i = 0; i < r->n_owners; i++) {
+		const char *name = r->owners[i];
+		char control[256] = "";
+		int64_t now = coord_now_ms(), found = 0, owner = 0, alive = 0;
+		pthread_mutex_lock(&c->mu);
+		for (int k = 0; k < c->nworkers && !found; k++) {
+			live_worker *w = &c->workers[k];
+			if (strcmp(w->name, name))
+				continue;
+			found = 1;
+			owner = w->data_owner;
+			alive = w->last_seen_ms > 0 && now - w->last_seen_ms <= c->lost_after_ms;
+			snprintf(control, sizeof(control), "%s", w->control_addr);
+		}
+		pthread_mutex_unlock(&c->mu);
+		if (!found || !owner || !alive) {
+			sc_rpc_reply_err(
+			    rep,
+			    !found   ? SC_STATUS_NOT_FOUND
+			    : !owner ? SC_STATUS_INVALID_ARGUMENT
+				     : SC_STATUS_UNAVAILABLE,
+			    !found   ? "owner '%s': no worker of that name has registered"
+			    : !owner ? "owner '%s' is not a data owner (start it with "
+				       "--owner-data DIR)"
+				     : "owner '%s' is not reachable now (lost): its data "
+				       "lives nowhere else",
+			    name);
+			return 1;
+		}
+		/* Ask the owner to read the data as the job will. */
+		Splitchain__OwnerData od = SPLITCHAIN__OWNER_DATA__INIT;
+		Splitchain__DataCheckRequest q = SPLITCHAIN__DATA_CHECK_REQUEST__INIT;
+		Splitchain__DataCheckReply *a = NULL;
+		sc_rpc_client *cl = NULL;
+		char msg[1024];
+		int status = 0;
+		coord_owner_data(r, &od);
+		q.data = &od;
+		q.model_path = r->model_path;
+		q.model = r->model;
+		q.train = r->train;
+		sc_err rc = sc_rpc_client_open(&cl, control);
+		if (!rc)
+			rc = sc_rpc_call_pb(cl, "Worker.DataCheck", &q.base,
+					    &splitchain__data_check_reply__descriptor, 600000,
+					    &status, msg, sizeof(msg), (ProtobufCMessage **)&a);
+		sc_rpc_client_close(cl);
+		if (rc || status != SC_STATUS_OK) {
+			sc_rpc_reply_err(rep,
+					 rc ? SC_STATUS_UNAVAILABLE
+					 : status == SC_STATUS_NOT_FOUND
+					     ? SC_STATUS_FAILED_PRECONDITION
+					     : status,
+					 "owner '%s': %s", name, rc ? sc_err_detail() : msg);
+			return 1;
+		}
+		if (a)
+			splitchain__data_check_reply__free_unpacked(a, NULL);
+	}
+	return 0;
+}
+
 /* Checks a submission against its model; resolves r's LoRA targets given
  * by name for the model's family into r->lora->targets. */
 static int check_submit(coord *c, Splitchain__SubmitRequest *r, sc_model_config *mc,
@@ -236,12 +329,15 @@ static int check_submit(coord *c, Splitchain__SubmitRequest *r, sc_model_config 
 		return 1;
 	}
 	sc_weights_close(w);
-	if (stat(r->data_path, &st) != 0 || !S_ISREG(st.st_mode)) {
+	/* A data owner's data is its own: the coordinator never opens it. */
+	if (!r->n_owners && (stat(r->data_path, &st) != 0 || !S_ISREG(st.st_mode))) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "data file %s not found",
 				 r->data_path);
 		return 1;
 	}
-	if (r->stages < 1 || (int)r->stages > mc->n_layer) {
+	if (r->n_owners && check_owners(c, r, mc, rep))
+		return 1;
+	if (!r->n_owners && (r->stages < 1 || (int)r->stages > mc->n_layer)) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
 				 "%u stages for a model of %d layers: need 1..%d", r->stages,
 				 mc->n_layer, mc->n_layer);
@@ -294,7 +390,7 @@ static int check_submit(coord *c, Splitchain__SubmitRequest *r, sc_model_config 
 				 r->eval_split);
 		return 1;
 	}
-	if (nonempty(r->eval_data_path) &&
+	if (!r->n_owners && nonempty(r->eval_data_path) &&
 	    (stat(r->eval_data_path, &st) != 0 || !S_ISREG(st.st_mode))) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "eval data file %s not found",
 				 r->eval_data_path);
@@ -476,6 +572,8 @@ static void job_info(coord *c, const sc_db_job *job, Splitchain__JobInfo *info, 
 		v->si[i].worker_name = (char *)(st->worker_name ? st->worker_name : "");
 		v->si[i].first_layer = st->first_layer;
 		v->si[i].last_layer = st->last_layer;
+		v->si[i].tail_first_layer = st->tail_first_layer;
+		v->si[i].tail_last_layer = st->tail_last_layer;
 		v->sp[i] = &v->si[i];
 	}
 	info->n_placement = (size_t)n;
@@ -621,6 +719,7 @@ static void m_workers(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
 		infos[i].gflops = ws[i].gflops;
 		infos[i].memory_bytes = ws[i].memory_bytes;
 		infos[i].memory_reserve_bytes = ws[i].memory_reserve_bytes;
+		infos[i].data_owner = ws[i].data_owner;
 		infos[i].last_seen_unix_ms = ws[i].last_seen_ms;
 		infos[i].control_addr = (char *)ws[i].control_addr;
 		ptrs[i] = &infos[i];

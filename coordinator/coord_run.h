@@ -35,6 +35,7 @@ typedef struct stage {
 	uint64_t memory_bytes, memory_reserve;
 	uint64_t peak_mem; /* the most its steps reported of this placement (recorded) */
 	uint32_t first, last;
+	uint32_t tail_first, tail_last; /* a ring's owner (stage 0): its last layers; 0, 0 */
 	sc_rpc_client *cl;
 	/* the current call */
 	const char *method;
@@ -60,6 +61,12 @@ typedef struct runner {
 	uint32_t version;
 	sc_tokens *tk, *eval; /* training and held-out data (eval NULL: none) */
 	sc_loader *ld;
+	/* A data owner's job (docs/privacy.md): the chain is a ring whose
+	 * stage 0 is the owner, holding [0, K) and [L - K, L) with the data;
+	 * tk, eval and ld stay NULL, the owner says how many held-out
+	 * micro-batches it has at assign. */
+	int ring, owner_layers;
+	size_t owner_eval_batches;
 	int clients_live;     /* under c->mu: the clients may be aborted */
 	atomic_int first_bad; /* call_all: the stage whose call failed first, -1: none */
 } runner;

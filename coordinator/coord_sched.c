@@ -24,27 +24,45 @@ static int by_id(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
+/* Called with mu held: the free live worker called name, or NULL. */
+static live_worker *free_named(coord *c, const char *name, int64_t now)
+{
+	for (int k = 0; k < c->nworkers; k++) {
+		live_worker *w = &c->workers[k];
+		if (strcmp(w->name, name))
+			continue;
+		return w->job || w->held_job || w->last_seen_ms <= 0 ||
+			       now - w->last_seen_ms > c->lost_after_ms
+			   ? NULL
+			   : w;
+	}
+	return NULL;
+}
+
 /* Called with mu held: the workers job names (submit --workers), in chain
  * order, into w when every one is free; returns how many it names (0: any
- * workers will do), or -1 while one of them is busy, lost or unknown. */
-static int named_workers(coord *c, const sc_db_job *job, int64_t now, live_worker **w)
+ * workers will do), or -1 while one of them is busy, lost or unknown.
+ * *owner = its data owner (submit --owner) when it has one and it is free;
+ * while it is not, -1: the job waits for it, as its data lives nowhere
+ * else. */
+static int named_workers(coord *c, const sc_db_job *job, int64_t now, live_worker **w,
+			 live_worker **owner)
 {
 	Splitchain__SubmitRequest *r =
 	    splitchain__submit_request__unpack(NULL, job->spec_len, job->spec);
 	int n = 0;
+	*owner = NULL;
 	if (!r)
 		return 0; /* the runner reports the spec as unreadable */
 	for (size_t i = 0; i < r->n_workers && n >= 0; i++) {
-		live_worker *found = NULL;
-		for (int k = 0; k < c->nworkers && !found; k++)
-			if (!strcmp(c->workers[k].name, r->workers[i]))
-				found = &c->workers[k];
-		if (!found || found->job || found->held_job || found->last_seen_ms <= 0 ||
-		    now - found->last_seen_ms > c->lost_after_ms)
+		live_worker *found = free_named(c, r->workers[i], now);
+		if (!found)
 			n = -1;
 		else
 			w[n++] = found;
 	}
+	if (r->n_owners && !(*owner = free_named(c, r->owners[0], now)))
+		n = -1;
 	splitchain__submit_request__free_unpacked(r, NULL);
 	return n;
 }
@@ -57,25 +75,31 @@ static int try_start(coord *c, sc_db_job *job)
 	live_worker *freew[1024];
 	int nfree = 0, S = (int)job->stages;
 	int64_t now = coord_now_ms();
-	int named = named_workers(c, job, now, freew);
+	live_worker *owner;
+	int named = named_workers(c, job, now, freew + 1, &owner);
 
 	if (named < 0)
 		return 0; /* waits for the workers it names */
 	if (named > 0)
-		return named == S && coord_start_job(c, job, freew, S);
+		return named == S && coord_start_job(c, job, freew + 1, S);
 
 	/* Free: alive, reserved by no runner, and holding nothing — a worker
-	 * still holding an older placement is fenced first (coord_rpc.c). */
-	for (int i = 0; i < c->nworkers && nfree < 1024; i++) {
+	 * still holding an older placement is fenced first (coord_rpc.c). A
+	 * data owner's job: the owner first, the middle from the others. */
+	for (int i = 0; i < c->nworkers && nfree < 1023; i++) {
 		live_worker *w = &c->workers[i];
-		if (!w->job && !w->held_job && w->last_seen_ms > 0 &&
+		if (w != owner && !w->job && !w->held_job && w->last_seen_ms > 0 &&
 		    now - w->last_seen_ms <= c->lost_after_ms)
-			freew[nfree++] = w;
+			freew[1 + nfree++] = w;
 	}
 	if (nfree < S)
 		return 0;
-	coord_fastest(freew, nfree, S);
-	return coord_start_job(c, job, freew, S);
+	coord_fastest(freew + 1, nfree, S);
+	if (owner) {
+		freew[0] = owner;
+		return coord_start_job(c, job, freew, S + 1);
+	}
+	return coord_start_job(c, job, freew + 1, S);
 }
 
 void coord_fastest(live_worker **w, int n, int k)

@@ -139,11 +139,22 @@ static const char *const migrations[SC_DB_SCHEMA_VERSION] = {
 	" m.n_tensors, m.bytes, m.digest, m.dir, m.created_ms,"
 	" (SELECT count(DISTINCT wt.worker_id) FROM worker_tensors wt JOIN model_tensors t"
 	" ON t.sha256 = wt.sha256 WHERE t.model_id = m.id) AS workers_caching FROM models m;",
+	/* 8: private data: data owners, and the U-shaped placement whose stage
+	 * 0 (the owner) also holds the last layers and the head */
+	"ALTER TABLE workers ADD COLUMN data_owner INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE placements ADD COLUMN tail_first_layer INTEGER;"
+	"ALTER TABLE placements ADD COLUMN tail_last_layer INTEGER;"
+	"CREATE VIEW v_placement_roles AS SELECT p.job_id, p.version, p.stage, p.worker_id,"
+	" w.name AS worker_name, CASE WHEN p.tail_last_layer IS NOT NULL THEN 'owner'"
+	" WHEN EXISTS (SELECT 1 FROM placements o WHERE o.job_id = p.job_id AND"
+	" o.version = p.version AND o.tail_last_layer IS NOT NULL) THEN 'middle'"
+	" ELSE 'stage' END AS role, p.first_layer, p.last_layer, p.tail_first_layer,"
+	" p.tail_last_layer FROM placements p LEFT JOIN workers w ON w.id = p.worker_id;",
 };
 
 #define WORKER_COLS                                                                                \
 	"id, name, device, memory_bytes, gflops, control_addr, data_addr, state,"                  \
-	" registered_ms, last_seen_ms, memory_reserve_bytes"
+	" registered_ms, last_seen_ms, memory_reserve_bytes, data_owner"
 #define JOB_COLS                                                                                   \
 	"id, name, state, model_path, data_path, spec, stages, steps, step_done, last_loss,"       \
 	" error, created_ms, started_ms, finished_ms, base_quant, double_quant, precision"
@@ -152,11 +163,12 @@ static const char *const sql[ST_COUNT] = {
 	[ST_WORKER_UPSERT] =
 	    "INSERT INTO workers (name, device, memory_bytes, gflops,"
 	    " control_addr, data_addr, state, registered_ms, last_seen_ms,"
-	    " memory_reserve_bytes)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9) ON CONFLICT (name) DO"
+	    " memory_reserve_bytes, data_owner)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10) ON CONFLICT (name) DO"
 	    " UPDATE SET device = ?2, memory_bytes = ?3, gflops = ?4,"
 	    " control_addr = ?5, data_addr = ?6, state = ?7,"
-	    " registered_ms = ?8, last_seen_ms = ?8, memory_reserve_bytes = ?9",
+	    " registered_ms = ?8, last_seen_ms = ?8, memory_reserve_bytes = ?9,"
+	    " data_owner = ?10",
 	[ST_WORKER_ID] = "SELECT id FROM workers WHERE name = ?1",
 	[ST_WORKER_SEEN] = "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1",
 	[ST_WORKER_STATE] = "UPDATE workers SET state = ?2 WHERE id = ?1",
@@ -179,11 +191,13 @@ static const char *const sql[ST_COUNT] = {
 			      " WHERE job_id = ?1",
 	[ST_PLACEMENT_INSERT] = "INSERT INTO placements (job_id, version, stage, worker_id,"
 				" first_layer, last_layer, predicted_step_s, worker_gflops, reason,"
-				" created_ms, predicted_mem_bytes)"
-				" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+				" created_ms, predicted_mem_bytes, tail_first_layer,"
+				" tail_last_layer)"
+				" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
 	[ST_PLACEMENT_LATEST] = "SELECT p.stage, p.worker_id, w.name, p.first_layer,"
 				" p.last_layer, p.predicted_step_s, p.worker_gflops, p.reason,"
-				" p.predicted_mem_bytes, p.peak_mem_bytes"
+				" p.predicted_mem_bytes, p.peak_mem_bytes,"
+				" p.tail_first_layer, p.tail_last_layer"
 				" FROM placements p LEFT JOIN workers w ON w.id = p.worker_id"
 				" WHERE p.job_id = ?1 AND p.version = ?2 ORDER BY p.stage",
 	[ST_PLACEMENT_PEAK] = "UPDATE placements SET peak_mem_bytes ="

@@ -35,7 +35,7 @@
 #include "sc_log.h"
 
 /* The schema version this code writes; a file with a higher one is refused. */
-#define SC_DB_SCHEMA_VERSION 7
+#define SC_DB_SCHEMA_VERSION 8
 /* PRAGMA application_id of a splitchain database: "SPLD". */
 #define SC_DB_APPLICATION_ID 0x53504C44
 #define SC_DB_MAX_DIMS       8
@@ -75,6 +75,7 @@ typedef struct sc_db_worker {
 	enum sc_worker_state state;
 	int64_t registered_ms; /* this incarnation's registration */
 	int64_t last_seen_ms;
+	int data_owner; /* started with --owner-data */
 } sc_db_worker;
 
 /* Registers w by name: a new name gets a new id, a known one keeps its id and
@@ -159,6 +160,10 @@ typedef struct sc_db_stage {
 	const char *reason;           /* why the planner chose this; may be NULL */
 	uint64_t predicted_mem_bytes; /* the planner's: what the stage holds (0: not planned) */
 	uint64_t peak_mem_bytes;      /* output only: the most the stage reported (0: none) */
+	/* A U-shaped job's data owner (stage 0): it also holds the last layers
+	 * [tail_first_layer, tail_last_layer) and the head; 0, 0: none. The
+	 * stages' ranges then run from 0 to tail_first_layer. */
+	uint32_t tail_first_layer, tail_last_layer;
 } sc_db_stage;
 
 /* Records a new placement of job: stages[i] for i in [0, n), with

@@ -32,6 +32,7 @@ static sc_err read_worker(sqlite3_stmt *st, void *rec, struct arena *a)
 	w->registered_ms = sqlite3_column_int64(st, 8);
 	w->last_seen_ms = sqlite3_column_int64(st, 9);
 	w->memory_reserve_bytes = (uint64_t)sqlite3_column_int64(st, 10);
+	w->data_owner = sqlite3_column_int(st, 11) != 0;
 	return SC_OK;
 }
 
@@ -58,6 +59,7 @@ sc_err sc_db_worker_upsert(sc_db *db, const sc_db_worker *w, int64_t *id_out)
 	db_bind_text(st, 7, db_worker_states[w->state]);
 	sqlite3_bind_int64(st, 8, sc_db_now_ms());
 	sqlite3_bind_int64(st, 9, (int64_t)w->memory_reserve_bytes);
+	sqlite3_bind_int(st, 10, w->data_owner != 0);
 	if ((err = db_run(db, st, "registering a worker")) != SC_OK ||
 	    (err = db_stmt(db, ST_WORKER_ID, &st)) != SC_OK)
 		goto out;
@@ -295,6 +297,8 @@ static sc_err read_stage(sqlite3_stmt *st, void *rec, struct arena *a)
 	s->reason = db_arena_text(a, st, 7);
 	s->predicted_mem_bytes = (uint64_t)sqlite3_column_int64(st, 8);
 	s->peak_mem_bytes = (uint64_t)sqlite3_column_int64(st, 9);
+	s->tail_first_layer = (uint32_t)sqlite3_column_int64(st, 10);
+	s->tail_last_layer = (uint32_t)sqlite3_column_int64(st, 11);
 	return SC_OK;
 }
 
@@ -340,7 +344,11 @@ sc_err sc_db_placement_insert(sc_db *db, int64_t job_id, const sc_db_stage *stag
 	for (int i = 0; i < n; i++) {
 		const sc_db_stage *s = &stages[i];
 		if (s->stage != (uint32_t)i || s->first_layer >= s->last_layer ||
-		    (i > 0 && s->first_layer != stages[i - 1].last_layer))
+		    (i > 0 && s->first_layer != stages[i - 1].last_layer) ||
+		    (i > 0 && s->tail_last_layer) ||
+		    (i == n - 1 && stages[0].tail_last_layer &&
+		     (n < 2 || s->last_layer != stages[0].tail_first_layer ||
+		      stages[0].tail_first_layer >= stages[0].tail_last_layer)))
 			return sc_errf(SC_EINVAL,
 				       "%s: job %lld placement: stage %d (numbered %u, "
 				       "layers [%u, %u)) does not continue the chain",
@@ -374,6 +382,10 @@ sc_err sc_db_placement_insert(sc_db *db, int64_t job_id, const sc_db_stage *stag
 		sqlite3_bind_int64(st, 10, now);
 		if (stages[i].predicted_mem_bytes)
 			sqlite3_bind_int64(st, 11, (int64_t)stages[i].predicted_mem_bytes);
+		if (stages[i].tail_last_layer) {
+			sqlite3_bind_int64(st, 12, stages[i].tail_first_layer);
+			sqlite3_bind_int64(st, 13, stages[i].tail_last_layer);
+		}
 		if ((err = db_run(db, st, "inserting a placement")) != SC_OK)
 			goto out;
 	}

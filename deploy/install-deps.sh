@@ -12,6 +12,7 @@ PKGS=(
   libmbedtls-dev
   libdnnl-dev  # oneDNN, for bench/onednn_bench.c (issue 18: bf16 GEMMs on the CPU)
   clang-format
+  tcpdump  # owner_test: a capture of loopback proves private data stays home
   # test side: the PyTorch reference and the venv for transformers + peft
   python3 python3-venv python3-pip python3-torch python3-numpy python3-yaml python3-requests
   python3-psutil python3-typing-extensions

@@ -114,7 +114,7 @@ static void test_fresh_schema(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	sqlite3 *h = reader(path);
 	assert_int_equal(q_int(h, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
-	assert_int_equal(SC_DB_SCHEMA_VERSION, 7);
+	assert_int_equal(SC_DB_SCHEMA_VERSION, 8);
 	assert_int_equal(q_int(h, "PRAGMA application_id"), SC_DB_APPLICATION_ID);
 	static const char *const tables[] = {
 		"workers",     "jobs",          "placements", "checkpoints", "checkpoint_tensors",
@@ -122,8 +122,8 @@ static void test_fresh_schema(void **state)
 		"model_files", "worker_tensors"
 	};
 	static const char *const views[] = {
-		"v_job_progress", "v_worker_health", "v_latest_checkpoint",
-		"v_loss_curve",   "v_links",         "v_models"
+		"v_job_progress", "v_worker_health", "v_latest_checkpoint", "v_loss_curve",
+		"v_links",        "v_models",        "v_placement_roles"
 	};
 	char text[200];
 	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
@@ -442,6 +442,35 @@ static void test_placement_versions(void **state)
 	assert_string_equal(got[0].reason, "fastest first");
 	assert_true(got[0].predicted_step_s == 1.5);
 	free(got);
+
+	/* A data owner's ring: stage 0 holds [0, 1) and [7, 8); the middle
+	 * runs to the tail; a tail elsewhere, or a middle that misses it, is
+	 * refused. */
+	sc_db_stage ring[] = {
+		{ .stage = 0,
+		  .worker_id = wa,
+		  .first_layer = 0,
+		  .last_layer = 1,
+		  .tail_first_layer = 7,
+		  .tail_last_layer = 8 },
+		{ .stage = 1, .worker_id = wb, .first_layer = 1, .last_layer = 4 },
+		{ .stage = 2, .worker_id = wc, .first_layer = 4, .last_layer = 7 },
+	};
+	SC_ASSERT_OK(sc_db_placement_insert(db, job, ring, 3, &v));
+	SC_ASSERT_OK(sc_db_placement_latest(db, job, &v, &got, &n));
+	assert_int_equal(n, 3);
+	assert_int_equal(got[0].tail_first_layer, 7);
+	assert_int_equal(got[0].tail_last_layer, 8);
+	assert_int_equal(got[1].tail_last_layer, 0);
+	free(got);
+	assert_int_equal(path_int(path, "SELECT count(*) FROM v_placement_roles WHERE version = 3 "
+					"AND role = 'middle'"),
+			 2);
+	ring[2].last_layer = 6; /* the middle stops short of the tail */
+	SC_ASSERT_ERR(sc_db_placement_insert(db, job, ring, 3, &v), SC_EINVAL);
+	ring[2].last_layer = 7;
+	ring[1].tail_first_layer = 7, ring[1].tail_last_layer = 8; /* a second tail */
+	SC_ASSERT_ERR(sc_db_placement_insert(db, job, ring, 3, &v), SC_EINVAL);
 	sc_db_close(db);
 }
 
@@ -755,6 +784,12 @@ static void test_metric_eval_and_curve(void **state)
 /* Takes a current database back to schema 4: migration 5 undone (the jobs'
  * base columns, v_job_progress as schema 1 made it). */
 /* What migration 7 added (registered models, the workers' caches). */
+/* What migration 8 added (data owners, U-shaped placements). */
+static const char undo_v8[] = "DROP VIEW v_placement_roles;"
+			      "ALTER TABLE workers DROP COLUMN data_owner;"
+			      "ALTER TABLE placements DROP COLUMN tail_first_layer;"
+			      "ALTER TABLE placements DROP COLUMN tail_last_layer;";
+
 static const char undo_v7[] = "DROP VIEW v_models; DROP TABLE worker_tensors;"
 			      "DROP TABLE model_files; DROP TABLE model_tensors;"
 			      "DROP TABLE models;";
@@ -876,6 +911,40 @@ static void test_models(void **state)
 	sc_db_close(db);
 }
 
+/* A database of schema 7 gains data owners (schema 8): its workers kept,
+ * none an owner; a worker that registers as one is recorded so. */
+static void test_migration_from_v7(void **state)
+{
+	(void)state;
+	const char *path = fresh("v7.db");
+	sc_db *db = NULL;
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	add_worker(db, "old-w");
+	sc_db_close(db);
+	exec_on(path, undo_v8);
+	exec_on(path, "PRAGMA user_version = 7");
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	assert_int_equal(path_int(path, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
+	assert_int_equal(path_int(path, "SELECT count(*) FROM workers WHERE data_owner = 0"), 1);
+	sc_db_worker w = { .name = "owner-w",
+			   .device = "cpu",
+			   .memory_bytes = 1,
+			   .gflops = 1,
+			   .control_addr = "tcp://10.0.0.2:7000",
+			   .data_addr = "tcp://10.0.0.2:7001",
+			   .state = SC_WORKER_IDLE,
+			   .data_owner = 1 };
+	int64_t id = 0;
+	SC_ASSERT_OK(sc_db_worker_upsert(db, &w, &id));
+	sc_db_worker *ws = NULL;
+	int n = 0;
+	SC_ASSERT_OK(sc_db_workers_list(db, &ws, &n));
+	assert_int_equal(n, 2);
+	assert_int_equal(ws[0].data_owner + ws[1].data_owner, 1);
+	free(ws);
+	sc_db_close(db);
+}
+
 /* A database of schema 6 gains the model registry (schema 7), empty, its
  * workers kept; their cache reports are recorded and replaced. */
 static void test_migration_from_v6(void **state)
@@ -886,6 +955,7 @@ static void test_migration_from_v6(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	int64_t w = add_worker(db, "old-w");
 	sc_db_close(db);
+	exec_on(path, undo_v8);
 	exec_on(path, undo_v7);
 	exec_on(path, "PRAGMA user_version = 6");
 	SC_ASSERT_OK(sc_db_open(&db, path));
@@ -915,6 +985,7 @@ static void test_migration_from_v4(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	int64_t old = add_job(db, "old", 10);
 	sc_db_close(db);
+	exec_on(path, undo_v8);
 	exec_on(path, undo_v7);
 	exec_on(path, undo_v6);
 	exec_on(path, undo_v5);
@@ -987,6 +1058,7 @@ static void test_migration_from_v1(void **state)
 	SC_ASSERT_OK(sc_db_metric_insert(db, job, &m));
 	sc_db_close(db);
 	sqlite3 *h = NULL;
+	exec_on(path, undo_v8);
 	exec_on(path, undo_v7);
 	exec_on(path, undo_v6);
 	exec_on(path, undo_v5);
@@ -1190,6 +1262,7 @@ static void test_migration_from_v2(void **state)
 	int64_t a = add_worker(db, "old-a");
 	sc_db_close(db);
 	sqlite3 *h = NULL;
+	exec_on(path, undo_v8);
 	exec_on(path, undo_v7);
 	exec_on(path, undo_v6);
 	exec_on(path, undo_v5);
@@ -1322,6 +1395,7 @@ int main(void)
 		cmocka_unit_test(test_migration_from_v2),
 		cmocka_unit_test(test_migration_from_v4),
 		cmocka_unit_test(test_migration_from_v6),
+		cmocka_unit_test(test_migration_from_v7),
 		cmocka_unit_test(test_models),
 		cmocka_unit_test(test_wal_reader_beside_writer),
 		cmocka_unit_test(test_threads_share_a_handle),

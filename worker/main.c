@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +51,10 @@ static const char usage_text[] =
     "                       registered with `splitchain models add`\n"
     "  --cache-limit SIZE   the cache's size limit, e.g. 2G, 500M (default: none);\n"
     "                       the least recently used tensors not in use go first\n"
+    "  --owner-data DIR     make this worker a data owner: jobs submitted with\n"
+    "                       --owner NAME read their data under DIR, on this machine\n"
+    "                       only; tokens and targets never leave this process\n"
+    "                       (docs/privacy.md)\n"
     "  --help               this text\n  --version            the version\n"
     "\nSPLITCHAIN_LOG=debug|info|warn|error sets the log level. SIGTERM or SIGINT\n"
     "stops the worker cleanly.\n"
@@ -105,15 +110,21 @@ static int parse_int(const char *s, long lo, long hi, int *out)
 /* 0: run with *o; otherwise the exit code (help printed or usage error). */
 static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 {
-	static const struct option longopts[] = {
-		{ "coordinator", 1, 0, 'c' },    { "listen", 1, 0, 'l' },
-		{ "data", 1, 0, 'd' },           { "name", 1, 0, 'n' },
-		{ "device", 1, 0, 'D' },         { "threads", 1, 0, 't' },
-		{ "data-timeout", 1, 0, 'T' },   { "probe-every-s", 1, 0, 'P' },
-		{ "memory-reserve", 1, 0, 'R' }, { "cache", 1, 0, 'K' },
-		{ "cache-limit", 1, 0, 'L' },    { "help", 0, 0, 'h' },
-		{ "version", 0, 0, 'V' },        { 0, 0, 0, 0 }
-	};
+	static const struct option longopts[] = { { "coordinator", 1, 0, 'c' },
+						  { "listen", 1, 0, 'l' },
+						  { "data", 1, 0, 'd' },
+						  { "name", 1, 0, 'n' },
+						  { "device", 1, 0, 'D' },
+						  { "threads", 1, 0, 't' },
+						  { "data-timeout", 1, 0, 'T' },
+						  { "probe-every-s", 1, 0, 'P' },
+						  { "memory-reserve", 1, 0, 'R' },
+						  { "cache", 1, 0, 'K' },
+						  { "cache-limit", 1, 0, 'L' },
+						  { "owner-data", 1, 0, 'O' },
+						  { "help", 0, 0, 'h' },
+						  { "version", 0, 0, 'V' },
+						  { 0, 0, 0, 0 } };
 	int c, secs;
 
 	*done = 0;
@@ -151,6 +162,13 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 				    optarg);
 			break;
 		case 'K': o->cache_dir = optarg; break;
+		case 'O': {
+			struct stat st;
+			if (!optarg[0] || stat(optarg, &st) || !S_ISDIR(st.st_mode))
+				return usage("--owner-data expects a directory, got '%s'", optarg);
+			o->owner_data = optarg;
+			break;
+		}
 		case 'L':
 			if (sc_parse_bytes(optarg, &o->cache_limit) || !o->cache_limit)
 				return usage("--cache-limit expects a size such as 500M or 2G, got "
@@ -293,6 +311,7 @@ static const sc_rpc_method methods[] = {
 	{ "Worker.GenClose", worker_gen_close },
 	{ "Worker.Echo", worker_echo },
 	{ "Worker.FetchTensor", worker_fetch_tensor }, /* deliver.h: peers fetch from our cache */
+	{ "Worker.DataCheck", worker_data_check },     /* owner.c: a data owner's data */
 	{ NULL, NULL },
 };
 

@@ -10,6 +10,16 @@
  * gradients accumulate in the same order), the last stage scales its output
  * gradient by 1/M, and the loss is the sum of the micro-batch losses, in
  * order, divided by M.
+ *
+ * A U-shaped job's data owner (stage 0 of a ring, with a tail) is two
+ * stages of one chain in one thread: the head (embeddings and the first
+ * layers) and the tail (the last layers, the head and the loss). Its order
+ * keeps each one's own order — the head's 1F1B over depth stages, the
+ * tail's forward and backward of each micro-batch in turn — and merges
+ * them so that it only ever waits for what the middle owes it: after the
+ * head's warm-up, head forward i + w, tail i, head backward i. Its tokens
+ * and targets come from its own data (owner.c), cut exactly as the
+ * coordinator cuts a chain's.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -28,10 +38,11 @@ typedef struct step_run {
 	job *j;
 	uint64_t step;
 	int first, last;
-	int64_t shape[3]; /* (B,T,C) */
-	size_t bt;        /* B * T */
-	double loss_sum;  /* last stage: sum of micro-batch losses, in order */
-	double *eval;     /* an evaluation's last stage: each micro-batch's loss */
+	int64_t shape[3];   /* (B,T,C) */
+	size_t bt;          /* B * T */
+	double loss_sum;    /* last stage: sum of micro-batch losses, in order */
+	double *eval;       /* an evaluation's last stage: each micro-batch's loss */
+	size_t *eval_count; /* an owner's evaluation: each micro-batch's targets */
 	double compute_s;
 	int failed_in_dataplane; /* the error came from a neighbour or the wire */
 } step_run;
@@ -110,10 +121,125 @@ static sc_err backward(step_run *s, int m)
 	return SC_OK;
 }
 
+/* ---- the data owner's head and tail ---- */
+
+static sc_err owner_head_forward(step_run *s, int m)
+{
+	job *j = s->j;
+	sc_dp_tag tg = tag_of(s, m, SC_DP_FORWARD);
+	double t0 = now_s();
+	sc_rng r;
+
+	SC_TRY(sc_segment_forward(j->seg, m % j->slots, j->tokens + (size_t)m * s->bt, NULL,
+				  1.0f / (float)j->M, j->y, NULL));
+	s->compute_s += now_s() - t0;
+	sc_wire_rng(&r, j->seed, s->step, (uint32_t)m, 0, SC_WIRE_FORWARD);
+	return dp(s,
+		  sc_dp_send_coded(s->w->down, &tg, 3, s->shape, j->y, NULL, s->eval ? NULL : &r));
+}
+
+/* The tail's forward of micro-batch m, with the loss, and (training) its
+ * backward at once; the gradient goes back up the ring. */
+static sc_err owner_tail(step_run *s, int m)
+{
+	job *j = s->j;
+	sc_dp_tag tg = tag_of(s, m, SC_DP_FORWARD);
+	double lm = 0, t0;
+	sc_rng r;
+
+	SC_TRY(dp(s, sc_dp_recv(s->w->up, &tg, 3, s->shape, j->x)));
+	t0 = now_s();
+	SC_TRY(sc_segment_forward(j->tail, 0, j->x, j->targets + (size_t)m * s->bt,
+				  1.0f / (float)j->M, NULL, &lm));
+	if (s->eval) {
+		s->eval[m] = lm;
+		s->compute_s += now_s() - t0;
+		return SC_OK;
+	}
+	s->loss_sum += lm; /* in micro-batch order */
+	SC_TRY(sc_segment_backward(j->tail, 0, NULL, j->dx));
+	s->compute_s += now_s() - t0;
+	tg.direction = SC_DP_BACKWARD;
+	/* The tail's stream is the one of a chain's last stage. */
+	sc_wire_rng(&r, j->seed, s->step, (uint32_t)m, (uint32_t)j->n_stages, SC_WIRE_BACKWARD);
+	return dp(s, sc_dp_send_coded(s->w->up, &tg, 3, s->shape, j->dx,
+				      j->ef ? j->ef + (size_t)m * s->bt * j->mc.n_embd : NULL, &r));
+}
+
+static sc_err owner_head_backward(step_run *s, int m)
+{
+	job *j = s->j;
+	sc_dp_tag tg = tag_of(s, m, SC_DP_BACKWARD);
+	double t0;
+
+	SC_TRY(dp(s, sc_dp_recv(s->w->down, &tg, 3, s->shape, j->dy)));
+	t0 = now_s();
+	SC_TRY(sc_segment_backward(j->seg, m % j->slots, j->dy, NULL));
+	s->compute_s += now_s() - t0;
+	return SC_OK;
+}
+
+/* The owner's step (or evaluation): see the top of the file. */
+static sc_err run_owner(step_run *s)
+{
+	job *j = s->j;
+	int M = j->M, w = j->gpipe || s->eval ? M : j->depth - 1;
+
+	if (w > M)
+		w = M;
+	if (!s->eval) {
+		SC_TRY(sc_segment_zero_grad(j->seg));
+		SC_TRY(sc_segment_zero_grad(j->tail));
+	}
+	for (int m = 0; m < w; m++)
+		SC_TRY(owner_head_forward(s, m));
+	if (w == M) { /* every forward is out: the tail, then the head */
+		for (int m = 0; m < M; m++)
+			SC_TRY(owner_tail(s, m));
+		for (int m = 0; m < M && !s->eval; m++)
+			SC_TRY(owner_head_backward(s, m));
+		return SC_OK;
+	}
+	for (int i = 0; i < M; i++) {
+		if (w + i < M)
+			SC_TRY(owner_head_forward(s, w + i));
+		SC_TRY(owner_tail(s, i));
+		SC_TRY(owner_head_backward(s, i));
+	}
+	return SC_OK;
+}
+
+/* The owner's micro-batches of training step `step`, or of evaluation pass
+ * `pass`, from its own data, as the coordinator cuts a chain's (run_step,
+ * run_eval). */
+static void owner_batches(step_run *s, uint32_t step, int eval, uint32_t pass)
+{
+	job *j = s->j;
+	for (int m = 0; m < j->M; m++) {
+		int32_t *in = j->tokens + (size_t)m * s->bt, *tg = j->targets + (size_t)m * s->bt;
+		size_t k = (size_t)pass * (size_t)j->M + (size_t)m;
+		if (!eval) {
+			sc_loader_batch(j->od.ld, ((uint64_t)step * j->M + m) * j->B, j->B, in, tg);
+			continue;
+		}
+		s->eval_count[m] = 0;
+		if (k < j->od.eval_batches) {
+			s->eval_count[m] = sc_eval_batch(j->od.eval, j->T, j->B, k, in, tg);
+			continue;
+		}
+		for (size_t i = 0; i < s->bt; i++) { /* past the last: padding */
+			in[i] = 0;
+			tg[i] = -1;
+		}
+	}
+}
+
 /* An evaluation: forwards only, in order; nothing is trained and the
  * gradients of the step before stay as they are. */
 static sc_err run_eval(step_run *s)
 {
+	if (s->j->tail)
+		return run_owner(s);
 	for (int m = 0; m < s->j->M; m++)
 		SC_TRY(forward(s, m));
 	return SC_OK;
@@ -123,7 +249,10 @@ static sc_err run(step_run *s)
 {
 	job *j = s->j;
 	int M = j->M, nf = 0, nb = 0;
-	int warmup = j->gpipe ? M : j->n_stages - j->stage - 1;
+	int warmup = j->gpipe ? M : j->depth - j->stage - 1;
+
+	if (j->tail)
+		return run_owner(s);
 
 	if (warmup > M)
 		warmup = M;
@@ -186,10 +315,13 @@ static void eval_step(worker *w, job *j, step_run *s, sc_rpc_reply *rep)
 {
 	Splitchain__StepReply out = SPLITCHAIN__STEP_REPLY__INIT;
 	double *losses = calloc((size_t)j->M, sizeof(double));
+	uint64_t *counts = calloc((size_t)j->M, sizeof(uint64_t));
 	uint64_t sent0;
 	sc_err rc;
 
-	if (!losses) {
+	if (!losses || !counts) {
+		free(losses);
+		free(counts);
 		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		return;
 	}
@@ -202,12 +334,19 @@ static void eval_step(worker *w, job *j, step_run *s, sc_rpc_reply *rep)
 	if (rc) {
 		step_failed(w, j, s, rc, rep);
 	} else {
-		out.n_eval_losses = s->last ? (size_t)j->M : 0;
+		out.n_eval_losses = s->last || j->tail ? (size_t)j->M : 0;
 		out.eval_losses = losses;
+		if (j->tail) {
+			for (int m = 0; m < j->M; m++)
+				counts[m] = s->eval_count[m];
+			out.n_eval_tokens = (size_t)j->M;
+			out.eval_tokens = counts;
+		}
 		out.compute_s = s->compute_s;
 		sc_rpc_reply_pb(rep, &out.base);
 	}
 	free(losses);
+	free(counts);
 }
 
 static uint64_t bytes_sent(const worker *w)
@@ -241,12 +380,21 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	s.shape[0] = j->B, s.shape[1] = j->T, s.shape[2] = j->mc.n_embd;
 	s.bt = (size_t)j->B * j->T;
 	/* Tokens may be any id of the vocabulary; targets below 0 are ignored
-	 * positions. Fields a stage does not use are ignored. */
-	if ((s.first && take_ids(j->tokens, &r->tokens, j, 0, "tokens", rep)) ||
-	    (s.last && take_ids(j->targets, &r->targets, j, INT32_MIN, "targets", rep)))
+	 * positions. Fields a stage does not use are ignored. A data owner
+	 * takes neither: it reads its own. */
+	if (j->tail) {
+		if (!(s.eval_count = calloc((size_t)j->M, sizeof(size_t)))) {
+			sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+			goto out;
+		}
+		owner_batches(&s, r->step, r->eval, r->eval_pass);
+	} else if ((s.first && take_ids(j->tokens, &r->tokens, j, 0, "tokens", rep)) ||
+		   (s.last && take_ids(j->targets, &r->targets, j, INT32_MIN, "targets", rep))) {
 		goto out;
+	}
 	/* A reset after an earlier failure may have failed too: try again. */
-	if (((!s.first && !w->up) || (!s.last && !w->down)) && worker_reset_dataplane(w, j)) {
+	if ((((!s.first || j->tail) && !w->up) || (!s.last && !w->down)) &&
+	    worker_reset_dataplane(w, j)) {
 		sc_rpc_reply_err(rep, SC_STATUS_UNAVAILABLE, "data plane: %s", sc_err_detail());
 		goto out;
 	}
@@ -264,6 +412,9 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	rc = run(&s);
 	if (!rc)
 		rc = sc_segment_grad_sumsq(j->seg, sumsq);
+	if (!rc && j->tail) /* the owner's tail, after its first layers */
+		rc = sc_segment_grad_sumsq(j->tail, sumsq + (sc_segment_get_spec(j->seg)->last -
+							     sc_segment_get_spec(j->seg)->first));
 	out.bytes_sent = bytes_sent(w) - sent0;
 	atomic_store(&w->busy, 0);
 	if (rc) {
@@ -271,9 +422,12 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		goto out;
 	}
 	j->grads_step = (int64_t)s.step;
-	out.loss = s.last ? s.loss_sum / j->M : 0.0;
+	out.loss = s.last || j->tail ? s.loss_sum / j->M : 0.0;
 	out.n_layer_sumsq =
 	    (size_t)sc_segment_get_spec(j->seg)->last - (size_t)sc_segment_get_spec(j->seg)->first;
+	if (j->tail)
+		out.n_layer_sumsq += (size_t)sc_segment_get_spec(j->tail)->last -
+				     (size_t)sc_segment_get_spec(j->tail)->first;
 	out.layer_sumsq = sumsq;
 	out.compute_s = s.compute_s;
 	out.peak_mem_bytes = worker_job_peak(w, j);
@@ -285,5 +439,6 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 out:
 	pthread_mutex_unlock(&w->mu);
 	free(sumsq);
+	free(s.eval_count);
 	protobuf_c_message_free_unpacked(&r->base, NULL);
 }

@@ -41,6 +41,8 @@ void worker_job_free(job *j)
 	if (!j)
 		return;
 	sc_segment_free(j->seg);
+	sc_segment_free(j->tail);
+	worker_owner_free(&j->od);
 	if (j->be) {
 		j->be->ops->host_free(j->be, j->x);
 		j->be->ops->host_free(j->be, j->y);
@@ -178,10 +180,16 @@ sc_err worker_reset_dataplane(worker *w, const job *j)
 	worker_close_socket(w, &w->down);
 	worker_close_socket(w, &w->up);
 	/* The listener takes only the previous stage of this placement (stage
-	 * 0 none: its peer is a stage that does not exist). */
-	o.peer = (sc_dp_peer){ j->id, j->version, (uint32_t)j->stage - 1u };
+	 * 0 none: its peer is a stage that does not exist; in a ring, the last
+	 * stage, whose activations come back to the owner's tail). */
+	uint32_t prev = (uint32_t)j->stage - 1u, next = (uint32_t)j->stage + 1u;
+	if (j->ring && j->stage == 0)
+		prev = (uint32_t)j->n_stages - 1u;
+	if (j->ring && j->stage == j->n_stages - 1)
+		next = 0;
+	o.peer = (sc_dp_peer){ j->id, j->version, prev };
 	SC_TRY(sc_dp_listen(&w->up, w->data_bind, &o));
-	o.peer = (sc_dp_peer){ j->id, j->version, (uint32_t)j->stage + 1u };
+	o.peer = (sc_dp_peer){ j->id, j->version, next };
 	if (j->next_addr[0])
 		SC_TRY(sc_dp_dial(&w->down, j->next_addr, &o));
 	return SC_OK;
@@ -206,10 +214,25 @@ static int check_assign(const Splitchain__AssignRequest *r, sc_lora_config *lc, 
 	if ((r->stage == 0) != (r->first_layer == 0))
 		REFUSE("stage %u starts at layer %u: only stage 0 starts at layer 0", r->stage,
 		       r->first_layer);
-	if ((r->stage + 1 < r->n_stages) != (r->next_data_addr[0] != '\0'))
+	if (!r->ring && (r->stage + 1 < r->n_stages) != (r->next_data_addr[0] != '\0'))
 		REFUSE("next_data_addr must be set on every stage but the "
 		       "last (stage %u of %u has '%s')",
 		       r->stage, r->n_stages, r->next_data_addr);
+	if (r->ring) {
+		if (r->n_stages < 2)
+			REFUSE("a ring has the data owner and at least one middle stage");
+		if (!r->next_data_addr[0])
+			REFUSE("next_data_addr must be set on every stage of a ring");
+		if (r->stage == 0 && (!r->owner_data || !r->owner_data->path[0]))
+			REFUSE("stage 0 of a ring is the data owner: owner_data is required");
+		if (r->stage == 0 && r->tail_first_layer >= r->tail_last_layer)
+			REFUSE("the owner's tail range [%u, %u) is empty", r->tail_first_layer,
+			       r->tail_last_layer);
+		if (r->stage > 0 && r->tail_last_layer)
+			REFUSE("only stage 0 of a ring holds a tail");
+	} else if (r->tail_last_layer || r->owner_data) {
+		REFUSE("a tail and owner data belong to stage 0 of a ring");
+	}
 	if (strlen(r->next_data_addr) >= WORKER_URL_MAX)
 		REFUSE("next_data_addr is too long");
 	if (r->schedule != SPLITCHAIN__SCHEDULE__SCHEDULE_1F1B &&
@@ -248,9 +271,18 @@ static int check_against_model(const Splitchain__AssignRequest *r, const sc_mode
 	if (r->last_layer > (uint32_t)L || L > SC_ADAPTER_MAX_LAYERS)
 		REFUSE("layer range [%u, %u) is outside the model's %d layers", r->first_layer,
 		       r->last_layer, L);
-	if ((r->stage + 1 == r->n_stages) != (r->last_layer == (uint32_t)L))
+	if (r->ring) {
+		if (r->last_layer >= (uint32_t)L ||
+		    (r->stage == 0 &&
+		     (r->tail_last_layer != (uint32_t)L || r->tail_first_layer <= r->last_layer)))
+			REFUSE("ring stage %u: layers [%u, %u) (tail [%u, %u)): only the owner's "
+			       "tail ends at layer %d, after its first range",
+			       r->stage, r->first_layer, r->last_layer, r->tail_first_layer,
+			       r->tail_last_layer, L);
+	} else if ((r->stage + 1 == r->n_stages) != (r->last_layer == (uint32_t)L)) {
 		REFUSE("stage %u of %u ends at layer %u: exactly the last stage ends at layer %d",
 		       r->stage, r->n_stages, r->last_layer, L);
+	}
 	if (tc->T > mc->n_positions)
 		REFUSE("sequence length %d exceeds the model's %d positions", tc->T,
 		       mc->n_positions);
@@ -315,12 +347,16 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 	j->version = r->placement_version;
 	j->stage = (int)r->stage;
 	j->n_stages = (int)r->n_stages;
+	j->ring = r->ring;
+	j->depth = j->n_stages + (j->ring ? 1 : 0);
 	j->gpipe = r->schedule == SPLITCHAIN__SCHEDULE__SCHEDULE_GPIPE;
 	j->M = tc->micro_batches;
 	j->B = tc->B;
 	j->T = tc->T;
-	j->slots =
-	    j->gpipe ? j->M : (j->n_stages - j->stage < j->M ? j->n_stages - j->stage : j->M);
+	/* 1F1B: stage k keeps depth - k micro-batches in flight; the owner's
+	 * tail runs each backward right after its forward. */
+	j->slots = j->gpipe ? j->M : (j->depth - j->stage < j->M ? j->depth - j->stage : j->M);
+	j->tail_slots = j->gpipe ? j->M : 1;
 	j->mc = *mc;
 	j->lc = *lc;
 	j->hp = (sc_adamw_hparams){ tc->beta1, tc->beta2, tc->eps, tc->weight_decay };
@@ -339,7 +375,7 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 			goto fail;
 	j->tokens = malloc(mbt * sizeof(int32_t));
 	j->targets = malloc(mbt * sizeof(int32_t));
-	if (j->wire != SC_WIRE_FP32 && j->stage > 0 &&
+	if (j->wire != SC_WIRE_FP32 && (j->stage > 0 || j->ring) &&
 	    !(j->ef = calloc((size_t)j->M * btc, sizeof(float)))) {
 		rc = sc_errf(SC_ENOMEM, "out of memory for the wire encoding's error feedback");
 		goto fail;
@@ -360,13 +396,24 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 	    (rc = wm ? worker_model_weights(wm, &wf) : sc_weights_open(&wf, r->model_path)) ||
 	    (rc = sc_segment_load_weights(j->seg, wf)))
 		goto fail;
+	if (j->ring && j->stage == 0) { /* the data owner: its tail and its data */
+		sp.first = (int)r->tail_first_layer;
+		sp.last = (int)r->tail_last_layer;
+		sp.slots = j->tail_slots;
+		if ((rc = sc_segment_new(&j->tail, w->be, &sp)) ||
+		    (rc = sc_segment_load_weights(j->tail, wf)) ||
+		    (rc = worker_owner_load(w, r->owner_data, r->model_path, r->model, mc, tc,
+					    &j->od)))
+			goto fail;
+	}
 	sc_weights_close(wf);
 	wf = NULL;
 	/* Fresh adapters: a job that starts from scratch needs no Restore. */
 	if ((rc = sc_adapter_new(&ad, lc, mc)))
 		goto fail;
 	sc_adapter_init(ad);
-	if ((rc = sc_segment_set_lora(j->seg, ad)))
+	if ((rc = sc_segment_set_lora(j->seg, ad)) ||
+	    (j->tail && (rc = sc_segment_set_lora(j->tail, ad))))
 		goto fail;
 	sc_adapter_free(ad);
 	/* From here the peak is the stage's own: loading touched the model
@@ -462,7 +509,15 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		j->id, j->version, j->stage, j->n_stages, r->first_layer, r->last_layer,
 		sc_train_base_describe(&mc), j->gpipe ? "GPipe" : "1F1B", j->M, j->B, j->T,
 		j->slots, j->next_addr[0] ? j->next_addr : "(last stage)");
-	out.device_bytes = sc_segment_device_bytes(j->seg);
+	if (j->tail)
+		sc_info("worker",
+			"job %" PRIu64 ": the data owner also holds layers [%u, %u) and the head; "
+			"its data gives %zu training sequences, %zu held-out micro-batches",
+			j->id, r->tail_first_layer, r->tail_last_layer, sc_loader_windows(j->od.ld),
+			j->od.eval_batches);
+	out.device_bytes =
+	    sc_segment_device_bytes(j->seg) + (j->tail ? sc_segment_device_bytes(j->tail) : 0);
+	out.eval_batches = j->od.eval_batches;
 	sc_rpc_reply_pb(rep, &out.base);
 unlock:
 	pthread_mutex_unlock(&w->mu);
@@ -484,13 +539,25 @@ out:
 
 /* --------------------------------------------------------------- Restore */
 
-/* Fills ad's layers of the job's segment from ts (sc_wire_to_adapter);
+/* The job's segments: seg, and the owner's tail; returns how many. */
+static int segments(const job *j, sc_segment *out[2])
+{
+	out[0] = j->seg;
+	out[1] = j->tail;
+	return j->tail ? 2 : 1;
+}
+
+/* Fills ad's layers of the job's segments from ts (sc_wire_to_adapter);
  * 0 ok, else rep set: a malformed list is the caller's INVALID_ARGUMENT. */
 static int fill_adapter(sc_adapter *ad, const job *j, Splitchain__NamedTensor **ts, size_t n,
 			const char *what, sc_rpc_reply *rep)
 {
-	const sc_segment_spec *sp = sc_segment_get_spec(j->seg);
-	sc_err rc = sc_wire_to_adapter(ad, sp->first, sp->last, ts, n, what);
+	sc_segment *sg[2];
+	sc_err rc = SC_OK;
+	for (int k = 0, ns = segments(j, sg); k < ns && !rc; k++) {
+		const sc_segment_spec *sp = sc_segment_get_spec(sg[k]);
+		rc = sc_wire_to_adapter(ad, sp->first, sp->last, ts, n, what);
+	}
 	if (rc)
 		sc_rpc_reply_err(rep,
 				 rc == SC_ENOMEM ? SC_STATUS_RESOURCE_EXHAUSTED
@@ -525,15 +592,16 @@ void worker_restore(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep
 	    (!fresh && fill_adapter(ad[1], j, r->adam_m, r->n_adam_m, "adam_m", rep)) ||
 	    (!fresh && fill_adapter(ad[2], j, r->adam_v, r->n_adam_v, "adam_v", rep)))
 		goto out;
-	for (int g = 0; g < 3; g++)
-		if ((rc = sc_segment_import(j->seg, groups[g], ad[g]))) {
-			sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "restore: %s", sc_err_detail());
-			goto out;
-		}
-	if ((rc = sc_segment_zero_grad(j->seg))) {
-		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "restore: %s", sc_err_detail());
-		goto out;
-	}
+	sc_segment *sg[2];
+	int ns = segments(j, sg);
+	for (int k = 0; k < ns; k++)
+		for (int g = 0; g < 4; g++)
+			if ((rc = g < 3 ? sc_segment_import(sg[k], groups[g], ad[g])
+					: sc_segment_zero_grad(sg[k]))) {
+				sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "restore: %s",
+						 sc_err_detail());
+				goto out;
+			}
 	j->grads_step = -1;
 	sc_info("worker", "job %" PRIu64 ": restored %zu adapter tensors (%s optimizer state)",
 		j->id, r->n_lora, fresh ? "fresh" : "saved");
@@ -577,10 +645,12 @@ void worker_apply(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 					 r->step, j->id);
 		goto out;
 	}
-	if (sc_segment_adamw(j->seg, &j->hp, r->lr, r->clip_factor, (int)r->step + 1)) {
-		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "AdamW: %s", sc_err_detail());
-		goto out;
-	}
+	sc_segment *sg[2];
+	for (int k = 0, ns = segments(j, sg); k < ns; k++)
+		if (sc_segment_adamw(sg[k], &j->hp, r->lr, r->clip_factor, (int)r->step + 1)) {
+			sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "AdamW: %s", sc_err_detail());
+			goto out;
+		}
 	j->grads_step = -1;
 	j->applied_step = r->step;
 	sc_rpc_reply_pb(rep, &out.base);
@@ -609,6 +679,18 @@ static void named(Splitchain__NamedTensor *nt, Splitchain__NamedTensor **ptr, in
 	}
 }
 
+/* Appends more[0..nm) to *list (n entries). */
+static int append_tensors(sc_adapter_tensor **list, int *n, const sc_adapter_tensor *more, int nm)
+{
+	sc_adapter_tensor *l = realloc(*list, (size_t)(*n + nm + 1) * sizeof(*l));
+	if (!l)
+		return 1;
+	memcpy(l + *n, more, (size_t)nm * sizeof(*l));
+	*list = l;
+	*n += nm;
+	return 0;
+}
+
 void worker_get_state(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 {
 	static const enum sc_segment_group groups[3] = { SC_G_LORA, SC_G_ADAM_M, SC_G_ADAM_V };
@@ -628,16 +710,30 @@ void worker_get_state(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
 	pthread_mutex_lock(&w->mu);
 	if (!(j = worker_job_get(w, r->job_id, rep)))
 		goto out;
-	sp = sc_segment_get_spec(j->seg);
+	sc_segment *sg[2];
+	int ns = segments(j, sg);
 	for (int g = 0; g < 3; g++) {
-		if (sc_adapter_new(&ad[g], &j->lc, &j->mc) ||
-		    sc_adapter_tensors(ad[g], sp->first, sp->last, &list[g], &n[g])) {
+		if (sc_adapter_new(&ad[g], &j->lc, &j->mc)) {
 			sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 			goto out;
 		}
-		if (sc_segment_export(j->seg, groups[g], ad[g])) {
-			sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "state: %s", sc_err_detail());
-			goto out;
+		for (int k = 0; k < ns; k++) {
+			sc_adapter_tensor *more = NULL;
+			int nm = 0;
+			sp = sc_segment_get_spec(sg[k]);
+			if (sc_adapter_tensors(ad[g], sp->first, sp->last, &more, &nm) ||
+			    append_tensors(&list[g], &n[g], more, nm)) {
+				free(more);
+				sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED,
+						 "out of memory");
+				goto out;
+			}
+			free(more);
+			if (sc_segment_export(sg[k], groups[g], ad[g])) {
+				sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "state: %s",
+						 sc_err_detail());
+				goto out;
+			}
 		}
 	}
 	nt = calloc((size_t)(n[0] + n[1] + n[2]) + 1, sizeof(*nt));

@@ -39,9 +39,12 @@
 #include <stdint.h>
 
 #include "sc_backend.h"
+#include "sc_data.h"
 #include "sc_dataplane.h"
 #include "sc_rpc.h"
 #include "sc_segment.h"
+#include "sc_train.h"
+#include "splitchain.pb-c.h"
 #include "tcache.h"
 
 #define WORKER_URL_MAX 300
@@ -58,13 +61,28 @@ typedef struct worker_opts {
 	const char *memory_reserve; /* --memory-reserve: a size or "N%" */
 	const char *cache_dir;      /* --cache: registered models' tensors (NULL: none) */
 	uint64_t cache_limit;       /* --cache-limit in bytes, 0: none */
+	const char *owner_data;     /* --owner-data: a data owner's directory (NULL: none) */
 } worker_opts;
 
-/* The assigned job: one segment of one placement. */
+/* A data owner's data for one job (owner.c): read on this worker, batched
+ * as the coordinator batches a chain's data. */
+typedef struct worker_owner_data {
+	sc_tokens *train, *eval; /* eval NULL: none held out */
+	sc_loader *ld;           /* over train */
+	size_t eval_batches;     /* held-out micro-batches */
+	size_t bad_lines;        /* JSONL lines skipped */
+} worker_owner_data;
+
+/* The assigned job: one segment of one placement — or, on the data owner
+ * of a U-shaped job (ring), two: the first layers with the embeddings
+ * (seg) and the last with the head and the loss (tail). */
 typedef struct job {
 	uint64_t id;
 	uint32_t version; /* placement version */
 	int stage, n_stages;
+	int ring;  /* U-shaped: stage 0 is the data owner, the last stage's next */
+	int depth; /* stages along a micro-batch's path: n_stages (+ 1: the
+		    * owner's tail in a ring) */
 	int gpipe; /* 0: 1F1B, 1: GPipe */
 	int M, B, T, slots;
 	uint64_t rss0; /* the process's resident bytes before the job was built (CPU) */
@@ -72,6 +90,9 @@ typedef struct job {
 	sc_lora_config lc;
 	sc_adamw_hparams hp;
 	sc_segment *seg;
+	sc_segment *tail;     /* the owner's last layers and head; NULL: none */
+	worker_owner_data od; /* the owner's data (tail set) */
+	int tail_slots;
 	sc_backend *be;                 /* the worker's, which allocated x, y, dy, dx */
 	float *x, *y, *dy, *dx;         /* (B,T,C) hand-over buffers, be's host_alloc */
 	int32_t *tokens;                /* (M,B,T) first stage */
@@ -166,6 +187,23 @@ void worker_note(worker *w, const char *why);
 
 /* What the worker holds now (copied under hold_mu). */
 struct worker_holding worker_holding_get(worker *w);
+
+/* ---- a data owner (owner.c) ---- */
+
+/* Resolves rel (relative, no ".." component) under dir into out (size
+ * bytes): SC_EINVAL for an absolute path, "..", or a symbolic link that
+ * leads out of dir; SC_ENOENT when nothing is there. */
+sc_err worker_owner_path(const char *dir, const char *rel, char *out, size_t size);
+/* Reads the data d names under the owner's directory as the job's
+ * coordinator would (tokenizer: d's, else the registered model's files
+ * from the coordinator, else model_path's): fills *out. Errors name what
+ * was wrong, never the data's contents. */
+sc_err worker_owner_load(worker *w, const Splitchain__OwnerData *d, const char *model_path,
+			 const char *model, const sc_model_config *mc, const sc_train_config *tc,
+			 worker_owner_data *out);
+void worker_owner_free(worker_owner_data *od);
+/* Worker.DataCheck: loads the data as a job would, reports its size. */
+void worker_data_check(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
 
 /* Frees j and its segment. Accepts NULL. */
 void worker_job_free(job *j);

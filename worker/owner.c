@@ -1,0 +1,236 @@
+/* owner.c — a data owner's own data (docs/privacy.md): a U-shaped job's
+ * data path resolved under --owner-data DIR, read, tokenized and batched
+ * on this worker exactly as the coordinator batches a chain's data, and
+ * Worker.DataCheck, which the coordinator calls at submit. */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sc_dataset.h"
+#include "sc_file.h"
+#include "sc_log.h"
+#include "sc_rpc_pb.h"
+#include "sc_tokenizer.h"
+#include "sc_wire.h"
+#include "splitchain.pb-c.h"
+#include "worker.h"
+
+#define SHOW_TIMEOUT_MS 60000
+
+sc_err worker_owner_path(const char *dir, const char *rel, char *out, size_t size)
+{
+	char root[PATH_MAX], joined[PATH_MAX * 2], real[PATH_MAX];
+	const char *p = rel;
+
+	if (!dir || !dir[0])
+		return sc_errf(SC_EINVAL, "this worker is not a data owner (no --owner-data)");
+	if (!rel || !rel[0])
+		return sc_errf(SC_EINVAL, "the data path is empty");
+	if (rel[0] == '/')
+		return sc_errf(SC_EINVAL,
+			       "data path '%s' is absolute: a data owner reads only paths "
+			       "relative to its --owner-data directory",
+			       rel);
+	/* No component may be "..": the path stays under the root by name. */
+	while (*p) {
+		size_t n = strcspn(p, "/");
+		if (n == 2 && p[0] == '.' && p[1] == '.')
+			return sc_errf(SC_EINVAL,
+				       "data path '%s' leaves the owner's data directory", rel);
+		p += n;
+		while (*p == '/')
+			p++;
+	}
+	if (!realpath(dir, root))
+		return sc_errf(SC_EIO, "owner data directory %s: %s", dir, strerror(errno));
+	snprintf(joined, sizeof(joined), "%s/%s", root, rel);
+	if (!realpath(joined, real))
+		return sc_errf(errno == ENOENT ? SC_ENOENT : SC_EIO,
+			       "data '%s' under the owner's data directory: %s", rel,
+			       strerror(errno));
+	/* ... and by what it resolves to: no symbolic link out of it. */
+	size_t rl = strlen(root);
+	if (strncmp(real, root, rl) != 0 || (real[rl] != '/' && !(rl == 1 && root[0] == '/')))
+		return sc_errf(SC_EINVAL,
+			       "data '%s' resolves outside the owner's data directory (a symbolic "
+			       "link out of it)",
+			       rel);
+	if (strlen(real) >= size)
+		return sc_errf(SC_ERANGE, "data path '%s' is too long", rel);
+	memcpy(out, real, strlen(real) + 1);
+	return SC_OK;
+}
+
+void worker_owner_free(worker_owner_data *od)
+{
+	if (!od)
+		return;
+	sc_loader_free(od->ld);
+	sc_tokens_free(od->train);
+	sc_tokens_free(od->eval);
+	memset(od, 0, sizeof(*od));
+}
+
+/* The tokenizer of a registered model: its files from the coordinator,
+ * written to a private directory for the tokenizer loader, then removed. */
+static sc_err registered_tokenizer(worker *w, const char *model, sc_tokenizer **out)
+{
+	Splitchain__ModelRef req = SPLITCHAIN__MODEL_REF__INIT;
+	Splitchain__ModelInfo *info = NULL;
+	char msg[512], dir[] = "/tmp/splitchain-tok-XXXXXX", path[PATH_MAX];
+	int status;
+	sc_err rc;
+
+	*out = NULL;
+	req.name = (char *)model;
+	req.files = 1;
+	SC_TRY(sc_rpc_call_pb(w->coord, "Coordinator.ModelShow", &req.base,
+			      &splitchain__model_info__descriptor, SHOW_TIMEOUT_MS, &status, msg,
+			      sizeof(msg), (ProtobufCMessage **)&info));
+	if (status != SC_STATUS_OK)
+		return sc_errf(SC_EIO, "model %s from the coordinator: %s: %s", model,
+			       sc_status_name(status), msg);
+	if (!mkdtemp(dir)) {
+		rc = sc_errf(SC_EIO, "a directory for model %s's tokenizer: %s", model,
+			     strerror(errno));
+		goto out;
+	}
+	rc = SC_OK;
+	for (size_t i = 0; i < info->n_files && !rc; i++) {
+		const char *name = info->files[i]->name;
+		if (!name[0] || strchr(name, '/') || !strcmp(name, "..") || !strcmp(name, "."))
+			continue; /* the coordinator keeps plain file names */
+		snprintf(path, sizeof(path), "%s/%s", dir, name);
+		rc =
+		    sc_file_write_atomic(path, info->files[i]->data.data, info->files[i]->data.len);
+	}
+	if (!rc)
+		rc = sc_dataset_tokenizer(out, dir, NULL);
+	for (size_t i = 0; i < info->n_files; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, info->files[i]->name);
+		unlink(path);
+	}
+	rmdir(dir);
+out:
+	protobuf_c_message_free_unpacked(&info->base, NULL);
+	return rc;
+}
+
+sc_err worker_owner_load(worker *w, const Splitchain__OwnerData *d, const char *model_path,
+			 const char *model, const sc_model_config *mc, const sc_train_config *tc,
+			 worker_owner_data *out)
+{
+	char data[PATH_MAX], eval[PATH_MAX], tokp[PATH_MAX];
+	sc_tokenizer *tok = NULL;
+	sc_job_data jd = { 0 };
+	sc_err rc;
+
+	memset(out, 0, sizeof(*out));
+	SC_TRY(worker_owner_path(w->o.owner_data, d->path, data, sizeof(data)));
+	if (d->eval_path[0])
+		SC_TRY(worker_owner_path(w->o.owner_data, d->eval_path, eval, sizeof(eval)));
+	/* The tokenizer is the model's — or one of the owner's own files. */
+	if (d->tokenizer_path[0]) {
+		SC_TRY(worker_owner_path(w->o.owner_data, d->tokenizer_path, tokp, sizeof(tokp)));
+		SC_TRY(sc_dataset_tokenizer(&tok, NULL, tokp));
+	} else if (model && model[0]) {
+		SC_TRY(registered_tokenizer(w, model, &tok));
+	} else {
+		SC_TRY(sc_dataset_tokenizer(&tok, model_path, NULL));
+	}
+	sc_data_spec ds = { .path = data,
+			    .eval_path = d->eval_path[0] ? eval : NULL,
+			    .eval_split = d->eval_split,
+			    .skip_bad_lines = d->skip_bad_lines,
+			    .no_pack = d->no_pack,
+			    .no_cache = d->no_cache,
+			    .T = tc->T,
+			    .seed = tc->seed };
+	rc = sc_job_data_load(&jd, &ds, tok, mc->vocab_size, mc->eos_token_id);
+	sc_tokenizer_free(tok);
+	if (rc)
+		return rc;
+	out->train = jd.train;
+	out->eval = jd.eval;
+	out->bad_lines = jd.st.bad_lines;
+	if ((rc = sc_loader_new(&out->ld, out->train, tc->T, tc->seed)))
+		goto fail;
+	if (sc_loader_windows(out->ld) < (size_t)tc->B) {
+		rc = sc_errf(SC_EINVAL,
+			     "data '%s' gives %zu sequence(s) of %d + 1 tokens, fewer than one "
+			     "micro-batch of %d",
+			     d->path, sc_loader_windows(out->ld), tc->T, tc->B);
+		goto fail;
+	}
+	out->eval_batches =
+	    out->eval ? sc_eval_batches(out->eval, tc->T, tc->B, d->eval_batches) : 0;
+	return SC_OK;
+fail:
+	worker_owner_free(out);
+	return rc;
+}
+
+void worker_data_check(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	worker *w = arg;
+	Splitchain__DataCheckRequest *r = NULL;
+	Splitchain__DataCheckReply out = SPLITCHAIN__DATA_CHECK_REPLY__INIT;
+	Splitchain__ModelInfo *info = NULL;
+	worker_owner_data od = { 0 };
+	sc_model_config mc;
+	sc_train_config tc;
+	char path[PATH_MAX + 16];
+	sc_err rc;
+
+	if (sc_rpc_unpack(&splitchain__data_check_request__descriptor, req, len,
+			  (ProtobufCMessage **)&r, rep))
+		return;
+	if (!r->data || !r->train) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "data and train are required");
+		goto out;
+	}
+	sc_wire_train_config(&tc, r->train);
+	if (sc_train_config_validate(&tc)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "train: %s", sc_err_detail());
+		goto out;
+	}
+	if (r->model[0]) {
+		Splitchain__ModelRef mr = SPLITCHAIN__MODEL_REF__INIT;
+		char msg[512];
+		int status;
+		mr.name = r->model;
+		rc = sc_rpc_call_pb(w->coord, "Coordinator.ModelShow", &mr.base,
+				    &splitchain__model_info__descriptor, SHOW_TIMEOUT_MS, &status,
+				    msg, sizeof(msg), (ProtobufCMessage **)&info);
+		if (!rc && status != SC_STATUS_OK)
+			rc = sc_errf(SC_EIO, "model %s: %s", r->model, msg);
+		if (!rc)
+			rc = sc_config_parse(&mc, info->config_json, strlen(info->config_json));
+	} else {
+		snprintf(path, sizeof(path), "%s/config.json", r->model_path);
+		rc = sc_config_load(&mc, path);
+	}
+	if (!rc)
+		rc = worker_owner_load(w, r->data, r->model_path, r->model, &mc, &tc, &od);
+	if (rc) {
+		sc_rpc_reply_err(rep, worker_status_of(rc), "%s", sc_err_detail());
+		goto out;
+	}
+	out.train_windows = sc_loader_windows(od.ld);
+	out.eval_batches = od.eval_batches;
+	sc_info("worker",
+		"data check of '%s': %" PRIu64 " training sequences, %" PRIu64
+		" held-out micro-batches",
+		r->data->path, out.train_windows, out.eval_batches);
+	sc_rpc_reply_pb(rep, &out.base);
+out:
+	worker_owner_free(&od);
+	if (info)
+		protobuf_c_message_free_unpacked(&info->base, NULL);
+	protobuf_c_message_free_unpacked(&r->base, NULL);
+}
