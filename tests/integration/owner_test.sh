@@ -128,6 +128,14 @@ if "$SC" watch "$job" >/dev/null; then
   "$SC" export "$job" --out out-mistral >/dev/null
   same_adapter ref-mistral out-mistral && ok "mistral, owner + 2 middle: bit-identical" ||
     bad "mistral owner job: adapters differ"
+  # Split inference on the same U: the owner's head, the middle, the owner's tail.
+  Q=(--prompt-ids 7,99,31,4,250,18,77,3,140,62,11 --max-new-tokens 12 --json)
+  ids() { sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p'; }
+  one=$("$SC" generate --model mistral --adapter out-mistral "${Q[@]}" | ids)
+  ring=$("$SC" generate --job "$job" "${Q[@]}" | ids)
+  [ -n "$one" ] && [ "$one" = "$ring" ] &&
+    ok "generate --job through the owner's ends and the middle gives one process's ids" ||
+    bad "generate --job: '$ring' vs one process '$one'"
 else
   bad "mistral owner job $job ended $(state "$job")"
 fi
