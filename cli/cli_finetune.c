@@ -28,6 +28,10 @@ static const char finetune_help[] =
     "  --model DIR          Hugging Face checkpoint directory                 (required)\n"
     "  --data FILE          token file (.bin), text, or JSONL ({\"text\"} or\n"
     "                       {\"prompt\", \"completion\"}: loss on the completion) (required)\n"
+    "                       Given again (up to 16): each step takes every file's M\n"
+    "                       micro-batches in the order given, each file's gradients\n"
+    "                       summed by themselves — what a job with one data owner per\n"
+    "                       file computes (splitchain submit --owner A --owner B)\n"
     "  --init-adapter DIR   start from this PEFT adapter instead of a fresh one\n"
     "  --out DIR            write the trained adapter here (PEFT format)\n"
     "  --metrics FILE       append one JSON line per step (loss, lr, grad_norm, ...)\n"
@@ -43,7 +47,9 @@ static const char finetune_exec_help[] =
     "  --quiet              no progress lines\n";
 
 typedef struct ft_args {
-	const char *model, *data, *init, *out, *metrics, *device, *targets, *cuts;
+	const char *model, *init, *out, *metrics, *device, *targets, *cuts;
+	const char *data[SC_TRAIN_MAX_SOURCES];
+	int ndata;
 	sc_lora_config lora;
 	sc_train_config tc;
 	cli_data_opts dat;
@@ -82,7 +88,11 @@ static int parse(ft_args *a, int argc, char **argv)
 		int bad = 0;
 		switch (c) {
 		case 'm': a->model = optarg; break;
-		case 'd': a->data = optarg; break;
+		case 'd':
+			if (a->ndata == SC_TRAIN_MAX_SOURCES)
+				return cli_usage(cmd, "at most %d --data", SC_TRAIN_MAX_SOURCES);
+			a->data[a->ndata++] = optarg;
+			break;
 		case 'I': a->init = optarg; break;
 		case 'o': a->out = optarg; break;
 		case 'M': a->metrics = optarg; break;
@@ -116,8 +126,11 @@ static int parse(ft_args *a, int argc, char **argv)
 	}
 	if (optind < argc)
 		return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
-	if (!a->model || !a->data)
+	if (!a->model || !a->ndata)
 		return cli_usage(cmd, "--model DIR and --data FILE are required");
+	if (a->ndata > 1 && a->dat.eval_data)
+		return cli_usage(cmd, "--eval-data goes with one --data; with several, "
+				      "--eval-split holds out a share of each");
 	if (cli_data_finish(cmd, &a->dat))
 		return CLI_USAGE;
 	if (cli_train_finish(cmd, &a->lora, &a->tc))
@@ -146,12 +159,16 @@ static void progress(const ft_args *a, const sc_step_stats *st, FILE *metrics)
 }
 
 /* Evaluates on the held-out data after 0-based step s and reports it. */
-static sc_err evaluate(const ft_args *a, sc_trainer *tr, const sc_tokens *eval, int s,
+static sc_err evaluate(const ft_args *a, sc_trainer *tr, const sc_job_data *jd, int s,
 		       FILE *metrics)
 {
+	const sc_tokens *evals[SC_TRAIN_MAX_SOURCES];
 	double loss;
 	size_t n;
-	SC_TRY(sc_trainer_eval(tr, eval, (size_t)a->dat.eval_batches, &loss, &n));
+	for (int o = 0; o < a->ndata; o++)
+		evals[o] = jd[o].eval;
+	SC_TRY(
+	    sc_trainer_eval_sources(tr, evals, a->ndata, (size_t)a->dat.eval_batches, &loss, &n));
 	if (!a->quiet) {
 		printf("eval %5d/%d | loss %.4f | perplexity %.3f | %zu tokens\n", s + 1,
 		       a->tc.steps, loss, exp(loss), n);
@@ -180,7 +197,7 @@ int cli_finetune(int argc, char **argv)
 	ft_args a;
 	sc_model_config mc;
 	sc_weights *weights = NULL;
-	sc_job_data jd = { 0 };
+	sc_job_data jd[SC_TRAIN_MAX_SOURCES] = { { 0 } };
 	sc_adapter *init = NULL, *ad = NULL;
 	sc_backend *be = NULL;
 	sc_trainer *tr = NULL;
@@ -233,7 +250,7 @@ int cli_finetune(int argc, char **argv)
 	}
 	sc_tokenizer *tok = NULL;
 	sc_data_spec dspec = {
-		.path = a.data,
+		.path = a.data[0],
 		.eval_path = a.dat.eval_data,
 		.eval_split = a.dat.eval_split,
 		.skip_bad_lines = a.dat.skip_bad_lines,
@@ -246,15 +263,20 @@ int cli_finetune(int argc, char **argv)
 		cli_fail(cmd, rc, "cannot read the tokenizer");
 		goto out;
 	}
-	rc = sc_job_data_load(&jd, &dspec, tok, mc.vocab_size, mc.eos_token_id);
+	rc = SC_OK;
+	for (int o = 0; o < a.ndata && !rc; o++) { /* each file as its own owner reads it */
+		dspec.path = a.data[o];
+		rc = sc_job_data_load(&jd[o], &dspec, tok, mc.vocab_size, mc.eos_token_id);
+		if (!rc && jd[o].st.bad_lines)
+			fprintf(stderr,
+				"splitchain finetune: %s: %zu malformed JSONL line(s) skipped\n",
+				a.data[o], jd[o].st.bad_lines);
+	}
 	sc_tokenizer_free(tok);
 	if (rc) {
 		cli_fail(cmd, rc, "cannot read the data");
 		goto out;
 	}
-	if (jd.st.bad_lines)
-		fprintf(stderr, "splitchain finetune: %zu malformed JSONL line(s) skipped\n",
-			jd.st.bad_lines);
 	if (a.init) {
 		if ((rc = sc_adapter_load(&init, a.init, &mc))) {
 			cli_fail(cmd, rc, "cannot read the initial adapter");
@@ -268,11 +290,16 @@ int cli_finetune(int argc, char **argv)
 		cli_fail(cmd, rc, "cannot open the device");
 		goto out;
 	}
-	if ((rc = sc_trainer_new(&tr, be, &mc, &a.lora, &a.tc, weights, init, jd.train, a.stages,
+	if ((rc = sc_trainer_new(&tr, be, &mc, &a.lora, &a.tc, weights, init, jd[0].train, a.stages,
 				 bp))) {
 		cli_fail(cmd, rc, "cannot set up training");
 		goto out;
 	}
+	for (int o = 1; o < a.ndata; o++)
+		if ((rc = sc_trainer_add_data(tr, jd[o].train))) {
+			cli_fail(cmd, rc, "cannot set up training");
+			goto out;
+		}
 	if (a.metrics && !(metrics = fopen(a.metrics, "a"))) {
 		rc = sc_errf(SC_EIO, "%s: cannot open for appending", a.metrics);
 		cli_fail(cmd, rc, "metrics");
@@ -289,13 +316,17 @@ int cli_finetune(int argc, char **argv)
 		       a.stages > 1 ? sc_wire_name(a.tc.wire) : "", a.tc.B, a.tc.T,
 		       a.tc.micro_batches, be->name,
 		       strcmp(be->name, "cpu") ? "gpu" : sc_backend_cpu_describe());
-		printf("  data: %zu tokens in %zu windows%s%s", jd.train->n,
-		       sc_eval_batches(jd.train, a.tc.T, 1, 0), a.dat.no_pack ? " (unpacked)" : "",
-		       jd.cache == 1 ? ", tokens from the cache" : "");
-		if (jd.eval)
-			printf("; held out: %zu tokens in %zu windows", jd.eval->n,
-			       sc_eval_batches(jd.eval, a.tc.T, 1, 0));
-		printf("\n");
+		for (int o = 0; o < a.ndata; o++) {
+			printf("  data%s%s: %zu tokens in %zu windows%s%s", a.ndata > 1 ? " " : "",
+			       a.ndata > 1 ? a.data[o] : "", jd[o].train->n,
+			       sc_eval_batches(jd[o].train, a.tc.T, 1, 0),
+			       a.dat.no_pack ? " (unpacked)" : "",
+			       jd[o].cache == 1 ? ", tokens from the cache" : "");
+			if (jd[o].eval)
+				printf("; held out: %zu tokens in %zu windows", jd[o].eval->n,
+				       sc_eval_batches(jd[o].eval, a.tc.T, 1, 0));
+			printf("\n");
+		}
 		for (int i = 0; i < a.stages; i++) {
 			int first, last;
 			size_t bytes = sc_trainer_stage_memory(tr, i, &first, &last);
@@ -311,7 +342,10 @@ int cli_finetune(int argc, char **argv)
 			goto out;
 		}
 		progress(&a, &st, metrics);
-		if (jd.eval && eval_due(&a, s) && (rc = evaluate(&a, tr, jd.eval, s, metrics))) {
+		int held = 0;
+		for (int o = 0; o < a.ndata; o++)
+			held |= jd[o].eval != NULL;
+		if (held && eval_due(&a, s) && (rc = evaluate(&a, tr, jd, s, metrics))) {
 			cli_fail(cmd, rc, "evaluation failed");
 			goto out;
 		}
@@ -334,7 +368,8 @@ out:
 	sc_trainer_free(tr);
 	sc_backend_free(be);
 	sc_adapter_free(init);
-	sc_job_data_free(&jd);
+	for (int o = 0; o < SC_TRAIN_MAX_SOURCES; o++)
+		sc_job_data_free(&jd[o]);
 	sc_weights_close(weights);
 	return ret;
 }

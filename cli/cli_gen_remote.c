@@ -171,15 +171,22 @@ int cli_remote_job(const gen_args *a, remote *r, sc_model_config *mc, sc_adapter
 			a->job);
 		goto done;
 	}
-	r->n = (int)info->n_placement;
+	/* Hops in stage order. A data owners' job: the first owner's head, the
+	 * middle, the first owner's tail (the others hold the same layers). */
+	const Splitchain__StageInfo *tail = NULL;
+	const char *tail_url = NULL;
+	r->n = 0;
 	for (size_t i = 0; i < info->n_placement; i++) {
 		const Splitchain__StageInfo *p = info->placement[i];
 		const char *url = NULL;
+		int owner = p->tail_last_layer > p->tail_first_layer;
 		if (p->stage >= info->n_placement) {
 			fprintf(stderr, "splitchain generate: job %ld: bad stage %u\n", a->job,
 				p->stage);
 			goto done;
 		}
+		if (owner && tail)
+			continue;
 		for (size_t k = 0; k < ws->n_workers; k++)
 			if (ws->workers[k]->worker_id == p->worker_id)
 				url = ws->workers[k]->control_addr;
@@ -190,18 +197,20 @@ int cli_remote_job(const gen_args *a, remote *r, sc_model_config *mc, sc_adapter
 				a->job, (unsigned long long)p->worker_id, p->stage);
 			goto done;
 		}
-		hop *h = &r->h[p->stage];
+		hop *h = &r->h[r->n++];
 		snprintf(h->url, sizeof(h->url), "%s", url);
 		h->first = (int)p->first_layer;
 		h->last = (int)p->last_layer;
-		/* A data owner's job: the owner's last layers close the chain. */
-		if (p->tail_last_layer > p->tail_first_layer && r->n < MAX_HOPS) {
-			hop *t = &r->h[info->n_placement];
-			snprintf(t->url, sizeof(t->url), "%s", url);
-			t->first = (int)p->tail_first_layer;
-			t->last = (int)p->tail_last_layer;
-			r->n = (int)info->n_placement + 1;
+		if (owner) {
+			tail = p;
+			tail_url = url;
 		}
+	}
+	if (tail && r->n < MAX_HOPS) {
+		hop *t = &r->h[r->n++];
+		snprintf(t->url, sizeof(t->url), "%s", tail_url);
+		t->first = (int)tail->tail_first_layer;
+		t->last = (int)tail->tail_last_layer;
 	}
 	snprintf(model_path, path_size, "%s", info->model_path ? info->model_path : "");
 	snprintf(tokenizer, path_size, "%s",

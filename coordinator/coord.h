@@ -50,6 +50,7 @@ typedef struct live_worker {
 	uint64_t memory_bytes, memory_reserve; /* its device's, and what it keeps back */
 	char device[32];                       /* "cpu", "cuda:0" */
 	int data_owner;                        /* started with --owner-data */
+	char owner_addr[256];                  /* a data owner's head listener */
 	char name[128];
 	char control_addr[256];
 	char data_addr[256];

@@ -65,8 +65,8 @@ int run_call_all(runner *r, int timeout_ms)
 			pthread_join(r->st[i].th, NULL);
 	if ((bad = atomic_load(&r->first_bad)) >= 0)
 		return bad;
-	for (int i = 0; i < r->n; i++) /* skipped stages (no method) answer CANCELLED */
-		if (r->st[i].rc || r->st[i].status != SC_STATUS_OK)
+	for (int i = 0; i < r->n; i++) /* skipped stages (no method) are not failures */
+		if (r->st[i].method && (r->st[i].rc || r->st[i].status != SC_STATUS_OK))
 			return i;
 	return -1;
 }

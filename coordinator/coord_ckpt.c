@@ -105,6 +105,8 @@ int run_checkpoint(runner *r, uint32_t step, double loss, char *err, size_t esiz
 	}
 	for (int i = 0; i < r->n; i++) {
 		Splitchain__StateReply *s = (Splitchain__StateReply *)r->st[i].rep;
+		if (i > 0 && i < r->n_owners)
+			continue; /* the owners hold the same layers, kept equal */
 		Splitchain__NamedTensor **lists[3] = { s->lora, s->adam_m, s->adam_v };
 		size_t counts[3] = { s->n_lora, s->n_adam_m, s->n_adam_v };
 		for (int kind = 0; kind < 3; kind++) {

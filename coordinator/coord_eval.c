@@ -11,12 +11,13 @@ int run_eval(runner *r, uint32_t step, double *loss, size_t *tokens, char *err, 
 {
 	int M = r->tc.micro_batches, B = r->tc.B, T = r->tc.T, bad = -1;
 	size_t BT = (size_t)B * T, rows = BT * (size_t)M;
-	/* A ring's owner holds the held-out data: it counted the micro-batches
-	 * at assign, cuts them itself and reports each one's targets. */
-	size_t K =
-	    r->ring ? r->owner_eval_batches : sc_eval_batches(r->eval, T, B, r->spec->eval_batches);
-	int last = r->ring ? 0 : r->n - 1;
-	size_t passes = (K + (size_t)M - 1) / (size_t)M;
+	/* A ring's owners hold the held-out data: each counted its
+	 * micro-batches at assign, cuts them itself and reports each one's
+	 * targets; a pass runs every owner's next M, owner by owner, as
+	 * sc_trainer_eval_sources does. */
+	size_t K = r->ring ? 0 : sc_eval_batches(r->eval, T, B, r->spec->eval_batches);
+	int last = r->ring ? 0 : r->n - 1, n_from = r->ring ? r->n_owners : 1;
+	size_t passes = r->ring ? r->eval_passes : (K + (size_t)M - 1) / (size_t)M;
 	int32_t *in = malloc(rows * 4), *tg = malloc(rows * 4);
 	size_t *count = malloc((size_t)M * sizeof(size_t));
 	Splitchain__StepRequest req[MAX_STAGES];
@@ -51,19 +52,22 @@ int run_eval(runner *r, uint32_t step, double *loss, size_t *tokens, char *err, 
 			run_describe(&r->st[bad], bad, err, esize);
 			goto out;
 		}
-		Splitchain__StepReply *sr = (Splitchain__StepReply *)r->st[last].rep;
-		if (sr->n_eval_losses != (size_t)M || (r->ring && sr->n_eval_tokens != (size_t)M)) {
-			snprintf(err, esize,
-				 "stage %d reported %zu eval losses (%zu counts) for %d "
-				 "micro-batches",
-				 last, sr->n_eval_losses, sr->n_eval_tokens, M);
-			bad = last;
-			goto out;
+		for (int f = last; f < last + n_from; f++) {
+			Splitchain__StepReply *sr = (Splitchain__StepReply *)r->st[f].rep;
+			if (sr->n_eval_losses != (size_t)M ||
+			    (r->ring && sr->n_eval_tokens != (size_t)M)) {
+				snprintf(err, esize,
+					 "stage %d reported %zu eval losses (%zu counts) for %d "
+					 "micro-batches",
+					 f, sr->n_eval_losses, sr->n_eval_tokens, M);
+				bad = f;
+				goto out;
+			}
+			for (int m = 0; m < M && r->ring; m++)
+				count[m] = (size_t)sr->eval_tokens[m];
+			for (int m = 0; m < M; m++)
+				sc_eval_add(&acc, sr->eval_losses[m], count[m]);
 		}
-		for (int m = 0; m < M && r->ring; m++)
-			count[m] = (size_t)sr->eval_tokens[m];
-		for (int m = 0; m < M; m++)
-			sc_eval_add(&acc, sr->eval_losses[m], count[m]);
 		run_free_replies(r);
 		/* Each pass restarts the stall clock (an evaluation can take
 		 * many steps' time) without counting as a step interval. */

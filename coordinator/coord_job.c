@@ -46,6 +46,7 @@ static void stage_of(stage *s, const live_worker *w)
 	snprintf(s->name, sizeof(s->name), "%s", w->name);
 	snprintf(s->control, sizeof(s->control), "%s", w->control_addr);
 	snprintf(s->data, sizeof(s->data), "%s", w->data_addr);
+	snprintf(s->owner_addr, sizeof(s->owner_addr), "%s", w->owner_addr);
 }
 
 /* The threads the chain's CPU workers on stage i's machine run together
@@ -127,9 +128,11 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 	sc_place_worker pw[MAX_STAGES];
 	sc_place_link *links = calloc((size_t)r->n * r->n, sizeof(*links));
 	sc_db_link *ls = NULL;
-	double lg, hg, tokens = (double)r->tc.B * r->tc.T * r->tc.micro_batches;
+	/* A ring's middle runs every owner's micro-batches. */
+	int mb = r->tc.micro_batches * (r->n_owners > 1 ? r->n_owners : 1);
+	double lg, hg, tokens = (double)r->tc.B * r->tc.T * mb;
 	size_t hop;
-	int nl = 0, o = r->ring ? 1 : 0, np = r->n - o, K = r->ring ? r->owner_layers : 0;
+	int nl = 0, o = r->n_owners, np = r->n - o, K = r->ring ? r->owner_layers : 0;
 	sc_err rc;
 
 	if (!links)
@@ -162,7 +165,7 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 				     .seed = r->spec->lora->seed },
 			     .B = r->tc.B,
 			     .T = r->tc.T,
-			     .M = r->tc.micro_batches,
+			     .M = mb,
 			     .gpipe = r->spec->schedule == SPLITCHAIN__SCHEDULE__SCHEDULE_GPIPE,
 			     .wire = r->tc.wire };
 	int planned_mem = sc_train_base_format(&mem.mc, &r->tc) == SC_OK;
@@ -176,7 +179,7 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 	}
 	sc_place_net net = { .links = links,
 			     .hop_bytes = (double)hop,
-			     .messages = r->tc.micro_batches,
+			     .messages = mb,
 			     .mem = !planned_mem ? NULL
 				    : r->ring    ? ring_mem_bytes
 						 : sc_stage_mem_bytes,
@@ -191,32 +194,32 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 	sc_place_costs(&r->mc, r->tc.T, (int)r->spec->lora->rank, tokens, &lg, &hg);
 	rc = sc_place(pw, np, np, L - 2 * K, lg, r->ring ? 0 : hg, &net, ps + o, reason,
 		      reason_size);
-	if (!rc && r->ring) {
-		/* The middle over [K, L - K); the owner's two ends, which must fit
-		 * its memory too (its head's and tail's buffers both counted). */
-		int kind = (int)sc_mem_kind_of(r->st[0].device);
+	for (int i = o; !rc && i < r->n; i++) { /* the middle over [K, L - K) */
+		ps[i].worker += o;
+		ps[i].first += K;
+		ps[i].last += K;
+	}
+	for (int i = 0; !rc && i < o; i++) {
+		/* The owners' two ends, which must fit their memory too (the
+		 * head's and the tail's buffers both counted). */
+		int kind = (int)sc_mem_kind_of(r->st[i].device);
 		double need = planned_mem
 				  ? sc_stage_mem_bytes(&mem, kind, 0, np + 2, 0, K) +
 					sc_stage_mem_bytes(&mem, kind, np + 1, np + 2, L - K, L)
 				  : 0,
-		       have = usable_memory(r, 0);
-		for (int i = 1; i < r->n; i++) {
-			ps[i].worker += 1;
-			ps[i].first += K;
-			ps[i].last += K;
-		}
-		ps[0] = (sc_place_stage){ .worker = 0, .first = 0, .last = K, .mem_bytes = need };
+		       have = usable_memory(r, i);
+		ps[i] = (sc_place_stage){ .worker = i, .first = 0, .last = K, .mem_bytes = need };
 		size_t used = strlen(reason);
 		snprintf(reason + used, reason_size - used,
 			 "; U-shaped: data owner %s holds layers 0-%d and %d-%d with the "
 			 "embeddings and the head (%.0f MB of %.0f MB)",
-			 r->st[0].name, K - 1, L - K, L - 1, need / 1e6, have / 1e6);
+			 r->st[i].name, K - 1, L - K, L - 1, need / 1e6, have / 1e6);
 		if (have > 0 && need > have)
 			rc = sc_errf(SC_ERANGE,
 				     "the data owner %s cannot hold its %d block(s) at each end "
 				     "with the embeddings and the head: it needs %.0f MB, %.0f MB "
 				     "are usable on it",
-				     r->st[0].name, K, need / 1e6, have / 1e6);
+				     r->st[i].name, K, need / 1e6, have / 1e6);
 	}
 	free(links);
 	sc_stage_mem_free(&mem);
@@ -228,20 +231,21 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 sc_err coord_fit_check(coord *c, Splitchain__SubmitRequest *spec, const sc_model_config *mc,
 		       const sc_train_config *tc)
 {
-	live_worker *alive[1024], *owner = NULL;
+	live_worker *alive[1024], *owner[16] = { NULL };
 	sc_place_stage ps[MAX_STAGES];
 	char reason[2048];
-	int n = 0, S = (int)spec->stages, o = spec->n_owners > 0;
+	int n = 0, S = (int)spec->stages, o = (int)spec->n_owners, owners_found = 0;
 	int64_t now = coord_now_ms();
 	runner *r;
 	sc_err rc;
 
-	if (S < 1 || S + o > MAX_STAGES || !(r = calloc(1, sizeof(*r))))
+	if (S < 1 || o > 16 || S + o > MAX_STAGES || !(r = calloc(1, sizeof(*r))))
 		return SC_OK; /* the scheduler says what is wrong */
 	pthread_mutex_lock(&c->mu);
-	for (int i = 0; o && i < c->nworkers && !owner; i++) /* checked by the caller */
-		if (!strcmp(c->workers[i].name, spec->owners[0]))
-			owner = &c->workers[i];
+	for (int k = 0; k < o; k++) /* checked by the caller */
+		for (int i = 0; i < c->nworkers && !owner[k]; i++)
+			if (!strcmp(c->workers[i].name, spec->owners[k]))
+				owners_found += !!(owner[k] = &c->workers[i]);
 	for (size_t k = 0; k < spec->n_workers; k++) { /* --workers: those, in order */
 		live_worker *found = NULL;
 		for (int i = 0; i < c->nworkers && !found; i++)
@@ -257,26 +261,31 @@ sc_err coord_fit_check(coord *c, Splitchain__SubmitRequest *spec, const sc_model
 		}
 		alive[n++] = found;
 	}
-	for (int i = 0; !spec->n_workers && i < c->nworkers && n < 1024; i++)
-		if (c->workers[i].last_seen_ms > 0 && &c->workers[i] != owner &&
+	for (int i = 0; !spec->n_workers && i < c->nworkers && n < 1024; i++) {
+		int is_owner = 0;
+		for (int k = 0; k < o; k++)
+			is_owner |= owner[k] == &c->workers[i];
+		if (c->workers[i].last_seen_ms > 0 && !is_owner &&
 		    now - c->workers[i].last_seen_ms <= c->lost_after_ms)
 			alive[n++] = &c->workers[i];
-	if (n >= S && (owner || !o)) {
+	}
+	if (n >= S && owners_found == o) {
 		if (!spec->n_workers)
 			coord_fastest(alive, n, S); /* as the scheduler will take them */
-		if (owner)
-			stage_of(&r->st[0], owner);
+		for (int k = 0; k < o; k++)
+			stage_of(&r->st[k], owner[k]);
 		for (int i = 0; i < S; i++)
 			stage_of(&r->st[o + i], alive[i]);
 	}
 	pthread_mutex_unlock(&c->mu);
-	if (n < S || (o && !owner)) { /* too few to judge: the placement will */
+	if (n < S || owners_found != o) { /* too few to judge: the placement will */
 		free(r);
 		return SC_OK;
 	}
 	r->c = c;
 	r->n = S + o;
-	r->ring = o;
+	r->ring = o > 0;
+	r->n_owners = o;
 	r->owner_layers = o ? (int)spec->owner_layers : 0;
 	r->spec = spec;
 	r->mc = *mc;
@@ -305,8 +314,8 @@ static sc_err place(runner *r)
 		r->st[i].peak_mem = 0; /* a new placement's own peaks */
 		r->st[i].last = (uint32_t)ps[i].last;
 		r->st[i].tail_first =
-		    r->ring && i == 0 ? (uint32_t)(r->mc.n_layer - r->owner_layers) : 0;
-		r->st[i].tail_last = r->ring && i == 0 ? (uint32_t)r->mc.n_layer : 0;
+		    i < r->n_owners ? (uint32_t)(r->mc.n_layer - r->owner_layers) : 0;
+		r->st[i].tail_last = i < r->n_owners ? (uint32_t)r->mc.n_layer : 0;
 		ds[i] = (sc_db_stage){ .stage = (uint32_t)i,
 				       .worker_id = r->st[i].worker_id,
 				       .first_layer = r->st[i].first,
@@ -338,16 +347,24 @@ static int assign(runner *r, char *err, size_t esize)
 	Splitchain__AssignRequest req[MAX_STAGES];
 	Splitchain__LoraConfig lora;
 	Splitchain__OwnerData od;
-	int bad, n = r->n;
+	char *heads[16], *tails[16];
+	int bad, n = r->n, o = r->n_owners;
 
 	run_lora_msg(r->spec, &lora);
 	coord_owner_data(r->spec, &od);
+	for (int k = 0; k < o; k++) {
+		heads[k] = r->st[k].owner_addr;
+		tails[k] = r->st[k].data;
+	}
 	for (int i = 0; i < r->n; i++) {
+		/* A ring numbers its stages along the path: every owner is stage
+		 * 0, the middle 1 .. n - o. */
+		int st = i < o ? 0 : i - o + (o ? 1 : 0), ns = n - o + (o ? 1 : 0);
 		splitchain__assign_request__init(&req[i]);
 		req[i].job_id = (uint64_t)r->job->id;
 		req[i].placement_version = r->version;
-		req[i].stage = (uint32_t)i;
-		req[i].n_stages = (uint32_t)r->n;
+		req[i].stage = (uint32_t)st;
+		req[i].n_stages = (uint32_t)ns;
 		req[i].model_path = (char *)r->job->model_path;
 		req[i].model = r->spec->model;
 		req[i].model_digest = r->spec->model_digest;
@@ -356,17 +373,25 @@ static int assign(runner *r, char *err, size_t esize)
 		req[i].lora = &lora;
 		req[i].train = r->spec->train;
 		req[i].schedule = r->spec->schedule;
-		req[i].prev_data_addr = i > 0     ? r->st[i - 1].data
-					: r->ring ? r->st[n - 1].data
-						  : "";
-		req[i].next_data_addr = i < n - 1 ? r->st[i + 1].data
-					: r->ring ? r->st[0].data
-						  : "";
+		req[i].prev_data_addr = i > o && (i > 0) ? r->st[i - 1].data : "";
+		req[i].next_data_addr = i >= o && i < n - 1 ? r->st[i + 1].data : "";
 		req[i].ring = r->ring;
-		if (r->ring && i == 0) {
+		if (i < o) {
 			req[i].tail_first_layer = r->st[i].tail_first;
 			req[i].tail_last_layer = r->st[i].tail_last;
 			req[i].owner_data = &od;
+			req[i].owner_index = (uint32_t)i;
+		}
+		if (r->ring) {
+			req[i].n_owners = (uint32_t)o;
+			if (st == 1) {
+				req[i].n_owner_head_addrs = (size_t)o;
+				req[i].owner_head_addrs = heads;
+			}
+			if (i == n - 1) {
+				req[i].n_owner_tail_addrs = (size_t)o;
+				req[i].owner_tail_addrs = tails;
+			}
 		}
 		r->st[i].method = "Worker.Assign";
 		r->st[i].req = &req[i].base;
@@ -375,8 +400,13 @@ static int assign(runner *r, char *err, size_t esize)
 	bad = run_call_all(r, ASSIGN_TIMEOUT_MS);
 	if (bad >= 0)
 		run_describe(&r->st[bad], bad, err, esize);
-	else if (r->ring) /* the owner's held-out data, counted by the owner */
-		r->owner_eval_batches = ((Splitchain__AssignReply *)r->st[0].rep)->eval_batches;
+	r->eval_passes = 0;
+	for (int k = 0; bad < 0 && k < o; k++) { /* the owners' held-out data, counted by them */
+		size_t M = (size_t)r->tc.micro_batches;
+		r->owner_eval_batches[k] = ((Splitchain__AssignReply *)r->st[k].rep)->eval_batches;
+		if ((r->owner_eval_batches[k] + M - 1) / M > r->eval_passes)
+			r->eval_passes = (r->owner_eval_batches[k] + M - 1) / M;
+	}
 	run_free_replies(r);
 	return bad;
 }
@@ -409,7 +439,8 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 		goto out;
 	}
 	/* The global norm sums per-layer squares in layer order, as one process
-	 * does: a ring's owner reports its first layers, then its tail's. */
+	 * does: a ring's owner reports its first layers, then its tail's; the
+	 * owners hold the same layers, owner 0 speaks for them. */
 	for (int i = 0; i < r->n; i++) {
 		Splitchain__StepReply *sr = (Splitchain__StepReply *)r->st[i].rep;
 		uint32_t head = r->st[i].last - r->st[i].first,
@@ -420,7 +451,7 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 			bad = i;
 			goto out;
 		}
-		for (size_t k = 0; k < sr->n_layer_sumsq; k++) {
+		for (size_t k = 0; (i == 0 || i >= r->n_owners) && k < sr->n_layer_sumsq; k++) {
 			if (k < head)
 				per_layer[L++] = sr->layer_sumsq[k];
 			else
@@ -436,6 +467,14 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 				sc_warn("coordinator", "job %lld: %s", (long long)r->job->id,
 					sc_err_detail());
 		}
+	}
+	if (r->n_owners > 1) { /* the owners' sum, and its squares */
+		int K = r->owner_layers;
+		double osq[2 * SC_ADAPTER_MAX_LAYERS];
+		if ((bad = run_owner_grads(r, s, loss, osq, 2 * (size_t)K, err, esize)) >= 0)
+			goto out;
+		memcpy(per_layer, osq, (size_t)K * sizeof(double));
+		memcpy(tail, osq + K, (size_t)K * sizeof(double));
 	}
 	run_free_replies(r);
 	for (int k = 0; k < nt; k++)
@@ -548,6 +587,7 @@ static void *run_job(void *arg)
 	}
 	sc_wire_train_config(&r->tc, r->spec->train);
 	r->ring = r->spec->n_owners > 0;
+	r->n_owners = (int)r->spec->n_owners;
 	r->owner_layers = r->spec->owner_layers ? (int)r->spec->owner_layers : 1;
 	sc_tokenizer *tok = NULL;
 	sc_job_data jd = { 0 };
@@ -622,8 +662,8 @@ static void *run_job(void *arg)
 				   .loss = loss,
 				   .lr = lr,
 				   .grad_norm = norm,
-				   .tokens_per_s =
-				       (double)r->tc.B * r->tc.T * r->tc.micro_batches / secs,
+				   .tokens_per_s = (double)r->tc.B * r->tc.T * r->tc.micro_batches *
+						   (r->n_owners > 1 ? r->n_owners : 1) / secs,
 				   .step_s = secs,
 				   .bytes_per_hop = bytes,
 				   .n_hops = r->n,
@@ -636,7 +676,7 @@ static void *run_job(void *arg)
 		r->lj->step_s = r->lj->step_s > 0 ? 0.7 * r->lj->step_s + 0.3 * secs : secs;
 		progress(r->lj);
 		pthread_mutex_unlock(&c->mu);
-		if ((r->eval || r->owner_eval_batches) &&
+		if ((r->eval || r->eval_passes) &&
 		    (s + 1 == (uint32_t)r->tc.steps ||
 		     (r->spec->eval_every && (s + 1) % r->spec->eval_every == 0))) {
 			double el;

@@ -138,6 +138,8 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	lw->memory_bytes = r->memory_bytes;
 	lw->memory_reserve = r->memory_reserve_bytes;
 	lw->data_owner = r->data_owner;
+	snprintf(lw->owner_addr, sizeof(lw->owner_addr), "%s",
+		 r->owner_head_addr ? r->owner_head_addr : "");
 	snprintf(lw->device, sizeof(lw->device), "%s", w.device);
 	lw->threads = r->threads;
 	snprintf(lw->name, sizeof(lw->name), "%s", r->name);
@@ -219,13 +221,23 @@ static int check_owners(coord *c, Splitchain__SubmitRequest *r, const sc_model_c
 {
 	int K = r->owner_layers ? (int)r->owner_layers : 1, L = mc->n_layer;
 
-	if (r->n_owners > 1) {
-		sc_rpc_reply_err(rep, SC_STATUS_UNIMPLEMENTED,
-				 "%zu owners: a job takes one data owner for now (several owners "
-				 "training together are not built yet)",
+	if (r->n_owners > 16) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "%zu owners: at most 16",
 				 r->n_owners);
 		return 1;
 	}
+	if (r->n_owners > 1 && r->train && r->train->wire != 0) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "several owners train over an fp32 wire only (--wire fp32)");
+		return 1;
+	}
+	for (size_t i = 0; i < r->n_owners; i++)
+		for (size_t k = 0; k < i; k++)
+			if (!strcmp(r->owners[i], r->owners[k])) {
+				sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+						 "--owner names '%s' twice", r->owners[i]);
+				return 1;
+			}
 	if (nonempty(r->split) || r->n_workers) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
 				 "--owner places the job itself: not with --split or --workers");

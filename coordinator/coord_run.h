@@ -28,6 +28,7 @@ typedef struct stage {
 	int index;
 	int64_t worker_id;
 	char name[128], control[256], data[256];
+	char owner_addr[256]; /* a data owner's head listener */
 	double gflops;
 	char host_id[64]; /* the live worker's, for the planner */
 	unsigned host_cpus, threads;
@@ -61,13 +62,15 @@ typedef struct runner {
 	uint32_t version;
 	sc_tokens *tk, *eval; /* training and held-out data (eval NULL: none) */
 	sc_loader *ld;
-	/* A data owner's job (docs/privacy.md): the chain is a ring whose
-	 * stage 0 is the owner, holding [0, K) and [L - K, L) with the data;
-	 * tk, eval and ld stay NULL, the owner says how many held-out
-	 * micro-batches it has at assign. */
-	int ring, owner_layers;
-	size_t owner_eval_batches;
-	int clients_live;     /* under c->mu: the clients may be aborted */
+	/* A data owners' job (docs/privacy.md): the chain is a ring whose
+	 * stage 0 is the owners, each holding [0, K) and [L - K, L) with its
+	 * data, st[0 .. n_owners); the middle follows. tk, eval and ld stay
+	 * NULL; each owner says how many held-out micro-batches it has at
+	 * assign. */
+	int ring, owner_layers, n_owners; /* st[0 .. n_owners) are the owners */
+	size_t owner_eval_batches[16];    /* each owner's held-out micro-batches */
+	size_t eval_passes;               /* a ring's: passes that cover every owner's */
+	int clients_live;                 /* under c->mu: the clients may be aborted */
 	atomic_int first_bad; /* call_all: the stage whose call failed first, -1: none */
 } runner;
 
@@ -78,8 +81,9 @@ void run_abort_locked(runner *r);
 /* The same, taking c->mu. */
 void run_abort_calls(runner *r);
 /* Calls every stage at once (each stage's method/req/desc set by the
- * caller; a stage with no method answers CANCELLED); returns the index of
- * the stage that failed first (the others' calls are then aborted), or -1. */
+ * caller; a stage with no method is skipped: its status reads CANCELLED, no
+ * failure); returns the index of the stage that failed first (the others'
+ * calls are then aborted), or -1. */
 int run_call_all(runner *r, int timeout_ms);
 /* Makes req[0..r->n) the step's Worker.Step calls of every stage: the
  * step's token ids (rows of them) to the first stage, its targets to the
@@ -96,6 +100,18 @@ int run_permanent(const stage *s);
 void run_describe(const stage *s, int i, char *buf, size_t size);
 /* The job's LoRA settings as a message (borrows spec's fields). */
 void run_lora_msg(const Splitchain__SubmitRequest *spec, Splitchain__LoraConfig *out);
+
+/* ---- several data owners (coord_owners.c) ---- */
+
+/* After a step's Worker.Step calls of a ring with several owners: *loss =
+ * the mean of every owner's micro-batch losses, in order; the owners'
+ * gradients added up in owner order and handed to each (Worker.SetGrads);
+ * sumsq[0..n_sumsq) = the owners' per-layer sums of squares of that total
+ * (their first layers, then their tail's). Frees the step's replies.
+ * Returns as run_call_all (r->n: the coordinator's own failure); err says
+ * why. */
+int run_owner_grads(runner *r, uint32_t step, double *loss, double *sumsq, size_t n_sumsq,
+		    char *err, size_t esize);
 
 /* ---- held-out evaluation (coord_eval.c) ---- */
 

@@ -42,16 +42,16 @@ static live_worker *free_named(coord *c, const char *name, int64_t now)
 /* Called with mu held: the workers job names (submit --workers), in chain
  * order, into w when every one is free; returns how many it names (0: any
  * workers will do), or -1 while one of them is busy, lost or unknown.
- * *owner = its data owner (submit --owner) when it has one and it is free;
- * while it is not, -1: the job waits for it, as its data lives nowhere
- * else. */
+ * owner[0 .. *n_owners) = its data owners (submit --owner) when it has them
+ * and they are free; while one is not, -1: the job waits for it, as its
+ * data lives nowhere else. */
 static int named_workers(coord *c, const sc_db_job *job, int64_t now, live_worker **w,
-			 live_worker **owner)
+			 live_worker **owner, int *n_owners)
 {
 	Splitchain__SubmitRequest *r =
 	    splitchain__submit_request__unpack(NULL, job->spec_len, job->spec);
 	int n = 0;
-	*owner = NULL;
+	*n_owners = 0;
 	if (!r)
 		return 0; /* the runner reports the spec as unreadable */
 	for (size_t i = 0; i < r->n_workers && n >= 0; i++) {
@@ -61,8 +61,10 @@ static int named_workers(coord *c, const sc_db_job *job, int64_t now, live_worke
 		else
 			w[n++] = found;
 	}
-	if (r->n_owners && !(*owner = free_named(c, r->owners[0], now)))
-		n = -1;
+	for (size_t k = 0; k < r->n_owners && n >= 0; k++)
+		if (!(owner[k] = free_named(c, r->owners[k], now)))
+			n = -1;
+	*n_owners = r->n_owners <= 16 ? (int)r->n_owners : 0;
 	splitchain__submit_request__free_unpacked(r, NULL);
 	return n;
 }
@@ -72,34 +74,34 @@ static int named_workers(coord *c, const sc_db_job *job, int64_t now, live_worke
  * runner owns job). */
 static int try_start(coord *c, sc_db_job *job)
 {
-	live_worker *freew[1024];
-	int nfree = 0, S = (int)job->stages;
+	live_worker *freew[1024], *owner[16];
+	int nfree = 0, S = (int)job->stages, o = 0;
 	int64_t now = coord_now_ms();
-	live_worker *owner;
-	int named = named_workers(c, job, now, freew + 1, &owner);
+	int named = named_workers(c, job, now, freew + 16, owner, &o);
 
 	if (named < 0)
 		return 0; /* waits for the workers it names */
 	if (named > 0)
-		return named == S && coord_start_job(c, job, freew + 1, S);
+		return named == S && coord_start_job(c, job, freew + 16, S);
 
 	/* Free: alive, reserved by no runner, and holding nothing — a worker
 	 * still holding an older placement is fenced first (coord_rpc.c). A
-	 * data owner's job: the owner first, the middle from the others. */
-	for (int i = 0; i < c->nworkers && nfree < 1023; i++) {
+	 * data owners' job: the owners first, the middle from the others. */
+	for (int i = 0; i < c->nworkers && nfree < 1024 - 16; i++) {
 		live_worker *w = &c->workers[i];
-		if (w != owner && !w->job && !w->held_job && w->last_seen_ms > 0 &&
+		int is_owner = 0;
+		for (int k = 0; k < o; k++)
+			is_owner |= owner[k] == w;
+		if (!is_owner && !w->job && !w->held_job && w->last_seen_ms > 0 &&
 		    now - w->last_seen_ms <= c->lost_after_ms)
-			freew[1 + nfree++] = w;
+			freew[16 + nfree++] = w;
 	}
 	if (nfree < S)
 		return 0;
-	coord_fastest(freew + 1, nfree, S);
-	if (owner) {
-		freew[0] = owner;
-		return coord_start_job(c, job, freew, S + 1);
-	}
-	return coord_start_job(c, job, freew + 1, S);
+	coord_fastest(freew + 16, nfree, S);
+	for (int k = 0; k < o; k++)
+		freew[16 - o + k] = owner[k];
+	return coord_start_job(c, job, freew + 16 - o, S + o);
 }
 
 void coord_fastest(live_worker **w, int n, int k)

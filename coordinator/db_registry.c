@@ -343,12 +343,21 @@ sc_err sc_db_placement_insert(sc_db *db, int64_t job_id, const sc_db_stage *stag
 		return sc_errf(SC_EINVAL, "%s: a placement needs at least one stage", db->path);
 	for (int i = 0; i < n; i++) {
 		const sc_db_stage *s = &stages[i];
+		/* A ring: its owners first, each with the same two ranges; then
+		 * the middle, from the owners' first range to their tail. */
+		int owner = s->tail_last_layer != 0,
+		    prev_owner = i > 0 && stages[i - 1].tail_last_layer;
 		if (s->stage != (uint32_t)i || s->first_layer >= s->last_layer ||
-		    (i > 0 && s->first_layer != stages[i - 1].last_layer) ||
-		    (i > 0 && s->tail_last_layer) ||
+		    (owner && (i > 0 && !prev_owner)) ||
+		    (owner && i > 0 &&
+		     (s->first_layer != stages[0].first_layer ||
+		      s->last_layer != stages[0].last_layer ||
+		      s->tail_first_layer != stages[0].tail_first_layer ||
+		      s->tail_last_layer != stages[0].tail_last_layer)) ||
+		    (owner && s->tail_first_layer >= s->tail_last_layer) ||
+		    (!owner && i > 0 && s->first_layer != stages[i - 1].last_layer) ||
 		    (i == n - 1 && stages[0].tail_last_layer &&
-		     (n < 2 || s->last_layer != stages[0].tail_first_layer ||
-		      stages[0].tail_first_layer >= stages[0].tail_last_layer)))
+		     (owner || s->last_layer != stages[0].tail_first_layer)))
 			return sc_errf(SC_EINVAL,
 				       "%s: job %lld placement: stage %d (numbered %u, "
 				       "layers [%u, %u)) does not continue the chain",

@@ -72,6 +72,7 @@ static int register_once(worker *w, Splitchain__Holding *held, uint64_t *id, int
 	req.memory_bytes = w->memory_bytes;
 	req.memory_reserve_bytes = w->memory_reserve;
 	req.data_owner = w->o.owner_data != NULL;
+	req.owner_head_addr = w->owner_addr;
 	req.gflops = w->gflops;
 	req.host_id = w->host_id;
 	req.host_cpus = w->host_cpus;

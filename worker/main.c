@@ -279,6 +279,16 @@ static void host_of(worker *w)
 						: w->host_cpus;
 }
 
+/* A data owner's head listener beside its data listener bound at data. */
+static void owner_url(char *out, size_t size, const char *data)
+{
+	const char *colon = strrchr(data, ':');
+	if (!strncmp(data, "tcp://", 6) && colon && colon > data + 6)
+		snprintf(out, size, "%.*s:0", (int)(colon - data), data);
+	else
+		snprintf(out, size, "%.*s.owner", (int)(size > 7 ? size - 7 : 0), data);
+}
+
 /* The address to give others for a bound url: a wildcard host ("tcp://:5555",
  * 0.0.0.0, ::) becomes this machine's hostname. */
 static void advertise(char *out, size_t size, const char *bound)
@@ -312,6 +322,7 @@ static const sc_rpc_method methods[] = {
 	{ "Worker.Echo", worker_echo },
 	{ "Worker.FetchTensor", worker_fetch_tensor }, /* deliver.h: peers fetch from our cache */
 	{ "Worker.DataCheck", worker_data_check },     /* owner.c: a data owner's data */
+	{ "Worker.SetGrads", worker_set_grads },       /* schedule.c: several owners' sum */
 	{ NULL, NULL },
 };
 
@@ -351,10 +362,22 @@ static int serve(worker *w, const sigset_t *sigs)
 	}
 	/* The data listener exists from the start, so its address can be
 	 * registered; each Assign reopens it on the same address. */
-	if (sc_dp_listen(&w->up, w->o.data, NULL))
+	if (sc_dp_listen(&w->up[0], w->o.data, NULL))
 		return fail("opening the data plane");
-	snprintf(w->data_bind, sizeof(w->data_bind), "%s", sc_dp_url(w->up));
+	w->n_up = 1;
+	snprintf(w->data_bind, sizeof(w->data_bind), "%s", sc_dp_url(w->up[0]));
 	advertise(w->data_addr, sizeof(w->data_addr), w->data_bind);
+	/* A data owner listens for its head's hop too, on a port of its own
+	 * beside the data address (a tcp port 0; an ipc path + ".owner"). */
+	if (w->o.owner_data) {
+		char url[WORKER_URL_MAX];
+		owner_url(url, sizeof(url), w->data_bind);
+		if (sc_dp_listen(&w->down[0], url, NULL))
+			return fail("opening the data owner's head listener");
+		w->n_down = 1;
+		snprintf(w->owner_bind, sizeof(w->owner_bind), "%s", sc_dp_url(w->down[0]));
+		advertise(w->owner_addr, sizeof(w->owner_addr), w->owner_bind);
+	}
 	if (sc_rpc_server_open(&w->srv, w->o.listen, methods, w, RPC_CONTEXTS))
 		return fail("starting the RPC server");
 	advertise(w->control_addr, sizeof(w->control_addr), sc_rpc_server_url(w->srv));
@@ -416,8 +439,10 @@ int main(int argc, char **argv)
 	sc_rpc_client_close(w.coord);
 	worker_job_free(w.job);
 	worker_gen_free_all();
-	sc_dp_close(w.down);
-	sc_dp_close(w.up);
+	for (int i = 0; i < WORKER_MAX_OWNERS; i++) {
+		sc_dp_close(w.down[i]);
+		sc_dp_close(w.up[i]);
+	}
 	sc_backend_free(w.be);
 	sc_tcache_close(w.cache);
 	nng_fini(); /* waits for nng's asynchronous teardown of the closed sockets */

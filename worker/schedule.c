@@ -30,6 +30,7 @@
 #include "sc_codec.h"
 #include "sc_log.h"
 #include "sc_rpc_pb.h"
+#include "sc_wire.h"
 #include "splitchain.pb-c.h"
 #include "worker.h"
 
@@ -41,6 +42,7 @@ typedef struct step_run {
 	int64_t shape[3];   /* (B,T,C) */
 	size_t bt;          /* B * T */
 	double loss_sum;    /* last stage: sum of micro-batch losses, in order */
+	double *losses;     /* an owner's training step: each micro-batch's loss */
 	double *eval;       /* an evaluation's last stage: each micro-batch's loss */
 	size_t *eval_count; /* an owner's evaluation: each micro-batch's targets */
 	double compute_s;
@@ -61,6 +63,25 @@ static sc_dp_tag tag_of(const step_run *s, int m, enum sc_dp_direction d)
 	};
 }
 
+/* The socket toward the previous / next stage for the step's micro-batch
+ * g: a ring's first middle stage has one per owner (owner g / M_owner), so
+ * has its last toward the owners' tails. */
+static sc_dp_socket *up_of(const step_run *s, int g)
+{
+	return s->w->up[s->w->n_up > 1 ? g / s->j->M_owner : 0];
+}
+
+static sc_dp_socket *down_of(const step_run *s, int g)
+{
+	return s->w->down[s->w->n_down > 1 ? g / s->j->M_owner : 0];
+}
+
+/* The loss scale: every micro-batch of the step, all owners' in a ring. */
+static float loss_scale(const job *j)
+{
+	return 1.0f / (float)(j->ring ? j->n_owners * j->M_owner : j->M);
+}
+
 /* The data plane's calls, remembering that a failure came from there. */
 static sc_err dp(step_run *s, sc_err rc)
 {
@@ -77,13 +98,13 @@ static sc_err forward(step_run *s, int m)
 	double lm = 0, t0;
 
 	if (!s->first) {
-		SC_TRY(dp(s, sc_dp_recv(s->w->up, &tg, 3, s->shape, j->x)));
+		SC_TRY(dp(s, sc_dp_recv(up_of(s, m), &tg, 3, s->shape, j->x)));
 		in = j->x;
 	}
 	t0 = now_s();
 	SC_TRY(sc_segment_forward(j->seg, m % j->slots, in,
-				  s->last ? j->targets + (size_t)m * s->bt : NULL,
-				  1.0f / (float)j->M, s->last ? NULL : j->y, &lm));
+				  s->last ? j->targets + (size_t)m * s->bt : NULL, loss_scale(j),
+				  s->last ? NULL : j->y, &lm));
 	s->compute_s += now_s() - t0;
 	if (s->last && s->eval) {
 		s->eval[m] = lm;
@@ -92,7 +113,7 @@ static sc_err forward(step_run *s, int m)
 	} else {                   /* an evaluation rounds to nearest: no stream */
 		sc_rng r;
 		sc_wire_rng(&r, j->seed, s->step, (uint32_t)m, (uint32_t)j->stage, SC_WIRE_FORWARD);
-		SC_TRY(dp(s, sc_dp_send_coded(s->w->down, &tg, 3, s->shape, j->y, NULL,
+		SC_TRY(dp(s, sc_dp_send_coded(down_of(s, m), &tg, 3, s->shape, j->y, NULL,
 					      s->eval ? NULL : &r)));
 	}
 	return SC_OK;
@@ -105,17 +126,20 @@ static sc_err backward(step_run *s, int m)
 	double t0;
 
 	if (!s->last)
-		SC_TRY(dp(s, sc_dp_recv(s->w->down, &tg, 3, s->shape, j->dy)));
+		SC_TRY(dp(s, sc_dp_recv(down_of(s, m), &tg, 3, s->shape, j->dy)));
 	t0 = now_s();
 	SC_TRY(sc_segment_backward(j->seg, m % j->slots, s->last ? NULL : j->dy,
 				   s->first ? NULL : j->dx));
+	/* Several owners: each one's micro-batches summed by themselves. */
+	if (j->fold_acc && (m + 1) % j->M_owner == 0)
+		SC_TRY(sc_segment_grad_fold(j->seg, j->fold_acc, j->fold_tmp, m + 1 == j->M_owner));
 	s->compute_s += now_s() - t0;
 	if (!s->first) {
 		sc_rng r;
 		sc_wire_rng(&r, j->seed, s->step, (uint32_t)m, (uint32_t)j->stage,
 			    SC_WIRE_BACKWARD);
 		SC_TRY(dp(s, sc_dp_send_coded(
-				 s->w->up, &tg, 3, s->shape, j->dx,
+				 up_of(s, m), &tg, 3, s->shape, j->dx,
 				 j->ef ? j->ef + (size_t)m * s->bt * j->mc.n_embd : NULL, &r)));
 	}
 	return SC_OK;
@@ -123,19 +147,25 @@ static sc_err backward(step_run *s, int m)
 
 /* ---- the data owner's head and tail ---- */
 
+/* The step's number of the owner's micro-batch m. */
+static int owner_g(const job *j, int m)
+{
+	return j->owner_index * j->M_owner + m;
+}
+
 static sc_err owner_head_forward(step_run *s, int m)
 {
 	job *j = s->j;
-	sc_dp_tag tg = tag_of(s, m, SC_DP_FORWARD);
+	sc_dp_tag tg = tag_of(s, owner_g(j, m), SC_DP_FORWARD);
 	double t0 = now_s();
 	sc_rng r;
 
 	SC_TRY(sc_segment_forward(j->seg, m % j->slots, j->tokens + (size_t)m * s->bt, NULL,
-				  1.0f / (float)j->M, j->y, NULL));
+				  loss_scale(j), j->y, NULL));
 	s->compute_s += now_s() - t0;
-	sc_wire_rng(&r, j->seed, s->step, (uint32_t)m, 0, SC_WIRE_FORWARD);
-	return dp(s,
-		  sc_dp_send_coded(s->w->down, &tg, 3, s->shape, j->y, NULL, s->eval ? NULL : &r));
+	sc_wire_rng(&r, j->seed, s->step, (uint32_t)owner_g(j, m), 0, SC_WIRE_FORWARD);
+	return dp(
+	    s, sc_dp_send_coded(s->w->down[0], &tg, 3, s->shape, j->y, NULL, s->eval ? NULL : &r));
 }
 
 /* The tail's forward of micro-batch m, with the loss, and (training) its
@@ -143,36 +173,38 @@ static sc_err owner_head_forward(step_run *s, int m)
 static sc_err owner_tail(step_run *s, int m)
 {
 	job *j = s->j;
-	sc_dp_tag tg = tag_of(s, m, SC_DP_FORWARD);
+	sc_dp_tag tg = tag_of(s, owner_g(j, m), SC_DP_FORWARD);
 	double lm = 0, t0;
 	sc_rng r;
 
-	SC_TRY(dp(s, sc_dp_recv(s->w->up, &tg, 3, s->shape, j->x)));
+	SC_TRY(dp(s, sc_dp_recv(s->w->up[0], &tg, 3, s->shape, j->x)));
 	t0 = now_s();
-	SC_TRY(sc_segment_forward(j->tail, 0, j->x, j->targets + (size_t)m * s->bt,
-				  1.0f / (float)j->M, NULL, &lm));
+	SC_TRY(sc_segment_forward(j->tail, 0, j->x, j->targets + (size_t)m * s->bt, loss_scale(j),
+				  NULL, &lm));
 	if (s->eval) {
 		s->eval[m] = lm;
 		s->compute_s += now_s() - t0;
 		return SC_OK;
 	}
 	s->loss_sum += lm; /* in micro-batch order */
+	s->losses[m] = lm;
 	SC_TRY(sc_segment_backward(j->tail, 0, NULL, j->dx));
 	s->compute_s += now_s() - t0;
 	tg.direction = SC_DP_BACKWARD;
 	/* The tail's stream is the one of a chain's last stage. */
-	sc_wire_rng(&r, j->seed, s->step, (uint32_t)m, (uint32_t)j->n_stages, SC_WIRE_BACKWARD);
-	return dp(s, sc_dp_send_coded(s->w->up, &tg, 3, s->shape, j->dx,
+	sc_wire_rng(&r, j->seed, s->step, (uint32_t)owner_g(j, m), (uint32_t)j->n_stages,
+		    SC_WIRE_BACKWARD);
+	return dp(s, sc_dp_send_coded(s->w->up[0], &tg, 3, s->shape, j->dx,
 				      j->ef ? j->ef + (size_t)m * s->bt * j->mc.n_embd : NULL, &r));
 }
 
 static sc_err owner_head_backward(step_run *s, int m)
 {
 	job *j = s->j;
-	sc_dp_tag tg = tag_of(s, m, SC_DP_BACKWARD);
+	sc_dp_tag tg = tag_of(s, owner_g(j, m), SC_DP_BACKWARD);
 	double t0;
 
-	SC_TRY(dp(s, sc_dp_recv(s->w->down, &tg, 3, s->shape, j->dy)));
+	SC_TRY(dp(s, sc_dp_recv(s->w->down[0], &tg, 3, s->shape, j->dy)));
 	t0 = now_s();
 	SC_TRY(sc_segment_backward(j->seg, m % j->slots, j->dy, NULL));
 	s->compute_s += now_s() - t0;
@@ -265,6 +297,8 @@ static sc_err run(step_run *s)
 	}
 	while (nb < M)
 		SC_TRY(backward(s, nb++));
+	if (j->fold_acc) /* the owners' sums, added in owner order */
+		SC_TRY(sc_segment_write_group(j->seg, SC_G_GRAD, j->fold_acc));
 	return SC_OK;
 }
 
@@ -351,7 +385,28 @@ static void eval_step(worker *w, job *j, step_run *s, sc_rpc_reply *rep)
 
 static uint64_t bytes_sent(const worker *w)
 {
-	return (w->up ? sc_dp_bytes_sent(w->up) : 0) + (w->down ? sc_dp_bytes_sent(w->down) : 0);
+	uint64_t n = 0;
+	for (int i = 0; i < WORKER_MAX_OWNERS; i++)
+		n += (w->up[i] ? sc_dp_bytes_sent(w->up[i]) : 0) +
+		     (w->down[i] ? sc_dp_bytes_sent(w->down[i]) : 0);
+	return n;
+}
+
+/* Whether every socket the job's stage needs is open (a reset after an
+ * earlier failure may have failed). */
+static int dataplane_ready(const worker *w, const job *j, int first, int last)
+{
+	int nu = j->tail || !first ? (j->ring && j->stage == 1 ? j->n_owners : 1) : 0;
+	int nd = !last ? (j->ring && j->stage == j->n_stages - 1 ? j->n_owners : 1) : 0;
+	if (w->n_up < nu || w->n_down < nd)
+		return 0;
+	for (int i = 0; i < nu; i++)
+		if (!w->up[i])
+			return 0;
+	for (int i = 0; i < nd; i++)
+		if (!w->down[i])
+			return 0;
+	return 1;
 }
 
 void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
@@ -383,7 +438,8 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	 * positions. Fields a stage does not use are ignored. A data owner
 	 * takes neither: it reads its own. */
 	if (j->tail) {
-		if (!(s.eval_count = calloc((size_t)j->M, sizeof(size_t)))) {
+		if (!(s.eval_count = calloc((size_t)j->M, sizeof(size_t))) ||
+		    !(s.losses = calloc((size_t)j->M, sizeof(double)))) {
 			sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 			goto out;
 		}
@@ -393,8 +449,7 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		goto out;
 	}
 	/* A reset after an earlier failure may have failed too: try again. */
-	if ((((!s.first || j->tail) && !w->up) || (!s.last && !w->down)) &&
-	    worker_reset_dataplane(w, j)) {
+	if (!dataplane_ready(w, j, s.first, s.last) && worker_reset_dataplane(w, j)) {
 		sc_rpc_reply_err(rep, SC_STATUS_UNAVAILABLE, "data plane: %s", sc_err_detail());
 		goto out;
 	}
@@ -431,7 +486,24 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	out.layer_sumsq = sumsq;
 	out.compute_s = s.compute_s;
 	out.peak_mem_bytes = worker_job_peak(w, j);
+	/* One of several owners: its losses and gradients, for the
+	 * coordinator to add up across the owners (Worker.SetGrads). */
+	worker_tensors grads;
+	memset(&grads, 0, sizeof(grads));
+	if (j->tail && j->n_owners > 1) {
+		if ((rc = worker_tensors_get(j, SC_G_GRAD, &grads))) {
+			sc_rpc_reply_err(rep, worker_status_of(rc), "gradients: %s",
+					 sc_err_detail());
+			worker_tensors_free(&grads);
+			goto out;
+		}
+		out.n_micro_losses = (size_t)j->M;
+		out.micro_losses = s.losses;
+		out.n_grads = (size_t)grads.n;
+		out.grads = grads.ptr;
+	}
 	sc_rpc_reply_pb(rep, &out.base);
+	worker_tensors_free(&grads);
 	sc_debug("worker",
 		 "job %" PRIu64 " step %" PRIu64 ": loss %.6f, %.3f s compute of %.3f s, "
 		 "%" PRIu64 " bytes sent",
@@ -440,5 +512,66 @@ out:
 	pthread_mutex_unlock(&w->mu);
 	free(sumsq);
 	free(s.eval_count);
+	free(s.losses);
+	protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+void worker_set_grads(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	worker *w = arg;
+	Splitchain__SetGradsRequest *r = NULL;
+	Splitchain__SetGradsReply out = SPLITCHAIN__SET_GRADS_REPLY__INIT;
+	sc_adapter *ad = NULL;
+	double *sumsq = NULL;
+	sc_segment *sg[2];
+	size_t nl = 0;
+	sc_err rc = SC_OK;
+	job *j;
+
+	if (sc_rpc_unpack(&splitchain__set_grads_request__descriptor, req, len,
+			  (ProtobufCMessage **)&r, rep))
+		return;
+	pthread_mutex_lock(&w->mu);
+	if (!(j = worker_job_get(w, r->job_id, rep)))
+		goto out;
+	if (!j->tail || j->grads_step != (int64_t)r->step) {
+		sc_rpc_reply_err(
+		    rep, SC_STATUS_FAILED_PRECONDITION, "job %" PRIu64 ": %s step %u", j->id,
+		    j->tail ? "no gradients of" : "not a data owner's stage for", r->step);
+		goto out;
+	}
+	sg[0] = j->seg;
+	sg[1] = j->tail;
+	if (sc_adapter_new(&ad, &j->lc, &j->mc) ||
+	    !(sumsq = calloc((size_t)j->mc.n_layer + 1, sizeof(double)))) {
+		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	/* Every matrix of both segments, checked as a restore's. */
+	for (int k = 0; k < 2 && !rc; k++) {
+		const sc_segment_spec *sp = sc_segment_get_spec(sg[k]);
+		rc = sc_wire_to_adapter(ad, sp->first, sp->last, r->grads, r->n_grads, "grads");
+	}
+	if (rc) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "%s", sc_err_detail());
+		goto out;
+	}
+	for (int k = 0; k < 2 && !rc; k++) {
+		const sc_segment_spec *sp = sc_segment_get_spec(sg[k]);
+		if (!(rc = sc_segment_import(sg[k], SC_G_GRAD, ad)))
+			rc = sc_segment_grad_sumsq(sg[k], sumsq + nl);
+		nl += (size_t)(sp->last - sp->first);
+	}
+	if (rc) {
+		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "gradients: %s", sc_err_detail());
+		goto out;
+	}
+	out.n_layer_sumsq = nl;
+	out.layer_sumsq = sumsq;
+	sc_rpc_reply_pb(rep, &out.base);
+out:
+	pthread_mutex_unlock(&w->mu);
+	sc_adapter_free(ad);
+	free(sumsq);
 	protobuf_c_message_free_unpacked(&r->base, NULL);
 }

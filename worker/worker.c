@@ -52,7 +52,18 @@ void worker_job_free(job *j)
 	free(j->tokens);
 	free(j->targets);
 	free(j->ef);
+	free(j->fold_acc);
+	free(j->fold_tmp);
 	free(j);
+}
+
+void worker_close_dataplane(worker *w)
+{
+	for (int i = 0; i < WORKER_MAX_OWNERS; i++) {
+		worker_close_socket(w, &w->down[i]);
+		worker_close_socket(w, &w->up[i]);
+	}
+	w->n_up = w->n_down = 0;
 }
 
 int64_t worker_mono_ms(void)
@@ -177,21 +188,43 @@ sc_err worker_reset_dataplane(worker *w, const job *j)
 	o.on_refuse_arg = w;
 	o.self = self;
 	o.wire = j->wire;
-	worker_close_socket(w, &w->down);
-	worker_close_socket(w, &w->up);
+	worker_close_dataplane(w);
+	if (j->ring && j->stage == 0) {
+		/* A data owner listens for both of its hops: the last middle
+		 * stage's activations come back to its tail on its data address,
+		 * the first middle stage dials its head listener. */
+		if (!w->owner_bind[0])
+			return sc_errf(SC_EINVAL, "this worker is not a data owner");
+		o.peer = (sc_dp_peer){ j->id, j->version, (uint32_t)j->n_stages - 1u };
+		SC_TRY(sc_dp_listen(&w->up[0], w->data_bind, &o));
+		w->n_up = 1;
+		o.peer = (sc_dp_peer){ j->id, j->version, 1 };
+		SC_TRY(sc_dp_listen(&w->down[0], w->owner_bind, &o));
+		w->n_down = 1;
+		return SC_OK;
+	}
 	/* The listener takes only the previous stage of this placement (stage
-	 * 0 none: its peer is a stage that does not exist; in a ring, the last
-	 * stage, whose activations come back to the owner's tail). */
-	uint32_t prev = (uint32_t)j->stage - 1u, next = (uint32_t)j->stage + 1u;
-	if (j->ring && j->stage == 0)
-		prev = (uint32_t)j->n_stages - 1u;
-	if (j->ring && j->stage == j->n_stages - 1)
-		next = 0;
-	o.peer = (sc_dp_peer){ j->id, j->version, prev };
-	SC_TRY(sc_dp_listen(&w->up, w->data_bind, &o));
-	o.peer = (sc_dp_peer){ j->id, j->version, next };
-	if (j->next_addr[0])
-		SC_TRY(sc_dp_dial(&w->down, j->next_addr, &o));
+	 * 0 none: its peer is a stage that does not exist). A ring's first
+	 * middle stage dials every owner's head instead, its last every
+	 * owner's data address. */
+	if (j->ring && j->stage == 1) {
+		o.peer = (sc_dp_peer){ j->id, j->version, 0 };
+		for (int i = 0; i < j->n_owners; i++, w->n_up++)
+			SC_TRY(sc_dp_dial(&w->up[i], j->head_addrs[i], &o));
+	} else {
+		o.peer = (sc_dp_peer){ j->id, j->version, (uint32_t)j->stage - 1u };
+		SC_TRY(sc_dp_listen(&w->up[0], w->data_bind, &o));
+		w->n_up = 1;
+	}
+	if (j->ring && j->stage == j->n_stages - 1) {
+		o.peer = (sc_dp_peer){ j->id, j->version, 0 };
+		for (int i = 0; i < j->n_owners; i++, w->n_down++)
+			SC_TRY(sc_dp_dial(&w->down[i], j->tail_addrs[i], &o));
+	} else if (j->next_addr[0]) {
+		o.peer = (sc_dp_peer){ j->id, j->version, (uint32_t)j->stage + 1u };
+		SC_TRY(sc_dp_dial(&w->down[0], j->next_addr, &o));
+		w->n_down = 1;
+	}
 	return SC_OK;
 }
 
@@ -214,17 +247,38 @@ static int check_assign(const Splitchain__AssignRequest *r, sc_lora_config *lc, 
 	if ((r->stage == 0) != (r->first_layer == 0))
 		REFUSE("stage %u starts at layer %u: only stage 0 starts at layer 0", r->stage,
 		       r->first_layer);
-	if (!r->ring && (r->stage + 1 < r->n_stages) != (r->next_data_addr[0] != '\0'))
+	/* Every stage sends on but the last — in a ring, the owners (they
+	 * listen for both hops) and the last middle stage (it dials them). */
+	int want_next =
+	    r->ring ? r->stage > 0 && r->stage + 1 < r->n_stages : r->stage + 1 < r->n_stages;
+	if (want_next != (r->next_data_addr[0] != '\0'))
 		REFUSE("next_data_addr must be set on every stage but the "
-		       "last (stage %u of %u has '%s')",
-		       r->stage, r->n_stages, r->next_data_addr);
+		       "last (stage %u of %u%s has '%s')",
+		       r->stage, r->n_stages, r->ring ? " of a ring" : "", r->next_data_addr);
 	if (r->ring) {
 		if (r->n_stages < 2)
-			REFUSE("a ring has the data owner and at least one middle stage");
-		if (!r->next_data_addr[0])
-			REFUSE("next_data_addr must be set on every stage of a ring");
+			REFUSE("a ring has the data owners and at least one middle stage");
+		if (r->n_owners < 1 || r->n_owners > WORKER_MAX_OWNERS ||
+		    r->owner_index >= r->n_owners)
+			REFUSE("owner %u of %u owners: want 1..%d owners", r->owner_index,
+			       r->n_owners, WORKER_MAX_OWNERS);
+		if (r->stage == 1 && r->n_owner_head_addrs != r->n_owners)
+			REFUSE(
+			    "the first middle stage needs the %u owners' head addresses, got %zu",
+			    r->n_owners, r->n_owner_head_addrs);
+		if (r->stage == r->n_stages - 1 && r->n_owner_tail_addrs != r->n_owners)
+			REFUSE("the last middle stage needs the %u owners' data addresses, got %zu",
+			       r->n_owners, r->n_owner_tail_addrs);
+		for (size_t i = 0; i < r->n_owner_head_addrs; i++)
+			if (!r->owner_head_addrs[i][0] ||
+			    strlen(r->owner_head_addrs[i]) >= WORKER_URL_MAX)
+				REFUSE("an owner's head address is empty or too long");
+		for (size_t i = 0; i < r->n_owner_tail_addrs; i++)
+			if (!r->owner_tail_addrs[i][0] ||
+			    strlen(r->owner_tail_addrs[i]) >= WORKER_URL_MAX)
+				REFUSE("an owner's data address is empty or too long");
 		if (r->stage == 0 && (!r->owner_data || !r->owner_data->path[0]))
-			REFUSE("stage 0 of a ring is the data owner: owner_data is required");
+			REFUSE("stage 0 of a ring is a data owner: owner_data is required");
 		if (r->stage == 0 && r->tail_first_layer >= r->tail_last_layer)
 			REFUSE("the owner's tail range [%u, %u) is empty", r->tail_first_layer,
 			       r->tail_last_layer);
@@ -349,8 +403,16 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 	j->n_stages = (int)r->n_stages;
 	j->ring = r->ring;
 	j->depth = j->n_stages + (j->ring ? 1 : 0);
+	j->n_owners = j->ring ? (int)r->n_owners : 0;
+	j->owner_index = (int)r->owner_index;
+	for (size_t i = 0; i < r->n_owner_head_addrs; i++)
+		snprintf(j->head_addrs[i], sizeof(j->head_addrs[i]), "%s", r->owner_head_addrs[i]);
+	for (size_t i = 0; i < r->n_owner_tail_addrs; i++)
+		snprintf(j->tail_addrs[i], sizeof(j->tail_addrs[i]), "%s", r->owner_tail_addrs[i]);
 	j->gpipe = r->schedule == SPLITCHAIN__SCHEDULE__SCHEDULE_GPIPE;
-	j->M = tc->micro_batches;
+	j->M_owner = tc->micro_batches;
+	/* A ring's middle runs every owner's micro-batches each step. */
+	j->M = j->ring && j->stage > 0 ? j->n_owners * tc->micro_batches : tc->micro_batches;
 	j->B = tc->B;
 	j->T = tc->T;
 	/* 1F1B: stage k keeps depth - k micro-batches in flight; the owner's
@@ -415,6 +477,14 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 	if ((rc = sc_segment_set_lora(j->seg, ad)) ||
 	    (j->tail && (rc = sc_segment_set_lora(j->tail, ad))))
 		goto fail;
+	if (j->ring && j->stage > 0 && j->n_owners > 1) { /* each owner's sum by itself */
+		size_t n = sc_segment_lora_floats(j->seg) + 1;
+		if (!(j->fold_acc = malloc(n * sizeof(float))) ||
+		    !(j->fold_tmp = malloc(n * sizeof(float)))) {
+			rc = sc_errf(SC_ENOMEM, "out of memory for the owners' gradient sums");
+			goto fail;
+		}
+	}
 	sc_adapter_free(ad);
 	/* From here the peak is the stage's own: loading touched the model
 	 * file's pages (clean, reclaimable) and staging buffers now freed. */
@@ -486,9 +556,8 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	worker_job_free(w->job);
 	w->job = NULL;
 	set_holding(w, NULL);
-	/* Neither socket of the old placement outlives it. */
-	worker_close_socket(w, &w->down);
-	worker_close_socket(w, &w->up);
+	/* No socket of the old placement outlives it. */
+	worker_close_dataplane(w);
 	if ((rc = build_job(w, r, &mc, &lc, &tc, wm, &j))) {
 		sc_rpc_reply_err(
 		    rep, worker_model_broken(wm) ? SC_STATUS_UNAVAILABLE : worker_status_of(rc),
@@ -662,23 +731,6 @@ free:
 
 /* -------------------------------------------------------------- GetState */
 
-/* Fills nt / ptr (n entries each) with the matrices of list. */
-static void named(Splitchain__NamedTensor *nt, Splitchain__NamedTensor **ptr, int64_t *shapes,
-		  sc_adapter_tensor *list, int n)
-{
-	for (int i = 0; i < n; i++) {
-		splitchain__named_tensor__init(&nt[i]);
-		nt[i].name = list[i].name;
-		shapes[2 * i] = list[i].shape[0];
-		shapes[2 * i + 1] = list[i].shape[1];
-		nt[i].n_shape = 2;
-		nt[i].shape = &shapes[2 * i];
-		nt[i].data.len = list[i].numel * sizeof(float);
-		nt[i].data.data = (uint8_t *)list[i].data;
-		ptr[i] = &nt[i];
-	}
-}
-
 /* Appends more[0..nm) to *list (n entries). */
 static int append_tensors(sc_adapter_tensor **list, int *n, const sc_adapter_tensor *more, int nm)
 {
@@ -691,77 +743,90 @@ static int append_tensors(sc_adapter_tensor **list, int *n, const sc_adapter_ten
 	return 0;
 }
 
+sc_err worker_tensors_get(const job *j, enum sc_segment_group g, worker_tensors *t)
+{
+	sc_segment *sg[2];
+	int ns = segments(j, sg);
+
+	memset(t, 0, sizeof(*t));
+	SC_TRY(sc_adapter_new(&t->ad, &j->lc, &j->mc));
+	for (int k = 0; k < ns; k++) {
+		const sc_segment_spec *sp = sc_segment_get_spec(sg[k]);
+		sc_adapter_tensor *more = NULL;
+		int nm = 0;
+		if (sc_adapter_tensors(t->ad, sp->first, sp->last, &more, &nm) ||
+		    append_tensors(&t->list, &t->n, more, nm)) {
+			free(more);
+			return sc_errf(SC_ENOMEM, "out of memory");
+		}
+		free(more);
+		SC_TRY(sc_segment_export(sg[k], g, t->ad));
+	}
+	t->nt = calloc((size_t)t->n + 1, sizeof(*t->nt));
+	t->ptr = calloc((size_t)t->n + 1, sizeof(*t->ptr));
+	t->shapes = calloc(2 * (size_t)t->n + 1, sizeof(*t->shapes));
+	if (!t->nt || !t->ptr || !t->shapes)
+		return sc_errf(SC_ENOMEM, "out of memory");
+	for (int i = 0; i < t->n; i++) {
+		Splitchain__NamedTensor *nt = &t->nt[i];
+		splitchain__named_tensor__init(nt);
+		nt->name = t->list[i].name;
+		t->shapes[2 * i] = t->list[i].shape[0];
+		t->shapes[2 * i + 1] = t->list[i].shape[1];
+		nt->n_shape = 2;
+		nt->shape = &t->shapes[2 * i];
+		nt->data.len = t->list[i].numel * sizeof(float);
+		nt->data.data = (uint8_t *)t->list[i].data;
+		t->ptr[i] = nt;
+	}
+	return SC_OK;
+}
+
+void worker_tensors_free(worker_tensors *t)
+{
+	free(t->nt);
+	free(t->ptr);
+	free(t->shapes);
+	free(t->list);
+	sc_adapter_free(t->ad);
+	memset(t, 0, sizeof(*t));
+}
+
 void worker_get_state(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 {
 	static const enum sc_segment_group groups[3] = { SC_G_LORA, SC_G_ADAM_M, SC_G_ADAM_V };
 	worker *w = arg;
 	Splitchain__JobRef *r = NULL;
 	Splitchain__StateReply out = SPLITCHAIN__STATE_REPLY__INIT;
-	sc_adapter *ad[3] = { NULL, NULL, NULL };
-	sc_adapter_tensor *list[3] = { NULL, NULL, NULL };
-	Splitchain__NamedTensor *nt = NULL, **ptr = NULL;
-	int64_t *shapes = NULL;
-	int n[3] = { 0, 0, 0 };
-	const sc_segment_spec *sp;
+	worker_tensors t[3];
+	sc_err rc = SC_OK;
 	job *j;
 
+	memset(t, 0, sizeof(t));
 	if (UNPACK(splitchain__job_ref, r))
 		return;
 	pthread_mutex_lock(&w->mu);
 	if (!(j = worker_job_get(w, r->job_id, rep)))
 		goto out;
-	sc_segment *sg[2];
-	int ns = segments(j, sg);
-	for (int g = 0; g < 3; g++) {
-		if (sc_adapter_new(&ad[g], &j->lc, &j->mc)) {
-			sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-			goto out;
-		}
-		for (int k = 0; k < ns; k++) {
-			sc_adapter_tensor *more = NULL;
-			int nm = 0;
-			sp = sc_segment_get_spec(sg[k]);
-			if (sc_adapter_tensors(ad[g], sp->first, sp->last, &more, &nm) ||
-			    append_tensors(&list[g], &n[g], more, nm)) {
-				free(more);
-				sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED,
-						 "out of memory");
-				goto out;
-			}
-			free(more);
-			if (sc_segment_export(sg[k], groups[g], ad[g])) {
-				sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "state: %s",
-						 sc_err_detail());
-				goto out;
-			}
-		}
-	}
-	nt = calloc((size_t)(n[0] + n[1] + n[2]) + 1, sizeof(*nt));
-	ptr = calloc((size_t)(n[0] + n[1] + n[2]) + 1, sizeof(*ptr));
-	shapes = calloc(2 * (size_t)(n[0] + n[1] + n[2]) + 1, sizeof(*shapes));
-	if (!nt || !ptr || !shapes) {
-		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	for (int g = 0; g < 3 && !rc; g++)
+		rc = worker_tensors_get(j, groups[g], &t[g]);
+	if (rc) {
+		sc_rpc_reply_err(
+		    rep, rc == SC_ENOMEM ? SC_STATUS_RESOURCE_EXHAUSTED : SC_STATUS_INTERNAL,
+		    "state: %s", sc_err_detail());
 		goto out;
 	}
-	named(nt, ptr, shapes, list[0], n[0]);
-	named(nt + n[0], ptr + n[0], shapes + 2 * n[0], list[1], n[1]);
-	named(nt + n[0] + n[1], ptr + n[0] + n[1], shapes + 2 * (n[0] + n[1]), list[2], n[2]);
-	out.n_lora = (size_t)n[0];
-	out.lora = ptr;
-	out.n_adam_m = (size_t)n[1];
-	out.adam_m = ptr + n[0];
-	out.n_adam_v = (size_t)n[2];
-	out.adam_v = ptr + n[0] + n[1];
+	out.n_lora = (size_t)t[0].n;
+	out.lora = t[0].ptr;
+	out.n_adam_m = (size_t)t[1].n;
+	out.adam_m = t[1].ptr;
+	out.n_adam_v = (size_t)t[2].n;
+	out.adam_v = t[2].ptr;
 	sc_rpc_reply_pb(rep, &out.base);
 out:
 	pthread_mutex_unlock(&w->mu);
-	free(nt);
-	free(ptr);
-	free(shapes);
-	for (int g = 0; g < 3; g++) {
-		free(list[g]);
-		sc_adapter_free(ad[g]);
-	}
+	for (int g = 0; g < 3; g++)
+		worker_tensors_free(&t[g]);
 	FREE_MSG(r);
 }
 
@@ -794,8 +859,7 @@ int worker_drop(worker *w, uint64_t job_id, uint32_t version, const char *why)
 		worker_job_free(w->job);
 		w->job = NULL;
 		set_holding(w, NULL);
-		worker_close_socket(w, &w->down);
-		worker_close_socket(w, &w->up);
+		worker_close_dataplane(w);
 		dropped = 1;
 	}
 	pthread_mutex_unlock(&w->mu);

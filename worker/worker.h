@@ -47,7 +47,8 @@
 #include "splitchain.pb-c.h"
 #include "tcache.h"
 
-#define WORKER_URL_MAX 300
+#define WORKER_URL_MAX    300
+#define WORKER_MAX_OWNERS 16 /* data owners of one ring (= SC_TRAIN_MAX_SOURCES) */
 
 typedef struct worker_opts {
 	const char *coordinator;    /* RPC address of the coordinator */
@@ -80,11 +81,17 @@ typedef struct job {
 	uint64_t id;
 	uint32_t version; /* placement version */
 	int stage, n_stages;
-	int ring;  /* U-shaped: stage 0 is the data owner, the last stage's next */
-	int depth; /* stages along a micro-batch's path: n_stages (+ 1: the
+	int ring;                  /* U-shaped: stage 0 is the data owners, the last stage's next */
+	int depth;                 /* stages along a micro-batch's path: n_stages (+ 1: the
 		    * owner's tail in a ring) */
-	int gpipe; /* 0: 1F1B, 1: GPipe */
-	int M, B, T, slots;
+	int n_owners, owner_index; /* a ring's owners; which one this is (owners) */
+	int M_owner;               /* micro-batches of one owner (M of a chain) */
+	char head_addrs[WORKER_MAX_OWNERS][WORKER_URL_MAX]; /* first middle stage: the owners' */
+	char tail_addrs[WORKER_MAX_OWNERS][WORKER_URL_MAX]; /* last middle stage: the owners' */
+	float *fold_acc, *fold_tmp; /* middle stage of several owners: sc_segment_grad_fold */
+	int gpipe;                  /* 0: 1F1B, 1: GPipe */
+	int M, B, T, slots;         /* M: micro-batches this stage runs a step (a ring's middle:
+			     * every owner's) */
 	uint64_t rss0; /* the process's resident bytes before the job was built (CPU) */
 	sc_model_config mc;
 	sc_lora_config lc;
@@ -119,14 +126,22 @@ typedef struct worker {
 	char control_addr[WORKER_URL_MAX]; /* advertised to the coordinator */
 	char data_addr[WORKER_URL_MAX];    /* advertised to the coordinator */
 	char data_bind[WORKER_URL_MAX];    /* where the data listener is bound */
+	char owner_bind[WORKER_URL_MAX];   /* a data owner's head listener ("" none) */
+	char owner_addr[WORKER_URL_MAX];   /* ... as advertised */
 	sc_rpc_server *srv;
 	sc_rpc_client *coord;
 	sc_tcache *cache; /* --cache (deliver.h), NULL without one; thread-safe */
 
 	pthread_mutex_t mu; /* guards everything below */
 	job *job;
-	sc_dp_socket *up;   /* listener: the previous stage dials it */
-	sc_dp_socket *down; /* dialer to the next stage */
+	/* Toward the previous stage: up[0] the listener it dials — on a ring's
+	 * first middle stage, a dialer to each owner's head listener, by owner.
+	 * Toward the next: down[0] a dialer — on a ring's last middle stage,
+	 * one to each owner's data listener; on an owner, the listener for its
+	 * head's hop (its first middle stage dials it). */
+	sc_dp_socket *up[WORKER_MAX_OWNERS];
+	sc_dp_socket *down[WORKER_MAX_OWNERS];
+	int n_up, n_down;
 
 	pthread_mutex_t hold_mu; /* guards holding */
 	struct worker_holding {
@@ -228,6 +243,24 @@ void worker_reset_peak(void);
  * others, whose memory is not the process's). */
 uint64_t worker_job_peak(const worker *w, const job *j);
 int64_t worker_mono_ms(void);
+
+/* The matrices of group g of a job's segments (keyed by global layer) as
+ * NamedTensors: ptr[0..n), valid until worker_tensors_free. */
+typedef struct worker_tensors {
+	sc_adapter *ad;
+	sc_adapter_tensor *list;
+	Splitchain__NamedTensor *nt, **ptr;
+	int64_t *shapes;
+	int n;
+} worker_tensors;
+sc_err worker_tensors_get(const job *j, enum sc_segment_group g, worker_tensors *t);
+void worker_tensors_free(worker_tensors *t); /* accepts a zeroed or failed one */
+
+/* Called with mu held: closes every data-plane socket (worker_close_socket). */
+void worker_close_dataplane(worker *w);
+/* Worker.SetGrads (schedule.c): a data owner's step gradient, summed over
+ * the ring's owners by the coordinator; replies its layers' sums of squares. */
+void worker_set_grads(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);
 
 /* Called with mu held: closes *s (sc_dp_close) and sets it NULL, timing
  * the close for the heartbeat thread: nng 1.5.2 can hang for good closing

@@ -120,6 +120,15 @@ sc_err sc_segment_backward(sc_segment *seg, int slot, const float *dout, float *
 /* Zeroes the LoRA gradients (start of an optimizer step). */
 sc_err sc_segment_zero_grad(sc_segment *seg);
 
+/* Gradients accumulated in groups (several data owners' micro-batches, or
+ * several data files): a step's gradient is the sum of each group's own
+ * sequential sum, added in group order. sc_segment_grad_fold moves the
+ * gradient accumulated since the last fold into acc (host, lora_floats
+ * floats; first nonzero: acc = it, else acc += it, tmp the scratch) and
+ * zeroes the segment's; sc_segment_write_group(SC_G_GRAD, acc) then makes
+ * acc the step's gradient. */
+sc_err sc_segment_grad_fold(sc_segment *seg, float *acc, float *tmp, int first);
+
 /* per_layer[i] = sum of squares of layer (first + i)'s LoRA gradients, in
  * double, in a fixed order. The caller sums layers in global order. */
 sc_err sc_segment_grad_sumsq(sc_segment *seg, double *per_layer);

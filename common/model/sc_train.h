@@ -141,6 +141,24 @@ sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *m
 		      const sc_adapter *init, const sc_tokens *tk, int nstages, const int *bounds);
 void sc_trainer_free(sc_trainer *tr);
 
+/* Adds another data source (borrowed; must outlive the trainer), e.g. a
+ * second data owner's file: each step then runs the M micro-batches of
+ * every source in the order added — source o's micro-batch j is the step's
+ * o * M + j, cut from its own stream as a single source's would be — with
+ * every loss scaled by 1 / (sources * M), and each source's gradients
+ * summed by themselves, the sums added in source order
+ * (sc_segment_grad_fold). A chain whose data owners hold those sources
+ * computes the same bits. At most SC_TRAIN_MAX_SOURCES sources. */
+#define SC_TRAIN_MAX_SOURCES 16
+sc_err sc_trainer_add_data(sc_trainer *tr, const sc_tokens *tk);
+
+/* sc_trainer_eval over one held-out stream per source (evals[i] NULL: none
+ * for that source), in the order a chain of data owners evaluates: pass p
+ * of each source's micro-batches p * M .. p * M + M - 1, sources in order
+ * within a pass. One source: sc_trainer_eval's bits. */
+sc_err sc_trainer_eval_sources(sc_trainer *tr, const sc_tokens *const *evals, int n,
+			       size_t max_batches, double *loss, size_t *tokens);
+
 /* Bytes of device memory stage i holds (sc_segment_device_bytes); its layer
  * range in *first, *last. */
 size_t sc_trainer_stage_memory(const sc_trainer *tr, int i, int *first, int *last);

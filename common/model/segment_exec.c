@@ -205,6 +205,14 @@ sc_err sc_segment_zero_grad(sc_segment *seg)
 	return SC_OK;
 }
 
+sc_err sc_segment_grad_fold(sc_segment *seg, float *acc, float *tmp, int first)
+{
+	SC_TRY(sc_segment_read_group(seg, SC_G_GRAD, first ? acc : tmp));
+	for (size_t i = 0; !first && i < seg->lora_floats; i++)
+		acc[i] += tmp[i];
+	return sc_segment_zero_grad(seg);
+}
+
 sc_err sc_segment_grad_sumsq(sc_segment *seg, double *per_layer)
 {
 	if (seg_generating(seg))

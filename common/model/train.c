@@ -219,6 +219,10 @@ struct sc_trainer {
 	int nstages;
 	sc_segment **stages;
 	sc_loader *loader;
+	/* more data sources (sc_trainer_add_data): loaders[0] is loader */
+	sc_loader *loaders[SC_TRAIN_MAX_SOURCES];
+	int nsources;
+	float **acc, *tmp;         /* per stage: the folded groups' gradient; scratch */
 	int32_t *inputs, *targets; /* (B,T) */
 	float *act, *grad;         /* (B,T,C) the hand-over between stages */
 	double *layer_sumsq;       /* (L) */
@@ -291,6 +295,8 @@ sc_err sc_trainer_new(sc_trainer **out, sc_backend *be, const sc_model_config *m
 	}
 	if ((rc = sc_loader_new(&tr->loader, tk, tc->T, tc->seed)))
 		goto fail;
+	tr->loaders[0] = tr->loader;
+	tr->nsources = 1;
 	if (tc->wire != SC_WIRE_FP32 &&
 	    (!(tr->wire_buf =
 		   malloc(sc_wire_bytes(tc->wire, (size_t)tc->B * tc->T, (size_t)mc->n_embd))) ||
@@ -347,36 +353,71 @@ void sc_trainer_free(sc_trainer *tr)
 	free(tr->layer_sumsq);
 	free(tr->wire_buf);
 	free(tr->ef);
+	for (int i = 1; i < tr->nsources; i++)
+		sc_loader_free(tr->loaders[i]);
+	for (int i = 0; tr->acc && i < tr->nstages; i++)
+		free(tr->acc[i]);
+	free(tr->acc);
+	free(tr->tmp);
 	free(tr);
+}
+
+sc_err sc_trainer_add_data(sc_trainer *tr, const sc_tokens *tk)
+{
+	size_t most = 0;
+	if (tr->nsources == SC_TRAIN_MAX_SOURCES)
+		return sc_errf(SC_ERANGE, "at most %d data sources", SC_TRAIN_MAX_SOURCES);
+	if (tr->tc.wire != SC_WIRE_FP32)
+		return sc_errf(SC_ENOTSUP, "several data sources travel fp32 only (--wire fp32)");
+	if (!tr->acc) { /* the fold's buffers, once */
+		if (!(tr->acc = calloc((size_t)tr->nstages, sizeof(*tr->acc))))
+			return sc_errf(SC_ENOMEM, "out of memory");
+		for (int i = 0; i < tr->nstages; i++) {
+			size_t n = sc_segment_lora_floats(tr->stages[i]);
+			if (!(tr->acc[i] = malloc((n ? n : 1) * sizeof(float))))
+				return sc_errf(SC_ENOMEM, "out of memory");
+			most = n > most ? n : most;
+		}
+		if (!(tr->tmp = malloc((most ? most : 1) * sizeof(float))))
+			return sc_errf(SC_ENOMEM, "out of memory");
+	}
+	SC_TRY(sc_loader_new(&tr->loaders[tr->nsources], tk, tr->tc.T, tr->tc.seed));
+	tr->nsources++;
+	return SC_OK;
 }
 
 sc_err sc_trainer_grad(sc_trainer *tr, int step, double *loss)
 {
-	int M = tr->tc.micro_batches, S = tr->nstages;
+	int M = tr->tc.micro_batches, S = tr->nstages, G = tr->nsources, n = G * M;
 	double sum = 0;
 
 	for (int i = 0; i < S; i++)
 		SC_TRY(sc_segment_zero_grad(tr->stages[i]));
-	for (int m = 0; m < M; m++) {
+	for (int g = 0; g < n; g++) {
+		int o = g / M, m = g % M;
 		double lm = 0;
 		uint64_t first = ((uint64_t)step * M + m) * tr->tc.B;
-		sc_loader_batch(tr->loader, first, tr->tc.B, tr->inputs, tr->targets);
+		sc_loader_batch(tr->loaders[o], first, tr->tc.B, tr->inputs, tr->targets);
 		for (int i = 0; i < S; i++) {
 			const void *in = i == 0 ? (const void *)tr->inputs : tr->act;
-			SC_TRY(sc_segment_forward(tr->stages[i], 0, in, tr->targets, 1.0f / M,
+			SC_TRY(sc_segment_forward(tr->stages[i], 0, in, tr->targets, 1.0f / n,
 						  tr->act, &lm));
 			if (i < S - 1)
-				cross(tr, tr->act, step, m, i, SC_WIRE_FORWARD);
+				cross(tr, tr->act, step, g, i, SC_WIRE_FORWARD);
 		}
 		for (int i = S - 1; i >= 0; i--) {
 			SC_TRY(sc_segment_backward(tr->stages[i], 0, i == S - 1 ? NULL : tr->grad,
 						   i == 0 ? NULL : tr->grad));
 			if (i > 0)
-				cross(tr, tr->grad, step, m, i, SC_WIRE_BACKWARD);
+				cross(tr, tr->grad, step, g, i, SC_WIRE_BACKWARD);
 		}
-		sum += lm; /* micro-batch order: fixed */
+		sum += lm;                                         /* micro-batch order: fixed */
+		for (int i = 0; G > 1 && m == M - 1 && i < S; i++) /* a source's sum */
+			SC_TRY(sc_segment_grad_fold(tr->stages[i], tr->acc[i], tr->tmp, o == 0));
 	}
-	*loss = sum / M;
+	for (int i = 0; G > 1 && i < S; i++)
+		SC_TRY(sc_segment_write_group(tr->stages[i], SC_G_GRAD, tr->acc[i]));
+	*loss = sum / n;
 	return SC_OK;
 }
 
@@ -401,7 +442,7 @@ sc_err sc_trainer_step(sc_trainer *tr, int step, sc_step_stats *st)
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	st->step = step;
 	st->lr = lr;
-	st->tokens = (long)tr->tc.B * tr->tc.T * tr->tc.micro_batches;
+	st->tokens = (long)tr->tc.B * tr->tc.T * tr->tc.micro_batches * tr->nsources;
 	st->seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
 	return SC_OK;
 }
@@ -437,6 +478,40 @@ sc_err sc_trainer_eval(sc_trainer *tr, const sc_tokens *eval, size_t max_batches
 		}
 		sc_eval_add(&acc, lm, valid);
 	}
+	*loss = sc_eval_mean(&acc);
+	*tokens = acc.tokens;
+	return SC_OK;
+}
+
+sc_err sc_trainer_eval_sources(sc_trainer *tr, const sc_tokens *const *evals, int n,
+			       size_t max_batches, double *loss, size_t *tokens)
+{
+	size_t K[SC_TRAIN_MAX_SOURCES], passes = 0, M = (size_t)tr->tc.micro_batches;
+	sc_eval_acc acc = { 0 };
+	int S = tr->nstages;
+
+	if (n < 1 || n > SC_TRAIN_MAX_SOURCES)
+		return sc_errf(SC_EINVAL, "%d held-out sources", n);
+	for (int o = 0; o < n; o++) {
+		K[o] = evals[o] ? sc_eval_batches(evals[o], tr->tc.T, tr->tc.B, max_batches) : 0;
+		passes = (K[o] + M - 1) / M > passes ? (K[o] + M - 1) / M : passes;
+	}
+	for (size_t p = 0; p < passes; p++)
+		for (int o = 0; o < n; o++)
+			for (size_t k = p * M; k < p * M + M && k < K[o]; k++) {
+				double lm = 0;
+				size_t valid = sc_eval_batch(evals[o], tr->tc.T, tr->tc.B, k,
+							     tr->inputs, tr->targets);
+				for (int i = 0; i < S; i++) {
+					const void *in =
+					    i == 0 ? (const void *)tr->inputs : tr->act;
+					SC_TRY(sc_segment_forward(tr->stages[i], 0, in, tr->targets,
+								  1.0f, tr->act, &lm));
+					if (i < S - 1)
+						cross(tr, tr->act, -1, 0, i, SC_WIRE_FORWARD);
+				}
+				sc_eval_add(&acc, lm, valid); /* padding would add nothing */
+			}
 	*loss = sc_eval_mean(&acc);
 	*tokens = acc.tokens;
 	return SC_OK;

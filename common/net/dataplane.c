@@ -368,6 +368,10 @@ static sc_err next_msg(sc_dp_socket *s, double deadline, nng_msg **out, const ch
 	for (;;) {
 		if (cancelled(s))
 			return sc_errf(SC_EIO, "data plane: receiving from %s cancelled", s->url);
+		/* A dialer that receives first says hello on each new connection
+		 * all the same: the listener speaks once it has heard it. */
+		if (!s->listener && atomic_load(&s->attached) && atomic_exchange(&s->need_hello, 0))
+			SC_TRY(send_hello(s, deadline));
 		rv = nng_recvmsg(s->sock, out, 0);
 		if (rv == NNG_ETIMEDOUT) {
 			if (s->listener)
@@ -421,6 +425,39 @@ static sc_err handshake(sc_dp_socket *s, double deadline)
 	return SC_OK;
 }
 
+/* Listener: before a tensor goes out, the connection nng holds must be the
+ * one whose hello was right (a listener that speaks first, e.g. a data
+ * owner's head toward its first middle stage). Waits for that hello,
+ * answering it (screen). */
+static sc_err await_hello(sc_dp_socket *s, double deadline)
+{
+	nng_msg *m;
+	int rv;
+
+	while (!s->accepted || (int)atomic_load(&s->attached) != s->accepted) {
+		if (cancelled(s))
+			return sc_errf(SC_EIO, "data plane: sending to %s cancelled", s->url);
+		rv = nng_recvmsg(s->sock, &m, 0);
+		if (rv == 0) {
+			if (!screen(s, m, deadline)) { /* an earlier connection's tensor */
+				sc_debug("dataplane", "%s: dropped a tensor before the hello",
+					 s->url);
+				nng_msg_free(m);
+			}
+			continue;
+		}
+		if (rv != NNG_ETIMEDOUT)
+			return nng_fail(rv, "receiving on", s->url);
+		close_silent(s);
+		if (now_ms() >= deadline)
+			return sc_errf(SC_EIO,
+				       "data plane: no peer said hello at %s within %d ms: is the "
+				       "neighbouring stage up and assigned to this placement?",
+				       s->url, s->o.timeout_ms);
+	}
+	return SC_OK;
+}
+
 sc_err sc_dp_send(sc_dp_socket *s, const sc_dp_tag *tag, int ndim, const int64_t *shape,
 		  const float *data)
 {
@@ -457,8 +494,7 @@ sc_err sc_dp_send_coded(sc_dp_socket *s, const sc_dp_tag *tag, int ndim, const i
 	}
 	SC_TRY(dp_pack_prefix(pre, &n, tag, &s->o.self, ndim, shape, s->o.wire, bytes, payload,
 			      s->delay_ms > 0));
-	if (!s->listener)
-		SC_TRY(handshake(s, deadline));
+	SC_TRY(s->listener ? await_hello(s, deadline) : handshake(s, deadline));
 	if (nng_msg_alloc(&m, 0) || nng_msg_reserve(m, n + payload) || nng_msg_append(m, pre, n) ||
 	    nng_msg_append(m, bytes, payload)) {
 		nng_msg_free(m);

@@ -140,6 +140,72 @@ else
   bad "mistral owner job $job ended $(state "$job")"
 fi
 
+# ---- several owners (split-federated): each step runs every owner's
+# micro-batches through the shared middle, owner by owner; the owners'
+# gradients are added up and every owner applies the same update — the job
+# equals `finetune --data A --data B [--data C]` bit for bit.
+mkdir -p home-bob home-carol
+head -c 30000 "$ROOT/README.md" > home-bob/data.txt
+tail -c 30000 "$ROOT/docs/design.md" > home-carol/data.txt
+start_owner bob "$WORK/home-bob"
+start_owner carol "$WORK/home-carol"
+for _ in $(seq 1 100); do
+  [ "$("$SC" workers --json | grep -o '"data_owner":true' | wc -l)" -ge 3 ] && break
+  sleep 0.2
+done
+"$SC" finetune --model model --data home/data.txt --data home-bob/data.txt "${JOB_OPTS[@]}" \
+  --threads 1 --quiet --out ref-ab || bad "finetune with two files"
+"$SC" finetune --model model --data home/data.txt --data home-bob/data.txt \
+  --data home-carol/data.txt "${JOB_OPTS[@]}" --threads 1 --quiet --out ref-abc ||
+  bad "finetune with three files"
+cmp -s ref/adapter_model.safetensors ref-ab/adapter_model.safetensors &&
+  bad "two files train what one does: the test could not tell them apart"
+for case in "ab 1f1b alice,bob 2" "ab gpipe alice,bob 1" "abc 1f1b alice,bob,carol 2"; do
+  set -- $case
+  owners=()
+  for o in ${3//,/ }; do owners+=(--owner "$o"); done
+  job=$("$SC" submit --model model "${owners[@]}" --data data.txt --stages "$4" \
+        "${JOB_OPTS[@]}" --schedule "$2" --checkpoint-every 4 --name "own-$1-$2") ||
+    { bad "$1 $2: submit refused"; continue; }
+  if ! "$SC" watch "$job" >/dev/null; then bad "$1 $2: job $job ended $(state "$job")"; continue; fi
+  "$SC" export "$job" --out "out-$1-$2" >/dev/null
+  if same_adapter "ref-$1" "out-$1-$2"; then
+    ok "owners $3 over $4 middle stage(s), $2: bit-identical to finetune with their files"
+  else bad "owners $3, $2: adapters differ from finetune --data ..."; fi
+done
+n=$(sqlite3 cluster/splitchain.db "select count(*) from v_placement_roles where job_id = $job
+    and role = 'owner'")
+[ "$n" = 3 ] && ok "the 3-owner placement records 3 owners" || bad "owner rows: $n"
+"$SC" status "$job" | grep -c "the data owner" | grep -q 3 && ok "status lists the 3 owners" ||
+  bad "status: $("$SC" status "$job")"
+# Held-out evaluation across two owners: each holds out a share of its own
+# data; the losses are finetune's with both files, bit for bit.
+for i in $(seq 1 90); do
+  printf '{"prompt":"Bob asks %d: what is %d plus one?","completion":" %d."}\n' \
+    "$i" "$((i * 3))" "$((i * 3 + 1))"
+done > home-bob/qa.jsonl
+"$SC" finetune --model model --data home/qa.jsonl --data home-bob/qa.jsonl "${EVAL_OPTS[@]}" \
+  --threads 1 --quiet --metrics ref-eval2.jsonl --out ref-eval2 || bad "finetune, 2 files, eval"
+want=$(sed -n 's/.*"step":\([0-9]*\),"eval_loss":\([^,]*\),.*/\1 \2/p' ref-eval2.jsonl |
+       awk '{print $1 + 1, $2}')
+job=$("$SC" submit --model model --owner alice --owner bob --data qa.jsonl "${EVAL_OPTS[@]}" \
+      --stages 2 --name own-eval2)
+if "$SC" watch "$job" >/dev/null; then
+  same=0
+  while read -r s v; do
+    same=$((same + $(sqlite3 cluster/splitchain.db "select count(*) from metrics
+                     where job_id = $job and step = $s and eval_loss = $v")))
+  done <<< "$want"
+  [ "$(echo "$want" | wc -l)" = 3 ] && [ "$same" = 3 ] &&
+    ok "two owners' eval losses = finetune with both files, bit for bit" ||
+    bad "two owners' eval losses: $same of 3 equal; finetune: $want"
+  "$SC" export "$job" --out out-eval2 >/dev/null
+  same_adapter ref-eval2 out-eval2 && ok "two owners' eval job: adapters bit-identical" ||
+    bad "two owners' eval job: adapters differ"
+else
+  bad "two owners' eval job $job ended $(state "$job")"
+fi
+
 # ---- bad input: a clear error naming the owner, nothing queued
 n0=$(sqlite3 cluster/splitchain.db "select count(*) from jobs")
 refused() { # WHAT PATTERN ARGS...: the submit fails, its error matches PATTERN
@@ -163,8 +229,11 @@ refused "data shorter than a micro-batch" "owner 'alice'.*short.txt" --owner ali
   --data short.txt
 refused "no layers left for the middle" "owner holds 2 block" --owner alice --owner-layers 2 \
   --data data.txt
-refused "two owners (not built yet)" "one data owner" --owner alice --owner worker-2 \
-  --data data.txt
+refused "a second owner that is no owner" "owner 'worker-2' is not a data owner" --owner alice \
+  --owner worker-2 --data data.txt
+refused "the same owner twice" "names 'alice' twice" --owner alice --owner alice --data data.txt
+refused "several owners over a lossy wire" "fp32 wire only" --owner alice --owner bob \
+  --wire int8 --data data.txt
 n1=$(sqlite3 cluster/splitchain.db "select count(*) from jobs")
 [ "$n0" = "$n1" ] && ok "no refused job was queued" || bad "jobs went from $n0 to $n1"
 
@@ -174,12 +243,17 @@ if [ "$(id -u)" != 0 ] || ! command -v tcpdump >/dev/null; then
   finish
   exit
 fi
-# Data no protocol string can contain by chance: random lower-case words.
-python3 -c '
-import random
-r = random.Random(17)
+# Data no protocol string can contain by chance: random lower-case words,
+# one file for each of two owners.
+secret() { # SEED
+  python3 -c '
+import random, sys
+r = random.Random(int(sys.argv[1]))
 print(" ".join("".join(r.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(r.randint(3, 9)))
-               for _ in range(6000)))' > home/secret.txt
+               for _ in range(6000)))' "$1"
+}
+secret 17 > home/secret.txt
+secret 29 > home-bob/secret.txt
 cp home/secret.txt cluster-copy.txt # for the job without an owner (it must be readable there)
 capture() { # FILE SUBMIT-ARGS...: the loopback traffic of one job
   local f=$1 pid job
@@ -192,20 +266,22 @@ capture() { # FILE SUBMIT-ARGS...: the loopback traffic of one job
   sleep 0.5
   kill -INT $pid; wait $pid
 }
-capture owner.pcap --owner alice --data secret.txt --name private
+capture owner.pcap --owner alice --owner bob --data secret.txt --name private
 capture plain.pcap --data cluster-copy.txt --name plain
 scan() { # FILE...: how many runs of the data's tokens each encoding shows
   # Every run of 12+ letters or spaces, as bytes (text, and the byte
   # tokens' own varint), int16 or int32, that a 12-token window of the data
   # matches: all of them, not a sample.
-  python3 - "$WORK/home/secret.txt" "$@" <<'EOF'
+  python3 - "$WORK/home/secret.txt" "$WORK/home-bob/secret.txt" "$@" <<'EOF'
 import re, sys
-data = open(sys.argv[1], "rb").read()
-grams = {data[i:i + 12] for i in range(len(data) - 11)}
+grams = set()
+for d in sys.argv[1:3]:
+    data = open(d, "rb").read()
+    grams |= {data[i:i + 12] for i in range(len(data) - 11)}
 pats = {"text": (rb"[a-z ]{12,}", 1), "int16": (rb"(?:[a-z ]\x00){12,}", 2),
         "int32": (rb"(?:[a-z ]\x00\x00\x00){12,}", 4)}
 hits = dict.fromkeys(pats, 0)
-for f in sys.argv[2:]:
+for f in sys.argv[3:]:
     blob = open(f, "rb").read()
     for k, (rx, w) in pats.items():
         for m in re.finditer(rx, blob):
@@ -216,8 +292,8 @@ EOF
 }
 read -r t32 i32 i16 <<< "$(scan owner.pcap)"
 if [ "$t32" = 0 ] && [ "$i32" = 0 ] && [ "$i16" = 0 ]; then
-  ok "owner's job: loopback carries neither the text nor its ids (int32, int16)"
-else bad "owner's job: the capture holds text $t32, int32 $i32, int16 $i16 windows"; fi
+  ok "two owners' job: loopback carries neither their text nor its ids (int32, int16)"
+else bad "two owners' job: the capture holds text $t32, int32 $i32, int16 $i16 windows"; fi
 read -r t i j <<< "$(scan plain.pcap)"
 [ "$i" -ge 6 ] && ok "the same job without an owner: the capture finds $i runs of its ids (int32)" ||
   bad "the check cannot fail: no ids in the plain job's capture ($t $i $j)"
