@@ -40,10 +40,18 @@ static const char submit_help[] =
     "  --owner NAME         the data owner, a worker started with --owner-data: it\n"
     "                       holds the embeddings, the first and last K blocks, the\n"
     "                       head and the loss; --stages workers hold the middle\n"
-    "  --owner-layers K     blocks the owner holds at each end            (default 1)\n";
+    "  --owner-layers K     blocks the owner holds at each end            (default 1)\n"
+    "  --owner NAME2 ...    several owners (up to 16): each step runs every owner's\n"
+    "                       micro-batches through the middle; the owners' gradients\n"
+    "                       are added up, so the job equals `splitchain finetune\n"
+    "                       --data F1 --data F2 ...` on their files\n"
+    "  --fedavg-every K     instead, each owner updates from its own micro-batches\n"
+    "                       and the owners' adapters are averaged every K steps\n"
+    "                       (and before each checkpoint): less traffic, not exact\n"
+    "                                                                   (default 1)\n";
 
 /* Beside the shared options' codes (cli.h). */
-enum { OPT_SPLIT = 3001, OPT_WORKERS, OPT_OWNER, OPT_OWNER_LAYERS };
+enum { OPT_SPLIT = 3001, OPT_WORKERS, OPT_OWNER, OPT_OWNER_LAYERS, OPT_FEDAVG };
 
 int cli_submit(int argc, char **argv)
 {
@@ -58,6 +66,7 @@ int cli_submit(int argc, char **argv)
 		{ "workers", 1, 0, OPT_WORKERS },
 		{ "owner", 1, 0, OPT_OWNER },
 		{ "owner-layers", 1, 0, OPT_OWNER_LAYERS },
+		{ "fedavg-every", 1, 0, OPT_FEDAVG },
 		CLI_TRAIN_OPTIONS,
 		CLI_DATA_OPTIONS,
 		CLI_CONN_OPTIONS,
@@ -80,7 +89,7 @@ int cli_submit(int argc, char **argv)
 	char *workers[256];
 	int bounds[257], n_split = 0, n_workers = 0, n_owners = 0;
 	char *owners[16];
-	long owner_layers = 1;
+	long owner_layers = 1, fedavg = 1;
 
 	cli_conn_defaults(&co);
 	cli_train_defaults(&lc, &tc, &targets);
@@ -134,6 +143,9 @@ int cli_submit(int argc, char **argv)
 			break;
 		case OPT_OWNER_LAYERS:
 			bad = cli_int(cmd, "--owner-layers", optarg, 1, 4096, &owner_layers);
+			break;
+		case OPT_FEDAVG:
+			bad = cli_int(cmd, "--fedavg-every", optarg, 1, 1000000, &fedavg);
 			break;
 		case 'G':
 			if (!strcmp(optarg, "1f1b"))
@@ -190,6 +202,9 @@ int cli_submit(int argc, char **argv)
 		fprintf(stderr, "splitchain submit: model directory '%s' not found\n", model);
 		return CLI_ERROR;
 	}
+	if (fedavg > 1 && n_owners < 2)
+		return cli_usage(cmd, "--fedavg-every averages several owners: give two or more "
+				      "--owner");
 	if (n_owners && (n_split || n_workers))
 		return cli_usage(cmd,
 				 "--owner places the job itself: not with --split or --workers");
@@ -237,6 +252,7 @@ int cli_submit(int argc, char **argv)
 	req.n_owners = (size_t)n_owners;
 	req.owners = owners;
 	req.owner_layers = n_owners ? (uint32_t)owner_layers : 0;
+	req.fedavg_every = (uint32_t)fedavg;
 	req.schedule = schedule;
 	req.checkpoint_every = (uint32_t)every;
 	ret = cli_call(cmd, &co, "Coordinator.Submit", &req.base,

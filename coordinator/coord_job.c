@@ -418,8 +418,11 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 	size_t BT = (size_t)r->tc.B * r->tc.T, rows = BT * (size_t)r->tc.micro_batches;
 	Splitchain__StepRequest req[MAX_STAGES];
 	Splitchain__ApplyRequest apply = SPLITCHAIN__APPLY_REQUEST__INIT;
+	Splitchain__ApplyRequest own = SPLITCHAIN__APPLY_REQUEST__INIT;
 	int32_t *tokens = NULL, *targets = NULL;
 	double per_layer[SC_ADAPTER_MAX_LAYERS], tail[SC_ADAPTER_MAX_LAYERS];
+	double osq[2 * SC_ADAPTER_MAX_LAYERS] = { 0 };
+	int o = r->n_owners, fedavg = o > 1 && r->spec->fedavg_every > 1;
 	float clip;
 	int bad = -1, L = 0, nt = 0;
 
@@ -433,6 +436,8 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 		sc_loader_batch(r->ld, ((uint64_t)s * r->tc.micro_batches + m) * r->tc.B, r->tc.B,
 				tokens + m * BT, targets + m * BT);
 	run_step_calls(r, req, s, tokens, targets, r->ring ? 0 : rows);
+	for (int i = 0; i < o && o > 1; i++) /* the owners' sum, every step */
+		req[i].owner_grads = !fedavg;
 	bad = run_call_all(r, r->c->step_timeout_ms);
 	if (bad >= 0) {
 		run_describe(&r->st[bad], bad, err, esize);
@@ -451,12 +456,16 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 			bad = i;
 			goto out;
 		}
-		for (size_t k = 0; (i == 0 || i >= r->n_owners) && k < sr->n_layer_sumsq; k++) {
+		for (size_t k = 0; (i == 0 || i >= o) && k < sr->n_layer_sumsq; k++) {
 			if (k < head)
 				per_layer[L++] = sr->layer_sumsq[k];
 			else
 				tail[nt++] = sr->layer_sumsq[k];
 		}
+		/* Averaged owners: each updates from its own gradient, scaled to
+		 * its own micro-batches' mean (o x); their squares, averaged. */
+		for (size_t k = 0; fedavg && i < o && k < sr->n_layer_sumsq; k++)
+			osq[k] += (double)o * o * sr->layer_sumsq[k] / o;
 		bytes[i] = sr->bytes_sent;
 		if (i == (r->ring ? 0 : r->n - 1))
 			*loss = sr->loss;
@@ -468,10 +477,11 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 					sc_err_detail());
 		}
 	}
-	if (r->n_owners > 1) { /* the owners' sum, and its squares */
+	if (o > 1) { /* the owners' loss; their sum (or each one's own), and its squares */
 		int K = r->owner_layers;
-		double osq[2 * SC_ADAPTER_MAX_LAYERS];
-		if ((bad = run_owner_grads(r, s, loss, osq, 2 * (size_t)K, err, esize)) >= 0)
+		if ((bad = fedavg
+			       ? run_owner_loss(r, loss, err, esize)
+			       : run_owner_grads(r, s, loss, osq, 2 * (size_t)K, err, esize)) >= 0)
 			goto out;
 		memcpy(per_layer, osq, (size_t)K * sizeof(double));
 		memcpy(tail, osq + K, (size_t)K * sizeof(double));
@@ -486,9 +496,11 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 	apply.step = s;
 	apply.lr = *lr;
 	apply.clip_factor = clip;
+	own = apply;
+	own.clip_factor = fedavg ? clip * (float)o : clip;
 	for (int i = 0; i < r->n; i++) {
 		r->st[i].method = "Worker.Apply";
-		r->st[i].req = &apply.base;
+		r->st[i].req = i < o ? &own.base : &apply.base;
 		r->st[i].desc = &splitchain__empty__descriptor;
 	}
 	bad = run_call_all(r, r->c->step_timeout_ms);
@@ -657,6 +669,23 @@ static void *run_job(void *arg)
 								       : SC_JOB_QUEUED;
 			goto out;
 		}
+		/* Owners that update from their own data meet every K steps,
+		 * and before every checkpoint (which keeps one owner's state). */
+		uint32_t K = r->spec->fedavg_every;
+		if (r->n_owners > 1 && K > 1 &&
+		    ((s + 1) % K == 0 || (s + 1) % (uint32_t)every == 0 ||
+		     s + 1 == (uint32_t)r->tc.steps) &&
+		    (bad = run_owner_average(r, err, sizeof(err))) >= 0) {
+			end = SC_JOB_QUEUED;
+			goto out;
+		}
+		if (r->n_owners > 1 && K > 1 &&
+		    ((s + 1) % K == 0 || (s + 1) % (uint32_t)every == 0 ||
+		     s + 1 == (uint32_t)r->tc.steps))
+			sc_db_event(c->db, r->job->id, 0, SC_LOG_INFO, "owners_averaged",
+				    "after step %u: the %d owners' adapters and AdamW moments "
+				    "averaged",
+				    s + 1, r->n_owners);
 		secs = mono_s() - t0;
 		sc_db_metric m = { .step = s + 1,
 				   .loss = loss,

@@ -19,17 +19,12 @@ static size_t sr_grads(const runner *r, int k)
 	return ((const Splitchain__StepReply *)r->st[k].rep)->n_grads;
 }
 
-int run_owner_grads(runner *r, uint32_t step, double *loss, double *sumsq, size_t n_sumsq,
-		    char *err, size_t esize)
+int run_owner_loss(runner *r, double *loss, char *err, size_t esize)
 {
-	Splitchain__SetGradsRequest req = SPLITCHAIN__SET_GRADS_REQUEST__INIT;
-	Splitchain__NamedTensor *nt = NULL, **ptr = NULL;
-	int o = r->n_owners, M = r->tc.micro_batches, bad = -1;
-	size_t n = 0;
+	int o = r->n_owners, M = r->tc.micro_batches;
 	double sum = 0;
 
-	/* The step's loss: every owner's micro-batches in order, as one
-	 * process sums them. */
+	/* Every owner's micro-batches in order, as one process sums them. */
 	for (int k = 0; k < o; k++) {
 		Splitchain__StepReply *sr = (Splitchain__StepReply *)r->st[k].rep;
 		if (sr->n_micro_losses != (size_t)M || sr->n_grads != sr_grads(r, 0)) {
@@ -38,13 +33,25 @@ int run_owner_grads(runner *r, uint32_t step, double *loss, double *sumsq, size_
 			    "owner %s reported %zu losses and %zu gradients for %d micro-batches "
 			    "and %zu matrices",
 			    r->st[k].name, sr->n_micro_losses, sr->n_grads, M, sr_grads(r, 0));
-			bad = k;
-			goto out;
+			return k;
 		}
 		for (int j = 0; j < M; j++)
 			sum += sr->micro_losses[j];
 	}
 	*loss = sum / ((double)o * M);
+	return -1;
+}
+
+int run_owner_grads(runner *r, uint32_t step, double *loss, double *sumsq, size_t n_sumsq,
+		    char *err, size_t esize)
+{
+	Splitchain__SetGradsRequest req = SPLITCHAIN__SET_GRADS_REQUEST__INIT;
+	Splitchain__NamedTensor *nt = NULL, **ptr = NULL;
+	int o = r->n_owners, bad = -1;
+	size_t n = 0;
+
+	if ((bad = run_owner_loss(r, loss, err, esize)) >= 0)
+		goto out;
 	/* The gradients: owner 0's, then each other owner's added, matrix by
 	 * matrix (all hold the same layers, listed in the same order). */
 	n = sr_grads(r, 0);
@@ -125,5 +132,120 @@ out:
 	}
 	free(nt);
 	free(ptr);
+	return bad;
+}
+
+/* Sums one list of every owner's state replies (kind 0 lora, 1 adam_m, 2
+ * adam_v) into *out (n tensors, names and shapes of owner 0's), averaged. */
+static int average_kind(runner *r, int kind, Splitchain__NamedTensor **out, size_t *n_out,
+			char *err, size_t esize)
+{
+	int o = r->n_owners;
+#define LIST(k)                                                                                    \
+	(kind == 0   ? ((Splitchain__StateReply *)r->st[k].rep)->lora                              \
+	 : kind == 1 ? ((Splitchain__StateReply *)r->st[k].rep)->adam_m                            \
+		     : ((Splitchain__StateReply *)r->st[k].rep)->adam_v)
+#define COUNT(k)                                                                                   \
+	(kind == 0   ? ((Splitchain__StateReply *)r->st[k].rep)->n_lora                            \
+	 : kind == 1 ? ((Splitchain__StateReply *)r->st[k].rep)->n_adam_m                          \
+		     : ((Splitchain__StateReply *)r->st[k].rep)->n_adam_v)
+	size_t n = COUNT(0);
+	Splitchain__NamedTensor *nt = calloc(n + 1, sizeof(*nt));
+	*out = nt;
+	*n_out = 0;
+	if (!nt) {
+		snprintf(err, esize, "out of memory for the owners' average");
+		return r->n;
+	}
+	for (size_t t = 0; t < n; t++) {
+		const Splitchain__NamedTensor *a = LIST(0)[t];
+		splitchain__named_tensor__init(&nt[t]);
+		nt[t].name = strdup(a->name);
+		nt[t].n_shape = a->n_shape;
+		nt[t].shape = malloc((a->n_shape + 1) * sizeof(int64_t));
+		nt[t].data.data = malloc(a->data.len + 1);
+		nt[t].data.len = a->data.len;
+		*n_out = t + 1;
+		if (!nt[t].name || !nt[t].shape || !nt[t].data.data) {
+			snprintf(err, esize, "out of memory for the owners' average");
+			return r->n;
+		}
+		memcpy(nt[t].shape, a->shape, a->n_shape * sizeof(int64_t));
+		memcpy(nt[t].data.data, a->data.data, a->data.len);
+		float *acc = (float *)nt[t].data.data;
+		for (int k = 1; k < o; k++) {
+			const Splitchain__NamedTensor *b = COUNT(k) == n ? LIST(k)[t] : NULL;
+			if (!b || strcmp(b->name, a->name) || b->data.len != a->data.len) {
+				snprintf(err, esize,
+					 "owner %s's state differs in its layout from %s's",
+					 r->st[k].name, r->st[0].name);
+				return k;
+			}
+			for (size_t i = 0; i < a->data.len / 4; i++)
+				acc[i] += ((const float *)b->data.data)[i];
+		}
+		for (size_t i = 0; i < a->data.len / 4; i++)
+			acc[i] /= (float)o;
+	}
+#undef LIST
+#undef COUNT
+	return -1;
+}
+
+int run_owner_average(runner *r, char *err, size_t esize)
+{
+	Splitchain__JobRef ref = SPLITCHAIN__JOB_REF__INIT;
+	Splitchain__RestoreRequest req = SPLITCHAIN__RESTORE_REQUEST__INIT;
+	Splitchain__NamedTensor *nt[3] = { NULL, NULL, NULL }, **ptr[3] = { NULL, NULL, NULL };
+	size_t n[3] = { 0, 0, 0 };
+	int o = r->n_owners, bad = -1;
+
+	ref.job_id = (uint64_t)r->job->id;
+	for (int i = 0; i < r->n; i++) {
+		r->st[i].method = i < o ? "Worker.GetState" : NULL;
+		r->st[i].req = &ref.base;
+		r->st[i].desc = &splitchain__state_reply__descriptor;
+	}
+	if ((bad = run_call_all(r, ASSIGN_TIMEOUT_MS)) >= 0) {
+		run_describe(&r->st[bad], bad, err, esize);
+		goto out;
+	}
+	for (int kind = 0; kind < 3; kind++) {
+		if ((bad = average_kind(r, kind, &nt[kind], &n[kind], err, esize)) >= 0)
+			goto out;
+		if (!(ptr[kind] = calloc(n[kind] + 1, sizeof(*ptr[kind])))) {
+			snprintf(err, esize, "out of memory for the owners' average");
+			bad = r->n;
+			goto out;
+		}
+		for (size_t t = 0; t < n[kind]; t++)
+			ptr[kind][t] = &nt[kind][t];
+	}
+	run_free_replies(r);
+	req.job_id = (uint64_t)r->job->id;
+	req.n_lora = n[0];
+	req.lora = ptr[0];
+	req.n_adam_m = n[1];
+	req.adam_m = ptr[1];
+	req.n_adam_v = n[2];
+	req.adam_v = ptr[2];
+	for (int i = 0; i < r->n; i++) {
+		r->st[i].method = i < o ? "Worker.Restore" : NULL;
+		r->st[i].req = &req.base;
+		r->st[i].desc = &splitchain__empty__descriptor;
+	}
+	if ((bad = run_call_all(r, ASSIGN_TIMEOUT_MS)) >= 0)
+		run_describe(&r->st[bad], bad, err, esize);
+out:
+	run_free_replies(r);
+	for (int kind = 0; kind < 3; kind++) {
+		for (size_t t = 0; nt[kind] && t < n[kind]; t++) {
+			free(nt[kind][t].name);
+			free(nt[kind][t].shape);
+			free(nt[kind][t].data.data);
+		}
+		free(nt[kind]);
+		free(ptr[kind]);
+	}
 	return bad;
 }

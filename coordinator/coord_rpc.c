@@ -226,6 +226,12 @@ static int check_owners(coord *c, Splitchain__SubmitRequest *r, const sc_model_c
 				 r->n_owners);
 		return 1;
 	}
+	if (r->fedavg_every > 1 && r->n_owners < 2) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "fedavg_every %u averages several owners: the job has %zu",
+				 r->fedavg_every, r->n_owners);
+		return 1;
+	}
 	if (r->n_owners > 1 && r->train && r->train->wire != 0) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
 				 "several owners train over an fp32 wire only (--wire fp32)");

@@ -112,6 +112,12 @@ void run_lora_msg(const Splitchain__SubmitRequest *spec, Splitchain__LoraConfig 
  * why. */
 int run_owner_grads(runner *r, uint32_t step, double *loss, double *sumsq, size_t n_sumsq,
 		    char *err, size_t esize);
+/* The loss alone (fedavg: the owners update from their own gradients):
+ * returns -1, or the owner whose reply was malformed. */
+int run_owner_loss(runner *r, double *loss, char *err, size_t esize);
+/* fedavg: the owners' adapters and AdamW moments averaged (in owner order)
+ * and restored to every owner. Returns as run_call_all. */
+int run_owner_average(runner *r, char *err, size_t esize);
 
 /* ---- held-out evaluation (coord_eval.c) ---- */
 

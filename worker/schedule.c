@@ -486,19 +486,21 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	out.layer_sumsq = sumsq;
 	out.compute_s = s.compute_s;
 	out.peak_mem_bytes = worker_job_peak(w, j);
-	/* One of several owners: its losses and gradients, for the
-	 * coordinator to add up across the owners (Worker.SetGrads). */
+	/* One of several owners: its losses, and (when the coordinator adds
+	 * up the owners' gradients, Worker.SetGrads) its gradients. */
 	worker_tensors grads;
 	memset(&grads, 0, sizeof(grads));
 	if (j->tail && j->n_owners > 1) {
+		out.n_micro_losses = (size_t)j->M;
+		out.micro_losses = s.losses;
+	}
+	if (j->tail && j->n_owners > 1 && r->owner_grads) {
 		if ((rc = worker_tensors_get(j, SC_G_GRAD, &grads))) {
 			sc_rpc_reply_err(rep, worker_status_of(rc), "gradients: %s",
 					 sc_err_detail());
 			worker_tensors_free(&grads);
 			goto out;
 		}
-		out.n_micro_losses = (size_t)j->M;
-		out.micro_losses = s.losses;
 		out.n_grads = (size_t)grads.n;
 		out.grads = grads.ptr;
 	}

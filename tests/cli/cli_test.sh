@@ -32,6 +32,8 @@ expect() {
 "$BIN" make-model --out m --layers 2 --heads 2 --embd 32 --vocab 300 --positions 32 >/dev/null || exit 1
 head -c 4000 /dev/urandom | base64 > text.txt
 ft=("$BIN" finetune --model m --data text.txt --steps 1 --batch 2 --seq 16 --rank 2 --quiet)
+# ... with the data left to the case (--data given twice trains on both files)
+ftd=("$BIN" finetune --model m --steps 1 --batch 2 --seq 16 --rank 2 --quiet)
 
 expect help 0 "usage: splitchain" -- "$BIN" --help
 expect finetune_help 0 "--init-adapter" -- "$BIN" finetune --help
@@ -185,26 +187,26 @@ with open("badline.jsonl", "w") as f:
 with open("chat.jsonl", "w") as f:
     f.write(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
 PY
-expect jsonl_prompt_completion 0 "" -- "${ft[@]}" --data pc.jsonl --out pc-adapter
-expect jsonl_bad_line 1 "badline.jsonl:2" -- "${ft[@]}" --data badline.jsonl
-expect jsonl_skip_bad_lines 0 "1 malformed JSONL line(s) skipped" -- "${ft[@]}" --data badline.jsonl --skip-bad-lines
-expect jsonl_chat_refused 1 "chat template" -- "${ft[@]}" --data chat.jsonl
+expect jsonl_prompt_completion 0 "" -- "${ftd[@]}" --data pc.jsonl --out pc-adapter
+expect jsonl_bad_line 1 "badline.jsonl:2" -- "${ftd[@]}" --data badline.jsonl
+expect jsonl_skip_bad_lines 0 "1 malformed JSONL line(s) skipped" -- "${ftd[@]}" --data badline.jsonl --skip-bad-lines
+expect jsonl_chat_refused 1 "chat template" -- "${ftd[@]}" --data chat.jsonl
 expect missing_tokenizer 1 "nope.json" -- "${ft[@]}" --tokenizer nope.json
 
 # ---- held-out evaluation, unpacked data, the data cache ----
 ftv=("$BIN" finetune --model m --data text.txt --steps 1 --batch 2 --seq 16 --rank 2)
 expect eval_split_runs 0 "eval     1/1 | loss" -- "${ftv[@]}" --data pc.jsonl --eval-split 0.1
-expect eval_split_range 2 "--eval-split" -- "${ft[@]}" --data pc.jsonl --eval-split 0.7
-expect eval_split_not_number 2 "--eval-split" -- "${ft[@]}" --data pc.jsonl --eval-split lots
-expect eval_both 2 "exclude each other" -- "${ft[@]}" --data pc.jsonl --eval-split 0.1 --eval-data pc.jsonl
-expect eval_every_alone 2 "need --eval-split or --eval-data" -- "${ft[@]}" --data pc.jsonl --eval-every 5
-expect eval_every_zero 2 "--eval-every" -- "${ft[@]}" --data pc.jsonl --eval-split 0.1 --eval-every 0
-expect eval_data_missing 1 "nothere.jsonl" -- "${ft[@]}" --data pc.jsonl --eval-data nothere.jsonl
+expect eval_split_range 2 "--eval-split" -- "${ftd[@]}" --data pc.jsonl --eval-split 0.7
+expect eval_split_not_number 2 "--eval-split" -- "${ftd[@]}" --data pc.jsonl --eval-split lots
+expect eval_both 2 "exclude each other" -- "${ftd[@]}" --data pc.jsonl --eval-split 0.1 --eval-data pc.jsonl
+expect eval_every_alone 2 "need --eval-split or --eval-data" -- "${ftd[@]}" --data pc.jsonl --eval-every 5
+expect eval_every_zero 2 "--eval-every" -- "${ftd[@]}" --data pc.jsonl --eval-split 0.1 --eval-every 0
+expect eval_data_missing 1 "nothere.jsonl" -- "${ftd[@]}" --data pc.jsonl --eval-data nothere.jsonl
 printf 'tiny' > tiny.txt
-expect eval_data_too_short 1 "held-out data holds 4 tokens" -- "${ft[@]}" --data pc.jsonl --eval-data tiny.txt
-expect eval_data_bad_line 1 "badline.jsonl:2" -- "${ft[@]}" --data pc.jsonl --eval-data badline.jsonl
+expect eval_data_too_short 1 "held-out data holds 4 tokens" -- "${ftd[@]}" --data pc.jsonl --eval-data tiny.txt
+expect eval_data_bad_line 1 "badline.jsonl:2" -- "${ftd[@]}" --data pc.jsonl --eval-data badline.jsonl
 expect no_pack_runs 0 "(unpacked), tokens from the cache" -- "${ftv[@]}" --data pc.jsonl --no-pack
-expect no_data_cache 0 "" -- "${ft[@]}" --data pc.jsonl --no-data-cache
+expect no_data_cache 0 "" -- "${ftd[@]}" --data pc.jsonl --no-data-cache
 expect cache_written 0 "" -- sh -c 'ls .splitchain-cache/pc.jsonl.*.safetensors'
 expect wire_bad 2 "unknown wire encoding 'int9'" -- "${ft[@]}" --wire int9
 expect wire_int8_runs 0 "crossing in int8" -- "${ftv[@]}" --stages 2 --wire int8
@@ -212,6 +214,14 @@ expect cuts_bad 2 "--cuts '1,1'" -- "${ft[@]}" --cuts 1,1
 expect cuts_too_far 2 "--cuts '5'" -- "${ft[@]}" --cuts 5
 expect cuts_runs 0 "" -- "${ft[@]}" --cuts 1 --wire int4
 expect submit_eval_both 2 "exclude each other" -- "$BIN" submit --model m --data pc.jsonl --eval-split 0.1 --eval-data pc.jsonl
+# Several data files (what several data owners train on): both read, or refused.
+expect two_files 0 "" -- "${ftd[@]}" --data text.txt --data pc.jsonl --eval-split 0.1
+expect two_files_eval_data 2 "--eval-data goes with one --data" -- "${ftd[@]}" --data text.txt --data pc.jsonl --eval-data pc.jsonl
+expect two_files_missing 1 "nothere.txt" -- "${ftd[@]}" --data text.txt --data nothere.txt
+expect two_files_lossy_wire 1 "fp32 only" -- "${ftd[@]}" --data text.txt --data pc.jsonl --stages 2 --wire int8
+expect owner_twice 2 "--owner names 'a' twice" -- "$BIN" submit --model m --data d --owner a --owner a
+expect owner_layers_zero 2 "--owner-layers expects a whole number" -- "$BIN" submit --model m --data d --owner a --owner-layers 0
+expect owner_with_split 2 "not with --split or --workers" -- "$BIN" submit --model m --data d --owner a --split 0-0,1-1
 
 # ---- generate ----
 gen=("$BIN" generate --model lm --max-new-tokens 4)

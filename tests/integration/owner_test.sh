@@ -173,6 +173,29 @@ for case in "ab 1f1b alice,bob 2" "ab gpipe alice,bob 1" "abc 1f1b alice,bob,car
     ok "owners $3 over $4 middle stage(s), $2: bit-identical to finetune with their files"
   else bad "owners $3, $2: adapters differ from finetune --data ..."; fi
 done
+# --fedavg-every K: each owner updates from its own micro-batches and the
+# owners meet every K steps and before each checkpoint — no longer exact,
+# the loss close to the exact job's.
+fa=$("$SC" submit --model model --owner alice --owner bob --data data.txt --stages 2 \
+     "${JOB_OPTS[@]}" --fedavg-every 4 --checkpoint-every 4 --name own-fedavg) ||
+  bad "fedavg: submit refused"
+if "$SC" watch "$fa" >/dev/null; then
+  n=$(sqlite3 cluster/splitchain.db "select count(*) from events where job_id = $fa
+      and kind = 'owners_averaged'")
+  [ "$n" = 2 ] && ok "--fedavg-every 4 over 6 steps: the owners met twice (steps 4 and 6)" ||
+    bad "owners_averaged events: $n"
+  "$SC" export "$fa" --out out-fedavg >/dev/null
+  same_adapter ref-ab out-fedavg && bad "--fedavg-every 4 trained exactly what K = 1 does" ||
+    ok "--fedavg-every 4 trains other adapters than the exact job"
+  exact=$(sqlite3 cluster/splitchain.db "select loss from metrics m join jobs j on j.id = m.job_id
+          where j.name = 'own-ab-1f1b' and m.step = 6")
+  approx=$(sqlite3 cluster/splitchain.db "select loss from metrics where job_id = $fa and step = 6")
+  awk -v a="$approx" -v e="$exact" 'BEGIN { d = (a - e) / e; exit !(d < 0.05 && d > -0.05) }' &&
+    ok "--fedavg-every 4: loss $approx at step 6, exact $exact (within 5%)" ||
+    bad "--fedavg-every 4: loss $approx vs exact $exact"
+else
+  bad "fedavg job $fa ended $(state "$fa")"
+fi
 n=$(sqlite3 cluster/splitchain.db "select count(*) from v_placement_roles where job_id = $job
     and role = 'owner'")
 [ "$n" = 3 ] && ok "the 3-owner placement records 3 owners" || bad "owner rows: $n"
@@ -234,6 +257,9 @@ refused "a second owner that is no owner" "owner 'worker-2' is not a data owner"
 refused "the same owner twice" "names 'alice' twice" --owner alice --owner alice --data data.txt
 refused "several owners over a lossy wire" "fp32 wire only" --owner alice --owner bob \
   --wire int8 --data data.txt
+out=$("$WORKER" --coordinator "$SPLITCHAIN_COORDINATOR" --owner-data "$WORK/nothere" 2>&1); rc=$?
+[ "$rc" = 2 ] && echo "$out" | grep -q "owner-data expects a directory" &&
+  ok "worker --owner-data without a directory: usage error" || bad "--owner-data nothere: rc $rc, $out"
 n1=$(sqlite3 cluster/splitchain.db "select count(*) from jobs")
 [ "$n0" = "$n1" ] && ok "no refused job was queued" || bad "jobs went from $n0 to $n1"
 
