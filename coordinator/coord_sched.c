@@ -10,9 +10,13 @@
 
 #include "coord.h"
 
+/* Workers that are no data owners first (an owner's machine is its own,
+ * lent to others' chains only when nothing else is free), then the fastest. */
 static int by_gflops_desc(const void *a, const void *b)
 {
 	const live_worker *x = *(const live_worker *const *)a, *y = *(const live_worker *const *)b;
+	if (x->data_owner != y->data_owner)
+		return x->data_owner - y->data_owner;
 	if (x->gflops != y->gflops)
 		return x->gflops < y->gflops ? 1 : -1;
 	return x->id < y->id ? -1 : x->id > y->id;
