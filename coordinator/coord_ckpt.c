@@ -30,7 +30,10 @@ int run_restore(runner *r, uint32_t *start, char *err, size_t esize)
 		return r->n; /* not a stage's fault */
 	}
 	nts = calloc((size_t)ck->n_tensors + 1, sizeof(*nts));
-	lists = calloc((size_t)ck->n_tensors + 3 * (size_t)r->n + 1, sizeof(*lists));
+	/* Every owner of a ring takes the owners' layers: as many lists. */
+	lists = calloc((size_t)ck->n_tensors * (size_t)(r->n_owners > 1 ? r->n_owners : 1) +
+			   3 * (size_t)r->n + 1,
+		       sizeof(*lists));
 	shapes = calloc((size_t)ck->n_tensors + 1, sizeof(*shapes));
 	if (!nts || !lists || !shapes) {
 		snprintf(err, esize, "out of memory");

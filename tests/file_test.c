@@ -170,6 +170,53 @@ static void test_write_errors(void **state)
 	assert_no_tmp(dir);
 }
 
+/* A path under a root: relative, no "..", no symbolic link out. */
+static void test_under(void **state)
+{
+	(void)state;
+	char root[600], out[4096], small[8];
+	snprintf(root, sizeof(root), "%s", tpath("under"));
+	SC_ASSERT_OK(sc_file_mkdir(root));
+	char sub[700], f[700], g[700], in[700], away[700], outside[700];
+	snprintf(sub, sizeof(sub), "%s/sub", root);
+	SC_ASSERT_OK(sc_file_mkdir(sub));
+	snprintf(f, sizeof(f), "%s/a.txt", root);
+	snprintf(g, sizeof(g), "%s/sub/b.txt", root);
+	SC_ASSERT_OK(sc_file_write_atomic(f, "a", 1));
+	SC_ASSERT_OK(sc_file_write_atomic(g, "b", 1));
+	snprintf(outside, sizeof(outside), "%s", tpath("outside.txt"));
+	SC_ASSERT_OK(sc_file_write_atomic(outside, "x", 1));
+	snprintf(in, sizeof(in), "%s/in", root);
+	snprintf(away, sizeof(away), "%s/away", root);
+	unlink(in);
+	unlink(away);
+	assert_int_equal(symlink("sub/b.txt", in), 0);
+	assert_int_equal(symlink(outside, away), 0);
+
+	SC_ASSERT_OK(sc_file_under(root, "a.txt", "the root", out, sizeof(out)));
+	assert_non_null(strstr(out, "/under/a.txt"));
+	assert_int_equal(out[0], '/');
+	SC_ASSERT_OK(sc_file_under(root, "sub//b.txt", "the root", out, sizeof(out)));
+	assert_non_null(strstr(out, "/under/sub/b.txt"));
+	SC_ASSERT_OK(sc_file_under(root, "./in", "the root", out, sizeof(out)));
+	assert_non_null(strstr(out, "/under/sub/b.txt")); /* a link within is fine */
+
+	SC_ASSERT_ERR(sc_file_under(root, "../outside.txt", "the root", out, sizeof(out)),
+		      SC_EINVAL);
+	assert_detail_has("leaves the root");
+	SC_ASSERT_ERR(sc_file_under(root, "sub/../a.txt", "the root", out, sizeof(out)), SC_EINVAL);
+	SC_ASSERT_ERR(sc_file_under(root, outside, "the root", out, sizeof(out)), SC_EINVAL);
+	assert_detail_has("absolute");
+	SC_ASSERT_ERR(sc_file_under(root, "away", "the root", out, sizeof(out)), SC_EINVAL);
+	assert_detail_has("symbolic link");
+	SC_ASSERT_ERR(sc_file_under(root, "nothere.txt", "the root", out, sizeof(out)), SC_ENOENT);
+	assert_detail_has("nothere.txt");
+	SC_ASSERT_ERR(sc_file_under(root, "", "the root", out, sizeof(out)), SC_EINVAL);
+	SC_ASSERT_ERR(sc_file_under(root, "a.txt", "the root", small, sizeof(small)), SC_ERANGE);
+	SC_ASSERT_ERR(sc_file_under(tpath("no-such-root"), "a.txt", "the root", out, sizeof(out)),
+		      SC_EIO);
+}
+
 static void test_mkdir(void **state)
 {
 	(void)state;
@@ -196,10 +243,15 @@ static void test_mkdir(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_read_missing),
-		cmocka_unit_test(test_read_not_regular), cmocka_unit_test(test_read_size_limit),
-		cmocka_unit_test(test_atomic_replaces),  cmocka_unit_test(test_streamed),
-		cmocka_unit_test(test_write_errors),     cmocka_unit_test(test_mkdir),
+		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_read_missing),
+		cmocka_unit_test(test_read_not_regular),
+		cmocka_unit_test(test_read_size_limit),
+		cmocka_unit_test(test_atomic_replaces),
+		cmocka_unit_test(test_streamed),
+		cmocka_unit_test(test_write_errors),
+		cmocka_unit_test(test_mkdir),
+		cmocka_unit_test(test_under),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,46 +24,9 @@
 
 sc_err worker_owner_path(const char *dir, const char *rel, char *out, size_t size)
 {
-	char root[PATH_MAX], joined[PATH_MAX * 2], real[PATH_MAX];
-	const char *p = rel;
-
 	if (!dir || !dir[0])
 		return sc_errf(SC_EINVAL, "this worker is not a data owner (no --owner-data)");
-	if (!rel || !rel[0])
-		return sc_errf(SC_EINVAL, "the data path is empty");
-	if (rel[0] == '/')
-		return sc_errf(SC_EINVAL,
-			       "data path '%s' is absolute: a data owner reads only paths "
-			       "relative to its --owner-data directory",
-			       rel);
-	/* No component may be "..": the path stays under the root by name. */
-	while (*p) {
-		size_t n = strcspn(p, "/");
-		if (n == 2 && p[0] == '.' && p[1] == '.')
-			return sc_errf(SC_EINVAL,
-				       "data path '%s' leaves the owner's data directory", rel);
-		p += n;
-		while (*p == '/')
-			p++;
-	}
-	if (!realpath(dir, root))
-		return sc_errf(SC_EIO, "owner data directory %s: %s", dir, strerror(errno));
-	snprintf(joined, sizeof(joined), "%s/%s", root, rel);
-	if (!realpath(joined, real))
-		return sc_errf(errno == ENOENT ? SC_ENOENT : SC_EIO,
-			       "data '%s' under the owner's data directory: %s", rel,
-			       strerror(errno));
-	/* ... and by what it resolves to: no symbolic link out of it. */
-	size_t rl = strlen(root);
-	if (strncmp(real, root, rl) != 0 || (real[rl] != '/' && !(rl == 1 && root[0] == '/')))
-		return sc_errf(SC_EINVAL,
-			       "data '%s' resolves outside the owner's data directory (a symbolic "
-			       "link out of it)",
-			       rel);
-	if (strlen(real) >= size)
-		return sc_errf(SC_ERANGE, "data path '%s' is too long", rel);
-	memcpy(out, real, strlen(real) + 1);
-	return SC_OK;
+	return sc_file_under(dir, rel, "the owner's data directory", out, size);
 }
 
 void worker_owner_free(worker_owner_data *od)

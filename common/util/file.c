@@ -1,6 +1,7 @@
 /* file.c — whole-file reads, atomic replacement and mkdir (see sc_file.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,5 +198,43 @@ sc_err sc_file_mkdir(const char *dir)
 		return sc_errf(SC_EIO, "%s: mkdir: %s", dir, strerror(errno));
 	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
 		return sc_errf(SC_EIO, "%s: exists and is not a directory", dir);
+	return SC_OK;
+}
+
+sc_err sc_file_under(const char *dir, const char *rel, const char *what, char *out, size_t size)
+{
+	char root[PATH_MAX], joined[PATH_MAX * 2], real[PATH_MAX];
+	const char *p = rel;
+
+	if (!rel || !rel[0])
+		return sc_errf(SC_EINVAL, "an empty path under %s", what);
+	if (rel[0] == '/')
+		return sc_errf(SC_EINVAL,
+			       "path '%s' is absolute: only paths relative to %s are read", rel,
+			       what);
+	/* No component may be "..": the path stays under the root by name. */
+	while (*p) {
+		size_t n = strcspn(p, "/");
+		if (n == 2 && p[0] == '.' && p[1] == '.')
+			return sc_errf(SC_EINVAL, "path '%s' leaves %s", rel, what);
+		p += n;
+		while (*p == '/')
+			p++;
+	}
+	if (!realpath(dir, root))
+		return sc_errf(SC_EIO, "%s %s: %s", what, dir, strerror(errno));
+	snprintf(joined, sizeof(joined), "%s/%s", root, rel);
+	if (!realpath(joined, real))
+		return sc_errf(errno == ENOENT ? SC_ENOENT : SC_EIO, "'%s' under %s: %s", rel, what,
+			       strerror(errno));
+	/* ... and by what it resolves to: no symbolic link out of it. */
+	size_t rl = strlen(root);
+	if (strncmp(real, root, rl) != 0 ||
+	    (real[rl] != '/' && real[rl] != '\0' && !(rl == 1 && root[0] == '/')))
+		return sc_errf(SC_EINVAL, "'%s' resolves outside %s (a symbolic link out of it)",
+			       rel, what);
+	if (strlen(real) >= size)
+		return sc_errf(SC_ERANGE, "path '%s' is too long", rel);
+	memcpy(out, real, strlen(real) + 1);
 	return SC_OK;
 }

@@ -48,4 +48,12 @@ void sc_file_abort(sc_file_atomic *f);
  * regular file). Borrows dir. */
 sc_err sc_file_mkdir(const char *dir);
 
+/* Resolves rel under the directory dir into out (size bytes; the real
+ * path): rel must be relative with no ".." component, and must not resolve
+ * (through a symbolic link) outside dir. SC_EINVAL for an absolute path,
+ * "..", or a link out; SC_ENOENT when nothing is there; SC_EIO when dir
+ * cannot be resolved; SC_ERANGE when out is too small. what names dir in
+ * errors ("the owner's data directory"). Borrows every argument. */
+sc_err sc_file_under(const char *dir, const char *rel, const char *what, char *out, size_t size);
+
 #endif

@@ -6,7 +6,9 @@
 #   - the owner killed mid-job: its data lives nowhere else, so the job
 #     waits (queued, never placed without it) until the owner is back, then
 #     resumes from the checkpoint — the owner's LoRA and optimizer state
-#     included — and ends with the same adapters.
+#     included — and ends with the same adapters;
+#   - one of two owners killed mid-job: the same, and the job still equals
+#     `finetune` with both owners' files.
 #   owner_fault_test.sh BUILD_DIR WORK_DIR
 source "$(dirname "$0")/lib.sh" "$1" "$2"
 make_fixture
@@ -73,4 +75,27 @@ else bad "job after the owner came back: $(state "$job")"; fi
 "$SC" export "$job" --out after-owner >/dev/null
 same_adapter ref after-owner && ok "adapters equal an uninterrupted run's (the owner's state restored)" ||
   bad "adapters differ after the owner was lost"
+
+# One of two owners lost.
+mkdir -p home-bob
+head -c 40000 "$ROOT/README.md" > home-bob/data.txt
+"$SC" finetune --model model --data home/data.txt --data home-bob/data.txt "${JOB_OPTS[@]}" \
+  --threads 1 --quiet --out ref-two || bad "finetune with both owners' files"
+start_worker bob --owner-data "$WORK/home-bob"
+for _ in $(seq 1 100); do
+  [ "$("$SC" workers --json 2>/dev/null | grep -o '"state":"idle"' | wc -l)" -ge 4 ] && break
+  sleep 0.1
+done
+job=$("$SC" submit --model model --owner alice --owner bob --data data.txt "${JOB_OPTS[@]}" \
+      --stages 1 --checkpoint-every 3 --name bob-lost)
+wait_step "$job" 10 || bad "job $job never reached step 10"
+kill -KILL "$(cat cluster/worker-bob.pid)"
+wait_state "$job" queued 30 && ok "one of two owners lost: the job is queued" ||
+  bad "after bob was lost the job is $(state "$job")"
+start_worker bob --owner-data "$WORK/home-bob"
+if "$SC" watch "$job" >/dev/null 2>&1; then ok "the two owners' job finished once bob came back"
+else bad "two owners' job after bob came back: $(state "$job")"; fi
+"$SC" export "$job" --out after-bob >/dev/null
+same_adapter ref-two after-bob && ok "adapters equal finetune with both owners' files" ||
+  bad "adapters differ after one of two owners was lost"
 finish

@@ -73,6 +73,21 @@ for case in "1f1b 1" "gpipe 1" "1f1b 2"; do
   else bad "owner, K=$2, $1: adapters differ from the single-process run"; fi
 done
 
+# A lossy wire (int8, stochastic rounding, error feedback on the gradients):
+# the owner's head and tail are a chain's first and last stages, their
+# streams too — the job equals finetune with the same cuts and encoding.
+"$SC" finetune --model model --data home/data.txt "${JOB_OPTS[@]}" --cuts 1,2,3 --wire int8 \
+  --threads 1 --quiet --out ref-int8 || bad "finetune --wire int8"
+job8=$("$SC" submit --model model --owner alice --data data.txt --stages 2 "${JOB_OPTS[@]}" \
+       --wire int8 --name own-int8)
+if "$SC" watch "$job8" >/dev/null; then
+  "$SC" export "$job8" --out out-int8 >/dev/null
+  same_adapter ref-int8 out-int8 && ok "owner + 2 middle over int8: bit-identical to finetune --cuts 1,2,3" ||
+    bad "owner over int8: adapters differ from finetune --cuts 1,2,3 --wire int8"
+else
+  bad "owner int8 job $job8 ended $(state "$job8")"
+fi
+
 # The placement: the owner's two ends, the middle between them.
 pl=$("$SC" status "$job" --json)
 if echo "$pl" | grep -q '"worker_name":"alice","first_layer":0,"last_layer":2,"role":"owner","tail_first_layer":4,"tail_last_layer":6'; then
