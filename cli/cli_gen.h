@@ -39,6 +39,7 @@ typedef struct remote {
 	hop h[MAX_HOPS];
 	int n;
 	uint64_t session;
+	char model[128], digest[80]; /* a registered model ("": a directory) */
 	int C, V, timeout_ms;
 	float *act; /* (chunk, C) */
 } remote;

@@ -83,6 +83,8 @@ sc_err cli_remote_open(remote *r, const char *model_path, sc_adapter *ad, int P,
 		SC_TRY(sc_rpc_client_open(&h->cl, h->url));
 		req.session = r->session + (uint64_t)i;
 		req.model_path = (char *)model_path;
+		req.model = r->model;
+		req.model_digest = r->digest;
 		req.first_layer = (uint32_t)h->first;
 		req.last_layer = (uint32_t)h->last;
 		req.max_positions = (uint32_t)P;
@@ -213,6 +215,11 @@ int cli_remote_job(const gen_args *a, remote *r, sc_model_config *mc, sc_adapter
 		t->last = (int)tail->tail_last_layer;
 	}
 	snprintf(model_path, path_size, "%s", info->model_path ? info->model_path : "");
+	/* A registered model: the workers take it from their caches. */
+	snprintf(r->model, sizeof(r->model), "%s",
+		 info->spec && info->spec->model ? info->spec->model : "");
+	snprintf(r->digest, sizeof(r->digest), "%s",
+		 info->spec && info->spec->model_digest ? info->spec->model_digest : "");
 	snprintf(tokenizer, path_size, "%s",
 		 info->spec && info->spec->tokenizer_path ? info->spec->tokenizer_path : "");
 	const char *cfg = ex->model_config ? ex->model_config : "";

@@ -435,8 +435,25 @@ int cli_generate(int argc, char **argv)
 					sc_train_base_describe(&mc));
 		}
 	}
-	if ((rc = sc_dataset_tokenizer(&tok, a.job ? model_path : a.model,
-				       a.tokenizer ? a.tokenizer : job_tok))) {
+	if (a.job && rm && rm->model[0] && !a.tokenizer && !job_tok[0]) {
+		/* A registered model's tokenizer: from the registry, not from
+		 * the coordinator's directory. */
+		Splitchain__ModelRef mref = SPLITCHAIN__MODEL_REF__INIT;
+		Splitchain__ModelInfo *info = NULL;
+		mref.name = rm->model;
+		mref.files = 1;
+		if ((ret = cli_call_url(cmd, a.coordinator, 60000, "Coordinator.ModelShow",
+					&mref.base, &splitchain__model_info__descriptor,
+					(ProtobufCMessage **)&info)))
+			goto done;
+		ret = CLI_ERROR;
+		rc = sc_wire_model_tokenizer(info, &tok);
+		protobuf_c_message_free_unpacked(&info->base, NULL);
+	} else {
+		rc = sc_dataset_tokenizer(&tok, a.job ? model_path : a.model,
+					  a.tokenizer ? a.tokenizer : job_tok);
+	}
+	if (rc) {
 		cli_fail(cmd, rc, "cannot read the tokenizer");
 		goto done;
 	}

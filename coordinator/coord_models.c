@@ -380,6 +380,26 @@ int coord_models_resolve(coord *c, Splitchain__SubmitRequest *r, sc_rpc_reply *r
 	return 0;
 }
 
+sc_err coord_model_config_text(coord *c, const char *model, const char *dir, char **text,
+			       size_t *len)
+{
+	char path[4096];
+	*text = NULL;
+	*len = 0;
+	if (model && model[0]) {
+		sc_db_model *m = NULL;
+		SC_TRY(sc_db_model_get(c->db, model, &m));
+		*text = strdup(m->config_json);
+		free(m);
+		if (!*text)
+			return sc_errf(SC_ENOMEM, "out of memory");
+		*len = strlen(*text);
+		return SC_OK;
+	}
+	snprintf(path, sizeof(path), "%s/config.json", dir);
+	return sc_file_read(path, 1 << 20, text, len);
+}
+
 sc_err coord_model_config(coord *c, const char *model, const char *dir, sc_model_config *mc)
 {
 	char path[4096];

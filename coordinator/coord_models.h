@@ -44,6 +44,9 @@ int coord_models_resolve(coord *c, Splitchain__SubmitRequest *r, sc_rpc_reply *r
  * model called model when model is non-empty, else dir/config.json.
  * SC_ENOENT for a model that is not registered (any more). */
 sc_err coord_model_config(coord *c, const char *model, const char *dir, sc_model_config *mc);
+/* The same model's config.json text: *text new (free()), *len bytes. */
+sc_err coord_model_config_text(coord *c, const char *model, const char *dir, char **text,
+			       size_t *len);
 
 /* Records the tensors worker says its cache holds (Register); a malformed
  * report is an event and is not stored. Borrows r. */

@@ -766,14 +766,16 @@ static void m_export(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	sc_db_checkpoint *ck = NULL;
 	sc_model_config mc;
 	sc_db_job *job;
-	char path[4096];
 	size_t k = 0;
 
 	if (find_job(c, req, len, rep, &job))
 		return;
 	spec = splitchain__submit_request__unpack(NULL, job->spec_len, job->spec);
-	snprintf(path, sizeof(path), "%s/config.json", job->model_path);
-	if (!spec || !spec->lora || sc_config_load(&mc, path)) {
+	/* A registered model's configuration is the registry's: its directory
+	 * may be gone from the coordinator's disk. */
+	if (!spec || !spec->lora ||
+	    coord_model_config_text(c, spec->model, job->model_path, &cfg_text, &cfg_len) ||
+	    sc_config_parse(&mc, cfg_text, cfg_len)) {
 		sc_rpc_reply_err(rep, SC_STATUS_FAILED_PRECONDITION,
 				 "job %lld's model or specification cannot be read",
 				 (long long)job->id);
@@ -809,12 +811,6 @@ static void m_export(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	out.n_tensors = k;
 	out.tensors = ptrs;
 	out.model_path = (char *)job->model_path;
-	snprintf(path, sizeof(path), "%s/config.json", job->model_path);
-	if (sc_file_read(path, 1 << 20, &cfg_text, &cfg_len)) {
-		sc_rpc_reply_err(rep, SC_STATUS_FAILED_PRECONDITION, "job %lld's model: %s",
-				 (long long)job->id, sc_err_detail());
-		goto out;
-	}
 	out.model_config = cfg_text;
 	sc_rpc_reply_pb(rep, &out.base);
 out:

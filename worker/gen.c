@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "deliver.h"
 #include "sc_log.h"
 #include "sc_rpc_pb.h"
 #include "sc_wire.h"
@@ -80,10 +81,16 @@ static int open_session(worker *w, gen_session *s, const Splitchain__GenOpenRequ
 	char path[4096];
 	sc_weights *wf = NULL;
 	sc_adapter *ad = NULL;
+	worker_model *wm = NULL;
 	sc_err rc;
 
+	/* A registered model: its configuration from the coordinator, its
+	 * tensors from the cache or fetched, as for a training job. */
 	snprintf(path, sizeof(path), "%s/config.json", r->model_path ? r->model_path : "");
-	if ((rc = sc_config_load(&s->mc, path))) {
+	if (r->model && r->model[0]
+		? (rc = worker_model_open(w->coord, w->cache, atomic_load(&w->worker_id), r->model,
+					  r->model_digest, &s->mc, &wm))
+		: (rc = sc_config_load(&s->mc, path))) {
 		sc_rpc_reply_err(rep, worker_status_of(rc), "model: %s", sc_err_detail());
 		return 1;
 	}
@@ -94,6 +101,7 @@ static int open_session(worker *w, gen_session *s, const Splitchain__GenOpenRequ
 				 "layers [%u, %u) of %d, %u positions (<= %d), chunk %u (1..%d)",
 				 r->first_layer, r->last_layer, s->mc.n_layer, r->max_positions,
 				 s->mc.n_positions, r->chunk, GEN_MAX_ROWS);
+		worker_model_close(wm);
 		return 1;
 	}
 	sc_lora_config lc = { .rank = 1, .alpha = 1, .targets = 1, .seed = 1 };
@@ -107,6 +115,7 @@ static int open_session(worker *w, gen_session *s, const Splitchain__GenOpenRequ
 						 r->tensors, r->n_tensors, "adapter")))) {
 		sc_rpc_reply_err(rep, worker_status_of(rc), "adapter: %s", sc_err_detail());
 		sc_adapter_free(ad);
+		worker_model_close(wm);
 		return 1;
 	}
 	sc_segment_spec sp = { .model = s->mc,
@@ -120,7 +129,7 @@ static int open_session(worker *w, gen_session *s, const Splitchain__GenOpenRequ
 	size_t out_floats =
 	    sp.last == s->mc.n_layer ? (size_t)s->mc.vocab_size : (size_t)r->chunk * s->mc.n_embd;
 	if ((rc = sc_segment_new(&s->seg, w->be, &sp)) ||
-	    (rc = sc_weights_open(&wf, r->model_path)) ||
+	    (rc = wm ? worker_model_weights(wm, &wf) : sc_weights_open(&wf, r->model_path)) ||
 	    (rc = sc_segment_load_weights(s->seg, wf)) || (rc = sc_segment_set_lora(s->seg, ad)) ||
 	    !(s->out = malloc(out_floats * sizeof(float)))) {
 		sc_rpc_reply_err(rep, rc ? worker_status_of(rc) : SC_STATUS_RESOURCE_EXHAUSTED,
@@ -128,10 +137,19 @@ static int open_session(worker *w, gen_session *s, const Splitchain__GenOpenRequ
 		sc_weights_close(wf);
 		sc_adapter_free(ad);
 		session_free(s);
+		worker_model_close(wm);
 		return 1;
 	}
 	sc_weights_close(wf);
 	sc_adapter_free(ad);
+	if (wm) {
+		int cached, fetched, peers;
+		uint64_t bytes, peer_bytes;
+		worker_model_stats(wm, &cached, &fetched, &bytes, &peers, &peer_bytes);
+		if (fetched) /* so that peers may fetch from us */
+			worker_report_cache(w->coord, w->cache, atomic_load(&w->worker_id));
+	}
+	worker_model_close(wm);
 	s->id = r->session;
 	s->first = sp.first;
 	s->last = sp.last;

@@ -39,13 +39,12 @@ void worker_owner_free(worker_owner_data *od)
 	memset(od, 0, sizeof(*od));
 }
 
-/* The tokenizer of a registered model: its files from the coordinator,
- * written to a private directory for the tokenizer loader, then removed. */
+/* The tokenizer of a registered model: its files from the coordinator. */
 static sc_err registered_tokenizer(worker *w, const char *model, sc_tokenizer **out)
 {
 	Splitchain__ModelRef req = SPLITCHAIN__MODEL_REF__INIT;
 	Splitchain__ModelInfo *info = NULL;
-	char msg[512], dir[] = "/tmp/splitchain-tok-XXXXXX", path[PATH_MAX];
+	char msg[512];
 	int status;
 	sc_err rc;
 
@@ -55,32 +54,11 @@ static sc_err registered_tokenizer(worker *w, const char *model, sc_tokenizer **
 	SC_TRY(sc_rpc_call_pb(w->coord, "Coordinator.ModelShow", &req.base,
 			      &splitchain__model_info__descriptor, SHOW_TIMEOUT_MS, &status, msg,
 			      sizeof(msg), (ProtobufCMessage **)&info));
-	if (status != SC_STATUS_OK)
-		return sc_errf(SC_EIO, "model %s from the coordinator: %s: %s", model,
-			       sc_status_name(status), msg);
-	if (!mkdtemp(dir)) {
-		rc = sc_errf(SC_EIO, "a directory for model %s's tokenizer: %s", model,
-			     strerror(errno));
-		goto out;
-	}
-	rc = SC_OK;
-	for (size_t i = 0; i < info->n_files && !rc; i++) {
-		const char *name = info->files[i]->name;
-		if (!name[0] || strchr(name, '/') || !strcmp(name, "..") || !strcmp(name, "."))
-			continue; /* the coordinator keeps plain file names */
-		snprintf(path, sizeof(path), "%s/%s", dir, name);
-		rc =
-		    sc_file_write_atomic(path, info->files[i]->data.data, info->files[i]->data.len);
-	}
-	if (!rc)
-		rc = sc_dataset_tokenizer(out, dir, NULL);
-	for (size_t i = 0; i < info->n_files; i++) {
-		snprintf(path, sizeof(path), "%s/%s", dir, info->files[i]->name);
-		unlink(path);
-	}
-	rmdir(dir);
-out:
-	protobuf_c_message_free_unpacked(&info->base, NULL);
+	rc = status == SC_STATUS_OK ? sc_wire_model_tokenizer(info, out)
+				    : sc_errf(SC_EIO, "model %s from the coordinator: %s: %s",
+					      model, sc_status_name(status), msg);
+	if (info)
+		protobuf_c_message_free_unpacked(&info->base, NULL);
 	return rc;
 }
 

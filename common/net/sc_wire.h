@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "sc_adapter.h"
+#include "sc_tokenizer.h"
 #include "sc_train.h"
 #include "splitchain.pb-c.h"
 
@@ -25,5 +26,11 @@ sc_err sc_wire_to_adapter(sc_adapter *ad, int first, int last, Splitchain__Named
  * sc_train_config_validate), and back. */
 void sc_wire_train_config(sc_train_config *tc, const Splitchain__TrainConfig *t);
 void sc_wire_train_message(Splitchain__TrainConfig *t, const sc_train_config *tc);
+
+/* The tokenizer among a registered model's files (Coordinator.ModelShow
+ * with files): written to a private temporary directory, loaded as
+ * sc_dataset_tokenizer loads a model directory's, and removed. *out NULL
+ * when the model has none (text is read as bytes). */
+sc_err sc_wire_model_tokenizer(const Splitchain__ModelInfo *info, sc_tokenizer **out);
 
 #endif

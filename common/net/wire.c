@@ -1,9 +1,15 @@
 /* wire.c — adapters from protobuf NamedTensor lists. */
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "sc_dataset.h"
+#include "sc_file.h"
 #include "sc_wire.h"
+#include <unistd.h>
 
 sc_err sc_wire_to_adapter(sc_adapter *ad, int first, int last, Splitchain__NamedTensor *const *ts,
 			  size_t n, const char *what)
@@ -101,4 +107,33 @@ void sc_wire_train_message(Splitchain__TrainConfig *t, const sc_train_config *tc
 	t->base_quant = (uint32_t)tc->base_quant;
 	t->double_quant = tc->double_quant != 0;
 	t->precision = (uint32_t)tc->precision;
+}
+
+sc_err sc_wire_model_tokenizer(const Splitchain__ModelInfo *info, sc_tokenizer **out)
+{
+	char dir[] = "/tmp/splitchain-tok-XXXXXX", path[PATH_MAX];
+	sc_err rc = SC_OK;
+
+	*out = NULL;
+	if (!mkdtemp(dir))
+		return sc_errf(SC_EIO, "a directory for model %s's tokenizer: %s", info->name,
+			       strerror(errno));
+	for (size_t i = 0; i < info->n_files && !rc; i++) {
+		const char *name = info->files[i]->name;
+		if (!name[0] || strchr(name, '/') || !strcmp(name, "..") || !strcmp(name, "."))
+			continue; /* the registry keeps plain file names */
+		snprintf(path, sizeof(path), "%s/%s", dir, name);
+		rc =
+		    sc_file_write_atomic(path, info->files[i]->data.data, info->files[i]->data.len);
+	}
+	if (!rc)
+		rc = sc_dataset_tokenizer(out, dir, NULL);
+	for (size_t i = 0; i < info->n_files; i++) {
+		if (strchr(info->files[i]->name, '/'))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, info->files[i]->name);
+		unlink(path);
+	}
+	rmdir(dir);
+	return rc;
 }

@@ -97,6 +97,18 @@ j1=$(job_of tiny first)
 "$SC" export "$j1" --out out1 >/dev/null
 same_adapter ref out1 && ok "job $j1: adapters bit-identical to one process on the directory" \
   || bad "job $j1: adapters differ"
+# Generation on the job's workers takes the registered model from their
+# caches: with the registered directory out of reach, `generate --job`
+# gives one process's ids.
+ids() { sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p'; }
+GQ=(--prompt-ids 7,99,31,4,250,18 --max-new-tokens 10 --json)
+one=$("$SC" generate --model served --adapter out1 "${GQ[@]}" | ids)
+mv served served.away
+chain=$("$SC" generate --job "$j1" "${GQ[@]}" 2>gen.err | ids)
+mv served.away served
+[ -n "$one" ] && [ "$one" = "$chain" ] \
+  && ok "generate --job on the registered model (its directory out of reach): one process's ids" \
+  || bad "generate --job: '$chain' vs '$one' ($(head -c 300 gen.err))"
 "$SC" status "$j1" --json > st1.json
 
 # Each worker's cache holds exactly its segment's tensors, as the manifest says.
