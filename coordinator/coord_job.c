@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "coord_cache.h"
 #include "coord_models.h"
 #include "coord_run.h"
 #include "placement.h"
@@ -119,6 +120,26 @@ static double ring_mem_bytes(void *arg, int kind, int s, int stages, int first, 
 	return sc_stage_mem_bytes(rm->m, kind, s + 1, stages + 2, first + rm->K, last + rm->K);
 }
 
+/* The planner's fetch cost (sc_place_net.fetch): the bytes a worker's
+ * cache lacks of a range over its link to the coordinator. */
+typedef struct fetch_cost {
+	coord_cache view;
+	double mbit_s[MAX_STAGES]; /* the coordinator -> worker rate, by planner index */
+	int K;                     /* a ring's planned layers start at K */
+} fetch_cost;
+
+static double fetch_bytes(void *arg, int worker, int first, int last, double *bytes)
+{
+	fetch_cost *f = arg;
+	int L = f->view.L;
+	/* The range as the model numbers its layers; a ring's middle never
+	 * holds the model-wide tensors. */
+	*bytes = coord_cache_missing(&f->view, worker, first + f->K, last + f->K);
+	if (f->K && (first == 0 || last + 2 * f->K == L))
+		*bytes -= coord_cache_missing(&f->view, worker, L, L);
+	return *bytes * 8 / (f->mbit_s[worker] * 1e6);
+}
+
 /* Plans r's stages on its workers (sc_place): ps[0..n) in chain order, the
  * reason in reason. A ring (a data owner's job) plans its middle alone:
  * the owner, stage 0, holds [0, K) and [L - K, L) by the job's word; its
@@ -128,6 +149,7 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 	sc_place_worker pw[MAX_STAGES];
 	sc_place_link *links = calloc((size_t)r->n * r->n, sizeof(*links));
 	sc_db_link *ls = NULL;
+	fetch_cost *fc = NULL;
 	/* A ring's middle runs every owner's micro-batches. */
 	int mb = r->tc.micro_batches * (r->n_owners > 1 ? r->n_owners : 1);
 	double lg, hg, tokens = (double)r->tc.B * r->tc.T * mb;
@@ -150,6 +172,29 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 		}
 		if (i >= 0 && j >= 0)
 			links[i * np + j] = (sc_place_link){ ls[k].rtt_ms, ls[k].mbit_s };
+	}
+	/* A registered model: what each worker's cache lacks, over its link
+	 * from the coordinator (measured, else the default rate). */
+	if (r->spec->model && r->spec->model[0] && (fc = calloc(1, sizeof(*fc)))) {
+		int64_t ids[MAX_STAGES];
+		for (int s = o; s < r->n; s++) {
+			ids[s - o] = r->st[s].worker_id;
+			fc->mbit_s[s - o] = SC_PLACE_DEFAULT_MBIT_S;
+			for (int k = 0; k < nl; k++)
+				if (((ls[k].from_worker == 0 &&
+				      ls[k].to_worker == r->st[s].worker_id) ||
+				     (ls[k].to_worker == 0 &&
+				      ls[k].from_worker == r->st[s].worker_id)) &&
+				    ls[k].mbit_s > 0)
+					fc->mbit_s[s - o] = ls[k].mbit_s;
+		}
+		fc->K = K;
+		if (coord_cache_view(r->c->db, r->spec->model, ids, np, r->mc.n_layer, &fc->view)) {
+			sc_warn("coordinator", "job %lld: the workers' caches: %s",
+				(long long)r->job->id, sc_err_detail());
+			free(fc);
+			fc = NULL;
+		}
 	}
 	free(ls);
 	/* Each hop carries (tokens, C) activations forward and as many
@@ -185,7 +230,10 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 						 : sc_stage_mem_bytes,
 			     .mem_arg = r->ring ? (void *)&rm : (void *)&mem,
 			     .bounds = nb ? bounds : NULL,
-			     .keep_order = r->spec->n_workers > 0 };
+			     .keep_order = r->spec->n_workers > 0,
+			     .fetch = fc ? fetch_bytes : NULL,
+			     .fetch_arg = fc,
+			     .steps = r->tc.steps - (r->job ? (double)r->job->step_done : 0) };
 	for (int i = o; i < r->n; i++)
 		pw[i - o] =
 		    (sc_place_worker){ (uint64_t)r->st[i].worker_id,
@@ -223,6 +271,9 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 	}
 	free(links);
 	sc_stage_mem_free(&mem);
+	if (fc)
+		coord_cache_free(&fc->view);
+	free(fc);
 	SC_TRY(rc);
 	note_shared_cpus(r, reason, reason_size);
 	return SC_OK;

@@ -197,6 +197,33 @@ static double evaluate(plan *p, const int *o)
 	return step;
 }
 
+/* The seconds stage s's fetch of order o with balance's cuts takes
+ * (net->fetch), *bytes what it moves; 0 without a fetch cost. */
+static double fetch_of(const plan *p, const int *o, int s, double *bytes)
+{
+	int l = p->L;
+	*bytes = 0;
+	if (!p->net || !p->net->fetch)
+		return 0;
+	for (int k = p->S; k > s + 1; k--)
+		l = p->split[k * (p->L + 1) + l];
+	return p->net->fetch(p->net->fetch_arg, o[s], p->split[(s + 1) * (p->L + 1) + l], l, bytes);
+}
+
+/* What orders are compared by: the predicted step, and with a fetch cost
+ * the job's remaining steps at that step plus the slowest stage's fetch. */
+static double order_cost(plan *p, const int *o)
+{
+	double step = evaluate(p, o), most = 0, b;
+	if (!p->net || !p->net->fetch || step == DBL_MAX)
+		return step;
+	for (int s = 0; s < p->S; s++) {
+		double f = fetch_of(p, o, s, &b);
+		most = f > most ? f : most;
+	}
+	return p->net->steps * step + most;
+}
+
 /* The next permutation of perm[0..n) in lexicographic order; 0 after the last. */
 static int next_perm(int *perm, int n)
 {
@@ -223,7 +250,7 @@ static double search_all(plan *p, const int *cand, int *best_o, int *perm, int *
 	do {
 		for (int i = 0; i < p->S; i++)
 			o[i] = cand[perm[i]];
-		double v = evaluate(p, o);
+		double v = order_cost(p, o);
 		++*tried;
 		if (v < best) {
 			best = v;
@@ -239,7 +266,7 @@ static double search_swaps(plan *p, const int *cand, int *best_o, int *o, long *
 {
 	double cur;
 	memcpy(best_o, cand, (size_t)p->S * sizeof(*o));
-	cur = evaluate(p, best_o);
+	cur = order_cost(p, best_o);
 	++*tried;
 	for (int round = 0; round < p->S; round++) {
 		double v, found = cur;
@@ -248,7 +275,7 @@ static double search_swaps(plan *p, const int *cand, int *best_o, int *o, long *
 			for (int j = i + 1; j < p->S; j++) {
 				memcpy(o, best_o, (size_t)p->S * sizeof(*o));
 				t = o[i], o[i] = o[j], o[j] = t;
-				v = evaluate(p, o);
+				v = order_cost(p, o);
 				++*tried;
 				if (v < found)
 					found = v, bi = i, bj = j;
@@ -329,6 +356,12 @@ static void explain(const plan *p, const int *o, const char *how, int kept, long
 			if (have > 0)
 				add(buf, size, &used, " of %.3f", have / 1073741824.0);
 		}
+	}
+	if (p->net && p->net->fetch) {
+		add(buf, size, &used, "; to fetch first (%.0f steps to run)", p->net->steps);
+		for (int s = 0; s < p->S && s < SC_PLACE_EXPLAIN_MAX; s++)
+			add(buf, size, &used, "%s stage %d %.1f MB %.2f s", s ? "," : "", s,
+			    out[s].fetch_bytes / 1e6, out[s].fetch_s);
 	}
 	if (!counts_links(p) || p->S == 1) {
 		add(buf, size, &used, "; no transfer counted");
@@ -460,11 +493,12 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 		cand[s] = (int)(pick[s] - w);
 
 	memcpy(order, cand, (size_t)S * sizeof(*order));
-	given = evaluate(&p, cand);
+	given = order_cost(&p, cand);
 	/* Orders are searched for the links, and for memory: another order
 	 * may put a stage with more to hold on a larger worker, and so keep
 	 * the cuts compute would choose. Not when the order is given. */
-	if ((counts_links(&p) || p.need) && S > 1 && !(net && net->keep_order)) {
+	if ((counts_links(&p) || p.need || (net && net->fetch)) && S > 1 &&
+	    !(net && net->keep_order)) {
 		tried = 0;
 		if (S <= SC_PLACE_EXHAUSTIVE_MAX) {
 			best = search_all(&p, cand, best_o, perm, o, &tried);
@@ -494,6 +528,7 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 		out[s - 1].mem_bytes = need_of(&p, w[order[s - 1]].mem_kind, s - 1, a, l);
 		out[s - 1].predicted_s =
 		    counts_links(&p) ? stage_step_s(&p, order, s - 1, path) : out[s - 1].compute_s;
+		out[s - 1].fetch_s = fetch_of(&p, order, s - 1, &out[s - 1].fetch_bytes);
 		l = a;
 	}
 	explain(&p, order, how, kept, tried, slowest, out, reason, reason_size);

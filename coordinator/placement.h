@@ -79,6 +79,16 @@ typedef struct sc_place_net {
 	 * same: SC_ERANGE when the given cuts do not fit. */
 	const int *bounds;
 	int keep_order;
+	/* NULL: nothing to fetch. Else what worker w (index into the workers
+	 * array) must fetch to hold layers [first, last) — *bytes, and the
+	 * return value in seconds — once, before the job's `steps` steps: orders
+	 * are compared by steps x the predicted step + the slowest stage's
+	 * fetch (the stages fetch at once), so a worker that caches a segment
+	 * wins it when the transfer would dominate. Called from the planning
+	 * thread. */
+	double (*fetch)(void *arg, int worker, int first, int last, double *bytes);
+	void *fetch_arg;
+	double steps;
 } sc_place_net;
 
 typedef struct sc_place_stage {
@@ -91,6 +101,7 @@ typedef struct sc_place_stage {
 	double compute_s;
 	double transfer_s; /* its link busy sending activations forward and gradients back */
 	double mem_bytes;  /* what it needs (net->mem), 0 when not planned */
+	double fetch_bytes, fetch_s; /* what it must fetch first (net->fetch), 0: none */
 } sc_place_stage;
 
 /* GFLOP of one optimizer step per layer and for the head (final norm, LM

@@ -419,6 +419,50 @@ static void test_memory_reorders(void **state)
 	assert_non_null(strstr(reason, "best of every order"));
 }
 
+/* A toy cache: worker i (0, 1) holds layers [2 - 2i, 4 - 2i) of 4: 100 MB
+ * a layer it lacks, at 100 MB/s. */
+static double toy_fetch(void *arg, int worker, int first, int last, double *bytes)
+{
+	(void)arg;
+	*bytes = 0;
+	for (int l = first; l < last; l++)
+		if (l < 2 - 2 * worker || l >= 4 - 2 * worker)
+			*bytes += 100e6;
+	return *bytes / 100e6;
+}
+
+/* The fetch counts against the steps to run: a short job takes the order
+ * whose workers already hold their layers; over many steps a faster chain
+ * is worth its fetch. */
+static void test_cache_wins_short_jobs(void **state)
+{
+	(void)state;
+	sc_place_worker w[2] = { { 1, 10, 0, 0 }, { 2, 10, 0, 0 } };
+	sc_place_stage out[2];
+	char reason[2048];
+	sc_place_net net = { .hop_bytes = 0, .messages = 4, .fetch = toy_fetch, .steps = 10 };
+	/* Given order 1 -> 2: worker 1 would hold [0, 2), which it lacks (2 s
+	 * to fetch); worker 2 holds it. Both orders step alike (0.2 s). */
+	SC_ASSERT_OK(sc_place(w, 2, 2, 4, 1.0, 0, &net, out, reason, sizeof(reason)));
+	print_message("%s\n", reason);
+	assert_int_equal(out[0].worker, 1);
+	assert_int_equal(out[1].worker, 0);
+	assert_true(out[0].fetch_bytes == 0 && out[1].fetch_bytes == 0);
+	assert_non_null(strstr(reason, "to fetch first"));
+	assert_non_null(strstr(reason, "stage 0 0.0 MB"));
+	/* Worker 1 four times faster: the cuts give it 3 layers whichever its
+	 * place. Over 10 steps the cached order still wins; over a million the
+	 * faster pace of the other order decides, fetch or not. */
+	w[0].gflops = 40;
+	net.steps = 1e6;
+	SC_ASSERT_OK(sc_place(w, 2, 2, 4, 1.0, 0, &net, out, reason, sizeof(reason)));
+	print_message("%s\n", reason);
+	double most = 0;
+	for (int s = 0; s < 2; s++)
+		most = out[s].fetch_s > most ? out[s].fetch_s : most;
+	assert_true(most > 0); /* the job fetches: its steps are worth more */
+}
+
 static void test_bad_arguments(void **state)
 {
 	(void)state;
@@ -441,6 +485,7 @@ int main(void)
 		cmocka_unit_test(test_fastest_chosen),
 		cmocka_unit_test(test_memory_bounds_the_cuts),
 		cmocka_unit_test(test_memory_reorders),
+		cmocka_unit_test(test_cache_wins_short_jobs),
 		cmocka_unit_test(test_bad_arguments),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

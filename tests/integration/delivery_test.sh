@@ -147,6 +147,14 @@ n=$(grep -h "job $j2 model tiny: .* 0 fetched (0 bytes fetched;" cluster/worker-
   || bad "job $j2 fetched: $(grep -h "job $j2 model" cluster/worker-*.log)"
 "$SC" export "$j2" --out out2 >/dev/null
 same_adapter ref out2 && ok "job $j2: bit-identical" || bad "job $j2: adapters differ"
+# The planner counted what each stage would fetch: the first job all of its
+# segment, the second nothing (it chose the order whose caches hold it).
+r1=$(q "select reason from placements where job_id = $j1 and stage = 0")
+r2=$(q "select reason from placements where job_id = $j2 and stage = 0")
+echo "$r1" | grep -Eq "to fetch first \(6 steps to run\) stage 0 (0\.[1-9]|[1-9])" &&
+  echo "$r2" | grep -q "to fetch first (6 steps to run) stage 0 0.0 MB 0.00 s, stage 1 0.0 MB" &&
+  ok "placements record what each stage fetches (job $j1 its segments, job $j2 nothing)" ||
+  bad "placement reasons: '$r1' / '$r2'"
 
 # ---- a restarted worker reports its cache; a corrupted file is fetched again
 kill -TERM "$(cat cluster/worker-1.pid)"

@@ -1,0 +1,29 @@
+/* coord_cache.h — the bytes of a registered model's tensors each candidate
+ * worker's cache lacks, layer by layer (coord_cache.c), for the planner's
+ * fetch cost. */
+#ifndef SC_COORD_CACHE_H
+#define SC_COORD_CACHE_H
+
+#include <stdint.h>
+
+#include "db.h"
+
+typedef struct coord_cache {
+	int nw, L;
+	double *missing; /* (nw, L + 1): bytes worker i lacks of layer l; [L] the
+			  * model-wide tensors (embeddings, final norm, head) */
+	double *total;   /* (L + 1): each layer's bytes */
+} coord_cache;
+
+/* Fills *out for the registered model called model over workers[0..nw)
+ * (database ids) and its L layers, from the workers' last cache reports.
+ * Free with coord_cache_free. */
+sc_err coord_cache_view(sc_db *db, const char *model, const int64_t *workers, int nw, int L,
+			coord_cache *out);
+/* Bytes worker (index into the view's workers) lacks to hold layers
+ * [first, last) — with the model-wide tensors when the range starts at 0 or
+ * ends at L. 0 for a view without data. */
+double coord_cache_missing(const coord_cache *c, int worker, int first, int last);
+void coord_cache_free(coord_cache *c);
+
+#endif
