@@ -136,6 +136,15 @@ typedef struct transfer {
 	uint64_t bytes; /* fetched this time */
 } transfer;
 
+/* SPLITCHAIN_TEST_FETCH_DELAY_MS=D (tests only): every chunk is asked for
+ * D ms late, so that a test can stop a worker in the middle of a transfer. */
+static unsigned test_fetch_delay_ms(void)
+{
+	const char *v = getenv("SPLITCHAIN_TEST_FETCH_DELAY_MS");
+	long d = v ? strtol(v, NULL, 10) : 0;
+	return d > 0 && d < 60000 ? (unsigned)d : 0;
+}
+
 /* Fetches chunk i into the fill; SC_OK or an error with the detail set. */
 static sc_err fetch_chunk(transfer *x, uint32_t i, uint64_t *got)
 {
@@ -151,6 +160,8 @@ static sc_err fetch_chunk(transfer *x, uint32_t i, uint64_t *got)
 	req.sha256 = x->f->sha256;
 	req.offset = at;
 	req.length = len;
+	if (test_fetch_delay_ms())
+		usleep(1000u * test_fetch_delay_ms());
 	for (int t = 0; t < FETCH_TRIES; t++) {
 		if (t)
 			usleep(200000u * (unsigned)t);

@@ -8,6 +8,8 @@
  * after a restart). A tensor whose bytes hash wrong is fetched once more,
  * then refused with an error naming it; it is never used.
  *
+ * SPLITCHAIN_TEST_FETCH_DELAY_MS (tests only) delays every chunk request.
+ *
  * Threads: one worker_model is used by one thread at a time (the Assign
  * handler, under worker.mu); the fetch threads it starts are its own.
  */

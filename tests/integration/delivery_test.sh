@@ -265,4 +265,42 @@ j7=$("$SC" submit --model tiny --data data.txt "${LONG_JOB_OPTS[@]}" --stages 2)
 "$SC" models rm other-m >/dev/null && ! "$SC" models show other-m >/dev/null 2>&1 \
   && [ "$(q "select count(*) from model_tensors t left join models m on m.id = t.model_id where m.id is null")" = 0 ] \
   && ok "models rm: the model and its tensors are gone" || bad "models rm"
+
+# ---- a worker killed in the middle of a download finishes after its restart
+# A model whose embedding is 8 chunks of 4 MiB; every chunk asked for 1 s
+# late (a test-only delay), 4 at a time: the worker is killed once the
+# first chunks are in its cache's partial file.
+"$SC" make-model --out big --layers 2 --heads 4 --embd 512 --vocab 16384 --positions 64 \
+  --seed 4 >/dev/null || bad "make-model big"
+"$SC" models add bigm big >/dev/null || bad "models add bigm"
+"$SC" finetune --model big --data data.txt "${JOB_OPTS[@]}" --threads 1 --quiet --out ref-big ||
+  bad "finetune big"
+(cd cluster || exit 1
+ SPLITCHAIN_TEST_FETCH_DELAY_MS=1000 OMP_NUM_THREADS=1 \
+   "$BUILD/worker/splitchain-worker" --coordinator "$SPLITCHAIN_COORDINATOR" --name worker-4 \
+   --threads 1 --cache cache-4 --cache-limit 256M >>worker-4.log 2>&1 &
+ echo $! > worker-4.pid)
+idle_workers 4 || bad "worker-4 did not register"
+j8=$("$SC" submit --model bigm --data data.txt "${JOB_OPTS[@]}" --stages 1 --workers worker-4 \
+     --name big)
+got=0
+for _ in $(seq 1 300); do # 30 s: a partial file holding at least one chunk
+  for f in cluster/cache-4/*.part; do
+    [ -f "$f" ] && [ "$(du -k "$f" | cut -f1)" -ge 4096 ] && got=1
+  done
+  [ "$got" = 1 ] && break
+  sleep 0.1
+done
+kill -KILL "$(cat cluster/worker-4.pid)" && sleep 0.5
+[ "$got" = 1 ] && ok "worker-4 killed with part of a tensor in its cache" ||
+  bad "no partial transfer seen in cache-4"
+start_worker 4
+if "$SC" watch "$j8" >/dev/null 2>&1; then ok "job $j8 finished after worker-4 restarted"
+else bad "job $j8 after worker-4 restarted: $(state "$j8")"; fi
+grep -Eq "resuming at [1-7] of 8 chunks" cluster/worker-4.log &&
+  ok "the transfer resumed where it stopped ($(grep -Eo "resuming at [0-9]+ of 8 chunks" \
+       cluster/worker-4.log | head -1))" || bad "no resumed transfer in worker-4.log"
+"$SC" export "$j8" --out out-big >/dev/null
+same_adapter ref-big out-big && ok "job $j8: bit-identical to one process" ||
+  bad "job $j8: adapters differ"
 finish
