@@ -181,6 +181,15 @@ cJSON *cli_job_json(const Splitchain__JobInfo *j)
 		cJSON_AddNumberToObject(d, "eval_batches", q->eval_batches);
 		cJSON_AddBoolToObject(d, "pack", !q->no_pack);
 		cJSON_AddBoolToObject(d, "skip_bad_lines", q->skip_bad_lines);
+		if (q->n_owners) { /* private data: the owners, and how they meet */
+			cJSON *ow = cJSON_AddArrayToObject(d, "owners");
+			for (size_t k = 0; k < q->n_owners; k++)
+				cJSON_AddItemToArray(ow, cJSON_CreateString(q->owners[k]));
+			cJSON_AddNumberToObject(d, "owner_layers",
+						q->owner_layers ? q->owner_layers : 1);
+			cJSON_AddNumberToObject(d, "fedavg_every",
+						q->fedavg_every ? q->fedavg_every : 1);
+		}
 	}
 	for (size_t i = 0; i < j->n_placement; i++) {
 		const Splitchain__StageInfo *s = j->placement[i];

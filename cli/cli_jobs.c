@@ -93,6 +93,21 @@ static void print_status(const Splitchain__JobInfo *j)
 		       sc_train_base_word(&tc), sc_base_quant_name(tc.base_quant),
 		       tc.double_quant ? " --double-quant" : "", sc_precision_name(tc.precision));
 		const Splitchain__SubmitRequest *q = j->spec;
+		if (q->n_owners) { /* private data: where it lives, how the owners meet */
+			printf("  owners      ");
+			for (size_t k = 0; k < q->n_owners; k++)
+				printf("%s%s", k ? ", " : "", q->owners[k]);
+			printf(" (data '%s' under each owner's directory; %u block(s) at each "
+			       "end",
+			       q->data_path, q->owner_layers ? q->owner_layers : 1);
+			if (q->n_owners > 1)
+				q->fedavg_every > 1
+				    ? printf("; adapters averaged every %u steps)\n",
+					     q->fedavg_every)
+				    : printf("; gradients added up every step)\n");
+			else
+				printf(")\n");
+		}
 		printf("  data        %s%s", q->no_pack ? "unpacked" : "packed",
 		       q->skip_bad_lines ? ", bad lines skipped" : "");
 		if (q->eval_split > 0)

@@ -225,6 +225,10 @@ if "$SC" watch "$jm" >/dev/null; then
 else
   bad "mistral two owners' job $jm ended $(state "$jm")"
 fi
+"$SC" status "$fa" | grep -q "owners      alice, bob (data 'data.txt' under each owner's directory; 1 block(s) at each end; adapters averaged every 4 steps)" &&
+  "$SC" status "$fa" --json | grep -q '"owners":\["alice","bob"\],"owner_layers":1,"fedavg_every":4' &&
+  ok "status shows the owners and how they meet (text and --json)" ||
+  bad "status of the fedavg job: $("$SC" status "$fa" | grep owners)"
 n=$(sqlite3 cluster/splitchain.db "select count(*) from v_placement_roles where job_id = $job
     and role = 'owner'")
 [ "$n" = 3 ] && ok "the 3-owner placement records 3 owners" || bad "owner rows: $n"
