@@ -725,18 +725,16 @@ static void *run_job(void *arg)
 		uint32_t K = r->spec->fedavg_every;
 		if (r->n_owners > 1 && K > 1 &&
 		    ((s + 1) % K == 0 || (s + 1) % (uint32_t)every == 0 ||
-		     s + 1 == (uint32_t)r->tc.steps) &&
-		    (bad = run_owner_average(r, err, sizeof(err))) >= 0) {
-			end = SC_JOB_QUEUED;
-			goto out;
-		}
-		if (r->n_owners > 1 && K > 1 &&
-		    ((s + 1) % K == 0 || (s + 1) % (uint32_t)every == 0 ||
-		     s + 1 == (uint32_t)r->tc.steps))
+		     s + 1 == (uint32_t)r->tc.steps)) {
+			if ((bad = run_owner_average(r, err, sizeof(err))) >= 0) {
+				end = SC_JOB_QUEUED;
+				goto out;
+			}
 			sc_db_event(c->db, r->job->id, 0, SC_LOG_INFO, "owners_averaged",
 				    "after step %u: the %d owners' adapters and AdamW moments "
 				    "averaged",
 				    s + 1, r->n_owners);
+		}
 		secs = mono_s() - t0;
 		sc_db_metric m = { .step = s + 1,
 				   .loss = loss,

@@ -13,6 +13,82 @@
 
 #include "coord_run.h"
 
+/* The matrices of every owner's list, added up matrix by matrix in owner
+ * order (all hold the same layers, listed in the same order): new copies
+ * of owner 0's names and shapes, free with owner_sum_free. */
+typedef struct owner_sum {
+	Splitchain__NamedTensor *nt, **ptr;
+	size_t n;
+} owner_sum;
+
+static void owner_sum_free(owner_sum *s)
+{
+	for (size_t t = 0; s->nt && t < s->n; t++) {
+		free(s->nt[t].name);
+		free(s->nt[t].shape);
+		free(s->nt[t].data.data);
+	}
+	free(s->nt);
+	free(s->ptr);
+	memset(s, 0, sizeof(*s));
+}
+
+/* lists[k] (counts[k] matrices) of owner k, for k < r->n_owners: their sum
+ * into *out, then divided by div when div > 1 (an average). what names the
+ * matrices in errors. Returns -1; the owner whose list does not match owner
+ * 0's; or r->n (out of memory); err says why. */
+static int owner_add(runner *r, Splitchain__NamedTensor **const *lists, const size_t *counts,
+		     int div, const char *what, owner_sum *out, char *err, size_t esize)
+{
+	size_t n = counts[0];
+
+	memset(out, 0, sizeof(*out));
+	out->nt = calloc(n + 1, sizeof(*out->nt));
+	out->ptr = calloc(n + 1, sizeof(*out->ptr));
+	if (!out->nt || !out->ptr) {
+		snprintf(err, esize, "out of memory for the owners' %s", what);
+		return r->n;
+	}
+	for (size_t t = 0; t < n; t++) {
+		const Splitchain__NamedTensor *a = lists[0][t];
+		Splitchain__NamedTensor *nt = &out->nt[t];
+		splitchain__named_tensor__init(nt);
+		out->ptr[t] = nt;
+		out->n = t + 1;
+		nt->name = strdup(a->name);
+		nt->n_shape = a->n_shape;
+		nt->shape = malloc((a->n_shape + 1) * sizeof(int64_t));
+		nt->data.data = malloc(a->data.len + 1);
+		nt->data.len = a->data.len;
+		if (!nt->name || !nt->shape || !nt->data.data) {
+			snprintf(err, esize, "out of memory for the owners' %s", what);
+			return r->n;
+		}
+		if (a->data.len % 4) {
+			snprintf(err, esize, "owner %s sent a malformed %s %s", r->st[0].name, what,
+				 a->name);
+			return 0;
+		}
+		memcpy(nt->shape, a->shape, a->n_shape * sizeof(int64_t));
+		memcpy(nt->data.data, a->data.data, a->data.len);
+		float *acc = (float *)nt->data.data;
+		for (int k = 1; k < r->n_owners; k++) {
+			const Splitchain__NamedTensor *b = counts[k] == n ? lists[k][t] : NULL;
+			if (!b || strcmp(b->name, a->name) || b->data.len != a->data.len) {
+				snprintf(err, esize, "owner %s's %s %zu is %s, owner %s's %s",
+					 r->st[k].name, what, t, b ? b->name : "missing",
+					 r->st[0].name, a->name);
+				return k;
+			}
+			for (size_t i = 0; i < a->data.len / 4; i++)
+				acc[i] += ((const float *)b->data.data)[i];
+		}
+		for (size_t i = 0; div > 1 && i < a->data.len / 4; i++)
+			acc[i] /= (float)div;
+	}
+	return -1;
+}
+
 /* The gradient matrices owner k's step reply carries. */
 static size_t sr_grads(const runner *r, int k)
 {
@@ -46,65 +122,24 @@ int run_owner_grads(runner *r, uint32_t step, double *loss, double *sumsq, size_
 		    char *err, size_t esize)
 {
 	Splitchain__SetGradsRequest req = SPLITCHAIN__SET_GRADS_REQUEST__INIT;
-	Splitchain__NamedTensor *nt = NULL, **ptr = NULL;
+	Splitchain__NamedTensor **lists[16];
+	size_t counts[16];
+	owner_sum sum = { 0 };
 	int o = r->n_owners, bad = -1;
-	size_t n = 0;
 
 	if ((bad = run_owner_loss(r, loss, err, esize)) >= 0)
 		goto out;
-	/* The gradients: owner 0's, then each other owner's added, matrix by
-	 * matrix (all hold the same layers, listed in the same order). */
-	n = sr_grads(r, 0);
-	nt = calloc(n + 1, sizeof(*nt));
-	ptr = calloc(n + 1, sizeof(*ptr));
-	if (!nt || !ptr) {
-		snprintf(err, esize, "out of memory for the owners' gradients");
-		bad = r->n;
+	for (int k = 0; k < o; k++) {
+		lists[k] = ((Splitchain__StepReply *)r->st[k].rep)->grads;
+		counts[k] = sr_grads(r, k);
+	}
+	if ((bad = owner_add(r, lists, counts, 1, "gradient", &sum, err, esize)) >= 0)
 		goto out;
-	}
-	for (size_t t = 0; t < n; t++) {
-		const Splitchain__NamedTensor *g0 =
-		    ((Splitchain__StepReply *)r->st[0].rep)->grads[t];
-		splitchain__named_tensor__init(&nt[t]);
-		ptr[t] = &nt[t];
-		nt[t].name = strdup(g0->name);
-		nt[t].n_shape = g0->n_shape;
-		nt[t].shape = malloc((g0->n_shape + 1) * sizeof(int64_t));
-		nt[t].data.data = malloc(g0->data.len + 1);
-		nt[t].data.len = g0->data.len;
-		if (!nt[t].name || !nt[t].shape || !nt[t].data.data) {
-			snprintf(err, esize, "out of memory for the owners' gradients");
-			bad = r->n;
-			goto out;
-		}
-		if (g0->data.len % 4) {
-			snprintf(err, esize, "owner %s sent a malformed gradient %s", r->st[0].name,
-				 g0->name);
-			bad = 0;
-			goto out;
-		}
-		memcpy(nt[t].shape, g0->shape, g0->n_shape * sizeof(int64_t));
-		memcpy(nt[t].data.data, g0->data.data, g0->data.len);
-		for (int k = 1; k < o; k++) {
-			const Splitchain__NamedTensor *gk =
-			    ((Splitchain__StepReply *)r->st[k].rep)->grads[t];
-			float *acc = (float *)nt[t].data.data;
-			const float *add = (const float *)gk->data.data;
-			if (strcmp(gk->name, g0->name) || gk->data.len != g0->data.len) {
-				snprintf(err, esize, "owner %s's gradient %zu is %s, owner %s's %s",
-					 r->st[k].name, t, gk->name, r->st[0].name, g0->name);
-				bad = k;
-				goto out;
-			}
-			for (size_t i = 0; i < g0->data.len / 4; i++)
-				acc[i] += add[i];
-		}
-	}
 	run_free_replies(r);
 	req.job_id = (uint64_t)r->job->id;
 	req.step = step;
-	req.n_grads = n;
-	req.grads = ptr;
+	req.n_grads = sum.n;
+	req.grads = sum.ptr;
 	for (int i = 0; i < r->n; i++) {
 		r->st[i].method = i < o ? "Worker.SetGrads" : NULL;
 		r->st[i].req = &req.base;
@@ -125,79 +160,15 @@ int run_owner_grads(runner *r, uint32_t step, double *loss, double *sumsq, size_
 	memcpy(sumsq, gr->layer_sumsq, n_sumsq * sizeof(double));
 out:
 	run_free_replies(r);
-	for (size_t t = 0; nt && t < n; t++) {
-		free(nt[t].name);
-		free(nt[t].shape);
-		free(nt[t].data.data);
-	}
-	free(nt);
-	free(ptr);
+	owner_sum_free(&sum);
 	return bad;
-}
-
-/* Sums one list of every owner's state replies (kind 0 lora, 1 adam_m, 2
- * adam_v) into *out (n tensors, names and shapes of owner 0's), averaged. */
-static int average_kind(runner *r, int kind, Splitchain__NamedTensor **out, size_t *n_out,
-			char *err, size_t esize)
-{
-	int o = r->n_owners;
-#define LIST(k)                                                                                    \
-	(kind == 0   ? ((Splitchain__StateReply *)r->st[k].rep)->lora                              \
-	 : kind == 1 ? ((Splitchain__StateReply *)r->st[k].rep)->adam_m                            \
-		     : ((Splitchain__StateReply *)r->st[k].rep)->adam_v)
-#define COUNT(k)                                                                                   \
-	(kind == 0   ? ((Splitchain__StateReply *)r->st[k].rep)->n_lora                            \
-	 : kind == 1 ? ((Splitchain__StateReply *)r->st[k].rep)->n_adam_m                          \
-		     : ((Splitchain__StateReply *)r->st[k].rep)->n_adam_v)
-	size_t n = COUNT(0);
-	Splitchain__NamedTensor *nt = calloc(n + 1, sizeof(*nt));
-	*out = nt;
-	*n_out = 0;
-	if (!nt) {
-		snprintf(err, esize, "out of memory for the owners' average");
-		return r->n;
-	}
-	for (size_t t = 0; t < n; t++) {
-		const Splitchain__NamedTensor *a = LIST(0)[t];
-		splitchain__named_tensor__init(&nt[t]);
-		nt[t].name = strdup(a->name);
-		nt[t].n_shape = a->n_shape;
-		nt[t].shape = malloc((a->n_shape + 1) * sizeof(int64_t));
-		nt[t].data.data = malloc(a->data.len + 1);
-		nt[t].data.len = a->data.len;
-		*n_out = t + 1;
-		if (!nt[t].name || !nt[t].shape || !nt[t].data.data) {
-			snprintf(err, esize, "out of memory for the owners' average");
-			return r->n;
-		}
-		memcpy(nt[t].shape, a->shape, a->n_shape * sizeof(int64_t));
-		memcpy(nt[t].data.data, a->data.data, a->data.len);
-		float *acc = (float *)nt[t].data.data;
-		for (int k = 1; k < o; k++) {
-			const Splitchain__NamedTensor *b = COUNT(k) == n ? LIST(k)[t] : NULL;
-			if (!b || strcmp(b->name, a->name) || b->data.len != a->data.len) {
-				snprintf(err, esize,
-					 "owner %s's state differs in its layout from %s's",
-					 r->st[k].name, r->st[0].name);
-				return k;
-			}
-			for (size_t i = 0; i < a->data.len / 4; i++)
-				acc[i] += ((const float *)b->data.data)[i];
-		}
-		for (size_t i = 0; i < a->data.len / 4; i++)
-			acc[i] /= (float)o;
-	}
-#undef LIST
-#undef COUNT
-	return -1;
 }
 
 int run_owner_average(runner *r, char *err, size_t esize)
 {
 	Splitchain__JobRef ref = SPLITCHAIN__JOB_REF__INIT;
 	Splitchain__RestoreRequest req = SPLITCHAIN__RESTORE_REQUEST__INIT;
-	Splitchain__NamedTensor *nt[3] = { NULL, NULL, NULL }, **ptr[3] = { NULL, NULL, NULL };
-	size_t n[3] = { 0, 0, 0 };
+	owner_sum avg[3] = { { 0 } };
 	int o = r->n_owners, bad = -1;
 
 	ref.job_id = (uint64_t)r->job->id;
@@ -210,25 +181,28 @@ int run_owner_average(runner *r, char *err, size_t esize)
 		run_describe(&r->st[bad], bad, err, esize);
 		goto out;
 	}
+	/* The adapters and both AdamW moments, each averaged over the owners. */
 	for (int kind = 0; kind < 3; kind++) {
-		if ((bad = average_kind(r, kind, &nt[kind], &n[kind], err, esize)) >= 0)
-			goto out;
-		if (!(ptr[kind] = calloc(n[kind] + 1, sizeof(*ptr[kind])))) {
-			snprintf(err, esize, "out of memory for the owners' average");
-			bad = r->n;
-			goto out;
+		Splitchain__NamedTensor **lists[16];
+		size_t counts[16];
+		for (int k = 0; k < o; k++) {
+			Splitchain__StateReply *sr = (Splitchain__StateReply *)r->st[k].rep;
+			lists[k] = kind == 0 ? sr->lora : kind == 1 ? sr->adam_m : sr->adam_v;
+			counts[k] = kind == 0   ? sr->n_lora
+				    : kind == 1 ? sr->n_adam_m
+						: sr->n_adam_v;
 		}
-		for (size_t t = 0; t < n[kind]; t++)
-			ptr[kind][t] = &nt[kind][t];
+		if ((bad = owner_add(r, lists, counts, o, "state", &avg[kind], err, esize)) >= 0)
+			goto out;
 	}
 	run_free_replies(r);
 	req.job_id = (uint64_t)r->job->id;
-	req.n_lora = n[0];
-	req.lora = ptr[0];
-	req.n_adam_m = n[1];
-	req.adam_m = ptr[1];
-	req.n_adam_v = n[2];
-	req.adam_v = ptr[2];
+	req.n_lora = avg[0].n;
+	req.lora = avg[0].ptr;
+	req.n_adam_m = avg[1].n;
+	req.adam_m = avg[1].ptr;
+	req.n_adam_v = avg[2].n;
+	req.adam_v = avg[2].ptr;
 	for (int i = 0; i < r->n; i++) {
 		r->st[i].method = i < o ? "Worker.Restore" : NULL;
 		r->st[i].req = &req.base;
@@ -238,14 +212,7 @@ int run_owner_average(runner *r, char *err, size_t esize)
 		run_describe(&r->st[bad], bad, err, esize);
 out:
 	run_free_replies(r);
-	for (int kind = 0; kind < 3; kind++) {
-		for (size_t t = 0; nt[kind] && t < n[kind]; t++) {
-			free(nt[kind][t].name);
-			free(nt[kind][t].shape);
-			free(nt[kind][t].data.data);
-		}
-		free(nt[kind]);
-		free(ptr[kind]);
-	}
+	for (int kind = 0; kind < 3; kind++)
+		owner_sum_free(&avg[kind]);
 	return bad;
 }

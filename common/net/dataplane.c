@@ -391,10 +391,12 @@ static sc_err next_msg(sc_dp_socket *s, double deadline, nng_msg **out, const ch
 	}
 }
 
-/* Dialer: before a tensor goes out, the connection nng holds must have
- * been answered by the right listener, so that no tensor is ever handed
- * to a connection the listener is about to refuse. Says hello on each new
- * connection and waits for the answer. */
+/* Before a tensor goes out, the connection nng holds must be the one whose
+ * hello was right, so that no tensor is ever handed to a connection about
+ * to be refused. A dialer says hello on each new connection and waits for
+ * the listener's answer; a listener that speaks first (a data owner's head
+ * toward its first middle stage) waits for its peer's hello and answers it
+ * (screen). */
 static sc_err handshake(sc_dp_socket *s, double deadline)
 {
 	nng_msg *m;
@@ -403,40 +405,8 @@ static sc_err handshake(sc_dp_socket *s, double deadline)
 	while (!atomic_load(&s->attached) || (int)atomic_load(&s->attached) != s->accepted) {
 		if (cancelled(s))
 			return sc_errf(SC_EIO, "data plane: sending to %s cancelled", s->url);
-		if (atomic_load(&s->attached) && atomic_exchange(&s->need_hello, 0))
+		if (!s->listener && atomic_load(&s->attached) && atomic_exchange(&s->need_hello, 0))
 			SC_TRY(send_hello(s, deadline));
-		rv = nng_recvmsg(s->sock, &m, 0);
-		if (rv == 0) {
-			if (!screen(s, m, deadline)) { /* a tensor of an accepted connection */
-				sc_debug("dataplane", "%s: dropped a tensor before the hello",
-					 s->url);
-				nng_msg_free(m);
-			}
-			continue;
-		}
-		if (rv != NNG_ETIMEDOUT)
-			return nng_fail(rv, "receiving on", s->url);
-		if (now_ms() >= deadline)
-			return sc_errf(SC_EIO,
-				       "data plane: %s did not answer the hello within %d ms: is "
-				       "the neighbouring stage up and assigned to this placement?",
-				       s->url, s->o.timeout_ms);
-	}
-	return SC_OK;
-}
-
-/* Listener: before a tensor goes out, the connection nng holds must be the
- * one whose hello was right (a listener that speaks first, e.g. a data
- * owner's head toward its first middle stage). Waits for that hello,
- * answering it (screen). */
-static sc_err await_hello(sc_dp_socket *s, double deadline)
-{
-	nng_msg *m;
-	int rv;
-
-	while (!s->accepted || (int)atomic_load(&s->attached) != s->accepted) {
-		if (cancelled(s))
-			return sc_errf(SC_EIO, "data plane: sending to %s cancelled", s->url);
 		rv = nng_recvmsg(s->sock, &m, 0);
 		if (rv == 0) {
 			if (!screen(s, m, deadline)) { /* an earlier connection's tensor */
@@ -448,11 +418,17 @@ static sc_err await_hello(sc_dp_socket *s, double deadline)
 		}
 		if (rv != NNG_ETIMEDOUT)
 			return nng_fail(rv, "receiving on", s->url);
-		close_silent(s);
+		if (s->listener)
+			close_silent(s);
 		if (now_ms() >= deadline)
 			return sc_errf(SC_EIO,
-				       "data plane: no peer said hello at %s within %d ms: is the "
-				       "neighbouring stage up and assigned to this placement?",
+				       s->listener
+					   ? "data plane: no peer said hello at %s within %d "
+					     "ms: is the neighbouring stage up and assigned "
+					     "to this placement?"
+					   : "data plane: %s did not answer the hello within %d "
+					     "ms: is the neighbouring stage up and assigned to "
+					     "this placement?",
 				       s->url, s->o.timeout_ms);
 	}
 	return SC_OK;
@@ -494,7 +470,7 @@ sc_err sc_dp_send_coded(sc_dp_socket *s, const sc_dp_tag *tag, int ndim, const i
 	}
 	SC_TRY(dp_pack_prefix(pre, &n, tag, &s->o.self, ndim, shape, s->o.wire, bytes, payload,
 			      s->delay_ms > 0));
-	SC_TRY(s->listener ? await_hello(s, deadline) : handshake(s, deadline));
+	SC_TRY(handshake(s, deadline));
 	if (nng_msg_alloc(&m, 0) || nng_msg_reserve(m, n + payload) || nng_msg_append(m, pre, n) ||
 	    nng_msg_append(m, bytes, payload)) {
 		nng_msg_free(m);

@@ -49,12 +49,7 @@ want=$(sed -n 's/.*"step":\([0-9]*\),"eval_loss":\([^,]*\),.*/\1 \2/p' ref-eval.
        awk '{print $1 + 1, $2}')
 job=$("$SC" submit --model model --data qa.jsonl "${EVAL_OPTS[@]}" --stages 3 --name eq-eval)
 if "$SC" watch "$job" >/dev/null; then
-  # SQLite reads the 17-digit literals back to the same doubles: = is exact.
-  same=0
-  while read -r s v; do
-    same=$((same + $(sqlite3 cluster/splitchain.db "select count(*) from metrics
-                     where job_id = $job and step = $s and eval_loss = $v")))
-  done <<< "$want"
+  same=$(same_evals "$job" "$want")
   n=$(sqlite3 cluster/splitchain.db "select count(*) from metrics where job_id = $job
       and eval_loss is not null")
   if [ "$(echo "$want" | wc -l)" = 3 ] && [ "$same" = 3 ] && [ "$n" = 3 ]; then

@@ -98,3 +98,14 @@ print(",".join(str(s["first_layer"]) for s in p[1:]))'
 
 # same_adapter A B: the two PEFT adapters hold bit-identical tensors.
 same_adapter() { cmp -s "$1/adapter_model.safetensors" "$2/adapter_model.safetensors"; }
+# same_evals JOB WANT: how many of WANT's lines "STEP LOSS" (finetune's eval
+# losses, 17 digits: SQLite reads them back to the same doubles) the job's
+# metrics hold exactly.
+same_evals() {
+  local s v same=0
+  while read -r s v; do
+    same=$((same + $(sqlite3 cluster/splitchain.db "select count(*) from metrics
+                     where job_id = $1 and step = $s and eval_loss = $v")))
+  done <<< "$2"
+  echo "$same"
+}

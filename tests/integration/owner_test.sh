@@ -115,11 +115,7 @@ want=$(sed -n 's/.*"step":\([0-9]*\),"eval_loss":\([^,]*\),.*/\1 \2/p' ref-eval.
 job=$("$SC" submit --model model --owner alice --data qa.jsonl "${EVAL_OPTS[@]}" --stages 2 \
       --name own-eval)
 if "$SC" watch "$job" >/dev/null; then
-  same=0
-  while read -r s v; do
-    same=$((same + $(sqlite3 cluster/splitchain.db "select count(*) from metrics
-                     where job_id = $job and step = $s and eval_loss = $v")))
-  done <<< "$want"
+  same=$(same_evals "$job" "$want")
   [ "$(echo "$want" | wc -l)" = 3 ] && [ "$same" = 3 ] &&
     ok "owner's eval losses = one process, bit for bit (steps 2, 4, 5)" ||
     bad "eval losses: $same of 3 equal; one process: $want"
@@ -247,11 +243,7 @@ want=$(sed -n 's/.*"step":\([0-9]*\),"eval_loss":\([^,]*\),.*/\1 \2/p' ref-eval2
 job=$("$SC" submit --model model --owner alice --owner bob --data qa.jsonl "${EVAL_OPTS[@]}" \
       --stages 2 --name own-eval2)
 if "$SC" watch "$job" >/dev/null; then
-  same=0
-  while read -r s v; do
-    same=$((same + $(sqlite3 cluster/splitchain.db "select count(*) from metrics
-                     where job_id = $job and step = $s and eval_loss = $v")))
-  done <<< "$want"
+  same=$(same_evals "$job" "$want")
   [ "$(echo "$want" | wc -l)" = 3 ] && [ "$same" = 3 ] &&
     ok "two owners' eval losses = finetune with both files, bit for bit" ||
     bad "two owners' eval losses: $same of 3 equal; finetune: $want"
