@@ -484,8 +484,8 @@ static int run_step(runner *r, uint32_t s, double *loss, double *norm, float *lr
 		goto out;
 	}
 	for (int m = 0; !r->ring && m < r->tc.micro_batches; m++)
-		sc_loader_batch(r->ld, ((uint64_t)s * r->tc.micro_batches + m) * r->tc.B, r->tc.B,
-				tokens + m * BT, targets + m * BT);
+		sc_loader_micro_batch(r->ld, s, r->tc.micro_batches, m, r->tc.B, tokens + m * BT,
+				      targets + m * BT);
 	run_step_calls(r, req, s, tokens, targets, r->ring ? 0 : rows);
 	for (int i = 0; i < o && o > 1; i++) /* the owners' sum, every step */
 		req[i].owner_grads = !fedavg;

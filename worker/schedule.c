@@ -251,7 +251,7 @@ static void owner_batches(step_run *s, uint32_t step, int eval, uint32_t pass)
 		int32_t *in = j->tokens + (size_t)m * s->bt, *tg = j->targets + (size_t)m * s->bt;
 		size_t k = (size_t)pass * (size_t)j->M + (size_t)m;
 		if (!eval) {
-			sc_loader_batch(j->od.ld, ((uint64_t)step * j->M + m) * j->B, j->B, in, tg);
+			sc_loader_micro_batch(j->od.ld, step, j->M, m, j->B, in, tg);
 			continue;
 		}
 		s->eval_count[m] = 0;

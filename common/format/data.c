@@ -250,6 +250,12 @@ static size_t fill_window(const sc_tokens *tk, int T, size_t w, int32_t *inputs,
 	return valid;
 }
 
+void sc_loader_micro_batch(sc_loader *ld, uint64_t step, int M, int m, int B, int32_t *inputs,
+			   int32_t *targets)
+{
+	sc_loader_batch(ld, (step * (uint64_t)M + (uint64_t)m) * (uint64_t)B, B, inputs, targets);
+}
+
 void sc_loader_batch(sc_loader *ld, uint64_t first, int B, int32_t *inputs, int32_t *targets)
 {
 	for (int b = 0; b < B; b++) {

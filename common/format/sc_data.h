@@ -65,6 +65,13 @@ void sc_loader_free(sc_loader *ld);
  * a target whose token is masked out (sc_tokens.mask) is -1 (ignored). */
 void sc_loader_batch(sc_loader *ld, uint64_t first, int B, int32_t *inputs, int32_t *targets);
 
+/* Micro-batch m of 0-based optimizer step `step` of M micro-batches of B
+ * samples: samples (step * M + m) * B onward. Every party that cuts a
+ * step's data (the single-process trainer, the coordinator, a data owner)
+ * cuts it here, so all cut the same. */
+void sc_loader_micro_batch(sc_loader *ld, uint64_t step, int M, int m, int B, int32_t *inputs,
+			   int32_t *targets);
+
 /* Number of windows W. */
 size_t sc_loader_windows(const sc_loader *ld);
 

@@ -396,8 +396,8 @@ sc_err sc_trainer_grad(sc_trainer *tr, int step, double *loss)
 	for (int g = 0; g < n; g++) {
 		int o = g / M, m = g % M;
 		double lm = 0;
-		uint64_t first = ((uint64_t)step * M + m) * tr->tc.B;
-		sc_loader_batch(tr->loaders[o], first, tr->tc.B, tr->inputs, tr->targets);
+		sc_loader_micro_batch(tr->loaders[o], (uint64_t)step, M, m, tr->tc.B, tr->inputs,
+				      tr->targets);
 		for (int i = 0; i < S; i++) {
 			const void *in = i == 0 ? (const void *)tr->inputs : tr->act;
 			SC_TRY(sc_segment_forward(tr->stages[i], 0, in, tr->targets, 1.0f / n,
