@@ -39,32 +39,30 @@ void worker_owner_free(worker_owner_data *od)
 	memset(od, 0, sizeof(*od));
 }
 
-/* The tokenizer of a registered model: its files from the coordinator. */
-static sc_err registered_tokenizer(worker *w, const char *model, sc_tokenizer **out)
+sc_err worker_owner_model(worker *w, const char *model, Splitchain__ModelInfo **out)
 {
 	Splitchain__ModelRef req = SPLITCHAIN__MODEL_REF__INIT;
-	Splitchain__ModelInfo *info = NULL;
 	char msg[512];
 	int status;
-	sc_err rc;
 
 	*out = NULL;
 	req.name = (char *)model;
 	req.files = 1;
 	SC_TRY(sc_rpc_call_pb(w->coord, "Coordinator.ModelShow", &req.base,
 			      &splitchain__model_info__descriptor, SHOW_TIMEOUT_MS, &status, msg,
-			      sizeof(msg), (ProtobufCMessage **)&info));
-	rc = status == SC_STATUS_OK ? sc_wire_model_tokenizer(info, out)
-				    : sc_errf(SC_EIO, "model %s from the coordinator: %s: %s",
-					      model, sc_status_name(status), msg);
-	if (info)
-		protobuf_c_message_free_unpacked(&info->base, NULL);
-	return rc;
+			      sizeof(msg), (ProtobufCMessage **)out));
+	if (status == SC_STATUS_OK)
+		return SC_OK;
+	if (*out)
+		protobuf_c_message_free_unpacked(&(*out)->base, NULL);
+	*out = NULL;
+	return sc_errf(SC_EIO, "model %s from the coordinator: %s: %s", model,
+		       sc_status_name(status), msg);
 }
 
 sc_err worker_owner_load(worker *w, const Splitchain__OwnerData *d, const char *model_path,
-			 const char *model, const sc_model_config *mc, const sc_train_config *tc,
-			 worker_owner_data *out)
+			 const Splitchain__ModelInfo *registered, const sc_model_config *mc,
+			 const sc_train_config *tc, worker_owner_data *out)
 {
 	char data[PATH_MAX], eval[PATH_MAX], tokp[PATH_MAX];
 	sc_tokenizer *tok = NULL;
@@ -79,8 +77,8 @@ sc_err worker_owner_load(worker *w, const Splitchain__OwnerData *d, const char *
 	if (d->tokenizer_path[0]) {
 		SC_TRY(worker_owner_path(w->o.owner_data, d->tokenizer_path, tokp, sizeof(tokp)));
 		SC_TRY(sc_dataset_tokenizer(&tok, NULL, tokp));
-	} else if (model && model[0]) {
-		SC_TRY(registered_tokenizer(w, model, &tok));
+	} else if (registered) {
+		SC_TRY(sc_wire_model_tokenizer(registered, &tok));
 	} else {
 		SC_TRY(sc_dataset_tokenizer(&tok, model_path, NULL));
 	}
@@ -140,24 +138,16 @@ void worker_data_check(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "train: %s", sc_err_detail());
 		goto out;
 	}
+	/* A registered model: its configuration and tokenizer in one answer. */
 	if (r->model[0]) {
-		Splitchain__ModelRef mr = SPLITCHAIN__MODEL_REF__INIT;
-		char msg[512];
-		int status;
-		mr.name = r->model;
-		rc = sc_rpc_call_pb(w->coord, "Coordinator.ModelShow", &mr.base,
-				    &splitchain__model_info__descriptor, SHOW_TIMEOUT_MS, &status,
-				    msg, sizeof(msg), (ProtobufCMessage **)&info);
-		if (!rc && status != SC_STATUS_OK)
-			rc = sc_errf(SC_EIO, "model %s: %s", r->model, msg);
-		if (!rc)
+		if (!(rc = worker_owner_model(w, r->model, &info)))
 			rc = sc_config_parse(&mc, info->config_json, strlen(info->config_json));
 	} else {
 		snprintf(path, sizeof(path), "%s/config.json", r->model_path);
 		rc = sc_config_load(&mc, path);
 	}
 	if (!rc)
-		rc = worker_owner_load(w, r->data, r->model_path, r->model, &mc, &tc, &od);
+		rc = worker_owner_load(w, r->data, r->model_path, info, &mc, &tc, &od);
 	if (rc) {
 		sc_rpc_reply_err(rep, worker_status_of(rc), "%s", sc_err_detail());
 		goto out;

@@ -462,10 +462,15 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 		sp.first = (int)r->tail_first_layer;
 		sp.last = (int)r->tail_last_layer;
 		sp.slots = j->tail_slots;
-		if ((rc = sc_segment_new(&j->tail, w->be, &sp)) ||
-		    (rc = sc_segment_load_weights(j->tail, wf)) ||
-		    (rc = worker_owner_load(w, r->owner_data, r->model_path, r->model, mc, tc,
-					    &j->od)))
+		Splitchain__ModelInfo *info = NULL;
+		if (!(rc = sc_segment_new(&j->tail, w->be, &sp)) &&
+		    !(rc = sc_segment_load_weights(j->tail, wf)) &&
+		    !(rc = r->model[0] ? worker_owner_model(w, r->model, &info) : SC_OK))
+			rc = worker_owner_load(w, r->owner_data, r->model_path, info, mc, tc,
+					       &j->od);
+		if (info)
+			protobuf_c_message_free_unpacked(&info->base, NULL);
+		if (rc)
 			goto fail;
 	}
 	sc_weights_close(wf);

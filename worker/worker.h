@@ -209,13 +209,17 @@ struct worker_holding worker_holding_get(worker *w);
  * bytes): SC_EINVAL for an absolute path, "..", or a symbolic link that
  * leads out of dir; SC_ENOENT when nothing is there. */
 sc_err worker_owner_path(const char *dir, const char *rel, char *out, size_t size);
+/* *out = the registered model called model as the coordinator describes
+ * it, with its tokenizer files (Coordinator.ModelShow); free with
+ * protobuf_c_message_free_unpacked. */
+sc_err worker_owner_model(worker *w, const char *model, Splitchain__ModelInfo **out);
 /* Reads the data d names under the owner's directory as the job's
- * coordinator would (tokenizer: d's, else the registered model's files
- * from the coordinator, else model_path's): fills *out. Errors name what
- * was wrong, never the data's contents. */
+ * coordinator would (tokenizer: d's, else the registered model's files in
+ * registered, else model_path's): fills *out. Errors name what was wrong,
+ * never the data's contents. */
 sc_err worker_owner_load(worker *w, const Splitchain__OwnerData *d, const char *model_path,
-			 const char *model, const sc_model_config *mc, const sc_train_config *tc,
-			 worker_owner_data *out);
+			 const Splitchain__ModelInfo *registered, const sc_model_config *mc,
+			 const sc_train_config *tc, worker_owner_data *out);
 void worker_owner_free(worker_owner_data *od);
 /* Worker.DataCheck: loads the data as a job would, reports its size. */
 void worker_data_check(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);

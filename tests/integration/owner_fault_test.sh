@@ -7,6 +7,8 @@
 #     waits (queued, never placed without it) until the owner is back, then
 #     resumes from the checkpoint — the owner's LoRA and optimizer state
 #     included — and ends with the same adapters;
+#   - a registered model (every worker with a cache): the owner fetches its
+#     segments and takes the configuration from the registry;
 #   - one of two owners killed mid-job: the same, and the job still equals
 #     `finetune` with both owners' files.
 #   owner_fault_test.sh BUILD_DIR WORK_DIR
@@ -23,7 +25,8 @@ start_worker() { # NAME [FLAGS...]
   local n=$1
   shift
   OMP_NUM_THREADS=1 "$BUILD/worker/splitchain-worker" --coordinator "$URL" --name "$n" \
-    --threads 1 --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 --data-timeout 60 "$@" \
+    --threads 1 --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 --data-timeout 60 \
+    --cache "cluster/cache-$n" "$@" \
     >>"cluster/$n.log" 2>&1 &
   echo $! > "cluster/worker-$n.pid"
 }
@@ -75,6 +78,19 @@ else bad "job after the owner came back: $(state "$job")"; fi
 "$SC" export "$job" --out after-owner >/dev/null
 same_adapter ref after-owner && ok "adapters equal an uninterrupted run's (the owner's state restored)" ||
   bad "adapters differ after the owner was lost"
+
+# A registered model: the owner fetches its segments like any worker and
+# takes the tokenizer and configuration from the registry.
+"$SC" models add reg model >/dev/null || bad "models add"
+job=$("$SC" submit --model reg --owner alice --data data.txt "${JOB_OPTS[@]}" --stages 1 \
+      --checkpoint-every 50 --name registered)
+if "$SC" watch "$job" >/dev/null 2>&1; then
+  "$SC" export "$job" --out registered >/dev/null
+  same_adapter ref registered && ok "a registered model's owner job equals one process" ||
+    bad "registered model's owner job: adapters differ"
+else
+  bad "registered model's owner job ended $(state "$job")"
+fi
 
 # One of two owners lost.
 mkdir -p home-bob
