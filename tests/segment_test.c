@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "sc_modelgen.h"
+#include "sc_quant.h"
 #include "sc_rng.h"
 #include "sc_segment.h"
 #include "testutil.h"
@@ -330,6 +331,147 @@ static void missing_weights_are_named(void **state)
 	sc_st_close(wf);
 }
 
+/* Two steps of training on seg (each: forward and backward of two
+ * micro-batches, AdamW); the adapters after them into out. The helper takes
+ * the next action of one of two segments, so that a test can interleave
+ * them as a worker serving two jobs does. */
+typedef struct trainee {
+	sc_segment *seg;
+	const int32_t *tokens, *targets;
+	int B, T, stage; /* stage: the next of 6 actions */
+} trainee;
+
+static void train_one(trainee *t)
+{
+	static const sc_adamw_hparams hp = { 0.9f, 0.999f, 1e-8f, 0.01f };
+	double loss;
+	int s = t->stage++ % 3, mb = (t->stage - 1) / 3 % 2;
+	const int32_t *tok = t->tokens + (size_t)mb * (size_t)(t->B * t->T) / 2;
+	if (s == 0) {
+		SC_ASSERT_OK(sc_segment_forward(t->seg, mb, tok, t->targets, 0.5f, NULL, &loss));
+		assert_true(isfinite(loss));
+	} else if (s == 1) {
+		SC_ASSERT_OK(sc_segment_backward(t->seg, mb, NULL, NULL));
+	} else if (mb == 1) {
+		SC_ASSERT_OK(sc_segment_adamw(t->seg, &hp, 1e-2f, 1.0f, t->stage / 6));
+		SC_ASSERT_OK(sc_segment_zero_grad(t->seg));
+	}
+}
+
+static sc_segment *make_shape(fixture *f, const sc_model_config *mc, const sc_lora_config *lc,
+			      int Bm, int Tm, const sc_segment *donor, sc_weights *w)
+{
+	sc_segment_spec sp = { .model = *mc,
+			       .lora = *lc,
+			       .first = 0,
+			       .last = mc->n_layer,
+			       .B = Bm,
+			       .T = Tm,
+			       .slots = 2 };
+	sc_segment *seg;
+	sc_adapter *ad;
+	if (donor)
+		SC_ASSERT_OK(sc_segment_new_sharing(&seg, f->be, &sp, donor));
+	else {
+		SC_ASSERT_OK(sc_segment_new(&seg, f->be, &sp));
+		SC_ASSERT_OK(sc_segment_load_weights(seg, w));
+	}
+	SC_ASSERT_OK(sc_adapter_new(&ad, lc, mc));
+	sc_test_fill_normal(ad->data, ad->n_floats, 7 + (uint64_t)lc->rank, 0.2f);
+	SC_ASSERT_OK(sc_segment_set_lora(seg, ad));
+	SC_ASSERT_OK(sc_segment_zero_grad(seg));
+	sc_adapter_free(ad);
+	return seg;
+}
+
+/* Parameter sharing: a job's segment that shares another's frozen weights
+ * trains exactly as it does alone, its steps interleaved with the other's,
+ * with another LoRA rank and another sequence length (the rotary tables are
+ * its own), and goes on after the segment that loaded the weights is gone. */
+static void shared_base_trains_as_alone(void **state)
+{
+	fixture *f = *state;
+	sc_model_config mc;
+	char dir[512];
+	sc_weights *w;
+	sc_modelgen_opts o = { .seed = 4, .dtype = SC_F32, .random_norms = 1 };
+	sc_config_shape shape = { .n_layer = 2,
+				  .n_embd = 32,
+				  .n_head = 4,
+				  .n_kv_head = 2,
+				  .n_inner = 48,
+				  .vocab_size = V,
+				  .n_positions = 32,
+				  .tie = -1 };
+	SC_ASSERT_OK(sc_config_make(&mc, "llama-tiny", NULL, &shape));
+	sc_test_path(dir, sizeof(dir), "sharemodel");
+	SC_ASSERT_OK(sc_modelgen_write(dir, &mc, &o));
+	SC_ASSERT_OK(sc_weights_open(&w, dir));
+	sc_lora_config la = { .rank = 4, .alpha = 8.0f, .targets = 0x7f, .seed = 5 };
+	sc_lora_config lb = { .rank = 2, .alpha = 4.0f, .targets = 0x3, .seed = 6 };
+	int32_t tok[4 * 16], tgt[4 * 16];
+	for (int i = 0; i < 4 * 16; i++) {
+		tok[i] = (i * 37 + 11) % V;
+		tgt[i] = (i * 53 + 5) % V;
+	}
+	sc_adapter *alone[2], *shared[2];
+	for (int run = 0; run < 2; run++) {
+		sc_adapter **out = run ? shared : alone;
+		trainee a = { make_shape(f, &mc, &la, 2, 16, NULL, w), tok, tgt, 2, 16, 0 };
+		trainee b = { run ? make_shape(f, &mc, &lb, 4, 8, a.seg, NULL)
+				  : make_shape(f, &mc, &lb, 4, 8, NULL, w),
+			      tok,
+			      tgt,
+			      4,
+			      8,
+			      0 };
+		if (run) {
+			assert_ptr_equal(sc_segment_base_id(a.seg), sc_segment_base_id(b.seg));
+			assert_int_equal(sc_segment_base_users(b.seg), 2);
+		} else {
+			assert_ptr_not_equal(sc_segment_base_id(a.seg), sc_segment_base_id(b.seg));
+		}
+		for (int i = 0; i < 12; i++) { /* interleaved: a, b, a, b, ... */
+			train_one(&a);
+			train_one(&b);
+		}
+		SC_ASSERT_OK(sc_adapter_new(&out[0], &la, &mc));
+		SC_ASSERT_OK(sc_segment_get_lora(a.seg, out[0]));
+		sc_segment_free(a.seg); /* the segment that loaded the weights goes first */
+		if (run)
+			assert_int_equal(sc_segment_base_users(b.seg), 1);
+		for (int i = 0; i < 6; i++)
+			train_one(&b);
+		SC_ASSERT_OK(sc_adapter_new(&out[1], &lb, &mc));
+		SC_ASSERT_OK(sc_segment_get_lora(b.seg, out[1]));
+		sc_segment_free(b.seg);
+	}
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(alone[k]->n_floats, shared[k]->n_floats);
+		assert_memory_equal(alone[k]->data, shared[k]->data,
+				    alone[k]->n_floats * sizeof(float));
+		sc_adapter_free(alone[k]);
+		sc_adapter_free(shared[k]);
+	}
+	/* Only the same model, layers and format share. */
+	sc_segment *d = make_shape(f, &mc, &la, 2, 16, NULL, w), *x = NULL;
+	sc_segment_spec other = {
+		.model = mc, .lora = la, .first = 0, .last = 1, .B = 2, .T = 16, .slots = 1
+	};
+	assert_false(sc_segment_can_share(d, f->be, &other));
+	assert_int_equal(sc_segment_new_sharing(&x, f->be, &other, d), SC_EINVAL);
+	assert_null(x);
+	assert_non_null(strstr(sc_err_detail(), "cannot share"));
+	other.last = mc.n_layer;
+	other.model.quantized = 1;
+	other.model.quant_format = SC_QUANT_INT8;
+	assert_false(sc_segment_can_share(d, f->be, &other));
+	other.model = mc;
+	assert_true(sc_segment_can_share(d, f->be, &other));
+	sc_segment_free(d);
+	sc_weights_close(w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -340,6 +482,7 @@ int main(void)
 		cmocka_unit_test(bad_input_is_refused),
 		cmocka_unit_test(weights_dir_loads_the_same),
 		cmocka_unit_test(missing_weights_are_named),
+		cmocka_unit_test(shared_base_trains_as_alone),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

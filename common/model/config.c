@@ -220,6 +220,20 @@ sc_err sc_config_parse(sc_model_config *out, const char *text, size_t len)
 	return rc;
 }
 
+int sc_config_equal(const sc_model_config *a, const sc_model_config *b)
+{
+#define SAME(f) (a->f == b->f)
+	return !strcmp(a->model_type, b->model_type) && SAME(n_layer) && SAME(n_head) &&
+	       SAME(n_kv_head) && SAME(head_dim) && SAME(n_embd) && SAME(n_inner) &&
+	       SAME(vocab_size) && SAME(n_positions) && SAME(ln_eps) && SAME(tie_embeddings) &&
+	       SAME(qkv_bias) && SAME(o_bias) && SAME(mlp_bias) && SAME(sliding_window) &&
+	       SAME(rope_theta) && SAME(rope_scaling) && SAME(rope_factor) &&
+	       SAME(rope_low_freq_factor) && SAME(rope_high_freq_factor) &&
+	       SAME(rope_original_max_positions) && SAME(bos_token_id) && SAME(eos_token_id) &&
+	       SAME(quantized) && SAME(quant_format) && SAME(quant_double);
+#undef SAME
+}
+
 sc_err sc_config_validate(const sc_model_config *c)
 {
 	if (!c)

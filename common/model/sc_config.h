@@ -16,6 +16,10 @@ enum sc_rope_scaling {
 	SC_ROPE_LLAMA3, /* Llama 3.1's frequency-dependent scaling */
 };
 
+/* The most layers a per-layer format can name (= SC_ADAPTER_MAX_LAYERS,
+ * the most layers a model may have). */
+#define SC_LAYER_QUANT_MAX 256
+
 typedef struct sc_model_config {
 	char model_type[16]; /* as config.json names it: gpt2, llama, mistral, qwen2 */
 	int n_layer;         /* L */
@@ -44,6 +48,11 @@ typedef struct sc_model_config {
 	int quantized;    /* 0: float projections */
 	int quant_format; /* enum sc_quant_format, when quantized */
 	int quant_double; /* nf4 with double quantization of the block absmax */
+	/* Per-layer formats of the projections (sc_layer_quant.h), by global
+	 * layer: 0 keeps the format above (float, or quant_format), k > 0
+	 * holds that layer's projections in enum sc_quant_format k - 1 (int8
+	 * or nf4), quantized from the float weights as the layer loads. */
+	unsigned char layer_quant[SC_LAYER_QUANT_MAX];
 } sc_model_config;
 
 /* Parses the config.json at path into *out. An unknown model_type (the
@@ -54,6 +63,10 @@ sc_err sc_config_load(sc_model_config *out, const char *path);
 
 /* Parses config.json text (len bytes, not necessarily NUL-terminated). */
 sc_err sc_config_parse(sc_model_config *out, const char *text, size_t len);
+
+/* Nonzero when a and b describe the same model: every field equal (the
+ * family, the shape, the rotary settings and the base format). */
+int sc_config_equal(const sc_model_config *a, const sc_model_config *b);
 
 /* Checks the invariants sc_config_parse enforces. */
 sc_err sc_config_validate(const sc_model_config *cfg);

@@ -54,6 +54,24 @@ typedef struct sc_segment_spec {
  * memory allocated once, weights zero; free with sc_segment_free. */
 sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *spec);
 void sc_segment_free(sc_segment *seg);
+/* Parameter sharing: a segment of the same model (sc_config_equal: family,
+ * shape and base format) and the same layers, on the same backend, made
+ * with sc_segment_new_sharing, uses donor's frozen weights instead of a
+ * copy of its own: only its adapters, optimizer state, activations,
+ * scratch and rotary tables are new (a generation segment's key/value
+ * cache too). The weights are reference-counted and freed with the last
+ * segment that uses them, whichever it is; they are read-only once loaded,
+ * so segments sharing them may run on different threads (each segment
+ * itself still has one caller at a time). sc_segment_load_* on a sharing
+ * segment loads nothing but its rotary tables. donor must be loaded. */
+int sc_segment_can_share(const sc_segment *donor, const sc_backend *be,
+			 const sc_segment_spec *spec);
+sc_err sc_segment_new_sharing(sc_segment **out, sc_backend *be, const sc_segment_spec *spec,
+			      const sc_segment *donor);
+/* Identifies the segment's frozen weights (equal for segments sharing
+ * them), and how many segments use them now. */
+const void *sc_segment_base_id(const sc_segment *seg);
+int sc_segment_base_users(const sc_segment *seg);
 
 const sc_segment_spec *sc_segment_get_spec(const sc_segment *seg);
 int sc_segment_is_first(const sc_segment *seg);
@@ -151,6 +169,13 @@ sc_err sc_segment_adamw(sc_segment *seg, const sc_adamw_hparams *hp, float lr, f
  * Host arrays, as sc_segment_forward's. Running pos0 again overwrites the
  * cache from there (a new prompt starts at 0). */
 sc_err sc_segment_infer(sc_segment *seg, int pos0, int n, const void *in, float *out);
+
+/* After an sc_segment_infer call of n positions: out (B,n,C) = the
+ * segment's last layer's output for them (before the final norm, on the
+ * last segment too), e.g. to measure a layer's error under another base
+ * format (sc_calib.h). SC_EINVAL outside a generation segment or for n
+ * outside 1..T. */
+sc_err sc_segment_infer_hidden(const sc_segment *seg, int n, float *out);
 
 /* Bytes of device memory the segment holds (base, LoRA, optimizer, acts). */
 size_t sc_segment_device_bytes(const sc_segment *seg);

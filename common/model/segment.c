@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sc_layer_quant.h"
 #include "segment_impl.h"
 
 /* Lays buffers out in one allocation. A first pass with base == NULL only
@@ -52,13 +53,33 @@ int seg_quant_target(const sc_segment *seg, const sc_param_desc *p)
 	return -1;
 }
 
-void seg_quant_spec(const sc_segment *seg, const sc_param_desc *p, sc_quant_spec *qs)
+int seg_layer_format(const sc_segment *seg, int l)
 {
-	*qs = (sc_quant_spec){ .format = (enum sc_quant_format)seg->spec.model.quant_format,
+	return sc_layer_quant_of(&seg->spec.model, seg->spec.first + l);
+}
+
+/* Whether any layer of the segment holds quantized projections. */
+static int seg_any_quant(const sc_segment *seg)
+{
+	for (int l = 0; l < seg->nl; l++)
+		if (seg_layer_format(seg, l) >= 0)
+			return 1;
+	return 0;
+}
+
+void seg_quant_spec(const sc_segment *seg, int l, const sc_param_desc *p, sc_quant_spec *qs)
+{
+	const sc_model_config *mc = &seg->spec.model;
+	int f = l < 0 ? mc->quant_format : seg_layer_format(seg, l);
+	/* Double quantization is the job's nf4 base's; a layer lowered to
+	 * nf4 from another base has none. */
+	int dq = f == SC_QUANT_NF4 && mc->quantized && mc->quant_format == SC_QUANT_NF4 &&
+		 mc->quant_double;
+	*qs = (sc_quant_spec){ .format = (enum sc_quant_format)f,
 			       .rows = (size_t)p->shape[0],
 			       .cols = (size_t)p->shape[1],
 			       .row_major_out = !seg->fam->fan_in_fan_out,
-			       .double_quant = seg->spec.model.quant_double };
+			       .double_quant = dq };
 }
 
 /* Floats that hold bytes bytes. */
@@ -68,11 +89,12 @@ static size_t byte_floats(size_t bytes)
 }
 
 /* The parts of quantized projection p, sized by sc_quant_size. */
-static void layout_qweight(sc_segment *seg, arena *a, const sc_param_desc *p, sc_qweight *q)
+static void layout_qweight(sc_segment *seg, arena *a, int l, const sc_param_desc *p,
+			   sc_qweight *q)
 {
 	sc_quant_spec qs;
 	sc_quant_sizes z;
-	seg_quant_spec(seg, p, &qs);
+	seg_quant_spec(seg, l, p, &qs);
 	if (sc_quant_size(&qs, &z)) /* checked in sc_segment_new */
 		memset(&z, 0, sizeof(z));
 	*q = (sc_qweight){
@@ -101,7 +123,7 @@ static void layout_base(sc_segment *seg, arena *a)
 		int held = holds_global(seg, g) && gp[g].ndim, q = seg_bf16_global(seg, g);
 		seg->gp[g] = held && !q ? take(a, numel(&gp[g])) : NULL;
 		if (held && q)
-			layout_qweight(seg, a, &gp[g], &seg->gq[g]);
+			layout_qweight(seg, a, -1, &gp[g], &seg->gq[g]);
 	}
 	seg->head = seg->gp[SC_GP_HEAD]       ? seg->gp[SC_GP_HEAD]
 		    : sc_segment_is_last(seg) ? seg->gp[SC_GP_EMBED]
@@ -109,19 +131,15 @@ static void layout_base(sc_segment *seg, arena *a)
 	seg->head_q = seg->gq[SC_GP_HEAD].q                               ? &seg->gq[SC_GP_HEAD]
 		      : sc_segment_is_last(seg) && seg->gq[SC_GP_EMBED].q ? &seg->gq[SC_GP_EMBED]
 									  : NULL;
-	if (mc->rope_theta > 0) {
-		int P = seg_generating(seg) ? seg->spec.kv_positions : seg->spec.T;
-		size_t n = (size_t)P * (size_t)(mc->head_dim / 2);
-		seg->rope_cos = take(a, n);
-		seg->rope_sin = take(a, n);
-	}
 	for (int l = 0; l < seg->nl; l++) {
 		seg->fam->layer_params(mc, seg->spec.first + l, lp);
 		for (int p = 0; p < seg->fam->n_layer_params; p++) {
-			int t = seg->lq ? seg_quant_target(seg, &lp[p]) : -1;
+			int t = seg->lq && seg_layer_format(seg, l) >= 0
+				    ? seg_quant_target(seg, &lp[p])
+				    : -1;
 			seg->lw[l][p] = lp[p].ndim && t < 0 ? take(a, numel(&lp[p])) : NULL;
 			if (t >= 0)
-				layout_qweight(seg, a, &lp[p], &seg->lq[l][t]);
+				layout_qweight(seg, a, l, &lp[p], &seg->lq[l][t]);
 		}
 	}
 }
@@ -160,6 +178,14 @@ static void layout_scratch(sc_segment *seg, arena *a)
 	size_t N = seg_N(seg), C = (size_t)sp->model.n_embd;
 	size_t sizes[SC_FAMILY_MAX_SCRATCH];
 
+	/* The rotary tables depend on the positions the segment runs, not on
+	 * the weights: they are the segment's own, beside a shared base. */
+	if (sp->model.rope_theta > 0) {
+		int P = seg_generating(seg) ? sp->kv_positions : sp->T;
+		size_t n = (size_t)P * (size_t)(sp->model.head_dim / 2);
+		seg->rope_cos = take(a, n);
+		seg->rope_sin = take(a, n);
+	}
 	if (seg->lq)
 		seg->qtile = take(a, seg->qtile_floats);
 	if (seg_generating(seg)) { /* no backward: only the logits */
@@ -293,19 +319,24 @@ static sc_err quant_setup(sc_segment *seg)
 	sc_quant_spec qs;
 	sc_quant_sizes z;
 
-	seg->fam->layer_params(mc, seg->spec.first, lp);
-	for (int p = 0; p < seg->fam->n_layer_params; p++) {
-		if (seg_quant_target(seg, &lp[p]) < 0)
+	for (int l = 0; l < seg->nl; l++) {
+		if (seg_layer_format(seg, l) < 0)
 			continue;
-		if (seg->be && !sc_backend_has_gemm_q(seg->be))
-			return sc_errf(
-			    SC_ENOTSUP,
-			    "'%s' is quantized (%s): quantized base weights need the CPU "
-			    "backend for now (this segment is on %s)",
-			    lp[p].name, sc_quant_name((enum sc_quant_format)mc->quant_format),
-			    seg->be->name);
-		seg_quant_spec(seg, &lp[p], &qs);
-		SC_TRY(sc_quant_size(&qs, &z));
+		seg->fam->layer_params(mc, seg->spec.first + l, lp);
+		for (int p = 0; p < seg->fam->n_layer_params; p++) {
+			if (seg_quant_target(seg, &lp[p]) < 0)
+				continue;
+			if (seg->be && !sc_backend_has_gemm_q(seg->be))
+				return sc_errf(
+				    SC_ENOTSUP,
+				    "'%s' is quantized (%s): quantized base weights need the CPU "
+				    "backend for now (this segment is on %s)",
+				    lp[p].name,
+				    sc_quant_name((enum sc_quant_format)seg_layer_format(seg, l)),
+				    seg->be->name);
+			seg_quant_spec(seg, l, &lp[p], &qs);
+			SC_TRY(sc_quant_size(&qs, &z));
+		}
 	}
 	for (int t = 0; t < seg->fam->n_targets; t++) {
 		int in, o;
@@ -315,14 +346,14 @@ static sc_err quant_setup(sc_segment *seg)
 		if (seg_generating(seg))
 			bwd = 0;
 		fwd = fwd > bwd ? fwd : bwd;
-		if (mc->quant_format == SC_QUANT_BF16) {
+		if (mc->quantized && mc->quant_format == SC_QUANT_BF16) {
 			size_t k = (size_t)(seg_generating(seg) || in > o ? in : o);
 			size_t act = (seg_N(seg) * k + 1) / 2;
 			fwd = act > fwd ? act : fwd;
 		}
 		seg->qtile_floats = fwd > seg->qtile_floats ? fwd : seg->qtile_floats;
 	}
-	if (mc->quant_format == SC_QUANT_BF16)
+	if (mc->quantized && mc->quant_format == SC_QUANT_BF16)
 		SC_TRY(bf16_globals_setup(seg));
 	seg->lq = calloc((size_t)seg->nl, sizeof(*seg->lq));
 	return seg->lq ? SC_OK : sc_errf(SC_ENOMEM, "out of memory");
@@ -351,7 +382,7 @@ static size_t layout_lora(sc_segment *seg)
  * in seg->device_bytes (by group in *bytes, may be NULL), no device memory
  * allocated; attn gives the attention sizes then (state, scratch floats). */
 static sc_err build(sc_segment **out, sc_backend *be, const sc_segment_spec *spec,
-		    const size_t *attn, sc_segment_bytes *bytes)
+		    const size_t *attn, sc_segment_bytes *bytes, const sc_segment *donor)
 {
 	sc_segment_bytes by = { 0 };
 	sc_segment *seg;
@@ -383,7 +414,7 @@ static sc_err build(sc_segment **out, sc_backend *be, const sc_segment_spec *spe
 		goto fail;
 	}
 	seg->lora_floats = layout_lora(seg);
-	if (spec->model.quantized && (rc = quant_setup(seg)))
+	if (seg_any_quant(seg) && (rc = quant_setup(seg)))
 		goto fail;
 	if (spec->kv_positions) { /* attention reads the cache: nothing kept, no backward */
 		seg->kc = calloc((size_t)seg->nl, sizeof(float *));
@@ -415,8 +446,27 @@ static sc_err build(sc_segment **out, sc_backend *be, const sc_segment_spec *spe
 					seg->lora_floats * sizeof(float))))
 			goto fail;
 	}
-	if ((rc = alloc_laid_out(seg, &seg->base_mem, base_fn, NULL, &by.base)))
-		goto fail;
+	if (donor) { /* the donor's weights, laid out as its own */
+		arena a = { donor->base_mem, 0 };
+		layout_base(seg, &a);
+		seg->base = donor->base;
+		seg->base_mem = donor->base_mem;
+		atomic_fetch_add(&seg->base->refs, 1);
+		seg->device_bytes += seg->base->bytes;
+		by.base = seg->base->bytes;
+	} else {
+		if (be && !(seg->base = calloc(1, sizeof(*seg->base)))) {
+			rc = sc_errf(SC_ENOMEM, "out of memory");
+			goto fail;
+		}
+		if ((rc = alloc_laid_out(seg, &seg->base_mem, base_fn, NULL, &by.base)))
+			goto fail;
+		if (seg->base) {
+			seg->base->mem = seg->base_mem;
+			seg->base->bytes = by.base;
+			atomic_init(&seg->base->refs, 1);
+		}
+	}
 	for (int i = 0; i < spec->slots; i++) {
 		slot *s = &seg->slots[i];
 		s->layers = calloc((size_t)seg->nl, sizeof(layer_acts));
@@ -443,7 +493,43 @@ fail:
 
 sc_err sc_segment_new(sc_segment **out, sc_backend *be, const sc_segment_spec *spec)
 {
-	return build(out, be, spec, NULL, NULL);
+	return build(out, be, spec, NULL, NULL, NULL);
+}
+
+int sc_segment_can_share(const sc_segment *donor, const sc_backend *be, const sc_segment_spec *spec)
+{
+	return donor && donor->be == be && be && donor->base && donor->base->loaded &&
+	       donor->spec.first == spec->first && donor->spec.last == spec->last &&
+	       sc_config_equal(&donor->spec.model, &spec->model);
+}
+
+sc_err sc_segment_new_sharing(sc_segment **out, sc_backend *be, const sc_segment_spec *spec,
+			      const sc_segment *donor)
+{
+	*out = NULL;
+	if (!sc_segment_can_share(donor, be, spec))
+		return sc_errf(SC_EINVAL,
+			       "segment [%d, %d) cannot share the frozen weights of segment [%d, "
+			       "%d): another model, format, layer range or device, or not loaded",
+			       spec->first, spec->last, donor ? donor->spec.first : 0,
+			       donor ? donor->spec.last : 0);
+	SC_TRY(build(out, be, spec, NULL, NULL, donor));
+	sc_err rc = seg_load_rope(*out);
+	if (rc) {
+		sc_segment_free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+const void *sc_segment_base_id(const sc_segment *seg)
+{
+	return seg->base;
+}
+
+int sc_segment_base_users(const sc_segment *seg)
+{
+	return seg->base ? atomic_load(&seg->base->refs) : 0;
 }
 
 sc_err sc_segment_predict(const sc_segment_spec *spec, const char *device, sc_segment_bytes *out)
@@ -462,7 +548,7 @@ sc_err sc_segment_predict(const sc_segment_spec *spec, const char *device, sc_se
 	SC_TRY(validate_spec(spec));
 	if (!spec->kv_positions)
 		SC_TRY(sc_backend_attention_sizes_of(device, &sh, &attn[0], &attn[1]));
-	rc = build(&seg, NULL, spec, attn, out);
+	rc = build(&seg, NULL, spec, attn, out, NULL);
 	sc_segment_free(seg);
 	return rc;
 }
@@ -474,7 +560,10 @@ void sc_segment_free(sc_segment *seg)
 	for (int g = 0; seg->be && g < 4; g++)
 		BE_CALL(seg, free_buf, seg->group[g]);
 	if (seg->be) { /* else a dry run: nothing allocated on a device */
-		seg->be->ops->free_buf(seg->be, seg->base_mem);
+		if (seg->base && atomic_fetch_sub(&seg->base->refs, 1) == 1) {
+			seg->be->ops->free_buf(seg->be, seg->base->mem);
+			free(seg->base);
+		}
 		seg->be->ops->free_buf(seg->be, seg->scratch_mem);
 		seg->be->ops->free_buf(seg->be, seg->kv_mem);
 	}
@@ -513,7 +602,7 @@ void sc_segment_layer_view(const sc_segment *seg, int l, const slot *s, sc_layer
 		.lora_scale = seg->scale,
 		.attn = seg->attn,
 		.w = seg->lw[l],
-		.qw = seg->lq ? seg->lq[l] : NULL,
+		.qw = seg->lq && seg_layer_format(seg, l) >= 0 ? seg->lq[l] : NULL,
 		.qtile = seg->qtile,
 		.qtile_floats = seg->qtile_floats,
 		.a = s->layers[l].a,

@@ -4,6 +4,8 @@
 #ifndef SC_SEGMENT_IMPL_H
 #define SC_SEGMENT_IMPL_H
 
+#include <stdatomic.h>
+
 #include "layer.h"
 #include "sc_quant.h"
 #include "sc_segment.h"
@@ -26,6 +28,15 @@ typedef struct slot {
 	layer_acts *layers; /* (nl) host array of views */
 } slot;
 
+/* A segment's frozen weights, shared by every segment made to share them
+ * and freed by the last one freed. Never written once loaded. */
+typedef struct seg_base {
+	void *mem;
+	atomic_int refs;
+	int loaded; /* weights are in (a sharer may only join then) */
+	size_t bytes;
+} seg_base;
+
 struct sc_segment {
 	sc_backend *be;
 	const sc_family *fam;
@@ -34,7 +45,10 @@ struct sc_segment {
 	float scale; /* LoRA alpha / r */
 	sc_attn_shape attn;
 
-	void *base_mem;         /* frozen weights */
+	/* Frozen weights: base_mem is base->mem, which other segments of the
+	 * same model and layers may share (sc_segment_new_sharing). */
+	struct seg_base *base;
+	void *base_mem;
 	float *gp[SC_GP_COUNT]; /* model-wide tensors held, else NULL */
 	float *head;            /* (V,C) last segment: LM head (maybe gp[EMBED]) */
 	/* A bf16 base (seg_bf16_globals): the token embedding and the LM head
@@ -45,9 +59,11 @@ struct sc_segment {
 	const sc_qweight *head_q;           /* last segment: gq[HEAD], or gq[EMBED] when tied */
 	float *rope_cos, *rope_sin;         /* (T, hs/2) with rotary positions */
 	float *(*lw)[SC_FAMILY_MAX_PARAMS]; /* (nl) each layer's frozen tensors */
-	/* A quantized model (spec.model.quantized): each layer's projections,
-	 * target by target, kept quantized in base (their lw entries NULL),
-	 * and the tile scratch gemm_q dequantizes into (in scratch_mem). */
+	/* A quantized model (spec.model.quantized), or any layer given its own
+	 * format (spec.model.layer_quant): each quantized layer's projections,
+	 * target by target, kept quantized in base (their lw entries NULL; a
+	 * float layer's lq entries stay empty), and the tile scratch gemm_q
+	 * dequantizes into (in scratch_mem). */
 	sc_qweight (*lq)[SC_LORA_MAX_TARGETS]; /* (nl) */
 	float *qtile;
 	size_t qtile_floats;
@@ -113,10 +129,19 @@ static inline int seg_bf16_global(const sc_segment *seg, int g)
 
 /* The LoRA target whose weight p is, or -1; on a quantized model exactly
  * these are kept quantized (as `splitchain quantize` writes them). */
+/* Computes the rotary tables into the segment's own memory (segment_io.c). */
+sc_err seg_load_rope(sc_segment *seg);
 int seg_quant_target(const sc_segment *seg, const sc_param_desc *p);
 
-/* The sc_quant_spec (sc_quant.h) of a quantized model's projection p. */
-void seg_quant_spec(const sc_segment *seg, const sc_param_desc *p, sc_quant_spec *qs);
+/* The format segment layer l (0-based within the segment) holds its
+ * projections in (sc_layer_quant_of: the layer's own, else the model's):
+ * enum sc_quant_format, or -1 for float. */
+int seg_layer_format(const sc_segment *seg, int l);
+
+/* The sc_quant_spec (sc_quant.h) of quantized projection p: of segment
+ * layer l (0-based within the segment), or l = -1 for a model-wide tensor
+ * (a bf16 base's embedding or head). */
+void seg_quant_spec(const sc_segment *seg, int l, const sc_param_desc *p, sc_quant_spec *qs);
 
 /* The view of layer l (0-based within the segment) in slot s for the
  * family's forward / backward; A, dA (targets) are the caller's storage. */

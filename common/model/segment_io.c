@@ -84,7 +84,7 @@ enum { Q_QWEIGHT, Q_SCALES, Q_SCALES_Q, Q_SCALES_SCALE, Q_SCALES_OFFSET, Q_PARTS
  * the file's mapping as it is, with no float32 copy; an F32 or F16 one is
  * read as float32 and rounded (sc_quant_quantize), so a float model runs
  * with a bf16 base too. */
-static sc_err load_bf16(sc_segment *seg, const source *src, const sc_param_desc *p,
+static sc_err load_bf16(sc_segment *seg, const source *src, int l, const sc_param_desc *p,
 			const sc_qweight *q)
 {
 	const sc_st_tensor *t;
@@ -92,7 +92,7 @@ static sc_err load_bf16(sc_segment *seg, const source *src, const sc_param_desc 
 	sc_quant_sizes z;
 	sc_err rc;
 
-	seg_quant_spec(seg, p, &qs);
+	seg_quant_spec(seg, l, p, &qs);
 	SC_TRY(sc_quant_size(&qs, &z));
 	SC_TRY(find_weight(seg, src, p->name, &t));
 	SC_TRY(sc_st_expect_shape(t, p->ndim, p->shape));
@@ -209,7 +209,7 @@ static sc_err quantize_parts(sc_segment *seg, const sc_param_desc *p, const qpar
  * quantized base (NAME.weight, quantized here as it loads,
  * sc_train_base_format); either way the parts are laid out in the staging
  * buffer, then uploaded. */
-static sc_err load_qweight(sc_segment *seg, const source *src, const sc_param_desc *p,
+static sc_err load_qweight(sc_segment *seg, const source *src, int l, const sc_param_desc *p,
 			   const sc_qweight *q)
 {
 	void *dev[Q_PARTS] = { (void *)q->q, (void *)q->scales, (void *)q->scales_q,
@@ -220,7 +220,7 @@ static sc_err load_qweight(sc_segment *seg, const source *src, const sc_param_de
 	qparts z = { .floats = 0 };
 	char name[160];
 
-	seg_quant_spec(seg, p, &z.qs);
+	seg_quant_spec(seg, l, p, &z.qs);
 	SC_TRY(sc_quant_size(&z.qs, &zs));
 	const size_t bytes[Q_PARTS] = { zs.qweight, zs.scales * sizeof(float), zs.scales_q,
 					zs.scales_scale * sizeof(float),
@@ -252,7 +252,7 @@ static sc_err load_qweight(sc_segment *seg, const source *src, const sc_param_de
 
 /* The rotary tables for every position the segment runs (T, or the cache's
  * positions when generating), computed on the host. */
-static sc_err load_rope(sc_segment *seg)
+sc_err seg_load_rope(sc_segment *seg)
 {
 	int P = seg->spec.kv_positions ? seg->spec.kv_positions : seg->spec.T;
 	size_t n = (size_t)P * (size_t)(seg->spec.model.head_dim / 2);
@@ -274,22 +274,27 @@ static sc_err load_base(sc_segment *seg, const source *src)
 	sc_param_desc gp[SC_GP_COUNT], lp[SC_FAMILY_MAX_PARAMS];
 	sc_err rc = SC_OK;
 
+	if (seg->base->loaded) { /* shared weights are never written again */
+		rc = seg->rope_cos ? seg_load_rope(seg) : SC_OK;
+		return rc ? rc : seg->be->ops->sync(seg->be);
+	}
 	seg->fam->global_params(mc, gp);
 	for (int g = 0; g < SC_GP_COUNT && !rc; g++)
 		if (seg->gp[g])
 			rc = load_weight(seg, src, seg->gp[g], &gp[g]);
 		else if (seg->gq[g].q) /* a bf16 base's embedding or head */
-			rc = load_bf16(seg, src, &gp[g], &seg->gq[g]);
+			rc = load_bf16(seg, src, -1, &gp[g], &seg->gq[g]);
 	if (!rc && seg->rope_cos)
-		rc = load_rope(seg);
+		rc = seg_load_rope(seg);
 	for (int l = 0; l < seg->nl && !rc; l++) {
 		seg->fam->layer_params(mc, seg->spec.first + l, lp);
 		for (int p = 0; p < seg->fam->n_layer_params && !rc; p++) {
-			int t = seg->lq ? seg_quant_target(seg, &lp[p]) : -1;
-			if (t >= 0 && mc->quant_format == SC_QUANT_BF16)
-				rc = load_bf16(seg, src, &lp[p], &seg->lq[l][t]);
+			int f = seg_layer_format(seg, l);
+			int t = seg->lq && f >= 0 ? seg_quant_target(seg, &lp[p]) : -1;
+			if (t >= 0 && f == SC_QUANT_BF16)
+				rc = load_bf16(seg, src, l, &lp[p], &seg->lq[l][t]);
 			else if (t >= 0)
-				rc = load_qweight(seg, src, &lp[p], &seg->lq[l][t]);
+				rc = load_qweight(seg, src, l, &lp[p], &seg->lq[l][t]);
 			else if (seg->lw[l][p])
 				rc = load_weight(seg, src, seg->lw[l][p], &lp[p]);
 		}
@@ -298,7 +303,9 @@ static sc_err load_base(sc_segment *seg, const source *src)
 	free(seg->host_stage);
 	seg->host_stage = NULL;
 	seg->host_stage_floats = 0;
-	return rc ? rc : seg->be->ops->sync(seg->be);
+	if (!rc && !(rc = seg->be->ops->sync(seg->be)))
+		seg->base->loaded = 1;
+	return rc;
 }
 
 sc_err sc_segment_load_base(sc_segment *seg, const sc_st_file *f)
