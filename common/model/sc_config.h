@@ -65,7 +65,8 @@ sc_err sc_config_load(sc_model_config *out, const char *path);
 sc_err sc_config_parse(sc_model_config *out, const char *text, size_t len);
 
 /* Nonzero when a and b describe the same model: every field equal (the
- * family, the shape, the rotary settings and the base format). */
+ * family, the shape, the rotary settings and the base format,
+ * per-layer formats included). */
 int sc_config_equal(const sc_model_config *a, const sc_model_config *b);
 
 /* Checks the invariants sc_config_parse enforces. */

@@ -290,3 +290,16 @@ sc_err sc_segment_infer(sc_segment *seg, int pos0, int n, const void *in, float 
 				 seg->infer_logits + (size_t)b * V, V));
 	return OPS(seg)->download(seg->be, out, seg->infer_logits, (size_t)B * V * sizeof(float));
 }
+
+sc_err sc_segment_infer_hidden(const sc_segment *seg, int n, float *out)
+{
+	const sc_segment_spec *sp = &seg->spec;
+	size_t rows = (size_t)sp->B * (size_t)n;
+	if (!seg_generating(seg) || n < 1 || n > sp->T || !out)
+		return sc_errf(SC_EINVAL,
+			       "segment hidden state: a generation segment's last 1..%d positions "
+			       "(asked for %d)",
+			       sp->T, n);
+	const float *xl = layer_output(seg, &seg->slots[0], seg->nl - 1);
+	return OPS(seg)->download(seg->be, out, xl, rows * sp->model.n_embd * sizeof(float));
+}
