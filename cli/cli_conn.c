@@ -204,6 +204,10 @@ cJSON *cli_job_json(const Splitchain__JobInfo *j)
 			cJSON_AddNumberToObject(e, "tail_first_layer", s->tail_first_layer);
 			cJSON_AddNumberToObject(e, "tail_last_layer", s->tail_last_layer);
 		}
+		/* The planner's per-layer base formats ("": the job's base). */
+		cJSON_AddStringToObject(e, "layer_quant", s->layer_quant ? s->layer_quant : "");
+		if (s->quant_reason && *s->quant_reason)
+			cJSON_AddStringToObject(e, "quant_reason", s->quant_reason);
 		cJSON_AddItemToArray(pl, e);
 	}
 	return o;

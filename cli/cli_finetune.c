@@ -13,6 +13,7 @@
 #include "sc_backend.h"
 #include "sc_codec.h"
 #include "sc_dataset.h"
+#include "sc_layer_quant.h"
 #include "sc_train.h"
 
 static const char finetune_help[] =
@@ -42,12 +43,16 @@ static const char finetune_exec_help[] =
     "  --stages N           split the layers into N in-process stages         (default 1)\n"
     "  --cuts L1,L2,...     the layers where stages 2, 3, ... begin (default: even split;\n"
     "                       e.g. a chain's placement, to reproduce it)\n"
+    "  --layer-quant SPEC   layers whose frozen projections are held in their own\n"
+    "                       format, e.g. 0-3:nf4,4-7:int8 (int8 or nf4; others keep\n"
+    "                       the job's base): what a chain's planner chose, to\n"
+    "                       reproduce it (splitchain status shows it)\n"
     "  --device D           cpu or cuda:N                                     (default cpu)\n"
     "  --threads N          CPU threads, 0 = all cores                        (default 0)\n"
     "  --quiet              no progress lines\n";
 
 typedef struct ft_args {
-	const char *model, *init, *out, *metrics, *device, *targets, *cuts;
+	const char *model, *init, *out, *metrics, *device, *targets, *cuts, *layer_quant;
 	const char *data[SC_TRAIN_MAX_SOURCES];
 	int ndata;
 	sc_lora_config lora;
@@ -66,6 +71,7 @@ static int parse(ft_args *a, int argc, char **argv)
 		{ "metrics", required_argument, 0, 'M' },
 		{ "stages", required_argument, 0, 'S' },
 		{ "cuts", required_argument, 0, 'U' },
+		{ "layer-quant", required_argument, 0, 'Q' },
 		{ "device", required_argument, 0, 'D' },
 		{ "threads", required_argument, 0, 'j' },
 		{ "quiet", no_argument, 0, 'q' },
@@ -99,6 +105,7 @@ static int parse(ft_args *a, int argc, char **argv)
 		case 'D': a->device = optarg; break;
 		case 'q': a->quiet = 1; break;
 		case 'U': a->cuts = optarg; break;
+		case 'Q': a->layer_quant = optarg; break;
 		case 'S':
 			bad = cli_int(cmd, "--stages", optarg, 1, 256, &v);
 			a->stages = (int)v;
@@ -210,6 +217,10 @@ int cli_finetune(int argc, char **argv)
 	snprintf(path, sizeof(path), "%s/config.json", a.model);
 	if ((rc = sc_config_load(&mc, path)) || (rc = sc_train_base_format(&mc, &a.tc))) {
 		cli_fail(cmd, rc, "cannot use the model");
+		goto out;
+	}
+	if (sc_layer_quant_apply(&mc, a.layer_quant)) {
+		ret = cli_usage(cmd, "%s", sc_err_detail());
 		goto out;
 	}
 	int bounds[SC_ADAPTER_MAX_LAYERS + 1], *bp = NULL;

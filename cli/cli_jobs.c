@@ -134,6 +134,9 @@ static void print_status(const Splitchain__JobInfo *j)
 			printf("    stage %u: layers [%u, %u) on worker %llu (%s)\n", s->stage,
 			       s->first_layer, s->last_layer, (unsigned long long)s->worker_id,
 			       s->worker_name);
+		if (s->layer_quant && *s->layer_quant) /* lowered by the planner to fit */
+			printf("      base lowered: %s — %s\n", s->layer_quant,
+			       s->quant_reason ? s->quant_reason : "");
 	}
 }
 

@@ -33,6 +33,10 @@ static const char submit_help[] =
     "  --workers A,B,C      the workers by name, in chain order, instead of the\n"
     "                       fastest free ones (the job waits for them to be free)\n"
     "                       Both are checked against the workers' memory.\n"
+    "  --no-auto-quant      when no placement fits the workers' memory, refuse the\n"
+    "                       job instead of lowering layers' frozen base to int8,\n"
+    "                       then nf4 (least sensitive layers first, measured once\n"
+    "                       per model; splitchain status shows the choice)\n"
     "  --schedule S         1f1b or gpipe                                     (default 1f1b)\n"
     "  --checkpoint-every N checkpoint every N steps (and at the end)         (default 10)\n"
     "\n"
@@ -51,7 +55,7 @@ static const char submit_help[] =
     "                                                                   (default 1)\n";
 
 /* Beside the shared options' codes (cli.h). */
-enum { OPT_SPLIT = 3001, OPT_WORKERS, OPT_OWNER, OPT_OWNER_LAYERS, OPT_FEDAVG };
+enum { OPT_SPLIT = 3001, OPT_WORKERS, OPT_OWNER, OPT_OWNER_LAYERS, OPT_FEDAVG, OPT_NO_AUTO_QUANT };
 
 int cli_submit(int argc, char **argv)
 {
@@ -67,6 +71,7 @@ int cli_submit(int argc, char **argv)
 		{ "owner", 1, 0, OPT_OWNER },
 		{ "owner-layers", 1, 0, OPT_OWNER_LAYERS },
 		{ "fedavg-every", 1, 0, OPT_FEDAVG },
+		{ "no-auto-quant", 0, 0, OPT_NO_AUTO_QUANT },
 		CLI_TRAIN_OPTIONS,
 		CLI_DATA_OPTIONS,
 		CLI_CONN_OPTIONS,
@@ -105,6 +110,7 @@ int cli_submit(int argc, char **argv)
 			bad = cli_int(cmd, "--stages", optarg, 1, 256, &stages);
 			stages_given = 1;
 			break;
+		case OPT_NO_AUTO_QUANT: req.no_auto_quant = 1; break;
 		case OPT_SPLIT:
 			if (sc_parse_split(optarg, bounds, 256, &n_split))
 				return cli_usage(cmd, "--split: %s", sc_err_detail());

@@ -11,7 +11,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "auto_quant.h"
 #include "coord_cache.h"
+#include "coord_calib.h"
 #include "coord_models.h"
 #include "coord_run.h"
 #include "placement.h"
@@ -19,6 +21,8 @@
 #include "sc_config.h"
 #include "sc_data.h"
 #include "sc_dataset.h"
+#include "sc_layer_quant.h"
+#include "sc_quant.h"
 #include "sc_rpc_pb.h"
 #include "sc_train.h"
 #include "sc_units.h"
@@ -140,6 +144,155 @@ static double fetch_bytes(void *arg, int worker, int first, int last, double *by
 	return *bytes * 8 / (f->mbit_s[worker] * 1e6);
 }
 
+/* One try of the planner over r's workers with the stages' memory as
+ * mem->mc says (plan() below). */
+typedef struct plan_try {
+	runner *r;
+	sc_stage_mem *mem;
+	sc_place_net *net;
+	sc_place_worker *pw;
+	int np; /* the planned (middle) stages */
+	double lg, hg;
+	sc_place_stage *ps;
+	char *reason;
+	size_t reason_size;
+} plan_try;
+
+/* Places the middle (every stage but a ring's owners) with sc_place, then
+ * checks the owners' two ends against their memory. */
+static sc_err place_stages(plan_try *pt)
+{
+	runner *r = pt->r;
+	sc_place_stage *ps = pt->ps;
+	sc_place_worker *pw = pt->pw;
+	int o = r->n_owners, np = pt->np, L = r->mc.n_layer, K = r->ring ? r->owner_layers : 0;
+	double lg = pt->lg, hg = pt->hg;
+	sc_err rc;
+
+	rc = sc_place(pw, np, np, L - 2 * K, lg, r->ring ? 0 : hg, pt->net, ps + o, pt->reason,
+		      pt->reason_size);
+	for (int i = o; !rc && i < r->n; i++) { /* the middle over [K, L - K) */
+		ps[i].worker += o;
+		ps[i].first += K;
+		ps[i].last += K;
+	}
+	for (int i = 0; !rc && i < o; i++) {
+		/* The owners' two ends, which must fit their memory too (the
+		 * head's and the tail's buffers both counted). */
+		int kind = (int)sc_mem_kind_of(r->st[i].device);
+		double need = pt->mem
+				  ? sc_stage_mem_bytes(pt->mem, kind, 0, np + 2, 0, K) +
+					sc_stage_mem_bytes(pt->mem, kind, np + 1, np + 2, L - K, L)
+				  : 0,
+		       have = usable_memory(r, i);
+		ps[i] = (sc_place_stage){ .worker = i, .first = 0, .last = K, .mem_bytes = need };
+		size_t used = strlen(pt->reason);
+		snprintf(pt->reason + used, pt->reason_size - used,
+			 "; U-shaped: data owner %s holds layers 0-%d and %d-%d with the "
+			 "embeddings and the head (%.0f MB of %.0f MB)",
+			 r->st[i].name, K - 1, L - K, L - 1, need / 1e6, have / 1e6);
+		if (have > 0 && need > have)
+			rc = sc_errf(SC_ERANGE,
+				     "the data owner %s cannot hold its %d block(s) at each end "
+				     "with the embeddings and the head: it needs %.0f MB, %.0f MB "
+				     "are usable on it",
+				     r->st[i].name, K, need / 1e6, have / 1e6);
+	}
+	return rc;
+}
+
+/* What stage i of pt's plan (in chain order, ps[i] placed) needs when
+ * its layers are as m->mc says: as place_stages and the planner count it. */
+static double stage_need(const plan_try *pt, sc_stage_mem *m, int i)
+{
+	const runner *r = pt->r;
+	int o = r->n_owners, L = r->mc.n_layer, K = r->ring ? r->owner_layers : 0;
+	int kind = (int)sc_mem_kind_of(r->st[pt->ps[i].worker].device);
+	const sc_place_stage *p = &pt->ps[i];
+	if (i < o)
+		return sc_stage_mem_bytes(m, kind, 0, pt->np + 2, 0, K) +
+		       sc_stage_mem_bytes(m, kind, pt->np + 1, pt->np + 2, L - K, L);
+	if (r->ring)
+		return sc_stage_mem_bytes(m, kind, i - o + 1, pt->np + 2, p->first, p->last);
+	return sc_stage_mem_bytes(m, kind, i, pt->np, p->first, p->last);
+}
+
+/* auto_quant.h's fits: a plan with the stages' layers as mc says. */
+static sc_err fits_with(void *arg, const sc_model_config *mc)
+{
+	plan_try *pt = arg;
+	pt->mem->mc = *mc;
+	sc_stage_mem_reset(pt->mem);
+	return place_stages(pt);
+}
+
+/* Nothing fits at the job's base: lowers layers (auto_quant.h) in the
+ * order of their measured errors (coord_calib.h) until a plan fits, and
+ * records the formats and each stage's bytes at the job's own base in r.
+ * SC_ERANGE, saying what was tried, when even every layer at nf4 does not
+ * fit or the errors cannot be measured. */
+static sc_err lower_layers(plan_try *pt)
+{
+	runner *r = pt->r;
+	int L = r->mc.n_layer, n = 0, used = 0, measured = 0;
+	sc_model_config base = pt->mem->mc, low = base;
+	sc_aq_step *steps = malloc((size_t)(2 * L) * sizeof(*steps));
+	char first[1024];
+	sc_err rc;
+
+	snprintf(first, sizeof(first), "%s", sc_err_detail());
+	if (!steps)
+		return sc_errf(SC_ENOMEM, "out of memory for %d layers' lowerings", L);
+	rc = coord_layer_errors(r->c->db, r->spec->model_path, r->spec->model_digest, &r->mc,
+				r->quant_err[0], r->quant_err[1], &measured);
+	if (rc) {
+		free(steps);
+		return sc_errf(SC_ERANGE,
+			       "%s; lowering layers to int8 or nf4 (leave it off with "
+			       "--no-auto-quant) was not possible: %s",
+			       first, sc_err_detail());
+	}
+	sc_aq_order(&low, 0, L, r->quant_err[0], r->quant_err[1], steps, &n);
+	rc = sc_aq_lower(&low, steps, n, fits_with, pt, &used);
+	free(steps);
+	if (rc == SC_ERANGE)
+		rc = n ? sc_errf(SC_ERANGE,
+				 "%s; nor with every layer's base lowered to nf4 (the planner "
+				 "lowers layers to int8, then nf4, when nothing fits): %s",
+				 first, sc_err_detail())
+		       : sc_errf(SC_ERANGE,
+				 "%s; every layer's base is nf4 already: nothing to lower", first);
+	if (!rc) {
+		sc_stage_mem at_base = *pt->mem;
+		at_base.mc = base;
+		at_base.memo = NULL;
+		sc_stage_mem_reset(&at_base);
+		for (int i = 0; i < r->n; i++)
+			r->base_mem[i] = stage_need(pt, &at_base, i);
+		sc_stage_mem_free(&at_base);
+		memcpy(r->layer_quant, low.layer_quant, sizeof(r->layer_quant));
+		if (sc_layer_quant_format(low.layer_quant, 0, L, r->layer_quant_text,
+					  sizeof(r->layer_quant_text)))
+			rc = sc_errf(SC_EINVAL,
+				     "the per-layer formats of %d layers are too long to "
+				     "send",
+				     L);
+	}
+	if (!rc) {
+		size_t at = strlen(pt->reason);
+		snprintf(pt->reason + at, pt->reason_size - at,
+			 "; nothing fit at the job's base (%s): %d of %d layers lowered in the "
+			 "order of their measured error (%s), %s",
+			 sc_train_base_describe(&base), sc_layer_quant_count(&low, 0, L), L,
+			 measured ? "measured now" : "measured before", r->layer_quant_text);
+		if (r->job)
+			sc_db_event(r->c->db, r->job->id, 0, SC_LOG_INFO, "placement",
+				    "base lowered to fit the workers' memory: %s",
+				    r->layer_quant_text);
+	}
+	return rc;
+}
+
 /* Plans r's stages on its workers (sc_place): ps[0..n) in chain order, the
  * reason in reason. A ring (a data owner's job) plans its middle alone:
  * the owner, stage 0, holds [0, K) and [L - K, L) by the job's word; its
@@ -214,7 +367,7 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 			     .gpipe = r->spec->schedule == SPLITCHAIN__SCHEDULE__SCHEDULE_GPIPE,
 			     .wire = r->tc.wire };
 	int planned_mem = sc_train_base_format(&mem.mc, &r->tc) == SC_OK;
-	int bounds[MAX_STAGES + 1], nb = 0, L = r->mc.n_layer;
+	int bounds[MAX_STAGES + 1], nb = 0;
 	ring_mem rm = { &mem, K };
 	if (r->spec->split && r->spec->split[0] &&
 	    (sc_parse_split(r->spec->split, bounds, MAX_STAGES, &nb) || nb != r->n)) {
@@ -240,35 +393,14 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 				       r->st[i].gflops * shared_cpus(r, i), usable_memory(r, i),
 				       (int)sc_mem_kind_of(r->st[i].device) };
 	sc_place_costs(&r->mc, r->tc.T, (int)r->spec->lora->rank, tokens, &lg, &hg);
-	rc = sc_place(pw, np, np, L - 2 * K, lg, r->ring ? 0 : hg, &net, ps + o, reason,
-		      reason_size);
-	for (int i = o; !rc && i < r->n; i++) { /* the middle over [K, L - K) */
-		ps[i].worker += o;
-		ps[i].first += K;
-		ps[i].last += K;
-	}
-	for (int i = 0; !rc && i < o; i++) {
-		/* The owners' two ends, which must fit their memory too (the
-		 * head's and the tail's buffers both counted). */
-		int kind = (int)sc_mem_kind_of(r->st[i].device);
-		double need = planned_mem
-				  ? sc_stage_mem_bytes(&mem, kind, 0, np + 2, 0, K) +
-					sc_stage_mem_bytes(&mem, kind, np + 1, np + 2, L - K, L)
-				  : 0,
-		       have = usable_memory(r, i);
-		ps[i] = (sc_place_stage){ .worker = i, .first = 0, .last = K, .mem_bytes = need };
-		size_t used = strlen(reason);
-		snprintf(reason + used, reason_size - used,
-			 "; U-shaped: data owner %s holds layers 0-%d and %d-%d with the "
-			 "embeddings and the head (%.0f MB of %.0f MB)",
-			 r->st[i].name, K - 1, L - K, L - 1, need / 1e6, have / 1e6);
-		if (have > 0 && need > have)
-			rc = sc_errf(SC_ERANGE,
-				     "the data owner %s cannot hold its %d block(s) at each end "
-				     "with the embeddings and the head: it needs %.0f MB, %.0f MB "
-				     "are usable on it",
-				     r->st[i].name, K, need / 1e6, have / 1e6);
-	}
+	plan_try pt = {
+		r, planned_mem ? &mem : NULL, &net, pw, np, lg, hg, ps, reason, reason_size
+	};
+	memset(r->layer_quant, 0, sizeof(r->layer_quant));
+	r->layer_quant_text[0] = '\0';
+	rc = place_stages(&pt);
+	if (rc == SC_ERANGE && planned_mem && !r->spec->no_auto_quant)
+		rc = lower_layers(&pt);
 	free(links);
 	sc_stage_mem_free(&mem);
 	if (fc)
@@ -349,14 +481,54 @@ sc_err coord_fit_check(coord *c, Splitchain__SubmitRequest *spec, const sc_model
 /* Places the layers on the reserved workers, in the order and with the cuts
  * that the measured links and compute rates favour, and records the
  * placement. */
+/* Stage i's part of the per-layer formats r's plan chose: its layers'
+ * SPEC in spec (its tail's too, on a data owner) and why in why: each
+ * lowered layer with its measured error, and its bytes at the job's base
+ * and as placed. Both "" when none of its layers was lowered. */
+static void stage_quant(const runner *r, int i, double placed_bytes, char *spec, size_t ssize,
+			char *why, size_t wsize)
+{
+	const stage *s = &r->st[i];
+	uint32_t rg[2][2] = { { s->first, s->last }, { s->tail_first, s->tail_last } };
+	size_t at = 0;
+	spec[0] = why[0] = '\0';
+	for (int k = 0; k < 2; k++) {
+		if (rg[k][0] >= rg[k][1])
+			continue;
+		at = strlen(spec);
+		if (at && at + 1 < ssize && r->layer_quant[rg[k][0]])
+			spec[at++] = ',';
+		sc_layer_quant_format(r->layer_quant, (int)rg[k][0], (int)rg[k][1], spec + at,
+				      ssize - at);
+		for (uint32_t l = rg[k][0]; l < rg[k][1]; l++) {
+			int f = r->layer_quant[l] ? r->layer_quant[l] - 1 : -1;
+			size_t w = strlen(why);
+			if (f >= 0 && w + 1 < wsize)
+				snprintf(why + w, wsize - w, "%slayer %u %s (error %.4g)",
+					 w ? ", " : "", l, sc_quant_name((enum sc_quant_format)f),
+					 r->quant_err[f == SC_QUANT_NF4][l]);
+		}
+	}
+	size_t w = strlen(why);
+	if (w && w + 1 < wsize)
+		snprintf(why + w, wsize - w,
+			 ": %.1f MB at the job's base, %.1f MB lowered, %.1f MB saved; %.1f MB "
+			 "usable on %s",
+			 r->base_mem[i] / 1e6, placed_bytes / 1e6,
+			 (r->base_mem[i] - placed_bytes) / 1e6, usable_memory(r, i) / 1e6, s->name);
+}
+
 static sc_err place(runner *r)
 {
 	sc_place_stage ps[MAX_STAGES];
 	sc_db_stage ds[MAX_STAGES];
 	stage tmp[MAX_STAGES];
-	char reason[2048];
+	char reason[4096];
 
 	SC_TRY(plan(r, ps, reason, sizeof(reason)));
+	char(*sq)[2][1024] = calloc((size_t)r->n, sizeof(*sq));
+	if (!sq)
+		return sc_errf(SC_ENOMEM, "out of memory for %d stages", r->n);
 	for (int i = 0; i < r->n; i++)
 		tmp[i] = r->st[ps[i].worker];
 	for (int i = 0; i < r->n; i++) {
@@ -378,7 +550,15 @@ static sc_err place(runner *r)
 				       .tail_first_layer = r->st[i].tail_first,
 				       .tail_last_layer = r->st[i].tail_last };
 	}
-	SC_TRY(sc_db_placement_insert(r->c->db, r->job->id, ds, r->n, &r->version));
+	for (int i = 0; i < r->n; i++) { /* the stages' order is final now */
+		stage_quant(r, i, ps[i].mem_bytes, sq[i][0], sizeof(sq[i][0]), sq[i][1],
+			    sizeof(sq[i][1]));
+		ds[i].layer_quant = sq[i][0];
+		ds[i].quant_reason = sq[i][1];
+	}
+	sc_err rc = sc_db_placement_insert(r->c->db, r->job->id, ds, r->n, &r->version);
+	free(sq);
+	SC_TRY(rc);
 	sc_db_event(r->c->db, r->job->id, 0, SC_LOG_INFO, "placement", "version %u: %s", r->version,
 		    reason);
 	double predicted = 0;
@@ -418,6 +598,7 @@ static int assign(runner *r, char *err, size_t esize)
 		req[i].n_stages = (uint32_t)ns;
 		req[i].model_path = (char *)r->job->model_path;
 		req[i].model = r->spec->model;
+		req[i].layer_quant = r->layer_quant_text;
 		req[i].model_digest = r->spec->model_digest;
 		req[i].first_layer = r->st[i].first;
 		req[i].last_layer = r->st[i].last;

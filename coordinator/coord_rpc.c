@@ -592,6 +592,8 @@ static void job_info(coord *c, const sc_db_job *job, Splitchain__JobInfo *info, 
 		v->si[i].last_layer = st->last_layer;
 		v->si[i].tail_first_layer = st->tail_first_layer;
 		v->si[i].tail_last_layer = st->tail_last_layer;
+		v->si[i].layer_quant = (char *)(st->layer_quant ? st->layer_quant : "");
+		v->si[i].quant_reason = (char *)(st->quant_reason ? st->quant_reason : "");
 		v->sp[i] = &v->si[i];
 	}
 	info->n_placement = (size_t)n;

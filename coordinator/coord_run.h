@@ -27,6 +27,7 @@ typedef struct stage {
 	struct runner *run;
 	int index;
 	int64_t worker_id;
+	int slot; /* the worker's job slot this stage takes */
 	char name[128], control[256], data[256];
 	char owner_addr[256]; /* a data owner's head listener */
 	double gflops;
@@ -34,7 +35,8 @@ typedef struct stage {
 	unsigned host_cpus, threads;
 	char device[32];
 	uint64_t memory_bytes, memory_reserve;
-	uint64_t peak_mem; /* the most its steps reported of this placement (recorded) */
+	uint64_t others_bytes; /* what the worker's other jobs hold (parameter sharing) */
+	uint64_t peak_mem;     /* the most its steps reported of this placement (recorded) */
 	uint32_t first, last;
 	uint32_t tail_first, tail_last; /* a ring's owner (stage 0): its last layers; 0, 0 */
 	sc_rpc_client *cl;
@@ -72,6 +74,14 @@ typedef struct runner {
 	size_t eval_passes;               /* a ring's: passes that cover every owner's */
 	int clients_live;                 /* under c->mu: the clients may be aborted */
 	atomic_int first_bad; /* call_all: the stage whose call failed first, -1: none */
+	/* The planner's per-layer base formats (auto_quant.h), set by each
+	 * plan: layer_quant as sc_model_config's (all 0: every layer in the
+	 * job's base), its SPEC text for the workers, each layer's measured
+	 * errors (int8, nf4) and each stage's bytes at the job's own base. */
+	unsigned char layer_quant[SC_LAYER_QUANT_MAX];
+	char layer_quant_text[4096];
+	double quant_err[2][SC_LAYER_QUANT_MAX];
+	double base_mem[MAX_STAGES];
 } runner;
 
 /* ---- calls to every stage at once (coord_calls.c) ---- */

@@ -150,6 +150,15 @@ static const char *const migrations[SC_DB_SCHEMA_VERSION] = {
 	" o.version = p.version AND o.tail_last_layer IS NOT NULL) THEN 'middle'"
 	" ELSE 'stage' END AS role, p.first_layer, p.last_layer, p.tail_first_layer,"
 	" p.tail_last_layer FROM placements p LEFT JOIN workers w ON w.id = p.worker_id;",
+	/* 9: per-layer base formats chosen by the memory planner: each stage's
+	 * layers held in their own format and why, and the measured error of
+	 * each layer of a model under int8 and nf4 (measured once per model) */
+	"ALTER TABLE placements ADD COLUMN layer_quant TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE placements ADD COLUMN quant_reason TEXT NOT NULL DEFAULT '';"
+	"CREATE TABLE layer_errors ("
+	" model_key TEXT NOT NULL, layer INTEGER NOT NULL CHECK (layer >= 0),"
+	" int8_error REAL NOT NULL, nf4_error REAL NOT NULL, measured_ms INTEGER NOT NULL,"
+	" PRIMARY KEY (model_key, layer));",
 };
 
 #define WORKER_COLS                                                                                \
@@ -192,12 +201,14 @@ static const char *const sql[ST_COUNT] = {
 	[ST_PLACEMENT_INSERT] = "INSERT INTO placements (job_id, version, stage, worker_id,"
 				" first_layer, last_layer, predicted_step_s, worker_gflops, reason,"
 				" created_ms, predicted_mem_bytes, tail_first_layer,"
-				" tail_last_layer)"
-				" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+				" tail_last_layer, layer_quant, quant_reason)"
+				" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
+				" ?14, ?15)",
 	[ST_PLACEMENT_LATEST] = "SELECT p.stage, p.worker_id, w.name, p.first_layer,"
 				" p.last_layer, p.predicted_step_s, p.worker_gflops, p.reason,"
 				" p.predicted_mem_bytes, p.peak_mem_bytes,"
-				" p.tail_first_layer, p.tail_last_layer"
+				" p.tail_first_layer, p.tail_last_layer, p.layer_quant,"
+				" p.quant_reason"
 				" FROM placements p LEFT JOIN workers w ON w.id = p.worker_id"
 				" WHERE p.job_id = ?1 AND p.version = ?2 ORDER BY p.stage",
 	[ST_PLACEMENT_PEAK] = "UPDATE placements SET peak_mem_bytes ="
@@ -228,6 +239,10 @@ static const char *const sql[ST_COUNT] = {
 	[ST_METRIC_LATEST] =
 	    "SELECT step, loss, tokens_per_s, step_s FROM metrics WHERE job_id = ?1"
 	    " ORDER BY step DESC LIMIT 1",
+	[ST_LAYER_ERRORS_GET] = "SELECT layer, int8_error, nf4_error FROM layer_errors"
+				" WHERE model_key = ?1 ORDER BY layer",
+	[ST_LAYER_ERRORS_PUT] = "INSERT OR REPLACE INTO layer_errors (model_key, layer,"
+				" int8_error, nf4_error, measured_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
 	[ST_LINK_UPSERT] = "INSERT INTO links (from_worker, to_worker, rtt_ms, mbit_s, measured_ms)"
 			   " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (from_worker, to_worker) DO"
 			   " UPDATE SET rtt_ms = ?3, mbit_s = ?4, measured_ms = ?5",

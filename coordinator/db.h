@@ -35,7 +35,7 @@
 #include "sc_log.h"
 
 /* The schema version this code writes; a file with a higher one is refused. */
-#define SC_DB_SCHEMA_VERSION 8
+#define SC_DB_SCHEMA_VERSION 9
 /* PRAGMA application_id of a splitchain database: "SPLD". */
 #define SC_DB_APPLICATION_ID 0x53504C44
 #define SC_DB_MAX_DIMS       8
@@ -164,6 +164,10 @@ typedef struct sc_db_stage {
 	 * [tail_first_layer, tail_last_layer) and the head; 0, 0: none. The
 	 * stages' ranges then run from 0 to tail_first_layer. */
 	uint32_t tail_first_layer, tail_last_layer;
+	/* The stage's layers the planner lowered to their own base format
+	 * (sc_layer_quant.h's SPEC; NULL or "": none) and why. */
+	const char *layer_quant;
+	const char *quant_reason;
 } sc_db_stage;
 
 /* Records a new placement of job: stages[i] for i in [0, n), with
@@ -181,6 +185,16 @@ sc_err sc_db_placement_peak(sc_db *db, int64_t job_id, uint32_t version, uint32_
  * (free with free()), *version = its version. SC_ENOENT if the job has none. */
 sc_err sc_db_placement_latest(sc_db *db, int64_t job_id, uint32_t *version, sc_db_stage **out,
 			      int *n);
+
+/* ---- per-layer quantization errors (sc_calib.h) ---- */
+/* Each layer's relative output error under int8 and nf4 of the model
+ * keyed by key (its fingerprint: a changed model has another key), as the
+ * planner measured them once. *_get: int8[l], nf4[l] for l in [0,
+ * n_layer); SC_ENOENT unless every layer is recorded. *_put records them
+ * all in one transaction (non-finite or negative errors: SC_EINVAL). */
+sc_err sc_db_layer_errors_get(sc_db *db, const char *key, int n_layer, double *int8, double *nf4);
+sc_err sc_db_layer_errors_put(sc_db *db, const char *key, int n_layer, const double *int8,
+			      const double *nf4);
 
 /* ---- checkpoints ---- */
 enum sc_tensor_kind { SC_TENSOR_LORA, SC_TENSOR_ADAM_M, SC_TENSOR_ADAM_V, SC_TENSOR_KIND_COUNT };

@@ -299,6 +299,8 @@ static sc_err read_stage(sqlite3_stmt *st, void *rec, struct arena *a)
 	s->peak_mem_bytes = (uint64_t)sqlite3_column_int64(st, 9);
 	s->tail_first_layer = (uint32_t)sqlite3_column_int64(st, 10);
 	s->tail_last_layer = (uint32_t)sqlite3_column_int64(st, 11);
+	s->layer_quant = db_arena_text(a, st, 12);
+	s->quant_reason = db_arena_text(a, st, 13);
 	return SC_OK;
 }
 
@@ -395,6 +397,8 @@ sc_err sc_db_placement_insert(sc_db *db, int64_t job_id, const sc_db_stage *stag
 			sqlite3_bind_int64(st, 12, stages[i].tail_first_layer);
 			sqlite3_bind_int64(st, 13, stages[i].tail_last_layer);
 		}
+		db_bind_text(st, 14, stages[i].layer_quant);
+		db_bind_text(st, 15, stages[i].quant_reason);
 		if ((err = db_run(db, st, "inserting a placement")) != SC_OK)
 			goto out;
 	}

@@ -5,6 +5,7 @@
 
 #include "placement.h"
 #include "sc_codec.h"
+#include "sc_layer_quant.h"
 #include "sc_segment.h"
 #include "stage_mem.h"
 
@@ -38,15 +39,22 @@ static double io_bytes(const sc_stage_mem *m, int s, int S)
 	       2.0 * m->M * sides * (msg == SIZE_MAX ? btc * 4 : (double)msg);
 }
 
+/* The most entries the memo keeps (8 bytes each). */
+#define MEMO_MAX ((size_t)1 << 22)
+
 double sc_stage_mem_bytes(void *arg, int kind, int s, int S, int first, int last)
 {
 	sc_stage_mem *m = arg;
 	int L = m->mc.n_layer, n = last - first, isf = first == 0, isl = last == L;
-	size_t at;
-	if (!m->memo || m->memo_s != S) {
-		size_t len = (size_t)SC_PLACE_MEM_KINDS * S * 4 * (L + 1);
+	/* Layers of one format are alike: a range's bytes depend on its length
+	 * and ends alone; with per-layer formats, on where it lies. */
+	int by_range = sc_layer_quant_count(&m->mc, 0, L) > 0;
+	size_t len = (size_t)SC_PLACE_MEM_KINDS * S * (L + 1) * (by_range ? (size_t)L + 1 : 4);
+	double *slot = NULL;
+	if (len <= MEMO_MAX && (!m->memo || m->memo_s != S || m->memo_len != len)) {
 		free(m->memo);
 		m->memo_s = S;
+		m->memo_len = len;
 		if (!(m->memo = malloc(len * sizeof(double)))) {
 			m->failed = 1;
 			return INFINITY;
@@ -54,9 +62,15 @@ double sc_stage_mem_bytes(void *arg, int kind, int s, int S, int first, int last
 		for (size_t i = 0; i < len; i++)
 			m->memo[i] = -1;
 	}
-	at = ((((size_t)kind * S + s) * 4 + (size_t)(isf * 2 + isl)) * (L + 1)) + (size_t)n;
-	if (m->memo[at] >= 0)
-		return m->memo[at];
+	if (len <= MEMO_MAX) /* else every range predicted afresh */
+		slot =
+		    m->memo +
+		    (by_range ? (((size_t)kind * S + s) * (L + 1) + (size_t)first) * (L + 1) +
+				    (size_t)last
+			      : ((((size_t)kind * S + s) * 4 + (size_t)(isf * 2 + isl)) * (L + 1)) +
+				    (size_t)n);
+	if (slot && *slot >= 0)
+		return *slot;
 	int slots = m->gpipe ? m->M : (S - s < m->M ? S - s : m->M);
 	sc_segment_spec sp = { .model = m->mc,
 			       .lora = m->lc,
@@ -73,7 +87,15 @@ double sc_stage_mem_bytes(void *arg, int kind, int s, int S, int first, int last
 	} else {
 		v = (double)b.total + (kind == SC_MEM_CPU ? io_bytes(m, s, S) : 0);
 	}
-	return m->memo[at] = v;
+	if (slot)
+		*slot = v;
+	return v;
+}
+
+void sc_stage_mem_reset(sc_stage_mem *m)
+{
+	sc_stage_mem_free(m);
+	m->failed = 0;
 }
 
 void sc_stage_mem_free(sc_stage_mem *m)

@@ -18,14 +18,18 @@
 enum sc_mem_kind { SC_MEM_CPU, SC_MEM_CUDA };
 
 typedef struct sc_stage_mem {
-	sc_model_config mc; /* the job's base format applied (sc_train_base_format) */
+	sc_model_config mc; /* the job's base format applied (sc_train_base_format),
+			     * and any per-layer formats (mc.layer_quant) */
 	sc_lora_config lc;
-	int B, T, M;  /* micro-batch shape, micro-batches per step */
-	int gpipe;    /* GPipe keeps all M in flight; 1F1B stage s of S keeps S - s */
-	int wire;     /* enum sc_wire between stages */
-	double *memo; /* lazily: (kind, stage, first?, last?, layers) */
-	int memo_s;   /* the stages it was made for */
-	int failed;   /* a prediction failed: its bytes counted as infinite */
+	int B, T, M; /* micro-batch shape, micro-batches per step */
+	int gpipe;   /* GPipe keeps all M in flight; 1F1B stage s of S keeps S - s */
+	int wire;    /* enum sc_wire between stages */
+	/* lazily: (kind, stage, first?, last?, layers), or with per-layer
+	 * formats (kind, stage, first, last) */
+	double *memo;
+	int memo_s;      /* the stages it was made for */
+	size_t memo_len; /* its entries */
+	int failed;      /* a prediction failed: its bytes counted as infinite */
 } sc_stage_mem;
 
 /* The memory kind of a device name ("cpu", "cuda:N"). */
@@ -33,6 +37,10 @@ enum sc_mem_kind sc_mem_kind_of(const char *device);
 
 /* sc_place_mem_fn: arg is an sc_stage_mem (borrowed; its memo grows). */
 double sc_stage_mem_bytes(void *arg, int kind, int stage, int stages, int first, int last);
+
+/* Forgets what was predicted: after a change to m->mc (its per-layer
+ * formats). */
+void sc_stage_mem_reset(sc_stage_mem *m);
 
 void sc_stage_mem_free(sc_stage_mem *m);
 

@@ -114,12 +114,12 @@ static void test_fresh_schema(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	sqlite3 *h = reader(path);
 	assert_int_equal(q_int(h, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
-	assert_int_equal(SC_DB_SCHEMA_VERSION, 8);
+	assert_int_equal(SC_DB_SCHEMA_VERSION, 9);
 	assert_int_equal(q_int(h, "PRAGMA application_id"), SC_DB_APPLICATION_ID);
 	static const char *const tables[] = {
-		"workers",     "jobs",          "placements", "checkpoints", "checkpoint_tensors",
-		"metrics",     "events",        "links",      "models",      "model_tensors",
-		"model_files", "worker_tensors"
+		"workers",     "jobs",           "placements",  "checkpoints", "checkpoint_tensors",
+		"metrics",     "events",         "links",       "models",      "model_tensors",
+		"model_files", "worker_tensors", "layer_errors"
 	};
 	static const char *const views[] = {
 		"v_job_progress", "v_worker_health", "v_latest_checkpoint", "v_loss_curve",
@@ -785,6 +785,11 @@ static void test_metric_eval_and_curve(void **state)
  * base columns, v_job_progress as schema 1 made it). */
 /* What migration 7 added (registered models, the workers' caches). */
 /* What migration 8 added (data owners, U-shaped placements). */
+/* What migration 9 added (per-layer base formats). */
+static const char undo_v9[] = "DROP TABLE layer_errors;"
+			      "ALTER TABLE placements DROP COLUMN layer_quant;"
+			      "ALTER TABLE placements DROP COLUMN quant_reason;";
+
 static const char undo_v8[] = "DROP VIEW v_placement_roles;"
 			      "ALTER TABLE workers DROP COLUMN data_owner;"
 			      "ALTER TABLE placements DROP COLUMN tail_first_layer;"
@@ -913,6 +918,104 @@ static void test_models(void **state)
 
 /* A database of schema 7 gains data owners (schema 8): its workers kept,
  * none an owner; a worker that registers as one is recorded so. */
+/* A database of schema 8 gains the per-layer formats (schema 9): its
+ * placements read back with none. */
+static void test_migration_from_v8(void **state)
+{
+	(void)state;
+	const char *path = fresh("v8.db");
+	sc_db *db = NULL;
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	int64_t w = add_worker(db, "old-w");
+	sc_db_job j = { .name = "old",
+			.model_path = "/m",
+			.data_path = "/d",
+			.spec = "x",
+			.spec_len = 1,
+			.stages = 1,
+			.steps = 1 };
+	int64_t job = 0;
+	SC_ASSERT_OK(sc_db_job_insert(db, &j, &job));
+	sc_db_stage st = { .stage = 0, .worker_id = w, .first_layer = 0, .last_layer = 2 };
+	uint32_t v = 0;
+	SC_ASSERT_OK(sc_db_placement_insert(db, job, &st, 1, &v));
+	sc_db_close(db);
+	exec_on(path, undo_v9);
+	exec_on(path, "PRAGMA user_version = 8");
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	assert_int_equal(path_int(path, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
+	sc_db_stage *got = NULL;
+	int n = 0;
+	SC_ASSERT_OK(sc_db_placement_latest(db, job, &v, &got, &n));
+	assert_int_equal(n, 1);
+	assert_string_equal(got[0].layer_quant, "");
+	assert_string_equal(got[0].quant_reason, "");
+	free(got);
+	sc_db_close(db);
+}
+
+/* Each layer's measured errors, per model key: all or nothing read back,
+ * a second measurement replaces the first, bad figures refused; and a
+ * placement's per-layer formats and why. */
+static void test_layer_errors(void **state)
+{
+	(void)state;
+	const char *path = fresh("lerr.db");
+	sc_db *db = NULL;
+	double i8[3] = { 0.01, 0.2, 0.003 }, n4[3] = { 0.1, 0.9, 0.04 }, a[3], b[3];
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	SC_ASSERT_ERR(sc_db_layer_errors_get(db, "k1", 3, a, b), SC_ENOENT);
+	SC_ASSERT_OK(sc_db_layer_errors_put(db, "k1", 3, i8, n4));
+	SC_ASSERT_OK(sc_db_layer_errors_get(db, "k1", 3, a, b));
+	assert_memory_equal(a, i8, sizeof(a));
+	assert_memory_equal(b, n4, sizeof(b));
+	/* Another model, or more layers than were measured: not there. */
+	SC_ASSERT_ERR(sc_db_layer_errors_get(db, "k2", 3, a, b), SC_ENOENT);
+	SC_ASSERT_ERR(sc_db_layer_errors_get(db, "k1", 4, a, b), SC_ENOENT);
+	i8[1] = 0.25;
+	SC_ASSERT_OK(sc_db_layer_errors_put(db, "k1", 3, i8, n4));
+	SC_ASSERT_OK(sc_db_layer_errors_get(db, "k1", 3, a, b));
+	assert_true(a[1] == 0.25);
+	i8[2] = NAN;
+	SC_ASSERT_ERR(sc_db_layer_errors_put(db, "k1", 3, i8, n4), SC_EINVAL);
+	i8[2] = -1;
+	SC_ASSERT_ERR(sc_db_layer_errors_put(db, "k1", 3, i8, n4), SC_EINVAL);
+	assert_non_null(strstr(sc_err_detail(), "layer 2's errors"));
+	SC_ASSERT_OK(sc_db_layer_errors_get(db, "k1", 3, a, b)); /* unchanged */
+	assert_true(a[2] == 0.003);
+
+	int64_t w = add_worker(db, "w");
+	sc_db_job j = { .name = "lq",
+			.model_path = "/m",
+			.data_path = "/d",
+			.spec = "x",
+			.spec_len = 1,
+			.stages = 2,
+			.steps = 1 };
+	int64_t job = 0;
+	SC_ASSERT_OK(sc_db_job_insert(db, &j, &job));
+	sc_db_stage st[2] = {
+		{ .stage = 0,
+		  .worker_id = w,
+		  .first_layer = 0,
+		  .last_layer = 2,
+		  .layer_quant = "1:int8",
+		  .quant_reason = "layer 1 int8 (error 0.003)" },
+		{ .stage = 1, .worker_id = w, .first_layer = 2, .last_layer = 4 },
+	};
+	uint32_t v = 0;
+	SC_ASSERT_OK(sc_db_placement_insert(db, job, st, 2, &v));
+	sc_db_stage *got = NULL;
+	int n = 0;
+	SC_ASSERT_OK(sc_db_placement_latest(db, job, &v, &got, &n));
+	assert_int_equal(n, 2);
+	assert_string_equal(got[0].layer_quant, "1:int8");
+	assert_string_equal(got[0].quant_reason, "layer 1 int8 (error 0.003)");
+	assert_string_equal(got[1].layer_quant, "");
+	free(got);
+	sc_db_close(db);
+}
+
 static void test_migration_from_v7(void **state)
 {
 	(void)state;
@@ -921,6 +1024,7 @@ static void test_migration_from_v7(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	add_worker(db, "old-w");
 	sc_db_close(db);
+	exec_on(path, undo_v9);
 	exec_on(path, undo_v8);
 	exec_on(path, "PRAGMA user_version = 7");
 	SC_ASSERT_OK(sc_db_open(&db, path));
@@ -955,6 +1059,7 @@ static void test_migration_from_v6(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	int64_t w = add_worker(db, "old-w");
 	sc_db_close(db);
+	exec_on(path, undo_v9);
 	exec_on(path, undo_v8);
 	exec_on(path, undo_v7);
 	exec_on(path, "PRAGMA user_version = 6");
@@ -985,6 +1090,7 @@ static void test_migration_from_v4(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	int64_t old = add_job(db, "old", 10);
 	sc_db_close(db);
+	exec_on(path, undo_v9);
 	exec_on(path, undo_v8);
 	exec_on(path, undo_v7);
 	exec_on(path, undo_v6);
@@ -1058,6 +1164,7 @@ static void test_migration_from_v1(void **state)
 	SC_ASSERT_OK(sc_db_metric_insert(db, job, &m));
 	sc_db_close(db);
 	sqlite3 *h = NULL;
+	exec_on(path, undo_v9);
 	exec_on(path, undo_v8);
 	exec_on(path, undo_v7);
 	exec_on(path, undo_v6);
@@ -1262,6 +1369,7 @@ static void test_migration_from_v2(void **state)
 	int64_t a = add_worker(db, "old-a");
 	sc_db_close(db);
 	sqlite3 *h = NULL;
+	exec_on(path, undo_v9);
 	exec_on(path, undo_v8);
 	exec_on(path, undo_v7);
 	exec_on(path, undo_v6);
@@ -1396,6 +1504,8 @@ int main(void)
 		cmocka_unit_test(test_migration_from_v4),
 		cmocka_unit_test(test_migration_from_v6),
 		cmocka_unit_test(test_migration_from_v7),
+		cmocka_unit_test(test_migration_from_v8),
+		cmocka_unit_test(test_layer_errors),
 		cmocka_unit_test(test_models),
 		cmocka_unit_test(test_wal_reader_beside_writer),
 		cmocka_unit_test(test_threads_share_a_handle),

@@ -1,0 +1,54 @@
+/* auto_quant.c — the order in which the planner lowers layers, and the
+ * lowering loop (auto_quant.h). */
+#include <stdlib.h>
+
+#include "auto_quant.h"
+#include "sc_layer_quant.h"
+#include "sc_quant.h"
+
+static int by_error(const void *a, const void *b)
+{
+	const sc_aq_step *x = a, *y = b;
+	if (x->err != y->err)
+		return x->err < y->err ? -1 : 1;
+	return (x->layer > y->layer) - (x->layer < y->layer);
+}
+
+void sc_aq_order(const sc_model_config *mc, int first, int last, const double *int8,
+		 const double *nf4, sc_aq_step *out, int *n)
+{
+	int k = 0, m;
+	for (int l = first; l < last; l++) {
+		int f = sc_layer_quant_of(mc, l);
+		if (f < 0 || f == SC_QUANT_BF16)
+			out[k++] = (sc_aq_step){ l, f, SC_QUANT_INT8, int8[l] };
+	}
+	qsort(out, (size_t)k, sizeof(*out), by_error);
+	m = k;
+	for (int l = first; l < last; l++) {
+		int f = sc_layer_quant_of(mc, l);
+		/* A layer lowered to int8 above comes to nf4 from int8. */
+		if (f != SC_QUANT_NF4)
+			out[k++] = (sc_aq_step){ l, SC_QUANT_INT8, SC_QUANT_NF4, nf4[l] };
+	}
+	qsort(out + m, (size_t)(k - m), sizeof(*out), by_error);
+	*n = k;
+}
+
+sc_err sc_aq_lower(sc_model_config *mc, const sc_aq_step *steps, int n,
+		   sc_err (*fits)(void *arg, const sc_model_config *mc), void *arg, int *used)
+{
+	*used = 0;
+	if (n < 1)
+		return sc_errf(SC_ERANGE, "no layer is left to lower");
+	for (int i = 0; i < n; i++) {
+		int base = mc->quantized ? mc->quant_format : -1;
+		mc->layer_quant[steps[i].layer] =
+		    steps[i].to == base ? 0 : (unsigned char)(steps[i].to + 1);
+		*used = i + 1;
+		sc_err rc = fits(arg, mc);
+		if (rc != SC_ERANGE)
+			return rc;
+	}
+	return SC_ERANGE;
+}
