@@ -12,6 +12,7 @@
 #include "deliver.h"
 #include "sc_adapter.h"
 #include "sc_codec.h"
+#include "sc_layer_quant.h"
 #include "sc_log.h"
 #include "sc_rpc_pb.h"
 #include "sc_safetensors.h"
@@ -537,8 +538,9 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		goto out;
 	}
 	/* The job's frozen base: the segment quantizes the float projections
-	 * as it loads them, or takes them as the directory holds them. */
-	if (sc_train_base_format(&mc, &tc)) {
+	 * as it loads them, or takes them as the directory holds them; the
+	 * layers the planner lowered (layer_quant) in their own format. */
+	if (sc_train_base_format(&mc, &tc) || sc_layer_quant_apply(&mc, r->layer_quant)) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "model %s: %s", r->model_path,
 				 sc_err_detail());
 		goto out;
