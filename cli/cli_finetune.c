@@ -219,7 +219,10 @@ int cli_finetune(int argc, char **argv)
 		cli_fail(cmd, rc, "cannot use the model");
 		goto out;
 	}
-	if (sc_layer_quant_apply(&mc, a.layer_quant)) {
+	/* Given, it must name layers: an empty SPEC is refused too. */
+	unsigned char named[SC_LAYER_QUANT_MAX];
+	if (a.layer_quant && (sc_layer_quant_parse(a.layer_quant, mc.n_layer, named) ||
+			      sc_layer_quant_apply(&mc, a.layer_quant))) {
 		ret = cli_usage(cmd, "%s", sc_err_detail());
 		goto out;
 	}
@@ -327,6 +330,10 @@ int cli_finetune(int argc, char **argv)
 		       a.stages > 1 ? sc_wire_name(a.tc.wire) : "", a.tc.B, a.tc.T,
 		       a.tc.micro_batches, be->name,
 		       strcmp(be->name, "cpu") ? "gpu" : sc_backend_cpu_describe());
+		char lq[1024];
+		if (sc_layer_quant_count(&mc, 0, mc.n_layer) &&
+		    !sc_layer_quant_format(mc.layer_quant, 0, mc.n_layer, lq, sizeof(lq)))
+			printf("  layers in their own base format: %s\n", lq);
 		for (int o = 0; o < a.ndata; o++) {
 			printf("  data%s%s: %zu tokens in %zu windows%s%s", a.ndata > 1 ? " " : "",
 			       a.ndata > 1 ? a.data[o] : "", jd[o].train->n,
