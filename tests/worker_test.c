@@ -518,6 +518,8 @@ static void bad_requests_refused(void **st)
 	ASSIGN_BAD(a2.train = NULL, bad, "required");
 	ASSIGN_BAD(a2.job_id = 0, bad, "job_id 0");
 	ASSIGN_BAD(a2.schedule = 7, bad, "schedule");
+	ASSIGN_BAD(a2.layer_quant = "0-99:int8", bad, "layer 99 is outside the model's");
+	ASSIGN_BAD(a2.layer_quant = "0:int3", bad, "format 'int3'");
 	ASSIGN_BAD(a2.model_path = "/nonexistent-model", SC_STATUS_FAILED_PRECONDITION, "model");
 	/* Steps: unknown job, wrong token bytes, ids out of range. */
 	s.job_id = 99;
