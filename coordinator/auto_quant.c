@@ -1,6 +1,7 @@
 /* auto_quant.c — the order in which the planner lowers layers, and the
  * lowering loop (auto_quant.h). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "auto_quant.h"
 #include "sc_layer_quant.h"
@@ -35,20 +36,44 @@ void sc_aq_order(const sc_model_config *mc, int first, int last, const double *i
 	*n = k;
 }
 
+/* mc->layer_quant = from, then steps[0 .. k) taken. */
+static void take(sc_model_config *mc, const unsigned char *from, const sc_aq_step *steps, int k)
+{
+	int base = mc->quantized ? mc->quant_format : -1;
+	memcpy(mc->layer_quant, from, sizeof(mc->layer_quant));
+	for (int i = 0; i < k; i++)
+		mc->layer_quant[steps[i].layer] =
+		    steps[i].to == base ? 0 : (unsigned char)(steps[i].to + 1);
+}
+
 sc_err sc_aq_lower(sc_model_config *mc, const sc_aq_step *steps, int n,
 		   sc_err (*fits)(void *arg, const sc_model_config *mc), void *arg, int *used)
 {
+	unsigned char from[SC_LAYER_QUANT_MAX];
+	int lo = 0, hi = n, last;
+	sc_err rc;
+
 	*used = 0;
 	if (n < 1)
 		return sc_errf(SC_ERANGE, "no layer is left to lower");
-	for (int i = 0; i < n; i++) {
-		int base = mc->quantized ? mc->quant_format : -1;
-		mc->layer_quant[steps[i].layer] =
-		    steps[i].to == base ? 0 : (unsigned char)(steps[i].to + 1);
-		*used = i + 1;
-		sc_err rc = fits(arg, mc);
-		if (rc != SC_ERANGE)
+	memcpy(from, mc->layer_quant, sizeof(from));
+	take(mc, from, steps, n);
+	*used = last = n;
+	if ((rc = fits(arg, mc)))
+		return rc;    /* not even all of them */
+	while (hi - lo > 1) { /* lo does not fit, hi does */
+		int mid = lo + (hi - lo) / 2;
+		take(mc, from, steps, mid);
+		*used = last = mid;
+		rc = fits(arg, mc);
+		if (rc == SC_OK)
+			hi = mid;
+		else if (rc == SC_ERANGE)
+			lo = mid;
+		else
 			return rc;
 	}
-	return SC_ERANGE;
+	take(mc, from, steps, hi);
+	*used = hi;
+	return last == hi ? SC_OK : fits(arg, mc);
 }

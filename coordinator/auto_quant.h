@@ -29,11 +29,16 @@ typedef struct sc_aq_step {
 void sc_aq_order(const sc_model_config *mc, int first, int last, const double *int8,
 		 const double *nf4, sc_aq_step *out, int *n);
 
-/* Takes steps[0 ..) in order, each into mc->layer_quant, calling
- * fits(arg, mc) after each: stops at the first SC_OK (*used = the steps
- * taken), or at an error other than SC_ERANGE (returned). SC_ERANGE when
- * every step was taken and still nothing fits (*used = n; the detail is
- * the last fits' own). n = 0: SC_ERANGE at once. */
+/* The fewest of steps[0 ..) that, taken in order into mc->layer_quant,
+ * make fits(arg, mc) say SC_OK — as taking them one by one and planning
+ * after each would find, since a stage's memory only falls as its layers
+ * are lowered, but by bisection over how many are taken: about log2(n) + 2
+ * plans, not n. fits is first asked with all n taken (SC_ERANGE from it:
+ * nothing fits, *used = n, the detail fits' own), and last with the
+ * prefix returned (*used steps taken, mc as they leave it), so the caller's
+ * plan is that one's. The caller has found that none taken does not fit.
+ * Another error from fits is returned at once (*used: the prefix it was
+ * asked about). n = 0: SC_ERANGE. */
 sc_err sc_aq_lower(sc_model_config *mc, const sc_aq_step *steps, int n,
 		   sc_err (*fits)(void *arg, const sc_model_config *mc), void *arg, int *used);
 

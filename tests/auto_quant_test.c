@@ -71,10 +71,26 @@ static void order_of_lowerings(void **state)
 	expect(s, n, (const int[]){ 1, I, 2, I, 1, N, 2, N }, 4);
 }
 
-/* fits: SC_OK once at least *arg layers are lowered. */
+/* fits: SC_OK once at least want steps are taken (layers lowered, or
+ * gone on to nf4); counts its calls and what it saw last. */
+typedef struct probe {
+	int want, calls, last;
+} probe;
+
+static int steps_taken(const sc_model_config *mc)
+{
+	int k = 0;
+	for (int l = 0; l < mc->n_layer; l++)
+		k += mc->layer_quant[l] ? (mc->layer_quant[l] == SC_QUANT_NF4 + 1 ? 2 : 1) : 0;
+	return k;
+}
+
 static sc_err fits_after(void *arg, const sc_model_config *mc)
 {
-	return sc_layer_quant_count(mc, 0, mc->n_layer) >= *(int *)arg ? SC_OK : SC_ERANGE;
+	probe *p = arg;
+	p->calls++;
+	p->last = steps_taken(mc);
+	return p->last >= p->want ? SC_OK : sc_errf(SC_ERANGE, "short of %d", p->want - p->last);
 }
 
 /* fits: SC_OK once every layer is nf4. */
@@ -106,34 +122,53 @@ static void lowering_stops_when_it_fits(void **state)
 	sc_model_config mc;
 	sc_aq_step s[8];
 	char text[128];
-	int n, used, k = 3, calls = 0;
+	int n, used, calls = 0;
 	(void)state;
 
 	model(&mc);
 	sc_aq_order(&mc, 0, 4, e8, e4, s, &n);
-	SC_ASSERT_OK(sc_aq_lower(&mc, s, n, fits_after, &k, &used));
+	/* Every prefix from 1 to 8 steps: the fewest that fit, found by
+	 * bisection in at most 1 + 3 + 1 plans, the last of them that one. */
+	for (int want = 1; want <= 8; want++) {
+		probe p = { .want = want };
+		model(&mc);
+		SC_ASSERT_OK(sc_aq_lower(&mc, s, n, fits_after, &p, &used));
+		assert_int_equal(used, want);
+		assert_int_equal(steps_taken(&mc), want);
+		assert_int_equal(p.last, want);
+		assert_true(p.calls <= 5);
+	}
+	probe three = { .want = 3 };
+	model(&mc);
+	SC_ASSERT_OK(sc_aq_lower(&mc, s, n, fits_after, &three, &used));
 	assert_int_equal(used, 3); /* the three smallest int8 errors: 1, 2, 0 */
 	SC_ASSERT_OK(sc_layer_quant_format(mc.layer_quant, 0, 4, text, sizeof(text)));
 	assert_string_equal(text, "0-2:int8");
+	probe five = { .want = 5 };
+	model(&mc);
+	SC_ASSERT_OK(sc_aq_lower(&mc, s, n, fits_after, &five, &used));
+	SC_ASSERT_OK(sc_layer_quant_format(mc.layer_quant, 0, 4, text, sizeof(text)));
+	assert_string_equal(text, "0:int8,1:nf4,2-3:int8"); /* then 1 on to nf4 */
 	/* Going on to nf4 until it fits. */
 	model(&mc);
 	SC_ASSERT_OK(sc_aq_lower(&mc, s, n, fits_all_nf4, NULL, &used));
 	assert_int_equal(used, 8);
 	SC_ASSERT_OK(sc_layer_quant_format(mc.layer_quant, 0, 4, text, sizeof(text)));
 	assert_string_equal(text, "0-3:nf4");
-	/* Nothing fits: every step taken, one plan each, SC_ERANGE. */
+	/* Nothing fits: all of them tried first, one plan, SC_ERANGE. */
 	model(&mc);
 	SC_ASSERT_ERR(sc_aq_lower(&mc, s, n, fits_never, &calls, &used), SC_ERANGE);
 	assert_int_equal(used, 8);
-	assert_int_equal(calls, 8);
+	assert_int_equal(calls, 1);
+	assert_string_equal(sc_err_detail(), "does not fit"); /* the planner's own words */
 	/* Nothing to lower at all. */
 	SC_ASSERT_ERR(sc_aq_lower(&mc, s, 0, fits_never, &calls, &used), SC_ERANGE);
 	assert_int_equal(used, 0);
-	assert_int_equal(calls, 8);
+	assert_int_equal(calls, 1);
 	/* Another error stops at once and is passed on. */
 	model(&mc);
 	SC_ASSERT_ERR(sc_aq_lower(&mc, s, n, fits_broken, NULL, &used), SC_EINVAL);
-	assert_int_equal(used, 1);
+	assert_int_equal(used, 8);
 }
 
 static void stage_memory_counts_each_layer(void **state)
