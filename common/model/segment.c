@@ -89,8 +89,7 @@ static size_t byte_floats(size_t bytes)
 }
 
 /* The parts of quantized projection p, sized by sc_quant_size. */
-static void layout_qweight(sc_segment *seg, arena *a, int l, const sc_param_desc *p,
-			   sc_qweight *q)
+static void layout_qweight(sc_segment *seg, arena *a, int l, const sc_param_desc *p, sc_qweight *q)
 {
 	sc_quant_spec qs;
 	sc_quant_sizes z;
