@@ -26,6 +26,14 @@ uses the independent module of tests/ref/gpt2_ref.py instead of HF + PEFT;
 CPU, then moved), float32 with TF32 matrix products off unless --tf32, and
 synchronizes before reading the clock; the JSON line then also carries
 "device", "tf32", "B" and "T". Exits 77 when no CUDA device is usable.
+
+--autocast bf16 runs the forward and the loss under torch.autocast(device,
+dtype=torch.bfloat16) — PyTorch's mixed precision: the weights, the LoRA
+parameters, their gradients and AdamW stay float32; autocast casts the
+inputs of matmul-like ops (linear, matmul, bmm, baddbmm) to bfloat16 and
+keeps softmax, norms and the cross-entropy in float32 (its CPU op lists);
+backward runs in the precision each op's forward ran in. The JSON line then
+carries "autocast":"bf16" ("none" otherwise).
 """
 
 import argparse
@@ -77,6 +85,9 @@ def parse_args():
                    help="hf: transformers + PEFT (default); ref: tests/ref/gpt2_ref.py; "
                    "auto: hf where transformers and peft import, else ref")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--autocast", choices=["none", "bf16"], default="none",
+                   help="bf16: forward and loss under torch.autocast (bfloat16); "
+                   "weights and optimizer stay float32")
     p.add_argument("--tf32", action="store_true",
                    help="on a GPU, let float32 matrix products use TF32 tensor cores")
     a = p.parse_args()
@@ -310,9 +321,12 @@ def main():
     x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
     x, y = x.to(a.device), y.to(a.device)
 
+    dev_type = "cuda" if a.device.startswith("cuda") else "cpu"
+
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(x, y)
+        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=a.autocast == "bf16"):
+            loss = loss_fn(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -332,7 +346,7 @@ def main():
     step_s = elapsed / max(1, timed)
     impl = "pytorch" if a.impl == "hf" else "pytorch-ref"
     out = {"impl": impl, "family": a.family, "threads": a.threads, "B": a.batch, "T": a.seq,
-           "steps": timed,
+           "steps": timed, "autocast": a.autocast,
            "tokens_per_s": a.batch * a.seq / step_s, "step_s": step_s,
            "foreign_load": round(foreign_load(s0, s1), 2)}
     if a.device != "cpu":
