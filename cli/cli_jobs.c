@@ -216,22 +216,40 @@ int cli_workers(int argc, char **argv)
 			cJSON_AddNumberToObject(o, "last_seen_ms", (double)w->last_seen_unix_ms);
 			cJSON_AddBoolToObject(o, "data_owner", w->data_owner);
 			cJSON_AddStringToObject(o, "address", w->control_addr);
+			cJSON_AddNumberToObject(o, "job_slots", w->job_slots ? w->job_slots : 1);
+			cJSON_AddNumberToObject(o, "base_bytes", (double)w->base_bytes);
+			cJSON *jobs = cJSON_AddArrayToObject(o, "jobs_memory");
+			for (size_t k = 0; k < w->n_jobs_memory; k++) {
+				cJSON *m = cJSON_CreateObject();
+				cJSON_AddNumberToObject(m, "job",
+							(double)w->jobs_memory[k]->job_id);
+				cJSON_AddNumberToObject(m, "bytes",
+							(double)w->jobs_memory[k]->bytes);
+				cJSON_AddItemToArray(jobs, m);
+			}
 			cJSON_AddItemToArray(a, o);
 		}
 		cli_print_json(a);
 	} else {
-		printf("%-7s %-20s %-8s %-6s %9s %9s %9s  %s\n", "WORKER", "NAME", "DEVICE",
-		       "STATE", "GFLOP/S", "MEM GiB", "FOR JOBS", "ADDRESS");
+		printf("%-7s %-20s %-8s %-6s %9s %9s %9s %5s %9s  %s\n", "WORKER", "NAME", "DEVICE",
+		       "STATE", "GFLOP/S", "MEM GiB", "FOR JOBS", "JOBS", "BASE MiB", "ADDRESS");
 		for (size_t i = 0; i < rep->n_workers; i++) {
 			const Splitchain__WorkerInfo *w = rep->workers[i];
 			uint64_t use = w->memory_bytes > w->memory_reserve_bytes
 					   ? w->memory_bytes - w->memory_reserve_bytes
 					   : 0;
-			printf("%-7llu %-20s %-8s %-6s %9.1f %9.1f %9.1f  %s%s\n",
+			char jobs[16];
+			snprintf(jobs, sizeof(jobs), "%zu/%u", w->n_jobs_memory,
+				 w->job_slots ? w->job_slots : 1);
+			printf("%-7llu %-20s %-8s %-6s %9.1f %9.1f %9.1f %5s %9.1f  %s%s\n",
 			       (unsigned long long)w->worker_id, w->name, w->device, w->state,
 			       w->gflops, (double)w->memory_bytes / (1 << 30),
-			       (double)use / (1 << 30), w->control_addr,
-			       w->data_owner ? "  (data owner)" : "");
+			       (double)use / (1 << 30), jobs, (double)w->base_bytes / (1 << 20),
+			       w->control_addr, w->data_owner ? "  (data owner)" : "");
+			for (size_t k = 0; k < w->n_jobs_memory; k++)
+				printf("%-7s   job %llu: %.1f MiB of its own\n", "",
+				       (unsigned long long)w->jobs_memory[k]->job_id,
+				       (double)w->jobs_memory[k]->bytes / (1 << 20));
 		}
 	}
 	splitchain__workers_reply__free_unpacked(rep, NULL);

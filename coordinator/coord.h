@@ -34,15 +34,27 @@
 #include "sc_train.h"
 #include "splitchain.pb-c.h"
 
-typedef struct live_worker {
-	int64_t id;
-	int64_t last_seen_ms; /* 0 until it registers with this incarnation */
-	int64_t job;          /* job it serves, 0 when free */
-	/* what it last said it holds (register / heartbeat) */
+#define COORD_MAX_SLOTS 8 /* job slots of a worker (splitchain-worker --jobs) */
+
+/* One job slot of a worker: it serves one job at a time. */
+typedef struct live_slot {
+	int64_t job; /* job it serves, 0 when free */
+	/* what the worker last said the slot holds (register / heartbeat) */
 	int64_t held_job; /* 0: nothing */
 	uint32_t held_version, held_stage;
 	int64_t fenced_job; /* the last holding it was told to drop (one event each) */
 	uint32_t fenced_version;
+	uint64_t job_bytes;   /* its job's memory besides the frozen weights (heartbeat) */
+	char data_addr[256];  /* its data listener */
+	char owner_addr[256]; /* a data owner's head listener */
+} live_slot;
+
+typedef struct live_worker {
+	int64_t id;
+	int64_t last_seen_ms; /* 0 until it registers with this incarnation */
+	int n_slots;          /* >= 1 */
+	live_slot slot[COORD_MAX_SLOTS];
+	uint64_t base_bytes; /* frozen weights it holds, shared copies once (heartbeat) */
 	double gflops;
 	char host_id[64];                      /* the machine it runs on ("" unknown): Register's */
 	unsigned host_cpus;                    /* CPUs it may run on */
@@ -50,11 +62,15 @@ typedef struct live_worker {
 	uint64_t memory_bytes, memory_reserve; /* its device's, and what it keeps back */
 	char device[32];                       /* "cpu", "cuda:0" */
 	int data_owner;                        /* started with --owner-data */
-	char owner_addr[256];                  /* a data owner's head listener */
 	char name[128];
 	char control_addr[256];
-	char data_addr[256];
 } live_worker;
+
+/* Called with mu held: the slot of w that serves job (0: a free slot, one
+ * that serves nothing and holds nothing), or -1. */
+int coord_slot_of(const live_worker *w, int64_t job);
+/* Called with mu held: how many of w's slots serve a job. */
+int coord_jobs_on(const live_worker *w);
 
 typedef struct live_job {
 	int64_t id;

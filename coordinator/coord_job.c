@@ -37,10 +37,21 @@ static double mono_s(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Stage s takes live worker w (called with c->mu held). */
-static void stage_of(stage *s, const live_worker *w)
+/* Stage s takes job slot `slot` of live worker w (called with c->mu held);
+ * slot -1: none yet (the submit-time check, which judges an idle cluster). */
+static void stage_of(stage *s, const live_worker *w, int slot)
 {
 	s->worker_id = w->id;
+	s->slot = slot < 0 ? 0 : slot;
+	/* What the worker's other jobs hold already: their frozen weights (a
+	 * copy this job may share is counted too: the check stays on the safe
+	 * side) and their own state. */
+	s->others_bytes = 0;
+	for (int k = 0; slot >= 0 && k < w->n_slots; k++)
+		if (k != slot && w->slot[k].job)
+			s->others_bytes += w->slot[k].job_bytes;
+	if (slot >= 0 && coord_jobs_on(w))
+		s->others_bytes += w->base_bytes;
 	s->gflops = w->gflops;
 	snprintf(s->host_id, sizeof(s->host_id), "%s", w->host_id);
 	s->host_cpus = w->host_cpus;
@@ -50,8 +61,8 @@ static void stage_of(stage *s, const live_worker *w)
 	s->memory_reserve = w->memory_reserve;
 	snprintf(s->name, sizeof(s->name), "%s", w->name);
 	snprintf(s->control, sizeof(s->control), "%s", w->control_addr);
-	snprintf(s->data, sizeof(s->data), "%s", w->data_addr);
-	snprintf(s->owner_addr, sizeof(s->owner_addr), "%s", w->owner_addr);
+	snprintf(s->data, sizeof(s->data), "%s", w->slot[slot].data_addr);
+	snprintf(s->owner_addr, sizeof(s->owner_addr), "%s", w->slot[slot].owner_addr);
 }
 
 /* The threads the chain's CPU workers on stage i's machine run together
@@ -86,8 +97,9 @@ static double usable_memory(const runner *r, int i)
 	int share = 0;
 	if (!s->memory_bytes)
 		return 0;
-	use = s->memory_bytes > s->memory_reserve ? (double)(s->memory_bytes - s->memory_reserve)
-						  : 1; /* all kept back: nothing fits */
+	use = s->memory_bytes > s->memory_reserve + s->others_bytes
+		  ? (double)(s->memory_bytes - s->memory_reserve - s->others_bytes)
+		  : 1; /* all kept back or taken by other jobs: nothing fits */
 	if (sc_mem_kind_of(s->device) == SC_MEM_CPU && s->host_id[0])
 		for (int j = 0; j < r->n; j++)
 			share += sc_mem_kind_of(r->st[j].device) == SC_MEM_CPU &&
@@ -456,9 +468,9 @@ sc_err coord_fit_check(coord *c, Splitchain__SubmitRequest *spec, const sc_model
 		if (!spec->n_workers)
 			coord_fastest(alive, n, S); /* as the scheduler will take them */
 		for (int k = 0; k < o; k++)
-			stage_of(&r->st[k], owner[k]);
+			stage_of(&r->st[k], owner[k], -1);
 		for (int i = 0; i < S; i++)
-			stage_of(&r->st[o + i], alive[i]);
+			stage_of(&r->st[o + i], alive[i], -1);
 	}
 	pthread_mutex_unlock(&c->mu);
 	if (n < S || owners_found != o) { /* too few to judge: the placement will */
@@ -594,6 +606,7 @@ static int assign(runner *r, char *err, size_t esize)
 		splitchain__assign_request__init(&req[i]);
 		req[i].job_id = (uint64_t)r->job->id;
 		req[i].placement_version = r->version;
+		req[i].slot = (uint32_t)r->st[i].slot;
 		req[i].stage = (uint32_t)st;
 		req[i].n_stages = (uint32_t)ns;
 		req[i].model_path = (char *)r->job->model_path;
@@ -807,9 +820,10 @@ static void release(runner *r)
 	pthread_mutex_lock(&r->c->mu);
 	for (int i = 0; i < r->n; i++) {
 		live_worker *lw = coord_worker(r->c, r->st[i].worker_id);
-		if (lw && r->st[i].method && !r->st[i].rc && r->st[i].status == SC_STATUS_OK &&
-		    lw->held_job == r->job->id && lw->held_version <= r->version)
-			lw->held_job = 0;
+		live_slot *sl = lw && r->st[i].slot < lw->n_slots ? &lw->slot[r->st[i].slot] : NULL;
+		if (sl && r->st[i].method && !r->st[i].rc && r->st[i].status == SC_STATUS_OK &&
+		    sl->held_job == r->job->id && sl->held_version <= r->version)
+			sl->held_job = 0;
 	}
 	pthread_mutex_unlock(&r->c->mu);
 }
@@ -991,11 +1005,14 @@ out:
 		after[i] = SC_WORKER_LOST;
 		if (!lw)
 			continue;
-		lw->job = 0;
+		if (r->st[i].slot < lw->n_slots && lw->slot[r->st[i].slot].job == r->job->id)
+			lw->slot[r->st[i].slot].job = 0;
 		/* A worker that failed a call is only trusted again once it heartbeats. */
 		if (bad == i && bad_transient)
 			lw->last_seen_ms = 0;
-		after[i] = lw->last_seen_ms > 0 ? SC_WORKER_IDLE : SC_WORKER_LOST;
+		after[i] = lw->last_seen_ms <= 0 ? SC_WORKER_LOST
+			   : coord_jobs_on(lw)   ? SC_WORKER_BUSY
+						 : SC_WORKER_IDLE;
 	}
 	r->lj->done = 1;
 	r->lj->runner = NULL;
@@ -1033,9 +1050,16 @@ int coord_start_job(coord *c, sc_db_job *job, live_worker *const *w, int n)
 	r->job = job;
 	r->n = n;
 	for (int i = 0; i < n; i++) {
-		stage *s = &r->st[i];
-		stage_of(s, w[i]);
-		w[i]->job = job->id;
+		int k = coord_slot_of(w[i], 0);
+		if (k < 0) { /* the scheduler hands over workers with a free slot */
+			while (i-- > 0)
+				w[i]->slot[r->st[i].slot].job = 0;
+			free(lj);
+			free(r);
+			return 0;
+		}
+		stage_of(&r->st[i], w[i], k);
+		w[i]->slot[k].job = job->id;
 	}
 	lj->id = job->id;
 	lj->runner = r;
@@ -1046,7 +1070,7 @@ int coord_start_job(coord *c, sc_db_job *job, live_worker *const *w, int n)
 	if (pthread_create(&lj->thread, NULL, run_job, r) != 0) {
 		c->jobs = lj->next;
 		for (int i = 0; i < n; i++)
-			w[i]->job = 0;
+			w[i]->slot[r->st[i].slot].job = 0;
 		free(lj);
 		free(r);
 		return 0;

@@ -23,42 +23,84 @@ static int nonempty(const char *s)
 	return s && *s;
 }
 
-/* Called with mu held: records what worker lw says it holds, and fills
- * rel with that holding when it is not the current placement of a running
- * job this worker serves (left zero otherwise). The worker drops exactly
- * that holding, never a newer one, so an answer that crosses an Assign
- * does no harm. Returns 1 when this fence is news (worth an event), 0 when
- * it repeats the last one. */
-static int fence(coord *c, live_worker *lw, const Splitchain__Holding *h, Splitchain__Holding *rel)
+int coord_slot_of(const live_worker *w, int64_t job)
 {
-	live_job *lj;
-	int news;
-
-	lw->held_job = h ? (int64_t)h->job_id : 0;
-	lw->held_version = h ? h->placement_version : 0;
-	lw->held_stage = h ? h->stage : 0;
-	if (!lw->held_job)
-		return 0;
-	lj = coord_live_job(c, lw->held_job);
-	if (lw->job == lw->held_job && lj && !lj->done && lj->version == lw->held_version)
-		return 0; /* current */
-	rel->job_id = (uint64_t)lw->held_job;
-	rel->placement_version = lw->held_version;
-	news = lw->fenced_job != lw->held_job || lw->fenced_version != lw->held_version;
-	lw->fenced_job = lw->held_job;
-	lw->fenced_version = lw->held_version;
-	return news;
+	for (int k = 0; k < w->n_slots; k++)
+		if (job ? w->slot[k].job == job : !w->slot[k].job && !w->slot[k].held_job)
+			return k;
+	return -1;
 }
 
-/* Records a new fence and the worker's notices as events (no lock held). */
-static void record_fence(coord *c, int64_t worker, const char *name, const Splitchain__Holding *rel,
-			 int news, char **notices, size_t n)
+int coord_jobs_on(const live_worker *w)
 {
-	if (rel->job_id && news)
-		sc_db_event(c->db, (int64_t)rel->job_id, worker, SC_LOG_WARN, "worker_fenced",
-			    "%s still held placement %u of job %llu, which is not current: told "
-			    "to drop it",
-			    name, rel->placement_version, (unsigned long long)rel->job_id);
+	int n = 0;
+	for (int k = 0; k < w->n_slots; k++)
+		n += w->slot[k].job != 0;
+	return n;
+}
+
+/* The holdings a worker is told to drop, one reply's worth. */
+typedef struct fences {
+	Splitchain__Holding h[COORD_MAX_SLOTS], *ptr[COORD_MAX_SLOTS];
+	int news[COORD_MAX_SLOTS];
+	size_t n;
+} fences;
+
+/* Called with mu held: records what worker lw says its slots hold, and
+ * adds to rel each holding that is not the current placement of a running
+ * job that slot serves. The worker drops exactly that holding, never a
+ * newer one, so an answer that crosses an Assign does no harm. news[i]:
+ * 1 when the fence is news (worth an event), 0 when it repeats the last. */
+static void fence(coord *c, live_worker *lw, Splitchain__Holding *const *h, size_t n, fences *rel)
+{
+	rel->n = 0;
+	for (int k = 0; k < lw->n_slots; k++) {
+		live_slot *s = &lw->slot[k];
+		s->held_job = 0;
+		s->held_version = s->held_stage = 0;
+	}
+	for (size_t i = 0; i < n && rel->n < COORD_MAX_SLOTS; i++) {
+		live_slot *s = h[i]->slot < (uint32_t)lw->n_slots ? &lw->slot[h[i]->slot] : NULL;
+		int64_t job = (int64_t)h[i]->job_id;
+		live_job *lj;
+		if (!job)
+			continue;
+		if (s) {
+			s->held_job = job;
+			s->held_version = h[i]->placement_version;
+			s->held_stage = h[i]->stage;
+			lj = coord_live_job(c, job);
+			if (s->job == job && lj && !lj->done && lj->version == s->held_version)
+				continue; /* current */
+		}
+		Splitchain__Holding *r = &rel->h[rel->n];
+		splitchain__holding__init(r);
+		r->job_id = (uint64_t)job;
+		r->placement_version = h[i]->placement_version;
+		r->slot = h[i]->slot;
+		rel->news[rel->n] =
+		    !s || s->fenced_job != job || s->fenced_version != r->placement_version;
+		if (s) {
+			s->fenced_job = job;
+			s->fenced_version = r->placement_version;
+		}
+		rel->ptr[rel->n] = r;
+		rel->n++;
+	}
+}
+
+/* Records new fences and the worker's notices as events (no lock held). */
+static void record_fence(coord *c, int64_t worker, const char *name, const fences *rel,
+			 char **notices, size_t n)
+{
+	for (size_t i = 0; i < rel->n; i++)
+		if (rel->news[i])
+			sc_db_event(c->db, (int64_t)rel->h[i].job_id, worker, SC_LOG_WARN,
+				    "worker_fenced",
+				    "%s still held placement %u of job %llu, which is not current: "
+				    "told to drop it",
+				    name, rel->h[i].placement_version,
+				    (unsigned long long)rel->h[i].job_id);
 	for (size_t i = 0; i < n; i++)
 		sc_db_event(c->db, 0, worker, SC_LOG_WARN, "dataplane_refused", "%s: %s", name,
 			    notices[i]);
@@ -69,23 +111,41 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	coord *c = arg;
 	Splitchain__RegisterRequest *r;
 	Splitchain__RegisterReply out = SPLITCHAIN__REGISTER_REPLY__INIT;
-	Splitchain__Holding rel = SPLITCHAIN__HOLDING__INIT;
+	fences rel;
 	sc_db_worker w = { 0 };
 	live_worker *lw;
 	live_job *lj;
 	int64_t id, restarted;
-	int news;
+	size_t slots;
 
 	if (sc_rpc_unpack(&splitchain__register_request__descriptor, req, len,
 			  (ProtobufCMessage **)&r, rep))
 		return;
 	if (!nonempty(r->name) || strlen(r->name) >= sizeof(lw->name) ||
 	    !nonempty(r->control_addr) || strlen(r->control_addr) >= sizeof(lw->control_addr) ||
-	    !nonempty(r->data_addr) || strlen(r->data_addr) >= sizeof(lw->data_addr) ||
+	    !nonempty(r->data_addr) || strlen(r->data_addr) >= sizeof(lw->slot[0].data_addr) ||
 	    !(r->gflops > 0) || !isfinite(r->gflops)) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
 				 "a worker registers with a name, control and data addresses and "
 				 "a positive compute rate");
+		goto out;
+	}
+	/* Job slots: each with a data address (and a data owner's head
+	 * listener); none listed is one slot at data_addr. */
+	slots = r->n_slot_data_addrs ? r->n_slot_data_addrs : 1;
+	int bad =
+	    slots > COORD_MAX_SLOTS || (r->n_slot_owner_addrs && r->n_slot_owner_addrs != slots);
+	for (size_t k = 0; k < r->n_slot_data_addrs; k++)
+		bad |= !nonempty(r->slot_data_addrs[k]) ||
+		       strlen(r->slot_data_addrs[k]) >= sizeof(lw->slot[0].data_addr);
+	for (size_t k = 0; k < r->n_slot_owner_addrs; k++)
+		bad |= strlen(r->slot_owner_addrs[k]) >= sizeof(lw->slot[0].owner_addr);
+	if (bad) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "%zu job slots with %zu data and %zu owner addresses: a worker "
+				 "has 1 to %d slots, each with a data address of its own",
+				 slots, r->n_slot_data_addrs, r->n_slot_owner_addrs,
+				 COORD_MAX_SLOTS);
 		goto out;
 	}
 	w.name = r->name;
@@ -96,6 +156,7 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	w.gflops = r->gflops;
 	w.control_addr = r->control_addr;
 	w.data_addr = r->data_addr;
+	w.job_slots = r->n_slot_data_addrs ? (int)r->n_slot_data_addrs : 1;
 	w.state = SC_WORKER_IDLE;
 	if (sc_db_worker_upsert(c->db, &w, &id)) {
 		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "database: %s", sc_err_detail());
@@ -125,11 +186,19 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	 * or it forgot us) and does not hold that job's placement has lost its
 	 * segment: the job's calls to it would only wait out the stall limit. */
 	restarted = 0;
-	if (lw->job && (lj = coord_live_job(c, lw->job)) && !lj->done &&
-	    (!r->holds || (int64_t)r->holds->job_id != lw->job ||
-	     r->holds->placement_version != lj->version)) {
-		coord_abort_job(c, lj);
-		restarted = lw->job;
+	for (int k = 0; k < lw->n_slots; k++) {
+		int64_t job = lw->slot[k].job;
+		int holds = 0;
+		if (!job || !(lj = coord_live_job(c, job)) || lj->done)
+			continue;
+		for (size_t i = 0; i < r->n_holdings; i++)
+			holds |= r->holdings[i]->slot == (uint32_t)k &&
+				 (int64_t)r->holdings[i]->job_id == job &&
+				 r->holdings[i]->placement_version == lj->version;
+		if (!holds || k >= (int)slots) {
+			coord_abort_job(c, lj);
+			restarted = job;
+		}
 	}
 	lw->last_seen_ms = coord_now_ms();
 	lw->gflops = r->gflops;
@@ -138,19 +207,33 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	lw->memory_bytes = r->memory_bytes;
 	lw->memory_reserve = r->memory_reserve_bytes;
 	lw->data_owner = r->data_owner;
-	snprintf(lw->owner_addr, sizeof(lw->owner_addr), "%s",
-		 r->owner_head_addr ? r->owner_head_addr : "");
+	/* A slot the worker no longer has keeps its job until that job's
+	 * runner lets go (it was aborted above). */
+	for (int k = (int)slots; k < lw->n_slots; k++)
+		if (lw->slot[k].job)
+			slots = (size_t)k + 1;
+	lw->n_slots = (int)slots;
+	for (size_t k = 0; k < slots; k++) {
+		live_slot *s = &lw->slot[k];
+		const char *data = k < r->n_slot_data_addrs ? r->slot_data_addrs[k]
+				   : k == 0                 ? r->data_addr
+							    : "";
+		const char *owner = k < r->n_slot_owner_addrs      ? r->slot_owner_addrs[k]
+				    : k == 0 && r->owner_head_addr ? r->owner_head_addr
+								   : "";
+		snprintf(s->data_addr, sizeof(s->data_addr), "%s", data);
+		snprintf(s->owner_addr, sizeof(s->owner_addr), "%s", owner);
+	}
 	snprintf(lw->device, sizeof(lw->device), "%s", w.device);
 	lw->threads = r->threads;
 	snprintf(lw->name, sizeof(lw->name), "%s", r->name);
 	snprintf(lw->control_addr, sizeof(lw->control_addr), "%s", r->control_addr);
-	snprintf(lw->data_addr, sizeof(lw->data_addr), "%s", r->data_addr);
-	news = fence(c, lw, r->holds, &rel);
+	fence(c, lw, r->holdings, r->n_holdings, &rel);
 	pthread_cond_broadcast(&c->wake);
 	pthread_mutex_unlock(&c->mu);
 	sc_db_event(c->db, 0, id, SC_LOG_INFO, "worker_registered", "%s (%s, %.1f GFLOP/s) at %s",
 		    r->name, w.device, r->gflops, r->control_addr);
-	record_fence(c, id, r->name, &rel, news, NULL, 0);
+	record_fence(c, id, r->name, &rel, NULL, 0);
 	if (restarted)
 		sc_db_event(c->db, restarted, id, SC_LOG_WARN, "worker_restarted",
 			    "%s registered again without its segment of job %lld: the job's calls "
@@ -159,7 +242,8 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	out.worker_id = (uint64_t)id;
 	out.heartbeat_ms = (uint32_t)c->heartbeat_ms;
 	out.lease_ms = (uint32_t)c->lost_after_ms;
-	out.release = &rel;
+	out.n_releases = rel.n;
+	out.releases = rel.ptr;
 	sc_rpc_reply_pb(rep, &out.base);
 out:
 	splitchain__register_request__free_unpacked(r, NULL);
@@ -170,9 +254,9 @@ static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply 
 	coord *c = arg;
 	Splitchain__HeartbeatRequest *r;
 	Splitchain__HeartbeatReply out = SPLITCHAIN__HEARTBEAT_REPLY__INIT;
-	Splitchain__Holding rel = SPLITCHAIN__HOLDING__INIT;
+	fences rel = { .n = 0 };
 	live_worker *lw;
-	int back = 0, busy = 0, news = 0;
+	int back = 0, busy = 0, mem_changed = 0;
 	char name[128] = "";
 
 	if (sc_rpc_unpack(&splitchain__heartbeat_request__descriptor, req, len,
@@ -181,18 +265,43 @@ static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply 
 	pthread_mutex_lock(&c->mu);
 	lw = coord_worker(c, (int64_t)r->worker_id);
 	if (lw) {
-		int64_t had = lw->held_job;
+		int freed = 0;
+		int64_t had[COORD_MAX_SLOTS];
+		for (int k = 0; k < lw->n_slots; k++)
+			had[k] = lw->slot[k].held_job;
 		back = lw->last_seen_ms == 0; /* it had been counted lost */
-		busy = lw->job != 0;
+		busy = coord_jobs_on(lw) != 0;
 		lw->last_seen_ms = coord_now_ms();
-		news = fence(c, lw, r->holds, &rel);
+		fence(c, lw, r->holdings, r->n_holdings, &rel);
+		mem_changed = lw->base_bytes != r->base_bytes;
+		for (int k = 0; k < lw->n_slots; k++) {
+			uint64_t bytes = 0;
+			freed |= had[k] && !lw->slot[k].held_job;
+			for (size_t i = 0; i < r->n_jobs_memory; i++)
+				if (lw->slot[k].held_job &&
+				    (int64_t)r->jobs_memory[i]->job_id == lw->slot[k].held_job)
+					bytes = r->jobs_memory[i]->bytes;
+			mem_changed |= lw->slot[k].job_bytes != bytes;
+			lw->slot[k].job_bytes = bytes;
+		}
+		lw->base_bytes = r->base_bytes;
 		snprintf(name, sizeof(name), "%s", lw->name);
-		if (back || (had && !lw->held_job)) /* usable again, or free now */
+		if (back || freed) /* usable again, or a slot free now */
 			pthread_cond_broadcast(&c->wake);
 	}
 	pthread_mutex_unlock(&c->mu);
-	if (lw)
-		record_fence(c, (int64_t)r->worker_id, name, &rel, news, r->notices, r->n_notices);
+	if (lw) {
+		record_fence(c, (int64_t)r->worker_id, name, &rel, r->notices, r->n_notices);
+		if (mem_changed) { /* jobs came or went: the dashboards' figures */
+			sc_db_job_memory jm[COORD_MAX_SLOTS];
+			size_t n = 0;
+			for (size_t i = 0; i < r->n_jobs_memory && n < COORD_MAX_SLOTS; i++)
+				jm[n++] = (sc_db_job_memory){ (int64_t)(r->jobs_memory[i]->job_id &
+									INT64_MAX),
+							      r->jobs_memory[i]->bytes };
+			sc_db_worker_memory(c->db, (int64_t)r->worker_id, r->base_bytes, jm, n);
+		}
+	}
 	if (back) {
 		sc_db_worker_set_state(c->db, (int64_t)r->worker_id,
 				       busy ? SC_WORKER_BUSY : SC_WORKER_IDLE);
@@ -205,7 +314,8 @@ static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply 
 				 "again",
 				 (unsigned long long)r->worker_id);
 	else {
-		out.release = &rel;
+		out.n_releases = rel.n;
+		out.releases = rel.ptr;
 		sc_rpc_reply_pb(rep, &out.base);
 	}
 	splitchain__heartbeat_request__free_unpacked(r, NULL);
@@ -717,6 +827,7 @@ static void m_workers(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
 	coord *c = arg;
 	Splitchain__WorkersReply out = SPLITCHAIN__WORKERS_REPLY__INIT;
 	Splitchain__WorkerInfo *infos = NULL, **ptrs = NULL;
+	Splitchain__JobMemory *jm = NULL, **jmp = NULL;
 	sc_db_worker *ws = NULL;
 	int n = 0;
 
@@ -726,7 +837,9 @@ static void m_workers(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
 	}
 	infos = calloc((size_t)n + 1, sizeof(*infos));
 	ptrs = calloc((size_t)n + 1, sizeof(*ptrs));
-	if (!infos || !ptrs) {
+	jm = calloc((size_t)n * COORD_MAX_SLOTS + 1, sizeof(*jm));
+	jmp = calloc((size_t)n * COORD_MAX_SLOTS + 1, sizeof(*jmp));
+	if (!infos || !ptrs || !jm || !jmp) {
 		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		goto out;
 	}
@@ -742,12 +855,35 @@ static void m_workers(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
 		infos[i].data_owner = ws[i].data_owner;
 		infos[i].last_seen_unix_ms = ws[i].last_seen_ms;
 		infos[i].control_addr = (char *)ws[i].control_addr;
+		infos[i].job_slots = ws[i].job_slots > 0 ? (uint32_t)ws[i].job_slots : 1;
 		ptrs[i] = &infos[i];
 	}
+	/* Memory as the workers' last heartbeats said, while they are live. */
+	pthread_mutex_lock(&c->mu);
+	for (int i = 0; i < n; i++) {
+		const live_worker *lw = coord_worker(c, ws[i].id);
+		Splitchain__JobMemory **first = jmp + (size_t)i * COORD_MAX_SLOTS;
+		if (!lw || lw->last_seen_ms <= 0)
+			continue;
+		infos[i].base_bytes = lw->base_bytes;
+		infos[i].jobs_memory = first;
+		for (int k = 0; k < lw->n_slots; k++) {
+			Splitchain__JobMemory *m = &jm[(size_t)i * COORD_MAX_SLOTS + k];
+			if (!lw->slot[k].held_job)
+				continue;
+			splitchain__job_memory__init(m);
+			m->job_id = (uint64_t)lw->slot[k].held_job;
+			m->bytes = lw->slot[k].job_bytes;
+			first[infos[i].n_jobs_memory++] = m;
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
 	out.n_workers = (size_t)n;
 	out.workers = ptrs;
 	sc_rpc_reply_pb(rep, &out.base);
 out:
+	free(jmp);
+	free(jm);
 	free(ptrs);
 	free(infos);
 	free(ws);

@@ -11,12 +11,15 @@
 #include "coord.h"
 
 /* Workers that are no data owners first (an owner's machine is its own,
- * lent to others' chains only when nothing else is free), then the fastest. */
+ * lent to others' chains only when nothing else is free), then those that
+ * serve fewer jobs (an idle worker before a shared one), then the fastest. */
 static int by_gflops_desc(const void *a, const void *b)
 {
 	const live_worker *x = *(const live_worker *const *)a, *y = *(const live_worker *const *)b;
 	if (x->data_owner != y->data_owner)
 		return x->data_owner - y->data_owner;
+	if (coord_jobs_on(x) != coord_jobs_on(y))
+		return coord_jobs_on(x) - coord_jobs_on(y);
 	if (x->gflops != y->gflops)
 		return x->gflops < y->gflops ? 1 : -1;
 	return x->id < y->id ? -1 : x->id > y->id;
@@ -28,17 +31,22 @@ static int by_id(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Called with mu held: the free live worker called name, or NULL. */
+/* Called with mu held: whether w is alive and has a free job slot. */
+static int usable(const coord *c, const live_worker *w, int64_t now)
+{
+	return w->last_seen_ms > 0 && now - w->last_seen_ms <= c->lost_after_ms &&
+	       coord_slot_of(w, 0) >= 0;
+}
+
+/* Called with mu held: the live worker called name with a free job slot,
+ * or NULL. */
 static live_worker *free_named(coord *c, const char *name, int64_t now)
 {
 	for (int k = 0; k < c->nworkers; k++) {
 		live_worker *w = &c->workers[k];
 		if (strcmp(w->name, name))
 			continue;
-		return w->job || w->held_job || w->last_seen_ms <= 0 ||
-			       now - w->last_seen_ms > c->lost_after_ms
-			   ? NULL
-			   : w;
+		return usable(c, w, now) ? w : NULL;
 	}
 	return NULL;
 }
@@ -88,16 +96,16 @@ static int try_start(coord *c, sc_db_job *job)
 	if (named > 0)
 		return named == S && coord_start_job(c, job, freew + 16, S);
 
-	/* Free: alive, reserved by no runner, and holding nothing — a worker
-	 * still holding an older placement is fenced first (coord_rpc.c). A
-	 * data owners' job: the owners first, the middle from the others. */
+	/* Free: alive, with a job slot reserved by no runner and holding
+	 * nothing — a slot still holding an older placement is fenced first
+	 * (coord_rpc.c). A data owners' job: the owners first, the middle from
+	 * the others. */
 	for (int i = 0; i < c->nworkers && nfree < 1024 - 16; i++) {
 		live_worker *w = &c->workers[i];
 		int is_owner = 0;
 		for (int k = 0; k < o; k++)
 			is_owner |= owner[k] == w;
-		if (!is_owner && !w->job && !w->held_job && w->last_seen_ms > 0 &&
-		    now - w->last_seen_ms <= c->lost_after_ms)
+		if (!is_owner && usable(c, w, now))
 			freew[16 + nfree++] = w;
 	}
 	if (nfree < S)
@@ -148,10 +156,12 @@ static void find_lost(coord *c, int64_t now, lost_worker **out, int *n)
 		live_worker *w = &c->workers[i];
 		if (w->last_seen_ms <= 0 || now - w->last_seen_ms <= c->lost_after_ms)
 			continue;
-		live_job *lj = w->job ? coord_live_job(c, w->job) : NULL;
 		w->last_seen_ms = 0;
-		if (lj)
-			coord_abort_job(c, lj);
+		for (int k = 0; k < w->n_slots; k++) {
+			live_job *lj = w->slot[k].job ? coord_live_job(c, w->slot[k].job) : NULL;
+			if (lj)
+				coord_abort_job(c, lj);
+		}
 		if (!*out)
 			*out = calloc((size_t)c->nworkers, sizeof(**out));
 		if (*out) {

@@ -159,11 +159,20 @@ static const char *const migrations[SC_DB_SCHEMA_VERSION] = {
 	" model_key TEXT NOT NULL, layer INTEGER NOT NULL CHECK (layer >= 0),"
 	" int8_error REAL NOT NULL, nf4_error REAL NOT NULL, measured_ms INTEGER NOT NULL,"
 	" PRIMARY KEY (model_key, layer));",
+	/* 10: parameter sharing (splitchain-worker --jobs N): a worker's job
+	 * slots, the frozen weights it holds (each shared copy once) and what
+	 * each job it serves holds besides them */
+	"ALTER TABLE workers ADD COLUMN job_slots INTEGER NOT NULL DEFAULT 1;"
+	"ALTER TABLE workers ADD COLUMN base_bytes INTEGER NOT NULL DEFAULT 0;"
+	"CREATE TABLE worker_job_memory ("
+	" worker_id INTEGER NOT NULL REFERENCES workers(id),"
+	" job_id INTEGER NOT NULL, bytes INTEGER NOT NULL CHECK (bytes >= 0),"
+	" PRIMARY KEY (worker_id, job_id));",
 };
 
 #define WORKER_COLS                                                                                \
 	"id, name, device, memory_bytes, gflops, control_addr, data_addr, state,"                  \
-	" registered_ms, last_seen_ms, memory_reserve_bytes, data_owner"
+	" registered_ms, last_seen_ms, memory_reserve_bytes, data_owner, job_slots, base_bytes"
 #define JOB_COLS                                                                                   \
 	"id, name, state, model_path, data_path, spec, stages, steps, step_done, last_loss,"       \
 	" error, created_ms, started_ms, finished_ms, base_quant, double_quant, precision"
@@ -172,12 +181,12 @@ static const char *const sql[ST_COUNT] = {
 	[ST_WORKER_UPSERT] =
 	    "INSERT INTO workers (name, device, memory_bytes, gflops,"
 	    " control_addr, data_addr, state, registered_ms, last_seen_ms,"
-	    " memory_reserve_bytes, data_owner)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10) ON CONFLICT (name) DO"
+	    " memory_reserve_bytes, data_owner, job_slots)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11) ON CONFLICT (name) DO"
 	    " UPDATE SET device = ?2, memory_bytes = ?3, gflops = ?4,"
 	    " control_addr = ?5, data_addr = ?6, state = ?7,"
 	    " registered_ms = ?8, last_seen_ms = ?8, memory_reserve_bytes = ?9,"
-	    " data_owner = ?10",
+	    " data_owner = ?10, job_slots = ?11",
 	[ST_WORKER_ID] = "SELECT id FROM workers WHERE name = ?1",
 	[ST_WORKER_SEEN] = "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1",
 	[ST_WORKER_STATE] = "UPDATE workers SET state = ?2 WHERE id = ?1",
@@ -243,6 +252,10 @@ static const char *const sql[ST_COUNT] = {
 				" WHERE model_key = ?1 ORDER BY layer",
 	[ST_LAYER_ERRORS_PUT] = "INSERT OR REPLACE INTO layer_errors (model_key, layer,"
 				" int8_error, nf4_error, measured_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+	[ST_WORKER_BASE] = "UPDATE workers SET base_bytes = ?2 WHERE id = ?1",
+	[ST_WORKER_JOBMEM_CLEAR] = "DELETE FROM worker_job_memory WHERE worker_id = ?1",
+	[ST_WORKER_JOBMEM_PUT] = "INSERT OR REPLACE INTO worker_job_memory (worker_id, job_id,"
+				 " bytes) VALUES (?1, ?2, ?3)",
 	[ST_LINK_UPSERT] = "INSERT INTO links (from_worker, to_worker, rtt_ms, mbit_s, measured_ms)"
 			   " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (from_worker, to_worker) DO"
 			   " UPDATE SET rtt_ms = ?3, mbit_s = ?4, measured_ms = ?5",

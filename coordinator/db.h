@@ -35,7 +35,7 @@
 #include "sc_log.h"
 
 /* The schema version this code writes; a file with a higher one is refused. */
-#define SC_DB_SCHEMA_VERSION 9
+#define SC_DB_SCHEMA_VERSION 10
 /* PRAGMA application_id of a splitchain database: "SPLD". */
 #define SC_DB_APPLICATION_ID 0x53504C44
 #define SC_DB_MAX_DIMS       8
@@ -76,6 +76,10 @@ typedef struct sc_db_worker {
 	int64_t registered_ms; /* this incarnation's registration */
 	int64_t last_seen_ms;
 	int data_owner; /* started with --owner-data */
+	int job_slots;  /* jobs it serves at once (splitchain-worker --jobs) */
+	/* Memory (heartbeats): the frozen weights it holds, each copy shared
+	 * by jobs once; each job's own is in worker_job_memory. */
+	uint64_t base_bytes;
 } sc_db_worker;
 
 /* Registers w by name: a new name gets a new id, a known one keeps its id and
@@ -83,6 +87,15 @@ typedef struct sc_db_worker {
  * and last_seen_ms set to now. Reads w's fields except id and the times
  * (borrowed for the call). *id_out = the worker's id. */
 sc_err sc_db_worker_upsert(sc_db *db, const sc_db_worker *w, int64_t *id_out);
+/* Records a worker's memory: its frozen weights (base_bytes) and each
+ * job's own bytes besides them (jobs[0 .. n), replacing the last record),
+ * in one transaction. */
+typedef struct sc_db_job_memory {
+	int64_t job_id;
+	uint64_t bytes;
+} sc_db_job_memory;
+sc_err sc_db_worker_memory(sc_db *db, int64_t worker_id, uint64_t base_bytes,
+			   const sc_db_job_memory *jobs, size_t n);
 /* Sets last_seen_ms to now. SC_ENOENT for an unknown id. */
 sc_err sc_db_worker_seen(sc_db *db, int64_t worker_id);
 /* Sets the state. SC_ENOENT for an unknown id. */

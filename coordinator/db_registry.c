@@ -33,6 +33,8 @@ static sc_err read_worker(sqlite3_stmt *st, void *rec, struct arena *a)
 	w->last_seen_ms = sqlite3_column_int64(st, 9);
 	w->memory_reserve_bytes = (uint64_t)sqlite3_column_int64(st, 10);
 	w->data_owner = sqlite3_column_int(st, 11) != 0;
+	w->job_slots = sqlite3_column_int(st, 12);
+	w->base_bytes = (uint64_t)sqlite3_column_int64(st, 13);
 	return SC_OK;
 }
 
@@ -60,6 +62,7 @@ sc_err sc_db_worker_upsert(sc_db *db, const sc_db_worker *w, int64_t *id_out)
 	sqlite3_bind_int64(st, 8, sc_db_now_ms());
 	sqlite3_bind_int64(st, 9, (int64_t)w->memory_reserve_bytes);
 	sqlite3_bind_int(st, 10, w->data_owner != 0);
+	sqlite3_bind_int(st, 11, w->job_slots > 0 ? w->job_slots : 1);
 	if ((err = db_run(db, st, "registering a worker")) != SC_OK ||
 	    (err = db_stmt(db, ST_WORKER_ID, &st)) != SC_OK)
 		goto out;
@@ -441,6 +444,43 @@ sc_err sc_db_placement_latest(sc_db *db, int64_t job_id, uint32_t *version, sc_d
 	}
 out:
 	db_rollback(db);
+	pthread_mutex_unlock(&db->mu);
+	return err;
+}
+
+sc_err sc_db_worker_memory(sc_db *db, int64_t worker_id, uint64_t base_bytes,
+			   const sc_db_job_memory *jobs, size_t n)
+{
+	sqlite3_stmt *st = NULL;
+	sc_err err;
+	pthread_mutex_lock(&db->mu);
+	if ((err = db_begin(db, 0)) != SC_OK)
+		goto out;
+	if ((err = db_stmt(db, ST_WORKER_BASE, &st)) != SC_OK)
+		goto fail;
+	sqlite3_bind_int64(st, 1, worker_id);
+	sqlite3_bind_int64(st, 2, (int64_t)(base_bytes > INT64_MAX ? INT64_MAX : base_bytes));
+	if ((err = db_run(db, st, "recording a worker's memory")) != SC_OK ||
+	    (err = db_stmt(db, ST_WORKER_JOBMEM_CLEAR, &st)) != SC_OK)
+		goto fail;
+	sqlite3_bind_int64(st, 1, worker_id);
+	if ((err = db_run(db, st, "recording a worker's memory")) != SC_OK)
+		goto fail;
+	for (size_t i = 0; i < n; i++) {
+		if ((err = db_stmt(db, ST_WORKER_JOBMEM_PUT, &st)) != SC_OK)
+			goto fail;
+		sqlite3_bind_int64(st, 1, worker_id);
+		sqlite3_bind_int64(st, 2, jobs[i].job_id);
+		sqlite3_bind_int64(
+		    st, 3, (int64_t)(jobs[i].bytes > INT64_MAX ? INT64_MAX : jobs[i].bytes));
+		if ((err = db_run(db, st, "recording a job's memory")) != SC_OK)
+			goto fail;
+	}
+	err = db_commit(db);
+	goto out;
+fail:
+	db_rollback(db);
+out:
 	pthread_mutex_unlock(&db->mu);
 	return err;
 }

@@ -114,13 +114,22 @@ static void test_fresh_schema(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	sqlite3 *h = reader(path);
 	assert_int_equal(q_int(h, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
-	assert_int_equal(SC_DB_SCHEMA_VERSION, 9);
+	assert_int_equal(SC_DB_SCHEMA_VERSION, 10);
 	assert_int_equal(q_int(h, "PRAGMA application_id"), SC_DB_APPLICATION_ID);
-	static const char *const tables[] = {
-		"workers",     "jobs",           "placements",  "checkpoints", "checkpoint_tensors",
-		"metrics",     "events",         "links",       "models",      "model_tensors",
-		"model_files", "worker_tensors", "layer_errors"
-	};
+	static const char *const tables[] = { "workers",
+					      "jobs",
+					      "placements",
+					      "checkpoints",
+					      "checkpoint_tensors",
+					      "metrics",
+					      "events",
+					      "links",
+					      "models",
+					      "model_tensors",
+					      "model_files",
+					      "worker_tensors",
+					      "layer_errors",
+					      "worker_job_memory" };
 	static const char *const views[] = {
 		"v_job_progress", "v_worker_health", "v_latest_checkpoint", "v_loss_curve",
 		"v_links",        "v_models",        "v_placement_roles"
@@ -785,6 +794,10 @@ static void test_metric_eval_and_curve(void **state)
  * base columns, v_job_progress as schema 1 made it). */
 /* What migration 7 added (registered models, the workers' caches). */
 /* What migration 8 added (data owners, U-shaped placements). */
+/* What migration 10 added (parameter sharing: job slots, memory). */
+static const char undo_v10[] = "DROP TABLE worker_job_memory;"
+			       "ALTER TABLE workers DROP COLUMN job_slots;"
+			       "ALTER TABLE workers DROP COLUMN base_bytes;";
 /* What migration 9 added (per-layer base formats). */
 static const char undo_v9[] = "DROP TABLE layer_errors;"
 			      "ALTER TABLE placements DROP COLUMN layer_quant;"
@@ -940,6 +953,7 @@ static void test_migration_from_v8(void **state)
 	uint32_t v = 0;
 	SC_ASSERT_OK(sc_db_placement_insert(db, job, &st, 1, &v));
 	sc_db_close(db);
+	exec_on(path, undo_v10);
 	exec_on(path, undo_v9);
 	exec_on(path, "PRAGMA user_version = 8");
 	SC_ASSERT_OK(sc_db_open(&db, path));
@@ -1024,6 +1038,7 @@ static void test_migration_from_v7(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	add_worker(db, "old-w");
 	sc_db_close(db);
+	exec_on(path, undo_v10);
 	exec_on(path, undo_v9);
 	exec_on(path, undo_v8);
 	exec_on(path, "PRAGMA user_version = 7");
@@ -1059,6 +1074,7 @@ static void test_migration_from_v6(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	int64_t w = add_worker(db, "old-w");
 	sc_db_close(db);
+	exec_on(path, undo_v10);
 	exec_on(path, undo_v9);
 	exec_on(path, undo_v8);
 	exec_on(path, undo_v7);
@@ -1090,6 +1106,7 @@ static void test_migration_from_v4(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	int64_t old = add_job(db, "old", 10);
 	sc_db_close(db);
+	exec_on(path, undo_v10);
 	exec_on(path, undo_v9);
 	exec_on(path, undo_v8);
 	exec_on(path, undo_v7);
@@ -1164,6 +1181,7 @@ static void test_migration_from_v1(void **state)
 	SC_ASSERT_OK(sc_db_metric_insert(db, job, &m));
 	sc_db_close(db);
 	sqlite3 *h = NULL;
+	exec_on(path, undo_v10);
 	exec_on(path, undo_v9);
 	exec_on(path, undo_v8);
 	exec_on(path, undo_v7);
@@ -1272,6 +1290,62 @@ static void test_views(void **state)
 
 /* ---- links ---- */
 
+/* Parameter sharing: a worker's job slots and memory — its frozen
+ * weights and each job's own bytes, each record replacing the last. */
+static void test_worker_memory(void **state)
+{
+	(void)state;
+	const char *path = fresh("wmem.db");
+	sc_db *db = NULL;
+	sc_db_worker *ws = NULL;
+	int n = 0;
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	sc_db_worker w = { .name = "shared",
+			   .device = "cpu",
+			   .memory_bytes = 8ull << 30,
+			   .gflops = 50,
+			   .control_addr = "tcp://10.0.0.1:7000",
+			   .data_addr = "tcp://10.0.0.1:7001",
+			   .state = SC_WORKER_BUSY,
+			   .job_slots = 4 };
+	int64_t id = 0, other = add_worker(db, "other");
+	SC_ASSERT_OK(sc_db_worker_upsert(db, &w, &id));
+	sc_db_job_memory jm[2] = { { 7, 1000 }, { 9, 2500 } };
+	SC_ASSERT_OK(sc_db_worker_memory(db, id, 123456, jm, 2));
+	SC_ASSERT_OK(sc_db_worker_memory(db, other, 99, jm, 1));
+	assert_int_equal(path_int(path, "SELECT count(*) FROM worker_job_memory"), 3);
+	assert_int_equal(path_int(path, "SELECT bytes FROM worker_job_memory WHERE job_id = 9"),
+			 2500);
+	/* One job left: the record replaces the last. */
+	jm[0].bytes = 1100;
+	SC_ASSERT_OK(sc_db_worker_memory(db, id, 123456, jm, 1));
+	assert_int_equal(path_int(path, "SELECT count(*) FROM worker_job_memory"), 2);
+	assert_int_equal(
+	    path_int(path, "SELECT sum(bytes) FROM worker_job_memory WHERE job_id = 7"),
+	    1100 + 1000);
+	SC_ASSERT_OK(sc_db_workers_list(db, &ws, &n));
+	assert_int_equal(n, 2);
+	for (int i = 0; i < n; i++) {
+		int mine = ws[i].id == id;
+		assert_int_equal(ws[i].job_slots, mine ? 4 : 1);
+		assert_int_equal(ws[i].base_bytes, mine ? 123456 : 99);
+	}
+	free(ws);
+	/* Nothing held any more. */
+	SC_ASSERT_OK(sc_db_worker_memory(db, id, 0, NULL, 0));
+	assert_int_equal(path_int(path, "SELECT count(*) FROM worker_job_memory WHERE worker_id = "
+					"(SELECT id FROM workers WHERE name = 'shared')"),
+			 0);
+	sc_db_close(db);
+	/* A database of schema 9 gains the columns with one slot and no memory. */
+	exec_on(path, undo_v10);
+	exec_on(path, "PRAGMA user_version = 9");
+	SC_ASSERT_OK(sc_db_open(&db, path));
+	assert_int_equal(path_int(path, "SELECT min(job_slots) FROM workers"), 1);
+	assert_int_equal(path_int(path, "SELECT max(base_bytes) FROM workers"), 0);
+	sc_db_close(db);
+}
+
 static void test_links(void **state)
 {
 	(void)state;
@@ -1369,6 +1443,7 @@ static void test_migration_from_v2(void **state)
 	int64_t a = add_worker(db, "old-a");
 	sc_db_close(db);
 	sqlite3 *h = NULL;
+	exec_on(path, undo_v10);
 	exec_on(path, undo_v9);
 	exec_on(path, undo_v8);
 	exec_on(path, undo_v7);
@@ -1500,6 +1575,7 @@ int main(void)
 		cmocka_unit_test(test_events),
 		cmocka_unit_test(test_views),
 		cmocka_unit_test(test_links),
+		cmocka_unit_test(test_worker_memory),
 		cmocka_unit_test(test_migration_from_v2),
 		cmocka_unit_test(test_migration_from_v4),
 		cmocka_unit_test(test_migration_from_v6),

@@ -78,7 +78,7 @@ static void coord_register(void *arg, const uint8_t *req, size_t len, sc_rpc_rep
 	snprintf(f->data, sizeof(f->data), "%s", r->data_addr);
 	f->id = coord.next_id++;
 	f->registrations++;
-	record_holding(f, r->holds);
+	record_holding(f, r->n_holdings ? r->holdings[0] : NULL);
 	out.worker_id = f->id;
 	out.heartbeat_ms = FAKE_HEARTBEAT_MS;
 	out.lease_ms = FAKE_LEASE_MS;
@@ -92,7 +92,7 @@ static void coord_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_re
 {
 	Splitchain__HeartbeatRequest *r;
 	Splitchain__HeartbeatReply out = SPLITCHAIN__HEARTBEAT_REPLY__INIT;
-	Splitchain__Holding rel = SPLITCHAIN__HOLDING__INIT;
+	Splitchain__Holding rel = SPLITCHAIN__HOLDING__INIT, *relp = &rel;
 	int known = 0;
 
 	if (muted(rep) || sc_rpc_unpack(&splitchain__heartbeat_request__descriptor, req, len,
@@ -104,14 +104,15 @@ static void coord_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_re
 		    (!strcmp(r->state, "idle") || !strcmp(r->state, "busy"))) {
 			fake_worker *f = &coord.w[k];
 			f->heartbeats++;
-			record_holding(f, r->holds);
+			record_holding(f, r->n_holdings ? r->holdings[0] : NULL);
 			f->notices += (int)r->n_notices;
 			if (r->n_notices)
 				snprintf(f->last_notice, sizeof(f->last_notice), "%s",
 					 r->notices[r->n_notices - 1]);
 			rel.job_id = coord.fence_job[k];
 			rel.placement_version = coord.fence_version[k];
-			out.release = &rel;
+			out.n_releases = rel.job_id ? 1 : 0;
+			out.releases = &relp;
 			known = 1;
 		}
 	pthread_mutex_unlock(&coord.mu);

@@ -520,10 +520,12 @@ static void bad_requests_refused(void **st)
 	ASSIGN_BAD(a2.schedule = 7, bad, "schedule");
 	ASSIGN_BAD(a2.layer_quant = "0-99:int8", bad, "layer 99 is outside the model's");
 	ASSIGN_BAD(a2.layer_quant = "0:int3", bad, "format 'int3'");
+	ASSIGN_BAD(a2.slot = 1, bad, "job slot 1");
 	ASSIGN_BAD(a2.model_path = "/nonexistent-model", SC_STATUS_FAILED_PRECONDITION, "model");
-	/* Steps: unknown job, wrong token bytes, ids out of range. */
+	/* Steps: unknown job (a placement the worker does not hold: ABORTED,
+	 * to be placed again), wrong token bytes, ids out of range. */
 	s.job_id = 99;
-	expect(0, "Worker.Step", MSG(&s), SC_STATUS_NOT_FOUND, "job 99");
+	expect(0, "Worker.Step", MSG(&s), SC_STATUS_ABORTED, "job 99");
 	s.job_id = 3;
 	s.step = 3;
 	s.tokens = (ProtobufCBinaryData){ sizeof(tok) - 4, (uint8_t *)tok };

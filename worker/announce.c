@@ -47,39 +47,84 @@ int worker_sleep(worker *w, int ms)
 	return stop;
 }
 
-/* The coordinator's answer about our holding: what to drop, if anything. */
+/* The coordinator's answer about our holdings: what to drop. */
 typedef struct fence {
-	uint64_t job;
-	uint32_t version;
+	int n;
+	struct {
+		uint64_t job;
+		uint32_t version;
+	} h[WORKER_MAX_SLOTS];
 } fence;
 
-static fence fence_of(const Splitchain__Holding *h)
+static void fence_of(fence *f, Splitchain__Holding *const *h, size_t n)
 {
-	return h ? (fence){ h->job_id, h->placement_version } : (fence){ 0, 0 };
+	f->n = 0;
+	for (size_t i = 0; i < n && f->n < WORKER_MAX_SLOTS; i++)
+		if (h[i]->job_id) {
+			f->h[f->n].job = h[i]->job_id;
+			f->h[f->n++].version = h[i]->placement_version;
+		}
+}
+
+/* What the slots hold, as a message's repeated Holding (slots that hold
+ * nothing left out). */
+typedef struct held {
+	Splitchain__Holding h[WORKER_MAX_SLOTS], *ptr[WORKER_MAX_SLOTS];
+	size_t n;
+} held;
+
+static void held_get(worker *w, held *out)
+{
+	struct worker_holding h[WORKER_MAX_SLOTS];
+	worker_holdings_get(w, h);
+	out->n = 0;
+	for (int k = 0; k < w->n_slots; k++) {
+		if (!h[k].job)
+			continue;
+		Splitchain__Holding *m = &out->h[out->n];
+		splitchain__holding__init(m);
+		m->job_id = h[k].job;
+		m->placement_version = h[k].version;
+		m->stage = h[k].stage;
+		m->slot = (uint32_t)k;
+		out->ptr[out->n++] = m;
+	}
 }
 
 /* One Register call, reporting our holding in *held. 0 and *id / *hb_ms /
  * *lease_ms / *drop set when the coordinator accepted us; else the status
  * and its message in msg. */
-static int register_once(worker *w, Splitchain__Holding *held, uint64_t *id, int *hb_ms,
-			 int *lease_ms, fence *drop, int *status, char *msg, size_t size)
+static int register_once(worker *w, held *hd, uint64_t *id, int *hb_ms, int *lease_ms, fence *drop,
+			 int *status, char *msg, size_t size)
 {
 	Splitchain__RegisterRequest req = SPLITCHAIN__REGISTER_REQUEST__INIT;
 	Splitchain__RegisterReply *rep = NULL;
+	char *data_addrs[WORKER_MAX_SLOTS], *owner_addrs[WORKER_MAX_SLOTS];
 
 	req.name = w->name;
 	req.device = (char *)w->be->name;
 	req.memory_bytes = w->memory_bytes;
 	req.memory_reserve_bytes = w->memory_reserve;
 	req.data_owner = w->o.owner_data != NULL;
-	req.owner_head_addr = w->owner_addr;
+	req.owner_head_addr = w->slots[0].owner_addr;
+	for (int k = 0; k < w->n_slots; k++) {
+		data_addrs[k] = w->slots[k].data_addr;
+		owner_addrs[k] = w->slots[k].owner_addr;
+	}
+	req.n_slot_data_addrs = (size_t)w->n_slots;
+	req.slot_data_addrs = data_addrs;
+	if (w->o.owner_data) {
+		req.n_slot_owner_addrs = (size_t)w->n_slots;
+		req.slot_owner_addrs = owner_addrs;
+	}
 	req.gflops = w->gflops;
 	req.host_id = w->host_id;
 	req.host_cpus = w->host_cpus;
 	req.threads = w->threads;
 	req.control_addr = w->control_addr;
-	req.data_addr = w->data_addr;
-	req.holds = held;
+	req.data_addr = w->slots[0].data_addr;
+	req.n_holdings = hd->n;
+	req.holdings = hd->ptr;
 	msg[0] = '\0';
 	/* What the cache holds, so that the coordinator knows after a restart. */
 	char **cached = NULL;
@@ -106,7 +151,7 @@ static int register_once(worker *w, Splitchain__Holding *held, uint64_t *id, int
 	if (*hb_ms > 600000)
 		*hb_ms = 600000;
 	*lease_ms = (int)(rep->lease_ms > 86400000 ? 86400000 : rep->lease_ms);
-	*drop = fence_of(rep->release);
+	fence_of(drop, rep->releases, rep->n_releases);
 	protobuf_c_message_free_unpacked(&rep->base, NULL);
 	return 0;
 }
@@ -147,22 +192,38 @@ static void free_notices(char **notes, int n)
 	free(notes);
 }
 
-static int heartbeat_once(worker *w, uint64_t id, Splitchain__Holding *held, int timeout,
-			  fence *drop, char *msg, size_t size)
+static int heartbeat_once(worker *w, uint64_t id, held *hd, int timeout, fence *drop, char *msg,
+			  size_t size)
 {
 	Splitchain__HeartbeatRequest req = SPLITCHAIN__HEARTBEAT_REQUEST__INIT;
 	Splitchain__HeartbeatReply *rep = NULL;
+	Splitchain__JobMemory jm[WORKER_MAX_SLOTS], *jmp[WORKER_MAX_SLOTS];
+	uint64_t job_bytes[WORKER_MAX_SLOTS];
+	struct worker_holding h[WORKER_MAX_SLOTS];
 	int status = SC_STATUS_OK, n;
 	char **notes = NULL;
 
 	req.worker_id = id;
 	req.state = atomic_load(&w->busy) ? "busy" : "idle";
-	req.holds = held;
+	req.n_holdings = hd->n;
+	req.holdings = hd->ptr;
+	/* Memory: the frozen weights once, each job's own besides them. */
+	worker_memory(w, &req.base_bytes, job_bytes);
+	worker_holdings_get(w, h);
+	for (int k = 0; k < w->n_slots; k++)
+		if (h[k].job && job_bytes[k]) {
+			splitchain__job_memory__init(&jm[req.n_jobs_memory]);
+			jm[req.n_jobs_memory].job_id = h[k].job;
+			jm[req.n_jobs_memory].bytes = job_bytes[k];
+			jmp[req.n_jobs_memory] = &jm[req.n_jobs_memory];
+			req.n_jobs_memory++;
+		}
+	req.jobs_memory = jmp;
 	n = take_notices(w, &notes);
 	req.n_notices = (size_t)n;
 	req.notices = notes;
 	msg[0] = '\0';
-	*drop = (fence){ 0, 0 };
+	drop->n = 0;
 	if (sc_rpc_call_pb(w->coord, "Coordinator.Heartbeat", &req.base,
 			   &splitchain__heartbeat_reply__descriptor, timeout, &status, msg, size,
 			   (ProtobufCMessage **)&rep)) {
@@ -173,7 +234,7 @@ static int heartbeat_once(worker *w, uint64_t id, Splitchain__Holding *held, int
 		for (int i = 0; i < n; i++) /* keep them for the next heartbeat */
 			worker_note(w, notes[i]);
 	if (rep) {
-		*drop = fence_of(rep->release);
+		fence_of(drop, rep->releases, rep->n_releases);
 		protobuf_c_message_free_unpacked(&rep->base, NULL);
 	}
 	free_notices(notes, n);
@@ -181,14 +242,17 @@ static int heartbeat_once(worker *w, uint64_t id, Splitchain__Holding *held, int
 }
 
 /* Drops what the coordinator said to drop; 1 when something was dropped. */
-static int obey(worker *w, fence drop)
+static int obey(worker *w, const fence *drop)
 {
 	char why[160];
-	if (!drop.job)
-		return 0;
-	snprintf(why, sizeof(why), "the coordinator fenced placement %u, which is not current",
-		 drop.version);
-	return worker_drop(w, drop.job, drop.version, why);
+	int dropped = 0;
+	for (int i = 0; i < drop->n; i++) {
+		snprintf(why, sizeof(why),
+			 "the coordinator fenced placement %u, which is not current",
+			 drop->h[i].version);
+		dropped += worker_drop(w, drop->h[i].job, drop->h[i].version, why);
+	}
+	return dropped;
 }
 
 void *worker_announce_main(void *arg)
@@ -198,7 +262,7 @@ void *worker_announce_main(void *arg)
 	uint64_t id = 0;
 	int hb_ms = 1000, lease_ms = 0, registered = 0, failures = 0, status;
 	int64_t last_ok = worker_mono_ms();
-	fence drop;
+	fence drop = { 0 };
 
 	while (!atomic_load(&w->stop)) {
 		/* A device that cannot work again (the call that hit it has
@@ -226,13 +290,10 @@ void *worker_announce_main(void *arg)
 				 (long long)silent, lease_ms);
 			worker_drop(w, 0, 0, lease);
 		}
-		struct worker_holding h = worker_holding_get(w);
-		Splitchain__Holding held = SPLITCHAIN__HOLDING__INIT;
-		held.job_id = h.job;
-		held.placement_version = h.version;
-		held.stage = h.stage;
+		held hd;
+		held_get(w, &hd);
 		if (!registered) {
-			if (register_once(w, &held, &id, &hb_ms, &lease_ms, &drop, &status, msg,
+			if (register_once(w, &hd, &id, &hb_ms, &lease_ms, &drop, &status, msg,
 					  sizeof(msg)) == 0) {
 				registered = 1;
 				failures = 0;
@@ -242,7 +303,7 @@ void *worker_announce_main(void *arg)
 					"registered with %s as worker %" PRIu64
 					" (heartbeat every %d ms, lease %d ms)",
 					w->o.coordinator, id, hb_ms, lease_ms);
-				obey(w, drop);
+				obey(w, &drop);
 				continue; /* the first heartbeat reports what was dropped */
 			}
 			if (failures++ % LOG_EVERY == 0)
@@ -254,7 +315,7 @@ void *worker_announce_main(void *arg)
 			worker_sleep(w, lease_ms > 0 && lease_ms < 1000 ? lease_ms : 1000);
 			continue;
 		}
-		status = heartbeat_once(w, id, &held, call_timeout(hb_ms, lease_ms), &drop, msg,
+		status = heartbeat_once(w, id, &hd, call_timeout(hb_ms, lease_ms), &drop, msg,
 					sizeof(msg));
 		if (status == SC_STATUS_NOT_FOUND) {
 			sc_warn("worker",
@@ -274,7 +335,7 @@ void *worker_announce_main(void *arg)
 			if (failures)
 				sc_info("worker", "the coordinator answers heartbeats again");
 			failures = 0;
-			if (obey(w, drop))
+			if (obey(w, &drop))
 				continue; /* say so at once: the coordinator waits for it */
 		}
 		worker_sleep(w, hb_ms);

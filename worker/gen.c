@@ -1,11 +1,14 @@
 /* gen.c — generation sessions: Worker.GenOpen makes a generation segment
  * (sc_segment_infer, with its layers' key/value caches) for a layer range
  * of a model and an adapter, Worker.GenStep runs new positions through it,
- * Worker.GenClose frees it. Sessions live beside the training job (each
- * holds its own copy of its layers' weights) and are freed when unused for
- * their idle timeout or when a new one needs the room. Every handler takes
- * worker.mu for its run, as the job's do: the device is used by one call
- * at a time, so a generation step waits for a training step to end. */
+ * Worker.GenClose frees it. Sessions live beside the training jobs and
+ * share their frozen weights when they run the same model's same layers
+ * (worker_new_segment), and are freed when unused for their idle timeout
+ * or when a new one needs the room. The session table is under worker.mu;
+ * a session is built outside it (its weights may load for long) and
+ * entered when ready. The device runs one segment call at a time
+ * (WORKER_ON_DEVICE), so a generation step interleaves with the jobs'
+ * steps call by call. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +28,7 @@
 
 typedef struct gen_session {
 	uint64_t id; /* 0: free */
+	int opening; /* reserved by a GenOpen that is building it: seg not yet set */
 	sc_segment *seg;
 	sc_model_config mc;
 	int first, last, chunk, P;
@@ -52,7 +56,8 @@ static void session_free(gen_session *s)
 static void reap(int64_t now)
 {
 	for (int i = 0; i < GEN_SESSIONS; i++)
-		if (sessions[i].id && now - sessions[i].used_ms > sessions[i].idle_ms) {
+		if (sessions[i].id && !sessions[i].opening &&
+		    now - sessions[i].used_ms > sessions[i].idle_ms) {
 			sc_info("worker", "generation session %016" PRIx64 " idle: freed",
 				sessions[i].id);
 			session_free(&sessions[i]);
@@ -62,9 +67,38 @@ static void reap(int64_t now)
 static gen_session *find(uint64_t id)
 {
 	for (int i = 0; i < GEN_SESSIONS; i++)
-		if (id && sessions[i].id == id)
+		if (id && sessions[i].id == id && !sessions[i].opening)
 			return &sessions[i];
 	return NULL;
+}
+
+const sc_segment *worker_gen_donor(worker *w, const sc_segment_spec *spec)
+{
+	for (int i = 0; i < GEN_SESSIONS; i++)
+		if (sessions[i].id && !sessions[i].opening &&
+		    sc_segment_can_share(sessions[i].seg, w->be, spec))
+			return sessions[i].seg;
+	return NULL;
+}
+
+void worker_gen_memory(const void **seen, int *n_seen, int cap, uint64_t *base, uint64_t *own)
+{
+	for (int i = 0; i < GEN_SESSIONS; i++) {
+		const gen_session *s = &sessions[i];
+		sc_segment_bytes by;
+		int known = 0;
+		if (!s->id || s->opening)
+			continue;
+		sc_segment_bytes_of(s->seg, &by);
+		const void *id = sc_segment_base_id(s->seg);
+		for (int k = 0; k < *n_seen; k++)
+			known |= seen[k] == id;
+		if (!known && *n_seen < cap) {
+			seen[(*n_seen)++] = id;
+			*base += by.base;
+		}
+		*own += by.total - by.base;
+	}
 }
 
 void worker_gen_free_all(void)
@@ -128,9 +162,9 @@ static int open_session(worker *w, gen_session *s, const Splitchain__GenOpenRequ
 			       .kv_positions = (int)r->max_positions };
 	size_t out_floats =
 	    sp.last == s->mc.n_layer ? (size_t)s->mc.vocab_size : (size_t)r->chunk * s->mc.n_embd;
-	if ((rc = sc_segment_new(&s->seg, w->be, &sp)) ||
-	    (rc = wm ? worker_model_weights(wm, &wf) : sc_weights_open(&wf, r->model_path)) ||
-	    (rc = sc_segment_load_weights(s->seg, wf)) || (rc = sc_segment_set_lora(s->seg, ad)) ||
+	int shared;
+	if ((rc = worker_new_segment(w, &sp, wm, r->model_path, &wf, &s->seg, &shared)) ||
+	    (rc = WORKER_ON_DEVICE(w, sc_segment_set_lora(s->seg, ad))) ||
 	    !(s->out = malloc(out_floats * sizeof(float)))) {
 		sc_rpc_reply_err(rep, rc ? worker_status_of(rc) : SC_STATUS_RESOURCE_EXHAUSTED,
 				 "generation segment: %s", rc ? sc_err_detail() : "out of memory");
@@ -172,7 +206,10 @@ void worker_gen_open(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 		return;
 	pthread_mutex_lock(&w->mu);
 	reap(mono_ms());
-	if (!r->session || find(r->session)) {
+	int taken = 0;
+	for (int i = 0; i < GEN_SESSIONS; i++)
+		taken |= r->session && sessions[i].id == r->session;
+	if (!r->session || taken) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
 				 "session id %016" PRIx64 " is zero or already open", r->session);
 		goto out;
@@ -188,10 +225,21 @@ void worker_gen_open(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 		    GEN_SESSIONS);
 		goto out;
 	}
-	if (open_session(w, s, r, rep))
+	s->id = r->session; /* reserved while it is built, without mu */
+	s->opening = 1;
+	pthread_mutex_unlock(&w->mu);
+	gen_session built;
+	memset(&built, 0, sizeof(built));
+	int failed = open_session(w, &built, r, rep);
+	pthread_mutex_lock(&w->mu);
+	if (failed) {
+		memset(s, 0, sizeof(*s));
 		goto out;
-	sc_info("worker", "generation session %016" PRIx64 ": layers [%d, %d), %d positions", s->id,
-		s->first, s->last, s->P);
+	}
+	*s = built;
+	sc_info("worker", "generation session %016" PRIx64 ": layers [%d, %d), %d positions%s",
+		s->id, s->first, s->last, s->P,
+		sc_segment_base_users(s->seg) > 1 ? ", weights shared" : "");
 	sc_rpc_reply_pb(rep, &out.base);
 out:
 	pthread_mutex_unlock(&w->mu);
@@ -235,7 +283,7 @@ void worker_gen_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 		goto out;
 	}
 	memcpy(buf, in->data, want);
-	rc = sc_segment_infer(s->seg, (int)r->pos0, (int)r->n, buf, s->out);
+	rc = WORKER_ON_DEVICE(w, sc_segment_infer(s->seg, (int)r->pos0, (int)r->n, buf, s->out));
 	free(buf);
 	if (rc) {
 		sc_rpc_reply_err(rep, worker_status_of(rc), "generation: %s", sc_err_detail());

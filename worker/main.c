@@ -24,7 +24,8 @@
 
 enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_DEVICE = 3 };
 
-#define RPC_CONTEXTS 8 /* a long Step never starves the other methods */
+/* RPC contexts: a long Step of each job never starves the other methods. */
+#define RPC_CONTEXTS(jobs) (4 + 4 * (jobs))
 
 static const char usage_text[] =
     "usage: splitchain-worker --coordinator URL [options]\n\n"
@@ -55,6 +56,11 @@ static const char usage_text[] =
     "                       --owner NAME read their data under DIR, on this machine\n"
     "                       only; tokens and targets never leave this process\n"
     "                       (docs/privacy.md)\n"
+    "  --jobs N             serve up to N jobs at once (1..8, default 1): jobs of\n"
+    "                       the same model share one copy of its frozen weights, each\n"
+    "                       with its own adapters, optimizer state and activations;\n"
+    "                       job slot k listens on the --data port + k (or a free port\n"
+    "                       when --data's is 0)\n"
     "  --help               this text\n  --version            the version\n"
     "\nSPLITCHAIN_LOG=debug|info|warn|error sets the log level. SIGTERM or SIGINT\n"
     "stops the worker cleanly.\n"
@@ -110,21 +116,16 @@ static int parse_int(const char *s, long lo, long hi, int *out)
 /* 0: run with *o; otherwise the exit code (help printed or usage error). */
 static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 {
-	static const struct option longopts[] = { { "coordinator", 1, 0, 'c' },
-						  { "listen", 1, 0, 'l' },
-						  { "data", 1, 0, 'd' },
-						  { "name", 1, 0, 'n' },
-						  { "device", 1, 0, 'D' },
-						  { "threads", 1, 0, 't' },
-						  { "data-timeout", 1, 0, 'T' },
-						  { "probe-every-s", 1, 0, 'P' },
-						  { "memory-reserve", 1, 0, 'R' },
-						  { "cache", 1, 0, 'K' },
-						  { "cache-limit", 1, 0, 'L' },
-						  { "owner-data", 1, 0, 'O' },
-						  { "help", 0, 0, 'h' },
-						  { "version", 0, 0, 'V' },
-						  { 0, 0, 0, 0 } };
+	static const struct option longopts[] = {
+		{ "coordinator", 1, 0, 'c' },    { "listen", 1, 0, 'l' },
+		{ "data", 1, 0, 'd' },           { "name", 1, 0, 'n' },
+		{ "device", 1, 0, 'D' },         { "threads", 1, 0, 't' },
+		{ "data-timeout", 1, 0, 'T' },   { "probe-every-s", 1, 0, 'P' },
+		{ "memory-reserve", 1, 0, 'R' }, { "cache", 1, 0, 'K' },
+		{ "cache-limit", 1, 0, 'L' },    { "owner-data", 1, 0, 'O' },
+		{ "jobs", 1, 0, 'J' },           { "help", 0, 0, 'h' },
+		{ "version", 0, 0, 'V' },        { 0, 0, 0, 0 }
+	};
 	int c, secs;
 
 	*done = 0;
@@ -133,7 +134,8 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 			    .device = "cpu",
 			    .data_timeout_ms = 120000,
 			    .probe_every_s = 60,
-			    .memory_reserve = "10%" };
+			    .memory_reserve = "10%",
+			    .jobs = 1 };
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
@@ -162,6 +164,11 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 				    optarg);
 			break;
 		case 'K': o->cache_dir = optarg; break;
+		case 'J':
+			if (parse_int(optarg, 1, WORKER_MAX_SLOTS, &o->jobs))
+				return usage("--jobs expects a whole number in [1, %d], got '%s'",
+					     WORKER_MAX_SLOTS, optarg);
+			break;
 		case 'O': {
 			struct stat st;
 			if (!optarg[0] || stat(optarg, &st) || !S_ISDIR(st.st_mode))
@@ -280,6 +287,27 @@ static void host_of(worker *w)
 }
 
 /* A data owner's head listener beside its data listener bound at data. */
+/* Job slot k's data address from --data: tcp's port + k (a port 0 stays
+ * 0: any free port), an ipc path + ".k"; slot 0's is --data itself. */
+static sc_err slot_url(char *out, size_t size, const char *data, int k)
+{
+	const char *colon = strrchr(data, ':');
+	char *end;
+	long port;
+	if (k == 0 || strncmp(data, "tcp://", 6)) {
+		if (k == 0)
+			snprintf(out, size, "%s", data);
+		else
+			snprintf(out, size, "%s.%d", data, k);
+		return SC_OK;
+	}
+	port = colon ? strtol(colon + 1, &end, 10) : -1;
+	if (!colon || colon <= data + 6 || *end || port < 0 || port + k > 65535)
+		return sc_errf(SC_EINVAL, "--data %s: job slot %d needs port + %d", data, k, k);
+	snprintf(out, size, "%.*s:%ld", (int)(colon - data), data, port ? port + k : 0);
+	return SC_OK;
+}
+
 static void owner_url(char *out, size_t size, const char *data)
 {
 	const char *colon = strrchr(data, ':');
@@ -360,25 +388,29 @@ static int serve(worker *w, const sigset_t *sigs)
 		host[sizeof(host) - 1] = '\0';
 		snprintf(w->name, sizeof(w->name), "%s-%ld", host, (long)getpid());
 	}
-	/* The data listener exists from the start, so its address can be
-	 * registered; each Assign reopens it on the same address. */
-	if (sc_dp_listen(&w->up[0], w->o.data, NULL))
-		return fail("opening the data plane");
-	w->n_up = 1;
-	snprintf(w->data_bind, sizeof(w->data_bind), "%s", sc_dp_url(w->up[0]));
-	advertise(w->data_addr, sizeof(w->data_addr), w->data_bind);
-	/* A data owner listens for its head's hop too, on a port of its own
-	 * beside the data address (a tcp port 0; an ipc path + ".owner"). */
-	if (w->o.owner_data) {
+	/* Each job slot's data listener exists from the start, so its address
+	 * can be registered; each Assign reopens it on the same address. */
+	for (int k = 0; k < w->n_slots; k++) {
+		worker_slot *s = &w->slots[k];
 		char url[WORKER_URL_MAX];
-		owner_url(url, sizeof(url), w->data_bind);
-		if (sc_dp_listen(&w->down[0], url, NULL))
-			return fail("opening the data owner's head listener");
-		w->n_down = 1;
-		snprintf(w->owner_bind, sizeof(w->owner_bind), "%s", sc_dp_url(w->down[0]));
-		advertise(w->owner_addr, sizeof(w->owner_addr), w->owner_bind);
+		if (slot_url(url, sizeof(url), w->o.data, k) || sc_dp_listen(&s->up[0], url, NULL))
+			return fail("opening the data plane");
+		s->n_up = 1;
+		snprintf(s->data_bind, sizeof(s->data_bind), "%s", sc_dp_url(s->up[0]));
+		advertise(s->data_addr, sizeof(s->data_addr), s->data_bind);
+		/* A data owner listens for its head's hop too, on a port of its
+		 * own beside the data address (a tcp port 0; an ipc path +
+		 * ".owner"). */
+		if (w->o.owner_data) {
+			owner_url(url, sizeof(url), s->data_bind);
+			if (sc_dp_listen(&s->down[0], url, NULL))
+				return fail("opening the data owner's head listener");
+			s->n_down = 1;
+			snprintf(s->owner_bind, sizeof(s->owner_bind), "%s", sc_dp_url(s->down[0]));
+			advertise(s->owner_addr, sizeof(s->owner_addr), s->owner_bind);
+		}
 	}
-	if (sc_rpc_server_open(&w->srv, w->o.listen, methods, w, RPC_CONTEXTS))
+	if (sc_rpc_server_open(&w->srv, w->o.listen, methods, w, RPC_CONTEXTS(w->n_slots)))
 		return fail("starting the RPC server");
 	advertise(w->control_addr, sizeof(w->control_addr), sc_rpc_server_url(w->srv));
 	if (w->o.cache_dir && sc_tcache_open(&w->cache, w->o.cache_dir, w->o.cache_limit))
@@ -392,9 +424,12 @@ static int serve(worker *w, const sigset_t *sigs)
 	w->announcer_started = 1;
 	if (worker_probe_start(w))
 		return fail("starting the link prober");
-	sc_info("worker", "%s ready: control %s, data %s, device %s (%.1f GFLOP/s, %.1f GiB)",
-		w->name, w->control_addr, w->data_addr, w->be->name, w->gflops,
-		(double)w->memory_bytes / (1u << 30));
+	sc_info("worker",
+		"%s ready: control %s, data %s%s, device %s (%.1f GFLOP/s, %.1f GiB), %d job "
+		"slot%s",
+		w->name, w->control_addr, w->slots[0].data_addr, w->n_slots > 1 ? " (slot 0)" : "",
+		w->be->name, w->gflops, (double)w->memory_bytes / (1u << 30), w->n_slots,
+		w->n_slots == 1 ? "" : "s");
 	while (sigwait(sigs, &sig) != 0)
 		;
 	sc_info("worker", "%s: stopping", strsignal(sig));
@@ -418,6 +453,12 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	pthread_mutex_init(&w.mu, NULL);
+	pthread_mutex_init(&w.compute_mu, NULL);
+	w.n_slots = w.o.jobs;
+	for (int k = 0; k < WORKER_MAX_SLOTS; k++) {
+		w.slots[k].index = k;
+		pthread_mutex_init(&w.slots[k].mu, NULL);
+	}
 	pthread_mutex_init(&w.hold_mu, NULL);
 	pthread_mutex_init(&w.notice_mu, NULL);
 	pthread_mutex_init(&w.stop_mu, NULL);
@@ -429,7 +470,8 @@ int main(int argc, char **argv)
 	 * serving (waits for handlers), then free the job and the device. */
 	pthread_mutex_lock(&w.stop_mu);
 	atomic_store(&w.stop, 1);
-	atomic_store(&w.cancel, 1);
+	for (int k = 0; k < w.n_slots; k++)
+		atomic_store(&w.slots[k].cancel, 1);
 	pthread_cond_broadcast(&w.stop_cv);
 	pthread_mutex_unlock(&w.stop_mu);
 	if (w.announcer_started)
@@ -437,12 +479,14 @@ int main(int argc, char **argv)
 	worker_probe_stop(&w);
 	sc_rpc_server_close(w.srv);
 	sc_rpc_client_close(w.coord);
-	worker_job_free(w.job);
-	worker_gen_free_all();
-	for (int i = 0; i < WORKER_MAX_OWNERS; i++) {
-		sc_dp_close(w.down[i]);
-		sc_dp_close(w.up[i]);
+	for (int k = 0; k < w.n_slots; k++) {
+		worker_job_free(w.slots[k].job);
+		for (int i = 0; i < WORKER_MAX_OWNERS; i++) {
+			sc_dp_close(w.slots[k].down[i]);
+			sc_dp_close(w.slots[k].up[i]);
+		}
 	}
+	worker_gen_free_all();
 	sc_backend_free(w.be);
 	sc_tcache_close(w.cache);
 	nng_fini(); /* waits for nng's asynchronous teardown of the closed sockets */
@@ -450,6 +494,9 @@ int main(int argc, char **argv)
 	pthread_mutex_destroy(&w.stop_mu);
 	pthread_mutex_destroy(&w.notice_mu);
 	pthread_mutex_destroy(&w.hold_mu);
+	for (int k = 0; k < WORKER_MAX_SLOTS; k++)
+		pthread_mutex_destroy(&w.slots[k].mu);
+	pthread_mutex_destroy(&w.compute_mu);
 	pthread_mutex_destroy(&w.mu);
 	return atomic_load(&w.device_failed) ? EXIT_DEVICE : code;
 }

@@ -36,6 +36,7 @@
 
 typedef struct step_run {
 	worker *w;
+	worker_slot *slot; /* the job's */
 	job *j;
 	uint64_t step;
 	int first, last;
@@ -68,12 +69,12 @@ static sc_dp_tag tag_of(const step_run *s, int m, enum sc_dp_direction d)
  * has its last toward the owners' tails. */
 static sc_dp_socket *up_of(const step_run *s, int g)
 {
-	return s->w->up[s->w->n_up > 1 ? g / s->j->M_owner : 0];
+	return s->slot->up[s->slot->n_up > 1 ? g / s->j->M_owner : 0];
 }
 
 static sc_dp_socket *down_of(const step_run *s, int g)
 {
-	return s->w->down[s->w->n_down > 1 ? g / s->j->M_owner : 0];
+	return s->slot->down[s->slot->n_down > 1 ? g / s->j->M_owner : 0];
 }
 
 /* The loss scale: every micro-batch of the step, all owners' in a ring. */
@@ -102,9 +103,10 @@ static sc_err forward(step_run *s, int m)
 		in = j->x;
 	}
 	t0 = now_s();
-	SC_TRY(sc_segment_forward(j->seg, m % j->slots, in,
-				  s->last ? j->targets + (size_t)m * s->bt : NULL, loss_scale(j),
-				  s->last ? NULL : j->y, &lm));
+	SC_TRY(WORKER_ON_DEVICE(s->w,
+				sc_segment_forward(j->seg, m % j->slots, in,
+						   s->last ? j->targets + (size_t)m * s->bt : NULL,
+						   loss_scale(j), s->last ? NULL : j->y, &lm)));
 	s->compute_s += now_s() - t0;
 	if (s->last && s->eval) {
 		s->eval[m] = lm;
@@ -128,11 +130,13 @@ static sc_err backward(step_run *s, int m)
 	if (!s->last)
 		SC_TRY(dp(s, sc_dp_recv(down_of(s, m), &tg, 3, s->shape, j->dy)));
 	t0 = now_s();
-	SC_TRY(sc_segment_backward(j->seg, m % j->slots, s->last ? NULL : j->dy,
-				   s->first ? NULL : j->dx));
+	SC_TRY(
+	    WORKER_ON_DEVICE(s->w, sc_segment_backward(j->seg, m % j->slots, s->last ? NULL : j->dy,
+						       s->first ? NULL : j->dx)));
 	/* Several owners: each one's micro-batches summed by themselves. */
 	if (j->fold_acc && (m + 1) % j->M_owner == 0)
-		SC_TRY(sc_segment_grad_fold(j->seg, j->fold_acc, j->fold_tmp, m + 1 == j->M_owner));
+		SC_TRY(WORKER_ON_DEVICE(s->w, sc_segment_grad_fold(j->seg, j->fold_acc, j->fold_tmp,
+								   m + 1 == j->M_owner)));
 	s->compute_s += now_s() - t0;
 	if (!s->first) {
 		sc_rng r;
@@ -160,12 +164,13 @@ static sc_err owner_head_forward(step_run *s, int m)
 	double t0 = now_s();
 	sc_rng r;
 
-	SC_TRY(sc_segment_forward(j->seg, m % j->slots, j->tokens + (size_t)m * s->bt, NULL,
-				  loss_scale(j), j->y, NULL));
+	SC_TRY(WORKER_ON_DEVICE(s->w, sc_segment_forward(j->seg, m % j->slots,
+							 j->tokens + (size_t)m * s->bt, NULL,
+							 loss_scale(j), j->y, NULL)));
 	s->compute_s += now_s() - t0;
 	sc_wire_rng(&r, j->seed, s->step, (uint32_t)owner_g(j, m), 0, SC_WIRE_FORWARD);
-	return dp(
-	    s, sc_dp_send_coded(s->w->down[0], &tg, 3, s->shape, j->y, NULL, s->eval ? NULL : &r));
+	return dp(s, sc_dp_send_coded(s->slot->down[0], &tg, 3, s->shape, j->y, NULL,
+				      s->eval ? NULL : &r));
 }
 
 /* The tail's forward of micro-batch m, with the loss, and (training) its
@@ -177,10 +182,11 @@ static sc_err owner_tail(step_run *s, int m)
 	double lm = 0, t0;
 	sc_rng r;
 
-	SC_TRY(dp(s, sc_dp_recv(s->w->up[0], &tg, 3, s->shape, j->x)));
+	SC_TRY(dp(s, sc_dp_recv(s->slot->up[0], &tg, 3, s->shape, j->x)));
 	t0 = now_s();
-	SC_TRY(sc_segment_forward(j->tail, 0, j->x, j->targets + (size_t)m * s->bt, loss_scale(j),
-				  NULL, &lm));
+	SC_TRY(WORKER_ON_DEVICE(s->w,
+				sc_segment_forward(j->tail, 0, j->x, j->targets + (size_t)m * s->bt,
+						   loss_scale(j), NULL, &lm)));
 	if (s->eval) {
 		s->eval[m] = lm;
 		s->compute_s += now_s() - t0;
@@ -188,13 +194,13 @@ static sc_err owner_tail(step_run *s, int m)
 	}
 	s->loss_sum += lm; /* in micro-batch order */
 	s->losses[m] = lm;
-	SC_TRY(sc_segment_backward(j->tail, 0, NULL, j->dx));
+	SC_TRY(WORKER_ON_DEVICE(s->w, sc_segment_backward(j->tail, 0, NULL, j->dx)));
 	s->compute_s += now_s() - t0;
 	tg.direction = SC_DP_BACKWARD;
 	/* The tail's stream is the one of a chain's last stage. */
 	sc_wire_rng(&r, j->seed, s->step, (uint32_t)owner_g(j, m), (uint32_t)j->n_stages,
 		    SC_WIRE_BACKWARD);
-	return dp(s, sc_dp_send_coded(s->w->up[0], &tg, 3, s->shape, j->dx,
+	return dp(s, sc_dp_send_coded(s->slot->up[0], &tg, 3, s->shape, j->dx,
 				      j->ef ? j->ef + (size_t)m * s->bt * j->mc.n_embd : NULL, &r));
 }
 
@@ -204,9 +210,9 @@ static sc_err owner_head_backward(step_run *s, int m)
 	sc_dp_tag tg = tag_of(s, owner_g(j, m), SC_DP_BACKWARD);
 	double t0;
 
-	SC_TRY(dp(s, sc_dp_recv(s->w->down[0], &tg, 3, s->shape, j->dy)));
+	SC_TRY(dp(s, sc_dp_recv(s->slot->down[0], &tg, 3, s->shape, j->dy)));
 	t0 = now_s();
-	SC_TRY(sc_segment_backward(j->seg, m % j->slots, j->dy, NULL));
+	SC_TRY(WORKER_ON_DEVICE(s->w, sc_segment_backward(j->seg, m % j->slots, j->dy, NULL)));
 	s->compute_s += now_s() - t0;
 	return SC_OK;
 }
@@ -220,8 +226,8 @@ static sc_err run_owner(step_run *s)
 	if (w > M)
 		w = M;
 	if (!s->eval) {
-		SC_TRY(sc_segment_zero_grad(j->seg));
-		SC_TRY(sc_segment_zero_grad(j->tail));
+		SC_TRY(WORKER_ON_DEVICE(s->w, sc_segment_zero_grad(j->seg)));
+		SC_TRY(WORKER_ON_DEVICE(s->w, sc_segment_zero_grad(j->tail)));
 	}
 	for (int m = 0; m < w; m++)
 		SC_TRY(owner_head_forward(s, m));
@@ -288,7 +294,7 @@ static sc_err run(step_run *s)
 
 	if (warmup > M)
 		warmup = M;
-	SC_TRY(sc_segment_zero_grad(j->seg));
+	SC_TRY(WORKER_ON_DEVICE(s->w, sc_segment_zero_grad(j->seg)));
 	while (nf < warmup)
 		SC_TRY(forward(s, nf++));
 	while (nf < M) {
@@ -298,7 +304,8 @@ static sc_err run(step_run *s)
 	while (nb < M)
 		SC_TRY(backward(s, nb++));
 	if (j->fold_acc) /* the owners' sums, added in owner order */
-		SC_TRY(sc_segment_write_group(j->seg, SC_G_GRAD, j->fold_acc));
+		SC_TRY(
+		    WORKER_ON_DEVICE(s->w, sc_segment_write_group(j->seg, SC_G_GRAD, j->fold_acc)));
 	return SC_OK;
 }
 
@@ -325,26 +332,26 @@ static int take_ids(int32_t *dst, const ProtobufCBinaryData *f, const job *j, in
 	return 0;
 }
 
-static uint64_t bytes_sent(const worker *w);
+static uint64_t bytes_sent(const worker_slot *sl);
 
 /* The failed step's status and log line; resets the data plane. */
 static void step_failed(worker *w, job *j, step_run *s, sc_err rc, sc_rpc_reply *rep)
 {
-	int st = !s->failed_in_dataplane   ? SC_STATUS_INTERNAL
-		 : rc == SC_EFORMAT        ? SC_STATUS_DATA_LOSS
-		 : atomic_load(&w->cancel) ? SC_STATUS_ABORTED
-					   : SC_STATUS_UNAVAILABLE;
+	int st = !s->failed_in_dataplane         ? SC_STATUS_INTERNAL
+		 : rc == SC_EFORMAT              ? SC_STATUS_DATA_LOSS
+		 : atomic_load(&s->slot->cancel) ? SC_STATUS_ABORTED
+						 : SC_STATUS_UNAVAILABLE;
 	sc_rpc_reply_err(rep, st, "job %" PRIu64 " %s %" PRIu64 " stage %d: %s", j->id,
 			 s->eval ? "evaluation after step" : "step",
 			 s->eval ? (s->step >> 32) & 0x7FFFFFFF : s->step, j->stage,
 			 sc_err_detail());
 	sc_warn("worker", "%s", rep->message);
 	/* Drop whatever the failed step left queued on either socket. */
-	if (!atomic_load(&w->stop) && worker_reset_dataplane(w, j))
+	if (!atomic_load(&w->stop) && worker_reset_dataplane(w, s->slot))
 		sc_warn("worker", "resetting the data plane: %s", sc_err_detail());
 }
 
-/* Worker.Step with eval set: s prepared by worker_step, w->mu held. */
+/* Worker.Step with eval set: s prepared by worker_step, its slot's mu held. */
 static void eval_step(worker *w, job *j, step_run *s, sc_rpc_reply *rep)
 {
 	Splitchain__StepReply out = SPLITCHAIN__STEP_REPLY__INIT;
@@ -360,11 +367,11 @@ static void eval_step(worker *w, job *j, step_run *s, sc_rpc_reply *rep)
 		return;
 	}
 	s->eval = losses;
-	atomic_store(&w->busy, 1);
-	sent0 = bytes_sent(w);
+	atomic_fetch_add(&w->busy, 1);
+	sent0 = bytes_sent(s->slot);
 	rc = run_eval(s);
-	out.bytes_sent = bytes_sent(w) - sent0;
-	atomic_store(&w->busy, 0);
+	out.bytes_sent = bytes_sent(s->slot) - sent0;
+	atomic_fetch_sub(&w->busy, 1);
 	if (rc) {
 		step_failed(w, j, s, rc, rep);
 	} else {
@@ -383,28 +390,28 @@ static void eval_step(worker *w, job *j, step_run *s, sc_rpc_reply *rep)
 	free(counts);
 }
 
-static uint64_t bytes_sent(const worker *w)
+static uint64_t bytes_sent(const worker_slot *sl)
 {
 	uint64_t n = 0;
 	for (int i = 0; i < WORKER_MAX_OWNERS; i++)
-		n += (w->up[i] ? sc_dp_bytes_sent(w->up[i]) : 0) +
-		     (w->down[i] ? sc_dp_bytes_sent(w->down[i]) : 0);
+		n += (sl->up[i] ? sc_dp_bytes_sent(sl->up[i]) : 0) +
+		     (sl->down[i] ? sc_dp_bytes_sent(sl->down[i]) : 0);
 	return n;
 }
 
 /* Whether every socket the job's stage needs is open (a reset after an
  * earlier failure may have failed). */
-static int dataplane_ready(const worker *w, const job *j, int first, int last)
+static int dataplane_ready(const worker_slot *sl, const job *j, int first, int last)
 {
 	int nu = j->tail || !first ? (j->ring && j->stage == 1 ? j->n_owners : 1) : 0;
 	int nd = !last ? (j->ring && j->stage == j->n_stages - 1 ? j->n_owners : 1) : 0;
-	if (w->n_up < nu || w->n_down < nd)
+	if (sl->n_up < nu || sl->n_down < nd)
 		return 0;
 	for (int i = 0; i < nu; i++)
-		if (!w->up[i])
+		if (!sl->up[i])
 			return 0;
 	for (int i = 0; i < nd; i++)
-		if (!w->down[i])
+		if (!sl->down[i])
 			return 0;
 	return 1;
 }
@@ -423,10 +430,9 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	if (sc_rpc_unpack(&splitchain__step_request__descriptor, req, len, (ProtobufCMessage **)&r,
 			  rep))
 		return;
-	pthread_mutex_lock(&w->mu);
-	if (!(j = worker_job_get(w, r->job_id, rep)))
-		goto out;
-	s.j = j;
+	if (!(s.slot = worker_slot_lock(w, r->job_id, rep)))
+		goto free;
+	j = s.j = s.slot->job;
 	/* An evaluation's messages carry a step of their own, never a
 	 * training step's: the top bit, the step and the pass. */
 	s.step = r->eval ? (UINT64_C(1) << 63) | ((uint64_t)r->step << 32) | r->eval_pass : r->step;
@@ -449,7 +455,7 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		goto out;
 	}
 	/* A reset after an earlier failure may have failed too: try again. */
-	if (!dataplane_ready(w, j, s.first, s.last) && worker_reset_dataplane(w, j)) {
+	if (!dataplane_ready(s.slot, j, s.first, s.last) && worker_reset_dataplane(w, s.slot)) {
 		sc_rpc_reply_err(rep, SC_STATUS_UNAVAILABLE, "data plane: %s", sc_err_detail());
 		goto out;
 	}
@@ -461,17 +467,19 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		goto out;
 	}
-	atomic_store(&w->busy, 1);
-	sent0 = bytes_sent(w);
+	atomic_fetch_add(&w->busy, 1);
+	sent0 = bytes_sent(s.slot);
 	j->grads_step = -1;
 	rc = run(&s);
 	if (!rc)
-		rc = sc_segment_grad_sumsq(j->seg, sumsq);
+		rc = WORKER_ON_DEVICE(w, sc_segment_grad_sumsq(j->seg, sumsq));
 	if (!rc && j->tail) /* the owner's tail, after its first layers */
-		rc = sc_segment_grad_sumsq(j->tail, sumsq + (sc_segment_get_spec(j->seg)->last -
-							     sc_segment_get_spec(j->seg)->first));
-	out.bytes_sent = bytes_sent(w) - sent0;
-	atomic_store(&w->busy, 0);
+		rc = WORKER_ON_DEVICE(
+		    w,
+		    sc_segment_grad_sumsq(j->tail, sumsq + (sc_segment_get_spec(j->seg)->last -
+							    sc_segment_get_spec(j->seg)->first)));
+	out.bytes_sent = bytes_sent(s.slot) - sent0;
+	atomic_fetch_sub(&w->busy, 1);
 	if (rc) {
 		step_failed(w, j, &s, rc, rep);
 		goto out;
@@ -495,7 +503,7 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		out.micro_losses = s.losses;
 	}
 	if (j->tail && j->n_owners > 1 && r->owner_grads) {
-		if ((rc = worker_tensors_get(j, SC_G_GRAD, &grads))) {
+		if ((rc = WORKER_ON_DEVICE(w, worker_tensors_get(j, SC_G_GRAD, &grads)))) {
 			sc_rpc_reply_err(rep, worker_status_of(rc), "gradients: %s",
 					 sc_err_detail());
 			worker_tensors_free(&grads);
@@ -511,7 +519,8 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		 "%" PRIu64 " bytes sent",
 		 j->id, s.step, out.loss, s.compute_s, now_s() - t0, out.bytes_sent);
 out:
-	pthread_mutex_unlock(&w->mu);
+	pthread_mutex_unlock(&s.slot->mu);
+free:
 	free(sumsq);
 	free(s.eval_count);
 	free(s.losses);
@@ -528,14 +537,15 @@ void worker_set_grads(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
 	sc_segment *sg[2];
 	size_t nl = 0;
 	sc_err rc = SC_OK;
+	worker_slot *sl;
 	job *j;
 
 	if (sc_rpc_unpack(&splitchain__set_grads_request__descriptor, req, len,
 			  (ProtobufCMessage **)&r, rep))
 		return;
-	pthread_mutex_lock(&w->mu);
-	if (!(j = worker_job_get(w, r->job_id, rep)))
-		goto out;
+	if (!(sl = worker_slot_lock(w, r->job_id, rep)))
+		goto free;
+	j = sl->job;
 	if (!j->tail || j->grads_step != (int64_t)r->step) {
 		sc_rpc_reply_err(
 		    rep, SC_STATUS_FAILED_PRECONDITION, "job %" PRIu64 ": %s step %u", j->id,
@@ -560,8 +570,8 @@ void worker_set_grads(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
 	}
 	for (int k = 0; k < 2 && !rc; k++) {
 		const sc_segment_spec *sp = sc_segment_get_spec(sg[k]);
-		if (!(rc = sc_segment_import(sg[k], SC_G_GRAD, ad)))
-			rc = sc_segment_grad_sumsq(sg[k], sumsq + nl);
+		if (!(rc = WORKER_ON_DEVICE(w, sc_segment_import(sg[k], SC_G_GRAD, ad))))
+			rc = WORKER_ON_DEVICE(w, sc_segment_grad_sumsq(sg[k], sumsq + nl));
 		nl += (size_t)(sp->last - sp->first);
 	}
 	if (rc) {
@@ -572,7 +582,8 @@ void worker_set_grads(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
 	out.layer_sumsq = sumsq;
 	sc_rpc_reply_pb(rep, &out.base);
 out:
-	pthread_mutex_unlock(&w->mu);
+	pthread_mutex_unlock(&sl->mu);
+free:
 	sc_adapter_free(ad);
 	free(sumsq);
 	protobuf_c_message_free_unpacked(&r->base, NULL);

@@ -58,13 +58,24 @@ void worker_job_free(job *j)
 	free(j);
 }
 
-void worker_close_dataplane(worker *w)
+void worker_close_dataplane(worker *w, worker_slot *s)
 {
 	for (int i = 0; i < WORKER_MAX_OWNERS; i++) {
-		worker_close_socket(w, &w->down[i]);
-		worker_close_socket(w, &w->up[i]);
+		worker_close_socket(w, &s->down[i]);
+		worker_close_socket(w, &s->up[i]);
 	}
-	w->n_up = w->n_down = 0;
+	s->n_up = s->n_down = 0;
+}
+
+void worker_device_enter(worker *w)
+{
+	pthread_mutex_lock(&w->compute_mu);
+}
+
+sc_err worker_device_leave(worker *w, sc_err rc)
+{
+	pthread_mutex_unlock(&w->compute_mu);
+	return rc;
 }
 
 int64_t worker_mono_ms(void)
@@ -118,44 +129,111 @@ int worker_status_of(sc_err rc)
 	}
 }
 
-job *worker_job_get(worker *w, uint64_t job_id, sc_rpc_reply *rep)
+worker_slot *worker_slot_lock(worker *w, uint64_t job_id, sc_rpc_reply *rep)
 {
-	if (!w->job) {
-		/* Never assigned, or dropped: its lease ran out while the
-		 * coordinator was away, or the worker restarted. The caller's
-		 * placement is gone, not wrong: ABORTED, so that the coordinator
-		 * places the job again rather than failing it. */
-		sc_rpc_reply_err(rep, SC_STATUS_ABORTED,
-				 "no job is assigned to worker %s (never, or dropped since): "
-				 "call Worker.Assign first",
-				 w->name);
-		return NULL;
+	for (int i = 0; job_id && i < w->n_slots; i++) {
+		worker_slot *s = &w->slots[i];
+		pthread_mutex_lock(&w->hold_mu);
+		int here = s->holding.job == job_id;
+		pthread_mutex_unlock(&w->hold_mu);
+		if (!here)
+			continue;
+		pthread_mutex_lock(&s->mu);
+		if (s->job && s->job->id == job_id)
+			return s;
+		pthread_mutex_unlock(&s->mu); /* dropped meanwhile */
 	}
-	if (w->job->id != job_id) {
-		sc_rpc_reply_err(rep, SC_STATUS_NOT_FOUND,
-				 "job %" PRIu64 " is not on worker %s (it holds job %" PRIu64 ")",
-				 job_id, w->name, w->job->id);
-		return NULL;
-	}
-	return w->job;
+	/* Never assigned, or dropped: its lease ran out while the coordinator
+	 * was away, or the worker restarted. The caller's placement is gone,
+	 * not wrong: ABORTED, so that the coordinator places the job again
+	 * rather than failing it. */
+	sc_rpc_reply_err(rep, SC_STATUS_ABORTED,
+			 "job %" PRIu64 " is not assigned to worker %s (never, or dropped since): "
+			 "call Worker.Assign first",
+			 job_id, w->name);
+	return NULL;
 }
 
-/* Called with mu held: what the heartbeat thread reports from now on. */
-static void set_holding(worker *w, const job *j)
+/* Called with s->mu and mu held: the slot holds j (NULL: nothing), and the
+ * heartbeat thread reports it from now on. */
+static void set_job(worker *w, worker_slot *s, job *j)
 {
+	s->job = j;
 	pthread_mutex_lock(&w->hold_mu);
-	w->holding = j ? (struct worker_holding){ j->id, j->version, (uint32_t)j->stage }
+	s->holding = j ? (struct worker_holding){ j->id, j->version, (uint32_t)j->stage }
 		       : (struct worker_holding){ 0, 0, 0 };
 	pthread_mutex_unlock(&w->hold_mu);
 }
 
-struct worker_holding worker_holding_get(worker *w)
+/* Called with s->mu held: frees the slot's job and closes its sockets. */
+static void clear_slot(worker *w, worker_slot *s)
 {
-	struct worker_holding h;
+	job *j = s->job;
+	pthread_mutex_lock(&w->mu);
+	set_job(w, s, NULL);
+	pthread_mutex_unlock(&w->mu);
+	worker_job_free(j); /* a base it shared stays with its other users */
+	worker_close_dataplane(w, s);
+}
+
+void worker_holdings_get(worker *w, struct worker_holding *h)
+{
 	pthread_mutex_lock(&w->hold_mu);
-	h = w->holding;
+	for (int i = 0; i < w->n_slots; i++)
+		h[i] = w->slots[i].holding;
 	pthread_mutex_unlock(&w->hold_mu);
-	return h;
+}
+
+const sc_segment *worker_base_donor(worker *w, const sc_segment_spec *spec)
+{
+	for (int i = 0; i < w->n_slots; i++) {
+		const job *j = w->slots[i].job;
+		if (j && sc_segment_can_share(j->seg, w->be, spec))
+			return j->seg;
+		if (j && j->tail && sc_segment_can_share(j->tail, w->be, spec))
+			return j->tail;
+	}
+	return worker_gen_donor(w, spec);
+}
+
+/* Adds seg's bytes to *base (its frozen weights, when not in seen yet) and
+ * *own (the rest). */
+static void count_segment(const sc_segment *seg, const void **seen, int *n_seen, int cap,
+			  uint64_t *base, uint64_t *own)
+{
+	sc_segment_bytes by;
+	const void *id = sc_segment_base_id(seg);
+	int known = 0;
+	sc_segment_bytes_of(seg, &by);
+	for (int k = 0; k < *n_seen; k++)
+		known |= seen[k] == id;
+	if (!known && *n_seen < cap) {
+		seen[(*n_seen)++] = id;
+		*base += by.base;
+	}
+	*own += by.total - by.base;
+}
+
+void worker_memory(worker *w, uint64_t *base, uint64_t job_bytes[WORKER_MAX_SLOTS])
+{
+	const void *seen[2 * WORKER_MAX_SLOTS + 16];
+	int n_seen = 0, cap = (int)(sizeof(seen) / sizeof(seen[0]));
+	uint64_t gen_own = 0;
+	*base = 0;
+	pthread_mutex_lock(&w->mu);
+	for (int i = 0; i < WORKER_MAX_SLOTS; i++) {
+		const job *j = i < w->n_slots ? w->slots[i].job : NULL;
+		job_bytes[i] = 0;
+		if (!j)
+			continue;
+		count_segment(j->seg, seen, &n_seen, cap, base, &job_bytes[i]);
+		if (j->tail)
+			count_segment(j->tail, seen, &n_seen, cap, base, &job_bytes[i]);
+		job_bytes[i] += 4 * (uint64_t)j->B * (uint64_t)j->T * (uint64_t)j->mc.n_embd *
+				sizeof(float); /* the hand-over buffers */
+	}
+	worker_gen_memory(seen, &n_seen, cap, base, &gen_own);
+	pthread_mutex_unlock(&w->mu);
 }
 
 void worker_note(worker *w, const char *why)
@@ -174,8 +252,9 @@ static void note_refusal(void *arg, const char *why)
 	worker_note(arg, why);
 }
 
-sc_err worker_reset_dataplane(worker *w, const job *j)
+sc_err worker_reset_dataplane(worker *w, worker_slot *s)
 {
+	const job *j = s->job;
 	sc_dp_opts o;
 	sc_dp_peer self = { j->id, j->version, (uint32_t)j->stage };
 
@@ -184,24 +263,24 @@ sc_err worker_reset_dataplane(worker *w, const job *j)
 	o.max_msg = (size_t)j->B * j->T * j->mc.n_embd * sizeof(float) + 4 + SC_DP_MAX_HEADER;
 	o.queue = j->M + 2;
 	o.drop_stale = 1;
-	o.cancel = &w->cancel;
+	o.cancel = &s->cancel;
 	o.on_refuse = note_refusal;
 	o.on_refuse_arg = w;
 	o.self = self;
 	o.wire = j->wire;
-	worker_close_dataplane(w);
+	worker_close_dataplane(w, s);
 	if (j->ring && j->stage == 0) {
 		/* A data owner listens for both of its hops: the last middle
 		 * stage's activations come back to its tail on its data address,
 		 * the first middle stage dials its head listener. */
-		if (!w->owner_bind[0])
+		if (!s->owner_bind[0])
 			return sc_errf(SC_EINVAL, "this worker is not a data owner");
 		o.peer = (sc_dp_peer){ j->id, j->version, (uint32_t)j->n_stages - 1u };
-		SC_TRY(sc_dp_listen(&w->up[0], w->data_bind, &o));
-		w->n_up = 1;
+		SC_TRY(sc_dp_listen(&s->up[0], s->data_bind, &o));
+		s->n_up = 1;
 		o.peer = (sc_dp_peer){ j->id, j->version, 1 };
-		SC_TRY(sc_dp_listen(&w->down[0], w->owner_bind, &o));
-		w->n_down = 1;
+		SC_TRY(sc_dp_listen(&s->down[0], s->owner_bind, &o));
+		s->n_down = 1;
 		return SC_OK;
 	}
 	/* The listener takes only the previous stage of this placement (stage
@@ -210,26 +289,28 @@ sc_err worker_reset_dataplane(worker *w, const job *j)
 	 * owner's data address. */
 	if (j->ring && j->stage == 1) {
 		o.peer = (sc_dp_peer){ j->id, j->version, 0 };
-		for (int i = 0; i < j->n_owners; i++, w->n_up++)
-			SC_TRY(sc_dp_dial(&w->up[i], j->head_addrs[i], &o));
+		for (int i = 0; i < j->n_owners; i++, s->n_up++)
+			SC_TRY(sc_dp_dial(&s->up[i], j->head_addrs[i], &o));
 	} else {
 		o.peer = (sc_dp_peer){ j->id, j->version, (uint32_t)j->stage - 1u };
-		SC_TRY(sc_dp_listen(&w->up[0], w->data_bind, &o));
-		w->n_up = 1;
+		SC_TRY(sc_dp_listen(&s->up[0], s->data_bind, &o));
+		s->n_up = 1;
 	}
 	if (j->ring && j->stage == j->n_stages - 1) {
 		o.peer = (sc_dp_peer){ j->id, j->version, 0 };
-		for (int i = 0; i < j->n_owners; i++, w->n_down++)
-			SC_TRY(sc_dp_dial(&w->down[i], j->tail_addrs[i], &o));
+		for (int i = 0; i < j->n_owners; i++, s->n_down++)
+			SC_TRY(sc_dp_dial(&s->down[i], j->tail_addrs[i], &o));
 	} else if (j->next_addr[0]) {
 		o.peer = (sc_dp_peer){ j->id, j->version, (uint32_t)j->stage + 1u };
-		SC_TRY(sc_dp_dial(&w->down[0], j->next_addr, &o));
-		w->n_down = 1;
+		SC_TRY(sc_dp_dial(&s->down[0], j->next_addr, &o));
+		s->n_down = 1;
 	}
 	return SC_OK;
 }
 
 /* ---------------------------------------------------------------- Assign */
+
+static int drop_slot(worker *w, worker_slot *s, uint64_t job_id, uint32_t version, const char *why);
 
 /* Checks the fields that need no model; fills lc and tc. 0 ok, else rep set. */
 static int check_assign(const Splitchain__AssignRequest *r, sc_lora_config *lc, sc_train_config *tc,
@@ -383,6 +464,24 @@ uint64_t worker_job_peak(const worker *w, const job *j)
 	return peak > j->rss0 ? peak - j->rss0 : 0;
 }
 
+sc_err worker_new_segment(worker *w, const sc_segment_spec *sp, worker_model *wm,
+			  const char *model_path, sc_weights **wf, sc_segment **out, int *shared)
+{
+	const sc_segment *donor;
+	sc_err rc = SC_OK;
+
+	pthread_mutex_lock(&w->mu);
+	if ((donor = worker_base_donor(w, sp)))
+		rc = WORKER_ON_DEVICE(w, sc_segment_new_sharing(out, w->be, sp, donor));
+	pthread_mutex_unlock(&w->mu);
+	if ((*shared = donor != NULL))
+		return rc;
+	if (!*wf)
+		SC_TRY(wm ? worker_model_weights(wm, wf) : sc_weights_open(wf, model_path));
+	SC_TRY(sc_segment_new(out, w->be, sp));
+	return WORKER_ON_DEVICE(w, sc_segment_load_weights(*out, *wf));
+}
+
 static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_model_config *mc,
 			const sc_lora_config *lc, const sc_train_config *tc, worker_model *wm,
 			job **out)
@@ -455,17 +554,15 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 				.T = j->T,
 				.slots = j->slots };
 	if ((rc = w->be->ops->set_tf32(w->be, tc->allow_tf32)) ||
-	    (rc = sc_segment_new(&j->seg, w->be, &sp)) ||
-	    (rc = wm ? worker_model_weights(wm, &wf) : sc_weights_open(&wf, r->model_path)) ||
-	    (rc = sc_segment_load_weights(j->seg, wf)))
+	    (rc = worker_new_segment(w, &sp, wm, r->model_path, &wf, &j->seg, &j->shared[0])))
 		goto fail;
 	if (j->ring && j->stage == 0) { /* the data owner: its tail and its data */
 		sp.first = (int)r->tail_first_layer;
 		sp.last = (int)r->tail_last_layer;
 		sp.slots = j->tail_slots;
 		Splitchain__ModelInfo *info = NULL;
-		if (!(rc = sc_segment_new(&j->tail, w->be, &sp)) &&
-		    !(rc = sc_segment_load_weights(j->tail, wf)) &&
+		if (!(rc = worker_new_segment(w, &sp, wm, r->model_path, &wf, &j->tail,
+					      &j->shared[1])) &&
 		    !(rc = r->model[0] ? worker_owner_model(w, r->model, &info) : SC_OK))
 			rc = worker_owner_load(w, r->owner_data, r->model_path, info, mc, tc,
 					       &j->od);
@@ -480,8 +577,8 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 	if ((rc = sc_adapter_new(&ad, lc, mc)))
 		goto fail;
 	sc_adapter_init(ad);
-	if ((rc = sc_segment_set_lora(j->seg, ad)) ||
-	    (j->tail && (rc = sc_segment_set_lora(j->tail, ad))))
+	if ((rc = WORKER_ON_DEVICE(w, sc_segment_set_lora(j->seg, ad))) ||
+	    (j->tail && (rc = WORKER_ON_DEVICE(w, sc_segment_set_lora(j->tail, ad)))))
 		goto fail;
 	if (j->ring && j->stage > 0 && j->n_owners > 1) { /* each owner's sum by itself */
 		size_t n = sc_segment_lora_floats(j->seg) + 1;
@@ -514,6 +611,7 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	sc_model_config mc;
 	char path[4096];
 	job *j = NULL;
+	worker_slot *s;
 	worker_model *wm = NULL;
 	sc_err rc;
 
@@ -548,43 +646,55 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	if (check_against_model(r, &mc, &tc, rep))
 		goto out;
 
+	if (r->slot >= (uint32_t)w->n_slots) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "job slot %u: worker %s serves %d job%s at once (--jobs)", r->slot,
+				 w->name, w->n_slots, w->n_slots == 1 ? "" : "s");
+		goto out;
+	}
+	/* The job moves here from another slot: that placement is over. */
+	for (int i = 0; i < w->n_slots; i++)
+		if (i != (int)r->slot)
+			drop_slot(w, &w->slots[i], r->job_id, r->placement_version,
+				  "placed again in another job slot");
 	/* A Step of the old placement may be waiting on a neighbour that is
 	 * gone: ask it to give up, then replace the job. */
-	atomic_store(&w->cancel, 1);
-	pthread_mutex_lock(&w->mu);
-	atomic_store(&w->cancel, atomic_load(&w->stop));
-	if (w->job && w->job->id == r->job_id && w->job->version > r->placement_version) {
+	s = &w->slots[r->slot];
+	atomic_store(&s->cancel, 1);
+	pthread_mutex_lock(&s->mu);
+	atomic_store(&s->cancel, atomic_load(&w->stop));
+	if (s->job && s->job->id == r->job_id && s->job->version > r->placement_version) {
 		sc_rpc_reply_err(rep, SC_STATUS_FAILED_PRECONDITION,
 				 "job %" PRIu64 " placement %u is older than the placement %u this "
 				 "worker holds",
-				 r->job_id, r->placement_version, w->job->version);
+				 r->job_id, r->placement_version, s->job->version);
 		goto unlock;
 	}
-	worker_job_free(w->job);
-	w->job = NULL;
-	set_holding(w, NULL);
 	/* No socket of the old placement outlives it. */
-	worker_close_dataplane(w);
+	clear_slot(w, s);
 	if ((rc = build_job(w, r, &mc, &lc, &tc, wm, &j))) {
 		sc_rpc_reply_err(
 		    rep, worker_model_broken(wm) ? SC_STATUS_UNAVAILABLE : worker_status_of(rc),
 		    "job %" PRIu64 " stage %u: %s", r->job_id, r->stage, sc_err_detail());
 		goto unlock;
 	}
-	if ((rc = worker_reset_dataplane(w, j))) {
+	pthread_mutex_lock(&w->mu);
+	set_job(w, s, j);
+	pthread_mutex_unlock(&w->mu);
+	if ((rc = worker_reset_dataplane(w, s))) {
 		sc_rpc_reply_err(rep, SC_STATUS_UNAVAILABLE, "job %" PRIu64 " stage %u: %s",
 				 r->job_id, r->stage, sc_err_detail());
-		worker_job_free(j);
+		clear_slot(w, s);
 		goto unlock;
 	}
-	w->job = j;
-	set_holding(w, j);
 	sc_info("worker",
-		"job %" PRIu64 " placement %u: stage %d of %d, layers [%u, %u), base %s, %s, "
-		"M=%d B=%d T=%d, %d slots, next %s",
+		"job %" PRIu64 " placement %u: stage %d of %d, layers [%u, %u), base %s%s, %s, "
+		"M=%d B=%d T=%d, %d slots, job slot %d, next %s",
 		j->id, j->version, j->stage, j->n_stages, r->first_layer, r->last_layer,
-		sc_train_base_describe(&mc), j->gpipe ? "GPipe" : "1F1B", j->M, j->B, j->T,
-		j->slots, j->next_addr[0] ? j->next_addr : "(last stage)");
+		sc_train_base_describe(&mc),
+		j->shared[0] || j->shared[1] ? " (shared with another job or session)" : "",
+		j->gpipe ? "GPipe" : "1F1B", j->M, j->B, j->T, j->slots, s->index,
+		j->next_addr[0] ? j->next_addr : "(last stage)");
 	if (j->tail)
 		sc_info("worker",
 			"job %" PRIu64 ": the data owner also holds layers [%u, %u) and the head; "
@@ -596,7 +706,7 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	out.eval_batches = j->od.eval_batches;
 	sc_rpc_reply_pb(rep, &out.base);
 unlock:
-	pthread_mutex_unlock(&w->mu);
+	pthread_mutex_unlock(&s->mu);
 out:
 	if (wm) {
 		int cached, fetched, peers;
@@ -651,13 +761,14 @@ void worker_restore(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep
 	static const enum sc_segment_group groups[3] = { SC_G_LORA, SC_G_ADAM_M, SC_G_ADAM_V };
 	int fresh;
 	sc_err rc;
+	worker_slot *s;
 	job *j;
 
 	if (UNPACK(splitchain__restore_request, r))
 		return;
-	pthread_mutex_lock(&w->mu);
-	if (!(j = worker_job_get(w, r->job_id, rep)))
-		goto out;
+	if (!(s = worker_slot_lock(w, r->job_id, rep)))
+		goto free;
+	j = s->job;
 	for (int g = 0; g < 3; g++)
 		if (sc_adapter_new(&ad[g], &j->lc, &j->mc)) {
 			sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
@@ -672,8 +783,9 @@ void worker_restore(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep
 	int ns = segments(j, sg);
 	for (int k = 0; k < ns; k++)
 		for (int g = 0; g < 4; g++)
-			if ((rc = g < 3 ? sc_segment_import(sg[k], groups[g], ad[g])
-					: sc_segment_zero_grad(sg[k]))) {
+			if ((rc = WORKER_ON_DEVICE(
+				 w, g < 3 ? sc_segment_import(sg[k], groups[g], ad[g])
+					  : sc_segment_zero_grad(sg[k])))) {
 				sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "restore: %s",
 						 sc_err_detail());
 				goto out;
@@ -683,7 +795,8 @@ void worker_restore(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep
 		j->id, r->n_lora, fresh ? "fresh" : "saved");
 	sc_rpc_reply_pb(rep, &out.base);
 out:
-	pthread_mutex_unlock(&w->mu);
+	pthread_mutex_unlock(&s->mu);
+free:
 	for (int g = 0; g < 3; g++)
 		sc_adapter_free(ad[g]);
 	FREE_MSG(r);
@@ -696,6 +809,7 @@ void worker_apply(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	worker *w = arg;
 	Splitchain__ApplyRequest *r = NULL;
 	Splitchain__Empty out = SPLITCHAIN__EMPTY__INIT;
+	worker_slot *s;
 	job *j;
 
 	if (UNPACK(splitchain__apply_request, r))
@@ -706,9 +820,9 @@ void worker_apply(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 				 r->clip_factor);
 		goto free;
 	}
-	pthread_mutex_lock(&w->mu);
-	if (!(j = worker_job_get(w, r->job_id, rep)))
-		goto out;
+	if (!(s = worker_slot_lock(w, r->job_id, rep)))
+		goto free;
+	j = s->job;
 	if (j->grads_step != (int64_t)r->step) {
 		if (j->applied_step == (int64_t)r->step)
 			sc_rpc_reply_err(rep, SC_STATUS_FAILED_PRECONDITION,
@@ -723,7 +837,8 @@ void worker_apply(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	}
 	sc_segment *sg[2];
 	for (int k = 0, ns = segments(j, sg); k < ns; k++)
-		if (sc_segment_adamw(sg[k], &j->hp, r->lr, r->clip_factor, (int)r->step + 1)) {
+		if (WORKER_ON_DEVICE(w, sc_segment_adamw(sg[k], &j->hp, r->lr, r->clip_factor,
+							 (int)r->step + 1))) {
 			sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "AdamW: %s", sc_err_detail());
 			goto out;
 		}
@@ -731,7 +846,7 @@ void worker_apply(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	j->applied_step = r->step;
 	sc_rpc_reply_pb(rep, &out.base);
 out:
-	pthread_mutex_unlock(&w->mu);
+	pthread_mutex_unlock(&s->mu);
 free:
 	FREE_MSG(r);
 }
@@ -807,16 +922,15 @@ void worker_get_state(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
 	Splitchain__StateReply out = SPLITCHAIN__STATE_REPLY__INIT;
 	worker_tensors t[3];
 	sc_err rc = SC_OK;
-	job *j;
+	worker_slot *s;
 
 	memset(t, 0, sizeof(t));
 	if (UNPACK(splitchain__job_ref, r))
 		return;
-	pthread_mutex_lock(&w->mu);
-	if (!(j = worker_job_get(w, r->job_id, rep)))
-		goto out;
+	if (!(s = worker_slot_lock(w, r->job_id, rep)))
+		goto free;
 	for (int g = 0; g < 3 && !rc; g++)
-		rc = worker_tensors_get(j, groups[g], &t[g]);
+		rc = WORKER_ON_DEVICE(w, worker_tensors_get(s->job, groups[g], &t[g]));
 	if (rc) {
 		sc_rpc_reply_err(
 		    rep, rc == SC_ENOMEM ? SC_STATUS_RESOURCE_EXHAUSTED : SC_STATUS_INTERNAL,
@@ -831,7 +945,8 @@ void worker_get_state(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
 	out.adam_v = t[2].ptr;
 	sc_rpc_reply_pb(rep, &out.base);
 out:
-	pthread_mutex_unlock(&w->mu);
+	pthread_mutex_unlock(&s->mu);
+free:
 	for (int g = 0; g < 3; g++)
 		worker_tensors_free(&t[g]);
 	FREE_MSG(r);
@@ -839,37 +954,46 @@ out:
 
 /* --------------------------------------------------------------- Release */
 
-int worker_drop(worker *w, uint64_t job_id, uint32_t version, const char *why)
+/* Drops slot s's job when it is job_id (0: any) at placement version
+ * `version` or older (0: any); 1 when it did. */
+static int drop_slot(worker *w, worker_slot *s, uint64_t job_id, uint32_t version, const char *why)
 {
-	struct worker_holding h = worker_holding_get(w);
 	int dropped = 0;
 
+	pthread_mutex_lock(&w->hold_mu);
+	struct worker_holding h = s->holding;
+	pthread_mutex_unlock(&w->hold_mu);
 	if (!h.job || (job_id && h.job != job_id) || (version && h.version > version))
 		return 0; /* not ours (any more): leave the job held alone */
 	/* A Step of this job still waiting on a neighbour gives up first. The
-	 * wait for mu looks out for a close stuck in nng (the caller may be
-	 * the heartbeat thread). */
-	atomic_store(&w->cancel, 1);
+	 * wait for the slot looks out for a close stuck in nng (the caller may
+	 * be the heartbeat thread). */
+	atomic_store(&s->cancel, 1);
 	for (;;) {
 		struct timespec until;
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_sec += 1;
-		if (pthread_mutex_timedlock(&w->mu, &until) == 0)
+		if (pthread_mutex_timedlock(&s->mu, &until) == 0)
 			break;
 		worker_check_wedged(w);
 	}
-	atomic_store(&w->cancel, atomic_load(&w->stop));
-	if (w->job && (!job_id || w->job->id == job_id) &&
-	    (!version || w->job->version <= version)) {
-		sc_info("worker", "job %" PRIu64 " placement %u dropped: %s", w->job->id,
-			w->job->version, why);
-		worker_job_free(w->job);
-		w->job = NULL;
-		set_holding(w, NULL);
-		worker_close_dataplane(w);
+	atomic_store(&s->cancel, atomic_load(&w->stop));
+	if (s->job && (!job_id || s->job->id == job_id) &&
+	    (!version || s->job->version <= version)) {
+		sc_info("worker", "job %" PRIu64 " placement %u dropped (job slot %d): %s",
+			s->job->id, s->job->version, s->index, why);
+		clear_slot(w, s);
 		dropped = 1;
 	}
-	pthread_mutex_unlock(&w->mu);
+	pthread_mutex_unlock(&s->mu);
+	return dropped;
+}
+
+int worker_drop(worker *w, uint64_t job_id, uint32_t version, const char *why)
+{
+	int dropped = 0;
+	for (int i = 0; i < w->n_slots; i++)
+		dropped += drop_slot(w, &w->slots[i], job_id, version, why);
 	return dropped;
 }
 

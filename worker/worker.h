@@ -10,26 +10,42 @@
  * the link prober thread: RTT and bandwidth to the coordinator and the other
  * workers, reported with Coordinator.ReportLinks).
  *
- * Concurrency: RPC handlers run on the RPC server's context threads. The
- * job (segment, data-plane sockets, host buffers) is guarded by worker.mu;
- * every handler that touches it takes mu for its whole run, so a Step that
- * runs for minutes holds it and other job methods wait. `cancel` asks a
- * Step blocked on the data plane to give up (a new Assign, a release,
- * shutdown). The heartbeat thread takes mu only to drop a job it was told
- * to drop (or whose lease ran out), after setting `cancel`.
+ * Job slots (--jobs N, parameter sharing): the worker serves up to N jobs
+ * at once, one per slot. Each slot has its own data-plane listeners, bound
+ * at start and registered (a job's neighbours dial its slot's), its own
+ * sockets toward its job's neighbours and its own mutex. Jobs whose
+ * segments have the same model and layers share one copy of the frozen
+ * weights (sc_segment_new_sharing), as do generation sessions.
  *
- * Holding and lease: what the worker holds (job, placement version, stage)
+ * Concurrency: RPC handlers run on the RPC server's context threads. A
+ * slot's job (segments, data-plane sockets, host buffers) is guarded by
+ * its slot's mu; every handler that touches it takes that mu for its whole
+ * run, so a Step that runs for minutes holds it and other methods of the
+ * same job wait, while other slots' jobs go on. A slot's `cancel` asks a
+ * Step blocked on the data plane to give up (a new Assign, a release,
+ * shutdown). The heartbeat thread takes a slot's mu only to drop a job it
+ * was told to drop (or whose lease ran out), after setting `cancel`.
+ * The device runs one segment call at a time (compute_mu, WORKER_ON_DEVICE):
+ * never held while a Step waits on the data plane, so steps of the jobs
+ * interleave call by call.
+ *
+ * worker.mu guards which job each slot holds (a slot's job pointer changes
+ * with both its slot's mu and mu held, so code that holds mu may look at
+ * every slot's segments: the search for a base to share) and the
+ * generation sessions (gen.c).
+ *
+ * Holding and lease: what each slot holds (job, placement version, stage)
  * is copied under hold_mu, so the heartbeat thread can report it without
- * mu. Every heartbeat carries it; the coordinator answers with the holding
- * to drop when it is not a current placement (a restart of either side, a
- * worker that was counted lost). An assignment is a lease: when no
- * heartbeat has been answered for the lease the coordinator gave at
- * register (its lost-after interval), the worker drops its job and
+ * the slots' locks. Every heartbeat carries it; the coordinator answers
+ * with the holdings to drop that are not current placements (a restart of
+ * either side, a worker that was counted lost). An assignment is a lease:
+ * when no heartbeat has been answered for the lease the coordinator gave
+ * at register (its lost-after interval), the worker drops its jobs and
  * data-plane sockets on its own, as the coordinator will have re-planned
  * without it.
  *
- * Lock order: mu, then hold_mu or notice_mu (both leaves, never held
- * across a call that blocks).
+ * Lock order: a slot's mu, then mu, then compute_mu; hold_mu and notice_mu
+ * are leaves, never held across a call that blocks.
  */
 #ifndef SC_WORKER_H
 #define SC_WORKER_H
@@ -38,6 +54,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "deliver.h"
 #include "sc_backend.h"
 #include "sc_data.h"
 #include "sc_dataplane.h"
@@ -49,6 +66,7 @@
 
 #define WORKER_URL_MAX    300
 #define WORKER_MAX_OWNERS 16 /* data owners of one ring (= SC_TRAIN_MAX_SOURCES) */
+#define WORKER_MAX_SLOTS  8  /* --jobs: jobs served at once */
 
 typedef struct worker_opts {
 	const char *coordinator;    /* RPC address of the coordinator */
@@ -63,6 +81,7 @@ typedef struct worker_opts {
 	const char *cache_dir;      /* --cache: registered models' tensors (NULL: none) */
 	uint64_t cache_limit;       /* --cache-limit in bytes, 0: none */
 	const char *owner_data;     /* --owner-data: a data owner's directory (NULL: none) */
+	int jobs;                   /* --jobs: job slots, 1 .. WORKER_MAX_SLOTS */
 } worker_opts;
 
 /* A data owner's data for one job (owner.c): read on this worker, batched
@@ -98,6 +117,7 @@ typedef struct job {
 	sc_adamw_hparams hp;
 	sc_segment *seg;
 	sc_segment *tail;     /* the owner's last layers and head; NULL: none */
+	int shared[2];        /* seg's, tail's frozen weights were another's (sharing) */
 	worker_owner_data od; /* the owner's data (tail set) */
 	int tail_slots;
 	sc_backend *be;                 /* the worker's, which allocated x, y, dy, dx */
@@ -113,6 +133,33 @@ typedef struct job {
 	char next_addr[WORKER_URL_MAX]; /* the next stage's data address, "" on the last */
 } job;
 
+/* What a slot holds, as the heartbeat reports it. */
+struct worker_holding {
+	uint64_t job; /* 0: nothing */
+	uint32_t version, stage;
+};
+
+/* One job slot: a job, its data-plane listeners and sockets. */
+typedef struct worker_slot {
+	int index;
+	pthread_mutex_t mu; /* guards job and the sockets (see above) */
+	job *job;
+	/* Toward the previous stage: up[0] the listener it dials — on a ring's
+	 * first middle stage, a dialer to each owner's head listener, by owner.
+	 * Toward the next: down[0] a dialer — on a ring's last middle stage,
+	 * one to each owner's data listener; on an owner, the listener for its
+	 * head's hop (its first middle stage dials it). */
+	sc_dp_socket *up[WORKER_MAX_OWNERS];
+	sc_dp_socket *down[WORKER_MAX_OWNERS];
+	int n_up, n_down;
+	char data_bind[WORKER_URL_MAX];  /* where the slot's data listener is bound */
+	char data_addr[WORKER_URL_MAX];  /* ... as advertised to the coordinator */
+	char owner_bind[WORKER_URL_MAX]; /* a data owner's head listener ("" none) */
+	char owner_addr[WORKER_URL_MAX]; /* ... as advertised */
+	atomic_int cancel;               /* nonzero: the slot's running Step gives up */
+	struct worker_holding holding;   /* under the worker's hold_mu */
+} worker_slot;
+
 typedef struct worker {
 	worker_opts o;
 	char name[128];
@@ -124,35 +171,20 @@ typedef struct worker {
 	unsigned host_cpus;                /* CPUs this process may run on */
 	unsigned threads;                  /* compute threads (CPU device) */
 	char control_addr[WORKER_URL_MAX]; /* advertised to the coordinator */
-	char data_addr[WORKER_URL_MAX];    /* advertised to the coordinator */
-	char data_bind[WORKER_URL_MAX];    /* where the data listener is bound */
-	char owner_bind[WORKER_URL_MAX];   /* a data owner's head listener ("" none) */
-	char owner_addr[WORKER_URL_MAX];   /* ... as advertised */
 	sc_rpc_server *srv;
 	sc_rpc_client *coord;
 	sc_tcache *cache; /* --cache (deliver.h), NULL without one; thread-safe */
 
-	pthread_mutex_t mu; /* guards everything below */
-	job *job;
-	/* Toward the previous stage: up[0] the listener it dials — on a ring's
-	 * first middle stage, a dialer to each owner's head listener, by owner.
-	 * Toward the next: down[0] a dialer — on a ring's last middle stage,
-	 * one to each owner's data listener; on an owner, the listener for its
-	 * head's hop (its first middle stage dials it). */
-	sc_dp_socket *up[WORKER_MAX_OWNERS];
-	sc_dp_socket *down[WORKER_MAX_OWNERS];
-	int n_up, n_down;
+	pthread_mutex_t mu; /* which job each slot holds; the generation sessions */
+	int n_slots;
+	worker_slot slots[WORKER_MAX_SLOTS];
+	pthread_mutex_t compute_mu; /* the device: one segment call at a time */
 
-	pthread_mutex_t hold_mu; /* guards holding */
-	struct worker_holding {
-		uint64_t job; /* 0: nothing */
-		uint32_t version, stage;
-	} holding;
+	pthread_mutex_t hold_mu;   /* guards the slots' holdings */
 	pthread_mutex_t notice_mu; /* guards notices */
 	char notices[8][256];      /* refused data-plane peers, for the next heartbeat */
 	int n_notices, lost_notices;
-	atomic_int cancel;        /* nonzero: a running Step gives up */
-	atomic_int busy;          /* a Step is running */
+	atomic_int busy;          /* Steps running */
 	atomic_int stop;          /* shutting down */
 	atomic_int device_failed; /* the backend reported a failure: exit with EXIT_DEVICE */
 	atomic_llong closing_ms;  /* monotonic ms a data-plane close began, 0: none running */
@@ -190,18 +222,46 @@ sc_err worker_probe_start(worker *w);
  * state and clients. Accepts a worker whose prober never started. */
 void worker_probe_stop(worker *w);
 
-/* Drops the job held when it is job_id (0: any) at placement version
- * `version` or older (0: any), with its segment and data-plane sockets;
- * why goes to the log. Waits for a Step of it to give up. Returns 1 when
- * something was dropped. Takes mu. */
+/* Drops every job held that is job_id (0: any) at placement version
+ * `version` or older (0: any), with its segments and data-plane sockets;
+ * why goes to the log. Waits for a Step of it to give up. Returns how many
+ * were dropped. Takes the slots' mu. */
 int worker_drop(worker *w, uint64_t job_id, uint32_t version, const char *why);
 
 /* Keeps why for the next heartbeat, which makes it an event; beyond the
  * slots, the oldest are counted, not kept. Takes notice_mu. */
 void worker_note(worker *w, const char *why);
 
-/* What the worker holds now (copied under hold_mu). */
-struct worker_holding worker_holding_get(worker *w);
+/* What each slot holds now (copied under hold_mu) into h[0 .. n_slots). */
+void worker_holdings_get(worker *w, struct worker_holding *h);
+
+/* Memory in use for jobs and generation: *base the frozen weights (each
+ * copy once, however many jobs share it); job_bytes[i] what slot i's job
+ * holds besides them (0: none). Takes mu. */
+void worker_memory(worker *w, uint64_t *base, uint64_t job_bytes[WORKER_MAX_SLOTS]);
+
+/* Called with mu held: a loaded segment of any job or generation session
+ * whose frozen weights a new segment of spec can share, or NULL. */
+const sc_segment *worker_base_donor(worker *w, const sc_segment_spec *spec);
+/* *out = a segment of spec for a job or a generation session: sharing the
+ * frozen weights of a loaded segment of the same model and layers when the
+ * worker has one (another job's, a generation session's), else loaded
+ * from the model's weights (*wf: opened on first use from wm, a registered
+ * model, or model_path; the caller closes it). *shared says which. Takes
+ * mu (briefly: never while weights load) and compute_mu. */
+sc_err worker_new_segment(worker *w, const sc_segment_spec *sp, worker_model *wm,
+			  const char *model_path, sc_weights **wf, sc_segment **out, int *shared);
+/* gen.c's part of it: a generation session's segment. */
+const sc_segment *worker_gen_donor(worker *w, const sc_segment_spec *spec);
+/* gen.c: adds the generation sessions' segments' bytes (bases not yet in
+ * seen[0 .. *n_seen), which it extends; cap entries) to *base and *own. */
+void worker_gen_memory(const void **seen, int *n_seen, int cap, uint64_t *base, uint64_t *own);
+
+/* A segment call with the device to itself: locks compute_mu, evaluates
+ * call, unlocks, and gives call's sc_err. */
+#define WORKER_ON_DEVICE(w, call) (worker_device_enter(w), worker_device_leave((w), (call)))
+void worker_device_enter(worker *w);
+sc_err worker_device_leave(worker *w, sc_err rc);
 
 /* ---- a data owner (owner.c) ---- */
 
@@ -227,14 +287,15 @@ void worker_data_check(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 /* Frees j and its segment. Accepts NULL. */
 void worker_job_free(job *j);
 
-/* Called with mu held: the job for job_id, or NULL with rep set to
- * FAILED_PRECONDITION (nothing assigned) or NOT_FOUND (another job). */
-job *worker_job_get(worker *w, uint64_t job_id, sc_rpc_reply *rep);
+/* The slot that holds job_id, locked (its mu): NULL with rep set to
+ * ABORTED when no slot holds it (never assigned, or dropped). Unlock with
+ * pthread_mutex_unlock(&slot->mu). */
+worker_slot *worker_slot_lock(worker *w, uint64_t job_id, sc_rpc_reply *rep);
 
-/* Called with mu held: closes the data-plane sockets and opens fresh ones
- * for j (listening on data_bind; dialing j->next_addr unless j is the last
- * stage). Queued tensors are discarded. */
-sc_err worker_reset_dataplane(worker *w, const job *j);
+/* Called with s->mu held: closes the slot's data-plane sockets and opens
+ * fresh ones for its job (listening on its data_bind; dialing the job's
+ * next_addr unless it is the last stage). Queued tensors are discarded. */
+sc_err worker_reset_dataplane(worker *w, worker_slot *s);
 
 /* Monotonic clock in ms (lease, close timing). */
 /* The process's resident memory (VmRSS), or its peak since the last
@@ -260,8 +321,9 @@ typedef struct worker_tensors {
 sc_err worker_tensors_get(const job *j, enum sc_segment_group g, worker_tensors *t);
 void worker_tensors_free(worker_tensors *t); /* accepts a zeroed or failed one */
 
-/* Called with mu held: closes every data-plane socket (worker_close_socket). */
-void worker_close_dataplane(worker *w);
+/* Called with s->mu held: closes the slot's data-plane sockets
+ * (worker_close_socket). */
+void worker_close_dataplane(worker *w, worker_slot *s);
 /* Worker.SetGrads (schedule.c): a data owner's step gradient, summed over
  * the ring's owners by the coordinator; replies its layers' sums of squares. */
 void worker_set_grads(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);

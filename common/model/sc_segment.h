@@ -190,6 +190,8 @@ typedef struct sc_segment_bytes {
 	size_t total;   /* the sum: what sc_segment_device_bytes would say */
 } sc_segment_bytes;
 
+/* The device memory seg holds, by group (a shared base counted whole). */
+void sc_segment_bytes_of(const sc_segment *seg, sc_segment_bytes *out);
 /* What sc_segment_new(spec) would allocate on a backend of kind device
  * ("cpu", "cuda", "cuda:N"), without a backend or any device memory: the
  * same layout, run dry. For planning (the coordinator places stages by

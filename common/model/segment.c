@@ -481,6 +481,7 @@ static sc_err build(sc_segment **out, sc_backend *be, const sc_segment_spec *spe
 	if (spec->kv_positions && (rc = alloc_laid_out(seg, &seg->kv_mem, kv_fn, NULL, &by.kv)))
 		goto fail;
 	by.total = seg->device_bytes;
+	seg->bytes = by;
 	if (bytes)
 		*bytes = by;
 	*out = seg;
@@ -513,7 +514,7 @@ sc_err sc_segment_new_sharing(sc_segment **out, sc_backend *be, const sc_segment
 			       spec->first, spec->last, donor ? donor->spec.first : 0,
 			       donor ? donor->spec.last : 0);
 	SC_TRY(build(out, be, spec, NULL, NULL, donor));
-	sc_err rc = seg_load_rope(*out);
+	sc_err rc = (*out)->rope_cos ? seg_load_rope(*out) : SC_OK;
 	if (rc) {
 		sc_segment_free(*out);
 		*out = NULL;
@@ -524,6 +525,11 @@ sc_err sc_segment_new_sharing(sc_segment **out, sc_backend *be, const sc_segment
 const void *sc_segment_base_id(const sc_segment *seg)
 {
 	return seg->base;
+}
+
+void sc_segment_bytes_of(const sc_segment *seg, sc_segment_bytes *out)
+{
+	*out = seg->bytes;
 }
 
 int sc_segment_base_users(const sc_segment *seg)

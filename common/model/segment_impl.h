@@ -49,6 +49,7 @@ struct sc_segment {
 	 * same model and layers may share (sc_segment_new_sharing). */
 	struct seg_base *base;
 	void *base_mem;
+	sc_segment_bytes bytes; /* by group, as built */
 	float *gp[SC_GP_COUNT]; /* model-wide tensors held, else NULL */
 	float *head;            /* (V,C) last segment: LM head (maybe gp[EMBED]) */
 	/* A bf16 base (seg_bf16_globals): the token embedding and the LM head
