@@ -219,8 +219,14 @@ void worker_memory(worker *w, uint64_t *base, uint64_t job_bytes[WORKER_MAX_SLOT
 	const void *seen[2 * WORKER_MAX_SLOTS + 16];
 	int n_seen = 0, cap = (int)(sizeof(seen) / sizeof(seen[0]));
 	uint64_t gen_own = 0;
+	/* Busy (a segment being made, a generation step): the last figures,
+	 * so that a heartbeat never waits. */
+	if (pthread_mutex_trylock(&w->mu)) {
+		*base = w->mem_base;
+		memcpy(job_bytes, w->mem_jobs, sizeof(w->mem_jobs));
+		return;
+	}
 	*base = 0;
-	pthread_mutex_lock(&w->mu);
 	for (int i = 0; i < WORKER_MAX_SLOTS; i++) {
 		const job *j = i < w->n_slots ? w->slots[i].job : NULL;
 		job_bytes[i] = 0;
@@ -233,6 +239,8 @@ void worker_memory(worker *w, uint64_t *base, uint64_t job_bytes[WORKER_MAX_SLOT
 				sizeof(float); /* the hand-over buffers */
 	}
 	worker_gen_memory(seen, &n_seen, cap, base, &gen_own);
+	w->mem_base = *base;
+	memcpy(w->mem_jobs, job_bytes, sizeof(w->mem_jobs));
 	pthread_mutex_unlock(&w->mu);
 }
 

@@ -178,7 +178,8 @@ typedef struct worker {
 	pthread_mutex_t mu; /* which job each slot holds; the generation sessions */
 	int n_slots;
 	worker_slot slots[WORKER_MAX_SLOTS];
-	pthread_mutex_t compute_mu; /* the device: one segment call at a time */
+	pthread_mutex_t compute_mu;                    /* the device: one segment call at a time */
+	uint64_t mem_base, mem_jobs[WORKER_MAX_SLOTS]; /* worker_memory's last, under mu */
 
 	pthread_mutex_t hold_mu;   /* guards the slots' holdings */
 	pthread_mutex_t notice_mu; /* guards notices */
@@ -237,7 +238,8 @@ void worker_holdings_get(worker *w, struct worker_holding *h);
 
 /* Memory in use for jobs and generation: *base the frozen weights (each
  * copy once, however many jobs share it); job_bytes[i] what slot i's job
- * holds besides them (0: none). Takes mu. */
+ * holds besides them (0: none). Takes mu when free, else gives the last
+ * figures it took (it never waits). */
 void worker_memory(worker *w, uint64_t *base, uint64_t job_bytes[WORKER_MAX_SLOTS]);
 
 /* Called with mu held: a loaded segment of any job or generation session
