@@ -9,6 +9,76 @@
 #include <time.h>
 
 #include "coord.h"
+#include "coord_cache.h"
+#include "db_models.h"
+#include "placement.h"
+#include "sc_config.h"
+
+/* A registered model's job: what each live worker would fetch of an even
+ * share of it and how fast, and the share's compute — for choosing the
+ * workers (sc_place_pick). n 0: no such job, the fastest are taken. */
+typedef struct pick_hint {
+	int n;
+	int64_t id[1024];
+	double fetch[1024], mbit[1024];
+	double share_gflop, steps;
+} pick_hint;
+
+/* Fills *h for job (called without mu); leaves h->n 0 when the job names
+ * no registered model or anything is missing (the fastest then). */
+static void hint_of(coord *c, const sc_db_job *job, pick_hint *h)
+{
+	Splitchain__SubmitRequest *r =
+	    splitchain__submit_request__unpack(NULL, job->spec_len, job->spec);
+	sc_db_model *m = NULL;
+	sc_db_link *ls = NULL;
+	sc_model_config mc;
+	coord_cache view;
+	int nl = 0, S = (int)job->stages;
+
+	h->n = 0;
+	if (!r || !r->model || !r->model[0] || !r->train || !r->lora || S < 1 ||
+	    sc_db_model_get(c->db, r->model, &m) ||
+	    sc_config_parse(&mc, m->config_json, strlen(m->config_json)))
+		goto out;
+	double lg, hg, tokens = (double)r->train->batch * r->train->seq * r->train->micro_batches;
+	sc_place_costs(&mc, (int)r->train->seq, (int)r->lora->rank, tokens, &lg, &hg);
+	h->share_gflop = (lg * mc.n_layer + hg) / S;
+	h->steps = job->steps > job->step_done ? (double)(job->steps - job->step_done) : 1;
+	pthread_mutex_lock(&c->mu);
+	int64_t now = coord_now_ms();
+	for (int i = 0; i < c->nworkers && h->n < 1024; i++)
+		if (c->workers[i].last_seen_ms > 0 &&
+		    now - c->workers[i].last_seen_ms <= c->lost_after_ms)
+			h->id[h->n++] = c->workers[i].id;
+	pthread_mutex_unlock(&c->mu);
+	if (!h->n || coord_cache_view(c->db, r->model, h->id, h->n, mc.n_layer, &view)) {
+		h->n = 0;
+		goto out;
+	}
+	sc_db_links_list(c->db, &ls, &nl);
+	for (int i = 0; i < h->n; i++) {
+		h->fetch[i] = coord_cache_missing(&view, i, 0, mc.n_layer) / S;
+		h->mbit[i] = 0; /* the default rate; else the slower direction measured */
+		for (int k = 0; k < nl; k++)
+			if (((ls[k].from_worker == 0 && ls[k].to_worker == h->id[i]) ||
+			     (ls[k].to_worker == 0 && ls[k].from_worker == h->id[i])) &&
+			    ls[k].mbit_s > 0 && (!h->mbit[i] || ls[k].mbit_s < h->mbit[i]))
+				h->mbit[i] = ls[k].mbit_s;
+	}
+	coord_cache_free(&view);
+out:
+	free(ls);
+	free(m);
+	if (r)
+		splitchain__submit_request__free_unpacked(r, NULL);
+}
+
+/* Called with mu held: moves the k workers of w[0..n) the job should take
+ * to its front. By tiers — workers that are no data owners before owners,
+ * then those serving fewer jobs — and within a tier the cheapest by h
+ * (sc_place_pick), else the fastest. */
+static void choose(live_worker **w, int n, int k, const pick_hint *h);
 
 /* Workers that are no data owners first (an owner's machine is its own,
  * lent to others' chains only when nothing else is free), then those that
@@ -84,7 +154,7 @@ static int named_workers(coord *c, const sc_db_job *job, int64_t now, live_worke
 /* Called with mu held: starts job on the fastest free live workers (or
  * the ones it names), if enough are free. Returns 1 when started (the
  * runner owns job). */
-static int try_start(coord *c, sc_db_job *job)
+static int try_start(coord *c, sc_db_job *job, const pick_hint *h)
 {
 	live_worker *freew[1024], *owner[16];
 	int nfree = 0, S = (int)job->stages, o = 0;
@@ -110,7 +180,7 @@ static int try_start(coord *c, sc_db_job *job)
 	}
 	if (nfree < S)
 		return 0;
-	coord_fastest(freew + 16, nfree, S);
+	choose(freew + 16, nfree, S, h);
 	for (int k = 0; k < o; k++)
 		freew[16 - o + k] = owner[k];
 	return coord_start_job(c, job, freew + 16 - o, S + o);
@@ -119,6 +189,45 @@ static int try_start(coord *c, sc_db_job *job)
 void coord_fastest(live_worker **w, int n, int k)
 {
 	qsort(w, (size_t)n, sizeof(*w), by_gflops_desc);
+	qsort(w, (size_t)k, sizeof(*w), by_id); /* the chain in id order */
+}
+
+static void choose(live_worker **w, int n, int k, const pick_hint *h)
+{
+	int taken = 0;
+	qsort(w, (size_t)n, sizeof(*w), by_gflops_desc); /* tiers, then the fastest */
+	while (h && h->n && taken < k) {
+		int end = taken, pick[1024];
+		double gf[1024], fetch[1024], mbit[1024];
+		while (end < n && w[end]->data_owner == w[taken]->data_owner &&
+		       coord_jobs_on(w[end]) == coord_jobs_on(w[taken]))
+			end++;
+		for (int i = taken; i < end; i++) {
+			gf[i - taken] = w[i]->gflops;
+			fetch[i - taken] = 0;
+			mbit[i - taken] = 0;
+			for (int j = 0; j < h->n; j++)
+				if (h->id[j] == w[i]->id) {
+					fetch[i - taken] = h->fetch[j];
+					mbit[i - taken] = h->mbit[j];
+				}
+		}
+		int want = k - taken < end - taken ? k - taken : end - taken;
+		sc_place_pick(gf, fetch, mbit, end - taken, want, h->share_gflop, h->steps, pick);
+		live_worker *tier[1024];
+		memcpy(tier, w + taken, (size_t)(end - taken) * sizeof(*w));
+		int at = taken;
+		for (int i = 0; i < want; i++) /* the chosen first, in their order */
+			w[at++] = tier[pick[i]];
+		for (int i = 0; i < end - taken; i++) {
+			int chosen = 0;
+			for (int j = 0; j < want; j++)
+				chosen |= pick[j] == i;
+			if (!chosen)
+				w[at++] = tier[i];
+		}
+		taken += want;
+	}
 	qsort(w, (size_t)k, sizeof(*w), by_id); /* the chain in id order */
 }
 
@@ -192,6 +301,7 @@ static void find_stalled(coord *c)
 void *coord_scheduler(void *arg)
 {
 	coord *c = arg;
+	pick_hint *hint = malloc(sizeof(*hint)); /* NULL: the fastest workers */
 	pthread_mutex_lock(&c->mu);
 	while (!atomic_load(&c->stopping)) {
 		sc_db_job *jobs = NULL;
@@ -219,7 +329,14 @@ void *coord_scheduler(void *arg)
 			pthread_mutex_unlock(&c->mu);
 			int got = sc_db_job_get(c->db, jobs[i].id, &one) == SC_OK;
 			pthread_mutex_lock(&c->mu);
-			if (got && (coord_live_job(c, one->id) || !try_start(c, one)))
+			if (got && one->spec_len && hint) {
+				pthread_mutex_unlock(&c->mu);
+				hint_of(c, one, hint);
+				pthread_mutex_lock(&c->mu);
+			} else if (hint) {
+				hint->n = 0;
+			}
+			if (got && (coord_live_job(c, one->id) || !try_start(c, one, hint)))
 				free(one);
 		}
 		free(jobs);
@@ -233,6 +350,7 @@ void *coord_scheduler(void *arg)
 		pthread_cond_timedwait(&c->wake, &c->mu, &ts);
 	}
 	pthread_mutex_unlock(&c->mu);
+	free(hint);
 	return NULL;
 }
 

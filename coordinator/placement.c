@@ -541,3 +541,29 @@ out:
 	free(p.need);
 	return rc;
 }
+
+void sc_place_pick(const double *gflops, const double *fetch_bytes, const double *mbit_s, int n,
+		   int stages, double share_gflop, double steps, int *pick)
+{
+	int chosen = 0;
+	while (chosen < stages && chosen < n) {
+		int best = -1;
+		double best_cost = 0;
+		for (int i = 0; i < n; i++) {
+			int taken = 0;
+			for (int k = 0; k < chosen; k++)
+				taken |= pick[k] == i;
+			if (taken)
+				continue;
+			double rate = mbit_s && mbit_s[i] > 0 ? mbit_s[i] : SC_PLACE_DEFAULT_MBIT_S;
+			double cost = steps * share_gflop / (gflops[i] > 0 ? gflops[i] : 1e-9) +
+				      (fetch_bytes ? fetch_bytes[i] * 8 / (rate * 1e6) : 0);
+			if (best < 0 || cost < best_cost ||
+			    (cost == best_cost && gflops[i] > gflops[best])) {
+				best = i;
+				best_cost = cost;
+			}
+		}
+		pick[chosen++] = best;
+	}
+}

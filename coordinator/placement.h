@@ -124,4 +124,16 @@ sc_err sc_place(const sc_place_worker *w, int nw, int stages, int n_layer, doubl
 		double head_gflop, const sc_place_net *net, sc_place_stage *out, char *reason,
 		size_t reason_size);
 
+/* Which `stages` of n candidate workers a job takes (the scheduler's
+ * choice, before sc_place orders them): each candidate's cost is an even
+ * share of the job — share_gflop GFLOP per step for steps steps at its
+ * rate, plus fetch_bytes[i] (what its cache lacks of an even share of a
+ * registered model; NULL: nothing to fetch) over mbit_s[i] (its link from
+ * the coordinator; <= 0: the default) — so a short job takes slower
+ * workers that cache the model over faster ones that would fetch it, and
+ * a long one the faster. Ties: the faster, then the lower index. pick
+ * receives the chosen indices, cheapest first. */
+void sc_place_pick(const double *gflops, const double *fetch_bytes, const double *mbit_s, int n,
+		   int stages, double share_gflop, double steps, int *pick);
+
 #endif

@@ -463,6 +463,34 @@ static void test_cache_wins_short_jobs(void **state)
 	assert_true(most > 0); /* the job fetches: its steps are worth more */
 }
 
+/* The scheduler's choice of workers: a short job of a registered model
+ * takes the slow workers that cache it, a long one the fast that would
+ * fetch it; without a model, the fastest. */
+static void test_pick_cached_workers(void **state)
+{
+	(void)state;
+	/* 0: fast, empty cache; 1, 2: a quarter as fast, the model cached;
+	 * 3: slow, empty. Each share: 1 GFLOP a step, 400 MB to fetch. */
+	double gflops[4] = { 100, 25, 25, 10 }, fetch[4] = { 400e6, 0, 0, 400e6 };
+	double mbit[4] = { 100, 100, 0, 100 };
+	int pick[3];
+	sc_place_pick(gflops, fetch, mbit, 4, 2, 1.0, 10, pick);
+	assert_int_equal(pick[0], 1); /* 0.4 s vs 32.1 s for worker 0 */
+	assert_int_equal(pick[1], 2);
+	sc_place_pick(gflops, fetch, mbit, 4, 2, 1.0, 1e5, pick);
+	assert_int_equal(pick[0], 0); /* 1032 s vs 4000 s: the fast one fetches */
+	assert_int_equal(pick[1], 1);
+	sc_place_pick(gflops, NULL, NULL, 4, 3, 1.0, 10, pick);
+	assert_int_equal(pick[0], 0);
+	assert_int_equal(pick[1], 1); /* equal rates: the lower index */
+	assert_int_equal(pick[2], 2);
+	/* A faster link makes fetching cheap: the fast worker wins even a
+	 * short job. */
+	mbit[0] = 1e5;
+	sc_place_pick(gflops, fetch, mbit, 4, 1, 1.0, 10, pick);
+	assert_int_equal(pick[0], 0);
+}
+
 static void test_bad_arguments(void **state)
 {
 	(void)state;
@@ -486,6 +514,7 @@ int main(void)
 		cmocka_unit_test(test_memory_bounds_the_cuts),
 		cmocka_unit_test(test_memory_reorders),
 		cmocka_unit_test(test_cache_wins_short_jobs),
+		cmocka_unit_test(test_pick_cached_workers),
 		cmocka_unit_test(test_bad_arguments),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -242,6 +242,17 @@ for _ in $(seq 1 100); do  # its links, measured at register
   sleep 0.2
 done
 q "update links set mbit_s = 1 where from_worker = $w3 and to_worker = 0"
+# The scheduler weighs fetching: a short job of two stages takes the two
+# workers that cache the model over worker-3, which would fetch it over 1
+# Mbit/s, however fast worker-3 computes.
+j5b=$("$SC" submit --model tiny --data data.txt "${JOB_OPTS[@]}" --stages 2)
+"$SC" watch "$j5b" >/dev/null 2>&1
+on=$(q "select group_concat(w.name) from placements p join workers w on w.id = p.worker_id
+        where p.job_id = $j5b and p.version = (select max(version) from placements
+        where job_id = $j5b) order by p.stage")
+[ "$(state "$j5b")" = done ] && ! grep -q worker-3 <<< "$on" \
+  && ok "job $j5b (short) placed on the workers that cache the model: $on" \
+  || bad "job $j5b: on '$on', $(state "$j5b")"
 j6=$("$SC" submit --model tiny --data data.txt "${JOB_OPTS[@]}" --stages 3)
 "$SC" watch "$j6" >/dev/null 2>&1
 [ "$(state "$j6")" = done ] && ok "job $j6 on 3 workers: done" || bad "job $j6 ended $(state "$j6")"
