@@ -1,8 +1,8 @@
 /* coord_cache.c — what a placement would have to move (issue 11): for a
  * job of a registered model, the bytes of each layer's tensors that each
  * candidate worker's cache lacks (its last cache report, worker_tensors),
- * and the seconds they take over the worker's measured link to the
- * coordinator. The planner adds the slowest stage's fetch to the job's
+ * and the seconds they take, each tensor over the fastest measured link
+ * from the coordinator or a candidate worker that caches it. The planner adds the slowest stage's fetch to the job's
  * remaining steps when it compares orders (placement.h, sc_place_net.fetch). */
 #include <ctype.h>
 #include <stdlib.h>
@@ -35,7 +35,7 @@ static int layer_of(const char *name)
 }
 
 sc_err coord_cache_view(sc_db *db, const char *model, const int64_t *workers, int nw, int L,
-			coord_cache *out)
+			const double *rate, coord_cache *out)
 {
 	sc_db_model *m = NULL;
 	sc_manifest mf = { 0 };
@@ -46,7 +46,9 @@ sc_err coord_cache_view(sc_db *db, const char *model, const int64_t *workers, in
 	out->L = L;
 	out->missing = calloc((size_t)nw * (L + 1), sizeof(double));
 	out->total = calloc((size_t)L + 1, sizeof(double));
-	if (!out->missing || !out->total) {
+	if (rate)
+		out->seconds = calloc((size_t)nw * (L + 1), sizeof(double));
+	if (!out->missing || !out->total || (rate && !out->seconds)) {
 		coord_cache_free(out);
 		return sc_errf(SC_ENOMEM, "out of memory");
 	}
@@ -63,8 +65,19 @@ sc_err coord_cache_view(sc_db *db, const char *model, const int64_t *workers, in
 			int has = 0;
 			for (int k = 0; k < nh && !has; k++)
 				has = holders[k] == workers[i];
-			if (!has)
-				out->missing[(size_t)i * (L + 1) + slot] += (double)mf.t[t].nbytes;
+			if (has)
+				continue;
+			out->missing[(size_t)i * (L + 1) + slot] += (double)mf.t[t].nbytes;
+			if (!rate)
+				continue;
+			const double *ri = rate + (size_t)i * (nw + 1);
+			double best = ri[0] > 0 ? ri[0] : SC_PLACE_DEFAULT_MBIT_S;
+			for (int k = 0; k < nh; k++) /* a candidate that caches it */
+				for (int j = 0; j < nw; j++)
+					if (j != i && holders[k] == workers[j] && ri[1 + j] > best)
+						best = ri[1 + j];
+			out->seconds[(size_t)i * (L + 1) + slot] +=
+			    (double)mf.t[t].nbytes * 8 / (best * 1e6);
 		}
 		free(holders);
 	}
@@ -88,9 +101,22 @@ double coord_cache_missing(const coord_cache *c, int worker, int first, int last
 	return b;
 }
 
+double coord_cache_seconds(const coord_cache *c, int worker, int first, int last)
+{
+	double s = 0;
+	if (!c->seconds || worker < 0 || worker >= c->nw)
+		return 0;
+	for (int l = first; l < last && l < c->L; l++)
+		s += c->seconds[(size_t)worker * (c->L + 1) + l];
+	if (first == 0 || last == c->L)
+		s += c->seconds[(size_t)worker * (c->L + 1) + c->L];
+	return s;
+}
+
 void coord_cache_free(coord_cache *c)
 {
 	free(c->missing);
 	free(c->total);
-	c->missing = c->total = NULL;
+	free(c->seconds);
+	c->missing = c->total = c->seconds = NULL;
 }

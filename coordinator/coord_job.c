@@ -137,11 +137,11 @@ static double ring_mem_bytes(void *arg, int kind, int s, int stages, int first, 
 }
 
 /* The planner's fetch cost (sc_place_net.fetch): the bytes a worker's
- * cache lacks of a range over its link to the coordinator. */
+ * cache lacks of a range, each tensor over the fastest link that has it
+ * (the coordinator's, or a worker of the chain that caches it). */
 typedef struct fetch_cost {
 	coord_cache view;
-	double mbit_s[MAX_STAGES]; /* the coordinator -> worker rate, by planner index */
-	int K;                     /* a ring's planned layers start at K */
+	int K; /* a ring's planned layers start at K */
 } fetch_cost;
 
 static double fetch_bytes(void *arg, int worker, int first, int last, double *bytes)
@@ -150,10 +150,13 @@ static double fetch_bytes(void *arg, int worker, int first, int last, double *by
 	int L = f->view.L;
 	/* The range as the model numbers its layers; a ring's middle never
 	 * holds the model-wide tensors. */
+	double s = coord_cache_seconds(&f->view, worker, first + f->K, last + f->K);
 	*bytes = coord_cache_missing(&f->view, worker, first + f->K, last + f->K);
-	if (f->K && (first == 0 || last + 2 * f->K == L))
+	if (f->K && (first == 0 || last + 2 * f->K == L)) {
 		*bytes -= coord_cache_missing(&f->view, worker, L, L);
-	return *bytes * 8 / (f->mbit_s[worker] * 1e6);
+		s -= coord_cache_seconds(&f->view, worker, L, L);
+	}
+	return s;
 }
 
 /* One try of the planner over r's workers with the stages' memory as
@@ -338,29 +341,38 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 		if (i >= 0 && j >= 0)
 			links[i * np + j] = (sc_place_link){ ls[k].rtt_ms, ls[k].mbit_s };
 	}
-	/* A registered model: what each worker's cache lacks, over its link
-	 * from the coordinator (measured, else the default rate). */
-	if (r->spec->model && r->spec->model[0] && (fc = calloc(1, sizeof(*fc)))) {
+	/* A registered model: what each worker's cache lacks, each tensor over
+	 * the fastest measured link that has it — the coordinator's (else the
+	 * default rate) or a peer's of this chain that caches it. */
+	double *rate = NULL;
+	if (r->spec->model && r->spec->model[0] && (fc = calloc(1, sizeof(*fc))) &&
+	    (rate = calloc((size_t)np * (np + 1), sizeof(double)))) {
 		int64_t ids[MAX_STAGES];
-		for (int s = o; s < r->n; s++) {
+		for (int s = o; s < r->n; s++)
 			ids[s - o] = r->st[s].worker_id;
-			fc->mbit_s[s - o] = SC_PLACE_DEFAULT_MBIT_S;
-			for (int k = 0; k < nl; k++)
-				if (((ls[k].from_worker == 0 &&
-				      ls[k].to_worker == r->st[s].worker_id) ||
-				     (ls[k].to_worker == 0 &&
-				      ls[k].from_worker == r->st[s].worker_id)) &&
-				    ls[k].mbit_s > 0)
-					fc->mbit_s[s - o] = ls[k].mbit_s;
-		}
+		/* As the fetching worker measured its links, which is what it
+		 * goes by (Coordinator.TensorSources: peer-first when faster). */
+		for (int k = 0; k < nl; k++)
+			for (int i = 0; i < np; i++) {
+				double *ri = rate + (size_t)i * (np + 1);
+				if (ls[k].from_worker != ids[i] || !(ls[k].mbit_s > 0))
+					continue;
+				if (ls[k].to_worker == 0)
+					ri[0] = ls[k].mbit_s;
+				for (int j = 0; j < np; j++)
+					if (j != i && ls[k].to_worker == ids[j])
+						ri[1 + j] = ls[k].mbit_s;
+			}
 		fc->K = K;
-		if (coord_cache_view(r->c->db, r->spec->model, ids, np, r->mc.n_layer, &fc->view)) {
+		if (coord_cache_view(r->c->db, r->spec->model, ids, np, r->mc.n_layer, rate,
+				     &fc->view)) {
 			sc_warn("coordinator", "job %lld: the workers' caches: %s",
 				(long long)r->job->id, sc_err_detail());
 			free(fc);
 			fc = NULL;
 		}
 	}
+	free(rate);
 	free(ls);
 	/* Each hop carries (tokens, C) activations forward and as many
 	 * gradients back per step, in the job's wire encoding. */

@@ -52,7 +52,7 @@ static void hint_of(coord *c, const sc_db_job *job, pick_hint *h)
 		    now - c->workers[i].last_seen_ms <= c->lost_after_ms)
 			h->id[h->n++] = c->workers[i].id;
 	pthread_mutex_unlock(&c->mu);
-	if (!h->n || coord_cache_view(c->db, r->model, h->id, h->n, mc.n_layer, &view)) {
+	if (!h->n || coord_cache_view(c->db, r->model, h->id, h->n, mc.n_layer, NULL, &view)) {
 		h->n = 0;
 		goto out;
 	}

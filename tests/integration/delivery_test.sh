@@ -256,6 +256,15 @@ on=$(q "select group_concat(w.name) from placements p join workers w on w.id = p
 j6=$("$SC" submit --model tiny --data data.txt "${JOB_OPTS[@]}" --stages 3)
 "$SC" watch "$j6" >/dev/null 2>&1
 [ "$(state "$j6")" = done ] && ok "job $j6 on 3 workers: done" || bad "job $j6 ended $(state "$j6")"
+# The planner priced worker-3's fetch over its peers' links, as it fetches,
+# not over its 1 Mbit/s link to the coordinator.
+s3=$(q "select p.stage from placements p where p.job_id = $j6 and p.worker_id = $w3
+        order by p.version desc limit 1")
+reason=$(q "select reason from placements where job_id = $j6 order by version desc limit 1")
+read -r mb secs < <(sed -n "s/.* stage $s3 \([0-9.]*\) MB \([0-9.]*\) s.*/\1 \2/p" <<< "$reason")
+awk -v mb="${mb:-0}" -v s="${secs:-1e9}" 'BEGIN { exit !(mb > 0 && s < mb * 8 / 100) }' \
+  && ok "worker-3's fetch priced over its peers' links: $mb MB in $secs s" \
+  || bad "worker-3's fetch (stage $s3): '$mb' MB in '$secs' s ($reason)"
 line=$(grep "job $j6 model tiny" cluster/worker-3.log)
 fetched=$(sed -n 's/.* \([0-9]*\) fetched .*/\1/p' <<<"$line")
 peers=$(sed -n 's/.*; \([0-9]*\) tensors, .* from peers.*/\1/p' <<<"$line")
