@@ -89,28 +89,28 @@ out:
 	return rc;
 }
 
-double coord_cache_missing(const coord_cache *c, int worker, int first, int last)
+/* The sum of per-layer figures v (nw, L + 1) of worker over [first, last),
+ * with the model-wide tensors' when the range starts at 0 or ends at L. */
+static double range_sum(const coord_cache *c, const double *v, int worker, int first, int last)
 {
-	double b = 0;
-	if (!c->missing || worker < 0 || worker >= c->nw)
+	double sum = 0;
+	if (!v || worker < 0 || worker >= c->nw)
 		return 0;
 	for (int l = first; l < last && l < c->L; l++)
-		b += c->missing[(size_t)worker * (c->L + 1) + l];
+		sum += v[(size_t)worker * (c->L + 1) + l];
 	if (first == 0 || last == c->L) /* the embeddings, the final norm and head */
-		b += c->missing[(size_t)worker * (c->L + 1) + c->L];
-	return b;
+		sum += v[(size_t)worker * (c->L + 1) + c->L];
+	return sum;
+}
+
+double coord_cache_missing(const coord_cache *c, int worker, int first, int last)
+{
+	return range_sum(c, c->missing, worker, first, last);
 }
 
 double coord_cache_seconds(const coord_cache *c, int worker, int first, int last)
 {
-	double s = 0;
-	if (!c->seconds || worker < 0 || worker >= c->nw)
-		return 0;
-	for (int l = first; l < last && l < c->L; l++)
-		s += c->seconds[(size_t)worker * (c->L + 1) + l];
-	if (first == 0 || last == c->L)
-		s += c->seconds[(size_t)worker * (c->L + 1) + c->L];
-	return s;
+	return range_sum(c, c->seconds, worker, first, last);
 }
 
 void coord_cache_free(coord_cache *c)
