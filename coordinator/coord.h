@@ -117,11 +117,18 @@ typedef struct coord {
 	int step_timeout_ms;
 	int stall_after_ms; /* a running job with no step for this long is interrupted; 0: auto */
 	int checkpoint_keep;
+	char fetch_addr[256]; /* the bulk server's bound address (RegisterReply.fetch_addr) */
 	atomic_int stopping;
 } coord;
 
 /* The RPC method table (coord_rpc.c). */
 extern const sc_rpc_method coord_methods[];
+/* The bulk server's (coord_main.c): Coordinator.FetchTensor alone, on a
+ * listener of its own, so that tensor chunks streaming to many workers
+ * never hold the contexts that heartbeats and the CLI need. */
+extern const sc_rpc_method coord_bulk_methods[];
+/* The methods of either table that are reads (sc_rpc_server_open_idem). */
+extern const char *const coord_idempotent[];
 
 /* The scheduler loop (coord_sched.c): places waiting jobs on free live
  * workers and starts a runner thread per job; returns when c->stopping. */

@@ -19,6 +19,8 @@ static const char help[] =
     "\n"
     "options:\n"
     "  --listen URL          RPC address for workers and the CLI (default tcp://127.0.0.1:7700)\n"
+    "  --fetch-listen URL    where workers fetch registered models' tensors, apart from\n"
+    "                        the RPCs (default: --listen's host and port + 1, else a free port)\n"
     "  --db PATH             the SQLite database (default splitchain.db)\n"
     "  --heartbeat-ms N      workers' heartbeat interval            (default 1000)\n"
     "  --lost-after-ms N     a worker silent this long is lost      (default 10000)\n"
@@ -44,16 +46,52 @@ static int int_opt(const char *flag, const char *s, long lo, long hi, int *out)
 	return 0;
 }
 
+/* The bulk server (coord_bulk_methods) on fetch, or beside the RPC
+ * server: tcp's port + 1 (a free port when that is taken or the port is
+ * 0), an ipc path + ".fetch". 0, or 1 with the error printed. */
+static int open_bulk(sc_rpc_server **out, coord *c, const char *fetch)
+{
+	char url[300];
+	const char *bound = sc_rpc_server_url(c->srv), *colon = strrchr(bound, ':');
+	long port = colon && !strncmp(bound, "tcp://", 6) ? strtol(colon + 1, NULL, 10) : -1;
+	if (fetch)
+		snprintf(url, sizeof(url), "%s", fetch);
+	else if (port > 0 && port < 65535)
+		snprintf(url, sizeof(url), "%.*s:%ld", (int)(colon - bound), bound, port + 1);
+	else if (port == 0 || colon)
+		snprintf(url, sizeof(url), "%.*s:0", (int)(colon - bound), bound);
+	else
+		snprintf(url, sizeof(url), "%s.fetch", bound);
+	if (sc_rpc_server_open_idem(out, url, coord_bulk_methods, c, 16, coord_idempotent) == SC_OK)
+		return 0;
+	if (!fetch && port > 0) { /* port + 1 taken: any free port */
+		snprintf(url, sizeof(url), "%.*s:0", (int)(colon - bound), bound);
+		if (sc_rpc_server_open_idem(out, url, coord_bulk_methods, c, 16,
+					    coord_idempotent) == SC_OK)
+			return 0;
+	}
+	fprintf(stderr, "splitchain-coordinator: cannot listen for tensor fetches on %s: %s\n", url,
+		sc_err_detail());
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "listen", 1, 0, 'l' },           { "db", 1, 0, 'd' },
-		{ "heartbeat-ms", 1, 0, 'H' },     { "lost-after-ms", 1, 0, 'L' },
-		{ "step-timeout-ms", 1, 0, 'S' },  { "stall-after-ms", 1, 0, 'A' },
-		{ "keep-checkpoints", 1, 0, 'K' }, { "help", 0, 0, 'h' },
-		{ "version", 0, 0, 'V' },          { 0, 0, 0, 0 },
+		{ "listen", 1, 0, 'l' },
+		{ "db", 1, 0, 'd' },
+		{ "heartbeat-ms", 1, 0, 'H' },
+		{ "lost-after-ms", 1, 0, 'L' },
+		{ "step-timeout-ms", 1, 0, 'S' },
+		{ "stall-after-ms", 1, 0, 'A' },
+		{ "keep-checkpoints", 1, 0, 'K' },
+		{ "help", 0, 0, 'h' },
+		{ "version", 0, 0, 'V' },
+		{ "fetch-listen", 1, 0, 'F' },
+		{ 0, 0, 0, 0 },
 	};
-	const char *listen = "tcp://127.0.0.1:7700", *dbpath = "splitchain.db";
+	const char *listen = "tcp://127.0.0.1:7700", *dbpath = "splitchain.db", *fetch = NULL;
+	sc_rpc_server *bulk = NULL;
 	coord c = { .heartbeat_ms = 1000,
 		    .lost_after_ms = 10000,
 		    .step_timeout_ms = 600000,
@@ -69,6 +107,7 @@ int main(int argc, char **argv)
 		int bad = 0;
 		switch (ch) {
 		case 'l': listen = optarg; break;
+		case 'F': fetch = optarg; break;
 		case 'd': dbpath = optarg; break;
 		case 'H':
 			bad = int_opt("--heartbeat-ms", optarg, 10, 3600000, &c.heartbeat_ms);
@@ -126,14 +165,21 @@ int main(int argc, char **argv)
 					sc_db_worker_set_state(c.db, ws[i].id, SC_WORKER_LOST);
 		free(ws);
 	}
-	if ((rc = sc_rpc_server_open(&c.srv, listen, coord_methods, &c, 16))) {
+	if ((rc = sc_rpc_server_open_idem(&c.srv, listen, coord_methods, &c, 16,
+					  coord_idempotent))) {
 		fprintf(stderr, "splitchain-coordinator: cannot listen on %s: %s\n", listen,
 			sc_err_detail());
 		sc_db_close(c.db);
 		return 1;
 	}
-	sc_db_event(c.db, 0, 0, SC_LOG_INFO, "coordinator_started", "listening on %s",
-		    sc_rpc_server_url(c.srv));
+	if (open_bulk(&bulk, &c, fetch)) {
+		sc_rpc_server_close(c.srv);
+		sc_db_close(c.db);
+		return 1;
+	}
+	snprintf(c.fetch_addr, sizeof(c.fetch_addr), "%s", sc_rpc_server_url(bulk));
+	sc_db_event(c.db, 0, 0, SC_LOG_INFO, "coordinator_started",
+		    "listening on %s (tensors on %s)", sc_rpc_server_url(c.srv), c.fetch_addr);
 	sc_info("coordinator", "splitchain-coordinator %s listening on %s, database %s", SC_VERSION,
 		sc_rpc_server_url(c.srv), dbpath);
 	if (pthread_create(&sched, NULL, coord_scheduler, &c) != 0) {
@@ -153,6 +199,7 @@ int main(int argc, char **argv)
 	pthread_mutex_unlock(&c.mu);
 	pthread_join(sched, NULL);
 	coord_join_jobs(&c);
+	sc_rpc_server_close(bulk);
 	sc_rpc_server_close(c.srv);
 	/* The workers' clients (c.peers) are left to the process's exit: closing
 	 * them could hang in nng 1.5.2 should a late reply arrive (coord.h). */

@@ -244,6 +244,7 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	out.lease_ms = (uint32_t)c->lost_after_ms;
 	out.n_releases = rel.n;
 	out.releases = rel.ptr;
+	out.fetch_addr = c->fetch_addr;
 	sc_rpc_reply_pb(rep, &out.base);
 out:
 	splitchain__register_request__free_unpacked(r, NULL);
@@ -961,6 +962,13 @@ out:
 		splitchain__submit_request__free_unpacked(spec, NULL);
 	free(job);
 }
+
+const sc_rpc_method coord_bulk_methods[] = {
+	{ "Coordinator.FetchTensor", coord_m_fetch_tensor },
+	{ NULL, NULL },
+};
+
+const char *const coord_idempotent[] = { "Coordinator.FetchTensor", NULL };
 
 const sc_rpc_method coord_methods[] = {
 	{ "Coordinator.Register", m_register },

@@ -431,6 +431,40 @@ static int raw_echo(nng_socket s, uint64_t id, size_t body_len, char *msg_out, s
 	return st;
 }
 
+/* A method named idempotent (a read) runs again for a retried copy: its
+ * reply is never kept in the retry memory; the others still run once. */
+static void test_idempotent_runs_again(void **state)
+{
+	static const char *const reads[] = { "Test.Slow", NULL };
+	counters c = { 0 };
+	sc_rpc_server *srv;
+	nng_socket s;
+	nng_msg *m1, *m2;
+	uint8_t *buf;
+	size_t len;
+	Splitchain__Envelope *e;
+	(void)state;
+	SC_ASSERT_OK(sc_rpc_server_open_idem(&srv, inproc_url(), methods, &c, 2, reads));
+	s = raw_socket(sc_rpc_server_url(srv), 2000, 60000);
+	buf = pack_env(&len, SC_RPC_MAGIC, SC_RPC_VERSION, "Test.Slow", 0x1de1ull, 0, "1");
+	assert_int_equal(raw_exchange(s, buf, len, &m1), 0);
+	assert_int_equal(raw_exchange(s, buf, len, &m2), 0);
+	assert_int_equal(atomic_load(&c.calls), 2);
+	e = unpack_reply(m2);
+	assert_int_equal(e->status, SC_STATUS_OK);
+	assert_memory_equal(e->body.data, "call 2", 6);
+	splitchain__envelope__free_unpacked(e, NULL);
+	nng_msg_free(m1);
+	nng_msg_free(m2);
+	free(buf);
+	/* Test.Echo is not named: a retry of it is answered from memory. */
+	assert_int_equal(raw_echo(s, 0x1de2ull, 8, NULL, 0), SC_STATUS_OK);
+	assert_int_equal(raw_echo(s, 0x1de2ull, 8, NULL, 0), SC_STATUS_OK);
+	nng_close(s);
+	sc_rpc_server_close(srv);
+	assert_int_equal(atomic_load(&c.calls), 3);
+}
+
 /* The retry memory is bounded in bytes (the oldest big replies are forgotten: a retry of one
  * is refused, not run again) and in ids (the oldest ids go). */
 static void test_retry_memory_bounds(void **state)
@@ -1091,6 +1125,7 @@ int main(void)
 		cmocka_unit_test(test_retry_runs_once),
 		cmocka_unit_test(test_retry_while_running),
 		cmocka_unit_test(test_retry_memory_bounds),
+		cmocka_unit_test(test_idempotent_runs_again),
 		cmocka_unit_test(test_malformed_input),
 		cmocka_unit_test(test_oversized_message),
 		cmocka_unit_test(test_late_server),

@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <nng/nng.h>
+
 #include "sc_log.h"
 #include "sc_rpc_pb.h"
 #include "splitchain.pb-c.h"
@@ -64,6 +66,28 @@ static void fence_of(fence *f, Splitchain__Holding *const *h, size_t n)
 			f->h[f->n].job = h[i]->job_id;
 			f->h[f->n++].version = h[i]->placement_version;
 		}
+}
+
+/* Keeps the coordinator's tensor listener: addr as it said, a wildcard
+ * host (0.0.0.0, ::, none) replaced by the host this worker dials. */
+static void set_fetch_url(worker *w, const char *addr)
+{
+	char url[WORKER_URL_MAX] = "";
+	nng_url *a = NULL, *c = NULL;
+	if (addr && addr[0] && !nng_url_parse(&a, addr) && !nng_url_parse(&c, w->o.coordinator) &&
+	    strstr(a->u_scheme, "tcp") &&
+	    (!a->u_hostname[0] || !strcmp(a->u_hostname, "0.0.0.0") ||
+	     !strcmp(a->u_hostname, "::")))
+		snprintf(url, sizeof(url),
+			 strchr(c->u_hostname, ':') ? "%s://[%s]:%s" : "%s://%s:%s", a->u_scheme,
+			 c->u_hostname, a->u_port);
+	else if (addr)
+		snprintf(url, sizeof(url), "%s", addr);
+	nng_url_free(a);
+	nng_url_free(c);
+	pthread_mutex_lock(&w->hold_mu);
+	snprintf(w->fetch_url, sizeof(w->fetch_url), "%s", url);
+	pthread_mutex_unlock(&w->hold_mu);
 }
 
 /* What the slots hold, as a message's repeated Holding (slots that hold
@@ -152,6 +176,7 @@ static int register_once(worker *w, held *hd, uint64_t *id, int *hb_ms, int *lea
 		*hb_ms = 600000;
 	*lease_ms = (int)(rep->lease_ms > 86400000 ? 86400000 : rep->lease_ms);
 	fence_of(drop, rep->releases, rep->n_releases);
+	set_fetch_url(w, rep->fetch_addr);
 	protobuf_c_message_free_unpacked(&rep->base, NULL);
 	return 0;
 }

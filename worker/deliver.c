@@ -19,6 +19,8 @@
 
 struct worker_model {
 	sc_rpc_client *cl;
+	sc_rpc_client *bulk; /* the coordinator's tensor listener; NULL: cl serves */
+	char bulk_url[256];  /* its address, "" none */
 	sc_tcache *cache;
 	char name[128];
 	sc_manifest mf;
@@ -37,8 +39,9 @@ struct worker_model {
 	int npeers;
 };
 
-sc_err worker_model_open(sc_rpc_client *cl, sc_tcache *cache, uint64_t self_id, const char *name,
-			 const char *digest, sc_model_config *mc, worker_model **out)
+sc_err worker_model_open(sc_rpc_client *cl, const char *bulk, sc_tcache *cache, uint64_t self_id,
+			 const char *name, const char *digest, sc_model_config *mc,
+			 worker_model **out)
 {
 	Splitchain__ModelRef req = SPLITCHAIN__MODEL_REF__INIT;
 	Splitchain__ModelInfo *info = NULL;
@@ -56,6 +59,11 @@ sc_err worker_model_open(sc_rpc_client *cl, sc_tcache *cache, uint64_t self_id, 
 	if (!(m = calloc(1, sizeof(*m))))
 		return sc_errf(SC_ENOMEM, "out of memory");
 	m->cl = cl;
+	if (bulk && bulk[0] && sc_rpc_client_open(&m->bulk, bulk))
+		sc_warn("deliver", "model %s: tensors over the RPC connection: %s", name,
+			sc_err_detail());
+	else if (m->bulk)
+		snprintf(m->bulk_url, sizeof(m->bulk_url), "%s", bulk);
 	m->cache = cache;
 	m->self_id = self_id;
 	snprintf(m->name, sizeof(m->name), "%s", name);
@@ -307,7 +315,8 @@ static sc_err fetch_any(worker_model *m, const sc_manifest_tensor *e, uint64_t *
 		sc_warn("deliver", "model %s tensor '%s' from peer %s: %s: trying the next source",
 			m->name, e->name, addrs[k], sc_err_detail());
 	}
-	rc = fetch(m, e, m->cl, "Coordinator.FetchTensor", "the coordinator", &b);
+	rc = fetch(m, e, m->bulk ? m->bulk : m->cl, "Coordinator.FetchTensor", "the coordinator",
+		   &b);
 	*bytes += b;
 	return rc;
 }
@@ -391,6 +400,11 @@ int worker_model_broken(const worker_model *m)
 	return m && m->broken;
 }
 
+const char *worker_model_bulk(const worker_model *m)
+{
+	return m->bulk_url[0] ? m->bulk_url : "the RPC connection";
+}
+
 void worker_model_close(worker_model *m)
 {
 	if (!m)
@@ -399,6 +413,7 @@ void worker_model_close(worker_model *m)
 		sc_tcache_release(m->cache, m->refs[i]);
 	for (int i = 0; i < m->npeers; i++) /* every call on them has returned */
 		sc_rpc_client_close(m->peers[i].cl);
+	sc_rpc_client_close(m->bulk);
 	free(m->refs);
 	free(m->ts);
 	sc_manifest_free(&m->mf);

@@ -38,10 +38,18 @@ typedef struct worker_model worker_model;
  * checked like any other.
  * digest (may be empty) is the one the job was submitted with: another is
  * an error (the model was registered again since). Tensors go through
- * cache (borrowed; both outlive the model). *out = new, close with
- * worker_model_close. */
-sc_err worker_model_open(sc_rpc_client *cl, sc_tcache *cache, uint64_t self_id, const char *name,
-			 const char *digest, sc_model_config *mc, worker_model **out);
+ * cache (borrowed; both outlive the model). bulk (NULL or ""): the
+ * coordinator's address for tensor chunks (RegisterReply.fetch_addr),
+ * dialed on a connection of the model's own so that chunks never queue
+ * ahead of the worker's heartbeats; else the chunks come over cl. *out =
+ * new, close with worker_model_close. */
+sc_err worker_model_open(sc_rpc_client *cl, const char *bulk, sc_tcache *cache, uint64_t self_id,
+			 const char *name, const char *digest, sc_model_config *mc,
+			 worker_model **out);
+
+/* Where m fetches from the coordinator: its tensor listener's address, or
+ * "the RPC connection". */
+const char *worker_model_bulk(const worker_model *m);
 
 /* *out = weights whose tensors come from m (new; close with
  * sc_weights_close before worker_model_close). */

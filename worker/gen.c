@@ -112,7 +112,7 @@ void worker_gen_free_all(void)
 static int open_session(worker *w, gen_session *s, const Splitchain__GenOpenRequest *r,
 			sc_rpc_reply *rep)
 {
-	char path[4096];
+	char path[4096], fetch_url[WORKER_URL_MAX];
 	sc_weights *wf = NULL;
 	sc_adapter *ad = NULL;
 	worker_model *wm = NULL;
@@ -122,8 +122,9 @@ static int open_session(worker *w, gen_session *s, const Splitchain__GenOpenRequ
 	 * tensors from the cache or fetched, as for a training job. */
 	snprintf(path, sizeof(path), "%s/config.json", r->model_path ? r->model_path : "");
 	if (r->model && r->model[0]
-		? (rc = worker_model_open(w->coord, w->cache, atomic_load(&w->worker_id), r->model,
-					  r->model_digest, &s->mc, &wm))
+		? (rc = worker_model_open(w->coord, worker_fetch_url(w, fetch_url), w->cache,
+					  atomic_load(&w->worker_id), r->model, r->model_digest,
+					  &s->mc, &wm))
 		: (rc = sc_config_load(&s->mc, path))) {
 		sc_rpc_reply_err(rep, worker_status_of(rc), "model: %s", sc_err_detail());
 		return 1;

@@ -410,7 +410,9 @@ static int serve(worker *w, const sigset_t *sigs)
 			advertise(s->owner_addr, sizeof(s->owner_addr), s->owner_bind);
 		}
 	}
-	if (sc_rpc_server_open(&w->srv, w->o.listen, methods, w, RPC_CONTEXTS(w->n_slots)))
+	static const char *const reads[] = { "Worker.FetchTensor", NULL };
+	if (sc_rpc_server_open_idem(&w->srv, w->o.listen, methods, w, RPC_CONTEXTS(w->n_slots),
+				    reads))
 		return fail("starting the RPC server");
 	advertise(w->control_addr, sizeof(w->control_addr), sc_rpc_server_url(w->srv));
 	if (w->o.cache_dir && sc_tcache_open(&w->cache, w->o.cache_dir, w->o.cache_limit))

@@ -176,6 +176,14 @@ static void clear_slot(worker *w, worker_slot *s)
 	worker_close_dataplane(w, s);
 }
 
+const char *worker_fetch_url(worker *w, char *buf)
+{
+	pthread_mutex_lock(&w->hold_mu);
+	snprintf(buf, WORKER_URL_MAX, "%s", w->fetch_url);
+	pthread_mutex_unlock(&w->hold_mu);
+	return buf;
+}
+
 void worker_holdings_get(worker *w, struct worker_holding *h)
 {
 	pthread_mutex_lock(&w->hold_mu);
@@ -617,7 +625,7 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	sc_lora_config lc;
 	sc_train_config tc;
 	sc_model_config mc;
-	char path[4096];
+	char path[4096], fetch_url[WORKER_URL_MAX];
 	job *j = NULL;
 	worker_slot *s;
 	worker_model *wm = NULL;
@@ -630,8 +638,9 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	/* A registered model: its manifest and configuration from the
 	 * coordinator; its tensors from the cache or fetched (deliver.h). */
 	if (r->model && r->model[0]
-		? (rc = worker_model_open(w->coord, w->cache, atomic_load(&w->worker_id), r->model,
-					  r->model_digest, &mc, &wm))
+		? (rc = worker_model_open(w->coord, worker_fetch_url(w, fetch_url), w->cache,
+					  atomic_load(&w->worker_id), r->model, r->model_digest,
+					  &mc, &wm))
 		: (snprintf(path, sizeof(path), "%s/config.json", r->model_path),
 		   (rc = sc_config_load(&mc, path)))) {
 		sc_rpc_reply_err(rep, worker_status_of(rc), "model %s: %s",
@@ -722,8 +731,11 @@ out:
 		worker_model_stats(wm, &cached, &fetched, &bytes, &peers, &peer_bytes);
 		sc_info("worker",
 			"job %" PRIu64 " model %s: %d tensors from the cache, %d fetched (%" PRIu64
-			" bytes fetched; %d tensors, %" PRIu64 " bytes from peers)",
-			r->job_id, r->model, cached, fetched, bytes, peers, peer_bytes);
+			" bytes fetched; %d tensors, %" PRIu64
+			" bytes from peers; the coordinator's "
+			"over %s)",
+			r->job_id, r->model, cached, fetched, bytes, peers, peer_bytes,
+			worker_model_bulk(wm));
 		if (fetched) /* so that peers may fetch from us */
 			worker_report_cache(w->coord, w->cache, atomic_load(&w->worker_id));
 	}

@@ -181,9 +181,10 @@ typedef struct worker {
 	pthread_mutex_t compute_mu;                    /* the device: one segment call at a time */
 	uint64_t mem_base, mem_jobs[WORKER_MAX_SLOTS]; /* worker_memory's last, under mu */
 
-	pthread_mutex_t hold_mu;   /* guards the slots' holdings */
-	pthread_mutex_t notice_mu; /* guards notices */
-	char notices[8][256];      /* refused data-plane peers, for the next heartbeat */
+	pthread_mutex_t hold_mu;        /* guards the slots' holdings and fetch_url */
+	char fetch_url[WORKER_URL_MAX]; /* the coordinator's tensor listener ("" unknown) */
+	pthread_mutex_t notice_mu;      /* guards notices */
+	char notices[8][256];           /* refused data-plane peers, for the next heartbeat */
 	int n_notices, lost_notices;
 	atomic_int busy;          /* Steps running */
 	atomic_int stop;          /* shutting down */
@@ -232,6 +233,10 @@ int worker_drop(worker *w, uint64_t job_id, uint32_t version, const char *why);
 /* Keeps why for the next heartbeat, which makes it an event; beyond the
  * slots, the oldest are counted, not kept. Takes notice_mu. */
 void worker_note(worker *w, const char *why);
+
+/* The coordinator's address for tensor chunks as its last registration
+ * said (copied under hold_mu into buf, WORKER_URL_MAX bytes); "" unknown. */
+const char *worker_fetch_url(worker *w, char *buf);
 
 /* What each slot holds now (copied under hold_mu) into h[0 .. n_slots). */
 void worker_holdings_get(worker *w, struct worker_holding *h);

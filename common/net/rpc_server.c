@@ -62,9 +62,10 @@ typedef struct rpc_ctx {
 struct sc_rpc_server {
 	nng_socket sock;
 	int sock_open;
-	const sc_rpc_method *methods; /* borrowed */
-	void *arg;                    /* borrowed */
-	rpc_ctx *ctxs;                /* nctx */
+	const sc_rpc_method *methods;  /* borrowed */
+	const char *const *idempotent; /* borrowed, NULL-terminated; NULL: none */
+	void *arg;                     /* borrowed */
+	rpc_ctx *ctxs;                 /* nctx */
 	int nctx;
 	memo memo;
 	atomic_int closing;
@@ -220,6 +221,14 @@ static nng_msg *pack_reply(const Splitchain__Envelope *req, int status, const ch
 	return msg;
 }
 
+static int is_idempotent(const sc_rpc_server *srv, const char *name)
+{
+	for (const char *const *p = srv->idempotent; p && *p; p++)
+		if (!strcmp(*p, name))
+			return 1;
+	return 0;
+}
+
 static const sc_rpc_method *find_method(const sc_rpc_server *srv, const char *name)
 {
 	for (const sc_rpc_method *m = srv->methods; m->name; m++)
@@ -296,7 +305,7 @@ static nng_msg *handle(sc_rpc_server *srv, nng_msg *msg)
 		rep = pack_reply(req, SC_STATUS_UNIMPLEMENTED, text, NULL, 0);
 		goto out;
 	}
-	if (req->request_id == 0) { /* no id: no retry memory */
+	if (req->request_id == 0 || is_idempotent(srv, m->name)) { /* no retry memory */
 		rep = run_handler(srv, m, req);
 		goto out;
 	}
@@ -408,6 +417,12 @@ static void bound_url(sc_rpc_server *srv, nng_listener l, const char *url)
 sc_err sc_rpc_server_open(sc_rpc_server **out, const char *url, const sc_rpc_method *methods,
 			  void *arg, int nctx)
 {
+	return sc_rpc_server_open_idem(out, url, methods, arg, nctx, NULL);
+}
+
+sc_err sc_rpc_server_open_idem(sc_rpc_server **out, const char *url, const sc_rpc_method *methods,
+			       void *arg, int nctx, const char *const *idempotent)
+{
 	sc_rpc_server *srv = NULL;
 	nng_listener l;
 	sc_err err;
@@ -429,6 +444,7 @@ sc_err sc_rpc_server_open(sc_rpc_server **out, const char *url, const sc_rpc_met
 	}
 	pthread_mutex_init(&srv->memo.mu, NULL);
 	srv->methods = methods;
+	srv->idempotent = idempotent;
 	srv->arg = arg;
 	snprintf(srv->url, sizeof(srv->url), "%s", url);
 	if ((rv = nng_rep0_open(&srv->sock)) != 0) {

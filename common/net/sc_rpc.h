@@ -75,6 +75,13 @@ typedef struct sc_rpc_server sc_rpc_server;
  * *out = new server; stop and free with sc_rpc_server_close. */
 sc_err sc_rpc_server_open(sc_rpc_server **out, const char *url, const sc_rpc_method *methods,
 			  void *arg, int nctx);
+/* The same, with idempotent (NULL-terminated, borrowed for the server's
+ * lifetime) naming methods that give the same reply when run twice (reads,
+ * such as a tensor chunk): a retried copy of one runs again, and its reply
+ * is not kept in the retry memory, whose room goes to replies that must
+ * not be made twice. */
+sc_err sc_rpc_server_open_idem(sc_rpc_server **out, const char *url, const sc_rpc_method *methods,
+			       void *arg, int nctx, const char *const *idempotent);
 /* Stops serving (waits for handlers in flight) and frees. Accepts NULL. */
 void sc_rpc_server_close(sc_rpc_server *srv);
 /* The address actually bound (useful with tcp://127.0.0.1:0). Borrowed. */

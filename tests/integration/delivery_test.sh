@@ -94,6 +94,14 @@ job_of() {
 j1=$(job_of tiny first)
 [ "$(state "$j1")" = done ] && ok "job $j1 of the registered model: done" \
   || bad "job $j1 ended $(state "$j1"): $("$SC" status "$j1" | grep -i error)"
+# Tensors come over the coordinator's listener of their own (its port + 1
+# by default), never over the connection that carries heartbeats.
+bulk="tcp://127.0.0.1:$((SC_PORT + 1))"
+grep -q "job $j1 model tiny: .* fetched .* over $bulk)" cluster/worker-*.log \
+  && [ "$(q "select count(*) from events where kind = 'coordinator_started' and
+            message like '%tensors on $bulk%'")" -ge 1 ] \
+  && ok "tensors fetched from the coordinator's own listener for them ($bulk)" \
+  || bad "tensor listener: $(grep -h "job $j1 model tiny" cluster/worker-*.log | head -2)"
 "$SC" export "$j1" --out out1 >/dev/null
 same_adapter ref out1 && ok "job $j1: adapters bit-identical to one process on the directory" \
   || bad "job $j1: adapters differ"
