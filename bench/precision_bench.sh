@@ -150,7 +150,10 @@ for l in open("/proc/cpuinfo"):
         break
 has_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
 print("\n## LoRA training step by frozen-base precision: splitchain vs PyTorch (CPU)\n")
-print("\n".join(l.rstrip() for l in open(os.path.join(work, "header.txt"))))
+# sc_bench_base's header, less what differs per run (threads, shape, steps)
+print("\n".join(l.rstrip().split("; %s threads" % l.split(" threads;")[0].split("; ")[-1])[0]
+                if l.startswith("OpenBLAS") and " threads;" in l else l.rstrip()
+                for l in open(os.path.join(work, "header.txt"))))
 print("PyTorch %s (oneDNN %s), HF + PEFT; %d cores; median of %s timed steps (ours), mean of "
       "%s (PyTorch), after 1 untimed" % (torch.__version__,
       "yes" if torch.backends.mkldnn.is_available() else "no", os.cpu_count(), steps, steps))
@@ -227,8 +230,8 @@ for shape in shapes:
                 checks.append((shape, t, n, res))
         print()
 met = sum(1 for c in checks if c[3] == "met")
-print("targets met: %d of %d" % (met, len(checks)))
+print("targets met: %d of %d\n" % (met, len(checks)))
 for c in checks:
     if c[3] != "met":
-        print("  NOT met: %s, %s thread(s): %s" % c[:3])
+        print("- NOT met: %s, %s thread(s): %s" % c[:3])
 PY
