@@ -29,7 +29,9 @@ _Static_assert((int)SC_QW_INT8 == (int)SC_QF_INT8 && (int)SC_QW_NF4 == (int)SC_Q
 		   (int)SC_QW_BF16 == (int)SC_QF_BF16,
 	       "sc_qw_format numbers the formats as sc_qformat does");
 
-/* out (r1 - r0, c1 - c0), rows ldo apart, = W[r0:r1, c0:c1]. */
+/* out (r1 - r0, c1 - c0), rows ldo apart, = W[r0:r1, c0:c1]: rows split
+ * over the OpenMP threads when the block is large (each element is its own
+ * computation, so the split changes no bit). */
 static void dequant_block(const sc_qweight *w, int r0, int r1, int c0, int c1, float *out,
 			  size_t ldo)
 {
@@ -42,7 +44,15 @@ static void dequant_block(const sc_qweight *w, int r0, int r1, int c0, int c1, f
 				.scales_q = w->scales_q,
 				.scales_scale = w->scales_scale,
 				.scales_offset = w->scales_offset };
-	sc_qformat_dequantize_block(&v, (size_t)r0, (size_t)r1, (size_t)c0, (size_t)c1, out, ldo);
+	int cols = c1 - c0 > 0 ? c1 - c0 : 1, rows = r1 - r0;
+	int per = (int)(SC_CPU_PAR_MIN / (size_t)cols) + 1; /* rows per work item */
+	int items = (rows + per - 1) / per;
+#pragma omp parallel for schedule(static) if (items > 1)
+	for (int it = 0; it < items; it++) {
+		int a = r0 + it * per, b = a + per < r1 ? a + per : r1;
+		sc_qformat_dequantize_block(&v, (size_t)a, (size_t)b, (size_t)c0, (size_t)c1,
+					    out + (size_t)(a - r0) * ldo, ldo);
+	}
 }
 
 SC_CPU_HOT static void round_rows(uint16_t *out, const float *a, int lda, int rows, int cols)
@@ -104,6 +114,7 @@ sc_err sc_cpu_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, int
 		size_t even = ((size_t)n + tiles - 1) / tiles, up = (even + 15) / 16 * 16;
 		nt = (int)(up <= nt_max ? up : even);
 	}
+	sc_cpu_enter(be); /* the dequantization's threads are the backend's */
 	for (int n0 = 0; n0 < n; n0 += nt) {
 		int n1 = n - n0 < nt ? n : n0 + nt, w = n1 - n0;
 		/* trans_b: rows [n0, n1) of W (n, k), a (w, k) tile; else
