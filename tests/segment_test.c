@@ -428,6 +428,11 @@ static void shared_base_trains_as_alone(void **state)
 		if (run) {
 			assert_ptr_equal(sc_segment_base_id(a.seg), sc_segment_base_id(b.seg));
 			assert_int_equal(sc_segment_base_users(b.seg), 2);
+			/* Shared weights are never loaded again; a sharer's load
+			 * makes only its own tables. */
+			assert_int_equal(sc_segment_load_weights(a.seg, w), SC_EINVAL);
+			assert_non_null(strstr(sc_err_detail(), "shared by 2 segments"));
+			SC_ASSERT_OK(sc_segment_load_weights(b.seg, w));
 		} else {
 			assert_ptr_not_equal(sc_segment_base_id(a.seg), sc_segment_base_id(b.seg));
 		}

@@ -63,7 +63,8 @@ void sc_segment_free(sc_segment *seg);
  * segment that uses them, whichever it is; they are read-only once loaded,
  * so segments sharing them may run on different threads (each segment
  * itself still has one caller at a time). sc_segment_load_* on a sharing
- * segment loads nothing but its rotary tables. donor must be loaded. */
+ * segment loads nothing but its rotary tables; on a segment whose weights
+ * others share, it is refused (SC_EINVAL). donor must be loaded. */
 int sc_segment_can_share(const sc_segment *donor, const sc_backend *be,
 			 const sc_segment_spec *spec);
 sc_err sc_segment_new_sharing(sc_segment **out, sc_backend *be, const sc_segment_spec *spec,

@@ -449,6 +449,7 @@ static sc_err build(sc_segment **out, sc_backend *be, const sc_segment_spec *spe
 		arena a = { donor->base_mem, 0 };
 		layout_base(seg, &a);
 		seg->base = donor->base;
+		seg->sharer = 1;
 		seg->base_mem = donor->base_mem;
 		atomic_fetch_add(&seg->base->refs, 1);
 		seg->device_bytes += seg->base->bytes;

@@ -48,6 +48,7 @@ struct sc_segment {
 	/* Frozen weights: base_mem is base->mem, which other segments of the
 	 * same model and layers may share (sc_segment_new_sharing). */
 	struct seg_base *base;
+	int sharer; /* made by sc_segment_new_sharing: base is another's */
 	void *base_mem;
 	sc_segment_bytes bytes; /* by group, as built */
 	float *gp[SC_GP_COUNT]; /* model-wide tensors held, else NULL */

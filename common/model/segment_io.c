@@ -274,10 +274,15 @@ static sc_err load_base(sc_segment *seg, const source *src)
 	sc_param_desc gp[SC_GP_COUNT], lp[SC_FAMILY_MAX_PARAMS];
 	sc_err rc = SC_OK;
 
-	if (seg->base->loaded) { /* shared weights are never written again */
+	if (seg->sharer) { /* another segment's weights: only its own tables */
 		rc = seg->rope_cos ? seg_load_rope(seg) : SC_OK;
 		return rc ? rc : seg->be->ops->sync(seg->be);
 	}
+	if (atomic_load(&seg->base->refs) > 1) /* shared weights are never written again */
+		return sc_errf(SC_EINVAL,
+			       "segment [%d, %d): its frozen weights are shared by %d segments and "
+			       "cannot be loaded again",
+			       seg->spec.first, seg->spec.last, atomic_load(&seg->base->refs));
 	seg->fam->global_params(mc, gp);
 	for (int g = 0; g < SC_GP_COUNT && !rc; g++)
 		if (seg->gp[g])
