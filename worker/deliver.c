@@ -16,6 +16,10 @@
 #define SHOW_TIMEOUT_MS  30000
 #define FETCH_TIMEOUT_MS 60000
 #define FETCH_TRIES      3
+/* A chunk's reply is 4 MiB: resent only when its connection is lost, or
+ * after this long (not after the 1 s of a small call, which over a slow
+ * link would have the server send every chunk several times). */
+#define CHUNK_RESEND_MS 30000
 
 struct worker_model {
 	sc_rpc_client *cl;
@@ -59,11 +63,13 @@ sc_err worker_model_open(sc_rpc_client *cl, const char *bulk, sc_tcache *cache, 
 	if (!(m = calloc(1, sizeof(*m))))
 		return sc_errf(SC_ENOMEM, "out of memory");
 	m->cl = cl;
-	if (bulk && bulk[0] && sc_rpc_client_open(&m->bulk, bulk))
+	if (bulk && bulk[0] && !sc_rpc_client_open(&m->bulk, bulk)) {
+		sc_rpc_client_set_resend(m->bulk, CHUNK_RESEND_MS);
+		snprintf(m->bulk_url, sizeof(m->bulk_url), "%s", bulk);
+	} else if (bulk && bulk[0]) {
 		sc_warn("deliver", "model %s: tensors over the RPC connection: %s", name,
 			sc_err_detail());
-	else if (m->bulk)
-		snprintf(m->bulk_url, sizeof(m->bulk_url), "%s", bulk);
+	}
 	m->cache = cache;
 	m->self_id = self_id;
 	snprintf(m->name, sizeof(m->name), "%s", name);
@@ -287,6 +293,7 @@ static sc_err peer_client(worker_model *m, const char *addr, sc_rpc_client **out
 	if (m->npeers == DELIVER_MAX_PEERS)
 		return sc_errf(SC_ERANGE, "more than %d peers", DELIVER_MAX_PEERS);
 	SC_TRY(sc_rpc_client_open(out, addr));
+	sc_rpc_client_set_resend(*out, CHUNK_RESEND_MS);
 	snprintf(m->peers[m->npeers].addr, sizeof(m->peers[0].addr), "%.255s", addr);
 	m->peers[m->npeers++].cl = *out;
 	return SC_OK;

@@ -65,8 +65,14 @@ struct sc_rpc_client {
 	pthread_mutex_t mu;       /* guards aborted and calls; never held across a wait */
 	int aborted;              /* under mu: aborted, until sc_rpc_client_rearm */
 	call *calls;              /* under mu: the calls in flight */
+	atomic_int resend_ms;     /* a small request's resend time (sc_rpc_client_set_resend) */
 	char url[256];
 };
+
+void sc_rpc_client_set_resend(sc_rpc_client *cl, int ms)
+{
+	atomic_store(&cl->resend_ms, ms > 0 ? ms : RESEND_MS);
+}
 
 const char *sc_status_name(int status)
 {
@@ -133,6 +139,7 @@ sc_err sc_rpc_client_open(sc_rpc_client **out, const char *url)
 		return sc_errf(SC_ENOMEM, "rpc client: out of memory");
 	pthread_mutex_init(&cl->mu, NULL);
 	snprintf(cl->url, sizeof(cl->url), "%s", url);
+	atomic_init(&cl->resend_ms, RESEND_MS);
 	cl->id_base = random_base();
 	if ((rv = nng_req0_open(&cl->sock)) != 0) {
 		err = sc_errf(rv == NNG_ENOMEM ? SC_ENOMEM : SC_EIO, "rpc client: open socket: %s",
@@ -365,7 +372,8 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 	}
 	ctx_open = 1;
 	nng_ctx_set_ms(ctx, NNG_OPT_REQ_RESENDTIME,
-		       RESEND_MS + (nng_duration)(size / RESEND_BYTES_PER_S * 1000u));
+		       atomic_load(&cl->resend_ms) +
+			   (nng_duration)(size / RESEND_BYTES_PER_S * 1000u));
 	/* Send: completes once the request is handed to a connection. */
 	nng_aio_set_timeout(c.aio, timeout_ms);
 	nng_aio_set_msg(c.aio, m);

@@ -91,6 +91,13 @@ const char *sc_rpc_server_url(const sc_rpc_server *srv);
 
 typedef struct sc_rpc_client sc_rpc_client;
 
+/* Sets how long a call waits for its reply before nng resends the request
+ * on another try (ms <= 0: the default, 1 s; a big request adds 1 s per 32
+ * MiB). Calls whose replies are big (tensor chunks over a slow link) want
+ * a long one: a resend of a read makes the server send it all again, while
+ * a lost connection resends at once anyway. For calls started afterwards. */
+void sc_rpc_client_set_resend(sc_rpc_client *cl, int ms);
+
 /* Dials url (asynchronously: the peer may come up later). *out = new
  * client; free with sc_rpc_client_close. Thread-safe: calls from several
  * threads run concurrently. */
