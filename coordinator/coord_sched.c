@@ -108,6 +108,16 @@ static int usable(const coord *c, const live_worker *w, int64_t now)
 	       coord_slot_of(w, 0) >= 0;
 }
 
+/* Called with mu held: how many workers are alive with a free job slot. */
+static int usable_count(const coord *c)
+{
+	int n = 0;
+	int64_t now = coord_now_ms();
+	for (int i = 0; i < c->nworkers; i++)
+		n += usable(c, &c->workers[i], now);
+	return n;
+}
+
 /* Called with mu held: the live worker called name with a free job slot,
  * or NULL. */
 static live_worker *free_named(coord *c, const char *name, int64_t now)
@@ -329,12 +339,15 @@ void *coord_scheduler(void *arg)
 			pthread_mutex_unlock(&c->mu);
 			int got = sc_db_job_get(c->db, jobs[i].id, &one) == SC_OK;
 			pthread_mutex_lock(&c->mu);
-			if (got && one->spec_len && hint) {
+			/* Which workers to take is a question only when more
+			 * are free than the job needs: the database is read
+			 * for it then, not every pass a job waits. */
+			if (hint)
+				hint->n = 0;
+			if (got && one->spec_len && hint && usable_count(c) > (int)one->stages) {
 				pthread_mutex_unlock(&c->mu);
 				hint_of(c, one, hint);
 				pthread_mutex_lock(&c->mu);
-			} else if (hint) {
-				hint->n = 0;
 			}
 			if (got && (coord_live_job(c, one->id) || !try_start(c, one, hint)))
 				free(one);
