@@ -83,22 +83,9 @@ const sc_segment *worker_gen_donor(worker *w, const sc_segment_spec *spec)
 
 void worker_gen_memory(const void **seen, int *n_seen, int cap, uint64_t *base, uint64_t *own)
 {
-	for (int i = 0; i < GEN_SESSIONS; i++) {
-		const gen_session *s = &sessions[i];
-		sc_segment_bytes by;
-		int known = 0;
-		if (!s->id || s->opening)
-			continue;
-		sc_segment_bytes_of(s->seg, &by);
-		const void *id = sc_segment_base_id(s->seg);
-		for (int k = 0; k < *n_seen; k++)
-			known |= seen[k] == id;
-		if (!known && *n_seen < cap) {
-			seen[(*n_seen)++] = id;
-			*base += by.base;
-		}
-		*own += by.total - by.base;
-	}
+	for (int i = 0; i < GEN_SESSIONS; i++)
+		if (sessions[i].id && !sessions[i].opening)
+			worker_count_segment(sessions[i].seg, seen, n_seen, cap, base, own);
 }
 
 void worker_gen_free_all(void)

@@ -204,9 +204,7 @@ const sc_segment *worker_base_donor(worker *w, const sc_segment_spec *spec)
 	return worker_gen_donor(w, spec);
 }
 
-/* Adds seg's bytes to *base (its frozen weights, when not in seen yet) and
- * *own (the rest). */
-static void count_segment(const sc_segment *seg, const void **seen, int *n_seen, int cap,
+void worker_count_segment(const sc_segment *seg, const void **seen, int *n_seen, int cap,
 			  uint64_t *base, uint64_t *own)
 {
 	sc_segment_bytes by;
@@ -240,9 +238,9 @@ void worker_memory(worker *w, uint64_t *base, uint64_t job_bytes[WORKER_MAX_SLOT
 		job_bytes[i] = 0;
 		if (!j)
 			continue;
-		count_segment(j->seg, seen, &n_seen, cap, base, &job_bytes[i]);
+		worker_count_segment(j->seg, seen, &n_seen, cap, base, &job_bytes[i]);
 		if (j->tail)
-			count_segment(j->tail, seen, &n_seen, cap, base, &job_bytes[i]);
+			worker_count_segment(j->tail, seen, &n_seen, cap, base, &job_bytes[i]);
 		job_bytes[i] += 4 * (uint64_t)j->B * (uint64_t)j->T * (uint64_t)j->mc.n_embd *
 				sizeof(float); /* the hand-over buffers */
 	}

@@ -260,8 +260,12 @@ sc_err worker_new_segment(worker *w, const sc_segment_spec *sp, worker_model *wm
 			  const char *model_path, sc_weights **wf, sc_segment **out, int *shared);
 /* gen.c's part of it: a generation session's segment. */
 const sc_segment *worker_gen_donor(worker *w, const sc_segment_spec *spec);
-/* gen.c: adds the generation sessions' segments' bytes (bases not yet in
- * seen[0 .. *n_seen), which it extends; cap entries) to *base and *own. */
+/* Adds seg's bytes to *base (its frozen weights, when their copy is not in
+ * seen[0 .. *n_seen) yet: then added to it, up to cap entries) and to *own
+ * (the rest). */
+void worker_count_segment(const sc_segment *seg, const void **seen, int *n_seen, int cap,
+			  uint64_t *base, uint64_t *own);
+/* gen.c: worker_count_segment of each generation session's segment. */
 void worker_gen_memory(const void **seen, int *n_seen, int cap, uint64_t *base, uint64_t *own);
 
 /* A segment call with the device to itself: locks compute_mu, evaluates
