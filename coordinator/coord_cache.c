@@ -113,6 +113,14 @@ double coord_cache_seconds(const coord_cache *c, int worker, int first, int last
 	return range_sum(c, c->seconds, worker, first, last);
 }
 
+double coord_link_rate(const sc_db_link *ls, int nl, int64_t by, int64_t to)
+{
+	for (int k = 0; k < nl; k++)
+		if (ls[k].from_worker == by && ls[k].to_worker == to && ls[k].mbit_s > 0)
+			return ls[k].mbit_s;
+	return 0;
+}
+
 void coord_cache_free(coord_cache *c)
 {
 	free(c->missing);

@@ -35,4 +35,10 @@ double coord_cache_missing(const coord_cache *c, int worker, int first, int last
 double coord_cache_seconds(const coord_cache *c, int worker, int first, int last);
 void coord_cache_free(coord_cache *c);
 
+/* The rate (Mbit/s) of the link between worker `by` and `to` (0: the
+ * coordinator) as worker `by` measured it — what a worker goes by when it
+ * chooses where to fetch from (Coordinator.TensorSources) — or 0 when it
+ * has not measured it. */
+double coord_link_rate(const sc_db_link *ls, int nl, int64_t by, int64_t to);
+
 #endif

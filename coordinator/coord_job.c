@@ -342,27 +342,21 @@ static sc_err plan(runner *r, sc_place_stage *ps, char *reason, size_t reason_si
 			links[i * np + j] = (sc_place_link){ ls[k].rtt_ms, ls[k].mbit_s };
 	}
 	/* A registered model: what each worker's cache lacks, each tensor over
-	 * the fastest measured link that has it — the coordinator's (else the
-	 * default rate) or a peer's of this chain that caches it. */
+	 * the fastest link that has it as the worker measured them (what it
+	 * goes by when it fetches) — the coordinator's (else the default rate)
+	 * or a peer's of this chain that caches it. */
 	double *rate = NULL;
 	if (r->spec->model && r->spec->model[0] && (fc = calloc(1, sizeof(*fc))) &&
 	    (rate = calloc((size_t)np * (np + 1), sizeof(double)))) {
 		int64_t ids[MAX_STAGES];
 		for (int s = o; s < r->n; s++)
 			ids[s - o] = r->st[s].worker_id;
-		/* As the fetching worker measured its links, which is what it
-		 * goes by (Coordinator.TensorSources: peer-first when faster). */
-		for (int k = 0; k < nl; k++)
-			for (int i = 0; i < np; i++) {
-				double *ri = rate + (size_t)i * (np + 1);
-				if (ls[k].from_worker != ids[i] || !(ls[k].mbit_s > 0))
-					continue;
-				if (ls[k].to_worker == 0)
-					ri[0] = ls[k].mbit_s;
-				for (int j = 0; j < np; j++)
-					if (j != i && ls[k].to_worker == ids[j])
-						ri[1 + j] = ls[k].mbit_s;
-			}
+		for (int i = 0; i < np; i++) {
+			double *ri = rate + (size_t)i * (np + 1);
+			ri[0] = coord_link_rate(ls, nl, ids[i], 0);
+			for (int j = 0; j < np; j++)
+				ri[1 + j] = j != i ? coord_link_rate(ls, nl, ids[i], ids[j]) : 0;
+		}
 		fc->K = K;
 		if (coord_cache_view(r->c->db, r->spec->model, ids, np, r->mc.n_layer, rate,
 				     &fc->view)) {

@@ -59,12 +59,7 @@ static void hint_of(coord *c, const sc_db_job *job, pick_hint *h)
 	sc_db_links_list(c->db, &ls, &nl);
 	for (int i = 0; i < h->n; i++) {
 		h->fetch[i] = coord_cache_missing(&view, i, 0, mc.n_layer) / S;
-		h->mbit[i] = 0; /* the default rate; else the slower direction measured */
-		for (int k = 0; k < nl; k++)
-			if (((ls[k].from_worker == 0 && ls[k].to_worker == h->id[i]) ||
-			     (ls[k].to_worker == 0 && ls[k].from_worker == h->id[i])) &&
-			    ls[k].mbit_s > 0 && (!h->mbit[i] || ls[k].mbit_s < h->mbit[i]))
-				h->mbit[i] = ls[k].mbit_s;
+		h->mbit[i] = coord_link_rate(ls, nl, h->id[i], 0); /* 0: the default rate */
 	}
 	coord_cache_free(&view);
 out:
