@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "coord.h"
+#include "coord_prom.h"
+#include "sc_http_metrics.h"
 #include "sc_log.h"
 #include "sc_version.h"
 
@@ -29,6 +31,8 @@ static const char help[] =
     "                        and resumed from its last checkpoint; 0: 10 x its recent\n"
     "                        step time, at least 5000                (default 0)\n"
     "  --keep-checkpoints N  checkpoints kept per job               (default 3)\n"
+    "  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
+    "                        (port 0: a free one, logged at start; default: none)\n"
     "  --help\n";
 
 static int int_opt(const char *flag, const char *s, long lo, long hi, int *out)
@@ -78,20 +82,18 @@ static int open_bulk(sc_rpc_server **out, coord *c, const char *fetch)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "listen", 1, 0, 'l' },
-		{ "db", 1, 0, 'd' },
-		{ "heartbeat-ms", 1, 0, 'H' },
-		{ "lost-after-ms", 1, 0, 'L' },
-		{ "step-timeout-ms", 1, 0, 'S' },
-		{ "stall-after-ms", 1, 0, 'A' },
-		{ "keep-checkpoints", 1, 0, 'K' },
-		{ "help", 0, 0, 'h' },
-		{ "version", 0, 0, 'V' },
-		{ "fetch-listen", 1, 0, 'F' },
-		{ 0, 0, 0, 0 },
+		{ "listen", 1, 0, 'l' },           { "db", 1, 0, 'd' },
+		{ "heartbeat-ms", 1, 0, 'H' },     { "lost-after-ms", 1, 0, 'L' },
+		{ "step-timeout-ms", 1, 0, 'S' },  { "stall-after-ms", 1, 0, 'A' },
+		{ "keep-checkpoints", 1, 0, 'K' }, { "help", 0, 0, 'h' },
+		{ "version", 0, 0, 'V' },          { "fetch-listen", 1, 0, 'F' },
+		{ "metrics-listen", 1, 0, 'M' },   { 0, 0, 0, 0 },
 	};
 	const char *listen = "tcp://127.0.0.1:7700", *dbpath = "splitchain.db", *fetch = NULL;
 	sc_rpc_server *bulk = NULL;
+	const char *metrics = NULL;
+	coord_prom *prom = NULL;
+	char murl[300];
 	coord c = { .heartbeat_ms = 1000,
 		    .lost_after_ms = 10000,
 		    .step_timeout_ms = 600000,
@@ -108,6 +110,13 @@ int main(int argc, char **argv)
 		switch (ch) {
 		case 'l': listen = optarg; break;
 		case 'F': fetch = optarg; break;
+		case 'M':
+			if (sc_http_metrics_url_of(optarg, murl, sizeof(murl))) {
+				fprintf(stderr, "splitchain-coordinator: %s\n", sc_err_detail());
+				return 2;
+			}
+			metrics = optarg;
+			break;
 		case 'd': dbpath = optarg; break;
 		case 'H':
 			bad = int_opt("--heartbeat-ms", optarg, 10, 3600000, &c.heartbeat_ms);
@@ -178,12 +187,22 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	snprintf(c.fetch_addr, sizeof(c.fetch_addr), "%s", sc_rpc_server_url(bulk));
+	if (metrics && coord_prom_start(&prom, &c, dbpath, metrics)) {
+		fprintf(stderr, "splitchain-coordinator: %s\n", sc_err_detail());
+		sc_rpc_server_close(bulk);
+		sc_rpc_server_close(c.srv);
+		sc_db_close(c.db);
+		return 1;
+	}
+	if (prom)
+		sc_info("coordinator", "metrics on %s", coord_prom_where(prom));
 	sc_db_event(c.db, 0, 0, SC_LOG_INFO, "coordinator_started",
 		    "listening on %s (tensors on %s)", sc_rpc_server_url(c.srv), c.fetch_addr);
 	sc_info("coordinator", "splitchain-coordinator %s listening on %s, database %s", SC_VERSION,
 		sc_rpc_server_url(c.srv), dbpath);
 	if (pthread_create(&sched, NULL, coord_scheduler, &c) != 0) {
 		fprintf(stderr, "splitchain-coordinator: cannot start the scheduler\n");
+		coord_prom_stop(prom);
 		sc_rpc_server_close(c.srv);
 		sc_db_close(c.db);
 		return 1;
@@ -199,6 +218,7 @@ int main(int argc, char **argv)
 	pthread_mutex_unlock(&c.mu);
 	pthread_join(sched, NULL);
 	coord_join_jobs(&c);
+	coord_prom_stop(prom); /* before the database and the registry it reads */
 	sc_rpc_server_close(bulk);
 	sc_rpc_server_close(c.srv);
 	/* The workers' clients (c.peers) are left to the process's exit: closing

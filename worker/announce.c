@@ -324,6 +324,7 @@ void *worker_announce_main(void *arg)
 				failures = 0;
 				atomic_store(&w->worker_id, id); /* for the link prober */
 				last_ok = worker_mono_ms();
+				atomic_store(&w->counters.heartbeat_ok_ms, last_ok);
 				sc_info("worker",
 					"registered with %s as worker %" PRIu64
 					" (heartbeat every %d ms, lease %d ms)",
@@ -357,6 +358,7 @@ void *worker_announce_main(void *arg)
 					msg[0] ? ": " : "", msg);
 		} else {
 			last_ok = worker_mono_ms();
+			atomic_store(&w->counters.heartbeat_ok_ms, last_ok);
 			if (failures)
 				sc_info("worker", "the coordinator answers heartbeats again");
 			failures = 0;

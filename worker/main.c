@@ -17,6 +17,7 @@
 #include <sched.h>
 
 #include "deliver.h"
+#include "sc_http_metrics.h"
 #include "sc_log.h"
 #include "sc_units.h"
 #include "sc_version.h"
@@ -61,6 +62,8 @@ static const char usage_text[] =
     "                       with its own adapters, optimizer state and activations;\n"
     "                       job slot k listens on the --data port + k (or a free port\n"
     "                       when --data's is 0)\n"
+    "  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
+    "                       (port 0: a free one, logged at start; default: none)\n"
     "  --help               this text\n  --version            the version\n"
     "\nSPLITCHAIN_LOG=debug|info|warn|error sets the log level. SIGTERM or SIGINT\n"
     "stops the worker cleanly.\n"
@@ -116,16 +119,23 @@ static int parse_int(const char *s, long lo, long hi, int *out)
 /* 0: run with *o; otherwise the exit code (help printed or usage error). */
 static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 {
-	static const struct option longopts[] = {
-		{ "coordinator", 1, 0, 'c' },    { "listen", 1, 0, 'l' },
-		{ "data", 1, 0, 'd' },           { "name", 1, 0, 'n' },
-		{ "device", 1, 0, 'D' },         { "threads", 1, 0, 't' },
-		{ "data-timeout", 1, 0, 'T' },   { "probe-every-s", 1, 0, 'P' },
-		{ "memory-reserve", 1, 0, 'R' }, { "cache", 1, 0, 'K' },
-		{ "cache-limit", 1, 0, 'L' },    { "owner-data", 1, 0, 'O' },
-		{ "jobs", 1, 0, 'J' },           { "help", 0, 0, 'h' },
-		{ "version", 0, 0, 'V' },        { 0, 0, 0, 0 }
-	};
+	static const struct option longopts[] = { { "coordinator", 1, 0, 'c' },
+						  { "listen", 1, 0, 'l' },
+						  { "data", 1, 0, 'd' },
+						  { "name", 1, 0, 'n' },
+						  { "device", 1, 0, 'D' },
+						  { "threads", 1, 0, 't' },
+						  { "data-timeout", 1, 0, 'T' },
+						  { "probe-every-s", 1, 0, 'P' },
+						  { "memory-reserve", 1, 0, 'R' },
+						  { "cache", 1, 0, 'K' },
+						  { "cache-limit", 1, 0, 'L' },
+						  { "owner-data", 1, 0, 'O' },
+						  { "jobs", 1, 0, 'J' },
+						  { "help", 0, 0, 'h' },
+						  { "version", 0, 0, 'V' },
+						  { "metrics-listen", 1, 0, 'M' },
+						  { 0, 0, 0, 0 } };
 	int c, secs;
 
 	*done = 0;
@@ -164,6 +174,13 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 				    optarg);
 			break;
 		case 'K': o->cache_dir = optarg; break;
+		case 'M': {
+			char url[300];
+			if (sc_http_metrics_url_of(optarg, url, sizeof(url)))
+				return usage("%s", sc_err_detail());
+			o->metrics_listen = optarg;
+			break;
+		}
 		case 'J':
 			if (parse_int(optarg, 1, WORKER_MAX_SLOTS, &o->jobs))
 				return usage("--jobs expects a whole number in [1, %d], got '%s'",
@@ -426,6 +443,11 @@ static int serve(worker *w, const sigset_t *sigs)
 	w->announcer_started = 1;
 	if (worker_probe_start(w))
 		return fail("starting the link prober");
+	if (w->o.metrics_listen) {
+		if (worker_prom_start(w, &w->metrics))
+			return fail("starting the metrics endpoint");
+		sc_info("worker", "metrics on %s", sc_http_metrics_where(w->metrics));
+	}
 	sc_info("worker",
 		"%s ready: control %s, data %s%s, device %s (%.1f GFLOP/s, %.1f GiB), %d job "
 		"slot%s",
@@ -476,6 +498,7 @@ int main(int argc, char **argv)
 		atomic_store(&w.slots[k].cancel, 1);
 	pthread_cond_broadcast(&w.stop_cv);
 	pthread_mutex_unlock(&w.stop_mu);
+	sc_http_metrics_stop(w.metrics);
 	if (w.announcer_started)
 		pthread_join(w.announcer, NULL);
 	worker_probe_stop(&w);

@@ -333,6 +333,8 @@ static int take_ids(int32_t *dst, const ProtobufCBinaryData *f, const job *j, in
 }
 
 static uint64_t bytes_sent(const worker_slot *sl);
+static void dp_totals(const worker_slot *sl, uint64_t t[2][2]);
+static void count_dataplane(worker *w, const worker_slot *sl, uint64_t before[2][2]);
 
 /* The failed step's status and log line; resets the data plane. */
 static void step_failed(worker *w, job *j, step_run *s, sc_err rc, sc_rpc_reply *rep)
@@ -346,6 +348,7 @@ static void step_failed(worker *w, job *j, step_run *s, sc_err rc, sc_rpc_reply 
 			 s->eval ? (s->step >> 32) & 0x7FFFFFFF : s->step, j->stage,
 			 sc_err_detail());
 	sc_warn("worker", "%s", rep->message);
+	atomic_fetch_add(&w->counters.step_failures, 1);
 	/* Drop whatever the failed step left queued on either socket. */
 	if (!atomic_load(&w->stop) && worker_reset_dataplane(w, s->slot))
 		sc_warn("worker", "resetting the data plane: %s", sc_err_detail());
@@ -390,6 +393,36 @@ static void eval_step(worker *w, job *j, step_run *s, sc_rpc_reply *rep)
 	free(counts);
 }
 
+/* The bytes the slot's sockets sent and received so far, by hop (their
+ * counters restart when a socket is reopened). */
+static void dp_totals(const worker_slot *sl, uint64_t t[2][2])
+{
+	memset(t, 0, 4 * sizeof(uint64_t));
+	for (int i = 0; i < WORKER_MAX_OWNERS; i++) {
+		if (sl->up[i]) {
+			t[WORKER_DP_PREV][WORKER_DP_SENT] += sc_dp_bytes_sent(sl->up[i]);
+			t[WORKER_DP_PREV][WORKER_DP_RECV] += sc_dp_bytes_received(sl->up[i]);
+		}
+		if (sl->down[i]) {
+			t[WORKER_DP_NEXT][WORKER_DP_SENT] += sc_dp_bytes_sent(sl->down[i]);
+			t[WORKER_DP_NEXT][WORKER_DP_RECV] += sc_dp_bytes_received(sl->down[i]);
+		}
+	}
+}
+
+/* Adds what the slot's sockets moved since before to the worker's
+ * counters (a socket reopened meanwhile counts from its reopening). */
+static void count_dataplane(worker *w, const worker_slot *sl, uint64_t before[2][2])
+{
+	uint64_t now[2][2];
+	dp_totals(sl, now);
+	for (int h = 0; h < 2; h++)
+		for (int d = 0; d < 2; d++)
+			atomic_fetch_add(&w->counters.dp_bytes[h][d], now[h][d] >= before[h][d]
+									  ? now[h][d] - before[h][d]
+									  : now[h][d]);
+}
+
 static uint64_t bytes_sent(const worker_slot *sl)
 {
 	uint64_t n = 0;
@@ -423,7 +456,8 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 	Splitchain__StepReply out = SPLITCHAIN__STEP_REPLY__INIT;
 	double *sumsq = NULL, t0 = now_s();
 	step_run s = { .w = w };
-	uint64_t sent0;
+	uint64_t sent0, dp0[2][2];
+	int dp_counted = 0;
 	job *j;
 	sc_err rc;
 
@@ -459,6 +493,8 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		sc_rpc_reply_err(rep, SC_STATUS_UNAVAILABLE, "data plane: %s", sc_err_detail());
 		goto out;
 	}
+	dp_totals(s.slot, dp0);
+	dp_counted = 1;
 	if (r->eval) {
 		eval_step(w, j, &s, rep);
 		goto out;
@@ -485,6 +521,9 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		goto out;
 	}
 	j->grads_step = (int64_t)s.step;
+	atomic_fetch_add(&w->counters.steps, 1);
+	atomic_fetch_add(&w->counters.micro_batches, (unsigned long long)j->M);
+	atomic_fetch_add(&w->counters.compute_us, (unsigned long long)(s.compute_s * 1e6));
 	out.loss = s.last || j->tail ? s.loss_sum / j->M : 0.0;
 	out.n_layer_sumsq =
 	    (size_t)sc_segment_get_spec(j->seg)->last - (size_t)sc_segment_get_spec(j->seg)->first;
@@ -519,6 +558,8 @@ void worker_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		 "%" PRIu64 " bytes sent",
 		 j->id, s.step, out.loss, s.compute_s, now_s() - t0, out.bytes_sent);
 out:
+	if (dp_counted)
+		count_dataplane(w, s.slot, dp0);
 	pthread_mutex_unlock(&s.slot->mu);
 free:
 	free(sumsq);

@@ -82,6 +82,7 @@ typedef struct worker_opts {
 	uint64_t cache_limit;       /* --cache-limit in bytes, 0: none */
 	const char *owner_data;     /* --owner-data: a data owner's directory (NULL: none) */
 	int jobs;                   /* --jobs: job slots, 1 .. WORKER_MAX_SLOTS */
+	const char *metrics_listen; /* --metrics-listen HOST:PORT (NULL: none) */
 } worker_opts;
 
 /* A data owner's data for one job (owner.c): read on this worker, batched
@@ -139,6 +140,20 @@ struct worker_holding {
 	uint32_t version, stage;
 };
 
+/* What the worker has done since it started, for its metrics (prom.c):
+ * written by Worker.Step (schedule.c) and the heartbeat thread
+ * (announce.c), read by a scrape without any of the worker's locks. */
+enum { WORKER_DP_PREV, WORKER_DP_NEXT }; /* the hop toward the previous / next stage */
+enum { WORKER_DP_SENT, WORKER_DP_RECV };
+struct worker_counters {
+	atomic_ullong steps;          /* training steps computed and answered */
+	atomic_ullong step_failures;  /* steps (training or evaluation) that failed */
+	atomic_ullong micro_batches;  /* micro-batches of those steps */
+	atomic_ullong compute_us;     /* their time on the device, microseconds */
+	atomic_ullong dp_bytes[2][2]; /* [WORKER_DP_PREV/NEXT][WORKER_DP_SENT/RECV] */
+	atomic_llong heartbeat_ok_ms; /* monotonic ms of the last answered heartbeat, 0: none */
+};
+
 /* One job slot: a job, its data-plane listeners and sockets. */
 typedef struct worker_slot {
 	int index;
@@ -194,9 +209,15 @@ typedef struct worker {
 	pthread_cond_t stop_cv; /* signalled when stop is set */
 	pthread_t announcer;
 	int announcer_started;
-	atomic_ullong worker_id;    /* the coordinator's id for us, 0 until registered */
-	struct worker_probe *probe; /* the link prober's own state (probe.c) */
+	atomic_ullong worker_id;         /* the coordinator's id for us, 0 until registered */
+	struct worker_probe *probe;      /* the link prober's own state (probe.c) */
+	struct worker_counters counters; /* for the metrics endpoint (prom.c) */
+	struct sc_http_metrics *metrics; /* --metrics-listen's endpoint, NULL: none */
 } worker;
+
+/* Serves the worker's metrics on w->o.metrics_listen (prom.c); *out = the
+ * endpoint, stop it with sc_http_metrics_stop before w is torn down. */
+sc_err worker_prom_start(worker *w, struct sc_http_metrics **out);
 
 /* RPC handlers (arg is the worker). */
 void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep);

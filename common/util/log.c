@@ -1,5 +1,6 @@
 /* log.c — one-line log records to stderr. */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,8 @@
 
 #include "sc_log.h"
 
-static int level = -1; /* -1: not yet read from SPLITCHAIN_LOG */
+static int level = -1;                   /* -1: not yet read from SPLITCHAIN_LOG */
+static atomic_ullong counts[SC_LOG_OFF]; /* records by level, threshold aside */
 
 static enum sc_log_level env_level(void)
 {
@@ -48,6 +50,8 @@ void sc_log(enum sc_log_level l, const char *module, const char *fmt, ...)
 	int n;
 	va_list ap;
 
+	if (l >= SC_LOG_DEBUG && l < SC_LOG_OFF)
+		atomic_fetch_add(&counts[l], 1);
 	if (l < sc_log_get_level())
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -64,4 +68,9 @@ void sc_log(enum sc_log_level l, const char *module, const char *fmt, ...)
 	line[n++] = '\n';
 	if (write(STDERR_FILENO, line, (size_t)n) < 0)
 		return; /* nowhere left to report it */
+}
+
+unsigned long long sc_log_count(enum sc_log_level l)
+{
+	return l >= SC_LOG_DEBUG && l < SC_LOG_OFF ? atomic_load(&counts[l]) : 0;
 }

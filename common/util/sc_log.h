@@ -11,6 +11,9 @@ enum sc_log_level { SC_LOG_DEBUG, SC_LOG_INFO, SC_LOG_WARN, SC_LOG_ERROR, SC_LOG
 
 void sc_log_set_level(enum sc_log_level level);
 enum sc_log_level sc_log_get_level(void);
+/* How many records of level this process has logged or would have (the
+ * threshold aside) since it started: the daemons' error counters. */
+unsigned long long sc_log_count(enum sc_log_level level);
 void sc_log(enum sc_log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
