@@ -133,7 +133,7 @@ static void *scrape_main(void *arg)
 			char msg[600];
 			int len = snprintf(msg, sizeof(msg), "cannot render the metrics: %s\n",
 					   sc_err_detail());
-			sc_warn("metrics", "%s", msg);
+			sc_warn("metrics", "cannot render the metrics: %s", sc_err_detail());
 			answer(aio, NNG_HTTP_STATUS_INTERNAL_SERVER_ERROR, "text/plain", msg,
 			       (size_t)len < sizeof(msg) ? (size_t)len : sizeof(msg) - 1);
 		}
