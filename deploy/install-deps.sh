@@ -2,7 +2,17 @@
 # install-deps.sh — installs every Debian package splitchain's build, tests
 # and demo need. Idempotent: packages already present are left alone, and
 # nothing is fetched when all are. Run as root (or with sudo) on Debian 12.
+#   deploy/install-deps.sh          everything: build, tests, demo
+#   deploy/install-deps.sh build    only what building the daemons and the CLI
+#                                   needs (deploy/docker/Dockerfile's build stage)
 set -euo pipefail
+
+BUILD_PKGS=(
+  build-essential cmake pkg-config
+  libnng-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev libsqlite3-dev
+  libopenblas-openmp-dev libcjson-dev libcmocka-dev libpcre2-dev libutf8proc-dev
+  libmbedtls-dev libdnnl-dev
+)
 
 PKGS=(
   build-essential cmake pkg-config git
@@ -16,7 +26,11 @@ PKGS=(
   # test side: the PyTorch reference and the venv for transformers + peft
   python3 python3-venv python3-pip python3-torch python3-numpy python3-yaml python3-requests
   python3-psutil python3-typing-extensions
+  # the operator's kit (metrics_test, deploy_test): promtool, a scraper,
+  # systemd-analyze for the units
+  prometheus curl systemd
 )
+[ "${1:-}" = build ] && PKGS=("${BUILD_PKGS[@]}")
 
 missing=()
 for p in "${PKGS[@]}"; do
