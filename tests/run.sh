@@ -38,7 +38,7 @@ cmake --build build-asan -j"$JOBS"
   LSAN_OPTIONS=suppressions="$ROOT/tests/lsan.supp" \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -L 'unit|cli')
 
-echo "== ThreadSanitizer: the daemons under the fault, lifecycle, recovery and chaos tests"
+echo "== ThreadSanitizer: the daemons under the fault, lifecycle, recovery, chaos and metrics tests"
 cmake -S . -B build-tsan -DSC_WERROR=ON -DSC_TSAN=ON -DSC_CUDA=OFF >/dev/null
 cmake --build build-tsan -j"$JOBS" --target splitchain splitchain-coordinator splitchain-worker \
   sc_reftool stale_dialer
@@ -47,7 +47,7 @@ export TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 log_path=$ROOT/buil
 # Steps run ~10x slower here: shorter jobs still outlast the faults.
 export RECOVERY_STEPS=2500 STEPS_PER_FAULT=100
 tsan_failed=0
-for t in fault lifecycle recovery chaos; do
+for t in fault lifecycle recovery chaos metrics; do
   echo "-- $t"
   bash "tests/integration/${t}_test.sh" "$ROOT/build-tsan" "$ROOT/build-tsan/work-$t" || tsan_failed=1
 done

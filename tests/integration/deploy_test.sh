@@ -150,6 +150,10 @@ check_flags "k8s flags ConfigMap (coordinator)" coord.help \
   < <(sed -n '/COORDINATOR_ARGS:/,/WORKER_ARGS:/p' "$D/k8s/configmap.yaml" | grep -v WORKER_ARGS)
 check_flags "k8s flags ConfigMap (worker)" worker.help < <(sed -n '/WORKER_ARGS:/,$p' "$D/k8s/configmap.yaml")
 
+# ---- the Prometheus scrape configuration
+out=$(promtool check config "$D/prometheus/splitchain.yml" 2>&1) \
+  && ok "promtool check config: deploy/prometheus/splitchain.yml" || bad "promtool: $out"
+
 # ---- Slurm
 bash -n "$D/slurm/splitchain.sbatch" && ok "splitchain.sbatch: bash -n" || bad "splitchain.sbatch syntax"
 if [ -f "$D/certs.sh" ] && grep -q -- --tls-cert coord.help && grep -q -- --join-token-file coord.help; then

@@ -77,9 +77,13 @@ grep -q "^splitchain_job_step{job_id=\"$job\",.*state=\"running\"}" c1.prom \
 scrape "$CM" c3.prom || bad "final coordinator scrape failed"
 want=$("$SC" status "$job" --json | python3 -c 'import json,sys; print(repr(json.load(sys.stdin)["loss"]))')
 got=$(value c3.prom splitchain_job_loss "job_id=\"$job\"")
-python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(a != b)" \
-  "$want" "${got:-nan}" && ok "loss equals splitchain status's ($got)" \
+# status --json prints 15 significant digits (cJSON); the database has all 17.
+python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) > 1e-14 * abs(a))" \
+  "$want" "${got:-nan}" && ok "loss equals splitchain status's ($got vs $want)" \
   || bad "loss $got, status says $want"
+exact=$(sqlite3 cluster/splitchain.db "select printf('%.17g', last_loss) from jobs where id = $job")
+python3 -c "import sys; sys.exit(float(sys.argv[1]) != float(sys.argv[2]))" "$exact" "${got:-nan}" \
+  && ok "loss equals the database's to the last bit" || bad "loss $got, database $exact"
 grep -q "^splitchain_job_step{job_id=\"$job\",.*state=\"done\"} $STEPS$" c3.prom \
   && ok "done job exported at step $STEPS" || bad "done job's step/state"
 grep -q "^splitchain_job_eval_loss{job_id=\"$job\"" c3.prom && ok "eval loss exported" \
@@ -163,23 +167,29 @@ for f in sys.argv[2:]:
     for line in open(f):
         if line.startswith("# TYPE "):
             exported.add(line.split()[2])
-exprs = []
+exprs, strings = [], []  # the panels' queries; every string (variables' queries too)
 def walk(o):
     if isinstance(o, dict):
         for k, v in o.items():
             if k == "expr" and isinstance(v, str):
                 exprs.append(v)
-            else:
-                walk(v)
+            walk(v)
     elif isinstance(o, list):
         for v in o:
             walk(v)
+    elif isinstance(o, str):
+        strings.append(o)
 walk(dash)
 if len(exprs) < 6:
     sys.exit(f"only {len(exprs)} queries in the dashboard")
-missing = sorted({m for e in exprs for m in re.findall(r"\bsplitchain_[a-z0-9_]+", e)} - exported)
+used = {m for e in strings for m in re.findall(r"\bsplitchain_[a-z0-9_]+", e)}
+missing = sorted(used - exported)
 if missing:
     sys.exit(f"not exported: {missing}")
-print(f"{len(exprs)} queries checked", file=sys.stderr)
+for want in ("splitchain_job_loss", "splitchain_job_eval_loss", "splitchain_job_tokens_per_second",
+             "splitchain_job_hop_step_bytes", "splitchain_worker_heartbeat_age_seconds",
+             "splitchain_worker_memory_used_bytes"):
+    if want not in used:
+        sys.exit(f"the dashboard shows no {want}")
 PY
 finish
