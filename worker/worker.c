@@ -228,8 +228,10 @@ void worker_memory(worker *w, uint64_t *base, uint64_t job_bytes[WORKER_MAX_SLOT
 	/* Busy (a segment being made, a generation step): the last figures,
 	 * so that a heartbeat never waits. */
 	if (pthread_mutex_trylock(&w->mu)) {
+		pthread_mutex_lock(&w->hold_mu); /* the heartbeat and a scrape both read them */
 		*base = w->mem_base;
 		memcpy(job_bytes, w->mem_jobs, sizeof(w->mem_jobs));
+		pthread_mutex_unlock(&w->hold_mu);
 		return;
 	}
 	*base = 0;
@@ -245,8 +247,10 @@ void worker_memory(worker *w, uint64_t *base, uint64_t job_bytes[WORKER_MAX_SLOT
 				sizeof(float); /* the hand-over buffers */
 	}
 	worker_gen_memory(seen, &n_seen, cap, base, &gen_own);
+	pthread_mutex_lock(&w->hold_mu);
 	w->mem_base = *base;
 	memcpy(w->mem_jobs, job_bytes, sizeof(w->mem_jobs));
+	pthread_mutex_unlock(&w->hold_mu);
 	pthread_mutex_unlock(&w->mu);
 }
 

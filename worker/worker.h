@@ -194,9 +194,9 @@ typedef struct worker {
 	int n_slots;
 	worker_slot slots[WORKER_MAX_SLOTS];
 	pthread_mutex_t compute_mu;                    /* the device: one segment call at a time */
-	uint64_t mem_base, mem_jobs[WORKER_MAX_SLOTS]; /* worker_memory's last, under mu */
+	uint64_t mem_base, mem_jobs[WORKER_MAX_SLOTS]; /* worker_memory's last, under hold_mu */
 
-	pthread_mutex_t hold_mu;        /* guards the slots' holdings and fetch_url */
+	pthread_mutex_t hold_mu; /* guards the slots' holdings, fetch_url, mem_base, mem_jobs */
 	char fetch_url[WORKER_URL_MAX]; /* the coordinator's tensor listener ("" unknown) */
 	pthread_mutex_t notice_mu;      /* guards notices */
 	char notices[8][256];           /* refused data-plane peers, for the next heartbeat */

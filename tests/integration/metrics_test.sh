@@ -81,7 +81,9 @@ got=$(value c3.prom splitchain_job_loss "job_id=\"$job\"")
 python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) > 1e-14 * abs(a))" \
   "$want" "${got:-nan}" && ok "loss equals splitchain status's ($got vs $want)" \
   || bad "loss $got, status says $want"
-exact=$(sqlite3 cluster/splitchain.db "select printf('%.17g', last_loss) from jobs where id = $job")
+exact=$(python3 -c 'import sqlite3, sys
+print(repr(sqlite3.connect(sys.argv[1]).execute("select last_loss from jobs where id = ?", (int(sys.argv[2]),)).fetchone()[0]))' \
+  cluster/splitchain.db "$job")
 python3 -c "import sys; sys.exit(float(sys.argv[1]) != float(sys.argv[2]))" "$exact" "${got:-nan}" \
   && ok "loss equals the database's to the last bit" || bad "loss $got, database $exact"
 grep -q "^splitchain_job_step{job_id=\"$job\",.*state=\"done\"} $STEPS$" c3.prom \
