@@ -238,6 +238,7 @@ static sc_err render(void *arg, sc_prom *p)
 	put_workers(p, ws, nw, &s);
 	put_levels(p, "splitchain_events_total",
 		   "Events the coordinator recorded in its database, by level.", events);
+	sc_prom_rpc(p, cp->c->srv, NULL);
 	put_levels(p, "splitchain_log_messages_total",
 		   "Log records this process wrote (or would at a lower threshold), by level.",
 		   logs);

@@ -302,13 +302,14 @@ static void test_concurrent_callers(void **state)
 
 static void test_error_status_and_unimplemented(void **state)
 {
+	counters c = { 0 };
 	sc_rpc_server *srv;
 	sc_rpc_client *cl;
 	char msg[256];
 	uint8_t *rep = (uint8_t *)"x";
 	size_t n = 3;
 	int st;
-	SC_ASSERT_OK(sc_rpc_server_open(&srv, inproc_url(), methods, NULL, 1));
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, inproc_url(), methods, &c, 1));
 	SC_ASSERT_OK(sc_rpc_client_open(&cl, sc_rpc_server_url(srv)));
 	SC_ASSERT_OK(sc_rpc_call(cl, "Test.Fail", NULL, 0, 2000, &st, msg, sizeof(msg), &rep, &n));
 	assert_int_equal(st, SC_STATUS_NOT_FOUND);
@@ -321,6 +322,21 @@ static void test_error_status_and_unimplemented(void **state)
 	/* A short message buffer is cut, never overrun. */
 	SC_ASSERT_OK(sc_rpc_call(cl, "Test.Fail", NULL, 0, 2000, &st, msg, 5, NULL, NULL));
 	assert_string_equal(msg, "job ");
+	call_ok(cl, "Test.Echo", "hi", "hi");
+	/* The counters: handlers run per method, and their failures; the
+	 * unknown method ran no handler. */
+	sc_rpc_method_stats s[4];
+	memset(s, 0, sizeof(s));
+	assert_int_equal(sc_rpc_server_stats(srv, s, 4), 3);
+	assert_string_equal(s[0].method, "Test.Echo");
+	assert_int_equal(s[0].calls, 1);
+	assert_int_equal(s[0].failures, 0);
+	assert_string_equal(s[1].method, "Test.Fail");
+	assert_int_equal(s[1].calls, 2);
+	assert_int_equal(s[1].failures, 2);
+	assert_int_equal(s[2].calls, 0);
+	assert_null(s[3].method); /* beyond the table: untouched */
+	assert_int_equal(sc_rpc_server_stats(srv, s, 1), 3);
 	sc_rpc_client_close(cl);
 	sc_rpc_server_close(srv);
 }

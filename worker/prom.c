@@ -83,6 +83,8 @@ static sc_err render(void *arg, sc_prom *p)
 		gauge(p, "splitchain_worker_coordinator_heartbeat_age_seconds",
 		      "Seconds since the coordinator last answered a register or heartbeat.",
 		      (double)(worker_mono_ms() - ok) / 1000.0, w->name);
+	const char *const who[] = { "worker", w->name, NULL };
+	sc_prom_rpc(p, w->srv, who);
 	sc_prom_family(p, "splitchain_log_messages_total", "counter",
 		       "Log records this process wrote (or would at a lower threshold), by level.");
 	for (int l = 0; l < SC_LOG_OFF; l++)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "sc_prom.h"
+#include "sc_rpc.h"
 
 void sc_prom_init(sc_prom *p)
 {
@@ -119,4 +120,36 @@ sc_err sc_prom_done(const sc_prom *p)
 	if (p->oom)
 		return sc_errf(SC_ENOMEM, "out of memory writing the metrics");
 	return SC_OK;
+}
+
+/* One sample with the method label and up to two extra pairs. */
+static void rpc_sample(sc_prom *p, const char *name, double v, const char *method,
+		       const char *const *extra)
+{
+	const char *k1 = extra && extra[0] ? extra[0] : NULL, *v1 = k1 ? extra[1] : NULL;
+	const char *k2 = k1 && extra[2] ? extra[2] : NULL, *v2 = k2 ? extra[3] : NULL;
+	if (k2)
+		sc_prom_sample(p, name, v, k1, v1, k2, v2, "method", method, NULL);
+	else if (k1)
+		sc_prom_sample(p, name, v, k1, v1, "method", method, NULL);
+	else
+		sc_prom_sample(p, name, v, "method", method, NULL);
+}
+
+void sc_prom_rpc(sc_prom *p, const struct sc_rpc_server *srv, const char *const *extra)
+{
+	sc_rpc_method_stats st[64];
+	int n = sc_rpc_server_stats(srv, st, 64);
+	if (n > 64)
+		n = 64;
+	sc_prom_family(p, "splitchain_rpc_requests_total", "counter",
+		       "RPC requests a handler ran, by method.");
+	for (int i = 0; i < n; i++)
+		rpc_sample(p, "splitchain_rpc_requests_total", (double)st[i].calls, st[i].method,
+			   extra);
+	sc_prom_family(p, "splitchain_rpc_failures_total", "counter",
+		       "RPC requests answered with an error status, by method.");
+	for (int i = 0; i < n; i++)
+		rpc_sample(p, "splitchain_rpc_failures_total", (double)st[i].failures, st[i].method,
+			   extra);
 }

@@ -62,10 +62,12 @@ typedef struct rpc_ctx {
 struct sc_rpc_server {
 	nng_socket sock;
 	int sock_open;
-	const sc_rpc_method *methods;  /* borrowed */
-	const char *const *idempotent; /* borrowed, NULL-terminated; NULL: none */
-	void *arg;                     /* borrowed */
-	rpc_ctx *ctxs;                 /* nctx */
+	const sc_rpc_method *methods; /* borrowed */
+	int nmethods;
+	atomic_ullong *calls, *failures; /* (nmethods) sc_rpc_server_stats */
+	const char *const *idempotent;   /* borrowed, NULL-terminated; NULL: none */
+	void *arg;                       /* borrowed */
+	rpc_ctx *ctxs;                   /* nctx */
 	int nctx;
 	memo memo;
 	atomic_int closing;
@@ -250,6 +252,9 @@ static nng_msg *run_handler(sc_rpc_server *srv, const sc_rpc_method *m,
 		sc_warn("rpc", "%s returned status %d, not a status code", m->name, rep.status);
 		rep.status = SC_STATUS_UNKNOWN;
 	}
+	atomic_fetch_add(&srv->calls[m - srv->methods], 1);
+	if (rep.status != SC_STATUS_OK)
+		atomic_fetch_add(&srv->failures[m - srv->methods], 1);
 	msg = pack_reply(req, rep.status, rep.status == SC_STATUS_OK ? "" : rep.message, rep.body,
 			 rep.len);
 	free(rep.body);
@@ -444,6 +449,13 @@ sc_err sc_rpc_server_open_idem(sc_rpc_server **out, const char *url, const sc_rp
 	}
 	pthread_mutex_init(&srv->memo.mu, NULL);
 	srv->methods = methods;
+	while (methods[srv->nmethods].name)
+		srv->nmethods++;
+	if (!(srv->calls = calloc((size_t)srv->nmethods + 1, sizeof(*srv->calls))) ||
+	    !(srv->failures = calloc((size_t)srv->nmethods + 1, sizeof(*srv->failures)))) {
+		err = sc_errf(SC_ENOMEM, "rpc server: out of memory");
+		goto fail;
+	}
 	srv->idempotent = idempotent;
 	srv->arg = arg;
 	snprintf(srv->url, sizeof(srv->url), "%s", url);
@@ -505,10 +517,22 @@ void sc_rpc_server_close(sc_rpc_server *srv)
 	memo_free(&srv->memo);
 	pthread_rwlock_destroy(&srv->close_lock);
 	free(srv->ctxs);
+	free(srv->calls);
+	free(srv->failures);
 	free(srv);
 }
 
 const char *sc_rpc_server_url(const sc_rpc_server *srv)
 {
 	return srv ? srv->url : "";
+}
+
+int sc_rpc_server_stats(const sc_rpc_server *srv, sc_rpc_method_stats *out, int n)
+{
+	for (int i = 0; i < n && i < srv->nmethods; i++) {
+		out[i].method = srv->methods[i].name;
+		out[i].calls = atomic_load(&srv->calls[i]);
+		out[i].failures = atomic_load(&srv->failures[i]);
+	}
+	return srv->nmethods;
 }

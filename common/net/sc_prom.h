@@ -37,6 +37,13 @@ void sc_prom_family(sc_prom *p, const char *name, const char *type, const char *
  * (key, value) string pairs that follows (borrowed; a NULL value is ""). */
 void sc_prom_sample(sc_prom *p, const char *name, double value, ...) __attribute__((sentinel));
 
+/* The families splitchain_rpc_requests_total and splitchain_rpc_failures_total
+ * from srv's counters (sc_rpc_server_stats), one sample per method, each
+ * also labelled with the NULL-terminated (key, value) pairs in extra
+ * (NULL: none; borrowed). */
+struct sc_rpc_server;
+void sc_prom_rpc(sc_prom *p, const struct sc_rpc_server *srv, const char *const *extra);
+
 /* SC_OK with p->buf holding the whole text, or SC_ENOMEM when an
  * allocation failed on the way. */
 sc_err sc_prom_done(const sc_prom *p);

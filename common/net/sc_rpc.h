@@ -87,6 +87,18 @@ void sc_rpc_server_close(sc_rpc_server *srv);
 /* The address actually bound (useful with tcp://127.0.0.1:0). Borrowed. */
 const char *sc_rpc_server_url(const sc_rpc_server *srv);
 
+/* What the server's handlers have done since it opened, per method of its
+ * table (the metrics endpoints): requests a handler ran (answers from the
+ * retry memory and requests refused before any handler are not counted),
+ * and of those the ones answered with a status other than OK. */
+typedef struct sc_rpc_method_stats {
+	const char *method; /* the table's name, borrowed */
+	uint64_t calls, failures;
+} sc_rpc_method_stats;
+/* Fills out[0 .. min(n, methods)) in table order and returns how many
+ * methods the table has. Thread-safe; never blocks. */
+int sc_rpc_server_stats(const sc_rpc_server *srv, sc_rpc_method_stats *out, int n);
+
 /* ------------------------------------------------------------ client */
 
 typedef struct sc_rpc_client sc_rpc_client;

@@ -90,6 +90,8 @@ grep -q "^splitchain_job_step{job_id=\"$job\",.*state=\"done\"} $STEPS$" c3.prom
   && ok "done job exported at step $STEPS" || bad "done job's step/state"
 grep -q "^splitchain_job_eval_loss{job_id=\"$job\"" c3.prom && ok "eval loss exported" \
   || bad "no eval loss"
+sub=$(value c3.prom splitchain_rpc_requests_total 'method="Coordinator.Submit"')
+[ "$sub" = 1 ] && ok "one Coordinator.Submit counted" || bad "Coordinator.Submit requests '$sub'"
 
 for i in 1 2; do
   u=$([ $i = 1 ] && echo "$WM1" || echo "$WM2")
@@ -99,6 +101,9 @@ for i in 1 2; do
     awk -v b="$b" 'BEGIN { exit !(b > 0) }' && ok "w$i $dir $b data-plane bytes" \
       || bad "w$i $dir bytes '$b'"
   done
+  calls=$(value "w$i.prom" splitchain_rpc_requests_total 'method="Worker.Step"')
+  [ "${calls:-0}" -ge "$STEPS" ] 2>/dev/null && ok "w$i counted $calls Worker.Step requests" \
+    || bad "w$i Worker.Step requests '$calls'"
   st=$(value "w$i.prom" splitchain_worker_steps_total "w$i")
   [ "${st:-0}" -ge 1 ] 2>/dev/null && ok "w$i computed $st steps" || bad "w$i steps '$st'"
   age=$(value "w$i.prom" splitchain_worker_coordinator_heartbeat_age_seconds "w$i")
