@@ -205,6 +205,20 @@ static void put_workers(sc_prom *p, const sc_db_prom_worker *ws, int n, const sn
 	}
 }
 
+static void put_links(sc_prom *p, const sc_db_prom_link *l, int n)
+{
+	sc_prom_family(p, "splitchain_link_rtt_seconds", "gauge",
+		       "Round-trip time of the newest measurement of each link (from, to).");
+	for (int i = 0; i < n; i++)
+		sc_prom_sample(p, "splitchain_link_rtt_seconds", l[i].rtt_ms / 1000.0, "from",
+			       l[i].from, "to", l[i].to, NULL);
+	sc_prom_family(p, "splitchain_link_bandwidth_bytes_per_second", "gauge",
+		       "Bandwidth of the newest measurement of each link (from, to).");
+	for (int i = 0; i < n; i++)
+		sc_prom_sample(p, "splitchain_link_bandwidth_bytes_per_second",
+			       l[i].mbit_s * 1e6 / 8.0, "from", l[i].from, "to", l[i].to, NULL);
+}
+
 static void put_levels(sc_prom *p, const char *name, const char *help, const uint64_t *counts)
 {
 	static const char *const levels[SC_LOG_OFF] = { "debug", "info", "warn", "error" };
@@ -219,14 +233,16 @@ static sc_err render(void *arg, sc_prom *p)
 	coord_prom *cp = arg;
 	sc_db_prom_job *jobs = NULL;
 	sc_db_prom_worker *ws = NULL;
+	sc_db_prom_link *links = NULL;
 	uint64_t events[SC_LOG_OFF], logs[SC_LOG_OFF];
-	int nj = 0, nw = 0;
+	int nj = 0, nw = 0, nl = 0;
 	snapshot s;
 	sc_err err;
 
 	SC_TRY(take_snapshot(cp->c, &s));
 	if ((err = sc_db_prom_jobs(cp->db, &jobs, &nj)) ||
 	    (err = sc_db_prom_workers(cp->db, &ws, &nw)) ||
+	    (err = sc_db_prom_links(cp->db, &links, &nl)) ||
 	    (err = sc_db_prom_events(cp->db, events)))
 		goto out;
 	for (int l = 0; l < SC_LOG_OFF; l++)
@@ -236,6 +252,7 @@ static sc_err render(void *arg, sc_prom *p)
 		       SC_VERSION, NULL);
 	put_jobs(p, jobs, nj, &s);
 	put_workers(p, ws, nw, &s);
+	put_links(p, links, nl);
 	put_levels(p, "splitchain_events_total",
 		   "Events the coordinator recorded in its database, by level.", events);
 	sc_prom_rpc(p, cp->c->srv, NULL);
@@ -245,6 +262,7 @@ static sc_err render(void *arg, sc_prom *p)
 out:
 	sc_db_prom_jobs_free(jobs, nj);
 	sc_db_prom_workers_free(ws, nw);
+	sc_db_prom_links_free(links, nl);
 	free(s.w);
 	free(s.j);
 	return err;

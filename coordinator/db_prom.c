@@ -195,6 +195,38 @@ void sc_db_prom_workers_free(sc_db_prom_worker *ws, int n)
 	free(ws);
 }
 
+static int read_link(sqlite3_stmt *st, void *rec)
+{
+	sc_db_prom_link *l = rec;
+	l->from = text_of(st, 0);
+	l->to = text_of(st, 1);
+	l->rtt_ms = sqlite3_column_double(st, 2);
+	l->mbit_s = sqlite3_column_double(st, 3);
+	return !l->from || !l->to;
+}
+
+sc_err sc_db_prom_links(sc_db_reader *r, sc_db_prom_link **out, int *n)
+{
+	static const char sql[] = "SELECT coalesce(from_name, ''), coalesce(to_name, ''), rtt_ms,"
+				  " mbit_s FROM v_links ORDER BY from_name, to_name";
+	sc_err err = read_rows(r, sql, sizeof(**out), read_link, (void **)out, n);
+	if (err) {
+		sc_db_prom_links_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+	}
+	return err;
+}
+
+void sc_db_prom_links_free(sc_db_prom_link *links, int n)
+{
+	for (int i = 0; links && i < n; i++) {
+		free(links[i].from);
+		free(links[i].to);
+	}
+	free(links);
+}
+
 sc_err sc_db_prom_events(sc_db_reader *r, uint64_t counts[SC_LOG_OFF])
 {
 	static const char *const levels[SC_LOG_OFF] = { "debug", "info", "warn", "error" };

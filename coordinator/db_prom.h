@@ -58,6 +58,16 @@ void sc_db_prom_jobs_free(sc_db_prom_job *jobs, int n);
 sc_err sc_db_prom_workers(sc_db_reader *r, sc_db_prom_worker **out, int *n);
 void sc_db_prom_workers_free(sc_db_prom_worker *ws, int n);
 
+/* The newest measurement of each link (db.h's links; "coordinator" names
+ * worker 0). */
+typedef struct sc_db_prom_link {
+	char *from, *to; /* owned by the array */
+	double rtt_ms, mbit_s;
+} sc_db_prom_link;
+/* Every link: as sc_db_prom_jobs; free with sc_db_prom_links_free. */
+sc_err sc_db_prom_links(sc_db_reader *r, sc_db_prom_link **out, int *n);
+void sc_db_prom_links_free(sc_db_prom_link *links, int n);
+
 /* The events recorded so far by level (debug, info, warn, error), counted
  * once each: every call reads only the events added since the last. */
 sc_err sc_db_prom_events(sc_db_reader *r, uint64_t counts[SC_LOG_OFF]);

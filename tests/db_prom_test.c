@@ -128,6 +128,33 @@ static void workers_listed(void **state)
 	sc_db_prom_workers_free(ws, n);
 }
 
+static void links_named(void **state)
+{
+	fixture *f = *state;
+	sc_db_prom_link *l = NULL;
+	int n = -1;
+	int64_t a = 0;
+	sc_db_worker w = { .name = "edge-1",
+			   .device = "cpu",
+			   .memory_bytes = 1ull << 30,
+			   .gflops = 5,
+			   .control_addr = "tcp://10.0.0.1:7000",
+			   .data_addr = "tcp://10.0.0.1:7001",
+			   .state = SC_WORKER_IDLE,
+			   .job_slots = 1 };
+	SC_ASSERT_OK(sc_db_worker_upsert(f->db, &w, &a));
+	sc_db_link link = {
+		.from_worker = a, .to_worker = 0, .rtt_ms = 0.5, .mbit_s = 800, .measured_ms = 1
+	};
+	SC_ASSERT_OK(sc_db_link_upsert(f->db, &link));
+	SC_ASSERT_OK(sc_db_prom_links(f->r, &l, &n));
+	assert_int_equal(n, 1);
+	assert_string_equal(l[0].from, "edge-1");
+	assert_string_equal(l[0].to, "coordinator");
+	assert_true(l[0].rtt_ms == 0.5 && l[0].mbit_s == 800);
+	sc_db_prom_links_free(l, n);
+}
+
 static void events_counted_once(void **state)
 {
 	fixture *f = *state;
@@ -166,6 +193,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(jobs_with_newest_figures, setup, teardown),
 		cmocka_unit_test_setup_teardown(workers_listed, setup, teardown),
+		cmocka_unit_test_setup_teardown(links_named, setup, teardown),
 		cmocka_unit_test_setup_teardown(events_counted_once, setup, teardown),
 		cmocka_unit_test(reader_refuses_missing_file),
 	};

@@ -110,7 +110,14 @@ for i in 1 2; do
   awk -v a="${age:-x}" 'BEGIN { exit !(a != "x" && a < 3) }' \
     && ok "w$i's coordinator heartbeat age is small ($age s)" || bad "w$i heartbeat age '$age'"
 done
-for f in c1 c2 c3 w1 w2; do
+# The workers' link probes (a few seconds after they register) reach the links gauges.
+for _ in $(seq 1 60); do
+  scrape "$CM" c5.prom && grep -q '^splitchain_link_rtt_seconds{from="w1",to="coordinator"} ' c5.prom && break
+  sleep 0.5
+done
+grep -q '^splitchain_link_bandwidth_bytes_per_second{from="w1",to="coordinator"} [1-9]' c5.prom \
+  && ok "measured links exported" || bad "no link from w1 to the coordinator"
+for f in c1 c2 c3 c5 w1 w2; do
   if out=$(promtool check metrics < "$f.prom" 2>&1); then ok "promtool check metrics: $f"
   else bad "promtool on $f: $out"; fi
 done
