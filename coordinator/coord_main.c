@@ -81,14 +81,23 @@ static int open_bulk(sc_rpc_server **out, coord *c, const char *fetch)
 
 int main(int argc, char **argv)
 {
+	/* One option a line, so that adding one changes one line. */
+	/* clang-format off */
 	static const struct option opts[] = {
-		{ "listen", 1, 0, 'l' },           { "db", 1, 0, 'd' },
-		{ "heartbeat-ms", 1, 0, 'H' },     { "lost-after-ms", 1, 0, 'L' },
-		{ "step-timeout-ms", 1, 0, 'S' },  { "stall-after-ms", 1, 0, 'A' },
-		{ "keep-checkpoints", 1, 0, 'K' }, { "help", 0, 0, 'h' },
-		{ "version", 0, 0, 'V' },          { "fetch-listen", 1, 0, 'F' },
-		{ "metrics-listen", 1, 0, 'M' },   { 0, 0, 0, 0 },
+		{ "listen", 1, 0, 'l' },
+		{ "db", 1, 0, 'd' },
+		{ "heartbeat-ms", 1, 0, 'H' },
+		{ "lost-after-ms", 1, 0, 'L' },
+		{ "step-timeout-ms", 1, 0, 'S' },
+		{ "stall-after-ms", 1, 0, 'A' },
+		{ "keep-checkpoints", 1, 0, 'K' },
+		{ "help", 0, 0, 'h' },
+		{ "version", 0, 0, 'V' },
+		{ "fetch-listen", 1, 0, 'F' },
+		{ "metrics-listen", 1, 0, 'M' },
+		{ 0, 0, 0, 0 },
 	};
+	/* clang-format on */
 	const char *listen = "tcp://127.0.0.1:7700", *dbpath = "splitchain.db", *fetch = NULL;
 	sc_rpc_server *bulk = NULL;
 	const char *metrics = NULL;
