@@ -32,7 +32,8 @@ typedef struct hop {
 	char url[256];
 	int first, last;
 	sc_rpc_client *cl;
-	int open; /* its session was opened */
+	int open;         /* its session was opened */
+	char ticket[128]; /* the coordinator's generation ticket for it ("": none) */
 } hop;
 
 typedef struct remote {

@@ -114,7 +114,7 @@ static void test_fresh_schema(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	sqlite3 *h = reader(path);
 	assert_int_equal(q_int(h, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
-	assert_int_equal(SC_DB_SCHEMA_VERSION, 10);
+	assert_int_equal(SC_DB_SCHEMA_VERSION, 11);
 	assert_int_equal(q_int(h, "PRAGMA application_id"), SC_DB_APPLICATION_ID);
 	static const char *const tables[] = { "workers",
 					      "jobs",
@@ -129,7 +129,8 @@ static void test_fresh_schema(void **state)
 					      "model_files",
 					      "worker_tensors",
 					      "layer_errors",
-					      "worker_job_memory" };
+					      "worker_job_memory",
+					      "users" };
 	static const char *const views[] = {
 		"v_job_progress", "v_worker_health", "v_latest_checkpoint", "v_loss_curve",
 		"v_links",        "v_models",        "v_placement_roles"

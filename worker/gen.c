@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "auth.h"
 #include "deliver.h"
 #include "sc_log.h"
 #include "sc_rpc_pb.h"
@@ -192,6 +193,14 @@ void worker_gen_open(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	if (sc_rpc_unpack(&splitchain__gen_open_request__descriptor, req, len,
 			  (ProtobufCMessage **)&r, rep))
 		return;
+	if (!worker_auth_gen_allowed(r->model_path, r->model)) {
+		sc_rpc_reply_err(rep, SC_STATUS_PERMISSION_DENIED,
+				 "the generation ticket does not cover this model: ask the "
+				 "coordinator for the job's tickets (splitchain generate --job)");
+		worker_note(w, "refused a Worker.GenOpen whose ticket does not cover its model");
+		protobuf_c_message_free_unpacked(&r->base, NULL);
+		return;
+	}
 	pthread_mutex_lock(&w->mu);
 	reap(mono_ms());
 	int taken = 0;

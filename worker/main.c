@@ -16,6 +16,7 @@
 #include <nng/nng.h>
 #include <sched.h>
 
+#include "auth.h"
 #include "deliver.h"
 #include "sc_log.h"
 #include "sc_units.h"
@@ -61,6 +62,9 @@ static const char usage_text[] =
     "                       with its own adapters, optimizer state and activations;\n"
     "                       job slot k listens on the --data port + k (or a free port\n"
     "                       when --data's is 0)\n"
+    "  --join-token-file F  the cluster's join token (the coordinator's\n"
+    "                       --join-token-file): presented when registering\n"
+    "                       (default $SPLITCHAIN_JOIN_TOKEN_FILE)\n"
     "  --help               this text\n  --version            the version\n"
     "\nSPLITCHAIN_LOG=debug|info|warn|error sets the log level. SIGTERM or SIGINT\n"
     "stops the worker cleanly.\n"
@@ -116,16 +120,23 @@ static int parse_int(const char *s, long lo, long hi, int *out)
 /* 0: run with *o; otherwise the exit code (help printed or usage error). */
 static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 {
-	static const struct option longopts[] = {
-		{ "coordinator", 1, 0, 'c' },    { "listen", 1, 0, 'l' },
-		{ "data", 1, 0, 'd' },           { "name", 1, 0, 'n' },
-		{ "device", 1, 0, 'D' },         { "threads", 1, 0, 't' },
-		{ "data-timeout", 1, 0, 'T' },   { "probe-every-s", 1, 0, 'P' },
-		{ "memory-reserve", 1, 0, 'R' }, { "cache", 1, 0, 'K' },
-		{ "cache-limit", 1, 0, 'L' },    { "owner-data", 1, 0, 'O' },
-		{ "jobs", 1, 0, 'J' },           { "help", 0, 0, 'h' },
-		{ "version", 0, 0, 'V' },        { 0, 0, 0, 0 }
-	};
+	static const struct option longopts[] = { { "coordinator", 1, 0, 'c' },
+						  { "listen", 1, 0, 'l' },
+						  { "data", 1, 0, 'd' },
+						  { "name", 1, 0, 'n' },
+						  { "device", 1, 0, 'D' },
+						  { "threads", 1, 0, 't' },
+						  { "data-timeout", 1, 0, 'T' },
+						  { "probe-every-s", 1, 0, 'P' },
+						  { "memory-reserve", 1, 0, 'R' },
+						  { "cache", 1, 0, 'K' },
+						  { "cache-limit", 1, 0, 'L' },
+						  { "owner-data", 1, 0, 'O' },
+						  { "jobs", 1, 0, 'J' },
+						  { "help", 0, 0, 'h' },
+						  { "join-token-file", 1, 0, 'j' },
+						  { "version", 0, 0, 'V' },
+						  { 0, 0, 0, 0 } };
 	int c, secs;
 
 	*done = 0;
@@ -164,6 +175,7 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 				    optarg);
 			break;
 		case 'K': o->cache_dir = optarg; break;
+		case 'j': o->join_token_file = optarg; break;
 		case 'J':
 			if (parse_int(optarg, 1, WORKER_MAX_SLOTS, &o->jobs))
 				return usage("--jobs expects a whole number in [1, %d], got '%s'",
@@ -411,8 +423,13 @@ static int serve(worker *w, const sigset_t *sigs)
 		}
 	}
 	static const char *const reads[] = { "Worker.FetchTensor", NULL };
-	if (sc_rpc_server_open_idem(&w->srv, w->o.listen, methods, w, RPC_CONTEXTS(w->n_slots),
-				    reads))
+	if (!w->o.join_token_file && getenv("SPLITCHAIN_JOIN_TOKEN_FILE") &&
+	    *getenv("SPLITCHAIN_JOIN_TOKEN_FILE"))
+		w->o.join_token_file = getenv("SPLITCHAIN_JOIN_TOKEN_FILE");
+	if (worker_auth_init(w->o.join_token_file))
+		return fail("--join-token-file");
+	if (sc_rpc_server_open_auth(&w->srv, w->o.listen, methods, w, RPC_CONTEXTS(w->n_slots),
+				    reads, worker_auth_check, w))
 		return fail("starting the RPC server");
 	advertise(w->control_addr, sizeof(w->control_addr), sc_rpc_server_url(w->srv));
 	if (w->o.cache_dir && sc_tcache_open(&w->cache, w->o.cache_dir, w->o.cache_limit))
