@@ -249,6 +249,31 @@ done:
 	return ret;
 }
 
+/* The coordinator's tickets for r's hops (--workers) to open sessions on
+ * model_path. */
+int cli_remote_tickets(const gen_args *a, remote *r, const char *model_path)
+{
+	Splitchain__GenTicketsRequest req = SPLITCHAIN__GEN_TICKETS_REQUEST__INIT;
+	Splitchain__GenTicketsReply *rep = NULL;
+	char *addrs[MAX_HOPS];
+	int ret;
+
+	for (int i = 0; i < r->n; i++)
+		addrs[i] = r->h[i].url;
+	req.model_path = (char *)model_path;
+	req.model = r->model;
+	req.n_worker_addrs = (size_t)r->n;
+	req.worker_addrs = addrs;
+	if ((ret = cli_call_url("generate", a->coordinator, 10000, "Coordinator.GenTickets",
+				&req.base, &splitchain__gen_tickets_reply__descriptor,
+				(ProtobufCMessage **)&rep)))
+		return ret;
+	for (int i = 0; i < r->n && (size_t)i < rep->n_tickets; i++)
+		snprintf(r->h[i].ticket, sizeof(r->h[i].ticket), "%s", rep->tickets[i]);
+	protobuf_c_message_free_unpacked(&rep->base, NULL);
+	return CLI_OK;
+}
+
 /* The hops of --workers: the layers split evenly over the listed workers. */
 int cli_remote_workers(const gen_args *a, remote *r, const sc_model_config *mc)
 {

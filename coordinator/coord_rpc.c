@@ -955,6 +955,48 @@ out:
 	(void)len;
 }
 
+static void m_gen_tickets(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	coord *c = arg;
+	Splitchain__GenTicketsRequest *r;
+	Splitchain__GenTicketsReply out = SPLITCHAIN__GEN_TICKETS_REPLY__INIT;
+	char real[PATH_MAX], secret[SC_TOKEN_MAX], (*t)[SC_TOKEN_MAX] = NULL, **tp = NULL;
+	size_t n;
+
+	if (sc_rpc_unpack(&splitchain__gen_tickets_request__descriptor, req, len,
+			  (ProtobufCMessage **)&r, rep))
+		return;
+	n = r->n_worker_addrs;
+	if (!nonempty(r->model) &&
+	    coord_auth_path(c->auth, COORD_MODEL_ROOT, "model", r->model_path, real)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "%s", sc_err_detail());
+		coord_auth_deny(c->auth, 0, "user %s: %s", sc_rpc_caller()->name, sc_err_detail());
+		goto out;
+	}
+	if (n > 256 || !(t = calloc(n + 1, sizeof(*t))) || !(tp = calloc(n + 1, sizeof(*tp)))) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "at most 256 workers");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		secret[0] = '\0';
+		pthread_mutex_lock(&c->mu);
+		for (int k = 0; k < c->nworkers && !secret[0]; k++)
+			if (!strcmp(c->workers[k].control_addr, r->worker_addrs[i]))
+				snprintf(secret, sizeof(secret), "%s", c->workers[k].secret);
+		pthread_mutex_unlock(&c->mu);
+		if (secret[0])
+			sc_token_gen_ticket(secret, r->model_path, r->model, t[i]);
+		tp[i] = t[i];
+	}
+	out.n_tickets = n;
+	out.tickets = tp;
+	sc_rpc_reply_pb(rep, &out.base);
+out:
+	free(t);
+	free(tp);
+	splitchain__gen_tickets_request__free_unpacked(r, NULL);
+}
+
 static void m_workers(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 {
 	coord *c = arg;
@@ -1122,5 +1164,6 @@ const sc_rpc_method coord_methods[] = {
 	{ "Coordinator.FetchTensor", coord_m_fetch_tensor },
 	{ "Coordinator.ReportCache", coord_m_report_cache },
 	{ "Coordinator.TensorSources", coord_m_tensor_sources },
+	{ "Coordinator.GenTickets", m_gen_tickets },
 	{ NULL, NULL },
 };

@@ -795,8 +795,12 @@ static void test_metric_eval_and_curve(void **state)
  * base columns, v_job_progress as schema 1 made it). */
 /* What migration 7 added (registered models, the workers' caches). */
 /* What migration 8 added (data owners, U-shaped placements). */
-/* What migration 10 added (parameter sharing: job slots, memory). */
-static const char undo_v10[] = "DROP TABLE worker_job_memory;"
+/* What migrations 11 (users, job owners) and 10 (parameter sharing: job
+ * slots, memory) added: every test that undoes 10 starts from 11. */
+static const char undo_v10[] = "DROP INDEX jobs_by_owner;"
+			       "ALTER TABLE jobs DROP COLUMN owner_id;"
+			       "DROP TABLE users;"
+			       "DROP TABLE worker_job_memory;"
 			       "ALTER TABLE workers DROP COLUMN job_slots;"
 			       "ALTER TABLE workers DROP COLUMN base_bytes;";
 /* What migration 9 added (per-layer base formats). */
