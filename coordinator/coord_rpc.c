@@ -104,8 +104,11 @@ static void record_fence(coord *c, int64_t worker, const char *name, const fence
 				    name, rel->h[i].placement_version,
 				    (unsigned long long)rel->h[i].job_id);
 	for (size_t i = 0; i < n; i++)
-		sc_db_event(c->db, 0, worker, SC_LOG_WARN, "dataplane_refused", "%s: %s", name,
-			    notices[i]);
+		sc_db_event(c->db, 0, worker, SC_LOG_WARN,
+			    /* worker/auth.c's: a call not from us */
+			    strncmp(notices[i], "refused a Worker.", 17) ? "dataplane_refused"
+									 : "auth_denied",
+			    "%s: %s", name, notices[i]);
 }
 
 static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
