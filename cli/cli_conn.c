@@ -19,7 +19,8 @@ const char cli_conn_help[] =
     "connection:\n"
     "  --coordinator URL    the coordinator's address (default $SPLITCHAIN_COORDINATOR,\n"
     "                       else " DEFAULT_COORDINATOR ")\n"
-    "  --timeout-ms N       give up after N ms without a reply               (default 10000)\n";
+    "  --timeout-ms N       give up after N ms without a reply               (default 10000)\n"
+    "  the API token: $SPLITCHAIN_TOKEN, else ~/.config/splitchain/token (mode 600)\n";
 
 void cli_conn_defaults(cli_conn *c)
 {
