@@ -134,8 +134,8 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 						  { "owner-data", 1, 0, 'O' },
 						  { "jobs", 1, 0, 'J' },
 						  { "help", 0, 0, 'h' },
-						  { "join-token-file", 1, 0, 'j' },
 						  { "version", 0, 0, 'V' },
+						  { "join-token-file", 1, 0, 'j' },
 						  { 0, 0, 0, 0 } };
 	int c, secs;
 
@@ -175,7 +175,7 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 				    optarg);
 			break;
 		case 'K': o->cache_dir = optarg; break;
-		case 'j': o->join_token_file = optarg; break;
+		case 'j': o->join_token = optarg; break;
 		case 'J':
 			if (parse_int(optarg, 1, WORKER_MAX_SLOTS, &o->jobs))
 				return usage("--jobs expects a whole number in [1, %d], got '%s'",
@@ -423,10 +423,10 @@ static int serve(worker *w, const sigset_t *sigs)
 		}
 	}
 	static const char *const reads[] = { "Worker.FetchTensor", NULL };
-	if (!w->o.join_token_file && getenv("SPLITCHAIN_JOIN_TOKEN_FILE") &&
+	if (!w->o.join_token && getenv("SPLITCHAIN_JOIN_TOKEN_FILE") &&
 	    *getenv("SPLITCHAIN_JOIN_TOKEN_FILE"))
-		w->o.join_token_file = getenv("SPLITCHAIN_JOIN_TOKEN_FILE");
-	if (worker_auth_init(w->o.join_token_file))
+		w->o.join_token = getenv("SPLITCHAIN_JOIN_TOKEN_FILE");
+	if (worker_auth_init(w->o.join_token))
 		return fail("--join-token-file");
 	if (sc_rpc_server_open_auth(&w->srv, w->o.listen, methods, w, RPC_CONTEXTS(w->n_slots),
 				    reads, worker_auth_check, w))

@@ -69,20 +69,20 @@
 #define WORKER_MAX_SLOTS  8  /* --jobs: jobs served at once */
 
 typedef struct worker_opts {
-	const char *coordinator;     /* RPC address of the coordinator */
-	const char *listen;          /* our RPC listen address */
-	const char *data;            /* our data-plane listen address */
-	const char *name;            /* NULL: hostname-pid */
-	const char *device;          /* "cpu", "cuda:N" */
-	int threads;                 /* CPU threads, 0 = default */
-	int data_timeout_ms;         /* longest wait for a neighbour's tensor */
-	int probe_every_s;           /* measure each link again this often; 0: once */
-	const char *memory_reserve;  /* --memory-reserve: a size or "N%" */
-	const char *cache_dir;       /* --cache: registered models' tensors (NULL: none) */
-	uint64_t cache_limit;        /* --cache-limit in bytes, 0: none */
-	const char *owner_data;      /* --owner-data: a data owner's directory (NULL: none) */
-	int jobs;                    /* --jobs: job slots, 1 .. WORKER_MAX_SLOTS */
-	const char *join_token_file; /* --join-token-file (NULL: none) */
+	const char *coordinator;    /* RPC address of the coordinator */
+	const char *listen;         /* our RPC listen address */
+	const char *data;           /* our data-plane listen address */
+	const char *name;           /* NULL: hostname-pid */
+	const char *device;         /* "cpu", "cuda:N" */
+	int threads;                /* CPU threads, 0 = default */
+	int data_timeout_ms;        /* longest wait for a neighbour's tensor */
+	int probe_every_s;          /* measure each link again this often; 0: once */
+	const char *memory_reserve; /* --memory-reserve: a size or "N%" */
+	const char *cache_dir;      /* --cache: registered models' tensors (NULL: none) */
+	uint64_t cache_limit;       /* --cache-limit in bytes, 0: none */
+	const char *owner_data;     /* --owner-data: a data owner's directory (NULL: none) */
+	int jobs;                   /* --jobs: job slots, 1 .. WORKER_MAX_SLOTS */
+	const char *join_token;     /* --join-token-file: the file (NULL: none) */
 } worker_opts;
 
 /* A data owner's data for one job (owner.c): read on this worker, batched
