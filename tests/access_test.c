@@ -1,4 +1,4 @@
-/* auth_test.c — the pieces of authorisation that stand alone: tokens and
+/* access_test.c — the pieces of authorisation that stand alone: tokens and
  * token files (common/util/sc_token.h), the users store (coordinator/
  * db_users.h) and the request-rate limiter (coordinator/rate.h). */
 #include <stdio.h>
