@@ -148,8 +148,10 @@ for i in $(seq 1 $NW); do
   htb "$i" "sc-veth${i}n" "dst $CADDR/32"
 done
 
+source "$ROOT/bench/auth.sh"
+bench_auth "$BUILD" "$CLUSTER/splitchain.db" "$WORK" || exit 1
 "$BUILD/coordinator/splitchain-coordinator" --listen "$COORD" --db "$CLUSTER/splitchain.db" \
-  >>"$CLUSTER/coordinator.log" 2>&1 &
+  --model-root "$WORK" --data-root "$WORK" >>"$CLUSTER/coordinator.log" 2>&1 &
 echo $! > "$CLUSTER/coordinator.pid"
 DB=$CLUSTER/splitchain.db
 

@@ -114,7 +114,10 @@ PY
       "$ROOT/bench/torch_generate.py" --model "$model" --prompt-ids "$ids" --new "$NEW" \
       --threads "$t" >> "$results"
     echo "running $shape at $t thread(s): 2-worker chain ..." >&2
-    SC_BIN=$BUILD SC_PORT=$PORT SC_THREADS=$t "$ROOT/deploy/launch.sh" start "$CLUSTER" 2 >/dev/null
+    SC_BIN=$BUILD SC_PORT=$PORT SC_THREADS=$t SC_MODEL_ROOT=$WORK SC_DATA_ROOT=$WORK \
+      "$ROOT/deploy/launch.sh" start "$CLUSTER" 2 >/dev/null
+    export SPLITCHAIN_TOKEN
+    SPLITCHAIN_TOKEN=$(cat "$CLUSTER/admin.token")
     urls=$("$SC" workers --coordinator "tcp://127.0.0.1:$PORT" --json |
            "$PY" -c 'import json,sys; print(",".join(w["address"] for w in json.load(sys.stdin)))')
     pids=$(cat "$CLUSTER"/worker-*.pid | paste -sd,)

@@ -79,6 +79,7 @@ fi
 
 WORK=$(mktemp -d /tmp/links-bench.XXXXXX)
 CLUSTER=$WORK/cluster
+source "$ROOT/bench/auth.sh"
 stop_cluster() {
   [ -d "$CLUSTER" ] && SC_BIN=$BUILD "$ROOT/deploy/launch.sh" stop "$CLUSTER" >/dev/null 2>&1
   return 0
@@ -125,8 +126,9 @@ pids_cpu_s() {
 start_cluster() {
   SC_NETNS_OWNER=$$ bash "$NETNS" up "$NW" "$1"
   rm -rf "$CLUSTER" && mkdir -p "$CLUSTER"
+  bench_auth "$BUILD" "$CLUSTER/splitchain.db" "$WORK" || exit 1
   "$BUILD/coordinator/splitchain-coordinator" --listen "$COORD" --db "$CLUSTER/splitchain.db" \
-    >>"$CLUSTER/coordinator.log" 2>&1 &
+    --model-root "$WORK" --data-root "$WORK" >>"$CLUSTER/coordinator.log" 2>&1 &
   echo $! > "$CLUSTER/coordinator.pid"
   local i n
   for i in $(seq 1 "$NW"); do

@@ -42,6 +42,8 @@ mkdir home
 find "$ROOT/docs" "$ROOT/common" -type f -name '*.[ch]*' | sort | xargs cat | head -c 2000000 \
   > home/data.txt
 cp home/data.txt plain.txt
+source "$ROOT/bench/auth.sh"
+bench_auth "$BUILD" "$WORK/db.sqlite" "$WORK" || exit 1
 "$BUILD/coordinator/splitchain-coordinator" --listen "$SPLITCHAIN_COORDINATOR" --db db.sqlite \
   >coordinator.log 2>&1 &
 pids+=($!)

@@ -55,7 +55,9 @@ lower() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a < b)}'; }
 foreign() { awk -v b="$1" -v o="$2" -v w="$3" 'BEGIN {f = (b - o) / w; printf("%.2f", (f > 0 ? f : 0))}'; }
 
 head -c 300000 /dev/urandom | base64 > data.txt   # byte-level tokens
-"$ROOT/deploy/launch.sh" start cluster 2 >/dev/null
+SC_MODEL_ROOT=$WORK SC_DATA_ROOT=$WORK "$ROOT/deploy/launch.sh" start cluster 2 >/dev/null
+export SPLITCHAIN_TOKEN
+SPLITCHAIN_TOKEN=$(cat cluster/admin.token)
 
 # single M: sets ONE (tokens/s over steps 2-4) and ONE_LOAD, of the least
 # disturbed try.

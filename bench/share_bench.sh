@@ -43,7 +43,9 @@ B=(--steps 100000 "${J[@]}" --rank 4 --targets "$(
   case $PRESET in gpt2*) echo attn.c_attn,attn.c_proj ;; *) echo q_proj,k_proj,v_proj,o_proj ;; esac)" --seed 2)
 
 rss() { awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$1/status"; }
+source "$ROOT/bench/auth.sh"
 coordinator() {
+  bench_auth "$BUILD" "$1/db" "$WORK" || exit 1
   "$BUILD/coordinator/splitchain-coordinator" --listen "$SPLITCHAIN_COORDINATOR" \
     --db "$1/db" --heartbeat-ms 200 >"$1/coordinator.log" 2>&1 &
   pids+=($!)

@@ -10,6 +10,7 @@
 #include "cli_conn.h"
 #include "sc_codec.h"
 #include "sc_rpc_pb.h"
+#include "sc_token.h"
 #include "sc_wire.h"
 
 #define DEFAULT_COORDINATOR "tcp://127.0.0.1:7700"
@@ -18,7 +19,8 @@ const char cli_conn_help[] =
     "connection:\n"
     "  --coordinator URL    the coordinator's address (default $SPLITCHAIN_COORDINATOR,\n"
     "                       else " DEFAULT_COORDINATOR ")\n"
-    "  --timeout-ms N       give up after N ms without a reply               (default 10000)\n";
+    "  --timeout-ms N       give up after N ms without a reply               (default 10000)\n"
+    "  the API token: $SPLITCHAIN_TOKEN, else ~/.config/splitchain/token (mode 600)\n";
 
 void cli_conn_defaults(cli_conn *c)
 {
@@ -43,21 +45,62 @@ int cli_conn_option(const char *cmd, int c, const char *arg, cli_conn *co)
 	}
 }
 
+int cli_token(const char *cmd, char *out, size_t size)
+{
+	const char *env = getenv("SPLITCHAIN_TOKEN"), *home = getenv("HOME");
+	char path[PATH_MAX];
+	sc_err rc;
+
+	out[0] = '\0';
+	if (env && *env) {
+		if (strlen(env) >= size || strchr(env, '\n')) {
+			fprintf(stderr,
+				"splitchain %s: not authorised: SPLITCHAIN_TOKEN is not a token\n",
+				cmd);
+			return CLI_ERROR;
+		}
+		snprintf(out, size, "%s", env);
+		return CLI_OK;
+	}
+	if (!home || !*home)
+		return CLI_OK;
+	snprintf(path, sizeof(path), "%s/.config/splitchain/token", home);
+	rc = sc_token_read_file(path, 1, out, size);
+	if (rc == SC_ENOENT)
+		return CLI_OK; /* none: the coordinator says what to do */
+	if (rc) {
+		fprintf(stderr, "splitchain %s: not authorised: %s\n", cmd, sc_err_detail());
+		return CLI_ERROR;
+	}
+	return CLI_OK;
+}
+
 int cli_call_url(const char *cmd, const char *url, int timeout_ms, const char *method,
 		 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
 		 ProtobufCMessage **rep)
 {
 	sc_rpc_client *cl = NULL;
-	char msg[512] = "";
+	char msg[512] = "", token[SC_RPC_MAX_AUTH];
 	int status = SC_STATUS_UNKNOWN;
 	sc_err rc;
 
+	if (cli_token(cmd, token, sizeof(token)))
+		return CLI_ERROR;
 	if ((rc = sc_rpc_client_open(&cl, url)))
 		return cli_fail(cmd, rc, url);
+	if ((rc = sc_rpc_client_set_auth(cl, token, strlen(token)))) {
+		sc_rpc_client_close(cl);
+		return cli_fail(cmd, rc, "the token");
+	}
 	rc = sc_rpc_call_pb(cl, method, req, desc, timeout_ms, &status, msg, sizeof(msg), rep);
 	sc_rpc_client_close(cl);
 	if (rc)
 		return cli_fail(cmd, rc, method);
+	if (status == SC_STATUS_UNAUTHENTICATED || status == SC_STATUS_PERMISSION_DENIED) {
+		fprintf(stderr, "splitchain %s: not authorised: %s\n", cmd,
+			msg[0] ? msg : sc_status_name(status));
+		return CLI_ERROR;
+	}
 	if (status != SC_STATUS_OK) {
 		fprintf(stderr, "splitchain %s: %s: %s\n", cmd, sc_status_name(status),
 			msg[0] ? msg : "(no message)");

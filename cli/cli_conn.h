@@ -3,6 +3,7 @@
 #ifndef SC_CLI_CONN_H
 #define SC_CLI_CONN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <cjson/cJSON.h>
@@ -37,6 +38,12 @@ int cli_call(const char *cmd, const cli_conn *co, const char *method, const Prot
  * id: 0 go on, -1 help printed, else the exit code. */
 int cli_parse_simple(const char *cmd, const char *help, int argc, char **argv, cli_conn *co,
 		     uint64_t *job, int need_job);
+
+/* The user's API token into out (size bytes): $SPLITCHAIN_TOKEN, else
+ * ~/.config/splitchain/token ("" when neither is there). CLI_ERROR, with
+ * "not authorised: ..." printed, for a token file others may read (the
+ * user is told to chmod 600) or one that cannot be read. */
+int cli_token(const char *cmd, char *out, size_t size);
 
 /* Coordinator.Status of job. */
 int cli_get_status(const char *cmd, const cli_conn *co, uint64_t job, Splitchain__JobInfo **out);

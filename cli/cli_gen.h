@@ -32,7 +32,8 @@ typedef struct hop {
 	char url[256];
 	int first, last;
 	sc_rpc_client *cl;
-	int open; /* its session was opened */
+	int open;         /* its session was opened */
+	char ticket[128]; /* the coordinator's generation ticket for it ("": none) */
 } hop;
 
 typedef struct remote {
@@ -59,6 +60,9 @@ int cli_remote_job(const gen_args *a, remote *r, sc_model_config *mc, sc_adapter
 		   char *model_path, char *tokenizer, size_t path_size);
 /* The hops of --workers, layers split evenly; CLI_OK or usage printed. */
 int cli_remote_workers(const gen_args *a, remote *r, const sc_model_config *mc);
+/* Asks the coordinator (a->coordinator) for the tickets of r's hops to
+ * open generation sessions on model_path (Coordinator.GenTickets). */
+int cli_remote_tickets(const gen_args *a, remote *r, const char *model_path);
 /* A random session id, never 0. */
 uint64_t cli_remote_session_id(void);
 

@@ -81,6 +81,7 @@ sc_err cli_remote_open(remote *r, const char *model_path, sc_adapter *ad, int P,
 		int n = 0;
 		sc_err rc;
 		SC_TRY(sc_rpc_client_open(&h->cl, h->url));
+		SC_TRY(sc_rpc_client_set_auth(h->cl, h->ticket, strlen(h->ticket)));
 		req.session = r->session + (uint64_t)i;
 		req.model_path = (char *)model_path;
 		req.model = r->model;
@@ -176,7 +177,7 @@ int cli_remote_job(const gen_args *a, remote *r, sc_model_config *mc, sc_adapter
 	/* Hops in stage order. A data owners' job: the first owner's head, the
 	 * middle, the first owner's tail (the others hold the same layers). */
 	const Splitchain__StageInfo *tail = NULL;
-	const char *tail_url = NULL;
+	const char *tail_url = NULL, *tail_ticket = "";
 	r->n = 0;
 	for (size_t i = 0; i < info->n_placement; i++) {
 		const Splitchain__StageInfo *p = info->placement[i];
@@ -201,16 +202,20 @@ int cli_remote_job(const gen_args *a, remote *r, sc_model_config *mc, sc_adapter
 		}
 		hop *h = &r->h[r->n++];
 		snprintf(h->url, sizeof(h->url), "%s", url);
+		snprintf(h->ticket, sizeof(h->ticket), "%s",
+			 i < info->n_gen_tickets ? info->gen_tickets[i] : "");
 		h->first = (int)p->first_layer;
 		h->last = (int)p->last_layer;
 		if (owner) {
 			tail = p;
 			tail_url = url;
+			tail_ticket = h->ticket;
 		}
 	}
 	if (tail && r->n < MAX_HOPS) {
 		hop *t = &r->h[r->n++];
 		snprintf(t->url, sizeof(t->url), "%s", tail_url);
+		snprintf(t->ticket, sizeof(t->ticket), "%s", tail_ticket);
 		t->first = (int)tail->tail_first_layer;
 		t->last = (int)tail->tail_last_layer;
 	}
@@ -242,6 +247,31 @@ done:
 	if (ex)
 		protobuf_c_message_free_unpacked(&ex->base, NULL);
 	return ret;
+}
+
+/* The coordinator's tickets for r's hops (--workers) to open sessions on
+ * model_path. */
+int cli_remote_tickets(const gen_args *a, remote *r, const char *model_path)
+{
+	Splitchain__GenTicketsRequest req = SPLITCHAIN__GEN_TICKETS_REQUEST__INIT;
+	Splitchain__GenTicketsReply *rep = NULL;
+	char *addrs[MAX_HOPS];
+	int ret;
+
+	for (int i = 0; i < r->n; i++)
+		addrs[i] = r->h[i].url;
+	req.model_path = (char *)model_path;
+	req.model = r->model;
+	req.n_worker_addrs = (size_t)r->n;
+	req.worker_addrs = addrs;
+	if ((ret = cli_call_url("generate", a->coordinator, 10000, "Coordinator.GenTickets",
+				&req.base, &splitchain__gen_tickets_reply__descriptor,
+				(ProtobufCMessage **)&rep)))
+		return ret;
+	for (int i = 0; i < r->n && (size_t)i < rep->n_tickets; i++)
+		snprintf(r->h[i].ticket, sizeof(r->h[i].ticket), "%s", rep->tickets[i]);
+	protobuf_c_message_free_unpacked(&rep->base, NULL);
+	return CLI_OK;
 }
 
 /* The hops of --workers: the layers split evenly over the listed workers. */

@@ -406,7 +406,10 @@ int cli_generate(int argc, char **argv)
 					a.model);
 				goto done;
 			}
-			if ((ret = cli_remote_workers(&a, rm, &mc)))
+			/* The workers take a session only with the coordinator's
+			 * ticket for this model. */
+			if ((ret = cli_remote_workers(&a, rm, &mc)) ||
+			    (ret = cli_remote_tickets(&a, rm, model_path)))
 				goto done;
 			ret = CLI_ERROR;
 		}

@@ -28,6 +28,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "coord_auth.h"
 #include "db.h"
 #include "sc_config.h"
 #include "sc_rpc.h"
@@ -64,6 +65,7 @@ typedef struct live_worker {
 	int data_owner;                        /* started with --owner-data */
 	char name[128];
 	char control_addr[256];
+	char secret[SC_TOKEN_MAX]; /* what it takes from us (RegisterRequest; memory only) */
 } live_worker;
 
 /* Called with mu held: the slot of w that serves job (0: a free slot, one
@@ -118,8 +120,13 @@ typedef struct coord {
 	int stall_after_ms; /* a running job with no step for this long is interrupted; 0: auto */
 	int checkpoint_keep;
 	char fetch_addr[256]; /* the bulk server's bound address (RegisterReply.fetch_addr) */
+	coord_auth *auth;     /* credentials, owners, limits, roots (coord_auth.h) */
 	atomic_int stopping;
 } coord;
+
+/* `splitchain-coordinator --db dbpath users VERB ...` (coord_users.c):
+ * argv[0] is the verb. Returns the exit code. */
+int coord_users_main(const char *dbpath, int argc, char **argv);
 
 /* The RPC method table (coord_rpc.c). */
 extern const sc_rpc_method coord_methods[];

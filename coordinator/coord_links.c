@@ -75,6 +75,16 @@ void coord_m_report_links(void *arg, const uint8_t *req, size_t len, sc_rpc_repl
 	if (sc_rpc_unpack(&splitchain__report_links_request__descriptor, req, len,
 			  (ProtobufCMessage **)&r, rep))
 		return;
+	if (sc_rpc_caller()->kind == SC_PRINCIPAL_WORKER &&
+	    sc_rpc_caller()->id != (int64_t)r->worker_id) {
+		sc_rpc_reply_err(rep, SC_STATUS_PERMISSION_DENIED,
+				 "worker %lld may report only its own links, not worker %llu's",
+				 (long long)sc_rpc_caller()->id, (unsigned long long)r->worker_id);
+		coord_auth_deny(c->auth, 0, "worker %lld reported links as worker %llu",
+				(long long)sc_rpc_caller()->id, (unsigned long long)r->worker_id);
+		splitchain__report_links_request__free_unpacked(r, NULL);
+		return;
+	}
 	to = calloc(r->n_links + 1, sizeof(*to));
 	pthread_mutex_lock(&c->mu);
 	peers = calloc((size_t)c->nworkers + 1, sizeof(*peers));

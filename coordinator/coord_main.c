@@ -33,7 +33,22 @@ static const char help[] =
     "  --keep-checkpoints N  checkpoints kept per job               (default 3)\n"
     "  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
     "                        (port 0: a free one, logged at start; default: none)\n"
-    "  --help\n";
+    "  --join-token-file F   the secret workers present to join (only its hash is kept);\n"
+    "                        required unless --insecure (default $SPLITCHAIN_JOIN_TOKEN_FILE)\n"
+    "  --insecure            run without a join token: any host may join as a worker\n"
+    "  --model-root DIR      models and tokenizers are opened only under DIR\n"
+    "                        (default: the working directory)\n"
+    "  --data-root DIR       training and eval data are opened only under DIR\n"
+    "                        (default: the working directory)\n"
+    "  --max-jobs-per-user N a user's queued + running jobs, at most (default 0: no cap)\n"
+    "  --rate-limit N        a user's requests per second, at most  (default 0: no limit)\n"
+    "  --rate-burst N        ... in bursts of up to N               (default 2 x --rate-limit)\n"
+    "  --help\n"
+    "\n"
+    "users (on the coordinator's host, whether or not the daemon runs):\n"
+    "  splitchain-coordinator --db FILE users add NAME [--admin]   prints the new token once\n"
+    "  splitchain-coordinator --db FILE users list\n"
+    "  splitchain-coordinator --db FILE users revoke NAME\n";
 
 static int int_opt(const char *flag, const char *s, long lo, long hi, int *out)
 {
@@ -66,12 +81,13 @@ static int open_bulk(sc_rpc_server **out, coord *c, const char *fetch)
 		snprintf(url, sizeof(url), "%.*s:0", (int)(colon - bound), bound);
 	else
 		snprintf(url, sizeof(url), "%s.fetch", bound);
-	if (sc_rpc_server_open_idem(out, url, coord_bulk_methods, c, 16, coord_idempotent) == SC_OK)
+	if (sc_rpc_server_open_auth(out, url, coord_bulk_methods, c, 16, coord_idempotent,
+				    coord_auth_check, c->auth) == SC_OK)
 		return 0;
 	if (!fetch && port > 0) { /* port + 1 taken: any free port */
 		snprintf(url, sizeof(url), "%.*s:0", (int)(colon - bound), bound);
-		if (sc_rpc_server_open_idem(out, url, coord_bulk_methods, c, 16,
-					    coord_idempotent) == SC_OK)
+		if (sc_rpc_server_open_auth(out, url, coord_bulk_methods, c, 16, coord_idempotent,
+					    coord_auth_check, c->auth) == SC_OK)
 			return 0;
 	}
 	fprintf(stderr, "splitchain-coordinator: cannot listen for tensor fetches on %s: %s\n", url,
@@ -94,7 +110,14 @@ int main(int argc, char **argv)
 		{ "help", 0, 0, 'h' },
 		{ "version", 0, 0, 'V' },
 		{ "fetch-listen", 1, 0, 'F' },
-		{ "metrics-listen", 1, 0, 'M' },
+		{ "metrics-listen", 1, 0, 'P' },
+		{ "join-token-file", 1, 0, 'j' },
+		{ "insecure", 0, 0, 'I' },
+		{ "model-root", 1, 0, 'M' },
+		{ "data-root", 1, 0, 'D' },
+		{ "max-jobs-per-user", 1, 0, 'Q' },
+		{ "rate-limit", 1, 0, 'R' },
+		{ "rate-burst", 1, 0, 'B' },
 		{ 0, 0, 0, 0 },
 	};
 	/* clang-format on */
@@ -107,6 +130,8 @@ int main(int argc, char **argv)
 		    .lost_after_ms = 10000,
 		    .step_timeout_ms = 600000,
 		    .checkpoint_keep = 3 };
+	coord_auth_opts ao = { 0 };
+	int rate = 0, burst = 0;
 	pthread_t sched;
 	sigset_t sigs;
 	int sig = 0;
@@ -114,12 +139,14 @@ int main(int argc, char **argv)
 	sc_err rc;
 
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	/* "+": options end at the first word, so that `users add NAME --admin`
+	 * keeps its own flag. */
+	while ((ch = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
 		int bad = 0;
 		switch (ch) {
 		case 'l': listen = optarg; break;
 		case 'F': fetch = optarg; break;
-		case 'M':
+		case 'P':
 			if (sc_http_metrics_url_of(optarg, murl, sizeof(murl))) {
 				fprintf(stderr, "splitchain-coordinator: %s\n", sc_err_detail());
 				return 2;
@@ -143,6 +170,16 @@ int main(int argc, char **argv)
 		case 'K':
 			bad = int_opt("--keep-checkpoints", optarg, 1, 1000000, &c.checkpoint_keep);
 			break;
+		case 'j': ao.join_token_file = optarg; break;
+		case 'I': ao.insecure = 1; break;
+		case 'M': ao.model_root = optarg; break;
+		case 'D': ao.data_root = optarg; break;
+		case 'Q':
+			bad = int_opt("--max-jobs-per-user", optarg, 0, 1000000,
+				      &ao.max_jobs_per_user);
+			break;
+		case 'R': bad = int_opt("--rate-limit", optarg, 0, 1000000, &rate); break;
+		case 'B': bad = int_opt("--rate-burst", optarg, 1, 1000000, &burst); break;
 		case 'h': fputs(help, stdout); return 0;
 		case 'V': printf("splitchain-coordinator %s\n", SC_VERSION); return 0;
 		default:
@@ -155,10 +192,17 @@ int main(int argc, char **argv)
 		if (bad)
 			return 2;
 	}
+	if (optind < argc && !strcmp(argv[optind], "users"))
+		return coord_users_main(dbpath, argc - optind - 1, argv + optind + 1);
 	if (optind < argc) {
 		fprintf(stderr, "splitchain-coordinator: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
+	if (!ao.join_token_file && getenv("SPLITCHAIN_JOIN_TOKEN_FILE") &&
+	    *getenv("SPLITCHAIN_JOIN_TOKEN_FILE"))
+		ao.join_token_file = getenv("SPLITCHAIN_JOIN_TOKEN_FILE");
+	ao.rate = rate;
+	ao.burst = burst ? burst : 2 * rate;
 	/* Every thread (nng's, ours) inherits the blocked signals; only the
 	 * sigwait below takes them. (A handler with pause() here could miss a
 	 * signal that a thread other than main received.) */
@@ -173,6 +217,19 @@ int main(int argc, char **argv)
 		fprintf(stderr, "splitchain-coordinator: %s\n", sc_err_detail());
 		return 1;
 	}
+	if ((rc = coord_auth_open(&c.auth, c.db, &ao))) {
+		fprintf(stderr, "splitchain-coordinator: %s\n", sc_err_detail());
+		sc_db_close(c.db);
+		return 2;
+	}
+	if (!ao.join_token_file) {
+		sc_warn("coordinator",
+			"--insecure without --join-token-file: ANY host that reaches "
+			"%s may join as a worker and receive model segments",
+			listen);
+		sc_db_event(c.db, 0, 0, SC_LOG_WARN, "insecure",
+			    "no join token (--insecure): any host may join as a worker");
+	}
 	/* Workers known from an earlier run count as lost until they register. */
 	{
 		sc_db_worker *ws = NULL;
@@ -183,8 +240,8 @@ int main(int argc, char **argv)
 					sc_db_worker_set_state(c.db, ws[i].id, SC_WORKER_LOST);
 		free(ws);
 	}
-	if ((rc = sc_rpc_server_open_idem(&c.srv, listen, coord_methods, &c, 16,
-					  coord_idempotent))) {
+	if ((rc = sc_rpc_server_open_auth(&c.srv, listen, coord_methods, &c, 16, coord_idempotent,
+					  coord_auth_check, c.auth))) {
 		fprintf(stderr, "splitchain-coordinator: cannot listen on %s: %s\n", listen,
 			sc_err_detail());
 		sc_db_close(c.db);
@@ -234,6 +291,7 @@ int main(int argc, char **argv)
 	 * them could hang in nng 1.5.2 should a late reply arrive (coord.h). */
 	sc_db_event(c.db, 0, 0, SC_LOG_INFO, "coordinator_stopped", "clean shutdown");
 	sc_db_close(c.db);
+	coord_auth_free(c.auth);
 	free(c.workers);
 	return 0;
 }

@@ -27,6 +27,8 @@ void coord_m_metrics(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 				 (unsigned long long)r->job_id);
 		goto out;
 	}
+	if (!rc && !coord_auth_job(c->auth, job->id, job->owner_id, rep))
+		goto out;
 	if (rc || (rc = sc_db_metric_curve(c->db, job->id, r->after_step, MAX_POINTS, &p, &n))) {
 		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "database: %s", sc_err_detail());
 		goto out;

@@ -4,6 +4,7 @@
  * register need of the registry (coord_models.h). No handler takes mu. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,13 @@ void coord_m_model_add(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 				 "model name '%s': want 1 to 64 of A-Z a-z 0-9 . _ -, not starting "
 				 "with . or -",
 				 r->name);
+		goto out;
+	}
+	/* Under --model-root, like a job's model. */
+	char real[PATH_MAX];
+	if (coord_auth_path(c->auth, COORD_MODEL_ROOT, "model directory", r->dir, real)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "%s", sc_err_detail());
+		coord_auth_deny(c->auth, 0, "user %s: %s", sc_rpc_caller()->name, sc_err_detail());
 		goto out;
 	}
 	if (!r->dir || r->dir[0] != '/' || stat(r->dir, &st) != 0 || !S_ISDIR(st.st_mode)) {

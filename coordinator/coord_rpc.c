@@ -1,5 +1,6 @@
 /* coord_rpc.c — the coordinator's RPC methods: worker registration and
  * heartbeats, and the CLI's submit, jobs, status, cancel, workers, export. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 
 #include "coord.h"
 #include "coord_models.h"
+#include "db_users.h"
 #include "sc_config.h"
 #include "sc_file.h"
 #include "sc_lora.h"
@@ -102,8 +104,11 @@ static void record_fence(coord *c, int64_t worker, const char *name, const fence
 				    name, rel->h[i].placement_version,
 				    (unsigned long long)rel->h[i].job_id);
 	for (size_t i = 0; i < n; i++)
-		sc_db_event(c->db, 0, worker, SC_LOG_WARN, "dataplane_refused", "%s: %s", name,
-			    notices[i]);
+		sc_db_event(c->db, 0, worker, SC_LOG_WARN,
+			    /* worker/auth.c's: a call not from us */
+			    strncmp(notices[i], "refused a Worker.", 17) ? "dataplane_refused"
+									 : "auth_denied",
+			    "%s: %s", name, notices[i]);
 }
 
 static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
@@ -117,6 +122,8 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	live_job *lj;
 	int64_t id, restarted;
 	size_t slots;
+	char session[SC_TOKEN_MAX];
+	sc_rpc_client *peer = NULL;
 
 	if (sc_rpc_unpack(&splitchain__register_request__descriptor, req, len,
 			  (ProtobufCMessage **)&r, rep))
@@ -148,6 +155,20 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 				 COORD_MAX_SLOTS);
 		goto out;
 	}
+	if (r->coordinator_secret.len < 16 || r->coordinator_secret.len >= SC_TOKEN_MAX) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "a worker registers with a secret of 16 to %d bytes for the "
+				 "coordinator to present (coordinator_secret)",
+				 SC_TOKEN_MAX - 1);
+		goto out;
+	}
+	/* The secret goes on our client of its address before anything can
+	 * call it: every call we make to it presents it. */
+	if (coord_peer_client(c, r->control_addr, &peer) ||
+	    sc_rpc_client_set_auth(peer, r->coordinator_secret.data, r->coordinator_secret.len)) {
+		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "%s", sc_err_detail());
+		goto out;
+	}
 	w.name = r->name;
 	w.device = nonempty(r->device) ? r->device : "cpu";
 	w.memory_bytes = r->memory_bytes;
@@ -163,6 +184,10 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 		goto out;
 	}
 	coord_models_worker_cache(c, id, r);
+	if (coord_auth_session(c->auth, id, session)) {
+		sc_rpc_reply_err(rep, SC_STATUS_UNAVAILABLE, "%s", sc_err_detail());
+		goto out;
+	}
 	pthread_mutex_lock(&c->mu);
 	lw = coord_worker(c, id);
 	if (!lw) {
@@ -228,6 +253,8 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	lw->threads = r->threads;
 	snprintf(lw->name, sizeof(lw->name), "%s", r->name);
 	snprintf(lw->control_addr, sizeof(lw->control_addr), "%s", r->control_addr);
+	snprintf(lw->secret, sizeof(lw->secret), "%.*s", (int)r->coordinator_secret.len,
+		 (const char *)r->coordinator_secret.data);
 	fence(c, lw, r->holdings, r->n_holdings, &rel);
 	pthread_cond_broadcast(&c->wake);
 	pthread_mutex_unlock(&c->mu);
@@ -245,6 +272,8 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 	out.n_releases = rel.n;
 	out.releases = rel.ptr;
 	out.fetch_addr = c->fetch_addr;
+	out.session.data = (uint8_t *)session;
+	out.session.len = strlen(session);
 	sc_rpc_reply_pb(rep, &out.base);
 out:
 	splitchain__register_request__free_unpacked(r, NULL);
@@ -263,6 +292,16 @@ static void m_heartbeat(void *arg, const uint8_t *req, size_t len, sc_rpc_reply 
 	if (sc_rpc_unpack(&splitchain__heartbeat_request__descriptor, req, len,
 			  (ProtobufCMessage **)&r, rep))
 		return;
+	if (sc_rpc_caller()->kind == SC_PRINCIPAL_WORKER &&
+	    sc_rpc_caller()->id != (int64_t)r->worker_id) {
+		sc_rpc_reply_err(rep, SC_STATUS_PERMISSION_DENIED,
+				 "a heartbeat for worker %llu with worker %lld's session",
+				 (unsigned long long)r->worker_id, (long long)sc_rpc_caller()->id);
+		coord_auth_deny(c->auth, 0, "worker %lld sent a heartbeat for worker %llu",
+				(long long)sc_rpc_caller()->id, (unsigned long long)r->worker_id);
+		splitchain__heartbeat_request__free_unpacked(r, NULL);
+		return;
+	}
 	pthread_mutex_lock(&c->mu);
 	lw = coord_worker(c, (int64_t)r->worker_id);
 	if (lw) {
@@ -370,7 +409,7 @@ static int check_owners(coord *c, Splitchain__SubmitRequest *r, const sc_model_c
 	r->owner_layers = (uint32_t)K;
 	for (size_t i = 0; i < r->n_owners; i++) {
 		const char *name = r->owners[i];
-		char control[256] = "";
+		char control[256] = "", secret[SC_TOKEN_MAX] = "";
 		int64_t now = coord_now_ms(), found = 0, owner = 0, alive = 0;
 		pthread_mutex_lock(&c->mu);
 		for (int k = 0; k < c->nworkers && !found; k++) {
@@ -381,6 +420,7 @@ static int check_owners(coord *c, Splitchain__SubmitRequest *r, const sc_model_c
 			owner = w->data_owner;
 			alive = w->last_seen_ms > 0 && now - w->last_seen_ms <= c->lost_after_ms;
 			snprintf(control, sizeof(control), "%s", w->control_addr);
+			snprintf(secret, sizeof(secret), "%s", w->secret);
 		}
 		pthread_mutex_unlock(&c->mu);
 		if (!found || !owner || !alive) {
@@ -410,6 +450,8 @@ static int check_owners(coord *c, Splitchain__SubmitRequest *r, const sc_model_c
 		q.model = r->model;
 		q.train = r->train;
 		sc_err rc = sc_rpc_client_open(&cl, control);
+		if (!rc)
+			rc = sc_rpc_client_set_auth(cl, secret, strlen(secret));
 		if (!rc)
 			rc = sc_rpc_call_pb(cl, "Worker.DataCheck", &q.base,
 					    &splitchain__data_check_reply__descriptor, 600000,
@@ -572,6 +614,44 @@ static int check_submit(coord *c, Splitchain__SubmitRequest *r, sc_model_config 
 	return 0;
 }
 
+/* Puts *field (a path of r, malloc'd by protobuf-c's default allocator)
+ * through the roots' policy, replacing it with its real path. 0, or 1 with
+ * rep filled and the refusal recorded. */
+static int check_path(coord *c, enum coord_root root, const char *what, char **field,
+		      sc_rpc_reply *rep)
+{
+	char real[PATH_MAX], *copy;
+	if (coord_auth_path(c->auth, root, what, *field, real)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "%s", sc_err_detail());
+		coord_auth_deny(c->auth, 0, "user %s: %s", sc_rpc_caller()->name, sc_err_detail());
+		return 1;
+	}
+	if (!(copy = strdup(real))) {
+		sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		return 1;
+	}
+	if (*field != protobuf_c_empty_string)
+		free(*field);
+	*field = copy;
+	return 0;
+}
+
+/* The files a job names, each under its root (--model-root, --data-root):
+ * a registered model's come from the registry, a data owner's job's data
+ * lies on the owner. */
+static int check_paths(coord *c, Splitchain__SubmitRequest *r, sc_rpc_reply *rep)
+{
+	if (!nonempty(r->model) && check_path(c, COORD_MODEL_ROOT, "model", &r->model_path, rep))
+		return 1;
+	if (r->n_owners)
+		return 0;
+	return check_path(c, COORD_DATA_ROOT, "data file", &r->data_path, rep) ||
+	       (nonempty(r->eval_data_path) &&
+		check_path(c, COORD_DATA_ROOT, "eval data file", &r->eval_data_path, rep)) ||
+	       (nonempty(r->tokenizer_path) &&
+		check_path(c, COORD_MODEL_ROOT, "tokenizer", &r->tokenizer_path, rep));
+}
+
 static void m_submit(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 {
 	coord *c = arg;
@@ -586,7 +666,8 @@ static void m_submit(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	if (sc_rpc_unpack(&splitchain__submit_request__descriptor, req, len,
 			  (ProtobufCMessage **)&r, rep))
 		return;
-	if (coord_models_resolve(c, r, rep) || check_submit(c, r, &mc, rep))
+	if (coord_auth_job_quota(c->auth, rep) || check_paths(c, r, rep) ||
+	    coord_models_resolve(c, r, rep) || check_submit(c, r, &mc, rep))
 		goto out;
 	/* The request as resolved (targets as a mask and by name): the job
 	 * resumes from it. The names are ours only while packing. */
@@ -612,6 +693,7 @@ static void m_submit(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	job.base_quant = sc_base_quant_name((int)r->train->base_quant);
 	job.double_quant = r->train->double_quant;
 	job.precision = sc_precision_name((int)r->train->precision);
+	job.owner_id = coord_auth_owner();
 	if (sc_db_job_insert(c->db, &job, &id)) {
 		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "database: %s", sc_err_detail());
 		goto out;
@@ -635,6 +717,9 @@ typedef struct placement_view {
 	sc_db_stage *stages;             /* from the database; the strings live here */
 	Splitchain__StageInfo *si;       /* (n) */
 	Splitchain__StageInfo **sp;      /* (n) pointers into si */
+	char (*tickets)[SC_TOKEN_MAX];   /* (n) generation tickets (Status only) */
+	char **tp;                       /* (n) pointers into tickets */
+	char owner[SC_USER_NAME_MAX + 1];
 } placement_view;
 
 static void view_free(placement_view *v)
@@ -644,6 +729,8 @@ static void view_free(placement_view *v)
 	free(v->stages);
 	free(v->si);
 	free(v->sp);
+	free(v->tickets);
+	free(v->tp);
 }
 
 /* Fills info from a job record, its live progress and its newest placement
@@ -666,6 +753,9 @@ static void job_info(coord *c, const sc_db_job *job, Splitchain__JobInfo *info, 
 	info->model_path = (char *)job->model_path;
 	info->stages = job->stages;
 	info->created_unix_ms = job->created_ms;
+	if (job->owner_id)
+		sc_db_user_name(c->db, job->owner_id, v->owner, sizeof(v->owner));
+	info->owner = v->owner;
 	v->spec = splitchain__submit_request__unpack(NULL, job->spec_len, job->spec);
 	info->spec = v->spec; /* NULL if the stored bytes do not decode: sent without it */
 	pthread_mutex_lock(&c->mu);
@@ -711,6 +801,32 @@ static void job_info(coord *c, const sc_db_job *job, Splitchain__JobInfo *info, 
 	info->placement = v->sp;
 }
 
+/* Adds to info (of job, filled by job_info into v) the generation tickets
+ * of its placement's workers: for its owner or an admin (Status). */
+static void gen_tickets(coord *c, Splitchain__JobInfo *info, placement_view *v)
+{
+	size_t n = info->n_placement;
+	const char *model = v->spec && v->spec->model ? v->spec->model : "";
+	char secret[SC_TOKEN_MAX];
+
+	if (!n || !(v->tickets = calloc(n, sizeof(*v->tickets))) ||
+	    !(v->tp = calloc(n, sizeof(*v->tp))))
+		return;
+	for (size_t i = 0; i < n; i++) {
+		live_worker *lw;
+		secret[0] = '\0';
+		pthread_mutex_lock(&c->mu);
+		if ((lw = coord_worker(c, (int64_t)info->placement[i]->worker_id)))
+			snprintf(secret, sizeof(secret), "%s", lw->secret);
+		pthread_mutex_unlock(&c->mu);
+		if (secret[0])
+			sc_token_gen_ticket(secret, info->model_path, model, v->tickets[i]);
+		v->tp[i] = v->tickets[i];
+	}
+	info->n_gen_tickets = n;
+	info->gen_tickets = v->tp;
+}
+
 /* Reads the JobRef of a request and its job record; 0 or fills rep. */
 static int find_job(coord *c, const uint8_t *req, size_t len, sc_rpc_reply *rep, sc_db_job **job)
 {
@@ -724,6 +840,11 @@ static int find_job(coord *c, const uint8_t *req, size_t len, sc_rpc_reply *rep,
 				 (unsigned long long)r->job_id);
 	else if (rc)
 		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "database: %s", sc_err_detail());
+	else if (!coord_auth_job(c->auth, (*job)->id, (*job)->owner_id, rep)) {
+		free(*job);
+		*job = NULL;
+		rc = SC_EINVAL;
+	}
 	splitchain__job_ref__free_unpacked(r, NULL);
 	return rc != SC_OK;
 }
@@ -741,9 +862,14 @@ static void m_status(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 {
 	coord *c = arg;
 	sc_db_job *job;
+	Splitchain__JobInfo info;
+	placement_view v;
 	if (find_job(c, req, len, rep, &job))
 		return;
-	reply_job(c, job, rep);
+	job_info(c, job, &info, &v);
+	gen_tickets(c, &info, &v);
+	sc_rpc_reply_pb(rep, &info.base);
+	view_free(&v);
 	free(job);
 }
 
@@ -798,6 +924,15 @@ static void m_jobs(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		sc_rpc_reply_err(rep, SC_STATUS_INTERNAL, "database: %s", sc_err_detail());
 		return;
 	}
+	/* A user sees their own jobs; an admin every job. */
+	const sc_rpc_principal *who = sc_rpc_caller();
+	if (who->kind == SC_PRINCIPAL_USER && !who->admin) {
+		int k = 0;
+		for (int i = 0; i < n; i++)
+			if (jobs[i].owner_id == who->id)
+				jobs[k++] = jobs[i];
+		n = k;
+	}
 	infos = calloc((size_t)n + 1, sizeof(*infos));
 	ptrs = calloc((size_t)n + 1, sizeof(*ptrs));
 	views = calloc((size_t)n + 1, sizeof(*views));
@@ -821,6 +956,48 @@ out:
 	free(jobs);
 	(void)req;
 	(void)len;
+}
+
+static void m_gen_tickets(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	coord *c = arg;
+	Splitchain__GenTicketsRequest *r;
+	Splitchain__GenTicketsReply out = SPLITCHAIN__GEN_TICKETS_REPLY__INIT;
+	char real[PATH_MAX], secret[SC_TOKEN_MAX], (*t)[SC_TOKEN_MAX] = NULL, **tp = NULL;
+	size_t n;
+
+	if (sc_rpc_unpack(&splitchain__gen_tickets_request__descriptor, req, len,
+			  (ProtobufCMessage **)&r, rep))
+		return;
+	n = r->n_worker_addrs;
+	if (!nonempty(r->model) &&
+	    coord_auth_path(c->auth, COORD_MODEL_ROOT, "model", r->model_path, real)) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "%s", sc_err_detail());
+		coord_auth_deny(c->auth, 0, "user %s: %s", sc_rpc_caller()->name, sc_err_detail());
+		goto out;
+	}
+	if (n > 256 || !(t = calloc(n + 1, sizeof(*t))) || !(tp = calloc(n + 1, sizeof(*tp)))) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "at most 256 workers");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		secret[0] = '\0';
+		pthread_mutex_lock(&c->mu);
+		for (int k = 0; k < c->nworkers && !secret[0]; k++)
+			if (!strcmp(c->workers[k].control_addr, r->worker_addrs[i]))
+				snprintf(secret, sizeof(secret), "%s", c->workers[k].secret);
+		pthread_mutex_unlock(&c->mu);
+		if (secret[0])
+			sc_token_gen_ticket(secret, r->model_path, r->model, t[i]);
+		tp[i] = t[i];
+	}
+	out.n_tickets = n;
+	out.tickets = tp;
+	sc_rpc_reply_pb(rep, &out.base);
+out:
+	free(t);
+	free(tp);
+	splitchain__gen_tickets_request__free_unpacked(r, NULL);
 }
 
 static void m_workers(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
@@ -990,5 +1167,6 @@ const sc_rpc_method coord_methods[] = {
 	{ "Coordinator.FetchTensor", coord_m_fetch_tensor },
 	{ "Coordinator.ReportCache", coord_m_report_cache },
 	{ "Coordinator.TensorSources", coord_m_tensor_sources },
+	{ "Coordinator.GenTickets", m_gen_tickets },
 	{ NULL, NULL },
 };

@@ -168,6 +168,14 @@ static const char *const migrations[SC_DB_SCHEMA_VERSION] = {
 	" worker_id INTEGER NOT NULL REFERENCES workers(id),"
 	" job_id INTEGER NOT NULL, bytes INTEGER NOT NULL CHECK (bytes >= 0),"
 	" PRIMARY KEY (worker_id, job_id));",
+	/* 11: users with API tokens (only each token's SHA-256 is kept) and each
+	 * job's owner (NULL: submitted before there were users) */
+	"CREATE TABLE users ("
+	" id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+	" token_sha256 TEXT NOT NULL UNIQUE, admin INTEGER NOT NULL DEFAULT 0"
+	" CHECK (admin IN (0, 1)), created_ms INTEGER NOT NULL, revoked_ms INTEGER);"
+	"ALTER TABLE jobs ADD COLUMN owner_id INTEGER REFERENCES users(id);"
+	"CREATE INDEX jobs_by_owner ON jobs(owner_id);",
 };
 
 #define WORKER_COLS                                                                                \
@@ -175,7 +183,8 @@ static const char *const migrations[SC_DB_SCHEMA_VERSION] = {
 	" registered_ms, last_seen_ms, memory_reserve_bytes, data_owner, job_slots, base_bytes"
 #define JOB_COLS                                                                                   \
 	"id, name, state, model_path, data_path, spec, stages, steps, step_done, last_loss,"       \
-	" error, created_ms, started_ms, finished_ms, base_quant, double_quant, precision"
+	" error, created_ms, started_ms, finished_ms, base_quant, double_quant, precision,"        \
+	" coalesce(owner_id, 0)"
 
 static const char *const sql[ST_COUNT] = {
 	[ST_WORKER_UPSERT] =
@@ -192,8 +201,9 @@ static const char *const sql[ST_COUNT] = {
 	[ST_WORKER_STATE] = "UPDATE workers SET state = ?2 WHERE id = ?1",
 	[ST_WORKERS] = "SELECT " WORKER_COLS " FROM workers ORDER BY id",
 	[ST_JOB_INSERT] = "INSERT INTO jobs (name, state, model_path, data_path, spec, stages,"
-			  " steps, created_ms, base_quant, double_quant, precision)"
-			  " VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+			  " steps, created_ms, base_quant, double_quant, precision, owner_id)"
+			  " VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+			  " nullif(?11, 0))",
 	[ST_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
 	[ST_JOBS] = "SELECT " JOB_COLS " FROM jobs ORDER BY id",
 	[ST_JOBS_RESUMABLE] = "SELECT " JOB_COLS " FROM jobs WHERE state IN ('queued', 'running')"

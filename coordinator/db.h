@@ -35,7 +35,7 @@
 #include "sc_log.h"
 
 /* The schema version this code writes; a file with a higher one is refused. */
-#define SC_DB_SCHEMA_VERSION 10
+#define SC_DB_SCHEMA_VERSION 11
 /* PRAGMA application_id of a splitchain database: "SPLD". */
 #define SC_DB_APPLICATION_ID 0x53504C44
 #define SC_DB_MAX_DIMS       8
@@ -139,11 +139,12 @@ typedef struct sc_db_job {
 	const char *base_quant; /* "none", "int8", "nf4" */
 	int double_quant;       /* nf4 with double quantization */
 	const char *precision;  /* "fp32", "bf16" */
+	int64_t owner_id;       /* the user who submitted it (users table); 0: none */
 } sc_db_job;
 
 /* Queues a new job. Reads name, model_path, data_path, spec/spec_len (the
  * exact bytes the job resumes from), stages, steps, base_quant,
- * double_quant and precision (borrowed for the call); the rest is set here.
+ * double_quant, precision and owner_id (borrowed for the call); the rest is set here.
  * SC_EINVAL for a base_quant or precision the schema does not allow. *id_out = the new job's id. Durable. */
 sc_err sc_db_job_insert(sc_db *db, const sc_db_job *job, int64_t *id_out);
 /* *out = new block holding job id; free with free(). SC_ENOENT if none. */

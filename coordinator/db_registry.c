@@ -150,6 +150,7 @@ static sc_err read_job(sqlite3_stmt *st, void *rec, struct arena *a)
 	j->base_quant = db_arena_text(a, st, 14);
 	j->double_quant = sqlite3_column_int(st, 15) != 0;
 	j->precision = db_arena_text(a, st, 16);
+	j->owner_id = sqlite3_column_int64(st, 17);
 	return SC_OK;
 }
 
@@ -196,6 +197,7 @@ sc_err sc_db_job_insert(sc_db *db, const sc_db_job *job, int64_t *id_out)
 		db_bind_text(st, 8, job->base_quant ? job->base_quant : "none");
 		sqlite3_bind_int(st, 9, job->double_quant != 0);
 		db_bind_text(st, 10, job->precision ? job->precision : "fp32");
+		sqlite3_bind_int64(st, 11, job->owner_id);
 		if ((err = db_run(db, st, "inserting a job")) == SC_OK)
 			*id_out = sqlite3_last_insert_rowid(db->h);
 	}

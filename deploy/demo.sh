@@ -44,7 +44,11 @@ awk 'BEGIN {
 cp "$ROOT/deploy/demo-tokenizer.json" "$OUT/llama/tokenizer.json"
 
 "$ROOT/deploy/launch.sh" stop "$OUT/cluster" >/dev/null 2>&1 || true
-"$ROOT/deploy/launch.sh" start "$OUT/cluster" 3
+# The coordinator opens models and data only under OUT_DIR; the CLI
+# presents the admin's token that launch.sh made.
+SC_MODEL_ROOT=$OUT SC_DATA_ROOT=$OUT "$ROOT/deploy/launch.sh" start "$OUT/cluster" 3
+export SPLITCHAIN_TOKEN
+SPLITCHAIN_TOKEN=$(cat "$OUT/cluster/admin.token")
 trap '"$ROOT/deploy/launch.sh" stop "$OUT/cluster" >/dev/null' EXIT
 "$SC" workers
 job=$("$SC" submit --model "$OUT/llama" --data "$OUT/capitals.jsonl" --name demo --stages 3 \

@@ -6,7 +6,12 @@
 #   deploy/launch.sh status DIR
 # Environment: SC_BIN (folder of the binaries, default build/), SC_PORT
 # (coordinator port, default 7700), SC_THREADS (BLAS threads per worker, 1),
-# SC_WORKER_ARGS (more splitchain-worker flags, e.g. "--memory-reserve 2G").
+# SC_WORKER_ARGS (more splitchain-worker flags, e.g. "--memory-reserve 2G"),
+# SC_MODEL_ROOT / SC_DATA_ROOT (the coordinator's --model-root / --data-root,
+# default the current directory), SPLITCHAIN_JOIN_TOKEN_FILE (the cluster's
+# join token; default DIR/join.token, made on first start).
+# The first start also adds an admin user and keeps its token in
+# DIR/admin.token (mode 600): export SPLITCHAIN_TOKEN=$(cat DIR/admin.token).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${SC_BIN:-$ROOT/build}
@@ -32,11 +37,22 @@ start)
     exit 1
   fi
   URL="tcp://127.0.0.1:$PORT"
-  "$(coordinator_bin)" --listen "$URL" --db "$DIR/splitchain.db" \
+  JOIN=${SPLITCHAIN_JOIN_TOKEN_FILE:-$DIR/join.token}
+  if [ ! -s "$JOIN" ]; then
+    (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$JOIN")
+  fi
+  if [ ! -s "$DIR/admin.token" ]; then
+    (umask 077 && "$(coordinator_bin)" --db "$DIR/splitchain.db" users add admin --admin \
+      > "$DIR/admin.token" 2>/dev/null) || { echo "launch: cannot add the admin user" >&2; exit 1; }
+  fi
+  export SPLITCHAIN_TOKEN=${SPLITCHAIN_TOKEN:-$(cat "$DIR/admin.token")}
+  "$(coordinator_bin)" --listen "$URL" --db "$DIR/splitchain.db" --join-token-file "$JOIN" \
+    --model-root "${SC_MODEL_ROOT:-$PWD}" --data-root "${SC_DATA_ROOT:-$PWD}" \
     >>"$DIR/coordinator.log" 2>&1 &
   echo $! > "$DIR/coordinator.pid"
   for i in $(seq 1 "$N"); do
     OMP_NUM_THREADS=$THREADS "$(worker_bin)" --coordinator "$URL" --name "worker-$i" \
+      --join-token-file "$JOIN" \
       --listen "tcp://127.0.0.1:0" --data "tcp://127.0.0.1:0" --threads "$THREADS" \
       ${WORKER_ARGS[@]+"${WORKER_ARGS[@]}"} >>"$DIR/worker-$i.log" 2>&1 &
     echo $! > "$DIR/worker-$i.pid"
@@ -49,6 +65,7 @@ start)
     sleep 0.2
   done
   echo "launch: coordinator at $URL (database $DIR/splitchain.db), $N workers; logs in $DIR"
+  echo "launch: the admin's token: export SPLITCHAIN_TOKEN=\$(cat $DIR/admin.token)"
   ;;
 stop)
   for f in "$DIR"/worker-*.pid "$DIR"/coordinator.pid; do

@@ -3,7 +3,11 @@
  * valid envelopes with bodies that do not decode, and well-formed requests
  * with nonsense fields. Each must be answered with an error status or
  * dropped, and the daemon must go on serving: every case is followed by a
- * normal request that must succeed.
+ * normal request that must succeed. The coordinator is called with the
+ * user token in $SPLITCHAIN_TOKEN (and the join token of
+ * $SPLITCHAIN_JOIN_TOKEN_FILE for Register); the worker with no credential
+ * at all: it must refuse every call PERMISSION_DENIED (only its coordinator
+ * controls it) and go on serving.
  *   daemon_poke COORDINATOR_URL [WORKER_URL MODEL_DIR]
  * Prints one line per case and "N passed, N failed". */
 #include <stdio.h>
@@ -25,6 +29,7 @@
 #include "splitchain.pb-c.h"
 
 static int passed, failed;
+static const char *poke_auth = ""; /* the credential of the envelopes built here */
 
 static void check(const char *name, int ok, const char *detail)
 {
@@ -119,6 +124,8 @@ static uint8_t *envelope(const char *method, const void *body, size_t blen, uint
 	e.request_id = id;
 	e.body.data = (uint8_t *)body;
 	e.body.len = blen;
+	e.auth.data = (uint8_t *)poke_auth;
+	e.auth.len = strlen(poke_auth);
 	*len = splitchain__envelope__get_packed_size(&e);
 	buf = malloc(*len);
 	splitchain__envelope__pack(&e, buf);
@@ -167,7 +174,8 @@ static void still_serving(sc_rpc_client *cl, const char *after, const char *meth
 }
 
 /* Bytes that are no splitchain message at all, and broken envelopes. */
-static void garbage(const char *url, sc_rpc_client *cl, const char *healthy, const char *method)
+static void garbage(const char *url, sc_rpc_client *cl, const char *healthy, const char *method,
+		    const char *undecodable)
 {
 	uint8_t junk[4096], *env;
 	char st[600];
@@ -188,8 +196,9 @@ static void garbage(const char *url, sc_rpc_client *cl, const char *healthy, con
 	still_serving(cl, "a truncated envelope", healthy);
 
 	got = send_raw(url, env, len, 3000, st, sizeof(st));
-	check("body that does not decode -> INVALID_ARGUMENT",
-	      got && strstr(st, "INVALID_ARGUMENT") != NULL, st);
+	char what[100];
+	snprintf(what, sizeof(what), "body that does not decode -> %s", undecodable);
+	check(what, got && strstr(st, undecodable) != NULL, st);
 	free(env);
 	still_serving(cl, "an undecodable body", healthy);
 
@@ -228,11 +237,36 @@ static void poke_coordinator(const char *url)
 	Splitchain__RegisterRequest reg = SPLITCHAIN__REGISTER_REQUEST__INIT;
 	Splitchain__HeartbeatRequest hb = SPLITCHAIN__HEARTBEAT_REQUEST__INIT;
 
-	if (sc_rpc_client_open(&cl, url)) {
+	sc_rpc_client *anon = NULL, *join = NULL;
+	char token[1024] = "";
+	const char *jf = getenv("SPLITCHAIN_JOIN_TOKEN_FILE");
+	FILE *f;
+
+	poke_auth = getenv("SPLITCHAIN_TOKEN") ? getenv("SPLITCHAIN_TOKEN") : "";
+	if (jf && (f = fopen(jf, "r"))) {
+		if (!fgets(token, sizeof(token), f))
+			token[0] = '\0';
+		token[strcspn(token, "\r\n")] = '\0';
+		fclose(f);
+	}
+	if (sc_rpc_client_open(&cl, url) || sc_rpc_client_open(&anon, url) ||
+	    sc_rpc_client_open(&join, url) ||
+	    sc_rpc_client_set_auth(cl, poke_auth, strlen(poke_auth)) ||
+	    sc_rpc_client_set_auth(join, token, strlen(token))) {
 		check("connect to the coordinator", 0, sc_err_detail());
 		return;
 	}
-	garbage(url, cl, "Coordinator.Jobs", "Coordinator.Submit");
+	garbage(url, cl, "Coordinator.Jobs", "Coordinator.Submit", "INVALID_ARGUMENT");
+
+	expect(anon, "jobs without a token -> UNAUTHENTICATED", "Coordinator.Jobs", &sub.base,
+	       SC_STATUS_UNAUTHENTICATED);
+	sc_rpc_client_set_auth(anon, "sct_0000", 8);
+	expect(anon, "jobs with a made-up token -> UNAUTHENTICATED", "Coordinator.Jobs", &sub.base,
+	       SC_STATUS_UNAUTHENTICATED);
+	expect(cl, "register with a user's token -> UNAUTHENTICATED", "Coordinator.Register",
+	       &reg.base, SC_STATUS_UNAUTHENTICATED);
+	expect(cl, "heartbeat with a user's token -> PERMISSION_DENIED", "Coordinator.Heartbeat",
+	       &hb.base, SC_STATUS_PERMISSION_DENIED);
 
 	expect(cl, "submit without model -> INVALID_ARGUMENT", "Coordinator.Submit", &sub.base,
 	       SC_STATUS_INVALID_ARGUMENT);
@@ -250,19 +284,22 @@ static void poke_coordinator(const char *url)
 	       SC_STATUS_NOT_FOUND);
 	expect(cl, "export of an unknown job -> NOT_FOUND", "Coordinator.Export", &ref.base,
 	       SC_STATUS_NOT_FOUND);
-	expect(cl, "register without name -> INVALID_ARGUMENT", "Coordinator.Register", &reg.base,
+	expect(join, "register without name -> INVALID_ARGUMENT", "Coordinator.Register", &reg.base,
 	       SC_STATUS_INVALID_ARGUMENT);
 	reg.name = "poke";
 	reg.control_addr = "tcp://127.0.0.1:1";
 	reg.data_addr = "tcp://127.0.0.1:2";
 	reg.gflops = -5;
-	expect(cl, "register with a negative rate -> INVALID_ARGUMENT", "Coordinator.Register",
+	expect(join, "register with a negative rate -> INVALID_ARGUMENT", "Coordinator.Register",
 	       &reg.base, SC_STATUS_INVALID_ARGUMENT);
 	hb.worker_id = 99999;
-	expect(cl, "heartbeat of an unknown worker -> NOT_FOUND", "Coordinator.Heartbeat", &hb.base,
-	       SC_STATUS_NOT_FOUND);
+	sc_rpc_client_set_auth(anon, "scs_0000", 8);
+	expect(anon, "heartbeat with an unknown session -> UNAUTHENTICATED",
+	       "Coordinator.Heartbeat", &hb.base, SC_STATUS_UNAUTHENTICATED);
 	still_serving(cl, "nonsense fields", "Coordinator.Jobs");
 	sc_rpc_client_close(cl);
+	sc_rpc_client_close(anon);
+	sc_rpc_client_close(join);
 }
 
 static void poke_worker(const char *url)
@@ -278,15 +315,18 @@ static void poke_worker(const char *url)
 		check("connect to the worker", 0, sc_err_detail());
 		return;
 	}
-	garbage(url, cl, "Worker.GetState", "Worker.Assign");
+	poke_auth = "";
+	garbage(url, cl, "Worker.GetState", "Worker.Assign", "PERMISSION_DENIED");
 	step.job_id = 5;
 	step.tokens.data = (uint8_t *)"abc";
 	step.tokens.len = 3;
-	expect(cl, "step before any assignment -> ABORTED", "Worker.Step", &step.base,
-	       SC_STATUS_ABORTED);
+	expect(cl, "step from anyone but the coordinator -> PERMISSION_DENIED", "Worker.Step",
+	       &step.base, SC_STATUS_PERMISSION_DENIED);
 	ref.job_id = 5;
-	expect(cl, "state of a job it does not hold -> ABORTED", "Worker.GetState", &ref.base,
-	       SC_STATUS_ABORTED);
+	expect(cl, "state for anyone but the coordinator -> PERMISSION_DENIED", "Worker.GetState",
+	       &ref.base, SC_STATUS_PERMISSION_DENIED);
+	expect(cl, "release from anyone but the coordinator -> PERMISSION_DENIED", "Worker.Release",
+	       &ref.base, SC_STATUS_PERMISSION_DENIED);
 	as.job_id = 5;
 	as.model_path = "/nonexistent/model";
 	as.first_layer = 3;
@@ -294,8 +334,11 @@ static void poke_worker(const char *url)
 	as.n_stages = 1;
 	as.lora = &lora;
 	as.train = &train;
-	expect(cl, "assign with a reversed layer range -> INVALID_ARGUMENT", "Worker.Assign",
-	       &as.base, SC_STATUS_INVALID_ARGUMENT);
+	expect(cl, "assign from anyone but the coordinator -> PERMISSION_DENIED", "Worker.Assign",
+	       &as.base, SC_STATUS_PERMISSION_DENIED);
+	sc_rpc_client_set_auth(cl, "scw_00000000000000000000000000000000", 36);
+	expect(cl, "assign with a wrong secret -> PERMISSION_DENIED", "Worker.Assign", &as.base,
+	       SC_STATUS_PERMISSION_DENIED);
 	as.first_layer = 0;
 	as.last_layer = 1;
 	lora.rank = 4;
@@ -309,8 +352,8 @@ static void poke_worker(const char *url)
 	train.beta1 = 0.9f;
 	train.beta2 = 0.999f;
 	train.eps = 1e-8f;
-	expect(cl, "assign with absurd sizes -> INVALID_ARGUMENT", "Worker.Assign", &as.base,
-	       SC_STATUS_INVALID_ARGUMENT);
+	expect(cl, "assign with absurd sizes, wrong secret -> PERMISSION_DENIED", "Worker.Assign",
+	       &as.base, SC_STATUS_PERMISSION_DENIED);
 	still_serving(cl, "nonsense fields", "Worker.GetState");
 	sc_rpc_client_close(cl);
 }

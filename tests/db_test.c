@@ -114,7 +114,7 @@ static void test_fresh_schema(void **state)
 	SC_ASSERT_OK(sc_db_open(&db, path));
 	sqlite3 *h = reader(path);
 	assert_int_equal(q_int(h, "PRAGMA user_version"), SC_DB_SCHEMA_VERSION);
-	assert_int_equal(SC_DB_SCHEMA_VERSION, 10);
+	assert_int_equal(SC_DB_SCHEMA_VERSION, 11);
 	assert_int_equal(q_int(h, "PRAGMA application_id"), SC_DB_APPLICATION_ID);
 	static const char *const tables[] = { "workers",
 					      "jobs",
@@ -129,7 +129,8 @@ static void test_fresh_schema(void **state)
 					      "model_files",
 					      "worker_tensors",
 					      "layer_errors",
-					      "worker_job_memory" };
+					      "worker_job_memory",
+					      "users" };
 	static const char *const views[] = {
 		"v_job_progress", "v_worker_health", "v_latest_checkpoint", "v_loss_curve",
 		"v_links",        "v_models",        "v_placement_roles"
@@ -794,8 +795,12 @@ static void test_metric_eval_and_curve(void **state)
  * base columns, v_job_progress as schema 1 made it). */
 /* What migration 7 added (registered models, the workers' caches). */
 /* What migration 8 added (data owners, U-shaped placements). */
-/* What migration 10 added (parameter sharing: job slots, memory). */
-static const char undo_v10[] = "DROP TABLE worker_job_memory;"
+/* What migrations 11 (users, job owners) and 10 (parameter sharing: job
+ * slots, memory) added: every test that undoes 10 starts from 11. */
+static const char undo_v10[] = "DROP INDEX jobs_by_owner;"
+			       "ALTER TABLE jobs DROP COLUMN owner_id;"
+			       "DROP TABLE users;"
+			       "DROP TABLE worker_job_memory;"
 			       "ALTER TABLE workers DROP COLUMN job_slots;"
 			       "ALTER TABLE workers DROP COLUMN base_bytes;";
 /* What migration 9 added (per-layer base formats). */

@@ -76,6 +76,8 @@ static void coord_register(void *arg, const uint8_t *req, size_t len, sc_rpc_rep
 	snprintf(f->name, sizeof(f->name), "%s", r->name);
 	snprintf(f->control, sizeof(f->control), "%s", r->control_addr);
 	snprintf(f->data, sizeof(f->data), "%s", r->data_addr);
+	snprintf(f->secret, sizeof(f->secret), "%.*s", (int)r->coordinator_secret.len,
+		 (const char *)r->coordinator_secret.data);
 	f->id = coord.next_id++;
 	f->registrations++;
 	record_holding(f, r->n_holdings ? r->holdings[0] : NULL);

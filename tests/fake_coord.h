@@ -16,7 +16,8 @@
 
 typedef struct fake_worker {
 	char name[64], control[300], data[300];
-	uint64_t id; /* from the latest registration */
+	char secret[128]; /* what it takes from its coordinator (RegisterRequest) */
+	uint64_t id;      /* from the latest registration */
 	int registrations, heartbeats;
 	/* what its latest register / heartbeat said it holds */
 	uint64_t held_job;

@@ -6,6 +6,11 @@
  * but stores none of them — the shell test reads the links table after.
  * Every malformed measurement carries an rtt or bandwidth of BAD_MARK or
  * below 0, for the shell test to look for.
+ * Credentials: Worker.Echo carries the peer credential of the join token in
+ * $SPLITCHAIN_JOIN_TOKEN_FILE (and is refused without it), Coordinator.Echo
+ * the user token in $SPLITCHAIN_TOKEN; the reports come from a worker this
+ * program registers with the join token ("links-poke", too slow and small
+ * for any stage, at an address nobody listens on), with its session.
  *   links_poke COORDINATOR_URL WORKER_URL WORKER_ID WORKER_NAME OTHER_NAME
  * Prints one line per case and "N passed, N failed"; exits 1 on a failure. */
 #include <math.h>
@@ -16,6 +21,7 @@
 
 #include "sc_probe.h"
 #include "sc_rpc_pb.h"
+#include "sc_token.h"
 #include "splitchain.pb-c.h"
 
 #define BAD_MARK 123.456 /* a value no real measurement gives */
@@ -107,12 +113,32 @@ int main(int argc, char **argv)
 				"WORKER_NAME OTHER_NAME\n");
 		return 2;
 	}
-	uint64_t id = strtoull(argv[3], NULL, 10);
-	const char *self = argv[4], *other = argv[5];
-	if (sc_rpc_client_open(&co, argv[1]) || sc_rpc_client_open(&wk, argv[2])) {
-		fprintf(stderr, "links_poke: %s\n", sc_err_detail());
+	const char *self = "links-poke", *other = argv[5];
+	const char *jf = getenv("SPLITCHAIN_JOIN_TOKEN_FILE"), *user = getenv("SPLITCHAIN_TOKEN");
+	char join[256], peer[SC_TOKEN_MAX];
+	Splitchain__RegisterRequest reg = SPLITCHAIN__REGISTER_REQUEST__INIT;
+	Splitchain__RegisterReply *got = NULL;
+	uint64_t id = 0;
+	(void)argv[3];
+	(void)argv[4];
+	if (!jf || !user || sc_token_read_file(jf, 0, join, sizeof(join)) ||
+	    sc_rpc_client_open(&co, argv[1]) || sc_rpc_client_open(&wk, argv[2])) {
+		fprintf(stderr,
+			"links_poke: %s (needs SPLITCHAIN_JOIN_TOKEN_FILE and SPLITCHAIN_TOKEN)\n",
+			sc_err_detail());
 		return 1;
 	}
+	echo_case(wk, "Worker.Echo", "Worker.Echo without the peer credential is refused", 10, 10,
+		  SC_STATUS_PERMISSION_DENIED);
+	sc_token_peer(join, peer);
+	sc_rpc_client_set_auth(wk, peer, strlen(peer));
+	echo_case(co, "Coordinator.Echo", "Coordinator.Echo without a token is refused", 10, 10,
+		  SC_STATUS_UNAUTHENTICATED);
+	sc_rpc_client_set_auth(co, user, strlen(user));
+	st = report(co, 1, NULL, 0, &peers, msg, sizeof(msg));
+	snprintf(detail, sizeof(detail), "%s %s", sc_status_name(st), msg);
+	check("ReportLinks with a user's token is refused", st == SC_STATUS_PERMISSION_DENIED,
+	      detail);
 
 	echo_case(wk, "Worker.Echo", "Worker.Echo: a 1 GiB reply is refused", 0, 1u << 30,
 		  SC_STATUS_INVALID_ARGUMENT);
@@ -127,10 +153,33 @@ int main(int argc, char **argv)
 	echo_case(co, "Coordinator.Echo", "Coordinator.Echo: still answers an ordinary echo", 1000,
 		  1000, SC_STATUS_OK);
 
+	/* A worker of our own, for the reports. */
+	sc_rpc_client_set_auth(co, join, strlen(join));
+	reg.name = (char *)self;
+	reg.device = "cpu";
+	reg.memory_bytes = 1;
+	reg.gflops = 1e-6;
+	reg.control_addr = "tcp://127.0.0.1:1";
+	reg.data_addr = "tcp://127.0.0.1:1";
+	reg.coordinator_secret.data = (uint8_t *)"links-poke-secret-0123456789";
+	reg.coordinator_secret.len = strlen("links-poke-secret-0123456789");
+	st = -1;
+	if (sc_rpc_call_pb(co, "Coordinator.Register", &reg.base,
+			   &splitchain__register_reply__descriptor, CALL_MS, &st, msg, sizeof(msg),
+			   (ProtobufCMessage **)&got) ||
+	    st != SC_STATUS_OK) {
+		check("register links-poke with the join token", 0, msg);
+		return 1;
+	}
+	id = got->worker_id;
+	sc_rpc_client_set_auth(co, got->session.data, got->session.len);
+	splitchain__register_reply__free_unpacked(got, NULL);
+
 	Splitchain__LinkMeasurement good = measurement(other, 0, 0.5, 900, now);
 	st = report(co, 987654321, &good, 1, &peers, msg, sizeof(msg));
 	snprintf(detail, sizeof(detail), "%s %s", sc_status_name(st), msg);
-	check("ReportLinks from an unknown worker: NOT_FOUND", st == SC_STATUS_NOT_FOUND, detail);
+	check("ReportLinks as another worker: PERMISSION_DENIED", st == SC_STATUS_PERMISSION_DENIED,
+	      detail);
 
 	Splitchain__LinkMeasurement bad[] = {
 		measurement(other, 0, -BAD_MARK, 100, now),

@@ -174,6 +174,143 @@ static Splitchain__Envelope *unpack_reply(nng_msg *m)
 	return e;
 }
 
+/* ---------------------------------------------------------- credentials */
+
+/* The hook: "alice" and "bob" (bob an admin) are users, anything else is refused. */
+static int auth_hook(void *arg, const char *method, const uint8_t *cred, size_t len,
+		     sc_rpc_principal *who, char *msg, size_t size)
+{
+	(void)arg;
+	(void)method;
+	if ((len == 5 && !memcmp(cred, "alice", 5)) || (len == 3 && !memcmp(cred, "bob", 3))) {
+		who->kind = SC_PRINCIPAL_USER;
+		who->id = len == 5 ? 1 : 2;
+		who->admin = len == 3;
+		snprintf(who->name, sizeof(who->name), "%.*s", (int)len, (const char *)cred);
+		return SC_STATUS_OK;
+	}
+	snprintf(msg, size, "%s", len ? "unknown credential" : "no credential");
+	return SC_STATUS_UNAUTHENTICATED;
+}
+
+/* Answers "<caller's name>#<calls so far>": each run's reply differs. */
+static void h_who(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
+{
+	counters *c = arg;
+	int n = atomic_fetch_add(&c->calls, 1) + 1;
+	(void)req;
+	(void)len;
+	rep->body = malloc(96);
+	rep->len = (size_t)snprintf((char *)rep->body, 96, "%s%s#%d", sc_rpc_caller()->name,
+				    sc_rpc_caller()->admin ? "(admin)" : "", n);
+}
+
+static const sc_rpc_method who_methods[] = { { "Test.Who", h_who }, { NULL, NULL } };
+
+/* Refused before the handler with the hook's status and message; the
+ * handler sees the principal the hook named. */
+static void test_auth_hook(void **state)
+{
+	counters c = { 0 };
+	sc_rpc_server *srv;
+	sc_rpc_client *cl;
+	char msg[256];
+	uint8_t *rep;
+	size_t n;
+	int st;
+	(void)state;
+	SC_ASSERT_OK(
+	    sc_rpc_server_open_auth(&srv, inproc_url(), who_methods, &c, 2, NULL, auth_hook, NULL));
+	SC_ASSERT_OK(sc_rpc_client_open(&cl, sc_rpc_server_url(srv)));
+	static const struct {
+		const char *cred;
+		int status;
+		const char *msg;
+	} cases[] = {
+		{ "", SC_STATUS_UNAUTHENTICATED, "no credential" },
+		{ "mallory", SC_STATUS_UNAUTHENTICATED, "unknown credential" },
+		{ "alic", SC_STATUS_UNAUTHENTICATED, "unknown credential" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		SC_ASSERT_OK(sc_rpc_client_set_auth(cl, cases[i].cred, strlen(cases[i].cred)));
+		SC_ASSERT_OK(
+		    sc_rpc_call(cl, "Test.Who", NULL, 0, 5000, &st, msg, sizeof(msg), &rep, &n));
+		assert_int_equal(st, cases[i].status);
+		assert_string_equal(msg, cases[i].msg);
+		assert_null(rep);
+	}
+	assert_int_equal(atomic_load(&c.calls), 0); /* no handler ran */
+	SC_ASSERT_OK(sc_rpc_client_set_auth(cl, "alice", 5));
+	call_ok(cl, "Test.Who", "", "alice#1");
+	SC_ASSERT_OK(sc_rpc_client_set_auth(cl, "bob", 3));
+	call_ok(cl, "Test.Who", "", "bob(admin)#2");
+	/* An unknown method is UNIMPLEMENTED whoever asks; a credential too
+	 * long for a request is refused by the client. */
+	SC_ASSERT_OK(
+	    sc_rpc_call(cl, "Test.Nobody", NULL, 0, 5000, &st, msg, sizeof(msg), &rep, &n));
+	assert_int_equal(st, SC_STATUS_UNIMPLEMENTED);
+	char big[SC_RPC_MAX_AUTH + 1];
+	memset(big, 'x', sizeof(big));
+	SC_ASSERT_ERR(sc_rpc_client_set_auth(cl, big, sizeof(big)), SC_EINVAL);
+	sc_rpc_client_close(cl);
+	sc_rpc_server_close(srv);
+}
+
+/* A raw envelope of Test.Who with request id and credential cred. */
+static uint8_t *who_env(size_t *len, uint64_t id, const char *cred)
+{
+	Splitchain__Envelope env = SPLITCHAIN__ENVELOPE__INIT;
+	uint8_t *buf;
+	env.magic = SC_RPC_MAGIC;
+	env.version = SC_RPC_VERSION;
+	env.method = "Test.Who";
+	env.request_id = id;
+	env.auth.data = (uint8_t *)cred;
+	env.auth.len = strlen(cred);
+	*len = splitchain__envelope__get_packed_size(&env);
+	buf = malloc(*len);
+	assert_non_null(buf);
+	splitchain__envelope__pack(&env, buf);
+	return buf;
+}
+
+static void who_reply(nng_socket s, uint64_t id, const char *cred, const char *want)
+{
+	size_t len;
+	uint8_t *buf = who_env(&len, id, cred);
+	nng_msg *m;
+	assert_int_equal(raw_exchange(s, buf, len, &m), 0);
+	Splitchain__Envelope *e = unpack_reply(m);
+	assert_int_equal(e->status, SC_STATUS_OK);
+	if (e->body.len != strlen(want) || memcmp(e->body.data, want, e->body.len))
+		fail_msg("request %llu as %s: got '%.*s', want '%s'", (unsigned long long)id, cred,
+			 (int)e->body.len, (const char *)e->body.data, want);
+	splitchain__envelope__free_unpacked(e, NULL);
+	nng_msg_free(m);
+	free(buf);
+}
+
+/* A retried request id is answered from the retry memory only for the
+ * credential that made it: the same id under another credential runs anew
+ * and never sees the first caller's reply. */
+static void test_retry_memory_per_credential(void **state)
+{
+	counters c = { 0 };
+	sc_rpc_server *srv;
+	(void)state;
+	SC_ASSERT_OK(
+	    sc_rpc_server_open_auth(&srv, inproc_url(), who_methods, &c, 2, NULL, auth_hook, NULL));
+	nng_socket s = raw_socket(sc_rpc_server_url(srv), 5000, 60000);
+	who_reply(s, 4242, "alice", "alice#1");
+	who_reply(s, 4242, "alice", "alice#1"); /* a retry: from the memory */
+	who_reply(s, 4242, "bob", "bob(admin)#2");
+	who_reply(s, 4242, "alice", "alice#1");
+	who_reply(s, 4242, "bob", "bob(admin)#2");
+	assert_int_equal(atomic_load(&c.calls), 2);
+	nng_close(s);
+	sc_rpc_server_close(srv);
+}
+
 /* ---------------------------------------------------------- cases */
 
 static void test_status_names(void **state)
@@ -1147,6 +1284,8 @@ int main(void)
 		cmocka_unit_test(test_late_server),
 		cmocka_unit_test(test_close_with_calls_in_flight),
 		cmocka_unit_test(test_server_restart_mid_call),
+		cmocka_unit_test(test_auth_hook),
+		cmocka_unit_test(test_retry_memory_per_credential),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -464,6 +464,57 @@ static void raw_call(int k, const char *method, const void *body, size_t len, in
 			 msg, sc_status_name(want));
 }
 
+static int noticed_refusal(int k, void *arg)
+{
+	fake_worker f;
+	(void)arg;
+	fake_coord_get(k, &f);
+	return k != 0 || strstr(f.last_notice, "refus") !=
+			     NULL; /* "refused a Worker.Step call", "N more refusals" */
+}
+
+/* Only the coordinator (its secret from the registration) controls a
+ * worker: a call with no credential or another one is refused
+ * PERMISSION_DENIED, before its body is read, and reported in a heartbeat. */
+static void calls_without_the_coordinators_secret_refused(void **st)
+{
+	static const char *const methods[] = { "Worker.Assign",   "Worker.Step",
+					       "Worker.GetState", "Worker.Release",
+					       "Worker.Restore",  "Worker.Apply",
+					       "Worker.GenOpen",  "Worker.DataCheck",
+					       "Worker.SetGrads" };
+	static const char *const creds[] = { "", "scw_0123456789abcdef0123456789abcdef",
+					     "scg_not-a-ticket" };
+	Splitchain__JobRef jr = SPLITCHAIN__JOB_REF__INIT;
+	uint8_t body[64];
+	size_t len = splitchain__job_ref__pack(&jr, body);
+	fake_worker f;
+	(void)st;
+	fake_coord_get(0, &f);
+	for (size_t c = 0; c < sizeof(creds) / sizeof(creds[0]); c++) {
+		sc_rpc_client *other = NULL;
+		SC_ASSERT_OK(sc_rpc_client_open(&other, f.control));
+		SC_ASSERT_OK(sc_rpc_client_set_auth(other, creds[c], strlen(creds[c])));
+		for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+			char msg[512] = "";
+			uint8_t *rep = NULL;
+			size_t rlen = 0;
+			int status = -1;
+			SC_ASSERT_OK(sc_rpc_call(other, methods[m], body, len, CALL_MS, &status,
+						 msg, sizeof(msg), &rep, &rlen));
+			free(rep);
+			if (status != SC_STATUS_PERMISSION_DENIED || !strstr(msg, "coordinator"))
+				fail_msg("%s with credential '%s': %s (%s), want PERMISSION_DENIED",
+					 methods[m], creds[c], sc_status_name(status), msg);
+		}
+		sc_rpc_client_close(other);
+	}
+	if (fake_wait_all(noticed_refusal, NULL, 10))
+		fail_msg("no heartbeat reported the refusals");
+	/* ... while the coordinator's own calls still run. */
+	expect(0, "Worker.Release", MSG(&jr), SC_STATUS_OK, NULL);
+}
+
 static void bad_requests_refused(void **st)
 {
 	Splitchain__LoraConfig lm = lora_msg();
@@ -779,6 +830,10 @@ static int setup(void **st)
 		fake_coord_get(k, &f);
 		assert_null(strstr(f.data, ":0"));
 		SC_ASSERT_OK(sc_rpc_client_open(&cl[k], f.control));
+		/* The coordinator's secret, as the worker registered it: the
+		 * worker refuses calls without it (worker/auth.h). */
+		assert_true(strlen(f.secret) >= 16);
+		SC_ASSERT_OK(sc_rpc_client_set_auth(cl[k], f.secret, strlen(f.secret)));
 	}
 	return 0;
 }
@@ -814,6 +869,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(train_gpipe_matches_trainer),
 		cmocka_unit_test(restore_resumes_bit_identically),
 		cmocka_unit_test(bad_requests_refused),
+		cmocka_unit_test(calls_without_the_coordinators_secret_refused),
 		cmocka_unit_test(heartbeat_not_found_registers_again),
 		cmocka_unit_test(assign_cancels_a_blocked_step),
 		cmocka_unit_test(heartbeats_report_holdings_and_fences_drop_them),

@@ -19,6 +19,7 @@
 
 #include <nng/nng.h>
 
+#include "auth.h"
 #include "sc_log.h"
 #include "sc_rpc_pb.h"
 #include "splitchain.pb-c.h"
@@ -157,6 +158,9 @@ static int register_once(worker *w, held *hd, uint64_t *id, int *hb_ms, int *lea
 		sc_warn("worker", "listing the cache: %s", sc_err_detail());
 	req.n_cached_sha256 = ncached;
 	req.cached_sha256 = cached;
+	req.coordinator_secret.data = (uint8_t *)worker_auth_secret();
+	req.coordinator_secret.len = strlen(worker_auth_secret());
+	worker_auth_join(w->coord); /* a new registration: the join token, not a session */
 	sc_err rc = sc_rpc_call_pb(w->coord, "Coordinator.Register", &req.base,
 				   &splitchain__register_reply__descriptor, REGISTER_TIMEOUT_MS,
 				   status, msg, size, (ProtobufCMessage **)&rep);
@@ -177,6 +181,7 @@ static int register_once(worker *w, held *hd, uint64_t *id, int *hb_ms, int *lea
 	*lease_ms = (int)(rep->lease_ms > 86400000 ? 86400000 : rep->lease_ms);
 	fence_of(drop, rep->releases, rep->n_releases);
 	set_fetch_url(w, rep->fetch_addr);
+	worker_auth_set_session(w->coord, rep->session.data, rep->session.len);
 	protobuf_c_message_free_unpacked(&rep->base, NULL);
 	return 0;
 }
@@ -343,7 +348,7 @@ void *worker_announce_main(void *arg)
 		}
 		status = heartbeat_once(w, id, &hd, call_timeout(hb_ms, lease_ms), &drop, msg,
 					sizeof(msg));
-		if (status == SC_STATUS_NOT_FOUND) {
+		if (status == SC_STATUS_NOT_FOUND || status == SC_STATUS_UNAUTHENTICATED) {
 			sc_warn("worker",
 				"the coordinator does not know worker %" PRIu64
 				" (%s): registering again",

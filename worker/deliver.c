@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "deliver.h"
 #include "sc_log.h"
 #include "sc_manifest.h"
@@ -65,6 +66,7 @@ sc_err worker_model_open(sc_rpc_client *cl, const char *bulk, sc_tcache *cache, 
 	m->cl = cl;
 	if (bulk && bulk[0] && !sc_rpc_client_open(&m->bulk, bulk)) {
 		sc_rpc_client_set_resend(m->bulk, CHUNK_RESEND_MS);
+		worker_auth_session(m->bulk);
 		snprintf(m->bulk_url, sizeof(m->bulk_url), "%s", bulk);
 	} else if (bulk && bulk[0]) {
 		sc_warn("deliver", "model %s: tensors over the RPC connection: %s", name,
@@ -294,6 +296,7 @@ static sc_err peer_client(worker_model *m, const char *addr, sc_rpc_client **out
 		return sc_errf(SC_ERANGE, "more than %d peers", DELIVER_MAX_PEERS);
 	SC_TRY(sc_rpc_client_open(out, addr));
 	sc_rpc_client_set_resend(*out, CHUNK_RESEND_MS);
+	worker_auth_peer(*out);
 	snprintf(m->peers[m->npeers].addr, sizeof(m->peers[0].addr), "%.255s", addr);
 	m->peers[m->npeers++].cl = *out;
 	return SC_OK;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "auth.h"
 #include "deliver.h"
 #include "sc_log.h"
 #include "sc_rpc_pb.h"
@@ -33,7 +34,8 @@ typedef struct gen_session {
 	sc_model_config mc;
 	int first, last, chunk, P;
 	int64_t used_ms, idle_ms;
-	float *out; /* (chunk, C) or (V) */
+	float *out;         /* (chunk, C) or (V) */
+	uint8_t ticket[64]; /* the ticket that opened it (auth.h); zeros: the coordinator */
 } gen_session;
 
 static gen_session sessions[GEN_SESSIONS]; /* under worker.mu */
@@ -70,6 +72,17 @@ static gen_session *find(uint64_t id)
 		if (id && sessions[i].id == id && !sessions[i].opening)
 			return &sessions[i];
 	return NULL;
+}
+
+/* Session id for the caller: the coordinator, or the ticket that opened it. */
+static gen_session *find_mine(uint64_t id)
+{
+	const sc_rpc_principal *who = sc_rpc_caller();
+	gen_session *s = find(id);
+	if (s && who->kind != SC_PRINCIPAL_COORDINATOR && who->kind != SC_PRINCIPAL_ANYONE &&
+	    memcmp(who->proof, s->ticket, sizeof(s->ticket)))
+		return NULL;
+	return s;
 }
 
 const sc_segment *worker_gen_donor(worker *w, const sc_segment_spec *spec)
@@ -192,6 +205,14 @@ void worker_gen_open(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	if (sc_rpc_unpack(&splitchain__gen_open_request__descriptor, req, len,
 			  (ProtobufCMessage **)&r, rep))
 		return;
+	if (!worker_auth_gen_allowed(r->model_path, r->model)) {
+		sc_rpc_reply_err(rep, SC_STATUS_PERMISSION_DENIED,
+				 "the generation ticket does not cover this model: ask the "
+				 "coordinator for the job's tickets (splitchain generate --job)");
+		worker_note(w, "refused a Worker.GenOpen whose ticket does not cover its model");
+		protobuf_c_message_free_unpacked(&r->base, NULL);
+		return;
+	}
 	pthread_mutex_lock(&w->mu);
 	reap(mono_ms());
 	int taken = 0;
@@ -225,6 +246,8 @@ void worker_gen_open(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 		goto out;
 	}
 	*s = built;
+	if (sc_rpc_caller()->kind == SC_PRINCIPAL_GENERATOR)
+		memcpy(s->ticket, sc_rpc_caller()->proof, sizeof(s->ticket));
 	sc_info("worker", "generation session %016" PRIx64 ": layers [%d, %d), %d positions%s",
 		s->id, s->first, s->last, s->P,
 		sc_segment_base_users(s->seg) > 1 ? ", weights shared" : "");
@@ -247,7 +270,7 @@ void worker_gen_step(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 		return;
 	pthread_mutex_lock(&w->mu);
 	reap(mono_ms());
-	if (!(s = find(r->session))) {
+	if (!(s = find_mine(r->session))) {
 		sc_rpc_reply_err(rep, SC_STATUS_NOT_FOUND,
 				 "no generation session %016" PRIx64 " (closed, or idle too long)",
 				 r->session);
@@ -302,7 +325,7 @@ void worker_gen_close(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *r
 			  (ProtobufCMessage **)&r, rep))
 		return;
 	pthread_mutex_lock(&w->mu);
-	if ((s = find(r->session)))
+	if ((s = find_mine(r->session)))
 		session_free(s);
 	pthread_mutex_unlock(&w->mu);
 	sc_rpc_reply_pb(rep, &out.base); /* closing a closed session is no error */

@@ -16,6 +16,7 @@
 #include <nng/nng.h>
 #include <sched.h>
 
+#include "auth.h"
 #include "deliver.h"
 #include "sc_http_metrics.h"
 #include "sc_log.h"
@@ -64,6 +65,9 @@ static const char usage_text[] =
     "                       when --data's is 0)\n"
     "  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
     "                       (port 0: a free one, logged at start; default: none)\n"
+    "  --join-token-file F  the cluster's join token (the coordinator's\n"
+    "                       --join-token-file): presented when registering\n"
+    "                       (default $SPLITCHAIN_JOIN_TOKEN_FILE)\n"
     "  --help               this text\n  --version            the version\n"
     "\nSPLITCHAIN_LOG=debug|info|warn|error sets the log level. SIGTERM or SIGINT\n"
     "stops the worker cleanly.\n"
@@ -135,6 +139,7 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 						  { "help", 0, 0, 'h' },
 						  { "version", 0, 0, 'V' },
 						  { "metrics-listen", 1, 0, 'M' },
+						  { "join-token-file", 1, 0, 'j' },
 						  { 0, 0, 0, 0 } };
 	int c, secs;
 
@@ -181,6 +186,7 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 			o->metrics_listen = optarg;
 			break;
 		}
+		case 'j': o->join_token = optarg; break;
 		case 'J':
 			if (parse_int(optarg, 1, WORKER_MAX_SLOTS, &o->jobs))
 				return usage("--jobs expects a whole number in [1, %d], got '%s'",
@@ -428,8 +434,13 @@ static int serve(worker *w, const sigset_t *sigs)
 		}
 	}
 	static const char *const reads[] = { "Worker.FetchTensor", NULL };
-	if (sc_rpc_server_open_idem(&w->srv, w->o.listen, methods, w, RPC_CONTEXTS(w->n_slots),
-				    reads))
+	if (!w->o.join_token && getenv("SPLITCHAIN_JOIN_TOKEN_FILE") &&
+	    *getenv("SPLITCHAIN_JOIN_TOKEN_FILE"))
+		w->o.join_token = getenv("SPLITCHAIN_JOIN_TOKEN_FILE");
+	if (worker_auth_init(w->o.join_token))
+		return fail("--join-token-file");
+	if (sc_rpc_server_open_auth(&w->srv, w->o.listen, methods, w, RPC_CONTEXTS(w->n_slots),
+				    reads, worker_auth_check, w))
 		return fail("starting the RPC server");
 	advertise(w->control_addr, sizeof(w->control_addr), sc_rpc_server_url(w->srv));
 	if (w->o.cache_dir && sc_tcache_open(&w->cache, w->o.cache_dir, w->o.cache_limit))

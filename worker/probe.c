@@ -29,6 +29,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "sc_log.h"
 #include "sc_probe.h"
 #include "sc_rpc_pb.h"
@@ -118,6 +119,7 @@ static peer *peer_of(struct worker_probe *p, const char *name, const char *addr)
 		sc_warn("worker", "link probes: cannot dial %s: %s", addr, sc_err_detail());
 		return NULL;
 	}
+	worker_auth_peer(e->cl);
 	snprintf(e->name, sizeof(e->name), "%s", name);
 	snprintf(e->addr, sizeof(e->addr), "%s", addr);
 	e->next_ms = due_in(p, 0, JITTER_MS * (live_peers(p) + 1));

@@ -83,6 +83,7 @@ typedef struct worker_opts {
 	const char *owner_data;     /* --owner-data: a data owner's directory (NULL: none) */
 	int jobs;                   /* --jobs: job slots, 1 .. WORKER_MAX_SLOTS */
 	const char *metrics_listen; /* --metrics-listen HOST:PORT (NULL: none) */
+	const char *join_token;     /* --join-token-file: the file (NULL: none) */
 } worker_opts;
 
 /* A data owner's data for one job (owner.c): read on this worker, batched

@@ -66,12 +66,27 @@ struct sc_rpc_client {
 	int aborted;              /* under mu: aborted, until sc_rpc_client_rearm */
 	call *calls;              /* under mu: the calls in flight */
 	atomic_int resend_ms;     /* a small request's resend time (sc_rpc_client_set_resend) */
+	uint8_t auth[SC_RPC_MAX_AUTH]; /* under mu: the credential requests carry */
+	size_t auth_len;               /* under mu */
 	char url[256];
 };
 
 void sc_rpc_client_set_resend(sc_rpc_client *cl, int ms)
 {
 	atomic_store(&cl->resend_ms, ms > 0 ? ms : RESEND_MS);
+}
+
+sc_err sc_rpc_client_set_auth(sc_rpc_client *cl, const void *cred, size_t len)
+{
+	if (!cl || len > SC_RPC_MAX_AUTH || (len && !cred))
+		return sc_errf(SC_EINVAL, "rpc client: a credential of %zu bytes (at most %d)", len,
+			       SC_RPC_MAX_AUTH);
+	pthread_mutex_lock(&cl->mu);
+	if (len)
+		memcpy(cl->auth, cred, len);
+	cl->auth_len = len;
+	pthread_mutex_unlock(&cl->mu);
+	return SC_OK;
 }
 
 const char *sc_status_name(int status)
@@ -93,6 +108,7 @@ const char *sc_status_name(int status)
 		"INTERNAL",
 		"UNAVAILABLE",
 		"DATA_LOSS",
+		"UNAUTHENTICATED",
 	};
 	if (status < 0 || status >= (int)(sizeof(names) / sizeof(names[0])))
 		return "INVALID_STATUS";
@@ -286,7 +302,7 @@ static sc_err take_reply(sc_rpc_client *cl, nng_msg *m, uint64_t id, int *status
 		err = give(status, msg, msg_size, SC_STATUS_INTERNAL,
 			   "%s answered request %016" PRIx64 " instead of %016" PRIx64, cl->url,
 			   env->request_id, id);
-	else if (env->status < 0 || env->status > SC_STATUS_DATA_LOSS)
+	else if (env->status < 0 || env->status > SC_STATUS_UNAUTHENTICATED)
 		err = give(status, msg, msg_size, SC_STATUS_UNKNOWN, "status %d from %s: %s",
 			   (int)env->status, cl->url, env->status_message);
 	else
@@ -309,6 +325,7 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 		   size_t *reply_len)
 {
 	Splitchain__Envelope env = SPLITCHAIN__ENVELOPE__INIT;
+	uint8_t auth[SC_RPC_MAX_AUTH];
 	call c = { 0 };
 	nng_msg *m = NULL;
 	nng_ctx ctx;
@@ -341,6 +358,11 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 	env.deadline_unix_ms = clock_ms(CLOCK_REALTIME) + (uint64_t)timeout_ms;
 	env.body.data = (uint8_t *)req;
 	env.body.len = len;
+	pthread_mutex_lock(&cl->mu); /* a copy: the packed message keeps it for every resend */
+	env.auth.len = cl->auth_len;
+	memcpy(auth, cl->auth, cl->auth_len);
+	pthread_mutex_unlock(&cl->mu);
+	env.auth.data = auth;
 	size = splitchain__envelope__get_packed_size(&env);
 	if (size > REQUEST_MAX)
 		return give(status, msg, msg_size, SC_STATUS_RESOURCE_EXHAUSTED,

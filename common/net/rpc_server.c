@@ -12,6 +12,12 @@
  * reply: the first execution answers it, or its next resend finds the finished reply here.
  * Stored replies are bounded by MEMO_BYTES: past it, the oldest replies are forgotten (the id
  * stays known, and a retry of it is answered ABORTED rather than run again).
+ *
+ * Credentials. With an authorisation hook (sc_rpc_server_open_auth), every request that names
+ * a known method is shown to it first; a refusal is answered at once and reaches neither the
+ * retry memory nor the handler. The handler finds the caller in a thread-local
+ * (sc_rpc_caller). The retry memory keys each reply by request id and the SHA-256 of the
+ * credential, so a request id replayed under another credential never gets that reply.
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -28,6 +34,7 @@
 
 #include "sc_log.h"
 #include "sc_rpc.h"
+#include "sc_sha256.h"
 #include "splitchain.pb-c.h"
 
 #define MEMO_CAP   4096        /* request ids remembered */
@@ -39,8 +46,9 @@ enum { MEMO_NEW, MEMO_RUNNING, MEMO_DONE, MEMO_FORGOTTEN };
 
 typedef struct memo_entry {
 	uint64_t id;
-	int state;      /* MEMO_RUNNING, MEMO_DONE or MEMO_FORGOTTEN */
-	nng_msg *reply; /* MEMO_DONE: the packed reply envelope, owned */
+	uint8_t cred[SC_SHA256_BYTES]; /* the SHA-256 of the credential it came with */
+	int state;                     /* MEMO_RUNNING, MEMO_DONE or MEMO_FORGOTTEN */
+	nng_msg *reply;                /* MEMO_DONE: the packed reply envelope, owned */
 } memo_entry;
 
 /* A FIFO ring of the most recent request ids. */
@@ -67,6 +75,8 @@ struct sc_rpc_server {
 	atomic_ullong *calls, *failures; /* (nmethods) sc_rpc_server_stats */
 	const char *const *idempotent;   /* borrowed, NULL-terminated; NULL: none */
 	void *arg;                       /* borrowed */
+	sc_rpc_auth_fn auth;             /* NULL: no checks */
+	void *auth_arg;                  /* borrowed */
 	rpc_ctx *ctxs;                   /* nctx */
 	int nctx;
 	memo memo;
@@ -101,11 +111,11 @@ static sc_err nng_to_err(int rv)
 /* ---------------------------------------------------------- retry memory */
 
 /* Called with m->mu held. Newest first: a retry usually follows its original closely. */
-static memo_entry *memo_find(memo *m, uint64_t id)
+static memo_entry *memo_find(memo *m, uint64_t id, const uint8_t *cred)
 {
 	for (size_t i = m->n; i-- > 0;) {
 		memo_entry *e = &m->e[(m->head + i) % MEMO_CAP];
-		if (e->id == id)
+		if (e->id == id && !memcmp(e->cred, cred, SC_SHA256_BYTES))
 			return e;
 	}
 	return NULL;
@@ -124,14 +134,14 @@ static void memo_forget(memo *m, memo_entry *e)
 
 /* Looks id up. Unknown: records it as running and returns MEMO_NEW. Known: returns its state,
  * and for MEMO_DONE a copy of the stored reply in *cached (new, or NULL when out of memory). */
-static int memo_begin(memo *m, uint64_t id, nng_msg **cached)
+static int memo_begin(memo *m, uint64_t id, const uint8_t *cred, nng_msg **cached)
 {
 	memo_entry *e;
 	int state;
 
 	*cached = NULL;
 	pthread_mutex_lock(&m->mu);
-	if ((e = memo_find(m, id)) != NULL) {
+	if ((e = memo_find(m, id, cred)) != NULL) {
 		state = e->state;
 		if (state == MEMO_DONE && nng_msg_dup(cached, e->reply) != 0)
 			*cached = NULL;
@@ -145,18 +155,19 @@ static int memo_begin(memo *m, uint64_t id, nng_msg **cached)
 	}
 	e = &m->e[(m->head + m->n++) % MEMO_CAP];
 	*e = (memo_entry){ .id = id, .state = MEMO_RUNNING };
+	memcpy(e->cred, cred, SC_SHA256_BYTES);
 	pthread_mutex_unlock(&m->mu);
 	return MEMO_NEW;
 }
 
 /* Stores a copy of reply (borrowed; NULL: the reply was lost) as id's answer, then trims the
  * oldest stored replies back under MEMO_BYTES. */
-static void memo_finish(memo *m, uint64_t id, const nng_msg *reply)
+static void memo_finish(memo *m, uint64_t id, const uint8_t *cred, const nng_msg *reply)
 {
 	memo_entry *e;
 
 	pthread_mutex_lock(&m->mu);
-	if ((e = memo_find(m, id)) == NULL) { /* pushed out while running */
+	if ((e = memo_find(m, id, cred)) == NULL) { /* pushed out while running */
 		pthread_mutex_unlock(&m->mu);
 		return;
 	}
@@ -239,16 +250,27 @@ static const sc_rpc_method *find_method(const sc_rpc_server *srv, const char *na
 	return NULL;
 }
 
-/* Runs the handler of a new request and returns its packed reply (NULL: out of memory). */
+/* The caller of the request this thread's handler runs. */
+static _Thread_local sc_rpc_principal current;
+
+const sc_rpc_principal *sc_rpc_caller(void)
+{
+	return &current;
+}
+
+/* Runs the handler of a new request for who (borrowed) and returns its packed reply (NULL:
+ * out of memory). */
 static nng_msg *run_handler(sc_rpc_server *srv, const sc_rpc_method *m,
-			    const Splitchain__Envelope *req)
+			    const Splitchain__Envelope *req, const sc_rpc_principal *who)
 {
 	sc_rpc_reply rep = { .status = SC_STATUS_OK };
 	nng_msg *msg;
 
+	current = *who;
 	m->fn(srv->arg, req->body.data, req->body.len, &rep);
+	current = (sc_rpc_principal){ 0 };
 	rep.message[sizeof(rep.message) - 1] = '\0';
-	if (rep.status < 0 || rep.status > SC_STATUS_DATA_LOSS) {
+	if (rep.status < 0 || rep.status > SC_STATUS_UNAUTHENTICATED) {
 		sc_warn("rpc", "%s returned status %d, not a status code", m->name, rep.status);
 		rep.status = SC_STATUS_UNKNOWN;
 	}
@@ -267,6 +289,8 @@ static nng_msg *handle(sc_rpc_server *srv, nng_msg *msg)
 {
 	Splitchain__Envelope *req;
 	const sc_rpc_method *m;
+	sc_rpc_principal who = { 0 };
+	uint8_t cred[SC_SHA256_BYTES];
 	nng_msg *rep = NULL;
 	char text[200];
 	uint64_t now;
@@ -310,14 +334,26 @@ static nng_msg *handle(sc_rpc_server *srv, nng_msg *msg)
 		rep = pack_reply(req, SC_STATUS_UNIMPLEMENTED, text, NULL, 0);
 		goto out;
 	}
+	if (srv->auth) {
+		char why[300] = "";
+		int st = srv->auth(srv->auth_arg, m->name, req->auth.data, req->auth.len, &who, why,
+				   sizeof(why));
+		if (st != SC_STATUS_OK) {
+			why[sizeof(why) - 1] = '\0';
+			sc_debug("rpc", "refused %s: %s: %s", m->name, sc_status_name(st), why);
+			rep = pack_reply(req, st, why[0] ? why : "not authorised", NULL, 0);
+			goto out;
+		}
+	}
 	if (req->request_id == 0 || is_idempotent(srv, m->name)) { /* no retry memory */
-		rep = run_handler(srv, m, req);
+		rep = run_handler(srv, m, req, &who);
 		goto out;
 	}
-	state = memo_begin(&srv->memo, req->request_id, &rep);
+	sc_sha256(req->auth.data, req->auth.len, cred);
+	state = memo_begin(&srv->memo, req->request_id, cred, &rep);
 	if (state == MEMO_NEW) {
-		rep = run_handler(srv, m, req);
-		memo_finish(&srv->memo, req->request_id, rep);
+		rep = run_handler(srv, m, req, &who);
+		memo_finish(&srv->memo, req->request_id, cred, rep);
 	} else if (state == MEMO_DONE) {
 		sc_debug("rpc", "request %016" PRIx64 " (%s) answered from the retry memory",
 			 req->request_id, m->name);
@@ -428,6 +464,13 @@ sc_err sc_rpc_server_open(sc_rpc_server **out, const char *url, const sc_rpc_met
 sc_err sc_rpc_server_open_idem(sc_rpc_server **out, const char *url, const sc_rpc_method *methods,
 			       void *arg, int nctx, const char *const *idempotent)
 {
+	return sc_rpc_server_open_auth(out, url, methods, arg, nctx, idempotent, NULL, NULL);
+}
+
+sc_err sc_rpc_server_open_auth(sc_rpc_server **out, const char *url, const sc_rpc_method *methods,
+			       void *arg, int nctx, const char *const *idempotent,
+			       sc_rpc_auth_fn auth, void *auth_arg)
+{
 	sc_rpc_server *srv = NULL;
 	nng_listener l;
 	sc_err err;
@@ -458,6 +501,8 @@ sc_err sc_rpc_server_open_idem(sc_rpc_server **out, const char *url, const sc_rp
 	}
 	srv->idempotent = idempotent;
 	srv->arg = arg;
+	srv->auth = auth;
+	srv->auth_arg = auth_arg;
 	snprintf(srv->url, sizeof(srv->url), "%s", url);
 	if ((rv = nng_rep0_open(&srv->sock)) != 0) {
 		err = sc_errf(nng_to_err(rv), "rpc server: open socket: %s", nng_strerror(rv));

@@ -41,6 +41,7 @@ enum sc_status {
 	SC_STATUS_INTERNAL = 13,
 	SC_STATUS_UNAVAILABLE = 14,
 	SC_STATUS_DATA_LOSS = 15,
+	SC_STATUS_UNAUTHENTICATED = 16,
 };
 
 /* "OK", "INVALID_ARGUMENT", ... Static. */
@@ -69,6 +70,7 @@ typedef struct sc_rpc_method {
 } sc_rpc_method;
 
 typedef struct sc_rpc_server sc_rpc_server;
+typedef struct sc_rpc_client sc_rpc_client;
 
 /* Listens on url with nctx concurrent contexts. methods (terminated by a
  * {NULL, NULL} entry) and arg are borrowed for the server's lifetime.
@@ -98,10 +100,60 @@ typedef struct sc_rpc_method_stats {
 /* Fills out[0 .. min(n, methods)) in table order and returns how many
  * methods the table has. Thread-safe; never blocks. */
 int sc_rpc_server_stats(const sc_rpc_server *srv, sc_rpc_method_stats *out, int n);
+/* ------------------------------------------------------------ credentials */
+
+/* Who made a request, as the server's authorisation hook decided. */
+enum sc_principal_kind {
+	SC_PRINCIPAL_ANYONE = 0,  /* a server without a hook: nobody was checked */
+	SC_PRINCIPAL_USER,        /* a user's API token (id, name, admin) */
+	SC_PRINCIPAL_JOINING,     /* a worker presenting the join token (Register) */
+	SC_PRINCIPAL_WORKER,      /* a registered worker's session credential (id) */
+	SC_PRINCIPAL_COORDINATOR, /* the coordinator, to a worker */
+	SC_PRINCIPAL_PEER,        /* another worker of the cluster, to a worker */
+	SC_PRINCIPAL_GENERATOR,   /* a user generating with job id, to a worker */
+};
+
+typedef struct sc_rpc_principal {
+	enum sc_principal_kind kind;
+	int64_t id; /* the user's, the worker's or the job's id; 0 otherwise */
+	int admin;  /* users: an admin */
+	char name[64];
+	/* A keyed proof the credential carried that only the handler can
+	 * check against the request (SC_PRINCIPAL_GENERATOR: the ticket's). */
+	uint8_t proof[64];
+} sc_rpc_principal;
+
+/* The authorisation hook: decides from method and the request's credential
+ * (cred/len borrowed for the call; len 0: none) who is calling. Returns
+ * SC_STATUS_OK with *who filled, or a refusal (SC_STATUS_UNAUTHENTICATED,
+ * SC_STATUS_PERMISSION_DENIED, SC_STATUS_RESOURCE_EXHAUSTED, ...) with a
+ * message for the caller in msg (msg_size bytes; never the credential).
+ * Runs on the server's threads before the retry memory and the handler,
+ * possibly concurrently: it does its own locking. */
+typedef int (*sc_rpc_auth_fn)(void *arg, const char *method, const uint8_t *cred, size_t len,
+			      sc_rpc_principal *who, char *msg, size_t msg_size);
+
+/* As sc_rpc_server_open_idem, with auth (may be NULL: every request runs,
+ * as SC_PRINCIPAL_ANYONE) run on every request before anything else.
+ * auth_arg is borrowed for the server's lifetime. The retry memory keys
+ * replies by request id and credential, so that a retry is answered only
+ * to the credential that made it. */
+sc_err sc_rpc_server_open_auth(sc_rpc_server **out, const char *url, const sc_rpc_method *methods,
+			       void *arg, int nctx, const char *const *idempotent,
+			       sc_rpc_auth_fn auth, void *auth_arg);
+
+/* The caller of the request a handler is running: valid only inside a
+ * handler, on the thread that runs it (borrowed; never NULL). */
+const sc_rpc_principal *sc_rpc_caller(void);
 
 /* ------------------------------------------------------------ client */
 
-typedef struct sc_rpc_client sc_rpc_client;
+/* Sets the credential every later request of cl carries (Envelope.auth):
+ * cred/len copied (len 0: none, at most SC_RPC_MAX_AUTH bytes, longer ones
+ * SC_EINVAL). A resend of a request carries the credential it was packed
+ * with. Thread-safe. */
+#define SC_RPC_MAX_AUTH 256
+sc_err sc_rpc_client_set_auth(sc_rpc_client *cl, const void *cred, size_t len);
 
 /* Sets how long a call waits for its reply before nng resends the request
  * on another try (ms <= 0: the default, 1 s; a big request adds 1 s per 32

@@ -11,6 +11,17 @@ export SC_BIN=$BUILD SC_THREADS=1 OMP_NUM_THREADS=1
 export SC_PORT=$((20000 + RANDOM % 20000))
 export SPLITCHAIN_COORDINATOR=tcp://127.0.0.1:$SC_PORT
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK" || exit 1
+# Every test runs authenticated: one join token for every worker, and an
+# admin user (in the database every test's cluster uses) whose token the CLI
+# presents. The coordinator opens models and data only under $WORK.
+(umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > join.token)
+export SPLITCHAIN_JOIN_TOKEN_FILE=$WORK/join.token
+mkdir -p cluster
+(umask 077 && "$BUILD/coordinator/splitchain-coordinator" --db cluster/splitchain.db \
+  users add admin --admin > cluster/admin.token 2>/dev/null) || { echo "FAIL admin user"; exit 1; }
+export SPLITCHAIN_TOKEN
+SPLITCHAIN_TOKEN=$(cat cluster/admin.token)
+export SC_MODEL_ROOT=$WORK SC_DATA_ROOT=$WORK
 PASS=0
 FAIL=0
 
@@ -68,7 +79,8 @@ wait_state() {
 start_coordinator() {
   mkdir -p cluster
   "$BUILD/coordinator/splitchain-coordinator" --listen "$SPLITCHAIN_COORDINATOR" \
-    --db cluster/splitchain.db --heartbeat-ms 200 --lost-after-ms "$1" "${@:2}" \
+    --db cluster/splitchain.db --heartbeat-ms 200 --lost-after-ms "$1" \
+    --model-root "$SC_MODEL_ROOT" --data-root "$SC_DATA_ROOT" "${@:2}" \
     >>cluster/coordinator.log 2>&1 &
   echo $! > cluster/coordinator.pid
 }
