@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "coord.h"
@@ -18,7 +19,8 @@ static const char help[] =
     "jobs to it, and it keeps every durable fact in one SQLite database.\n"
     "\n"
     "options:\n"
-    "  --listen URL          RPC address for workers and the CLI (default tcp://127.0.0.1:7700)\n"
+    "  --listen URL          RPC address for workers and the CLI (default tcp://127.0.0.1:7700,\n"
+    "                        tls+tcp://127.0.0.1:7700 with --tls-cert)\n"
     "  --fetch-listen URL    where workers fetch registered models' tensors, apart from\n"
     "                        the RPCs (default: --listen's host and port + 1, else a free port)\n"
     "  --db PATH             the SQLite database (default splitchain.db)\n"
@@ -29,6 +31,13 @@ static const char help[] =
     "                        and resumed from its last checkpoint; 0: 10 x its recent\n"
     "                        step time, at least 5000                (default 0)\n"
     "  --keep-checkpoints N  checkpoints kept per job               (default 3)\n"
+    "  --tls-cert FILE       the coordinator's certificate (PEM, signed by the cluster CA)\n"
+    "  --tls-key FILE        its private key (PEM)\n"
+    "  --tls-ca FILE         the cluster CA's certificate: tls+tcp:// addresses use mutual\n"
+    "                        TLS, with workers and the CLI alike; a peer without a\n"
+    "                        certificate the CA signed is refused (event tls_refused)\n"
+    "  --insecure            allow plaintext tcp:// addresses (a trusted network only):\n"
+    "                        warned of at start and at every worker's register\n"
     "  --help\n";
 
 static int int_opt(const char *flag, const char *s, long lo, long hi, int *out)
@@ -53,7 +62,8 @@ static int open_bulk(sc_rpc_server **out, coord *c, const char *fetch)
 {
 	char url[300];
 	const char *bound = sc_rpc_server_url(c->srv), *colon = strrchr(bound, ':');
-	long port = colon && !strncmp(bound, "tcp://", 6) ? strtol(colon + 1, NULL, 10) : -1;
+	int tcp = !strncmp(bound, "tcp://", 6) || !strncmp(bound, "tls+tcp://", 10);
+	long port = colon && tcp ? strtol(colon + 1, NULL, 10) : -1;
 	if (fetch)
 		snprintf(url, sizeof(url), "%s", fetch);
 	else if (port > 0 && port < 65535)
@@ -88,9 +98,15 @@ int main(int argc, char **argv)
 		{ "help", 0, 0, 'h' },
 		{ "version", 0, 0, 'V' },
 		{ "fetch-listen", 1, 0, 'F' },
+		{ "tls-cert", 1, 0, 'C' },
+		{ "tls-key", 1, 0, 'Y' },
+		{ "tls-ca", 1, 0, 'T' },
+		{ "insecure", 0, 0, 'I' },
 		{ 0, 0, 0, 0 },
 	};
-	const char *listen = "tcp://127.0.0.1:7700", *dbpath = "splitchain.db", *fetch = NULL;
+	static const char default_listen[] = "tcp://127.0.0.1:7700";
+	const char *listen = default_listen, *dbpath = "splitchain.db", *fetch = NULL;
+	const char *cert = NULL, *key = NULL, *ca = NULL;
 	sc_rpc_server *bulk = NULL;
 	coord c = { .heartbeat_ms = 1000,
 		    .lost_after_ms = 10000,
@@ -108,6 +124,10 @@ int main(int argc, char **argv)
 		switch (ch) {
 		case 'l': listen = optarg; break;
 		case 'F': fetch = optarg; break;
+		case 'C': cert = optarg; break;
+		case 'Y': key = optarg; break;
+		case 'T': ca = optarg; break;
+		case 'I': c.insecure = 1; break;
 		case 'd': dbpath = optarg; break;
 		case 'H':
 			bad = int_opt("--heartbeat-ms", optarg, 10, 3600000, &c.heartbeat_ms);
@@ -141,6 +161,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "splitchain-coordinator: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
+	if ((cert || key || ca) && !(cert && key && ca)) {
+		fprintf(stderr, "splitchain-coordinator: --tls-cert, --tls-key and --tls-ca go "
+				"together\n");
+		return 2;
+	}
+	if (cert && listen == default_listen) /* with a certificate, TLS by default */
+		listen = "tls+tcp://127.0.0.1:7700";
+	if (coord_transport_check(&c, listen, fetch, cert, key, ca))
+		return 1;
 	/* Every thread (nng's, ours) inherits the blocked signals; only the
 	 * sigwait below takes them. (A handler with pause() here could miss a
 	 * signal that a thread other than main received.) */
@@ -188,8 +217,12 @@ int main(int argc, char **argv)
 		sc_db_close(c.db);
 		return 1;
 	}
-	while (sigwait(&sigs, &sig) != 0)
-		;
+	for (;;) { /* once a second: the TLS listeners' refused handshakes */
+		struct timespec tick = { 1, 0 };
+		if ((sig = sigtimedwait(&sigs, NULL, &tick)) > 0)
+			break;
+		coord_tls_poll(&c);
+	}
 	sc_info("coordinator", "signal %d: stopping (running jobs resume at the next start)", sig);
 	pthread_mutex_lock(&c.mu);
 	atomic_store(&c.stopping, 1);

@@ -82,6 +82,8 @@ typedef struct worker_opts {
 	uint64_t cache_limit;       /* --cache-limit in bytes, 0: none */
 	const char *owner_data;     /* --owner-data: a data owner's directory (NULL: none) */
 	int jobs;                   /* --jobs: job slots, 1 .. WORKER_MAX_SLOTS */
+	const char *tls_cert, *tls_key, *tls_ca; /* --tls-*: this party's TLS identity */
+	int insecure;                            /* --insecure: plaintext tcp:// allowed */
 } worker_opts;
 
 /* A data owner's data for one job (owner.c): read on this worker, batched
