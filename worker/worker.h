@@ -122,17 +122,19 @@ typedef struct job {
 	int shared[2];        /* seg's, tail's frozen weights were another's (sharing) */
 	worker_owner_data od; /* the owner's data (tail set) */
 	int tail_slots;
-	sc_backend *be;                 /* the worker's, which allocated x, y, dy, dx */
-	float *x, *y, *dy, *dx;         /* (B,T,C) hand-over buffers, be's host_alloc */
-	int32_t *tokens;                /* (M,B,T) first stage */
-	int32_t *targets;               /* (M,B,T) last stage */
-	int64_t grads_step;             /* step whose gradients the segment holds, -1: none */
-	int64_t applied_step;           /* last step applied, -1: none */
-	int wire;                       /* enum sc_wire: how tensors cross the hops */
-	uint64_t seed;                  /* the job's seed: stochastic rounding's streams */
-	float *ef;                      /* (M,B,T,C) error feedback of the gradients this
+	sc_backend *be;                   /* the worker's, which allocated x, y, dy, dx */
+	float *x, *y, *dy, *dx;           /* (B,T,C) hand-over buffers, be's host_alloc */
+	int32_t *tokens;                  /* (M,B,T) first stage */
+	int32_t *targets;                 /* (M,B,T) last stage */
+	int64_t grads_step;               /* step whose gradients the segment holds, -1: none */
+	int64_t applied_step;             /* last step applied, -1: none */
+	int wire;                         /* enum sc_wire: how tensors cross the hops */
+	uint64_t seed;                    /* the job's seed: stochastic rounding's streams */
+	float *ef;                        /* (M,B,T,C) error feedback of the gradients this
 					 * stage sends back; NULL: fp32, or stage 0 */
-	char next_addr[WORKER_URL_MAX]; /* the next stage's data address, "" on the last */
+	char next_addr[WORKER_URL_MAX];   /* the next stage's data address, "" on the last */
+	uint8_t secret[SC_DP_SECRET_LEN]; /* the placement's data-plane secret (has_secret) */
+	int has_secret;
 } job;
 
 /* What a slot holds, as the heartbeat reports it. */

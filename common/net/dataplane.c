@@ -299,7 +299,7 @@ static sc_err send_hello(sc_dp_socket *s, double deadline)
 	nng_msg *m = NULL;
 	size_t len = 0;
 
-	SC_TRY(sc_dp_encode_hello(&buf, &len, &s->o.self));
+	SC_TRY(sc_dp_encode_hello(&buf, &len, &s->o.self, s->o.has_secret ? s->o.secret : NULL));
 	if (nng_msg_alloc(&m, 0) || nng_msg_append(m, buf, len)) {
 		free(buf);
 		nng_msg_free(m);
@@ -334,7 +334,8 @@ static int screen(sc_dp_socket *s, nng_msg *m, double deadline)
 	nng_pipe p = nng_msg_get_pipe(m);
 	char why[400];
 
-	if (sc_dp_check_hello(nng_msg_body(m), nng_msg_len(m), &s->o.peer) == SC_OK) {
+	if (sc_dp_check_hello(nng_msg_body(m), nng_msg_len(m), &s->o.peer,
+			      s->o.has_secret ? s->o.secret : NULL) == SC_OK) {
 		s->accepted = nng_pipe_id(p);
 		nng_msg_free(m);
 		if (s->listener && send_hello(s, deadline))
