@@ -7,6 +7,11 @@
 # Environment: SC_BIN (folder of the binaries, default build/), SC_PORT
 # (coordinator port, default 7700), SC_THREADS (BLAS threads per worker, 1),
 # SC_WORKER_ARGS (more splitchain-worker flags, e.g. "--memory-reserve 2G").
+# Mutual TLS: the certificates in SC_TLS_DIR (coordinator, worker and cli,
+# from deploy/certs.sh), else ones made in DIR/certs; SC_INSECURE=1 runs
+# plaintext tcp:// instead (--insecure). For the CLI against a TLS cluster:
+#   export SPLITCHAIN_TLS_CERT=CERTS/cli.pem SPLITCHAIN_TLS_KEY=CERTS/cli.key \
+#          SPLITCHAIN_TLS_CA=CERTS/ca.pem
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${SC_BIN:-$ROOT/build}
@@ -14,7 +19,7 @@ PORT=${SC_PORT:-7700}
 THREADS=${SC_THREADS:-1}
 cmd=${1:-}
 DIR=${2:-}
-[ -n "$cmd" ] && [ -n "$DIR" ] || { sed -n '2,9p' "$0" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$DIR" ] || { sed -n '2,14p' "$0" >&2; exit 2; }
 read -r -a WORKER_ARGS <<< "${SC_WORKER_ARGS:-}"
 
 coordinator_bin() { echo "$BIN/coordinator/splitchain-coordinator"; }
@@ -31,14 +36,33 @@ start)
     echo "launch: a coordinator already runs for $DIR (pid $(cat "$DIR/coordinator.pid"))" >&2
     exit 1
   fi
-  URL="tcp://127.0.0.1:$PORT"
-  "$(coordinator_bin)" --listen "$URL" --db "$DIR/splitchain.db" \
+  if [ "${SC_INSECURE:-0}" = 1 ]; then
+    SCHEME=tcp
+    COORD_SEC=(--insecure)
+    WORKER_SEC=(--insecure)
+  else
+    CERTS=${SC_TLS_DIR:-$DIR/certs}
+    if [ ! -f "$CERTS/coordinator.pem" ] || [ ! -f "$CERTS/worker.pem" ] ||
+       [ ! -f "$CERTS/cli.pem" ]; then
+      "$ROOT/deploy/certs.sh" "$CERTS" coordinator worker cli >/dev/null
+    fi
+    CERTS=$(cd "$CERTS" && pwd)
+    SCHEME=tls+tcp
+    COORD_SEC=(--tls-cert "$CERTS/coordinator.pem" --tls-key "$CERTS/coordinator.key"
+               --tls-ca "$CERTS/ca.pem")
+    WORKER_SEC=(--tls-cert "$CERTS/worker.pem" --tls-key "$CERTS/worker.key"
+                --tls-ca "$CERTS/ca.pem")
+    export SPLITCHAIN_TLS_CERT=$CERTS/cli.pem SPLITCHAIN_TLS_KEY=$CERTS/cli.key \
+      SPLITCHAIN_TLS_CA=$CERTS/ca.pem
+  fi
+  URL="$SCHEME://127.0.0.1:$PORT"
+  "$(coordinator_bin)" --listen "$URL" --db "$DIR/splitchain.db" "${COORD_SEC[@]}" \
     >>"$DIR/coordinator.log" 2>&1 &
   echo $! > "$DIR/coordinator.pid"
   for i in $(seq 1 "$N"); do
     OMP_NUM_THREADS=$THREADS "$(worker_bin)" --coordinator "$URL" --name "worker-$i" \
-      --listen "tcp://127.0.0.1:0" --data "tcp://127.0.0.1:0" --threads "$THREADS" \
-      ${WORKER_ARGS[@]+"${WORKER_ARGS[@]}"} >>"$DIR/worker-$i.log" 2>&1 &
+      --listen "$SCHEME://127.0.0.1:0" --data "$SCHEME://127.0.0.1:0" --threads "$THREADS" \
+      "${WORKER_SEC[@]}" ${WORKER_ARGS[@]+"${WORKER_ARGS[@]}"} >>"$DIR/worker-$i.log" 2>&1 &
     echo $! > "$DIR/worker-$i.pid"
   done
   # Ready when every worker is registered.
@@ -49,6 +73,7 @@ start)
     sleep 0.2
   done
   echo "launch: coordinator at $URL (database $DIR/splitchain.db), $N workers; logs in $DIR"
+  [ "$SCHEME" = tcp ] || echo "launch: TLS certificates in $CERTS (the CLI's: cli.pem, cli.key, ca.pem)"
   ;;
 stop)
   for f in "$DIR"/worker-*.pid "$DIR"/coordinator.pid; do
@@ -75,5 +100,5 @@ status)
     else echo "$(basename "$f" .pid): not running"; fi
   done
   ;;
-*) sed -n '2,8p' "$0" >&2; exit 2 ;;
+*) sed -n '2,14p' "$0" >&2; exit 2 ;;
 esac

@@ -16,6 +16,7 @@
 
 #include "sc_probe.h"
 #include "sc_rpc_pb.h"
+#include "sc_tls.h"
 #include "splitchain.pb-c.h"
 
 #define BAD_MARK 123.456 /* a value no real measurement gives */
@@ -109,7 +110,10 @@ int main(int argc, char **argv)
 	}
 	uint64_t id = strtoull(argv[3], NULL, 10);
 	const char *self = argv[4], *other = argv[5];
-	if (sc_rpc_client_open(&co, argv[1]) || sc_rpc_client_open(&wk, argv[2])) {
+	if ((sc_tls_url(argv[1]) &&
+	     sc_tls_init(getenv("SPLITCHAIN_TLS_CERT"), getenv("SPLITCHAIN_TLS_KEY"),
+			 getenv("SPLITCHAIN_TLS_CA"))) ||
+	    sc_rpc_client_open(&co, argv[1]) || sc_rpc_client_open(&wk, argv[2])) {
 		fprintf(stderr, "links_poke: %s\n", sc_err_detail());
 		return 1;
 	}

@@ -33,7 +33,7 @@ mv data.txt home/data.txt
   { bad "cluster start"; finish; exit 1; }
 start_owner() { # NAME DIR
   OMP_NUM_THREADS=1 "$WORKER" --coordinator "$SPLITCHAIN_COORDINATOR" --name "$1" \
-    --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 --threads 1 --owner-data "$2" \
+    "${WORKER_NET[@]}" --threads 1 --owner-data "$2" \
     >>"$WORK/$1.log" 2>&1 &
   echo $! > "$WORK/cluster/worker-$1.pid" # stopped with the cluster
 }
