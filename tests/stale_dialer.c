@@ -4,7 +4,9 @@
  * first connection), closes it and dials again. Used by the recovery test to
  * make a stale dialer race the right one for a listener that was just
  * reopened; with SECRET (64 hex digits) its hello carries that data-plane
- * secret, the TLS test's right hello with a wrong secret. Prints how many
+ * secret, the TLS test's right hello with a wrong secret, and it also
+ * tries to send a tensor, which says the hello again once connected (a
+ * TLS handshake can outlast the dial's first hello). Prints how many
  * dials it made. TLS addresses take the files in $SPLITCHAIN_TLS_CERT,
  * $SPLITCHAIN_TLS_KEY and $SPLITCHAIN_TLS_CA.
  *   stale_dialer URL JOB VERSION STAGE SECONDS [HOLD_MS [SECRET]] */
@@ -62,12 +64,20 @@ int main(int argc, char **argv)
 			o.secret[i] = (uint8_t)v;
 		}
 		o.has_secret = 1;
+		o.timeout_ms = hold_ms;
 	}
 	while (now_s() < end) {
 		sc_dp_socket *s = NULL;
 		struct timespec ts = { hold_ms / 1000, (long)(hold_ms % 1000) * 1000000L };
-		if (sc_dp_dial(&s, argv[1], &o) == SC_OK)
+		if (sc_dp_dial(&s, argv[1], &o) == SC_OK) {
 			dials++;
+			if (o.has_secret) { /* waits up to HOLD_MS for the listener's answer */
+				static const int64_t one[1] = { 1 };
+				static const float x[1] = { 0 };
+				sc_dp_tag tag = { o.self.job, 0, 0, SC_DP_FORWARD };
+				sc_dp_send(s, &tag, 1, one, x);
+			}
+		}
 		nanosleep(&ts, NULL);
 		sc_dp_close(s);
 	}

@@ -34,8 +34,8 @@ static int setup(void **state)
 	(void)state;
 	snprintf(dir, sizeof(dir), "%s", sc_test_dir());
 	snprintf(cmd, sizeof(cmd),
-		 "bash '%s' '%s/a' srv cli >/dev/null && bash '%s' '%s/b' other >/dev/null", SC_CERTS_SH,
-		 dir, SC_CERTS_SH, dir);
+		 "bash '%s' '%s/a' srv cli >/dev/null && bash '%s' '%s/b' other >/dev/null",
+		 SC_CERTS_SH, dir, SC_CERTS_SH, dir);
 	return system(cmd) == 0 ? 0 : -1;
 }
 
