@@ -17,8 +17,12 @@
 #     a clear error naming the owner, nothing queued.
 # The capture needs root and tcpdump; without them that part is skipped with
 # a 'skip:' line and the rest still runs.
+# Plaintext (--insecure): the capture must be able to read what crosses the
+# sockets, which TLS would hide (owner_fault_test.sh runs data owners' jobs
+# over TLS).
 #   owner_test.sh BUILD_DIR WORK_DIR
 source "$(dirname "$0")/lib.sh" "$1" "$2"
+use_insecure
 make_fixture
 WORKER=$BUILD/worker/splitchain-worker
 
