@@ -114,7 +114,7 @@ PY
       "$ROOT/bench/torch_generate.py" --model "$model" --prompt-ids "$ids" --new "$NEW" \
       --threads "$t" >> "$results"
     echo "running $shape at $t thread(s): 2-worker chain ..." >&2
-    SC_BIN=$BUILD SC_PORT=$PORT SC_THREADS=$t "$ROOT/deploy/launch.sh" start "$CLUSTER" 2 >/dev/null
+    SC_INSECURE=1 SC_BIN=$BUILD SC_PORT=$PORT SC_THREADS=$t "$ROOT/deploy/launch.sh" start "$CLUSTER" 2 >/dev/null
     urls=$("$SC" workers --coordinator "tcp://127.0.0.1:$PORT" --json |
            "$PY" -c 'import json,sys; print(",".join(w["address"] for w in json.load(sys.stdin)))')
     pids=$(cat "$CLUSTER"/worker-*.pid | paste -sd,)

@@ -44,12 +44,12 @@ B=(--steps 100000 "${J[@]}" --rank 4 --targets "$(
 
 rss() { awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$1/status"; }
 coordinator() {
-  "$BUILD/coordinator/splitchain-coordinator" --listen "$SPLITCHAIN_COORDINATOR" \
+  "$BUILD/coordinator/splitchain-coordinator" --listen "$SPLITCHAIN_COORDINATOR" --insecure \
     --db "$1/db" --heartbeat-ms 200 >"$1/coordinator.log" 2>&1 &
   pids+=($!)
 }
 worker() { # DIR NAME JOBS
-  OMP_NUM_THREADS=1 "$BUILD/worker/splitchain-worker" --coordinator "$SPLITCHAIN_COORDINATOR" \
+  OMP_NUM_THREADS=1 "$BUILD/worker/splitchain-worker" --coordinator "$SPLITCHAIN_COORDINATOR" --insecure \
     --name "$2" --threads 1 --jobs "$3" >"$1/$2.log" 2>&1 &
   pids+=($!)
   echo $!
