@@ -82,8 +82,11 @@ typedef struct worker_opts {
 	uint64_t cache_limit;       /* --cache-limit in bytes, 0: none */
 	const char *owner_data;     /* --owner-data: a data owner's directory (NULL: none) */
 	int jobs;                   /* --jobs: job slots, 1 .. WORKER_MAX_SLOTS */
-	const char *tls_cert, *tls_key, *tls_ca; /* --tls-*: this party's TLS identity */
-	int insecure;                            /* --insecure: plaintext tcp:// allowed */
+
+	/* --tls-cert, --tls-key, --tls-ca: this party's TLS identity (NULL: none);
+	 * --insecure: plaintext tcp:// addresses allowed. */
+	const char *tls_cert, *tls_key, *tls_ca;
+	int insecure;
 } worker_opts;
 
 /* A data owner's data for one job (owner.c): read on this worker, batched
@@ -122,18 +125,21 @@ typedef struct job {
 	int shared[2];        /* seg's, tail's frozen weights were another's (sharing) */
 	worker_owner_data od; /* the owner's data (tail set) */
 	int tail_slots;
-	sc_backend *be;                   /* the worker's, which allocated x, y, dy, dx */
-	float *x, *y, *dy, *dx;           /* (B,T,C) hand-over buffers, be's host_alloc */
-	int32_t *tokens;                  /* (M,B,T) first stage */
-	int32_t *targets;                 /* (M,B,T) last stage */
-	int64_t grads_step;               /* step whose gradients the segment holds, -1: none */
-	int64_t applied_step;             /* last step applied, -1: none */
-	int wire;                         /* enum sc_wire: how tensors cross the hops */
-	uint64_t seed;                    /* the job's seed: stochastic rounding's streams */
-	float *ef;                        /* (M,B,T,C) error feedback of the gradients this
+	sc_backend *be;                 /* the worker's, which allocated x, y, dy, dx */
+	float *x, *y, *dy, *dx;         /* (B,T,C) hand-over buffers, be's host_alloc */
+	int32_t *tokens;                /* (M,B,T) first stage */
+	int32_t *targets;               /* (M,B,T) last stage */
+	int64_t grads_step;             /* step whose gradients the segment holds, -1: none */
+	int64_t applied_step;           /* last step applied, -1: none */
+	int wire;                       /* enum sc_wire: how tensors cross the hops */
+	uint64_t seed;                  /* the job's seed: stochastic rounding's streams */
+	float *ef;                      /* (M,B,T,C) error feedback of the gradients this
 					 * stage sends back; NULL: fp32, or stage 0 */
-	char next_addr[WORKER_URL_MAX];   /* the next stage's data address, "" on the last */
-	uint8_t secret[SC_DP_SECRET_LEN]; /* the placement's data-plane secret (has_secret) */
+	char next_addr[WORKER_URL_MAX]; /* the next stage's data address, "" on the last */
+
+	/* The placement's data-plane secret (has_secret nonzero): sent in this
+	 * stage's hellos and required in its neighbours'. Never logged. */
+	uint8_t secret[SC_DP_SECRET_LEN];
 	int has_secret;
 } job;
 
