@@ -15,6 +15,24 @@ WORKER=$BUILD/worker/splitchain-worker
 sql() { sqlite3 -cmd '.timeout 5000' "$DB" "$1"; }
 
 
+# --- deploy/certs.sh: keys 0600, the CA kept, the names asked for, usage errors
+[ "$(stat -c %a "$TLS_DIR/ca.key")" = 600 ] && [ "$(stat -c %a "$TLS_DIR/worker.key")" = 600 ] &&
+  ok "certs.sh: keys are mode 0600" || bad "certs.sh: key modes $(stat -c %a "$TLS_DIR"/*.key)"
+ca_before=$(sha256sum < "$TLS_DIR/ca.pem")
+bash "$ROOT/deploy/certs.sh" "$TLS_DIR" edge=host1.example,10.0.0.5 >/dev/null
+san=$(openssl x509 -in "$TLS_DIR/edge.pem" -noout -ext subjectAltName)
+[ "$(sha256sum < "$TLS_DIR/ca.pem")" = "$ca_before" ] &&
+  openssl verify -CAfile "$TLS_DIR/ca.pem" "$TLS_DIR/edge.pem" >/dev/null &&
+  grep -q "DNS:edge" <<<"$san" && grep -q "DNS:host1.example" <<<"$san" &&
+  grep -q "IP Address:10.0.0.5" <<<"$san" && grep -q "IP Address:127.0.0.1" <<<"$san" &&
+  ok "certs.sh: the CA kept, extra names and addresses in the SANs" || bad "certs.sh: $san"
+bash "$ROOT/deploy/certs.sh" "$TLS_DIR" >/dev/null 2>err.txt; rc=$?
+[ $rc -eq 2 ] && grep -q "usage\|certs.sh DIR NAME" err.txt && ok "certs.sh without a name: usage, exit 2" ||
+  bad "certs.sh without a name: exit $rc: $(cat err.txt)"
+bash "$ROOT/deploy/certs.sh" "$TLS_DIR" "../evil" >/dev/null 2>err.txt; rc=$?
+[ $rc -eq 2 ] && grep -q "bad party name" err.txt && ok "certs.sh: a bad name refused" ||
+  bad "certs.sh ../evil: exit $rc: $(cat err.txt)"
+
 # --- Refused at start: plaintext without --insecure, TLS without certificates, bad files
 p=$((SC_PORT + 5))
 "$COORD" --listen "tcp://127.0.0.1:$p" --db start.db >/dev/null 2>err.txt; rc=$?
