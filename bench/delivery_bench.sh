@@ -150,7 +150,7 @@ done
 
 source "$ROOT/bench/auth.sh"
 bench_auth "$BUILD" "$CLUSTER/splitchain.db" "$WORK" || exit 1
-"$BUILD/coordinator/splitchain-coordinator" --listen "$COORD" --db "$CLUSTER/splitchain.db" \
+"$BUILD/coordinator/splitchain-coordinator" --listen "$COORD" --insecure --db "$CLUSTER/splitchain.db" \
   --model-root "$WORK" --data-root "$WORK" >>"$CLUSTER/coordinator.log" 2>&1 &
 echo $! > "$CLUSTER/coordinator.pid"
 DB=$CLUSTER/splitchain.db
@@ -159,7 +159,7 @@ start_worker() { # I: worker ns-I in sc-nsI with an empty cache
   local i=$1
   rm -rf "$WORK/cache-$i" && mkdir -p "$WORK/cache-$i"
   bash "$NETNS" exec "$i" env OMP_NUM_THREADS=1 \
-    "$BUILD/worker/splitchain-worker" --coordinator "$COORD" --name "ns-$i" \
+    "$BUILD/worker/splitchain-worker" --coordinator "$COORD" --insecure --name "ns-$i" \
     --listen "tcp://10.77.$i.2:0" --data "tcp://10.77.$i.2:0" --threads 1 \
     --probe-every-s 0 --cache "$WORK/cache-$i" >>"$CLUSTER/worker-$i.log" 2>&1 &
   echo $! > "$CLUSTER/worker-$i.pid"

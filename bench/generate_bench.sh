@@ -114,7 +114,7 @@ PY
       "$ROOT/bench/torch_generate.py" --model "$model" --prompt-ids "$ids" --new "$NEW" \
       --threads "$t" >> "$results"
     echo "running $shape at $t thread(s): 2-worker chain ..." >&2
-    SC_BIN=$BUILD SC_PORT=$PORT SC_THREADS=$t SC_MODEL_ROOT=$WORK SC_DATA_ROOT=$WORK \
+    SC_INSECURE=1 SC_BIN=$BUILD SC_PORT=$PORT SC_THREADS=$t SC_MODEL_ROOT=$WORK SC_DATA_ROOT=$WORK \
       "$ROOT/deploy/launch.sh" start "$CLUSTER" 2 >/dev/null
     export SPLITCHAIN_TOKEN
     SPLITCHAIN_TOKEN=$(cat "$CLUSTER/admin.token")

@@ -127,13 +127,13 @@ start_cluster() {
   SC_NETNS_OWNER=$$ bash "$NETNS" up "$NW" "$1"
   rm -rf "$CLUSTER" && mkdir -p "$CLUSTER"
   bench_auth "$BUILD" "$CLUSTER/splitchain.db" "$WORK" || exit 1
-  "$BUILD/coordinator/splitchain-coordinator" --listen "$COORD" --db "$CLUSTER/splitchain.db" \
+  "$BUILD/coordinator/splitchain-coordinator" --listen "$COORD" --insecure --db "$CLUSTER/splitchain.db" \
     --model-root "$WORK" --data-root "$WORK" >>"$CLUSTER/coordinator.log" 2>&1 &
   echo $! > "$CLUSTER/coordinator.pid"
   local i n
   for i in $(seq 1 "$NW"); do
     bash "$NETNS" exec "$i" env OMP_NUM_THREADS=1 SPLITCHAIN_TEST_LINK_DELAY_MS="$DELAY" \
-      "$BUILD/worker/splitchain-worker" --coordinator "$COORD" --name "ns-$i" \
+      "$BUILD/worker/splitchain-worker" --coordinator "$COORD" --insecure --name "ns-$i" \
       --listen "tcp://10.77.$i.2:0" --data "tcp://10.77.$i.2:0" --threads 1 \
       --probe-every-s 0 >>"$CLUSTER/worker-$i.log" 2>&1 &
     echo $! > "$CLUSTER/worker-$i.pid"

@@ -44,7 +44,7 @@ find "$ROOT/docs" "$ROOT/common" -type f -name '*.[ch]*' | sort | xargs cat | he
 cp home/data.txt plain.txt
 source "$ROOT/bench/auth.sh"
 bench_auth "$BUILD" "$WORK/db.sqlite" "$WORK" || exit 1
-"$BUILD/coordinator/splitchain-coordinator" --listen "$SPLITCHAIN_COORDINATOR" --db db.sqlite \
+"$BUILD/coordinator/splitchain-coordinator" --listen "$SPLITCHAIN_COORDINATOR" --insecure --db db.sqlite \
   >coordinator.log 2>&1 &
 pids+=($!)
 for w in w1 w2 o1 o2 o3; do
@@ -56,7 +56,7 @@ for w in w1 w2 o1 o2 o3; do
                  dd if=home/data.txt of="home-$w/data.txt" bs="$third" skip=$((k - 1)) count=1 \
                    status=none
                  extra=(--owner-data "$WORK/home-$w") ;; esac
-  OMP_NUM_THREADS=1 "$BUILD/worker/splitchain-worker" --coordinator "$SPLITCHAIN_COORDINATOR" \
+  OMP_NUM_THREADS=1 "$BUILD/worker/splitchain-worker" --coordinator "$SPLITCHAIN_COORDINATOR" --insecure \
     --name "$w" --threads 1 --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 \
     "${extra[@]}" >"$w.log" 2>&1 &
   pids+=($!)

@@ -40,6 +40,7 @@ SC=$BUILD/cli/splitchain
 WORK=$(mktemp -d)
 export SC_BIN=$BUILD SC_THREADS=1 SC_PORT=$((20000 + RANDOM % 20000))
 export SPLITCHAIN_COORDINATOR=tcp://127.0.0.1:$SC_PORT
+export SC_INSECURE=1 # plaintext, as the earlier figures were measured
 trap '"$ROOT/deploy/launch.sh" stop "$WORK/cluster" >/dev/null 2>&1; rm -rf "$WORK"' EXIT
 cd "$WORK"
 . "$ROOT/bench/load.sh"

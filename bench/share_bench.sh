@@ -46,12 +46,12 @@ rss() { awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$1/status"; }
 source "$ROOT/bench/auth.sh"
 coordinator() {
   bench_auth "$BUILD" "$1/db" "$WORK" || exit 1
-  "$BUILD/coordinator/splitchain-coordinator" --listen "$SPLITCHAIN_COORDINATOR" \
+  "$BUILD/coordinator/splitchain-coordinator" --listen "$SPLITCHAIN_COORDINATOR" --insecure \
     --db "$1/db" --heartbeat-ms 200 >"$1/coordinator.log" 2>&1 &
   pids+=($!)
 }
 worker() { # DIR NAME JOBS
-  OMP_NUM_THREADS=1 "$BUILD/worker/splitchain-worker" --coordinator "$SPLITCHAIN_COORDINATOR" \
+  OMP_NUM_THREADS=1 "$BUILD/worker/splitchain-worker" --coordinator "$SPLITCHAIN_COORDINATOR" --insecure \
     --name "$2" --threads 1 --jobs "$3" >"$1/$2.log" 2>&1 &
   pids+=($!)
   echo $!

@@ -11,6 +11,7 @@
 #include "sc_codec.h"
 #include "sc_rpc_pb.h"
 #include "sc_token.h"
+#include "sc_tls.h"
 #include "sc_wire.h"
 
 #define DEFAULT_COORDINATOR "tcp://127.0.0.1:7700"
@@ -20,7 +21,37 @@ const char cli_conn_help[] =
     "  --coordinator URL    the coordinator's address (default $SPLITCHAIN_COORDINATOR,\n"
     "                       else " DEFAULT_COORDINATOR ")\n"
     "  --timeout-ms N       give up after N ms without a reply               (default 10000)\n"
-    "  the API token: $SPLITCHAIN_TOKEN, else ~/.config/splitchain/token (mode 600)\n";
+    "  the API token: $SPLITCHAIN_TOKEN, else ~/.config/splitchain/token (mode 600)\n"
+    "  --tls-cert FILE      this user's certificate, for a tls+tcp:// coordinator\n"
+    "                       (default $SPLITCHAIN_TLS_CERT)\n"
+    "  --tls-key FILE       its private key                     (default $SPLITCHAIN_TLS_KEY)\n"
+    "  --tls-ca FILE        the cluster CA's certificate        (default $SPLITCHAIN_TLS_CA)\n";
+
+/* The TLS files given as options; NULL: the environment's. */
+static const char *tls_cert, *tls_key, *tls_ca;
+
+int cli_tls_ready(const char *cmd, const char *url)
+{
+	const char *cert = tls_cert ? tls_cert : getenv("SPLITCHAIN_TLS_CERT");
+	const char *key = tls_key ? tls_key : getenv("SPLITCHAIN_TLS_KEY");
+	const char *ca = tls_ca ? tls_ca : getenv("SPLITCHAIN_TLS_CA");
+
+	if (!sc_tls_url(url) || sc_tls_enabled())
+		return CLI_OK;
+	if (!cert || !*cert || !key || !*key || !ca || !*ca) {
+		fprintf(stderr,
+			"splitchain %s: %s is a TLS address: give --tls-cert FILE --tls-key FILE "
+			"--tls-ca FILE (or set SPLITCHAIN_TLS_CERT, SPLITCHAIN_TLS_KEY and "
+			"SPLITCHAIN_TLS_CA) with a certificate signed by the cluster's CA\n",
+			cmd, url);
+		return CLI_ERROR;
+	}
+	if (sc_tls_init(cert, key, ca)) {
+		fprintf(stderr, "splitchain %s: %s\n", cmd, sc_err_detail());
+		return CLI_ERROR;
+	}
+	return CLI_OK;
+}
 
 void cli_conn_defaults(cli_conn *c)
 {
@@ -35,6 +66,9 @@ int cli_conn_option(const char *cmd, int c, const char *arg, cli_conn *co)
 	long v;
 	switch (c) {
 	case 'C': co->url = arg; return 0;
+	case CLI_OPT_TLS_CERT: tls_cert = arg; return 0;
+	case CLI_OPT_TLS_KEY: tls_key = arg; return 0;
+	case CLI_OPT_TLS_CA: tls_ca = arg; return 0;
 	case 'J': co->json = 1; return 0;
 	case 'O':
 		if (cli_int(cmd, "--timeout-ms", arg, 1, 86400000, &v))
@@ -84,7 +118,7 @@ int cli_call_url(const char *cmd, const char *url, int timeout_ms, const char *m
 	int status = SC_STATUS_UNKNOWN;
 	sc_err rc;
 
-	if (cli_token(cmd, token, sizeof(token)))
+	if (cli_tls_ready(cmd, url) || cli_token(cmd, token, sizeof(token)))
 		return CLI_ERROR;
 	if ((rc = sc_rpc_client_open(&cl, url)))
 		return cli_fail(cmd, rc, url);
@@ -104,6 +138,14 @@ int cli_call_url(const char *cmd, const char *url, int timeout_ms, const char *m
 	if (status != SC_STATUS_OK) {
 		fprintf(stderr, "splitchain %s: %s: %s\n", cmd, sc_status_name(status),
 			msg[0] ? msg : "(no message)");
+		if (status == SC_STATUS_UNAVAILABLE && strstr(msg, "no connection"))
+			fprintf(
+			    stderr, "splitchain %s: %s\n", cmd,
+			    sc_tls_url(url)
+				? "a TLS server refuses a certificate its CA did not sign: check "
+				  "--tls-cert/--tls-ca (or SPLITCHAIN_TLS_*)"
+				: "a TLS coordinator needs a tls+tcp:// address and --tls-cert, "
+				  "--tls-key, --tls-ca (or SPLITCHAIN_TLS_*)");
 		return CLI_ERROR;
 	}
 	return CLI_OK;

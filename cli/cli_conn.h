@@ -17,8 +17,13 @@ typedef struct cli_conn {
 	int timeout_ms;
 } cli_conn;
 
+/* getopt values of the TLS options (above any character). */
+enum { CLI_OPT_TLS_CERT = 0x201, CLI_OPT_TLS_KEY, CLI_OPT_TLS_CA };
+
 #define CLI_CONN_OPTIONS                                                                           \
 	{ "coordinator", 1, 0, 'C' }, { "timeout-ms", 1, 0, 'O' }, { "json", 0, 0, 'J' },          \
+	    { "tls-cert", 1, 0, CLI_OPT_TLS_CERT }, { "tls-key", 1, 0, CLI_OPT_TLS_KEY },          \
+	    { "tls-ca", 1, 0, CLI_OPT_TLS_CA },                                                    \
 	{                                                                                          \
 		"help", 0, 0, 'h'                                                                  \
 	}
@@ -28,6 +33,11 @@ extern const char cli_conn_help[];
 void cli_conn_defaults(cli_conn *c);
 /* Handles a connection option; 0 done, 1 bad (usage printed), -1 not one. */
 int cli_conn_option(const char *cmd, int c, const char *arg, cli_conn *co);
+
+/* Makes the CLI's TLS identity (--tls-* options, else $SPLITCHAIN_TLS_CERT,
+ * $SPLITCHAIN_TLS_KEY, $SPLITCHAIN_TLS_CA) ready when url is tls+tcp://:
+ * CLI_OK, or CLI_ERROR with the error printed. */
+int cli_tls_ready(const char *cmd, const char *url);
 
 /* One call to the coordinator; prints the error and returns CLI_ERROR
  * unless the status is OK. */

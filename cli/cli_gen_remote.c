@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_conn.h"
 #include "cli_gen.h"
 #include "sc_rpc_pb.h"
 #include "sc_wire.h"
@@ -80,6 +81,8 @@ sc_err cli_remote_open(remote *r, const char *model_path, sc_adapter *ad, int P,
 		Splitchain__NamedTensor *nts = NULL, **ptrs = NULL;
 		int n = 0;
 		sc_err rc;
+		if (cli_tls_ready("generate", h->url))
+			return sc_errf(SC_EINVAL, "%s: no TLS identity", h->url);
 		SC_TRY(sc_rpc_client_open(&h->cl, h->url));
 		SC_TRY(sc_rpc_client_set_auth(h->cl, h->ticket, strlen(h->ticket)));
 		req.session = r->session + (uint64_t)i;

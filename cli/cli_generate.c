@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "cli_conn.h"
 #include "cli_gen.h"
 #include "sc_adapter.h"
 #include "sc_backend.h"
@@ -69,6 +70,8 @@ static const char generate_help[] =
     "  --workers URL,URL     these workers' control addresses, layers split evenly\n"
     "                        (--model must be readable by them at the same path)\n"
     "  --timeout-ms N        longest wait for one worker's reply             (default 60000)\n"
+    "  --tls-cert/--tls-key/--tls-ca FILE  for tls+tcp:// workers and coordinator\n"
+    "                        (default $SPLITCHAIN_TLS_CERT, _KEY, _CA)\n"
     "  --device D            cpu or cuda:N                                   (default cpu)\n"
     "  --threads N           CPU threads, 0 = all cores                      (default 0)\n";
 
@@ -96,6 +99,9 @@ static int parse(gen_args *a, int argc, char **argv)
 		{ "workers", 1, 0, 'W' },
 		{ "coordinator", 1, 0, 'C' },
 		{ "timeout-ms", 1, 0, 'O' },
+		{ "tls-cert", 1, 0, CLI_OPT_TLS_CERT },
+		{ "tls-key", 1, 0, CLI_OPT_TLS_KEY },
+		{ "tls-ca", 1, 0, CLI_OPT_TLS_CA },
 		{ "stages", 1, 0, 'g' },
 		{ "device", 1, 0, 'D' },
 		{ "threads", 1, 0, 'j' },
@@ -159,6 +165,9 @@ static int parse(gen_args *a, int argc, char **argv)
 		case 'K': a->tokenizer = optarg; break;
 		case 'E': a->ignore_eos = 1; break;
 		case 'C': a->coordinator = optarg; break;
+		case CLI_OPT_TLS_CERT:
+		case CLI_OPT_TLS_KEY:
+		case CLI_OPT_TLS_CA: bad = cli_conn_option(cmd, c, optarg, &(cli_conn){ 0 }); break;
 		case 'B': bad = cli_int(cmd, "--job", optarg, 1, LONG_MAX, &a->job); break;
 		case 'O':
 			bad = cli_int(cmd, "--timeout-ms", optarg, 1, 86400000, &a->timeout_ms);

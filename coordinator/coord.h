@@ -122,11 +122,24 @@ typedef struct coord {
 	char fetch_addr[256]; /* the bulk server's bound address (RegisterReply.fetch_addr) */
 	coord_auth *auth;     /* credentials, owners, limits, roots (coord_auth.h) */
 	atomic_int stopping;
+	int insecure; /* --insecure: plaintext tcp:// allowed (warned of at every register) */
 } coord;
 
 /* `splitchain-coordinator --db dbpath users VERB ...` (coord_users.c):
  * argv[0] is the verb. Returns the exit code. */
 int coord_users_main(const char *dbpath, int argc, char **argv);
+/* Transport security (coord_tls.c). coord_transport_check loads the TLS
+ * identity (cert NULL: none) and checks the listen addresses: 0, or 1 with
+ * the error logged. coord_tls_poll records the TLS listeners' refused
+ * handshakes as events (one caller: the main thread). coord_register_transport
+ * is a worker's register seen from the transport: 0 to go on (a plaintext
+ * one under --insecure is logged and recorded), 1 to refuse it with msg
+ * (plaintext addresses given to a TLS coordinator). Neither takes c->mu. */
+int coord_transport_check(coord *c, const char *listen, const char *fetch, const char *cert,
+			  const char *key, const char *ca);
+void coord_tls_poll(coord *c);
+int coord_register_transport(coord *c, const char *name, const char *control, const char *data,
+			     char *msg, size_t cap);
 
 /* The RPC method table (coord_rpc.c). */
 extern const sc_rpc_method coord_methods[];

@@ -4,11 +4,13 @@
  * and drives the steps: Step on every stage at once, the global gradient
  * norm from the per-layer sums, Apply with the clip factor, metrics, and a
  * checkpoint every N steps in one transaction. */
+#include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "auto_quant.h"
@@ -20,6 +22,7 @@
 #include "sc_codec.h"
 #include "sc_config.h"
 #include "sc_data.h"
+#include "sc_dataplane.h"
 #include "sc_dataset.h"
 #include "sc_layer_quant.h"
 #include "sc_quant.h"
@@ -597,8 +600,14 @@ static int assign(runner *r, char *err, size_t esize)
 	Splitchain__LoraConfig lora;
 	Splitchain__OwnerData od;
 	char *heads[16], *tails[16];
+	uint8_t secret[SC_DP_SECRET_LEN]; /* this placement's data-plane secret */
 	int bad, n = r->n, o = r->n_owners;
 
+	if (getrandom(secret, sizeof(secret), 0) != (ssize_t)sizeof(secret)) {
+		snprintf(err, esize, "no random bytes for the data-plane secret: %s",
+			 strerror(errno));
+		return 0;
+	}
 	run_lora_msg(r->spec, &lora);
 	coord_owner_data(r->spec, &od);
 	for (int k = 0; k < o; k++) {
@@ -627,6 +636,8 @@ static int assign(runner *r, char *err, size_t esize)
 		req[i].prev_data_addr = i > o && (i > 0) ? r->st[i - 1].data : "";
 		req[i].next_data_addr = i >= o && i < n - 1 ? r->st[i + 1].data : "";
 		req[i].ring = r->ring;
+		req[i].data_secret.data = secret;
+		req[i].data_secret.len = sizeof(secret);
 		if (i < o) {
 			req[i].tail_first_layer = r->st[i].tail_first;
 			req[i].tail_last_layer = r->st[i].tail_last;
@@ -659,6 +670,7 @@ static int assign(runner *r, char *err, size_t esize)
 			r->eval_passes = (r->owner_eval_batches[k] + M - 1) / M;
 	}
 	run_free_replies(r);
+	memset(secret, 0, sizeof(secret));
 	return bad;
 }
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "coord.h"
@@ -20,7 +21,8 @@ static const char help[] =
     "jobs to it, and it keeps every durable fact in one SQLite database.\n"
     "\n"
     "options:\n"
-    "  --listen URL          RPC address for workers and the CLI (default tcp://127.0.0.1:7700)\n"
+    "  --listen URL          RPC address for workers and the CLI (default tcp://127.0.0.1:7700,\n"
+    "                        tls+tcp://127.0.0.1:7700 with --tls-cert)\n"
     "  --fetch-listen URL    where workers fetch registered models' tensors, apart from\n"
     "                        the RPCs (default: --listen's host and port + 1, else a free port)\n"
     "  --db PATH             the SQLite database (default splitchain.db)\n"
@@ -31,11 +33,18 @@ static const char help[] =
     "                        and resumed from its last checkpoint; 0: 10 x its recent\n"
     "                        step time, at least 5000                (default 0)\n"
     "  --keep-checkpoints N  checkpoints kept per job               (default 3)\n"
+    "  --tls-cert FILE       the coordinator's certificate (PEM, signed by the cluster CA)\n"
+    "  --tls-key FILE        its private key (PEM)\n"
+    "  --tls-ca FILE         the cluster CA's certificate: tls+tcp:// addresses use mutual\n"
+    "                        TLS, with workers and the CLI alike; a peer without a\n"
+    "                        certificate the CA signed is refused (event tls_refused)\n"
+    "  --insecure            allow plaintext tcp:// addresses and workers without a join\n"
+    "                        token (a trusted network only): warned of at start and at\n"
+    "                        every worker's register\n"
     "  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
     "                        (port 0: a free one, logged at start; default: none)\n"
     "  --join-token-file F   the secret workers present to join (only its hash is kept);\n"
     "                        required unless --insecure (default $SPLITCHAIN_JOIN_TOKEN_FILE)\n"
-    "  --insecure            run without a join token: any host may join as a worker\n"
     "  --model-root DIR      models and tokenizers are opened only under DIR\n"
     "                        (default: the working directory)\n"
     "  --data-root DIR       training and eval data are opened only under DIR\n"
@@ -72,7 +81,8 @@ static int open_bulk(sc_rpc_server **out, coord *c, const char *fetch)
 {
 	char url[300];
 	const char *bound = sc_rpc_server_url(c->srv), *colon = strrchr(bound, ':');
-	long port = colon && !strncmp(bound, "tcp://", 6) ? strtol(colon + 1, NULL, 10) : -1;
+	int tcp = !strncmp(bound, "tcp://", 6) || !strncmp(bound, "tls+tcp://", 10);
+	long port = colon && tcp ? strtol(colon + 1, NULL, 10) : -1;
 	if (fetch)
 		snprintf(url, sizeof(url), "%s", fetch);
 	else if (port > 0 && port < 65535)
@@ -118,10 +128,15 @@ int main(int argc, char **argv)
 		{ "max-jobs-per-user", 1, 0, 'Q' },
 		{ "rate-limit", 1, 0, 'R' },
 		{ "rate-burst", 1, 0, 'B' },
+		{ "tls-cert", 1, 0, 'C' },
+		{ "tls-key", 1, 0, 'Y' },
+		{ "tls-ca", 1, 0, 'T' },
 		{ 0, 0, 0, 0 },
 	};
 	/* clang-format on */
-	const char *listen = "tcp://127.0.0.1:7700", *dbpath = "splitchain.db", *fetch = NULL;
+	static const char default_listen[] = "tcp://127.0.0.1:7700";
+	const char *listen = default_listen, *dbpath = "splitchain.db", *fetch = NULL;
+	const char *cert = NULL, *key = NULL, *ca = NULL;
 	sc_rpc_server *bulk = NULL;
 	const char *metrics = NULL;
 	coord_prom *prom = NULL;
@@ -153,6 +168,9 @@ int main(int argc, char **argv)
 			}
 			metrics = optarg;
 			break;
+		case 'C': cert = optarg; break;
+		case 'Y': key = optarg; break;
+		case 'T': ca = optarg; break;
 		case 'd': dbpath = optarg; break;
 		case 'H':
 			bad = int_opt("--heartbeat-ms", optarg, 10, 3600000, &c.heartbeat_ms);
@@ -171,7 +189,7 @@ int main(int argc, char **argv)
 			bad = int_opt("--keep-checkpoints", optarg, 1, 1000000, &c.checkpoint_keep);
 			break;
 		case 'j': ao.join_token_file = optarg; break;
-		case 'I': ao.insecure = 1; break;
+		case 'I': ao.insecure = c.insecure = 1; break;
 		case 'M': ao.model_root = optarg; break;
 		case 'D': ao.data_root = optarg; break;
 		case 'Q':
@@ -203,6 +221,15 @@ int main(int argc, char **argv)
 		ao.join_token_file = getenv("SPLITCHAIN_JOIN_TOKEN_FILE");
 	ao.rate = rate;
 	ao.burst = burst ? burst : 2 * rate;
+	if ((cert || key || ca) && !(cert && key && ca)) {
+		fprintf(stderr, "splitchain-coordinator: --tls-cert, --tls-key and --tls-ca go "
+				"together\n");
+		return 2;
+	}
+	if (cert && listen == default_listen) /* with a certificate, TLS by default */
+		listen = "tls+tcp://127.0.0.1:7700";
+	if (coord_transport_check(&c, listen, fetch, cert, key, ca))
+		return 1;
 	/* Every thread (nng's, ours) inherits the blocked signals; only the
 	 * sigwait below takes them. (A handler with pause() here could miss a
 	 * signal that a thread other than main received.) */
@@ -273,8 +300,12 @@ int main(int argc, char **argv)
 		sc_db_close(c.db);
 		return 1;
 	}
-	while (sigwait(&sigs, &sig) != 0)
-		;
+	for (;;) { /* once a second: the TLS listeners' refused handshakes */
+		struct timespec tick = { 1, 0 };
+		if ((sig = sigtimedwait(&sigs, NULL, &tick)) > 0)
+			break;
+		coord_tls_poll(&c);
+	}
 	sc_info("coordinator", "signal %d: stopping (running jobs resume at the next start)", sig);
 	pthread_mutex_lock(&c.mu);
 	atomic_store(&c.stopping, 1);

@@ -137,6 +137,11 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 				 "a positive compute rate");
 		goto out;
 	}
+	if (coord_register_transport(c, r->name, r->control_addr, r->data_addr, rep->message,
+				     sizeof(rep->message))) {
+		rep->status = SC_STATUS_PERMISSION_DENIED;
+		goto out;
+	}
 	/* Job slots: each with a data address (and a data owner's head
 	 * listener); none listed is one slot at data_addr. */
 	slots = r->n_slot_data_addrs ? r->n_slot_data_addrs : 1;

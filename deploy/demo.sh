@@ -11,7 +11,9 @@
 # steps) while showing progress and the loss curves, answers questions put
 # in a way it never saw by generating with the trained adapter through the
 # chain's workers, exports the adapter in the PEFT format, and stops the
-# processes. The state stays in OUT_DIR/cluster/splitchain.db.
+# processes. Every connection is mutual TLS, with a CA and certificates the
+# demo makes in OUT_DIR/certs (deploy/certs.sh). The state stays in
+# OUT_DIR/cluster/splitchain.db.
 #   bash deploy/demo.sh [OUT_DIR]        (default: demo-run)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,10 +26,14 @@ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target splitchain splitchain-coordinator splitchain-worker >/dev/null
 SC="$BUILD/cli/splitchain"
 export SC_BIN=$BUILD SC_THREADS=1 SC_PORT=${SC_PORT:-7700}
-export SPLITCHAIN_COORDINATOR=tcp://127.0.0.1:$SC_PORT
+export SPLITCHAIN_COORDINATOR=tls+tcp://127.0.0.1:$SC_PORT
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+# The cluster's CA and a certificate for each party (the CA is kept across runs).
+bash "$ROOT/deploy/certs.sh" "$OUT/certs" coordinator worker cli >/dev/null
+export SC_TLS_DIR=$OUT/certs SPLITCHAIN_TLS_CERT=$OUT/certs/cli.pem \
+  SPLITCHAIN_TLS_KEY=$OUT/certs/cli.key SPLITCHAIN_TLS_CA=$OUT/certs/ca.pem
 # Examples: questions about capitals in 8 phrasings by 4 askers, the loss on
 # the answer only; 5% of them held out.
 awk 'BEGIN {
@@ -71,6 +77,7 @@ cat <<MSG
 model:     $OUT/llama (config.json, model.safetensors, tokenizer.json)
 data:      $OUT/capitals.jsonl (5% held out)
 adapter:   $OUT/adapter (adapter_config.json + adapter_model.safetensors, PEFT format)
+certs:     $OUT/certs (CA, coordinator, worker, cli; the CLI's via SPLITCHAIN_TLS_CERT/KEY/CA)
 state:     $OUT/cluster/splitchain.db, e.g.
   sqlite3 -header -column $OUT/cluster/splitchain.db 'select * from v_job_progress'
   sqlite3 -header -column $OUT/cluster/splitchain.db 'select step, loss, eval_loss, eval_perplexity from v_loss_curve where job_id = $job and eval_loss is not null'

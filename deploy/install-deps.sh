@@ -19,7 +19,8 @@ PKGS=(
   libnng-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev
   libsqlite3-dev sqlite3
   libopenblas-openmp-dev libcjson-dev libcmocka-dev libpcre2-dev libutf8proc-dev
-  libmbedtls-dev
+  libmbedtls-dev  # nng's TLS engine; mbedx509 checks certificates and keys at start
+  openssl  # deploy/certs.sh: the cluster CA and the parties' certificates
   libdnnl-dev  # oneDNN, for bench/onednn_bench.c (issue 18: bf16 GEMMs on the CPU)
   clang-format
   tcpdump  # owner_test: a capture of loopback proves private data stays home

@@ -12,6 +12,11 @@
 # join token; default DIR/join.token, made on first start).
 # The first start also adds an admin user and keeps its token in
 # DIR/admin.token (mode 600): export SPLITCHAIN_TOKEN=$(cat DIR/admin.token).
+# Mutual TLS: the certificates in SC_TLS_DIR (coordinator, worker and cli,
+# from deploy/certs.sh), else ones made in DIR/certs; SC_INSECURE=1 runs
+# plaintext tcp:// instead (--insecure). For the CLI against a TLS cluster:
+#   export SPLITCHAIN_TLS_CERT=CERTS/cli.pem SPLITCHAIN_TLS_KEY=CERTS/cli.key \
+#          SPLITCHAIN_TLS_CA=CERTS/ca.pem
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${SC_BIN:-$ROOT/build}
@@ -19,7 +24,7 @@ PORT=${SC_PORT:-7700}
 THREADS=${SC_THREADS:-1}
 cmd=${1:-}
 DIR=${2:-}
-[ -n "$cmd" ] && [ -n "$DIR" ] || { sed -n '2,9p' "$0" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$DIR" ] || { sed -n '2,19p' "$0" >&2; exit 2; }
 read -r -a WORKER_ARGS <<< "${SC_WORKER_ARGS:-}"
 
 coordinator_bin() { echo "$BIN/coordinator/splitchain-coordinator"; }
@@ -36,7 +41,26 @@ start)
     echo "launch: a coordinator already runs for $DIR (pid $(cat "$DIR/coordinator.pid"))" >&2
     exit 1
   fi
-  URL="tcp://127.0.0.1:$PORT"
+  if [ "${SC_INSECURE:-0}" = 1 ]; then
+    SCHEME=tcp
+    COORD_SEC=(--insecure)
+    WORKER_SEC=(--insecure)
+  else
+    CERTS=${SC_TLS_DIR:-$DIR/certs}
+    if [ ! -f "$CERTS/coordinator.pem" ] || [ ! -f "$CERTS/worker.pem" ] ||
+       [ ! -f "$CERTS/cli.pem" ]; then
+      "$ROOT/deploy/certs.sh" "$CERTS" coordinator worker cli >/dev/null
+    fi
+    CERTS=$(cd "$CERTS" && pwd)
+    SCHEME=tls+tcp
+    COORD_SEC=(--tls-cert "$CERTS/coordinator.pem" --tls-key "$CERTS/coordinator.key"
+               --tls-ca "$CERTS/ca.pem")
+    WORKER_SEC=(--tls-cert "$CERTS/worker.pem" --tls-key "$CERTS/worker.key"
+                --tls-ca "$CERTS/ca.pem")
+    export SPLITCHAIN_TLS_CERT=$CERTS/cli.pem SPLITCHAIN_TLS_KEY=$CERTS/cli.key \
+      SPLITCHAIN_TLS_CA=$CERTS/ca.pem
+  fi
+  URL="$SCHEME://127.0.0.1:$PORT"
   JOIN=${SPLITCHAIN_JOIN_TOKEN_FILE:-$DIR/join.token}
   if [ ! -s "$JOIN" ]; then
     (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$JOIN")
@@ -47,14 +71,15 @@ start)
   fi
   export SPLITCHAIN_TOKEN=${SPLITCHAIN_TOKEN:-$(cat "$DIR/admin.token")}
   "$(coordinator_bin)" --listen "$URL" --db "$DIR/splitchain.db" --join-token-file "$JOIN" \
+    "${COORD_SEC[@]}" \
     --model-root "${SC_MODEL_ROOT:-$PWD}" --data-root "${SC_DATA_ROOT:-$PWD}" \
     >>"$DIR/coordinator.log" 2>&1 &
   echo $! > "$DIR/coordinator.pid"
   for i in $(seq 1 "$N"); do
     OMP_NUM_THREADS=$THREADS "$(worker_bin)" --coordinator "$URL" --name "worker-$i" \
       --join-token-file "$JOIN" \
-      --listen "tcp://127.0.0.1:0" --data "tcp://127.0.0.1:0" --threads "$THREADS" \
-      ${WORKER_ARGS[@]+"${WORKER_ARGS[@]}"} >>"$DIR/worker-$i.log" 2>&1 &
+      --listen "$SCHEME://127.0.0.1:0" --data "$SCHEME://127.0.0.1:0" --threads "$THREADS" \
+      "${WORKER_SEC[@]}" ${WORKER_ARGS[@]+"${WORKER_ARGS[@]}"} >>"$DIR/worker-$i.log" 2>&1 &
     echo $! > "$DIR/worker-$i.pid"
   done
   # Ready when every worker is registered.
@@ -66,6 +91,7 @@ start)
   done
   echo "launch: coordinator at $URL (database $DIR/splitchain.db), $N workers; logs in $DIR"
   echo "launch: the admin's token: export SPLITCHAIN_TOKEN=\$(cat $DIR/admin.token)"
+  [ "$SCHEME" = tcp ] || echo "launch: TLS certificates in $CERTS (the CLI's: cli.pem, cli.key, ca.pem)"
   ;;
 stop)
   for f in "$DIR"/worker-*.pid "$DIR"/coordinator.pid; do
@@ -92,5 +118,5 @@ status)
     else echo "$(basename "$f" .pid): not running"; fi
   done
   ;;
-*) sed -n '2,8p' "$0" >&2; exit 2 ;;
+*) sed -n '2,19p' "$0" >&2; exit 2 ;;
 esac

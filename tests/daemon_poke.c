@@ -26,6 +26,7 @@
 #include <nng/protocol/reqrep0/req.h>
 
 #include "sc_rpc_pb.h"
+#include "sc_tls.h"
 #include "splitchain.pb-c.h"
 
 static int passed, failed;
@@ -45,6 +46,7 @@ static int send_raw(const char *url, const void *buf, size_t len, int wait_ms, c
 		    size_t rs)
 {
 	nng_socket s;
+	nng_dialer d;
 	nng_msg *m;
 	int got = 0;
 
@@ -55,7 +57,8 @@ static int send_raw(const char *url, const void *buf, size_t len, int wait_ms, c
 	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 5000);
 	nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, 60000);
 	nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 0);
-	if (nng_dial(s, url, NULL, 0) == 0 && nng_msg_alloc(&m, 0) == 0) {
+	if (nng_dialer_create(&d, s, url) == 0 && sc_tls_dialer_setup(d, url) == SC_OK &&
+	    nng_dialer_start(d, 0) == 0 && nng_msg_alloc(&m, 0) == 0) {
 		nng_msg_append(m, buf, len);
 		if (nng_sendmsg(s, m, 0) != 0) {
 			nng_msg_free(m);
@@ -89,7 +92,10 @@ static int oversized(const char *url)
 	ssize_t got;
 	int fd, ret = -1;
 
-	if (sscanf(url, "tcp://127.0.0.1:%u", &port) != 1)
+	/* On a tls+tcp:// port these plaintext bytes fail the TLS handshake,
+	 * which must drop the connection just the same. */
+	if (sscanf(url, "tcp://127.0.0.1:%u", &port) != 1 &&
+	    sscanf(url, "tls+tcp://127.0.0.1:%u", &port) != 1)
 		return -1;
 	sa.sin_port = htons((uint16_t)port);
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -363,6 +369,13 @@ int main(int argc, char **argv)
 	if (argc < 2) {
 		fprintf(stderr, "usage: daemon_poke COORDINATOR_URL [WORKER_URL]\n");
 		return 2;
+	}
+	/* TLS addresses: the CLI's identity from the environment. */
+	if (sc_tls_url(argv[1]) &&
+	    sc_tls_init(getenv("SPLITCHAIN_TLS_CERT"), getenv("SPLITCHAIN_TLS_KEY"),
+			getenv("SPLITCHAIN_TLS_CA"))) {
+		fprintf(stderr, "daemon_poke: %s\n", sc_err_detail());
+		return 1;
 	}
 	poke_coordinator(argv[1]);
 	if (argc > 2)

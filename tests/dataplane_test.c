@@ -50,7 +50,7 @@ static void raw_hello(nng_socket raw, const sc_dp_peer *from)
 {
 	uint8_t *msg;
 	size_t len;
-	SC_ASSERT_OK(sc_dp_encode_hello(&msg, &len, from));
+	SC_ASSERT_OK(sc_dp_encode_hello(&msg, &len, from, NULL));
 	assert_int_equal(nng_send(raw, msg, len, 0), 0);
 	free(msg);
 }
@@ -598,21 +598,21 @@ static void hello_round_trip_and_checks(void **state)
 	size_t len, tlen;
 	float x[NUMEL];
 
-	SC_ASSERT_OK(sc_dp_encode_hello(&msg, &len, &me));
-	SC_ASSERT_OK(sc_dp_check_hello(msg, len, &me));
+	SC_ASSERT_OK(sc_dp_encode_hello(&msg, &len, &me, NULL));
+	SC_ASSERT_OK(sc_dp_check_hello(msg, len, &me, NULL));
 	other = me, other.version = 1;
-	SC_ASSERT_ERR(sc_dp_check_hello(msg, len, &other), SC_EFORMAT);
+	SC_ASSERT_ERR(sc_dp_check_hello(msg, len, &other, NULL), SC_EFORMAT);
 	assert_non_null(strstr(sc_err_detail(), "placement 2 stage 0 where job 7 placement 1"));
 	other = me, other.stage = 1;
-	SC_ASSERT_ERR(sc_dp_check_hello(msg, len, &other), SC_EFORMAT);
+	SC_ASSERT_ERR(sc_dp_check_hello(msg, len, &other, NULL), SC_EFORMAT);
 	other = me, other.job = 8;
-	SC_ASSERT_ERR(sc_dp_check_hello(msg, len, &other), SC_EFORMAT);
+	SC_ASSERT_ERR(sc_dp_check_hello(msg, len, &other, NULL), SC_EFORMAT);
 	for (size_t n = 0; n < len; n++) /* every truncation */
-		SC_ASSERT_ERR(sc_dp_check_hello(msg, n, &me), SC_EFORMAT);
+		SC_ASSERT_ERR(sc_dp_check_hello(msg, n, &me, NULL), SC_EFORMAT);
 	/* A tensor is no hello, even of the right peer. */
 	fill(x, 20);
 	SC_ASSERT_OK(sc_dp_encode(&t, &tlen, &tag, &me, 3, shape, x));
-	SC_ASSERT_ERR(sc_dp_check_hello(t, tlen, &me), SC_EFORMAT);
+	SC_ASSERT_ERR(sc_dp_check_hello(t, tlen, &me, NULL), SC_EFORMAT);
 	/* A tensor stamped by another placement or stage is refused. */
 	other = me, other.version = 3;
 	SC_ASSERT_ERR(sc_dp_decode(t, tlen, &tag, &other, 3, shape, x), SC_EFORMAT);
@@ -622,6 +622,86 @@ static void hello_round_trip_and_checks(void **state)
 	SC_ASSERT_OK(sc_dp_decode(t, tlen, &tag, &me, 3, shape, x));
 	free(t);
 	free(msg);
+}
+
+/* A hello carries the placement's secret: the right one passes, another
+ * or none is refused (and the detail never shows the secret); a listener
+ * without a secret takes either. */
+static void hello_secret_checked(void **state)
+{
+	sc_dp_peer me = { 7, 2, 0 };
+	uint8_t key[SC_DP_SECRET_LEN], wrong[SC_DP_SECRET_LEN], *msg, *bare;
+	size_t len, blen;
+
+	for (int i = 0; i < SC_DP_SECRET_LEN; i++)
+		key[i] = (uint8_t)('a' + i % 26), wrong[i] = key[i];
+	wrong[SC_DP_SECRET_LEN - 1] ^= 1; /* differs in the last byte only */
+	SC_ASSERT_OK(sc_dp_encode_hello(&msg, &len, &me, key));
+	SC_ASSERT_OK(sc_dp_encode_hello(&bare, &blen, &me, NULL));
+	SC_ASSERT_OK(sc_dp_check_hello(msg, len, &me, key));
+	SC_ASSERT_OK(sc_dp_check_hello(msg, len, &me, NULL));
+	SC_ASSERT_OK(sc_dp_check_hello(bare, blen, &me, NULL));
+	SC_ASSERT_ERR(sc_dp_check_hello(msg, len, &me, wrong), SC_EFORMAT);
+	assert_non_null(strstr(sc_err_detail(), "with a wrong secret"));
+	assert_null(strstr(sc_err_detail(), "abcdef"));
+	SC_ASSERT_ERR(sc_dp_check_hello(bare, blen, &me, key), SC_EFORMAT);
+	assert_non_null(strstr(sc_err_detail(), "without the placement's secret"));
+	free(bare);
+	free(msg);
+}
+
+/* Sends the hello of `from` with secret on the raw socket, then a tensor x. */
+static void raw_hello_tensor(nng_socket raw, const sc_dp_peer *from, const uint8_t *secret,
+			     const float *x)
+{
+	uint8_t *msg;
+	size_t len;
+	SC_ASSERT_OK(sc_dp_encode_hello(&msg, &len, from, secret));
+	assert_int_equal(nng_send(raw, msg, len, 0), 0);
+	free(msg);
+	SC_ASSERT_OK(sc_dp_encode(&msg, &len, &tag, from, 3, shape, x));
+	assert_int_equal(nng_send(raw, msg, len, 0), 0);
+	free(msg);
+}
+
+/* A dialer with the right (job, placement, stage) but a wrong secret, or
+ * none, is closed before its tensor is read; the right secret's tensor
+ * arrives. */
+static void wrong_secret_dialer_refused(void **state)
+{
+	refusals r = { 0 };
+	sc_dp_opts o = listener_opts(&r, 400);
+	sc_dp_peer right = { 7, 2, 0 };
+	uint8_t wrong[SC_DP_SECRET_LEN];
+	float x[NUMEL], y[NUMEL];
+	sc_dp_socket *l;
+	nng_socket raw;
+	char url[64];
+
+	memset(o.secret, 0x5a, sizeof(o.secret));
+	o.has_secret = 1;
+	memset(wrong, 0x5b, sizeof(wrong));
+	SC_ASSERT_OK(sc_dp_listen(&l, inproc_url(url, sizeof(url)), &o));
+	fill(x, 23);
+	raw = raw_dial(sc_dp_url(l));
+	raw_hello_tensor(raw, &right, wrong, x);
+	SC_ASSERT_ERR(sc_dp_recv(l, &tag, 3, shape, y), SC_EIO);
+	assert_int_equal(r.n, 1);
+	assert_non_null(strstr(r.last, "with a wrong secret"));
+	nng_close(raw);
+	raw = raw_dial(sc_dp_url(l));
+	raw_hello_tensor(raw, &right, NULL, x);
+	SC_ASSERT_ERR(sc_dp_recv(l, &tag, 3, shape, y), SC_EIO);
+	assert_int_equal(r.n, 2);
+	assert_non_null(strstr(r.last, "without the placement's secret"));
+	nng_close(raw);
+	raw = raw_dial(sc_dp_url(l));
+	raw_hello_tensor(raw, &right, o.secret, x);
+	SC_ASSERT_OK(sc_dp_recv(l, &tag, 3, shape, y));
+	assert_memory_equal(x, y, sizeof(x));
+	assert_int_equal(r.n, 2);
+	nng_close(raw);
+	sc_dp_close(l);
 }
 
 /* A connection whose first message is another placement's hello, or no
@@ -846,6 +926,8 @@ int main(void)
 		cmocka_unit_test(bad_arguments),
 		cmocka_unit_test(hello_round_trip_and_checks),
 		cmocka_unit_test(wrong_first_messages_refused),
+		cmocka_unit_test(hello_secret_checked),
+		cmocka_unit_test(wrong_secret_dialer_refused),
 		cmocka_unit_test(stale_dialer_first_then_right_one),
 		cmocka_unit_test(silent_connection_closed),
 		cmocka_unit_test(hello_again_after_reconnect),

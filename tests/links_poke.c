@@ -22,6 +22,7 @@
 #include "sc_probe.h"
 #include "sc_rpc_pb.h"
 #include "sc_token.h"
+#include "sc_tls.h"
 #include "splitchain.pb-c.h"
 
 #define BAD_MARK 123.456 /* a value no real measurement gives */
@@ -122,6 +123,9 @@ int main(int argc, char **argv)
 	(void)argv[3];
 	(void)argv[4];
 	if (!jf || !user || sc_token_read_file(jf, 0, join, sizeof(join)) ||
+	    (sc_tls_url(argv[1]) &&
+	     sc_tls_init(getenv("SPLITCHAIN_TLS_CERT"), getenv("SPLITCHAIN_TLS_KEY"),
+			 getenv("SPLITCHAIN_TLS_CA"))) ||
 	    sc_rpc_client_open(&co, argv[1]) || sc_rpc_client_open(&wk, argv[2])) {
 		fprintf(stderr,
 			"links_poke: %s (needs SPLITCHAIN_JOIN_TOKEN_FILE and SPLITCHAIN_TOKEN)\n",

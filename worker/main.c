@@ -20,6 +20,7 @@
 #include "deliver.h"
 #include "sc_http_metrics.h"
 #include "sc_log.h"
+#include "sc_tls.h"
 #include "sc_units.h"
 #include "sc_version.h"
 #include "worker.h"
@@ -35,8 +36,9 @@ static const char usage_text[] =
     "forward and backward passes, keeps its LoRA adapters and optimizer state, and\n"
     "passes activations and gradients to its neighbours in the chain.\n\n"
     "options:\n  --coordinator URL    the coordinator's RPC address (required)\n"
-    "  --listen URL         this worker's RPC address          (default tcp://127.0.0.1:0)\n"
-    "  --data URL           this worker's data-plane address   (default tcp://127.0.0.1:0)\n"
+    "  --listen URL         this worker's RPC address          (default tcp://127.0.0.1:0,\n"
+    "                       tls+tcp://127.0.0.1:0 with --tls-cert)\n"
+    "  --data URL           this worker's data-plane address   (the same default)\n"
     "                       port 0 picks a free port; the bound addresses are logged\n"
     "                       and reported to the coordinator\n"
     "  --name NAME          the name the coordinator shows     (default hostname-pid)\n"
@@ -68,6 +70,12 @@ static const char usage_text[] =
     "  --join-token-file F  the cluster's join token (the coordinator's\n"
     "                       --join-token-file): presented when registering\n"
     "                       (default $SPLITCHAIN_JOIN_TOKEN_FILE)\n"
+    "  --tls-cert FILE      this worker's certificate (PEM, signed by the cluster CA)\n"
+    "  --tls-key FILE       its private key (PEM)\n"
+    "  --tls-ca FILE        the cluster CA's certificate: every tls+tcp:// address\n"
+    "                       (RPC, data plane, fetches, probes) uses mutual TLS and\n"
+    "                       accepts only peers with certificates the CA signed\n"
+    "  --insecure           allow plaintext tcp:// addresses (a trusted network only)\n"
     "  --help               this text\n  --version            the version\n"
     "\nSPLITCHAIN_LOG=debug|info|warn|error sets the log level. SIGTERM or SIGINT\n"
     "stops the worker cleanly.\n"
@@ -120,32 +128,44 @@ static int parse_int(const char *s, long lo, long hi, int *out)
 	return 0;
 }
 
+static const char default_addr[] = "tcp://127.0.0.1:0";
+static const char default_tls_addr[] = "tls+tcp://127.0.0.1:0";
+
 /* 0: run with *o; otherwise the exit code (help printed or usage error). */
 static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 {
-	static const struct option longopts[] = { { "coordinator", 1, 0, 'c' },
-						  { "listen", 1, 0, 'l' },
-						  { "data", 1, 0, 'd' },
-						  { "name", 1, 0, 'n' },
-						  { "device", 1, 0, 'D' },
-						  { "threads", 1, 0, 't' },
-						  { "data-timeout", 1, 0, 'T' },
-						  { "probe-every-s", 1, 0, 'P' },
-						  { "memory-reserve", 1, 0, 'R' },
-						  { "cache", 1, 0, 'K' },
-						  { "cache-limit", 1, 0, 'L' },
-						  { "owner-data", 1, 0, 'O' },
-						  { "jobs", 1, 0, 'J' },
-						  { "help", 0, 0, 'h' },
-						  { "version", 0, 0, 'V' },
-						  { "metrics-listen", 1, 0, 'M' },
-						  { "join-token-file", 1, 0, 'j' },
-						  { 0, 0, 0, 0 } };
+	/* One option a line, so that adding one changes one line. */
+	/* clang-format off */
+	static const struct option longopts[] = {
+		{ "coordinator", 1, 0, 'c' },
+		{ "listen", 1, 0, 'l' },
+		{ "data", 1, 0, 'd' },
+		{ "name", 1, 0, 'n' },
+		{ "device", 1, 0, 'D' },
+		{ "threads", 1, 0, 't' },
+		{ "data-timeout", 1, 0, 'T' },
+		{ "probe-every-s", 1, 0, 'P' },
+		{ "memory-reserve", 1, 0, 'R' },
+		{ "cache", 1, 0, 'K' },
+		{ "cache-limit", 1, 0, 'L' },
+		{ "owner-data", 1, 0, 'O' },
+		{ "jobs", 1, 0, 'J' },
+		{ "help", 0, 0, 'h' },
+		{ "version", 0, 0, 'V' },
+		{ "metrics-listen", 1, 0, 'M' },
+		{ "join-token-file", 1, 0, 'j' },
+		{ "tls-cert", 1, 0, 'C' },
+		{ "tls-key", 1, 0, 'Y' },
+		{ "tls-ca", 1, 0, 'A' },
+		{ "insecure", 0, 0, 'I' },
+		{ 0, 0, 0, 0 },
+	};
+	/* clang-format on */
 	int c, secs;
 
 	*done = 0;
-	*o = (worker_opts){ .listen = "tcp://127.0.0.1:0",
-			    .data = "tcp://127.0.0.1:0",
+	*o = (worker_opts){ .listen = default_addr,
+			    .data = default_addr,
 			    .device = "cpu",
 			    .data_timeout_ms = 120000,
 			    .probe_every_s = 60,
@@ -210,6 +230,10 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 				return usage("--memory-reserve: %s", sc_err_detail());
 			o->memory_reserve = optarg;
 			break;
+		case 'C': o->tls_cert = optarg; break;
+		case 'Y': o->tls_key = optarg; break;
+		case 'A': o->tls_ca = optarg; break;
+		case 'I': o->insecure = 1; break;
 		case 'h':
 			fputs(usage_text, stdout);
 			*done = 1;
@@ -227,6 +251,12 @@ static int parse_args(int argc, char **argv, worker_opts *o, int *done)
 		return usage("%s", "--coordinator URL is required");
 	if (o->name && (!o->name[0] || strlen(o->name) >= 128))
 		return usage("--name must have 1 to 127 characters, got '%s'", o->name);
+	if ((o->tls_cert || o->tls_key || o->tls_ca) && !(o->tls_cert && o->tls_key && o->tls_ca))
+		return usage("%s", "--tls-cert, --tls-key and --tls-ca go together");
+	if (o->tls_cert && o->listen == default_addr) /* with a certificate, TLS by default */
+		o->listen = default_tls_addr;
+	if (o->tls_cert && o->data == default_addr)
+		o->data = default_tls_addr;
 	return EXIT_OK;
 }
 
@@ -309,15 +339,22 @@ static void host_of(worker *w)
 						: w->host_cpus;
 }
 
+/* The length of url's "tcp://" or "tls+tcp://", else 0. */
+static int tcp_scheme(const char *url)
+{
+	return !strncmp(url, "tcp://", 6) ? 6 : !strncmp(url, "tls+tcp://", 10) ? 10 : 0;
+}
+
 /* A data owner's head listener beside its data listener bound at data. */
 /* Job slot k's data address from --data: tcp's port + k (a port 0 stays
  * 0: any free port), an ipc path + ".k"; slot 0's is --data itself. */
 static sc_err slot_url(char *out, size_t size, const char *data, int k)
 {
 	const char *colon = strrchr(data, ':');
+	int scheme = tcp_scheme(data);
 	char *end;
 	long port;
-	if (k == 0 || strncmp(data, "tcp://", 6)) {
+	if (k == 0 || !scheme) {
 		if (k == 0)
 			snprintf(out, size, "%s", data);
 		else
@@ -325,7 +362,7 @@ static sc_err slot_url(char *out, size_t size, const char *data, int k)
 		return SC_OK;
 	}
 	port = colon ? strtol(colon + 1, &end, 10) : -1;
-	if (!colon || colon <= data + 6 || *end || port < 0 || port + k > 65535)
+	if (!colon || colon <= data + scheme || *end || port < 0 || port + k > 65535)
 		return sc_errf(SC_EINVAL, "--data %s: job slot %d needs port + %d", data, k, k);
 	snprintf(out, size, "%.*s:%ld", (int)(colon - data), data, port ? port + k : 0);
 	return SC_OK;
@@ -334,7 +371,7 @@ static sc_err slot_url(char *out, size_t size, const char *data, int k)
 static void owner_url(char *out, size_t size, const char *data)
 {
 	const char *colon = strrchr(data, ':');
-	if (!strncmp(data, "tcp://", 6) && colon && colon > data + 6)
+	if (tcp_scheme(data) && colon && colon > data + tcp_scheme(data))
 		snprintf(out, size, "%.*s:0", (int)(colon - data), data);
 	else
 		snprintf(out, size, "%.*s.owner", (int)(size > 7 ? size - 7 : 0), data);
@@ -377,6 +414,40 @@ static const sc_rpc_method methods[] = {
 	{ NULL, NULL },
 };
 
+static void log_refusal(void *arg, const char *url, uint64_t n)
+{
+	(void)arg;
+	sc_warn("worker",
+		"%s: refused %" PRIu64 " connection%s at the TLS handshake (no certificate "
+		"from the cluster CA, or not TLS)",
+		url, n, n == 1 ? "" : "s");
+}
+
+/* Loads the TLS identity and checks every address against it: 0, or 1
+ * with the error logged. */
+static int worker_transport_check(const worker_opts *o)
+{
+	const char *what[] = { "--coordinator", "--listen", "--data" };
+	const char *url[] = { o->coordinator, o->listen, o->data };
+	int plain = 0;
+
+	if (o->tls_cert && sc_tls_init(o->tls_cert, o->tls_key, o->tls_ca)) {
+		sc_error("worker", "%s", sc_err_detail());
+		return 1;
+	}
+	for (int i = 0; i < 3; i++) {
+		if (sc_tls_check_url(what[i], url[i], o->insecure)) {
+			sc_error("worker", "%s", sc_err_detail());
+			return 1;
+		}
+		plain |= !strncmp(url[i], "tcp", 3);
+	}
+	if (plain)
+		sc_warn("worker", "--insecure: plaintext tcp:// addresses; anyone on the network "
+				  "can read and inject this worker's traffic");
+	return 0;
+}
+
 static int fail(const char *what)
 {
 	sc_error("worker", "%s: %s", what, sc_err_detail());
@@ -390,6 +461,8 @@ static int serve(worker *w, const sigset_t *sigs)
 	char host[100];
 	int sig = 0;
 
+	if (worker_transport_check(&w->o))
+		return EXIT_ERROR;
 	if (sc_backend_open(&w->be, w->o.device, w->o.threads))
 		return fail("opening the device");
 	w->gflops = probe_gflops(w->be);
@@ -465,8 +538,12 @@ static int serve(worker *w, const sigset_t *sigs)
 		w->name, w->control_addr, w->slots[0].data_addr, w->n_slots > 1 ? " (slot 0)" : "",
 		w->be->name, w->gflops, (double)w->memory_bytes / (1u << 30), w->n_slots,
 		w->n_slots == 1 ? "" : "s");
-	while (sigwait(sigs, &sig) != 0)
-		;
+	for (;;) { /* once a second: the TLS listeners' refused handshakes */
+		struct timespec tick = { 1, 0 };
+		if ((sig = sigtimedwait(sigs, NULL, &tick)) > 0)
+			break;
+		sc_tls_refusals(log_refusal, w);
+	}
 	sc_info("worker", "%s: stopping", strsignal(sig));
 	return EXIT_OK;
 }

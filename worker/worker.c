@@ -286,6 +286,8 @@ sc_err worker_reset_dataplane(worker *w, worker_slot *s)
 	o.on_refuse_arg = w;
 	o.self = self;
 	o.wire = j->wire;
+	if ((o.has_secret = j->has_secret))
+		memcpy(o.secret, j->secret, sizeof(o.secret));
 	worker_close_dataplane(w, s);
 	if (j->ring && j->stage == 0) {
 		/* A data owner listens for both of its hops: the last middle
@@ -544,6 +546,8 @@ static sc_err build_job(worker *w, const Splitchain__AssignRequest *r, const sc_
 	j->wire = tc->wire;
 	j->seed = tc->seed;
 	snprintf(j->next_addr, sizeof(j->next_addr), "%s", r->next_data_addr);
+	if ((j->has_secret = r->data_secret.len == SC_DP_SECRET_LEN))
+		memcpy(j->secret, r->data_secret.data, SC_DP_SECRET_LEN);
 	btc = (size_t)j->B * j->T * mc->n_embd;
 	mbt = (size_t)j->M * j->B * j->T;
 	/* The activations and gradients cross to and from the device once per
@@ -637,6 +641,12 @@ void worker_assign(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *rep)
 		return;
 	if (check_assign(r, &lc, &tc, rep))
 		goto out;
+	if (r->data_secret.len != 0 && r->data_secret.len != SC_DP_SECRET_LEN) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT,
+				 "the data-plane secret has %zu bytes, not %d", r->data_secret.len,
+				 SC_DP_SECRET_LEN);
+		goto out;
+	}
 	/* A registered model: its manifest and configuration from the
 	 * coordinator; its tensors from the cache or fetched (deliver.h). */
 	if (r->model && r->model[0]

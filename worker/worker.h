@@ -84,6 +84,11 @@ typedef struct worker_opts {
 	int jobs;                   /* --jobs: job slots, 1 .. WORKER_MAX_SLOTS */
 	const char *metrics_listen; /* --metrics-listen HOST:PORT (NULL: none) */
 	const char *join_token;     /* --join-token-file: the file (NULL: none) */
+
+	/* --tls-cert, --tls-key, --tls-ca: this party's TLS identity (NULL: none);
+	 * --insecure: plaintext tcp:// addresses allowed. */
+	const char *tls_cert, *tls_key, *tls_ca;
+	int insecure;
 } worker_opts;
 
 /* A data owner's data for one job (owner.c): read on this worker, batched
@@ -133,6 +138,11 @@ typedef struct job {
 	float *ef;                      /* (M,B,T,C) error feedback of the gradients this
 					 * stage sends back; NULL: fp32, or stage 0 */
 	char next_addr[WORKER_URL_MAX]; /* the next stage's data address, "" on the last */
+
+	/* The placement's data-plane secret (has_secret nonzero): sent in this
+	 * stage's hellos and required in its neighbours'. Never logged. */
+	uint8_t secret[SC_DP_SECRET_LEN];
+	int has_secret;
 } job;
 
 /* What a slot holds, as the heartbeat reports it. */

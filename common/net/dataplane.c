@@ -18,6 +18,7 @@
 #include "dp_frame.h"
 #include "sc_codec.h"
 #include "sc_log.h"
+#include "sc_tls.h"
 #include "splitchain.pb-c.h"
 
 #define SLICE_MS      100  /* socket timeout: how often a waiting call looks at the clock */
@@ -169,12 +170,18 @@ sc_err sc_dp_listen(sc_dp_socket **out, const char *url, const sc_dp_opts *o)
 
 	SC_TRY(sock_open(&s, url, o));
 	s->listener = 1;
-	if ((rv = nng_listen(s->sock, url, &l, 0))) {
+	if ((rv = nng_listener_create(&l, s->sock, url))) {
+		rc = nng_fail(rv, "listening on", url);
+		goto fail;
+	}
+	if ((rc = sc_tls_listener_setup(l, url)))
+		goto fail;
+	if ((rv = nng_listener_start(l, 0))) {
 		rc = nng_fail(rv, "listening on", url);
 		goto fail;
 	}
 	/* A tcp port 0 becomes the port the kernel chose. */
-	if (strncmp(url, "tcp", 3) == 0 &&
+	if ((strncmp(url, "tcp", 3) == 0 || sc_tls_url(url)) &&
 	    nng_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port) == 0 &&
 	    nng_url_parse(&u, url) == 0) {
 		const char *host = u->u_hostname && u->u_hostname[0] ? u->u_hostname : "0.0.0.0";
@@ -195,10 +202,20 @@ static sc_err send_hello(sc_dp_socket *s, double deadline);
 sc_err sc_dp_dial(sc_dp_socket **out, const char *url, const sc_dp_opts *o)
 {
 	sc_dp_socket *s;
+	nng_dialer d;
+	sc_err rc;
 	int rv;
 
 	SC_TRY(sock_open(&s, url, o));
-	if ((rv = nng_dial(s->sock, url, NULL, NNG_FLAG_NONBLOCK))) {
+	if ((rv = nng_dialer_create(&d, s->sock, url))) {
+		sc_dp_close(s);
+		return nng_fail(rv, "dialing", url);
+	}
+	if ((rc = sc_tls_dialer_setup(d, url))) {
+		sc_dp_close(s);
+		return rc;
+	}
+	if ((rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK))) {
 		sc_dp_close(s);
 		return nng_fail(rv, "dialing", url);
 	}
@@ -282,7 +299,7 @@ static sc_err send_hello(sc_dp_socket *s, double deadline)
 	nng_msg *m = NULL;
 	size_t len = 0;
 
-	SC_TRY(sc_dp_encode_hello(&buf, &len, &s->o.self));
+	SC_TRY(sc_dp_encode_hello(&buf, &len, &s->o.self, s->o.has_secret ? s->o.secret : NULL));
 	if (nng_msg_alloc(&m, 0) || nng_msg_append(m, buf, len)) {
 		free(buf);
 		nng_msg_free(m);
@@ -317,7 +334,8 @@ static int screen(sc_dp_socket *s, nng_msg *m, double deadline)
 	nng_pipe p = nng_msg_get_pipe(m);
 	char why[400];
 
-	if (sc_dp_check_hello(nng_msg_body(m), nng_msg_len(m), &s->o.peer) == SC_OK) {
+	if (sc_dp_check_hello(nng_msg_body(m), nng_msg_len(m), &s->o.peer,
+			      s->o.has_secret ? s->o.secret : NULL) == SC_OK) {
 		s->accepted = nng_pipe_id(p);
 		nng_msg_free(m);
 		if (s->listener && send_hello(s, deadline))

@@ -153,7 +153,7 @@ sc_err sc_dp_encode(uint8_t **out, size_t *len, const sc_dp_tag *tag, const sc_d
 	return SC_OK;
 }
 
-sc_err sc_dp_encode_hello(uint8_t **out, size_t *len, const sc_dp_peer *self)
+sc_err sc_dp_encode_hello(uint8_t **out, size_t *len, const sc_dp_peer *self, const uint8_t *secret)
 {
 	Splitchain__DataHello h = SPLITCHAIN__DATA_HELLO__INIT;
 	size_t hlen;
@@ -162,6 +162,10 @@ sc_err sc_dp_encode_hello(uint8_t **out, size_t *len, const sc_dp_peer *self)
 	h.job = self->job;
 	h.placement_version = self->version;
 	h.stage = self->stage;
+	if (secret) {
+		h.secret.data = (uint8_t *)secret;
+		h.secret.len = SC_DP_SECRET_LEN;
+	}
 	hlen = splitchain__data_hello__get_packed_size(&h);
 	if (!(*out = malloc(4 + hlen)))
 		return sc_errf(SC_ENOMEM, "data plane: out of memory for a hello");
@@ -192,7 +196,18 @@ static size_t header_len(const uint8_t *msg, size_t len)
 	return hlen;
 }
 
-sc_err sc_dp_check_hello(const uint8_t *msg, size_t len, const sc_dp_peer *want)
+/* 1 when a and b (n bytes each) are equal, in time independent of where they differ. */
+static int same_secret(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	volatile uint8_t diff = 0;
+
+	for (size_t i = 0; i < n; i++)
+		diff |= a[i] ^ b[i];
+	return diff == 0;
+}
+
+sc_err sc_dp_check_hello(const uint8_t *msg, size_t len, const sc_dp_peer *want,
+			 const uint8_t *secret)
 {
 	Splitchain__DataHello *h;
 	size_t hlen = header_len(msg, len);
@@ -211,6 +226,16 @@ sc_err sc_dp_check_hello(const uint8_t *msg, size_t len, const sc_dp_peer *want)
 			" placement %u stage %u is expected",
 			h->job, h->placement_version, h->stage, want->job, want->version,
 			want->stage);
+	else if (secret && h->secret.len == 0)
+		sc_errf(SC_EFORMAT,
+			"hello from job %" PRIu64 " placement %u stage %u without the placement's "
+			"secret",
+			h->job, h->placement_version, h->stage);
+	else if (secret && (h->secret.len != SC_DP_SECRET_LEN ||
+			    !same_secret(h->secret.data, secret, SC_DP_SECRET_LEN)))
+		sc_errf(SC_EFORMAT,
+			"hello from job %" PRIu64 " placement %u stage %u with a wrong secret",
+			h->job, h->placement_version, h->stage);
 	else
 		rc = SC_OK;
 	splitchain__data_hello__free_unpacked(h, NULL);

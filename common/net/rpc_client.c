@@ -44,6 +44,7 @@
 #include <nng/protocol/reqrep0/req.h>
 
 #include "sc_rpc.h"
+#include "sc_tls.h"
 #include "splitchain.pb-c.h"
 
 #define RESEND_MS          1000                  /* resend a small request after this long */
@@ -145,6 +146,7 @@ static uint64_t random_base(void)
 sc_err sc_rpc_client_open(sc_rpc_client **out, const char *url)
 {
 	sc_rpc_client *cl;
+	nng_dialer d;
 	sc_err err;
 	int rv;
 
@@ -173,7 +175,14 @@ sc_err sc_rpc_client_open(sc_rpc_client **out, const char *url)
 		goto fail;
 	}
 	/* Non-blocking: the dialer keeps retrying in the background until the peer is up. */
-	if ((rv = nng_dial(cl->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+	if ((rv = nng_dialer_create(&d, cl->sock, url)) != 0) {
+		err = sc_errf(rv == NNG_ENOMEM ? SC_ENOMEM : SC_EINVAL, "rpc client: dial %s: %s",
+			      url, nng_strerror(rv));
+		goto fail;
+	}
+	if ((err = sc_tls_dialer_setup(d, url)))
+		goto fail;
+	if ((rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK)) != 0) {
 		err = sc_errf(rv == NNG_ENOMEM ? SC_ENOMEM : SC_EINVAL, "rpc client: dial %s: %s",
 			      url, nng_strerror(rv));
 		goto fail;

@@ -35,6 +35,7 @@
 #include "sc_log.h"
 #include "sc_rpc.h"
 #include "sc_sha256.h"
+#include "sc_tls.h"
 #include "splitchain.pb-c.h"
 
 #define MEMO_CAP   4096        /* request ids remembered */
@@ -510,8 +511,14 @@ sc_err sc_rpc_server_open_auth(sc_rpc_server **out, const char *url, const sc_rp
 	}
 	srv->sock_open = 1;
 	if ((rv = nng_socket_set_size(srv->sock, NNG_OPT_RECVMAXSZ, SC_RPC_MAX_MSG)) != 0 ||
-	    (rv = nng_listener_create(&l, srv->sock, url)) != 0 ||
-	    (rv = nng_listener_start(l, 0)) != 0) {
+	    (rv = nng_listener_create(&l, srv->sock, url)) != 0) {
+		err =
+		    sc_errf(nng_to_err(rv), "rpc server: listen on %s: %s", url, nng_strerror(rv));
+		goto fail;
+	}
+	if ((err = sc_tls_listener_setup(l, url)))
+		goto fail;
+	if ((rv = nng_listener_start(l, 0)) != 0) {
 		err =
 		    sc_errf(nng_to_err(rv), "rpc server: listen on %s: %s", url, nng_strerror(rv));
 		goto fail;

@@ -50,6 +50,7 @@
 #define SC_DP_HELLO      0x53504448u /* "SPDH" */
 #define SC_DP_MAX_DIMS   8
 #define SC_DP_MAX_HEADER 1024u /* a longer header is refused */
+#define SC_DP_SECRET_LEN 32    /* bytes of a placement's data-plane secret */
 
 enum sc_dp_direction { SC_DP_FORWARD = 0, SC_DP_BACKWARD = 1 };
 
@@ -86,6 +87,12 @@ typedef struct sc_dp_opts {
 	 * each time a connection is refused (arg is on_refuse_arg). */
 	void (*on_refuse)(void *arg, const char *why);
 	void *on_refuse_arg;
+	/* The placement's secret (has_secret nonzero): sent in this end's
+	 * hello and required, compared in constant time, in the peer's;
+	 * a hello without it or with another is refused like a stale one.
+	 * has_secret 0: none sent, none required. Never logged. */
+	uint8_t secret[SC_DP_SECRET_LEN];
+	int has_secret;
 	/* How tensors cross this hop, both ways (enum sc_wire, sc_codec.h):
 	 * sends encode, receives expect exactly this encoding and decode it.
 	 * Default 0: float32. */
@@ -149,11 +156,16 @@ sc_err sc_dp_encode(uint8_t **out, size_t *len, const sc_dp_tag *tag, const sc_d
 sc_err sc_dp_decode(const uint8_t *msg, size_t len, const sc_dp_tag *want, const sc_dp_peer *from,
 		    int ndim, const int64_t *shape, float *data);
 
-/* Encodes the hello a dialer of self sends. *out as for sc_dp_encode. */
-sc_err sc_dp_encode_hello(uint8_t **out, size_t *len, const sc_dp_peer *self);
+/* Encodes the hello a dialer of self sends, with secret (SC_DP_SECRET_LEN
+ * bytes, borrowed; NULL: none). *out as for sc_dp_encode. */
+sc_err sc_dp_encode_hello(uint8_t **out, size_t *len, const sc_dp_peer *self,
+			  const uint8_t *secret);
 
-/* Checks that msg is a hello from exactly want: SC_OK, or SC_EFORMAT with
- * what was wrong in sc_err_detail(). */
-sc_err sc_dp_check_hello(const uint8_t *msg, size_t len, const sc_dp_peer *want);
+/* Checks that msg is a hello from exactly want carrying secret
+ * (SC_DP_SECRET_LEN bytes, compared in constant time; NULL: any or none):
+ * SC_OK, or SC_EFORMAT with what was wrong in sc_err_detail() (which never
+ * shows a secret). */
+sc_err sc_dp_check_hello(const uint8_t *msg, size_t len, const sc_dp_peer *want,
+			 const uint8_t *secret);
 
 #endif

@@ -29,7 +29,7 @@ src=$(cd "$here/../.." && pwd)
 # Python modules the scripts import from the source tree.
 py_support="tests/ref/gpt2_ref.py"
 # What an integration test script needs besides itself.
-sh_support="tests/integration/lib.sh deploy/launch.sh"
+sh_support="tests/integration/lib.sh deploy/launch.sh deploy/certs.sh"
 sh_trees="docs common/util common/backend common/model"
 sh_programs="cli/splitchain coordinator/splitchain-coordinator worker/splitchain-worker
 	tests/sc_reftool"

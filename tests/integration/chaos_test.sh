@@ -80,7 +80,7 @@ trap 'exit 130' INT TERM HUP
 # start_worker I: worker wI, its pid in cluster/worker-I.pid (rewritten at each start).
 start_worker() {
   "$BUILD/worker/splitchain-worker" --coordinator "$URL" --name "w$1" --threads 1 \
-    --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 --data-timeout 60 \
+    "${WORKER_NET[@]}" --data-timeout 60 \
     >>"cluster/worker-$1.log" 2>&1 &
   echo $! > "cluster/worker-$1.pid"
 }

@@ -27,7 +27,7 @@ start_worker() {
   (cd cluster || exit 1
    OMP_NUM_THREADS=1 "$BUILD/worker/splitchain-worker" \
      --coordinator "$SPLITCHAIN_COORDINATOR" --name "worker-$1" --threads 1 \
-     --cache "cache-$1" --cache-limit 64M >>"worker-$1.log" 2>&1 &
+     --cache "cache-$1" --cache-limit 64M "${WORKER_TLS[@]}" >>"worker-$1.log" 2>&1 &
    echo $! > "worker-$1.pid")
 }
 # idle_workers N: waits until N workers are registered and idle.
@@ -96,7 +96,7 @@ j1=$(job_of tiny first)
   || bad "job $j1 ended $(state "$j1"): $("$SC" status "$j1" | grep -i error)"
 # Tensors come over the coordinator's listener of their own (its port + 1
 # by default), never over the connection that carries heartbeats.
-bulk="tcp://127.0.0.1:$((SC_PORT + 1))"
+bulk="${SPLITCHAIN_COORDINATOR%%://*}://127.0.0.1:$((SC_PORT + 1))"
 grep -q "job $j1 model tiny: .* fetched .* over $bulk)" cluster/worker-*.log \
   && [ "$(q "select count(*) from events where kind = 'coordinator_started' and
             message like '%tensors on $bulk%'")" -ge 1 ] \
@@ -306,7 +306,7 @@ j7=$("$SC" submit --model tiny --data data.txt "${LONG_JOB_OPTS[@]}" --stages 2)
 (cd cluster || exit 1
  SPLITCHAIN_TEST_FETCH_DELAY_MS=1000 OMP_NUM_THREADS=1 \
    "$BUILD/worker/splitchain-worker" --coordinator "$SPLITCHAIN_COORDINATOR" --name worker-4 \
-   --threads 1 --cache cache-4 --cache-limit 256M >>worker-4.log 2>&1 &
+   --threads 1 --cache cache-4 --cache-limit 256M "${WORKER_TLS[@]}" >>worker-4.log 2>&1 &
  echo $! > worker-4.pid)
 idle_workers 4 || bad "worker-4 did not register"
 j8=$("$SC" submit --model bigm --data data.txt "${JOB_OPTS[@]}" --stages 1 --workers worker-4 \

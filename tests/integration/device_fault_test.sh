@@ -13,14 +13,14 @@ reference ref
 URL=$SPLITCHAIN_COORDINATOR
 start_coordinator 1500
 "$BUILD/worker/splitchain-worker" --coordinator "$URL" --name cpu --threads 1 \
-  --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 >>cluster/worker-cpu.log 2>&1 &
+  "${WORKER_NET[@]}" >>cluster/worker-cpu.log 2>&1 &
 echo $! > cluster/worker-cpu.pid
 # start_cuda NAME [VAR=VALUE...]: a worker on the emulated cuda:0
 start_cuda() {
   local name=$1
   shift
   env "$@" OMP_NUM_THREADS=1 "$EMU_WORKER" --coordinator "$URL" --name "$name" \
-    --device cuda:0 --threads 1 --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 \
+    --device cuda:0 --threads 1 "${WORKER_NET[@]}" \
     >>"cluster/worker-$name.log" 2>&1 &
   CUDA_PID=$!
   echo $CUDA_PID > "cluster/worker-$name.pid"

@@ -12,7 +12,7 @@ URL=$SPLITCHAIN_COORDINATOR
 start_coordinator 1500
 for i in 1 2 3; do
   "$BUILD/worker/splitchain-worker" --coordinator "$URL" --name "w$i" --threads 1 \
-    --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 --data-timeout 60 \
+    "${WORKER_NET[@]}" --data-timeout 60 \
     >>"cluster/worker-$i.log" 2>&1 &
   echo $! > "cluster/worker-$i.pid"
 done

@@ -9,7 +9,7 @@ SC=$BUILD/cli/splitchain
 REFTOOL=$BUILD/tests/sc_reftool
 export SC_BIN=$BUILD SC_THREADS=1 OMP_NUM_THREADS=1
 export SC_PORT=$((20000 + RANDOM % 20000))
-export SPLITCHAIN_COORDINATOR=tcp://127.0.0.1:$SC_PORT
+export SPLITCHAIN_COORDINATOR=tls+tcp://127.0.0.1:$SC_PORT
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK" || exit 1
 # Every test runs authenticated: one join token for every worker, and an
 # admin user (in the database every test's cluster uses) whose token the CLI
@@ -22,6 +22,29 @@ mkdir -p cluster
 export SPLITCHAIN_TOKEN
 SPLITCHAIN_TOKEN=$(cat cluster/admin.token)
 export SC_MODEL_ROOT=$WORK SC_DATA_ROOT=$WORK
+
+# Every cluster speaks mutual TLS: one CA and certificates per test run
+# (deploy/certs.sh). The CLI (and the test tools) take theirs from the
+# environment, launch.sh its daemons' from SC_TLS_DIR; daemons started here
+# take COORD_TLS / WORKER_NET. use_insecure switches a test to plaintext.
+TLS_DIR=$WORK/certs
+bash "$ROOT/deploy/certs.sh" "$TLS_DIR" coordinator worker cli >/dev/null ||
+  { echo "FAIL deploy/certs.sh"; exit 1; }
+export SC_TLS_DIR=$TLS_DIR
+export SPLITCHAIN_TLS_CERT=$TLS_DIR/cli.pem SPLITCHAIN_TLS_KEY=$TLS_DIR/cli.key \
+  SPLITCHAIN_TLS_CA=$TLS_DIR/ca.pem
+COORD_TLS=(--tls-cert "$TLS_DIR/coordinator.pem" --tls-key "$TLS_DIR/coordinator.key"
+           --tls-ca "$TLS_DIR/ca.pem")
+WORKER_TLS=(--tls-cert "$TLS_DIR/worker.pem" --tls-key "$TLS_DIR/worker.key"
+            --tls-ca "$TLS_DIR/ca.pem")
+WORKER_NET=(--listen tls+tcp://127.0.0.1:0 --data tls+tcp://127.0.0.1:0 "${WORKER_TLS[@]}")
+use_insecure() {
+  export SPLITCHAIN_COORDINATOR=tcp://127.0.0.1:$SC_PORT SC_INSECURE=1
+  unset SC_TLS_DIR
+  COORD_TLS=(--insecure)
+  WORKER_TLS=(--insecure)
+  WORKER_NET=(--listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 --insecure)
+}
 PASS=0
 FAIL=0
 
@@ -79,7 +102,7 @@ wait_state() {
 start_coordinator() {
   mkdir -p cluster
   "$BUILD/coordinator/splitchain-coordinator" --listen "$SPLITCHAIN_COORDINATOR" \
-    --db cluster/splitchain.db --heartbeat-ms 200 --lost-after-ms "$1" \
+    --db cluster/splitchain.db --heartbeat-ms 200 --lost-after-ms "$1" "${COORD_TLS[@]}" \
     --model-root "$SC_MODEL_ROOT" --data-root "$SC_DATA_ROOT" "${@:2}" \
     >>cluster/coordinator.log 2>&1 &
   echo $! > cluster/coordinator.pid

@@ -19,7 +19,7 @@ sleep 1.5
 [ "$(state "$job")" = queued ] && ok "job waits for workers" || bad "job state $(state "$job") without workers"
 for i in 1 2; do
   "$BUILD/worker/splitchain-worker" --coordinator "$URL" --name "w$i" --threads 1 \
-    --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 >>"cluster/worker-$i.log" 2>&1 &
+    "${WORKER_NET[@]}" >>"cluster/worker-$i.log" 2>&1 &
   echo $! > "cluster/worker-$i.pid"
 done
 

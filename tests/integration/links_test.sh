@@ -67,8 +67,8 @@ n=$(grep -c "reported a link to .* ignored" cluster/coordinator.log)
 # A worker that joins is measured by the others; with --probe-every-s 1 it
 # measures its own links again.
 OMP_NUM_THREADS=1 "$BUILD/worker/splitchain-worker" --coordinator "$SPLITCHAIN_COORDINATOR" \
-  --name worker-4 --threads 1 --probe-every-s 1 --listen tcp://127.0.0.1:0 \
-  --data tcp://127.0.0.1:0 >>cluster/worker-4.log 2>&1 &
+  --name worker-4 --threads 1 --probe-every-s 1 "${WORKER_NET[@]}" \
+  >>cluster/worker-4.log 2>&1 &
 echo $! > cluster/worker-4.pid
 for _ in $(seq 1 100); do
   n=$(q "select count(*) from v_links where to_name = 'worker-4'")

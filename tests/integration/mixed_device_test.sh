@@ -12,7 +12,7 @@ make_fixture
 reference ref
 "$ROOT/deploy/launch.sh" start cluster 1 >/dev/null || { bad "cluster start"; finish; exit 1; }
 OMP_NUM_THREADS=1 "$CUDA_WORKER" --coordinator "$SPLITCHAIN_COORDINATOR" --name worker-cuda \
-  --device cuda:0 --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 --threads 1 \
+  --device cuda:0 "${WORKER_NET[@]}" --threads 1 \
   >>cluster/worker-cuda.log 2>&1 &
 cuda_pid=$!
 echo $cuda_pid > cluster/worker-cuda.pid # launch.sh stop ends every worker-*.pid

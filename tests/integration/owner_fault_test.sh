@@ -25,7 +25,7 @@ start_worker() { # NAME [FLAGS...]
   local n=$1
   shift
   OMP_NUM_THREADS=1 "$BUILD/worker/splitchain-worker" --coordinator "$URL" --name "$n" \
-    --threads 1 --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 --data-timeout 60 \
+    --threads 1 "${WORKER_NET[@]}" --data-timeout 60 \
     --cache "cluster/cache-$n" "$@" \
     >>"cluster/$n.log" 2>&1 &
   echo $! > "cluster/worker-$n.pid"

@@ -17,8 +17,12 @@
 #     a clear error naming the owner, nothing queued.
 # The capture needs root and tcpdump; without them that part is skipped with
 # a 'skip:' line and the rest still runs.
+# Plaintext (--insecure): the capture must be able to read what crosses the
+# sockets, which TLS would hide (owner_fault_test.sh runs data owners' jobs
+# over TLS).
 #   owner_test.sh BUILD_DIR WORK_DIR
 source "$(dirname "$0")/lib.sh" "$1" "$2"
+use_insecure
 make_fixture
 WORKER=$BUILD/worker/splitchain-worker
 
@@ -33,7 +37,7 @@ mv data.txt home/data.txt
   { bad "cluster start"; finish; exit 1; }
 start_owner() { # NAME DIR
   OMP_NUM_THREADS=1 "$WORKER" --coordinator "$SPLITCHAIN_COORDINATOR" --name "$1" \
-    --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 --threads 1 --owner-data "$2" \
+    "${WORKER_NET[@]}" --threads 1 --owner-data "$2" \
     >>"$WORK/$1.log" 2>&1 &
   echo $! > "$WORK/cluster/worker-$1.pid" # stopped with the cluster
 }

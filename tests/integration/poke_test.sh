@@ -4,6 +4,9 @@
 # serving.
 #   poke_test.sh BUILD_DIR WORK_DIR
 source "$(dirname "$0")/lib.sh" "$1" "$2"
+# Plaintext, so that the oversized frame reaches the SP transport (over TLS
+# it would stop at the handshake, which tls_test.sh checks).
+use_insecure
 "$ROOT/deploy/launch.sh" start cluster 1 >/dev/null || { bad "cluster start"; finish; exit 1; }
 waddr=$("$SC" workers --json | sed -n 's/.*"address":"\([^"]*\)".*/\1/p' | head -1)
 [ -n "$waddr" ] || bad "no worker address"

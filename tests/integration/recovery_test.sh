@@ -33,7 +33,7 @@ DB=cluster/splitchain.db
 start_coordinator $LOST
 start_worker() {
   "$BUILD/worker/splitchain-worker" --coordinator "$URL" --name "w$1" --threads 1 \
-    --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 --data-timeout 60 \
+    "${WORKER_NET[@]}" --data-timeout 60 \
     >>"cluster/worker-$1.log" 2>&1 &
   echo $! > "cluster/worker-$1.pid"
 }

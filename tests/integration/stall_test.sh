@@ -20,7 +20,7 @@ num() { "$SC" status "$1" --json | sed -n "s/.*\"$2\":\([0-9.e+-]*\).*/\1/p"; }
 start_coordinator 5000
 for i in 1 2; do
   "$BUILD/worker/splitchain-worker" --coordinator "$URL" --name "w$i" --threads 1 \
-    --listen tcp://127.0.0.1:0 --data tcp://127.0.0.1:0 >>"cluster/worker-$i.log" 2>&1 &
+    "${WORKER_NET[@]}" >>"cluster/worker-$i.log" 2>&1 &
   echo $! > "cluster/worker-$i.pid"
 done
 job=$("$SC" submit --model model --data data.txt "${JOB_OPTS[@]}" --stages 2 --checkpoint-every 7)
