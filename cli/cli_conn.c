@@ -10,8 +10,8 @@
 #include "cli_conn.h"
 #include "sc_codec.h"
 #include "sc_rpc_pb.h"
-#include "sc_token.h"
 #include "sc_tls.h"
+#include "sc_token.h"
 #include "sc_wire.h"
 
 #define DEFAULT_COORDINATOR "tcp://127.0.0.1:7700"

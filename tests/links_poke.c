@@ -21,8 +21,8 @@
 
 #include "sc_probe.h"
 #include "sc_rpc_pb.h"
-#include "sc_token.h"
 #include "sc_tls.h"
+#include "sc_token.h"
 #include "splitchain.pb-c.h"
 
 #define BAD_MARK 123.456 /* a value no real measurement gives */
