@@ -198,8 +198,8 @@ int fake_wait_all(int (*cond)(int k, void *arg), void *arg, double secs)
 pid_t fake_spawn_worker(const char *bin, int k)
 {
 	char name[16];
-	char *argv[] = { (char *)bin, "--coordinator",  coord.url, "--name", name, "--threads",
-			 "1",         "--data-timeout", "30",      NULL };
+	char *argv[] = { (char *)bin, "--coordinator",  coord.url, "--name",     name, "--threads",
+			 "1",         "--data-timeout", "30",      "--insecure", NULL };
 	pid_t pid;
 
 	snprintf(name, sizeof(name), "wk%d", k);
