@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "sc_rpc_pb.h"
+#include "sc_tls.h"
 #include "splitchain.pb-c.h"
 
 static double now_s(void)
@@ -53,8 +54,16 @@ int main(int argc, char **argv)
 	char msg[512] = "";
 	int status = -1;
 
-	if (argc < 4 || sc_rpc_client_open(&cl, argv[2])) {
+	if (argc < 4) {
 		fprintf(stderr, "usage: auth_poke submit|call|flood URL ...\n");
+		return 2;
+	}
+	/* TLS addresses: the CLI's identity from the environment. */
+	if ((sc_tls_url(argv[2]) &&
+	     sc_tls_init(getenv("SPLITCHAIN_TLS_CERT"), getenv("SPLITCHAIN_TLS_KEY"),
+			 getenv("SPLITCHAIN_TLS_CA"))) ||
+	    sc_rpc_client_open(&cl, argv[2])) {
+		fprintf(stderr, "auth_poke: %s\n", sc_err_detail());
 		return 2;
 	}
 	if (!strcmp(argv[1], "submit") && argc == 5) {

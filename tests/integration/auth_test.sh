@@ -24,7 +24,7 @@ refused() {
 
 # --- the coordinator's own start: a join token, or --insecure.
 refused "no --join-token-file and no --insecure: refuses to start" "--insecure" \
-  sh -c "env -u SPLITCHAIN_JOIN_TOKEN_FILE '$COORD' --listen tcp://127.0.0.1:0 --db x.db; [ \$? -eq 2 ] && exit 1"
+  sh -c "env -u SPLITCHAIN_JOIN_TOKEN_FILE '$COORD' --listen ipc://$WORK/x.ipc --db x.db; [ \$? -eq 2 ] && exit 1"
 env -u SPLITCHAIN_JOIN_TOKEN_FILE "$COORD" --listen tcp://127.0.0.1:0 --db x.db --insecure \
   > insecure.log 2>&1 &
 pid=$!
@@ -51,7 +51,8 @@ refused "users add of a bad name" "only letters" "$COORD" --db "$DB" users add "
 start_coordinator 5000 --max-jobs-per-user 2 --rate-limit 20 --rate-burst 40
 for i in 1 2; do
   "$BUILD/worker/splitchain-worker" --coordinator "$SPLITCHAIN_COORDINATOR" --name "w$i" \
-    --threads 1 --join-token-file "$SPLITCHAIN_JOIN_TOKEN_FILE" >> "cluster/worker-$i.log" 2>&1 &
+    --threads 1 --join-token-file "$SPLITCHAIN_JOIN_TOKEN_FILE" "${WORKER_NET[@]}" \
+    >> "cluster/worker-$i.log" 2>&1 &
   echo $! > "cluster/worker-$i.pid"
 done
 for _ in $(seq 1 100); do
@@ -62,10 +63,10 @@ done
 # --- workers: a wrong or missing join token is refused at Register.
 echo "not-the-token" > wrong.token
 "$BUILD/worker/splitchain-worker" --coordinator "$SPLITCHAIN_COORDINATOR" --name intruder \
-  --threads 1 --join-token-file wrong.token > intruder.log 2>&1 &
+  --threads 1 --join-token-file wrong.token "${WORKER_NET[@]}" > intruder.log 2>&1 &
 p1=$!
 env -u SPLITCHAIN_JOIN_TOKEN_FILE "$BUILD/worker/splitchain-worker" --name stranger \
-  --coordinator "$SPLITCHAIN_COORDINATOR" --threads 1 > stranger.log 2>&1 &
+  --coordinator "$SPLITCHAIN_COORDINATOR" --threads 1 "${WORKER_NET[@]}" > stranger.log 2>&1 &
 p2=$!
 for _ in $(seq 1 50); do
   [ "$(events '%Register%wrong join token%')" -ge 1 ] && [ "$(events '%Register%no join token%')" -ge 1 ] && break
