@@ -67,6 +67,16 @@ for q in int8 nf4 nf4-dq nf4-bf16 bf16; do
     ok "$q: status says '$r', the jobs table '$w'"
   else bad "$q: status says '$r' (want '${RECIPE[$q]}'), the jobs table '$w' (want '$want_w')"; fi
 done
+# nf4 with --precision bf16 multiplies in bf16 where the CPU can (avx512_bf16
+# or amx_bf16, and a build with oneDNN): other bits than nf4's; else nf4's.
+if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo &&
+   grep -q '^DNNL_LIBRARY:FILEPATH=/' "$BUILD/CMakeCache.txt"; then
+  same_adapter chain-nf4 chain-nf4-bf16 && bad "nf4-bf16: the bits of nf4 on a CPU with bf16 products" ||
+    ok "nf4-bf16: bf16 products on this CPU (other bits than nf4's fp32 products)"
+else
+  same_adapter chain-nf4 chain-nf4-bf16 && ok "nf4-bf16: no bf16 products here, nf4's bits" ||
+    bad "nf4-bf16: differs from nf4 on a CPU or build without bf16 products"
+fi
 "$SC" status "$job" | grep -qF "frozen base bf16 (--base-quant none --precision bf16)" &&
   ok "status prints the frozen base" || bad "status: $("$SC" status "$job" | grep frozen)"
 
