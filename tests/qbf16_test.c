@@ -17,6 +17,11 @@
  *     fp32 product (the rounding shows). Where there is no bf16 matmul, or
  *     it is turned off (sc_backend_cpu_bf16_tiles), bf16_compute changes
  *     no bit;
+ *   - per-layer formats (--layer-quant) on a bf16 base (--precision bf16):
+ *     the nf4 and int8 layers multiply as bf16 too (other bits than with
+ *     compute_bf16 off where the CPU has bf16 products, the same bits
+ *     elsewhere), one segment gives the bits of a chain of two, and the
+ *     memory the planner predicts is what the segment holds;
  *   - bad ranges for the dequantization are refused. */
 #include <math.h>
 #include <stdio.h>
@@ -24,6 +29,11 @@
 #include <string.h>
 
 #include "sc_backend.h"
+#include "sc_layer_quant.h"
+#include "sc_modelgen.h"
+#include "sc_segment.h"
+#include "sc_train.h"
+#include "sc_weights.h"
 #include "testutil.h"
 
 /* The NormalFloat4 codebook as QLoRA's appendix E and bitsandbytes list
@@ -409,12 +419,78 @@ static void gemm_q_bf16_compute(void **state)
 	sc_backend_free(be);
 }
 
+/* y (B,T,C) of layers [first, last) of a bf16 base whose layers 0 and 1
+ * are nf4 and int8, compute_bf16 as given; in = tokens (first 0) or x. */
+static void infer(sc_backend *be, sc_weights *w, const sc_model_config *mc, int first, int last,
+		  const void *in, float *y)
+{
+	enum { B = 2, T = 8 };
+	sc_segment *seg;
+	sc_segment_bytes pred;
+	sc_segment_spec sp = { .model = *mc,
+			       .lora = { .rank = 2, .alpha = 4, .targets = SC_GPT2_ALL, .seed = 1 },
+			       .first = first,
+			       .last = last,
+			       .B = B,
+			       .T = T,
+			       .slots = 1,
+			       .kv_positions = T };
+	SC_ASSERT_OK(sc_segment_predict(&sp, "cpu", &pred));
+	SC_ASSERT_OK(sc_segment_new(&seg, be, &sp));
+	assert_int_equal(sc_segment_device_bytes(seg), pred.total);
+	SC_ASSERT_OK(sc_segment_load_weights(seg, w));
+	SC_ASSERT_OK(sc_segment_infer(seg, 0, T, in, y));
+	sc_segment_free(seg);
+}
+
+static void layer_quant_on_bf16_base(void **state)
+{
+	enum { B = 2, T = 8, C = 64 };
+	sc_model_config mc, off;
+	sc_train_config tc;
+	char dir[512];
+	sc_weights *w = NULL;
+	sc_backend *be = NULL;
+	int32_t tokens[B * T];
+	static float y[B * T * C], ya[B * T * C], yb[B * T * C], yo[B * T * C];
+	sc_modelgen_opts o = { .seed = 11, .dtype = SC_F32, .random_norms = 1 };
+	sc_gpt2_config(&mc, 3, 2, C, 96, 32);
+	sc_test_path(dir, sizeof(dir), "qbf16model");
+	SC_ASSERT_OK(sc_modelgen_write(dir, &mc, &o));
+	sc_train_config_defaults(&tc);
+	tc.precision = SC_PRECISION_BF16;
+	SC_ASSERT_OK(sc_train_base_format(&mc, &tc));
+	SC_ASSERT_OK(sc_layer_quant_apply(&mc, "0:nf4,1:int8"));
+	assert_true(mc.compute_bf16);
+	off = mc;
+	off.compute_bf16 = 0;
+	SC_ASSERT_OK(sc_weights_open(&w, dir));
+	SC_ASSERT_OK(sc_backend_cpu_open(&be, 2));
+	for (int i = 0; i < B * T; i++)
+		tokens[i] = (i * 37 + 5) % 96;
+	infer(be, w, &mc, 0, 2, tokens, y);
+	infer(be, w, &mc, 0, 1, tokens, ya);
+	infer(be, w, &mc, 1, 2, ya, yb);
+	assert_memory_equal(y, yb, sizeof(y));
+	infer(be, w, &off, 0, 2, tokens, yo);
+	if (has_bf16_matmul(be))
+		assert_memory_not_equal(y, yo, sizeof(y));
+	else
+		assert_memory_equal(y, yo, sizeof(y));
+	printf("layer formats nf4, int8 on a bf16 base: %s\n",
+	       has_bf16_matmul(be) ? "bf16 products (other bits than fp32 products)"
+				   : "no bf16 products here: the bits of fp32 products");
+	sc_backend_free(be);
+	sc_weights_close(w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(dequant_bit_exact),
 		cmocka_unit_test(dequant_refuses_bad_ranges),
 		cmocka_unit_test(gemm_q_bf16_compute),
+		cmocka_unit_test(layer_quant_on_bf16_base),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
