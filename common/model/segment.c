@@ -70,7 +70,9 @@ static int seg_any_quant(const sc_segment *seg)
 void seg_quant_spec(const sc_segment *seg, int l, const sc_param_desc *p, sc_quant_spec *qs)
 {
 	const sc_model_config *mc = &seg->spec.model;
-	int f = l < 0 ? mc->quant_format : seg_layer_format(seg, l);
+	/* l < 0: the token embedding or LM head, which a segment holds
+	 * quantized only as bf16 (seg_bf16_globals) */
+	int f = l < 0 ? SC_QUANT_BF16 : seg_layer_format(seg, l);
 	/* Double quantization is the job's nf4 base's; a layer lowered to
 	 * nf4 from another base has none. */
 	int dq = f == SC_QUANT_NF4 && mc->quantized && mc->quant_format == SC_QUANT_NF4 &&
@@ -282,7 +284,8 @@ static sc_err validate_spec(const sc_segment_spec *sp)
 	return SC_OK;
 }
 
-/* A bf16 base also holds the token embedding and LM head bf16: the first
+/* A bf16 base (or int8 / nf4 with bf16 products: seg_bf16_globals) also
+ * holds the token embedding and LM head bf16: the first
  * segment's lookup needs encoder_forward_q; the last segment's head runs
  * logits (N,V) = lnf (N,C) W^T and dnorm (N,C) = dlogits (N,V) W through
  * gemm_q, whose tile holds SC_QTILE_COLS output columns of k = C forward,
@@ -375,7 +378,7 @@ static sc_err quant_setup(sc_segment *seg)
 		}
 		seg->qtile_floats = fwd > seg->qtile_floats ? fwd : seg->qtile_floats;
 	}
-	if (mc->quantized && mc->quant_format == SC_QUANT_BF16)
+	if (seg_bf16_globals(seg))
 		SC_TRY(bf16_globals_setup(seg));
 	seg->lq = calloc((size_t)seg->nl, sizeof(*seg->lq));
 	return seg->lq ? SC_OK : sc_errf(SC_ENOMEM, "out of memory");
