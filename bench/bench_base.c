@@ -2,7 +2,8 @@
  * base format (issue 18), same shape, same process: fp32, bf16 (the
  * automatic path: oneDNN's bf16 matmul where the CPU has AVX512-BF16 or
  * AMX), bf16 on the fp32 tiles (forced), int8 and nf4 (quantized as they
- * load). Prints the CPU's bf16 features, OpenBLAS's core and the bf16 path,
+ * load), and int8 and nf4 under --precision bf16 (int8-bf16, nf4-bf16:
+ * dequantized to bf16 for oneDNN's bf16 products where the CPU has them). Prints the CPU's bf16 features, OpenBLAS's core and the bf16 path,
  * then per format the step time (median of K steps after one untimed),
  * tokens/s, the stage's memory and the projections' bytes, and the ratios
  * against fp32 (speed: fp32 time / this time; memory: this / fp32), as
@@ -11,7 +12,7 @@
  * other processes kept busy meanwhile (bench_foreign_load).
  *
  *   sc_bench_base --shape NAME [--threads N] [--batch B] [--seq T] [--steps K]
- *                 [--formats fp32,bf16,bf16-tiles,int8,nf4] [--dir DIR]
+ *                 [--formats fp32,bf16,bf16-tiles,int8,nf4,int8-bf16,nf4-bf16] [--dir DIR]
  * NAME: small or a make-model preset (gpt2, tinyllama-1.1b, ...). */
 #include <cblas.h>
 #include <getopt.h>
@@ -22,8 +23,12 @@
 #include "bench_common.h"
 #include "sc_quant.h"
 
-enum { FP32, BF16, BF16_TILES, INT8, NF4, N_FMT };
-static const char *const fmt_names[N_FMT] = { "fp32", "bf16", "bf16-tiles", "int8", "nf4" };
+/* int8-bf16 / nf4-bf16: the base quantized, the job's --precision bf16
+ * (the weights dequantized to bf16 for bf16 products where the CPU has
+ * them; elsewhere as int8 / nf4). */
+enum { FP32, BF16, BF16_TILES, INT8, NF4, INT8_BF16, NF4_BF16, N_FMT };
+static const char *const fmt_names[N_FMT] = { "fp32", "bf16",      "bf16-tiles", "int8",
+					      "nf4",  "int8-bf16", "nf4-bf16" };
 
 #define MAX_STEPS 64
 
@@ -77,9 +82,9 @@ static size_t proj_bytes(const sc_model_config *mc, int fmt)
 		int in, out;
 		sc_quant_sizes z;
 		fam->target_dims(mc, t, &in, &out);
-		sc_quant_spec s = { fmt == INT8  ? SC_QUANT_INT8
-				    : fmt == NF4 ? SC_QUANT_NF4
-						 : SC_QUANT_BF16,
+		sc_quant_spec s = { fmt == INT8 || fmt == INT8_BF16 ? SC_QUANT_INT8
+				    : fmt == NF4 || fmt == NF4_BF16 ? SC_QUANT_NF4
+								    : SC_QUANT_BF16,
 				    (size_t)out, (size_t)in, 1, 0 };
 		if (fmt == FP32) {
 			total += (size_t)in * out * 4;
@@ -106,13 +111,16 @@ static sc_err run_one(int fmt, const sc_model_config *base, const sc_lora_config
 	sc_err rc;
 	if (fmt != FP32) { /* what a job's --precision / --base-quant makes of the model */
 		mc.quantized = 1;
-		mc.quant_format = fmt == INT8  ? SC_QUANT_INT8
-				  : fmt == NF4 ? SC_QUANT_NF4
-					       : SC_QUANT_BF16;
+		mc.quant_format = fmt == INT8 || fmt == INT8_BF16 ? SC_QUANT_INT8
+				  : fmt == NF4 || fmt == NF4_BF16 ? SC_QUANT_NF4
+								  : SC_QUANT_BF16;
 	}
+	sc_train_config job = *tc; /* the trainer applies its base format to mc */
+	if (fmt == INT8_BF16 || fmt == NF4_BF16)
+		job.precision = SC_PRECISION_BF16;
 	if ((rc = sc_backend_cpu_open(&be, threads)) ||
 	    (rc = sc_backend_cpu_bf16_tiles(be, fmt == BF16_TILES)) ||
-	    (rc = sc_trainer_new(&tr, be, &mc, lc, tc, wf, NULL, tk, 1, NULL)) ||
+	    (rc = sc_trainer_new(&tr, be, &mc, lc, &job, wf, NULL, tk, 1, NULL)) ||
 	    (rc = sc_trainer_step(tr, 0, &st))) /* warm-up: page faults, primitives */
 		goto done;
 	bench_cpu_sample_take(&c0);
@@ -143,7 +151,7 @@ int main(int argc, char **argv)
 		{ "formats", 1, 0, 'f' }, { 0, 0, 0, 0 },
 	};
 	const char *shape = "small", *dir = "bench-model",
-		   *formats = "fp32,bf16,bf16-tiles,int8,nf4";
+		   *formats = "fp32,bf16,bf16-tiles,int8,nf4,int8-bf16,nf4-bf16";
 	int threads = 1, steps = 3, batch = 0, seq = 0, c;
 	sc_model_config mc;
 	sc_lora_config lc = { .rank = 8, .alpha = 16, .targets = 0, .seed = 1 };
@@ -211,10 +219,11 @@ int main(int argc, char **argv)
 		       f32t ? f32t / r->step_s : 0, r->stage_bytes / 1e6, r->proj_bytes / 1e6,
 		       r->proj_bytes / f32p, r->proj_bytes / bfp, r->load);
 	}
-	if (res[BF16].done && res[NF4].done)
-		printf("\nnf4 vs bf16: speed %.2fx, projections %.3fx\n",
-		       res[BF16].step_s / res[NF4].step_s,
-		       (double)res[NF4].proj_bytes / res[BF16].proj_bytes);
+	for (int f = NF4; f <= NF4_BF16; f += NF4_BF16 - NF4)
+		if (res[BF16].done && res[f].done)
+			printf("\n%s vs bf16: speed %.2fx, projections %.3fx\n", fmt_names[f],
+			       res[BF16].step_s / res[f].step_s,
+			       (double)res[f].proj_bytes / res[BF16].proj_bytes);
 	sc_weights_close(wf);
 	free(tk.ids);
 	return 0;
@@ -225,6 +234,7 @@ fail:
 	return 1;
 usage:
 	fprintf(stderr, "usage: sc_bench_base --shape NAME [--threads N] [--batch B] [--seq T] "
-			"[--steps K] [--formats fp32,bf16,bf16-tiles,int8,nf4] [--dir DIR]\n");
+			"[--steps K] [--formats fp32,bf16,bf16-tiles,int8,nf4,int8-bf16,nf4-bf16] "
+			"[--dir DIR]\n");
 	return 2;
 }

@@ -20,7 +20,9 @@ enum {
 	K_ZERO,
 	K_SYNC,
 	K_GEMM,
+	K_GEMM_Q,
 	K_ENCODER_FORWARD,
+	K_ENCODER_FORWARD_Q,
 	K_LAYERNORM_FORWARD,
 	K_LAYERNORM_BACKWARD,
 	K_RMSNORM_FORWARD,
@@ -52,7 +54,9 @@ static const char *const op_names[K_COUNT] = {
 	"zero",
 	"sync",
 	"gemm",
+	"gemm_q",
 	"encoder_forward",
+	"encoder_forward_q",
 	"layernorm_forward",
 	"layernorm_backward",
 	"rmsnorm_forward",
@@ -191,6 +195,33 @@ static sc_err p_gemm(sc_backend *be, int ta, int tb, int m, int n, int k, float 
 	return rc;
 }
 
+/* A frozen quantized (or bf16) weight's product: timed per operation, and
+ * per shape among the gemm shapes, marked "q" in the report. */
+static sc_err p_gemm_q(sc_backend *be, int ta, int tb, int m, int n, int k, float alpha,
+		       const float *a, int lda, const sc_qweight *b, float beta, float *c, int ldc,
+		       float *tile, size_t tile_floats)
+{
+	prof *p = (prof *)be->ctx;
+	gemm_shape *s = shape_of(p, 2 + !!ta, !!tb, m, n, k);
+	double t0 = bench_now(), dt;
+	sc_err rc = p->inner->ops->gemm_q(p->inner, ta, tb, m, n, k, alpha, a, lda, b, beta, c, ldc,
+					  tile, tile_floats);
+	dt = bench_now() - t0;
+	p->secs[K_GEMM_Q] += dt;
+	p->calls[K_GEMM_Q]++;
+	if (s) {
+		s->secs += dt;
+		s->calls++;
+	}
+	return rc;
+}
+
+static sc_err p_encoder_forward_q(sc_backend *be, float *out, const int32_t *tokens,
+				  const sc_qweight *wte, const float *wpe, int B, int T, int C)
+{
+	TIMED(K_ENCODER_FORWARD_Q, encoder_forward_q, out, tokens, wte, wpe, B, T, C);
+}
+
 static sc_err p_encoder_forward(sc_backend *be, float *out, const int32_t *tokens, const float *wte,
 				const float *wpe, int B, int T, int C)
 {
@@ -317,7 +348,9 @@ static const sc_backend_ops prof_ops = {
 	.zero = p_zero,
 	.sync = p_sync,
 	.gemm = p_gemm,
+	.gemm_q = p_gemm_q,
 	.encoder_forward = p_encoder_forward,
+	.encoder_forward_q = p_encoder_forward_q,
 	.layernorm_forward = p_layernorm_forward,
 	.layernorm_backward = p_layernorm_backward,
 	.rmsnorm_forward = p_rmsnorm_forward,
@@ -417,8 +450,11 @@ void bench_profile_report(sc_backend *be, FILE *f, int steps, double step_s)
 				100 * p->secs[i] / steps / step_s);
 	fprintf(f, "  %-20s %8s %9.1f %5.1f%%\n", "outside the backend", "",
 		1e3 * (step_s - total / steps), 100 * (1 - total / steps / step_s));
-	fprintf(f, "  gemm: %.1f GFLOP per step at %.1f GFLOP/s\n", gemm_flops / steps / 1e9,
-		p->secs[K_GEMM] > 0 ? gemm_flops / p->secs[K_GEMM] / 1e9 : 0.0);
+	fprintf(f, "  gemm and gemm_q: %.1f GFLOP per step at %.1f GFLOP/s\n",
+		gemm_flops / steps / 1e9,
+		p->secs[K_GEMM] + p->secs[K_GEMM_Q] > 0
+		    ? gemm_flops / (p->secs[K_GEMM] + p->secs[K_GEMM_Q]) / 1e9
+		    : 0.0);
 	for (int thin = 1; thin >= 0; thin--) {
 		double secs = 0, flops = 0;
 		for (int i = 0; i < p->nshapes; i++) {
@@ -442,8 +478,8 @@ void bench_profile_report(sc_backend *be, FILE *f, int steps, double step_s)
 		char name[64];
 		if (100 * s->secs / steps / step_s < 0.5)
 			continue;
-		snprintf(name, sizeof(name), "%s%s m=%d n=%d k=%d", s->ta ? "T" : "N",
-			 s->tb ? "T" : "N", s->m, s->n, s->k);
+		snprintf(name, sizeof(name), "%s%s%s m=%d n=%d k=%d", s->ta & 1 ? "T" : "N",
+			 s->tb ? "T" : "N", s->ta & 2 ? "q" : "", s->m, s->n, s->k);
 		fprintf(f, "  %-26s %8.0f %9.1f %5.1f%% %8.1f\n", name, (double)s->calls / steps,
 			1e3 * s->secs / steps, 100 * s->secs / steps / step_s,
 			2.0 * s->m * s->n * s->k * s->calls / s->secs / 1e9);

@@ -9,6 +9,7 @@
  *                 [--min-time S] [--dir DIR] [--profile] [--serial-below FLOPS]
  * Times K steps (default 2), and more while under S seconds (up to 1000),
  * after one untimed warm-up step.
+ * --precision / --base-quant: the frozen base as a job's options make it.
  * --serial-below (an experiment, implies --profile): GEMMs of fewer than
  * FLOPS operations run on one thread (bench_profile_serial_below).
  * NAME: small or a make-model preset (gpt2, smollm2-135m, tinyllama-1.1b, ...).
@@ -58,23 +59,27 @@ static double sgemm_gflops(int n, int c, int f)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: sc_bench_step --shape NAME --threads N [--batch B] [--seq T] "
-			"[--steps K] [--min-time S] [--dir DIR] [--profile]\n"
-			"  [--serial-below FLOPS]\n"
-			"  NAME: small or a make-model preset\n");
+	fprintf(stderr,
+		"usage: sc_bench_step --shape NAME --threads N [--batch B] [--seq T] "
+		"[--steps K] [--min-time S] [--dir DIR] [--profile]\n"
+		"  [--serial-below FLOPS] [--precision fp32|bf16] [--base-quant none|int8|nf4]\n"
+		"  NAME: small or a make-model preset\n");
 	return 2;
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "shape", 1, 0, 's' },   { "threads", 1, 0, 'j' },      { "steps", 1, 0, 'n' },
-		{ "dir", 1, 0, 'd' },     { "batch", 1, 0, 'b' },        { "seq", 1, 0, 't' },
-		{ "profile", 0, 0, 'p' }, { "serial-below", 1, 0, 'S' }, { "min-time", 1, 0, 'm' },
-		{ 0, 0, 0, 0 },
+		{ "shape", 1, 0, 's' },      { "threads", 1, 0, 'j' },
+		{ "steps", 1, 0, 'n' },      { "dir", 1, 0, 'd' },
+		{ "batch", 1, 0, 'b' },      { "seq", 1, 0, 't' },
+		{ "profile", 0, 0, 'p' },    { "serial-below", 1, 0, 'S' },
+		{ "min-time", 1, 0, 'm' },   { "precision", 1, 0, 'P' },
+		{ "base-quant", 1, 0, 'Q' }, { 0, 0, 0, 0 },
 	};
 	const char *shape = "small", *dir = "bench-model";
 	int threads = 1, steps = 2, batch = 0, seq = 0, profile = 0, timed, c;
+	int precision = SC_PRECISION_FP32, base_quant = SC_BASE_QUANT_NONE;
 	double serial_below = 0, min_time = 0;
 	sc_model_config mc;
 	sc_lora_config lc = { .rank = 8, .alpha = 16, .targets = 0, .seed = 1 };
@@ -97,6 +102,18 @@ int main(int argc, char **argv)
 		case 'b': batch = atoi(optarg); break;
 		case 't': seq = atoi(optarg); break;
 		case 'p': profile = 1; break;
+		case 'P':
+			if (sc_precision_parse(optarg, &precision)) {
+				fprintf(stderr, "sc_bench_step: %s\n", sc_err_detail());
+				return 2;
+			}
+			break;
+		case 'Q':
+			if (sc_base_quant_parse(optarg, &base_quant)) {
+				fprintf(stderr, "sc_bench_step: %s\n", sc_err_detail());
+				return 2;
+			}
+			break;
 		case 'm': min_time = atof(optarg); break;
 		case 'S':
 			serial_below = atof(optarg);
@@ -119,6 +136,8 @@ int main(int argc, char **argv)
 	tc.T = seq ? seq : strcmp(shape, "gpt2") ? 128 : 256;
 	tc.steps = steps + 1; /* the schedule: later steps stay at min_lr */
 	tc.warmup = 0;
+	tc.precision = precision; /* as a job's options: the trainer applies them */
+	tc.base_quant = base_quant;
 	if ((rc = bench_model(dir, &mc, (size_t)tc.B * tc.T * (steps + 2) + 1, &wf, &tk)) ||
 	    (rc = sc_backend_cpu_open(&be, threads)))
 		goto fail;
@@ -154,10 +173,11 @@ int main(int argc, char **argv)
 		       "\"threads\":%d,\"B\":%d,\"T\":%d,\"steps\":%d,\"step_s\":%.4f,"
 		       "\"tokens_per_s\":%.1f,\"gflop_per_step\":%.2f,\"gflops\":%.2f,"
 		       "\"sgemm\":\"(%d,%d)x(%d,%d)\",\"sgemm_gflops\":%.2f,"
-		       "\"foreign_load\":%.2f,\"blas\":\"%s\"}\n",
+		       "\"foreign_load\":%.2f,\"base\":\"%s\",\"blas\":\"%s\"}\n",
 		       shape, mc.model_type, threads, tc.B, tc.T, timed, secs, tokens / secs,
 		       gf / 1e9, gf / secs / 1e9, tc.B * tc.T, mc.n_embd, mc.n_embd, mc.n_inner,
-		       sgemm, bench_foreign_load(&c0, &c1), sc_backend_cpu_describe());
+		       sgemm, bench_foreign_load(&c0, &c1), sc_train_base_word(&tc),
+		       sc_backend_cpu_describe());
 	}
 	sc_trainer_free(tr);
 	sc_backend_free(be);

@@ -79,8 +79,9 @@ enum {
 	"  --double-quant       with --base-quant nf4: quantize the block scales too\n"            \
 	"  --precision P        fp32, or bf16: the frozen projections (unless int8 or nf4),\n"     \
 	"                       the token embedding and the LM head stored bf16, their\n"          \
-	"                       GEMMs bf16; adapters, optimizer state, norms, softmax and\n"       \
-	"                       the loss stay fp32                           (default fp32)\n"
+	"                       GEMMs bf16 (int8 / nf4: dequantized to bf16 for them where\n"      \
+	"                       the CPU multiplies bf16); adapters, optimizer state, norms,\n"     \
+	"                       softmax and the loss stay fp32              (default fp32)\n"
 extern const char cli_train_help[];
 /* Defaults; *targets = "all". The targets stay a list of names until the
  * model (and so its family) is known: cli_train_targets resolves them. */

@@ -64,7 +64,7 @@ static void tiles_equal_gemm_on_widened(void **state)
 		wb[i] = sc_bf16_from_f32(w[i]);
 		d[i] = sc_bf16_to_f32(wb[i]);
 	}
-	sc_qweight q = { SC_QW_BF16, R, CC, 1, (const uint8_t *)wb, NULL, NULL, NULL, NULL };
+	sc_qweight q = { SC_QW_BF16, R, CC, 1, (const uint8_t *)wb, NULL, NULL, NULL, NULL, 0 };
 	static float tile[CC * 64];
 	int exact = 0, total = 0;
 	for (int tb = 0; tb < 2; tb++)
@@ -113,7 +113,7 @@ static void encoder_q_equals_widened(void **state)
 	}
 	for (int i = 0; i < B * T; i++)
 		tok[i] = (i * 7 + 3) % V;
-	sc_qweight q = { SC_QW_BF16, V, C, 1, (const uint8_t *)wb, NULL, NULL, NULL, NULL };
+	sc_qweight q = { SC_QW_BF16, V, C, 1, (const uint8_t *)wb, NULL, NULL, NULL, NULL, 0 };
 	for (int p = 0; p < 2; p++) {
 		const float *wpe = p ? pos : NULL;
 		SC_ASSERT_OK(be->ops->encoder_forward(be, o1, tok, w, wpe, B, T, C));
@@ -196,7 +196,7 @@ static void gemm_q_bf16_against_double(void **state)
 	uint16_t *wb = malloc((size_t)R * CC * sizeof(uint16_t));
 	for (size_t i = 0; i < (size_t)R * CC; i++)
 		wb[i] = sc_bf16_from_f32(w[i]);
-	sc_qweight q = { SC_QW_BF16, R, CC, 1, (const uint8_t *)wb, NULL, NULL, NULL, NULL };
+	sc_qweight q = { SC_QW_BF16, R, CC, 1, (const uint8_t *)wb, NULL, NULL, NULL, NULL, 0 };
 	int paths = has_bf16_matmul(be) ? 2 : 1;
 	printf("bf16: the automatic path here: %s\n", sc_backend_cpu_bf16_kernel(be));
 	if (paths == 1)
@@ -246,7 +246,7 @@ static void gemm_q_bf16_every_layout(void **state)
 	assert_non_null(wb);
 	for (size_t i = 0; i < (size_t)R * CC; i++)
 		wb[i] = sc_bf16_from_f32(w[i]);
-	sc_qweight q = { SC_QW_BF16, R, CC, 1, (const uint8_t *)wb, NULL, NULL, NULL, NULL };
+	sc_qweight q = { SC_QW_BF16, R, CC, 1, (const uint8_t *)wb, NULL, NULL, NULL, NULL, 0 };
 	int paths = has_bf16_matmul(be) ? 2 : 1, cases = 0;
 	for (int path = 0; path < paths; path++) { /* 0: fp32 tiles, 1: oneDNN */
 		double worst = 0;

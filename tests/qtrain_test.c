@@ -81,7 +81,8 @@ static void gemm_q_equals_gemm_on_dequantized(void **state)
 				 o.scales,
 				 o.scales_q,
 				 o.scales_scale,
-				 o.scales_offset };
+				 o.scales_offset,
+				 0 };
 		for (int tb = 0; tb < 2; tb++) /* trans_b: W (n, k); else W (k, n) */
 			for (size_t mi = 0; mi < 3; mi++) {
 				int m = ms[mi], n = tb ? R : Cc, k = tb ? Cc : R;

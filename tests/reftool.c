@@ -2,7 +2,8 @@
  * PyTorch / PEFT reference checks (tests/ref/):
  *   sc_reftool grad    loss and LoRA gradients of one step's data, no update
  *                      (--base-quant int8|nf4 [--double-quant]: on a base
- *                      quantized as it loads, as a job's option does)
+ *                      quantized as it loads, as a job's option does;
+ *                      --precision bf16: bf16 products, as a job's)
  *   sc_reftool batches the exact token batches a job reads
  * Outputs are safetensors files; see tests/ref/README.md. */
 #include <getopt.h>
@@ -18,7 +19,8 @@
 
 typedef struct args {
 	const char *model, *data, *adapter, *out, *targets, *tokenizer;
-	int B, T, M, step, steps, stages, threads, rank, vocab, eos, base_quant, double_quant;
+	int B, T, M, step, steps, stages, threads, rank, vocab, eos, base_quant, double_quant,
+	    precision;
 	float alpha;
 	uint64_t seed;
 } args;
@@ -34,27 +36,17 @@ static int die(sc_err rc, const char *what)
 static int parse(args *a, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "model", 1, 0, 'm' },
-		{ "data", 1, 0, 'd' },
-		{ "adapter", 1, 0, 'a' },
-		{ "out", 1, 0, 'o' },
-		{ "batch", 1, 0, 'b' },
-		{ "seq", 1, 0, 'T' },
-		{ "micro", 1, 0, 'M' },
-		{ "step", 1, 0, 's' },
-		{ "steps", 1, 0, 'n' },
-		{ "seed", 1, 0, 'S' },
-		{ "stages", 1, 0, 'k' },
-		{ "threads", 1, 0, 'j' },
-		{ "rank", 1, 0, 'r' },
-		{ "alpha", 1, 0, 'A' },
-		{ "targets", 1, 0, 't' },
-		{ "vocab", 1, 0, 'v' },
-		{ "tokenizer", 1, 0, 'K' },
-		{ "eos", 1, 0, 'E' },
-		{ "base-quant", 1, 0, 'Q' },
-		{ "double-quant", 0, 0, 'D' },
-		{ 0, 0, 0, 0 },
+		{ "model", 1, 0, 'm' },      { "data", 1, 0, 'd' },
+		{ "adapter", 1, 0, 'a' },    { "out", 1, 0, 'o' },
+		{ "batch", 1, 0, 'b' },      { "seq", 1, 0, 'T' },
+		{ "micro", 1, 0, 'M' },      { "step", 1, 0, 's' },
+		{ "steps", 1, 0, 'n' },      { "seed", 1, 0, 'S' },
+		{ "stages", 1, 0, 'k' },     { "threads", 1, 0, 'j' },
+		{ "rank", 1, 0, 'r' },       { "alpha", 1, 0, 'A' },
+		{ "targets", 1, 0, 't' },    { "vocab", 1, 0, 'v' },
+		{ "tokenizer", 1, 0, 'K' },  { "eos", 1, 0, 'E' },
+		{ "base-quant", 1, 0, 'Q' }, { "double-quant", 0, 0, 'D' },
+		{ "precision", 1, 0, 'P' },  { 0, 0, 0, 0 },
 	};
 	int c;
 	*a = (args){ .B = 2,
@@ -89,6 +81,12 @@ static int parse(args *a, int argc, char **argv)
 		case 't': a->targets = optarg; break;
 		case 'v': a->vocab = atoi(optarg); break;
 		case 'D': a->double_quant = 1; break;
+		case 'P':
+			if (sc_precision_parse(optarg, &a->precision)) {
+				fprintf(stderr, "sc_reftool: %s\n", sc_err_detail());
+				return 2;
+			}
+			break;
 		case 'Q':
 			if (sc_base_quant_parse(optarg, &a->base_quant)) {
 				fprintf(stderr, "sc_reftool: %s\n", sc_err_detail());
@@ -226,6 +224,7 @@ static int cmd_grad(args *a)
 	tc.steps = a->step + 1;
 	tc.base_quant = a->base_quant;
 	tc.double_quant = a->double_quant;
+	tc.precision = a->precision;
 	if ((rc = sc_backend_open(&be, "cpu", a->threads)) ||
 	    (rc = sc_trainer_new(&tr, be, &mc, &lc, &tc, wf, init, tk, a->stages, NULL)) ||
 	    (rc = sc_trainer_grad(tr, a->step, &loss))) {

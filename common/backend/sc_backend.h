@@ -76,6 +76,16 @@ typedef struct sc_qweight {
 	const uint8_t *scales_q;    /* nf4 double quantization: (nb) int8 bytes */
 	const float *scales_scale;  /* (ceil(nb / 256)) */
 	const float *scales_offset; /* (1) */
+	/* int8 / nf4: nonzero asks for bf16 products (a job's --precision
+	 * bf16) where the backend has them (the CPU with oneDNN and
+	 * AVX512-BF16/AMX): W dequantized to fp32 as above, then rounded to
+	 * bf16 (to nearest, ties to even: sc_bf16_from_f32), op(a) rounded
+	 * to bf16, the products summed in fp32. tile (bf16 there) then holds
+	 * op(a)'s rows (all of them with m * k / 2 floats more than the
+	 * columns' k / 2 each) and a panel of W's bf16 columns. Elsewhere,
+	 * and for bf16 weights (which always take the bf16 path they can),
+	 * it changes nothing. */
+	int bf16_compute;
 } sc_qweight;
 
 typedef struct sc_backend_ops {
@@ -300,6 +310,18 @@ const char *sc_backend_cpu_describe(void);
  * build has oneDNN, else "fp32 tiles (why)". Borrowed string, valid until
  * this thread's next call. */
 const char *sc_backend_cpu_bf16_kernel(sc_backend *be);
+
+/* out (r1 - r0, c1 - c0) bf16, rows ldo apart, = W[r0:r1, c0:c1] of the
+ * CPU backend's quantized weight w dequantized to fp32 (sc_qweight) and
+ * rounded to bf16 (to nearest, ties to even), as gemm_q's bf16 products
+ * see W: with scalar, by the plain C loop; else by the kernel the CPU
+ * runs (sc_backend_cpu_dequant_kind). For tests and benchmarks. Borrows w,
+ * whose parts are host memory. SC_EINVAL for a range outside W or an
+ * unknown format. */
+sc_err sc_backend_cpu_dequant_bf16(const sc_qweight *w, int r0, int r1, int c0, int c1,
+				   uint16_t *out, size_t ldo, int scalar);
+/* "avx512" or "scalar": the CPU's dequantization to bf16. Static string. */
+const char *sc_backend_cpu_dequant_kind(void);
 
 /* on: be runs bf16 weights on the fp32 tiles even where oneDNN could (the
  * environment's SC_CPU_BF16=tiles does the same at sc_backend_cpu_open);

@@ -230,7 +230,7 @@ int sc_config_equal(const sc_model_config *a, const sc_model_config *b)
 	       SAME(rope_theta) && SAME(rope_scaling) && SAME(rope_factor) &&
 	       SAME(rope_low_freq_factor) && SAME(rope_high_freq_factor) &&
 	       SAME(rope_original_max_positions) && SAME(bos_token_id) && SAME(eos_token_id) &&
-	       SAME(quantized) && SAME(quant_format) && SAME(quant_double) &&
+	       SAME(quantized) && SAME(quant_format) && SAME(quant_double) && SAME(compute_bf16) &&
 	       !memcmp(a->layer_quant, b->layer_quant, sizeof(a->layer_quant));
 #undef SAME
 }

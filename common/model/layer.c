@@ -17,13 +17,17 @@ static void weight_view(const sc_layer *L, int in, int o, int *ldw, int *trans)
 }
 
 /* c (N,n) = op(a) @ op(W) + beta * c for target t's frozen weight: W, or
- * the quantized qw[t] through the backend's tiled gemm_q. */
+ * the quantized qw[t] through the backend's tiled gemm_q (as bf16
+ * products when the job's precision is bf16: mc->compute_bf16). */
 static sc_err proj_gemm(const sc_layer *L, int t, const float *W, int trans_b, int n, int k,
 			const float *a, int lda, int ldw, float beta, float *c, int ldc)
 {
-	if (L->qw)
-		return sc_backend_gemm_q(L->be, 0, trans_b, L->N, n, k, 1.0f, a, lda, &L->qw[t],
-					 beta, c, ldc, L->qtile, L->qtile_floats);
+	if (L->qw) {
+		sc_qweight q = L->qw[t];
+		q.bf16_compute = L->mc->compute_bf16;
+		return sc_backend_gemm_q(L->be, 0, trans_b, L->N, n, k, 1.0f, a, lda, &q, beta, c,
+					 ldc, L->qtile, L->qtile_floats);
+	}
 	LAYER_OP(L, gemm, 0, trans_b, L->N, n, k, 1.0f, a, lda, W, ldw, beta, c, ldc);
 	return SC_OK;
 }

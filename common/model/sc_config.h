@@ -48,6 +48,11 @@ typedef struct sc_model_config {
 	int quantized;    /* 0: float projections */
 	int quant_format; /* enum sc_quant_format, when quantized */
 	int quant_double; /* nf4 with double quantization of the block absmax */
+	/* The job's --precision is bf16 (sc_train_base_format; never read from
+	 * or written to config.json): int8 / nf4 projections multiply as bf16
+	 * too, dequantized to bf16 (sc_backend.h's sc_qweight.bf16_compute),
+	 * on backends that multiply bf16 in hardware. A bf16 base sets it. */
+	int compute_bf16;
 	/* Per-layer formats of the projections (sc_layer_quant.h), by global
 	 * layer: 0 keeps the format above (float, or quant_format), k > 0
 	 * holds that layer's projections in enum sc_quant_format k - 1 (int8

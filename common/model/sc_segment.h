@@ -88,8 +88,9 @@ int sc_segment_is_last(const sc_segment *seg);
  * checked), or the float NAME.weight quantized here as it loads (a job's
  * --base-quant / --precision, sc_train_base_format), one tensor at a time
  * through a host staging buffer that is freed when loading ends. Both give
- * the same bits. A bf16 base (quant_format bf16) holds the token embedding
- * and the LM head bf16 too, rounded as they load when stored wider. */
+ * the same bits. A bf16 base (quant_format bf16), or an int8 / nf4 one
+ * with bf16 products (compute_bf16), holds the token embedding and the LM
+ * head bf16 too, rounded as they load when stored wider. */
 sc_err sc_segment_load_base(sc_segment *seg, const sc_st_file *weights);
 /* The same from a model's weights, one file or shards (sc_weights.h): only
  * the shards that hold the segment's tensors are opened. Borrows w. */

@@ -46,8 +46,9 @@ enum sc_base_quant {
 	SC_BASE_QUANT_COUNT
 };
 /* --precision: FP32 (everything fp32) or BF16 (the frozen projections
- * stored bf16, SC_QUANT_BF16, unless the base is int8 or nf4; adapters,
- * optimizer state, norms, softmax and loss stay fp32). */
+ * stored bf16, SC_QUANT_BF16, unless the base is int8 or nf4, which are
+ * then dequantized to bf16 for bf16 products where the CPU has them;
+ * adapters, optimizer state, norms, softmax and loss stay fp32). */
 enum sc_precision { SC_PRECISION_FP32, SC_PRECISION_BF16, SC_PRECISION_COUNT };
 
 /* "none", "int8", "nf4" / "fp32", "bf16" (the command line's words); "?"
@@ -64,7 +65,9 @@ sc_err sc_precision_parse(const char *name, int *out);
  * is made with: --base-quant int8 / nf4 (with double_quant) sets
  * mc->quantized and the format, and segments quantize the float
  * projections at load (sc_segment_load_weights); else --precision bf16
- * sets SC_QUANT_BF16; else mc is left as it is. A directory that is
+ * sets SC_QUANT_BF16; else mc is left as it is. mc->compute_bf16 says
+ * whether the products run in bf16: --precision bf16 (with int8 / nf4
+ * too: the weights dequantized to bf16) or a bf16 base. A directory that is
  * already quantized keeps its format; SC_EINVAL, naming both, when tc asks
  * for another one (a --base-quant or --double-quant that differs), and for
  * values outside the enums or double_quant without nf4. Idempotent: mc

@@ -70,7 +70,9 @@ static int seg_any_quant(const sc_segment *seg)
 void seg_quant_spec(const sc_segment *seg, int l, const sc_param_desc *p, sc_quant_spec *qs)
 {
 	const sc_model_config *mc = &seg->spec.model;
-	int f = l < 0 ? mc->quant_format : seg_layer_format(seg, l);
+	/* l < 0: the token embedding or LM head, which a segment holds
+	 * quantized only as bf16 (seg_bf16_globals) */
+	int f = l < 0 ? SC_QUANT_BF16 : seg_layer_format(seg, l);
 	/* Double quantization is the job's nf4 base's; a layer lowered to
 	 * nf4 from another base has none. */
 	int dq = f == SC_QUANT_NF4 && mc->quantized && mc->quant_format == SC_QUANT_NF4 &&
@@ -282,7 +284,8 @@ static sc_err validate_spec(const sc_segment_spec *sp)
 	return SC_OK;
 }
 
-/* A bf16 base also holds the token embedding and LM head bf16: the first
+/* A bf16 base (or int8 / nf4 with bf16 products: seg_bf16_globals) also
+ * holds the token embedding and LM head bf16: the first
  * segment's lookup needs encoder_forward_q; the last segment's head runs
  * logits (N,V) = lnf (N,C) W^T and dnorm (N,C) = dlogits (N,V) W through
  * gemm_q, whose tile holds SC_QTILE_COLS output columns of k = C forward,
@@ -306,6 +309,16 @@ static sc_err bf16_globals_setup(sc_segment *seg)
 	return SC_OK;
 }
 
+/* The floats of gemm_q's tile for bf16 products of N rows over k with
+ * cols output columns (sc_qweight.bf16_compute): N rows of k bf16, a
+ * panel of min(cols, 2 SC_QTILE_COLS) columns of k bf16, 32 bf16 of
+ * alignment. */
+static size_t bf16_need(size_t N, size_t k, size_t cols)
+{
+	size_t panel = cols < 2 * SC_QTILE_COLS ? cols : 2 * SC_QTILE_COLS;
+	return (N * k + panel * k + 32 + 1) / 2;
+}
+
 /* A quantized model: the tile scratch gemm_q needs (SC_QTILE_COLS output
  * columns of the largest k: forward k = in, backward k = out; for bf16
  * also the whole activation op(a) (N, k) rounded to bf16, N * k / 2
@@ -317,10 +330,13 @@ static sc_err quant_setup(sc_segment *seg)
 	sc_param_desc lp[SC_FAMILY_MAX_PARAMS];
 	sc_quant_spec qs;
 	sc_quant_sizes z;
+	int bf16_panels = 0; /* an int8 / nf4 layer multiplied as bf16 */
 
 	for (int l = 0; l < seg->nl; l++) {
-		if (seg_layer_format(seg, l) < 0)
+		int f = seg_layer_format(seg, l);
+		if (f < 0)
 			continue;
+		bf16_panels |= mc->compute_bf16 && f != SC_QUANT_BF16;
 		seg->fam->layer_params(mc, seg->spec.first + l, lp);
 		for (int p = 0; p < seg->fam->n_layer_params; p++) {
 			if (seg_quant_target(seg, &lp[p]) < 0)
@@ -350,9 +366,19 @@ static sc_err quant_setup(sc_segment *seg)
 			size_t act = (seg_N(seg) * k + 1) / 2;
 			fwd = act > fwd ? act : fwd;
 		}
+		if (bf16_panels) {
+			/* all N rows of op(a) in bf16 and a panel of up to 2
+			 * SC_QTILE_COLS bf16 columns of W, each k long, plus
+			 * 32 bf16 to align the rows after the panel */
+			size_t pf = bf16_need(seg_N(seg), (size_t)in, (size_t)o);
+			size_t pb =
+			    seg_generating(seg) ? 0 : bf16_need(seg_N(seg), (size_t)o, (size_t)in);
+			pf = pf > pb ? pf : pb;
+			fwd = pf > fwd ? pf : fwd;
+		}
 		seg->qtile_floats = fwd > seg->qtile_floats ? fwd : seg->qtile_floats;
 	}
-	if (mc->quantized && mc->quant_format == SC_QUANT_BF16)
+	if (seg_bf16_globals(seg))
 		SC_TRY(bf16_globals_setup(seg));
 	seg->lq = calloc((size_t)seg->nl, sizeof(*seg->lq));
 	return seg->lq ? SC_OK : sc_errf(SC_ENOMEM, "out of memory");

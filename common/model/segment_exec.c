@@ -1,6 +1,6 @@
 /* segment_exec.c — forward and backward of a segment: the embedding on the
  * first, each layer through its family (sc_family.h), the final norm, LM head
- * and loss on the last (embedding and head bf16 on a bf16 base), and the
+ * and loss on the last (embedding and head bf16 on a bf16 base, or under bf16 products), and the
  * optimizer step. Shapes: see the legend in
  * sc_backend.h. */
 #include <math.h>

@@ -112,11 +112,14 @@ static inline int seg_has_target(const sc_segment *seg, int t)
 	return (seg->spec.lora.targets >> t) & 1u;
 }
 
-/* Nonzero when the segment's base is bf16: then the token embedding and
- * the LM head are held bf16 too (gq), as the projections are. */
+/* Nonzero when the segment's base is bf16, or int8 / nf4 with bf16
+ * products (a job's --precision bf16, compute_bf16): then the token
+ * embedding and the LM head are held bf16 too (gq), and the head's two
+ * products are bf16 ones. */
 static inline int seg_bf16_globals(const sc_segment *seg)
 {
-	return seg->spec.model.quantized && seg->spec.model.quant_format == SC_QUANT_BF16;
+	return seg->spec.model.quantized &&
+	       (seg->spec.model.quant_format == SC_QUANT_BF16 || seg->spec.model.compute_bf16);
 }
 
 /* Whether model-wide tensor g is one seg_bf16_globals holds bf16. */
@@ -142,7 +145,7 @@ int seg_layer_format(const sc_segment *seg, int l);
 
 /* The sc_quant_spec (sc_quant.h) of quantized projection p: of segment
  * layer l (0-based within the segment), or l = -1 for a model-wide tensor
- * (a bf16 base's embedding or head). */
+ * (an embedding or head held bf16: seg_bf16_globals). */
 void seg_quant_spec(const sc_segment *seg, int l, const sc_param_desc *p, sc_quant_spec *qs);
 
 /* The view of layer l (0-based within the segment) in slot s for the

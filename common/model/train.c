@@ -134,6 +134,17 @@ void sc_train_base_of(sc_train_config *tc, const sc_model_config *base)
 		break;
 	default: tc->precision = SC_PRECISION_BF16; break; /* SC_QUANT_BF16 */
 	}
+	if (base->compute_bf16) /* int8 / nf4 multiplied as bf16 */
+		tc->precision = SC_PRECISION_BF16;
+}
+
+/* mc's compute_bf16 once its format is settled: --precision bf16, or a
+ * bf16 base (whose int8 / nf4 layers, --layer-quant's, then multiply as
+ * bf16 as the rest of it does). */
+static void set_compute(sc_model_config *mc, const sc_train_config *tc)
+{
+	mc->compute_bf16 = tc->precision == SC_PRECISION_BF16 ||
+			   (mc->quantized && mc->quant_format == SC_QUANT_BF16);
 }
 
 sc_err sc_train_base_format(sc_model_config *mc, const sc_train_config *tc)
@@ -146,11 +157,15 @@ sc_err sc_train_base_format(sc_model_config *mc, const sc_train_config *tc)
 		want = SC_QUANT_NF4;
 	else if (tc->precision == SC_PRECISION_BF16 && !mc->quantized)
 		want = SC_QUANT_BF16;
-	else
+	else {
+		set_compute(mc, tc);
 		return SC_OK; /* the directory's own format */
+	}
 	if (mc->quantized) {
-		if ((int)want == mc->quant_format && tc->double_quant == mc->quant_double)
+		if ((int)want == mc->quant_format && tc->double_quant == mc->quant_double) {
+			set_compute(mc, tc);
 			return SC_OK;
+		}
 		return sc_errf(SC_EINVAL,
 			       "the model directory is already quantized to %s (its config.json's "
 			       "quantization_config); --base-quant %s%s asks for another format: "
@@ -161,6 +176,7 @@ sc_err sc_train_base_format(sc_model_config *mc, const sc_train_config *tc)
 	mc->quantized = 1;
 	mc->quant_format = (int)want;
 	mc->quant_double = tc->double_quant;
+	set_compute(mc, tc);
 	return SC_OK;
 }
 

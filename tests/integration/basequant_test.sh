@@ -2,8 +2,10 @@
 # basequant_test.sh — the frozen base as a job option (--base-quant int8|nf4,
 # --double-quant, --precision bf16), quantized as each stage loads its layers:
 #   - a 3-worker chain trains adapters bit-identical to `finetune` with the
-#     same option at the same cuts: int8, nf4, nf4 + double quantization and
-#     bf16 on GPT-2, nf4 + double quantization on a Llama-family model;
+#     same option at the same cuts: int8, nf4, nf4 + double quantization,
+#     nf4 with --precision bf16 (bf16 products of the dequantized weights
+#     where the CPU has them) and bf16 on GPT-2, nf4 + double quantization
+#     and int8 with --precision bf16 on a Llama-family model;
 #     `status --json`, the jobs table and v_job_progress show the option;
 #   - a model directory quantized on disk (`splitchain quantize`) runs as a
 #     chain, is recorded with its own format and trains the bits the float
@@ -11,7 +13,7 @@
 #     is refused at submit, naming both;
 #   - quality: 200 steps on a small Llama-family model, final eval loss
 #     within 2% of fp32's for int8, 5% for nf4 (with and without double
-#     quantization), 1% for bf16.
+#     quantization, and nf4 with --precision bf16), 1% for bf16.
 #   basequant_test.sh BUILD_DIR WORK_DIR
 source "$(dirname "$0")/lib.sh" "$1" "$2"
 make_fixture
@@ -19,12 +21,14 @@ reference ref
 "$ROOT/deploy/launch.sh" start cluster 3 >/dev/null || { bad "cluster start"; finish; exit 1; }
 
 declare -A OPT=([int8]="--base-quant int8" [nf4]="--base-quant nf4"
-                [nf4-dq]="--base-quant nf4 --double-quant" [bf16]="--precision bf16")
+                [nf4-dq]="--base-quant nf4 --double-quant" [bf16]="--precision bf16"
+                [nf4-bf16]="--base-quant nf4 --precision bf16")
 # what status --json's recipe says (base_quant double_quant precision base),
 # and v_job_progress's one word
 declare -A RECIPE=([int8]="int8 false fp32 int8" [nf4]="nf4 false fp32 nf4"
-                   [nf4-dq]="nf4 true fp32 nf4+dq" [bf16]="none false bf16 bf16")
-declare -A WORD=([int8]=int8 [nf4]=nf4 [nf4-dq]=nf4+dq [bf16]=bf16)
+                   [nf4-dq]="nf4 true fp32 nf4+dq" [bf16]="none false bf16 bf16"
+                   [nf4-bf16]="nf4 false bf16 nf4")
+declare -A WORD=([int8]=int8 [nf4]=nf4 [nf4-dq]=nf4+dq [bf16]=bf16 [nf4-bf16]=nf4)
 
 recipe() {
   "$SC" status "$1" --json | python3 -c 'import json,sys
@@ -49,7 +53,7 @@ chain() {
   else bad "$tag: chain and one process differ (cuts $c)"; fi
 }
 
-for q in int8 nf4 nf4-dq bf16; do
+for q in int8 nf4 nf4-dq nf4-bf16 bf16; do
   read -ra o <<< "${OPT[$q]}"
   chain model "$q" "${o[@]}" || continue
   same_adapter ref "chain-$q" && bad "$q: trained the very adapter of the fp32 base"
@@ -63,6 +67,16 @@ for q in int8 nf4 nf4-dq bf16; do
     ok "$q: status says '$r', the jobs table '$w'"
   else bad "$q: status says '$r' (want '${RECIPE[$q]}'), the jobs table '$w' (want '$want_w')"; fi
 done
+# nf4 with --precision bf16 multiplies in bf16 where the CPU can (avx512_bf16
+# or amx_bf16, and a build with oneDNN): other bits than nf4's; else nf4's.
+if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo &&
+   grep -q '^DNNL_LIBRARY:FILEPATH=/' "$BUILD/CMakeCache.txt"; then
+  same_adapter chain-nf4 chain-nf4-bf16 && bad "nf4-bf16: the bits of nf4 on a CPU with bf16 products" ||
+    ok "nf4-bf16: bf16 products on this CPU (other bits than nf4's fp32 products)"
+else
+  same_adapter chain-nf4 chain-nf4-bf16 && ok "nf4-bf16: no bf16 products here, nf4's bits" ||
+    bad "nf4-bf16: differs from nf4 on a CPU or build without bf16 products"
+fi
 "$SC" status "$job" | grep -qF "frozen base bf16 (--base-quant none --precision bf16)" &&
   ok "status prints the frozen base" || bad "status: $("$SC" status "$job" | grep frozen)"
 
@@ -70,6 +84,7 @@ done
 "$SC" make-model --out llama --preset llama-tiny --layers 4 --heads 4 --kv-heads 2 --embd 64 \
   --inner 96 --vocab 300 --positions 64 --random-norms --seed 5 >/dev/null || bad "make-model llama"
 chain llama llama-nf4-dq --base-quant nf4 --double-quant
+chain llama llama-int8-bf16 --base-quant int8 --precision bf16
 
 # A directory quantized on disk: the job records its format, trains the
 # bits of the float model quantized at load; another format is refused.
@@ -109,7 +124,7 @@ PY
 Q=(--steps 200 --batch 4 --seq 32 --micro 2 --rank 8 --alpha 16 --lr 3e-3 --min-lr 3e-4
    --warmup 10 --seed 2 --eval-split 0.05 --stages 3 --threads 1 --quiet)
 declare -A ev first
-for q in fp32 int8 nf4 nf4-dq bf16; do
+for q in fp32 int8 nf4 nf4-dq nf4-bf16 bf16; do
   o=()
   [ "$q" != fp32 ] && read -ra o <<< "${OPT[$q]}"
   "$SC" finetune --model lq --data data.txt "${Q[@]}" "${o[@]}" --metrics "q-$q.jsonl" ||
@@ -117,16 +132,18 @@ for q in fp32 int8 nf4 nf4-dq bf16; do
   ev[$q]=$(sed -n 's/.*"eval_loss":\([^,]*\),.*/\1/p' "q-$q.jsonl" | tail -1)
   first[$q]=$(sed -n '1s/.*"loss":\([^,]*\),.*/\1/p' "q-$q.jsonl")
 done
-python3 - "${first[fp32]}" "${ev[fp32]}" "${ev[int8]}" "${ev[nf4]}" "${ev[nf4-dq]}" "${ev[bf16]}" <<'PY' &&
+python3 - "${first[fp32]}" "${ev[fp32]}" "${ev[int8]}" "${ev[nf4]}" "${ev[nf4-dq]}" "${ev[bf16]}" \
+  "${ev[nf4-bf16]}" <<'PY' &&
 import sys
-l0, f, i8, n4, dq, b = map(float, sys.argv[1:])
+l0, f, i8, n4, dq, b, nb = map(float, sys.argv[1:])
 r = lambda x: 100 * (x / f - 1)
 print("eval loss after 200 steps (first step's loss %.4f): fp32 %.4f, int8 %.4f (%+.2f%%), "
-      "nf4 %.4f (%+.2f%%), nf4+dq %.4f (%+.2f%%), bf16 %.4f (%+.2f%%)"
-      % (l0, f, i8, r(i8), n4, r(n4), dq, r(dq), b, r(b)))
+      "nf4 %.4f (%+.2f%%), nf4+dq %.4f (%+.2f%%), bf16 %.4f (%+.2f%%), nf4 + bf16 %.4f (%+.2f%%)"
+      % (l0, f, i8, r(i8), n4, r(n4), dq, r(dq), b, r(b), nb, r(nb)))
 assert f < l0 - 2, "the fp32 run did not learn"
 assert abs(r(i8)) <= 2 and abs(r(n4)) <= 5 and abs(r(dq)) <= 5 and abs(r(b)) <= 1
+assert abs(r(nb)) <= 5
 PY
-  ok "eval loss within 2% (int8), 5% (nf4, nf4+dq) and 1% (bf16) of fp32" ||
+  ok "eval loss within 2% (int8), 5% (nf4, nf4+dq, nf4 + bf16) and 1% (bf16) of fp32" ||
   bad "eval loss: ${ev[*]}"
 finish

@@ -55,6 +55,16 @@ model; this test runs it on both paths and compares each with:
    fp32 moves the gradients by about as much), so it cannot tell bf16 from
    fp32 compute: check 1 does that.
 
+An int8 / NF4 base under --precision bf16 (`sc_reftool grad --base-quant
+FMT --precision bf16`, a job's options) takes the same path with its
+weights dequantized to fp32 as the format states and rounded to bf16
+(dequantization written here from the published algorithms, quant_ref.py;
+qbf16_test checks the rounding bit for bit), and the token embedding and
+head held bf16 as a bf16 base holds them: checks 1 and 2 above on the model
+of those weights, with the same tolerances. On the tiles path its
+projections are the fp32 dequantization (check 1 on those, TOL_TILES);
+2 stages give the bits of 1.
+
 Also: the model quantized to bf16 gives 2 stages the bits of 1; where
 oneDNN is expected (avx512_bf16 in /proc/cpuinfo and SC_ONEDNN=1 from
 CMake) the automatic path must differ from the tiles path, elsewhere be
@@ -66,6 +76,7 @@ Environment (set by ctest): SC_SPLITCHAIN, SC_REFTOOL, SC_REF_TMP, SC_ONEDNN.
 """
 
 import os
+import re
 
 import torch
 from safetensors import safe_open
@@ -73,6 +84,7 @@ from safetensors.torch import load_file
 
 import gpt2_ref as R
 import llama_ref as LR
+from quant_ref import dequantized_weights
 
 U = 2.0 ** -9  # bf16's unit roundoff (8 significant bits)
 TOL_TILES = 1e-5
@@ -99,7 +111,7 @@ def cpu_has_bf16():
 EXPECT_ONEDNN = cpu_has_bf16() and os.environ.get("SC_ONEDNN") == "1"
 
 
-def sc_grad(model_dir, adapter_dir, tag, stages=1, tiles=False):
+def sc_grad(model_dir, adapter_dir, tag, stages=1, tiles=False, opts=()):
     out = os.path.join(tmp, "grad-%s-k%d%s.safetensors" % (tag, stages, "-tiles" * tiles))
     env = dict(os.environ)
     env.pop("SC_CPU_BF16", None)
@@ -107,7 +119,7 @@ def sc_grad(model_dir, adapter_dir, tag, stages=1, tiles=False):
         env["SC_CPU_BF16"] = "tiles"
     R.run([reftool, "grad", "--model", model_dir, "--data", data, "--batch", B, "--seq", T,
            "--micro", M, "--step", STEP, "--seed", SEED, "--stages", stages,
-           "--adapter", adapter_dir, "--out", out], env=env)
+           "--adapter", adapter_dir, "--out", out] + list(opts), env=env)
     with safe_open(out, framework="pt") as f:
         loss = float((f.metadata() or {})["loss"])
     return load_file(out), loss
@@ -162,17 +174,22 @@ def autocast_mm(x, w):
     return y.float()
 
 
-def variant(cls, mm):
-    """cls with its frozen products, the LM head's included, computed by
-    mm(x, w)."""
-    return type(cls.__name__ + "_" + mm.__name__, (cls,),
-                {"frozen_mm": lambda self, x, w: mm(x, w),
-                 "head_mm": lambda self, x, w: mm(x, w)})
+def variant(cls, mm, head=True):
+    """cls with its frozen products, the LM head's included (unless not
+    head: an int8 / nf4 base's head stays fp32), computed by mm(x, w)."""
+    ops = {"frozen_mm": lambda self, x, w: mm(x, w)}
+    if head:
+        ops["head_mm"] = lambda self, x, w: mm(x, w)
+    return type(cls.__name__ + "_" + mm.__name__, (cls,), ops)
 
 
 # The tensors a bf16 base holds bf16 besides the projections (names as
 # gpt2_ref / llama_ref load them): the token embedding and an untied head.
 HELD_BF16 = ("wte.weight", "embed_tokens.weight", "lm_head.weight")
+# The projections' names as gpt2_ref / llama_ref load them (no prefix).
+PROJ_KEY = re.compile(r"(h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)"
+                      r"|layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj))"
+                      r"\.weight$")
 
 
 def bf16_held(weights):
@@ -231,17 +248,7 @@ def identical(a, b):
 
 def case(family):
     def run():
-        if family == "gpt2":
-            model_dir = R.make_model(splitchain, os.path.join(tmp, "gpt2"), 4, 4, 64, 320, 64,
-                                     seed=11)
-            cfg = R.load_config(model_dir)
-            lora = R.random_lora(cfg, 4, 8.0, list(R.TARGETS), 1, 0.2, 0.2)
-            fam, cls, load = R, R.GPT2, R.load_adapter
-        else:
-            model_dir = LR.test_models()[0].write(tmp)  # llama, GQA, untied head
-            cfg = LR.load_config(model_dir)
-            lora = LR.random_lora(cfg, 4, 8.0, list(LR.TARGETS), 2, 0.1, 0.1)
-            fam, cls, load = LR, LR.Llama, LR.load_adapter
+        model_dir, cfg, lora, fam, cls, load, _, _ = family_setup(family)
         adapter_dir = os.path.join(tmp, "adapter-" + family)
         lora.save(adapter_dir)
         qdir = os.path.join(tmp, family + "-bf16")
@@ -275,35 +282,10 @@ def case(family):
         check("tiles vs float64, bf16 weights", errors(tiles, loss_t, exact,
                                                        lora_as(torch.float64)), TOL_TILES)
         if not same:
-            want = step(auto, rounded, lora_as(torch.float64))
-            flips = flips_l2 = 0.0  # how far fp32-sized jitter of the rounded inputs moves it
-            for seed in range(DITHER_RUNS):
-                jittered = variant(cls, dithered_mm(seed)).from_tensors(cfg, w_bf16)
-                d = step(auto, jittered, lora_as(torch.float64))
-                flips = max(flips, *distance(d[1], d[0], want)[:2])
-                flips_l2 = max(flips_l2, rel_l2(d[1], want))
-            tol = max(TOL_ONEDNN, FLIP_MARGIN * flips)
-            tol_l2 = max(TOL_ONEDNN, FLIP_MARGIN * flips_l2)
-            print("  (the emulation jittered by %.1e before rounding: up to %.2e from it, "
-                  "%.2e over all gradients)" % (DITHER, flips, flips_l2))
-            check("oneDNN vs float64, bf16 inputs", distance(auto, loss_a, want), tol)
-            got_l2 = rel_l2(auto, want)
-            print("  oneDNN vs float64, bf16 inputs, over all gradients: %.2e [tolerance %.1e]"
-                  % (got_l2, tol_l2))
-            assert got_l2 <= tol_l2, "oneDNN vs float64 over all gradients: beyond %.1e" % tol_l2
-            # rounding the inputs moves the results beyond those tolerances:
-            # element-wise beyond 10 TOL_ONEDNN, over all gradients beyond the
-            # flips' (element-wise, where a flip moves one gradient element
-            # as far as a rounding point does, Llama's test model can't tell)
-            base = step(auto, exact, lora_as(torch.float64))
-            apart = distance(auto, loss_a, base)
-            apart_l2 = rel_l2(auto, base)
-            print("  (oneDNN vs float64 without rounding the inputs: %.2e, %.2e over all "
-                  "gradients)" % (apart[1], apart_l2))
-            assert apart[1] > 10 * TOL_ONEDNN and apart_l2 > tol_l2, \
-                "the input rounding barely shows: weak check"
+            rounding_checks(cfg, cls, auto, loss_a, rounded, w_bf16, exact,
+                            lambda: lora_as(torch.float64))
 
-        # 2. PyTorch's CPU autocast around the frozen products
+        # 2. PyTorch's CPU autocast around the same frozen products
         for what, ts, loss in (("tiles", tiles, loss_t), ("oneDNN", auto, loss_a)):
             if what == "oneDNN" and same:
                 continue
@@ -317,4 +299,111 @@ def case(family):
     return run
 
 
-R.run_cases([(family, case(family)) for family in ("gpt2", "llama")])
+def rounding_checks(cfg, cls, auto, loss_a, rounded, w_bf16, exact, fresh, head=True):
+    """Check 1 on the oneDNN path: the engine's step (auto, loss_a) against
+    the float64 model `rounded` (bf16 inputs to every frozen product; the
+    head's too unless not head), within what fp32-sized jitter of the
+    rounded inputs moves the emulation (flips), and far from `exact` (the
+    same bf16 weights, inputs not rounded). fresh() gives a new float64
+    adapter for each model run."""
+    want = step(auto, rounded, fresh())
+    flips = flips_l2 = 0.0  # how far fp32-sized jitter of the rounded inputs moves it
+    for seed in range(DITHER_RUNS):
+        jittered = variant(cls, dithered_mm(seed), head).from_tensors(cfg, w_bf16)
+        d = step(auto, jittered, fresh())
+        flips = max(flips, *distance(d[1], d[0], want)[:2])
+        flips_l2 = max(flips_l2, rel_l2(d[1], want))
+    tol = max(TOL_ONEDNN, FLIP_MARGIN * flips)
+    tol_l2 = max(TOL_ONEDNN, FLIP_MARGIN * flips_l2)
+    print("  (the emulation jittered by %.1e before rounding: up to %.2e from it, "
+          "%.2e over all gradients)" % (DITHER, flips, flips_l2))
+    check("oneDNN vs float64, bf16 inputs", distance(auto, loss_a, want), tol)
+    got_l2 = rel_l2(auto, want)
+    print("  oneDNN vs float64, bf16 inputs, over all gradients: %.2e [tolerance %.1e]"
+          % (got_l2, tol_l2))
+    assert got_l2 <= tol_l2, "oneDNN vs float64 over all gradients: beyond %.1e" % tol_l2
+    # rounding the inputs moves the results beyond those tolerances:
+    # element-wise beyond 10 TOL_ONEDNN, over all gradients beyond the
+    # flips' (element-wise, where a flip moves one gradient element
+    # as far as a rounding point does, Llama's test model can't tell)
+    base = step(auto, exact, fresh())
+    apart = distance(auto, loss_a, base)
+    apart_l2 = rel_l2(auto, base)
+    print("  (oneDNN vs float64 without rounding the inputs: %.2e, %.2e over all "
+          "gradients)" % (apart[1], apart_l2))
+    assert apart[1] > 10 * TOL_ONEDNN and apart_l2 > tol_l2, \
+        "the input rounding barely shows: weak check"
+
+
+def family_setup(family):
+    """(model_dir, cfg, lora, fam module, model class, adapter loader, the
+    prefix its tensor names drop, whether nn.Linear (out, in))."""
+    if family == "gpt2":
+        model_dir = R.make_model(splitchain, os.path.join(tmp, "gpt2"), 4, 4, 64, 320, 64,
+                                 seed=11)
+        cfg = R.load_config(model_dir)
+        lora = R.random_lora(cfg, 4, 8.0, list(R.TARGETS), 1, 0.2, 0.2)
+        return model_dir, cfg, lora, R, R.GPT2, R.load_adapter, "transformer.", False
+    model_dir = LR.test_models()[0].write(tmp)  # llama, GQA, untied head
+    cfg = LR.load_config(model_dir)
+    lora = LR.random_lora(cfg, 4, 8.0, list(LR.TARGETS), 2, 0.1, 0.1)
+    return model_dir, cfg, lora, LR, LR.Llama, LR.load_adapter, "model.", True
+
+
+def qcase(family, fmt, dq):
+    """An int8 / nf4 base under --precision bf16 (the module comment)."""
+    def run():
+        model_dir, cfg, lora, fam, cls, load, strip, out_rows = family_setup(family)
+        tag = "%s-%s%s" % (family, fmt, "-dq" * dq)
+        adapter_dir = os.path.join(tmp, "adapter-" + tag)
+        lora.save(adapter_dir)
+        quant = ["--base-quant", fmt] + ["--double-quant"] * dq
+        opts = quant + ["--precision", "bf16"]
+        auto, loss_a = sc_grad(model_dir, adapter_dir, tag, opts=opts)
+        auto2, loss_a2 = sc_grad(model_dir, adapter_dir, tag, stages=2, opts=opts)
+        tiles, loss_t = sc_grad(model_dir, adapter_dir, tag, tiles=True, opts=opts)
+        assert loss_a2 == loss_a and identical(auto2, auto), "2 stages differ from 1"
+        same = loss_t == loss_a and identical(tiles, auto)
+        print("  %s + --precision bf16, the automatic path: %s (2 stages: the same bits)"
+              % (fmt, "oneDNN, bf16 inputs and weights" if not same else "the fp32 tiles"))
+        if EXPECT_ONEDNN:
+            assert not same, "the CPU has bf16 instructions but oneDNN's path was not taken"
+        else:
+            assert same, "no oneDNN expected, yet the automatic path differs from the tiles"
+
+        def lora_as(dtype):
+            return load(adapter_dir, dtype).to(dtype, True)
+
+        # the weights dequantized here in float32, then rounded to bf16
+        qdir = os.path.join(tmp, "q-" + tag)
+        R.run([splitchain, "quantize", "--model", model_dir, "--to", fmt, "--out", qdir]
+              + ["--double-quant"] * dq)
+        w_deq = dequantized_weights(model_dir, qdir, fmt, dq, out_rows, strip)
+        proj = [n for n in w_deq if PROJ_KEY.search(n)]
+        w_bf16 = bf16_held({n: r16(t) if n in proj else t for n, t in w_deq.items()})
+        # 1. the tiles (the projections dequantized to fp32, not rounded;
+        # embedding and head bf16): float64 on those weights; oneDNN: with
+        # the rounding points on the bf16 weights
+        check("tiles vs float64, bf16 embedding",
+              errors(tiles, loss_t, cls.from_tensors(cfg, bf16_held(w_deq)),
+                     lora_as(torch.float64)), TOL_TILES)
+        if not same:
+            rounding_checks(cfg, cls, auto, loss_a,
+                            variant(cls, RoundedMM.apply).from_tensors(cfg, w_bf16), w_bf16,
+                            cls.from_tensors(cfg, w_bf16), lambda: lora_as(torch.float64))
+        # 2. autocast around the frozen products of the fp32 model of the
+        # dequantized weights (autocast rounds them to bf16 itself), its
+        # embedding held bf16
+        autocast = variant(cls, autocast_mm).from_tensors(
+            cfg, bf16_held({n: t.to(torch.float32) for n, t in w_deq.items()}))
+        for what, ts, loss in (("tiles", tiles, loss_t), ("oneDNN", auto, loss_a)):
+            if what == "oneDNN" and same:
+                continue
+            check("%s vs torch.autocast bf16" % what,
+                  errors(ts, loss, autocast, lora_as(torch.float32)), TOL_AUTOCAST)
+    return run
+
+
+R.run_cases([(family, case(family)) for family in ("gpt2", "llama")] +
+            [("%s %s%s + bf16" % (fam, fmt, " + double quant" * dq), qcase(fam, fmt, dq))
+             for fam, fmt, dq in (("gpt2", "nf4", 0), ("llama", "nf4", 1), ("llama", "int8", 0))])

@@ -217,24 +217,37 @@ sc_err sc_cpu_dnnl_gemm(sc_cpu_dnnl *d, int trans_a, int trans_b, int m, int n, 
 	size_t rows_max = scratch_elems / (size_t)k;
 	int mc = rows_max < (size_t)m ? (int)rows_max : m;
 	sc_err rc = SC_OK;
-	pthread_mutex_lock(&d->mu);
 	for (int m0 = 0; m0 < m && !rc; m0 += mc) {
 		int rows = m - m0 < mc ? m - m0 : mc;
-		prim key = { .m = rows,
-			     .n = n,
-			     .k = k,
-			     .trans_b = trans_b,
-			     .ldc = ldc,
-			     .threads = omp_get_max_threads(),
-			     .alpha = alpha,
-			     .beta = beta };
-		prim *p;
 		const float *a0 = trans_a ? a + m0 : a + (size_t)m0 * lda;
 		sc_cpu_bf16_round(scratch, a0, lda, trans_a, rows, k);
-		rc = find_prim(d, &key, &p);
-		if (!rc)
-			rc = run_prim(d, p, scratch, w, c + (size_t)m0 * ldc);
+		rc = sc_cpu_dnnl_gemm_bf16(d, trans_b, rows, n, k, alpha, scratch, w, beta,
+					   c + (size_t)m0 * ldc, ldc);
 	}
+	return rc;
+}
+
+sc_err sc_cpu_dnnl_gemm_bf16(sc_cpu_dnnl *d, int trans_b, int m, int n, int k, float alpha,
+			     const uint16_t *a, const uint16_t *w, float beta, float *c, int ldc)
+{
+	if (m < 0 || n < 0 || k < 1 || ldc < (n > 1 ? n : 1))
+		return sc_errf(SC_EINVAL, "bf16 gemm: bad shape m=%d n=%d k=%d ldc=%d", m, n, k,
+			       ldc);
+	if (m == 0 || n == 0)
+		return SC_OK;
+	prim key = { .m = m,
+		     .n = n,
+		     .k = k,
+		     .trans_b = trans_b,
+		     .ldc = ldc,
+		     .threads = omp_get_max_threads(),
+		     .alpha = alpha,
+		     .beta = beta };
+	prim *p;
+	pthread_mutex_lock(&d->mu);
+	sc_err rc = find_prim(d, &key, &p);
+	if (!rc)
+		rc = run_prim(d, p, a, w, c);
 	pthread_mutex_unlock(&d->mu);
 	return rc;
 }

@@ -12,7 +12,8 @@
  * thread count, which is therefore part of its cache key.
  *
  * Concurrency: one sc_cpu_dnnl serves one backend; its calls take its
- * mutex for the whole call (lookup, conversion, execution), because a
+ * mutex around a primitive's lookup and execution (the rounding of the
+ * activation goes into the caller's scratch, outside it), because a
  * primitive's scratchpad is its own unless oneDNN was built for concurrent
  * execution (Debian's is not), so one primitive must not run twice at once.
  */
@@ -54,6 +55,14 @@ void sc_cpu_dnnl_free(sc_cpu_dnnl *d);
 sc_err sc_cpu_dnnl_gemm(sc_cpu_dnnl *d, int trans_a, int trans_b, int m, int n, int k, float alpha,
 			const float *a, int lda, const uint16_t *w, float beta, float *c, int ldc,
 			uint16_t *scratch, size_t scratch_elems);
+
+/* c (m,n) = alpha * a (m,k) @ op(W) (k,n) + beta * c with both inputs
+ * bf16 already: a packed (rows k apart), W as in sc_cpu_dnnl_gemm (packed,
+ * (n,k) when trans_b, else (k,n)); the product summed in fp32. For weights
+ * dequantized to bf16 a panel at a time (qgemm_cpu.c), one rounded copy of
+ * the activation serving every panel. Errors as sc_cpu_dnnl_gemm's. */
+sc_err sc_cpu_dnnl_gemm_bf16(sc_cpu_dnnl *d, int trans_b, int m, int n, int k, float alpha,
+			     const uint16_t *a, const uint16_t *w, float beta, float *c, int ldc);
 
 /* a (rows, cols), rows lda apart, or with trans a^T of the stored (cols,
  * rows) — rounded to bf16 into out (rows, cols) packed; sc_bf16_from_f32's

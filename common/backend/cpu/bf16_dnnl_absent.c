@@ -29,3 +29,9 @@ sc_err sc_cpu_dnnl_gemm(sc_cpu_dnnl *d, int trans_a, int trans_b, int m, int n, 
 {
 	return sc_errf(SC_ENOTSUP, "cpu: this build has no oneDNN");
 }
+
+sc_err sc_cpu_dnnl_gemm_bf16(sc_cpu_dnnl *d, int trans_b, int m, int n, int k, float alpha,
+			     const uint16_t *a, const uint16_t *w, float beta, float *c, int ldc)
+{
+	return sc_errf(SC_ENOTSUP, "cpu: this build has no oneDNN");
+}
