@@ -118,6 +118,12 @@ typedef struct coord {
 	int stall_after_ms; /* a running job with no step for this long is interrupted; 0: auto */
 	int checkpoint_keep;
 	char fetch_addr[256]; /* the bulk server's bound address (RegisterReply.fetch_addr) */
+	/* Under mu: writes of a job's placement or checkpoint that the
+	 * database refused (a full disk) since it last took one, and the last
+	 * error; recorded as a "db_write_failed" event by the next that
+	 * succeeds (coord_ckpt.c), since none can be recorded meanwhile. */
+	int db_failures;
+	char db_error[256];
 	atomic_int stopping;
 } coord;
 
