@@ -126,6 +126,10 @@ static void refuses_malformed_files(void **state)
 		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":0},\"merges\":[]}}",
 		"{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(\"},\"behavior\":"
 		"\"Isolated\"},\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}",
+		/* A pattern that is not UTF-8 (crashed PCRE2's compiler; tests/fuzz). */
+		"{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(?i:'s|\xff\xff"
+		"'t)\"},\"behavior\":\"Isolated\"},\"model\":{\"type\":\"BPE\",\"vocab\":{},"
+		"\"merges\":[]}}",
 	};
 	char p[512];
 	sc_tokenizer *t;
