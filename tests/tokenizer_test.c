@@ -130,6 +130,10 @@ static void refuses_malformed_files(void **state)
 		"{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(?i:'s|\xff\xff"
 		"'t)\"},\"behavior\":\"Isolated\"},\"model\":{\"type\":\"BPE\",\"vocab\":{},"
 		"\"merges\":[]}}",
+		/* Ids that would size the tables at tens of GB (tests/fuzz). */
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":2147483646},\"merges\":[]}}",
+		"{\"added_tokens\":[{\"id\":2147483646,\"content\":\"<x>\"}],\"model\":{\"type\":"
+		"\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
 	};
 	char p[512];
 	sc_tokenizer *t;
