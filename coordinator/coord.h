@@ -121,6 +121,12 @@ typedef struct coord {
 	int checkpoint_keep;
 	char fetch_addr[256]; /* the bulk server's bound address (RegisterReply.fetch_addr) */
 	coord_auth *auth;     /* credentials, owners, limits, roots (coord_auth.h) */
+	/* Under mu: writes of a job's placement or checkpoint that the
+	 * database refused (a full disk) since it last took one, and the last
+	 * error; recorded as a "db_write_failed" event by the next that
+	 * succeeds (coord_ckpt.c), since none can be recorded meanwhile. */
+	int db_failures;
+	char db_error[256];
 	atomic_int stopping;
 	int insecure; /* --insecure: plaintext tcp:// allowed (warned of at every register) */
 } coord;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "coord_run.h"
 
@@ -150,10 +151,51 @@ int run_checkpoint(runner *r, uint32_t step, double loss, char *err, size_t esiz
 				    r->c->checkpoint_keep, NULL);
 	if (rc) {
 		snprintf(err, esize, "writing the checkpoint: %s", sc_err_detail());
+		run_db_failed(r);
 		bad = r->n;
+	} else {
+		run_db_recovered(r);
 	}
 out:
 	free(ts);
 	run_free_replies(r);
 	return bad;
+}
+
+void run_db_failed(runner *r)
+{
+	coord *c = r->c;
+	r->db_failed = 1;
+	pthread_mutex_lock(&c->mu);
+	c->db_failures++;
+	snprintf(c->db_error, sizeof(c->db_error), "%s", sc_err_detail());
+	pthread_mutex_unlock(&c->mu);
+}
+
+void run_db_recovered(runner *r)
+{
+	coord *c = r->c;
+	char last[sizeof(c->db_error)];
+	int n;
+	pthread_mutex_lock(&c->mu);
+	n = c->db_failures;
+	c->db_failures = 0;
+	memcpy(last, c->db_error, sizeof(last));
+	pthread_mutex_unlock(&c->mu);
+	if (n == 0)
+		return;
+	sc_db_event(c->db, r->job->id, 0, SC_LOG_WARN, "db_write_failed",
+		    "the database refused %d placement or checkpoint write%s (last: %s); it takes "
+		    "writes again",
+		    n, n == 1 ? "" : "s", last);
+	sc_warn("coordinator", "job %lld: the database takes writes again after %d refused",
+		(long long)r->job->id, n);
+}
+
+void run_db_backoff(runner *r)
+{
+	for (int i = 0; i < 20 && !atomic_load(&r->c->stopping); i++) {
+		struct timespec ts = { 0, 100 * 1000000L };
+		nanosleep(&ts, NULL);
+	}
 }

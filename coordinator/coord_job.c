@@ -579,7 +579,11 @@ static sc_err place(runner *r)
 	}
 	sc_err rc = sc_db_placement_insert(r->c->db, r->job->id, ds, r->n, &r->version);
 	free(sq);
-	SC_TRY(rc);
+	if (rc) {
+		run_db_failed(r);
+		return rc;
+	}
+	run_db_recovered(r);
 	sc_db_event(r->c->db, r->job->id, 0, SC_LOG_INFO, "placement", "version %u: %s", r->version,
 		    reason);
 	double predicted = 0;
@@ -892,7 +896,9 @@ static void *run_job(void *arg)
 	if (data_bad || (!r->ring && sc_loader_new(&r->ld, r->tk, r->tc.T, r->tc.seed)) ||
 	    place(r)) {
 		snprintf(err, sizeof(err), "%s", sc_err_detail());
-		end = SC_JOB_FAILED;
+		/* A placement the database could not record (a full disk) is
+		 * not the job's fault: it waits in the queue. */
+		end = r->db_failed ? SC_JOB_QUEUED : SC_JOB_FAILED;
 		goto out;
 	}
 	for (int i = 0; i < r->n; i++)
@@ -1016,6 +1022,8 @@ out:
 	/* release() reuses the stages' call slots: judge the failure first. */
 	int bad_transient = bad >= 0 && bad < r->n && !run_permanent(&r->st[bad]);
 	release(r);
+	if (r->db_failed)
+		run_db_backoff(r);
 	enum sc_worker_state after[MAX_STAGES];
 	pthread_mutex_lock(&c->mu);
 	for (int i = 0; i < r->n; i++) {

@@ -55,6 +55,10 @@ typedef struct stage {
 typedef struct runner {
 	coord *c;
 	live_job *lj;
+	/* The run ended because the database refused a write of its placement
+	 * or checkpoint (a full disk): the job is not at fault, it goes back to
+	 * the queue after run_db_backoff. */
+	int db_failed;
 	sc_db_job *job;
 	Splitchain__SubmitRequest *spec;
 	sc_model_config mc;
@@ -145,5 +149,19 @@ int run_restore(runner *r, uint32_t *start, char *err, size_t esize);
  * adapters and AdamW moments, written in one transaction. Returns as
  * run_restore. */
 int run_checkpoint(runner *r, uint32_t step, double loss, char *err, size_t esize);
+
+/* The database refused the run's placement or checkpoint (detail in
+ * sc_err_detail): marks r->db_failed and counts it in c->db_failures.
+ * Takes c->mu. (coord_ckpt.c) */
+void run_db_failed(runner *r);
+/* The database took the run's placement or checkpoint: records the failed
+ * writes counted since the last one, if any, as a "db_write_failed" event.
+ * Takes c->mu (not held across the write). */
+void run_db_recovered(runner *r);
+/* Waits about 2 s (less when the coordinator stops) before a run ended by
+ * run_db_failed returns its workers: the scheduler would otherwise place
+ * the job again at once, fail again at once, and spin while the disk is
+ * full. Called with no lock held. */
+void run_db_backoff(runner *r);
 
 #endif

@@ -23,6 +23,8 @@ PKGS=(
   openssl  # deploy/certs.sh: the cluster CA and the parties' certificates
   libdnnl-dev  # oneDNN, for bench/onednn_bench.c (issue 18: bf16 GEMMs on the CPU)
   clang-format
+  clang libclang-rt-14-dev  # tests/fuzz: libFuzzer harnesses (clang 14, Debian 12)
+  util-linux  # prlimit: tests/integration/dbfull_test.sh where no tmpfs can be mounted
   tcpdump  # owner_test: a capture of loopback proves private data stays home
   # test side: the PyTorch reference and the venv for transformers + peft
   python3 python3-venv python3-pip python3-torch python3-numpy python3-yaml python3-requests

@@ -59,3 +59,6 @@ if compgen -G "build-tsan/tsan/report.*" >/dev/null; then
 fi
 [ "$tsan_failed" -eq 0 ] || { echo "an integration test failed under ThreadSanitizer"; exit 1; }
 echo "ThreadSanitizer: no reports"
+
+echo "== libFuzzer: every decoder of outside bytes, 20 s each from its corpus"
+bash tests/fuzz/run.sh build-fuzz 20

@@ -126,6 +126,14 @@ static void refuses_malformed_files(void **state)
 		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":0},\"merges\":[]}}",
 		"{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(\"},\"behavior\":"
 		"\"Isolated\"},\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}",
+		/* A pattern that is not UTF-8 (crashed PCRE2's compiler; tests/fuzz). */
+		"{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(?i:'s|\xff\xff"
+		"'t)\"},\"behavior\":\"Isolated\"},\"model\":{\"type\":\"BPE\",\"vocab\":{},"
+		"\"merges\":[]}}",
+		/* Ids that would size the tables at tens of GB (tests/fuzz). */
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":2147483646},\"merges\":[]}}",
+		"{\"added_tokens\":[{\"id\":2147483646,\"content\":\"<x>\"}],\"model\":{\"type\":"
+		"\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
 	};
 	char p[512];
 	sc_tokenizer *t;

@@ -473,7 +473,9 @@ sc_err tok_bpe_word(const tok_bpe *m, tok_scratch *s, const char *w, size_t n, t
 	for (i = h & s->mask; s->slot[i] >= 0; i = (i + 1) & s->mask) {
 		const cache_entry *e = &s->ent[s->slot[i]];
 		if (e->hash == h && e->key_len == n && !memcmp(s->keys.p + e->key_off, w, n))
-			return tok_ids_put(out, s->vals.v + e->ids_off, e->n_ids);
+			/* A word may map to no id (vals.v NULL while all are empty). */
+			return e->n_ids ? tok_ids_put(out, s->vals.v + e->ids_off, e->n_ids)
+					: SC_OK;
 	}
 	SC_TRY(merge_word(m, s, w, n, out));
 	if (s->n_ent >= CACHE_MAX || n > 256)
@@ -486,7 +488,8 @@ sc_err tok_bpe_word(const tok_bpe *m, tok_scratch *s, const char *w, size_t n, t
 	s->ent[s->n_ent] =
 	    (cache_entry){ h, s->keys.len, s->vals.n, (uint32_t)n, (uint32_t)(out->n - first) };
 	SC_TRY(tok_buf_put(&s->keys, w, n));
-	SC_TRY(tok_ids_put(&s->vals, out->v + first, out->n - first));
+	if (out->n > first)
+		SC_TRY(tok_ids_put(&s->vals, out->v + first, out->n - first));
 	s->slot[i] = (int32_t)s->n_ent++;
 	return SC_OK;
 }

@@ -10,6 +10,11 @@
 #include "sc_sha256.h"
 #include "tok_internal_tk.h"
 
+/* The largest token id a file may use: 2^24 - 1, 64 times the largest
+ * vocabulary in use (256 k). Tables are sized by the largest id, so a file
+ * naming id 2^31 - 2 would otherwise ask for tens of GB (tests/fuzz). */
+#define MAX_TOKEN_ID ((1 << 24) - 1)
+
 static sc_err parse_vocab(tok_bpe *m, const cJSON *vocab)
 {
 	const cJSON *it;
@@ -20,8 +25,9 @@ static sc_err parse_vocab(tok_bpe *m, const cJSON *vocab)
 		return sc_errf(SC_EFORMAT, "the BPE model has no \"vocab\" object");
 	cJSON_ArrayForEach(it, vocab)
 	{
-		if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > INT32_MAX - 1)
-			return sc_errf(SC_EFORMAT, "vocab entry '%s' has no valid id", it->string);
+		if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > MAX_TOKEN_ID)
+			return sc_errf(SC_EFORMAT, "vocab entry '%.100s' has no valid id (0..%d)",
+				       it->string, MAX_TOKEN_ID);
 		max = it->valuedouble > max ? it->valuedouble : max;
 		count++;
 	}
@@ -165,10 +171,11 @@ static sc_err parse_added(sc_tokenizer *t, const cJSON *list)
 		const cJSON *c = cJSON_GetObjectItemCaseSensitive(it, "content");
 		const cJSON *nz = cJSON_GetObjectItemCaseSensitive(it, "normalized");
 		int special = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "special"));
-		if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > INT32_MAX - 1 ||
+		if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > MAX_TOKEN_ID ||
 		    !cJSON_IsString(c))
 			return sc_errf(SC_EFORMAT,
-				       "an added token without an \"id\" or \"content\"");
+				       "an added token without an \"id\" (0..%d) or \"content\"",
+				       MAX_TOKEN_ID);
 		SC_TRY(
 		    add_token(t, (int32_t)id->valuedouble, c->valuestring, special,
 			      cJSON_IsBool(nz) ? cJSON_IsTrue(nz) : !special,

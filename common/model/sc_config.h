@@ -7,6 +7,8 @@
 #ifndef SC_CONFIG_H
 #define SC_CONFIG_H
 
+#include <stddef.h>
+
 #include "sc_err.h"
 
 /* Rotary-embedding frequency scaling (Llama family's rope_scaling). */

@@ -5,6 +5,50 @@
 
 #include "sc_rpc_pb.h"
 
+/* Nonzero when m or a message inside it kept an unknown field numbered 0.
+ * No field has that number; protobuf-c reads one from an overlong tag
+ * (0x80 0x00) and keeps it, but packs it back in a form its own unpack
+ * refuses: a request stored as it came (a job's spec) would no longer read
+ * back. Other unknown fields stay allowed (newer peers' fields). */
+static int has_field_zero(const ProtobufCMessage *m)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+
+	for (unsigned i = 0; i < m->n_unknown_fields; i++)
+		if (m->unknown_fields[i].tag == 0)
+			return 1;
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		const char *at = (const char *)m + f->offset;
+		if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+			size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
+			ProtobufCMessage *const *v = *(ProtobufCMessage *const *const *)at;
+			for (size_t k = 0; k < n; k++)
+				if (v[k] && has_field_zero(v[k]))
+					return 1;
+		} else {
+			const ProtobufCMessage *v = *(const ProtobufCMessage *const *)at;
+			if (v && has_field_zero(v))
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* protobuf_c_message_unpack, refusing what has_field_zero finds. */
+static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *b,
+				size_t len)
+{
+	ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, b);
+	if (m && has_field_zero(m)) {
+		protobuf_c_message_free_unpacked(m, NULL);
+		return NULL;
+	}
+	return m;
+}
+
 sc_err sc_rpc_call_pb(sc_rpc_client *cl, const char *method, const ProtobufCMessage *req,
 		      const ProtobufCMessageDescriptor *rep_desc, int timeout_ms, int *status,
 		      char *msg, size_t msg_size, ProtobufCMessage **rep)
@@ -23,7 +67,7 @@ sc_err sc_rpc_call_pb(sc_rpc_client *cl, const char *method, const ProtobufCMess
 		free(body);
 		return rc;
 	}
-	*rep = protobuf_c_message_unpack(rep_desc, NULL, rlen, body);
+	*rep = unpack(rep_desc, body, rlen);
 	free(body);
 	if (!*rep) {
 		*status = SC_STATUS_INTERNAL;
@@ -37,7 +81,7 @@ sc_err sc_rpc_call_pb(sc_rpc_client *cl, const char *method, const ProtobufCMess
 int sc_rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *req, size_t len,
 		  ProtobufCMessage **out, sc_rpc_reply *rep)
 {
-	*out = protobuf_c_message_unpack(desc, NULL, len, req);
+	*out = unpack(desc, req, len);
 	if (*out)
 		return 0;
 	sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "request does not decode as %s",

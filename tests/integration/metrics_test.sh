@@ -33,7 +33,7 @@ CM=$(where cluster/coordinator.log) && ok "coordinator serves metrics at $CM" \
   || { bad "coordinator logged no metrics address"; finish; exit 1; }
 for i in 1 2; do
   "$WORKER" --coordinator "$URL" --name "w$i" --threads 1 --metrics-listen 127.0.0.1:0 \
-    >>"cluster/worker-$i.log" 2>&1 &
+    "${WORKER_NET[@]}" >>"cluster/worker-$i.log" 2>&1 &
   echo $! > "cluster/worker-$i.pid"
 done
 WM1=$(where cluster/worker-1.log) && WM2=$(where cluster/worker-2.log) \
@@ -166,7 +166,8 @@ for v in nonsense 127.0.0.1 127.0.0.1:99999 ':9400' 'host:9x' '[::1:9400' '127.0
 done
 [ ! -e bad.db ] && ok "no database made by a refused start" || bad "bad.db was made"
 taken=${CM#http://}; taken=${taken%/metrics}
-timeout 20 "$COORD" --db busy.db --listen tcp://127.0.0.1:0 --metrics-listen "$taken" >busy.log 2>&1
+timeout 20 "$COORD" --db busy.db --listen tcp://127.0.0.1:0 --insecure --metrics-listen "$taken" \
+  >busy.log 2>&1
 rc=$?
 [ $rc = 1 ] && grep -q "cannot serve metrics there" busy.log \
   && ok "a port in use is refused ($(tail -1 busy.log))" || bad "port in use: rc $rc: $(cat busy.log)"
