@@ -163,8 +163,10 @@ int main(int argc, char **argv)
 	reg.device = "cpu";
 	reg.memory_bytes = 1;
 	reg.gflops = 1e-6;
-	reg.control_addr = "tcp://127.0.0.1:1";
-	reg.data_addr = "tcp://127.0.0.1:1";
+	/* Addresses of the coordinator's scheme: a TLS coordinator refuses
+	 * plaintext ones. Never dialled. */
+	reg.control_addr = sc_tls_url(argv[1]) ? "tls+tcp://127.0.0.1:1" : "tcp://127.0.0.1:1";
+	reg.data_addr = reg.control_addr;
 	reg.coordinator_secret.data = (uint8_t *)"links-poke-secret-0123456789";
 	reg.coordinator_secret.len = strlen("links-poke-secret-0123456789");
 	st = -1;

@@ -226,9 +226,16 @@ static void dataplane(void)
 		seed("fuzz_codec", name, head, 3, payload, pay);
 		free(payload);
 	}
-	if (sc_dp_encode_hello(&h, &hl, &from))
+	if (sc_dp_encode_hello(&h, &hl, &from, NULL))
 		die("hello");
 	seed("fuzz_dp_hello", "hello", "", 0, h, hl);
+	free(h);
+	uint8_t secret[SC_DP_SECRET_LEN];
+	for (size_t i = 0; i < sizeof(secret); i++)
+		secret[i] = (uint8_t)(0xa5 ^ i); /* fuzz_dp_hello.c's */
+	if (sc_dp_encode_hello(&h, &hl, &from, secret))
+		die("hello");
+	seed("fuzz_dp_hello", "hello-secret", "", 0, h, hl);
 	free(h);
 }
 
