@@ -129,6 +129,12 @@ typedef struct coord {
 	char db_error[256];
 	atomic_int stopping;
 	int insecure; /* --insecure: plaintext tcp:// allowed (warned of at every register) */
+	/* --listen is plaintext tcp://: set before the server starts, so that
+	 * handlers never read c->srv, which main writes once the server runs. */
+	int listen_plain;
+	/* Set (release) by main once fetch_addr holds the tensor listener's
+	 * address; Register answers UNAVAILABLE until then (the worker retries). */
+	atomic_int serving;
 } coord;
 
 /* `splitchain-coordinator --db dbpath users VERB ...` (coord_users.c):

@@ -267,6 +267,7 @@ int main(int argc, char **argv)
 					sc_db_worker_set_state(c.db, ws[i].id, SC_WORKER_LOST);
 		free(ws);
 	}
+	c.listen_plain = strncmp(listen, "tcp://", 6) == 0;
 	if ((rc = sc_rpc_server_open_auth(&c.srv, listen, coord_methods, &c, 16, coord_idempotent,
 					  coord_auth_check, c.auth))) {
 		fprintf(stderr, "splitchain-coordinator: cannot listen on %s: %s\n", listen,
@@ -280,6 +281,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	snprintf(c.fetch_addr, sizeof(c.fetch_addr), "%s", sc_rpc_server_url(bulk));
+	atomic_store_explicit(&c.serving, 1, memory_order_release);
 	if (metrics && coord_prom_start(&prom, &c, dbpath, metrics)) {
 		fprintf(stderr, "splitchain-coordinator: %s\n", sc_err_detail());
 		sc_rpc_server_close(bulk);

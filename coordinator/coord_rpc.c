@@ -137,6 +137,11 @@ static void m_register(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *
 				 "a positive compute rate");
 		goto out;
 	}
+	if (!atomic_load_explicit(&c->serving, memory_order_acquire)) {
+		sc_rpc_reply_err(rep, SC_STATUS_UNAVAILABLE,
+				 "the coordinator is starting: register again in a moment");
+		goto out;
+	}
 	if (coord_register_transport(c, r->name, r->control_addr, r->data_addr, rep->message,
 				     sizeof(rep->message))) {
 		rep->status = SC_STATUS_PERMISSION_DENIED;

@@ -56,9 +56,7 @@ void coord_tls_poll(coord *c)
 int coord_register_transport(coord *c, const char *name, const char *control, const char *data,
 			     char *msg, size_t cap)
 {
-	const char *own = sc_rpc_server_url(c->srv);
-
-	if (!plaintext(own) && !plaintext(control) && !plaintext(data))
+	if (!c->listen_plain && !plaintext(control) && !plaintext(data))
 		return 0;
 	if (!c->insecure) {
 		snprintf(

@@ -10,7 +10,7 @@
 
 #include "sc_log.h"
 
-static int level = -1;                   /* -1: not yet read from SPLITCHAIN_LOG */
+static atomic_int level = -1;            /* -1: not yet read from SPLITCHAIN_LOG */
 static atomic_ullong counts[SC_LOG_OFF]; /* records by level, threshold aside */
 
 static enum sc_log_level env_level(void)
@@ -31,14 +31,17 @@ static enum sc_log_level env_level(void)
 
 void sc_log_set_level(enum sc_log_level l)
 {
-	level = (int)l;
+	atomic_store_explicit(&level, (int)l, memory_order_relaxed);
 }
 
 enum sc_log_level sc_log_get_level(void)
 {
-	if (level < 0)
-		level = (int)env_level();
-	return (enum sc_log_level)level;
+	int l = atomic_load_explicit(&level, memory_order_relaxed);
+	if (l < 0) { /* any thread may be first: each reads the same environment */
+		l = (int)env_level();
+		atomic_store_explicit(&level, l, memory_order_relaxed);
+	}
+	return (enum sc_log_level)l;
 }
 
 void sc_log(enum sc_log_level l, const char *module, const char *fmt, ...)
