@@ -129,8 +129,9 @@ typedef struct coord {
 	char db_error[256];
 	atomic_int stopping;
 	int insecure; /* --insecure: plaintext tcp:// allowed (warned of at every register) */
-	/* --listen is plaintext tcp://: set before the server starts, so that
-	 * handlers never read c->srv, which main writes once the server runs. */
+	/* --listen is plaintext tcp://: set by coord_transport_check, before the
+	 * server starts, so that handlers never read c->srv, which main writes
+	 * once the server runs. */
 	int listen_plain;
 	/* Set (release) by main once fetch_addr holds the tensor listener's
 	 * address; Register answers UNAVAILABLE until then (the worker retries). */

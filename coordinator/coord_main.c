@@ -267,7 +267,6 @@ int main(int argc, char **argv)
 					sc_db_worker_set_state(c.db, ws[i].id, SC_WORKER_LOST);
 		free(ws);
 	}
-	c.listen_plain = strncmp(listen, "tcp://", 6) == 0;
 	if ((rc = sc_rpc_server_open_auth(&c.srv, listen, coord_methods, &c, 16, coord_idempotent,
 					  coord_auth_check, c.auth))) {
 		fprintf(stderr, "splitchain-coordinator: cannot listen on %s: %s\n", listen,

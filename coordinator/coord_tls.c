@@ -27,6 +27,7 @@ int coord_transport_check(coord *c, const char *listen, const char *fetch, const
 		sc_error("coordinator", "%s", sc_err_detail());
 		return 1;
 	}
+	c->listen_plain = plaintext(listen);
 	if (plaintext(listen) || plaintext(fetch))
 		sc_warn("coordinator",
 			"--insecure: plaintext tcp:// addresses; anyone on the network "
