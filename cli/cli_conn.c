@@ -109,25 +109,57 @@ int cli_token(const char *cmd, char *out, size_t size)
 	return CLI_OK;
 }
 
+/* The command's connections, one per address, opened at its first call and
+ * kept until the process exits: `watch` and `jobs --follow` call the same
+ * coordinator every second, and the exit closes the sockets. They are never
+ * closed here: nng 1.5.2 (Debian 12) can hang in nng_close for good when a
+ * connection closes as a reply arrives (nng #1813, see rpc_client.c), which
+ * left `watch` waiting forever on a coordinator that was slow to answer. */
+static struct {
+	char url[512];
+	sc_rpc_client *cl;
+} clients[8];
+
+static int client_for(const char *cmd, const char *url, sc_rpc_client **out)
+{
+	char token[SC_RPC_MAX_AUTH];
+	sc_err rc;
+	size_t i;
+
+	for (i = 0; i < sizeof(clients) / sizeof(clients[0]) && clients[i].cl; i++)
+		if (strcmp(clients[i].url, url) == 0) {
+			*out = clients[i].cl;
+			return CLI_OK;
+		}
+	if (strlen(url) >= sizeof(clients[0].url))
+		return cli_fail(cmd, sc_errf(SC_EINVAL, "the address is too long"), url);
+	if (i == sizeof(clients) / sizeof(clients[0])) /* a command calls one coordinator */
+		return cli_fail(cmd, sc_errf(SC_EINVAL, "more than %zu addresses", i), url);
+	if (cli_token(cmd, token, sizeof(token)))
+		return CLI_ERROR;
+	if ((rc = sc_rpc_client_open(out, url)))
+		return cli_fail(cmd, rc, url);
+	if ((rc = sc_rpc_client_set_auth(*out, token, strlen(token)))) {
+		sc_rpc_client_close(*out);
+		return cli_fail(cmd, rc, "the token");
+	}
+	snprintf(clients[i].url, sizeof(clients[i].url), "%s", url);
+	clients[i].cl = *out;
+	return CLI_OK;
+}
+
 int cli_call_url(const char *cmd, const char *url, int timeout_ms, const char *method,
 		 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
 		 ProtobufCMessage **rep)
 {
 	sc_rpc_client *cl = NULL;
-	char msg[512] = "", token[SC_RPC_MAX_AUTH];
+	char msg[512] = "";
 	int status = SC_STATUS_UNKNOWN;
 	sc_err rc;
 
-	if (cli_tls_ready(cmd, url) || cli_token(cmd, token, sizeof(token)))
+	if (cli_tls_ready(cmd, url) || client_for(cmd, url, &cl) != CLI_OK)
 		return CLI_ERROR;
-	if ((rc = sc_rpc_client_open(&cl, url)))
-		return cli_fail(cmd, rc, url);
-	if ((rc = sc_rpc_client_set_auth(cl, token, strlen(token)))) {
-		sc_rpc_client_close(cl);
-		return cli_fail(cmd, rc, "the token");
-	}
 	rc = sc_rpc_call_pb(cl, method, req, desc, timeout_ms, &status, msg, sizeof(msg), rep);
-	sc_rpc_client_close(cl);
 	if (rc)
 		return cli_fail(cmd, rc, method);
 	if (status == SC_STATUS_UNAUTHENTICATED || status == SC_STATUS_PERMISSION_DENIED) {

@@ -180,10 +180,28 @@ sc_err tok_bpe_finish(tok_bpe *m)
 		return SC_OK;
 	if (!(m->cp_id = malloc(0x10000 * sizeof(*m->cp_id))))
 		return sc_errf(SC_ENOMEM, "out of memory");
-	for (uint32_t cp = 0; cp < 0x10000; cp++) {
-		char u[4];
-		size_t k = (cp >= 0xD800 && cp < 0xE000) ? 0 : tok_utf8_put(u, cp);
-		m->cp_id[cp] = k ? tok_vocab_find(&m->vocab, u, k) : -1;
+	/* cp_id[cp] = the id of cp's UTF-8 encoding, from one pass over the
+	 * vocabulary rather than 65,536 lookups: an entry counts when it is
+	 * exactly the encoding tok_utf8_put writes for a code point below
+	 * U+10000 that is not a surrogate (entries are unique, so this is
+	 * what a lookup per code point would find). */
+	for (uint32_t cp = 0; cp < 0x10000; cp++)
+		m->cp_id[cp] = -1;
+	for (int32_t id = 0; id < m->vocab.n_ids; id++) {
+		const unsigned char *u = (const unsigned char *)m->vocab.str[id];
+		size_t n = m->vocab.len[id], want, adv;
+		char again[4];
+		uint32_t cp;
+		if (!u || n == 0 || n > 3)
+			continue;
+		want = u[0] < 0x80 ? 1 : u[0] < 0xC0 ? 0 : u[0] < 0xE0 ? 2 : u[0] < 0xF0 ? 3 : 4;
+		if (want != n)
+			continue;
+		cp = tok_utf8_cp((const char *)u, &adv);
+		if (cp >= 0x10000 || (cp >= 0xD800 && cp < 0xE000) ||
+		    tok_utf8_put(again, cp) != n || memcmp(again, u, n) != 0)
+			continue;
+		m->cp_id[cp] = id;
 	}
 	return SC_OK;
 }

@@ -64,7 +64,7 @@ trap '"$ROOT/deploy/launch.sh" stop "$WORK/cluster" >/dev/null 2>&1 || true' EXI
 make_fixture() {
   "$SC" make-model --out model --layers 4 --heads 4 --embd 64 --vocab 300 --positions 64 \
     --random-norms --seed 7 >/dev/null
-  find "$ROOT/docs" "$ROOT/common/util" "$ROOT/common/backend/sc_backend.h" "$ROOT/common/model" -type f | sort | xargs cat | head -c 60000 > data.txt
+  find "$ROOT/docs" "$ROOT/common/util" "$ROOT/common/backend/sc_backend.h" "$ROOT/common/model" -type f | sort | xargs cat 2>/dev/null | head -c 60000 > data.txt
 }
 
 # Job options shared by the single-process reference and the cluster.
