@@ -93,6 +93,10 @@ sc_err cli_remote_open(remote *r, const char *model_path, sc_adapter *ad, int P,
 		req.last_layer = (uint32_t)h->last;
 		req.max_positions = (uint32_t)P;
 		req.chunk = (uint32_t)chunk;
+		req.base_quant = (uint32_t)r->base.base_quant;
+		req.double_quant = r->base.double_quant != 0;
+		req.precision = (uint32_t)r->base.precision;
+		req.layer_quant = h->layer_quant;
 		if (ad) {
 			SC_TRY(sc_adapter_tensors(ad, h->first, h->last, &list, &n));
 			nts = calloc((size_t)n + 1, sizeof(*nts));
@@ -209,6 +213,15 @@ int cli_remote_job(const gen_args *a, remote *r, sc_model_config *mc, sc_adapter
 			 i < info->n_gen_tickets ? info->gen_tickets[i] : "");
 		h->first = (int)p->first_layer;
 		h->last = (int)p->last_layer;
+		if (p->layer_quant && strlen(p->layer_quant) >= sizeof(h->layer_quant)) {
+			fprintf(stderr,
+				"splitchain generate: job %ld: stage %u's layer formats are "
+				"too long\n",
+				a->job, p->stage);
+			goto done;
+		}
+		snprintf(h->layer_quant, sizeof(h->layer_quant), "%s",
+			 p->layer_quant ? p->layer_quant : "");
 		if (owner) {
 			tail = p;
 			tail_url = url;
@@ -221,6 +234,17 @@ int cli_remote_job(const gen_args *a, remote *r, sc_model_config *mc, sc_adapter
 		snprintf(t->ticket, sizeof(t->ticket), "%s", tail_ticket);
 		t->first = (int)tail->tail_first_layer;
 		t->last = (int)tail->tail_last_layer;
+		snprintf(t->layer_quant, sizeof(t->layer_quant), "%s",
+			 tail->layer_quant ? tail->layer_quant : "");
+	}
+	/* The frozen base the job trained on (its stored resolution). */
+	sc_train_config_defaults(&r->base);
+	if (info->spec && info->spec->train) {
+		sc_train_config tc;
+		sc_wire_train_config(&tc, info->spec->train);
+		r->base.base_quant = tc.base_quant;
+		r->base.double_quant = tc.double_quant;
+		r->base.precision = tc.precision;
 	}
 	snprintf(model_path, path_size, "%s", info->model_path ? info->model_path : "");
 	/* A registered model: the workers take it from their caches. */

@@ -59,9 +59,9 @@ static const char generate_help[] =
     "  --json                no streaming: one JSON object at the end\n"
     "                        {\"prompt_ids\",\"ids\",\"text\",\"tokens_per_s\",...}\n"
     "  --stages N            split the layers into N in-process stages       (default 1)\n"
-    "frozen base (finetune's options; in this process only; default: the format an\n"
-    "adapter from finetune records, i.e. the base it was trained on, else the "
-    "model's):\n" CLI_BASE_HELP
+    "frozen base (finetune's options, here or on --workers; default: the format an\n"
+    "adapter from finetune records, i.e. the base it was trained on, else the\n"
+    "model's; with --job, the job's, per-layer formats included):\n" CLI_BASE_HELP
     "through workers (each keeps a key/value cache for its layers; only the new\n"
     "positions' hidden states cross each hop):\n"
     "  --job ID              the job's workers and its latest checkpoint's adapter\n"
@@ -195,10 +195,9 @@ static int parse(gen_args *a, int argc, char **argv)
 		return cli_usage(cmd, "--job takes its model, adapter and workers from the job");
 	if (!a->job && !a->model)
 		return cli_usage(cmd, "--model DIR (or --job ID) is required");
-	if (a->base_given && (a->job || a->workers))
-		return cli_usage(cmd,
-				 "--base-quant, --double-quant and --precision apply in this "
-				 "process only: workers hold the base as their job assigns it");
+	if (a->base_given && a->job)
+		return cli_usage(cmd, "--base-quant, --double-quant and --precision come from the "
+				      "job with --job");
 	if (a->base_given) {
 		sc_lora_config lc = { 0 };
 		if (cli_train_finish(cmd, &lc, &a->base))
@@ -431,7 +430,7 @@ int cli_generate(int argc, char **argv)
 			cli_fail(cmd, rc, "cannot read the adapter");
 			goto done;
 		}
-		if (ad && ad->trained_quantized && !a.base_given && !a.workers) {
+		if (ad && ad->trained_quantized && !a.base_given) {
 			/* the frozen base the adapter was trained on, as training held it */
 			sc_model_config rec = mc;
 			rec.quantized = 1;
@@ -503,6 +502,8 @@ int cli_generate(int argc, char **argv)
 			    .seed = (uint64_t)a.seed };
 	int P = n_prompt + (int)a.max_new, chunk = n_prompt < 256 ? n_prompt : 256;
 	if (rm) {
+		if (!a.job) /* --workers: the base as resolved here, flags or the adapter's */
+			rm->base = a.base;
 		rm->session = cli_remote_session_id();
 		rm->C = mc.n_embd;
 		rm->V = mc.vocab_size;

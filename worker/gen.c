@@ -17,8 +17,10 @@
 
 #include "auth.h"
 #include "deliver.h"
+#include "sc_layer_quant.h"
 #include "sc_log.h"
 #include "sc_rpc_pb.h"
+#include "sc_train.h"
 #include "sc_wire.h"
 #include "splitchain.pb-c.h"
 #include "worker.h"
@@ -127,6 +129,20 @@ static int open_session(worker *w, gen_session *s, const Splitchain__GenOpenRequ
 					  &s->mc, &wm))
 		: (rc = sc_config_load(&s->mc, path))) {
 		sc_rpc_reply_err(rep, worker_status_of(rc), "model: %s", sc_err_detail());
+		return 1;
+	}
+	/* The frozen base as the job trained on it: a job's training segment
+	 * on this worker, when there is one, is then shared (worker_base_donor). */
+	sc_train_config tc;
+	sc_train_config_defaults(&tc);
+	tc.base_quant = r->base_quant <= INT32_MAX ? (int)r->base_quant : -1; /* checked below */
+	tc.double_quant = r->double_quant;
+	tc.precision = r->precision <= INT32_MAX ? (int)r->precision : -1;
+	if ((rc = sc_train_base_format(&s->mc, &tc)) ||
+	    (rc = sc_layer_quant_apply(&s->mc, r->layer_quant))) {
+		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "frozen base: %s",
+				 sc_err_detail());
+		worker_model_close(wm);
 		return 1;
 	}
 	if (r->first_layer >= r->last_layer || r->last_layer > (uint32_t)s->mc.n_layer ||

@@ -84,7 +84,30 @@ fi
 "$SC" make-model --out llama --preset llama-tiny --layers 4 --heads 4 --kv-heads 2 --embd 64 \
   --inner 96 --vocab 300 --positions 64 --random-norms --seed 5 >/dev/null || bad "make-model llama"
 chain llama llama-nf4-dq --base-quant nf4 --double-quant
+gjob=$job
 chain llama llama-int8-bf16 --base-quant int8 --precision bf16
+
+# Generation holds the base as the job trained on it: `generate --job` (the
+# job's recipe, sent to the workers' sessions) and `--workers` with the
+# exported adapter (which records its base) give the greedy ids of one
+# process with that adapter; the fp32 base gives others.
+ids() { sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p'; }
+GP=(--prompt-ids 7,99,31,4,250,18,77,3,140,62,11 --max-new-tokens 16 --json)
+one=$("$SC" generate --model llama --adapter chain-llama-nf4-dq "${GP[@]}" | ids)
+f32=$("$SC" generate --model llama --adapter chain-llama-nf4-dq --base-quant none "${GP[@]}" | ids)
+viajob=$("$SC" generate --job "$gjob" "${GP[@]}" | ids)
+urls=$("$SC" workers --json | python3 -c 'import json,sys; print(",".join(w["address"] for w in json.load(sys.stdin)))')
+byhand=$("$SC" generate --model "$PWD/llama" --adapter chain-llama-nf4-dq --workers "$urls" "${GP[@]}" | ids)
+[ -n "$one" ] && [ "$one" != "$f32" ] && ok "generation: the nf4 base's ids ($one) are not the fp32 base's ($f32)" \
+  || bad "generation: nf4 '$one' vs fp32 '$f32'"
+[ "$viajob" = "$one" ] && ok "generate --job on an nf4 + double-quant job: one process's ids" \
+  || bad "generate --job: '$viajob' vs one process '$one'"
+[ "$byhand" = "$one" ] && ok "generate --workers with the nf4 adapter: one process's ids" \
+  || bad "generate --workers: '$byhand' vs one process '$one'"
+out=$("$SC" generate --job "$gjob" --base-quant int8 "${GP[@]}" 2>&1) &&
+  bad "generate --job --base-quant was accepted" ||
+  { grep -qF "come from the job" <<< "$out" && ok "generate --job refuses --base-quant: ${out#*: }" ||
+    bad "generate --job --base-quant: '$out'"; }
 
 # A directory quantized on disk: the job records its format, trains the
 # bits of the float model quantized at load; another format is refused.
