@@ -32,8 +32,9 @@ struct coord_auth {
 	uint8_t join_hash[SC_SHA256_BYTES];
 	char model_root[PATH_MAX], data_root[PATH_MAX]; /* real paths */
 	int max_jobs;
-	sc_rate *rate;   /* NULL: no limit */
-	sc_rate *events; /* refusals recorded, key 0 */
+	pthread_mutex_t quota_mu; /* a capped user's submit: count, then record */
+	sc_rate *rate;            /* NULL: no limit */
+	sc_rate *events;          /* refusals recorded, key 0 */
 	pthread_mutex_t mu;
 	session *sessions; /* under mu: (nsessions), oldest first */
 	int nsessions;
@@ -79,6 +80,7 @@ sc_err coord_auth_open(coord_auth **out, sc_db *db, const coord_auth_opts *o)
 		return sc_errf(SC_ENOMEM, "out of memory");
 	}
 	pthread_mutex_init(&a->mu, NULL);
+	pthread_mutex_init(&a->quota_mu, NULL);
 	a->db = db;
 	a->insecure = o->insecure;
 	a->max_jobs = o->max_jobs_per_user;
@@ -111,6 +113,7 @@ void coord_auth_free(coord_auth *a)
 	sc_rate_free(a->rate);
 	sc_rate_free(a->events);
 	pthread_mutex_destroy(&a->mu);
+	pthread_mutex_destroy(&a->quota_mu);
 	free(a->sessions);
 	free(a);
 }
@@ -325,7 +328,9 @@ int coord_auth_job_quota(coord_auth *a, sc_rpc_reply *rep)
 
 	if (!a || !a->max_jobs || who->kind != SC_PRINCIPAL_USER)
 		return 0;
+	pthread_mutex_lock(&a->quota_mu);
 	if (sc_db_jobs_resumable(a->db, &jobs, &n)) {
+		pthread_mutex_unlock(&a->quota_mu);
 		sc_rpc_reply_err(rep, SC_STATUS_UNAVAILABLE, "cannot count your jobs: %s",
 				 sc_err_detail());
 		return 1;
@@ -334,13 +339,20 @@ int coord_auth_job_quota(coord_auth *a, sc_rpc_reply *rep)
 		mine += jobs[i].owner_id == who->id;
 	free(jobs);
 	if (mine < a->max_jobs)
-		return 0;
+		return 0; /* quota_mu held until coord_auth_job_quota_done */
+	pthread_mutex_unlock(&a->quota_mu);
 	sc_rpc_reply_err(rep, SC_STATUS_RESOURCE_EXHAUSTED,
 			 "user %s has %d jobs queued or running, the most allowed "
 			 "(--max-jobs-per-user %d): wait for one to end or cancel one",
 			 who->name, mine, a->max_jobs);
 	coord_auth_deny(a, 0, "user %s is at the job cap (%d queued or running)", who->name, mine);
 	return 1;
+}
+
+void coord_auth_job_quota_done(coord_auth *a)
+{
+	if (a && a->max_jobs && sc_rpc_caller()->kind == SC_PRINCIPAL_USER)
+		pthread_mutex_unlock(&a->quota_mu);
 }
 
 int64_t coord_auth_owner(void)

@@ -72,8 +72,13 @@ int coord_auth_job(coord_auth *a, int64_t job_id, int64_t owner_id, sc_rpc_reply
 int coord_auth_admin(coord_auth *a, const char *what, sc_rpc_reply *rep);
 
 /* In Coordinator.Submit's handler: 0 when the caller may queue another
- * job; otherwise 1, with RESOURCE_EXHAUSTED in rep and an event. */
+ * job; otherwise 1, with RESOURCE_EXHAUSTED in rep and an event. On 0 the
+ * count stays valid until coord_auth_job_quota_done, which the handler
+ * calls once the job is recorded (or refused): a capped user's submits are
+ * counted and recorded one at a time, so that concurrent ones cannot all
+ * take the last place. */
 int coord_auth_job_quota(coord_auth *a, sc_rpc_reply *rep);
+void coord_auth_job_quota_done(coord_auth *a);
 
 /* The caller's user id for a new job's owner (0: none). */
 int64_t coord_auth_owner(void);

@@ -672,13 +672,15 @@ static void m_submit(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	uint8_t *spec = NULL;
 	size_t spec_len;
 	int64_t id;
+	int quota = 0;
 
 	if (sc_rpc_unpack(&splitchain__submit_request__descriptor, req, len,
 			  (ProtobufCMessage **)&r, rep))
 		return;
-	if (coord_auth_job_quota(c->auth, rep) || check_paths(c, r, rep) ||
-	    coord_models_resolve(c, r, rep) || check_submit(c, r, &mc, rep))
+	if (check_paths(c, r, rep) || coord_models_resolve(c, r, rep) ||
+	    check_submit(c, r, &mc, rep) || coord_auth_job_quota(c->auth, rep))
 		goto out;
+	quota = 1; /* counted: recorded (or refused) before the next is counted */
 	/* The request as resolved (targets as a mask and by name): the job
 	 * resumes from it. The names are ours only while packing. */
 	char names[256], *given = r->lora->target_names;
@@ -717,6 +719,8 @@ static void m_submit(void *arg, const uint8_t *req, size_t len, sc_rpc_reply *re
 	out.job_id = (uint64_t)id;
 	sc_rpc_reply_pb(rep, &out.base);
 out:
+	if (quota)
+		coord_auth_job_quota_done(c->auth);
 	free(spec);
 	splitchain__submit_request__free_unpacked(r, NULL);
 }

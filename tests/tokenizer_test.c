@@ -134,6 +134,13 @@ static void refuses_malformed_files(void **state)
 		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":2147483646},\"merges\":[]}}",
 		"{\"added_tokens\":[{\"id\":2147483646,\"content\":\"<x>\"}],\"model\":{\"type\":"
 		"\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
+		/* Strip counts that are not counts (1e48 was undefined behaviour). */
+		"{\"decoder\":{\"type\":\"Strip\",\"content\":\" \",\"start\":1e48,\"stop\":0},"
+		"\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
+		"{\"decoder\":{\"type\":\"Strip\",\"content\":\" \",\"start\":-1,\"stop\":0},"
+		"\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
+		"{\"decoder\":{\"type\":\"Strip\",\"content\":\" \",\"start\":1,\"stop\":0.5},"
+		"\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
 	};
 	char p[512];
 	sc_tokenizer *t;
@@ -145,6 +152,32 @@ static void refuses_malformed_files(void **state)
 	}
 	sc_test_path(p, sizeof(p), "no-such-tokenizer.json");
 	SC_ASSERT_ERR(sc_tokenizer_load(&t, p), SC_ENOENT);
+}
+
+/* Decoders read token pieces as bytes that may not be UTF-8: a piece that
+ * ends inside a sequence, stripped and Metaspace-decoded, is copied as it
+ * is and never read past (ASan found the read past, tests/fuzz). */
+static void decoders_take_pieces_that_are_not_utf8(void **state)
+{
+	static const char *json[] = {
+		"{\"decoder\":{\"type\":\"Strip\",\"content\":\"\xe2\x96\x81\",\"start\":2,"
+		"\"stop\":2},\"model\":{\"type\":\"BPE\",\"vocab\":{\"\xe2\":0,\"b\":1},"
+		"\"merges\":[]}}",
+		"{\"decoder\":{\"type\":\"Metaspace\",\"replacement\":\"\xe2\x96\x81\"},"
+		"\"model\":{\"type\":\"BPE\",\"vocab\":{\"\xe2\":0,\"b\":1},\"merges\":[]}}",
+	};
+	for (size_t i = 0; i < sizeof(json) / sizeof(json[0]); i++) {
+		sc_tokenizer *t = load_text("pieces.json", json[i]);
+		char *out = NULL;
+		size_t len = 0;
+		assert_int_equal(sc_tokenizer_decode(t, (int32_t[]){ 1, 0 }, 2, 1, &out, &len),
+				 SC_OK);
+		assert_int_equal(len, 2);
+		assert_memory_equal(out, "b\xe2", 2);
+		free(out);
+		sc_tokenizer_free(t);
+	}
+	(void)state;
 }
 
 static void merges_and_round_trip(void **state)
@@ -379,6 +412,7 @@ int main(void)
 		cmocka_unit_test(refuses_unsupported_components),
 		cmocka_unit_test(refuses_malformed_files),
 		cmocka_unit_test(merges_and_round_trip),
+		cmocka_unit_test(decoders_take_pieces_that_are_not_utf8),
 		cmocka_unit_test(invalid_utf8_becomes_replacement),
 		cmocka_unit_test(added_token_flags),
 		cmocka_unit_test(legacy_vocab_and_merges),

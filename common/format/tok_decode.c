@@ -1,6 +1,8 @@
 /* tok_decode.c — decoders: ByteLevel, ByteFallback, Replace, Fuse, Strip,
  * Metaspace and Sequence, each a map from a list of token strings to a new
  * list, as HF's Decoder::decode_chain. */
+#include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,6 +63,21 @@ void tok_decoder_free(tok_decoder *d)
 	free(d->a);
 	free(d->b);
 	free(d);
+}
+
+/* *out = the count in x (absent: 0); SC_EFORMAT unless a whole number in
+ * [0, INT_MAX] (HF's usize, bounded for us). */
+static sc_err count_field(const cJSON *x, const char *name, long *out)
+{
+	*out = 0;
+	if (!x)
+		return SC_OK;
+	if (!cJSON_IsNumber(x) || !(x->valuedouble >= 0 && x->valuedouble <= INT_MAX) ||
+	    x->valuedouble != floor(x->valuedouble))
+		return sc_errf(SC_EFORMAT, "decoder Strip: \"%s\" is not a count of characters",
+			       name);
+	*out = (long)x->valuedouble;
+	return SC_OK;
 }
 
 static sc_err dup_field(char **out, size_t *n, const cJSON *j, const char *name, const char *what)
@@ -131,8 +148,9 @@ sc_err tok_decoder_parse(tok_decoder **out, const cJSON *j)
 		d->kind = D_STRIP;
 		if ((rc = dup_field(&d->a, &d->na, j, "content", "Strip")))
 			goto fail;
-		d->start = cJSON_IsNumber(a) ? (long)a->valuedouble : 0;
-		d->stop = cJSON_IsNumber(b) ? (long)b->valuedouble : 0;
+		if ((rc = count_field(a, "start", &d->start)) ||
+		    (rc = count_field(b, "stop", &d->stop)))
+			goto fail;
 	} else if (!strcmp(t, "Metaspace")) {
 		const cJSON *sch = cJSON_GetObjectItemCaseSensitive(j, "prepend_scheme");
 		const cJSON *aps = cJSON_GetObjectItemCaseSensitive(j, "add_prefix_space");
@@ -166,7 +184,7 @@ static sc_err step(const tok_decoder *d, const list *in, list *out)
 			const char *s = in->buf.p + in->off[i];
 			size_t n = in->len[i], j, adv, start = raw.len;
 			for (j = 0; !rc && j < n; j += adv) {
-				int b = tok_char_byte(tok_utf8_cp(s + j, &adv));
+				int b = tok_char_byte(tok_utf8_cp_n(s + j, n - j, &adv));
 				char c = (char)b;
 				if (b < 0)
 					break;
@@ -247,17 +265,18 @@ static sc_err step(const tok_decoder *d, const list *in, list *out)
 		break;
 	case D_STRIP: {
 		size_t adv;
-		uint32_t c = tok_utf8_cp(d->a, &adv);
+		uint32_t c = d->na ? tok_utf8_cp_n(d->a, d->na, &adv) : 0;
 		for (size_t i = 0; !rc && i < in->n; i++) {
 			const char *s = in->buf.p + in->off[i];
 			size_t n = in->len[i], b = 0, e = n, a2;
-			for (long k = 0; k < d->start && b < e && tok_utf8_cp(s + b, &a2) == c; k++)
+			for (long k = 0;
+			     k < d->start && b < e && tok_utf8_cp_n(s + b, e - b, &a2) == c; k++)
 				b += a2;
 			for (long k = 0; k < d->stop && e > b; k++) {
 				size_t q = e - 1;
 				while (q > b && ((unsigned char)s[q] & 0xC0) == 0x80)
 					q--;
-				if (tok_utf8_cp(s + q, &a2) != c)
+				if (tok_utf8_cp_n(s + q, e - q, &a2) != c)
 					break;
 				e = q;
 			}
@@ -269,10 +288,10 @@ static sc_err step(const tok_decoder *d, const list *in, list *out)
 		for (size_t i = 0; !rc && i < in->n; i++) {
 			const char *s = in->buf.p + in->off[i];
 			size_t n = in->len[i], j, adv, na;
-			uint32_t rep = tok_utf8_cp(d->a, &na);
+			uint32_t rep = d->na ? tok_utf8_cp_n(d->a, d->na, &na) : 0;
 			t.len = 0;
 			for (j = 0; !rc && j < n; j += adv) {
-				if (tok_utf8_cp(s + j, &adv) != rep)
+				if (tok_utf8_cp_n(s + j, n - j, &adv) != rep)
 					rc = tok_buf_put(&t, s + j, adv);
 				else if (!(i == 0 && d->prepend))
 					rc = tok_buf_put(&t, " ", 1);

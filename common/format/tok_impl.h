@@ -36,6 +36,11 @@ sc_err tok_ids_put(tok_ids *a, const int32_t *ids, size_t n);
 sc_err tok_utf8_lossy(tok_buf *out, const char *s, size_t n, int *changed);
 /* Decodes the code point at s (valid UTF-8); *adv = its byte length. */
 uint32_t tok_utf8_cp(const char *s, size_t *adv);
+/* The same on bytes that may not be UTF-8 (n > 0 left at s): where no valid
+ * sequence begins, TOK_NOT_CP (no code point's value) and *adv = 1. For
+ * token pieces and configuration strings, which nothing has validated. */
+#define TOK_NOT_CP 0xFFFFFFFFu
+uint32_t tok_utf8_cp_n(const char *s, size_t n, size_t *adv);
 /* Writes cp as UTF-8 into out (4 bytes room); returns the length. */
 size_t tok_utf8_put(char *out, uint32_t cp);
 /* Rust's char::is_whitespace. */

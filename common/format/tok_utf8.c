@@ -157,6 +157,15 @@ uint32_t tok_utf8_cp(const char *s, size_t *adv)
 	       (uint32_t)(u[2] & 0x3F) << 6 | (u[3] & 0x3F);
 }
 
+uint32_t tok_utf8_cp_n(const char *s, size_t n, size_t *adv)
+{
+	if (sc_utf8_len(s, n) == 0) {
+		*adv = 1;
+		return TOK_NOT_CP;
+	}
+	return tok_utf8_cp(s, adv);
+}
+
 size_t tok_utf8_put(char *out, uint32_t cp)
 {
 	unsigned char *o = (unsigned char *)out;

@@ -172,6 +172,19 @@ j2=$("$SC" submit --model model --data data.txt "${LONG_JOB_OPTS[@]}" --stages 2
 refused "a third queued job: over --max-jobs-per-user" "RESOURCE_EXHAUSTED: user alice has 2 jobs" \
   "$SC" submit --model model --data data.txt "${LONG_JOB_OPTS[@]}" --stages 2
 "$SC" cancel "$j1" >/dev/null; "$SC" cancel "$j2" >/dev/null
+# Six submits at once against the cap of 2: two are queued, not six.
+pids=()
+for i in 1 2 3 4 5 6; do
+  "$SC" submit --model model --data data.txt "${LONG_JOB_OPTS[@]}" --stages 2 --name "race$i" \
+    > "race$i.out" 2>&1 &
+  pids+=($!)
+done
+wait "${pids[@]}"
+took=$(grep -lx '[0-9]*' race?.out | wc -l)
+capped=$(grep -l "RESOURCE_EXHAUSTED: user alice has 2 jobs" race?.out | wc -l)
+[ "$took" = 2 ] && [ "$capped" = 4 ] && ok "six submits at once: 2 queued, 4 over the cap" \
+  || bad "six submits at once: $took queued, $capped over the cap ($(cat race?.out | tr '\n' ' '))"
+for f in race?.out; do grep -qx '[0-9]*' "$f" && "$SC" cancel "$(cat "$f")" >/dev/null; done
 [ "$(events '%alice is at the job cap%')" -ge 1 ] && ok "the cap's refusal is an event" \
   || bad "no job-cap event"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$(cat cluster/coordinator.pid)/status"; }
