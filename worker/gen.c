@@ -134,10 +134,7 @@ static int open_session(worker *w, gen_session *s, const Splitchain__GenOpenRequ
 	/* The frozen base as the job trained on it: a job's training segment
 	 * on this worker, when there is one, is then shared (worker_base_donor). */
 	sc_train_config tc;
-	sc_train_config_defaults(&tc);
-	tc.base_quant = r->base_quant <= INT32_MAX ? (int)r->base_quant : -1; /* checked below */
-	tc.double_quant = r->double_quant;
-	tc.precision = r->precision <= INT32_MAX ? (int)r->precision : -1;
+	sc_wire_gen_base(&tc, r);
 	if ((rc = sc_train_base_format(&s->mc, &tc)) ||
 	    (rc = sc_layer_quant_apply(&s->mc, r->layer_quant))) {
 		sc_rpc_reply_err(rep, SC_STATUS_INVALID_ARGUMENT, "frozen base: %s",

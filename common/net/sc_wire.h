@@ -26,6 +26,9 @@ sc_err sc_wire_to_adapter(sc_adapter *ad, int first, int last, Splitchain__Named
  * sc_train_config_validate), and back. */
 void sc_wire_train_config(sc_train_config *tc, const Splitchain__TrainConfig *t);
 void sc_wire_train_message(Splitchain__TrainConfig *t, const sc_train_config *tc);
+/* tc = the defaults with r's frozen base (base_quant, double_quant,
+ * precision) for sc_train_base_format, which checks them. */
+void sc_wire_gen_base(sc_train_config *tc, const Splitchain__GenOpenRequest *r);
 
 /* The tokenizer among a registered model's files (Coordinator.ModelShow
  * with files): written to a private temporary directory, loaded as

@@ -87,6 +87,14 @@ void sc_wire_train_config(sc_train_config *tc, const Splitchain__TrainConfig *t)
 				 .precision = t->precision <= INT32_MAX ? (int)t->precision : -1 };
 }
 
+void sc_wire_gen_base(sc_train_config *tc, const Splitchain__GenOpenRequest *r)
+{
+	sc_train_config_defaults(tc);
+	tc->base_quant = r->base_quant <= INT32_MAX ? (int)r->base_quant : -1;
+	tc->double_quant = r->double_quant != 0;
+	tc->precision = r->precision <= INT32_MAX ? (int)r->precision : -1;
+}
+
 void sc_wire_train_message(Splitchain__TrainConfig *t, const sc_train_config *tc)
 {
 	t->steps = (uint32_t)tc->steps;

@@ -93,6 +93,16 @@ static inline void fuzz_lora(const Splitchain__LoraConfig *l)
 	}
 }
 
+/* The frozen base of tc (and the per-layer formats) on each small model. */
+static inline void fuzz_base(const sc_train_config *tc, const char *layer_quant)
+{
+	for (int k = 0; k < 2; k++) {
+		sc_model_config mc = fuzz_models[k];
+		if (sc_train_base_format(&mc, tc) == SC_OK && layer_quant)
+			sc_layer_quant_apply(&mc, layer_quant);
+	}
+}
+
 static inline void fuzz_train(const Splitchain__TrainConfig *t, const char *layer_quant)
 {
 	sc_train_config tc;
@@ -101,11 +111,7 @@ static inline void fuzz_train(const Splitchain__TrainConfig *t, const char *laye
 	sc_wire_train_config(&tc, t);
 	if (sc_train_config_validate(&tc))
 		return;
-	for (int k = 0; k < 2; k++) {
-		sc_model_config mc = fuzz_models[k];
-		if (sc_train_base_format(&mc, &tc) == SC_OK && layer_quant)
-			sc_layer_quant_apply(&mc, layer_quant);
-	}
+	fuzz_base(&tc, layer_quant);
 }
 
 /* Adapter tensors as Worker.Restore, Apply, SetGrads and GenOpen take them:
@@ -158,6 +164,9 @@ static inline void fuzz_request(int i, const uint8_t *body, size_t len)
 		fuzz_tensors(r->grads, r->n_grads);
 	} else if (d == &splitchain__gen_open_request__descriptor) {
 		Splitchain__GenOpenRequest *r = (Splitchain__GenOpenRequest *)m;
+		sc_train_config tc;
+		sc_wire_gen_base(&tc, r);
+		fuzz_base(&tc, r->layer_quant);
 		fuzz_tensors(r->tensors, r->n_tensors);
 	}
 	/* What was accepted packs again to a message that unpacks again. Not
