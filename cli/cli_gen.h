@@ -32,8 +32,8 @@ typedef struct hop {
 	char url[256];
 	int first, last;
 	sc_rpc_client *cl;
-	int open;         /* its session was opened */
-	char ticket[128]; /* the coordinator's generation ticket for it ("": none) */
+	int open;              /* its session was opened */
+	char ticket[128];      /* the coordinator's generation ticket for it ("": none) */
 	char layer_quant[256]; /* its layers held in their own format ("": none) */
 } hop;
 
@@ -42,7 +42,7 @@ typedef struct remote {
 	int n;
 	uint64_t session;
 	char model[128], digest[80]; /* a registered model ("": a directory) */
-	sc_train_config base;         /* the frozen base's format (GenOpenRequest) */
+	sc_train_config base;        /* the frozen base's format (GenOpenRequest) */
 	int C, V, timeout_ms;
 	float *act; /* (chunk, C) */
 } remote;
