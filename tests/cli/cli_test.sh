@@ -292,7 +292,7 @@ expect generate_nf4 0 '"ids":[' -- "${gq[@]}" --model lm --base-quant nf4 --doub
 expect generate_dq_alone 2 "--double-quant needs --base-quant nf4" -- "${gq[@]}" --model lm --double-quant
 expect generate_bad_precision 2 "--precision 'fp16': choose fp32 or bf16" -- "${gq[@]}" --model lm --precision fp16
 expect generate_base_applied 1 "already quantized to int8" -- "${gq[@]}" --model m-int8 --base-quant nf4
-expect generate_base_workers 2 "apply in this process only" -- "${gq[@]}" --model lm --workers tcp://127.0.0.1:1 --precision bf16
+expect generate_base_job 2 "come from the job with --job" -- "${gq[@]}" --job 1 --precision bf16
 "$BIN" quantize --model m --to bf16 --out m-bf16 >/dev/null || exit 1
 gbf=$("${gq[@]}" --model m --precision bf16 | ids_of)
 gbq=$("${gq[@]}" --model m-bf16 | ids_of)
