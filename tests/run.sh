@@ -43,7 +43,7 @@ cmake -S . -B build-tsan -DSC_WERROR=ON -DSC_TSAN=ON -DSC_CUDA=OFF >/dev/null
 cmake --build build-tsan -j"$JOBS" --target splitchain splitchain-coordinator splitchain-worker \
   sc_reftool stale_dialer
 rm -rf build-tsan/tsan && mkdir -p build-tsan/tsan
-export TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 log_path=$ROOT/build-tsan/tsan/report"
+export TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 log_path=$ROOT/build-tsan/tsan/report suppressions=$ROOT/tests/tsan.supp"
 # Steps run ~10x slower here: shorter jobs still outlast the faults.
 export RECOVERY_STEPS=2500 STEPS_PER_FAULT=100
 tsan_failed=0

@@ -538,11 +538,15 @@ static int serve(worker *w, const sigset_t *sigs)
 		w->name, w->control_addr, w->slots[0].data_addr, w->n_slots > 1 ? " (slot 0)" : "",
 		w->be->name, w->gflops, (double)w->memory_bytes / (1u << 30), w->n_slots,
 		w->n_slots == 1 ? "" : "s");
-	for (;;) { /* once a second: the TLS listeners' refused handshakes */
+	/* Once a second: the TLS listeners' refused handshakes, and a socket
+	 * close stuck in nng (worker_check_wedged; the thread that is stuck
+	 * may be the heartbeat thread, which checks it too otherwise). */
+	for (;;) {
 		struct timespec tick = { 1, 0 };
 		if ((sig = sigtimedwait(sigs, NULL, &tick)) > 0)
 			break;
 		sc_tls_refusals(log_refusal, w);
+		worker_check_wedged(w);
 	}
 	sc_info("worker", "%s: stopping", strsignal(sig));
 	return EXIT_OK;
