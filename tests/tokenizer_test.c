@@ -180,6 +180,33 @@ static void decoders_take_pieces_that_are_not_utf8(void **state)
 	(void)state;
 }
 
+/* Byte fallback in a word that fills the scratch's first 64 symbols: the
+ * symbols before the fallback survive the scratch's growth (they were lost
+ * to uninitialised ids; tests/fuzz). */
+static void byte_fallback_keeps_earlier_symbols(void **state)
+{
+	size_t cap = 256 * 16 + 256, at = 0;
+	char *json = malloc(cap), text[64];
+	int32_t want[63];
+	at += (size_t)snprintf(json, cap,
+			       "{\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,"
+			       "\"vocab\":{");
+	for (int b = 0; b < 256; b++)
+		at += (size_t)snprintf(json + at, cap - at, "\"<0x%02X>\":%d,", b, b);
+	snprintf(json + at, cap - at, "\"a\":256},\"merges\":[]}}");
+	sc_tokenizer *t = load_text("fallback.json", json);
+	memset(text, 'a', 61);
+	memcpy(text + 61, "\xc3\xa9", 2); /* 63 bytes: the scratch holds 64 */
+	for (int i = 0; i < 61; i++)
+		want[i] = 256;
+	want[61] = 0xC3;
+	want[62] = 0xA9;
+	expect_ids(t, text, 63, 0, want, 63);
+	sc_tokenizer_free(t);
+	free(json);
+	(void)state;
+}
+
 static void merges_and_round_trip(void **state)
 {
 	char *json = byte_level_json("", "");
@@ -413,6 +440,7 @@ int main(void)
 		cmocka_unit_test(refuses_malformed_files),
 		cmocka_unit_test(merges_and_round_trip),
 		cmocka_unit_test(decoders_take_pieces_that_are_not_utf8),
+		cmocka_unit_test(byte_fallback_keeps_earlier_symbols),
 		cmocka_unit_test(invalid_utf8_becomes_replacement),
 		cmocka_unit_test(added_token_flags),
 		cmocka_unit_test(legacy_vocab_and_merges),

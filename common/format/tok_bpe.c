@@ -266,28 +266,33 @@ void tok_scratch_free(tok_scratch *s)
 	free(s);
 }
 
+/* Room for a word of n symbols. What s holds is kept: initial_symbols
+ * grows s in the middle of a word (byte fallback), with symbols written. The
+ * heap holds up to twice as many entries as symbols (a merge pops one pair
+ * and may push two). */
 static sc_err scratch_reserve(tok_scratch *s, size_t n)
 {
 	size_t cap = s->cap ? s->cap : 64;
+	int32_t *id, *prev, *next, *len;
+	heap_item *heap;
+
 	if (n <= s->cap)
 		return SC_OK;
 	while (cap < n)
 		cap *= 2;
-	free(s->id);
-	free(s->prev);
-	free(s->next);
-	free(s->len);
-	free(s->heap);
-	s->id = malloc(cap * sizeof(int32_t));
-	s->prev = malloc(cap * sizeof(int32_t));
-	s->next = malloc(cap * sizeof(int32_t));
-	s->len = malloc(cap * sizeof(int32_t));
-	s->heap = malloc(cap * sizeof(heap_item));
-	s->cap = cap;
-	if (!s->id || !s->prev || !s->next || !s->len || !s->heap) {
-		s->cap = 0;
+	if ((id = realloc(s->id, cap * sizeof(*id))))
+		s->id = id;
+	if ((prev = realloc(s->prev, cap * sizeof(*prev))))
+		s->prev = prev;
+	if ((next = realloc(s->next, cap * sizeof(*next))))
+		s->next = next;
+	if ((len = realloc(s->len, cap * sizeof(*len))))
+		s->len = len;
+	if ((heap = realloc(s->heap, 2 * cap * sizeof(*heap))))
+		s->heap = heap;
+	if (!id || !prev || !next || !len || !heap) /* each kept at its old size */
 		return sc_errf(SC_ENOMEM, "out of memory for a word of %zu symbols", n);
-	}
+	s->cap = cap;
 	return SC_OK;
 }
 
