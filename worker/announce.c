@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
 
 #include "auth.h"
 #include "sc_log.h"
@@ -306,6 +307,13 @@ void *worker_announce_main(void *arg)
 				 "stopping (exit status 3)",
 				 w->be->name, why);
 			atomic_store(&w->device_failed, 1);
+			/* The call that hit the failure answers the coordinator
+			 * first (its error is what the job records): wait, at
+			 * most 5 s, until no request is being handled, and a
+			 * moment for the last reply to leave, then stop. */
+			for (int i = 0; i < 100 && sc_rpc_server_busy(w->srv) > 0; i++)
+				nng_msleep(50);
+			nng_msleep(200);
 			kill(getpid(), SIGTERM); /* main's sigwait takes it */
 			break;
 		}

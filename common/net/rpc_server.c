@@ -82,6 +82,7 @@ struct sc_rpc_server {
 	int nctx;
 	memo memo;
 	atomic_int closing;
+	atomic_int busy; /* requests received whose reply is not yet handed to nng */
 	/* Held shared around each nng_ctx_recv / nng_ctx_send call and
 	 * exclusively by close around nng_close: nng 1.5 panics ("pthread_mutex_lock:
 	 * Invalid argument") when a context call races the socket's close. The
@@ -416,13 +417,19 @@ static void *serve(void *p)
 		}
 		msg = nng_aio_get_msg(c->aio);
 		nng_aio_set_msg(c->aio, NULL);
+		atomic_fetch_add(&srv->busy, 1);
 		rep = handle(srv, msg);
 		nng_msg_free(msg);
-		if (!rep)
+		if (!rep) {
+			atomic_fetch_sub(&srv->busy, 1);
 			continue;
-		if (ctx_start(c, rep))
+		}
+		if (ctx_start(c, rep)) {
+			atomic_fetch_sub(&srv->busy, 1);
 			break;
+		}
 		nng_aio_wait(c->aio);
+		atomic_fetch_sub(&srv->busy, 1);
 		if ((rv = nng_aio_result(c->aio)) != 0) {
 			nng_msg_free(nng_aio_get_msg(c->aio));
 			nng_aio_set_msg(c->aio, NULL);
@@ -572,6 +579,11 @@ void sc_rpc_server_close(sc_rpc_server *srv)
 	free(srv->calls);
 	free(srv->failures);
 	free(srv);
+}
+
+int sc_rpc_server_busy(sc_rpc_server *srv)
+{
+	return srv ? atomic_load(&srv->busy) : 0;
 }
 
 const char *sc_rpc_server_url(const sc_rpc_server *srv)
