@@ -853,12 +853,17 @@ static void silent_connection_closed(void **state)
 	send_joined(&sd);
 	assert_memory_equal(x, y, sizeof(x));
 	assert_true(now_s() - t0 < 6);
-	/* nng may have redialed the raw socket once before it was stopped: that
-	 * connection is closed the same way. */
-	assert_true(rp->n >= 1 && rp->n <= 2);
-	assert_non_null(strstr(rp->first, "silent"));
-	assert_non_null(strstr(rp->last, "silent"));
-	assert_true(sp.stopped);
+	/* The silent connection is closed as silent: once, or twice when nng
+	 * redialed the raw socket before it was stopped. Or never, when the
+	 * right peer's connection reached the listener first (the raw dial
+	 * returns once connected, before the listener has taken the pipe; seen
+	 * on a loaded machine): pair0 then turns the silent one away itself. */
+	assert_true(rp->n <= 2);
+	if (rp->n >= 1) {
+		assert_non_null(strstr(rp->first, "silent"));
+		assert_non_null(strstr(rp->last, "silent"));
+		assert_true(sp.stopped);
+	}
 	sc_dp_close(right);
 	sc_dp_close(l);
 }
