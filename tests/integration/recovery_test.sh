@@ -30,10 +30,13 @@ reference ref
 # Lost-after and the stall limit leave room for what a loaded 2-core
 # machine adds to a restart: a dozen TLS handshakes, during each of which
 # nng 1.5.2's one poller thread can wait on the handshaking connection's lock
-# (seen in stack dumps under load), so that every socket of the process waits. RECOVERED, the bound on every recovery, stays below the
-# stall limit: a recovery that waited for it would fail.
+# (seen in stack dumps under load), so that every socket of the process
+# waits. RECOVERED, the bound on every recovery, stays well below the stall
+# limit: a recovery that waited for it would fail. The stall limit also
+# covers B's pause (lost-after + 1 s, during which no step can run) plus the
+# recovery after it.
 LOST=3000
-STALL=8000
+STALL=12000
 RECOVERED=6
 URL=$SPLITCHAIN_COORDINATOR
 DB=cluster/splitchain.db
