@@ -8,12 +8,18 @@
  * tries to send a tensor, which says the hello again once connected (a
  * TLS handshake can outlast the dial's first hello). Prints how many
  * dials it made. TLS addresses take the files in $SPLITCHAIN_TLS_CERT,
- * $SPLITCHAIN_TLS_KEY and $SPLITCHAIN_TLS_CA.
+ * $SPLITCHAIN_TLS_KEY and $SPLITCHAIN_TLS_CA. A close that hangs in nng 1.5.2
+ * (the hang the worker's close watchdog handles) does not hold the caller:
+ * 3 s past SECONDS and two HOLD_MS a watchdog thread reports it and ends the
+ * process.
  *   stale_dialer URL JOB VERSION STAGE SECONDS [HOLD_MS [SECRET]] */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sc_dataplane.h"
 #include "sc_tls.h"
@@ -25,11 +31,29 @@ static double now_s(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static atomic_long dials;
+static double end, deadline; /* the loop's end, the watchdog's */
+
+static void *watchdog(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct timespec ts = { 1, 0 };
+		nanosleep(&ts, NULL);
+		if (now_s() > deadline) {
+			fprintf(stderr, "stale_dialer: a socket close hung (nng 1.5.2); exiting\n");
+			printf("%ld dials\n", atomic_load(&dials));
+			fflush(NULL);
+			_exit(0);
+		}
+	}
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	sc_dp_opts o;
-	double end;
-	long dials = 0;
+	pthread_t wd;
 	int hold_ms;
 
 	if (argc < 6 || argc > 8) {
@@ -49,6 +73,11 @@ int main(int argc, char **argv)
 	o.peer = (sc_dp_peer){ o.self.job, o.self.version, o.self.stage + 1 };
 	end = now_s() + atof(argv[5]);
 	hold_ms = argc >= 7 ? atoi(argv[6]) : 50;
+	deadline = end + 2e-3 * hold_ms + 3;
+	if (pthread_create(&wd, NULL, watchdog, NULL) || pthread_detach(wd)) {
+		fprintf(stderr, "stale_dialer: cannot start its watchdog\n");
+		return 1;
+	}
 	if (argc == 8) {
 		if (strlen(argv[7]) != 2 * SC_DP_SECRET_LEN) {
 			fprintf(stderr, "stale_dialer: SECRET must be %d hex digits\n",
@@ -70,7 +99,7 @@ int main(int argc, char **argv)
 		sc_dp_socket *s = NULL;
 		struct timespec ts = { hold_ms / 1000, (long)(hold_ms % 1000) * 1000000L };
 		if (sc_dp_dial(&s, argv[1], &o) == SC_OK) {
-			dials++;
+			atomic_fetch_add(&dials, 1);
 			if (o.has_secret) { /* waits up to HOLD_MS for the listener's answer */
 				static const int64_t one[1] = { 1 };
 				static const float x[1] = { 0 };
@@ -81,6 +110,6 @@ int main(int argc, char **argv)
 		nanosleep(&ts, NULL);
 		sc_dp_close(s);
 	}
-	printf("%ld dials\n", dials);
+	printf("%ld dials\n", atomic_load(&dials));
 	return 0;
 }
