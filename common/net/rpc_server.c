@@ -30,8 +30,10 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/util/platform.h>
 
+#include "sc_listen_guard.h"
 #include "sc_log.h"
 #include "sc_rpc.h"
 #include "sc_sha256.h"
@@ -88,6 +90,7 @@ struct sc_rpc_server {
 	 * Invalid argument") when a context call races the socket's close. The
 	 * waits for those calls happen outside it; close fails them. */
 	pthread_rwlock_t close_lock;
+	sc_listen_guard *guard; /* keeps the listener accepting (nng 1.5.2) */
 	char url[300];
 };
 
@@ -531,6 +534,8 @@ sc_err sc_rpc_server_open_auth(sc_rpc_server **out, const char *url, const sc_rp
 		goto fail;
 	}
 	bound_url(srv, l, url);
+	if ((err = sc_listen_guard_start(&srv->guard, srv->sock, l, srv->url, nng_req0_open)))
+		goto fail;
 	for (int i = 0; i < nctx; i++) {
 		rpc_ctx *c = &srv->ctxs[i];
 		c->srv = srv;
@@ -561,11 +566,13 @@ void sc_rpc_server_close(sc_rpc_server *srv)
 		return;
 	/* Closing the socket fails every pending receive and send with NNG_ECLOSED; a thread in
 	 * a handler finishes it first, then finds closing set and starts nothing. */
+	sc_listen_guard_stop(srv->guard);
 	pthread_rwlock_wrlock(&srv->close_lock);
 	atomic_store(&srv->closing, 1);
 	if (srv->sock_open)
 		nng_close(srv->sock);
 	pthread_rwlock_unlock(&srv->close_lock);
+	sc_listen_guard_free(srv->guard);
 	for (int i = 0; i < srv->nctx; i++) {
 		rpc_ctx *c = &srv->ctxs[i];
 		if (c->started)
@@ -584,6 +591,11 @@ void sc_rpc_server_close(sc_rpc_server *srv)
 int sc_rpc_server_busy(sc_rpc_server *srv)
 {
 	return srv ? atomic_load(&srv->busy) : 0;
+}
+
+unsigned sc_rpc_server_relistens(const sc_rpc_server *srv)
+{
+	return srv ? sc_listen_guard_relistens(srv->guard) : 0;
 }
 
 const char *sc_rpc_server_url(const sc_rpc_server *srv)

@@ -88,6 +88,9 @@ sc_err sc_rpc_server_open_idem(sc_rpc_server **out, const char *url, const sc_rp
 void sc_rpc_server_close(sc_rpc_server *srv);
 /* The address actually bound (useful with tcp://127.0.0.1:0). Borrowed. */
 const char *sc_rpc_server_url(const sc_rpc_server *srv);
+/* How often the server's listener stopped accepting new connections and
+ * listened again (sc_listen_guard.h). */
+unsigned sc_rpc_server_relistens(const sc_rpc_server *srv);
 /* Requests being handled: received, their replies not yet handed to nng.
  * A process about to stop waits for 0 so that its last answers go out. */
 int sc_rpc_server_busy(sc_rpc_server *srv);

@@ -55,6 +55,11 @@ sc_err sc_tls_listener_setup(nng_listener l, const char *url);
  * that checks the server against the CA and url's host name. */
 sc_err sc_tls_dialer_setup(nng_dialer d, const char *url);
 
+/* For a dialer to one of this process's own listeners (sc_listen_guard's
+ * probe): presents the process's certificate and checks nothing of the
+ * server's. Nothing for other schemes. */
+sc_err sc_tls_probe_dialer_setup(nng_dialer d, const char *url);
+
 /* Called once per TLS listener with refusals since the last call: url
  * (borrowed for the call) and how many. */
 typedef void (*sc_tls_refusal_fn)(void *arg, const char *url, uint64_t n);

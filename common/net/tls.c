@@ -105,8 +105,9 @@ static sc_err check_files(const char *cert, const char *key, const char *ca)
 
 /* A configuration for mode with the PEM texts (and the peer's name for a
  * client). *out: a new reference, free with nng_tls_config_free. */
-static sc_err make_config(nng_tls_config **out, nng_tls_mode mode, const char *cert,
-			  const char *key, const char *ca, const char *server_name)
+static sc_err make_config_auth(nng_tls_config **out, nng_tls_mode mode, nng_tls_auth_mode auth,
+			       const char *cert, const char *key, const char *ca,
+			       const char *server_name)
 {
 	nng_tls_config *cfg = NULL;
 	int rv;
@@ -115,7 +116,7 @@ static sc_err make_config(nng_tls_config **out, nng_tls_mode mode, const char *c
 	if ((rv = nng_tls_config_alloc(&cfg, mode)) != 0)
 		return sc_errf(SC_ENOMEM, "tls: configuration: %s", nng_strerror(rv));
 	if ((rv = nng_tls_config_version(cfg, NNG_TLS_1_2, NNG_TLS_1_3)) != 0 ||
-	    (rv = nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED)) != 0) {
+	    (rv = nng_tls_config_auth_mode(cfg, auth)) != 0) {
 		nng_tls_config_free(cfg);
 		return sc_errf(SC_EINVAL, "tls: configuration: %s", nng_strerror(rv));
 	}
@@ -130,6 +131,12 @@ static sc_err make_config(nng_tls_config **out, nng_tls_mode mode, const char *c
 	}
 	*out = cfg;
 	return SC_OK;
+}
+
+static sc_err make_config(nng_tls_config **out, nng_tls_mode mode, const char *cert,
+			  const char *key, const char *ca, const char *server_name)
+{
+	return make_config_auth(out, mode, NNG_TLS_AUTH_MODE_REQUIRED, cert, key, ca, server_name);
 }
 
 /* *out = path's text, NUL-terminated (malloc'd). */
@@ -285,6 +292,31 @@ sc_err sc_tls_dialer_setup(nng_dialer d, const char *url)
 		err = make_config(&cfg, NNG_TLS_MODE_CLIENT, g.cert, g.key, g.ca, u->u_hostname);
 	pthread_mutex_unlock(&g.mu);
 	nng_url_free(u);
+	if (err)
+		return err;
+	rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
+	nng_tls_config_free(cfg);
+	if (rv != 0)
+		return sc_errf(SC_EIO, "%s: TLS configuration: %s", url, nng_strerror(rv));
+	return SC_OK;
+}
+
+sc_err sc_tls_probe_dialer_setup(nng_dialer d, const char *url)
+{
+	nng_tls_config *cfg = NULL;
+	sc_err err;
+	int rv;
+
+	if (!sc_tls_url(url))
+		return SC_OK;
+	pthread_mutex_lock(&g.mu);
+	if (!g.on)
+		err = sc_errf(SC_EINVAL,
+			      "%s: a TLS address needs --tls-cert, --tls-key and --tls-ca", url);
+	else /* the process's own listener: nothing to verify, no secret sent */
+		err = make_config_auth(&cfg, NNG_TLS_MODE_CLIENT, NNG_TLS_AUTH_MODE_NONE, g.cert,
+				       g.key, g.ca, NULL);
+	pthread_mutex_unlock(&g.mu);
 	if (err)
 		return err;
 	rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
