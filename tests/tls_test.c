@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/tls/tls.h>
 
@@ -338,6 +339,53 @@ static void listener_survives_peers_that_leave(void **state)
 	}
 }
 
+/* The dialing side of the same fault: a dialer whose server goes away in
+ * the middle of the handshake can stop dialing for good in nng 1.5.2 (a
+ * write that meets the closed connection fails EPIPE, which nng takes for
+ * its own close). A server that comes and goes at one address (as a data
+ * listener does between placements) must still be reached once it stays. */
+static void dialer_survives_servers_that_leave(void **state)
+{
+	sc_rpc_server *srv;
+	sc_rpc_client *cl;
+	char url[300];
+	int port, answered = 0;
+
+	(void)state;
+	SC_ASSERT_OK(sc_tls_init(file("a/srv.pem"), file("a/srv.key"), file("a/ca.pem")));
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, "tls+tcp://127.0.0.1:0", echo_methods, NULL, 1));
+	snprintf(url, sizeof(url), "%s", sc_rpc_server_url(srv));
+	port = atoi(strrchr(url, ':') + 1);
+	sc_rpc_server_close(srv);
+	SC_ASSERT_OK(sc_rpc_client_open(&cl, url));
+	for (int i = 0; i < 300; i++) { /* a listener at url for 0-4 ms at a time */
+		struct timespec ts = { 0, (long)(i % 9) * 500000L };
+		nng_socket s;
+		nng_listener l;
+		assert_int_equal(nng_rep0_open(&s), 0);
+		assert_int_equal(nng_listener_create(&l, s, url), 0);
+		SC_ASSERT_OK(sc_tls_listener_setup(l, url));
+		if (nng_listener_start(l, 0) == 0)
+			nanosleep(&ts, NULL);
+		nng_close(s);
+	}
+	SC_ASSERT_OK(sc_rpc_server_open(&srv, url, echo_methods, NULL, 1));
+	assert_int_equal(atoi(strrchr(sc_rpc_server_url(srv), ':') + 1), port);
+	for (int i = 0; i < 5 && !answered; i++) {
+		uint8_t *reply = NULL;
+		size_t reply_len = 0;
+		char msg[256];
+		int status;
+		SC_ASSERT_OK(sc_rpc_call(cl, "Test.Echo", (const uint8_t *)"abc", 3, 3000, &status,
+					 msg, sizeof(msg), &reply, &reply_len));
+		free(reply);
+		answered = status == SC_STATUS_OK;
+	}
+	assert_true(answered);
+	sc_rpc_client_close(cl);
+	sc_rpc_server_close(srv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -348,6 +396,7 @@ int main(void)
 		cmocka_unit_test(address_rules),
 		cmocka_unit_test(rpc_over_mutual_tls),
 		cmocka_unit_test(listener_survives_peers_that_leave),
+		cmocka_unit_test(dialer_survives_servers_that_leave),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -17,6 +17,7 @@
 
 #include "dp_frame.h"
 #include "sc_codec.h"
+#include "sc_listen_guard.h"
 #include "sc_log.h"
 #include "sc_tls.h"
 #include "splitchain.pb-c.h"
@@ -31,11 +32,13 @@ struct sc_dp_socket {
 	sc_dp_opts o;
 	char url[256];
 	_Atomic uint64_t sent, received;
-	atomic_int need_hello; /* dialer: a new connection has not had its hello yet */
-	int accepted;          /* listener: the id of the connection whose hello was right */
-	atomic_uint attached;  /* the id of the connection nng holds now, 0 for none */
-	uint32_t refused_id;   /* listener: the last connection refused (its queued messages go) */
-	uint32_t silent_id;    /* listener: a connection without a hello, watched since */
+	atomic_int need_hello;   /* dialer: a new connection has not had its hello yet */
+	int accepted;            /* listener: the id of the connection whose hello was right */
+	atomic_uint attached;    /* the id of the connection nng holds now, 0 for none */
+	_Atomic double quiet_ms; /* dialer: when a connection last came or went, or it dialed */
+	nng_dialer dialer;       /* dialer: replaced by keep_dialing */
+	uint32_t refused_id; /* listener: the last connection refused (its queued messages go) */
+	uint32_t silent_id;  /* listener: a connection without a hello, watched since */
 	double silent_since;
 	void *enc; /* an encoded tensor before it is framed (wire != fp32) */
 	size_t enc_cap;
@@ -105,6 +108,7 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 	} else {
 		atomic_compare_exchange_strong(&s->attached, &id, 0u);
 	}
+	atomic_store(&s->quiet_ms, now_ms());
 }
 
 static sc_err sock_open(sc_dp_socket **out, const char *url, const sc_dp_opts *o)
@@ -219,6 +223,8 @@ sc_err sc_dp_dial(sc_dp_socket **out, const char *url, const sc_dp_opts *o)
 		sc_dp_close(s);
 		return nng_fail(rv, "dialing", url);
 	}
+	s->dialer = d;
+	atomic_store(&s->quiet_ms, now_ms());
 	/* Queued now, the hello leads on the first connection, so that the
 	 * listener knows this peer before its first tensor; sends say it again
 	 * on every new connection. */
@@ -377,6 +383,22 @@ static void close_silent(sc_dp_socket *s)
 	s->silent_id = 0;
 }
 
+/* A dialer that has had no connection for SC_REDIAL_AFTER_MS replaces its
+ * nng dialer, which nng 1.5.2 may have stopped for good: e.g. after the
+ * previous placement's listener at this address closed in the middle of
+ * the handshake (sc_listen_guard.h). Caller's thread only. */
+static void keep_dialing(sc_dp_socket *s)
+{
+	double now = now_ms();
+
+	if (s->listener || atomic_load(&s->attached) ||
+	    now - atomic_load(&s->quiet_ms) < SC_REDIAL_AFTER_MS)
+		return;
+	atomic_store(&s->quiet_ms, now);
+	if (sc_redial(s->sock, &s->dialer, s->url))
+		sc_warn("dataplane", "%s", sc_err_detail());
+}
+
 /* Waits for the next message not taken by screen(). */
 static sc_err next_msg(sc_dp_socket *s, double deadline, nng_msg **out, const char *waiting_for)
 {
@@ -386,6 +408,7 @@ static sc_err next_msg(sc_dp_socket *s, double deadline, nng_msg **out, const ch
 	for (;;) {
 		if (cancelled(s))
 			return sc_errf(SC_EIO, "data plane: receiving from %s cancelled", s->url);
+		keep_dialing(s);
 		/* A dialer that receives first says hello on each new connection
 		 * all the same: the listener speaks once it has heard it. */
 		if (!s->listener && atomic_load(&s->attached) && atomic_exchange(&s->need_hello, 0))
@@ -423,6 +446,7 @@ static sc_err handshake(sc_dp_socket *s, double deadline)
 	while (!atomic_load(&s->attached) || (int)atomic_load(&s->attached) != s->accepted) {
 		if (cancelled(s))
 			return sc_errf(SC_EIO, "data plane: sending to %s cancelled", s->url);
+		keep_dialing(s);
 		if (!s->listener && atomic_load(&s->attached) && atomic_exchange(&s->need_hello, 0))
 			SC_TRY(send_hello(s, deadline));
 		rv = nng_recvmsg(s->sock, &m, 0);

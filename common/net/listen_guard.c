@@ -1,6 +1,7 @@
 /* listen_guard.c — a thread per long-lived listener that proves, every
  * couple of seconds, that a new connection can still be accepted, and
- * listens again when it cannot (sc_listen_guard.h). */
+ * listens again when it cannot; and the dialers' counterpart, sc_redial
+ * (sc_listen_guard.h). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -254,6 +255,28 @@ void sc_listen_guard_free(sc_listen_guard *g)
 	pthread_cond_destroy(&g->cv);
 	pthread_mutex_destroy(&g->mu);
 	free(g);
+}
+
+sc_err sc_redial(nng_socket s, nng_dialer *d, const char *url)
+{
+	nng_dialer nd;
+	sc_err err;
+	int rv;
+
+	nng_dialer_close(*d);
+	if ((rv = nng_dialer_create(&nd, s, url)) != 0)
+		return sc_errf(SC_EIO, "dialing %s again: %s", url, nng_strerror(rv));
+	if ((err = sc_tls_dialer_setup(nd, url))) {
+		nng_dialer_close(nd);
+		return err;
+	}
+	if ((rv = nng_dialer_start(nd, NNG_FLAG_NONBLOCK)) != 0) {
+		nng_dialer_close(nd);
+		return sc_errf(SC_EIO, "dialing %s again: %s", url, nng_strerror(rv));
+	}
+	*d = nd;
+	sc_debug("net", "%s: no connection for %d ms: dialing again", url, SC_REDIAL_AFTER_MS);
+	return SC_OK;
 }
 
 unsigned sc_listen_guard_relistens(const sc_listen_guard *g)

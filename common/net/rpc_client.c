@@ -43,6 +43,8 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "sc_listen_guard.h"
+#include "sc_log.h"
 #include "sc_rpc.h"
 #include "sc_tls.h"
 #include "splitchain.pb-c.h"
@@ -63,6 +65,8 @@ struct sc_rpc_client {
 	uint64_t id_base;         /* random, per client */
 	atomic_uint_fast64_t seq; /* calls so far */
 	atomic_int npipes;        /* live connections, for the timeout message */
+	atomic_ullong quiet_ms;   /* monotonic ms of the last connection change or dial */
+	nng_dialer dialer;        /* under mu once open: replaced by keep_dialing */
 	pthread_mutex_t mu;       /* guards aborted and calls; never held across a wait */
 	int aborted;              /* under mu: aborted, until sc_rpc_client_rearm */
 	call *calls;              /* under mu: the calls in flight */
@@ -131,6 +135,25 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 
 	(void)p;
 	atomic_fetch_add(&cl->npipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1);
+	atomic_store(&cl->quiet_ms, clock_ms(CLOCK_MONOTONIC));
+}
+
+/* A client that has had no connection for SC_REDIAL_AFTER_MS replaces its
+ * dialer, which nng 1.5.2 may have stopped for good (sc_listen_guard.h). */
+static void keep_dialing(sc_rpc_client *cl)
+{
+	uint64_t now = clock_ms(CLOCK_MONOTONIC);
+
+	if (atomic_load(&cl->npipes) > 0 || now - atomic_load(&cl->quiet_ms) < SC_REDIAL_AFTER_MS)
+		return;
+	pthread_mutex_lock(&cl->mu);
+	if (atomic_load(&cl->npipes) == 0 &&
+	    now - atomic_load(&cl->quiet_ms) >= SC_REDIAL_AFTER_MS) {
+		atomic_store(&cl->quiet_ms, now);
+		if (sc_redial(cl->sock, &cl->dialer, cl->url))
+			sc_warn("rpc", "%s", sc_err_detail());
+	}
+	pthread_mutex_unlock(&cl->mu);
 }
 
 static uint64_t random_base(void)
@@ -187,6 +210,8 @@ sc_err sc_rpc_client_open(sc_rpc_client **out, const char *url)
 			      url, nng_strerror(rv));
 		goto fail;
 	}
+	cl->dialer = d;
+	atomic_store(&cl->quiet_ms, clock_ms(CLOCK_MONOTONIC));
 	*out = cl;
 	return SC_OK;
 fail:
@@ -356,6 +381,7 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 			       "positive timeout (got %d ms)",
 			       timeout_ms);
 	*status = SC_STATUS_UNKNOWN;
+	keep_dialing(cl);
 
 	env.magic = SC_RPC_MAGIC;
 	env.version = SC_RPC_VERSION;

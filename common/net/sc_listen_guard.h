@@ -52,4 +52,14 @@ void sc_listen_guard_free(sc_listen_guard *g);
 /* How many times the guard has listened again. */
 unsigned sc_listen_guard_relistens(const sc_listen_guard *g);
 
+/* The dialing side of the same nng 1.5.2 fault: a dialer whose connection
+ * is closed in the middle of its handshake (its server restarted, or
+ * closed the socket it dialled) stops dialing for good. Callers that have
+ * had no connection for SC_REDIAL_AFTER_MS while they need one replace
+ * their dialer: sc_redial closes *d and starts a new one on url
+ * (non-blocking, with sc_tls_dialer_setup), into *d. A dialer that is
+ * merely retrying an absent server loses nothing by it. */
+#define SC_REDIAL_AFTER_MS 1500
+sc_err sc_redial(nng_socket s, nng_dialer *d, const char *url);
+
 #endif
