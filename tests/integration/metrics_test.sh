@@ -68,7 +68,14 @@ used=$(grep -c '^splitchain_worker_job_slots_used{.*} 1$' c1.prom)
 [ "$used" = 2 ] && ok "both workers use a job slot" || bad "$used workers use a slot"
 hops=$(grep -c "^splitchain_job_hop_step_bytes{job_id=\"$job\".*} [1-9][0-9]*$" c1.prom)
 [ "$hops" = 2 ] && ok "bytes per hop for both stages" || bad "$hops hop samples"
-mem=$(grep -c '^splitchain_worker_memory_used_bytes{.*} [1-9][0-9]*$' c1.prom)
+# A worker's memory comes with its heartbeats (every 200 ms), the first one
+# after its segment was made: that one may still be on its way.
+for _ in $(seq 1 25); do
+  scrape "$CM" mem.prom || true
+  mem=$(grep -c '^splitchain_worker_memory_used_bytes{.*} [1-9][0-9]*$' mem.prom)
+  [ "$mem" = 2 ] && break
+  sleep 0.2
+done
 [ "$mem" = 2 ] && ok "both workers report memory in use" || bad "$mem workers report memory"
 grep -q "^splitchain_job_step{job_id=\"$job\",.*state=\"running\"}" c1.prom \
   && ok "the running job is labelled running" || bad "running job's state label"
