@@ -114,6 +114,13 @@ static void refuses_unsupported_components(void **state)
 	}
 }
 
+/* A one-token vocabulary whose TemplateProcessing special token has id ID. */
+#define TEMPLATE_WITH_ID(ID)                                                                       \
+	"{\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{"     \
+	"\"id\":\"<s>\",\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],"             \
+	"\"special_tokens\":{\"<s>\":{\"id\":\"<s>\",\"ids\":[" ID "],\"tokens\":[\"<s>\"]}}},"    \
+	"\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}"
+
 static void refuses_malformed_files(void **state)
 {
 	static const char *cases[] = {
@@ -141,6 +148,14 @@ static void refuses_malformed_files(void **state)
 		"\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
 		"{\"decoder\":{\"type\":\"Strip\",\"content\":\" \",\"start\":1,\"stop\":0.5},"
 		"\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
+		/* Post-processor ids that are no token ids: encode gave -1 (tests/fuzz),
+		 * a huge one, a fraction, one past the vocabulary, a Bert pair's. */
+		TEMPLATE_WITH_ID("-1"),
+		TEMPLATE_WITH_ID("1e12"),
+		TEMPLATE_WITH_ID("0.5"),
+		TEMPLATE_WITH_ID("1"),
+		"{\"post_processor\":{\"type\":\"BertProcessing\",\"cls\":[\"a\",-3],\"sep\":"
+		"[\"a\",0]},\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
 	};
 	char p[512];
 	sc_tokenizer *t;

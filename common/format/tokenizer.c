@@ -197,14 +197,24 @@ static sc_err ids_add(int32_t **v, size_t *n, int32_t id)
 }
 
 /* A [token, id] pair of RobertaProcessing / BertProcessing. */
+/* A post-processor's token id: a whole number in [0, MAX_TOKEN_ID]. */
+static sc_err post_id(const cJSON *v, const char *what, int32_t *id)
+{
+	if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > MAX_TOKEN_ID ||
+	    v->valuedouble != (double)(int32_t)v->valuedouble)
+		return sc_errf(SC_EFORMAT, "post-processor: the id of %s is not a token id (0..%d)",
+			       what, MAX_TOKEN_ID);
+	*id = (int32_t)v->valuedouble;
+	return SC_OK;
+}
+
 static sc_err pair_id(const cJSON *j, const char *name, int32_t *id)
 {
 	const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, name);
 	const cJSON *v = cJSON_GetArrayItem(p, 1);
-	if (!cJSON_IsNumber(v))
+	if (!v)
 		return sc_errf(SC_EFORMAT, "post-processor without a valid \"%s\"", name);
-	*id = (int32_t)v->valuedouble;
-	return SC_OK;
+	return post_id(v, name, id);
 }
 
 static sc_err parse_post(sc_tokenizer *t, const cJSON *j)
@@ -253,8 +263,8 @@ static sc_err parse_post(sc_tokenizer *t, const cJSON *j)
 			}
 			cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(s, "ids"))
 			{
-				if ((rc = ids_add(seen ? &post : &pre, seen ? &npost : &npre,
-						  (int32_t)x->valuedouble)))
+				if ((rc = post_id(x, name->valuestring, &id)) ||
+				    (rc = ids_add(seen ? &post : &pre, seen ? &npost : &npre, id)))
 					goto done;
 			}
 		}
@@ -284,6 +294,13 @@ static sc_err finish(sc_tokenizer *t)
 	for (size_t i = 0; i < t->n_added; i++)
 		vs = t->added[i].id + 1 > vs ? t->added[i].id + 1 : vs;
 	t->vocab_size = vs;
+	for (size_t i = 0; i < t->n_pre + t->n_post; i++) {
+		int32_t id = i < t->n_pre ? t->pre_ids[i] : t->post_ids[i - t->n_pre];
+		if (id >= vs)
+			return sc_errf(SC_EFORMAT,
+				       "post-processor: token id %d is outside the vocabulary (%d)",
+				       (int)id, vs);
+	}
 	if (!(t->added_of = malloc(((size_t)vs + 1) * sizeof(*t->added_of))))
 		return sc_errf(SC_ENOMEM, "out of memory");
 	for (int i = 0; i < vs; i++)
