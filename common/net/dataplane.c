@@ -37,6 +37,7 @@ struct sc_dp_socket {
 	atomic_uint attached;    /* the id of the connection nng holds now, 0 for none */
 	_Atomic double quiet_ms; /* dialer: when a connection last came or went, or it dialed */
 	nng_dialer dialer;       /* dialer: replaced by keep_dialing */
+	nng_listener lst;        /* listener: replaced by keep_dialing */
 	uint32_t refused_id; /* listener: the last connection refused (its queued messages go) */
 	uint32_t silent_id;  /* listener: a connection without a hello, watched since */
 	double silent_since;
@@ -184,6 +185,8 @@ sc_err sc_dp_listen(sc_dp_socket **out, const char *url, const sc_dp_opts *o)
 		rc = nng_fail(rv, "listening on", url);
 		goto fail;
 	}
+	s->lst = l;
+	atomic_store(&s->quiet_ms, now_ms());
 	/* A tcp port 0 becomes the port the kernel chose. */
 	if ((strncmp(url, "tcp", 3) == 0 || sc_tls_url(url)) &&
 	    nng_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port) == 0 &&
@@ -383,19 +386,22 @@ static void close_silent(sc_dp_socket *s)
 	s->silent_id = 0;
 }
 
-/* A dialer that has had no connection for SC_REDIAL_AFTER_MS replaces its
- * nng dialer, which nng 1.5.2 may have stopped for good: e.g. after the
- * previous placement's listener at this address closed in the middle of
- * the handshake (sc_listen_guard.h). Caller's thread only. */
+/* A socket that has had no connection for SC_REDIAL_AFTER_MS while it
+ * waits for its peer replaces its nng dialer or listener, either of which
+ * nng 1.5.2 may have stopped for good: a dialer that met the previous
+ * placement's listener as it closed, a listener a stale dialer left in the
+ * middle of its handshake (sc_listen_guard.h). Caller's thread only. */
 static void keep_dialing(sc_dp_socket *s)
 {
 	double now = now_ms();
+	sc_err err;
 
-	if (s->listener || atomic_load(&s->attached) ||
-	    now - atomic_load(&s->quiet_ms) < SC_REDIAL_AFTER_MS)
+	if (atomic_load(&s->attached) || now - atomic_load(&s->quiet_ms) < SC_REDIAL_AFTER_MS)
 		return;
 	atomic_store(&s->quiet_ms, now);
-	if (sc_redial(s->sock, &s->dialer, s->url))
+	err = s->listener ? sc_relisten(s->sock, &s->lst, s->url)
+			  : sc_redial(s->sock, &s->dialer, s->url);
+	if (err)
 		sc_warn("dataplane", "%s", sc_err_detail());
 }
 

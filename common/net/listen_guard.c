@@ -152,22 +152,34 @@ static int probe(sc_listen_guard *g)
 	return ok || stopped;
 }
 
-static void relisten(sc_listen_guard *g)
+sc_err sc_relisten(nng_socket s, nng_listener *l, const char *url)
 {
 	nng_listener nl;
-	sc_err err = SC_OK;
+	sc_err err;
 	int rv;
 
-	nng_listener_close(g->l);
-	if ((rv = nng_listener_create(&nl, g->sock, g->url)) != 0 ||
-	    (err = sc_tls_listener_setup(nl, g->url)) != SC_OK ||
-	    (rv = nng_listener_start(nl, 0)) != 0) {
-		sc_warn("net",
-			"listener %s stopped accepting connections and cannot listen again: %s",
-			g->url, err ? sc_err_detail() : nng_strerror(rv));
+	nng_listener_close(*l);
+	if ((rv = nng_listener_create(&nl, s, url)) != 0)
+		return sc_errf(SC_EIO, "listening on %s again: %s", url, nng_strerror(rv));
+	if ((err = sc_tls_listener_setup(nl, url))) {
+		nng_listener_close(nl);
+		return err;
+	}
+	if ((rv = nng_listener_start(nl, 0)) != 0) {
+		nng_listener_close(nl);
+		return sc_errf(SC_EIO, "listening on %s again: %s", url, nng_strerror(rv));
+	}
+	*l = nl;
+	return SC_OK;
+}
+
+static void relisten(sc_listen_guard *g)
+{
+	if (sc_relisten(g->sock, &g->l, g->url)) {
+		sc_warn("net", "listener %s stopped accepting connections: %s", g->url,
+			sc_err_detail());
 		return;
 	}
-	g->l = nl;
 	atomic_fetch_add(&g->relistens, 1);
 	sc_warn("net",
 		"listener %s stopped accepting connections (no new connection for %d s): "

@@ -62,4 +62,10 @@ unsigned sc_listen_guard_relistens(const sc_listen_guard *g);
 #define SC_REDIAL_AFTER_MS 1500
 sc_err sc_redial(nng_socket s, nng_dialer *d, const char *url);
 
+/* Closes listener *l of socket s and listens again on url (a resolved
+ * port), into *l: for a listener that waits for one known peer (a data
+ * plane's) and has had no connection for SC_REDIAL_AFTER_MS, which may be
+ * one nng 1.5.2 stopped. */
+sc_err sc_relisten(nng_socket s, nng_listener *l, const char *url);
+
 #endif
