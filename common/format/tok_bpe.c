@@ -361,9 +361,11 @@ static sc_err initial_symbols(const tok_bpe *m, tok_scratch *s, const char *w, s
 			size_t ns = (last && m->suffix) ? strlen(m->suffix) : 0;
 			if (np + adv + ns > sizeof(stack))
 				return sc_errf(SC_ENOTSUP, "BPE subword prefix or suffix too long");
-			memcpy(stack, m->prefix, np);
+			if (np) /* no prefix or suffix: NULL, which memcpy may not take */
+				memcpy(stack, m->prefix, np);
 			memcpy(stack + np, w + i, adv);
-			memcpy(stack + np + adv, m->suffix, ns);
+			if (ns)
+				memcpy(stack + np + adv, m->suffix, ns);
 			key = stack;
 			keylen = np + adv + ns;
 			id = tok_vocab_find(&m->vocab, key, keylen);
