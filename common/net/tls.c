@@ -105,9 +105,9 @@ static sc_err check_files(const char *cert, const char *key, const char *ca)
 
 /* A configuration for mode with the PEM texts (and the peer's name for a
  * client). *out: a new reference, free with nng_tls_config_free. */
-static sc_err make_config_auth(nng_tls_config **out, nng_tls_mode mode, nng_tls_auth_mode auth,
-			       const char *cert, const char *key, const char *ca,
-			       const char *server_name)
+static sc_err make_config(nng_tls_config **out, nng_tls_mode mode, nng_tls_auth_mode auth,
+			  const char *cert, const char *key, const char *ca,
+			  const char *server_name)
 {
 	nng_tls_config *cfg = NULL;
 	int rv;
@@ -131,12 +131,6 @@ static sc_err make_config_auth(nng_tls_config **out, nng_tls_mode mode, nng_tls_
 	}
 	*out = cfg;
 	return SC_OK;
-}
-
-static sc_err make_config(nng_tls_config **out, nng_tls_mode mode, const char *cert,
-			  const char *key, const char *ca, const char *server_name)
-{
-	return make_config_auth(out, mode, NNG_TLS_AUTH_MODE_REQUIRED, cert, key, ca, server_name);
 }
 
 /* *out = path's text, NUL-terminated (malloc'd). */
@@ -170,7 +164,8 @@ sc_err sc_tls_init(const char *cert, const char *key, const char *ca)
 	SC_TRY(check_files(cert, key, ca));
 	if ((err = slurp(cert, &pem[0])) || (err = slurp(key, &pem[1])) ||
 	    (err = slurp(ca, &pem[2])) ||
-	    (err = make_config(&server, NNG_TLS_MODE_SERVER, pem[0], pem[1], pem[2], NULL))) {
+	    (err = make_config(&server, NNG_TLS_MODE_SERVER, NNG_TLS_AUTH_MODE_REQUIRED, pem[0],
+			       pem[1], pem[2], NULL))) {
 		for (int i = 0; i < 3; i++)
 			free(pem[i]);
 		return err;
@@ -271,27 +266,24 @@ sc_err sc_tls_listener_setup(nng_listener l, const char *url)
 	return SC_OK;
 }
 
-sc_err sc_tls_dialer_setup(nng_dialer d, const char *url)
+/* Gives dialer d a client configuration of the identity: auth checks the
+ * server (REQUIRED, against server_name) or not (NONE). Each dialer has its
+ * own, made under the lock (the PEM texts are the identity's). */
+static sc_err client_setup(nng_dialer d, const char *url, nng_tls_auth_mode auth,
+			   const char *server_name)
 {
 	nng_tls_config *cfg = NULL;
-	nng_url *u = NULL;
 	sc_err err;
 	int rv;
 
-	if (!sc_tls_url(url))
-		return SC_OK;
-	if ((rv = nng_url_parse(&u, url)) != 0)
-		return sc_errf(SC_EINVAL, "%s: %s", url, nng_strerror(rv));
-	/* A dialer's configuration carries the server's name, so each has its
-	 * own (made under the lock: the PEM texts are the identity's). */
 	pthread_mutex_lock(&g.mu);
 	if (!g.on)
 		err = sc_errf(SC_EINVAL,
 			      "%s: a TLS address needs --tls-cert, --tls-key and --tls-ca", url);
 	else
-		err = make_config(&cfg, NNG_TLS_MODE_CLIENT, g.cert, g.key, g.ca, u->u_hostname);
+		err =
+		    make_config(&cfg, NNG_TLS_MODE_CLIENT, auth, g.cert, g.key, g.ca, server_name);
 	pthread_mutex_unlock(&g.mu);
-	nng_url_free(u);
 	if (err)
 		return err;
 	rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
@@ -301,29 +293,27 @@ sc_err sc_tls_dialer_setup(nng_dialer d, const char *url)
 	return SC_OK;
 }
 
-sc_err sc_tls_probe_dialer_setup(nng_dialer d, const char *url)
+sc_err sc_tls_dialer_setup(nng_dialer d, const char *url)
 {
-	nng_tls_config *cfg = NULL;
+	nng_url *u = NULL;
 	sc_err err;
 	int rv;
 
 	if (!sc_tls_url(url))
 		return SC_OK;
-	pthread_mutex_lock(&g.mu);
-	if (!g.on)
-		err = sc_errf(SC_EINVAL,
-			      "%s: a TLS address needs --tls-cert, --tls-key and --tls-ca", url);
-	else /* the process's own listener: nothing to verify, no secret sent */
-		err = make_config_auth(&cfg, NNG_TLS_MODE_CLIENT, NNG_TLS_AUTH_MODE_NONE, g.cert,
-				       g.key, g.ca, NULL);
-	pthread_mutex_unlock(&g.mu);
-	if (err)
-		return err;
-	rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
-	nng_tls_config_free(cfg);
-	if (rv != 0)
-		return sc_errf(SC_EIO, "%s: TLS configuration: %s", url, nng_strerror(rv));
-	return SC_OK;
+	if ((rv = nng_url_parse(&u, url)) != 0)
+		return sc_errf(SC_EINVAL, "%s: %s", url, nng_strerror(rv));
+	err = client_setup(d, url, NNG_TLS_AUTH_MODE_REQUIRED, u->u_hostname);
+	nng_url_free(u);
+	return err;
+}
+
+sc_err sc_tls_probe_dialer_setup(nng_dialer d, const char *url)
+{
+	if (!sc_tls_url(url))
+		return SC_OK;
+	/* the process's own listener: nothing to verify, no secret sent */
+	return client_setup(d, url, NNG_TLS_AUTH_MODE_NONE, NULL);
 }
 
 /* The "listener" scope of listener id under st, or NULL. (nng 1.5.2's
