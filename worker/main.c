@@ -606,7 +606,10 @@ int main(int argc, char **argv)
 	worker_gen_free_all();
 	sc_backend_free(w.be);
 	sc_tcache_close(w.cache);
-	nng_fini(); /* waits for nng's asynchronous teardown of the closed sockets */
+	/* No nng_fini(): nng 1.5.2's destroys its global locks while a TLS
+	 * connection still in negotiation or teardown on its task threads can
+	 * take them; nng then aborts on a destroyed mutex (seen under
+	 * ThreadSanitizer in recovery_test). Exit closes every socket. */
 	pthread_cond_destroy(&w.stop_cv);
 	pthread_mutex_destroy(&w.stop_mu);
 	pthread_mutex_destroy(&w.notice_mu);
