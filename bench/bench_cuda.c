@@ -5,11 +5,17 @@
  *
  *   sc_bench_cuda [--device cuda:N] [--tf32] [--shape gpt2|small]
  *                 [--batch B] [--seq T] [--steps K] [--dir DIR] [--memory]
+ *                 [--precision fp32|bf16] [--base-quant none|int8|nf4]
  *
  * --memory trains nothing: it lays out the whole model as one segment
  * (one activation slot) on the device and on the CPU backend, which keeps
  * attention's (B,NH,T,T) probabilities, and prints both sizes. It also runs
  * on the emulated device (sc_bench_cuda_emu, tests/cuda_emu).
+ *
+ * --precision and --base-quant are a job's (sc_train.h): bf16 keeps the
+ * frozen projections bf16 and multiplies them with cublasGemmEx (bf16
+ * inputs, fp32 sums); int8 / nf4 keep them quantized and dequantize a tile
+ * at a time for cublasSgemm; both also apply to --memory.
  *
  * Defaults: cuda:0, fp32 GEMMs, GPT-2 124M with B = 8, T = 1024, LoRA r = 8
  * on all four targets, one untimed step then K = 3 timed. The random model
@@ -83,19 +89,22 @@ static int print_memory(sc_backend *be, const char *shape, const sc_model_config
 static int usage(void)
 {
 	fprintf(stderr, "usage: sc_bench_cuda [--device cuda:N] [--tf32] [--shape gpt2|small] "
-			"[--batch B] [--seq T] [--steps K] [--dir DIR] [--memory]\n");
+			"[--batch B] [--seq T] [--steps K] [--dir DIR] [--memory] "
+			"[--precision fp32|bf16] [--base-quant none|int8|nf4]\n");
 	return 2;
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "device", 1, 0, 'D' }, { "tf32", 0, 0, 'f' },   { "shape", 1, 0, 's' },
-		{ "batch", 1, 0, 'b' },  { "seq", 1, 0, 't' },    { "steps", 1, 0, 'n' },
-		{ "dir", 1, 0, 'd' },    { "memory", 0, 0, 'm' }, { 0, 0, 0, 0 },
+		{ "device", 1, 0, 'D' },     { "tf32", 0, 0, 'f' },   { "shape", 1, 0, 's' },
+		{ "batch", 1, 0, 'b' },      { "seq", 1, 0, 't' },    { "steps", 1, 0, 'n' },
+		{ "dir", 1, 0, 'd' },        { "memory", 0, 0, 'm' }, { "precision", 1, 0, 'p' },
+		{ "base-quant", 1, 0, 'q' }, { 0, 0, 0, 0 },
 	};
 	const char *device = "cuda:0", *shape = "gpt2", *dir = NULL, *tmp = getenv("SC_TEST_TMP");
-	int tf32 = 0, steps = 3, batch = 0, seq = 0, memory = 0, ord, c;
+	int tf32 = 0, steps = 3, batch = 0, seq = 0, memory = 0, precision = SC_PRECISION_FP32,
+	    base_quant = SC_BASE_QUANT_NONE, ord, c;
 	sc_model_config mc;
 	sc_lora_config lc = { .rank = 8, .alpha = 16, .targets = 0, .seed = 1 };
 	sc_train_config tc;
@@ -118,6 +127,14 @@ int main(int argc, char **argv)
 		case 'n': steps = atoi(optarg); break;
 		case 'd': dir = optarg; break;
 		case 'm': memory = 1; break;
+		case 'p':
+			if (sc_precision_parse(optarg, &precision))
+				return usage();
+			break;
+		case 'q':
+			if (sc_base_quant_parse(optarg, &base_quant))
+				return usage();
+			break;
 		default: return usage();
 		}
 	}
@@ -134,6 +151,8 @@ int main(int argc, char **argv)
 	tc.steps = steps + 1;
 	tc.warmup = 0;
 	tc.allow_tf32 = tf32; /* the trainer sets the backend's math mode from it */
+	tc.precision = precision;
+	tc.base_quant = base_quant;
 
 	rc = sc_backend_cuda_open(&be, ord);
 	if (rc == SC_ENODEV) {
@@ -143,7 +162,11 @@ int main(int argc, char **argv)
 	if (rc)
 		goto fail;
 	if (memory) {
-		int code = print_memory(be, shape, &mc, &lc, tc.B, tc.T);
+		sc_model_config base = mc;
+		int code;
+		if ((rc = sc_train_base_format(&base, &tc)))
+			goto fail;
+		code = print_memory(be, shape, &base, &lc, tc.B, tc.T);
 		sc_backend_free(be);
 		return code;
 	}
@@ -171,10 +194,12 @@ int main(int argc, char **argv)
 		       flops = bench_flops_per_token(&mc, tc.T, lc.rank) * tokens;
 		size_t bytes = sc_segment_device_bytes(sc_trainer_stage(tr, 0));
 		printf("{\"impl\":\"splitchain-cuda\",\"shape\":\"%s\",\"device\":\"%s\","
-		       "\"tf32\":%d,\"B\":%d,\"T\":%d,\"rank\":%d,\"step_s\":%.4f,"
+		       "\"tf32\":%d,\"precision\":\"%s\",\"base_quant\":\"%s\",\"B\":%d,\"T\":%d,"
+		       "\"rank\":%d,\"step_s\":%.4f,"
 		       "\"tokens_per_s\":%.1f,\"tflops\":%.3f,\"device_mib\":%.0f,"
 		       "\"loss_first\":%.4f,\"loss_last\":%.4f}\n",
-		       shape, be->name, tf32, tc.B, tc.T, lc.rank, secs, tokens / secs,
+		       shape, be->name, tf32, sc_precision_name(precision),
+		       sc_base_quant_name(base_quant), tc.B, tc.T, lc.rank, secs, tokens / secs,
 		       flops / secs / 1e12, (double)bytes / (1 << 20), loss0, st.loss);
 	}
 	sc_trainer_free(tr);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "sc_backend.h"
+#include "sc_quant.h"
 #include "sc_rng.h"
 #include "testutil.h"
 
@@ -216,6 +217,258 @@ static void test_gemm_bad_args(void **state)
 		      SC_EINVAL);
 	SC_ASSERT_ERR(gpu->ops->gemm(gpu, 0, 0, 2, 4, 3, 1.0f, NULL, 2, NULL, 4, 0.0f, NULL, 4),
 		      SC_EINVAL);
+}
+
+/* ---- GEMM on a quantized frozen weight (gemm_q) ---- */
+
+enum { QPART_Q, QPART_SCALES, QPART_SCALES_Q, QPART_SCALES_SCALE, QPART_OFFSET, QPARTS };
+
+/* A random (rows, cols) weight quantized on the host (sc_quant.h), its parts
+ * uploaded to both backends: c and g describe the CPU's and the GPU's copy,
+ * w is the dequantized weight (what gemm_q multiplies by). */
+typedef struct qtwin {
+	twin part[QPARTS];
+	sc_qweight c, g;
+	float *w;
+} qtwin;
+
+static qtwin qtwin_new(enum sc_quant_format format, int rows, int cols, int row_major_out,
+		       int double_quant, uint64_t seed)
+{
+	sc_quant_spec spec = { format, (size_t)rows, (size_t)cols, row_major_out, double_quant };
+	size_t n = (size_t)rows * cols, bytes[QPARTS];
+	void *host[QPARTS];
+	sc_quant_sizes sz;
+	qtwin t;
+	float *w = host_floats(n);
+
+	memset(&t, 0, sizeof(t));
+	SC_ASSERT_OK(sc_quant_size(&spec, &sz));
+	bytes[QPART_Q] = sz.qweight;
+	bytes[QPART_SCALES] = sz.scales * sizeof(float);
+	bytes[QPART_SCALES_Q] = sz.scales_q;
+	bytes[QPART_SCALES_SCALE] = sz.scales_scale * sizeof(float);
+	bytes[QPART_OFFSET] = sz.scales_offset * sizeof(float);
+	for (int p = 0; p < QPARTS; p++) {
+		host[p] = bytes[p] ? calloc(1, bytes[p]) : NULL;
+		assert_true(!bytes[p] || host[p]);
+	}
+	sc_test_fill_normal(w, n, seed, 0.05f);
+	sc_quant_out qo = { host[QPART_Q], host[QPART_SCALES], host[QPART_SCALES_Q],
+			    host[QPART_SCALES_SCALE], host[QPART_OFFSET] };
+	SC_ASSERT_OK(sc_quant_quantize(&spec, w, &qo));
+	sc_quant_view qv = { qo.qweight, qo.scales, qo.scales_q, qo.scales_scale,
+			     qo.scales_offset };
+	SC_ASSERT_OK(sc_quant_dequantize(&spec, &qv, w));
+	t.w = w;
+	for (int p = 0; p < QPARTS; p++) {
+		if (!bytes[p])
+			continue;
+		t.part[p] = twin_on(gpu, bytes[p]);
+		twin_upload(&t.part[p], host[p]);
+		free(host[p]);
+	}
+	t.c = (sc_qweight){ .format = format == SC_QUANT_INT8  ? SC_QW_INT8
+				      : format == SC_QUANT_NF4 ? SC_QW_NF4
+							       : SC_QW_BF16,
+			    .rows = rows,
+			    .cols = cols,
+			    .scale_rows = row_major_out };
+	t.g = t.c;
+#define QPART(side, p, type) (t.part[p].bytes ? (const type *)t.part[p].side : NULL)
+	t.c.q = QPART(c, QPART_Q, uint8_t);
+	t.g.q = QPART(g, QPART_Q, uint8_t);
+	t.c.scales = QPART(c, QPART_SCALES, float);
+	t.g.scales = QPART(g, QPART_SCALES, float);
+	t.c.scales_q = QPART(c, QPART_SCALES_Q, uint8_t);
+	t.g.scales_q = QPART(g, QPART_SCALES_Q, uint8_t);
+	t.c.scales_scale = QPART(c, QPART_SCALES_SCALE, float);
+	t.g.scales_scale = QPART(g, QPART_SCALES_SCALE, float);
+	t.c.scales_offset = QPART(c, QPART_OFFSET, float);
+	t.g.scales_offset = QPART(g, QPART_OFFSET, float);
+#undef QPART
+	return t;
+}
+
+static void qtwin_free(qtwin *t)
+{
+	for (int p = 0; p < QPARTS; p++)
+		if (t->part[p].bytes)
+			twin_free(&t->part[p]);
+	free(t->w);
+}
+
+/* The bf16 path's definition in double: out = alpha op(round_bf16(a)) op(W)
+ * + beta out, W the dequantized weight (rows, cols) of t. */
+static void gemm_q_reference(double *out, const float *a, int lda, const qtwin *t, int ta, int tb,
+			     int m, int n, int k, float alpha, float beta, const float *c0, int ldc)
+{
+	for (int i = 0; i < m; i++)
+		for (int j = 0; j < n; j++) {
+			double sum = 0;
+			for (int p = 0; p < k; p++) {
+				float x = ta ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p];
+				float w = tb ? t->w[(size_t)j * k + p] : t->w[(size_t)p * n + j];
+				sum += (double)sc_bf16_to_f32(sc_bf16_from_f32(x)) * w;
+			}
+			out[(size_t)i * n + j] =
+			    alpha * sum + (c0 ? beta * (double)c0[(size_t)i * ldc + j] : 0.0);
+		}
+}
+
+/* gemm_q in all four transpose combinations over a poisoned then a random
+ * c, on the weight t (W (k, n) for trans_b 0, (n, k) for 1: a test makes one
+ * of each), with tile_floats of scratch (few: many tiles). int8 / nf4 go
+ * against the CPU backend's gemm_q (fp32 tiles on both: FP32_TOL); bf16
+ * against its definition in double (the activation rounded to bf16, as the
+ * CPU does only where it has bf16 products), to FP32_TOL as well: a product
+ * of two bf16 values is exact in fp32. */
+static void gemm_q_case(const char *name, qtwin *t, int tb, int m, int n, int k, size_t tile_floats,
+			uint64_t seed)
+{
+	twin tile = twin_on(gpu, tile_floats * sizeof(float));
+	int bf16 = t->c.format == SC_QW_BF16;
+	for (int ta = 0; ta < 2; ta++) {
+		int lda = (ta ? m : k) + 3, ldc = n + 2;
+		size_t na = (size_t)(ta ? k : m) * lda, nc = (size_t)m * ldc;
+		twin a = twin_on(gpu, na * sizeof(float)), c = twin_on(gpu, nc * sizeof(float));
+		float *ha = host_floats(na), *hc = host_floats(nc), *hg = host_floats(nc);
+		double *ref = calloc((size_t)m * n, sizeof(double));
+		char what[96];
+		assert_non_null(ref);
+		sc_test_fill_normal(ha, na, seed + ta, 1.0f);
+		twin_upload(&a, ha);
+		for (int pass = 0; pass < 2; pass++) {
+			float beta = pass ? 0.3f : 0.0f;
+			sc_test_fill_normal(hc, nc, seed + 10 + ta, 1.0f);
+			if (pass)
+				twin_upload(&c, hc);
+			else
+				twin_poison(&c);
+			snprintf(what, sizeof(what), "gemm_q %s %c%c beta=%.1f", name,
+				 ta ? 'T' : 'N', tb ? 'T' : 'N', beta);
+			SC_ASSERT_OK(gpu->ops->gemm_q(gpu, ta, tb, m, n, k, 0.7f, G(a), lda, &t->g,
+						      beta, G(c), ldc, (float *)tile.g,
+						      tile_floats));
+			if (!bf16) {
+				SC_ASSERT_OK(cpu->ops->gemm_q(cpu, ta, tb, m, n, k, 0.7f, F(a), lda,
+							      &t->c, beta, F(c), ldc,
+							      (float *)tile.c, tile_floats));
+				for (int i = 0; i < m && !pass; i++) { /* the padding stays NaN */
+					size_t pad = (size_t)i * ldc + n,
+					       bytes = (ldc - n) * sizeof(float);
+					SC_ASSERT_OK(cpu->ops->zero(cpu, F(c) + pad, bytes));
+					SC_ASSERT_OK(gpu->ops->zero(gpu, G(c) + pad, bytes));
+				}
+				twin_expect(&c, what, FP32_TOL);
+				continue;
+			}
+			gemm_q_reference(ref, ha, lda, t, ta, tb, m, n, k, 0.7f, beta,
+					 pass ? hc : NULL, ldc);
+			SC_ASSERT_OK(gpu->ops->download(gpu, hg, G(c), nc * sizeof(float)));
+			double worst = 0, big = 0;
+			for (size_t i = 0; i < (size_t)m * n; i++)
+				big = fmax(big, fabs(ref[i]));
+			for (int i = 0; i < m; i++)
+				for (int j = 0; j < n; j++) {
+					double g = hg[(size_t)i * ldc + j];
+					double e = isfinite(g) ? fabs(g - ref[(size_t)i * n + j]) /
+								     fmax(big, REL_FLOOR)
+							       : INFINITY;
+					worst = e > worst ? e : worst;
+				}
+			print_message("    %-28s max rel err %.3g (tol %.0e)\n", what, worst,
+				      FP32_TOL);
+			if (!(worst <= FP32_TOL))
+				fail_msg("%s: GPU and the bf16 reference differ: %.3g > %.0e", what,
+					 worst, FP32_TOL);
+		}
+		twin_free(&a);
+		twin_free(&c);
+		free(ha);
+		free(hc);
+		free(hg);
+		free(ref);
+	}
+	twin_free(&tile);
+}
+
+/* Each format with W stored both ways: (n, k) as nn.Linear's (out, in)
+ * with trans_b 1 (the forward) and (k, n) with trans_b 0; a tile of all
+ * columns, and one of a few (several dequantized tiles, or the bf16
+ * activation a few rows at a time). */
+static void test_gemm_q(void **state)
+{
+	static const struct {
+		const char *name;
+		enum sc_quant_format format;
+		int double_quant;
+	} formats[] = {
+		{ "int8", SC_QUANT_INT8, 0 },
+		{ "nf4", SC_QUANT_NF4, 0 },
+		{ "nf4 dq", SC_QUANT_NF4, 1 },
+		{ "bf16", SC_QUANT_BF16, 0 },
+	};
+	int m = 37, n = 80, k = 96;
+	for (size_t f = 0; f < sizeof(formats) / sizeof(formats[0]); f++)
+		for (int tb = 0; tb < 2; tb++) {
+			qtwin t = qtwin_new(formats[f].format, tb ? n : k, tb ? k : n, tb,
+					    formats[f].double_quant, 500 + 10 * f + tb);
+			char name[48];
+			snprintf(name, sizeof(name), "%s", formats[f].name);
+			gemm_q_case(name, &t, tb, m, n, k, (size_t)m * k + (size_t)n * k,
+				    600 + 10 * f);
+			snprintf(name, sizeof(name), "%s tiles", formats[f].name);
+			gemm_q_case(name, &t, tb, m, n, k, (size_t)k * 24, 700 + 10 * f);
+			qtwin_free(&t);
+		}
+}
+
+/* Shapes that do not fit, too little tile, and an int8 embedding. */
+static void test_gemm_q_refuses(void **state)
+{
+	qtwin t = qtwin_new(SC_QUANT_NF4, 16, 64, 1, 0, 800);
+	twin a = twin_new(64 * 8), c = twin_new(16 * 8), tile = twin_new(64 * 24);
+	SC_ASSERT_ERR(gpu->ops->gemm_q(gpu, 0, 1, 8, 16, 32, 1.0f, G(a), 64, &t.g, 0.0f, G(c), 16,
+				       G(tile), 64 * 24),
+		      SC_EINVAL);
+	SC_ASSERT_ERR(gpu->ops->gemm_q(gpu, 0, 1, 8, 16, 64, 1.0f, G(a), 64, &t.g, 0.0f, G(c), 16,
+				       G(tile), 32),
+		      SC_EINVAL);
+	SC_ASSERT_OK(gpu->ops->gemm_q(gpu, 0, 1, 8, 16, 64, 1.0f, G(a), 64, &t.g, 0.0f, G(c), 16,
+				      G(tile), 64 * 24));
+	SC_ASSERT_ERR(gpu->ops->encoder_forward_q(gpu, G(c), NULL, &t.g, NULL, 1, 1, 64),
+		      SC_ENOTSUP);
+	twin_free(&a);
+	twin_free(&c);
+	twin_free(&tile);
+	qtwin_free(&t);
+}
+
+/* A bf16 token embedding: rows widened, + wpe, bit for bit the CPU's. */
+static void test_encoder_forward_q(void **state)
+{
+	int B = 2, T = 9, C = 48, V = 50;
+	qtwin wte = qtwin_new(SC_QUANT_BF16, V, C, 1, 0, 900);
+	twin out = twin_new((size_t)B * T * C), wpe = twin_new((size_t)T * C);
+	twin tok = twin_on(gpu, (size_t)B * T * sizeof(int32_t));
+	int32_t tokens[2 * 9];
+	for (int i = 0; i < B * T; i++)
+		tokens[i] = (int32_t)((i * 7 + 3) % V);
+	twin_upload(&tok, tokens);
+	twin_random(&wpe, 901, 0.5f);
+	for (int with_wpe = 0; with_wpe < 2; with_wpe++) {
+		twin_poison(&out);
+		SC_ASSERT_OK(cpu->ops->encoder_forward_q(cpu, F(out), FI(tok), &wte.c,
+							 with_wpe ? F(wpe) : NULL, B, T, C));
+		SC_ASSERT_OK(gpu->ops->encoder_forward_q(gpu, G(out), GI(tok), &wte.g,
+							 with_wpe ? G(wpe) : NULL, B, T, C));
+		twin_expect(&out, with_wpe ? "encoder_forward_q + wpe" : "encoder_forward_q", 0.0);
+	}
+	twin_free(&out);
+	twin_free(&wpe);
+	twin_free(&tok);
+	qtwin_free(&wte);
 }
 
 /* ---- encoder, layernorm ---- */
@@ -929,6 +1182,9 @@ int main(void)
 		cmocka_unit_test(test_gemm_fp32),
 		cmocka_unit_test(test_gemm_tf32),
 		cmocka_unit_test(test_gemm_bad_args),
+		cmocka_unit_test(test_gemm_q),
+		cmocka_unit_test(test_gemm_q_refuses),
+		cmocka_unit_test(test_encoder_forward_q),
 		cmocka_unit_test(test_encoder_forward),
 		cmocka_unit_test(test_layernorm),
 		cmocka_unit_test(test_rmsnorm),

@@ -6,10 +6,12 @@
  * MATRIX_TOL_FACTOR times that), and to TF32_TOL (TF32_GRAD_TOL for the
  * LoRA gradients) on a backend opened with TF32 GEMMs. Then 20 optimizer
  * steps of the single-process trainer on each: per-step losses to
- * TRAIN_LOSS_TOL, final adapters to TRAIN_LORA_TOL. Nothing is asserted bit
- * for bit: the two backends sum in different orders. Exits 77 (skipped)
- * where no CUDA device is visible. The whole table runs for GPT-2 and again
- * for a Llama-family model (GQA, sliding window, biases, untied head). */
+ * TRAIN_LOSS_TOL, final adapters to TRAIN_LORA_TOL, with a float base and
+ * with quantized ones (int8, nf4, bf16: training_quantized_matches_cpu).
+ * Nothing is asserted bit for bit: the two backends sum in different
+ * orders. Exits 77 (skipped) where no CUDA device is visible. The whole
+ * table runs for GPT-2 and again for a Llama-family model (GQA, sliding
+ * window, biases, untied head). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -329,7 +331,14 @@ typedef struct run {
 	sc_adapter *ad;
 } run;
 
-static void train(fixture *f, sc_backend *be, int nstages, const int *bounds, int tf32, run *out)
+/* base: 0, or a job's frozen-base format (train_quantized). */
+typedef struct base_format {
+	const char *name;
+	int quant, double_quant, precision;
+} base_format;
+
+static void train_base(fixture *f, sc_backend *be, int nstages, const int *bounds, int tf32,
+		       const base_format *base, run *out)
 {
 	sc_train_config tc;
 	sc_tokens tk = { 0 };
@@ -356,6 +365,11 @@ static void train(fixture *f, sc_backend *be, int nstages, const int *bounds, in
 	tc.grad_clip = TRAIN_CLIP;
 	tc.seed = 7;
 	tc.allow_tf32 = tf32;
+	if (base) {
+		tc.base_quant = base->quant;
+		tc.double_quant = base->double_quant;
+		tc.precision = base->precision;
+	}
 	SC_ASSERT_OK(
 	    sc_trainer_new(&tr, be, &f->mc, &f->lc, &tc, f->weights, NULL, &tk, nstages, bounds));
 	for (int s = 0; s < STEPS; s++)
@@ -364,6 +378,11 @@ static void train(fixture *f, sc_backend *be, int nstages, const int *bounds, in
 	SC_ASSERT_OK(sc_trainer_get_lora(tr, out->ad));
 	sc_trainer_free(tr);
 	free(tk.ids);
+}
+
+static void train(fixture *f, sc_backend *be, int nstages, const int *bounds, int tf32, run *out)
+{
+	train_base(f, be, nstages, bounds, tf32, NULL, out);
 }
 
 /* 20 steps with warm-up, cosine decay, clipping, weight decay and two
@@ -438,6 +457,60 @@ static void training_tf32_switch(void **state)
 	free(g);
 }
 
+/* The trainer with a quantized frozen base (a job's --base-quant and
+ * --precision), the CPU in one stage, the GPU in two. int8 and nf4 (fp32
+ * products: both dequantize a tile to the same fp32 bits, then sgemm): per-step
+ * losses to TRAIN_LOSS_TOL, adapters to TRAIN_LORA_TOL, as fp32. bf16: the
+ * GPU rounds every activation entering a frozen product to bf16; the CPU
+ * does so only with bf16 products (oneDNN on AVX512-BF16 or AMX), and its
+ * fallback keeps them fp32, so the two differ by bf16's rounding:
+ * BF16_LOSS_TOL and BF16_LORA_TOL are set from that fallback's difference
+ * (SC_CPU_BF16=tiles against the emulated GPU: per-step losses 1.9e-5,
+ * adapters 7.8e-3, worst matrix 5.0e-2 over both models; with oneDNN's
+ * bf16 products on the CPU 1.1e-5, 1.1e-2 and 6.6e-2, the nf4 base then
+ * taking bf16 products on the CPU only). */
+#define BF16_LOSS_TOL 2e-4
+#define BF16_LORA_TOL 2.5e-2
+static void training_quantized_matches_cpu(void **state)
+{
+	static const int two[] = { 0, 2, L };
+	static const base_format bases[] = {
+		{ "int8", SC_BASE_QUANT_INT8, 0, SC_PRECISION_FP32 },
+		{ "nf4 (double quant)", SC_BASE_QUANT_NF4, 1, SC_PRECISION_FP32 },
+		{ "bf16", SC_BASE_QUANT_NONE, 0, SC_PRECISION_BF16 },
+		{ "nf4, bf16 precision", SC_BASE_QUANT_NF4, 0, SC_PRECISION_BF16 },
+	};
+	fixture *f = *state;
+
+	for (size_t b = 0; b < sizeof(bases) / sizeof(bases[0]); b++) {
+		run *c = calloc(1, sizeof(*c)), *g = calloc(1, sizeof(*g));
+		int bf16 = bases[b].precision == SC_PRECISION_BF16;
+		double loss_tol = bf16 ? BF16_LOSS_TOL : TRAIN_LOSS_TOL, worst = 0;
+		assert_true(c && g);
+		train_base(f, cpu, 1, NULL, 0, &bases[b], c);
+		train_base(f, gpu, 2, two, 0, &bases[b], g);
+		for (int s = 0; s < STEPS; s++) {
+			double lc = c->st[s].loss, lg = g->st[s].loss;
+			double err = fabs(lg - lc) / fabs(lc);
+			if (!isfinite(lg) || !(err <= loss_tol))
+				fail_msg(
+				    "%s base, step %d: gpu loss %.9g, cpu %.9g: rel err %.3g > "
+				    "%.0e",
+				    bases[b].name, s, lg, lc, err, loss_tol);
+			worst = err > worst ? err : worst;
+		}
+		print_message("    %-34s max rel err %.3g (tol %.0e)\n", bases[b].name, worst,
+			      loss_tol);
+		assert_true(c->st[STEPS - 1].loss < c->st[0].loss);
+		expect_lora_close(bases[b].name, g->ad, c->ad, 0, L,
+				  bf16 ? BF16_LORA_TOL : TRAIN_LORA_TOL);
+		sc_adapter_free(c->ad);
+		sc_adapter_free(g->ad);
+		free(c);
+		free(g);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -450,6 +523,7 @@ int main(void)
 		cmocka_unit_test(middle_segment_tf32),
 		cmocka_unit_test(training_matches_cpu),
 		cmocka_unit_test(training_tf32_switch),
+		cmocka_unit_test(training_quantized_matches_cpu),
 	};
 	int failed, rc = sc_test_open_cuda("segment_cuda_test", &gpu, &gpu_tf32, &cpu);
 	if (rc)

@@ -63,8 +63,8 @@ sc_err sc_backend_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n,
 {
 	if (!sc_backend_has_gemm_q(be))
 		return sc_errf(SC_ENOTSUP,
-			       "quantized base weights need the CPU backend for now (%s has no "
-			       "quantized GEMM)",
+			       "quantized base weights need a backend with quantized GEMMs (%s "
+			       "has none)",
 			       be ? be->name : "(null)");
 	return be->ops->gemm_q(be, trans_a, trans_b, m, n, k, alpha, a, lda, b, beta, c, ldc, tile,
 			       tile_floats);
@@ -80,8 +80,8 @@ sc_err sc_backend_encoder_forward_q(sc_backend *be, float *out, const int32_t *t
 {
 	if (!sc_backend_has_encoder_q(be))
 		return sc_errf(SC_ENOTSUP,
-			       "a quantized token embedding needs the CPU backend for now (%s "
-			       "has no embedding lookup of quantized rows)",
+			       "a quantized token embedding needs a backend that looks up "
+			       "quantized rows (%s does not)",
 			       be ? be->name : "(null)");
 	return be->ops->encoder_forward_q(be, out, tokens, wte, wpe, B, T, C);
 }

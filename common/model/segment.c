@@ -298,7 +298,7 @@ static sc_err bf16_globals_setup(sc_segment *seg)
 	if (seg->be && sc_segment_is_first(seg) && !sc_backend_has_encoder_q(seg->be))
 		return sc_errf(SC_ENOTSUP,
 			       "a bf16 base holds the token embedding in bf16: its lookup needs "
-			       "the CPU backend for now (this segment is on %s)",
+			       "a backend that looks up quantized rows (%s does not)",
 			       seg->be->name);
 	if (!sc_segment_is_last(seg))
 		return SC_OK;
@@ -344,8 +344,8 @@ static sc_err quant_setup(sc_segment *seg)
 			if (seg->be && !sc_backend_has_gemm_q(seg->be))
 				return sc_errf(
 				    SC_ENOTSUP,
-				    "'%s' is quantized (%s): quantized base weights need the CPU "
-				    "backend for now (this segment is on %s)",
+				    "'%s' is quantized (%s): quantized base weights need a backend "
+				    "with quantized GEMMs (this segment is on %s)",
 				    lp[p].name,
 				    sc_quant_name((enum sc_quant_format)seg_layer_format(seg, l)),
 				    seg->be->name);

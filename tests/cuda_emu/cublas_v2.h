@@ -2,7 +2,10 @@
  * cuda_runtime.h): the calls the backend makes, computed with OpenBLAS in
  * cuBLAS's column-major convention, with cuBLAS's argument checks. With
  * CUBLAS_TF32_TENSOR_OP_MATH the operands are rounded to TF32 (10 mantissa
- * bits) first, as the tensor cores read them; sums stay in fp32. */
+ * bits) first, as the tensor cores read them; sums stay in fp32.
+ * cublasGemmEx takes fp32 or bf16 A and B (bf16 widened exactly: a product
+ * of two bf16 values is exact in fp32), fp32 C and CUBLAS_COMPUTE_32F, and
+ * answers CUBLAS_STATUS_NOT_SUPPORTED for other types. */
 #ifndef SC_CUDA_EMU_CUBLAS_H
 #define SC_CUDA_EMU_CUBLAS_H
 
@@ -14,7 +17,13 @@ typedef enum {
 	CUBLAS_STATUS_ALLOC_FAILED = 3,
 	CUBLAS_STATUS_INVALID_VALUE = 7,
 	CUBLAS_STATUS_EXECUTION_FAILED = 13,
+	CUBLAS_STATUS_NOT_SUPPORTED = 15,
 } cublasStatus_t;
+
+/* library_types.h's and cuBLAS's values. */
+typedef enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_16BF = 14 } cudaDataType;
+typedef enum { CUBLAS_COMPUTE_32F = 68 } cublasComputeType_t;
+typedef enum { CUBLAS_GEMM_DEFAULT = -1 } cublasGemmAlgo_t;
 
 typedef enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 } cublasOperation_t;
 
@@ -39,5 +48,10 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
 					 long long stride_a, const float *b, int ldb,
 					 long long stride_b, const float *beta, float *c, int ldc,
 					 long long stride_c, int batch);
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
+			    int n, int k, const void *alpha, const void *a, cudaDataType a_type,
+			    int lda, const void *b, cudaDataType b_type, int ldb, const void *beta,
+			    void *c, cudaDataType c_type, int ldc, cublasComputeType_t compute,
+			    cublasGemmAlgo_t algo);
 
 #endif

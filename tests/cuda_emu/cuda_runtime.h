@@ -48,6 +48,7 @@
 #define __global__
 #define __device__
 #define __host__
+#define __constant__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 /* One copy per host thread; the threads of a block all run on it, one

@@ -846,6 +846,7 @@ const char *cublasGetStatusString(cublasStatus_t s)
 	case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
 	case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
 	case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+	case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
 	}
 	return "CUBLAS_STATUS_UNKNOWN";
 }
@@ -905,14 +906,15 @@ const float *tf32_copy(std::vector<float> &tmp, const float *p, int rows, int co
 	return tmp.data();
 }
 
-/* The column-major rows x cols matrix at p, stride ld, must be device
- * memory: cuBLAS given a host pointer or a short buffer faults on a GPU. */
-void check_matrix(const char *what, const float *p, int rows, int cols, int ld)
+/* The column-major rows x cols matrix at p, stride ld, elements of elem
+ * bytes, must be device memory: cuBLAS given a host pointer or a short
+ * buffer faults on a GPU. */
+void check_matrix(const char *what, const void *p, int rows, int cols, int ld,
+		  size_t elem = sizeof(float), const char *call = "cublasSgemm")
 {
 	size_t n = rows && cols ? (size_t)ld * (cols - 1) + rows : 0;
-	if (n && !inside(device_blocks, p, n * sizeof(float)))
-		emu_die("cublasSgemm", "%s is not device memory of the size the call implies",
-			what);
+	if (n && !inside(device_blocks, p, n * elem))
+		emu_die(call, "%s is not device memory of the size the call implies", what);
 }
 
 /* At the call: the operands must be device memory of the sizes implied. */
@@ -1004,6 +1006,65 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
 		for (int i = 0; i < batch; i++)
 			gemm_run(mode, ta, tb, m, n, k, al, a + i * stride_a, lda, b + i * stride_b,
 				 ldb, be, c + i * stride_c, ldc);
+	});
+	return CUBLAS_STATUS_SUCCESS;
+}
+
+namespace
+{
+
+size_t type_bytes(cudaDataType t)
+{
+	return t == CUDA_R_16BF ? 2 : 4;
+}
+
+/* The column-major rows x cols matrix at p (stride ld, type t) as fp32 in
+ * tmp, same layout; bf16 widens exactly. */
+const float *widen(std::vector<float> &tmp, const void *p, cudaDataType t, int rows, int cols,
+		   int ld)
+{
+	size_t n = rows && cols ? (size_t)ld * (cols - 1) + rows : 0;
+	if (t == CUDA_R_32F)
+		return (const float *)p;
+	tmp.resize(n);
+	const uint16_t *h = (const uint16_t *)p;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t u = (uint32_t)h[i] << 16;
+		memcpy(&tmp[i], &u, sizeof(u));
+	}
+	return tmp.data();
+}
+
+} /* namespace */
+
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
+			    int n, int k, const void *alpha, const void *a, cudaDataType a_type,
+			    int lda, const void *b, cudaDataType b_type, int ldb, const void *beta,
+			    void *c, cudaDataType c_type, int ldc, cublasComputeType_t compute,
+			    cublasGemmAlgo_t algo)
+{
+	cublasStatus_t s = gemm_check(h, ta, tb, m, n, k, lda, ldb, ldc);
+	if (s != CUBLAS_STATUS_SUCCESS)
+		return s;
+	if (c_type != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F || a_type != b_type ||
+	    (a_type != CUDA_R_32F && a_type != CUDA_R_16BF) || algo != CUBLAS_GEMM_DEFAULT)
+		return CUBLAS_STATUS_NOT_SUPPORTED;
+	if (!m || !n)
+		return s;
+	int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
+	int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
+	if (k > 0) {
+		check_matrix("A", a, a_rows, a_cols, lda, type_bytes(a_type), "cublasGemmEx");
+		check_matrix("B", b, b_rows, b_cols, ldb, type_bytes(b_type), "cublasGemmEx");
+	}
+	check_matrix("C", c, m, n, ldc, sizeof(float), "cublasGemmEx");
+	float al = *(const float *)alpha, be = *(const float *)beta;
+	cublasMath_t mode = h->mode;
+	enqueue(h->stream, [=]() {
+		std::vector<float> wa, wb;
+		const float *fa = k ? widen(wa, a, a_type, a_rows, a_cols, lda) : NULL;
+		const float *fb = k ? widen(wb, b, b_type, b_rows, b_cols, ldb) : NULL;
+		gemm_run(mode, ta, tb, m, n, k, al, fa, lda, fb, ldb, be, (float *)c, ldc);
 	});
 	return CUBLAS_STATUS_SUCCESS;
 }

@@ -154,24 +154,14 @@ __device__ inline float sc_block_max(float v, float *sh)
 
 /* ---- row-major GEMM on cuBLAS (backend_cuda.cu) ---- */
 
-/* qgemm_cuda.cu: gemm_q (sc_backend.h) on int8, nf4 and bf16 weights. The
- * CUDA emulator (tests/cuda_emu) has no bf16 type or cublasGemmEx, so built
- * there the table leaves gemm_q NULL (SC_CUDA_GEMM_Q) and a quantized base is
- * refused as on a backend without it. */
+/* qgemm_cuda.cu: gemm_q (sc_backend.h) on int8, nf4 and bf16 weights. */
 sc_err sc_cuda_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
 		      const float *a, int lda, const sc_qweight *b, float beta, float *out, int ldc,
 		      float *tile, size_t tile_floats);
 /* encoder_forward_q (sc_backend.h) on a bf16 token embedding (int8 and
- * nf4: SC_ENOTSUP); NULL in the emulator, as gemm_q. */
+ * nf4: SC_ENOTSUP). */
 sc_err sc_cuda_encoder_forward_q(sc_backend *be, float *out, const int32_t *tokens,
 				 const sc_qweight *wte, const float *wpe, int B, int T, int C);
-#ifdef SC_CUDA_EMU_RUNTIME_H
-#define SC_CUDA_GEMM_Q    NULL
-#define SC_CUDA_ENCODER_Q NULL
-#else
-#define SC_CUDA_GEMM_Q    sc_cuda_gemm_q
-#define SC_CUDA_ENCODER_Q sc_cuda_encoder_forward_q
-#endif
 
 /* For each of batch matrices: c = alpha * op(a) (m,k) @ op(b) (k,n) + beta * c,
  * row-major, the i-th matrices at a + i*stride_a etc. Queued on c's stream. */

@@ -11,8 +11,8 @@
  *         (__fmul_rn / __fadd_rn: no contraction into FMAs, so the tile
  *         holds the CPU's bits), then cublasSgemm on it, as the CPU does.
  * Also encoder_forward_q on a bf16 token embedding: rows widened (exact).
- * Not in the CUDA emulator (tests/cuda_emu has no bf16 type or GemmEx):
- * there the backend keeps gemm_q NULL. */
+ * The CUDA emulator (tests/cuda_emu) runs all of it, its cublasGemmEx on
+ * bf16 operands widened to fp32 (exact products, fp32 sums). */
 #include <cuda_bf16.h>
 
 #include "cuda_impl.h"
