@@ -298,8 +298,9 @@ static void qtwin_free(qtwin *t)
 	free(t->w);
 }
 
-/* The bf16 path's definition in double: out = alpha op(round_bf16(a)) op(W)
- * + beta out, W the dequantized weight (rows, cols) of t. */
+/* The bf16 path's definition in double: out = alpha op(round_bf16(a))
+ * op(round_bf16(W)) + beta out, W the dequantized weight (rows, cols) of t
+ * (a bf16 weight's rounding changes nothing). */
 static void gemm_q_reference(double *out, const float *a, int lda, const qtwin *t, int ta, int tb,
 			     int m, int n, int k, float alpha, float beta, const float *c0, int ldc)
 {
@@ -309,7 +310,8 @@ static void gemm_q_reference(double *out, const float *a, int lda, const qtwin *
 			for (int p = 0; p < k; p++) {
 				float x = ta ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p];
 				float w = tb ? t->w[(size_t)j * k + p] : t->w[(size_t)p * n + j];
-				sum += (double)sc_bf16_to_f32(sc_bf16_from_f32(x)) * w;
+				sum += (double)sc_bf16_to_f32(sc_bf16_from_f32(x)) *
+				       sc_bf16_to_f32(sc_bf16_from_f32(w));
 			}
 			out[(size_t)i * n + j] =
 			    alpha * sum + (c0 ? beta * (double)c0[(size_t)i * ldc + j] : 0.0);
@@ -327,7 +329,7 @@ static void gemm_q_case(const char *name, qtwin *t, int tb, int m, int n, int k,
 			uint64_t seed)
 {
 	twin tile = twin_on(gpu, tile_floats * sizeof(float));
-	int bf16 = t->c.format == SC_QW_BF16;
+	int bf16 = t->c.format == SC_QW_BF16 || t->g.bf16_compute;
 	for (int ta = 0; ta < 2; ta++) {
 		int lda = (ta ? m : k) + 3, ldc = n + 2;
 		size_t na = (size_t)(ta ? k : m) * lda, nc = (size_t)m * ldc;
@@ -402,18 +404,21 @@ static void test_gemm_q(void **state)
 	static const struct {
 		const char *name;
 		enum sc_quant_format format;
-		int double_quant;
+		int double_quant, bf16_compute;
 	} formats[] = {
-		{ "int8", SC_QUANT_INT8, 0 },
-		{ "nf4", SC_QUANT_NF4, 0 },
-		{ "nf4 dq", SC_QUANT_NF4, 1 },
-		{ "bf16", SC_QUANT_BF16, 0 },
+		{ "int8", SC_QUANT_INT8, 0, 0 },
+		{ "nf4", SC_QUANT_NF4, 0, 0 },
+		{ "nf4 dq", SC_QUANT_NF4, 1, 0 },
+		{ "bf16", SC_QUANT_BF16, 0, 0 },
+		{ "int8 bf16 products", SC_QUANT_INT8, 0, 1 },
+		{ "nf4 dq bf16 products", SC_QUANT_NF4, 1, 1 },
 	};
 	int m = 37, n = 80, k = 96;
 	for (size_t f = 0; f < sizeof(formats) / sizeof(formats[0]); f++)
 		for (int tb = 0; tb < 2; tb++) {
 			qtwin t = qtwin_new(formats[f].format, tb ? n : k, tb ? k : n, tb,
 					    formats[f].double_quant, 500 + 10 * f + tb);
+			t.c.bf16_compute = t.g.bf16_compute = formats[f].bf16_compute;
 			char name[48];
 			snprintf(name, sizeof(name), "%s", formats[f].name);
 			gemm_q_case(name, &t, tb, m, n, k, (size_t)m * k + (size_t)n * k,

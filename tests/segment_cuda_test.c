@@ -459,16 +459,17 @@ static void training_tf32_switch(void **state)
 
 /* The trainer with a quantized frozen base (a job's --base-quant and
  * --precision), the CPU in one stage, the GPU in two. int8 and nf4 (fp32
- * products: both dequantize a tile to the same fp32 bits, then sgemm): per-step
- * losses to TRAIN_LOSS_TOL, adapters to TRAIN_LORA_TOL, as fp32. bf16: the
- * GPU rounds every activation entering a frozen product to bf16; the CPU
- * does so only with bf16 products (oneDNN on AVX512-BF16 or AMX), and its
- * fallback keeps them fp32, so the two differ by bf16's rounding:
- * BF16_LOSS_TOL and BF16_LORA_TOL are set from that fallback's difference
- * (SC_CPU_BF16=tiles against the emulated GPU: per-step losses 1.9e-5,
- * adapters 7.8e-3, worst matrix 5.0e-2 over both models; with oneDNN's
- * bf16 products on the CPU 1.1e-5, 1.1e-2 and 6.6e-2, the nf4 base then
- * taking bf16 products on the CPU only). */
+ * products: both dequantize a tile to the same fp32 bits, then sgemm):
+ * per-step losses to TRAIN_LOSS_TOL, adapters to TRAIN_LORA_TOL, as fp32.
+ * bf16 (a bf16 base, or nf4 dequantized to bf16): the GPU rounds every
+ * activation entering a frozen product to bf16; the CPU does so only with
+ * bf16 products (oneDNN on AVX512-BF16 or AMX), and its fallback keeps
+ * them, and an nf4 base's weights, fp32, so the two differ by bf16's
+ * rounding: BF16_LOSS_TOL and BF16_LORA_TOL are set from that fallback's
+ * difference (SC_CPU_BF16=tiles against the emulated GPU: per-step losses
+ * 1.9e-5, adapters 7.8e-3, worst matrix 5.0e-2 over both models; with
+ * oneDNN's bf16 products on the CPU, the same arithmetic as the GPU's,
+ * 3.8e-6, 1.7e-3 and 1.1e-2). */
 #define BF16_LOSS_TOL 2e-4
 #define BF16_LORA_TOL 2.5e-2
 static void training_quantized_matches_cpu(void **state)

@@ -78,7 +78,7 @@ typedef struct sc_qweight {
 	const float *scales_offset; /* (1) */
 	/* int8 / nf4: nonzero asks for bf16 products (a job's --precision
 	 * bf16) where the backend has them (the CPU with oneDNN and
-	 * AVX512-BF16/AMX): W dequantized to fp32 as above, then rounded to
+	 * AVX512-BF16/AMX, and CUDA): W dequantized to fp32 as above, then rounded to
 	 * bf16 (to nearest, ties to even: sc_bf16_from_f32), op(a) rounded
 	 * to bf16, the products summed in fp32. tile (bf16 there) then holds
 	 * op(a)'s rows (all of them with m * k / 2 floats more than the

@@ -10,6 +10,10 @@
  *         by a kernel with the float operations of sc_quant_dequantize_rows
  *         (__fmul_rn / __fadd_rn: no contraction into FMAs, so the tile
  *         holds the CPU's bits), then cublasSgemm on it, as the CPU does.
+ *         With bf16_compute (a job's --precision bf16) as on the CPU with
+ *         oneDNN: op(a) rounded to bf16 once, W dequantized the same way
+ *         and rounded to bf16 a panel of columns at a time, then
+ *         cublasGemmEx per panel (bf16 inputs, fp32 sums).
  * Also encoder_forward_q on a bf16 token embedding: rows widened (exact).
  * The CUDA emulator (tests/cuda_emu) runs all of it, its cublasGemmEx on
  * bf16 operands widened to fp32 (exact products, fp32 sums). */
@@ -51,8 +55,20 @@ __global__ void round_bf16_kernel(__nv_bfloat16 *out, const float *a, int lda, i
 	}
 }
 
-/* out (r1 - r0, c1 - c0), rows ldo apart, = W[r0:r1, c0:c1] (int8 or nf4). */
-__global__ void dequant_kernel(float *out, size_t ldo, int format, int cols, int scale_rows,
+__device__ __forceinline__ void store(float *p, float v)
+{
+	*p = v;
+}
+
+__device__ __forceinline__ void store(__nv_bfloat16 *p, float v)
+{
+	*p = __float2bfloat16_rn(v);
+}
+
+/* out (r1 - r0, c1 - c0), rows ldo apart, = W[r0:r1, c0:c1] (int8 or nf4),
+ * as fp32 or rounded to bf16. */
+template <typename O>
+__global__ void dequant_kernel(O *out, size_t ldo, int format, int cols, int scale_rows,
 			       const uint8_t *q, const float *scales, const uint8_t *scales_q,
 			       const float *scales_scale, const float *scales_offset, int r0,
 			       int r1, int c0, int c1)
@@ -73,7 +89,7 @@ __global__ void dequant_kernel(float *out, size_t ldo, int format, int cols, int
 			uint8_t byte = q[e / 2];
 			v = __fmul_rn(nf4_codebook[e % 2 ? byte & 0x0f : byte >> 4], a);
 		}
-		out[(i / w) * ldo + i % w] = v;
+		store(&out[(i / w) * ldo + i % w], v);
 	}
 }
 
@@ -102,6 +118,58 @@ static sc_err gemm_bf16(sc_cuda_ctx *c, int trans_a, int trans_b, int m, int n, 
 	return SC_OK;
 }
 
+/* int8 / nf4 with bf16_compute: the tile holds op(a)'s rows as bf16 (all
+ * of them when it can: mc rows), then a panel of nt of W's columns
+ * dequantized to bf16, 16 elements aligned. 0 when it cannot hold a row
+ * and 16 columns: the caller takes the fp32 tiles. */
+static int bf16_panel_plan(int m, int n, int k, size_t tile_floats, int *mc, size_t *woff, int *nt)
+{
+	size_t cap = 2 * tile_floats, kk = (size_t)k, min_panel = (size_t)(n < 16 ? n : 16) * kk;
+	size_t rows_max, cols;
+	if (cap < kk + 16 + min_panel)
+		return 0;
+	rows_max = (cap - 16 - min_panel) / kk;
+	*mc = rows_max < (size_t)m ? (int)rows_max : m;
+	*woff = ((size_t)*mc * kk + 15) / 16 * 16;
+	cols = (cap - *woff) / kk;
+	cols = cols >= 16 ? cols / 16 * 16 : cols;
+	*nt = cols < (size_t)n ? (int)cols : n;
+	return 1;
+}
+
+static sc_err gemm_q_bf16_panels(sc_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k,
+				 float alpha, const float *a, int lda, const sc_qweight *b,
+				 float beta, float *out, int ldc, float *tile, int mc, size_t woff,
+				 int nt)
+{
+	__nv_bfloat16 *a16 = (__nv_bfloat16 *)tile, *w16 = a16 + woff;
+	for (int m0 = 0; m0 < m; m0 += mc) {
+		int rows = m - m0 < mc ? m - m0 : mc;
+		const float *a0 = trans_a ? a + m0 : a + (size_t)m0 * lda;
+		size_t nel = (size_t)rows * k;
+		SC_LAUNCH(round_bf16_kernel, sc_cuda_grid(nel, THREADS), THREADS, c->stream)
+		(a16, a0, lda, trans_a, rows, k);
+		SC_LAUNCH_CHECK(round_bf16_kernel);
+		for (int n0 = 0; n0 < n; n0 += nt) {
+			int n1 = n - n0 < nt ? n : n0 + nt, w = n1 - n0;
+			int r0 = trans_b ? n0 : 0, r1 = trans_b ? n1 : k;
+			int c0 = trans_b ? 0 : n0, c1 = trans_b ? k : n1;
+			size_t wel = (size_t)w * k;
+			SC_LAUNCH(dequant_kernel<__nv_bfloat16>, sc_cuda_grid(wel, THREADS),
+				  THREADS, c->stream)
+			(w16, (size_t)(c1 - c0), b->format, b->cols, b->scale_rows, b->q, b->scales,
+			 b->scales_q, b->scales_scale, b->scales_offset, r0, r1, c0, c1);
+			SC_LAUNCH_CHECK(dequant_kernel);
+			SC_CUBLAS_CHECK(
+			    cublasGemmEx(c->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N,
+					 w, rows, k, &alpha, w16, CUDA_R_16BF, trans_b ? k : w, a16,
+					 CUDA_R_16BF, k, &beta, out + (size_t)m0 * ldc + n0,
+					 CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+		}
+	}
+	return SC_OK;
+}
+
 sc_err sc_cuda_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
 		      const float *a, int lda, const sc_qweight *b, float beta, float *out, int ldc,
 		      float *tile, size_t tile_floats)
@@ -123,6 +191,11 @@ sc_err sc_cuda_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, in
 	if (b->format == SC_QW_BF16)
 		return gemm_bf16(c, trans_a, trans_b, m, n, k, alpha, a, lda, b, beta, out, ldc,
 				 tile, tile_floats);
+	int mc, np;
+	size_t woff;
+	if (b->bf16_compute && bf16_panel_plan(m, n, k, tile_floats, &mc, &woff, &np))
+		return gemm_q_bf16_panels(c, trans_a, trans_b, m, n, k, alpha, a, lda, b, beta, out,
+					  ldc, tile, mc, woff, np);
 	/* Tiles of even widths, as qgemm_cpu.c cuts them. */
 	size_t nt_max = tile_floats / (size_t)k;
 	int nt = n;
@@ -138,7 +211,7 @@ sc_err sc_cuda_gemm_q(sc_backend *be, int trans_a, int trans_b, int m, int n, in
 		 * columns [n0, n1) of W (k, n), a (k, w) tile. */
 		int r0 = trans_b ? n0 : 0, r1 = trans_b ? n1 : k;
 		int c0 = trans_b ? 0 : n0, c1 = trans_b ? k : n1;
-		SC_LAUNCH(dequant_kernel, sc_cuda_grid(nel, THREADS), THREADS, c->stream)
+		SC_LAUNCH(dequant_kernel<float>, sc_cuda_grid(nel, THREADS), THREADS, c->stream)
 		(tile, (size_t)(c1 - c0), b->format, b->cols, b->scale_rows, b->q, b->scales,
 		 b->scales_q, b->scales_scale, b->scales_offset, r0, r1, c0, c1);
 		SC_LAUNCH_CHECK(dequant_kernel);
