@@ -93,6 +93,18 @@ __global__ void dequant_kernel(O *out, size_t ldo, int format, int cols, int sca
 	}
 }
 
+/* op(a)'s rows [m0, m0 + rows) rounded to bf16 into a16 (rows, k) packed. */
+static sc_err round_rows(sc_cuda_ctx *c, __nv_bfloat16 *a16, const float *a, int lda, int trans_a,
+			 int m0, int rows, int k)
+{
+	const float *a0 = trans_a ? a + m0 : a + (size_t)m0 * lda;
+	size_t nel = (size_t)rows * k;
+	SC_LAUNCH(round_bf16_kernel, sc_cuda_grid(nel, THREADS), THREADS, c->stream)
+	(a16, a0, lda, trans_a, rows, k);
+	SC_LAUNCH_CHECK(round_bf16_kernel);
+	return SC_OK;
+}
+
 static sc_err gemm_bf16(sc_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k, float alpha,
 			const float *a, int lda, const sc_qweight *b, float beta, float *out,
 			int ldc, float *tile, size_t tile_floats)
@@ -103,11 +115,7 @@ static sc_err gemm_bf16(sc_cuda_ctx *c, int trans_a, int trans_b, int m, int n, 
 	cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
 	for (int m0 = 0; m0 < m; m0 += mc) {
 		int rows = m - m0 < mc ? m - m0 : mc;
-		const float *a0 = trans_a ? a + m0 : a + (size_t)m0 * lda;
-		size_t nel = (size_t)rows * k;
-		SC_LAUNCH(round_bf16_kernel, sc_cuda_grid(nel, THREADS), THREADS, c->stream)
-		(a16, a0, lda, trans_a, rows, k);
-		SC_LAUNCH_CHECK(round_bf16_kernel);
+		SC_TRY(round_rows(c, a16, a, lda, trans_a, m0, rows, k));
 		/* Row-major C = A W is column-major C^T = W^T A^T: cuBLAS gets
 		 * W first, as cuda_gemm does. */
 		SC_CUBLAS_CHECK(cublasGemmEx(c->blas, op_b, CUBLAS_OP_N, n, rows, k, &alpha, b->q,
@@ -145,11 +153,7 @@ static sc_err gemm_q_bf16_panels(sc_cuda_ctx *c, int trans_a, int trans_b, int m
 	__nv_bfloat16 *a16 = (__nv_bfloat16 *)tile, *w16 = a16 + woff;
 	for (int m0 = 0; m0 < m; m0 += mc) {
 		int rows = m - m0 < mc ? m - m0 : mc;
-		const float *a0 = trans_a ? a + m0 : a + (size_t)m0 * lda;
-		size_t nel = (size_t)rows * k;
-		SC_LAUNCH(round_bf16_kernel, sc_cuda_grid(nel, THREADS), THREADS, c->stream)
-		(a16, a0, lda, trans_a, rows, k);
-		SC_LAUNCH_CHECK(round_bf16_kernel);
+		SC_TRY(round_rows(c, a16, a, lda, trans_a, m0, rows, k));
 		for (int n0 = 0; n0 < n; n0 += nt) {
 			int n1 = n - n0 < nt ? n : n0 + nt, w = n1 - n0;
 			int r0 = trans_b ? n0 : 0, r1 = trans_b ? n1 : k;
