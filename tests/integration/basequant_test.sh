@@ -90,16 +90,26 @@ chain llama llama-int8-bf16 --base-quant int8 --precision bf16
 # Generation holds the base as the job trained on it: `generate --job` (the
 # job's recipe, sent to the workers' sessions) and `--workers` with the
 # exported adapter (which records its base) give the greedy ids of one
-# process with that adapter; the fp32 base gives others.
+# process with that adapter; the fp32 base gives others for some prompt
+# (not for every one: a tiny random model's greedy ids fall into the same
+# loop under both bases for some prompts, and which ones changes with the
+# training text, here the repository's own files).
 ids() { sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p'; }
 GP=(--prompt-ids 7,99,31,4,250,18,77,3,140,62,11 --max-new-tokens 16 --json)
 one=$("$SC" generate --model llama --adapter chain-llama-nf4-dq "${GP[@]}" | ids)
-f32=$("$SC" generate --model llama --adapter chain-llama-nf4-dq --base-quant none "${GP[@]}" | ids)
 viajob=$("$SC" generate --job "$gjob" "${GP[@]}" | ids)
 urls=$("$SC" workers --json | python3 -c 'import json,sys; print(",".join(w["address"] for w in json.load(sys.stdin)))')
 byhand=$("$SC" generate --model "$PWD/llama" --adapter chain-llama-nf4-dq --workers "$urls" "${GP[@]}" | ids)
-[ -n "$one" ] && [ "$one" != "$f32" ] && ok "generation: the nf4 base's ids ($one) are not the fp32 base's ($f32)" \
-  || bad "generation: nf4 '$one' vs fp32 '$f32'"
+differ=0
+for p in 7,99,31,4,250,18,77,3,140,62,11 201,5,66,180,9 13,13,290,41,77,120 88,3,150,222,17,60,5,99; do
+  a=$("$SC" generate --model llama --adapter chain-llama-nf4-dq --prompt-ids "$p" --max-new-tokens 16 --json | ids)
+  b=$("$SC" generate --model llama --adapter chain-llama-nf4-dq --base-quant none --prompt-ids "$p" \
+      --max-new-tokens 16 --json | ids)
+  [ -n "$a" ] && [ -n "$b" ] || bad "generation: no ids for prompt $p ('$a', '$b')"
+  [ "$a" != "$b" ] && differ=$((differ + 1))
+done
+[ -n "$one" ] && [ "$differ" -gt 0 ] && ok "generation: the nf4 base's ids differ from the fp32 base's for $differ of 4 prompts" \
+  || bad "generation: the nf4 and fp32 bases gave the same ids for all 4 prompts ('$one')"
 [ "$viajob" = "$one" ] && ok "generate --job on an nf4 + double-quant job: one process's ids" \
   || bad "generate --job: '$viajob' vs one process '$one'"
 [ "$byhand" = "$one" ] && ok "generate --workers with the nf4 adapter: one process's ids" \
