@@ -606,7 +606,7 @@ int main(int argc, char **argv)
 	worker_gen_free_all();
 	sc_backend_free(w.be);
 	sc_tcache_close(w.cache);
-	/* No nng_fini(): nng 1.5.2's destroys its global locks while a TLS
+	/* No nng_fini(): nng 1.5.2's nng_fini destroys its global locks while a TLS
 	 * connection still in negotiation or teardown on its task threads can
 	 * take them; nng then aborts on a destroyed mutex (seen under
 	 * ThreadSanitizer in recovery_test). Exit closes every socket. */

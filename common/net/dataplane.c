@@ -35,7 +35,7 @@ struct sc_dp_socket {
 	atomic_int need_hello;   /* dialer: a new connection has not had its hello yet */
 	int accepted;            /* listener: the id of the connection whose hello was right */
 	atomic_uint attached;    /* the id of the connection nng holds now, 0 for none */
-	_Atomic double quiet_ms; /* dialer: when a connection last came or went, or it dialed */
+	_Atomic double quiet_ms; /* last connection change, redial or relisten */
 	nng_dialer dialer;       /* dialer: replaced by keep_dialing */
 	nng_listener lst;        /* listener: replaced by keep_dialing */
 	uint32_t refused_id; /* listener: the last connection refused (its queued messages go) */
