@@ -19,6 +19,7 @@
 #include "sc_codec.h"
 #include "sc_listen_guard.h"
 #include "sc_log.h"
+#include "sc_pipes.h"
 #include "sc_tls.h"
 #include "splitchain.pb-c.h"
 
@@ -34,7 +35,7 @@ struct sc_dp_socket {
 	_Atomic uint64_t sent, received;
 	atomic_int need_hello;   /* dialer: a new connection has not had its hello yet */
 	int accepted;            /* listener: the id of the connection whose hello was right */
-	atomic_uint attached;    /* the id of the connection nng holds now, 0 for none */
+	sc_pipes pipes;          /* the connection nng holds now: attached() */
 	_Atomic double quiet_ms; /* last connection change, redial or relisten */
 	nng_dialer dialer;       /* dialer: replaced by keep_dialing */
 	nng_listener lst;        /* listener: replaced by keep_dialing */
@@ -101,15 +102,18 @@ static sc_err nng_fail(int rv, const char *what, const char *url)
 static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	sc_dp_socket *s = arg;
-	unsigned id = (unsigned)nng_pipe_id(p);
 
-	if (ev == NNG_PIPE_EV_ADD_POST) {
-		atomic_store(&s->attached, id);
+	if (!sc_pipes_event(&s->pipes, nng_pipe_id(p), ev))
+		return; /* a removal before its addition (sc_pipes.h), or the addition it voids */
+	if (ev == NNG_PIPE_EV_ADD_POST)
 		atomic_store(&s->need_hello, 1);
-	} else {
-		atomic_compare_exchange_strong(&s->attached, &id, 0u);
-	}
 	atomic_store(&s->quiet_ms, now_ms());
+}
+
+/* The id of the connection nng holds now, 0 for none. */
+static unsigned attached(sc_dp_socket *s)
+{
+	return sc_pipes_newest(&s->pipes);
 }
 
 static sc_err sock_open(sc_dp_socket **out, const char *url, const sc_dp_opts *o)
@@ -141,7 +145,9 @@ static sc_err sock_open(sc_dp_socket **out, const char *url, const sc_dp_opts *o
 			s->o.queue = 8192;
 	}
 	snprintf(s->url, sizeof(s->url), "%s", url);
+	sc_pipes_init(&s->pipes);
 	if ((rv = nng_pair0_open(&s->sock))) {
+		sc_pipes_fini(&s->pipes);
 		free(s);
 		return nng_fail(rv, "opening a socket for", url);
 	}
@@ -243,7 +249,8 @@ void sc_dp_close(sc_dp_socket *s)
 	if (!s)
 		return;
 	if (s->open)
-		nng_close(s->sock);
+		nng_close(s->sock); /* no callback runs after it returns */
+	sc_pipes_fini(&s->pipes);
 	free(s->enc);
 	free(s);
 }
@@ -368,7 +375,7 @@ static int screen(sc_dp_socket *s, nng_msg *m, double deadline)
  * that was only quiet redials and says hello before its next tensor. */
 static void close_silent(sc_dp_socket *s)
 {
-	unsigned id = atomic_load(&s->attached);
+	unsigned id = attached(s);
 	double now = now_ms();
 
 	if (!id || (int)id == s->accepted) {
@@ -396,7 +403,7 @@ static void keep_dialing(sc_dp_socket *s)
 	double now = now_ms();
 	sc_err err;
 
-	if (atomic_load(&s->attached) || now - atomic_load(&s->quiet_ms) < SC_REDIAL_AFTER_MS)
+	if (attached(s) || now - atomic_load(&s->quiet_ms) < SC_REDIAL_AFTER_MS)
 		return;
 	atomic_store(&s->quiet_ms, now);
 	err = s->listener ? sc_relisten(s->sock, &s->lst, s->url)
@@ -417,7 +424,7 @@ static sc_err next_msg(sc_dp_socket *s, double deadline, nng_msg **out, const ch
 		keep_dialing(s);
 		/* A dialer that receives first says hello on each new connection
 		 * all the same: the listener speaks once it has heard it. */
-		if (!s->listener && atomic_load(&s->attached) && atomic_exchange(&s->need_hello, 0))
+		if (!s->listener && attached(s) && atomic_exchange(&s->need_hello, 0))
 			SC_TRY(send_hello(s, deadline));
 		rv = nng_recvmsg(s->sock, out, 0);
 		if (rv == NNG_ETIMEDOUT) {
@@ -427,7 +434,7 @@ static sc_err next_msg(sc_dp_socket *s, double deadline, nng_msg **out, const ch
 				continue;
 			return sc_errf(SC_EIO, "data plane: no %s arrived at %s within %d ms%s",
 				       waiting_for, s->url, s->o.timeout_ms,
-				       s->listener || (int)atomic_load(&s->attached) == s->accepted
+				       s->listener || (int)attached(s) == s->accepted
 					   ? ": the neighbouring stage stopped sending"
 					   : ": the neighbouring stage did not answer the hello");
 		}
@@ -449,11 +456,11 @@ static sc_err handshake(sc_dp_socket *s, double deadline)
 	nng_msg *m;
 	int rv;
 
-	while (!atomic_load(&s->attached) || (int)atomic_load(&s->attached) != s->accepted) {
+	while (!attached(s) || (int)attached(s) != s->accepted) {
 		if (cancelled(s))
 			return sc_errf(SC_EIO, "data plane: sending to %s cancelled", s->url);
 		keep_dialing(s);
-		if (!s->listener && atomic_load(&s->attached) && atomic_exchange(&s->need_hello, 0))
+		if (!s->listener && attached(s) && atomic_exchange(&s->need_hello, 0))
 			SC_TRY(send_hello(s, deadline));
 		rv = nng_recvmsg(s->sock, &m, 0);
 		if (rv == 0) {

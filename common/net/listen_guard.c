@@ -11,6 +11,7 @@
 
 #include "sc_listen_guard.h"
 #include "sc_log.h"
+#include "sc_pipes.h"
 #include "sc_tls.h"
 
 #define URL_CAP 300
@@ -25,7 +26,7 @@ struct sc_listen_guard {
 	nng_socket probe;
 	int probe_open;
 	atomic_uint accepted; /* connections the guarded socket has taken in */
-	atomic_uint pipe;     /* the probe's current pipe id, 0: none */
+	sc_pipes pipes;       /* the probe's connection */
 	atomic_uint relistens;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -37,13 +38,7 @@ struct sc_listen_guard {
 /* The probe's side: which connection to drop next. */
 static void on_probe_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
-	sc_listen_guard *g = arg;
-	unsigned id = (unsigned)nng_pipe_id(p);
-
-	if (ev == NNG_PIPE_EV_ADD_POST)
-		atomic_store(&g->pipe, id);
-	else if (ev == NNG_PIPE_EV_REM_POST)
-		atomic_compare_exchange_strong(&g->pipe, &id, 0);
+	sc_pipes_event(&((sc_listen_guard *)arg)->pipes, nng_pipe_id(p), ev);
 }
 
 /* The guarded socket's side: a connection the listener accepted and handed
@@ -135,7 +130,7 @@ static int wait_ms(sc_listen_guard *g, int ms)
  * stopping), 0 when none came within SC_LISTEN_GUARD_WAIT_MS. */
 static int probe(sc_listen_guard *g)
 {
-	unsigned before = atomic_load(&g->accepted), pipe = atomic_load(&g->pipe);
+	unsigned before = atomic_load(&g->accepted), pipe = sc_pipes_newest(&g->pipes);
 	int ok = 0, stopped = 0;
 
 	if (pipe) {
@@ -230,6 +225,7 @@ sc_err sc_listen_guard_start(sc_listen_guard **out, nng_socket s, nng_listener l
 	dial_url(g);
 	pthread_mutex_init(&g->mu, NULL);
 	pthread_cond_init(&g->cv, NULL);
+	sc_pipes_init(&g->pipes);
 	if ((rv = nng_pipe_notify(s, NNG_PIPE_EV_ADD_POST, on_accepted, g)) != 0) {
 		sc_listen_guard_free(g);
 		return sc_errf(SC_EIO, "listen guard %s: %s", url, nng_strerror(rv));
@@ -264,6 +260,7 @@ void sc_listen_guard_free(sc_listen_guard *g)
 	if (!g)
 		return;
 	sc_listen_guard_stop(g);
+	sc_pipes_fini(&g->pipes);
 	pthread_cond_destroy(&g->cv);
 	pthread_mutex_destroy(&g->mu);
 	free(g);

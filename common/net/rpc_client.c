@@ -27,7 +27,7 @@
  * cl->mu is never held across a wait (nng_aio_wait, nng_aio_free, nng_ctx_close, nng_close);
  * nng_aio_cancel does not wait: the protocol's cancel function takes nng's socket lock
  * briefly and completes the aio. Lock order: cl->mu, then nng's internal locks; on_pipe, the
- * only callback nng makes into this file, takes no lock.
+ * only callback nng makes into this file, takes only the pipe set's own lock (sc_pipes.h).
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -45,6 +45,7 @@
 
 #include "sc_listen_guard.h"
 #include "sc_log.h"
+#include "sc_pipes.h"
 #include "sc_rpc.h"
 #include "sc_tls.h"
 #include "splitchain.pb-c.h"
@@ -64,13 +65,13 @@ struct sc_rpc_client {
 	int sock_open;
 	uint64_t id_base;         /* random, per client */
 	atomic_uint_fast64_t seq; /* calls so far */
-	atomic_int npipes;        /* live connections, for the timeout message */
-	atomic_ullong quiet_ms;   /* monotonic ms of the last connection change or dial */
-	nng_dialer dialer;        /* under mu once open: replaced by keep_dialing */
-	pthread_mutex_t mu;       /* guards aborted and calls; never held across a wait */
-	int aborted;              /* under mu: aborted, until sc_rpc_client_rearm */
-	call *calls;              /* under mu: the calls in flight */
-	atomic_int resend_ms;     /* a small request's resend time (sc_rpc_client_set_resend) */
+	sc_pipes pipes; /* live connections: dial again when none, and the timeout message */
+	atomic_ullong quiet_ms; /* monotonic ms of the last connection change or dial */
+	nng_dialer dialer;      /* under mu once open: replaced by keep_dialing */
+	pthread_mutex_t mu;     /* guards aborted and calls; never held across a wait */
+	int aborted;            /* under mu: aborted, until sc_rpc_client_rearm */
+	call *calls;            /* under mu: the calls in flight */
+	atomic_int resend_ms;   /* a small request's resend time (sc_rpc_client_set_resend) */
 	uint8_t auth[SC_RPC_MAX_AUTH]; /* under mu: the credential requests carry */
 	size_t auth_len;               /* under mu */
 	char url[256];
@@ -133,9 +134,8 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	sc_rpc_client *cl = arg;
 
-	(void)p;
-	atomic_fetch_add(&cl->npipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1);
-	atomic_store(&cl->quiet_ms, clock_ms(CLOCK_MONOTONIC));
+	if (sc_pipes_event(&cl->pipes, nng_pipe_id(p), ev))
+		atomic_store(&cl->quiet_ms, clock_ms(CLOCK_MONOTONIC));
 }
 
 /* A client that has had no connection for SC_REDIAL_AFTER_MS replaces its
@@ -144,10 +144,10 @@ static void keep_dialing(sc_rpc_client *cl)
 {
 	uint64_t now = clock_ms(CLOCK_MONOTONIC);
 
-	if (atomic_load(&cl->npipes) > 0 || now - atomic_load(&cl->quiet_ms) < SC_REDIAL_AFTER_MS)
+	if (sc_pipes_count(&cl->pipes) > 0 || now - atomic_load(&cl->quiet_ms) < SC_REDIAL_AFTER_MS)
 		return;
 	pthread_mutex_lock(&cl->mu);
-	if (atomic_load(&cl->npipes) == 0 &&
+	if (sc_pipes_count(&cl->pipes) == 0 &&
 	    now - atomic_load(&cl->quiet_ms) >= SC_REDIAL_AFTER_MS) {
 		atomic_store(&cl->quiet_ms, now);
 		if (sc_redial(cl->sock, &cl->dialer, cl->url))
@@ -179,6 +179,7 @@ sc_err sc_rpc_client_open(sc_rpc_client **out, const char *url)
 	if (!(cl = calloc(1, sizeof(*cl))))
 		return sc_errf(SC_ENOMEM, "rpc client: out of memory");
 	pthread_mutex_init(&cl->mu, NULL);
+	sc_pipes_init(&cl->pipes);
 	snprintf(cl->url, sizeof(cl->url), "%s", url);
 	atomic_init(&cl->resend_ms, RESEND_MS);
 	cl->id_base = random_base();
@@ -245,7 +246,8 @@ void sc_rpc_client_close(sc_rpc_client *cl)
 	if (!cl)
 		return;
 	if (cl->sock_open)
-		nng_close(cl->sock);
+		nng_close(cl->sock); /* no callback runs after it returns */
+	sc_pipes_fini(&cl->pipes);
 	pthread_mutex_destroy(&cl->mu);
 	free(cl);
 }
@@ -442,7 +444,7 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 	} else {
 		nng_msg_free(nng_aio_get_msg(c.aio)); /* unsent: still ours */
 	}
-	if (rv == NNG_ETIMEDOUT && atomic_load(&cl->npipes) == 0)
+	if (rv == NNG_ETIMEDOUT && sc_pipes_count(&cl->pipes) == 0)
 		err = give(status, msg, msg_size, SC_STATUS_UNAVAILABLE,
 			   "%s: no connection to %s within %d ms: is the server running?", method,
 			   cl->url, timeout_ms);

@@ -55,6 +55,10 @@ finish() {
   echo "$PASS passed, $FAIL failed"
   if [ "$FAIL" -ne 0 ]; then
     for f in "$WORK"/cluster/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -20 "$f"; }; done
+    [ -f "$WORK/cluster/splitchain.db" ] && { echo "--- the last events"
+      sqlite3 -cmd '.timeout 2000' "$WORK/cluster/splitchain.db" "select * from (select id,
+        job_id, worker_id, kind, substr(message, 1, 200) from events order by id desc
+        limit 20) order by id" 2>&1; }
   fi
   [ "$FAIL" -eq 0 ]
 }
@@ -106,6 +110,29 @@ start_coordinator() {
     --model-root "$SC_MODEL_ROOT" --data-root "$SC_DATA_ROOT" "${@:2}" \
     >>cluster/coordinator.log 2>&1 &
   echo $! > cluster/coordinator.pid
+}
+
+# start_worker N [OPTION...]: worker wN of $SPLITCHAIN_COORDINATOR (one
+# thread, WORKER_NET), run as deploy/launch.sh and the systemd unit run
+# one: started again when it exits asking its supervisor for a fresh
+# process (status 3: its device failed; 4: a socket close stuck in nng
+# 1.5.2, which a paused or killed neighbour can provoke). worker-N.pid
+# names the running process; killed by a signal, it stays down until
+# started again.
+start_worker() {
+  local i=$1
+  shift
+  rm -f "cluster/worker-$i.pid"
+  ( while :; do
+      "$BUILD/worker/splitchain-worker" --coordinator "$SPLITCHAIN_COORDINATOR" --name "w$i" \
+        --threads 1 "${WORKER_NET[@]}" "$@" >>"cluster/worker-$i.log" 2>&1 &
+      echo $! > "cluster/worker-$i.pid"
+      wait $!
+      rc=$?
+      { [ $rc -eq 3 ] || [ $rc -eq 4 ]; } || break
+      echo "test: w$i exited with status $rc: starting it again" >>"cluster/worker-$i.log"
+    done ) &
+  for _ in $(seq 1 50); do [ -s "cluster/worker-$i.pid" ] && break; sleep 0.02; done
 }
 
 # loss_of ADAPTER_DIR: the loss the adapter gives on step 6's batch of the

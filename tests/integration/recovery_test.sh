@@ -41,22 +41,7 @@ RECOVERED=6
 URL=$SPLITCHAIN_COORDINATOR
 DB=cluster/splitchain.db
 start_coordinator $LOST --stall-after-ms $STALL
-# start_worker N: worker wN, started again when it exits for its supervisor
-# (status 4: a socket close stuck in nng 1.5.2, which these faults provoke),
-# as deploy/launch.sh and the systemd unit do; worker-N.pid names the
-# running process. Killed (C), it stays down until started again.
-start_worker() {
-  rm -f "cluster/worker-$1.pid"
-  ( while :; do
-      "$BUILD/worker/splitchain-worker" --coordinator "$URL" --name "w$1" --threads 1 \
-        "${WORKER_NET[@]}" --data-timeout 60 >>"cluster/worker-$1.log" 2>&1 &
-      echo $! > "cluster/worker-$1.pid"
-      wait $!
-      [ $? -eq 4 ] || break
-    done ) &
-  for _ in $(seq 1 50); do [ -s "cluster/worker-$1.pid" ] && break; sleep 0.02; done
-}
-for i in 1 2 3; do start_worker $i; done
+for i in 1 2 3; do start_worker $i --data-timeout 60; done
 trap 'for f in cluster/*.pid; do kill -CONT "$(cat "$f")" 2>/dev/null; done
       "$ROOT/deploy/launch.sh" stop "$WORK/cluster" >/dev/null 2>&1 || true' EXIT
 for _ in $(seq 1 100); do
@@ -161,7 +146,7 @@ vp=$(pid_of "$victim")
 kill -KILL "$vp"
 for _ in $(seq 1 100); do kill -0 "$vp" 2>/dev/null || break; sleep 0.05; done
 t=$(now_ms)
-start_worker "${victim#w}"
+start_worker "${victim#w}" --data-timeout 60
 if d=$(wait_step_after "$t" 20); then
   awk -v d="$d" -v m=$RECOVERED 'BEGIN { exit !(d < m) }' \
     && ok "C: first step ${d} s after $victim restarted" \
