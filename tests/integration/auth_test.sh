@@ -188,7 +188,7 @@ for f in race?.out; do grep -qx '[0-9]*' "$f" && "$SC" cancel "$(cat "$f")" >/de
 [ "$(events '%alice is at the job cap%')" -ge 1 ] && ok "the cap's refusal is an event" \
   || bad "no job-cap event"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$(cat cluster/coordinator.pid)/status"; }
-before=$(rss)
+warm=$(rss)
 SPLITCHAIN_TOKEN=$flooder "$POKE" flood "$SPLITCHAIN_COORDINATOR" 6 > flood.txt &
 fp=$!
 answered=0
@@ -199,14 +199,21 @@ for _ in $(seq 1 10); do
   sleep 0.4
 done
 wait "$fp"
+# The first flood warms the coordinator up (its RPC threads' buffers and
+# malloc arenas: 16-36 MiB measured); a second must not add to it (24-84
+# KiB measured over three more).
+before=$(rss)
+SPLITCHAIN_TOKEN=$flooder "$POKE" flood "$SPLITCHAIN_COORDINATOR" 6 > flood2.txt
 after=$(rss)
-echo "coordinator RSS: $before KiB before the flood, $after KiB after; flood: $(tr '\n' ' ' < flood.txt)"
+echo "coordinator RSS: $warm KiB before the first flood, $before KiB after it, $after KiB after" \
+  "a second; floods: $(tr '\n' ' ' < flood.txt)/ $(tr '\n' ' ' < flood2.txt)"
 [ "$answered" -eq 10 ] && ok "during a flood, another user's requests are answered (10 of 10, < 2 s)" \
   || bad "during the flood: $answered of 10 answered in time"
 grep -q "^RESOURCE_EXHAUSTED [0-9]" flood.txt && ok "the flooder is held to --rate-limit" \
   || bad "flood: $(cat flood.txt)"
-[ $((after - before)) -lt 32768 ] && ok "memory stays bounded (+$((after - before)) KiB)" \
-  || bad "RSS grew by $((after - before)) KiB"
+grep -q "^RESOURCE_EXHAUSTED [0-9]" flood2.txt && [ $((after - before)) -lt 4096 ] &&
+  ok "memory stays bounded (a second flood: +$((after - before)) KiB)" ||
+  bad "a second flood grew RSS by $((after - before)) KiB ($(cat flood2.txt))"
 [ "$(events '%flooder is over the request-rate limit%')" -ge 1 ] && ok "rate refusals are events" \
   || bad "no rate-limit event"
 [ "$(q "select count(*) from events where kind = 'auth_denied'")" -lt 2000 ] \

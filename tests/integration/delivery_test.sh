@@ -312,9 +312,13 @@ idle_workers 4 || bad "worker-4 did not register"
 j8=$("$SC" submit --model bigm --data data.txt "${JOB_OPTS[@]}" --stages 1 --workers worker-4 \
      --name big)
 got=0
-for _ in $(seq 1 300); do # 30 s: a partial file holding at least one chunk
+# A partial file of the 8-chunk tensor (wte, 32 MiB; the 4 MiB tensors are
+# one chunk each, done as soon as they are written) whose map records at
+# least one chunk done: the data, then its mark, are what a restart resumes.
+for _ in $(seq 1 300); do # 30 s
   for f in cluster/cache-4/*.part; do
-    [ -f "$f" ] && [ "$(du -k "$f" | cut -f1)" -ge 4096 ] && got=1
+    [ -f "$f" ] && [ "$(stat -c %s "$f")" -gt $((16 << 20)) ] &&
+      od -An -tu1 -v "${f%.part}.map" 2>/dev/null | grep -qw 1 && got=1
   done
   [ "$got" = 1 ] && break
   sleep 0.1
