@@ -244,6 +244,21 @@ static void test_auth_hook(void **state)
 	call_ok(cl, "Test.Who", "", "alice#1");
 	SC_ASSERT_OK(sc_rpc_client_set_auth(cl, "bob", 3));
 	call_ok(cl, "Test.Who", "", "bob(admin)#2");
+	/* A credential for one call: that call carries it, the client's own
+	 * stays for the next; none at all is none. */
+	SC_ASSERT_OK(sc_rpc_call_as(cl, "alice", 5, "Test.Who", NULL, 0, 5000, &st, msg,
+				    sizeof(msg), &rep, &n));
+	assert_int_equal(st, SC_STATUS_OK);
+	assert_int_equal(n, 7);
+	assert_memory_equal(rep, "alice#3", 7);
+	free(rep);
+	call_ok(cl, "Test.Who", "", "bob(admin)#4");
+	SC_ASSERT_OK(sc_rpc_call_as(cl, NULL, 0, "Test.Who", NULL, 0, 5000, &st, msg, sizeof(msg),
+				    &rep, &n));
+	assert_int_equal(st, SC_STATUS_UNAUTHENTICATED);
+	assert_string_equal(msg, "no credential");
+	assert_null(rep);
+	call_ok(cl, "Test.Who", "", "bob(admin)#5");
 	/* An unknown method is UNIMPLEMENTED whoever asks; a credential too
 	 * long for a request is refused by the client. */
 	SC_ASSERT_OK(
@@ -252,6 +267,9 @@ static void test_auth_hook(void **state)
 	char big[SC_RPC_MAX_AUTH + 1];
 	memset(big, 'x', sizeof(big));
 	SC_ASSERT_ERR(sc_rpc_client_set_auth(cl, big, sizeof(big)), SC_EINVAL);
+	SC_ASSERT_ERR(sc_rpc_call_as(cl, big, sizeof(big), "Test.Who", NULL, 0, 5000, &st, msg,
+				     sizeof(msg), &rep, &n),
+		      SC_EINVAL);
 	sc_rpc_client_close(cl);
 	sc_rpc_server_close(srv);
 }

@@ -161,10 +161,15 @@ static int register_once(worker *w, held *hd, uint64_t *id, int *hb_ms, int *lea
 	req.cached_sha256 = cached;
 	req.coordinator_secret.data = (uint8_t *)worker_auth_secret();
 	req.coordinator_secret.len = strlen(worker_auth_secret());
-	worker_auth_join(w->coord); /* a new registration: the join token, not a session */
-	sc_err rc = sc_rpc_call_pb(w->coord, "Coordinator.Register", &req.base,
-				   &splitchain__register_reply__descriptor, REGISTER_TIMEOUT_MS,
-				   status, msg, size, (ProtobufCMessage **)&rep);
+	/* A new registration: the join token, for this call alone; the
+	 * client's other callers (the link prober, deliveries) keep the old
+	 * session meanwhile, which the coordinator answers "unknown session"
+	 * without taking it for an intrusion. */
+	const char *join = worker_auth_join_token();
+	sc_err rc =
+	    sc_rpc_call_pb_as(w->coord, join, strlen(join), "Coordinator.Register", &req.base,
+			      &splitchain__register_reply__descriptor, REGISTER_TIMEOUT_MS, status,
+			      msg, size, (ProtobufCMessage **)&rep);
 	sc_tcache_list_free(cached, ncached);
 	if (rc) {
 		*status = SC_STATUS_RESOURCE_EXHAUSTED;

@@ -36,9 +36,9 @@ const char *worker_auth_secret(void)
 	return st.secret;
 }
 
-void worker_auth_join(sc_rpc_client *cl)
+const char *worker_auth_join_token(void)
 {
-	(void)sc_rpc_client_set_auth(cl, st.join, strlen(st.join));
+	return st.join;
 }
 
 void worker_auth_set_session(sc_rpc_client *coord, const uint8_t *cred, size_t len)

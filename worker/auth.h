@@ -29,8 +29,9 @@ sc_err worker_auth_init(const char *join_token_file);
 /* The secret for RegisterRequest.coordinator_secret (static). */
 const char *worker_auth_secret(void);
 
-/* Sets the join token (Register's credential) on cl; none without one. */
-void worker_auth_join(sc_rpc_client *cl);
+/* The join token (Register's credential, passed with that call alone:
+ * sc_rpc_call_pb_as); "" without one. Static. */
+const char *worker_auth_join_token(void);
 
 /* Keeps the session credential of the latest registration (len bytes at
  * cred; none: 0) and sets it on the client of the coordinator, and on each

@@ -356,9 +356,10 @@ static sc_err take_reply(sc_rpc_client *cl, nng_msg *m, uint64_t id, int *status
 	return err;
 }
 
-sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, size_t len,
-		   int timeout_ms, int *status, char *msg, size_t msg_size, uint8_t **reply,
-		   size_t *reply_len)
+/* One call; cred NULL: the client's own credential. */
+static sc_err call_with(sc_rpc_client *cl, const void *cred, size_t cred_len, const char *method,
+			const uint8_t *req, size_t len, int timeout_ms, int *status, char *msg,
+			size_t msg_size, uint8_t **reply, size_t *reply_len)
 {
 	Splitchain__Envelope env = SPLITCHAIN__ENVELOPE__INIT;
 	uint8_t auth[SC_RPC_MAX_AUTH];
@@ -395,10 +396,15 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 	env.deadline_unix_ms = clock_ms(CLOCK_REALTIME) + (uint64_t)timeout_ms;
 	env.body.data = (uint8_t *)req;
 	env.body.len = len;
-	pthread_mutex_lock(&cl->mu); /* a copy: the packed message keeps it for every resend */
-	env.auth.len = cl->auth_len;
-	memcpy(auth, cl->auth, cl->auth_len);
-	pthread_mutex_unlock(&cl->mu);
+	if (cred) {
+		env.auth.len = cred_len;
+		memcpy(auth, cred, cred_len);
+	} else {
+		pthread_mutex_lock(&cl->mu); /* a copy: the packed message keeps it for resends */
+		env.auth.len = cl->auth_len;
+		memcpy(auth, cl->auth, cl->auth_len);
+		pthread_mutex_unlock(&cl->mu);
+	}
 	env.auth.data = auth;
 	size = splitchain__envelope__get_packed_size(&env);
 	if (size > REQUEST_MAX)
@@ -470,4 +476,23 @@ out:
 	if (ctx_open)
 		nng_ctx_close(ctx);
 	return err;
+}
+
+sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, size_t len,
+		   int timeout_ms, int *status, char *msg, size_t msg_size, uint8_t **reply,
+		   size_t *reply_len)
+{
+	return call_with(cl, NULL, 0, method, req, len, timeout_ms, status, msg, msg_size, reply,
+			 reply_len);
+}
+
+sc_err sc_rpc_call_as(sc_rpc_client *cl, const void *cred, size_t cred_len, const char *method,
+		      const uint8_t *req, size_t len, int timeout_ms, int *status, char *msg,
+		      size_t msg_size, uint8_t **reply, size_t *reply_len)
+{
+	if (cred_len > SC_RPC_MAX_AUTH || (cred_len && !cred))
+		return sc_errf(SC_EINVAL, "rpc call %s: a credential of %zu bytes (at most %d)",
+			       method ? method : "", cred_len, SC_RPC_MAX_AUTH);
+	return call_with(cl, cred ? cred : "", cred_len, method, req, len, timeout_ms, status, msg,
+			 msg_size, reply, reply_len);
 }

@@ -49,9 +49,11 @@ static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *desc, const ui
 	return m;
 }
 
-sc_err sc_rpc_call_pb(sc_rpc_client *cl, const char *method, const ProtobufCMessage *req,
-		      const ProtobufCMessageDescriptor *rep_desc, int timeout_ms, int *status,
-		      char *msg, size_t msg_size, ProtobufCMessage **rep)
+/* cred NULL: the client's own credential. */
+static sc_err call_pb(sc_rpc_client *cl, const void *cred, size_t cred_len, const char *method,
+		      const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rep_desc,
+		      int timeout_ms, int *status, char *msg, size_t msg_size,
+		      ProtobufCMessage **rep)
 {
 	size_t n = protobuf_c_message_get_packed_size(req), rlen = 0;
 	uint8_t *buf = malloc(n ? n : 1), *body = NULL;
@@ -61,7 +63,10 @@ sc_err sc_rpc_call_pb(sc_rpc_client *cl, const char *method, const ProtobufCMess
 	if (!buf)
 		return sc_errf(SC_ENOMEM, "out of memory packing %s", method);
 	protobuf_c_message_pack(req, buf);
-	rc = sc_rpc_call(cl, method, buf, n, timeout_ms, status, msg, msg_size, &body, &rlen);
+	rc = cred
+		 ? sc_rpc_call_as(cl, cred, cred_len, method, buf, n, timeout_ms, status, msg,
+				  msg_size, &body, &rlen)
+		 : sc_rpc_call(cl, method, buf, n, timeout_ms, status, msg, msg_size, &body, &rlen);
 	free(buf);
 	if (rc || *status != SC_STATUS_OK) {
 		free(body);
@@ -76,6 +81,22 @@ sc_err sc_rpc_call_pb(sc_rpc_client *cl, const char *method, const ProtobufCMess
 				 rep_desc->name);
 	}
 	return SC_OK;
+}
+
+sc_err sc_rpc_call_pb(sc_rpc_client *cl, const char *method, const ProtobufCMessage *req,
+		      const ProtobufCMessageDescriptor *rep_desc, int timeout_ms, int *status,
+		      char *msg, size_t msg_size, ProtobufCMessage **rep)
+{
+	return call_pb(cl, NULL, 0, method, req, rep_desc, timeout_ms, status, msg, msg_size, rep);
+}
+
+sc_err sc_rpc_call_pb_as(sc_rpc_client *cl, const void *cred, size_t cred_len, const char *method,
+			 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rep_desc,
+			 int timeout_ms, int *status, char *msg, size_t msg_size,
+			 ProtobufCMessage **rep)
+{
+	return call_pb(cl, cred ? cred : "", cred_len, method, req, rep_desc, timeout_ms, status,
+		       msg, msg_size, rep);
 }
 
 int sc_rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *req, size_t len,

@@ -205,4 +205,13 @@ sc_err sc_rpc_call(sc_rpc_client *cl, const char *method, const uint8_t *req, si
 		   int timeout_ms, int *status, char *msg, size_t msg_size, uint8_t **reply,
 		   size_t *reply_len);
 
+/* sc_rpc_call with credential cred/cred_len (at most SC_RPC_MAX_AUTH
+ * bytes; cred_len 0: none) for this call only, in place of the client's
+ * own (sc_rpc_client_set_auth), which other threads' calls keep carrying:
+ * a worker registers with its join token over the client whose session
+ * credential its other threads use meanwhile. */
+sc_err sc_rpc_call_as(sc_rpc_client *cl, const void *cred, size_t cred_len, const char *method,
+		      const uint8_t *req, size_t len, int timeout_ms, int *status, char *msg,
+		      size_t msg_size, uint8_t **reply, size_t *reply_len);
+
 #endif

@@ -14,6 +14,11 @@
 sc_err sc_rpc_call_pb(sc_rpc_client *cl, const char *method, const ProtobufCMessage *req,
 		      const ProtobufCMessageDescriptor *rep_desc, int timeout_ms, int *status,
 		      char *msg, size_t msg_size, ProtobufCMessage **rep);
+/* The same with a credential for this call only (sc_rpc_call_as). */
+sc_err sc_rpc_call_pb_as(sc_rpc_client *cl, const void *cred, size_t cred_len, const char *method,
+			 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rep_desc,
+			 int timeout_ms, int *status, char *msg, size_t msg_size,
+			 ProtobufCMessage **rep);
 
 /* Unpacks a handler's request body as desc into *out (new; free with
  * protobuf_c_message_free_unpacked). On failure fills rep with

@@ -47,6 +47,12 @@ msg=$(sqlite3 "$DB" "select message from events where job_id = $job and kind = '
 lost=$(sqlite3 "$DB" "select count(*) from events where kind = 'worker_lost'")
 [ "$lost" = 0 ] && ok "no worker was counted lost (the stall, not heartbeats, ended the step)" \
   || bad "$lost worker_lost events"
+# Workers registering again with a restarted coordinator refuse nothing on
+# the way: their other calls keep the old session meanwhile (answered
+# "unknown session", not an event), never the join token.
+denied=$(sqlite3 "$DB" "select count(*) from events where kind = 'auth_denied'")
+[ "$denied" = 0 ] && ok "no auth_denied events across the coordinator's restart" \
+  || bad "$denied auth_denied events: $(sqlite3 "$DB" "select message from events where kind = 'auth_denied'")"
 if timeout 300 "$SC" watch "$job" >/dev/null 2>&1; then ok "job finished after the stall"; else bad "job: $(state "$job")"; fi
 "$SC" export "$job" --out resumed >/dev/null
 same_adapter ref resumed && ok "adapters equal an uninterrupted run's" \
