@@ -1,7 +1,8 @@
 /* bench_base.c — one LoRA training step on the CPU backend with each frozen
  * base format (issue 18), same shape, same process: fp32, bf16 (the
- * automatic path: oneDNN's bf16 matmul where the CPU has AVX512-BF16 or
- * AMX), bf16 on the fp32 tiles (forced), int8 and nf4 (quantized as they
+ * automatic path: oneDNN's bf16 matmul where it pays on this CPU,
+ * sc_backend_cpu_bf16_matmul_pays), bf16 on the fp32 tiles (forced), bf16
+ * on oneDNN's matmul (forced, where it can run), int8 and nf4 (quantized as they
  * load), and int8 and nf4 under --precision bf16 (int8-bf16, nf4-bf16:
  * dequantized to bf16 for oneDNN's bf16 products where the CPU has them). Prints the CPU's bf16 features, OpenBLAS's core and the bf16 path,
  * then per format the step time (median of K steps after one untimed),
@@ -12,7 +13,7 @@
  * other processes kept busy meanwhile (bench_foreign_load).
  *
  *   sc_bench_base --shape NAME [--threads N] [--batch B] [--seq T] [--steps K]
- *                 [--formats fp32,bf16,bf16-tiles,int8,nf4,int8-bf16,nf4-bf16] [--dir DIR]
+ *                 [--formats fp32,bf16,bf16-tiles,bf16-matmul,int8,nf4,int8-bf16,nf4-bf16] [--dir DIR]
  * NAME: small or a make-model preset (gpt2, tinyllama-1.1b, ...). */
 #include <cblas.h>
 #include <getopt.h>
@@ -26,9 +27,9 @@
 /* int8-bf16 / nf4-bf16: the base quantized, the job's --precision bf16
  * (the weights dequantized to bf16 for bf16 products where the CPU has
  * them; elsewhere as int8 / nf4). */
-enum { FP32, BF16, BF16_TILES, INT8, NF4, INT8_BF16, NF4_BF16, N_FMT };
-static const char *const fmt_names[N_FMT] = { "fp32", "bf16",      "bf16-tiles", "int8",
-					      "nf4",  "int8-bf16", "nf4-bf16" };
+enum { FP32, BF16, BF16_TILES, BF16_MATMUL, INT8, NF4, INT8_BF16, NF4_BF16, N_FMT };
+static const char *const fmt_names[N_FMT] = { "fp32", "bf16", "bf16-tiles", "bf16-matmul",
+					      "int8", "nf4",  "int8-bf16",  "nf4-bf16" };
 
 #define MAX_STEPS 64
 
@@ -119,8 +120,15 @@ static sc_err run_one(int fmt, const sc_model_config *base, const sc_lora_config
 	if (fmt == INT8_BF16 || fmt == NF4_BF16)
 		job.precision = SC_PRECISION_BF16;
 	if ((rc = sc_backend_cpu_open(&be, threads)) ||
-	    (rc = sc_backend_cpu_bf16_tiles(be, fmt == BF16_TILES)) ||
-	    (rc = sc_trainer_new(&tr, be, &mc, lc, &job, wf, NULL, tk, 1, NULL)) ||
+	    (fmt == BF16_TILES && (rc = sc_backend_cpu_bf16_path(be, SC_CPU_BF16_TILES))) ||
+	    (fmt == BF16_MATMUL && (rc = sc_backend_cpu_bf16_path(be, SC_CPU_BF16_MATMUL))))
+		goto done;
+	if (fmt == BF16_MATMUL && strncmp(sc_backend_cpu_bf16_kernel(be), "bf16 matmul", 11)) {
+		fprintf(stderr, "sc_bench_base: bf16-matmul skipped: %s\n",
+			sc_backend_cpu_bf16_kernel(be));
+		goto done;
+	}
+	if ((rc = sc_trainer_new(&tr, be, &mc, lc, &job, wf, NULL, tk, 1, NULL)) ||
 	    (rc = sc_trainer_step(tr, 0, &st))) /* warm-up: page faults, primitives */
 		goto done;
 	bench_cpu_sample_take(&c0);
@@ -151,7 +159,7 @@ int main(int argc, char **argv)
 		{ "formats", 1, 0, 'f' }, { 0, 0, 0, 0 },
 	};
 	const char *shape = "small", *dir = "bench-model",
-		   *formats = "fp32,bf16,bf16-tiles,int8,nf4,int8-bf16,nf4-bf16";
+		   *formats = "fp32,bf16,bf16-tiles,bf16-matmul,int8,nf4,int8-bf16,nf4-bf16";
 	int threads = 1, steps = 3, batch = 0, seq = 0, c;
 	sc_model_config mc;
 	sc_lora_config lc = { .rank = 8, .alpha = 16, .targets = 0, .seed = 1 };
@@ -233,8 +241,10 @@ fail:
 	free(tk.ids);
 	return 1;
 usage:
-	fprintf(stderr, "usage: sc_bench_base --shape NAME [--threads N] [--batch B] [--seq T] "
-			"[--steps K] [--formats fp32,bf16,bf16-tiles,int8,nf4,int8-bf16,nf4-bf16] "
-			"[--dir DIR]\n");
+	fprintf(
+	    stderr,
+	    "usage: sc_bench_base --shape NAME [--threads N] [--batch B] [--seq T] "
+	    "[--steps K] [--formats fp32,bf16,bf16-tiles,bf16-matmul,int8,nf4,int8-bf16,nf4-bf16] "
+	    "[--dir DIR]\n");
 	return 2;
 }

@@ -14,6 +14,7 @@
 #include "sc_codec.h"
 #include "sc_dataset.h"
 #include "sc_layer_quant.h"
+#include "sc_quant.h"
 #include "sc_train.h"
 
 static const char finetune_help[] =
@@ -330,6 +331,9 @@ int cli_finetune(int argc, char **argv)
 		       a.stages > 1 ? sc_wire_name(a.tc.wire) : "", a.tc.B, a.tc.T,
 		       a.tc.micro_batches, be->name,
 		       strcmp(be->name, "cpu") ? "gpu" : sc_backend_cpu_describe());
+		if (!strcmp(be->name, "cpu") && mc.quantized &&
+		    (mc.quant_format == SC_QUANT_BF16 || mc.compute_bf16))
+			printf("  bf16 weights: %s\n", sc_backend_cpu_bf16_kernel(be));
 		char lq[1024];
 		if (sc_layer_quant_count(&mc, 0, mc.n_layer) &&
 		    !sc_layer_quant_format(mc.layer_quant, 0, mc.n_layer, lq, sizeof(lq)))

@@ -48,7 +48,69 @@ static int has_bf16_matmul(sc_backend *be)
 	return !strncmp(sc_backend_cpu_bf16_kernel(be), "bf16 matmul", 11);
 }
 
+/* Nonzero when be can run bf16 weights on oneDNN (this build has it and
+ * the CPU multiplies bf16), by default or not; leaves be on SC_CPU_BF16_MATMUL. */
+static int can_bf16_matmul(sc_backend *be)
+{
+	SC_ASSERT_OK(sc_backend_cpu_bf16_path(be, SC_CPU_BF16_MATMUL));
+	return has_bf16_matmul(be);
+}
+
 enum { R = 70, CC = 301 };
+
+/* The automatic choice of path follows sc_backend_cpu_bf16_matmul_pays on
+ * this CPU; SC_CPU_BF16 picks a path at open and refuses what it does not
+ * know; sc_backend_cpu_bf16_path refuses an unknown path. */
+static void bf16_path_rule_and_environment(void **state)
+{
+	(void)state;
+	/* the rule: AMX, or AMD's AVX512-BF16; never without bf16 */
+	for (int amx = 0; amx < 2; amx++)
+		for (int amd = 0; amd < 2; amd++) {
+			assert_int_equal(sc_backend_cpu_bf16_matmul_pays(0, amx, amd), 0);
+			assert_int_equal(sc_backend_cpu_bf16_matmul_pays(1, amx, amd), amx || amd);
+		}
+	const char *saved = getenv("SC_CPU_BF16");
+	char *keep = saved ? strdup(saved) : NULL;
+	sc_backend *be;
+	unsetenv("SC_CPU_BF16");
+	SC_ASSERT_OK(sc_backend_cpu_open(&be, 1));
+	int dflt = has_bf16_matmul(be), can = can_bf16_matmul(be);
+	const char *k = sc_backend_cpu_bf16_kernel(be);
+	int amx = strstr(k, "amx") != NULL, amd = 0;
+#if defined(__x86_64__) || defined(__i386__)
+	amd = __builtin_cpu_is("amd");
+#endif
+	printf("bf16 path: can multiply bf16 %d (%s), AMX %d, AMD %d, default %s\n", can, k, amx,
+	       amd, dflt ? "matmul" : "tiles");
+	assert_int_equal(dflt, can && sc_backend_cpu_bf16_matmul_pays(1, amx, amd));
+	SC_ASSERT_ERR(sc_backend_cpu_bf16_path(be, (sc_cpu_bf16_path)3), SC_EINVAL);
+	SC_ASSERT_ERR(sc_backend_cpu_bf16_path(NULL, SC_CPU_BF16_TILES), SC_EINVAL);
+	SC_ASSERT_OK(sc_backend_cpu_bf16_path(be, SC_CPU_BF16_AUTO));
+	assert_int_equal(has_bf16_matmul(be), dflt);
+	sc_backend_free(be);
+
+	static const char *const names[] = { "auto", "matmul", "tiles", "" };
+	for (int i = 0; i < 4; i++) {
+		setenv("SC_CPU_BF16", names[i], 1);
+		SC_ASSERT_OK(sc_backend_cpu_open(&be, 1));
+		k = sc_backend_cpu_bf16_kernel(be);
+		int want = i == 1 ? can : i == 2 ? 0 : dflt;
+		assert_int_equal(has_bf16_matmul(be), want);
+		if (i == 2 && can)
+			assert_non_null(strstr(k, "forced"));
+		sc_backend_free(be);
+	}
+	setenv("SC_CPU_BF16", "amx", 1);
+	SC_ASSERT_ERR(sc_backend_cpu_open(&be, 1), SC_EINVAL);
+	assert_null(be);
+	assert_non_null(strstr(sc_err_detail(), "SC_CPU_BF16=amx"));
+	if (keep) {
+		setenv("SC_CPU_BF16", keep, 1);
+		free(keep);
+	} else
+		unsetenv("SC_CPU_BF16");
+}
 
 /* The fp32 tiles: gemm_q = gemm on the widened weight, bit for bit unless
  * OpenBLAS runs a narrow tile with another kernel (then fp32 rounding). */
@@ -56,7 +118,7 @@ static void tiles_equal_gemm_on_widened(void **state)
 {
 	sc_backend *be;
 	SC_ASSERT_OK(sc_backend_cpu_open(&be, 1));
-	SC_ASSERT_OK(sc_backend_cpu_bf16_tiles(be, 1));
+	SC_ASSERT_OK(sc_backend_cpu_bf16_path(be, SC_CPU_BF16_TILES));
 	assert_non_null(strstr(sc_backend_cpu_bf16_kernel(be), "fp32 tiles"));
 	float *w = rand_floats((size_t)R * CC, 7, 0.2f), *d = malloc(sizeof(float) * R * CC);
 	uint16_t *wb = malloc((size_t)R * CC * sizeof(uint16_t));
@@ -197,13 +259,14 @@ static void gemm_q_bf16_against_double(void **state)
 	for (size_t i = 0; i < (size_t)R * CC; i++)
 		wb[i] = sc_bf16_from_f32(w[i]);
 	sc_qweight q = { SC_QW_BF16, R, CC, 1, (const uint8_t *)wb, NULL, NULL, NULL, NULL, 0 };
-	int paths = has_bf16_matmul(be) ? 2 : 1;
 	printf("bf16: the automatic path here: %s\n", sc_backend_cpu_bf16_kernel(be));
+	int paths = can_bf16_matmul(be) ? 2 : 1;
 	if (paths == 1)
 		printf("bf16: no bf16 matmul on this CPU or build: its path is not tested here\n");
 	for (int path = 0; path < paths; path++) { /* 0: fp32 tiles, 1: oneDNN */
 		double worst = 0;
-		SC_ASSERT_OK(sc_backend_cpu_bf16_tiles(be, path == 0));
+		SC_ASSERT_OK(sc_backend_cpu_bf16_path(be, path == 0 ? SC_CPU_BF16_TILES
+								    : SC_CPU_BF16_MATMUL));
 		for (int tb = 0; tb < 2; tb++)
 			for (size_t mi = 0; mi < 4; mi++)
 				for (size_t ai = 0; ai < 3; ai++)
@@ -247,11 +310,12 @@ static void gemm_q_bf16_every_layout(void **state)
 	for (size_t i = 0; i < (size_t)R * CC; i++)
 		wb[i] = sc_bf16_from_f32(w[i]);
 	sc_qweight q = { SC_QW_BF16, R, CC, 1, (const uint8_t *)wb, NULL, NULL, NULL, NULL, 0 };
-	int paths = has_bf16_matmul(be) ? 2 : 1, cases = 0;
+	int paths = can_bf16_matmul(be) ? 2 : 1, cases = 0;
 	for (int path = 0; path < paths; path++) { /* 0: fp32 tiles, 1: oneDNN */
 		double worst = 0;
 		uint64_t seed = 100;
-		SC_ASSERT_OK(sc_backend_cpu_bf16_tiles(be, path == 0));
+		SC_ASSERT_OK(sc_backend_cpu_bf16_path(be, path == 0 ? SC_CPU_BF16_TILES
+								    : SC_CPU_BF16_MATMUL));
 		for (int ta = 0; ta < 2; ta++)
 			for (int tb = 0; tb < 2; tb++)
 				for (size_t bi = 0; bi < 3; bi++)
@@ -399,7 +463,8 @@ static void train(run *out, const char *dir, const sc_tokens *tk, int nstages, i
 	tc.warmup = 2;
 	tc.lr = 1e-2f;
 	SC_ASSERT_OK(sc_backend_cpu_open(&be, 0));
-	SC_ASSERT_OK(sc_backend_cpu_bf16_tiles(be, base == BASE_BF16_TILES));
+	SC_ASSERT_OK(sc_backend_cpu_bf16_path(be, base == BASE_BF16_TILES ? SC_CPU_BF16_TILES
+									  : SC_CPU_BF16_AUTO));
 	SC_ASSERT_OK(sc_trainer_new(&tr, be, &mc, &lc, &tc, wf, NULL, tk, nstages,
 				    nstages == 1 ? NULL : bounds));
 	out->stage_bytes = sc_trainer_stage_memory(tr, 0, &first, &last);
@@ -461,7 +526,8 @@ static void gen_logits(float *logits, const char *dir, int nstages, int base)
 	assert_non_null(act);
 	SC_ASSERT_OK(sc_weights_open(&wf, dir));
 	SC_ASSERT_OK(sc_backend_cpu_open(&be, 0));
-	SC_ASSERT_OK(sc_backend_cpu_bf16_tiles(be, base == BASE_BF16_TILES));
+	SC_ASSERT_OK(sc_backend_cpu_bf16_path(be, base == BASE_BF16_TILES ? SC_CPU_BF16_TILES
+									  : SC_CPU_BF16_AUTO));
 	SC_ASSERT_OK(sc_adapter_new(&ad, &lc, &mc));
 	sc_adapter_init(ad);
 	for (int i = 0; i < nstages; i++) {
@@ -633,6 +699,7 @@ static void llama_trains_on_bf16_base(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(bf16_path_rule_and_environment),
 		cmocka_unit_test(tiles_equal_gemm_on_widened),
 		cmocka_unit_test(encoder_q_equals_widened),
 		cmocka_unit_test(gemm_q_bf16_against_double),

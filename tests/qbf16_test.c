@@ -15,7 +15,7 @@
  *     alpha, beta, lda, ldc), tiles that take every row at once, a few
  *     rows at a time, or one panel column at a time; and it is not the
  *     fp32 product (the rounding shows). Where there is no bf16 matmul, or
- *     it is turned off (sc_backend_cpu_bf16_tiles), bf16_compute changes
+ *     it is turned off (sc_backend_cpu_bf16_path), bf16_compute changes
  *     no bit;
  *   - per-layer formats (--layer-quant) on a bf16 base (--precision bf16):
  *     the nf4 and int8 layers multiply as bf16 too (other bits than with
@@ -357,6 +357,8 @@ static void gemm_q_bf16_compute(void **state)
 	const int R = 70, CC = 301;
 	sc_backend *be;
 	SC_ASSERT_OK(sc_backend_cpu_open(&be, 2));
+	/* oneDNN wherever it can run, whether or not it is this CPU's default */
+	SC_ASSERT_OK(sc_backend_cpu_bf16_path(be, SC_CPU_BF16_MATMUL));
 	int onednn = has_bf16_matmul(be), cases = 0;
 	printf("bf16 products here: %s\n", sc_backend_cpu_bf16_kernel(be));
 	if (!onednn)
@@ -397,12 +399,14 @@ static void gemm_q_bf16_compute(void **state)
 					if (onednn) {
 						run_case(be, &p, 1, &g, seed, NULL, &worst, &apart);
 						/* forced tiles: bf16_compute is ignored */
-						SC_ASSERT_OK(sc_backend_cpu_bf16_tiles(be, 1));
+						SC_ASSERT_OK(sc_backend_cpu_bf16_path(
+						    be, SC_CPU_BF16_TILES));
 					}
 					run_case(be, &p, 1, &g, seed, c1, NULL, NULL);
 					run_case(be, &p, 0, &g, seed, c2, NULL, NULL);
 					assert_memory_equal(c1, c2, c_n * sizeof(float));
-					SC_ASSERT_OK(sc_backend_cpu_bf16_tiles(be, 0));
+					SC_ASSERT_OK(
+					    sc_backend_cpu_bf16_path(be, SC_CPU_BF16_MATMUL));
 					free(c1);
 					free(c2);
 					cases++;

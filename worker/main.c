@@ -465,6 +465,9 @@ static int serve(worker *w, const sigset_t *sigs)
 		return EXIT_ERROR;
 	if (sc_backend_open(&w->be, w->o.device, w->o.threads))
 		return fail("opening the device");
+	if (!strcmp(w->be->name, "cpu"))
+		sc_info("worker", "cpu: %s; bf16 weights: %s", sc_backend_cpu_describe(),
+			sc_backend_cpu_bf16_kernel(w->be));
 	w->gflops = probe_gflops(w->be);
 	w->memory_bytes = w->be->ops->memory_bytes(w->be);
 	if (reserve_of(w->o.memory_reserve, w->memory_bytes, &w->memory_reserve))

@@ -305,9 +305,9 @@ sc_err sc_backend_encoder_forward_q(sc_backend *be, float *out, const int32_t *t
  * Borrowed static string. */
 const char *sc_backend_cpu_describe(void);
 
-/* How the CPU backend be runs gemm_q on SC_QW_BF16 weights: "bf16 matmul
- * (oneDNN 2.6.3, avx512_core_bf16)" where the CPU multiplies bf16 and the
- * build has oneDNN, else "fp32 tiles (why)". Borrowed string, valid until
+/* How the CPU backend be runs gemm_q on SC_QW_BF16 weights (and int8 /
+ * nf4 weights with bf16 products): "bf16 matmul (oneDNN 2.6.3,
+ * avx512_core_amx)" or "fp32 tiles (why)". Borrowed string, valid until
  * this thread's next call. */
 const char *sc_backend_cpu_bf16_kernel(sc_backend *be);
 
@@ -323,10 +323,34 @@ sc_err sc_backend_cpu_dequant_bf16(const sc_qweight *w, int r0, int r1, int c0, 
 /* "avx512" or "scalar": the CPU's dequantization to bf16. Static string. */
 const char *sc_backend_cpu_dequant_kind(void);
 
-/* on: be runs bf16 weights on the fp32 tiles even where oneDNN could (the
- * environment's SC_CPU_BF16=tiles does the same at sc_backend_cpu_open);
- * off: the automatic choice. For tests and benchmarks: set it before the
- * first step. SC_EINVAL when be is not a CPU backend. */
-sc_err sc_backend_cpu_bf16_tiles(sc_backend *be, int on);
+/* The CPU backend's two ways to multiply by bf16 weights: oneDNN's bf16
+ * matmul (activation rounded to bf16, bf16 x bf16 products summed in fp32)
+ * or the fp32 tiles (weights widened to fp32 a tile at a time, OpenBLAS's
+ * sgemm; the activation stays fp32). */
+typedef enum sc_cpu_bf16_path {
+	/* the matmul where it runs faster than the tiles on this CPU
+	 * (sc_backend_cpu_bf16_matmul_pays), else the tiles: the default */
+	SC_CPU_BF16_AUTO,
+	SC_CPU_BF16_MATMUL, /* the matmul wherever the CPU and build have it */
+	SC_CPU_BF16_TILES,  /* the tiles always */
+} sc_cpu_bf16_path;
+
+/* The automatic choice's rule, for a CPU that multiplies bf16 (has_bf16:
+ * AVX512-BF16 in oneDNN's effective ISA), has AMX-BF16 (has_amx) and is
+ * AMD's (amd): nonzero where oneDNN's bf16 matmul beat the fp32 tiles when
+ * measured (docs/benchmarks.md): with AMX (1.8-3x our fp32 step), and on
+ * AMD's AVX512-BF16 (Zen 4: 1.7-2.2x); not on an Intel core with
+ * AVX512-BF16 and no AMX (a Cooper Lake, or a Sapphire Rapids whose
+ * hypervisor hides AMX), whose bf16 matmul ran at 0.69-0.85x our fp32
+ * step and the tiles at 0.92-0.95x. */
+int sc_backend_cpu_bf16_matmul_pays(int has_bf16, int has_amx, int amd);
+
+/* Sets how be multiplies bf16 weights. sc_backend_cpu_open starts from
+ * the environment's SC_CPU_BF16 (auto, matmul or tiles; unset: auto).
+ * SC_CPU_BF16_MATMUL where the build or CPU has no bf16 matmul leaves the
+ * tiles (sc_backend_cpu_bf16_kernel says why). For tests and benchmarks:
+ * set it before the first step. SC_EINVAL when be is not a CPU backend or
+ * path is none of the three. */
+sc_err sc_backend_cpu_bf16_path(sc_backend *be, sc_cpu_bf16_path path);
 
 #endif

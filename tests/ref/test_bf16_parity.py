@@ -4,7 +4,8 @@ A bf16 base (`splitchain quantize --to bf16`, or a job's --precision bf16)
 runs the frozen projections' GEMMs and the LM head's in bf16: their weights
 (and the token embedding, which GPT-2's head is) are stored bf16, rounded
 as they load when the file holds them wider, and, on the oneDNN path (a CPU
-with AVX512-BF16/AMX and a build with oneDNN), their inputs are rounded to
+with AMX, or AMD's AVX512-BF16, and a build with oneDNN; SC_CPU_BF16=matmul
+on any with AVX512-BF16), their inputs are rounded to
 bf16 too (the activation going forward, the output gradient going back),
 the products summed in fp32 and kept fp32 (the logits too). The fp32 tiles
 path (any other CPU, or SC_CPU_BF16=tiles) widens the bf16 weights exactly
@@ -66,9 +67,11 @@ projections are the fp32 dequantization (check 1 on those, TOL_TILES);
 2 stages give the bits of 1.
 
 Also: the model quantized to bf16 gives 2 stages the bits of 1; where
-oneDNN is expected (avx512_bf16 in /proc/cpuinfo and SC_ONEDNN=1 from
-CMake) the automatic path must differ from the tiles path, elsewhere be
-bit-identical to it.
+oneDNN can run (avx512_bf16 or amx_bf16 in /proc/cpuinfo, not held back by
+ONEDNN_MAX_CPU_ISA, and SC_ONEDNN=1 from CMake) SC_CPU_BF16=matmul must
+differ from the tiles path, elsewhere be bit-identical to it; the
+automatic path must be oneDNN's with AMX or on an AMD CPU
+(sc_backend_cpu_bf16_matmul_pays), the tiles' bits elsewhere.
 
 GPT-2 (Conv1D (in, out)) and Llama (nn.Linear (out, in), GQA, untied head).
 
@@ -102,27 +105,70 @@ tmp = R.tmp_dir("bf16_parity")
 data = R.write_text(os.path.join(tmp, "data.txt"), seed=5)
 
 
-def cpu_has_bf16():
+def cpu_bf16():
+    """(has bf16 instructions, has AMX-BF16, is AMD's) as oneDNN will see
+    the CPU: /proc/cpuinfo, less what ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA)
+    holds oneDNN back from."""
+    flags, amd = set(), False
     with open("/proc/cpuinfo") as f:
-        return any("avx512_bf16" in line.split() or "amx_bf16" in line.split()
-                   for line in f if line.startswith("flags"))
+        for line in f:
+            if line.startswith("flags"):
+                flags |= set(line.split(":", 1)[1].split())
+            elif line.startswith("vendor_id"):
+                amd = amd or "AuthenticAMD" in line
+    amx = "amx_bf16" in flags
+    bf16 = amx or "avx512_bf16" in flags
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+           or "ALL").upper()
+    if cap != "ALL":
+        amx = amx and "AMX" in cap
+        bf16 = bf16 and (amx or cap == "AVX512_CORE_BF16" or "FP16" in cap)
+    return bf16, amx, amd
 
 
-EXPECT_ONEDNN = cpu_has_bf16() and os.environ.get("SC_ONEDNN") == "1"
+HAS_BF16, HAS_AMX, IS_AMD = cpu_bf16()
+# oneDNN's bf16 matmul can run here (SC_CPU_BF16=matmul takes it) ...
+CAN_ONEDNN = HAS_BF16 and os.environ.get("SC_ONEDNN") == "1"
+# ... and is the automatic path (sc_backend_cpu_bf16_matmul_pays: AMX, or
+# AVX512-BF16 on AMD; elsewhere the fp32 tiles are faster)
+EXPECT_ONEDNN = CAN_ONEDNN and (HAS_AMX or IS_AMD)
 
 
-def sc_grad(model_dir, adapter_dir, tag, stages=1, tiles=False, opts=()):
-    out = os.path.join(tmp, "grad-%s-k%d%s.safetensors" % (tag, stages, "-tiles" * tiles))
+def sc_grad(model_dir, adapter_dir, tag, stages=1, path="auto", opts=()):
+    out = os.path.join(tmp, "grad-%s-k%d-%s.safetensors" % (tag, stages, path))
     env = dict(os.environ)
-    env.pop("SC_CPU_BF16", None)
-    if tiles:
-        env["SC_CPU_BF16"] = "tiles"
+    env["SC_CPU_BF16"] = path
     R.run([reftool, "grad", "--model", model_dir, "--data", data, "--batch", B, "--seq", T,
            "--micro", M, "--step", STEP, "--seed", SEED, "--stages", stages,
            "--adapter", adapter_dir, "--out", out] + list(opts), env=env)
     with safe_open(out, framework="pt") as f:
         loss = float((f.metadata() or {})["loss"])
     return load_file(out), loss
+
+
+def three_paths(model_dir, adapter_dir, tag, what, opts=()):
+    """The engine's step on the automatic path (1 and 2 stages: the same
+    bits), the fp32 tiles and oneDNN's matmul (where it can run): checks
+    the automatic path is the one sc_backend_cpu_bf16_matmul_pays picks
+    and that oneDNN's differs from the tiles. Returns (tiles, loss),
+    (oneDNN's or None, loss) and (automatic, loss)."""
+    auto, loss_a = sc_grad(model_dir, adapter_dir, tag, opts=opts)
+    auto2, loss_a2 = sc_grad(model_dir, adapter_dir, tag, stages=2, opts=opts)
+    tiles, loss_t = sc_grad(model_dir, adapter_dir, tag, path="tiles", opts=opts)
+    mm, loss_m = sc_grad(model_dir, adapter_dir, tag, path="matmul", opts=opts)
+    assert loss_a2 == loss_a and identical(auto2, auto), "2 stages differ from 1"
+    mm_is_tiles = loss_m == loss_t and identical(mm, tiles)
+    if CAN_ONEDNN:
+        assert not mm_is_tiles, "the CPU has bf16 instructions but oneDNN's path was not taken"
+    else:
+        assert mm_is_tiles, "no oneDNN expected, yet SC_CPU_BF16=matmul differs from the tiles"
+    want, loss_w = (mm, loss_m) if EXPECT_ONEDNN else (tiles, loss_t)
+    assert loss_a == loss_w and identical(auto, want), \
+        "the automatic path is not %s" % ("oneDNN's" if EXPECT_ONEDNN else "the tiles")
+    print("  %s, the automatic path: %s (2 stages: the same bits); oneDNN %s"
+          % (what, "oneDNN, bf16 inputs" if EXPECT_ONEDNN else "the fp32 tiles",
+             "tested (SC_CPU_BF16=matmul)" if CAN_ONEDNN else "cannot run here"))
+    return (tiles, loss_t), (mm if CAN_ONEDNN else None, loss_m), (auto, loss_a)
 
 
 def r16(t):
@@ -254,18 +300,9 @@ def case(family):
         qdir = os.path.join(tmp, family + "-bf16")
         R.run([splitchain, "quantize", "--model", model_dir, "--to", "bf16", "--out", qdir])
 
-        # the engine: the automatic path (1 and 2 stages) and the fp32 tiles
-        auto, loss_a = sc_grad(qdir, adapter_dir, family)
-        auto2, loss_a2 = sc_grad(qdir, adapter_dir, family, stages=2)
-        tiles, loss_t = sc_grad(qdir, adapter_dir, family, tiles=True)
-        assert loss_a2 == loss_a and identical(auto2, auto), "2 stages differ from 1"
-        same = loss_t == loss_a and identical(tiles, auto)
-        print("  the automatic path: %s (2 stages: the same bits)"
-              % ("oneDNN, bf16 inputs" if not same else "the fp32 tiles"))
-        if EXPECT_ONEDNN:
-            assert not same, "the CPU has bf16 instructions but oneDNN's path was not taken"
-        else:
-            assert same, "no oneDNN expected, yet the automatic path differs from the tiles"
+        # the engine: the automatic path (1 and 2 stages), the fp32 tiles, oneDNN
+        (tiles, loss_t), (mm, loss_m), (auto, loss_a) = three_paths(
+            qdir, adapter_dir, family, "bf16 base")
 
         def lora_as(dtype):
             return load(adapter_dir, dtype).to(dtype, True)
@@ -281,13 +318,13 @@ def case(family):
         # 1. float64 emulating each path's rounding points
         check("tiles vs float64, bf16 weights", errors(tiles, loss_t, exact,
                                                        lora_as(torch.float64)), TOL_TILES)
-        if not same:
-            rounding_checks(cfg, cls, auto, loss_a, rounded, w_bf16, exact,
+        if mm is not None:
+            rounding_checks(cfg, cls, mm, loss_m, rounded, w_bf16, exact,
                             lambda: lora_as(torch.float64))
 
         # 2. PyTorch's CPU autocast around the same frozen products
-        for what, ts, loss in (("tiles", tiles, loss_t), ("oneDNN", auto, loss_a)):
-            if what == "oneDNN" and same:
+        for what, ts, loss in (("tiles", tiles, loss_t), ("oneDNN", mm, loss_m)):
+            if ts is None:
                 continue
             check("%s vs torch.autocast bf16" % what,
                   errors(ts, loss, autocast, lora_as(torch.float32)), TOL_AUTOCAST)
@@ -359,17 +396,8 @@ def qcase(family, fmt, dq):
         lora.save(adapter_dir)
         quant = ["--base-quant", fmt] + ["--double-quant"] * dq
         opts = quant + ["--precision", "bf16"]
-        auto, loss_a = sc_grad(model_dir, adapter_dir, tag, opts=opts)
-        auto2, loss_a2 = sc_grad(model_dir, adapter_dir, tag, stages=2, opts=opts)
-        tiles, loss_t = sc_grad(model_dir, adapter_dir, tag, tiles=True, opts=opts)
-        assert loss_a2 == loss_a and identical(auto2, auto), "2 stages differ from 1"
-        same = loss_t == loss_a and identical(tiles, auto)
-        print("  %s + --precision bf16, the automatic path: %s (2 stages: the same bits)"
-              % (fmt, "oneDNN, bf16 inputs and weights" if not same else "the fp32 tiles"))
-        if EXPECT_ONEDNN:
-            assert not same, "the CPU has bf16 instructions but oneDNN's path was not taken"
-        else:
-            assert same, "no oneDNN expected, yet the automatic path differs from the tiles"
+        (tiles, loss_t), (mm, loss_m), _ = three_paths(
+            model_dir, adapter_dir, tag, "%s + --precision bf16" % fmt, opts=opts)
 
         def lora_as(dtype):
             return load(adapter_dir, dtype).to(dtype, True)
@@ -387,8 +415,8 @@ def qcase(family, fmt, dq):
         check("tiles vs float64, bf16 embedding",
               errors(tiles, loss_t, cls.from_tensors(cfg, bf16_held(w_deq)),
                      lora_as(torch.float64)), TOL_TILES)
-        if not same:
-            rounding_checks(cfg, cls, auto, loss_a,
+        if mm is not None:
+            rounding_checks(cfg, cls, mm, loss_m,
                             variant(cls, RoundedMM.apply).from_tensors(cfg, w_bf16), w_bf16,
                             cls.from_tensors(cfg, w_bf16), lambda: lora_as(torch.float64))
         # 2. autocast around the frozen products of the fp32 model of the
@@ -396,8 +424,8 @@ def qcase(family, fmt, dq):
         # embedding held bf16
         autocast = variant(cls, autocast_mm).from_tensors(
             cfg, bf16_held({n: t.to(torch.float32) for n, t in w_deq.items()}))
-        for what, ts, loss in (("tiles", tiles, loss_t), ("oneDNN", auto, loss_a)):
-            if what == "oneDNN" and same:
+        for what, ts, loss in (("tiles", tiles, loss_t), ("oneDNN", mm, loss_m)):
+            if ts is None:
                 continue
             check("%s vs torch.autocast bf16" % what,
                   errors(ts, loss, autocast, lora_as(torch.float32)), TOL_AUTOCAST)

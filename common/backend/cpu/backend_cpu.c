@@ -32,9 +32,10 @@ typedef struct cpu_backend {
 	sc_backend be;
 	int threads; /* 0: OpenMP's and OpenBLAS's defaults */
 	/* bf16 frozen weights: oneDNN where usable (bf16_dnnl.h), else NULL
-	 * and fp32 tiles; tiles forces the latter (SC_CPU_BF16=tiles at open,
-	 * or sc_backend_cpu_bf16_tiles). */
+	 * and fp32 tiles; tiles (from path: SC_CPU_BF16 at open, or
+	 * sc_backend_cpu_bf16_path) takes the latter even where it is not. */
 	sc_cpu_dnnl *dnnl;
+	sc_cpu_bf16_path path;
 	int tiles;
 } cpu_backend;
 
@@ -355,6 +356,31 @@ static const sc_backend_ops cpu_ops = {
 	.destroy = cpu_destroy,
 };
 
+static int bf16_path_parse(const char *s, sc_cpu_bf16_path *out)
+{
+	static const char *const names[] = { "auto", "matmul", "tiles" };
+	for (int i = 0; i < 3; i++)
+		if (!strcmp(s, names[i])) {
+			*out = (sc_cpu_bf16_path)i;
+			return 0;
+		}
+	return -1;
+}
+
+static int cpu_is_amd(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	return __builtin_cpu_is("amd");
+#else
+	return 0;
+#endif
+}
+
+int sc_backend_cpu_bf16_matmul_pays(int has_bf16, int has_amx, int amd)
+{
+	return has_bf16 && (has_amx || amd);
+}
+
 sc_err sc_backend_cpu_open(sc_backend **out, int threads)
 {
 	*out = NULL;
@@ -370,11 +396,18 @@ sc_err sc_backend_cpu_open(sc_backend **out, int threads)
 		free(cb);
 		return sc_errf(SC_ENOMEM, "cpu: cannot allocate the backend");
 	}
-	const char *env = getenv("SC_CPU_BF16");
-	cb->tiles = env && !strcmp(env, "tiles");
 	cb->be.ops = &cpu_ops;
 	cb->be.name = "cpu";
 	cb->be.ctx = cb;
+	const char *env = getenv("SC_CPU_BF16");
+	sc_cpu_bf16_path path = SC_CPU_BF16_AUTO;
+	if (env && *env && bf16_path_parse(env, &path)) {
+		sc_cpu_dnnl_free(cb->dnnl);
+		free(cb);
+		return sc_errf(SC_EINVAL, "cpu: SC_CPU_BF16=%s: expected auto, matmul or tiles",
+			       env);
+	}
+	sc_backend_cpu_bf16_path(&cb->be, path);
 	if (threads > 0) {
 		openblas_set_num_threads(threads);
 		omp_set_num_threads(threads);
@@ -394,24 +427,36 @@ const char *sc_backend_cpu_describe(void)
 
 const char *sc_backend_cpu_bf16_kernel(sc_backend *be)
 {
-	static _Thread_local char buf[160];
+	static _Thread_local char buf[256];
 	if (!be || be->ops != &cpu_ops)
 		return "not a CPU backend";
 	cpu_backend *cb = be->ctx;
-	if (cb->dnnl && !cb->tiles)
+	if (!cb->tiles)
 		snprintf(buf, sizeof(buf), "bf16 matmul (%s)", sc_cpu_dnnl_describe());
+	else if (!cb->dnnl)
+		snprintf(buf, sizeof(buf), "fp32 tiles (%s)", sc_cpu_dnnl_describe());
+	else if (cb->path == SC_CPU_BF16_TILES)
+		snprintf(buf, sizeof(buf), "fp32 tiles (%s; forced: SC_CPU_BF16=tiles)",
+			 sc_cpu_dnnl_describe());
 	else
-		snprintf(buf, sizeof(buf), "fp32 tiles (%s)",
-			 cb->dnnl ? "forced: SC_CPU_BF16=tiles or sc_backend_cpu_bf16_tiles"
-				  : sc_cpu_dnnl_describe());
+		snprintf(buf, sizeof(buf),
+			 "fp32 tiles (%s on a CPU without AMX that is not AMD's: its bf16 matmul "
+			 "runs slower than fp32 there; SC_CPU_BF16=matmul takes it)",
+			 sc_cpu_dnnl_describe());
 	return buf;
 }
 
-sc_err sc_backend_cpu_bf16_tiles(sc_backend *be, int on)
+sc_err sc_backend_cpu_bf16_path(sc_backend *be, sc_cpu_bf16_path path)
 {
 	if (!be || be->ops != &cpu_ops)
-		return sc_errf(SC_EINVAL, "sc_backend_cpu_bf16_tiles: %s is not a CPU backend",
+		return sc_errf(SC_EINVAL, "sc_backend_cpu_bf16_path: %s is not a CPU backend",
 			       be ? be->name : "(null)");
-	((cpu_backend *)be->ctx)->tiles = on != 0;
+	if (path != SC_CPU_BF16_AUTO && path != SC_CPU_BF16_MATMUL && path != SC_CPU_BF16_TILES)
+		return sc_errf(SC_EINVAL, "sc_backend_cpu_bf16_path: no path %d", (int)path);
+	cpu_backend *cb = be->ctx;
+	cb->path = path;
+	cb->tiles = !cb->dnnl || path == SC_CPU_BF16_TILES ||
+		    (path == SC_CPU_BF16_AUTO &&
+		     !sc_backend_cpu_bf16_matmul_pays(1, sc_cpu_dnnl_has_amx(), cpu_is_amd()));
 	return SC_OK;
 }

@@ -43,6 +43,13 @@ int sc_cpu_dnnl_usable(void)
 	return isa_has_bf16(dnnl_get_effective_cpu_isa());
 }
 
+int sc_cpu_dnnl_has_amx(void)
+{
+	unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+	return (isa & (unsigned)dnnl_cpu_isa_avx512_core_amx) ==
+	       (unsigned)dnnl_cpu_isa_avx512_core_amx;
+}
+
 static const char *isa_name(dnnl_cpu_isa_t isa)
 {
 	switch (isa) {

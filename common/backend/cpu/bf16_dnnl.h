@@ -32,6 +32,10 @@ typedef struct sc_cpu_dnnl sc_cpu_dnnl;
  * means the OS saves the AVX-512 state). */
 int sc_cpu_dnnl_usable(void);
 
+/* Nonzero when oneDNN's effective ISA has AMX (avx512_core_amx or above):
+ * with sc_backend_cpu_bf16_matmul_pays, the automatic choice of path. */
+int sc_cpu_dnnl_has_amx(void);
+
 /* "oneDNN 2.6.3, avx512_core_bf16", "oneDNN 2.6.3, avx2: no bf16
  * instructions" or "built without oneDNN". Borrowed static string. */
 const char *sc_cpu_dnnl_describe(void);

@@ -7,6 +7,11 @@ int sc_cpu_dnnl_usable(void)
 	return 0;
 }
 
+int sc_cpu_dnnl_has_amx(void)
+{
+	return 0;
+}
+
 const char *sc_cpu_dnnl_describe(void)
 {
 	return "built without oneDNN";
