@@ -64,8 +64,10 @@ static void stage_of(stage *s, const live_worker *w, int slot)
 	s->memory_reserve = w->memory_reserve;
 	snprintf(s->name, sizeof(s->name), "%s", w->name);
 	snprintf(s->control, sizeof(s->control), "%s", w->control_addr);
-	snprintf(s->data, sizeof(s->data), "%s", w->slot[slot].data_addr);
-	snprintf(s->owner_addr, sizeof(s->owner_addr), "%s", w->slot[slot].owner_addr);
+	/* slot -1 reads slot 0's addresses: the submit-time check's stage
+	 * stands for any slot of an idle worker */
+	snprintf(s->data, sizeof(s->data), "%s", w->slot[s->slot].data_addr);
+	snprintf(s->owner_addr, sizeof(s->owner_addr), "%s", w->slot[s->slot].owner_addr);
 }
 
 /* The threads the chain's CPU workers on stage i's machine run together
