@@ -38,7 +38,10 @@ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSC_CUDA=OFF >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target splitchain splitchain-coordinator splitchain-worker >/dev/null
 SC=$BUILD/cli/splitchain
 WORK=$(mktemp -d)
-export SC_BIN=$BUILD SC_THREADS=1 SC_PORT=$((20000 + RANDOM % 20000))
+# shellcheck source=tests/integration/port.sh
+. "$ROOT/tests/integration/port.sh"
+SC_PORT=$(sc_pick_port)
+export SC_BIN=$BUILD SC_THREADS=1 SC_PORT
 export SPLITCHAIN_COORDINATOR=tcp://127.0.0.1:$SC_PORT
 export SC_INSECURE=1 # plaintext, as the earlier figures were measured
 trap '"$ROOT/deploy/launch.sh" stop "$WORK/cluster" >/dev/null 2>&1; rm -rf "$WORK"' EXIT

@@ -8,7 +8,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SC=$BUILD/cli/splitchain
 REFTOOL=$BUILD/tests/sc_reftool
 export SC_BIN=$BUILD SC_THREADS=1 OMP_NUM_THREADS=1
-export SC_PORT=$((20000 + RANDOM % 20000))
+# shellcheck source=tests/integration/port.sh
+. "$ROOT/tests/integration/port.sh"
+SC_PORT=$(sc_pick_port)
+export SC_PORT
 export SPLITCHAIN_COORDINATOR=tls+tcp://127.0.0.1:$SC_PORT
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK" || exit 1
 # Every test runs authenticated: one join token for every worker, and an
