@@ -70,11 +70,26 @@ start)
       > "$DIR/admin.token" 2>/dev/null) || { echo "launch: cannot add the admin user" >&2; exit 1; }
   fi
   export SPLITCHAIN_TOKEN=${SPLITCHAIN_TOKEN:-$(cat "$DIR/admin.token")}
+  logged=0
+  [ ! -f "$DIR/coordinator.log" ] || logged=$(wc -l < "$DIR/coordinator.log")
   "$(coordinator_bin)" --listen "$URL" --db "$DIR/splitchain.db" --join-token-file "$JOIN" \
     "${COORD_SEC[@]}" \
     --model-root "${SC_MODEL_ROOT:-$PWD}" --data-root "${SC_DATA_ROOT:-$PWD}" \
     >>"$DIR/coordinator.log" 2>&1 &
   echo $! > "$DIR/coordinator.pid"
+  # Up when its log says it listens; a coordinator that exits first (its
+  # address in use, a bad flag) fails the start.
+  coordinator_exited() {
+    echo "launch: the coordinator exited at start:" >&2
+    tail -n 5 "$DIR/coordinator.log" >&2
+    "$0" stop "$DIR" >/dev/null 2>&1 || true
+    exit 1
+  }
+  for _ in $(seq 1 100); do
+    tail -n +"$((logged + 1))" "$DIR/coordinator.log" | grep -q ' listening on ' && break
+    alive "$DIR/coordinator.pid" || coordinator_exited
+    sleep 0.1
+  done
   # Each worker runs under a loop that starts it again when it exits asking
   # its supervisor for a fresh process (status 3: its device failed; 4: a
   # socket close stuck in nng), as the systemd unit's Restart=on-failure
@@ -101,12 +116,16 @@ start)
     for _ in $(seq 1 50); do [ -s "$DIR/worker-$i.pid" ] && break; sleep 0.02; done
   done
   # Ready when every worker is registered.
+  n=0
   for _ in $(seq 1 100); do
+    alive "$DIR/coordinator.pid" || coordinator_exited
     n=$("$BIN/cli/splitchain" workers --coordinator "$URL" --json 2>/dev/null |
         grep -o '"state":"idle"' | wc -l || true)
     [ "$n" -ge "$N" ] && break
     sleep 0.2
   done
+  [ "$n" -ge "$N" ] ||
+    echo "launch: $n of $N workers registered within 20 s; the others may still (see $DIR/worker-*.log)" >&2
   echo "launch: coordinator at $URL (database $DIR/splitchain.db), $N workers; logs in $DIR"
   echo "launch: the admin's token: export SPLITCHAIN_TOKEN=\$(cat $DIR/admin.token)"
   [ "$SCHEME" = tcp ] || echo "launch: TLS certificates in $CERTS (the CLI's: cli.pem, cli.key, ca.pem)"

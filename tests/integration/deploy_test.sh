@@ -154,6 +154,27 @@ check_flags "k8s flags ConfigMap (worker)" worker.help < <(sed -n '/WORKER_ARGS:
 out=$(promtool check config "$D/prometheus/splitchain.yml" 2>&1) \
   && ok "promtool check config: deploy/prometheus/splitchain.yml" || bad "promtool: $out"
 
+# ---- launch.sh: a coordinator that cannot listen fails the start at once,
+# saying why, and leaves no worker behind
+busy=$(sc_pick_port)
+python3 -c 'import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+time.sleep(60)' "$busy" &
+holder=$!
+for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$busy") 2>/dev/null && break; sleep 0.1; done
+t0=$SECONDS
+if SC_PORT=$busy "$ROOT/deploy/launch.sh" start busy 2 > busy.out 2> busy.err; then
+  bad "launch.sh start succeeded with its coordinator's port taken"
+elif grep -q "Address in use" busy.err && [ $((SECONDS - t0)) -lt 10 ]; then
+  ok "launch.sh start fails in $((SECONDS - t0)) s when the coordinator cannot listen: $(grep -m1 'Address in use' busy.err)"
+else bad "launch.sh start with the port taken: $((SECONDS - t0)) s, $(cat busy.err)"; fi
+left=0
+for f in busy/*.pid; do [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && left=1; done
+[ $left = 0 ] && ok "no process of that start is left" || bad "launch.sh left processes: $(ls busy)"
+kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+
 # ---- Slurm
 bash -n "$D/slurm/splitchain.sbatch" && ok "splitchain.sbatch: bash -n" || bad "splitchain.sbatch syntax"
 if [ -f "$D/certs.sh" ] && grep -q -- --tls-cert coord.help && grep -q -- --join-token-file coord.help; then
