@@ -90,27 +90,17 @@ start)
     alive "$DIR/coordinator.pid" || coordinator_exited
     sleep 0.1
   done
-  # Each worker runs under a loop that starts it again when it exits asking
-  # its supervisor for a fresh process (status 3: its device failed; 4: a
-  # socket close stuck in nng), as the systemd unit's Restart=on-failure
+  # Each worker runs under supervise.sh, which starts it again when it exits
+  # asking its supervisor for a fresh process (status 3: its device failed;
+  # 4: a socket close stuck in nng), as the systemd unit's Restart=on-failure
   # does; worker-N.pid names the running process.
-  run_worker() {
-    local i=$1 rc
-    while :; do
-      OMP_NUM_THREADS=$THREADS "$(worker_bin)" --coordinator "$URL" --name "worker-$i" \
-        --join-token-file "$JOIN" \
-        --listen "$SCHEME://127.0.0.1:0" --data "$SCHEME://127.0.0.1:0" --threads "$THREADS" \
-        "${WORKER_SEC[@]}" ${WORKER_ARGS[@]+"${WORKER_ARGS[@]}"} >>"$DIR/worker-$i.log" 2>&1 &
-      echo $! > "$DIR/worker-$i.pid"
-      wait $!
-      rc=$?
-      { [ $rc -eq 3 ] || [ $rc -eq 4 ]; } || break
-      echo "launch: worker-$i exited with status $rc: starting it again" >>"$DIR/worker-$i.log"
-    done
-  }
   for i in $(seq 1 "$N"); do
     rm -f "$DIR/worker-$i.pid"
-    run_worker "$i" &
+    "$ROOT/deploy/supervise.sh" "$DIR/worker-$i.pid" "$DIR/worker-$i.log" \
+      env OMP_NUM_THREADS="$THREADS" "$(worker_bin)" --coordinator "$URL" --name "worker-$i" \
+      --join-token-file "$JOIN" \
+      --listen "$SCHEME://127.0.0.1:0" --data "$SCHEME://127.0.0.1:0" --threads "$THREADS" \
+      "${WORKER_SEC[@]}" ${WORKER_ARGS[@]+"${WORKER_ARGS[@]}"} &
   done
   for i in $(seq 1 "$N"); do
     for _ in $(seq 1 50); do [ -s "$DIR/worker-$i.pid" ] && break; sleep 0.02; done

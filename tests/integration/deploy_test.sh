@@ -154,6 +154,27 @@ check_flags "k8s flags ConfigMap (worker)" worker.help < <(sed -n '/WORKER_ARGS:
 out=$(promtool check config "$D/prometheus/splitchain.yml" 2>&1) \
   && ok "promtool check config: deploy/prometheus/splitchain.yml" || bad "promtool: $out"
 
+# ---- supervise.sh (launch.sh's and the tests' worker loop): status 3 and 4
+# start the command again, any other status (or a signal) ends the loop
+cat > flaky.sh <<'SH'
+n=$(cat runs 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > runs
+case $n in 1) exit 4 ;; 2) exit 3 ;; 3) exit 0 ;; esac
+SH
+"$D/supervise.sh" flaky.pid flaky.log bash flaky.sh
+rc=$?
+if [ $rc = 0 ] && [ "$(cat runs)" = 3 ] && [ "$(grep -c 'starting it again' flaky.log)" = 2 ]; then
+  ok "supervise.sh: started again after status 4 and 3, ended with the command's status 0"
+else bad "supervise.sh: status $rc, $(cat runs) runs, log: $(cat flaky.log)"; fi
+"$D/supervise.sh" sleeper.pid sleeper.log sleep 30 &
+sup=$!
+for _ in $(seq 1 50); do [ -s sleeper.pid ] && break; sleep 0.02; done
+kill -TERM "$(cat sleeper.pid)"
+wait "$sup"
+rc=$?
+[ $rc = 143 ] && ! grep -q 'starting it again' sleeper.log &&
+  ok "supervise.sh: a worker ended by SIGTERM stays down (status $rc)" ||
+  bad "supervise.sh after SIGTERM: status $rc, log: $(cat sleeper.log)"
+
 # ---- launch.sh: a coordinator that cannot listen fails the start at once,
 # saying why, and leaves no worker behind
 busy=$(sc_pick_port)

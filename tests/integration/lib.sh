@@ -116,25 +116,19 @@ start_coordinator() {
 }
 
 # start_worker N [OPTION...]: worker wN of $SPLITCHAIN_COORDINATOR (one
-# thread, WORKER_NET), run as deploy/launch.sh and the systemd unit run
-# one: started again when it exits asking its supervisor for a fresh
-# process (status 3: its device failed; 4: a socket close stuck in nng
-# 1.5.2, which a paused or killed neighbour can provoke). worker-N.pid
-# names the running process; killed by a signal, it stays down until
-# started again.
+# thread, WORKER_NET) under deploy/supervise.sh, as deploy/launch.sh and the
+# systemd unit run one: started again when it exits asking its supervisor
+# for a fresh process (status 3: its device failed; 4: a socket close stuck
+# in nng 1.5.2, which a paused or killed neighbour can provoke).
+# worker-N.pid names the running process; killed by a signal, it stays down
+# until started again.
 start_worker() {
   local i=$1
   shift
   rm -f "cluster/worker-$i.pid"
-  ( while :; do
-      "$BUILD/worker/splitchain-worker" --coordinator "$SPLITCHAIN_COORDINATOR" --name "w$i" \
-        --threads 1 "${WORKER_NET[@]}" "$@" >>"cluster/worker-$i.log" 2>&1 &
-      echo $! > "cluster/worker-$i.pid"
-      wait $!
-      rc=$?
-      { [ $rc -eq 3 ] || [ $rc -eq 4 ]; } || break
-      echo "test: w$i exited with status $rc: starting it again" >>"cluster/worker-$i.log"
-    done ) &
+  "$ROOT/deploy/supervise.sh" "cluster/worker-$i.pid" "cluster/worker-$i.log" \
+    "$BUILD/worker/splitchain-worker" --coordinator "$SPLITCHAIN_COORDINATOR" --name "w$i" \
+    --threads 1 "${WORKER_NET[@]}" "$@" &
   for _ in $(seq 1 50); do [ -s "cluster/worker-$i.pid" ] && break; sleep 0.02; done
 }
 
