@@ -123,7 +123,7 @@ static sc_err run_one(int fmt, const sc_model_config *base, const sc_lora_config
 	    (fmt == BF16_TILES && (rc = sc_backend_cpu_bf16_path(be, SC_CPU_BF16_TILES))) ||
 	    (fmt == BF16_MATMUL && (rc = sc_backend_cpu_bf16_path(be, SC_CPU_BF16_MATMUL))))
 		goto done;
-	if (fmt == BF16_MATMUL && strncmp(sc_backend_cpu_bf16_kernel(be), "bf16 matmul", 11)) {
+	if (fmt == BF16_MATMUL && !sc_backend_cpu_bf16_on_matmul(be)) {
 		fprintf(stderr, "sc_bench_base: bf16-matmul skipped: %s\n",
 			sc_backend_cpu_bf16_kernel(be));
 		goto done;

@@ -45,7 +45,10 @@ static float *rand_floats(size_t n, uint64_t seed, float scale)
 /* Nonzero when be runs bf16 weights on oneDNN by default. */
 static int has_bf16_matmul(sc_backend *be)
 {
-	return !strncmp(sc_backend_cpu_bf16_kernel(be), "bf16 matmul", 11);
+	int on = sc_backend_cpu_bf16_on_matmul(be);
+	/* what the backend says of itself agrees */
+	assert_int_equal(!strncmp(sc_backend_cpu_bf16_kernel(be), "bf16 matmul", 11), on);
+	return on;
 }
 
 /* Nonzero when be can run bf16 weights on oneDNN (this build has it and
@@ -86,6 +89,7 @@ static void bf16_path_rule_and_environment(void **state)
 	assert_int_equal(dflt, can && sc_backend_cpu_bf16_matmul_pays(1, amx, amd));
 	SC_ASSERT_ERR(sc_backend_cpu_bf16_path(be, (sc_cpu_bf16_path)3), SC_EINVAL);
 	SC_ASSERT_ERR(sc_backend_cpu_bf16_path(NULL, SC_CPU_BF16_TILES), SC_EINVAL);
+	assert_int_equal(sc_backend_cpu_bf16_on_matmul(NULL), 0);
 	SC_ASSERT_OK(sc_backend_cpu_bf16_path(be, SC_CPU_BF16_AUTO));
 	assert_int_equal(has_bf16_matmul(be), dflt);
 	sc_backend_free(be);

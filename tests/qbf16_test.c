@@ -268,7 +268,10 @@ static void dequant_refuses_bad_ranges(void **state)
 
 static int has_bf16_matmul(sc_backend *be)
 {
-	return !strncmp(sc_backend_cpu_bf16_kernel(be), "bf16 matmul", 11);
+	int on = sc_backend_cpu_bf16_on_matmul(be);
+	/* what the backend says of itself agrees */
+	assert_int_equal(!strncmp(sc_backend_cpu_bf16_kernel(be), "bf16 matmul", 11), on);
+	return on;
 }
 
 typedef struct gcase {

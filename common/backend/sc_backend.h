@@ -311,6 +311,11 @@ const char *sc_backend_cpu_describe(void);
  * this thread's next call. */
 const char *sc_backend_cpu_bf16_kernel(sc_backend *be);
 
+/* Nonzero when the CPU backend be multiplies bf16 weights on oneDNN's bf16
+ * matmul now (sc_backend_cpu_bf16_kernel's "bf16 matmul"); 0 on the fp32
+ * tiles or for a backend that is not the CPU's. */
+int sc_backend_cpu_bf16_on_matmul(sc_backend *be);
+
 /* out (r1 - r0, c1 - c0) bf16, rows ldo apart, = W[r0:r1, c0:c1] of the
  * CPU backend's quantized weight w dequantized to fp32 (sc_qweight) and
  * rounded to bf16 (to nearest, ties to even), as gemm_q's bf16 products

@@ -436,7 +436,8 @@ const char *sc_backend_cpu_bf16_kernel(sc_backend *be)
 	else if (!cb->dnnl)
 		snprintf(buf, sizeof(buf), "fp32 tiles (%s)", sc_cpu_dnnl_describe());
 	else if (cb->path == SC_CPU_BF16_TILES)
-		snprintf(buf, sizeof(buf), "fp32 tiles (%s; forced: SC_CPU_BF16=tiles)",
+		snprintf(buf, sizeof(buf),
+			 "fp32 tiles (%s; forced: SC_CPU_BF16=tiles or sc_backend_cpu_bf16_path)",
 			 sc_cpu_dnnl_describe());
 	else
 		snprintf(buf, sizeof(buf),
@@ -444,6 +445,11 @@ const char *sc_backend_cpu_bf16_kernel(sc_backend *be)
 			 "runs slower than fp32 there; SC_CPU_BF16=matmul takes it)",
 			 sc_cpu_dnnl_describe());
 	return buf;
+}
+
+int sc_backend_cpu_bf16_on_matmul(sc_backend *be)
+{
+	return be && be->ops == &cpu_ops && !((cpu_backend *)be->ctx)->tiles;
 }
 
 sc_err sc_backend_cpu_bf16_path(sc_backend *be, sc_cpu_bf16_path path)
